@@ -1,0 +1,65 @@
+using BenchmarkDotNet.Attributes;
+using FastAttn.Kernels;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace FastAttn.Benchmarks;
+
+/// <summary>y = x·Wᵀ (nn.Linear without bias), single thread: FastAttn against libtorch's F.linear.</summary>
+[MemoryDiagnoser]
+public class GemmBenchmarks
+{
+    [Params("128x768x768", "128x768x3072", "128x3072x768", "8x768x768", "1x768x768", "512x1024x1024")]
+    public string Shape = "128x768x768";
+
+    public int M, K, N;
+    private float[] _x = [], _y = [], _scratch = [];
+    private PackedWeight? _w;
+    private Tensor? _tx, _tw;
+
+    public double Flops => 2.0 * M * N * K;
+
+    public void ParseShape()
+    {
+        var p = Shape.Split('x').Select(int.Parse).ToArray();
+        (M, K, N) = (p[0], p[1], p[2]);
+    }
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        ParseShape();
+        var rnd = new Random(42);
+        float[] w = new float[N * K];
+        _x = new float[M * K];
+        for (int i = 0; i < w.Length; i++) w[i] = (float)(rnd.NextDouble() - 0.5);
+        for (int i = 0; i < _x.Length; i++) _x[i] = (float)(rnd.NextDouble() - 0.5);
+        _y = new float[M * N];
+        _w = new PackedWeight(w, N, K);
+        _scratch = new float[Gemm.LinearScratchSize(M, K)];
+        TorchPeer.Init(1);
+        _tx = torch.tensor(_x, [M, K]);
+        _tw = torch.tensor(w, [N, K]);
+    }
+
+    [GlobalCleanup]
+    public void Cleanup() { _w?.Dispose(); _tx?.Dispose(); _tw?.Dispose(); }
+
+    [Benchmark(Baseline = true, Description = "FastAttn Gemm.Linear")]
+    public void FastAttn() => Gemm.Linear(_x, M, _w!, _y, _scratch);
+
+    [Benchmark(Description = "libtorch F.linear")]
+    public void Torch()
+    {
+        using var r = torch.nn.functional.linear(_tx!, _tw!);
+    }
+}
+
+internal static class TorchPeer
+{
+    public static void Init(int threads)
+    {
+        torch.set_num_threads(threads);
+        torch.set_grad_enabled(false);
+    }
+}
