@@ -119,7 +119,7 @@ public static unsafe class Gemm
     {
         return new GemmArgs
         {
-            A = a, Lda = lda, M = m, N = n, K = k, PackedB = packedB, C = c, Ldc = ldc,
+            A = a, Lda = lda, M = m, N = n, K = k, PackedB = packedB, PanelStride = (nint)k * GemmCore.NR, C = c, Ldc = ldc,
             Alpha = e.Alpha, Accumulate = e.Accumulate,
             Bias = e.Bias.IsEmpty ? null : bias, Act = e.Activation,
             Residual = e.Residual.IsEmpty ? null : residual,

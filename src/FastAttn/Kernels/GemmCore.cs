@@ -13,6 +13,8 @@ internal unsafe struct GemmArgs
     public int M, N, K;
     /// <summary>B packed in panels of <see cref="GemmCore.NR"/> columns: panel p at PackedB + p·K·NR, then K rows of NR floats.</summary>
     public float* PackedB;
+    /// <summary>Floats between consecutive panels of PackedB (K·NR for a whole packed matrix).</summary>
+    public nint PanelStride;
     /// <summary>C: M×N row-major with row stride Ldc.</summary>
     public float* C;
     public nint Ldc;
@@ -187,7 +189,7 @@ internal static unsafe class GemmCore
                 {
                     int col = jp * nr;
                     int cols = Math.Min(nr, g.N - col);
-                    float* bPanel = g.PackedB + (long)jp * K * nr + (long)pc * nr;
+                    float* bPanel = g.PackedB + jp * g.PanelStride + (long)pc * nr;
                     epi.Bias = g.Bias == null ? null : g.Bias + col;
                     for (int ir = 0; ir < mc; ir += mr)
                     {
