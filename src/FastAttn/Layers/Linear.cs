@@ -1,0 +1,97 @@
+using FastAttn.Kernels;
+
+namespace FastAttn.Layers;
+
+/// <summary>The fully connected layer y = act(x·Wᵀ + b), W <c>[out, in]</c> like <c>nn.Linear</c>, packed once.</summary>
+public sealed class Linear : IDisposable
+{
+    /// <summary>The packed weight.</summary>
+    public PackedWeight Weight { get; }
+    private readonly float[]? _bias;
+    /// <summary>Activation after the bias.</summary>
+    public Activation Activation { get; }
+    /// <summary>Input width.</summary>
+    public int InFeatures => Weight.InFeatures;
+    /// <summary>Output width.</summary>
+    public int OutFeatures => Weight.OutFeatures;
+    /// <summary>The bias (read-only view), empty when there is none.</summary>
+    public ReadOnlySpan<float> Bias => _bias;
+
+    /// <summary>Builds the layer from a <c>[outFeatures, inFeatures]</c> weight and optional bias.</summary>
+    /// <exception cref="ArgumentException">Shapes do not match.</exception>
+    public Linear(ReadOnlySpan<float> weight, int outFeatures, int inFeatures, ReadOnlySpan<float> bias = default, Activation activation = Activation.None)
+    {
+        if (!bias.IsEmpty) ThrowHelper.ExactLength(bias.Length, outFeatures, nameof(bias), "outFeatures");
+        Weight = new PackedWeight(weight, outFeatures, inFeatures);
+        _bias = bias.IsEmpty ? null : bias.ToArray();
+        Activation = activation;
+    }
+
+    /// <summary>Scratch floats for <paramref name="rows"/> rows.</summary>
+    public int ScratchSize(int rows) => Gemm.LinearScratchSize(rows, InFeatures);
+
+    /// <summary>y = act(x·Wᵀ + b) [+ residual].</summary>
+    public void Forward(ReadOnlySpan<float> x, int rows, Span<float> y, Span<float> scratch, ReadOnlySpan<float> residual = default)
+        => Gemm.Linear(x, rows, Weight, y, scratch, new GemmEpilogue { Bias = _bias, Activation = Activation, Residual = residual });
+
+    /// <inheritdoc/>
+    public void Dispose() => Weight.Dispose();
+}
+
+/// <summary>Layer normalisation over the last dimension (PyTorch's <c>nn.LayerNorm</c>, biased variance).</summary>
+public sealed unsafe class LayerNorm
+{
+    private readonly float[] _gamma, _beta;
+    /// <summary>Width.</summary>
+    public int Width => _gamma.Length;
+    /// <summary>ε added to the variance.</summary>
+    public float Eps { get; }
+
+    /// <summary>Builds the norm; empty gamma/beta mean ones/zeros.</summary>
+    public LayerNorm(int width, ReadOnlySpan<float> gamma = default, ReadOnlySpan<float> beta = default, float eps = 1e-5f)
+    {
+        ThrowHelper.Positive(width, nameof(width));
+        if (!gamma.IsEmpty) ThrowHelper.ExactLength(gamma.Length, width, nameof(gamma), "width");
+        if (!beta.IsEmpty) ThrowHelper.ExactLength(beta.Length, width, nameof(beta), "width");
+        _gamma = gamma.IsEmpty ? Enumerable.Repeat(1f, width).ToArray() : gamma.ToArray();
+        _beta = beta.IsEmpty ? new float[width] : beta.ToArray();
+        Eps = eps;
+    }
+
+    /// <summary>Normalises rows of x into y (x and y may be the same span).</summary>
+    public void Forward(ReadOnlySpan<float> x, int rows, Span<float> y)
+    {
+        ThrowHelper.Positive(rows, nameof(rows));
+        ThrowHelper.Length(x.Length, (long)rows * Width, nameof(x), $"rows*width = {rows}*{Width}");
+        ThrowHelper.Length(y.Length, (long)rows * Width, nameof(y), $"rows*width = {rows}*{Width}");
+        fixed (float* px = x, py = y, g = _gamma, b = _beta) Norms.LayerNorm(px, py, rows, Width, g, b, Eps);
+    }
+}
+
+/// <summary>RMS normalisation: y = x / √(mean(x²) + ε) · γ.</summary>
+public sealed unsafe class RmsNorm
+{
+    private readonly float[] _gamma;
+    /// <summary>Width.</summary>
+    public int Width => _gamma.Length;
+    /// <summary>ε.</summary>
+    public float Eps { get; }
+
+    /// <summary>Builds the norm; empty gamma means ones.</summary>
+    public RmsNorm(int width, ReadOnlySpan<float> gamma = default, float eps = 1e-6f)
+    {
+        ThrowHelper.Positive(width, nameof(width));
+        if (!gamma.IsEmpty) ThrowHelper.ExactLength(gamma.Length, width, nameof(gamma), "width");
+        _gamma = gamma.IsEmpty ? Enumerable.Repeat(1f, width).ToArray() : gamma.ToArray();
+        Eps = eps;
+    }
+
+    /// <summary>Normalises rows of x into y (x and y may be the same span).</summary>
+    public void Forward(ReadOnlySpan<float> x, int rows, Span<float> y)
+    {
+        ThrowHelper.Positive(rows, nameof(rows));
+        ThrowHelper.Length(x.Length, (long)rows * Width, nameof(x), $"rows*width = {rows}*{Width}");
+        ThrowHelper.Length(y.Length, (long)rows * Width, nameof(y), $"rows*width = {rows}*{Width}");
+        fixed (float* px = x, py = y, g = _gamma) Norms.RmsNorm(px, py, rows, Width, g, Eps);
+    }
+}

@@ -1,0 +1,149 @@
+using FastAttn.Composition;
+
+namespace FastAttn.Layers;
+
+/// <summary>Token embedding lookup: ids → rows of a <c>[vocab, width]</c> table.</summary>
+public sealed class Embedding
+{
+    private readonly float[] _table;
+    /// <summary>Rows in the table.</summary>
+    public int Vocabulary { get; }
+    /// <summary>Width of a row.</summary>
+    public int Width { get; }
+
+    /// <summary>Builds the lookup from a <c>[vocabulary, width]</c> table.</summary>
+    public Embedding(ReadOnlySpan<float> table, int vocabulary, int width)
+    {
+        ThrowHelper.Positive(vocabulary, nameof(vocabulary));
+        ThrowHelper.Positive(width, nameof(width));
+        ThrowHelper.ExactLength(table.Length, (long)vocabulary * width, nameof(table), $"vocabulary*width = {vocabulary}*{width}");
+        _table = table.ToArray();
+        Vocabulary = vocabulary; Width = width;
+    }
+
+    /// <summary>Writes the rows of <paramref name="ids"/> into output <c>[ids.Length, Width]</c>, or adds them when <paramref name="accumulate"/>.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">An id is outside the vocabulary.</exception>
+    public void Lookup(ReadOnlySpan<int> ids, Span<float> output, bool accumulate = false)
+    {
+        ThrowHelper.Length(output.Length, (long)ids.Length * Width, nameof(output), $"ids*width = {ids.Length}*{Width}");
+        for (int i = 0; i < ids.Length; i++)
+            if ((uint)ids[i] >= (uint)Vocabulary) ThrowHelper.OutOfRange(nameof(ids), ids[i], $"'ids'[{i}] = {ids[i]} is outside 0..{Vocabulary - 1}.");
+        for (int i = 0; i < ids.Length; i++)
+        {
+            var row = _table.AsSpan(ids[i] * Width, Width);
+            var dst = output.Slice(i * Width, Width);
+            if (accumulate) System.Numerics.Tensors.TensorPrimitives.Add(dst, row, dst); else row.CopyTo(dst);
+        }
+    }
+}
+
+/// <summary>
+/// Adds a position table to every sequence (positions restart at 0 for each sequence of a packed batch):
+/// the sinusoidal encoding of "Attention Is All You Need" or a learned table.
+/// </summary>
+public sealed class PositionalEncoding : IBlock
+{
+    private readonly float[] _table;
+    /// <summary>Longest sequence the table covers.</summary>
+    public int MaxPositions { get; }
+    /// <inheritdoc/>
+    public int InputWidth { get; }
+    /// <inheritdoc/>
+    public int OutputWidth => InputWidth;
+
+    private PositionalEncoding(float[] table, int maxPositions, int width) { _table = table; MaxPositions = maxPositions; InputWidth = width; }
+
+    /// <summary>PE(p, 2i) = sin(p / 10000^(2i/d)), PE(p, 2i+1) = cos(…).</summary>
+    public static PositionalEncoding Sinusoidal(int maxPositions, int width)
+    {
+        ThrowHelper.Positive(maxPositions, nameof(maxPositions));
+        ThrowHelper.Positive(width, nameof(width));
+        var t = new float[maxPositions * width];
+        for (int p = 0; p < maxPositions; p++)
+            for (int i = 0; i < width; i++)
+            {
+                double angle = p / Math.Pow(10000, 2 * (i / 2) / (double)width);
+                t[p * width + i] = (float)(i % 2 == 0 ? Math.Sin(angle) : Math.Cos(angle));
+            }
+        return new PositionalEncoding(t, maxPositions, width);
+    }
+
+    /// <summary>A learned table <c>[maxPositions, width]</c>.</summary>
+    public static PositionalEncoding Learned(ReadOnlySpan<float> table, int maxPositions, int width)
+    {
+        ThrowHelper.Positive(maxPositions, nameof(maxPositions));
+        ThrowHelper.Positive(width, nameof(width));
+        ThrowHelper.ExactLength(table.Length, (long)maxPositions * width, nameof(table), $"maxPositions*width = {maxPositions}*{width}");
+        return new PositionalEncoding(table.ToArray(), maxPositions, width);
+    }
+
+    /// <inheritdoc/>
+    public long ScratchSize(int maxTokens) => 0;
+
+    /// <inheritdoc/>
+    public void Forward(ReadOnlySpan<float> input, Span<float> output, int tokens, ReadOnlySpan<int> sequenceLengths, Span<float> scratch)
+    {
+        int w = InputWidth, t0 = 0, n = sequenceLengths.IsEmpty ? 1 : sequenceLengths.Length;
+        for (int s = 0; s < n; s++)
+        {
+            int len = sequenceLengths.IsEmpty ? tokens : sequenceLengths[s];
+            if (len > MaxPositions) ThrowHelper.Argument(nameof(sequenceLengths), $"a sequence of {len} tokens is longer than the {MaxPositions} positions the encoding covers.");
+            System.Numerics.Tensors.TensorPrimitives.Add(input.Slice(t0 * w, len * w), _table.AsSpan(0, len * w), output.Slice(t0 * w, len * w));
+            t0 += len;
+        }
+    }
+}
+
+/// <summary>Rotary position embedding (RoPE, rotate-half pairing i ↔ i + headDim/2) applied to Q and K heads in place.</summary>
+public sealed class Rope
+{
+    private readonly float[] _cos, _sin;
+    /// <summary>Head width (even).</summary>
+    public int HeadDim { get; }
+    /// <summary>Longest sequence covered.</summary>
+    public int MaxPositions { get; }
+
+    /// <summary>θ_i = base^(−2i/headDim).</summary>
+    public Rope(int headDim, int maxPositions, double theta = 10000)
+    {
+        ThrowHelper.Positive(headDim, nameof(headDim));
+        if (headDim % 2 != 0) ThrowHelper.Argument(nameof(headDim), $"'headDim' must be even for RoPE; it is {headDim}.");
+        ThrowHelper.Positive(maxPositions, nameof(maxPositions));
+        HeadDim = headDim; MaxPositions = maxPositions;
+        int half = headDim / 2;
+        _cos = new float[maxPositions * half]; _sin = new float[maxPositions * half];
+        for (int p = 0; p < maxPositions; p++)
+            for (int i = 0; i < half; i++)
+            {
+                double a = p * Math.Pow(theta, -2.0 * i / headDim);
+                _cos[p * half + i] = (float)Math.Cos(a); _sin[p * half + i] = (float)Math.Sin(a);
+            }
+    }
+
+    /// <summary>Rotates heads of x <c>[tokens, stride]</c> (columns col0 .. col0 + heads·headDim) by position within each sequence.</summary>
+    public void Apply(Span<float> x, int tokens, int stride, int col0, int heads, ReadOnlySpan<int> sequenceLengths)
+    {
+        int half = HeadDim / 2, t0 = 0, n = sequenceLengths.IsEmpty ? 1 : sequenceLengths.Length;
+        for (int s = 0; s < n; s++)
+        {
+            int len = sequenceLengths.IsEmpty ? tokens : sequenceLengths[s];
+            if (len > MaxPositions) ThrowHelper.Argument(nameof(sequenceLengths), $"a sequence of {len} tokens is longer than the {MaxPositions} RoPE positions.");
+            for (int p = 0; p < len; p++)
+            {
+                var c = _cos.AsSpan(p * half, half);
+                var sn = _sin.AsSpan(p * half, half);
+                for (int h = 0; h < heads; h++)
+                {
+                    var row = x.Slice((t0 + p) * stride + col0 + h * HeadDim, HeadDim);
+                    for (int i = 0; i < half; i++)
+                    {
+                        float a = row[i], b = row[i + half];
+                        row[i] = a * c[i] - b * sn[i];
+                        row[i + half] = b * c[i] + a * sn[i];
+                    }
+                }
+            }
+            t0 += len;
+        }
+    }
+}
