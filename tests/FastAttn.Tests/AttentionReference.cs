@@ -85,9 +85,12 @@ internal sealed class AttentionCase
                         }
                         double scale = Score == ScoreKind.Dot ? (Scale ?? 1.0 / Math.Sqrt(D)) : 1.0;
                         double x = acc * scale;
-                        // float32 score error: a length-D dot product (γ_D Σ|terms|), plus for additive scores the
-                        // tanh approximation (a few ulp of each |w_d|), plus a few ulp of the result.
-                        err[j] = (D + 4) * u * abs * scale + (Score == ScoreKind.Additive ? 8 * u * W.Skip(h * D).Take(D).Sum(Math.Abs) : 0) + 8 * u * Math.Abs(x);
+                        // float32 score error: a length-D dot product (γ_D Σ|terms|), plus a few ulp of the result.
+                        // Additive scores are summed as Σw − 2Σ w_d/(1 + e^{2q}e^{2k}): D terms of size ≤ |w_d|, each
+                        // with a few ulp from the exponentials, so γ_{D+8} Σ|w_d| bounds them.
+                        err[j] = Score == ScoreKind.Additive
+                            ? (D + 8) * u * W.Skip(h * D).Take(D).Sum(Math.Abs) + 8 * u * Math.Abs(x)
+                            : (D + 4) * u * abs * scale + 8 * u * Math.Abs(x);
                         if (SoftCap > 0) x = SoftCap * Math.Tanh(x / SoftCap);
                         if (FloatMask != null) { x += FloatMask[gi * tk + gj]; err[j] += 4 * u * Math.Abs(x); }
                         if (double.IsNegativeInfinity(x)) vis[j] = false;

@@ -3,6 +3,24 @@ namespace FastAttn.Tests;
 /// <summary>Plain, slow, double-accumulating references written straight from the formulas.</summary>
 internal static class Reference
 {
+    /// <summary>
+    /// Bytes allocated on this thread by <paramref name="calls"/> calls after a warm-up, the smallest over up to
+    /// three windows. An allocation made per call shows up in every window; a one-off runtime event (a method
+    /// tiering up mid-window) does not, so the minimum is the steady-state figure.
+    /// </summary>
+    public static long SteadyStateAllocations(Action call, int warmup = 20, int calls = 100)
+    {
+        for (int i = 0; i < warmup; i++) call();
+        long best = long.MaxValue;
+        for (int w = 0; w < 3 && best != 0; w++)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < calls; i++) call();
+            best = Math.Min(best, GC.GetAllocatedBytesForCurrentThread() - before);
+        }
+        return best;
+    }
+
     public static double Act(double x, FastAttn.Kernels.Activation a) => a switch
     {
         FastAttn.Kernels.Activation.Relu => Math.Max(x, 0),

@@ -78,31 +78,20 @@ public ref struct AttentionOptions
 /// <summary>
 /// Fused, tiled multi-head attention: out_i = Σ_j α_ij v_j for every query row, computed tile by tile with a
 /// running (online) max and sum so scratch grows linearly with sequence length. Q·Kᵀ and P·V run on the
-/// packed-GEMM microkernels; scaling is fused into the GEMM, masking, capping and exponentiation into one
-/// pass over each score tile. A query row whose keys are all masked outputs zeros (never NaN).
+/// packed-GEMM microkernel (K and V packed once per key/value head, Qᵀ once per query tile with the scale
+/// folded in); capping, masking and exponentiation are vertical passes over an L1-resident score tile.
+/// A query row whose keys are all masked outputs zeros (never NaN).
 /// </summary>
 public static unsafe class Attention
 {
-    /// <summary>Query rows per tile.</summary>
-    internal static readonly int Br = GemmCore.MR * 4;
-    /// <summary>Keys per tile.</summary>
-    internal static readonly int Bc = GemmCore.NR * 8;
-
     /// <summary>
     /// Scratch floats a call needs when no sequence has more than <paramref name="maxKeyTokens"/> keys.
-    /// Linear in the key length: packed Kᵀ and V of one head, plus fixed-size tiles.
+    /// Linear in the key length: packed K and V of one key/value head, plus fixed-size tiles.
     /// </summary>
     public static long ScratchSize(int headDim, int valueHeadDim, int maxKeyTokens)
     {
-        int d = Math.Max(headDim, 1), dv = valueHeadDim <= 0 ? d : valueHeadDim, lk = Math.Max(maxKeyTokens, 1);
-        int nr = GemmCore.NR;
-        long kt = (long)d * GemmCore.RoundUp(lk, nr);
-        long vp = GemmCore.PackedBSize(lk, dv);
-        long s = (long)Br * Bc;
-        long o = (long)Br * GemmCore.RoundUp(dv, nr);
-        long ml = 2L * Br;
-        long gemm = GemmCore.APackSize(Br, Math.Max(d, Math.Max(Bc, lk)));
-        return kt + vp + s + o + ml + gemm + 64;
+        int d = Math.Max(headDim, 1), dv = valueHeadDim <= 0 ? d : valueHeadDim;
+        return new Layout(d, dv, maxKeyTokens, GemmCore.MR, GemmCore.NR).Total + 64;
     }
 
     /// <summary>Scratch floats for this call's options and lengths (the largest sequence decides).</summary>
@@ -260,246 +249,392 @@ public static unsafe class Attention
         }
     }
 
+    /// <summary>
+    /// The tile loop. Scores are computed transposed, Sᵀ = K·Qᵀ, as a [keys × queries] tile whose rows are
+    /// two vectors of queries: K is packed once per (sequence, kv head) as the broadcast operand, Qᵀ once
+    /// per query tile (pre-scaled) as the vector operand, so the running max, the exponentials and the row
+    /// sums are all vertical (no horizontal reductions), and the tile is already in the layout P·V
+    /// broadcasts from. O = P·V then runs on the same microkernel with V packed once in panels.
+    /// </summary>
     private static void RunGroup<TOps, TVec>(in Args a, int q0, int lq, int k0, int lk, int valid, int kvHead, int rowStart, int rowEnd, float* scratch)
         where TOps : ISimd<TVec> where TVec : struct
     {
-        int d = a.D, dv = a.Dv, nr = GemmCore.NR;
-        int br = Br;
-        bool materialise = a.Weights != null;
-        int bc = materialise ? Math.Max(lk, 1) : Bc;
-        int dvPad = GemmCore.RoundUp(dv, nr);
-        // scratch layout
-        float* kt = scratch;
-        float* vp = kt + (long)d * GemmCore.RoundUp(Math.Max(lk, 1), nr);
-        float* sTile = vp + GemmCore.PackedBSize(Math.Max(lk, 1), dv);
-        float* oTile = sTile + (long)Br * Bc;
-        float* mRow = oTile + (long)Br * dvPad;
-        float* lRow = mRow + Br;
-        float* gemmScratch = lRow + Br;
+        int w = TOps.Width, nq = 2 * w, mr = TOps.GemmRows, nr = nq;
+        int d = a.D, dv = a.Dv, dvPad = GemmCore.RoundUp(dv, nr);
+        int lkPad = GemmCore.RoundUp(Math.Max(lk, 1), mr);
+        var lay = new Layout(d, dv, lk, mr, nq);
+        float* kp = scratch + lay.Kp, vp = scratch + lay.Vp, qt = scratch + lay.Qt, st = scratch + lay.St, ot = scratch + lay.Ot;
+        float* mv = scratch + lay.Stats, lv = mv + nq, cv = lv + nq, iota = cv + nq, wv = iota + nq;
+        var epi = new TileEpilogue { Alpha = 1f, Last = true, Temp = scratch + lay.Header, Tile = scratch + lay.Header + 3 * 64 };
+        for (int i = 0; i < nq; i++) iota[i] = i;
 
-        // Visible keys overall: padding and (per row) causality limit what is read.
+        bool materialise = a.Weights != null;
+        int bcTile = TileKeys(mr);
+        int bc = materialise ? lkPad : bcTile;
         int keyEnd = Math.Min(lk, valid);
+        bool additive = a.Score == ScoreKind.Additive;
+        int group = a.Heads / a.KvHeads;
+        // Additive scores take the fast form tanh(q+k) = 1 − 2/(1 + e^{2q}·e^{2k}) when every |q|, |k| ≤ 40
+        // (both exponentials and their product stay finite and normal); otherwise tanh is evaluated directly.
+        bool fastAdd = false;
+        if (additive && keyEnd > 0)
+        {
+            float mx = MaxAbs(a.K + k0 * a.Ldk + kvHead * d, a.Ldk, keyEnd, d);
+            for (int hh = 0; hh < group; hh++)
+                mx = MathF.Max(mx, MaxAbs(a.Q + (q0 + rowStart) * a.Ldq + (kvHead * group + hh) * d, a.Ldq, rowEnd - rowStart, d));
+            fastAdd = mx <= 40f;
+        }
         if (keyEnd > 0)
         {
-            GemmCore.PackB(a.K + k0 * a.Ldk + kvHead * d, 1, a.Ldk, d, keyEnd, kt);
+            PackK<TOps, TVec>(a.K + k0 * a.Ldk + kvHead * d, a.Ldk, keyEnd, d, mr, kp, fastAdd);
             GemmCore.PackB(a.V + k0 * a.Ldv + kvHead * dv, a.Ldv, 1, keyEnd, dv, vp);
         }
-        int group = a.Heads / a.KvHeads;
         float invL = valid > 0 ? 1f / valid : 0f;
         float sigBias = a.SigmoidBias ?? (valid > 0 ? -MathF.Log(valid) : 0f);
         int causalShift = a.Causal == CausalMode.BottomRight ? lk - lq : 0;
+        TVec ninf = TOps.Broadcast(float.NegativeInfinity);
 
         for (int hh = 0; hh < group; hh++)
         {
             int h = kvHead * group + hh;
-            for (int r0 = rowStart; r0 < rowEnd; r0 += br)
+            float wsum = 0f;
+            if (additive)
             {
-                int rows = Math.Min(br, rowEnd - r0);
-                for (int r = 0; r < rows; r++) { mRow[r] = float.NegativeInfinity; lRow[r] = 0f; }
-                // keys any row of this tile can see
+                float* aw = a.AddW + h * d;
+                for (int dd = 0; dd < d; dd++) { wv[dd] = fastAdd ? -2f * aw[dd] : aw[dd]; wsum += aw[dd]; }
+                if (!fastAdd) wsum = 0f;
+            }
+            for (int r0 = rowStart; r0 < rowEnd; r0 += nq)
+            {
+                int rows = Math.Min(nq, rowEnd - r0);
                 int tileKeyEnd = keyEnd;
-                if (a.Causal != CausalMode.None) tileKeyEnd = Math.Min(tileKeyEnd, Math.Max(0, r0 + rows - 1 + causalShift + 1));
+                if (a.Causal != CausalMode.None) tileKeyEnd = Math.Min(tileKeyEnd, Math.Max(0, r0 + rows + causalShift));
+                if (tileKeyEnd <= 0)
+                {
+                    for (int r = 0; r < rows; r++) new Span<float>(a.Out + (q0 + r0 + r) * a.Ldo + h * dv, dv).Clear();
+                    continue;
+                }
+                PackQ<TOps, TVec>(a.Q + (q0 + r0) * a.Ldq + h * d, a.Ldq, rows, d, nq, qt, additive ? 1f : a.Scale, fastAdd);
+                TOps.Store(ninf, mv); TOps.Store(ninf, mv + w);
+                TOps.Store(TOps.Zero, lv); TOps.Store(TOps.Zero, lv + w);
                 bool first = true;
                 for (int j0 = 0; j0 < tileKeyEnd; j0 += bc)
                 {
                     int cols = Math.Min(bc, tileKeyEnd - j0);
-                    float* s; nint lds;
-                    if (materialise) { s = a.Weights + ((long)h * a.TotalQ + q0 + r0) * a.TotalK + k0 + j0; lds = a.TotalK; }
-                    else { s = sTile; lds = Bc; }
-                    // scores
-                    if (a.Score == ScoreKind.Dot)
+                    // Sᵀ for keys [j0, j0+cols) × this tile's queries
+                    epi.LoadC = false;
+                    for (int jb = 0; jb < cols; jb += mr)
                     {
-                        var g = new GemmArgs
-                        {
-                            A = a.Q + (q0 + r0) * a.Ldq + h * d, Lda = a.Ldq, M = rows, N = j0 + cols, K = d,
-                            PackedB = kt, PanelStride = (nint)d * nr, C = s - j0, Ldc = lds, Alpha = a.Scale, Ldr = 0,
-                        };
-                        GemmCore.Run(g, 0, rows, j0 / nr, (j0 + cols + nr - 1) / nr, gemmScratch);
+                        int kr = Math.Min(mr, cols - jb);
+                        float* kb = kp + (long)(j0 + jb) * d;
+                        if (!additive) GemmCore.Dispatch<TOps, TVec, StoreDirect>(kr, kb, mr, qt, d, st + jb * nq, nq, nq, ref epi);
+                        else if (fastAdd) AdditiveBlock<TOps, TVec, FastTanhSum>(kb, mr, kr, qt, nq, d, wv, wsum, st + jb * nq);
+                        else AdditiveBlock<TOps, TVec, DirectTanhSum>(kb, mr, kr, qt, nq, d, wv, wsum, st + jb * nq);
                     }
-                    else
+                    // soft cap, masks
+                    if (a.SoftCap > 0f) SoftCapPass<TOps, TVec>(st, cols * 2, a.SoftCap);
+                    if (a.Causal != CausalMode.None && j0 + cols - 1 > r0 + causalShift)
+                        CausalPass<TOps, TVec>(st, cols, j0, r0 + causalShift, iota);
+                    if (a.FloatMask != null || a.BoolMask != null) ApplyMasks(a, st, nq, q0 + r0, rows, k0 + j0, cols);
+
+                    // normalise
+                    if (a.Norm == Normalizer.Softmax) SoftmaxPass<TOps, TVec>(st, cols, mv, lv, cv, first, ot, rows, dvPad);
+                    else if (a.Norm == Normalizer.Relu) ReluPass<TOps, TVec>(st, cols * 2, invL);
+                    else SigmoidPass<TOps, TVec>(st, cols * 2, sigBias);
+                    if (materialise) WriteWeights(a, st, nq, h, q0 + r0, rows, k0 + j0, cols, a.Norm == Normalizer.Softmax ? lv : null);
+
+                    // O += P·V: query rows in blocks of mr, value columns in panels
+                    epi.LoadC = !first;
+                    for (int pr = 0; pr < rows; pr += mr)
                     {
-                        AdditiveScores<TOps, TVec>(a.Q + (q0 + r0) * a.Ldq + h * d, a.Ldq, rows, kt, d, j0, cols, a.AddW + h * d, s, lds);
-                    }
-                    // mask, cap, normalise (online for softmax)
-                    for (int r = 0; r < rows; r++)
-                    {
-                        int qi = r0 + r; // local query index
-                        int visEnd = cols;
-                        if (a.Causal != CausalMode.None) visEnd = Math.Clamp(qi + causalShift + 1 - j0, 0, cols);
-                        float* srow = s + r * lds;
-                        long gRow = (long)(q0 + qi) * a.TotalK + k0 + j0;
-                        float corr = ProcessRow<TOps, TVec>(srow, cols, visEnd, a, gRow, ref mRow[r], ref lRow[r], invL, sigBias);
-                        if (!first && corr != 1f)
+                        int prow = Math.Min(mr, rows - pr);
+                        for (int p = 0; p < dvPad / nr; p++)
                         {
-                            float* orow = oTile + r * dvPad;
-                            ScaleRow<TOps, TVec>(orow, dv, corr);
+                            float* vb = vp + (long)p * keyEnd * nr + (long)j0 * nr, oc = ot + pr * dvPad + p * nr;
+                            if (first) GemmCore.Dispatch<TOps, TVec, StoreDirect>(prow, st + pr, nq, vb, cols, oc, dvPad, nr, ref epi);
+                            else GemmCore.Dispatch<TOps, TVec, AddDirect>(prow, st + pr, nq, vb, cols, oc, dvPad, nr, ref epi);
                         }
                     }
-                    // O += P·V
-                    var pv = new GemmArgs
-                    {
-                        A = s, Lda = lds, M = rows, N = dv, K = cols, PackedB = vp + (long)j0 * nr, PanelStride = (nint)keyEnd * nr,
-                        C = oTile, Ldc = dvPad, Alpha = 1f, Accumulate = !first,
-                    };
-                    GemmCore.Run(pv, 0, rows, 0, dvPad / nr, gemmScratch);
                     first = false;
                 }
-                // write out: softmax divides by the row sum; fully masked rows (l = 0, or no tile) give zeros.
+                // write out: softmax divides by the column sum; fully masked queries (l = 0) give zeros.
                 for (int r = 0; r < rows; r++)
                 {
                     float* dst = a.Out + (q0 + r0 + r) * a.Ldo + h * dv;
-                    float* orow = oTile + r * dvPad;
-                    if (first) { new Span<float>(dst, dv).Clear(); continue; }
-                    float f = a.Norm == Normalizer.Softmax ? (lRow[r] > 0f ? 1f / lRow[r] : 0f) : 1f;
-                    ScaleInto<TOps, TVec>(orow, dst, dv, f);
-                    if (materialise && a.Norm == Normalizer.Softmax)
-                    {
-                        float* wrow = a.Weights + ((long)h * a.TotalQ + q0 + r0 + r) * a.TotalK + k0;
-                        ScaleRow<TOps, TVec>(wrow, keyEnd, f);
-                    }
+                    float f = a.Norm == Normalizer.Softmax ? (lv[r] > 0f ? 1f / lv[r] : 0f) : 1f;
+                    ScaleInto<TOps, TVec>(ot + r * dvPad, dst, dv, f);
                 }
             }
         }
     }
 
-    /// <summary>
-    /// Masks, caps and normalises one row of scores in place. Softmax: updates the running max m and sum l and
-    /// returns the factor exp(m_old − m_new) by which earlier output must be rescaled. Others: returns 1.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float ProcessRow<TOps, TVec>(float* s, int cols, int visEnd, in Args a, long gRow, ref float m, ref float l, float invL, float sigBias)
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void SoftmaxPass<TOps, TVec>(float* st, int cols, float* mv, float* lv, float* cv, bool first, float* ot, int rows, int dvPad)
         where TOps : ISimd<TVec> where TVec : struct
+    {
+        int w = TOps.Width, nq = 2 * w;
+        TVec ninf = TOps.Broadcast(float.NegativeInfinity), lowest = TOps.Broadcast(float.MinValue);
+        TVec x0 = ninf, x1 = ninf;
+        for (int j = 0; j < cols; j++)
+        {
+            x0 = TOps.Max(x0, TOps.Load(st + j * nq));
+            x1 = TOps.Max(x1, TOps.Load(st + j * nq + w));
+        }
+        TVec m0 = TOps.Load(mv), m1 = TOps.Load(mv + w);
+        TVec n0 = TOps.Max(m0, x0), n1 = TOps.Max(m1, x1);
+        // a column with nothing visible yet keeps m = −∞; subtract 0 there so exp gives 0, not NaN
+        TVec z0 = TOps.SelectLess(n0, lowest, TOps.Zero, n0), z1 = TOps.SelectLess(n1, lowest, TOps.Zero, n1);
+        TVec c0 = TOps.Exp(TOps.Sub(m0, z0)), c1 = TOps.Exp(TOps.Sub(m1, z1));
+        TVec s0 = TOps.Zero, s1 = TOps.Zero;
+        for (int j = 0; j < cols; j++)
+        {
+            float* sr = st + j * nq;
+            TVec p0 = TOps.Exp(TOps.Sub(TOps.Load(sr), z0));
+            TVec p1 = TOps.Exp(TOps.Sub(TOps.Load(sr + w), z1));
+            TOps.Store(p0, sr); TOps.Store(p1, sr + w);
+            s0 = TOps.Add(s0, p0); s1 = TOps.Add(s1, p1);
+        }
+        TOps.Store(n0, mv); TOps.Store(n1, mv + w);
+        TOps.Store(TOps.Fma(TOps.Load(lv), c0, s0), lv); TOps.Store(TOps.Fma(TOps.Load(lv + w), c1, s1), lv + w);
+        if (!first)
+        {
+            TOps.Store(c0, cv); TOps.Store(c1, cv + w);
+            for (int r = 0; r < rows; r++)
+                if (cv[r] != 1f) ScaleRow<TOps, TVec>(ot + r * dvPad, dvPad, cv[r]);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void ReluPass<TOps, TVec>(float* st, int n, float invL) where TOps : ISimd<TVec> where TVec : struct
     {
         int w = TOps.Width;
-        float ninf = float.NegativeInfinity;
-        if (a.SoftCap > 0f)
-        {
-            TVec cap = TOps.Broadcast(a.SoftCap), inv = TOps.Broadcast(1f / a.SoftCap);
-            int j = 0;
-            for (; j + w <= visEnd; j += w) TOps.Store(TOps.Mul(cap, VecMath.Tanh<TOps, TVec>(TOps.Mul(TOps.Load(s + j), inv))), s + j);
-            for (; j < visEnd; j++) s[j] = a.SoftCap * MathF.Tanh(s[j] / a.SoftCap);
-        }
-        for (int j = visEnd; j < cols; j++) s[j] = ninf;
-        if (a.FloatMask != null)
-        {
-            float* fm = a.FloatMask + gRow;
-            for (int j = 0; j < visEnd; j++) s[j] += fm[j];
-        }
-        if (a.BoolMask != null)
-        {
-            bool* bm = a.BoolMask + gRow;
-            for (int j = 0; j < visEnd; j++) if (!bm[j]) s[j] = ninf;
-        }
+        TVec f = TOps.Broadcast(invL);
+        for (int j = 0; j < n; j++)
+            TOps.Store(TOps.Mul(TOps.Max(TOps.Load(st + j * w), TOps.Zero), f), st + j * w); // −∞ → 0
+    }
 
-        if (a.Norm == Normalizer.Softmax)
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void SigmoidPass<TOps, TVec>(float* st, int n, float bias) where TOps : ISimd<TVec> where TVec : struct
+    {
+        int w = TOps.Width;
+        TVec b = TOps.Broadcast(bias), lowest = TOps.Broadcast(float.MinValue);
+        for (int j = 0; j < n; j++)
         {
-            // row max
-            TVec mx = TOps.Broadcast(ninf);
-            int j = 0;
-            for (; j + w <= cols; j += w) mx = TOps.Max(mx, TOps.Load(s + j));
-            float rowMax = TOps.MaxAcross(mx);
-            for (; j < cols; j++) rowMax = MathF.Max(rowMax, s[j]);
-            float mNew = MathF.Max(m, rowMax);
-            if (float.IsNegativeInfinity(mNew) || float.IsNaN(mNew))
-            {
-                for (int t = 0; t < cols; t++) s[t] = 0f;
-                return 1f;
-            }
-            float corr = MathF.Exp(m - mNew); // m = −∞ → 0
-            TVec mv = TOps.Broadcast(mNew);
-            TVec sum = TOps.Zero;
-            j = 0;
-            for (; j + w <= cols; j += w)
-            {
-                TVec p = TOps.Exp(TOps.Sub(TOps.Load(s + j), mv));
-                TOps.Store(p, s + j);
-                sum = TOps.Add(sum, p);
-            }
-            float total = TOps.Sum(sum);
-            for (; j < cols; j++) { float p = MathF.Exp(s[j] - mNew); s[j] = p; total += p; }
-            l = l * corr + total;
-            m = mNew;
-            return corr;
-        }
-        else if (a.Norm == Normalizer.Relu)
-        {
-            TVec f = TOps.Broadcast(invL);
-            int j = 0;
-            for (; j + w <= cols; j += w)
-            {
-                TVec x = TOps.Load(s + j);
-                // −∞ (masked) → max(−∞, 0) = 0
-                TOps.Store(TOps.Mul(TOps.Max(x, TOps.Zero), f), s + j);
-            }
-            for (; j < cols; j++) s[j] = MathF.Max(s[j], 0f) * invL;
-            return 1f;
-        }
-        else
-        {
-            TVec b = TOps.Broadcast(sigBias);
-            int j = 0;
-            TVec lowest = TOps.Broadcast(float.MinValue);
-            for (; j + w <= cols; j += w)
-            {
-                TVec x = TOps.Load(s + j);
-                // masked (−∞) keys get exactly 0, not σ(−80)
-                TOps.Store(TOps.SelectLess(x, lowest, TOps.Zero, VecMath.Sigmoid<TOps, TVec>(TOps.Add(x, b))), s + j);
-            }
-            for (; j < cols; j++)
-            {
-                float x = s[j] + sigBias;
-                s[j] = float.IsNegativeInfinity(x) ? 0f : 1f / (1f + MathF.Exp(MathF.Min(-x, 80f)));
-            }
-            return 1f;
+            TVec x = TOps.Load(st + j * w);
+            TOps.Store(TOps.SelectLess(x, lowest, TOps.Zero, VecMath.Sigmoid<TOps, TVec>(TOps.Add(x, b))), st + j * w); // −∞ → 0
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void SoftCapPass<TOps, TVec>(float* st, int n, float softCap) where TOps : ISimd<TVec> where TVec : struct
+    {
+        int w = TOps.Width;
+        TVec cap = TOps.Broadcast(softCap), inv = TOps.Broadcast(1f / softCap);
+        for (int j = 0; j < n; j++)
+            TOps.Store(TOps.Mul(cap, VecMath.Tanh<TOps, TVec>(TOps.Mul(TOps.Load(st + j * w), inv))), st + j * w);
+    }
+
+    /// <summary>Key jj is visible to query qi iff jj ≤ qi + shift; <paramref name="qBase"/> = first query of the tile + shift.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void CausalPass<TOps, TVec>(float* st, int cols, int j0, int qBase, float* iota) where TOps : ISimd<TVec> where TVec : struct
+    {
+        int w = TOps.Width, nq = 2 * w;
+        TVec ninf = TOps.Broadcast(float.NegativeInfinity);
+        TVec q0v = TOps.Add(TOps.Load(iota), TOps.Broadcast(qBase));
+        TVec q1v = TOps.Add(TOps.Load(iota + w), TOps.Broadcast(qBase));
+        for (int j = Math.Max(0, qBase + 1 - j0); j < cols; j++)
+        {
+            TVec jj = TOps.Broadcast(j0 + j);
+            float* sr = st + j * nq;
+            TOps.Store(TOps.SelectLess(q0v, jj, ninf, TOps.Load(sr)), sr);
+            TOps.Store(TOps.SelectLess(q1v, jj, ninf, TOps.Load(sr + w)), sr + w);
+        }
+    }
+
+    /// <summary>Keys per key tile: a multiple of the microkernel's rows; the Sᵀ tile (keys × 2 vectors) stays in L1.</summary>
+    internal static int TileKeys(int mr) => mr * 16;
+
+    /// <summary>Offsets (in floats) of the regions of one call's scratch.</summary>
+    private readonly struct Layout
+    {
+        public readonly long Kp, Vp, Qt, St, Ot, Stats, Header, Total;
+        public Layout(int d, int dv, int maxKeys, int mr, int nq)
+        {
+            int lk = Math.Max(maxKeys, 1), nr = nq;
+            long lkPad = GemmCore.RoundUp(lk, mr);
+            Kp = 0;
+            Vp = Kp + lkPad * d + 16; // + slack for PackK's overlapping row stores
+            Qt = Vp + (long)GemmCore.RoundUp(dv, nr) * lk;
+            St = Qt + (long)d * nq;
+            Ot = St + Math.Max(TileKeys(mr), lkPad) * nq;
+            Stats = Ot + (long)nq * GemmCore.RoundUp(dv, nr);
+            Header = Stats + 4L * nq + d;
+            Total = Header + GemmCore.ScratchHeader;
+        }
+    }
+
+    private static float MaxAbs(float* x, nint ld, int rows, int cols)
+    {
+        float m = 0f;
+        for (int r = 0; r < rows; r++)
+        {
+            float* xr = x + r * ld;
+            for (int c = 0; c < cols; c++) m = MathF.Max(m, MathF.Abs(xr[c]));
+        }
+        return m;
+    }
+
     /// <summary>
-    /// Additive scores for rows × [j0, j0+cols): s_ij = Σ_d w_d·tanh(q_id + k_jd), vectorised across keys using
-    /// the packed Kᵀ panels (d rows of NR keys), so no horizontal sums are needed.
+    /// Packs keys in blocks of mr, d-major inside a block ([d][mr]); zero rows pad the last block. Optionally e^{2k}.
+    /// On AVX-512 whole 16-column chunks go through an in-register transpose whose 16-float row stores run 4 floats
+    /// past each 12-float row (ascending order overwrites them; the layout leaves slack after the last block).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void AdditiveScores<TOps, TVec>(float* q, nint ldq, int rows, float* kt, int d, int j0, int cols, float* wv, float* s, nint lds)
+    private static void PackK<TOps, TVec>(float* k, nint ldk, int keys, int d, int mr, float* dst, bool exp2)
         where TOps : ISimd<TVec> where TVec : struct
     {
-        int w = TOps.Width, nr = 2 * w;
-        float* tmp = stackalloc float[64];
-        for (int p0 = j0; p0 < j0 + cols; p0 += nr)
+        int blocks = (keys + mr - 1) / mr;
+        bool fast = Transpose.Available && mr <= 16;
+        int dFast = fast ? d / 16 * 16 : 0;
+        for (int b = 0; b < blocks; b++)
         {
-            float* panel = kt + (long)(p0 / nr) * d * nr;
-            int pc = Math.Min(nr, j0 + cols - p0);
-            for (int r = 0; r < rows; r++)
+            float* db = dst + (long)b * mr * d;
+            int kr = Math.Min(mr, keys - b * mr);
+            float* kb = k + b * mr * ldk;
+            for (int c0 = 0; c0 < dFast; c0 += 16) Transpose.Block16(kb + c0, ldk, kr, db + c0 * mr, mr, 1f);
+            for (int i = 0; i < kr; i++)
             {
-                float* qr = q + r * ldq;
-                TVec acc0 = TOps.Zero, acc1 = TOps.Zero, acc2 = TOps.Zero, acc3 = TOps.Zero;
-                int dd = 0;
-                for (; dd + 2 <= d; dd += 2)
-                {
-                    float* kp = panel + dd * nr;
-                    TVec qd = TOps.Broadcast(qr[dd]), wd = TOps.Broadcast(wv[dd]);
-                    TVec qe = TOps.Broadcast(qr[dd + 1]), we = TOps.Broadcast(wv[dd + 1]);
-                    acc0 = TOps.Fma(wd, VecMath.Tanh<TOps, TVec>(TOps.Add(qd, TOps.Load(kp))), acc0);
-                    acc1 = TOps.Fma(wd, VecMath.Tanh<TOps, TVec>(TOps.Add(qd, TOps.Load(kp + w))), acc1);
-                    acc2 = TOps.Fma(we, VecMath.Tanh<TOps, TVec>(TOps.Add(qe, TOps.Load(kp + nr))), acc2);
-                    acc3 = TOps.Fma(we, VecMath.Tanh<TOps, TVec>(TOps.Add(qe, TOps.Load(kp + nr + w))), acc3);
-                }
-                for (; dd < d; dd++)
-                {
-                    float* kp = panel + dd * nr;
-                    TVec qd = TOps.Broadcast(qr[dd]), wd = TOps.Broadcast(wv[dd]);
-                    acc0 = TOps.Fma(wd, VecMath.Tanh<TOps, TVec>(TOps.Add(qd, TOps.Load(kp))), acc0);
-                    acc1 = TOps.Fma(wd, VecMath.Tanh<TOps, TVec>(TOps.Add(qd, TOps.Load(kp + w))), acc1);
-                }
-                acc0 = TOps.Add(acc0, acc2);
-                acc1 = TOps.Add(acc1, acc3);
-                float* dst = s + r * lds + (p0 - j0);
-                if (pc == nr) { TOps.Store(acc0, dst); TOps.Store(acc1, dst + w); }
-                else
-                {
-                    TOps.Store(acc0, tmp); TOps.Store(acc1, tmp + w);
-                    for (int j = 0; j < pc; j++) dst[j] = tmp[j];
-                }
+                float* src = kb + i * ldk;
+                float* dd = db + i;
+                for (int c = dFast; c < d; c++) dd[c * mr] = src[c];
             }
+            for (int i = kr; i < mr; i++)
+                for (int c = dFast; c < d; c++) db[c * mr + i] = 0f;
+            if (exp2) Exp2x<TOps, TVec>(db, mr * d);
+        }
+    }
+
+    /// <summary>x ← e^{2x} in place.</summary>
+    private static void Exp2x<TOps, TVec>(float* x, int n) where TOps : ISimd<TVec> where TVec : struct
+    {
+        int w = TOps.Width, j = 0;
+        for (; j + w <= n; j += w) { TVec v = TOps.Load(x + j); TOps.Store(TOps.Exp(TOps.Add(v, v)), x + j); }
+        for (; j < n; j++) x[j] = MathF.Exp(2f * x[j]);
+    }
+
+    /// <summary>Qᵀ of one query tile: [d][nq], scaled; queries beyond <paramref name="rows"/> are zero. Optionally e^{2q}.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackQ<TOps, TVec>(float* q, nint ldq, int rows, int d, int nq, float* dst, float scale, bool exp2)
+        where TOps : ISimd<TVec> where TVec : struct
+    {
+        int dFast = Transpose.Available && nq % 16 == 0 ? d / 16 * 16 : 0;
+        for (int r0 = 0; r0 < nq && dFast > 0; r0 += 16)
+        {
+            int rr = Math.Clamp(rows - r0, 0, 16);
+            for (int c0 = 0; c0 < dFast; c0 += 16) Transpose.Block16(q + r0 * ldq + c0, ldq, rr, dst + c0 * nq + r0, nq, scale);
+        }
+        for (int r = 0; r < rows; r++)
+        {
+            float* src = q + r * ldq;
+            float* dd = dst + r;
+            for (int c = dFast; c < d; c++) dd[c * nq] = src[c] * scale;
+        }
+        if (rows < nq)
+            for (int c = dFast; c < d; c++)
+                for (int r = rows; r < nq; r++) dst[c * nq + r] = 0f;
+        if (exp2) Exp2x<TOps, TVec>(dst, d * nq);
+    }
+
+    /// <summary>Boolean and float masks (global [queryTokens, keyTokens] indices) applied to an Sᵀ tile.</summary>
+    private static void ApplyMasks(in Args a, float* st, int nq, int qRow, int rows, int kCol, int cols)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            long g = (long)(qRow + r) * a.TotalK + kCol;
+            if (a.FloatMask != null)
+            {
+                float* fm = a.FloatMask + g;
+                for (int j = 0; j < cols; j++) st[j * nq + r] += fm[j];
+            }
+            if (a.BoolMask != null)
+            {
+                bool* bm = a.BoolMask + g;
+                for (int j = 0; j < cols; j++) if (!bm[j]) st[j * nq + r] = float.NegativeInfinity;
+            }
+        }
+    }
+
+    /// <summary>Copies the (single, whole-row) P tile into the weights output, dividing by the softmax sum when given.</summary>
+    private static void WriteWeights(in Args a, float* st, int nq, int h, int qRow, int rows, int kCol, int cols, float* l)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            float f = l == null ? 1f : (l[r] > 0f ? 1f / l[r] : 0f);
+            float* wr = a.Weights + ((long)h * a.TotalQ + qRow + r) * a.TotalK + kCol;
+            for (int j = 0; j < cols; j++) wr[j] = st[j * nq + r] * f;
+        }
+    }
+
+    /// <summary>How one additive term w·tanh(q + k) is accumulated.</summary>
+    private interface ITanhSum
+    {
+        static abstract TVec Term<TOps, TVec>(TVec k, TVec q, TVec w, TVec acc) where TOps : ISimd<TVec> where TVec : struct;
+    }
+
+    /// <summary>Operands are e^{2k}, e^{2q} and −2w: tanh(q+k) = 1 − 2/(1 + e^{2k}e^{2q}); the constant Σw is added at the end.</summary>
+    private struct FastTanhSum : ITanhSum
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static TVec Term<TOps, TVec>(TVec k, TVec q, TVec w, TVec acc) where TOps : ISimd<TVec> where TVec : struct
+            => TOps.Fma(w, TOps.Div(TOps.Broadcast(1f), TOps.Fma(k, q, TOps.Broadcast(1f))), acc);
+    }
+
+    /// <summary>Operands are k, q and w: w·tanh(q + k) evaluated directly (any magnitude).</summary>
+    private struct DirectTanhSum : ITanhSum
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static TVec Term<TOps, TVec>(TVec k, TVec q, TVec w, TVec acc) where TOps : ISimd<TVec> where TVec : struct
+            => TOps.Fma(w, VecMath.Tanh<TOps, TVec>(TOps.Add(k, q)), acc);
+    }
+
+    /// <summary>
+    /// Additive Sᵀ rows for one packed key block ([d][mr], <paramref name="kr"/> real keys) against the query tile:
+    /// four keys × two vectors of queries at a time, d-major, so the d products stay in registers.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void AdditiveBlock<TOps, TVec, TSum>(float* kb, int mr, int kr, float* qt, int nq, int d, float* wv, float wsum, float* s)
+        where TOps : ISimd<TVec> where TVec : struct where TSum : ITanhSum
+    {
+        int w = TOps.Width;
+        TVec ws = TOps.Broadcast(wsum);
+        for (int i0 = 0; i0 < kr; i0 += 4)
+        {
+            // rows past the block's real keys repeat row i0 and are not stored
+            int i1 = i0 + 1 < kr ? i0 + 1 : i0, i2 = i0 + 2 < kr ? i0 + 2 : i0, i3 = i0 + 3 < kr ? i0 + 3 : i0;
+            TVec a00 = TOps.Zero, a01 = TOps.Zero, a10 = TOps.Zero, a11 = TOps.Zero;
+            TVec a20 = TOps.Zero, a21 = TOps.Zero, a30 = TOps.Zero, a31 = TOps.Zero;
+            float* kc = kb;
+            float* qc = qt;
+            for (int dd = 0; dd < d; dd++)
+            {
+                TVec e0 = TOps.Load(qc), e1 = TOps.Load(qc + w);
+                TVec wd = TOps.BroadcastFrom(wv + dd);
+                TVec x = TOps.BroadcastFrom(kc + i0);
+                a00 = TSum.Term<TOps, TVec>(x, e0, wd, a00); a01 = TSum.Term<TOps, TVec>(x, e1, wd, a01);
+                x = TOps.BroadcastFrom(kc + i1);
+                a10 = TSum.Term<TOps, TVec>(x, e0, wd, a10); a11 = TSum.Term<TOps, TVec>(x, e1, wd, a11);
+                x = TOps.BroadcastFrom(kc + i2);
+                a20 = TSum.Term<TOps, TVec>(x, e0, wd, a20); a21 = TSum.Term<TOps, TVec>(x, e1, wd, a21);
+                x = TOps.BroadcastFrom(kc + i3);
+                a30 = TSum.Term<TOps, TVec>(x, e0, wd, a30); a31 = TSum.Term<TOps, TVec>(x, e1, wd, a31);
+                kc += mr;
+                qc += nq;
+            }
+            float* sr = s + i0 * nq;
+            TOps.Store(TOps.Add(a00, ws), sr); TOps.Store(TOps.Add(a01, ws), sr + w);
+            if (i0 + 1 < kr) { TOps.Store(TOps.Add(a10, ws), sr + nq); TOps.Store(TOps.Add(a11, ws), sr + nq + w); }
+            if (i0 + 2 < kr) { TOps.Store(TOps.Add(a20, ws), sr + 2 * nq); TOps.Store(TOps.Add(a21, ws), sr + 2 * nq + w); }
+            if (i0 + 3 < kr) { TOps.Store(TOps.Add(a30, ws), sr + 3 * nq); TOps.Store(TOps.Add(a31, ws), sr + 3 * nq + w); }
         }
     }
 

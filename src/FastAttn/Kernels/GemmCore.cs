@@ -44,6 +44,15 @@ internal unsafe struct TileEpilogue
 }
 
 internal interface IRowCount { static abstract int N { get; } }
+
+/// <summary>How a microkernel tile leaves its accumulators: through the general epilogue, or straight into C (full tiles only).</summary>
+internal interface IStoreMode { static abstract int Mode { get; } }
+/// <summary>Accumulators → tile buffer → <c>Epilogue</c> (alpha, C, bias, activation, residual, edge columns).</summary>
+internal struct ViaEpilogue : IStoreMode { public static int Mode => 0; }
+/// <summary>C = acc, every column of the tile valid.</summary>
+internal struct StoreDirect : IStoreMode { public static int Mode => 1; }
+/// <summary>C += acc, every column of the tile valid.</summary>
+internal struct AddDirect : IStoreMode { public static int Mode => 2; }
 internal struct Rows1 : IRowCount { public static int N => 1; }
 internal struct Rows2 : IRowCount { public static int N => 2; }
 internal struct Rows3 : IRowCount { public static int N => 3; }
@@ -127,9 +136,8 @@ internal static unsafe class GemmCore
                 {
                     float* s = src + kk * ks + col0;
                     float* dd = d + (long)kk * nr;
-                    int j = 0;
-                    for (; j < cols; j++) dd[j] = s[j];
-                    for (; j < nr; j++) dd[j] = 0f;
+                    new ReadOnlySpan<float>(s, cols).CopyTo(new Span<float>(dd, cols));
+                    for (int j = cols; j < nr; j++) dd[j] = 0f;
                 }
             }
             else
@@ -198,26 +206,40 @@ internal static unsafe class GemmCore
                         float* c = g.C + row * g.Ldc + col;
                         float* a = aPack + ir * kc;
                         epi.Residual = g.Residual == null ? null : g.Residual + row * g.Ldr + col;
-                        switch (rows)
-                        {
-                            case 14: Tile<TOps, TVec, Rows14>(a, bPanel, kc, c, g.Ldc, cols, ref epi); break;
-                            case 13: Tile<TOps, TVec, Rows13>(a, bPanel, kc, c, g.Ldc, cols, ref epi); break;
-                            case 12: Tile<TOps, TVec, Rows12>(a, bPanel, kc, c, g.Ldc, cols, ref epi); break;
-                            case 11: Tile<TOps, TVec, Rows11>(a, bPanel, kc, c, g.Ldc, cols, ref epi); break;
-                            case 10: Tile<TOps, TVec, Rows10>(a, bPanel, kc, c, g.Ldc, cols, ref epi); break;
-                            case 9: Tile<TOps, TVec, Rows9>(a, bPanel, kc, c, g.Ldc, cols, ref epi); break;
-                            case 8: Tile<TOps, TVec, Rows8>(a, bPanel, kc, c, g.Ldc, cols, ref epi); break;
-                            case 7: Tile<TOps, TVec, Rows7>(a, bPanel, kc, c, g.Ldc, cols, ref epi); break;
-                            case 6: Tile<TOps, TVec, Rows6>(a, bPanel, kc, c, g.Ldc, cols, ref epi); break;
-                            case 5: Tile<TOps, TVec, Rows5>(a, bPanel, kc, c, g.Ldc, cols, ref epi); break;
-                            case 4: Tile<TOps, TVec, Rows4>(a, bPanel, kc, c, g.Ldc, cols, ref epi); break;
-                            case 3: Tile<TOps, TVec, Rows3>(a, bPanel, kc, c, g.Ldc, cols, ref epi); break;
-                            case 2: Tile<TOps, TVec, Rows2>(a, bPanel, kc, c, g.Ldc, cols, ref epi); break;
-                            default: Tile<TOps, TVec, Rows1>(a, bPanel, kc, c, g.Ldc, cols, ref epi); break;
-                        }
+                        Dispatch<TOps, TVec>(rows, a, mr, bPanel, kc, c, g.Ldc, cols, ref epi);
                     }
                 }
             }
+        }
+    }
+
+    /// <summary>Runs the microkernel for a tile of <paramref name="rows"/> (1..14) rows; A advances by <paramref name="aStep"/> floats per k.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Dispatch<TOps, TVec>(int rows, float* a, nint aStep, float* b, int kc, float* c, nint ldc, int cols, ref TileEpilogue e)
+        where TOps : ISimd<TVec> where TVec : struct
+        => Dispatch<TOps, TVec, ViaEpilogue>(rows, a, aStep, b, kc, c, ldc, cols, ref e);
+
+    /// <summary>As above with a chosen store mode (<see cref="StoreDirect"/> and <see cref="AddDirect"/> need full-width tiles).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Dispatch<TOps, TVec, TM>(int rows, float* a, nint aStep, float* b, int kc, float* c, nint ldc, int cols, ref TileEpilogue e)
+        where TOps : ISimd<TVec> where TVec : struct where TM : IStoreMode
+    {
+        switch (rows)
+        {
+            case 14: Tile<TOps, TVec, Rows14, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 13: Tile<TOps, TVec, Rows13, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 12: Tile<TOps, TVec, Rows12, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 11: Tile<TOps, TVec, Rows11, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 10: Tile<TOps, TVec, Rows10, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 9: Tile<TOps, TVec, Rows9, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 8: Tile<TOps, TVec, Rows8, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 7: Tile<TOps, TVec, Rows7, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 6: Tile<TOps, TVec, Rows6, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 5: Tile<TOps, TVec, Rows5, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 4: Tile<TOps, TVec, Rows4, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 3: Tile<TOps, TVec, Rows3, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 2: Tile<TOps, TVec, Rows2, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            default: Tile<TOps, TVec, Rows1, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
         }
     }
 
@@ -251,11 +273,10 @@ internal static unsafe class GemmCore
     /// One body serves every width and every row count; the JIT folds the row tests away.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile<TOps, TVec, TR>(float* a, float* b, int kc, float* c, nint ldc, int cols, ref TileEpilogue e)
-        where TOps : ISimd<TVec> where TVec : struct where TR : IRowCount
+    private static void Tile<TOps, TVec, TR, TM>(float* a, nint aStep, float* b, int kc, float* c, nint ldc, int cols, ref TileEpilogue e)
+        where TOps : ISimd<TVec> where TVec : struct where TR : IRowCount where TM : IStoreMode
     {
         int w = TOps.Width;
-        int mr = TOps.GemmRows;
         TVec c00 = TOps.Zero, c01 = TOps.Zero, c10 = TOps.Zero, c11 = TOps.Zero;
         TVec c20 = TOps.Zero, c21 = TOps.Zero, c30 = TOps.Zero, c31 = TOps.Zero;
         TVec c40 = TOps.Zero, c41 = TOps.Zero, c50 = TOps.Zero, c51 = TOps.Zero;
@@ -282,8 +303,26 @@ internal static unsafe class GemmCore
             if (TR.N > 11) { x = TOps.BroadcastFrom(a + 11); cB0 = TOps.Fma(x, b0, cB0); cB1 = TOps.Fma(x, b1, cB1); }
             if (TR.N > 12) { x = TOps.BroadcastFrom(a + 12); cC0 = TOps.Fma(x, b0, cC0); cC1 = TOps.Fma(x, b1, cC1); }
             if (TR.N > 13) { x = TOps.BroadcastFrom(a + 13); cD0 = TOps.Fma(x, b0, cD0); cD1 = TOps.Fma(x, b1, cD1); }
-            a += mr;
+            a += aStep;
             b += 2 * w;
+        }
+        if (TM.Mode != 0)
+        {
+            Put<TOps, TVec, TM>(c00, c); Put<TOps, TVec, TM>(c01, c + w);
+            if (TR.N > 1) { Put<TOps, TVec, TM>(c10, c + ldc); Put<TOps, TVec, TM>(c11, c + ldc + w); }
+            if (TR.N > 2) { Put<TOps, TVec, TM>(c20, c + 2 * ldc); Put<TOps, TVec, TM>(c21, c + 2 * ldc + w); }
+            if (TR.N > 3) { Put<TOps, TVec, TM>(c30, c + 3 * ldc); Put<TOps, TVec, TM>(c31, c + 3 * ldc + w); }
+            if (TR.N > 4) { Put<TOps, TVec, TM>(c40, c + 4 * ldc); Put<TOps, TVec, TM>(c41, c + 4 * ldc + w); }
+            if (TR.N > 5) { Put<TOps, TVec, TM>(c50, c + 5 * ldc); Put<TOps, TVec, TM>(c51, c + 5 * ldc + w); }
+            if (TR.N > 6) { Put<TOps, TVec, TM>(c60, c + 6 * ldc); Put<TOps, TVec, TM>(c61, c + 6 * ldc + w); }
+            if (TR.N > 7) { Put<TOps, TVec, TM>(c70, c + 7 * ldc); Put<TOps, TVec, TM>(c71, c + 7 * ldc + w); }
+            if (TR.N > 8) { Put<TOps, TVec, TM>(c80, c + 8 * ldc); Put<TOps, TVec, TM>(c81, c + 8 * ldc + w); }
+            if (TR.N > 9) { Put<TOps, TVec, TM>(c90, c + 9 * ldc); Put<TOps, TVec, TM>(c91, c + 9 * ldc + w); }
+            if (TR.N > 10) { Put<TOps, TVec, TM>(cA0, c + 10 * ldc); Put<TOps, TVec, TM>(cA1, c + 10 * ldc + w); }
+            if (TR.N > 11) { Put<TOps, TVec, TM>(cB0, c + 11 * ldc); Put<TOps, TVec, TM>(cB1, c + 11 * ldc + w); }
+            if (TR.N > 12) { Put<TOps, TVec, TM>(cC0, c + 12 * ldc); Put<TOps, TVec, TM>(cC1, c + 12 * ldc + w); }
+            if (TR.N > 13) { Put<TOps, TVec, TM>(cD0, c + 13 * ldc); Put<TOps, TVec, TM>(cD1, c + 13 * ldc + w); }
+            return;
         }
         // Spill the accumulators to an L1-hot tile and finish in a separate method: keeping the epilogue
         // (activations are long) out of this body lets every accumulator stay in a register in the loop.
@@ -305,6 +344,10 @@ internal static unsafe class GemmCore
         if (TR.N > 13) { TOps.Store(cD0, t + 13 * nr); TOps.Store(cD1, t + 13 * nr + w); }
         Epilogue<TOps, TVec>(TR.N, c, ldc, cols, ref e);
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Put<TOps, TVec, TM>(TVec v, float* p) where TOps : ISimd<TVec> where TVec : struct where TM : IStoreMode
+        => TOps.Store(TM.Mode == 2 ? TOps.Add(v, TOps.Load(p)) : v, p);
 
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void Epilogue<TOps, TVec>(int rows, float* c, nint ldc, int cols, ref TileEpilogue e)

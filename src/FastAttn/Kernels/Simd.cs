@@ -32,6 +32,8 @@ internal unsafe interface ISimd<TVec> where TVec : struct
     static abstract TVec Max(TVec a, TVec b);
     static abstract TVec Min(TVec a, TVec b);
     static abstract TVec Exp(TVec a);
+    /// <summary>The float whose bits are (bits(t) &lt;&lt; 23) + bits(1f): 2^n when t = n + 1.5·2^23 (see <see cref="VecMath.Exp{TOps, TVec}"/>).</summary>
+    static abstract TVec Pow2FromMagic(TVec t);
     static abstract TVec Abs(TVec a);
     /// <summary>Lanes where a &lt; b take x, the others y.</summary>
     static abstract TVec SelectLess(TVec a, TVec b, TVec x, TVec y);
@@ -53,9 +55,10 @@ internal unsafe struct Simd512 : ISimd<Vector512<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Mul(Vector512<float> a, Vector512<float> b) => a * b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Div(Vector512<float> a, Vector512<float> b) => a / b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Fma(Vector512<float> a, Vector512<float> b, Vector512<float> c) => Vector512.FusedMultiplyAdd(a, b, c);
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Max(Vector512<float> a, Vector512<float> b) => Vector512.Max(a, b);
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Min(Vector512<float> a, Vector512<float> b) => Vector512.Min(a, b);
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Exp(Vector512<float> a) => Vector512.Exp(a);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Max(Vector512<float> a, Vector512<float> b) => Vector512.MaxNative(a, b);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Min(Vector512<float> a, Vector512<float> b) => Vector512.MinNative(a, b);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Exp(Vector512<float> a) => VecMath.Exp<Simd512, Vector512<float>>(a);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Pow2FromMagic(Vector512<float> t) => (Vector512.ShiftLeft(t.AsInt32(), 23) + Vector512.Create(0x3F800000)).AsSingle();
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Abs(Vector512<float> a) => Vector512.Abs(a);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> SelectLess(Vector512<float> a, Vector512<float> b, Vector512<float> x, Vector512<float> y) => Vector512.ConditionalSelect(Vector512.LessThan(a, b), x, y);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector512<float> a) => Simd256.Sum(a.GetLower() + a.GetUpper());
@@ -78,9 +81,10 @@ internal unsafe struct Simd256 : ISimd<Vector256<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Fma(Vector256<float> a, Vector256<float> b, Vector256<float> c)
         => Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported ? Vector256.FusedMultiplyAdd(a, b, c) : a * b + c;
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Max(Vector256<float> a, Vector256<float> b) => Vector256.Max(a, b);
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Min(Vector256<float> a, Vector256<float> b) => Vector256.Min(a, b);
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Exp(Vector256<float> a) => Vector256.Exp(a);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Max(Vector256<float> a, Vector256<float> b) => Vector256.MaxNative(a, b);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Min(Vector256<float> a, Vector256<float> b) => Vector256.MinNative(a, b);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Exp(Vector256<float> a) => VecMath.Exp<Simd256, Vector256<float>>(a);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Pow2FromMagic(Vector256<float> t) => (Vector256.ShiftLeft(t.AsInt32(), 23) + Vector256.Create(0x3F800000)).AsSingle();
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Abs(Vector256<float> a) => Vector256.Abs(a);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> SelectLess(Vector256<float> a, Vector256<float> b, Vector256<float> x, Vector256<float> y) => Vector256.ConditionalSelect(Vector256.LessThan(a, b), x, y);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector256<float> a) => Simd128.Sum(a.GetLower() + a.GetUpper());
@@ -103,9 +107,10 @@ internal unsafe struct Simd128 : ISimd<Vector128<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<float> Fma(Vector128<float> a, Vector128<float> b, Vector128<float> c)
         => System.Runtime.Intrinsics.X86.Fma.IsSupported || AdvSimd.IsSupported ? Vector128.FusedMultiplyAdd(a, b, c) : a * b + c;
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Max(Vector128<float> a, Vector128<float> b) => Vector128.Max(a, b);
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Min(Vector128<float> a, Vector128<float> b) => Vector128.Min(a, b);
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Exp(Vector128<float> a) => Vector128.Exp(a);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Max(Vector128<float> a, Vector128<float> b) => Vector128.MaxNative(a, b);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Min(Vector128<float> a, Vector128<float> b) => Vector128.MinNative(a, b);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Exp(Vector128<float> a) => VecMath.Exp<Simd128, Vector128<float>>(a);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Pow2FromMagic(Vector128<float> t) => (Vector128.ShiftLeft(t.AsInt32(), 23) + Vector128.Create(0x3F800000)).AsSingle();
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Abs(Vector128<float> a) => Vector128.Abs(a);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> SelectLess(Vector128<float> a, Vector128<float> b, Vector128<float> x, Vector128<float> y) => Vector128.ConditionalSelect(Vector128.LessThan(a, b), x, y);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -139,6 +144,7 @@ internal unsafe struct SimdScalar : ISimd<float>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Max(float a, float b) => MathF.Max(a, b);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Min(float a, float b) => MathF.Min(a, b);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Exp(float a) => MathF.Exp(a);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Pow2FromMagic(float t) => BitConverter.Int32BitsToSingle((BitConverter.SingleToInt32Bits(t) << 23) + 0x3F800000);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Abs(float a) => MathF.Abs(a);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float SelectLess(float a, float b, float x, float y) => a < b ? x : y;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(float a) => a;
@@ -148,6 +154,31 @@ internal unsafe struct SimdScalar : ISimd<float>
 /// <summary>Vector math built on <see cref="ISimd{TVec}"/>: activations shared by every kernel.</summary>
 internal static class VecMath
 {
+    /// <summary>
+    /// e^x in single precision (about 1 ulp): n = round(x·log₂e) by the 1.5·2²³ rounding trick, r = x − n·ln2 in two
+    /// parts (the first exact), e^r by a degree-6 minimax polynomial (Cephes' expf coefficients), then scaled by 2^n
+    /// built from the rounded value's bits. Inputs below −87.3 (including −∞) give exactly 0; above 88.3, clamped.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TVec Exp<TOps, TVec>(TVec x) where TOps : ISimd<TVec> where TVec : struct
+    {
+        TVec xc = TOps.Max(TOps.Min(x, TOps.Broadcast(88.3f)), TOps.Broadcast(-87.3f));
+        TVec magic = TOps.Broadcast(12582912f); // 1.5·2²³
+        TVec t = TOps.Fma(xc, TOps.Broadcast(1.44269504088896341f), magic);
+        TVec n = TOps.Sub(t, magic);
+        TVec r = TOps.Fma(n, TOps.Broadcast(-0.693359375f), xc);
+        r = TOps.Fma(n, TOps.Broadcast(2.12194440e-4f), r);
+        TVec p = TOps.Broadcast(1.9875691500e-4f);
+        p = TOps.Fma(p, r, TOps.Broadcast(1.3981999507e-3f));
+        p = TOps.Fma(p, r, TOps.Broadcast(8.3334519073e-3f));
+        p = TOps.Fma(p, r, TOps.Broadcast(4.1665795894e-2f));
+        p = TOps.Fma(p, r, TOps.Broadcast(1.6666665459e-1f));
+        p = TOps.Fma(p, r, TOps.Broadcast(5.0000001201e-1f));
+        p = TOps.Fma(p, TOps.Mul(r, r), TOps.Add(r, TOps.Broadcast(1f)));
+        TVec y = TOps.Mul(p, TOps.Pow2FromMagic(t));
+        return TOps.SelectLess(x, TOps.Broadcast(-87.3f), TOps.Zero, y);
+    }
+
     /// <summary>tanh(x) = sign(x)·(1 − 2/(e^{2|x|}+1)); accurate to a few ulp, saturates cleanly.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static TVec Tanh<TOps, TVec>(TVec x) where TOps : ISimd<TVec> where TVec : struct

@@ -151,6 +151,20 @@ public class AttentionTests
         }
     }
 
+    [Theory]
+    [InlineData(0.05f)]  // tanh nearly linear
+    [InlineData(39f)]    // fast form e^{2q}·e^{2k} at the edge of its range (|q|, |k| ≤ 40)
+    [InlineData(60f)]    // beyond it: tanh evaluated directly
+    public void Additive_AnyMagnitude_MatchesReference(float magnitude)
+    {
+        foreach (var (t, d) in new[] { (7, 8), (65, 64), (200, 63) })
+        {
+            var a = Make(Config.Self, t, d, ScoreKind.Additive, Normalizer.Softmax, MaskKind.None, 23);
+            a.Fill(23, magnitude);
+            AssertMatches(a, a.Run(), $"additive |x| ≤ {magnitude} T={t} d={d}");
+        }
+    }
+
     [Fact]
     public void FullyMaskedRows_GiveZeros_NotNaN()
     {
@@ -263,10 +277,7 @@ public class AttentionTests
                 var o = a.Options();
                 Attention.Forward(a.Q, a.TotalQ, a.K, a.V, a.TotalK, outp, scratch, o);
             }
-            for (int i = 0; i < 5; i++) Call();
-            long before = GC.GetAllocatedBytesForCurrentThread();
-            for (int i = 0; i < 100; i++) Call();
-            Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+            Assert.Equal(0, Reference.SteadyStateAllocations(Call));
         }
     }
 

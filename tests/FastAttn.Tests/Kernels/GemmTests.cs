@@ -147,11 +147,7 @@ public class GemmTests
             Gemm.Linear(x, m, pw, y, s1, new GemmEpilogue { Bias = bias, Activation = Activation.Gelu });
             Gemm.MatMul(m, n, k, x, k, bt, k, true, c, n, s2);
         }
-        for (int i = 0; i < 5; i++) Call();
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 100; i++) Call();
-        long after = GC.GetAllocatedBytesForCurrentThread();
-        Assert.Equal(0, after - before);
+        Assert.Equal(0, Reference.SteadyStateAllocations(Call));
     }
 
     [Fact]
