@@ -274,15 +274,15 @@ public static unsafe class Attention
         int keyEnd = Math.Min(lk, valid);
         bool additive = a.Score == ScoreKind.Additive;
         int group = a.Heads / a.KvHeads;
-        // Additive scores take the fast form tanh(q+k) = 1 − 2/(1 + e^{2q}·e^{2k}) when every |q|, |k| ≤ 40
-        // (both exponentials and their product stay finite and normal); otherwise tanh is evaluated directly.
+        // Additive scores take the fast form tanh(q+k) = 1 − 2/(1 + e^{2q}·e^{2k}) when every |q|, |k| ≤ 20
+        // (the exponentials, their product and its reciprocal stay finite and normal); otherwise tanh is evaluated directly.
         bool fastAdd = false;
         if (additive && keyEnd > 0)
         {
             float mx = MaxAbs(a.K + k0 * a.Ldk + kvHead * d, a.Ldk, keyEnd, d);
             for (int hh = 0; hh < group; hh++)
                 mx = MathF.Max(mx, MaxAbs(a.Q + (q0 + rowStart) * a.Ldq + (kvHead * group + hh) * d, a.Ldq, rowEnd - rowStart, d));
-            fastAdd = mx <= 40f;
+            fastAdd = mx <= 20f;
         }
         if (keyEnd > 0)
         {
@@ -581,12 +581,12 @@ public static unsafe class Attention
         static abstract TVec Term<TOps, TVec>(TVec k, TVec q, TVec w, TVec acc) where TOps : ISimd<TVec> where TVec : struct;
     }
 
-    /// <summary>Operands are e^{2k}, e^{2q} and −2w: tanh(q+k) = 1 − 2/(1 + e^{2k}e^{2q}); the constant Σw is added at the end.</summary>
+    /// <summary>Operands are e^{2k}, e^{2q} and −2w: tanh(q+k) = 1 − 2/(1 + e^{2k}e^{2q}); the constant Σw is added at the end. The reciprocal is the hardware estimate plus a Newton step.</summary>
     private struct FastTanhSum : ITanhSum
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static TVec Term<TOps, TVec>(TVec k, TVec q, TVec w, TVec acc) where TOps : ISimd<TVec> where TVec : struct
-            => TOps.Fma(w, TOps.Div(TOps.Broadcast(1f), TOps.Fma(k, q, TOps.Broadcast(1f))), acc);
+            => TOps.Fma(w, TOps.Reciprocal(TOps.Fma(k, q, TOps.Broadcast(1f))), acc);
     }
 
     /// <summary>Operands are k, q and w: w·tanh(q + k) evaluated directly (any magnitude).</summary>
