@@ -65,11 +65,19 @@ public sealed class Session : IDisposable
 
     /// <summary>Runs one sequence: input <c>[tokens, InputWidth]</c> → output <c>[tokens, OutputWidth]</c>.</summary>
     /// <exception cref="ArgumentException">Widths do not divide, or more tokens than the session was sized for.</exception>
-    public void Run(ReadOnlySpan<float> input, Span<float> output) => Run(input, output, default);
+    public void Run(ReadOnlySpan<float> input, Span<float> output) => Run(input, output, default, default);
 
     /// <summary>Runs a packed batch of sequences back to back; each attends only within itself.</summary>
     /// <exception cref="ArgumentException">Shapes, token count or lengths do not add up.</exception>
-    public void Run(ReadOnlySpan<float> input, Span<float> output, ReadOnlySpan<int> sequenceLengths)
+    public void Run(ReadOnlySpan<float> input, Span<float> output, ReadOnlySpan<int> sequenceLengths) => Run(input, output, sequenceLengths, default);
+
+    /// <summary>
+    /// Runs a packed batch with key padding: in sequence s only the first <paramref name="keyValidLengths"/>[s]
+    /// tokens are attended to (the rest are padding, like PyTorch's <c>src_key_padding_mask</c>); their outputs
+    /// are still computed. Empty <paramref name="sequenceLengths"/> = one sequence.
+    /// </summary>
+    /// <exception cref="ArgumentException">Shapes, token count or lengths do not add up.</exception>
+    public void Run(ReadOnlySpan<float> input, Span<float> output, ReadOnlySpan<int> sequenceLengths, ReadOnlySpan<int> keyValidLengths)
     {
         int wIn = _stack.InputWidth, wOut = _stack.OutputWidth;
         if (input.Length == 0 || input.Length % wIn != 0)
@@ -89,13 +97,23 @@ public sealed class Session : IDisposable
             }
             if (sum != tokens) ThrowHelper.Argument(nameof(sequenceLengths), $"'sequenceLengths' add up to {sum}; expected the input's tokens = {tokens}.");
         }
+        var batch = new Batch(tokens, sequenceLengths, keyValidLengths);
+        if (!keyValidLengths.IsEmpty)
+        {
+            if (keyValidLengths.Length != batch.Count)
+                ThrowHelper.Argument(nameof(keyValidLengths), $"'keyValidLengths' has {keyValidLengths.Length} entries; expected one per sequence = {batch.Count}.");
+            for (int s = 0; s < batch.Count; s++)
+                if ((uint)keyValidLengths[s] > (uint)batch.Length(s))
+                    ThrowHelper.Argument(nameof(keyValidLengths), $"'keyValidLengths'[{s}] = {keyValidLengths[s]} is outside 0..{batch.Length(s)} (the sequence's tokens).");
+        }
         var blocks = _stack.Blocks;
+        for (int i = 0; i < blocks.Count; i++) blocks[i].Validate(batch);
         ReadOnlySpan<float> cur = input;
         for (int i = 0; i < blocks.Count; i++)
         {
             var blk = blocks[i];
             Span<float> dst = i == blocks.Count - 1 ? output : (i % 2 == 0 ? _a : _b).AsSpan(0, tokens * blk.OutputWidth);
-            blk.Forward(cur, dst, tokens, sequenceLengths, _scratch);
+            blk.Forward(cur, dst, batch, _scratch);
             cur = dst;
         }
     }

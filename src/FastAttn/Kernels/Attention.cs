@@ -114,6 +114,55 @@ public static unsafe class Attention
         Span<float> output, Span<float> scratch, scoped in AttentionOptions options)
     {
         var o = options;
+        CheckArgs(q.Length, queryTokens, k.Length, v.Length, keyTokens, output.Length, scratch.Length, o);
+        int kvHeads = o.KvHeads == 0 ? o.Heads : o.KvHeads;
+        int d = o.HeadDim, dv = o.ValueHeadDim == 0 ? d : o.ValueHeadDim;
+        int ldq = o.QStride == 0 ? o.Heads * d : o.QStride, ldk = o.KStride == 0 ? kvHeads * d : o.KStride;
+        int ldv = o.VStride == 0 ? kvHeads * dv : o.VStride, ldo = o.OutStride == 0 ? o.Heads * dv : o.OutStride;
+        int nSeq = o.SequenceLengths.IsEmpty ? 1 : o.SequenceLengths.Length;
+        ReadOnlySpan<int> keyLens = !o.KeySequenceLengths.IsEmpty ? o.KeySequenceLengths : o.SequenceLengths;
+        if (!o.WeightsOut.IsEmpty) o.WeightsOut.Clear();
+        fixed (float* pq = q, pk = k, pv = v, po = output, ps = scratch, paw = o.AdditiveWeights, pfm = o.FloatMask, pw = o.WeightsOut)
+        fixed (bool* pbm = o.BoolMask)
+        fixed (int* pSeq = o.SequenceLengths, pKeySeq = keyLens, pValid = o.KeyValidLengths)
+        {
+            var a = new Args
+            {
+                Q = pq, K = pk, V = pv, Out = po, Ldq = ldq, Ldk = ldk, Ldv = ldv, Ldo = ldo,
+                Heads = o.Heads, KvHeads = kvHeads, D = d, Dv = dv, Score = o.Score,
+                Scale = o.Score == ScoreKind.Dot ? (o.Scale ?? 1f / MathF.Sqrt(d)) : 1f,
+                AddW = o.Score == ScoreKind.Additive ? paw : null, SoftCap = o.SoftCap, Norm = o.Normalizer,
+                SigmoidBias = o.SigmoidBias, Causal = o.Causal,
+                BoolMask = o.BoolMask.IsEmpty ? null : pbm, FloatMask = o.FloatMask.IsEmpty ? null : pfm,
+                Weights = o.WeightsOut.IsEmpty ? null : pw,
+                TotalQ = queryTokens, TotalK = keyTokens,
+            };
+            int q0 = 0, k0 = 0;
+            for (int s = 0; s < nSeq; s++)
+            {
+                int lq = o.SequenceLengths.IsEmpty ? queryTokens : pSeq[s];
+                int lk = keyLens.IsEmpty ? keyTokens : pKeySeq[s];
+                int valid = o.KeyValidLengths.IsEmpty ? lk : pValid[s];
+                if (lq > 0)
+                {
+                    for (int g = 0; g < kvHeads; g++)
+                        RunGroup(a, q0, lq, k0, lk, valid, g, 0, lq, ps);
+                }
+                q0 += lq;
+                k0 += lk;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Checks a call's sizes, options, lengths and masks without touching any data (used by layers that must
+    /// validate before they project). Q, K and V are assumed dense.
+    /// </summary>
+    internal static void Validate(int queryTokens, int keyTokens, Span<float> output, Span<float> scratch, scoped in AttentionOptions options)
+        => CheckArgs(-1, queryTokens, -1, -1, keyTokens, output.Length, scratch.Length, options);
+
+    private static void CheckArgs(int qLen, int queryTokens, int kLen, int vLen, int keyTokens, int outLen, int scratchLen, scoped in AttentionOptions o)
+    {
         ThrowHelper.Positive(o.Heads, "options.Heads");
         ThrowHelper.Positive(o.HeadDim, "options.HeadDim");
         int kvHeads = o.KvHeads == 0 ? o.Heads : o.KvHeads;
@@ -130,10 +179,10 @@ public static unsafe class Attention
         if (ldk < kvHeads * d) ThrowHelper.OutOfRange("options.KStride", ldk, $"'options.KStride' must be at least KvHeads*HeadDim = {kvHeads * d}; it is {ldk}.");
         if (ldv < kvHeads * dv) ThrowHelper.OutOfRange("options.VStride", ldv, $"'options.VStride' must be at least KvHeads*ValueHeadDim = {kvHeads * dv}; it is {ldv}.");
         if (ldo < o.Heads * dv) ThrowHelper.OutOfRange("options.OutStride", ldo, $"'options.OutStride' must be at least Heads*ValueHeadDim = {o.Heads * dv}; it is {ldo}.");
-        ThrowHelper.Length(q.Length, ThrowHelper.Extent(queryTokens, o.Heads * d, ldq), nameof(q), $"[{queryTokens}, {o.Heads}*{d}] with row stride {ldq}");
-        ThrowHelper.Length(k.Length, ThrowHelper.Extent(keyTokens, kvHeads * d, ldk), nameof(k), $"[{keyTokens}, {kvHeads}*{d}] with row stride {ldk}");
-        ThrowHelper.Length(v.Length, ThrowHelper.Extent(keyTokens, kvHeads * dv, ldv), nameof(v), $"[{keyTokens}, {kvHeads}*{dv}] with row stride {ldv}");
-        ThrowHelper.Length(output.Length, ThrowHelper.Extent(queryTokens, o.Heads * dv, ldo), nameof(output), $"[{queryTokens}, {o.Heads}*{dv}] with row stride {ldo}");
+        if (qLen >= 0) ThrowHelper.Length(qLen, ThrowHelper.Extent(queryTokens, o.Heads * d, ldq), "q", $"[{queryTokens}, {o.Heads}*{d}] with row stride {ldq}");
+        if (kLen >= 0) ThrowHelper.Length(kLen, ThrowHelper.Extent(keyTokens, kvHeads * d, ldk), "k", $"[{keyTokens}, {kvHeads}*{d}] with row stride {ldk}");
+        if (vLen >= 0) ThrowHelper.Length(vLen, ThrowHelper.Extent(keyTokens, kvHeads * dv, ldv), "v", $"[{keyTokens}, {kvHeads}*{dv}] with row stride {ldv}");
+        ThrowHelper.Length(outLen, ThrowHelper.Extent(queryTokens, o.Heads * dv, ldo), "output", $"[{queryTokens}, {o.Heads}*{dv}] with row stride {ldo}");
         if ((uint)o.Score > (uint)ScoreKind.Additive) ThrowHelper.OutOfRange("options.Score", o.Score, "Unknown score kind.");
         if ((uint)o.Normalizer > (uint)Normalizer.Sigmoid) ThrowHelper.OutOfRange("options.Normalizer", o.Normalizer, "Unknown normalizer.");
         if ((uint)o.Causal > (uint)CausalMode.BottomRight) ThrowHelper.OutOfRange("options.Causal", o.Causal, "Unknown causal mode.");
@@ -173,39 +222,8 @@ public static unsafe class Attention
         if (!o.WeightsOut.IsEmpty && o.WeightsOut.Length != o.Heads * qk)
             ThrowHelper.Argument("options.WeightsOut", $"'options.WeightsOut' has {o.WeightsOut.Length} elements; expected Heads*queryTokens*keyTokens = {o.Heads}*{queryTokens}*{keyTokens} = {o.Heads * qk}.");
         long need = ScratchSize(o, keyTokens);
-        ThrowHelper.Length(scratch.Length, need, nameof(scratch), $"Attention.ScratchSize(options, {keyTokens})");
+        ThrowHelper.Length(scratchLen, need, "scratch", $"Attention.ScratchSize(options, {keyTokens})");
 
-        if (!o.WeightsOut.IsEmpty) o.WeightsOut.Clear();
-        fixed (float* pq = q, pk = k, pv = v, po = output, ps = scratch, paw = o.AdditiveWeights, pfm = o.FloatMask, pw = o.WeightsOut)
-        fixed (bool* pbm = o.BoolMask)
-        fixed (int* pSeq = o.SequenceLengths, pKeySeq = keyLens, pValid = o.KeyValidLengths)
-        {
-            var a = new Args
-            {
-                Q = pq, K = pk, V = pv, Out = po, Ldq = ldq, Ldk = ldk, Ldv = ldv, Ldo = ldo,
-                Heads = o.Heads, KvHeads = kvHeads, D = d, Dv = dv, Score = o.Score,
-                Scale = o.Score == ScoreKind.Dot ? (o.Scale ?? 1f / MathF.Sqrt(d)) : 1f,
-                AddW = o.Score == ScoreKind.Additive ? paw : null, SoftCap = o.SoftCap, Norm = o.Normalizer,
-                SigmoidBias = o.SigmoidBias, Causal = o.Causal,
-                BoolMask = o.BoolMask.IsEmpty ? null : pbm, FloatMask = o.FloatMask.IsEmpty ? null : pfm,
-                Weights = o.WeightsOut.IsEmpty ? null : pw,
-                TotalQ = queryTokens, TotalK = keyTokens,
-            };
-            int q0 = 0, k0 = 0;
-            for (int s = 0; s < nSeq; s++)
-            {
-                int lq = o.SequenceLengths.IsEmpty ? queryTokens : pSeq[s];
-                int lk = keyLens.IsEmpty ? keyTokens : pKeySeq[s];
-                int valid = o.KeyValidLengths.IsEmpty ? lk : pValid[s];
-                if (lq > 0)
-                {
-                    for (int g = 0; g < kvHeads; g++)
-                        RunGroup(a, q0, lq, k0, lk, valid, g, 0, lq, ps);
-                }
-                q0 += lq;
-                k0 += lk;
-            }
-        }
     }
 
     private static void CheckLengths(ReadOnlySpan<int> lens, int total, string name, string totalName)

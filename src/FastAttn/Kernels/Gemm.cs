@@ -67,6 +67,30 @@ public static unsafe class Gemm
     }
 
     /// <summary>
+    /// y = x · W[outStart .. outStart+outCount)ᵀ + bias[outStart ..]: a block of the weight's output features, for
+    /// projections packed side by side. outStart must be a multiple of <see cref="PanelWidth"/>; y is
+    /// <c>[rows, outCount]</c>. Shapes are trusted (internal callers check them).
+    /// </summary>
+    internal static void LinearBlock(ReadOnlySpan<float> x, int rows, PackedWeight weight, Span<float> y, Span<float> scratch,
+        ReadOnlySpan<float> bias, int outStart, int outCount)
+    {
+        int k = weight.InFeatures, nr = GemmCore.NR;
+        if (outStart % nr != 0) throw new InvalidOperationException($"output block start {outStart} is not a multiple of the panel width {nr}.");
+        fixed (float* px = x, py = y, ps = scratch, pb = bias)
+        {
+            var g = new GemmArgs
+            {
+                A = px, Lda = k, M = rows, N = outStart + outCount, K = k, PackedB = weight.Data, PanelStride = (nint)k * nr,
+                C = py - outStart, Ldc = outCount, Alpha = 1f, Bias = bias.IsEmpty ? null : pb,
+            };
+            GemmCore.Run(g, 0, rows, outStart / nr, (outStart + outCount + nr - 1) / nr, ps);
+        }
+    }
+
+    /// <summary>Columns per packed weight panel on the active path (2 vectors).</summary>
+    public static int PanelWidth => GemmCore.NR;
+
+    /// <summary>
     /// C = epilogue(A · B) where A is M×K (row stride lda), B is K×N (row stride ldb) or, when
     /// <paramref name="transposeB"/> is set, B is given as its transpose N×K (row stride ldb), and C is
     /// M×N (row stride ldc). B is packed into <paramref name="scratch"/> for each call.

@@ -34,6 +34,10 @@ public sealed class Linear : IDisposable
     public void Forward(ReadOnlySpan<float> x, int rows, Span<float> y, Span<float> scratch, ReadOnlySpan<float> residual = default)
         => Gemm.Linear(x, rows, Weight, y, scratch, new GemmEpilogue { Bias = _bias, Activation = Activation, Residual = residual });
 
+    /// <summary>y = x·W[outStart .. outStart+outCount)ᵀ + b[outStart ..] for a block of output features (no activation).</summary>
+    internal void ForwardRows(ReadOnlySpan<float> x, int rows, Span<float> y, Span<float> scratch, int outStart, int outCount)
+        => Gemm.LinearBlock(x, rows, Weight, y, scratch, _bias, outStart, outCount);
+
     /// <inheritdoc/>
     public void Dispose() => Weight.Dispose();
 }

@@ -81,13 +81,21 @@ public sealed class PositionalEncoding : IBlock
     public long ScratchSize(int maxTokens) => 0;
 
     /// <inheritdoc/>
-    public void Forward(ReadOnlySpan<float> input, Span<float> output, int tokens, ReadOnlySpan<int> sequenceLengths, Span<float> scratch)
+    public void Validate(Batch batch)
     {
-        int w = InputWidth, t0 = 0, n = sequenceLengths.IsEmpty ? 1 : sequenceLengths.Length;
-        for (int s = 0; s < n; s++)
+        int longest = batch.LongestSequence;
+        if (longest > MaxPositions)
+            ThrowHelper.Argument("sequenceLengths", $"a sequence of {longest} tokens is longer than the {MaxPositions} positions the encoding covers.");
+    }
+
+    /// <inheritdoc/>
+    public void Forward(ReadOnlySpan<float> input, Span<float> output, Batch batch, Span<float> scratch)
+    {
+        Validate(batch);
+        int w = InputWidth, t0 = 0;
+        for (int s = 0; s < batch.Count; s++)
         {
-            int len = sequenceLengths.IsEmpty ? tokens : sequenceLengths[s];
-            if (len > MaxPositions) ThrowHelper.Argument(nameof(sequenceLengths), $"a sequence of {len} tokens is longer than the {MaxPositions} positions the encoding covers.");
+            int len = batch.Length(s);
             System.Numerics.Tensors.TensorPrimitives.Add(input.Slice(t0 * w, len * w), _table.AsSpan(0, len * w), output.Slice(t0 * w, len * w));
             t0 += len;
         }
@@ -128,6 +136,10 @@ public sealed class Rope
         {
             int len = sequenceLengths.IsEmpty ? tokens : sequenceLengths[s];
             if (len > MaxPositions) ThrowHelper.Argument(nameof(sequenceLengths), $"a sequence of {len} tokens is longer than the {MaxPositions} RoPE positions.");
+        }
+        for (int s = 0; s < n; s++)
+        {
+            int len = sequenceLengths.IsEmpty ? tokens : sequenceLengths[s];
             for (int p = 0; p < len; p++)
             {
                 var c = _cos.AsSpan(p * half, half);
