@@ -9,6 +9,7 @@ var all = new (string Name, Type Type)[]
     ("peak", typeof(PeakBenchmarks)),
     ("gemm", typeof(GemmBenchmarks)),
     ("attention", typeof(AttentionBenchmarks)),
+    ("encoder", typeof(EncoderBenchmarks)),
 };
 var types = all.Where(t => only.Length == 0 || only.Contains(t.Name) || t.Name == "peak").Select(t => t.Type).ToArray();
 var summaries = BenchmarkRunner.Run(types, BenchConfig.Create(quick));

@@ -41,6 +41,7 @@ internal unsafe struct TileEpilogue
     public nint Ldr;
     public float* Temp; // 3·64 floats for edge tiles
     public float* Tile; // MR·NR floats: the accumulators of one tile
+    public int Prefetch; // floats ahead of B to prefetch (0 = none)
 }
 
 internal interface IRowCount { static abstract int N { get; } }
@@ -116,6 +117,13 @@ internal static unsafe class GemmCore
     /// <summary>Floats at the start of the scratch reserved for the tile and edge temporaries.</summary>
     public const int ScratchHeader = 3 * 64 + 14 * 64;
 
+    /// <summary>
+    /// How far ahead (in floats, 16 KB) the microkernel prefetches the packed weight panel it streams. Measured on
+    /// the (768, 12, 3072) encoder layer at 8 tokens, whose 28 MB of weights come from memory on every call:
+    /// 0 → 900 µs, 1024 → 821, 2048 → 658, 4096 → 561, 8192 → 631; neutral when the weights are cache-resident.
+    /// </summary>
+    public const int PrefetchFloats = 4096;
+
     public static int RoundUp(int x, int m) => (x + m - 1) / m * m;
 
     /// <summary>
@@ -183,7 +191,7 @@ internal static unsafe class GemmCore
         int mcMax = mr * 16;
         int K = g.K;
         float* aPack = scratch + ScratchHeader;
-        var epi = new TileEpilogue { Alpha = g.Alpha, Act = g.Act, Ldr = g.Ldr, Temp = scratch, Tile = scratch + 3 * 64 };
+        var epi = new TileEpilogue { Alpha = g.Alpha, Act = g.Act, Ldr = g.Ldr, Temp = scratch, Tile = scratch + 3 * 64, Prefetch = PrefetchFloats };
         for (int pc = 0; pc < K; pc += KC)
         {
             int kc = Math.Min(KC, K - pc);
@@ -284,8 +292,14 @@ internal static unsafe class GemmCore
         TVec c80 = TOps.Zero, c81 = TOps.Zero, c90 = TOps.Zero, c91 = TOps.Zero;
         TVec cA0 = TOps.Zero, cA1 = TOps.Zero, cB0 = TOps.Zero, cB1 = TOps.Zero;
         TVec cC0 = TOps.Zero, cC1 = TOps.Zero, cD0 = TOps.Zero, cD1 = TOps.Zero;
+        int pf = e.Prefetch;
         for (int k = 0; k < kc; k++)
         {
+            if (pf != 0 && System.Runtime.Intrinsics.X86.Sse.IsSupported)
+            {
+                System.Runtime.Intrinsics.X86.Sse.Prefetch0(b + pf);
+                System.Runtime.Intrinsics.X86.Sse.Prefetch0(b + pf + 16);
+            }
             TVec b0 = TOps.Load(b);
             TVec b1 = TOps.Load(b + w);
             TVec x = TOps.BroadcastFrom(a);

@@ -1,0 +1,225 @@
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+using BenchmarkDotNet.Attributes;
+using FastAttn.Benchmarks.Peers;
+using FastAttn.Composition;
+using FastAttn.Kernels;
+using FastAttn.Layers;
+using Microsoft.ML.OnnxRuntime;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace FastAttn.Benchmarks;
+
+/// <summary>Random weights of an nn.TransformerEncoderLayer stack in PyTorch's layouts, shared by every implementation.</summary>
+public sealed class EncoderWeights
+{
+    public sealed record Layer(float[] Win, float[] Bin, float[] Wout, float[] Bout, float[] W1, float[] B1, float[] W2, float[] B2,
+        float[] G1, float[] Be1, float[] G2, float[] Be2)
+    {
+        public IEnumerable<float[]> All => [Win, Bin, Wout, Bout, W1, B1, W2, B2, G1, Be1, G2, Be2];
+    }
+
+    public int E, H, F;
+    public Layer[] Layers = [];
+
+    public static EncoderWeights Random(int layers, int e, int h, int f, int seed)
+    {
+        var rnd = new Random(seed);
+        float[] R(int n, double s) { var a = new float[n]; for (int i = 0; i < n; i++) a[i] = (float)((rnd.NextDouble() * 2 - 1) * s); return a; }
+        float[] One(int n) => R(n, 0.2).Select(x => 1 + x).ToArray();
+        double se = 1 / Math.Sqrt(e), sf = 1 / Math.Sqrt(f);
+        return new EncoderWeights
+        {
+            E = e, H = h, F = f,
+            Layers = Enumerable.Range(0, layers).Select(_ => new Layer(R(3 * e * e, se), R(3 * e, 0.1), R(e * e, se), R(e, 0.1),
+                R(f * e, se), R(f, 0.1), R(e * f, sf), R(e, 0.1), One(e), R(e, 0.1), One(e), R(e, 0.1))).ToArray(),
+        };
+    }
+
+    public long Floats => Layers.Sum(l => l.All.Sum(a => (long)a.Length));
+
+    /// <summary>The FastAttn stack (post-norm, ReLU, eps 1e-5).</summary>
+    public Stack FastAttn() => new(Layers.Select(l => (IBlock)new EncoderBlock(
+        new MultiHeadAttention(E, H, l.Win, l.Bin, l.Wout, l.Bout),
+        new FeedForward(E, F, l.W1, l.B1, l.W2, l.B2, Activation.Relu),
+        new LayerNorm(E, l.G1, l.Be1), new LayerNorm(E, l.G2, l.Be2), normFirst: false)).ToArray());
+
+    private static float[] T(float[] w, int rows, int cols)
+    {
+        var t = new float[w.Length];
+        for (int r = 0; r < rows; r++) for (int c = 0; c < cols; c++) t[c * rows + r] = w[r * cols + c];
+        return t;
+    }
+
+    /// <summary>The same stack as an ONNX graph of standard ops (opset 17) for a fixed token count.</summary>
+    public byte[] OnnxModel(int tokens)
+    {
+        var g = new OnnxGraph();
+        int dh = E / H;
+        g.Input("x", tokens, E);
+        string heads = g.Int64s("shape_heads", -1, H, dh), flat = g.Int64s("shape_flat", -1, E), split = g.Int64s("split", E, E, E);
+        string scale = g.Constant("scale", [1f / MathF.Sqrt(dh)]);
+        string x = "x";
+        for (int i = 0; i < Layers.Length; i++)
+        {
+            var l = Layers[i];
+            string p = $"l{i}_";
+            string qkv = g.Node("Add", [g.Node("MatMul", [x, g.Constant(p + "winT", T(l.Win, 3 * E, E), E, 3 * E)]), g.Constant(p + "bin", l.Bin, 3 * E)]);
+            string q = g.Name("q"), k = g.Name("k"), v = g.Name("v");
+            g.NodeMulti("Split", [qkv, split], [q, k, v], ("axis", 1L));
+            string qh = g.Node("Transpose", [g.Node("Reshape", [q, heads])], null, ("perm", new long[] { 1, 0, 2 }));
+            string kh = g.Node("Transpose", [g.Node("Reshape", [k, heads])], null, ("perm", new long[] { 1, 2, 0 }));
+            string vh = g.Node("Transpose", [g.Node("Reshape", [v, heads])], null, ("perm", new long[] { 1, 0, 2 }));
+            string s = g.Node("Mul", [g.Node("MatMul", [qh, kh]), scale]);
+            string a = g.Node("MatMul", [g.Node("Softmax", [s], null, ("axis", -1L)), vh]);
+            string af = g.Node("Reshape", [g.Node("Transpose", [a], null, ("perm", new long[] { 1, 0, 2 })), flat]);
+            string o = g.Node("Add", [g.Node("MatMul", [af, g.Constant(p + "woutT", T(l.Wout, E, E), E, E)]), g.Constant(p + "bout", l.Bout, E)]);
+            string n1 = g.Node("LayerNormalization", [g.Node("Add", [o, x]), g.Constant(p + "g1", l.G1, E), g.Constant(p + "be1", l.Be1, E)], null,
+                ("axis", -1L), ("epsilon", 1e-5f));
+            string h = g.Node("Relu", [g.Node("Add", [g.Node("MatMul", [n1, g.Constant(p + "w1T", T(l.W1, F, E), E, F)]), g.Constant(p + "b1", l.B1, F)])]);
+            string f2 = g.Node("Add", [g.Node("MatMul", [h, g.Constant(p + "w2T", T(l.W2, E, F), F, E)]), g.Constant(p + "b2", l.B2, E)]);
+            x = g.Node("LayerNormalization", [g.Node("Add", [f2, n1]), g.Constant(p + "g2", l.G2, E), g.Constant(p + "be2", l.Be2, E)],
+                i == Layers.Length - 1 ? "y" : null, ("axis", -1L), ("epsilon", 1e-5f));
+        }
+        g.Output("y", tokens, E);
+        return g.ToModel();
+    }
+
+    /// <summary>The same stack as libtorch modules (nn.TransformerEncoderLayer, eval, sequence-first input).</summary>
+    public (torch.nn.Module Module, Func<Tensor, Tensor> Forward) Torch()
+    {
+        var layer = torch.nn.TransformerEncoderLayer(E, H, F, 0.0, torch.nn.Activations.ReLU);
+        torch.nn.Module m;
+        Func<Tensor, Tensor> fwd;
+        if (Layers.Length == 1) { m = layer; fwd = t => layer.call(t); }
+        else { var enc = torch.nn.TransformerEncoder(layer, Layers.Length); m = enc; fwd = t => enc.forward(t, null, null); }
+        m.eval();
+        var ps = m.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        using (torch.no_grad())
+        {
+            for (int i = 0; i < Layers.Length; i++)
+            {
+                var l = Layers[i];
+                string p = Layers.Length == 1 ? "" : $"layers.{i}.";
+                void Set(string name, float[] data) => ps[p + name].copy_(torch.tensor(data, ps[p + name].shape));
+                Set("self_attn.in_proj_weight", l.Win); Set("self_attn.in_proj_bias", l.Bin);
+                Set("self_attn.out_proj.weight", l.Wout); Set("self_attn.out_proj.bias", l.Bout);
+                Set("linear1.weight", l.W1); Set("linear1.bias", l.B1); Set("linear2.weight", l.W2); Set("linear2.bias", l.B2);
+                Set("norm1.weight", l.G1); Set("norm1.bias", l.Be1); Set("norm2.weight", l.G2); Set("norm2.bias", l.Be2);
+            }
+        }
+        return (m, fwd);
+    }
+}
+
+/// <summary>
+/// One nn.TransformerEncoderLayer (post-norm, ReLU) or a stack of them, single thread: FastAttn's session against
+/// ONNX Runtime (the same weights as an in-process ONNX graph, IntraOpNumThreads = 1, pre-bound input and output)
+/// and libtorch (nn.TransformerEncoderLayer modules in eval mode), plus the time one pass over all the weights
+/// takes (the floor for small token counts, where the layer streams its weights once).
+/// </summary>
+[MemoryDiagnoser]
+public class EncoderBenchmarks
+{
+    [Params("768x12x3072x128", "384x12x1536x128", "256x4x1024x32", "768x12x3072x8", "6L-384x12x1536x128")]
+    public string Shape = "768x12x3072x128";
+
+    public int L, E, H, F, T;
+    private EncoderWeights _w = new();
+    private Stack? _stack;
+    private Session? _session;
+    private float[] _x = [], _y = [], _yOrt = [];
+    private InferenceSession? _ort;
+    private OrtIoBinding? _binding;
+    private RunOptions? _runOptions;
+    private OrtValue? _ortIn, _ortOut;
+    private torch.nn.Module? _torch;
+    private Func<Tensor, Tensor>? _torchForward;
+    private Tensor? _tx;
+    private float _sink;
+
+    public void ParseShape()
+    {
+        string s = Shape;
+        L = 1;
+        if (s.Contains("L-")) { L = int.Parse(s[..s.IndexOf('L')]); s = s[(s.IndexOf('-') + 1)..]; }
+        var p = s.Split('x').Select(int.Parse).ToArray();
+        (E, H, F, T) = (p[0], p[1], p[2], p[3]);
+    }
+
+    public double Flops => L * (2.0 * T * (4.0 * E * E + 2.0 * E * F) + 4.0 * T * T * E);
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        ParseShape();
+        _w = EncoderWeights.Random(L, E, H, F, 11);
+        _stack = _w.FastAttn();
+        _session = _stack.CreateSession(T);
+        var rnd = new Random(3);
+        _x = Enumerable.Range(0, T * E).Select(_ => (float)(rnd.NextDouble() * 2 - 1)).ToArray();
+        _y = new float[T * E];
+        _yOrt = new float[T * E];
+
+        var so = new SessionOptions { IntraOpNumThreads = 1, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
+        _ort = new InferenceSession(_w.OnnxModel(T), so);
+        _runOptions = new RunOptions();
+        _ortIn = OrtValue.CreateTensorValueFromMemory(_x, [T, E]);
+        _ortOut = OrtValue.CreateTensorValueFromMemory(_yOrt, [T, E]);
+        _binding = _ort.CreateIoBinding();
+        _binding.BindInput("x", _ortIn);
+        _binding.BindOutput("y", _ortOut);
+
+        TorchPeer.Init(1);
+        (_torch, _torchForward) = _w.Torch();
+        _tx = torch.tensor(_x, [T, 1, E]);
+
+        // the peers must compute the same function
+        _session.Run(_x, _y);
+        OnnxRuntime();
+        Check("ONNX Runtime", _yOrt);
+        using (torch.inference_mode())
+        using (var ty = _torchForward(_tx))
+            Check("libtorch", ty.data<float>().ToArray());
+    }
+
+    private void Check(string who, float[] other)
+    {
+        double max = 0;
+        for (int i = 0; i < _y.Length; i++) max = Math.Max(max, Math.Abs(_y[i] - other[i]));
+        if (!(max < 2e-3)) throw new InvalidOperationException($"{who} differs from FastAttn by {max} on {Shape}.");
+        Console.WriteLine($"// {who} agrees with FastAttn on {Shape}: max |diff| = {max:E2}");
+    }
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        _session?.Dispose(); _stack?.Dispose();
+        _binding?.Dispose(); _ortIn?.Dispose(); _ortOut?.Dispose(); _runOptions?.Dispose(); _ort?.Dispose();
+        _torch?.Dispose(); _tx?.Dispose();
+    }
+
+    [Benchmark(Baseline = true, Description = "FastAttn Session.Run")]
+    public void FastAttn() => _session!.Run(_x, _y);
+
+    [Benchmark(Description = "ONNX Runtime (IoBinding)")]
+    public void OnnxRuntime() => _ort!.RunWithBinding(_runOptions!, _binding!);
+
+    [Benchmark(Description = "libtorch nn.TransformerEncoderLayer")]
+    public void Torch()
+    {
+        using var mode = torch.inference_mode();
+        using var y = _torchForward!(_tx!);
+    }
+
+    /// <summary>One read of every weight (TensorPrimitives.Sum over the float arrays): what streaming them costs.</summary>
+    [Benchmark(Description = "read all weights once")]
+    public void ReadWeights()
+    {
+        float s = 0;
+        foreach (var l in _w.Layers)
+            foreach (var a in l.All) s += TensorPrimitives.Sum(a);
+        _sink = s;
+    }
+}
