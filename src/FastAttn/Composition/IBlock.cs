@@ -13,10 +13,18 @@ public readonly ref struct Batch
     /// <summary>Valid (unpadded) keys per sequence; empty = every key is valid.</summary>
     public ReadOnlySpan<int> KeyValidLengths { get; }
 
+    /// <summary>The session's worker threads (null = run on the calling thread only).</summary>
+    internal Threading.WorkerPool? Pool { get; }
+
     /// <summary>A call over <paramref name="tokens"/> tokens.</summary>
     public Batch(int tokens, ReadOnlySpan<int> sequenceLengths = default, ReadOnlySpan<int> keyValidLengths = default)
     {
-        Tokens = tokens; SequenceLengths = sequenceLengths; KeyValidLengths = keyValidLengths;
+        Tokens = tokens; SequenceLengths = sequenceLengths; KeyValidLengths = keyValidLengths; Pool = null;
+    }
+
+    internal Batch(int tokens, ReadOnlySpan<int> sequenceLengths, ReadOnlySpan<int> keyValidLengths, Threading.WorkerPool? pool)
+    {
+        Tokens = tokens; SequenceLengths = sequenceLengths; KeyValidLengths = keyValidLengths; Pool = pool;
     }
 
     /// <summary>Number of sequences.</summary>

@@ -29,8 +29,20 @@ public sealed class Stack : IDisposable
         _blocks = (IBlock[])blocks.Clone();
     }
 
-    /// <summary>A session sized for calls of up to <paramref name="maxTokens"/> tokens in total.</summary>
-    public Session CreateSession(int maxTokens) => new(this, maxTokens);
+    /// <summary>
+    /// A session sized for calls of up to <paramref name="maxTokens"/> tokens in total, running on
+    /// <paramref name="threads"/> threads (the caller plus threads − 1 workers it owns; 1 to the processor count).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">maxTokens below 1, or threads outside 1..processor count.</exception>
+    public Session CreateSession(int maxTokens, int threads = 1)
+    {
+        if (threads < 1 || threads > Environment.ProcessorCount)
+            ThrowHelper.OutOfRange(nameof(threads), threads, $"'threads' = {threads} must be between 1 and the processor count {Environment.ProcessorCount}.");
+        return new(this, maxTokens, threads);
+    }
+
+    /// <summary>Any thread count, for tests of determinism beyond this machine's cores.</summary>
+    internal Session CreateSessionUnchecked(int maxTokens, int threads) => new(this, maxTokens, threads);
 
     /// <summary>Disposes blocks that own native memory.</summary>
     public void Dispose()
@@ -47,20 +59,28 @@ public sealed class Session : IDisposable
 {
     private readonly Stack _stack;
     private readonly float[] _a, _b, _scratch;
+    private readonly Threading.WorkerPool? _pool;
+    /// <summary>Threads a call runs on (the caller included).</summary>
+    public int Threads { get; }
     /// <summary>Largest total token count a call may have.</summary>
     public int MaxTokens { get; }
     /// <summary>Scratch floats planned for this session (ping-pong activations plus the largest block's need).</summary>
     public long PlannedFloats => (long)_a.Length + _b.Length + _scratch.Length;
 
-    internal Session(Stack stack, int maxTokens)
+    internal Session(Stack stack, int maxTokens, int threads = 1)
     {
         ThrowHelper.Positive(maxTokens, nameof(maxTokens));
+        ThrowHelper.Positive(threads, nameof(threads));
+        Threads = threads;
         _stack = stack;
         MaxTokens = maxTokens;
         int widest = stack.Blocks.Max(b => Math.Max(b.InputWidth, b.OutputWidth));
         _a = new float[(long)maxTokens * widest];
         _b = new float[(long)maxTokens * widest];
-        _scratch = new float[stack.Blocks.Max(b => b.ScratchSize(maxTokens))];
+        long need = stack.Blocks.Max(b => b.ScratchSize(maxTokens));
+        _scratch = new float[need];
+        // every worker gets as much scratch as the largest block asks for (kernels take theirs from it)
+        if (threads > 1) _pool = new Threading.WorkerPool(threads, need);
     }
 
     /// <summary>Runs one sequence: input <c>[tokens, InputWidth]</c> → output <c>[tokens, OutputWidth]</c>.</summary>
@@ -97,7 +117,8 @@ public sealed class Session : IDisposable
             }
             if (sum != tokens) ThrowHelper.Argument(nameof(sequenceLengths), $"'sequenceLengths' add up to {sum}; expected the input's tokens = {tokens}.");
         }
-        var batch = new Batch(tokens, sequenceLengths, keyValidLengths);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var batch = new Batch(tokens, sequenceLengths, keyValidLengths, _pool);
         if (!keyValidLengths.IsEmpty)
         {
             if (keyValidLengths.Length != batch.Count)
@@ -118,8 +139,18 @@ public sealed class Session : IDisposable
         }
     }
 
-    /// <summary>Releases the buffers (nothing native is held; provided for using-patterns and future pools).</summary>
-    public void Dispose() { }
+    private bool _disposed;
+
+    /// <summary>Stops the session's worker threads. The session cannot run afterwards.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _pool?.Dispose();
+    }
+
+    /// <summary>True while a worker thread of this session is alive (for tests).</summary>
+    internal bool WorkersAlive => _pool?.AnyThreadAlive ?? false;
 }
 
 /// <summary>Builders for common stacks.</summary>

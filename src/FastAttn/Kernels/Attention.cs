@@ -112,6 +112,11 @@ public static unsafe class Attention
     /// <exception cref="ArgumentException">A span is shorter than its shape, or lengths do not add up.</exception>
     public static void Forward(ReadOnlySpan<float> q, int queryTokens, ReadOnlySpan<float> k, ReadOnlySpan<float> v, int keyTokens,
         Span<float> output, Span<float> scratch, scoped in AttentionOptions options)
+        => Forward(q, queryTokens, k, v, keyTokens, output, scratch, options, null);
+
+    /// <summary>As above, split over <paramref name="pool"/>'s threads (each worker uses its own scratch) when large enough.</summary>
+    internal static void Forward(ReadOnlySpan<float> q, int queryTokens, ReadOnlySpan<float> k, ReadOnlySpan<float> v, int keyTokens,
+        Span<float> output, Span<float> scratch, scoped in AttentionOptions options, Threading.WorkerPool? pool)
     {
         var o = options;
         CheckArgs(q.Length, queryTokens, k.Length, v.Length, keyTokens, output.Length, scratch.Length, o);
@@ -137,6 +142,24 @@ public static unsafe class Attention
                 Weights = o.WeightsOut.IsEmpty ? null : pw,
                 TotalQ = queryTokens, TotalK = keyTokens,
             };
+            if (pool != null && pool.Threads > 1)
+            {
+                var job = pool.Jobs.Attention;
+                job.SetSequences(nSeq);
+                double flops = 0;
+                int maxLq = 0;
+                for (int s = 0, sq = 0, sk = 0; s < nSeq; s++)
+                {
+                    int lq = o.SequenceLengths.IsEmpty ? queryTokens : pSeq[s];
+                    int lk = keyLens.IsEmpty ? keyTokens : pKeySeq[s];
+                    int valid = o.KeyValidLengths.IsEmpty ? lk : pValid[s];
+                    job.SetSequence(s, sq, lq, sk, lk, valid);
+                    flops += 2.0 * lq * Math.Min(lk, valid) * (d + dv) * o.Heads;
+                    maxLq = Math.Max(maxLq, lq);
+                    sq += lq; sk += lk;
+                }
+                if (job.TryRun(a, flops, maxLq)) return;
+            }
             int q0 = 0, k0 = 0;
             for (int s = 0; s < nSeq; s++)
             {

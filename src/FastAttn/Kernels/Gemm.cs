@@ -36,7 +36,7 @@ public static unsafe class Gemm
     /// <summary>The instruction-set path in use.</summary>
     public static IsaPath Path => Isa.Active;
 
-    /// <summary>Scratch floats <see cref="Linear"/> needs for <paramref name="rows"/> rows of width <paramref name="inFeatures"/>.</summary>
+    /// <summary>Scratch floats <see cref="Linear(ReadOnlySpan{float}, int, PackedWeight, Span{float}, Span{float}, GemmEpilogue)"/> needs for <paramref name="rows"/> rows of width <paramref name="inFeatures"/>.</summary>
     public static int LinearScratchSize(int rows, int inFeatures) => GemmCore.APackSize(Math.Max(rows, 1), Math.Max(inFeatures, 1));
 
     /// <summary>Scratch floats <see cref="MatMul"/> needs for an M×K by K×N product.</summary>
@@ -50,7 +50,11 @@ public static unsafe class Gemm
     /// <exception cref="ArgumentException">A span is shorter than its shape, or bias/residual do not match.</exception>
     /// <exception cref="ObjectDisposedException"><paramref name="weight"/> was disposed.</exception>
     public static void Linear(ReadOnlySpan<float> x, int rows, PackedWeight weight, Span<float> y, Span<float> scratch,
-        GemmEpilogue epilogue = default)
+        GemmEpilogue epilogue = default) => Linear(x, rows, weight, y, scratch, epilogue, null);
+
+    /// <summary>As above, split over <paramref name="pool"/>'s threads when the product is large enough.</summary>
+    internal static void Linear(ReadOnlySpan<float> x, int rows, PackedWeight weight, Span<float> y, Span<float> scratch,
+        GemmEpilogue epilogue, Threading.WorkerPool? pool)
     {
         ArgumentNullException.ThrowIfNull(weight);
         ThrowHelper.Positive(rows, nameof(rows));
@@ -62,7 +66,7 @@ public static unsafe class Gemm
         fixed (float* px = x, py = y, ps = scratch, pb = epilogue.Bias, pr = epilogue.Residual)
         {
             var g = MakeArgs(px, k, rows, n, k, weight.Data, py, n, ref epilogue, pb, pr);
-            GemmCore.RunAll(g, ps);
+            if (pool == null || !pool.Jobs.Gemm.TryRun(g)) GemmCore.RunAll(g, ps);
         }
     }
 

@@ -32,7 +32,11 @@ public sealed class Linear : IDisposable
 
     /// <summary>y = act(x·Wᵀ + b) [+ residual].</summary>
     public void Forward(ReadOnlySpan<float> x, int rows, Span<float> y, Span<float> scratch, ReadOnlySpan<float> residual = default)
-        => Gemm.Linear(x, rows, Weight, y, scratch, new GemmEpilogue { Bias = _bias, Activation = Activation, Residual = residual });
+        => Gemm.Linear(x, rows, Weight, y, scratch, new GemmEpilogue { Bias = _bias, Activation = Activation, Residual = residual }, null);
+
+    /// <summary>As above, split over a session's worker threads when large enough.</summary>
+    internal void Forward(ReadOnlySpan<float> x, int rows, Span<float> y, Span<float> scratch, ReadOnlySpan<float> residual, Threading.WorkerPool? pool)
+        => Gemm.Linear(x, rows, Weight, y, scratch, new GemmEpilogue { Bias = _bias, Activation = Activation, Residual = residual }, pool);
 
     /// <summary>y = x·W[outStart .. outStart+outCount)ᵀ + b[outStart ..] for a block of output features (no activation).</summary>
     internal void ForwardRows(ReadOnlySpan<float> x, int rows, Span<float> y, Span<float> scratch, int outStart, int outCount)
@@ -69,6 +73,17 @@ public sealed unsafe class LayerNorm
         ThrowHelper.Length(x.Length, (long)rows * Width, nameof(x), $"rows*width = {rows}*{Width}");
         ThrowHelper.Length(y.Length, (long)rows * Width, nameof(y), $"rows*width = {rows}*{Width}");
         fixed (float* px = x, py = y, g = _gamma, b = _beta) Norms.LayerNorm(px, py, rows, Width, g, b, Eps);
+    }
+
+    /// <summary>As above, split over a session's worker threads when large enough.</summary>
+    internal void Forward(ReadOnlySpan<float> x, int rows, Span<float> y, Threading.WorkerPool? pool)
+    {
+        if (pool == null) { Forward(x, rows, y); return; }
+        ThrowHelper.Positive(rows, nameof(rows));
+        ThrowHelper.Length(x.Length, (long)rows * Width, nameof(x), $"rows*width = {rows}*{Width}");
+        ThrowHelper.Length(y.Length, (long)rows * Width, nameof(y), $"rows*width = {rows}*{Width}");
+        fixed (float* px = x, py = y, g = _gamma, b = _beta)
+            if (!pool.Jobs.Norm.TryRun(px, py, rows, Width, g, b, Eps, rms: false)) Norms.LayerNorm(px, py, rows, Width, g, b, Eps);
     }
 }
 

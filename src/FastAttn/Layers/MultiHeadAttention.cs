@@ -174,7 +174,7 @@ public sealed class MultiHeadAttention : IBlock, IDisposable
         Span<float> qkv = scratch.Slice(0, tokens * 3 * d);
         Span<float> attn = scratch.Slice(tokens * 3 * d, tokens * d);
         Span<float> work = scratch.Slice(tokens * 4 * d);
-        _inProj!.Forward(input, tokens, qkv, work);
+        _inProj!.Forward(input, tokens, qkv, work, default, batch.Pool);
         if (_rope != null)
         {
             _rope.Apply(qkv, tokens, 3 * d, 0, Heads, batch.SequenceLengths);
@@ -182,8 +182,8 @@ public sealed class MultiHeadAttention : IBlock, IDisposable
         }
         var o = Options(batch.SequenceLengths, default, batch.KeyValidLengths, boolMask, floatMask);
         o.QStride = 3 * d; o.KStride = 3 * d; o.VStride = 3 * d;
-        Attention.Forward(qkv, tokens, qkv.Slice(d), qkv.Slice(2 * d), tokens, attn, work, o);
-        _outProj.Forward(attn, tokens, output, work, residual);
+        Attention.Forward(qkv, tokens, qkv.Slice(d), qkv.Slice(2 * d), tokens, attn, work, o, batch.Pool);
+        _outProj.Forward(attn, tokens, output, work, residual, batch.Pool);
     }
 
     /// <summary>
@@ -286,15 +286,19 @@ public sealed class FeedForward : IBlock, IDisposable
 
     /// <inheritdoc/>
     public void Forward(ReadOnlySpan<float> input, Span<float> output, Batch batch, Span<float> scratch)
-        => Forward(input, output, batch.Tokens, scratch, default);
+        => Forward(input, output, batch.Tokens, scratch, default, batch.Pool);
 
     /// <summary>output = W2·act(W1·x + b1) + b2 [+ residual].</summary>
     public void Forward(ReadOnlySpan<float> input, Span<float> output, int tokens, Span<float> scratch, ReadOnlySpan<float> residual)
+        => Forward(input, output, tokens, scratch, residual, null);
+
+    internal void Forward(ReadOnlySpan<float> input, Span<float> output, int tokens, Span<float> scratch, ReadOnlySpan<float> residual,
+        Threading.WorkerPool? pool)
     {
         Span<float> h = scratch.Slice(0, tokens * _l1.OutFeatures);
         Span<float> work = scratch.Slice(tokens * _l1.OutFeatures);
-        _l1.Forward(input, tokens, h, work);
-        _l2.Forward(h, tokens, output, work, residual);
+        _l1.Forward(input, tokens, h, work, default, pool);
+        _l2.Forward(h, tokens, output, work, residual, pool);
     }
 
     /// <inheritdoc/>
@@ -343,19 +347,20 @@ public sealed class EncoderBlock : IBlock, IDisposable
         int tokens = batch.Tokens, n = tokens * InputWidth;
         Span<float> h = scratch.Slice(0, n);
         Span<float> work = scratch.Slice(n);
+        var pool = batch.Pool;
         if (NormFirst)
         {
-            Norm1.Forward(input, tokens, output);                                   // output = norm1(x)
+            Norm1.Forward(input, tokens, output, pool);                            // output = norm1(x)
             Attention.Forward(output, h, batch, work, input);                      // h = x + attn(norm1 x)
-            Norm2.Forward(h, tokens, output);                                      // output = norm2(h)
-            FeedForward.Forward(output, output, tokens, work, h);                  // output = h + ff(norm2 h)
+            Norm2.Forward(h, tokens, output, pool);                                // output = norm2(h)
+            FeedForward.Forward(output, output, tokens, work, h, pool);            // output = h + ff(norm2 h)
         }
         else
         {
             Attention.Forward(input, h, batch, work, input);                       // h = x + attn(x)
-            Norm1.Forward(h, tokens, h);
-            FeedForward.Forward(h, output, tokens, work, h);                       // output = h + ff(h)
-            Norm2.Forward(output, tokens, output);
+            Norm1.Forward(h, tokens, h, pool);
+            FeedForward.Forward(h, output, tokens, work, h, pool);                 // output = h + ff(h)
+            Norm2.Forward(output, tokens, output, pool);
         }
     }
 

@@ -1,0 +1,187 @@
+using System.Diagnostics;
+using FastAttn.Composition;
+using FastAttn.Kernels;
+using FastAttn.Threading;
+
+namespace FastAttn.Tests;
+
+public class ThreadingTests
+{
+    private static readonly int[] ThreadCounts = [1, 2, 3, 4];
+
+    [Theory]
+    [InlineData(130, 257, 200)]   // many rows: split by rows
+    [InlineData(7, 770, 300)]     // few rows: split by weight panels
+    [InlineData(96, 1000, 33)]
+    public void Gemm_SameBits_AtAnyThreadCount(int m, int n, int k)
+    {
+        using var w = new PackedWeight(Reference.Random(n * k, 1), n, k);
+        float[] x = Reference.Random(m * k, 2), bias = Reference.Random(n, 3), res = Reference.Random(m * n, 4);
+        float[]? first = null;
+        foreach (int t in ThreadCounts)
+        {
+            using var pool = new WorkerPool(t, Gemm.LinearScratchSize(m, k));
+            float[] y = new float[m * n];
+            Gemm.Linear(x, m, w, y, new float[Gemm.LinearScratchSize(m, k)],
+                new GemmEpilogue { Bias = bias, Activation = Activation.Gelu, Residual = res }, pool);
+            if (first == null) first = y; else Assert.Equal(first, y);
+        }
+    }
+
+    [Fact]
+    public void Attention_SameBits_AtAnyThreadCount()
+    {
+        foreach (var (config, mask) in new[] { (Kernels.AttentionTests.Config.Gqa, Kernels.AttentionTests.MaskKind.CausalTopLeft),
+                     (Kernels.AttentionTests.Config.Packed, Kernels.AttentionTests.MaskKind.KeyPadding),
+                     (Kernels.AttentionTests.Config.Self, Kernels.AttentionTests.MaskKind.None) })
+        {
+            var a = Kernels.AttentionTests.Make(config, 200, 64, ScoreKind.Dot, Normalizer.Softmax, mask, 5);
+            float[]? first = null;
+            foreach (int t in ThreadCounts)
+            {
+                long need = Attention.ScratchSize(a.Options(), a.TotalK);
+                using var pool = new WorkerPool(t, need);
+                float[] outp = new float[a.TotalQ * a.Heads * a.Dv];
+                var o = a.Options();
+                Attention.Forward(a.Q, a.TotalQ, a.K, a.V, a.TotalK, outp, new float[need], o, pool);
+                if (first == null) { first = outp; Kernels.AttentionTests.AssertMatches(a, outp, $"{config}/{mask}"); }
+                else Assert.Equal(first, outp);
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(false, 77)]
+    [InlineData(true, 130)]
+    public void EncoderStack_SameBits_AtAnyThreadCount(bool normFirst, int tokens)
+    {
+        using var enc = TransformerEncoder.Create(layers: 2, dModel: 96, heads: 4, ffDim: 256, normFirst: normFirst, seed: 9);
+        float[] x = Reference.Random(tokens * 96, 10);
+        int[] lens = [tokens / 3, tokens - tokens / 3];
+        int[] valid = [tokens / 3 - 2, tokens - tokens / 3];
+        float[]? first = null, firstPacked = null;
+        foreach (int t in ThreadCounts)
+        {
+            using var s = enc.CreateSessionUnchecked(tokens, t);
+            float[] y = new float[tokens * 96], yp = new float[tokens * 96];
+            s.Run(x, y);
+            s.Run(x, yp, lens, valid);
+            if (first == null) { first = y; firstPacked = yp; }
+            else { Assert.Equal(first, y); Assert.Equal(firstPacked, yp); }
+        }
+    }
+
+    [Fact]
+    public void TwoThreads_AllocateNothing_PerRun()
+    {
+        using var enc = TransformerEncoder.Create(layers: 2, dModel: 128, heads: 4, ffDim: 256, seed: 2);
+        using var s = enc.CreateSessionUnchecked(100, 2);
+        float[] x = Reference.Random(100 * 128, 1), y = new float[100 * 128];
+        int[] lens = [40, 60];
+        Assert.Equal(0, Reference.SteadyStateAllocations(() => { s.Run(x, y); s.Run(x, y, lens); }));
+    }
+
+    private sealed class Throwing : IWork
+    {
+        public int ThrowAt = -1;
+        public int Done;
+        public void Execute(int item, int worker)
+        {
+            if (item == ThrowAt) throw new InvalidOperationException($"item {item} failed");
+            Interlocked.Increment(ref Done);
+        }
+    }
+
+    [Fact]
+    public void WorkerException_SurfacesOnCaller_PoolStaysUsable_DisposeJoins()
+    {
+        var pool = new WorkerPool(3, 16);
+        var work = new Throwing { ThrowAt = 5 };
+        var ex = Assert.Throws<InvalidOperationException>(() => pool.Run(work, 64));
+        Assert.Equal("item 5 failed", ex.Message);
+        work.ThrowAt = -1; work.Done = 0;
+        pool.Run(work, 64);
+        Assert.Equal(64, work.Done);
+        // once more failing, then dispose right after the exception
+        work.ThrowAt = 0;
+        Assert.Throws<InvalidOperationException>(() => pool.Run(work, 8));
+        var sw = Stopwatch.StartNew();
+        pool.Dispose();
+        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(5), "dispose returned");
+        Assert.False(pool.AnyThreadAlive);
+        Assert.Throws<ObjectDisposedException>(() => pool.Run(work, 8));
+    }
+
+    [Fact]
+    public void Session_Dispose_WhileIdle_StopsItsThreads()
+    {
+        using var enc = TransformerEncoder.Create(layers: 1, dModel: 64, heads: 4, ffDim: 128, seed: 2);
+        var s = enc.CreateSessionUnchecked(64, 3);
+        float[] x = Reference.Random(64 * 64, 1), y = new float[64 * 64];
+        s.Run(x, y);
+        Assert.True(s.WorkersAlive);
+        Thread.Sleep(50); // idle: the workers have stopped spinning and block
+        s.Dispose();
+        Assert.False(s.WorkersAlive);
+        Assert.Throws<ObjectDisposedException>(() => s.Run(x, y));
+    }
+
+    [Fact]
+    public void CreateSession_RejectsThreadCountsOutsideTheMachine()
+    {
+        using var enc = TransformerEncoder.Create(layers: 1, dModel: 32, heads: 2, ffDim: 64);
+        Assert.Equal("threads", Assert.Throws<ArgumentOutOfRangeException>(() => enc.CreateSession(8, 0)).ParamName);
+        Assert.Equal("threads", Assert.Throws<ArgumentOutOfRangeException>(() => enc.CreateSession(8, Environment.ProcessorCount + 1)).ParamName);
+    }
+}
+
+/// <summary>Runs alone (no other test in parallel), so the process CPU time it reads is the idle session's.</summary>
+[CollectionDefinition("Idle CPU", DisableParallelization = true)]
+public class IdleCpuCollection { }
+
+[Collection("Idle CPU")]
+public class IdleCpuTests(Xunit.Abstractions.ITestOutputHelper output)
+{
+    /// <summary>CPU ticks (utime + stime, 1/100 s) used so far by each of this process's threads named "FastAttn wk …".</summary>
+    private static Dictionary<string, long> WorkerTicks()
+    {
+        var r = new Dictionary<string, long>();
+        foreach (var dir in Directory.GetDirectories("/proc/self/task"))
+        {
+            string name;
+            try { name = File.ReadAllText(Path.Combine(dir, "comm")).Trim(); } catch (IOException) { continue; }
+            if (!name.StartsWith("FastAttn wk")) continue;
+            string stat = File.ReadAllText(Path.Combine(dir, "stat"));
+            // fields after the parenthesised name: state is field 3, utime 14, stime 15
+            var f = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            r[Path.GetFileName(dir)] = long.Parse(f[11]) + long.Parse(f[12]);
+        }
+        return r;
+    }
+
+    [Fact]
+    public void IdleSession_WithTwoThreads_UsesUnderOnePercentOfACore()
+    {
+        if (!OperatingSystem.IsLinux()) return; // reads per-thread CPU time from /proc
+        using var enc = TransformerEncoder.Create(layers: 1, dModel: 128, heads: 4, ffDim: 256, seed: 2);
+        float[] x = Reference.Random(64 * 128, 1), y = new float[64 * 128];
+        using var s = enc.CreateSessionUnchecked(64, 2);
+        // positive control: while the session runs for half a second, its worker's CPU time is visible
+        var start = WorkerTicks();
+        Assert.Single(start); // one worker thread besides the caller
+        var run = Stopwatch.StartNew();
+        while (run.ElapsedMilliseconds < 500) s.Run(x, y);
+        var busy = WorkerTicks();
+        long busyTicks = busy.Sum(kv => kv.Value - start[kv.Key]);
+        Assert.True(busyTicks >= 5, $"the worker used only {busyTicks} ticks in 500 ms of runs: the measurement does not see it");
+        Thread.Sleep(100); // past the workers' bounded spin
+        var before = WorkerTicks();
+        var wall = Stopwatch.StartNew();
+        Thread.Sleep(1000);
+        var after = WorkerTicks();
+        long ticks = after.Sum(kv => kv.Value - before[kv.Key]);
+        output.WriteLine($"idle {wall.ElapsedMilliseconds} ms: the session's worker used {ticks * 10} ms of CPU (10 ms resolution); it used {busyTicks * 10} ms in 500 ms of runs before");
+        // 1% of a core over one second is 10 ms, one tick
+        Assert.True(ticks <= 1, $"the idle worker used {ticks} ticks (1/100 s) in one second");
+    }
+}
