@@ -118,16 +118,20 @@ public sealed class EncoderWeights
 }
 
 /// <summary>
-/// One nn.TransformerEncoderLayer (post-norm, ReLU) or a stack of them, single thread: FastAttn's session against
-/// ONNX Runtime (the same weights as an in-process ONNX graph, IntraOpNumThreads = 1, pre-bound input and output)
-/// and libtorch (nn.TransformerEncoderLayer modules in eval mode), plus the time one pass over all the weights
-/// takes (the floor for small token counts, where the layer streams its weights once).
+/// One nn.TransformerEncoderLayer (post-norm, ReLU) or a stack of them on 1 and 2 threads: FastAttn's session
+/// against ONNX Runtime (the same weights as an in-process ONNX graph, IntraOpNumThreads = threads, pre-bound
+/// input and output) and libtorch (nn.TransformerEncoderLayer modules in eval mode, set_num_threads), plus the
+/// time one pass over all the weights takes (the floor for small token counts, where the layer streams its
+/// weights once).
 /// </summary>
 [MemoryDiagnoser]
 public class EncoderBenchmarks
 {
     [Params("768x12x3072x128", "384x12x1536x128", "256x4x1024x32", "768x12x3072x8", "6L-384x12x1536x128")]
     public string Shape = "768x12x3072x128";
+
+    [Params(1, 2)]
+    public int Threads = 1;
 
     public int L, E, H, F, T;
     private EncoderWeights _w = new();
@@ -160,13 +164,13 @@ public class EncoderBenchmarks
         ParseShape();
         _w = EncoderWeights.Random(L, E, H, F, 11);
         _stack = _w.FastAttn();
-        _session = _stack.CreateSession(T);
+        _session = _stack.CreateSession(T, Threads);
         var rnd = new Random(3);
         _x = Enumerable.Range(0, T * E).Select(_ => (float)(rnd.NextDouble() * 2 - 1)).ToArray();
         _y = new float[T * E];
         _yOrt = new float[T * E];
 
-        var so = new SessionOptions { IntraOpNumThreads = 1, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+        var so = new SessionOptions { IntraOpNumThreads = Threads, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
             GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
         _ort = new InferenceSession(_w.OnnxModel(T), so);
         _runOptions = new RunOptions();
@@ -176,7 +180,7 @@ public class EncoderBenchmarks
         _binding.BindInput("x", _ortIn);
         _binding.BindOutput("y", _ortOut);
 
-        TorchPeer.Init(1);
+        TorchPeer.Init(Threads);
         (_torch, _torchForward) = _w.Torch();
         _tx = torch.tensor(_x, [T, 1, E]);
 
@@ -187,7 +191,7 @@ public class EncoderBenchmarks
         using (torch.inference_mode())
         using (var ty = _torchForward(_tx))
             Check("libtorch", ty.data<float>().ToArray());
-        // each peer must use one core: process CPU time over wall time while it runs
+        // each peer must use the cores it is given: process CPU time over wall time while it runs
         CpuPerWall("FastAttn", FastAttn);
         CpuPerWall("ONNX Runtime", OnnxRuntime);
         CpuPerWall("libtorch", Torch);

@@ -111,7 +111,7 @@ internal static unsafe class GemmCore
     public static int APackSize(int m, int k)
     {
         int mr = Math.Min(RoundUp(m, MR), MC);
-        return mr * Math.Min(k, KC) + ScratchHeader; // + accumulator tile and edge temporaries
+        return mr * Math.Min(k, KC) + ScratchHeader + 16; // + accumulator tile and edge temporaries, + slack for PackA's row stores
     }
 
     /// <summary>Floats at the start of the scratch reserved for the tile and edge temporaries.</summary>
@@ -255,15 +255,19 @@ internal static unsafe class GemmCore
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackA(float* a, nint lda, int mc, int kc, float* dst, int mr)
     {
+        // AVX-512: 16-column chunks through an in-register transpose (its 16-float row stores run past each
+        // mr-float row; ascending order overwrites them, and the scratch has slack after the last group)
+        int kFast = Transpose.Available && mr <= 16 ? kc / 16 * 16 : 0;
         for (int g0 = 0; g0 < mc; g0 += mr)
         {
             int rows = Math.Min(mr, mc - g0);
             float* d = dst + g0 * kc;
+            for (int k0 = 0; k0 < kFast; k0 += 16) Transpose.Block16(a + g0 * lda + k0, lda, rows, d + k0 * mr, mr, 1f);
             for (int i = 0; i < rows; i++)
             {
                 float* s = a + (g0 + i) * lda;
                 float* dd = d + i;
-                int k = 0;
+                int k = kFast;
                 for (; k + 4 <= kc; k += 4)
                 {
                     dd[k * mr] = s[k];

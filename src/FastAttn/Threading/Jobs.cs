@@ -40,7 +40,9 @@ internal sealed unsafe class GemmJob : IWork
         int threads = _pool.Threads;
         if (threads == 1 || 2.0 * g.M * g.N * g.K < Jobs.ParallelFlops) return false;
         int mr = GemmCore.MR, panels = (g.N + GemmCore.NR - 1) / GemmCore.NR, rowTiles = (g.M + mr - 1) / mr;
-        _byRows = rowTiles >= 8 || panels < threads;
+        // weight panels split evenly and each thread streams only its share of the weights (A, packed by
+        // both, is small); row blocks only when there are too few panels to share out
+        _byRows = panels < 4 * threads && rowTiles >= threads;
         _chunks = Math.Min(threads, _byRows ? rowTiles : panels);
         if (_chunks < 2) return false;
         _g = g;
