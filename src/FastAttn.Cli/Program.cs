@@ -9,8 +9,30 @@ var bench = new Command("bench", "Quick, dependency-free FastAttn benchmark: µs
 bench.SetAction(r => QuickBench.Run(r.GetValue(seconds), Console.Out));
 root.Subcommands.Add(bench);
 
-var info = new Command("info", "Print the CPU features and kernel path in use.");
-info.SetAction(_ => { Console.WriteLine(Isa.Describe()); return 0; });
+var infoModel = new Option<string?>("--model") { Description = "A safetensors file to describe." };
+var infoHeads = new Option<int>("--heads") { Description = "With --model: also build the encoder with this many heads and list its blocks." };
+var infoPrefix = new Option<string>("--prefix") { Description = "Key prefix of the encoder in the file.", DefaultValueFactory = _ => "" };
+var info = new Command("info", "Print the CPU features in use and, with --model, the model's tensors and layers.") { infoModel, infoHeads, infoPrefix };
+info.SetAction(r => ModelCommands.Info(r.GetValue(infoModel), r.GetValue(infoHeads), r.GetValue(infoPrefix)!, Console.Out, Console.Error));
 root.Subcommands.Add(info);
+
+var model = new Option<string>("--model") { Description = "safetensors file of an nn.TransformerEncoder / nn.TransformerEncoderLayer state_dict.", Required = true };
+var heads = new Option<int>("--heads") { Description = "Attention heads (nhead).", Required = true };
+var normFirst = new Option<bool>("--norm-first") { Description = "Pre-norm layers (norm_first=True)." };
+var activation = new Option<string>("--activation") { Description = "relu or gelu.", DefaultValueFactory = _ => "relu" };
+var eps = new Option<float>("--eps") { Description = "LayerNorm epsilon.", DefaultValueFactory = _ => 1e-5f };
+var prefix = new Option<string>("--prefix") { Description = "Key prefix of the encoder in the file.", DefaultValueFactory = _ => "" };
+var threads = new Option<int>("--threads") { Description = "Threads (1 to the processor count).", DefaultValueFactory = _ => 1 };
+var causal = new Option<bool>("--causal") { Description = "Causal self-attention." };
+var lengths = new Option<string?>("--lengths") { Description = "Packed batch: sequence lengths, e.g. 5,9,3." };
+var keyValid = new Option<string?>("--key-valid") { Description = "Key padding: valid tokens per sequence, e.g. 4,9,2." };
+var input = new Option<string>("--input") { Description = "float32 .npy [tokens, dModel], C order.", Required = true };
+var output = new Option<string>("--output") { Description = "Where to write the float32 .npy output.", Required = true };
+var run = new Command("run", "Run a PyTorch-trained encoder (safetensors) on a .npy input.")
+    { model, heads, normFirst, activation, eps, prefix, threads, causal, lengths, keyValid, input, output };
+run.SetAction(r => ModelCommands.Run(new ModelCommands.RunOptions(r.GetValue(model)!, r.GetValue(input)!, r.GetValue(output)!, r.GetValue(heads),
+    r.GetValue(normFirst), r.GetValue(activation)!, r.GetValue(eps), r.GetValue(prefix)!, r.GetValue(threads), r.GetValue(causal),
+    r.GetValue(lengths), r.GetValue(keyValid)), Console.Error));
+root.Subcommands.Add(run);
 
 return root.Parse(args).Invoke();

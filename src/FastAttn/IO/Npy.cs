@@ -1,0 +1,93 @@
+using System.Buffers.Binary;
+using System.Text;
+using System.Text.RegularExpressions;
+
+namespace FastAttn.IO;
+
+/// <summary>
+/// NumPy <c>.npy</c> files of little-endian float32 in C order (format versions 1.0 and 2.0). Anything else —
+/// another dtype or byte order, Fortran order, a malformed header, a size that does not match the shape —
+/// raises <see cref="InvalidDataException"/> naming the file and the problem.
+/// </summary>
+public static partial class Npy
+{
+    private static ReadOnlySpan<byte> Magic => [0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y'];
+
+    /// <summary>Reads an array: its shape and its data (row-major).</summary>
+    public static (long[] Shape, float[] Data) Read(string path)
+    {
+        byte[] bytes = File.ReadAllBytes(path);
+        InvalidDataException Bad(string problem) => new($"npy file '{path}': {problem}.");
+        // the magic string is 0x93 'N' 'U' 'M' 'P' 'Y'
+        if (bytes.Length < 10 || bytes[0] != 0x93 || Encoding.ASCII.GetString(bytes, 1, 5) != "NUMPY") throw Bad("not a .npy file (bad magic)");
+        int major = bytes[6];
+        long headerLen;
+        int start;
+        if (major == 1) { headerLen = BinaryPrimitives.ReadUInt16LittleEndian(bytes.AsSpan(8)); start = 10; }
+        else if (major is 2 or 3)
+        {
+            if (bytes.Length < 12) throw Bad("truncated header");
+            headerLen = BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(8)); start = 12;
+            if (major == 3) throw Bad("format version 3.0 (UTF-8 headers) is not supported; use 1.0 or 2.0");
+        }
+        else throw Bad($"format version {major}.{bytes[7]} is not supported (1.0 and 2.0 are)");
+        if (start + headerLen > bytes.Length) throw Bad($"the header length {headerLen} runs past the end of the file");
+        string header = Encoding.Latin1.GetString(bytes, start, (int)headerLen);
+        var descr = DescrRe().Match(header);
+        if (!descr.Success) throw Bad("the header has no 'descr'");
+        if (descr.Groups[1].Value != "<f4") throw Bad($"dtype '{descr.Groups[1].Value}' is not supported; FastAttn reads little-endian float32 ('<f4')");
+        var fortran = FortranRe().Match(header);
+        if (!fortran.Success) throw Bad("the header has no 'fortran_order'");
+        if (fortran.Groups[1].Value != "False") throw Bad("Fortran-order arrays are not supported; save in C order");
+        var shapeM = ShapeRe().Match(header);
+        if (!shapeM.Success) throw Bad("the header has no 'shape'");
+        var dims = shapeM.Groups[1].Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        var shape = new long[dims.Length];
+        long n = 1;
+        long dataBytes = bytes.Length - start - headerLen;
+        for (int i = 0; i < dims.Length; i++)
+        {
+            if (!long.TryParse(dims[i], out shape[i]) || shape[i] < 0) throw Bad($"shape entry '{dims[i]}' is not a non-negative integer");
+            n = shape[i] != 0 && n > dataBytes / 4 / shape[i] + 1 ? long.MaxValue : n * shape[i];
+        }
+        if (n == long.MaxValue || n * 4 != dataBytes)
+            throw Bad($"shape ({string.Join(", ", shape)}) needs {(n == long.MaxValue ? "more than the file's" : (n * 4).ToString())} bytes of data; the file has {dataBytes}");
+        var data = new float[n];
+        var src = bytes.AsSpan((int)(start + headerLen));
+        for (long i = 0; i < n; i++) data[i] = BinaryPrimitives.ReadSingleLittleEndian(src.Slice((int)(4 * i), 4));
+        return (shape, data);
+    }
+
+    /// <summary>Writes a little-endian float32 C-order array (format 1.0, or 2.0 if the header needs it).</summary>
+    /// <exception cref="ArgumentException">The shape does not match the data.</exception>
+    public static void Write(string path, ReadOnlySpan<float> data, params long[] shape)
+    {
+        long n = shape.Aggregate(1L, (a, b) => a * b);
+        if (n != data.Length) ThrowHelper.Argument(nameof(shape), $"shape ({string.Join(", ", shape)}) has {n} elements; the data has {data.Length}.");
+        string dims = shape.Length == 1 ? $"{shape[0]}," : string.Join(", ", shape);
+        string dict = $"{{'descr': '<f4', 'fortran_order': False, 'shape': ({dims}), }}";
+        bool v2 = dict.Length + 11 > ushort.MaxValue;
+        int pre = v2 ? 12 : 10;
+        int total = (pre + dict.Length + 1 + 63) / 64 * 64;
+        string header = dict.PadRight(total - pre - 1) + "\n";
+        using var fs = new FileStream(path, FileMode.Create, FileAccess.Write);
+        fs.Write(Magic);
+        fs.WriteByte(v2 ? (byte)2 : (byte)1);
+        fs.WriteByte(0);
+        Span<byte> len = stackalloc byte[4];
+        if (v2) { BinaryPrimitives.WriteUInt32LittleEndian(len, (uint)header.Length); fs.Write(len); }
+        else { BinaryPrimitives.WriteUInt16LittleEndian(len, (ushort)header.Length); fs.Write(len[..2]); }
+        fs.Write(Encoding.Latin1.GetBytes(header));
+        var buf = new byte[4 * Math.Min(data.Length, 4096)];
+        for (int i = 0; i < data.Length; i += 4096)
+        {
+            int m = Math.Min(4096, data.Length - i);
+            for (int j = 0; j < m; j++) BinaryPrimitives.WriteSingleLittleEndian(buf.AsSpan(4 * j), data[i + j]);
+            fs.Write(buf, 0, 4 * m);
+        }
+    }
+
+    [GeneratedRegex(@"'descr'\s*:\s*'([^']*)'")] private static partial Regex DescrRe();
+    [GeneratedRegex(@"'fortran_order'\s*:\s*(True|False)")] private static partial Regex FortranRe();
+    [GeneratedRegex(@"'shape'\s*:\s*\(([^)]*)\)")] private static partial Regex ShapeRe();
+}
