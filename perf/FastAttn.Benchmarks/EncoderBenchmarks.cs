@@ -118,83 +118,67 @@ public sealed class EncoderWeights
 }
 
 /// <summary>
-/// One nn.TransformerEncoderLayer (post-norm, ReLU) or a stack of them on 1 and 2 threads: FastAttn's session
-/// against ONNX Runtime (the same weights as an in-process ONNX graph, IntraOpNumThreads = threads, pre-bound
-/// input and output) and libtorch (nn.TransformerEncoderLayer modules in eval mode, set_num_threads), plus the
-/// time one pass over all the weights takes (the floor for small token counts, where the layer streams its
-/// weights once).
+/// One encoder (the same weights) in FastAttn, ONNX Runtime (an in-process ONNX graph, IntraOpNumThreads = threads,
+/// pre-bound input and output) and libtorch (nn.TransformerEncoderLayer modules in eval and inference mode,
+/// set_num_threads), checked to agree at setup; plus one read of all the weights.
 /// </summary>
-[MemoryDiagnoser]
-public class EncoderBenchmarks
+public sealed class EncoderPeers : IDisposable
 {
-    [Params("768x12x3072x128", "384x12x1536x128", "256x4x1024x32", "768x12x3072x8", "6L-384x12x1536x128")]
-    public string Shape = "768x12x3072x128";
-
-    [Params(1, 2)]
-    public int Threads = 1;
-
-    public int L, E, H, F, T;
-    private EncoderWeights _w = new();
-    private Stack? _stack;
-    private Session? _session;
-    private float[] _x = [], _y = [], _yOrt = [];
-    private InferenceSession? _ort;
-    private OrtIoBinding? _binding;
-    private RunOptions? _runOptions;
-    private OrtValue? _ortIn, _ortOut;
-    private torch.nn.Module? _torch;
-    private Func<Tensor, Tensor>? _torchForward;
-    private Tensor? _tx;
+    public readonly EncoderWeights W;
+    public readonly int T, Threads;
+    private readonly Stack _stack;
+    private readonly Session _session;
+    private readonly float[] _x, _y, _yOrt;
+    private readonly InferenceSession _ort;
+    private readonly OrtIoBinding _binding;
+    private readonly RunOptions _runOptions;
+    private readonly OrtValue _ortIn, _ortOut;
+    private readonly torch.nn.Module _torch;
+    private readonly Func<Tensor, Tensor> _torchForward;
+    private readonly Tensor _tx;
     private float _sink;
 
-    public void ParseShape()
+    public EncoderPeers(int layers, int e, int h, int f, int tokens, int threads, string label)
     {
-        string s = Shape;
-        L = 1;
-        if (s.Contains("L-")) { L = int.Parse(s[..s.IndexOf('L')]); s = s[(s.IndexOf('-') + 1)..]; }
-        var p = s.Split('x').Select(int.Parse).ToArray();
-        (E, H, F, T) = (p[0], p[1], p[2], p[3]);
-    }
-
-    public double Flops => L * (2.0 * T * (4.0 * E * E + 2.0 * E * F) + 4.0 * T * T * E);
-
-    [GlobalSetup]
-    public void Setup()
-    {
-        ParseShape();
-        _w = EncoderWeights.Random(L, E, H, F, 11);
-        _stack = _w.FastAttn();
+        W = EncoderWeights.Random(layers, e, h, f, 11);
+        T = tokens; Threads = threads;
+        _stack = W.FastAttn();
         _session = _stack.CreateSession(T, Threads);
         var rnd = new Random(3);
-        _x = Enumerable.Range(0, T * E).Select(_ => (float)(rnd.NextDouble() * 2 - 1)).ToArray();
-        _y = new float[T * E];
-        _yOrt = new float[T * E];
-
+        _x = Enumerable.Range(0, T * e).Select(_ => (float)(rnd.NextDouble() * 2 - 1)).ToArray();
+        _y = new float[T * e];
+        _yOrt = new float[T * e];
         var so = new SessionOptions { IntraOpNumThreads = Threads, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
             GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
-        _ort = new InferenceSession(_w.OnnxModel(T), so);
+        _ort = new InferenceSession(W.OnnxModel(T), so);
         _runOptions = new RunOptions();
-        _ortIn = OrtValue.CreateTensorValueFromMemory(_x, [T, E]);
-        _ortOut = OrtValue.CreateTensorValueFromMemory(_yOrt, [T, E]);
+        _ortIn = OrtValue.CreateTensorValueFromMemory(_x, [T, e]);
+        _ortOut = OrtValue.CreateTensorValueFromMemory(_yOrt, [T, e]);
         _binding = _ort.CreateIoBinding();
         _binding.BindInput("x", _ortIn);
         _binding.BindOutput("y", _ortOut);
-
         TorchPeer.Init(Threads);
-        (_torch, _torchForward) = _w.Torch();
-        _tx = torch.tensor(_x, [T, 1, E]);
-
+        (_torch, _torchForward) = W.Torch();
+        _tx = torch.tensor(_x, [T, 1, e]);
         // the peers must compute the same function
-        _session.Run(_x, _y);
+        FastAttn();
         OnnxRuntime();
-        Check("ONNX Runtime", _yOrt);
+        Check("ONNX Runtime", _yOrt, label);
         using (torch.inference_mode())
         using (var ty = _torchForward(_tx))
-            Check("libtorch", ty.data<float>().ToArray());
+            Check("libtorch", ty.data<float>().ToArray(), label);
         // each peer must use the cores it is given: process CPU time over wall time while it runs
         CpuPerWall("FastAttn", FastAttn);
         CpuPerWall("ONNX Runtime", OnnxRuntime);
         CpuPerWall("libtorch", Torch);
+    }
+
+    private void Check(string who, float[] other, string label)
+    {
+        double max = 0;
+        for (int i = 0; i < _y.Length; i++) max = Math.Max(max, Math.Abs(_y[i] - other[i]));
+        if (!(max < 2e-3)) throw new InvalidOperationException($"{who} differs from FastAttn by {max} on {label}.");
+        Console.WriteLine($"// {who} agrees with FastAttn on {label}: max |diff| = {max:E2}");
     }
 
     private static void CpuPerWall(string who, Action run)
@@ -209,42 +193,108 @@ public class EncoderBenchmarks
         Console.WriteLine($"// {who}: process CPU time / wall time = {(p.TotalProcessorTime - cpu0).TotalMilliseconds / sw.Elapsed.TotalMilliseconds:F2}");
     }
 
-    private void Check(string who, float[] other)
-    {
-        double max = 0;
-        for (int i = 0; i < _y.Length; i++) max = Math.Max(max, Math.Abs(_y[i] - other[i]));
-        if (!(max < 2e-3)) throw new InvalidOperationException($"{who} differs from FastAttn by {max} on {Shape}.");
-        Console.WriteLine($"// {who} agrees with FastAttn on {Shape}: max |diff| = {max:E2}");
-    }
+    public void FastAttn() => _session.Run(_x, _y);
 
-    [GlobalCleanup]
-    public void Cleanup()
-    {
-        _session?.Dispose(); _stack?.Dispose();
-        _binding?.Dispose(); _ortIn?.Dispose(); _ortOut?.Dispose(); _runOptions?.Dispose(); _ort?.Dispose();
-        _torch?.Dispose(); _tx?.Dispose();
-    }
+    public void OnnxRuntime() => _ort.RunWithBinding(_runOptions, _binding);
 
-    [Benchmark(Baseline = true, Description = "FastAttn Session.Run")]
-    public void FastAttn() => _session!.Run(_x, _y);
-
-    [Benchmark(Description = "ONNX Runtime (IoBinding)")]
-    public void OnnxRuntime() => _ort!.RunWithBinding(_runOptions!, _binding!);
-
-    [Benchmark(Description = "libtorch nn.TransformerEncoderLayer")]
     public void Torch()
     {
         using var mode = torch.inference_mode();
-        using var y = _torchForward!(_tx!);
+        using var y = _torchForward(_tx);
     }
 
     /// <summary>One read of every weight (TensorPrimitives.Sum over the float arrays): what streaming them costs.</summary>
-    [Benchmark(Description = "read all weights once")]
     public void ReadWeights()
     {
         float s = 0;
-        foreach (var l in _w.Layers)
+        foreach (var l in W.Layers)
             foreach (var a in l.All) s += TensorPrimitives.Sum(a);
         _sink = s;
     }
+
+    public void Dispose()
+    {
+        _session.Dispose(); _stack.Dispose();
+        _binding.Dispose(); _ortIn.Dispose(); _ortOut.Dispose(); _runOptions.Dispose(); _ort.Dispose();
+        _torch.Dispose(); _tx.Dispose();
+    }
+}
+
+/// <summary>
+/// nn.TransformerEncoderLayer (post-norm, ReLU) or a stack of them on 1 and 2 threads: FastAttn against ONNX Runtime
+/// and libtorch, plus the time one pass over all the weights takes (the floor for small token counts, where the
+/// layer streams its weights once). Shape: [layers L-]dModel x heads x ffDim x tokens.
+/// </summary>
+[MemoryDiagnoser]
+public class EncoderBenchmarks
+{
+    [Params("768x12x3072x128", "384x12x1536x128", "256x4x1024x32", "768x12x3072x8", "6L-384x12x1536x128")]
+    public string Shape = "768x12x3072x128";
+
+    [Params(1, 2)]
+    public int Threads = 1;
+
+    public int L, E, H, F, T;
+    private EncoderPeers? _p;
+
+    public void ParseShape()
+    {
+        string s = Shape;
+        L = 1;
+        if (s.Contains("L-")) { L = int.Parse(s[..s.IndexOf('L')]); s = s[(s.IndexOf('-') + 1)..]; }
+        var p = s.Split('x').Select(int.Parse).ToArray();
+        (E, H, F, T) = (p[0], p[1], p[2], p[3]);
+    }
+
+    public double Flops => L * (2.0 * T * (4.0 * E * E + 2.0 * E * F) + 4.0 * T * T * E);
+
+    [GlobalSetup]
+    public void Setup() { ParseShape(); _p = new EncoderPeers(L, E, H, F, T, Threads, $"{Shape} at {Threads} thread(s)"); }
+
+    [GlobalCleanup]
+    public void Cleanup() => _p?.Dispose();
+
+    [Benchmark(Baseline = true, Description = "FastAttn Session.Run"), BenchmarkCategory("Encoder")]
+    public void FastAttn() => _p!.FastAttn();
+
+    [Benchmark(Description = "ONNX Runtime (IoBinding)"), BenchmarkCategory("Encoder")]
+    public void OnnxRuntime() => _p!.OnnxRuntime();
+
+    [Benchmark(Description = "libtorch nn.TransformerEncoderLayer"), BenchmarkCategory("Encoder")]
+    public void Torch() => _p!.Torch();
+
+    [Benchmark(Description = "read all weights once"), BenchmarkCategory("Encoder")]
+    public void ReadWeights() => _p!.ReadWeights();
+}
+
+/// <summary>
+/// Latency against sequence length for the chart: one (384, 12, 1536) encoder layer, single thread, at 16 to 1024
+/// tokens, FastAttn against ONNX Runtime and libtorch.
+/// </summary>
+[MemoryDiagnoser]
+public class LatencyBenchmarks
+{
+    public const int E = 384, H = 12, F = 1536;
+
+    [Params(16, 64, 256, 1024)]
+    public int Tokens = 16;
+
+    private EncoderPeers? _p;
+
+    public double Flops => 2.0 * Tokens * (4.0 * E * E + 2.0 * E * F) + 4.0 * Tokens * Tokens * E;
+
+    [GlobalSetup]
+    public void Setup() => _p = new EncoderPeers(1, E, H, F, Tokens, 1, $"latency {E}x{H}x{F}x{Tokens}");
+
+    [GlobalCleanup]
+    public void Cleanup() => _p?.Dispose();
+
+    [Benchmark(Baseline = true, Description = "FastAttn Session.Run"), BenchmarkCategory("Latency")]
+    public void FastAttn() => _p!.FastAttn();
+
+    [Benchmark(Description = "ONNX Runtime (IoBinding)"), BenchmarkCategory("Latency")]
+    public void OnnxRuntime() => _p!.OnnxRuntime();
+
+    [Benchmark(Description = "libtorch nn.TransformerEncoderLayer"), BenchmarkCategory("Latency")]
+    public void Torch() => _p!.Torch();
 }

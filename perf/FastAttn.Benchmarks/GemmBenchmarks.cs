@@ -1,11 +1,12 @@
 using BenchmarkDotNet.Attributes;
+using FastAttn.Benchmarks.Peers;
 using FastAttn.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace FastAttn.Benchmarks;
 
-/// <summary>y = x·Wᵀ (nn.Linear without bias), single thread: FastAttn against libtorch's F.linear.</summary>
+/// <summary>y = x·Wᵀ (nn.Linear without bias), single thread: FastAttn against libtorch's F.linear and ONNX Runtime's MatMul.</summary>
 [MemoryDiagnoser]
 public class GemmBenchmarks
 {
@@ -16,6 +17,8 @@ public class GemmBenchmarks
     private float[] _x = [], _y = [], _scratch = [];
     private PackedWeight? _w;
     private Tensor? _tx, _tw;
+    private OrtRunner? _ort;
+    private float[] _yOrt = [];
 
     public double Flops => 2.0 * M * N * K;
 
@@ -40,19 +43,31 @@ public class GemmBenchmarks
         TorchPeer.Init(1);
         _tx = torch.tensor(_x, [M, K]);
         _tw = torch.tensor(w, [N, K]);
+        var wt = new float[K * N];
+        for (int n = 0; n < N; n++) for (int k = 0; k < K; k++) wt[k * N + n] = w[n * K + k];
+        var g = new OnnxGraph();
+        g.Input("x", M, K);
+        g.Node("MatMul", ["x", g.Constant("wT", wt, K, N)], "y");
+        g.Output("y", M, N);
+        _yOrt = new float[M * N];
+        _ort = new OrtRunner(g.ToModel(), 1, [("x", _x, [M, K])], ("y", _yOrt, [M, N]));
     }
 
     [GlobalCleanup]
-    public void Cleanup() { _w?.Dispose(); _tx?.Dispose(); _tw?.Dispose(); }
+    public void Cleanup() { _w?.Dispose(); _tx?.Dispose(); _tw?.Dispose(); _ort?.Dispose(); }
 
-    [Benchmark(Baseline = true, Description = "FastAttn Gemm.Linear")]
+    [Benchmark(Baseline = true, Description = "FastAttn Gemm.Linear"), BenchmarkCategory("Gemm")]
     public void FastAttn() => Gemm.Linear(_x, M, _w!, _y, _scratch);
 
-    [Benchmark(Description = "libtorch F.linear")]
+    [Benchmark(Description = "libtorch F.linear"), BenchmarkCategory("Gemm")]
     public void Torch()
     {
+        using var mode = torch.inference_mode();
         using var r = torch.nn.functional.linear(_tx!, _tw!);
     }
+
+    [Benchmark(Description = "ONNX Runtime MatMul (IoBinding)"), BenchmarkCategory("Gemm")]
+    public void OnnxRuntime() => _ort!.Run();
 }
 
 internal static class TorchPeer
