@@ -27,15 +27,56 @@ internal static class QuickBench
         return times[times.Count / 2];
     }
 
-    public static int Run(double secondsPerShape, TextWriter o) => RunGemm(secondsPerShape, o);
-
-    public static int RunGemm(double secondsPerShape, TextWriter o)
+    /// <summary>GEMM, attention and encoder-layer shapes within about <paramref name="totalSeconds"/> seconds.</summary>
+    public static int Run(double totalSeconds, TextWriter o)
     {
+        var clock = Stopwatch.StartNew();
         double peak = PeakProbe.MeasureGflops();
-        o.WriteLine($"# FastAttn GEMM, single thread, {Isa.Describe()}");
+        int shapes = GemmShapes.Length + AttentionShapes.Length + EncoderShapes.Length;
+        double per = Math.Max(0.2, (totalSeconds - clock.Elapsed.TotalSeconds - 2) / shapes);
+        o.WriteLine($"# FastAttn quick benchmark, single thread, {Isa.Describe()}");
         o.WriteLine($"# measured FP32 FMA peak: {peak:F1} GFLOP/s");
-        o.WriteLine("| shape (M×K · K×N) | median µs | GFLOP/s | % of peak |");
-        o.WriteLine("|---|---:|---:|---:|");
+        o.WriteLine("| what | shape | median µs | GFLOP/s | % of peak |");
+        o.WriteLine("|---|---|---:|---:|---:|");
+        RunGemm(per, peak, o);
+        RunAttention(per, peak, o);
+        RunEncoder(per, peak, o);
+        o.WriteLine($"# {clock.Elapsed.TotalSeconds:F0} s; the BenchmarkDotNet suite in perf/ compares against libtorch and ONNX Runtime");
+        return 0;
+    }
+
+    public static readonly (int H, int T, int D)[] AttentionShapes = [(12, 128, 64), (12, 512, 64), (8, 32, 64), (1, 4, 16)];
+    public static readonly (int D, int H, int F, int T)[] EncoderShapes = [(768, 12, 3072, 128), (384, 12, 1536, 128), (768, 12, 3072, 8)];
+
+    private static void RunAttention(double seconds, double peak, TextWriter o)
+    {
+        foreach (var (h, t, d) in AttentionShapes)
+        {
+            var rnd = new Random(2);
+            float[] R(int n) => Enumerable.Range(0, n).Select(_ => (float)(rnd.NextDouble() * 2 - 1)).ToArray();
+            float[] q = R(t * h * d), k = R(t * h * d), v = R(t * h * d), y = new float[t * h * d];
+            float[] scratch = new float[Attention.ScratchSize(d, d, t)];
+            double us = MedianMicros(() => Attention.Forward(q, t, k, v, t, y, scratch, new AttentionOptions { Heads = h, HeadDim = d }), seconds);
+            double gf = 4.0 * h * t * t * d / us / 1e3;
+            o.WriteLine($"| attention | {h} heads × {t} tokens × {d} | {us:F1} | {gf:F1} | {100 * gf / peak:F0}% |");
+        }
+    }
+
+    private static void RunEncoder(double seconds, double peak, TextWriter o)
+    {
+        foreach (var (d, h, f, t) in EncoderShapes)
+        {
+            using var enc = Composition.TransformerEncoder.Create(1, d, h, f, seed: 1);
+            using var s = enc.CreateSession(t);
+            float[] x = Enumerable.Range(0, t * d).Select(i => MathF.Sin(i * 0.1f)).ToArray(), y = new float[t * d];
+            double us = MedianMicros(() => s.Run(x, y), seconds);
+            double gf = (2.0 * t * (4.0 * d * d + 2.0 * d * f) + 4.0 * t * t * d) / us / 1e3;
+            o.WriteLine($"| encoder layer | d={d} heads={h} ff={f}, {t} tokens | {us:F1} | {gf:F1} | {100 * gf / peak:F0}% |");
+        }
+    }
+
+    private static void RunGemm(double secondsPerShape, double peak, TextWriter o)
+    {
         foreach (var (m, k, n) in GemmShapes)
         {
             var rnd = new Random(1);
@@ -46,9 +87,8 @@ internal static class QuickBench
             float[] scratch = new float[Gemm.LinearScratchSize(m, k)];
             double us = MedianMicros(() => Gemm.Linear(x, m, pw, y, scratch), secondsPerShape);
             double gf = 2.0 * m * n * k / us / 1e3;
-            o.WriteLine($"| {m}×{k} · {k}×{n} | {us:F1} | {gf:F1} | {100 * gf / peak:F0}% |");
+            o.WriteLine($"| GEMM | {m}×{k} · {k}×{n} | {us:F1} | {gf:F1} | {100 * gf / peak:F0}% |");
         }
-        return 0;
     }
 
     public static readonly (int M, int K, int N)[] GemmShapes =
