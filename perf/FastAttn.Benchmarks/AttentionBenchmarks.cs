@@ -8,7 +8,7 @@ using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 namespace FastAttn.Benchmarks;
 
 /// <summary>
-/// Attention alone on projected Q, K, V (batch 1, single thread): FastAttn's fused kernel against libtorch's
+/// Attention alone on projected Q, K, V (batch 1, 1 and 2 threads): FastAttn's fused kernel against libtorch's
 /// scaled_dot_product_attention, ONNX Runtime (MatMul–Softmax–MatMul graph built in-process, IoBinding) and the naive
 /// loop a .NET developer would write with TensorPrimitives (a dot product per score, a softmax per row, a
 /// multiply-add per value row). Shape is heads×tokens×headDim plus a variant; 1x4x16 is the per-call floor.
@@ -18,6 +18,11 @@ public class AttentionBenchmarks
 {
     [Params("12x128x64", "8x32x64", "12x512x64", "8x2048x64", "12x128x64-causal", "12x128x64-additive", "12x128x64-relu", "1x4x16")]
     public string Shape = "12x128x64";
+
+    [Params(1, 2)]
+    public int Threads = 1;
+
+    private FastAttn.Threading.WorkerPool? _pool;
 
     public int H, T, D;
     public string Variant = "";
@@ -57,7 +62,8 @@ public class AttentionBenchmarks
         _o = new float[T * H * D];
         _scratch = new float[Attention.ScratchSize(D, D, T)];
         _s = new float[T]; _tmp = new float[D];
-        TorchPeer.Init(1);
+        TorchPeer.Init(Threads);
+        _pool = Threads > 1 ? new FastAttn.Threading.WorkerPool(Threads, _scratch.Length) : null;
         // libtorch and ONNX Runtime take [batch, heads, tokens, headDim]
         float[] Heads(float[] x)
         {
@@ -72,7 +78,7 @@ public class AttentionBenchmarks
         _tw = torch.tensor(_w, [1, H, 1, 1, D]);
         if (Variant == "causal") _tmask = torch.ones(T, T, dtype: torch.@bool).tril();
         _oOrt = new float[H * T * D];
-        _ort = new OrtRunner(OnnxModel(), 1, [("q", qh, [1, H, T, D]), ("k", kh, [1, H, T, D]), ("v", vh, [1, H, T, D])], ("o", _oOrt, [1, H, T, D]));
+        _ort = new OrtRunner(OnnxModel(), Threads, [("q", qh, [1, H, T, D]), ("k", kh, [1, H, T, D]), ("v", vh, [1, H, T, D])], ("o", _oOrt, [1, H, T, D]));
         // every implementation computes the same thing
         FastAttn(); Naive(); OnnxRuntime();
         float[] naive = (float[])_o.Clone();
@@ -125,10 +131,10 @@ public class AttentionBenchmarks
     }
 
     [GlobalCleanup]
-    public void Cleanup() { _tq?.Dispose(); _tk?.Dispose(); _tv?.Dispose(); _tw?.Dispose(); _tmask?.Dispose(); _ort?.Dispose(); }
+    public void Cleanup() { _tq?.Dispose(); _tk?.Dispose(); _tv?.Dispose(); _tw?.Dispose(); _tmask?.Dispose(); _ort?.Dispose(); _pool?.Dispose(); }
 
     [Benchmark(Baseline = true, Description = "FastAttn Attention.Forward"), BenchmarkCategory("Attention")]
-    public void FastAttn() => Attention.Forward(_q, T, _k, _v, T, _o, _scratch, Options());
+    public void FastAttn() => Attention.Forward(_q, T, _k, _v, T, _o, _scratch, Options(), _pool);
 
     private Tensor TorchResult()
     {
@@ -154,7 +160,7 @@ public class AttentionBenchmarks
     public void OnnxRuntime() => _ort!.Run();
 
     /// <summary>What a .NET developer would write with TensorPrimitives: a dot per score, a softmax per row, a multiply-add per value row.</summary>
-    [Benchmark(Description = "naive TensorPrimitives loops"), BenchmarkCategory("Attention")]
+    [Benchmark(Description = "naive TensorPrimitives loops (1 thread)"), BenchmarkCategory("Attention")]
     public void Naive()
     {
         int ld = H * D;

@@ -6,12 +6,17 @@ using static TorchSharp.torch;
 
 namespace FastAttn.Benchmarks;
 
-/// <summary>y = x·Wᵀ (nn.Linear without bias), single thread: FastAttn against libtorch's F.linear and ONNX Runtime's MatMul.</summary>
+/// <summary>y = x·Wᵀ (nn.Linear without bias) on 1 and 2 threads: FastAttn against libtorch's F.linear and ONNX Runtime's MatMul.</summary>
 [MemoryDiagnoser]
 public class GemmBenchmarks
 {
     [Params("128x768x768", "128x768x3072", "128x3072x768", "8x768x768", "1x768x768", "512x1024x1024")]
     public string Shape = "128x768x768";
+
+    [Params(1, 2)]
+    public int Threads = 1;
+
+    private FastAttn.Threading.WorkerPool? _pool;
 
     public int M, K, N;
     private float[] _x = [], _y = [], _scratch = [];
@@ -40,7 +45,8 @@ public class GemmBenchmarks
         _y = new float[M * N];
         _w = new PackedWeight(w, N, K);
         _scratch = new float[Gemm.LinearScratchSize(M, K)];
-        TorchPeer.Init(1);
+        TorchPeer.Init(Threads);
+        _pool = Threads > 1 ? new FastAttn.Threading.WorkerPool(Threads, Gemm.LinearScratchSize(M, K)) : null;
         _tx = torch.tensor(_x, [M, K]);
         _tw = torch.tensor(w, [N, K]);
         var wt = new float[K * N];
@@ -50,14 +56,14 @@ public class GemmBenchmarks
         g.Node("MatMul", ["x", g.Constant("wT", wt, K, N)], "y");
         g.Output("y", M, N);
         _yOrt = new float[M * N];
-        _ort = new OrtRunner(g.ToModel(), 1, [("x", _x, [M, K])], ("y", _yOrt, [M, N]));
+        _ort = new OrtRunner(g.ToModel(), Threads, [("x", _x, [M, K])], ("y", _yOrt, [M, N]));
     }
 
     [GlobalCleanup]
-    public void Cleanup() { _w?.Dispose(); _tx?.Dispose(); _tw?.Dispose(); _ort?.Dispose(); }
+    public void Cleanup() { _w?.Dispose(); _tx?.Dispose(); _tw?.Dispose(); _ort?.Dispose(); _pool?.Dispose(); }
 
     [Benchmark(Baseline = true, Description = "FastAttn Gemm.Linear"), BenchmarkCategory("Gemm")]
-    public void FastAttn() => Gemm.Linear(_x, M, _w!, _y, _scratch);
+    public void FastAttn() => Gemm.Linear(_x, M, _w!, _y, _scratch, default, _pool);
 
     [Benchmark(Description = "libtorch F.linear"), BenchmarkCategory("Gemm")]
     public void Torch()
