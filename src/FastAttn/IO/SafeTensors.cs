@@ -198,6 +198,9 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         long n = t.Elements;
         switch (t.DType)
         {
+            case SafeTensorsDType.F32 when BitConverter.IsLittleEndian:
+                new ReadOnlySpan<float>(src, (int)n).CopyTo(destination);
+                break;
             case SafeTensorsDType.F32:
                 for (long i = 0; i < n; i++) destination[(int)i] = BinaryPrimitives.ReadSingleLittleEndian(new ReadOnlySpan<byte>(src + 4 * i, 4));
                 break;
@@ -285,6 +288,11 @@ public static class SafeTensorsWriter
         var buf = new byte[8];
         foreach (var t in list)
         {
+            if (t.DType == SafeTensorsDType.F32 && BitConverter.IsLittleEndian)
+            {
+                fs.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(t.Data.AsSpan()));
+                continue;
+            }
             foreach (float v in t.Data)
             {
                 switch (t.DType)
