@@ -12,6 +12,7 @@ var all = new (string Name, Type Type)[]
     ("attention", typeof(AttentionBenchmarks)),
     ("encoder", typeof(EncoderBenchmarks)),
     ("latency", typeof(LatencyBenchmarks)),
+    ("tagger", typeof(TaggerBenchmarks)),
 };
 var types = all.Where(t => only.Length == 0 || only.Contains(t.Name) || t.Name == "peak").Select(t => t.Type).ToArray();
 var summaries = BenchmarkRunner.Run(types, BenchConfig.Create(quick));

@@ -35,4 +35,21 @@ run.SetAction(r => ModelCommands.Run(new ModelCommands.RunOptions(r.GetValue(mod
     r.GetValue(lengths), r.GetValue(keyValid)), Console.Error));
 root.Subcommands.Add(run);
 
+var modelsDir = new Option<string?>("--models") { Description = "Folder holding fc.safetensors and attention.safetensors (default: the bundled models)." };
+var tagText = new Argument<string?>("text") { Description = "Text to tag (one or more sentences).", Arity = ArgumentArity.ZeroOrOne };
+var tagFile = new Option<string?>("--file") { Description = "Tag a file instead, one sentence per line." };
+var tagModel = new Option<string>("--model") { Description = "attention, fc, or a path to a tagger .safetensors file.", DefaultValueFactory = _ => "attention" };
+var tag = new Command("tag", "Part-of-speech tag English text (UD tokenization, 17 UPOS tags) with the bundled self-attention tagger.") { tagText, tagFile, tagModel, modelsDir };
+tag.SetAction(r => TagCommands.Tag(r.GetValue(tagText), r.GetValue(tagFile), r.GetValue(tagModel)!, r.GetValue(modelsDir), Console.Out, Console.Error));
+root.Subcommands.Add(tag);
+
+var conllu = new Option<string>("--conllu") { Description = "A CoNLL-U file (e.g. en_ewt-ud-test.conllu).", Required = true };
+var eval = new Command("eval", "UPOS accuracy of the FC-only and the self-attention tagger on a CoNLL-U file.") { conllu, modelsDir };
+eval.SetAction(r => TagCommands.Eval(r.GetValue(conllu)!, r.GetValue(modelsDir), Console.Out, Console.Error));
+root.Subcommands.Add(eval);
+
+var demo = new Command("demo", "The tutorial's story: FC-only vs self-attention POS tagging on ambiguous sentences, accuracy, latency.") { modelsDir };
+demo.SetAction(r => TagCommands.Demo(r.GetValue(modelsDir), Console.Out, Console.Error));
+root.Subcommands.Add(demo);
+
 return root.Parse(args).Invoke();

@@ -114,3 +114,21 @@ public sealed unsafe class RmsNorm
         fixed (float* px = x, py = y, g = _gamma) Norms.RmsNorm(px, py, rows, Width, g, Eps);
     }
 }
+
+/// <summary>A fully connected layer as a block of a <see cref="Composition.Stack"/>: y = act(x·Wᵀ + b) per token.</summary>
+public sealed class LinearBlock(Linear linear) : Composition.IBlock, IDisposable
+{
+    /// <summary>The layer.</summary>
+    public Linear Linear { get; } = linear ?? throw new ArgumentNullException(nameof(linear));
+    /// <inheritdoc/>
+    public int InputWidth => Linear.InFeatures;
+    /// <inheritdoc/>
+    public int OutputWidth => Linear.OutFeatures;
+    /// <inheritdoc/>
+    public long ScratchSize(int maxTokens) => Linear.ScratchSize(maxTokens);
+    /// <inheritdoc/>
+    public void Forward(ReadOnlySpan<float> input, Span<float> output, Composition.Batch batch, Span<float> scratch)
+        => Linear.Forward(input, batch.Tokens, output, scratch, default, batch.Pool);
+    /// <inheritdoc/>
+    public void Dispose() => Linear.Dispose();
+}

@@ -1,0 +1,79 @@
+using FastAttn.Tagging;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace PosTagTraining;
+
+/// <summary>
+/// Summed feature embeddings → (attention model) + positions → nn.TransformerEncoder (post-norm, ReLU) → classifier,
+/// or (FC model) → ReLU fully connected layers → classifier. Sequence-first tensors: ids [T, B, features].
+/// </summary>
+public sealed class TaggerNet : nn.Module<Tensor, Tensor?, Tensor>
+{
+    private readonly ModuleList<Embedding> emb;
+    private readonly TransformerEncoder? encoder;
+    private readonly ModuleList<Linear>? fc;
+    private readonly Linear classifier;
+    private readonly Dropout drop;
+    private readonly Parameter? positions;
+    public TaggerConfig Config { get; }
+    public float WordDropout { get; set; }
+    /// <summary>Word ids from here on were seen once in training (the vocabulary is sorted by frequency).</summary>
+    public long SingletonStart { get; set; } = long.MaxValue;
+    public float SingletonDropout { get; set; }
+
+    public TaggerNet(TaggerConfig c, FeatureVocabulary vocab, float[]? positionTable, double dropout, double embeddingStd, bool learnedPositions = false) : base("TaggerNet")
+    {
+        Config = c;
+        emb = nn.ModuleList(Enumerable.Range(0, FeatureVocabulary.Count).Select(f => nn.Embedding(vocab.Size(f), c.DModel)).ToArray());
+        if (c.Kind == "attention")
+        {
+            encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(c.DModel, c.Heads, c.FfDim, dropout), c.Layers);
+            positions = nn.Parameter(tensor(positionTable!, [c.MaxPositions, c.DModel]), requires_grad: learnedPositions);
+            classifier = nn.Linear(c.DModel, UPos.Tags.Length);
+        }
+        else
+        {
+            fc = nn.ModuleList(Enumerable.Range(0, c.FcLayers).Select(i => nn.Linear(i == 0 ? c.DModel : c.Hidden, c.Hidden)).ToArray());
+            classifier = nn.Linear(c.Hidden, UPos.Tags.Length);
+        }
+        drop = nn.Dropout(dropout);
+        using (no_grad())
+            foreach (var e in emb) nn.init.normal_(e.weight, 0, embeddingStd);
+        RegisterComponents();
+    }
+
+    /// <summary>ids [T, B, F] (int64), padding [B, T] (true = pad) → logits [T, B, tags].</summary>
+    public override Tensor forward(Tensor ids, Tensor? padding)
+    {
+        using var scope = NewDisposeScope();
+        Tensor x = null!;
+        for (int f = 0; f < FeatureVocabulary.Count; f++)
+        {
+            var col = ids.select(2, f);
+            if (f == 0 && training && (WordDropout > 0 || SingletonDropout > 0))
+            {
+                // any word becomes unknown with probability WordDropout; a word seen once in training, with SingletonDropout
+                var drop = rand(col.shape) < WordDropout;
+                if (SingletonDropout > 0) drop = drop.logical_or(col.ge(SingletonStart).logical_and(rand(col.shape) < SingletonDropout));
+                col = col.masked_fill(drop, 0);
+            }
+            var e = emb[f].call(col);
+            x = f == 0 ? e : x + e;
+        }
+        if (encoder != null)
+        {
+            long t = ids.shape[0];
+            x = x + positions!.narrow(0, 0, t).unsqueeze(1);
+            x = drop.call(x);
+            x = encoder.call(x, null!, padding!);
+        }
+        else
+        {
+            x = drop.call(x);
+            foreach (var l in fc!) x = drop.call(nn.functional.relu(l.call(x)));
+        }
+        return classifier.call(x).MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,253 @@
+using System.Numerics.Tensors;
+using System.Text.Json;
+using FastAttn.Composition;
+using FastAttn.IO;
+using FastAttn.Layers;
+
+namespace FastAttn.Tagging;
+
+/// <summary>Architecture of a tagger, stored as JSON in the model file's <c>__metadata__["fastattn.tagger"]</c>.</summary>
+/// <param name="Kind">"attention" (positions + encoder stack) or "fc" (per-word fully connected layers).</param>
+/// <param name="DModel">Width of the summed feature embeddings.</param>
+/// <param name="Heads">Attention heads (attention model).</param>
+/// <param name="Layers">Encoder layers (attention model).</param>
+/// <param name="FfDim">Feed-forward width of an encoder layer.</param>
+/// <param name="Hidden">Width of the hidden fully connected layers (FC model).</param>
+/// <param name="FcLayers">Hidden fully connected layers (FC model).</param>
+/// <param name="MaxPositions">Rows of the position table (attention model).</param>
+/// <param name="Eps">LayerNorm ε.</param>
+public sealed record TaggerConfig(string Kind, int DModel, int Heads, int Layers, int FfDim, int Hidden, int FcLayers, int MaxPositions, float Eps);
+
+/// <summary>
+/// A part-of-speech tagger trained in PyTorch (see <c>samples/PosTagger.Training</c>) and loaded from safetensors:
+/// per-word feature embeddings summed, then a FastAttn <see cref="Stack"/> — learned/sinusoidal positions, encoder
+/// blocks and a classifier for the attention model, or fully connected ReLU layers and a classifier for the FC model.
+/// Immutable and shareable; tag with a <see cref="PosTagger"/> from <see cref="CreateTagger"/> (one per thread).
+/// </summary>
+public sealed class PosTagModel : IDisposable
+{
+    private readonly float[][] _tables;
+    /// <summary>The architecture.</summary>
+    public TaggerConfig Config { get; }
+    /// <summary>Class names in logit order.</summary>
+    public IReadOnlyList<string> Tags { get; }
+    /// <summary>The feature vocabularies.</summary>
+    public FeatureVocabulary Vocabulary { get; }
+    /// <summary>The network after the embeddings.</summary>
+    public Stack Stack { get; }
+    /// <summary>The file's metadata (accuracies, training time, …).</summary>
+    public IReadOnlyDictionary<string, string> Metadata { get; }
+    /// <summary>Longest run of tokens tagged in one pass (the position table for the attention model).</summary>
+    public int MaxSequence => Config.Kind == "attention" ? Config.MaxPositions : 4096;
+
+    internal ReadOnlySpan<float> Table(int feature) => _tables[feature];
+
+    private PosTagModel(TaggerConfig config, string[] tags, FeatureVocabulary vocab, float[][] tables, Stack stack, IReadOnlyDictionary<string, string> meta)
+    {
+        Config = config; Tags = tags; Vocabulary = vocab; _tables = tables; Stack = stack; Metadata = meta;
+    }
+
+    /// <summary>Loads a tagger written by the training sample.</summary>
+    /// <exception cref="InvalidDataException">The file is not a valid safetensors file or not a tagger of this format.</exception>
+    public static PosTagModel Load(string path)
+    {
+        using var file = SafeTensorsFile.Open(path);
+        string Meta(string key) => file.Metadata.TryGetValue(key, out var v) ? v : throw new InvalidDataException($"'{path}' is not a FastAttn tagger: metadata '{key}' is missing.");
+        TaggerConfig? cfg;
+        string[]? tags;
+        try
+        {
+            cfg = JsonSerializer.Deserialize<TaggerConfig>(Meta("fastattn.tagger"));
+            tags = JsonSerializer.Deserialize<string[]>(Meta("fastattn.tags"));
+        }
+        catch (JsonException e) { throw new InvalidDataException($"'{path}': tagger metadata is not valid JSON: {e.Message}", e); }
+        if (cfg == null || tags == null || tags.Length == 0 || tags.Any(string.IsNullOrEmpty)) throw new InvalidDataException($"'{path}': tagger metadata is empty.");
+        Check(path, cfg);
+        var vocab = FeatureVocabulary.FromJson(Meta("fastattn.vocab"));
+        int d = cfg.DModel;
+        var tables = new float[FeatureVocabulary.Count][];
+        for (int f = 0; f < FeatureVocabulary.Count; f++)
+        {
+            string name = $"emb.{f}.weight";
+            Expect(file, name, vocab.Size(f), d);
+            tables[f] = file.ReadFloat32(name);
+        }
+        var blocks = new List<IBlock>();
+        if (cfg.Kind == "attention")
+        {
+            Expect(file, "positions", cfg.MaxPositions, d);
+            blocks.Add(PositionalEncoding.Learned(file.ReadFloat32("positions"), cfg.MaxPositions, d));
+            var encoder = TorchModels.LoadTransformerEncoder(file, new TorchEncoderOptions { Heads = cfg.Heads, Eps = cfg.Eps, Prefix = "encoder." });
+            if (encoder.Blocks.Count != cfg.Layers) throw new InvalidDataException($"'{path}': {encoder.Blocks.Count} encoder layers, metadata says {cfg.Layers}.");
+            if (((EncoderBlock)encoder.Blocks[0]).InputWidth != d) throw new InvalidDataException($"'{path}': encoder width differs from dModel {d}.");
+            blocks.AddRange(encoder.Blocks);
+        }
+        else
+        {
+            for (int i = 0; i < cfg.FcLayers; i++)
+            {
+                Expect(file, $"fc.{i}.weight", cfg.Hidden, i == 0 ? d : cfg.Hidden);
+                blocks.Add(new LinearBlock(TorchModels.LoadLinear(file, $"fc.{i}", Kernels.Activation.Relu)));
+            }
+        }
+        Expect(file, "classifier.weight", tags.Length, cfg.Kind == "attention" ? d : cfg.Hidden);
+        blocks.Add(new LinearBlock(TorchModels.LoadLinear(file, "classifier")));
+        var meta = new Dictionary<string, string>(file.Metadata.Where(kv => !kv.Key.StartsWith("fastattn.", StringComparison.Ordinal)));
+        return new PosTagModel(cfg, tags, vocab, tables, new Stack([.. blocks]), meta);
+    }
+
+    private static void Check(string path, TaggerConfig c)
+    {
+        bool ok = c.DModel is > 0 and <= 4096 && c.Eps > 0 && c.Kind switch
+        {
+            "attention" => c.Heads > 0 && c.DModel % c.Heads == 0 && c.Layers is > 0 and <= 64 && c.FfDim is > 0 and <= 65536 && c.MaxPositions is > 0 and <= 1 << 16,
+            "fc" => c.FcLayers is >= 0 and <= 64 && (c.FcLayers == 0 || c.Hidden is > 0 and <= 65536),
+            _ => false,
+        };
+        if (!ok) throw new InvalidDataException($"'{path}': unsupported tagger architecture {c}.");
+    }
+
+    private static void Expect(SafeTensorsFile file, string name, long rows, long cols)
+    {
+        if (!file.Contains(name)) throw new InvalidDataException($"'{file.Path}': tensor '{name}' is missing.");
+        var s = file.Info(name).Shape;
+        if (s.Length != 2 || s[0] != rows || s[1] != cols)
+            throw new InvalidDataException($"'{file.Path}': tensor '{name}' is [{string.Join(", ", s)}], expected [{rows}, {cols}].");
+    }
+
+    /// <summary>A tagger (buffers and a session) for texts of any length, run in passes of up to <paramref name="maxTokens"/> tokens.</summary>
+    public PosTagger CreateTagger(int maxTokens = 256, int threads = 1) => new(this, maxTokens, threads);
+
+    /// <inheritdoc/>
+    public void Dispose() => Stack.Dispose();
+}
+
+/// <summary>One token of a tagged text.</summary>
+public readonly record struct TaggedToken(string Word, string Tag, Range Span);
+
+/// <summary>
+/// Tags text with a <see cref="PosTagModel"/>. Owns its buffers and session: the span overloads allocate nothing;
+/// <see cref="Tag(string)"/> allocates only its result. One caller at a time. Texts longer than
+/// <see cref="Window"/> tokens are tagged in consecutive windows.
+/// </summary>
+public sealed class PosTagger : IDisposable
+{
+    private const int F = FeatureVocabulary.Count;
+    private readonly PosTagModel _model;
+    private readonly Session _session;
+    private readonly int[] _ids;
+    private readonly float[] _x, _logits;
+    private readonly int _d, _classes;
+    /// <summary>Tokens per forward pass.</summary>
+    public int Window { get; }
+    /// <summary>The model.</summary>
+    public PosTagModel Model => _model;
+
+    internal PosTagger(PosTagModel model, int maxTokens, int threads)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        if (maxTokens < 1) throw new ArgumentOutOfRangeException(nameof(maxTokens), maxTokens, "'maxTokens' must be at least 1.");
+        _model = model;
+        Window = Math.Min(maxTokens, model.MaxSequence);
+        _d = model.Config.DModel;
+        _classes = model.Tags.Count;
+        _ids = new int[Window * F];
+        _x = new float[Window * _d];
+        _logits = new float[Window * _classes];
+        _session = model.Stack.CreateSession(Window, threads);
+    }
+
+    /// <summary>Tokenizes <paramref name="text"/> into <paramref name="tokens"/>, tags into <paramref name="tags"/> (indices into the model's tags); returns the token count. Allocates nothing.</summary>
+    /// <exception cref="ArgumentException">A span is shorter than the token count (checked before anything is written).</exception>
+    public int Tag(ReadOnlySpan<char> text, Span<Range> tokens, Span<int> tags)
+    {
+        int n = EnglishTokenizer.Count(text);
+        if (tokens.Length < n) throw new ArgumentException($"the text has {n} tokens; 'tokens' has room for {tokens.Length}.", nameof(tokens));
+        if (tags.Length < n) throw new ArgumentException($"the text has {n} tokens; 'tags' has room for {tags.Length}.", nameof(tags));
+        EnglishTokenizer.Tokenize(text, tokens);
+        TagTokens(text, tokens[..n], tags);
+        return n;
+    }
+
+    /// <summary>Tags already tokenized text (tokens as ranges of <paramref name="text"/>). Allocates nothing.</summary>
+    public void TagTokens(ReadOnlySpan<char> text, ReadOnlySpan<Range> tokens, Span<int> tags)
+    {
+        if (tags.Length < tokens.Length) throw new ArgumentException($"'tags' has {tags.Length} elements; there are {tokens.Length} tokens.", nameof(tags));
+        foreach (var r in tokens)
+        {
+            var (o, l) = r.GetOffsetAndLength(text.Length); // throws ArgumentOutOfRangeException for a range outside the text
+            _ = o + l;
+        }
+        for (int w0 = 0; w0 < tokens.Length; w0 += Window)
+        {
+            int n = Math.Min(Window, tokens.Length - w0);
+            for (int i = 0; i < n; i++) _model.Vocabulary.Extract(text[tokens[w0 + i]], _ids.AsSpan(i * F, F));
+            RunWindow(n);
+            Argmax(n, tags.Slice(w0, n));
+        }
+    }
+
+    /// <summary>Tags a sentence given as words. Allocates nothing.</summary>
+    public void TagWords(ReadOnlySpan<string> words, Span<int> tags)
+    {
+        if (tags.Length < words.Length) throw new ArgumentException($"'tags' has {tags.Length} elements; there are {words.Length} words.", nameof(tags));
+        foreach (var w in words) ArgumentNullException.ThrowIfNull(w, nameof(words));
+        for (int w0 = 0; w0 < words.Length; w0 += Window)
+        {
+            int n = Math.Min(Window, words.Length - w0);
+            for (int i = 0; i < n; i++) _model.Vocabulary.Extract(words[w0 + i], _ids.AsSpan(i * F, F));
+            RunWindow(n);
+            Argmax(n, tags.Slice(w0, n));
+        }
+    }
+
+    /// <summary>The classifier's logits <c>[words, tags]</c> for a sentence given as words (at most <see cref="Window"/>).</summary>
+    public void Logits(ReadOnlySpan<string> words, Span<float> logits)
+    {
+        if (words.Length == 0 || words.Length > Window) throw new ArgumentException($"'words' has {words.Length} words; expected 1..{Window}.", nameof(words));
+        if (logits.Length != words.Length * _classes) throw new ArgumentException($"'logits' has {logits.Length} elements; expected words*tags = {words.Length * _classes}.", nameof(logits));
+        foreach (var w in words) ArgumentNullException.ThrowIfNull(w, nameof(words));
+        for (int i = 0; i < words.Length; i++) _model.Vocabulary.Extract(words[i], _ids.AsSpan(i * F, F));
+        RunWindow(words.Length);
+        _logits.AsSpan(0, logits.Length).CopyTo(logits);
+    }
+
+    /// <summary>Tokenizes and tags <paramref name="text"/>; allocates only the result.</summary>
+    public TaggedToken[] Tag(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        int n = EnglishTokenizer.Count(text);
+        var tokens = new Range[n];
+        var tags = new int[n];
+        Tag(text, tokens, tags);
+        var result = new TaggedToken[n];
+        for (int i = 0; i < n; i++) result[i] = new TaggedToken(text[tokens[i]], _model.Tags[tags[i]], tokens[i]);
+        return result;
+    }
+
+    private void RunWindow(int n)
+    {
+        int d = _d;
+        for (int i = 0; i < n; i++)
+        {
+            var dst = _x.AsSpan(i * d, d);
+            _model.Table(0).Slice(_ids[i * F] * d, d).CopyTo(dst);
+            for (int f = 1; f < F; f++) TensorPrimitives.Add(dst, _model.Table(f).Slice(_ids[i * F + f] * d, d), dst);
+        }
+        _session.Run(_x.AsSpan(0, n * d), _logits.AsSpan(0, n * _classes));
+    }
+
+    private void Argmax(int n, Span<int> tags)
+    {
+        for (int i = 0; i < n; i++)
+        {
+            var row = _logits.AsSpan(i * _classes, _classes);
+            int best = 0;
+            for (int c = 1; c < row.Length; c++) if (row[c] > row[best]) best = c;
+            tags[i] = best;
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Dispose() => _session.Dispose();
+}
