@@ -23,6 +23,8 @@ double budgetMinutes = double.Parse(Arg("--minutes") ?? "14", System.Globalizati
 dataDir ??= FindTreebank() ?? throw new DirectoryNotFoundException("UD English-EWT not found; pass --data DIR (the folder holding en_ewt-ud-*.conllu).");
 var total = Stopwatch.StartNew();
 torch.set_num_threads(int.Parse(Arg("--threads") ?? Environment.ProcessorCount.ToString()));
+double emaDecay = double.Parse(Arg("--ema") ?? "0", System.Globalization.CultureInfo.InvariantCulture);
+double labelSmoothing = double.Parse(Arg("--label-smoothing") ?? "0", System.Globalization.CultureInfo.InvariantCulture);
 int batchTokens = int.Parse(Arg("--batch-tokens") ?? "2000");
 bool learnedPositions = args.Contains("--learned-positions");
 double wordDropout = double.Parse(Arg("--word-dropout") ?? "0.05", System.Globalization.CultureInfo.InvariantCulture);
@@ -47,11 +49,12 @@ long singletonStart = Enumerable.Range(1, vocab.Size(0) - 1).FirstOrDefault(i =>
 Console.WriteLine("vocabularies: " + string.Join(", ", Enumerable.Range(0, FeatureVocabulary.Count).Select(f => $"{FeatureVocabulary.Names[f]} {vocab.Size(f)}")));
 Directory.CreateDirectory(outDir);
 
+float[]? slopesArg = Arg("--slopes")?.Split(',').Select(v => float.Parse(v, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
 const int MaxPositions = 512;
 var positions = Sinusoid(MaxPositions, dModel);
 var runs = new List<(TaggerConfig, int)>();
 if (only is null or "fc") runs.Add((new TaggerConfig("fc", dModel, 0, 0, 0, 256, 2, 0, 1e-5f), fcEpochs));
-if (only is null or "attention") runs.Add((new TaggerConfig("attention", dModel, heads, layers, int.Parse(Arg("--ff") ?? (4 * dModel).ToString()), 0, 0, MaxPositions, 1e-5f), attnEpochs));
+if (only is null or "attention") runs.Add((new TaggerConfig("attention", dModel, heads, layers, int.Parse(Arg("--ff") ?? (4 * dModel).ToString()), 0, 0, MaxPositions, 1e-5f, slopesArg), attnEpochs));
 foreach (var (cfg, epochs) in runs)
 {
     double share = cfg.Kind == "fc" ? 0.2 : 0.8;
@@ -71,6 +74,15 @@ void Train(TaggerConfig cfg, int epochs, double budgetSeconds)
     var testBatches = Batches(test, 4000, shuffle: false);
     var opt = torch.optim.AdamW(net.parameters().Where(p => p.requires_grad), lr: lrMax, weight_decay: 0.01);
     long steps = (long)epochs * trainBatches.Count, step = 0, warm = 300;
+    // exponential moving average of the weights: evaluated, selected and exported instead of the raw weights
+    var trained = net.parameters().Where(p => p.requires_grad).ToArray();
+    var ema = emaDecay > 0 ? trained.Select(p => p.detach().clone()).ToArray() : null;
+    void Swap()
+    {
+        if (ema == null) return;
+        using var _ = no_grad();
+        for (int i = 0; i < trained.Length; i++) { var tmp = trained[i].detach().clone(); trained[i].copy_(ema[i]); ema[i].copy_(tmp); tmp.Dispose(); }
+    }
     double bestDev = -1; int bestEpoch = 0;
     Dictionary<string, float[]> best = new();
     for (int epoch = 1; epoch <= epochs; epoch++)
@@ -86,13 +98,17 @@ void Train(TaggerConfig cfg, int epochs, double budgetSeconds)
             foreach (var g in opt.ParamGroups) g.LearningRate = lr;
             opt.zero_grad();
             var logits = net.call(ids, pad);
-            var loss = nn.functional.cross_entropy(logits.reshape(-1, UPos.Tags.Length), gold.reshape(-1), ignore_index: -100);
+            var loss = nn.functional.cross_entropy(logits.reshape(-1, UPos.Tags.Length), gold.reshape(-1), ignore_index: -100, label_smoothing: labelSmoothing);
             loss.backward();
             nn.utils.clip_grad_norm_(net.parameters(), 5.0);
             opt.step();
+            if (ema != null)
+                using (no_grad())
+                    for (int i = 0; i < trained.Length; i++) ema[i].mul_(emaDecay).add_(trained[i], alpha: 1 - emaDecay);
             lossSum += loss.item<float>();
             step++;
         }
+        Swap();
         double devAcc = Accuracy(net, devBatches);
         bool improved = devAcc > bestDev;
         if (improved)
@@ -100,6 +116,7 @@ void Train(TaggerConfig cfg, int epochs, double budgetSeconds)
             bestDev = devAcc; bestEpoch = epoch;
             best = net.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.cpu().contiguous().data<float>().ToArray());
         }
+        Swap();
         Console.WriteLine($"[{cfg.Kind}] epoch {epoch,2}: loss {lossSum / trainBatches.Count:F4}  dev {devAcc:P2}{(improved ? " *" : "")}  {sw.Elapsed.TotalSeconds:F0} s");
         if (sw.Elapsed.TotalSeconds / epoch * (epoch + 1) > budgetSeconds) { Console.WriteLine($"[{cfg.Kind}] time budget reached after epoch {epoch}"); break; }
     }

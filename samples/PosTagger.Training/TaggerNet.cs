@@ -12,7 +12,7 @@ namespace PosTagTraining;
 public sealed class TaggerNet : nn.Module<Tensor, Tensor?, Tensor>
 {
     private readonly ModuleList<Embedding> emb;
-    private readonly TransformerEncoder? encoder;
+    private readonly nn.Module? encoder; // nn.TransformerEncoder, or EncoderLayers when the attention has a distance bias
     private readonly ModuleList<Linear>? fc;
     private readonly Linear classifier;
     private readonly Dropout drop;
@@ -22,6 +22,8 @@ public sealed class TaggerNet : nn.Module<Tensor, Tensor?, Tensor>
     /// <summary>Word ids from here on were seen once in training (the vocabulary is sorted by frequency).</summary>
     public long SingletonStart { get; set; } = long.MaxValue;
     public float SingletonDropout { get; set; }
+    /// <summary>Per-head slopes of a distance bias −slope·|i − j| added to the attention scores (null = none).</summary>
+    public float[]? DistanceSlopes { get; }
 
     public TaggerNet(TaggerConfig c, FeatureVocabulary vocab, float[]? positionTable, double dropout, double embeddingStd, bool learnedPositions = false) : base("TaggerNet")
     {
@@ -29,7 +31,14 @@ public sealed class TaggerNet : nn.Module<Tensor, Tensor?, Tensor>
         emb = nn.ModuleList(Enumerable.Range(0, FeatureVocabulary.Count).Select(f => nn.Embedding(vocab.Size(f), c.DModel)).ToArray());
         if (c.Kind == "attention")
         {
-            encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(c.DModel, c.Heads, c.FfDim, dropout), c.Layers);
+            if (c.DistanceSlopes == null)
+                encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(c.DModel, c.Heads, c.FfDim, dropout), c.Layers);
+            else
+            {
+                // same parameter names as nn.TransformerEncoder: encoder.layers.N.…
+                encoder = new EncoderLayers(nn.ModuleList(Enumerable.Range(0, c.Layers).Select(_ => new BiasedEncoderLayer(c.DModel, c.Heads, c.FfDim, dropout)).ToArray()));
+            }
+            DistanceSlopes = c.DistanceSlopes;
             positions = nn.Parameter(tensor(positionTable!, [c.MaxPositions, c.DModel]), requires_grad: learnedPositions);
             classifier = nn.Linear(c.DModel, UPos.Tags.Length);
         }
@@ -67,7 +76,20 @@ public sealed class TaggerNet : nn.Module<Tensor, Tensor?, Tensor>
             long t = ids.shape[0];
             x = x + positions!.narrow(0, 0, t).unsqueeze(1);
             x = drop.call(x);
-            x = encoder.call(x, null!, padding!);
+            Tensor? bias = null;
+            if (DistanceSlopes != null)
+            {
+                // ALiBi-style distance bias per head: −slope·|i − j|, [B·heads, T, T] batch-major as MultiheadAttention expects
+                var idx = arange(t, dtype: float32);
+                var dist = (idx.unsqueeze(1) - idx.unsqueeze(0)).abs();
+                var slopes = tensor(DistanceSlopes).reshape(-1, 1, 1);
+                long b = ids.shape[1], h = DistanceSlopes.Length;
+                bias = (-slopes * dist.unsqueeze(0)).unsqueeze(0).expand(b, h, t, t);
+                if (padding is not null)
+                    bias = bias.masked_fill(padding.reshape(b, 1, 1, t), float.NegativeInfinity);
+                foreach (var layer in ((EncoderLayers)encoder!).Items) x = layer.call(x, bias);
+            }
+            else x = ((TransformerEncoder)encoder!).call(x, null!, padding!);
         }
         else
         {
@@ -76,4 +98,12 @@ public sealed class TaggerNet : nn.Module<Tensor, Tensor?, Tensor>
         }
         return classifier.call(x).MoveToOuterDisposeScope();
     }
+}
+
+/// <summary>Holds the biased layers under the name "encoder" so parameters are called encoder.layers.N.… like nn.TransformerEncoder's.</summary>
+public sealed class EncoderLayers : nn.Module
+{
+    private readonly ModuleList<BiasedEncoderLayer> layers;
+    public EncoderLayers(ModuleList<BiasedEncoderLayer> l) : base("EncoderLayers") { layers = l; RegisterComponents(); }
+    public IEnumerable<BiasedEncoderLayer> Items => layers;
 }

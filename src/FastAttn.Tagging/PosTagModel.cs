@@ -16,7 +16,9 @@ namespace FastAttn.Tagging;
 /// <param name="FcLayers">Hidden fully connected layers (FC model).</param>
 /// <param name="MaxPositions">Rows of the position table (attention model).</param>
 /// <param name="Eps">LayerNorm ε.</param>
-public sealed record TaggerConfig(string Kind, int DModel, int Heads, int Layers, int FfDim, int Hidden, int FcLayers, int MaxPositions, float Eps);
+/// <param name="DistanceSlopes">Per-head slopes of the attention distance bias −slope·|i − j| (null = none).</param>
+public sealed record TaggerConfig(string Kind, int DModel, int Heads, int Layers, int FfDim, int Hidden, int FcLayers, int MaxPositions, float Eps,
+    float[]? DistanceSlopes = null);
 
 /// <summary>
 /// A part-of-speech tagger trained in PyTorch (see <c>samples/PosTagger.Training</c>) and loaded from safetensors:
@@ -40,7 +42,8 @@ public sealed class PosTagModel : IDisposable
     /// <summary>Longest run of tokens tagged in one pass (the position table for the attention model).</summary>
     public int MaxSequence => Config.Kind == "attention" ? Config.MaxPositions : 4096;
 
-    internal ReadOnlySpan<float> Table(int feature) => _tables[feature];
+    /// <summary>Embedding table of feature <paramref name="feature"/>, <c>[rows, DModel]</c>.</summary>
+    public ReadOnlySpan<float> Table(int feature) => _tables[feature];
 
     private PosTagModel(TaggerConfig config, string[] tags, FeatureVocabulary vocab, float[][] tables, Stack stack, IReadOnlyDictionary<string, string> meta)
     {
@@ -77,7 +80,7 @@ public sealed class PosTagModel : IDisposable
         {
             Expect(file, "positions", cfg.MaxPositions, d);
             blocks.Add(PositionalEncoding.Learned(file.ReadFloat32("positions"), cfg.MaxPositions, d));
-            var encoder = TorchModels.LoadTransformerEncoder(file, new TorchEncoderOptions { Heads = cfg.Heads, Eps = cfg.Eps, Prefix = "encoder." });
+            var encoder = TorchModels.LoadTransformerEncoder(file, new TorchEncoderOptions { Heads = cfg.Heads, Eps = cfg.Eps, Prefix = "encoder.", DistanceSlopes = cfg.DistanceSlopes });
             if (encoder.Blocks.Count != cfg.Layers) throw new InvalidDataException($"'{path}': {encoder.Blocks.Count} encoder layers, metadata says {cfg.Layers}.");
             if (((EncoderBlock)encoder.Blocks[0]).InputWidth != d) throw new InvalidDataException($"'{path}': encoder width differs from dModel {d}.");
             blocks.AddRange(encoder.Blocks);
@@ -100,7 +103,7 @@ public sealed class PosTagModel : IDisposable
     {
         bool ok = c.DModel is > 0 and <= 4096 && c.Eps > 0 && c.Kind switch
         {
-            "attention" => c.Heads > 0 && c.DModel % c.Heads == 0 && c.Layers is > 0 and <= 64 && c.FfDim is > 0 and <= 65536 && c.MaxPositions is > 0 and <= 1 << 16,
+            "attention" => c.Heads > 0 && c.DModel % c.Heads == 0 && (c.DistanceSlopes == null || (c.DistanceSlopes.Length == c.Heads && c.DistanceSlopes.All(float.IsFinite))) && c.Layers is > 0 and <= 64 && c.FfDim is > 0 and <= 65536 && c.MaxPositions is > 0 and <= 1 << 16,
             "fc" => c.FcLayers is >= 0 and <= 64 && (c.FcLayers == 0 || c.Hidden is > 0 and <= 65536),
             _ => false,
         };

@@ -16,6 +16,7 @@ internal sealed class AttentionCase
     public CausalMode Causal;
     public bool[]? BoolMask;
     public float[]? FloatMask;
+    public float[]? Slopes;
     public float[] Q = [], K = [], V = [], W = [];
     public int TotalQ => QLens.Sum();
     public int TotalK => KLens.Sum();
@@ -35,7 +36,7 @@ internal sealed class AttentionCase
         AdditiveWeights = Score == ScoreKind.Additive ? W : default, SoftCap = SoftCap, Normalizer = Norm,
         SigmoidBias = SigmoidBias, Causal = Causal,
         SequenceLengths = Packed ? QLens : default, KeySequenceLengths = Packed ? KLens : default,
-        KeyValidLengths = Valid, BoolMask = BoolMask, FloatMask = FloatMask,
+        KeyValidLengths = Valid, BoolMask = BoolMask, FloatMask = FloatMask, DistanceSlopes = Slopes,
     };
 
     public float[] Run(float[]? weights = null)
@@ -93,6 +94,7 @@ internal sealed class AttentionCase
                             : (D + 4) * u * abs * scale + 8 * u * Math.Abs(x);
                         if (SoftCap > 0) x = SoftCap * Math.Tanh(x / SoftCap);
                         if (FloatMask != null) { x += FloatMask[gi * tk + gj]; err[j] += 4 * u * Math.Abs(x); }
+                        if (Slopes != null) { x -= Slopes[h] * (double)Math.Abs(i - j); err[j] += 4 * u * Math.Abs(x); }
                         if (double.IsNegativeInfinity(x)) vis[j] = false;
                         sc[j] = x;
                     }

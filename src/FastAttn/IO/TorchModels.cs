@@ -22,6 +22,8 @@ public sealed record TorchEncoderOptions
     public string Prefix { get; init; } = "";
     /// <summary>Causal self-attention (a square causal <c>src_mask</c>, <c>is_causal=True</c>).</summary>
     public bool Causal { get; init; }
+    /// <summary>Per-head distance bias slopes added to every layer's attention scores (see <see cref="AttentionSettings.DistanceSlopes"/>); null = none.</summary>
+    public float[]? DistanceSlopes { get; init; }
 }
 
 /// <summary>
@@ -143,7 +145,7 @@ public static class TorchModels
         var e = LayerExpect(file, options, prefix);
         e.Check(rejectExtra);
         int d = ModelWidth(file, prefix + "self_attn.in_proj_weight"), ff = (int)file.Info(prefix + "linear1.weight").Shape[0];
-        var settings = new AttentionSettings { Causal = options.Causal ? CausalMode.TopLeft : CausalMode.None };
+        var settings = new AttentionSettings { Causal = options.Causal ? CausalMode.TopLeft : CausalMode.None, DistanceSlopes = options.DistanceSlopes };
         var mha = new MultiHeadAttention(d, options.Heads, e.Get("self_attn.in_proj_weight"), e.GetOrEmpty("self_attn.in_proj_bias"),
             e.Get("self_attn.out_proj.weight"), e.GetOrEmpty("self_attn.out_proj.bias"), settings);
         var ffn = new FeedForward(d, ff, e.Get("linear1.weight"), e.GetOrEmpty("linear1.bias"), e.Get("linear2.weight"), e.GetOrEmpty("linear2.bias"), options.Activation);

@@ -69,6 +69,11 @@ public ref struct AttentionOptions
     public ReadOnlySpan<bool> BoolMask;
     /// <summary>Additive float mask <c>[queryTokens, keyTokens]</c> added to the scores; empty = none.</summary>
     public ReadOnlySpan<float> FloatMask;
+    /// <summary>
+    /// Distance bias per query head (ALiBi-style, symmetric): −slope_h·|i − j| is added to the scaled scores, where i
+    /// and j are the query's and the key's positions within their sequence; <c>[Heads]</c>, empty = none.
+    /// </summary>
+    public ReadOnlySpan<float> DistanceSlopes;
     /// <summary>Optional: receives α as <c>[Heads, queryTokens, keyTokens]</c> (zeros across sequences of a packed batch).</summary>
     public Span<float> WeightsOut;
     /// <summary>Row strides (0 = dense: Heads·HeadDim for Q, KvHeads·HeadDim for K, KvHeads·ValueHeadDim for V, Heads·ValueHeadDim for the output).</summary>
@@ -129,6 +134,7 @@ public static unsafe class Attention
         if (!o.WeightsOut.IsEmpty) o.WeightsOut.Clear();
         fixed (float* pq = q, pk = k, pv = v, po = output, ps = scratch, paw = o.AdditiveWeights, pfm = o.FloatMask, pw = o.WeightsOut)
         fixed (bool* pbm = o.BoolMask)
+        fixed (float* pslope = o.DistanceSlopes)
         fixed (int* pSeq = o.SequenceLengths, pKeySeq = keyLens, pValid = o.KeyValidLengths)
         {
             var a = new Args
@@ -139,7 +145,7 @@ public static unsafe class Attention
                 AddW = o.Score == ScoreKind.Additive ? paw : null, SoftCap = o.SoftCap, Norm = o.Normalizer,
                 SigmoidBias = o.SigmoidBias, Causal = o.Causal,
                 BoolMask = o.BoolMask.IsEmpty ? null : pbm, FloatMask = o.FloatMask.IsEmpty ? null : pfm,
-                Weights = o.WeightsOut.IsEmpty ? null : pw,
+                Weights = o.WeightsOut.IsEmpty ? null : pw, Slopes = o.DistanceSlopes.IsEmpty ? null : pslope,
                 TotalQ = queryTokens, TotalK = keyTokens,
             };
             if (pool != null && pool.Threads > 1)
@@ -242,6 +248,13 @@ public static unsafe class Attention
             ThrowHelper.Argument("options.BoolMask", $"'options.BoolMask' has {o.BoolMask.Length} elements; expected queryTokens*keyTokens = {queryTokens}*{keyTokens} = {qk}.");
         if (!o.FloatMask.IsEmpty && o.FloatMask.Length != qk)
             ThrowHelper.Argument("options.FloatMask", $"'options.FloatMask' has {o.FloatMask.Length} elements; expected queryTokens*keyTokens = {queryTokens}*{keyTokens} = {qk}.");
+        if (!o.DistanceSlopes.IsEmpty)
+        {
+            if (o.DistanceSlopes.Length != o.Heads)
+                ThrowHelper.Argument("options.DistanceSlopes", $"'options.DistanceSlopes' has {o.DistanceSlopes.Length} elements; expected one per head = {o.Heads}.");
+            foreach (float sl in o.DistanceSlopes)
+                if (!float.IsFinite(sl)) ThrowHelper.Argument("options.DistanceSlopes", "'options.DistanceSlopes' must be finite.");
+        }
         if (!o.WeightsOut.IsEmpty && o.WeightsOut.Length != o.Heads * qk)
             ThrowHelper.Argument("options.WeightsOut", $"'options.WeightsOut' has {o.WeightsOut.Length} elements; expected Heads*queryTokens*keyTokens = {o.Heads}*{queryTokens}*{keyTokens} = {o.Heads * qk}.");
         long need = ScratchSize(o, keyTokens);
@@ -274,6 +287,7 @@ public static unsafe class Attention
         public CausalMode Causal;
         public bool* BoolMask;
         public float* FloatMask;
+        public float* Slopes;
         public float* Weights;
         public int TotalQ, TotalK;
     }
@@ -377,6 +391,7 @@ public static unsafe class Attention
                     if (a.Causal != CausalMode.None && j0 + cols - 1 > r0 + causalShift)
                         CausalPass<TOps, TVec>(st, cols, j0, r0 + causalShift, iota);
                     if (a.FloatMask != null || a.BoolMask != null) ApplyMasks(a, st, nq, q0 + r0, rows, k0 + j0, cols);
+                    if (a.Slopes != null && a.Slopes[h] != 0f) DistancePass(st, nq, rows, r0, cols, j0, a.Slopes[h]);
 
                     // normalise
                     if (a.Norm == Normalizer.Softmax) SoftmaxPass<TOps, TVec>(st, cols, mv, lv, cv, first, ot, rows, dvPad);
@@ -602,6 +617,17 @@ public static unsafe class Attention
                 bool* bm = a.BoolMask + g;
                 for (int j = 0; j < cols; j++) if (!bm[j]) st[j * nq + r] = float.NegativeInfinity;
             }
+        }
+    }
+
+    /// <summary>Adds −slope·|i − j| to an Sᵀ tile (query i = i0 + r, key j = j0 + c, positions within the sequence).</summary>
+    private static void DistancePass(float* st, int nq, int rows, int i0, int cols, int j0, float slope)
+    {
+        for (int c = 0; c < cols; c++)
+        {
+            float* row = st + c * nq;
+            int j = j0 + c;
+            for (int r = 0; r < rows; r++) row[r] += -(slope * Math.Abs(i0 + r - j));
         }
     }
 

@@ -20,6 +20,8 @@ public sealed record AttentionSettings
     public CausalMode Causal { get; init; }
     /// <summary>Additive score weights <c>[heads, headDim]</c> when <see cref="Score"/> is additive.</summary>
     public float[]? AdditiveWeights { get; init; }
+    /// <summary>Distance bias per head: −slope·|i − j| added to the scores (ALiBi-style, symmetric); null = none.</summary>
+    public float[]? DistanceSlopes { get; init; }
 }
 
 /// <summary>
@@ -131,6 +133,8 @@ public sealed class MultiHeadAttention : IBlock, IDisposable
         if (dModel % heads != 0) ThrowHelper.Argument(nameof(heads), $"'heads' = {heads} must divide dModel = {dModel}.");
         if (settings?.Score == ScoreKind.Additive && settings.AdditiveWeights?.Length != dModel)
             ThrowHelper.Argument(nameof(settings), $"additive scores need AdditiveWeights of heads*headDim = {dModel} elements.");
+        if (settings?.DistanceSlopes is { } sl && (sl.Length != heads || sl.Any(x => !float.IsFinite(x))))
+            ThrowHelper.Argument(nameof(settings), $"DistanceSlopes needs one finite slope per head ({heads}); it has {sl.Length}.");
         if (rope != null && rope.HeadDim != dModel / heads) ThrowHelper.Argument(nameof(rope), $"RoPE head width {rope.HeadDim} differs from headDim {dModel / heads}.");
     }
 
@@ -253,7 +257,7 @@ public sealed class MultiHeadAttention : IBlock, IDisposable
     {
         Heads = Heads, HeadDim = HeadDim, Score = _settings.Score, Scale = _settings.Scale, SoftCap = _settings.SoftCap,
         Normalizer = _settings.Normalizer, SigmoidBias = _settings.SigmoidBias, Causal = _settings.Causal,
-        AdditiveWeights = _settings.AdditiveWeights,
+        AdditiveWeights = _settings.AdditiveWeights, DistanceSlopes = _settings.DistanceSlopes,
         SequenceLengths = queryLengths.Length > 1 || !keyLengths.IsEmpty ? queryLengths : default,
         KeySequenceLengths = keyLengths, KeyValidLengths = keyValid, BoolMask = boolMask, FloatMask = floatMask,
     };

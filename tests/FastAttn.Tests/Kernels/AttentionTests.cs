@@ -102,6 +102,38 @@ public class AttentionTests
             }
     }
 
+    [Theory]
+    [InlineData(Normalizer.Softmax)]
+    [InlineData(Normalizer.Relu)]
+    [InlineData(Normalizer.Sigmoid)]
+    public void DistanceSlopes_MatchReference(Normalizer norm)
+    {
+        int seed = 11;
+        foreach (var c in Enum.GetValues<Config>())
+            foreach (var m in new[] { MaskKind.None, MaskKind.CausalTopLeft, MaskKind.KeyPadding, MaskKind.Float })
+                foreach (var (t, d) in new[] { (1, 8), (7, 63), (20, 24), (65, 16), (130, 8) })
+                {
+                    var a = Make(c, t, d, ScoreKind.Dot, norm, m, seed++);
+                    // one strong, one mild, one zero (global) and one negative slope, cycled over the heads
+                    float[] pool = [1f, 0.0625f, 0f, -0.01f];
+                    a.Slopes = Enumerable.Range(0, a.Heads).Select(h => pool[h % pool.Length]).ToArray();
+                    AssertMatches(a, a.Run(), $"slopes {c}/{m}/{norm} T={t} d={d}");
+                }
+    }
+
+    [Fact]
+    public void DistanceSlopes_Validated()
+    {
+        var a = Make(Config.Self, 7, 8, ScoreKind.Dot, Normalizer.Softmax, MaskKind.None, 1);
+        var outp = new float[a.TotalQ * a.Heads * a.Dv];
+        var scratch = new float[Attention.ScratchSize(a.Options(), a.TotalK)];
+        a.Slopes = [1f];
+        Assert.Throws<ArgumentException>(() => { var o = a.Options(); Attention.Forward(a.Q, a.TotalQ, a.K, a.V, a.TotalK, outp, scratch, o); });
+        a.Slopes = [1f, float.NaN];
+        Assert.Throws<ArgumentException>(() => { var o = a.Options(); Attention.Forward(a.Q, a.TotalQ, a.K, a.V, a.TotalK, outp, scratch, o); });
+        Assert.All(outp, x => Assert.Equal(0f, x));
+    }
+
     [Fact]
     public void ScaleSoftCapAndSigmoidBias_Options()
     {
