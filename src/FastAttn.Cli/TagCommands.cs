@@ -87,9 +87,9 @@ public static class TagCommands
     public static readonly string[] DemoSentences =
     [
         "I saw a saw.",
-        "They can fish, but we can not can fish.",
         "Please book a room and bring a book.",
-        "The old man the boats.",
+        "They refuse to permit us to obtain the refuse permit.",
+        "Time flies like an arrow.",
     ];
 
     /// <summary><c>fastattn demo</c>: the tutorial's story in a few lines.</summary>
@@ -112,7 +112,8 @@ public static class TagCommands
             output.WriteLine();
             output.WriteLine(Row("", i => a[i].Word));
             output.WriteLine(Row("FC-only", i => a[i].Tag));
-            output.WriteLine(Row("self-attention", i => b[i].Tag == a[i].Tag ? b[i].Tag : b[i].Tag));
+            output.WriteLine(Row("self-attention", i => b[i].Tag));
+            if (a.Where((t, i) => t.Tag != b[i].Tag).Any()) output.WriteLine(Row("", i => a[i].Tag != b[i].Tag ? "^" : ""));
         }
         output.WriteLine();
         string Acc(PosTagModel m) => m.Metadata.TryGetValue("test_accuracy", out var v) && double.TryParse(v, System.Globalization.CultureInfo.InvariantCulture, out var x) ? $"{x * 100:F2} %" : "n/a";

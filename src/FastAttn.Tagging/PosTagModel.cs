@@ -167,7 +167,7 @@ public sealed class PosTagger : IDisposable
         int n = EnglishTokenizer.Count(text);
         if (tokens.Length < n) throw new ArgumentException($"the text has {n} tokens; 'tokens' has room for {tokens.Length}.", nameof(tokens));
         if (tags.Length < n) throw new ArgumentException($"the text has {n} tokens; 'tags' has room for {tags.Length}.", nameof(tags));
-        EnglishTokenizer.Tokenize(text, tokens);
+        EnglishTokenizer.Fill(text, tokens);
         TagTokens(text, tokens[..n], tags);
         return n;
     }

@@ -23,6 +23,12 @@ public static class EnglishTokenizer
     {
         int n = Count(text);
         if (n > tokens.Length) throw new ArgumentException($"the text has {n} tokens; 'tokens' has room for {tokens.Length}.", nameof(tokens));
+        return Fill(text, tokens);
+    }
+
+    /// <summary>Writes the tokens; the caller has checked that they fit.</summary>
+    internal static int Fill(ReadOnlySpan<char> text, Span<Range> tokens)
+    {
         var sink = new Sink(tokens);
         Run(text, ref sink);
         return sink.Count;

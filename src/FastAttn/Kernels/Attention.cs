@@ -391,7 +391,7 @@ public static unsafe class Attention
                     if (a.Causal != CausalMode.None && j0 + cols - 1 > r0 + causalShift)
                         CausalPass<TOps, TVec>(st, cols, j0, r0 + causalShift, iota);
                     if (a.FloatMask != null || a.BoolMask != null) ApplyMasks(a, st, nq, q0 + r0, rows, k0 + j0, cols);
-                    if (a.Slopes != null && a.Slopes[h] != 0f) DistancePass(st, nq, rows, r0, cols, j0, a.Slopes[h]);
+                    if (a.Slopes != null && a.Slopes[h] != 0f) DistancePass<TOps, TVec>(st, cols, j0, r0, iota, a.Slopes[h]);
 
                     // normalise
                     if (a.Norm == Normalizer.Softmax) SoftmaxPass<TOps, TVec>(st, cols, mv, lv, cv, first, ot, rows, dvPad);
@@ -620,14 +620,23 @@ public static unsafe class Attention
         }
     }
 
-    /// <summary>Adds −slope·|i − j| to an Sᵀ tile (query i = i0 + r, key j = j0 + c, positions within the sequence).</summary>
-    private static void DistancePass(float* st, int nq, int rows, int i0, int cols, int j0, float slope)
+    /// <summary>
+    /// Subtracts slope·|i − j| from an Sᵀ tile (query i = i0 + lane, key j = j0 + row, positions within the sequence);
+    /// padding lanes get finite values that are never written out.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void DistancePass<TOps, TVec>(float* st, int cols, int j0, int i0, float* iota, float slope) where TOps : ISimd<TVec> where TVec : struct
     {
+        int w = TOps.Width, nq = 2 * w;
+        TVec q0v = TOps.Add(TOps.Load(iota), TOps.Broadcast(i0));
+        TVec q1v = TOps.Add(TOps.Load(iota + w), TOps.Broadcast(i0));
+        TVec sv = TOps.Broadcast(slope);
         for (int c = 0; c < cols; c++)
         {
-            float* row = st + c * nq;
-            int j = j0 + c;
-            for (int r = 0; r < rows; r++) row[r] += -(slope * Math.Abs(i0 + r - j));
+            TVec jj = TOps.Broadcast(j0 + c);
+            float* sr = st + c * nq;
+            TOps.Store(TOps.Sub(TOps.Load(sr), TOps.Mul(sv, TOps.Abs(TOps.Sub(q0v, jj)))), sr);
+            TOps.Store(TOps.Sub(TOps.Load(sr + w), TOps.Mul(sv, TOps.Abs(TOps.Sub(q1v, jj)))), sr + w);
         }
     }
 

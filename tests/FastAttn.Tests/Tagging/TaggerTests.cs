@@ -112,7 +112,7 @@ public class TaggerTests
             }
             for (int j = 0; j < d; j++) x[i * d + j] += pos[i * d + j];
         }
-        for (int l = 0; l < c.Layers; l++) x = RefLayer(file, $"encoder.layers.{l}.", x, n, d, c.Heads, c.FfDim, c.Eps);
+        for (int l = 0; l < c.Layers; l++) x = RefLayer(file, $"encoder.layers.{l}.", x, n, d, c.Heads, c.FfDim, c.Eps, c.DistanceSlopes);
         var expect = Lin(x, n, file.ReadFloat32("classifier.weight"), file.ReadFloat32("classifier.bias"), classes, d);
         var got = new float[n * classes];
         t.Logits(words, got);
@@ -148,8 +148,8 @@ public class TaggerTests
         return y;
     }
 
-    // post-norm nn.TransformerEncoderLayer with ReLU
-    private static double[] RefLayer(SafeTensorsFile f, string p, double[] x, int n, int d, int heads, int ff, double eps)
+    // post-norm nn.TransformerEncoderLayer with ReLU, plus the per-head distance bias −slope·|i − j| when the model has one
+    private static double[] RefLayer(SafeTensorsFile f, string p, double[] x, int n, int d, int heads, int ff, double eps, float[]? slopes)
     {
         var qkv = Lin(x, n, f.ReadFloat32(p + "self_attn.in_proj_weight"), f.ReadFloat32(p + "self_attn.in_proj_bias"), 3 * d, d);
         int hd = d / heads;
@@ -162,7 +162,7 @@ public class TaggerTests
                 {
                     double dot = 0;
                     for (int k = 0; k < hd; k++) dot += qkv[i * 3 * d + h * hd + k] * qkv[j * 3 * d + d + h * hd + k];
-                    s[j] = dot / Math.Sqrt(hd);
+                    s[j] = dot / Math.Sqrt(hd) - (slopes?[h] ?? 0) * Math.Abs(i - j);
                 }
                 double mx = s.Max(), sum = 0;
                 for (int j = 0; j < n; j++) { s[j] = Math.Exp(s[j] - mx); sum += s[j]; }
