@@ -141,6 +141,8 @@ public sealed class PosTagger : IDisposable
     private readonly int[] _ids;
     private readonly float[] _x, _logits;
     private readonly int _d, _classes;
+    private Range[] _tokenBuf = new Range[64];  // reused by Tag(string); grown when a text has more tokens
+    private int[] _tagBuf = new int[64];
     /// <summary>Tokens per forward pass.</summary>
     public int Window { get; }
     /// <summary>The model.</summary>
@@ -220,8 +222,9 @@ public sealed class PosTagger : IDisposable
     {
         ArgumentNullException.ThrowIfNull(text);
         int n = EnglishTokenizer.Count(text);
-        var tokens = new Range[n];
-        var tags = new int[n];
+        if (_tokenBuf.Length < n) { _tokenBuf = new Range[Math.Max(n, 2 * _tokenBuf.Length)]; _tagBuf = new int[_tokenBuf.Length]; }
+        var tokens = _tokenBuf;
+        var tags = _tagBuf;
         Tag(text, tokens, tags);
         var result = new TaggedToken[n];
         for (int i = 0; i < n; i++) result[i] = new TaggedToken(text[tokens[i]], _model.Tags[tags[i]], tokens[i]);

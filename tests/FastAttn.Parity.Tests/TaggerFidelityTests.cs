@@ -98,3 +98,72 @@ public class TaggerFidelityTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.Equal(0, tagDiffs);
     }
 }
+
+/// <summary>The tagging commands of the CLI, run in-process on the bundled models.</summary>
+public class TagCommandTests
+{
+    private static string Models => Path.GetDirectoryName(TaggerFidelityTests.ModelPath("attention"))!;
+
+    [Fact]
+    public void TagPrintsWordSlashTag()
+    {
+        var o = new StringWriter();
+        Assert.Equal(0, Cli.TagCommands.Tag("I saw a saw.", null, "attention", Models, o, TextWriter.Null));
+        Assert.Equal("I/PRON saw/VERB a/DET saw/NOUN ./PUNCT", o.ToString().Trim());
+    }
+
+    [Fact]
+    public void TagFileTagsEachLineAndKeepsBlankLines()
+    {
+        string f = Path.GetTempFileName();
+        try
+        {
+            File.WriteAllLines(f, ["I saw a saw.", "", "Don't go."]);
+            var o = new StringWriter();
+            Assert.Equal(0, Cli.TagCommands.Tag(null, f, "attention", Models, o, TextWriter.Null));
+            var lines = o.ToString().Split('\n').Select(l => l.TrimEnd('\r')).ToArray();
+            Assert.Equal("I/PRON saw/VERB a/DET saw/NOUN ./PUNCT", lines[0]);
+            Assert.Equal("", lines[1]);
+            Assert.StartsWith("Do/AUX n't/PART go/VERB", lines[2]);
+        }
+        finally { File.Delete(f); }
+    }
+
+    [Fact]
+    public void BadArgumentsGiveAnErrorCode()
+    {
+        var err = new StringWriter();
+        Assert.Equal(2, Cli.TagCommands.Tag(null, null, "attention", Models, TextWriter.Null, err));
+        Assert.Equal(1, Cli.TagCommands.Tag("x", null, "/nonexistent/model.safetensors", Models, TextWriter.Null, err));
+        Assert.Equal(1, Cli.TagCommands.Eval("/nonexistent.conllu", Models, TextWriter.Null, err));
+    }
+
+    [Fact]
+    public void EvalPrintsBothAccuracies()
+    {
+        string f = Path.GetTempFileName();
+        try
+        {
+            File.WriteAllText(f, "# text = I saw a saw.\n1\tI\tI\tPRON\tPRP\t_\t2\tnsubj\t_\t_\n2\tsaw\tsee\tVERB\tVBD\t_\t0\troot\t_\t_\n"
+                + "3\ta\ta\tDET\tDT\t_\t4\tdet\t_\t_\n4\tsaw\tsaw\tNOUN\tNN\t_\t2\tobj\t_\t_\n5\t.\t.\tPUNCT\t.\t_\t2\tpunct\t_\t_\n\n");
+            var o = new StringWriter();
+            Assert.Equal(0, Cli.TagCommands.Eval(f, Models, o, TextWriter.Null));
+            string s = o.ToString();
+            Assert.Contains("FC-only          UPOS accuracy 80.00 %", s);       // the second "saw" is wrong
+            Assert.Contains("self-attention   UPOS accuracy 100.00 %", s);
+        }
+        finally { File.Delete(f); }
+    }
+
+    [Fact]
+    public void DemoTellsTheStory()
+    {
+        var o = new StringWriter();
+        Assert.Equal(0, Cli.TagCommands.Demo(Models, o, TextWriter.Null));
+        string s = o.ToString();
+        Assert.Contains("self-attention PRON VERB DET NOUN PUNCT", s);
+        Assert.Contains("FC-only        PRON VERB DET VERB PUNCT", s);
+        Assert.Contains("EWT test-set UPOS accuracy", s);
+        Assert.Contains("µs", s);
+    }
+}

@@ -52,6 +52,23 @@ public class TaggerTests
     }
 
     [Fact]
+    public void TagStringAllocatesOnlyItsResult()
+    {
+        using var m = PosTagModel.Load(ModelPath("attention"));
+        using var t = m.CreateTagger();
+        const string text = "The committee said on Monday that it wouldn't approve the new budget until the mayor explains the cuts.";
+        var expected = t.Tag(text);
+        // what the result itself costs: the array and one string per token
+        long resultBytes = Reference.SteadyStateAllocations(() =>
+        {
+            var r = new TaggedToken[expected.Length];
+            for (int i = 0; i < r.Length; i++) r[i] = new TaggedToken(text[expected[i].Span], expected[i].Tag, expected[i].Span);
+        });
+        Assert.True(resultBytes > 0);
+        Assert.Equal(resultBytes, Reference.SteadyStateAllocations(() => t.Tag(text)));
+    }
+
+    [Fact]
     public void FcWindowsDoNotChangeTags()
     {
         // the FC model looks at one word at a time, so tagging in windows of 7 must equal one pass
