@@ -1,4 +1,3 @@
-using System.Numerics.Tensors;
 using System.Text.Json;
 using FastAttn.Composition;
 using FastAttn.IO;
@@ -21,14 +20,14 @@ public sealed record TaggerConfig(string Kind, int DModel, int Heads, int Layers
     float[]? DistanceSlopes = null);
 
 /// <summary>
-/// A part-of-speech tagger trained in PyTorch (see <c>samples/PosTagger.Training</c>) and loaded from safetensors:
-/// per-word feature embeddings summed, then a FastAttn <see cref="Stack"/> — learned/sinusoidal positions, encoder
-/// blocks and a classifier for the attention model, or fully connected ReLU layers and a classifier for the FC model.
+/// A part-of-speech tagger trained in PyTorch (see <c>samples/PosTagger.Training</c>) and loaded from safetensors, as
+/// one FastAttn <see cref="Stack"/>: the per-word feature embeddings summed (<see cref="EmbeddingSum"/>), then the
+/// position table, the encoder blocks and a classifier for the attention model, or fully connected ReLU layers and a
+/// classifier for the FC model.
 /// Immutable and shareable; tag with a <see cref="PosTagger"/> from <see cref="CreateTagger"/> (one per thread).
 /// </summary>
 public sealed class PosTagModel : IDisposable
 {
-    private readonly float[][] _tables;
     /// <summary>The architecture.</summary>
     public TaggerConfig Config { get; }
     /// <summary>Class names in logit order.</summary>
@@ -43,11 +42,11 @@ public sealed class PosTagModel : IDisposable
     public int MaxSequence => Config.Kind == "attention" ? Config.MaxPositions : 4096;
 
     /// <summary>Embedding table of feature <paramref name="feature"/>, <c>[rows, DModel]</c>.</summary>
-    public ReadOnlySpan<float> Table(int feature) => _tables[feature];
+    public ReadOnlySpan<float> Table(int feature) => ((EmbeddingSum)Stack.Blocks[0]).Table(feature);
 
-    private PosTagModel(TaggerConfig config, string[] tags, FeatureVocabulary vocab, float[][] tables, Stack stack, IReadOnlyDictionary<string, string> meta)
+    private PosTagModel(TaggerConfig config, string[] tags, FeatureVocabulary vocab, Stack stack, IReadOnlyDictionary<string, string> meta)
     {
-        Config = config; Tags = tags; Vocabulary = vocab; _tables = tables; Stack = stack; Metadata = meta;
+        Config = config; Tags = tags; Vocabulary = vocab; Stack = stack; Metadata = meta;
     }
 
     /// <summary>Loads a tagger written by the training sample.</summary>
@@ -75,7 +74,7 @@ public sealed class PosTagModel : IDisposable
             Expect(file, name, vocab.Size(f), d);
             tables[f] = file.ReadFloat32(name);
         }
-        var blocks = new List<IBlock>();
+        var blocks = new List<IBlock> { new EmbeddingSum(tables, d) };
         if (cfg.Kind == "attention")
         {
             Expect(file, "positions", cfg.MaxPositions, d);
@@ -96,7 +95,7 @@ public sealed class PosTagModel : IDisposable
         Expect(file, "classifier.weight", tags.Length, cfg.Kind == "attention" ? d : cfg.Hidden);
         blocks.Add(new LinearBlock(TorchModels.LoadLinear(file, "classifier")));
         var meta = new Dictionary<string, string>(file.Metadata.Where(kv => !kv.Key.StartsWith("fastattn.", StringComparison.Ordinal)));
-        return new PosTagModel(cfg, tags, vocab, tables, new Stack([.. blocks]), meta);
+        return new PosTagModel(cfg, tags, vocab, new Stack([.. blocks]), meta);
     }
 
     private static void Check(string path, TaggerConfig c)
@@ -139,7 +138,7 @@ public sealed class PosTagger : IDisposable
     private readonly PosTagModel _model;
     private readonly Session _session;
     private readonly int[] _ids;
-    private readonly float[] _x, _logits;
+    private readonly float[] _x, _logits; // _x: the ids as floats, the stack's input
     private readonly int _d, _classes;
     private Range[] _tokenBuf = new Range[64];  // reused by Tag(string); grown when a text has more tokens
     private int[] _tagBuf = new int[64];
@@ -157,7 +156,7 @@ public sealed class PosTagger : IDisposable
         _d = model.Config.DModel;
         _classes = model.Tags.Count;
         _ids = new int[Window * F];
-        _x = new float[Window * _d];
+        _x = new float[Window * F];
         _logits = new float[Window * _classes];
         _session = model.Stack.CreateSession(Window, threads);
     }
@@ -233,14 +232,8 @@ public sealed class PosTagger : IDisposable
 
     private void RunWindow(int n)
     {
-        int d = _d;
-        for (int i = 0; i < n; i++)
-        {
-            var dst = _x.AsSpan(i * d, d);
-            _model.Table(0).Slice(_ids[i * F] * d, d).CopyTo(dst);
-            for (int f = 1; f < F; f++) TensorPrimitives.Add(dst, _model.Table(f).Slice(_ids[i * F + f] * d, d), dst);
-        }
-        _session.Run(_x.AsSpan(0, n * d), _logits.AsSpan(0, n * _classes));
+        for (int i = 0; i < n * F; i++) _x[i] = _ids[i];
+        _session.Run(_x.AsSpan(0, n * F), _logits.AsSpan(0, n * _classes));
     }
 
     private void Argmax(int n, Span<int> tags)
