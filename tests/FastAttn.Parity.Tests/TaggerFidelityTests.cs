@@ -82,7 +82,7 @@ public class TaggerFidelityTests(Xunit.Abstractions.ITestOutputHelper output)
             var expect = net.call(tensor(ids, [s.Length, 1, F]), null).contiguous().data<float>().ToArray();
             double maxRef = 0, maxDiff = 0;
             for (int i = 0; i < got.Length; i++) { maxRef = Math.Max(maxRef, Math.Abs(expect[i])); maxDiff = Math.Max(maxDiff, Math.Abs(got[i] - expect[i])); }
-            if (maxDiff / maxRef > worst) { worst = maxDiff / maxRef; worstAt = $"sentence {words}: max|Δ| {maxDiff:E2}, max|ref| {maxRef:F3}"; }
+            if (maxDiff / maxRef > worst) { worst = maxDiff / maxRef; worstAt = $"sentence {sentences.IndexOf(s)}: max|Δ| {maxDiff:E2}, max|ref| {maxRef:F3}"; }
             sumRel += maxDiff / maxRef;
             for (int i = 0; i < s.Length; i++)
             {
