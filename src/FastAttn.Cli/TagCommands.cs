@@ -68,6 +68,9 @@ public static class TagCommands
             return 1;
         }
         output.WriteLine($"{Path.GetFileName(conllu)}: {data.Count} sentences, {data.Sum(s => s.Words.Length)} words (gold tokenization)");
+        var (compared, exact, precision, recall) = TokenizerAgreement.Measure(data);
+        if (compared > 0)
+            output.WriteLine($"  tokenizer vs the treebank's tokens ({compared} sentences with text): {100.0 * exact / compared:F1} % of sentences identical, token precision {precision * 100:F2} %, recall {recall * 100:F2} %");
         foreach (var kind in new[] { "fc", "attention" })
         {
             using var m = Load(ModelPath(kind, folder), err);

@@ -1,7 +1,7 @@
 namespace FastAttn.Tagging;
 
-/// <summary>One sentence of a treebank: word forms and their UPOS tags.</summary>
-public sealed record TaggedSentence(string[] Words, string[] Tags);
+/// <summary>One sentence of a treebank: word forms, their UPOS tags, and the raw text when the file gives it (<c># text =</c>).</summary>
+public sealed record TaggedSentence(string[] Words, string[] Tags, string? Text = null);
 
 /// <summary>Reads CoNLL-U files (word form in column 2, UPOS in column 4); multiword-token ranges and empty nodes are skipped.</summary>
 public static class ConllU
@@ -14,22 +14,65 @@ public static class ConllU
         var words = new List<string>();
         var tags = new List<string>();
         int lineNo = 0;
+        string? text = null;
         foreach (var line in File.ReadLines(path))
         {
             lineNo++;
             if (line.Length == 0)
             {
-                if (words.Count > 0) { result.Add(new([.. words], [.. tags])); words.Clear(); tags.Clear(); }
+                if (words.Count > 0) { result.Add(new([.. words], [.. tags], text)); words.Clear(); tags.Clear(); }
+                text = null;
                 continue;
             }
-            if (line[0] == '#') continue;
+            if (line[0] == '#')
+            {
+                if (line.StartsWith("# text = ", StringComparison.Ordinal)) text = line[9..];
+                continue;
+            }
             var cols = line.Split('\t');
             if (cols.Length != 10) throw new InvalidDataException($"{path}:{lineNo}: expected 10 tab-separated columns, found {cols.Length}.");
             if (cols[0].Contains('-') || cols[0].Contains('.')) continue; // multiword token range or empty node
             words.Add(cols[1]);
             tags.Add(cols[3]);
         }
-        if (words.Count > 0) result.Add(new([.. words], [.. tags]));
+        if (words.Count > 0) result.Add(new([.. words], [.. tags], text));
         return result;
+    }
+}
+
+/// <summary>How closely <see cref="EnglishTokenizer"/> reproduces a treebank's tokens from its raw sentence texts.</summary>
+public static class TokenizerAgreement
+{
+    /// <summary>
+    /// Sentences compared (those whose gold words can be found in order in their text), sentences tokenized exactly
+    /// like the treebank, and token precision/recall (a token counts when its character span matches a gold one).
+    /// </summary>
+    public static (int Sentences, int Exact, double Precision, double Recall) Measure(IEnumerable<TaggedSentence> sentences)
+    {
+        int n = 0, exact = 0;
+        long tp = 0, predicted = 0, gold = 0;
+        foreach (var s in sentences)
+        {
+            if (s.Text is null) continue;
+            var goldSpans = new HashSet<(int, int)>();
+            int pos = 0;
+            bool aligned = true;
+            foreach (var w in s.Words)
+            {
+                int at = s.Text.IndexOf(w, pos, StringComparison.Ordinal);
+                if (at < 0 || s.Text.AsSpan(pos, at - pos).Trim().Length > 0) { aligned = false; break; }
+                goldSpans.Add((at, at + w.Length));
+                pos = at + w.Length;
+            }
+            if (!aligned) continue;
+            var ranges = new Range[EnglishTokenizer.Count(s.Text)];
+            EnglishTokenizer.Tokenize(s.Text, ranges);
+            int hit = 0;
+            foreach (var r in ranges) if (goldSpans.Contains((r.Start.Value, r.End.Value))) hit++;
+            n++;
+            tp += hit; predicted += ranges.Length; gold += goldSpans.Count;
+            if (hit == ranges.Length && hit == goldSpans.Count) exact++;
+        }
+        return (n, exact, predicted == 0 ? 0 : (double)tp / predicted, gold == 0 ? 0 : (double)tp / gold);
     }
 }

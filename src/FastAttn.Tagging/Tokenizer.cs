@@ -74,17 +74,24 @@ public static class EnglishTokenizer
 
     private static bool IsApostrophe(char c) => c is '\'' or '’';
 
+    private static readonly string[] Emoticons = [":)", ":-)", ":(", ":-(", ";)", ";-)", ":D", ":-D", ":P", ":p", ":/", "=)", ":'(", "<3", "^_^"];
+
     // One whitespace-delimited chunk [s, e).
     private static void Chunk(ReadOnlySpan<char> text, int s, int e, ref Sink sink)
     {
+        foreach (var emo in Emoticons)
+            if (text[s..e].Equals(emo, StringComparison.Ordinal)) { sink.Add(s, e); return; }
         // leading punctuation (but an apostrophe that starts a clitic such as "'s" stays)
         while (s < e && Opening.Contains(text[s]))
         {
             if (IsApostrophe(text[s]) && IsClitic(text[(s + 1)..TrimClosing(text, s + 1, e)])) break;
-            if (text[s] == '`' && s + 1 < e && text[s + 1] == '`') { sink.Add(s, s + 2); s += 2; continue; }
             if (text[s] == '<' && LooksLikeUrl(text[s..e])) break;
-            sink.Add(s, s + 1);
-            s++;
+            // a run of the same mark ("``", "<<", "$$$") is one token
+            int run = s + 1;
+            while (run < e && text[run] == text[s]) run++;
+            if (run == e && run - s > 1) break; // the whole chunk is the run: handled as a word below
+            sink.Add(s, run);
+            s = run;
         }
         if (s >= e) return;
         // trailing punctuation, collected right to left
@@ -110,8 +117,9 @@ public static class EnglishTokenizer
             }
             if (Closing.Contains(c))
             {
-                if (e - 1 == s) break;
-                trail[nt++] = new Range(e - 1, e); e--; continue;
+                while (r > s && text[r - 1] == c) r--;   // a run of the same mark (">>", "''") is one token
+                if (r == s) break;
+                trail[nt++] = new Range(r, e); e = r; continue;
             }
             break;
         }
@@ -183,7 +191,7 @@ public static class EnglishTokenizer
             if (c is '-' or '/' or '(' or ')' or '[' or ']' or '"' or ';' or '!' or '?' || (c == ',' && !(i > s && i + 1 < e && char.IsDigit(text[i - 1]) && char.IsDigit(text[i + 1]))))
             {
                 int r = i;
-                while (r + 1 < e && text[r + 1] == c && c is '-') r++;
+                while (r + 1 < e && text[r + 1] == c) r++;   // "--", "!!", "??" stay whole
                 sink.Add(start, i);
                 sink.Add(i, r + 1);
                 start = r + 1;
@@ -213,7 +221,7 @@ public static class EnglishTokenizer
 
     private static readonly string[] Abbreviations =
     [
-        "mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "inc", "ltd", "co", "corp", "vs", "etc", "no", "mt", "ft", "gov", "gen",
+        "mr", "mrs", "ms", "dr", "prof", "capt", "st", "jr", "sr", "inc", "ltd", "co", "corp", "vs", "etc", "no", "mt", "ft", "gov", "gen",
         "sen", "rep", "rev", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "approx", "dept", "est",
     ];
 

@@ -21,10 +21,30 @@ public class TokenizerTests
     [InlineData("x", "x")]
     [InlineData("...", "...")]
     [InlineData("'s", "'s")]
+    [InlineData("Great :) see you >> now <<here>> for $$$", "Great|:)|see|you|>>|now|<<|here|>>|for|$$$")]
+    [InlineData("Capt. Kirk -- wow!!! ok", "Capt.|Kirk|--|wow|!!!|ok")]
     public void SplitsLikeUniversalDependencies(string text, string expected)
     {
         Assert.Equal(expected.Split('|'), EnglishTokenizer.Tokenize(text));
         Assert.Equal(expected.Split('|').Length, EnglishTokenizer.Count(text));
+    }
+
+    [Fact]
+    public void AgreementWithTreebankTokens()
+    {
+        TaggedSentence[] data =
+        [
+            new(["Do", "n't", "go", "."], ["AUX", "PART", "VERB", "PUNCT"], "Don't go."),            // identical
+            new(["its", "fine"], ["PRON", "ADJ"], "its fine"),                                   // identical
+            new(["it", "s", "fine"], ["PRON", "AUX", "ADJ"], "its fine"),                        // gold splits a typo
+            new(["no", "text"], ["DET", "NOUN"]),                                                // skipped: no text
+            new(["mismatch"], ["NOUN"], "something else"),                                       // skipped: cannot align
+        ];
+        var (n, exact, p, r) = TokenizerAgreement.Measure(data);
+        Assert.Equal(3, n);
+        Assert.Equal(2, exact);
+        Assert.Equal(7.0 / 8, p, 12);   // 8 predicted tokens, 7 match a gold span (the third sentence's "its" does not)
+        Assert.Equal(7.0 / 9, r, 12);   // 9 gold tokens
     }
 
     [Fact]
