@@ -37,13 +37,7 @@ public class TaggerBenchmarks
         _tagger = _model.CreateTagger();
         _words = EnglishTokenizer.Tokenize(Sentence);
         if (_words.Length != 20) throw new InvalidOperationException($"the benchmark sentence has {_words.Length} tokens, not 20");
-        using (var file = SafeTensorsFile.Open(path))
-        {
-            _net = new TaggerNet(_model.Config, _model.Vocabulary, _model.Config.Kind == "attention" ? file.ReadFloat32("positions") : null, 0, 1);
-            using (no_grad())
-                foreach (var (name, p) in _net.state_dict()) p.copy_(tensor(file.ReadFloat32(name), p.shape));
-        }
-        _net.eval();
+        _net = TaggerNet.Load(path, _model);
         int F = FeatureVocabulary.Count;
         var ids = new long[_words.Length * F];
         var row = new int[F];

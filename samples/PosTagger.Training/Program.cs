@@ -212,16 +212,13 @@ List<(Tensor, Tensor, Tensor)> Batches(List<TaggedSentence> data, int maxTokens,
     return result;
 }
 
+// FastAttn's own sinusoidal table (PositionalEncoding added to zeros), so training and serving share one formula
 static float[] Sinusoid(int positions, int width)
 {
-    var t = new float[positions * width];
-    for (int p = 0; p < positions; p++)
-        for (int i = 0; i < width; i++)
-        {
-            double angle = p / Math.Pow(10000, 2 * (i / 2) / (double)width);
-            t[p * width + i] = (float)(i % 2 == 0 ? Math.Sin(angle) : Math.Cos(angle));
-        }
-    return t;
+    var table = new float[positions * width];
+    FastAttn.Layers.PositionalEncoding.Sinusoidal(positions, width)
+        .Forward(new float[positions * width], table, new FastAttn.Composition.Batch(positions), default);
+    return table;
 }
 
 string? Arg(string name)

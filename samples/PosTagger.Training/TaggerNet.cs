@@ -53,6 +53,19 @@ public sealed class TaggerNet : nn.Module<Tensor, Tensor?, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>The model in a file written by this trainer, in eval mode, its weights copied from the file (for the parity test and the benchmark).</summary>
+    public static TaggerNet Load(string path, PosTagModel model)
+    {
+        using var file = FastAttn.IO.SafeTensorsFile.Open(path);
+        float[]? positions = model.Config.Kind == "attention" ? file.ReadFloat32("positions") : null;
+        var net = new TaggerNet(model.Config, model.Vocabulary, positions, 0.0, 1.0);
+        using (no_grad())
+            foreach (var (name, p) in net.state_dict())
+                p.copy_(tensor(file.ReadFloat32(name), p.shape));
+        net.eval();
+        return net;
+    }
+
     /// <summary>ids [T, B, F] (int64), padding [B, T] (true = pad) → logits [T, B, tags].</summary>
     public override Tensor forward(Tensor ids, Tensor? padding)
     {

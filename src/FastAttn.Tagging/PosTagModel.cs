@@ -41,9 +41,6 @@ public sealed class PosTagModel : IDisposable
     /// <summary>Longest run of tokens tagged in one pass (the position table for the attention model).</summary>
     public int MaxSequence => Config.Kind == "attention" ? Config.MaxPositions : 4096;
 
-    /// <summary>Embedding table of feature <paramref name="feature"/>, <c>[rows, DModel]</c>.</summary>
-    public ReadOnlySpan<float> Table(int feature) => ((EmbeddingSum)Stack.Blocks[0]).Table(feature);
-
     private PosTagModel(TaggerConfig config, string[] tags, FeatureVocabulary vocab, Stack stack, IReadOnlyDictionary<string, string> meta)
     {
         Config = config; Tags = tags; Vocabulary = vocab; Stack = stack; Metadata = meta;
@@ -137,9 +134,8 @@ public sealed class PosTagger : IDisposable
     private const int F = FeatureVocabulary.Count;
     private readonly PosTagModel _model;
     private readonly Session _session;
-    private readonly int[] _ids;
-    private readonly float[] _x, _logits; // _x: the ids as floats, the stack's input
-    private readonly int _d, _classes;
+    private readonly float[] _x, _logits; // _x: the feature ids as floats, the stack's input
+    private readonly int _classes;
     private Range[] _tokenBuf = new Range[64];  // reused by Tag(string); grown when a text has more tokens
     private int[] _tagBuf = new int[64];
     /// <summary>Tokens per forward pass.</summary>
@@ -153,9 +149,7 @@ public sealed class PosTagger : IDisposable
         if (maxTokens < 1) throw new ArgumentOutOfRangeException(nameof(maxTokens), maxTokens, "'maxTokens' must be at least 1.");
         _model = model;
         Window = Math.Min(maxTokens, model.MaxSequence);
-        _d = model.Config.DModel;
         _classes = model.Tags.Count;
-        _ids = new int[Window * F];
         _x = new float[Window * F];
         _logits = new float[Window * _classes];
         _session = model.Stack.CreateSession(Window, threads);
@@ -177,15 +171,11 @@ public sealed class PosTagger : IDisposable
     public void TagTokens(ReadOnlySpan<char> text, ReadOnlySpan<Range> tokens, Span<int> tags)
     {
         if (tags.Length < tokens.Length) throw new ArgumentException($"'tags' has {tags.Length} elements; there are {tokens.Length} tokens.", nameof(tags));
-        foreach (var r in tokens)
-        {
-            var (o, l) = r.GetOffsetAndLength(text.Length); // throws ArgumentOutOfRangeException for a range outside the text
-            _ = o + l;
-        }
+        foreach (var r in tokens) r.GetOffsetAndLength(text.Length); // throws ArgumentOutOfRangeException for a range outside the text
         for (int w0 = 0; w0 < tokens.Length; w0 += Window)
         {
             int n = Math.Min(Window, tokens.Length - w0);
-            for (int i = 0; i < n; i++) _model.Vocabulary.Extract(text[tokens[w0 + i]], _ids.AsSpan(i * F, F));
+            for (int i = 0; i < n; i++) Featurize(text[tokens[w0 + i]], i);
             RunWindow(n);
             Argmax(n, tags.Slice(w0, n));
         }
@@ -199,7 +189,7 @@ public sealed class PosTagger : IDisposable
         for (int w0 = 0; w0 < words.Length; w0 += Window)
         {
             int n = Math.Min(Window, words.Length - w0);
-            for (int i = 0; i < n; i++) _model.Vocabulary.Extract(words[w0 + i], _ids.AsSpan(i * F, F));
+            for (int i = 0; i < n; i++) Featurize(words[w0 + i], i);
             RunWindow(n);
             Argmax(n, tags.Slice(w0, n));
         }
@@ -211,7 +201,7 @@ public sealed class PosTagger : IDisposable
         if (words.Length == 0 || words.Length > Window) throw new ArgumentException($"'words' has {words.Length} words; expected 1..{Window}.", nameof(words));
         if (logits.Length != words.Length * _classes) throw new ArgumentException($"'logits' has {logits.Length} elements; expected words*tags = {words.Length * _classes}.", nameof(logits));
         foreach (var w in words) ArgumentNullException.ThrowIfNull(w, nameof(words));
-        for (int i = 0; i < words.Length; i++) _model.Vocabulary.Extract(words[i], _ids.AsSpan(i * F, F));
+        for (int i = 0; i < words.Length; i++) Featurize(words[i], i);
         RunWindow(words.Length);
         _logits.AsSpan(0, logits.Length).CopyTo(logits);
     }
@@ -230,9 +220,16 @@ public sealed class PosTagger : IDisposable
         return result;
     }
 
+    // token i of the window: its feature ids, written as floats into the stack's input row
+    private void Featurize(ReadOnlySpan<char> word, int i)
+    {
+        Span<int> ids = stackalloc int[F];
+        _model.Vocabulary.Extract(word, ids);
+        for (int f = 0; f < F; f++) _x[i * F + f] = ids[f];
+    }
+
     private void RunWindow(int n)
     {
-        for (int i = 0; i < n * F; i++) _x[i] = _ids[i];
         _session.Run(_x.AsSpan(0, n * F), _logits.AsSpan(0, n * _classes));
     }
 

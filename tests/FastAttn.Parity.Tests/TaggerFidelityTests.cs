@@ -37,19 +37,6 @@ public class TaggerFidelityTests(Xunit.Abstractions.ITestOutputHelper output)
         return null;
     }
 
-    /// <summary>A libtorch copy of the model in <paramref name="path"/>.</summary>
-    public static TaggerNet LoadTorch(string path, PosTagModel model)
-    {
-        using var file = SafeTensorsFile.Open(path);
-        float[]? positions = model.Config.Kind == "attention" ? file.ReadFloat32("positions") : null;
-        var net = new TaggerNet(model.Config, model.Vocabulary, positions, 0.0, 1.0);
-        using (no_grad())
-            foreach (var (name, p) in net.state_dict())
-                p.copy_(tensor(file.ReadFloat32(name), p.shape));
-        net.eval();
-        return net;
-    }
-
     [Theory]
     [InlineData("attention")]
     [InlineData("fc")]
@@ -58,7 +45,7 @@ public class TaggerFidelityTests(Xunit.Abstractions.ITestOutputHelper output)
         string path = ModelPath(kind);
         using var model = PosTagModel.Load(path);
         using var tagger = model.CreateTagger(512);
-        using var net = LoadTorch(path, model);
+        using var net = TaggerNet.Load(path, model);
         string? ewt = TreebankFolder();
         List<string[]> sentences = ewt != null
             ? ConllU.Read(Path.Combine(ewt, "en_ewt-ud-test.conllu")).Select(s => s.Words).ToList()

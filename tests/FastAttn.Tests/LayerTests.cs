@@ -7,7 +7,7 @@ namespace FastAttn.Tests;
 public class LayerTests
 {
     // ---- double-precision references composed by hand from the formulas ----
-    private static double[] Lin(double[] x, int rows, float[] w, float[] b, int outF, int inF)
+    internal static double[] Lin(double[] x, int rows, float[] w, float[] b, int outF, int inF)
     {
         var y = new double[rows * outF];
         for (int r = 0; r < rows; r++)
@@ -20,7 +20,7 @@ public class LayerTests
         return y;
     }
 
-    private static double[] Ln(double[] x, int rows, int n, float[] g, float[] b, double eps)
+    internal static double[] Ln(double[] x, int rows, int n, float[] g, float[] b, double eps)
     {
         var y = new double[x.Length];
         for (int r = 0; r < rows; r++)
@@ -32,7 +32,8 @@ public class LayerTests
         return y;
     }
 
-    private static double[] SelfAttn(double[] qkv, int t, int d, int heads)
+    /// <summary>Softmax self-attention over packed [t, 3d] q|k|v rows; <paramref name="slopes"/> adds −slope_h·|i − j| per head.</summary>
+    internal static double[] SelfAttn(double[] qkv, int t, int d, int heads, float[]? slopes = null)
     {
         int hd = d / heads;
         var o = new double[t * d];
@@ -44,7 +45,7 @@ public class LayerTests
                 {
                     double acc = 0;
                     for (int c = 0; c < hd; c++) acc += qkv[i * 3 * d + h * hd + c] * qkv[j * 3 * d + d + h * hd + c];
-                    s[j] = acc / Math.Sqrt(hd); m = Math.Max(m, s[j]);
+                    s[j] = acc / Math.Sqrt(hd) - (slopes?[h] ?? 0) * Math.Abs(i - j); m = Math.Max(m, s[j]);
                 }
                 double sum = 0; for (int j = 0; j < t; j++) { s[j] = Math.Exp(s[j] - m); sum += s[j]; }
                 for (int c = 0; c < hd; c++)

@@ -1,5 +1,6 @@
 using FastAttn.IO;
 using FastAttn.Tagging;
+using static FastAttn.Tests.LayerTests;
 
 namespace FastAttn.Tests.Tagging;
 
@@ -137,67 +138,19 @@ public class TaggerTests
         for (int i = 0; i < got.Length; i++) Assert.True(Math.Abs(got[i] - expect[i]) <= 2e-5 * scale, $"logit {i}: {got[i]} vs {expect[i]}");
     }
 
-    private static double[] Lin(double[] x, int rows, float[] w, float[] b, int outF, int inF)
-    {
-        var y = new double[rows * outF];
-        for (int r = 0; r < rows; r++)
-            for (int o = 0; o < outF; o++)
-            {
-                double s = b[o];
-                for (int i = 0; i < inF; i++) s += x[r * inF + i] * w[o * inF + i];
-                y[r * outF + o] = s;
-            }
-        return y;
-    }
-
-    private static double[] Norm(double[] x, int rows, int d, float[] g, float[] b, double eps)
-    {
-        var y = new double[x.Length];
-        for (int r = 0; r < rows; r++)
-        {
-            double mean = 0, v = 0;
-            for (int i = 0; i < d; i++) mean += x[r * d + i];
-            mean /= d;
-            for (int i = 0; i < d; i++) v += (x[r * d + i] - mean) * (x[r * d + i] - mean);
-            v /= d;
-            for (int i = 0; i < d; i++) y[r * d + i] = (x[r * d + i] - mean) / Math.Sqrt(v + eps) * g[i] + b[i];
-        }
-        return y;
-    }
-
     // post-norm nn.TransformerEncoderLayer with ReLU, plus the per-head distance bias −slope·|i − j| when the model has one
     private static double[] RefLayer(SafeTensorsFile f, string p, double[] x, int n, int d, int heads, int ff, double eps, float[]? slopes)
     {
         var qkv = Lin(x, n, f.ReadFloat32(p + "self_attn.in_proj_weight"), f.ReadFloat32(p + "self_attn.in_proj_bias"), 3 * d, d);
-        int hd = d / heads;
-        var att = new double[n * d];
-        for (int h = 0; h < heads; h++)
-            for (int i = 0; i < n; i++)
-            {
-                var s = new double[n];
-                for (int j = 0; j < n; j++)
-                {
-                    double dot = 0;
-                    for (int k = 0; k < hd; k++) dot += qkv[i * 3 * d + h * hd + k] * qkv[j * 3 * d + d + h * hd + k];
-                    s[j] = dot / Math.Sqrt(hd) - (slopes?[h] ?? 0) * Math.Abs(i - j);
-                }
-                double mx = s.Max(), sum = 0;
-                for (int j = 0; j < n; j++) { s[j] = Math.Exp(s[j] - mx); sum += s[j]; }
-                for (int k = 0; k < hd; k++)
-                {
-                    double o = 0;
-                    for (int j = 0; j < n; j++) o += s[j] / sum * qkv[j * 3 * d + 2 * d + h * hd + k];
-                    att[i * d + h * hd + k] = o;
-                }
-            }
+        var att = LayerTests.SelfAttn(qkv, n, d, heads, slopes);
         var a = Lin(att, n, f.ReadFloat32(p + "self_attn.out_proj.weight"), f.ReadFloat32(p + "self_attn.out_proj.bias"), d, d);
         for (int i = 0; i < a.Length; i++) a[i] += x[i];
-        var h1 = Norm(a, n, d, f.ReadFloat32(p + "norm1.weight"), f.ReadFloat32(p + "norm1.bias"), eps);
+        var h1 = LayerTests.Ln(a, n, d, f.ReadFloat32(p + "norm1.weight"), f.ReadFloat32(p + "norm1.bias"), eps);
         var f1 = Lin(h1, n, f.ReadFloat32(p + "linear1.weight"), f.ReadFloat32(p + "linear1.bias"), ff, d);
         for (int i = 0; i < f1.Length; i++) f1[i] = Math.Max(0, f1[i]);
         var f2 = Lin(f1, n, f.ReadFloat32(p + "linear2.weight"), f.ReadFloat32(p + "linear2.bias"), d, ff);
         for (int i = 0; i < f2.Length; i++) f2[i] += h1[i];
-        return Norm(f2, n, d, f.ReadFloat32(p + "norm2.weight"), f.ReadFloat32(p + "norm2.bias"), eps);
+        return LayerTests.Ln(f2, n, d, f.ReadFloat32(p + "norm2.weight"), f.ReadFloat32(p + "norm2.bias"), eps);
     }
 
     [Fact]
