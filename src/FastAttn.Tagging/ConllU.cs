@@ -6,36 +6,44 @@ public sealed record TaggedSentence(string[] Words, string[] Tags, string? Text 
 /// <summary>Reads CoNLL-U files (word form in column 2, UPOS in column 4); multiword-token ranges and empty nodes are skipped.</summary>
 public static class ConllU
 {
-    /// <summary>Reads every sentence of the file.</summary>
-    /// <exception cref="InvalidDataException">A token line without 10 tab-separated columns.</exception>
-    public static List<TaggedSentence> Read(string path)
+    /// <summary>Reads every sentence of the file (strict UTF-8).</summary>
+    /// <exception cref="InvalidDataException">Not valid UTF-8, or a token line without 10 tab-separated columns.</exception>
+    /// <exception cref="IOException">The file cannot be read.</exception>
+    public static List<TaggedSentence> Read(string path) => Parse(Utf8Text.ReadFile(path), path);
+
+    /// <summary>Parses CoNLL-U text; <paramref name="source"/> names it in messages.</summary>
+    /// <exception cref="InvalidDataException">A token line without 10 tab-separated columns, an empty form or tag.</exception>
+    public static List<TaggedSentence> Parse(string text, string source = "<text>")
     {
+        ArgumentNullException.ThrowIfNull(text);
         var result = new List<TaggedSentence>();
         var words = new List<string>();
         var tags = new List<string>();
         int lineNo = 0;
-        string? text = null;
-        foreach (var line in File.ReadLines(path))
+        string? sentenceText = null;
+        foreach (var line in Utf8Text.Lines(text))
         {
             lineNo++;
             if (line.Length == 0)
             {
-                if (words.Count > 0) { result.Add(new([.. words], [.. tags], text)); words.Clear(); tags.Clear(); }
-                text = null;
+                if (words.Count > 0) { result.Add(new([.. words], [.. tags], sentenceText)); words.Clear(); tags.Clear(); }
+                sentenceText = null;
                 continue;
             }
             if (line[0] == '#')
             {
-                if (line.StartsWith("# text = ", StringComparison.Ordinal)) text = line[9..];
+                if (line.StartsWith("# text = ", StringComparison.Ordinal)) sentenceText = line[9..];
                 continue;
             }
-            var cols = line.Split('\t');
-            if (cols.Length != 10) throw new InvalidDataException($"{path}:{lineNo}: expected 10 tab-separated columns, found {cols.Length}.");
+            // the first 10 columns, without splitting a long line more than needed
+            var cols = line.Split('\t', 11);
+            if (cols.Length != 10) throw new InvalidDataException($"{source}:{lineNo}: expected 10 tab-separated columns, found {(cols.Length > 10 ? "more" : cols.Length.ToString())}.");
             if (cols[0].Contains('-') || cols[0].Contains('.')) continue; // multiword token range or empty node
+            if (cols[1].Length == 0 || cols[3].Length == 0) throw new InvalidDataException($"{source}:{lineNo}: empty word form or UPOS tag.");
             words.Add(cols[1]);
             tags.Add(cols[3]);
         }
-        if (words.Count > 0) result.Add(new([.. words], [.. tags], text));
+        if (words.Count > 0) result.Add(new([.. words], [.. tags], sentenceText));
         return result;
     }
 }

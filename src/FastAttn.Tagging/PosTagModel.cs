@@ -52,16 +52,11 @@ public sealed class PosTagModel : IDisposable
     {
         using var file = SafeTensorsFile.Open(path);
         string Meta(string key) => file.Metadata.TryGetValue(key, out var v) ? v : throw new InvalidDataException($"'{path}' is not a FastAttn tagger: metadata '{key}' is missing.");
-        TaggerConfig? cfg;
+        var cfg = ReadConfig(file);
         string[]? tags;
-        try
-        {
-            cfg = JsonSerializer.Deserialize<TaggerConfig>(Meta("fastattn.tagger"));
-            tags = JsonSerializer.Deserialize<string[]>(Meta("fastattn.tags"));
-        }
+        try { tags = JsonSerializer.Deserialize<string[]>(Meta("fastattn.tags")); }
         catch (JsonException e) { throw new InvalidDataException($"'{path}': tagger metadata is not valid JSON: {e.Message}", e); }
-        if (cfg == null || tags == null || tags.Length == 0 || tags.Any(string.IsNullOrEmpty)) throw new InvalidDataException($"'{path}': tagger metadata is empty.");
-        Check(path, cfg);
+        if (tags == null || tags.Length == 0 || tags.Any(string.IsNullOrEmpty)) throw new InvalidDataException($"'{path}': tagger metadata is empty.");
         var vocab = FeatureVocabulary.FromJson(Meta("fastattn.vocab"));
         int d = cfg.DModel;
         var tables = new float[FeatureVocabulary.Count][];
@@ -95,9 +90,23 @@ public sealed class PosTagModel : IDisposable
         return new PosTagModel(cfg, tags, vocab, new Stack([.. blocks]), meta);
     }
 
+    /// <summary>The architecture in a tagger file's <c>fastattn.tagger</c> metadata, validated.</summary>
+    /// <exception cref="InvalidDataException">Missing, malformed or an unsupported architecture.</exception>
+    public static TaggerConfig ReadConfig(SafeTensorsFile file)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        if (!file.Metadata.TryGetValue("fastattn.tagger", out var json)) throw new InvalidDataException($"'{file.Path}' is not a FastAttn tagger: metadata 'fastattn.tagger' is missing.");
+        TaggerConfig? cfg;
+        try { cfg = JsonSerializer.Deserialize<TaggerConfig>(json); }
+        catch (JsonException e) { throw new InvalidDataException($"'{file.Path}': tagger metadata is not valid JSON: {e.Message}", e); }
+        if (cfg == null || cfg.Kind == null) throw new InvalidDataException($"'{file.Path}': tagger metadata is empty.");
+        Check(file.Path, cfg);
+        return cfg;
+    }
+
     private static void Check(string path, TaggerConfig c)
     {
-        bool ok = c.DModel is > 0 and <= 4096 && c.Eps > 0 && c.Kind switch
+        bool ok = c.DModel is > 0 and <= 4096 && c.Eps > 0 && float.IsFinite(c.Eps) && c.Kind switch
         {
             "attention" => c.Heads > 0 && c.DModel % c.Heads == 0 && (c.DistanceSlopes == null || (c.DistanceSlopes.Length == c.Heads && c.DistanceSlopes.All(float.IsFinite))) && c.Layers is > 0 and <= 64 && c.FfDim is > 0 and <= 65536 && c.MaxPositions is > 0 and <= 1 << 16,
             "fc" => c.FcLayers is >= 0 and <= 64 && (c.FcLayers == 0 || c.Hidden is > 0 and <= 65536),

@@ -81,11 +81,14 @@ public static class EnglishTokenizer
     {
         foreach (var emo in Emoticons)
             if (text[s..e].Equals(emo, StringComparison.Ordinal)) { sink.Add(s, e); return; }
-        // leading punctuation (but an apostrophe that starts a clitic such as "'s" stays)
+        // leading punctuation (but an apostrophe that starts a clitic such as "'s" stays). What the checks below need
+        // of the rest of the chunk is found once here, so a chunk of many leading marks stays linear.
+        int closedEnd = TrimClosing(text, s, e);
+        var url = new UrlScan(text, s, e);
         while (s < e && Opening.Contains(text[s]))
         {
-            if (IsApostrophe(text[s]) && IsClitic(text[(s + 1)..TrimClosing(text, s + 1, e)])) break;
-            if (text[s] == '<' && LooksLikeUrl(text[s..e])) break;
+            if (IsApostrophe(text[s]) && IsClitic(text[(s + 1)..Math.Max(s + 1, closedEnd)])) break;
+            if (text[s] == '<' && url.From(s)) break;
             // a run of the same mark ("``", "<<", "$$$") is one token
             int run = s + 1;
             while (run < e && text[run] == text[s]) run++;
@@ -97,7 +100,7 @@ public static class EnglishTokenizer
         // trailing punctuation, collected right to left
         Span<Range> trail = stackalloc Range[16];
         int nt = 0;
-        bool url = LooksLikeUrl(text[s..e]);
+        bool isUrl = url.From(s);
         while (e > s && nt < trail.Length)
         {
             char c = text[e - 1];
@@ -106,7 +109,7 @@ public static class EnglishTokenizer
             {
                 while (r > s && text[r - 1] == '.') r--;
                 if (e - r >= 2) { if (r == s) break; trail[nt++] = new Range(r, e); e = r; continue; }
-                if (r == s || (!url && IsAbbreviation(text[s..r]))) break;
+                if (r == s || (!isUrl && IsAbbreviation(text[s..r]))) break;
                 trail[nt++] = new Range(r, e); e = r; continue;
             }
             if (c is '!' or '?')
@@ -123,7 +126,7 @@ public static class EnglishTokenizer
             }
             break;
         }
-        if (url) sink.Add(s, e);
+        if (isUrl) sink.Add(s, e);
         else Core(text, s, e, ref sink);
         for (int k = nt - 1; k >= 0; k--) sink.Add(trail[k].Start.Value, trail[k].End.Value);
     }
@@ -212,11 +215,35 @@ public static class EnglishTokenizer
         return digit;
     }
 
-    private static bool LooksLikeUrl(ReadOnlySpan<char> w)
+    /// <summary>
+    /// Whether text[s..e) looks like a URL or an e-mail address ("://" in it, starts with "www.", or its first '@' is not
+    /// its first character and a '.' follows the '@' later than right after it), for start positions s that only grow:
+    /// the scan of the chunk is done once, so asking at every leading mark stays linear.
+    /// </summary>
+    private ref struct UrlScan
     {
-        if (w.Contains("://", StringComparison.Ordinal) || w.StartsWith("www.", StringComparison.OrdinalIgnoreCase)) return true;
-        int at = w.IndexOf('@');
-        return at > 0 && w[(at + 1)..].IndexOf('.') > 0;
+        private readonly ReadOnlySpan<char> _text;
+        private readonly int _e, _lastScheme, _lastDot;
+        private int _at; // the first '@' at or after the last start asked about (e when none)
+
+        public UrlScan(ReadOnlySpan<char> text, int s, int e)
+        {
+            _text = text; _e = e;
+            int k = text[s..e].LastIndexOf("://", StringComparison.Ordinal);
+            _lastScheme = k < 0 ? -1 : s + k;
+            k = text[s..e].LastIndexOf('.');
+            _lastDot = k < 0 ? -1 : s + k;
+            _at = s;
+        }
+
+        public bool From(int s)
+        {
+            if (_lastScheme >= s || _text[s.._e].StartsWith("www.", StringComparison.OrdinalIgnoreCase)) return true;
+            // the first '@' at or after s; one at s itself does not count (as in "@user")
+            if (_at < s) _at = s;
+            while (_at < _e && _text[_at] != '@') _at++;
+            return _at > s && _at < _e && _lastDot > _at + 1;
+        }
     }
 
     private static readonly string[] Abbreviations =

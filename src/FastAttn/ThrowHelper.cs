@@ -63,6 +63,13 @@ internal static class ThrowHelper
             Argument(paramName, $"'{paramName}' has {actual} elements; expected {shape} = {required}.");
     }
 
+    /// <summary>Throws unless the output and an input share no memory (the kernel reads inputs after it has written output).</summary>
+    public static void NoOverlap<T>(ReadOnlySpan<T> output, ReadOnlySpan<T> input, string outputName, string inputName)
+    {
+        if (!output.IsEmpty && !input.IsEmpty && output.Overlaps(input))
+            Argument(outputName, $"'{outputName}' overlaps '{inputName}'; give them separate memory.");
+    }
+
     /// <summary>Elements a strided matrix of rows × cols with row stride ld occupies.</summary>
     public static long Extent(int rows, int cols, int ld) => rows == 0 ? 0 : (long)(rows - 1) * ld + cols;
 }

@@ -185,7 +185,7 @@ public class EncoderParityTests(Xunit.Abstractions.ITestOutputHelper output)
             float[] x = Enumerable.Range(0, 9 * 64).Select(i => MathF.Sin(i * 0.37f)).ToArray();
             Npy.Write(input, x, 9, 64);
             var err = new StringWriter();
-            int code = ModelCommands.Run(new ModelCommands.RunOptions(model, input, outp, Heads: 4, Activation: "gelu", Prefix: "encoder", Lengths: "4,5"), err);
+            int code = CliApp.Run(["run", "--model", model, "--input", input, "--output", outp, "--heads", "4", "--activation", "gelu", "--prefix", "encoder", "--lengths", "4,5"], TextWriter.Null, err);
             Assert.True(code == 0, err.ToString());
             var (shape, y) = Npy.Read(outp);
             Assert.Equal(new long[] { 9, 64 }, shape);
@@ -201,10 +201,10 @@ public class EncoderParityTests(Xunit.Abstractions.ITestOutputHelper output)
             }
             // errors are reported, not thrown
             err = new StringWriter();
-            Assert.Equal(2, ModelCommands.Run(new ModelCommands.RunOptions(model, input, outp, Heads: 4, Prefix: "nope"), err));
+            Assert.Equal(2, CliApp.Run(["run", "--model", model, "--input", input, "--output", outp, "--heads", "4", "--prefix", "nope"], TextWriter.Null, err));
             Assert.Contains("missing", err.ToString());
             err = new StringWriter();
-            Assert.Equal(2, ModelCommands.Run(new ModelCommands.RunOptions(model, input, outp, Heads: 5, Prefix: "encoder"), err));
+            Assert.Equal(2, CliApp.Run(["run", "--model", model, "--input", input, "--output", outp, "--heads", "5", "--prefix", "encoder"], TextWriter.Null, err));
             Assert.Contains("does not divide", err.ToString());
         }
         finally { Directory.Delete(dir, true); }

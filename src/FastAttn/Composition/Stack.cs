@@ -23,6 +23,8 @@ public sealed class Stack : IDisposable
     {
         ArgumentNullException.ThrowIfNull(blocks);
         if (blocks.Length == 0) ThrowHelper.Argument(nameof(blocks), "a stack needs at least one block.");
+        for (int i = 0; i < blocks.Length; i++)
+            if (blocks[i] is null) ThrowHelper.Argument(nameof(blocks), $"block {i} is null.");
         for (int i = 1; i < blocks.Length; i++)
             if (blocks[i].InputWidth != blocks[i - 1].OutputWidth)
                 ThrowHelper.Argument(nameof(blocks), $"block {i} takes width {blocks[i].InputWidth}; block {i - 1} gives {blocks[i - 1].OutputWidth}.");
@@ -75,16 +77,20 @@ public sealed class Session : IDisposable
         _stack = stack;
         MaxTokens = maxTokens;
         int widest = stack.Blocks.Max(b => Math.Max(b.InputWidth, b.OutputWidth));
-        _a = new float[(long)maxTokens * widest];
-        _b = new float[(long)maxTokens * widest];
+        long act = (long)maxTokens * widest;
         long need = stack.Blocks.Max(b => b.ScratchSize(maxTokens));
+        if (act > Array.MaxLength || need > Array.MaxLength || need < 0)
+            ThrowHelper.OutOfRange(nameof(maxTokens), maxTokens,
+                $"'maxTokens' = {maxTokens} needs buffers of {Math.Max(act, need)} floats, more than one array can hold ({Array.MaxLength}); use a smaller maxTokens.");
+        _a = new float[act];
+        _b = new float[act];
         _scratch = new float[need];
         // every worker gets as much scratch as the largest block asks for (kernels take theirs from it)
         if (threads > 1) _pool = new Threading.WorkerPool(threads, need);
     }
 
     /// <summary>Runs one sequence: input <c>[tokens, InputWidth]</c> → output <c>[tokens, OutputWidth]</c>.</summary>
-    /// <exception cref="ArgumentException">Widths do not divide, or more tokens than the session was sized for.</exception>
+    /// <exception cref="ArgumentException">Widths do not divide, more tokens than the session was sized for, or output overlaps input.</exception>
     public void Run(ReadOnlySpan<float> input, Span<float> output) => Run(input, output, default, default);
 
     /// <summary>Runs a packed batch of sequences back to back; each attends only within itself.</summary>
@@ -107,6 +113,8 @@ public sealed class Session : IDisposable
             ThrowHelper.Argument(nameof(input), $"'input' has {tokens} tokens; this session was sized for at most {MaxTokens}.");
         if (output.Length != (long)tokens * wOut)
             ThrowHelper.Argument(nameof(output), $"'output' has {output.Length} elements; expected tokens*outputWidth = {tokens}*{wOut} = {tokens * wOut}.");
+        if (input.Overlaps(output))
+            ThrowHelper.Argument(nameof(output), "'output' overlaps 'input'; a session reads its input after writing output (give separate buffers).");
         if (!sequenceLengths.IsEmpty)
         {
             long sum = 0;
@@ -164,6 +172,12 @@ public static class TransformerEncoder
         bool normFirst = false, float eps = 1e-5f, int seed = 0, AttentionSettings? attention = null)
     {
         ThrowHelper.Positive(layers, nameof(layers));
+        ThrowHelper.Positive(dModel, nameof(dModel));
+        ThrowHelper.Positive(heads, nameof(heads));
+        ThrowHelper.Positive(ffDim, nameof(ffDim));
+        if (dModel % heads != 0) ThrowHelper.Argument(nameof(heads), $"'heads' = {heads} must divide dModel = {dModel}.");
+        if (3L * dModel * dModel > Array.MaxLength || (long)ffDim * dModel > Array.MaxLength)
+            ThrowHelper.OutOfRange(nameof(dModel), dModel, $"dModel = {dModel} with ffDim = {ffDim} gives weight matrices larger than one array can hold.");
         var rnd = new Random(seed);
         float[] R(int n, double scale) { var a = new float[n]; for (int i = 0; i < n; i++) a[i] = (float)((rnd.NextDouble() * 2 - 1) * scale); return a; }
         var blocks = new IBlock[layers];

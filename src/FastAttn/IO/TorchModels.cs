@@ -27,6 +27,86 @@ public sealed record TorchEncoderOptions
 }
 
 /// <summary>
+/// The architecture a safetensors file may carry about its encoder, in <c>__metadata__["fastattn.encoder"]</c> as JSON:
+/// <c>{"heads": 12, "norm_first": false, "activation": "relu"|"gelu", "eps": 1e-5, "prefix": "encoder.", "causal": false,
+/// "distance_slopes": [...]}</c> (every field but heads optional). Files that say how they were built need no hand-given
+/// architecture, and a contradicting one is rejected.
+/// </summary>
+public static class EncoderMetadata
+{
+    /// <summary>The metadata key.</summary>
+    public const string Key = "fastattn.encoder";
+
+    /// <summary>The options the file's metadata describes, or null when it has none.</summary>
+    /// <exception cref="InvalidDataException">The entry is present but malformed.</exception>
+    public static TorchEncoderOptions? Read(SafeTensorsFile file)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        if (!file.Metadata.TryGetValue(Key, out var json)) return null;
+        try
+        {
+            using var doc = System.Text.Json.JsonDocument.Parse(json, new System.Text.Json.JsonDocumentOptions { MaxDepth = 4 });
+            var r = doc.RootElement;
+            if (r.ValueKind != System.Text.Json.JsonValueKind.Object || !r.TryGetProperty("heads", out var h) || !h.TryGetInt32(out int heads) || heads < 1)
+                throw new InvalidDataException("'heads' must be a positive integer");
+            var o = new TorchEncoderOptions { Heads = heads };
+            if (r.TryGetProperty("norm_first", out var nf)) o = o with { NormFirst = nf.GetBoolean() };
+            if (r.TryGetProperty("activation", out var act))
+                o = o with { Activation = act.GetString() switch { "relu" => Activation.Relu, "gelu" => Activation.Gelu, "gelu_tanh" => Activation.GeluTanh, var x => throw new InvalidDataException($"activation '{x}' is not relu, gelu or gelu_tanh") } };
+            if (r.TryGetProperty("eps", out var eps))
+            {
+                float e = eps.GetSingle();
+                if (!(e >= 0) || float.IsInfinity(e)) throw new InvalidDataException($"eps {e} is not finite and ≥ 0");
+                o = o with { Eps = e };
+            }
+            if (r.TryGetProperty("prefix", out var p)) o = o with { Prefix = p.GetString() ?? "" };
+            if (r.TryGetProperty("causal", out var c)) o = o with { Causal = c.GetBoolean() };
+            if (r.TryGetProperty("distance_slopes", out var ds) && ds.ValueKind != System.Text.Json.JsonValueKind.Null)
+            {
+                var slopes = ds.EnumerateArray().Select(x => x.GetSingle()).ToArray();
+                if (slopes.Length != heads || !slopes.All(float.IsFinite)) throw new InvalidDataException("distance_slopes must hold one finite slope per head");
+                o = o with { DistanceSlopes = slopes };
+            }
+            return o;
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException or FormatException or InvalidDataException)
+        {
+            throw new InvalidDataException($"safetensors file '{file.Path}': metadata '{Key}' is not a valid encoder description: {e.Message}.", e);
+        }
+    }
+
+    /// <summary>The metadata entry describing <paramref name="o"/> (for writers).</summary>
+    public static string Write(TorchEncoderOptions o)
+    {
+        ArgumentNullException.ThrowIfNull(o);
+        string act = o.Activation switch
+        {
+            Activation.Relu => "relu", Activation.Gelu => "gelu", Activation.GeluTanh => "gelu_tanh",
+            _ => throw new ArgumentException($"activation {o.Activation} cannot be described.", nameof(o)),
+        };
+        var ms = new MemoryStream();
+        using (var w = new System.Text.Json.Utf8JsonWriter(ms))
+        {
+            w.WriteStartObject();
+            w.WriteNumber("heads", o.Heads);
+            w.WriteBoolean("norm_first", o.NormFirst);
+            w.WriteString("activation", act);
+            w.WriteNumber("eps", o.Eps);
+            w.WriteString("prefix", o.Prefix);
+            w.WriteBoolean("causal", o.Causal);
+            if (o.DistanceSlopes != null)
+            {
+                w.WriteStartArray("distance_slopes");
+                foreach (float f in o.DistanceSlopes) w.WriteNumberValue(f);
+                w.WriteEndArray();
+            }
+            w.WriteEndObject();
+        }
+        return System.Text.Encoding.UTF8.GetString(ms.ToArray());
+    }
+}
+
+/// <summary>
 /// Builds FastAttn layers from PyTorch <c>state_dict</c> names in a safetensors file: <c>nn.TransformerEncoder</c>
 /// (<c>layers.N.…</c>, optional final <c>norm.*</c>), a single <c>nn.TransformerEncoderLayer</c>, a bare
 /// <c>nn.MultiheadAttention</c>, <c>nn.Linear</c> and <c>nn.LayerNorm</c>. Missing, extra or mis-shaped tensors
@@ -35,6 +115,39 @@ public sealed record TorchEncoderOptions
 public static class TorchModels
 {
     private static string Norm(string prefix) => prefix.Length == 0 || prefix.EndsWith('.') ? prefix : prefix + ".";
+
+    /// <summary>Options are API input: wrong ones are the caller's mistake (ArgumentException), checked before the file is read.</summary>
+    private static void CheckOptions(TorchEncoderOptions o)
+    {
+        ArgumentNullException.ThrowIfNull(o);
+        ThrowHelper.Positive(o.Heads, "options.Heads");
+        if (o.Prefix is null) throw new ArgumentNullException("options.Prefix");
+        CheckEps(o.Eps, "options.Eps");
+        if ((uint)o.Activation > (uint)Activation.Sigmoid) ThrowHelper.OutOfRange("options.Activation", o.Activation, "Unknown activation.");
+        if (o.DistanceSlopes != null)
+        {
+            if (o.DistanceSlopes.Length != o.Heads)
+                ThrowHelper.Argument("options.DistanceSlopes", $"'options.DistanceSlopes' has {o.DistanceSlopes.Length} elements; expected one per head = {o.Heads}.");
+            foreach (float sl in o.DistanceSlopes)
+                if (!float.IsFinite(sl)) ThrowHelper.Argument("options.DistanceSlopes", "'options.DistanceSlopes' must be finite.");
+        }
+    }
+
+    internal static void CheckEps(float eps, string name)
+    {
+        if (!(eps >= 0) || float.IsInfinity(eps)) ThrowHelper.OutOfRange(name, eps, $"'{name}' must be finite and at least 0; it is {eps}.");
+    }
+
+    /// <summary>A layer index as PyTorch writes it: decimal digits, no sign, no leading zero ("0", "1", … "12").</summary>
+    private static bool TryLayerIndex(ReadOnlySpan<char> s, out int index)
+    {
+        index = -1;
+        if (s.IsEmpty || s.Length > 9 || (s.Length > 1 && s[0] == '0')) return false;
+        int v = 0;
+        foreach (char c in s) { if (!char.IsAsciiDigit(c)) return false; v = v * 10 + (c - '0'); }
+        index = v;
+        return true;
+    }
 
     /// <summary>Tensors a loader expects (name → shape), checked against the file in one pass.</summary>
     private sealed class Expect(SafeTensorsFile file, string prefix)
@@ -95,8 +208,7 @@ public static class TorchModels
     public static Stack LoadTransformerEncoder(SafeTensorsFile file, TorchEncoderOptions options)
     {
         ArgumentNullException.ThrowIfNull(file);
-        ArgumentNullException.ThrowIfNull(options);
-        ThrowHelper.Positive(options.Heads, "options.Heads");
+        CheckOptions(options);
         string prefix = Norm(options.Prefix);
         if (!file.Contains(prefix + "layers.0.self_attn.in_proj_weight"))
             return new Stack(LoadEncoderLayer(file, options, prefix, rejectExtra: true));
@@ -132,15 +244,15 @@ public static class TorchModels
     {
         if (!rest.StartsWith("layers.", StringComparison.Ordinal)) return false;
         int dot = rest.IndexOf('.', 7);
-        return dot > 7 && int.TryParse(rest.AsSpan(7, dot - 7), out int i) && i >= 0 && i < layers && LayerNames.Contains(rest[(dot + 1)..]);
+        return dot > 7 && TryLayerIndex(rest.AsSpan(7, dot - 7), out int i) && i < layers && LayerNames.Contains(rest[(dot + 1)..]);
     }
 
     /// <summary>Loads one <c>nn.TransformerEncoderLayer</c> whose names start with <paramref name="prefix"/>.</summary>
     public static EncoderBlock LoadEncoderLayer(SafeTensorsFile file, TorchEncoderOptions options, string prefix, bool rejectExtra = true)
     {
         ArgumentNullException.ThrowIfNull(file);
-        ArgumentNullException.ThrowIfNull(options);
-        ThrowHelper.Positive(options.Heads, "options.Heads");
+        CheckOptions(options);
+        ArgumentNullException.ThrowIfNull(prefix);
         prefix = Norm(prefix);
         var e = LayerExpect(file, options, prefix);
         e.Check(rejectExtra);
@@ -177,10 +289,13 @@ public static class TorchModels
     public static MultiHeadAttention LoadMultiheadAttention(SafeTensorsFile file, int heads, string prefix = "", AttentionSettings? settings = null)
     {
         ArgumentNullException.ThrowIfNull(file);
+        ArgumentNullException.ThrowIfNull(prefix);
+        ThrowHelper.Positive(heads, nameof(heads));
         prefix = Norm(prefix);
         if (file.Contains(prefix + "in_proj_weight"))
         {
             int d = ModelWidth(file, prefix + "in_proj_weight");
+            if (d % heads != 0) throw new InvalidDataException($"safetensors file '{file.Path}': heads = {heads} does not divide the model width {d}.");
             var e = new Expect(file, prefix);
             e.Need("in_proj_weight", 3 * d, d); e.Maybe("in_proj_bias", 3 * d);
             e.Need("out_proj.weight", d, d); e.Maybe("out_proj.bias", d);
@@ -192,8 +307,11 @@ public static class TorchModels
         var q = file.Info(prefix + "q_proj_weight").Shape;
         if (q.Length != 2 || q[0] != q[1] || q[0] <= 0 || q[0] > 1 << 20) throw new InvalidDataException($"safetensors file '{file.Path}': {prefix}q_proj_weight is [{string.Join(", ", q)}], expected [d, d].");
         int dm = (int)q[0];
+        if (dm % heads != 0) throw new InvalidDataException($"safetensors file '{file.Path}': heads = {heads} does not divide the model width {dm}.");
         long kd = file.Contains(prefix + "k_proj_weight") ? file.Info(prefix + "k_proj_weight").Shape.LastOrDefault() : dm;
         long vd = file.Contains(prefix + "v_proj_weight") ? file.Info(prefix + "v_proj_weight").Shape.LastOrDefault() : dm;
+        if (kd is <= 0 or > 1 << 20 || vd is <= 0 or > 1 << 20)
+            throw new InvalidDataException($"safetensors file '{file.Path}': {prefix}k_proj_weight / v_proj_weight widths {kd} / {vd} must be between 1 and {1 << 20}.");
         var x = new Expect(file, prefix);
         x.Need("q_proj_weight", dm, dm); x.Need("k_proj_weight", dm, kd); x.Need("v_proj_weight", dm, vd); x.Maybe("in_proj_bias", 3 * dm);
         x.Need("out_proj.weight", dm, dm); x.Maybe("out_proj.bias", dm);
@@ -206,10 +324,11 @@ public static class TorchModels
     public static Linear LoadLinear(SafeTensorsFile file, string prefix = "", Activation activation = Activation.None)
     {
         ArgumentNullException.ThrowIfNull(file);
+        ArgumentNullException.ThrowIfNull(prefix);
         prefix = Norm(prefix);
         if (!file.Contains(prefix + "weight")) throw new InvalidDataException($"safetensors file '{file.Path}' does not match nn.Linear (prefix '{prefix}'): missing: {prefix}weight.");
         var w = file.Info(prefix + "weight").Shape;
-        if (w.Length != 2 || w[0] <= 0 || w[1] <= 0) throw new InvalidDataException($"safetensors file '{file.Path}': {prefix}weight is [{string.Join(", ", w)}], expected [out, in].");
+        if (w.Length != 2 || w[0] <= 0 || w[1] <= 0 || w[0] > 1 << 24 || w[1] > 1 << 24 || w[0] * w[1] > Array.MaxLength) throw new InvalidDataException($"safetensors file '{file.Path}': {prefix}weight is [{string.Join(", ", w)}], expected [out, in].");
         var e = new Expect(file, prefix);
         e.Need("weight", w[0], w[1]); e.Maybe("bias", w[0]);
         e.Check(rejectExtra: true);
@@ -220,10 +339,12 @@ public static class TorchModels
     public static LayerNorm LoadLayerNorm(SafeTensorsFile file, string prefix = "", float eps = 1e-5f)
     {
         ArgumentNullException.ThrowIfNull(file);
+        ArgumentNullException.ThrowIfNull(prefix);
+        CheckEps(eps, nameof(eps));
         prefix = Norm(prefix);
         if (!file.Contains(prefix + "weight")) throw new InvalidDataException($"safetensors file '{file.Path}' does not match nn.LayerNorm (prefix '{prefix}'): missing: {prefix}weight.");
         var w = file.Info(prefix + "weight").Shape;
-        if (w.Length != 1 || w[0] <= 0) throw new InvalidDataException($"safetensors file '{file.Path}': {prefix}weight is [{string.Join(", ", w)}], expected [d].");
+        if (w.Length != 1 || w[0] <= 0 || w[0] > 1 << 24) throw new InvalidDataException($"safetensors file '{file.Path}': {prefix}weight is [{string.Join(", ", w)}], expected [d].");
         var e = new Expect(file, prefix);
         e.Need("weight", w[0]); e.Need("bias", w[0]);
         e.Check(rejectExtra: false);

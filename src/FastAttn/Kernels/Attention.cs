@@ -114,7 +114,7 @@ public static unsafe class Attention
     /// column block. All arguments are checked before anything is written.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">A size or option is out of range.</exception>
-    /// <exception cref="ArgumentException">A span is shorter than its shape, or lengths do not add up.</exception>
+    /// <exception cref="ArgumentException">A span is shorter than its shape, lengths do not add up, or the output, scratch or weights overlap an input or each other.</exception>
     public static void Forward(ReadOnlySpan<float> q, int queryTokens, ReadOnlySpan<float> k, ReadOnlySpan<float> v, int keyTokens,
         Span<float> output, Span<float> scratch, scoped in AttentionOptions options)
         => Forward(q, queryTokens, k, v, keyTokens, output, scratch, options, null);
@@ -125,6 +125,18 @@ public static unsafe class Attention
     {
         var o = options;
         CheckArgs(q.Length, queryTokens, k.Length, v.Length, keyTokens, output.Length, scratch.Length, o);
+        ReadOnlySpan<float> outR = output, sR = scratch, wR = o.WeightsOut;
+        ThrowHelper.NoOverlap(outR, q, nameof(output), nameof(q));
+        ThrowHelper.NoOverlap(outR, k, nameof(output), nameof(k));
+        ThrowHelper.NoOverlap(outR, v, nameof(output), nameof(v));
+        ThrowHelper.NoOverlap(sR, q, nameof(scratch), nameof(q));
+        ThrowHelper.NoOverlap(sR, k, nameof(scratch), nameof(k));
+        ThrowHelper.NoOverlap(sR, v, nameof(scratch), nameof(v));
+        ThrowHelper.NoOverlap(sR, outR, nameof(scratch), nameof(output));
+        ThrowHelper.NoOverlap(wR, q, "options.WeightsOut", nameof(q));
+        ThrowHelper.NoOverlap(wR, k, "options.WeightsOut", nameof(k));
+        ThrowHelper.NoOverlap(wR, v, "options.WeightsOut", nameof(v));
+        ThrowHelper.NoOverlap(wR, outR, "options.WeightsOut", nameof(output));
         int kvHeads = o.KvHeads == 0 ? o.Heads : o.KvHeads;
         int d = o.HeadDim, dv = o.ValueHeadDim == 0 ? d : o.ValueHeadDim;
         int ldq = o.QStride == 0 ? o.Heads * d : o.QStride, ldk = o.KStride == 0 ? kvHeads * d : o.KStride;
@@ -339,10 +351,18 @@ public static unsafe class Attention
                 mx = MathF.Max(mx, MaxAbs(a.Q + (q0 + rowStart) * a.Ldq + (kvHead * group + hh) * d, a.Ldq, rowEnd - rowStart, d));
             fastAdd = mx <= 20f;
         }
+        int* bad = (int*)(scratch + lay.Bad);
+        int nBad = 0;
         if (keyEnd > 0)
         {
             PackK<TOps, TVec>(a.K + k0 * a.Ldk + kvHead * d, a.Ldk, keyEnd, d, mr, kp, fastAdd);
             GemmCore.PackB(a.V + k0 * a.Ldv + kvHead * dv, a.Ldv, 1, keyEnd, dv, vp);
+            nBad = NonFiniteRows<TOps, TVec>(a.V + k0 * a.Ldv + kvHead * dv, a.Ldv, keyEnd, dv, bad);
+            // a value row holding NaN or ±∞ is zeroed in the packed copy and added separately, only to the queries that
+            // give it a nonzero weight: a masked key (weight exactly 0) must not turn an output into 0·∞ = NaN, and which
+            // queries share a tile (and so the product) depends on the vector width
+            for (int b = 0; b < nBad; b++)
+                for (int p = 0; p < dvPad / nr; p++) new Span<float>(vp + (long)p * keyEnd * nr + (long)bad[b] * nr, nr).Clear();
         }
         float invL = valid > 0 ? 1f / valid : 0f;
         float sigBias = a.SigmoidBias ?? (valid > 0 ? -MathF.Log(valid) : 0f);
@@ -411,6 +431,7 @@ public static unsafe class Attention
                             else GemmCore.Dispatch<TOps, TVec, AddDirect>(prow, st + pr, nq, vb, cols, oc, dvPad, nr, ref epi);
                         }
                     }
+                    if (nBad > 0) AddNonFinite(a, st, nq, ot, dvPad, rows, j0, cols, bad, nBad, k0, kvHead);
                     first = false;
                 }
                 // write out: softmax divides by the column sum; fully masked queries (l = 0) give zeros.
@@ -420,6 +441,42 @@ public static unsafe class Attention
                     float f = a.Norm == Normalizer.Softmax ? (lv[r] > 0f ? 1f / lv[r] : 0f) : 1f;
                     ScaleInto<TOps, TVec>(ot + r * dvPad, dst, dv, f);
                 }
+            }
+        }
+    }
+
+    /// <summary>Indices of the rows (of <paramref name="keys"/> × <paramref name="dv"/>, stride ld) holding a NaN or an infinity.</summary>
+    private static int NonFiniteRows<TOps, TVec>(float* v, nint ld, int keys, int dv, int* bad) where TOps : ISimd<TVec> where TVec : struct
+    {
+        int w = TOps.Width, n = 0;
+        for (int j = 0; j < keys; j++)
+        {
+            float* row = v + j * ld;
+            // x·0 is 0 for every finite x and NaN otherwise
+            TVec acc = TOps.Zero;
+            int c = 0;
+            for (; c + w <= dv; c += w) acc = TOps.Fma(TOps.Load(row + c), TOps.Zero, acc);
+            float s = TOps.Sum(acc);
+            for (; c < dv; c++) s += row[c] * 0f;
+            if (s != 0f) bad[n++] = j;
+        }
+        return n;
+    }
+
+    /// <summary>O[r] += p[r, j]·v_j for the non-finite value rows j of this key tile, for the queries whose weight is not 0.</summary>
+    private static void AddNonFinite(in Args a, float* st, int nq, float* ot, int dvPad, int rows, int j0, int cols, int* bad, int nBad, int k0, int kvHead)
+    {
+        for (int b = 0; b < nBad; b++)
+        {
+            int j = bad[b];
+            if (j < j0 || j >= j0 + cols) continue;
+            float* v = a.V + (k0 + j) * a.Ldv + kvHead * a.Dv;
+            for (int r = 0; r < rows; r++)
+            {
+                float p = st[(j - j0) * nq + r];
+                if (p == 0f) continue;
+                float* o = ot + r * dvPad;
+                for (int c = 0; c < a.Dv; c++) o[c] += p * v[c];
             }
         }
     }
@@ -513,7 +570,7 @@ public static unsafe class Attention
     /// <summary>Offsets (in floats) of the regions of one call's scratch.</summary>
     private readonly struct Layout
     {
-        public readonly long Kp, Vp, Qt, St, Ot, Stats, Header, Total;
+        public readonly long Kp, Vp, Qt, St, Ot, Stats, Bad, Header, Total;
         public Layout(int d, int dv, int maxKeys, int mr, int nq)
         {
             int lk = Math.Max(maxKeys, 1), nr = nq;
@@ -524,7 +581,8 @@ public static unsafe class Attention
             St = Qt + (long)d * nq;
             Ot = St + Math.Max(TileKeys(mr), lkPad) * nq;
             Stats = Ot + (long)nq * GemmCore.RoundUp(dv, nr);
-            Header = Stats + 4L * nq + d;
+            Bad = Stats + 4L * nq + d;
+            Header = Bad + lk;
             Total = Header + GemmCore.ScratchHeader;
         }
     }

@@ -47,7 +47,7 @@ public static unsafe class Gemm
     /// y = epilogue(x · Wᵀ) for x <c>[rows, W.InFeatures]</c> and y <c>[rows, W.OutFeatures]</c>, both contiguous.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="rows"/> is below 1.</exception>
-    /// <exception cref="ArgumentException">A span is shorter than its shape, or bias/residual do not match.</exception>
+    /// <exception cref="ArgumentException">A span is shorter than its shape, bias/residual do not match, or the output overlaps an input or the scratch.</exception>
     /// <exception cref="ObjectDisposedException"><paramref name="weight"/> was disposed.</exception>
     public static void Linear(ReadOnlySpan<float> x, int rows, PackedWeight weight, Span<float> y, Span<float> scratch,
         GemmEpilogue epilogue = default) => Linear(x, rows, weight, y, scratch, epilogue, null);
@@ -63,6 +63,12 @@ public static unsafe class Gemm
         ThrowHelper.Length(y.Length, (long)rows * n, nameof(y), $"rows*outFeatures = {rows}*{n}");
         ThrowHelper.Length(scratch.Length, LinearScratchSize(rows, k), nameof(scratch), $"LinearScratchSize({rows}, {k})");
         CheckEpilogue(ref epilogue, rows, n);
+        ReadOnlySpan<float> yr = y;
+        ThrowHelper.NoOverlap(yr, x, nameof(y), nameof(x));
+        ThrowHelper.NoOverlap(yr, epilogue.Bias, nameof(y), "epilogue.Bias");
+        ThrowHelper.NoOverlap(yr, epilogue.Residual, nameof(y), "epilogue.Residual");
+        ThrowHelper.NoOverlap<float>(scratch, x, nameof(scratch), nameof(x));
+        ThrowHelper.NoOverlap<float>(scratch, yr, nameof(scratch), nameof(y));
         fixed (float* px = x, py = y, ps = scratch, pb = epilogue.Bias, pr = epilogue.Residual)
         {
             var g = MakeArgs(px, k, rows, n, k, weight.Data, py, n, ref epilogue, pb, pr);
@@ -100,7 +106,7 @@ public static unsafe class Gemm
     /// M×N (row stride ldc). B is packed into <paramref name="scratch"/> for each call.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">A size is below 1 or a stride below its row width.</exception>
-    /// <exception cref="ArgumentException">A span is shorter than its strided shape, or bias/residual do not match.</exception>
+    /// <exception cref="ArgumentException">A span is shorter than its strided shape, bias/residual do not match, or the output overlaps an input or the scratch.</exception>
     public static void MatMul(int m, int n, int k,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, bool transposeB,
         Span<float> c, int ldc, Span<float> scratch, GemmEpilogue epilogue = default)
@@ -118,6 +124,14 @@ public static unsafe class Gemm
         ThrowHelper.Length(c.Length, ThrowHelper.Extent(m, n, ldc), nameof(c), $"(m-1)*ldc+n with m={m}, n={n}, ldc={ldc}");
         ThrowHelper.Length(scratch.Length, MatMulScratchSize(m, n, k), nameof(scratch), $"MatMulScratchSize({m}, {n}, {k})");
         CheckEpilogue(ref epilogue, m, n);
+        ReadOnlySpan<float> cr = c, sr = scratch;
+        ThrowHelper.NoOverlap(cr, a, nameof(c), nameof(a));
+        ThrowHelper.NoOverlap(cr, b, nameof(c), nameof(b));
+        ThrowHelper.NoOverlap(cr, epilogue.Bias, nameof(c), "epilogue.Bias");
+        ThrowHelper.NoOverlap(cr, epilogue.Residual, nameof(c), "epilogue.Residual");
+        ThrowHelper.NoOverlap(sr, a, nameof(scratch), nameof(a));
+        ThrowHelper.NoOverlap(sr, b, nameof(scratch), nameof(b));
+        ThrowHelper.NoOverlap(sr, cr, nameof(scratch), nameof(c));
         fixed (float* pa = a, pbm = b, pc = c, ps = scratch, pb = epilogue.Bias, pr = epilogue.Residual)
         {
             float* packed = ps;

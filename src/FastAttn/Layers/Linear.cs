@@ -63,16 +63,25 @@ public sealed unsafe class LayerNorm
         if (!beta.IsEmpty) ThrowHelper.ExactLength(beta.Length, width, nameof(beta), "width");
         _gamma = gamma.IsEmpty ? Enumerable.Repeat(1f, width).ToArray() : gamma.ToArray();
         _beta = beta.IsEmpty ? new float[width] : beta.ToArray();
+        IO.TorchModels.CheckEps(eps, nameof(eps));
         Eps = eps;
     }
 
-    /// <summary>Normalises rows of x into y (x and y may be the same span).</summary>
+    /// <summary>Normalises rows of x into y (x and y may be the same span, but must not partly overlap).</summary>
+    /// <exception cref="ArgumentException">A span is shorter than rows × width, or x and y overlap without starting at the same element.</exception>
     public void Forward(ReadOnlySpan<float> x, int rows, Span<float> y)
     {
         ThrowHelper.Positive(rows, nameof(rows));
         ThrowHelper.Length(x.Length, (long)rows * Width, nameof(x), $"rows*width = {rows}*{Width}");
         ThrowHelper.Length(y.Length, (long)rows * Width, nameof(y), $"rows*width = {rows}*{Width}");
+        CheckInPlace(x, y);
         fixed (float* px = x, py = y, g = _gamma, b = _beta) Norms.LayerNorm(px, py, rows, Width, g, b, Eps);
+    }
+
+    internal static void CheckInPlace(ReadOnlySpan<float> x, ReadOnlySpan<float> y)
+    {
+        if (x.Overlaps(y, out int offset) && offset != 0)
+            ThrowHelper.Argument(nameof(y), "'y' partly overlaps 'x'; give the same span (in place) or separate memory.");
     }
 
     /// <summary>As above, split over a session's worker threads when large enough.</summary>
@@ -102,15 +111,18 @@ public sealed unsafe class RmsNorm
         ThrowHelper.Positive(width, nameof(width));
         if (!gamma.IsEmpty) ThrowHelper.ExactLength(gamma.Length, width, nameof(gamma), "width");
         _gamma = gamma.IsEmpty ? Enumerable.Repeat(1f, width).ToArray() : gamma.ToArray();
+        IO.TorchModels.CheckEps(eps, nameof(eps));
         Eps = eps;
     }
 
-    /// <summary>Normalises rows of x into y (x and y may be the same span).</summary>
+    /// <summary>Normalises rows of x into y (x and y may be the same span, but must not partly overlap).</summary>
+    /// <exception cref="ArgumentException">A span is shorter than rows × width, or x and y overlap without starting at the same element.</exception>
     public void Forward(ReadOnlySpan<float> x, int rows, Span<float> y)
     {
         ThrowHelper.Positive(rows, nameof(rows));
         ThrowHelper.Length(x.Length, (long)rows * Width, nameof(x), $"rows*width = {rows}*{Width}");
         ThrowHelper.Length(y.Length, (long)rows * Width, nameof(y), $"rows*width = {rows}*{Width}");
+        LayerNorm.CheckInPlace(x, y);
         fixed (float* px = x, py = y, g = _gamma) Norms.RmsNorm(px, py, rows, Width, g, Eps);
     }
 }

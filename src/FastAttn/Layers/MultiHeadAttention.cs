@@ -277,6 +277,8 @@ public sealed class FeedForward : IBlock, IDisposable
     public int InputWidth => _l1.InFeatures;
     /// <inheritdoc/>
     public int OutputWidth => _l2.OutFeatures;
+    /// <summary>Width of the hidden layer (PyTorch's <c>dim_feedforward</c>).</summary>
+    public int HiddenWidth => _l1.OutFeatures;
 
     /// <summary>Builds the block from PyTorch-layout weights (<c>linear1</c> <c>[ff, d]</c>, <c>linear2</c> <c>[d, ff]</c>).</summary>
     public FeedForward(int dModel, int ffDim, ReadOnlySpan<float> w1, ReadOnlySpan<float> b1, ReadOnlySpan<float> w2, ReadOnlySpan<float> b2, Activation activation)

@@ -120,6 +120,8 @@ public sealed class PositionalEncoding : IBlock
     {
         ThrowHelper.Positive(maxPositions, nameof(maxPositions));
         ThrowHelper.Positive(width, nameof(width));
+        if ((long)maxPositions * width > Array.MaxLength)
+            ThrowHelper.OutOfRange(nameof(maxPositions), maxPositions, $"a table of maxPositions*width = {maxPositions}*{width} floats is larger than one array can hold.");
         var t = new float[maxPositions * width];
         for (int p = 0; p < maxPositions; p++)
             for (int i = 0; i < width; i++)
@@ -179,6 +181,9 @@ public sealed class Rope
         ThrowHelper.Positive(headDim, nameof(headDim));
         if (headDim % 2 != 0) ThrowHelper.Argument(nameof(headDim), $"'headDim' must be even for RoPE; it is {headDim}.");
         ThrowHelper.Positive(maxPositions, nameof(maxPositions));
+        if (!double.IsFinite(theta) || theta <= 0) ThrowHelper.OutOfRange(nameof(theta), theta, "'theta' must be finite and positive.");
+        if ((long)maxPositions * (headDim / 2) > Array.MaxLength)
+            ThrowHelper.OutOfRange(nameof(maxPositions), maxPositions, $"tables of maxPositions*headDim/2 = {maxPositions}*{headDim / 2} floats are larger than one array can hold.");
         HeadDim = headDim; MaxPositions = maxPositions;
         int half = headDim / 2;
         _cos = new float[maxPositions * half]; _sin = new float[maxPositions * half];

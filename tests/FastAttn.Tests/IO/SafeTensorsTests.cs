@@ -51,7 +51,7 @@ public class SafeTensorsTests(Xunit.Abstractions.ITestOutputHelper output)
 
     [Theory]
     [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 8, "a", "need")]                 // size mismatch
-    [InlineData("{\"a\":{\"dtype\":\"I8\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2, "a", "not supported")]         // unknown dtype
+    [InlineData("{\"a\":{\"dtype\":\"X8\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2, "a", "not supported")]         // unknown dtype
     [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[2,6]}}", 6, "b", "overlap")]
     [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, "a", "twice")]
     [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,8]}}", 4, "a", "outside")]              // offsets past the data

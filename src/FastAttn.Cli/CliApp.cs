@@ -1,0 +1,69 @@
+using System.CommandLine;
+using System.Text;
+
+namespace FastAttn.Cli;
+
+/// <summary>
+/// The <c>fastattn</c> command line, runnable in-process (tests) and from <c>Main</c>. Exit codes: 0 success, 2 bad input
+/// (arguments, files, text — one line on standard error, nothing written), 1 an internal error.
+/// </summary>
+public static class CliApp
+{
+    /// <summary>Exit code for bad input.</summary>
+    public const int BadInput = 2;
+    /// <summary>Exit code for an internal error.</summary>
+    public const int Internal = 1;
+
+    /// <summary>Parses and runs a command line.</summary>
+    public static int Run(string[] args, TextWriter output, TextWriter error, Func<Stream>? stdin = null)
+    {
+        stdin ??= Console.OpenStandardInput;
+        var root = Commands.Build(output, error, stdin);
+        ParseResult parsed;
+        try { parsed = root.Parse(args); }
+        catch (Exception e) { return Fail("fastattn", error, e); }
+        if (parsed.Errors.Count > 0)
+        {
+            string cmd = parsed.CommandResult.Command.Name;
+            error.WriteLine($"fastattn: {OneLine(parsed.Errors[0].Message)} (see 'fastattn {(cmd == root.Name ? "" : cmd + " ")}--help')");
+            return BadInput;
+        }
+        return parsed.Invoke(new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false });
+    }
+
+    /// <summary>
+    /// Runs a command body: bad-input exceptions become one line and exit code 2, anything else one line and exit code 1
+    /// (the stack trace only when FASTATTN_DEBUG is set).
+    /// </summary>
+    public static int Guard(string command, TextWriter error, Func<int> body)
+    {
+        try { return body(); }
+        catch (Exception e) { return Fail(command, error, e); }
+    }
+
+    private static int Fail(string command, TextWriter error, Exception e)
+    {
+        if (IsBadInput(e))
+        {
+            error.WriteLine($"fastattn {command}: {OneLine(e.Message)}");
+            return BadInput;
+        }
+        error.WriteLine($"fastattn {command}: internal error ({e.GetType().Name}): {OneLine(e.Message)}");
+        if (Environment.GetEnvironmentVariable("FASTATTN_DEBUG") is { Length: > 0 }) error.WriteLine(e);
+        return Internal;
+    }
+
+    /// <summary>Exceptions that mean the user's input (arguments, files, text) is wrong or unreadable.</summary>
+    public static bool IsBadInput(Exception e) => e is InvalidDataException or ArgumentException or FileNotFoundException
+        or DirectoryNotFoundException or IOException or UnauthorizedAccessException or KeyNotFoundException or CliInputException;
+
+    private static string OneLine(string s)
+    {
+        var sb = new StringBuilder(s.Length);
+        foreach (char c in s) sb.Append(c is '\r' or '\n' ? ' ' : c);
+        return sb.ToString().Trim();
+    }
+}
+
+/// <summary>A command-line usage error found by a command (not by the parser).</summary>
+public sealed class CliInputException(string message) : Exception(message);

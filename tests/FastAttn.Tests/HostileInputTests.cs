@@ -1,0 +1,333 @@
+using System.Buffers.Binary;
+using System.Diagnostics;
+using System.Text;
+using FastAttn.Composition;
+using FastAttn.IO;
+using FastAttn.Kernels;
+using FastAttn.Layers;
+using FastAttn.Tagging;
+using FastAttn.Tests.IO;
+using FastAttn.Tests.Tagging;
+
+namespace FastAttn.Tests;
+
+/// <summary>
+/// Regressions for the adversarial audit (issue 13): each case failed before its fix. The contract: files raise only
+/// <see cref="InvalidDataException"/>, API misuse <see cref="ArgumentException"/>, nothing is written on error, and
+/// work is linear in the input.
+/// </summary>
+public class HostileInputTests(Xunit.Abstractions.ITestOutputHelper output)
+{
+    private static byte[] SafeTensorsBytes(string header, int dataBytes)
+    {
+        var h = Encoding.UTF8.GetBytes(header);
+        var r = new byte[8 + h.Length + dataBytes];
+        BinaryPrimitives.WriteUInt64LittleEndian(r, (ulong)h.Length);
+        h.CopyTo(r, 8);
+        return r;
+    }
+
+    private static InvalidDataException OpenBad(string header, int dataBytes)
+    {
+        using var dir = new TempDir();
+        string path = dir.File("bad.safetensors");
+        File.WriteAllBytes(path, SafeTensorsBytes(header, dataBytes));
+        var e = Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Open(path));
+        // the same bytes from memory and from a stream
+        Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Load(File.ReadAllBytes(path)));
+        using (var fs = File.OpenRead(path)) Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Load(fs));
+        return e;
+    }
+
+    // 2. lone surrogate escapes anywhere in the header
+    [Theory]
+    [InlineData("{\"\\uD800\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}")]
+    [InlineData("{\"a\":{\"dtype\":\"\\uDC00\",\"shape\":[1],\"data_offsets\":[0,4]}}")]
+    [InlineData("{\"__metadata__\":{\"\\uD800\":\"x\"},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}")]
+    [InlineData("{\"__metadata__\":{\"k\":\"\\uDBFF\"},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}")]
+    [InlineData("{\"a\":{\"\\uD800x\":1,\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}")]
+    public void LoneSurrogateEscapes_AreInvalidData(string header)
+        => Assert.Contains("Unicode", OpenBad(header, 4).Message);
+
+    // 7. duplicate fields inside one entry
+    [Theory]
+    [InlineData("{\"a\":{\"dtype\":\"F32\",\"dtype\":\"F16\",\"shape\":[1],\"data_offsets\":[0,4]}}", "'dtype' appears twice")]
+    [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"shape\":[2],\"data_offsets\":[0,4]}}", "'shape' appears twice")]
+    [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"data_offsets\":[0,4]}}", "'data_offsets' appears twice")]
+    [InlineData("{\"__metadata__\":{},\"__metadata__\":{},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", "twice")]
+    [InlineData("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}} x", "not valid JSON")]
+    public void DuplicateFieldsAndTrailingContent_AreInvalidData(string header, string problem)
+        => Assert.Contains(problem, OpenBad(header, 4).Message);
+
+    // 3. a .npy shape whose byte count wraps to the file's
+    [Theory]
+    [InlineData("(4611686018427387904,)", 0)]
+    [InlineData("(4611686018427387904, 4)", 0)]
+    [InlineData("(2305843009213693952, 2, 4)", 0)]
+    [InlineData("(9223372036854775807,)", 4)]
+    [InlineData("(99999999999999999999,)", 4)]
+    [InlineData("(-1,)", 4)]
+    [InlineData("(+1,)", 4)]
+    public void NpyShapesThatWrapOrAreMalformed_AreInvalidData(string shape, int dataBytes)
+    {
+        using var dir = new TempDir();
+        var h = Encoding.ASCII.GetBytes($"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+        var r = new byte[10 + h.Length + dataBytes];
+        r[0] = 0x93; Encoding.ASCII.GetBytes("NUMPY").CopyTo(r, 1); r[6] = 1;
+        BinaryPrimitives.WriteUInt16LittleEndian(r.AsSpan(8), (ushort)h.Length);
+        h.CopyTo(r, 10);
+        File.WriteAllBytes(dir.File("x.npy"), r);
+        Assert.Throws<InvalidDataException>(() => Npy.Read(dir.File("x.npy")));
+    }
+
+    // 4. output aliasing input
+    [Fact]
+    public void OutputOverlappingInput_IsRejected_BeforeAnythingIsWritten()
+    {
+        using var stack = TransformerEncoder.Create(1, 16, 2, 32, normFirst: true, seed: 3);
+        using var s = stack.CreateSession(8);
+        var x = Reference.Random(4 * 16, 1);
+        var copy = (float[])x.Clone();
+        Assert.Throws<ArgumentException>(() => s.Run(x, x));
+        Assert.Throws<ArgumentException>(() => s.Run(x.AsSpan(0, 3 * 16), x.AsSpan(16, 3 * 16)));
+        Assert.Equal(copy, x);
+        using var w = new PackedWeight(Reference.Random(16 * 16, 2), 16, 16);
+        var scratch = new float[Gemm.LinearScratchSize(4, 16)];
+        Assert.Throws<ArgumentException>(() => Gemm.Linear(x, 4, w, x, scratch));
+        var y = new float[64];
+        Assert.Throws<ArgumentException>(() => Gemm.Linear(x, 4, w, y, scratch, new GemmEpilogue { Bias = y.AsSpan(0, 16) }));
+        Assert.Throws<ArgumentException>(() => Gemm.Linear(x, 4, w, y, scratch, new GemmEpilogue { Residual = y }));
+        Assert.Throws<ArgumentException>(() => Gemm.Linear(x, 4, w, y, y));
+        Assert.Equal(copy, x);
+        var attnScratch = new float[Attention.ScratchSize(8, 8, 4)];
+        Assert.Throws<ArgumentException>(() => Attention.Forward(x, 4, x, x, 4, x, attnScratch, new AttentionOptions { Heads = 2, HeadDim = 8 }));
+        Assert.Equal(copy, x);
+        // a norm may run in place, but not on partly overlapping spans
+        var norm = new LayerNorm(16);
+        norm.Forward(y, 4, y);
+        Assert.Throws<ArgumentException>(() => norm.Forward(y.AsSpan(0, 48), 3, y.AsSpan(16, 48)));
+    }
+
+    // 5. a file changed on disk after it was opened
+    [Fact]
+    public void FileTruncatedOrRewrittenAfterOpen_DoesNotChangeWhatIsRead()
+    {
+        using var dir = new TempDir();
+        string path = dir.File("m.safetensors");
+        var data = Reference.Random(1000, 5);
+        SafeTensorsWriter.Write(path, [new("w", data, [10, 100])]);
+        using var f = SafeTensorsFile.Open(path);
+        Assert.False(f.IsMapped);
+        using (var fs = new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite)) fs.SetLength(20);
+        Assert.Equal(data, f.ReadFloat32("w"));
+        File.WriteAllBytes(path, new byte[4096]);
+        Assert.Equal(data, f.ReadFloat32("w"));
+    }
+
+    // 6. sizes beyond what one array can hold
+    [Fact]
+    public void SizesBeyondAnArray_AreArgumentErrorsNamingTheArgument()
+    {
+        using var stack = TransformerEncoder.Create(1, 16, 2, 32);
+        Assert.Equal("maxTokens", Assert.Throws<ArgumentOutOfRangeException>(() => stack.CreateSession(200_000_000)).ParamName);
+        Assert.Equal("maxPositions", Assert.Throws<ArgumentOutOfRangeException>(() => PositionalEncoding.Sinusoidal(65537, 65537)).ParamName);
+        Assert.Equal("maxPositions", Assert.Throws<ArgumentOutOfRangeException>(() => new Rope(131074, 65537)).ParamName);
+        Assert.Equal("dModel", Assert.Throws<ArgumentOutOfRangeException>(() => TransformerEncoder.Create(1, 30000, 2, 64)).ParamName);
+        Assert.ThrowsAny<ArgumentException>(() => TransformerEncoder.Create(1, 10, 3, 64));   // heads do not divide
+    }
+
+    [Fact]
+    public void TensorOfMoreElementsThanAnArray_IsInvalidData_OnRead()
+    {
+        using var dir = new TempDir();
+        string path = dir.File("big.safetensors");
+        long n = (long)int.MaxValue + 1;
+        var h = Encoding.UTF8.GetBytes($"{{\"big\":{{\"dtype\":\"U8\",\"shape\":[{n}],\"data_offsets\":[0,{n}]}}}}      ");
+        using (var fs = new FileStream(path, FileMode.Create))
+        {
+            var len = new byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)h.Length);
+            fs.Write(len);
+            fs.Write(h);
+            fs.SetLength(8 + h.Length + n); // sparse: no 2 GB written
+        }
+        using var f = SafeTensorsFile.Open(path);
+        Assert.True(f.IsMapped); // above the 1 GiB in-memory limit
+        Assert.Contains("more than one array can hold", Assert.Throws<InvalidDataException>(() => f.ReadFloat32("big")).Message);
+        Assert.Throws<ArgumentException>(() => f.ReadFloat32("big", new float[10]));
+    }
+
+    // 7. loader options and malformed tensors
+    [Fact]
+    public void LoaderOptions_AreValidated_AndFileProblems_AreInvalidData()
+    {
+        using var dir = new TempDir();
+        string path = dir.File("enc.safetensors");
+        var rnd = new Random(1);
+        float[] R(long n) => Enumerable.Range(0, (int)n).Select(_ => (float)(rnd.NextDouble() - 0.5)).ToArray();
+        SafeTensorsWriter.Entry T(string name, params long[] shape) => new(name, R(shape.Aggregate(1L, (a, b) => a * b)), shape);
+        SafeTensorsWriter.Entry[] Layer(string p) =>
+        [
+            T(p + "self_attn.in_proj_weight", 24, 8), T(p + "self_attn.out_proj.weight", 8, 8), T(p + "linear1.weight", 16, 8), T(p + "linear2.weight", 8, 16),
+            T(p + "norm1.weight", 8), T(p + "norm1.bias", 8), T(p + "norm2.weight", 8), T(p + "norm2.bias", 8),
+        ];
+        SafeTensorsWriter.Write(path, [.. Layer("layers.0."), .. Layer("layers.1.")]);
+        using (var f = SafeTensorsFile.Open(path))
+        {
+            foreach (float eps in new[] { float.NaN, float.PositiveInfinity, -1f })
+                Assert.Throws<ArgumentOutOfRangeException>(() => TorchModels.LoadTransformerEncoder(f, new TorchEncoderOptions { Heads = 2, Eps = eps }));
+            Assert.Throws<ArgumentNullException>(() => TorchModels.LoadTransformerEncoder(f, new TorchEncoderOptions { Heads = 2, Prefix = null! }));
+            Assert.Throws<ArgumentOutOfRangeException>(() => TorchModels.LoadTransformerEncoder(f, new TorchEncoderOptions { Heads = 0 }));
+            Assert.Throws<ArgumentException>(() => TorchModels.LoadTransformerEncoder(f, new TorchEncoderOptions { Heads = 2, DistanceSlopes = [1f] }));
+            Assert.Throws<ArgumentOutOfRangeException>(() => new LayerNorm(8, eps: float.NaN));
+            using var ok = TorchModels.LoadTransformerEncoder(f, new TorchEncoderOptions { Heads = 2 });
+            Assert.Equal(2, ok.Blocks.Count);
+        }
+        // layer indices PyTorch never writes ("01", "+1") are reported, not silently ignored
+        foreach (var odd in new[] { "layers.01.", "layers.+1.", "layers. 1." })
+        {
+            string p2 = dir.File("odd.safetensors");
+            SafeTensorsWriter.Write(p2, [.. Layer("layers.0."), .. Layer(odd)]);
+            using var f2 = SafeTensorsFile.Open(p2);
+            Assert.Contains("unexpected", Assert.Throws<InvalidDataException>(() => TorchModels.LoadTransformerEncoder(f2, new TorchEncoderOptions { Heads = 2 })).Message);
+        }
+        // a zero-width k_proj_weight is a file problem
+        string p3 = dir.File("mha.safetensors");
+        SafeTensorsWriter.Write(p3, [T("q_proj_weight", 8, 8), new("k_proj_weight", [], [8, 0]), T("v_proj_weight", 8, 8), T("out_proj.weight", 8, 8)]);
+        using (var f3 = SafeTensorsFile.Open(p3))
+            Assert.Throws<InvalidDataException>(() => TorchModels.LoadMultiheadAttention(f3, 2));
+        Assert.Throws<ArgumentException>(() => new Stack(TransformerEncoder.Create(1, 8, 2, 16).Blocks[0], null!));
+    }
+
+    [Fact]
+    public void TaggerMetadataWithAnInfiniteEps_IsInvalidData()
+    {
+        using var dir = new TempDir();
+        using var src = SafeTensorsFile.Open(TaggerTests.ModelPath("attention"));
+        var meta = src.Metadata.ToDictionary(kv => kv.Key, kv => kv.Value);
+        meta["fastattn.tagger"] = meta["fastattn.tagger"].Replace("\"Eps\":1E-05", "\"Eps\":1e400").Replace("\"Eps\":1e-05", "\"Eps\":1e400");
+        Assert.Contains("1e400", meta["fastattn.tagger"]);
+        string path = dir.File("t.safetensors");
+        SafeTensorsWriter.Write(path, src.Tensors.Select(t => new SafeTensorsWriter.Entry(t.Name, src.ReadFloat32(t.Name), t.Shape)), meta);
+        Assert.Throws<InvalidDataException>(() => PosTagModel.Load(path));
+    }
+
+    // 8. writers refuse what readers would refuse
+    [Fact]
+    public void Writers_RejectWhatReadersReject_AndWriteNothing()
+    {
+        using var dir = new TempDir();
+        string p = dir.File("w.safetensors");
+        void Bad(SafeTensorsWriter.Entry e, Dictionary<string, string>? meta = null)
+        {
+            Assert.ThrowsAny<ArgumentException>(() => SafeTensorsWriter.Write(p, [e], meta));
+            Assert.False(File.Exists(p));
+        }
+        Bad(new("a", [1f], [-1, -1]));                                     // negative dims whose product matches
+        Bad(new("a", [], [4611686018427387904, 4]));                       // a product that wraps to 0
+        Bad(new("a", [1f], [1], (SafeTensorsDType)99));                    // undefined dtype
+        Bad(new("a", [1f], [1], SafeTensorsDType.I64));                    // not a float type
+        Bad(new("a\uD800", [1f], [1]));                                    // lone surrogate in a name
+        Bad(new("", [1f], [1]));
+        Bad(new("a", [70000f], [1], SafeTensorsDType.F16));                // overflows float16
+        Bad(new("a", [3.4e38f], [1], SafeTensorsDType.BF16));              // rounds to infinity in bfloat16
+        Bad(new("a", [1f], [1]), new Dictionary<string, string> { ["k"] = null! });
+        Bad(new("a", [1f], [1]), new Dictionary<string, string> { ["k"] = "\uDC00" });
+        // infinities and NaN that are already there are kept, not an error
+        SafeTensorsWriter.Write(p, [new("a", [float.PositiveInfinity, float.NaN], [2], SafeTensorsDType.F16)]);
+        using (var f = SafeTensorsFile.Open(p)) Assert.True(float.IsPositiveInfinity(f.ReadFloat32("a")[0]));
+        Assert.Throws<ArgumentException>(() => Npy.Write(dir.File("x.npy"), new float[1], -1, -1));
+        Assert.False(File.Exists(dir.File("x.npy")));
+    }
+
+    [Fact]
+    public void AtomicWrite_LeavesTheOldFile_WhenTheWriteFails()
+    {
+        using var dir = new TempDir();
+        string p = dir.File("f.bin");
+        File.WriteAllText(p, "old");
+        Assert.Throws<IOException>(() => AtomicFile.Write(p, fs => { fs.WriteByte(1); throw new IOException("disk full"); }));
+        Assert.Equal("old", File.ReadAllText(p));
+        Assert.Single(Directory.GetFiles(dir.Path));
+    }
+
+    // 10. a header of many tiny entries: linear work, bounded allocation per header byte
+    [Fact]
+    public void LargeHeader_CostsAFewBytesPerHeaderByte()
+    {
+        using var dir = new TempDir();
+        var sb = new StringBuilder("{");
+        const int n = 200_000;
+        for (int i = 0; i < n; i++) sb.Append(i == 0 ? "" : ",").Append($"\"t{i}\":{{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}");
+        sb.Append('}');
+        string path = dir.File("h.safetensors");
+        var bytes = SafeTensorsBytes(sb.ToString(), 0);
+        File.WriteAllBytes(path, bytes);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        using (var f = SafeTensorsFile.Open(path)) Assert.Equal(n, f.Tensors.Count);
+        long per = (GC.GetAllocatedBytesForCurrentThread() - before) / bytes.Length;
+        output.WriteLine($"{bytes.Length:N0}-byte header: {per} bytes allocated per header byte");
+        Assert.True(per <= 4, $"{per} bytes allocated per header byte");
+    }
+
+    // 1. tokenizer and readers in linear time
+    private static double Seconds(Action a)
+    {
+        double best = double.MaxValue;
+        for (int i = 0; i < 3; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            a();
+            best = Math.Min(best, sw.Elapsed.TotalSeconds);
+        }
+        return best;
+    }
+
+    /// <summary>1 MB of text built by repeating <paramref name="unit"/>.</summary>
+    private static string Mb(string unit) => new StringBuilder(1 << 20).Insert(0, unit, (1 << 20) / unit.Length).ToString();
+
+    public static readonly string[] Adversarial =
+    [
+        "'\"", "'’", "<", "<<a@b.c", "((((", "'", "\"", "...", "!?", "-/", "n't", "http://", "@.", "'s", "a.", "U.S.", ":)", "$", "--", "''",
+    ];
+
+    [Fact]
+    public void TokenizerAndTagger_FinishAdversarialMegabytes_InLinearTime()
+    {
+        string ordinary = Mb("The committee said on Monday that it wouldn't approve the new budget until Mr. Smith explains the cuts. ");
+        var rnd = new Random(13);
+        const string marks = "'\"’‘“”<>()[]{}.,;:!?-/@$%#`…&*_=+\\|~^ aZ09";
+        var random = new string(Enumerable.Range(0, 1 << 20).Select(_ => marks[rnd.Next(marks.Length)]).ToArray());
+        double baseline = Seconds(() => EnglishTokenizer.Count(ordinary));
+        var worst = ("", 0.0);
+        foreach (var text in Adversarial.Select(Mb).Append(random).Append(Mb("x")).Append("Hello " + Mb("'\"") + " world"))
+        {
+            double t = Seconds(() => EnglishTokenizer.Count(text));
+            if (t > worst.Item2) worst = (text[..Math.Min(12, text.Length)], t);
+        }
+        output.WriteLine($"ordinary 1 MB: {baseline * 1e3:F1} ms; slowest adversarial 1 MB ('{worst.Item1}…'): {worst.Item2 * 1e3:F1} ms");
+        // quadratic work on 1 MB would take minutes; the bound is loose so that a slow or busy machine cannot fail it
+        Assert.True(worst.Item2 <= 20 * baseline + 0.05, $"'{worst.Item1}…' took {worst.Item2:F3} s against {baseline:F3} s for ordinary text");
+        // the whole tagger on the audit's input
+        using var model = PosTagModel.Load(TaggerTests.ModelPath("fc"));
+        using var tagger = model.CreateTagger();
+        var sw = Stopwatch.StartNew();
+        Assert.Equal(50_002, tagger.Tag("Hello " + string.Concat(Enumerable.Repeat("'\"", 25_000)) + " world").Length);
+        output.WriteLine($"Tag(50 KB of '\"): {sw.Elapsed.TotalMilliseconds:F0} ms");
+    }
+
+    [Fact]
+    public void ConllUReader_FinishesAdversarialMegabytes_InLinearTime()
+    {
+        string ordinary = Mb("1\tThe\tthe\tDET\tDT\t_\t2\tdet\t_\t_\n2\tdog\tdog\tNOUN\tNN\t_\t0\troot\t_\t_\n\n");
+        double baseline = Seconds(() => ConllU.Parse(ordinary));
+        double worst = 0;
+        foreach (var text in new[] { Mb("#"), Mb("\n"), Mb("\r"), Mb("# text = x\n"), Mb("1\ta\ta\tX\tX\t_\t0\t_\t_\t_\n") })
+            worst = Math.Max(worst, Seconds(() => ConllU.Parse(text)));
+        // one huge line with many tabs is rejected, quickly
+        string tabs = Mb("\t");
+        worst = Math.Max(worst, Seconds(() => Assert.Throws<InvalidDataException>(() => ConllU.Parse(tabs))));
+        output.WriteLine($"ordinary 1 MB: {baseline * 1e3:F1} ms; slowest adversarial: {worst * 1e3:F1} ms");
+        Assert.True(worst <= 20 * baseline + 0.05, $"{worst:F3} s against {baseline:F3} s");
+    }
+}
