@@ -63,7 +63,7 @@ public class AttentionBenchmarks
         _scratch = new float[Attention.ScratchSize(D, D, T)];
         _s = new float[T]; _tmp = new float[D];
         TorchPeer.Init(Threads);
-        _pool = Threads > 1 ? new FastAttn.Threading.WorkerPool(Threads, _scratch.Length) : null;
+        _pool = Threads > 1 ? new FastAttn.Threading.WorkerPool(Threads) : null;
         // libtorch and ONNX Runtime take [batch, heads, tokens, headDim]
         float[] Heads(float[] x)
         {

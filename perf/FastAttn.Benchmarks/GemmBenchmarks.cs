@@ -46,7 +46,7 @@ public class GemmBenchmarks
         _w = new PackedWeight(w, N, K);
         _scratch = new float[Gemm.LinearScratchSize(M, K)];
         TorchPeer.Init(Threads);
-        _pool = Threads > 1 ? new FastAttn.Threading.WorkerPool(Threads, Gemm.LinearScratchSize(M, K)) : null;
+        _pool = Threads > 1 ? new FastAttn.Threading.WorkerPool(Threads) : null;
         _tx = torch.tensor(_x, [M, K]);
         _tw = torch.tensor(w, [N, K]);
         var wt = new float[K * N];

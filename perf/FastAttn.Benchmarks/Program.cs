@@ -13,6 +13,7 @@ var all = new (string Name, Type Type)[]
     ("encoder", typeof(EncoderBenchmarks)),
     ("latency", typeof(LatencyBenchmarks)),
     ("tagger", typeof(TaggerBenchmarks)),
+    ("hostile", typeof(HostileInputBenchmarks)),
 };
 var types = all.Where(t => only.Length == 0 || only.Contains(t.Name) || t.Name == "peak").Select(t => t.Type).ToArray();
 var summaries = BenchmarkRunner.Run(types, BenchConfig.Create(quick));

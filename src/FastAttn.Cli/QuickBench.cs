@@ -66,7 +66,7 @@ internal static class QuickBench
     {
         foreach (var (d, h, f, t) in EncoderShapes)
         {
-            using var enc = Composition.TransformerEncoder.Create(1, d, h, f, seed: 1);
+            using var enc = Layers.TransformerEncoder.Create(1, d, h, f, seed: 1);
             using var s = enc.CreateSession(t);
             float[] x = Enumerable.Range(0, t * d).Select(i => MathF.Sin(i * 0.1f)).ToArray(), y = new float[t * d];
             double us = MedianMicros(() => s.Run(x, y), seconds);

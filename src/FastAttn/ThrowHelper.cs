@@ -70,6 +70,12 @@ internal static class ThrowHelper
             Argument(outputName, $"'{outputName}' overlaps '{inputName}'; give them separate memory.");
     }
 
+    /// <summary>Throws unless ε is finite and ≥ 0.</summary>
+    public static void Eps(float eps, string name)
+    {
+        if (!(eps >= 0) || float.IsInfinity(eps)) OutOfRange(name, eps, $"'{name}' must be finite and at least 0; it is {eps}.");
+    }
+
     /// <summary>Elements a strided matrix of rows × cols with row stride ld occupies.</summary>
     public static long Extent(int rows, int cols, int ld) => rows == 0 ? 0 : (long)(rows - 1) * ld + cols;
 }

@@ -95,7 +95,7 @@ public class HostileInputTests(Xunit.Abstractions.ITestOutputHelper output)
         var scratch = new float[Gemm.LinearScratchSize(4, 16)];
         Assert.Throws<ArgumentException>(() => Gemm.Linear(x, 4, w, x, scratch));
         var y = new float[64];
-        Assert.Throws<ArgumentException>(() => Gemm.Linear(x, 4, w, y, scratch, new GemmEpilogue { Bias = y.AsSpan(0, 16) }));
+        Assert.Throws<ArgumentException>(() => Gemm.Linear(x, 4, w, y, scratch, new GemmEpilogue { Bias = y.AsMemory(0, 16) }));
         Assert.Throws<ArgumentException>(() => Gemm.Linear(x, 4, w, y, scratch, new GemmEpilogue { Residual = y }));
         Assert.Throws<ArgumentException>(() => Gemm.Linear(x, 4, w, y, y));
         Assert.Equal(copy, x);

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using FastAttn.Composition;
 using FastAttn.Kernels;
+using FastAttn.Layers;
 using FastAttn.Threading;
 
 namespace FastAttn.Tests;
@@ -20,7 +21,7 @@ public class ThreadingTests
         float[]? first = null;
         foreach (int t in ThreadCounts)
         {
-            using var pool = new WorkerPool(t, Gemm.LinearScratchSize(m, k));
+            using var pool = new WorkerPool(t);
             float[] y = new float[m * n];
             Gemm.Linear(x, m, w, y, new float[Gemm.LinearScratchSize(m, k)],
                 new GemmEpilogue { Bias = bias, Activation = Activation.Gelu, Residual = res }, pool);
@@ -40,7 +41,7 @@ public class ThreadingTests
             foreach (int t in ThreadCounts)
             {
                 long need = Attention.ScratchSize(a.Options(), a.TotalK);
-                using var pool = new WorkerPool(t, need);
+                using var pool = new WorkerPool(t);
                 float[] outp = new float[a.TotalQ * a.Heads * a.Dv];
                 var o = a.Options();
                 Attention.Forward(a.Q, a.TotalQ, a.K, a.V, a.TotalK, outp, new float[need], o, pool);
@@ -81,7 +82,7 @@ public class ThreadingTests
         Assert.Equal(0, Reference.SteadyStateAllocations(() => { s.Run(x, y); s.Run(x, y, lens); }));
     }
 
-    private sealed class Throwing : IWork
+    private sealed class Throwing : IParallelWork
     {
         public int ThrowAt = -1;
         public int Done;
@@ -95,7 +96,7 @@ public class ThreadingTests
     [Fact]
     public void WorkerException_SurfacesOnCaller_PoolStaysUsable_DisposeJoins()
     {
-        var pool = new WorkerPool(3, 16);
+        var pool = new WorkerPool(3);
         var work = new Throwing { ThrowAt = 5 };
         var ex = Assert.Throws<InvalidOperationException>(() => pool.Run(work, 64));
         Assert.Equal("item 5 failed", ex.Message);

@@ -21,23 +21,30 @@ public static partial class Npy
     {
         ArgumentNullException.ThrowIfNull(path);
         if (Directory.Exists(path)) throw new IOException($"'{path}' is a directory, not a .npy file.");
-        byte[] bytes = File.ReadAllBytes(path);
+        return Read(File.ReadAllBytes(path), path);
+    }
+
+    /// <summary>Reads an array held in memory; <paramref name="name"/> names it in messages.</summary>
+    /// <exception cref="InvalidDataException">Not a little-endian float32 C-order .npy file, or its size does not match its shape.</exception>
+    public static (long[] Shape, float[] Data) Read(ReadOnlySpan<byte> bytes, string name = "<memory>")
+    {
+        string path = name;
         InvalidDataException Bad(string problem) => new($"npy file '{path}': {problem}.");
         // the magic string is 0x93 'N' 'U' 'M' 'P' 'Y'
-        if (bytes.Length < 10 || bytes[0] != 0x93 || Encoding.ASCII.GetString(bytes, 1, 5) != "NUMPY") throw Bad("not a .npy file (bad magic)");
+        if (bytes.Length < 10 || !bytes.StartsWith(Magic)) throw Bad("not a .npy file (bad magic)");
         int major = bytes[6];
         long headerLen;
         int start;
-        if (major == 1) { headerLen = BinaryPrimitives.ReadUInt16LittleEndian(bytes.AsSpan(8)); start = 10; }
+        if (major == 1) { headerLen = BinaryPrimitives.ReadUInt16LittleEndian(bytes[8..]); start = 10; }
         else if (major is 2 or 3)
         {
             if (bytes.Length < 12) throw Bad("truncated header");
-            headerLen = BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(8)); start = 12;
+            headerLen = BinaryPrimitives.ReadUInt32LittleEndian(bytes[8..]); start = 12;
             if (major == 3) throw Bad("format version 3.0 (UTF-8 headers) is not supported; use 1.0 or 2.0");
         }
         else throw Bad($"format version {major}.{bytes[7]} is not supported (1.0 and 2.0 are)");
         if (start + headerLen > bytes.Length) throw Bad($"the header length {headerLen} runs past the end of the file");
-        string header = Encoding.Latin1.GetString(bytes, start, (int)headerLen);
+        string header = Encoding.Latin1.GetString(bytes.Slice(start, (int)headerLen));
         var descr = DescrRe().Match(header);
         if (!descr.Success) throw Bad("the header has no 'descr'");
         if (descr.Groups[1].Value != "<f4") throw Bad($"dtype '{Clip(descr.Groups[1].Value)}' is not supported; FastAttn reads little-endian float32 ('<f4')");
@@ -65,7 +72,7 @@ public static partial class Npy
         if (tooMany || n * 4 != dataBytes)
             throw Bad($"shape ({string.Join(", ", shape)}) needs {(tooMany ? "more than the file's" : (n * 4).ToString())} bytes of data; the file has {dataBytes}");
         var data = new float[n];
-        var src = bytes.AsSpan((int)(start + headerLen));
+        var src = bytes[(int)(start + headerLen)..];
         if (BitConverter.IsLittleEndian) System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(src).CopyTo(data);
         else for (long i = 0; i < n; i++) data[i] = BinaryPrimitives.ReadSingleLittleEndian(src.Slice((int)(4 * i), 4));
         return (shape, data);

@@ -3,19 +3,6 @@ using System.Runtime.Intrinsics.X86;
 
 namespace FastAttn.Kernels;
 
-/// <summary>The instruction-set path the kernels run on.</summary>
-public enum IsaPath
-{
-    /// <summary>Plain scalar code (no SIMD acceleration available or allowed).</summary>
-    Scalar = 0,
-    /// <summary>128-bit vectors (SSE/AVX or Arm AdvSimd).</summary>
-    Vector128 = 1,
-    /// <summary>256-bit vectors with FMA (AVX2 + FMA).</summary>
-    Vector256 = 2,
-    /// <summary>512-bit vectors (AVX-512F).</summary>
-    Vector512 = 3,
-}
-
 /// <summary>
 /// Chooses the kernel path once per process. The choice follows what the runtime reports as
 /// accelerated (so <c>DOTNET_EnableAVX512=0</c>, <c>DOTNET_EnableAVX2=0</c> and
@@ -31,11 +18,23 @@ public static class Isa
     /// <summary>The path every kernel uses in this process.</summary>
     public static IsaPath Active { get; } = Choose();
 
+    /// <summary>Every path this process can run, narrowest first (scalar always; the others as the runtime and CPU allow).</summary>
+    public static IReadOnlyList<IsaPath> Supported { get; } = Enum.GetValues<IsaPath>().Where(IsSupported).ToArray();
+
+    /// <summary>True when kernels may run on <paramref name="path"/> in this process (tests run every such path in-process).</summary>
+    public static bool IsSupported(IsaPath path) => path switch
+    {
+        IsaPath.Scalar => true,
+        IsaPath.Vector128 => Vector128.IsHardwareAccelerated,
+        IsaPath.Vector256 => Vector256.IsHardwareAccelerated && Avx2.IsSupported && Fma.IsSupported,
+        IsaPath.Vector512 => Vector512.IsHardwareAccelerated && Avx512F.IsSupported,
+        _ => false,
+    };
+
     private static IsaPath DetectBest()
     {
-        if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported) return IsaPath.Vector512;
-        if (Vector256.IsHardwareAccelerated && Avx2.IsSupported && Fma.IsSupported) return IsaPath.Vector256;
-        if (Vector128.IsHardwareAccelerated) return IsaPath.Vector128;
+        for (var p = IsaPath.Vector512; p > IsaPath.Scalar; p--)
+            if (IsSupported(p)) return p;
         return IsaPath.Scalar;
     }
 
@@ -52,6 +51,29 @@ public static class Isa
             _ => best,
         };
         return want < best ? want : best;
+    }
+
+    [ThreadStatic] private static IsaPath? _override;
+
+    /// <summary>
+    /// The path kernels and layers created or called on this thread use: <see cref="Active"/>, unless a test narrowed it
+    /// with <see cref="Use"/> (so every supported path runs in one process).
+    /// </summary>
+    internal static IsaPath Current => _override ?? Active;
+
+    /// <summary>Runs this thread's kernel calls and layer construction on <paramref name="path"/> until disposed.</summary>
+    /// <exception cref="ArgumentException">The path is not supported here.</exception>
+    internal static IDisposable Use(IsaPath path)
+    {
+        if (!IsSupported(path)) throw new ArgumentException($"kernel path {path} is not supported in this process.", nameof(path));
+        var previous = _override;
+        _override = path;
+        return new Restore(previous);
+    }
+
+    private sealed class Restore(IsaPath? previous) : IDisposable
+    {
+        public void Dispose() => _override = previous;
     }
 
     /// <summary>A one-line description of the CPU features the runtime exposes and the path in use.</summary>

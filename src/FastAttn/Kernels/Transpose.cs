@@ -7,8 +7,8 @@ namespace FastAttn.Kernels;
 /// <summary>In-register 16×16 transposes (AVX-512) for the packing routines; other paths copy element by element.</summary>
 internal static unsafe class Transpose
 {
-    /// <summary>True when <see cref="Block16"/> may be used (the Vector512 path is active).</summary>
-    public static bool Available => Isa.Active == IsaPath.Vector512 && Avx512F.IsSupported;
+    /// <summary>True when <see cref="Block16"/> may be used by kernels running on <paramref name="isa"/>.</summary>
+    public static bool Available(IsaPath isa) => isa == IsaPath.Vector512 && Avx512F.IsSupported;
 
     /// <summary>
     /// dst[c·ldd + r] = scale·src[r·lds + c] for r &lt; 16, c &lt; 16, rows r ≥ <paramref name="rows"/> read as zero.

@@ -1,13 +1,19 @@
 using FastAttn.Kernels;
+using FastAttn.Threading;
 
 namespace FastAttn.Layers;
 
-/// <summary>The fully connected layer y = act(x·Wᵀ + b), W <c>[out, in]</c> like <c>nn.Linear</c>, packed once.</summary>
+/// <summary>
+/// The fully connected layer y = act(x·Wᵀ + b), W <c>[out, in]</c> like <c>nn.Linear</c>, packed once. Immutable and
+/// shareable; <see cref="Dispose"/> may race with calls (they finish, later ones throw <see cref="ObjectDisposedException"/>).
+/// </summary>
 public sealed class Linear : IDisposable
 {
+    private readonly float[]? _bias;          // indexed by packed column (zeros between segments)
+    private readonly float[]? _logicalBias;   // as given, for callers
+
     /// <summary>The packed weight.</summary>
     public PackedWeight Weight { get; }
-    private readonly float[]? _bias;
     /// <summary>Activation after the bias.</summary>
     public Activation Activation { get; }
     /// <summary>Input width.</summary>
@@ -15,132 +21,70 @@ public sealed class Linear : IDisposable
     /// <summary>Output width.</summary>
     public int OutFeatures => Weight.OutFeatures;
     /// <summary>The bias (read-only view), empty when there is none.</summary>
-    public ReadOnlySpan<float> Bias => _bias;
+    public ReadOnlySpan<float> Bias => _logicalBias;
 
     /// <summary>Builds the layer from a <c>[outFeatures, inFeatures]</c> weight and optional bias.</summary>
     /// <exception cref="ArgumentException">Shapes do not match.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A size is below 1, or the activation is unknown.</exception>
     public Linear(ReadOnlySpan<float> weight, int outFeatures, int inFeatures, ReadOnlySpan<float> bias = default, Activation activation = Activation.None)
+        : this(weight, outFeatures, inFeatures, bias, activation, default) { }
+
+    /// <summary>
+    /// As above, packed in segments of output rows that each start on a panel boundary (see <see cref="PackedWeight"/>):
+    /// a product over the whole layer writes <see cref="PackedWeight.PackedOutFeatures"/> columns.
+    /// </summary>
+    internal Linear(ReadOnlySpan<float> weight, int outFeatures, int inFeatures, ReadOnlySpan<float> bias, Activation activation, ReadOnlySpan<int> segments)
     {
         if (!bias.IsEmpty) ThrowHelper.ExactLength(bias.Length, outFeatures, nameof(bias), "outFeatures");
-        Weight = new PackedWeight(weight, outFeatures, inFeatures);
-        _bias = bias.IsEmpty ? null : bias.ToArray();
+        if ((uint)activation > (uint)Activation.Sigmoid) ThrowHelper.OutOfRange(nameof(activation), activation, "Unknown activation.");
+        Weight = new PackedWeight(weight, outFeatures, inFeatures, segments);
         Activation = activation;
+        if (!bias.IsEmpty)
+        {
+            _logicalBias = bias.ToArray();
+            _bias = new float[Weight.PackedOutFeatures];
+            int src = 0;
+            for (int s = 0; s < Weight.Segments; s++)
+            {
+                bias.Slice(src, Weight.SegmentRows(s)).CopyTo(_bias.AsSpan(Weight.SegmentColumn(s)));
+                src += Weight.SegmentRows(s);
+            }
+        }
     }
 
-    /// <summary>Scratch floats for <paramref name="rows"/> rows.</summary>
-    public int ScratchSize(int rows) => Gemm.LinearScratchSize(rows, InFeatures);
+    /// <summary>Scratch floats for <paramref name="rows"/> rows (on the calling thread).</summary>
+    public int ScratchSize(int rows) => GemmCore.APackSize(Weight.Isa, rows, InFeatures);
 
-    /// <summary>y = act(x·Wᵀ + b) [+ residual].</summary>
-    public void Forward(ReadOnlySpan<float> x, int rows, Span<float> y, Span<float> scratch, ReadOnlySpan<float> residual = default)
-        => Gemm.Linear(x, rows, Weight, y, scratch, new GemmEpilogue { Bias = _bias, Activation = Activation, Residual = residual }, null);
+    /// <summary>Scratch floats each worker thread of a pool needs for <paramref name="rows"/> rows.</summary>
+    public long WorkerScratchSize(int rows) => GemmCore.WorkerScratchSize(Weight.Isa, rows, InFeatures);
 
-    /// <summary>As above, split over a session's worker threads when large enough.</summary>
-    internal void Forward(ReadOnlySpan<float> x, int rows, Span<float> y, Span<float> scratch, ReadOnlySpan<float> residual, Threading.WorkerPool? pool)
-        => Gemm.Linear(x, rows, Weight, y, scratch, new GemmEpilogue { Bias = _bias, Activation = Activation, Residual = residual }, pool);
+    /// <summary>y = act(x·Wᵀ + b) [+ residual], split over <paramref name="pool"/>'s threads when large enough.</summary>
+    /// <exception cref="ArgumentException">A span is shorter than its shape, or y overlaps x, the residual or the scratch.</exception>
+    /// <exception cref="ObjectDisposedException">The layer or the pool was disposed.</exception>
+    public void Forward(ReadOnlySpan<float> x, int rows, Span<float> y, Span<float> scratch, ReadOnlySpan<float> residual = default, WorkerPool? pool = null)
+    {
+        ThrowHelper.Positive(rows, nameof(rows));
+        int n = Weight.PackedOutFeatures;
+        ThrowHelper.Length(x.Length, (long)rows * InFeatures, nameof(x), $"rows*inFeatures = {rows}*{InFeatures}");
+        ThrowHelper.Length(y.Length, (long)rows * n, nameof(y), $"rows*outFeatures = {rows}*{n}");
+        ThrowHelper.Length(scratch.Length, ScratchSize(rows), nameof(scratch), $"ScratchSize({rows})");
+        if (!residual.IsEmpty) ThrowHelper.Length(residual.Length, (long)rows * n, nameof(residual), $"rows*outFeatures = {rows}*{n}");
+        ReadOnlySpan<float> yr = y;
+        ThrowHelper.NoOverlap(yr, x, nameof(y), nameof(x));
+        ThrowHelper.NoOverlap(yr, residual, nameof(y), nameof(residual));
+        ThrowHelper.NoOverlap<float>(scratch, x, nameof(scratch), nameof(x));
+        ThrowHelper.NoOverlap<float>(scratch, yr, nameof(scratch), nameof(y));
+        ForwardCore(x, rows, y, scratch, residual, pool);
+    }
 
-    /// <summary>y = x·W[outStart .. outStart+outCount)ᵀ + b[outStart ..] for a block of output features (no activation).</summary>
-    internal void ForwardRows(ReadOnlySpan<float> x, int rows, Span<float> y, Span<float> scratch, int outStart, int outCount)
-        => Gemm.LinearBlock(x, rows, Weight, y, scratch, _bias, outStart, outCount);
+    /// <summary>The unchecked core of <see cref="Forward"/> (layers call it with shapes they guarantee).</summary>
+    internal void ForwardCore(ReadOnlySpan<float> x, int rows, Span<float> y, Span<float> scratch, ReadOnlySpan<float> residual, WorkerPool? pool)
+        => Gemm.LinearCore(x, rows, Weight, y, scratch, _bias, Activation, residual, 0, pool: pool);
+
+    /// <summary>y = x·W[segment]ᵀ + b[segment] (no activation): one segment of a segmented layer, y <c>[rows, segment rows]</c>. Unchecked.</summary>
+    internal void ForwardSegmentCore(ReadOnlySpan<float> x, int rows, int segment, Span<float> y, Span<float> scratch, WorkerPool? pool)
+        => Gemm.LinearSegmentCore(x, rows, Weight, segment, y, scratch, _bias, pool);
 
     /// <inheritdoc/>
     public void Dispose() => Weight.Dispose();
-}
-
-/// <summary>Layer normalisation over the last dimension (PyTorch's <c>nn.LayerNorm</c>, biased variance).</summary>
-public sealed unsafe class LayerNorm
-{
-    private readonly float[] _gamma, _beta;
-    /// <summary>Width.</summary>
-    public int Width => _gamma.Length;
-    /// <summary>ε added to the variance.</summary>
-    public float Eps { get; }
-
-    /// <summary>Builds the norm; empty gamma/beta mean ones/zeros.</summary>
-    public LayerNorm(int width, ReadOnlySpan<float> gamma = default, ReadOnlySpan<float> beta = default, float eps = 1e-5f)
-    {
-        ThrowHelper.Positive(width, nameof(width));
-        if (!gamma.IsEmpty) ThrowHelper.ExactLength(gamma.Length, width, nameof(gamma), "width");
-        if (!beta.IsEmpty) ThrowHelper.ExactLength(beta.Length, width, nameof(beta), "width");
-        _gamma = gamma.IsEmpty ? Enumerable.Repeat(1f, width).ToArray() : gamma.ToArray();
-        _beta = beta.IsEmpty ? new float[width] : beta.ToArray();
-        IO.TorchModels.CheckEps(eps, nameof(eps));
-        Eps = eps;
-    }
-
-    /// <summary>Normalises rows of x into y (x and y may be the same span, but must not partly overlap).</summary>
-    /// <exception cref="ArgumentException">A span is shorter than rows × width, or x and y overlap without starting at the same element.</exception>
-    public void Forward(ReadOnlySpan<float> x, int rows, Span<float> y)
-    {
-        ThrowHelper.Positive(rows, nameof(rows));
-        ThrowHelper.Length(x.Length, (long)rows * Width, nameof(x), $"rows*width = {rows}*{Width}");
-        ThrowHelper.Length(y.Length, (long)rows * Width, nameof(y), $"rows*width = {rows}*{Width}");
-        CheckInPlace(x, y);
-        fixed (float* px = x, py = y, g = _gamma, b = _beta) Norms.LayerNorm(px, py, rows, Width, g, b, Eps);
-    }
-
-    internal static void CheckInPlace(ReadOnlySpan<float> x, ReadOnlySpan<float> y)
-    {
-        if (x.Overlaps(y, out int offset) && offset != 0)
-            ThrowHelper.Argument(nameof(y), "'y' partly overlaps 'x'; give the same span (in place) or separate memory.");
-    }
-
-    /// <summary>As above, split over a session's worker threads when large enough.</summary>
-    internal void Forward(ReadOnlySpan<float> x, int rows, Span<float> y, Threading.WorkerPool? pool)
-    {
-        if (pool == null) { Forward(x, rows, y); return; }
-        ThrowHelper.Positive(rows, nameof(rows));
-        ThrowHelper.Length(x.Length, (long)rows * Width, nameof(x), $"rows*width = {rows}*{Width}");
-        ThrowHelper.Length(y.Length, (long)rows * Width, nameof(y), $"rows*width = {rows}*{Width}");
-        fixed (float* px = x, py = y, g = _gamma, b = _beta)
-            if (!pool.Jobs.Norm.TryRun(px, py, rows, Width, g, b, Eps, rms: false)) Norms.LayerNorm(px, py, rows, Width, g, b, Eps);
-    }
-}
-
-/// <summary>RMS normalisation: y = x / √(mean(x²) + ε) · γ.</summary>
-public sealed unsafe class RmsNorm
-{
-    private readonly float[] _gamma;
-    /// <summary>Width.</summary>
-    public int Width => _gamma.Length;
-    /// <summary>ε.</summary>
-    public float Eps { get; }
-
-    /// <summary>Builds the norm; empty gamma means ones.</summary>
-    public RmsNorm(int width, ReadOnlySpan<float> gamma = default, float eps = 1e-6f)
-    {
-        ThrowHelper.Positive(width, nameof(width));
-        if (!gamma.IsEmpty) ThrowHelper.ExactLength(gamma.Length, width, nameof(gamma), "width");
-        _gamma = gamma.IsEmpty ? Enumerable.Repeat(1f, width).ToArray() : gamma.ToArray();
-        IO.TorchModels.CheckEps(eps, nameof(eps));
-        Eps = eps;
-    }
-
-    /// <summary>Normalises rows of x into y (x and y may be the same span, but must not partly overlap).</summary>
-    /// <exception cref="ArgumentException">A span is shorter than rows × width, or x and y overlap without starting at the same element.</exception>
-    public void Forward(ReadOnlySpan<float> x, int rows, Span<float> y)
-    {
-        ThrowHelper.Positive(rows, nameof(rows));
-        ThrowHelper.Length(x.Length, (long)rows * Width, nameof(x), $"rows*width = {rows}*{Width}");
-        ThrowHelper.Length(y.Length, (long)rows * Width, nameof(y), $"rows*width = {rows}*{Width}");
-        LayerNorm.CheckInPlace(x, y);
-        fixed (float* px = x, py = y, g = _gamma) Norms.RmsNorm(px, py, rows, Width, g, Eps);
-    }
-}
-
-/// <summary>A fully connected layer as a block of a <see cref="Composition.Stack"/>: y = act(x·Wᵀ + b) per token.</summary>
-public sealed class LinearBlock(Linear linear) : Composition.IBlock, IDisposable
-{
-    /// <summary>The layer.</summary>
-    public Linear Linear { get; } = linear ?? throw new ArgumentNullException(nameof(linear));
-    /// <inheritdoc/>
-    public int InputWidth => Linear.InFeatures;
-    /// <inheritdoc/>
-    public int OutputWidth => Linear.OutFeatures;
-    /// <inheritdoc/>
-    public long ScratchSize(int maxTokens) => Linear.ScratchSize(maxTokens);
-    /// <inheritdoc/>
-    public void Forward(ReadOnlySpan<float> input, Span<float> output, Composition.Batch batch, Span<float> scratch)
-        => Linear.Forward(input, batch.Tokens, output, scratch, default, batch.Pool);
-    /// <inheritdoc/>
-    public void Dispose() => Linear.Dispose();
 }

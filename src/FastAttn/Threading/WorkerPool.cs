@@ -3,162 +3,265 @@ using System.Runtime.InteropServices;
 
 namespace FastAttn.Threading;
 
-/// <summary>A unit of parallel work: <see cref="Execute"/> runs item <c>item</c> on worker <c>worker</c>.</summary>
-internal interface IWork
+/// <summary>A unit of parallel work: <see cref="Execute"/> runs one item on one worker.</summary>
+public interface IParallelWork
 {
+    /// <summary>Runs one item. Worker 0 is the thread that called <see cref="WorkerPool.Run"/>; workers 1.. are the pool's threads.</summary>
     void Execute(int item, int worker);
 }
 
 /// <summary>
-/// A persistent pool of worker threads owned by one session. The calling thread is worker 0 and takes part in
-/// every run; workers 1..Threads−1 are dedicated threads that claim items from a shared counter. Between runs
-/// a worker spins for a bounded time (about 50 µs, so the next operation of the same forward pass finds it
-/// awake) and then blocks on an event, so an idle pool uses no CPU. Nothing is allocated per run. Each
-/// worker owns a pinned scratch buffer. An exception thrown by an item is rethrown on the calling thread after
-/// every worker has finished; the pool stays usable. Not reentrant: one run at a time.
+/// A persistent pool of worker threads: the calling thread is worker 0 and takes part in every run; workers
+/// 1..Threads−1 are dedicated threads that claim items from a shared counter. Between runs a worker spins for a
+/// bounded time (about 50 µs, so the next operation of the same forward pass finds it awake) and then blocks, so an
+/// idle pool uses no CPU. A run allocates nothing. Each worker thread owns a scratch buffer
+/// (<see cref="EnsureWorkerScratch"/>) that kernels use for their per-thread packing.
+/// <para>
+/// Kernels decide for themselves whether a call is worth splitting and how (see <c>Gemm.Linear</c>,
+/// <c>Attention.Forward</c>); the pool only runs the pieces. An exception thrown by an item is rethrown on the caller
+/// after every item in flight has finished; the pool stays usable.
+/// </para>
+/// <para>
+/// <b>Threads.</b> One run at a time: a second thread calling <see cref="Run"/> while a run is in progress gets
+/// <see cref="InvalidOperationException"/>. <see cref="Dispose"/> may be called from any thread, also during a run (it
+/// waits for the run to finish). A pool that is dropped without being disposed stops its threads when it is collected.
+/// </para>
 /// </summary>
-internal sealed unsafe class WorkerPool : IDisposable
+public sealed unsafe class WorkerPool : IDisposable
 {
-    private readonly Thread[] _threads;
-    private readonly ManualResetEventSlim[] _go;
-    private readonly ManualResetEventSlim _done = new(false, 0);
-    private readonly float*[] _scratch;
-    private readonly long _scratchFloats;
-    private long _generation;
-    private int _pending;
-    private int _next;
-    private int _items;
-    private IWork? _work;
-    private Exception? _error;
-    private volatile bool _stopping;
-    private bool _disposed;
+    private readonly Core _core;
+    private object?[] _jobs = [];
+    private int _running;
 
-    /// <summary>Spin iterations (Thread.SpinWait(20) each, ~50 µs in all here) before a waiting thread blocks.</summary>
-    private const int SpinRounds = 500;
-
-    /// <summary>The parallel kernels bound to this pool.</summary>
-    public Jobs Jobs { get; }
     /// <summary>Threads taking part in a run, the caller included.</summary>
-    public int Threads { get; }
-    /// <summary>Floats of scratch each worker owns.</summary>
-    public long ScratchFloats => _scratchFloats;
+    public int Threads => _core.Threads;
 
-    public WorkerPool(int threads, long scratchFloatsPerWorker)
+    /// <summary>Floats of scratch each worker thread (1..Threads−1) owns.</summary>
+    public long WorkerScratchFloats => _core.ScratchFloats;
+
+    /// <summary>A pool of <paramref name="threads"/> threads: the caller plus threads − 1 workers it starts now.</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="threads"/> is below 1 or above 256.</exception>
+    public WorkerPool(int threads)
     {
-        ThrowHelper.Positive(threads, nameof(threads));
-        Threads = threads;
-        _scratchFloats = Math.Max(scratchFloatsPerWorker, 1);
-        _scratch = new float*[threads];
-        for (int i = 0; i < threads; i++)
-            _scratch[i] = (float*)NativeMemory.AlignedAlloc((nuint)(_scratchFloats * sizeof(float)), 64);
-        _go = new ManualResetEventSlim[threads];
-        _threads = new Thread[threads];
-        for (int w = 1; w < threads; w++)
-        {
-            _go[w] = new ManualResetEventSlim(false, 0);
-            int id = w;
-            _threads[w] = new Thread(() => WorkerLoop(id)) { IsBackground = true, Name = $"FastAttn wk {w}" };
-            _threads[w].Start();
-        }
-        Jobs = new Jobs(this);
+        if (threads < 1 || threads > 256) ThrowHelper.OutOfRange(nameof(threads), threads, $"'threads' must be between 1 and 256; it is {threads}.");
+        _core = new Core(threads);
     }
 
-    /// <summary>The scratch of worker <paramref name="worker"/>.</summary>
-    public float* Scratch(int worker) => _scratch[worker];
+    /// <summary>Grows every worker's scratch to at least <paramref name="floats"/> (allocates only when it grows). Not during a run.</summary>
+    /// <exception cref="ObjectDisposedException">The pool was disposed.</exception>
+    /// <exception cref="InvalidOperationException">A run is in progress.</exception>
+    public void EnsureWorkerScratch(long floats)
+    {
+        if (floats <= _core.ScratchFloats) return;
+        Enter();
+        try { _core.GrowScratch(floats); }
+        finally { Exit(); }
+    }
+
+    /// <summary>The scratch of worker <paramref name="worker"/> (1..Threads−1), <see cref="WorkerScratchFloats"/> floats.</summary>
+    internal float* WorkerScratch(int worker) => _core.Scratch[worker];
+
+    /// <summary>The pool's instance of a kernel's job object (created on first use, then reused: a run allocates nothing).</summary>
+    internal T Job<T>() where T : class, new()
+    {
+        int i = JobSlot<T>.Index;
+        if (i >= _jobs.Length) Array.Resize(ref _jobs, Math.Max(i + 1, 2 * _jobs.Length));
+        return (T)(_jobs[i] ??= new T());
+    }
+
+    private static class JobSlot<T> { public static readonly int Index = Interlocked.Increment(ref _slots) - 1; }
+    private static int _slots;
 
     /// <summary>True while any worker thread is alive (for tests).</summary>
-    internal bool AnyThreadAlive
-    {
-        get
-        {
-            for (int w = 1; w < Threads; w++) if (_threads[w].IsAlive) return true;
-            return false;
-        }
-    }
+    internal bool AnyThreadAlive => _core.AnyThreadAlive;
 
     /// <summary>Runs items 0..items−1 of <paramref name="work"/> across the pool and returns when all are done.</summary>
-    public void Run(IWork work, int items)
+    /// <exception cref="ObjectDisposedException">The pool was disposed.</exception>
+    /// <exception cref="InvalidOperationException">Another thread is running work on this pool.</exception>
+    public void Run(IParallelWork work, int items)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        if (items <= 0) return;
-        if (Threads == 1 || items == 1)
+        ArgumentNullException.ThrowIfNull(work);
+        Enter();
+        try { _core.Run(work, items); }
+        finally { Exit(); }
+        GC.KeepAlive(this);
+    }
+
+    private void Enter()
+    {
+        if (Interlocked.CompareExchange(ref _running, 1, 0) != 0)
         {
-            for (int i = 0; i < items; i++) work.Execute(i, 0);
-            return;
+            ObjectDisposedException.ThrowIf(_core.Disposed, this);
+            throw new InvalidOperationException("This WorkerPool is already running work: one caller at a time (give each thread its own pool or session).");
         }
-        _work = work;
-        _items = items;
-        _next = 0;
-        _error = null;
-        Volatile.Write(ref _pending, Threads - 1);
-        Interlocked.Increment(ref _generation);
-        for (int w = 1; w < Threads; w++) _go[w].Set();
-        Drain(0);
-        // wait for the workers: spin briefly, then block (reset before checking, so no wake-up is lost)
-        for (int spin = 0; Volatile.Read(ref _pending) != 0 && spin < SpinRounds; spin++) Thread.SpinWait(20);
-        while (true)
+        if (_core.Disposed)
         {
-            _done.Reset();
-            if (Volatile.Read(ref _pending) == 0) break;
-            _done.Wait();
-        }
-        _work = null;
-        var error = _error;
-        if (error != null)
-        {
-            _error = null;
-            ExceptionDispatchInfo.Capture(error).Throw();
+            Volatile.Write(ref _running, 0);
+            ThrowHelper.Disposed(nameof(WorkerPool));
         }
     }
 
-    private void Drain(int worker)
-    {
-        var work = _work!;
-        while (true)
-        {
-            int i = Interlocked.Increment(ref _next) - 1;
-            if (i >= _items) return;
-            try { work.Execute(i, worker); }
-            catch (Exception e)
-            {
-                Interlocked.CompareExchange(ref _error, e, null);
-                // stop handing out items; the run ends as soon as the items in flight finish
-                Volatile.Write(ref _next, _items);
-                return;
-            }
-        }
-    }
+    private void Exit() => Volatile.Write(ref _running, 0);
 
-    private void WorkerLoop(int w)
-    {
-        long seen = 0;
-        var go = _go[w];
-        while (true)
-        {
-            for (int spin = 0; Volatile.Read(ref _generation) == seen && !_stopping && spin < SpinRounds; spin++) Thread.SpinWait(20);
-            while (Volatile.Read(ref _generation) == seen && !_stopping)
-            {
-                go.Reset();
-                if (Volatile.Read(ref _generation) != seen || _stopping) break;
-                go.Wait();
-            }
-            if (_stopping) return;
-            seen = Volatile.Read(ref _generation);
-            Drain(w);
-            if (Interlocked.Decrement(ref _pending) == 0) _done.Set();
-        }
-    }
-
-    /// <summary>Stops and joins the worker threads and frees the scratch. Must not race with <see cref="Run"/>.</summary>
+    /// <summary>Stops and joins the worker threads and frees their scratch; waits for a run in progress to finish first.</summary>
     public void Dispose()
     {
-        if (_disposed) return;
-        _disposed = true;
-        _stopping = true;
-        for (int w = 1; w < Threads; w++) _go[w].Set();
-        for (int w = 1; w < Threads; w++) _threads[w].Join();
-        for (int w = 1; w < Threads; w++) _go[w].Dispose();
-        _done.Dispose();
-        for (int i = 0; i < Threads; i++) { NativeMemory.AlignedFree(_scratch[i]); _scratch[i] = null; }
+        // take the run flag so no run can start or be in flight while the scratch is freed
+        var spin = new SpinWait();
+        while (Interlocked.CompareExchange(ref _running, 1, 0) != 0)
+        {
+            if (_core.Disposed) return;
+            spin.SpinOnce();
+        }
+        try { _core.Stop(join: true); }
+        finally { Volatile.Write(ref _running, 0); }
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>An unreachable pool cannot be running (a run keeps it alive): stop its threads and free the scratch.</summary>
+    ~WorkerPool() => _core.Stop(join: false);
+
+    /// <summary>The state the worker threads share; it holds no reference to the pool object, so a dropped pool can be collected.</summary>
+    private sealed class Core
+    {
+        private readonly Thread?[] _threads;
+        private readonly ManualResetEventSlim?[] _go;
+        private readonly ManualResetEventSlim _done = new(false, 0);
+        public float*[] Scratch;
+        public long ScratchFloats;
+        public readonly int Threads;
+        private long _generation;
+        private int _pending, _next, _items;
+        private IParallelWork? _work;
+        private Exception? _error;
+        private volatile bool _stopping;
+        private int _stopped;
+        public bool Disposed => Volatile.Read(ref _stopped) != 0;
+
+        /// <summary>Spin iterations (Thread.SpinWait(20) each, ~50 µs in all here) before a waiting thread blocks.</summary>
+        private const int SpinRounds = 500;
+
+        public Core(int threads)
+        {
+            Threads = threads;
+            Scratch = new float*[threads];
+            _go = new ManualResetEventSlim?[threads];
+            _threads = new Thread?[threads];
+            for (int w = 1; w < threads; w++)
+            {
+                _go[w] = new ManualResetEventSlim(false, 0);
+                int id = w;
+                _threads[w] = new Thread(() => WorkerLoop(id)) { IsBackground = true, Name = $"FastAttn wk {w}" };
+                _threads[w]!.Start();
+            }
+        }
+
+        public bool AnyThreadAlive
+        {
+            get
+            {
+                for (int w = 1; w < Threads; w++) if (_threads[w]!.IsAlive) return true;
+                return false;
+            }
+        }
+
+        public void GrowScratch(long floats)
+        {
+            for (int w = 1; w < Threads; w++)
+            {
+                float* p = (float*)NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
+                float* old = Scratch[w];
+                Scratch[w] = p;
+                if (old != null) NativeMemory.AlignedFree(old);
+            }
+            ScratchFloats = floats;
+        }
+
+        public void Run(IParallelWork work, int items)
+        {
+            if (items <= 0) return;
+            if (Threads == 1 || items == 1)
+            {
+                for (int i = 0; i < items; i++) work.Execute(i, 0);
+                return;
+            }
+            _work = work;
+            _items = items;
+            _next = 0;
+            _error = null;
+            Volatile.Write(ref _pending, Threads - 1);
+            Interlocked.Increment(ref _generation);
+            for (int w = 1; w < Threads; w++) _go[w]!.Set();
+            Drain(0);
+            // wait for the workers: spin briefly, then block (reset before checking, so no wake-up is lost)
+            for (int spin = 0; Volatile.Read(ref _pending) != 0 && spin < SpinRounds; spin++) Thread.SpinWait(20);
+            while (true)
+            {
+                _done.Reset();
+                if (Volatile.Read(ref _pending) == 0) break;
+                _done.Wait();
+            }
+            _work = null;
+            var error = _error;
+            if (error != null)
+            {
+                _error = null;
+                ExceptionDispatchInfo.Capture(error).Throw();
+            }
+        }
+
+        private void Drain(int worker)
+        {
+            var work = _work!;
+            while (true)
+            {
+                int i = Interlocked.Increment(ref _next) - 1;
+                if (i >= _items) return;
+                try { work.Execute(i, worker); }
+                catch (Exception e)
+                {
+                    Interlocked.CompareExchange(ref _error, e, null);
+                    // stop handing out items; the run ends as soon as the items in flight finish
+                    Volatile.Write(ref _next, _items);
+                    return;
+                }
+            }
+        }
+
+        private void WorkerLoop(int w)
+        {
+            long seen = 0;
+            var go = _go[w]!;
+            while (true)
+            {
+                for (int spin = 0; Volatile.Read(ref _generation) == seen && !_stopping && spin < SpinRounds; spin++) Thread.SpinWait(20);
+                while (Volatile.Read(ref _generation) == seen && !_stopping)
+                {
+                    go.Reset();
+                    if (Volatile.Read(ref _generation) != seen || _stopping) break;
+                    go.Wait();
+                }
+                if (_stopping) return;
+                seen = Volatile.Read(ref _generation);
+                Drain(w);
+                if (Interlocked.Decrement(ref _pending) == 0) _done.Set();
+            }
+        }
+
+        /// <summary>Stops the workers (joining them when asked) and frees the scratch; idempotent.</summary>
+        public void Stop(bool join)
+        {
+            if (Interlocked.Exchange(ref _stopped, 1) != 0) return;
+            _stopping = true;
+            for (int w = 1; w < Threads; w++) _go[w]!.Set();
+            if (join)
+            {
+                for (int w = 1; w < Threads; w++) _threads[w]!.Join();
+                for (int w = 1; w < Threads; w++) _go[w]!.Dispose();
+                _done.Dispose();
+            }
+            // no run is in flight (Dispose holds the run flag; a collected pool cannot be running), so no kernel reads these
+            for (int i = 0; i < Threads; i++) { if (Scratch[i] != null) NativeMemory.AlignedFree(Scratch[i]); Scratch[i] = null; }
+        }
     }
 }

@@ -1,33 +1,7 @@
-using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace FastAttn.Kernels;
-
-/// <summary>Everything one GEMM call needs, as raw pointers (pinned by the public entry point).</summary>
-internal unsafe struct GemmArgs
-{
-    /// <summary>A: M×K row-major with row stride Lda.</summary>
-    public float* A;
-    public nint Lda;
-    public int M, N, K;
-    /// <summary>B packed in panels of <see cref="GemmCore.NR"/> columns: panel p at PackedB + p·K·NR, then K rows of NR floats.</summary>
-    public float* PackedB;
-    /// <summary>Floats between consecutive panels of PackedB (K·NR for a whole packed matrix).</summary>
-    public nint PanelStride;
-    /// <summary>C: M×N row-major with row stride Ldc.</summary>
-    public float* C;
-    public nint Ldc;
-    public float Alpha;
-    /// <summary>Add the product to what C holds instead of overwriting it.</summary>
-    public bool Accumulate;
-    /// <summary>Bias of length N or null.</summary>
-    public float* Bias;
-    public Activation Act;
-    /// <summary>Residual M×N with row stride Ldr (added after the activation) or null.</summary>
-    public float* Residual;
-    public nint Ldr;
-}
 
 /// <summary>Per-tile epilogue state handed to the microkernel's store.</summary>
 internal unsafe struct TileEpilogue
@@ -70,157 +44,12 @@ internal struct Rows13 : IRowCount { public static int N => 13; }
 internal struct Rows14 : IRowCount { public static int N => 14; }
 
 /// <summary>
-/// The packed SGEMM engine: C = alpha·A·B (+C) (+bias, activation, +residual), with B pre-packed into
-/// panels of NR = 2 vectors of columns and A packed per (MC×KC) block into caller scratch.
-/// Loop order (Goto/BLIS): K blocks → M blocks (pack A) → B panels (L1-resident) → MR-row micro-tiles.
-/// Every output element is computed by one sequence of FMAs over k in ascending order, so results do
-/// not depend on how rows or panels are split between calls or threads.
+/// The SGEMM microkernel: a register-blocked tile of up to 14 rows × 2 vectors of columns (12 × 32 floats on AVX-512:
+/// 24 accumulators), broadcast-FMA over the packed depth, and its stores (through the epilogue, or straight into C).
+/// The attention kernel runs its two products on the same tiles.
 /// </summary>
-internal static unsafe class GemmCore
+internal static unsafe class GemmMicrokernel
 {
-    /// <summary>Depth of a K block. Measured on Zen 5 (MR=12): 128→81%, 256→87%, 512→90%, 768→92% of peak at 128×768·768×768; deep blocks mean fewer C round trips.</summary>
-    public const int KC = 768;
-
-    /// <summary>Columns per packed panel for the active path.</summary>
-    public static readonly int NR = PanelWidth(Isa.Active);
-    /// <summary>Rows per micro-tile for the active path.</summary>
-    public static readonly int MR = TileRows(Isa.Active);
-    /// <summary>Rows per A block (packed once per K block, reused across all panels).</summary>
-    public static readonly int MC = MR * 16;
-
-    public static int PanelWidth(IsaPath p) => p switch
-    {
-        IsaPath.Vector512 => 2 * Simd512.Width,
-        IsaPath.Vector256 => 2 * Simd256.Width,
-        IsaPath.Vector128 => 2 * Simd128.Width,
-        _ => 2 * SimdScalar.Width,
-    };
-
-    public static int TileRows(IsaPath p) => p switch
-    {
-        IsaPath.Vector512 => Simd512.GemmRows,
-        IsaPath.Vector256 => Simd256.GemmRows,
-        IsaPath.Vector128 => Simd128.GemmRows,
-        _ => SimdScalar.GemmRows,
-    };
-
-    /// <summary>Floats of packed B for K×N.</summary>
-    public static long PackedBSize(int k, int n) => (long)((n + NR - 1) / NR) * NR * k;
-
-    /// <summary>Floats of A-packing scratch one caller (thread) needs for M×K.</summary>
-    public static int APackSize(int m, int k)
-    {
-        int mr = Math.Min(RoundUp(m, MR), MC);
-        return mr * Math.Min(k, KC) + ScratchHeader + 16; // + accumulator tile and edge temporaries, + slack for PackA's row stores
-    }
-
-    /// <summary>Floats at the start of the scratch reserved for the tile and edge temporaries.</summary>
-    public const int ScratchHeader = 3 * 64 + 14 * 64;
-
-    /// <summary>
-    /// How far ahead (in floats, 16 KB) the microkernel prefetches the packed weight panel it streams. Measured on
-    /// the (768, 12, 3072) encoder layer at 8 tokens, whose 28 MB of weights come from memory on every call:
-    /// 0 → 900 µs, 1024 → 821, 2048 → 658, 4096 → 561, 8192 → 631; neutral when the weights are cache-resident.
-    /// </summary>
-    public const int PrefetchFloats = 4096;
-
-    public static int RoundUp(int x, int m) => (x + m - 1) / m * m;
-
-    /// <summary>
-    /// Packs B(k, n) = src[k·ks + n·ns] for k &lt; K, n &lt; N into panels (zero-padding the last one).
-    /// </summary>
-    public static void PackB(float* src, nint ks, nint ns, int k, int n, float* dst)
-    {
-        int nr = NR;
-        int panels = (n + nr - 1) / nr;
-        for (int p = 0; p < panels; p++)
-        {
-            int col0 = p * nr;
-            int cols = Math.Min(nr, n - col0);
-            float* d = dst + (long)p * k * nr;
-            if (ns == 1)
-            {
-                for (int kk = 0; kk < k; kk++)
-                {
-                    float* s = src + kk * ks + col0;
-                    float* dd = d + (long)kk * nr;
-                    new ReadOnlySpan<float>(s, cols).CopyTo(new Span<float>(dd, cols));
-                    for (int j = cols; j < nr; j++) dd[j] = 0f;
-                }
-            }
-            else
-            {
-                // Column-gather: walk each source row (column j of B) contiguously over k.
-                for (int j = 0; j < nr; j++)
-                {
-                    float* dd = d + j;
-                    if (j < cols)
-                    {
-                        float* s = src + (col0 + j) * ns;
-                        for (int kk = 0; kk < k; kk++) dd[(long)kk * nr] = s[kk * ks];
-                    }
-                    else
-                    {
-                        for (int kk = 0; kk < k; kk++) dd[(long)kk * nr] = 0f;
-                    }
-                }
-            }
-        }
-    }
-
-    /// <summary>Runs rows [rowStart, rowEnd) × panels [panelStart, panelEnd) of the product.</summary>
-    public static void Run(in GemmArgs g, int rowStart, int rowEnd, int panelStart, int panelEnd, float* scratch)
-    {
-        switch (Isa.Active)
-        {
-            case IsaPath.Vector512: Run<Simd512, Vector512<float>>(g, rowStart, rowEnd, panelStart, panelEnd, scratch); break;
-            case IsaPath.Vector256: Run<Simd256, Vector256<float>>(g, rowStart, rowEnd, panelStart, panelEnd, scratch); break;
-            case IsaPath.Vector128: Run<Simd128, Vector128<float>>(g, rowStart, rowEnd, panelStart, panelEnd, scratch); break;
-            default: Run<SimdScalar, float>(g, rowStart, rowEnd, panelStart, panelEnd, scratch); break;
-        }
-    }
-
-    public static void RunAll(in GemmArgs g, float* scratch) => Run(g, 0, g.M, 0, (g.N + NR - 1) / NR, scratch);
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Run<TOps, TVec>(in GemmArgs g, int rowStart, int rowEnd, int panelStart, int panelEnd, float* scratch)
-        where TOps : ISimd<TVec> where TVec : struct
-    {
-        int nr = 2 * TOps.Width;
-        int mr = TOps.GemmRows;
-        int mcMax = mr * 16;
-        int K = g.K;
-        float* aPack = scratch + ScratchHeader;
-        var epi = new TileEpilogue { Alpha = g.Alpha, Act = g.Act, Ldr = g.Ldr, Temp = scratch, Tile = scratch + 3 * 64, Prefetch = PrefetchFloats };
-        for (int pc = 0; pc < K; pc += KC)
-        {
-            int kc = Math.Min(KC, K - pc);
-            epi.LoadC = pc > 0 || g.Accumulate;
-            epi.Last = pc + kc == K;
-            for (int ic = rowStart; ic < rowEnd; ic += mcMax)
-            {
-                int mc = Math.Min(mcMax, rowEnd - ic);
-                PackA(g.A + ic * g.Lda + pc, g.Lda, mc, kc, aPack, mr);
-                for (int jp = panelStart; jp < panelEnd; jp++)
-                {
-                    int col = jp * nr;
-                    int cols = Math.Min(nr, g.N - col);
-                    float* bPanel = g.PackedB + jp * g.PanelStride + (long)pc * nr;
-                    epi.Bias = g.Bias == null ? null : g.Bias + col;
-                    for (int ir = 0; ir < mc; ir += mr)
-                    {
-                        int rows = Math.Min(mr, mc - ir);
-                        int row = ic + ir;
-                        float* c = g.C + row * g.Ldc + col;
-                        float* a = aPack + ir * kc;
-                        epi.Residual = g.Residual == null ? null : g.Residual + row * g.Ldr + col;
-                        Dispatch<TOps, TVec>(rows, a, mr, bPanel, kc, c, g.Ldc, cols, ref epi);
-                    }
-                }
-            }
-        }
-    }
-
     /// <summary>Runs the microkernel for a tile of <paramref name="rows"/> (1..14) rows; A advances by <paramref name="aStep"/> floats per k.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void Dispatch<TOps, TVec>(int rows, float* a, nint aStep, float* b, int kc, float* c, nint ldc, int cols, ref TileEpilogue e)
@@ -248,35 +77,6 @@ internal static unsafe class GemmCore
             case 3: Tile<TOps, TVec, Rows3, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
             case 2: Tile<TOps, TVec, Rows2, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
             default: Tile<TOps, TVec, Rows1, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-        }
-    }
-
-    /// <summary>Packs mc rows × kc columns of A into groups of mr rows, k-major inside a group.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void PackA(float* a, nint lda, int mc, int kc, float* dst, int mr)
-    {
-        // AVX-512: 16-column chunks through an in-register transpose (its 16-float row stores run past each
-        // mr-float row; ascending order overwrites them, and the scratch has slack after the last group)
-        int kFast = Transpose.Available && mr <= 16 ? kc / 16 * 16 : 0;
-        for (int g0 = 0; g0 < mc; g0 += mr)
-        {
-            int rows = Math.Min(mr, mc - g0);
-            float* d = dst + g0 * kc;
-            for (int k0 = 0; k0 < kFast; k0 += 16) Transpose.Block16(a + g0 * lda + k0, lda, rows, d + k0 * mr, mr, 1f);
-            for (int i = 0; i < rows; i++)
-            {
-                float* s = a + (g0 + i) * lda;
-                float* dd = d + i;
-                int k = kFast;
-                for (; k + 4 <= kc; k += 4)
-                {
-                    dd[k * mr] = s[k];
-                    dd[(k + 1) * mr] = s[k + 1];
-                    dd[(k + 2) * mr] = s[k + 2];
-                    dd[(k + 3) * mr] = s[k + 3];
-                }
-                for (; k < kc; k++) dd[k * mr] = s[k];
-            }
         }
     }
 

@@ -4,11 +4,11 @@ using System.Runtime.Intrinsics;
 namespace FastAttn.Kernels;
 
 /// <summary>Row-wise normalisation kernels over <c>[rows, width]</c> row-major data (in place allowed).</summary>
-internal static unsafe class Norms
+internal static unsafe partial class Norms
 {
-    public static void LayerNorm(float* x, float* y, int rows, int width, float* gamma, float* beta, float eps)
+    public static void LayerNorm(IsaPath isa, float* x, float* y, int rows, int width, float* gamma, float* beta, float eps)
     {
-        switch (Isa.Active)
+        switch (isa)
         {
             case IsaPath.Vector512: LayerNorm<Simd512, Vector512<float>>(x, y, rows, width, gamma, beta, eps, false); break;
             case IsaPath.Vector256: LayerNorm<Simd256, Vector256<float>>(x, y, rows, width, gamma, beta, eps, false); break;
@@ -17,9 +17,9 @@ internal static unsafe class Norms
         }
     }
 
-    public static void RmsNorm(float* x, float* y, int rows, int width, float* gamma, float eps)
+    public static void RmsNorm(IsaPath isa, float* x, float* y, int rows, int width, float* gamma, float eps)
     {
-        switch (Isa.Active)
+        switch (isa)
         {
             case IsaPath.Vector512: LayerNorm<Simd512, Vector512<float>>(x, y, rows, width, gamma, null, eps, true); break;
             case IsaPath.Vector256: LayerNorm<Simd256, Vector256<float>>(x, y, rows, width, gamma, null, eps, true); break;

@@ -1,0 +1,62 @@
+using System.Buffers.Binary;
+using System.Text;
+using BenchmarkDotNet.Attributes;
+using FastAttn.IO;
+using FastAttn.Tagging;
+
+namespace FastAttn.Benchmarks;
+
+/// <summary>
+/// Linear time on hostile input (issue 13): 1 MB of ordinary text against 1 MB of the audit's adversarial patterns, for
+/// the English tokenizer and the CoNLL-U reader, and a safetensors header of many tiny entries. Compare the medians of
+/// one method across inputs: a quadratic path would take minutes on 1 MB instead of milliseconds.
+/// </summary>
+public class HostileInputBenchmarks
+{
+    [Params("ordinary", "quote-pairs", "apostrophes", "lt-url", "random-marks", "one-chunk")]
+    public string Input = "ordinary";
+
+    private string _text = "", _conllu = "";
+    private byte[] _header = [];
+
+    private static string Mb(string unit) => new StringBuilder(1 << 20).Insert(0, unit, (1 << 20) / unit.Length).ToString();
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        var rnd = new Random(13);
+        const string marks = "'\"’‘“”<>()[]{}.,;:!?-/@$%#`…&*_=+\\|~^ aZ09";
+        _text = Input switch
+        {
+            "ordinary" => Mb("The committee said on Monday that it wouldn't approve the new budget until Mr. Smith explains the cuts. "),
+            "quote-pairs" => "Hello " + Mb("'\"") + " world",
+            "apostrophes" => Mb("'’"),
+            "lt-url" => Mb("<") + "a@b.c",
+            "random-marks" => new string(Enumerable.Range(0, 1 << 20).Select(_ => marks[rnd.Next(marks.Length)]).ToArray()),
+            _ => Mb("x"),
+        };
+        _conllu = Input == "ordinary"
+            ? Mb("1\tThe\tthe\tDET\tDT\t_\t2\tdet\t_\t_\n2\tdog\tdog\tNOUN\tNN\t_\t0\troot\t_\t_\n\n")
+            : Mb("# text = " + _text[..Math.Min(40, _text.Length)].Replace('\n', ' ') + "\n1\tx\tx\tX\tX\t_\t0\t_\t_\t_\n");
+        var sb = new StringBuilder("{");
+        for (int i = 0; sb.Length < 1 << 20; i++) sb.Append(i == 0 ? "" : ",").Append($"\"t{i}\":{{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}");
+        sb.Append('}');
+        var h = Encoding.UTF8.GetBytes(sb.ToString());
+        _header = new byte[8 + h.Length];
+        BinaryPrimitives.WriteUInt64LittleEndian(_header, (ulong)h.Length);
+        h.CopyTo(_header, 8);
+    }
+
+    [Benchmark(Baseline = true, Description = "EnglishTokenizer.Count, 1 MB")]
+    public int Tokenize() => EnglishTokenizer.Count(_text);
+
+    [Benchmark(Description = "ConllU.Parse, 1 MB")]
+    public int Conllu() => ConllU.Parse(_conllu).Count;
+
+    [Benchmark(Description = "safetensors header of 1 MB (tiny entries)")]
+    public int Header()
+    {
+        using var f = SafeTensorsFile.Load(_header);
+        return f.Tensors.Count;
+    }
+}

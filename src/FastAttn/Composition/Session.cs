@@ -1,0 +1,140 @@
+using FastAttn.Threading;
+
+namespace FastAttn.Composition;
+
+/// <summary>
+/// Runs a <see cref="Stack"/>: owns every buffer a forward pass needs (planned once from maxTokens: two activation
+/// buffers, the largest block's scratch, and each worker thread's share), writes into caller-provided spans and allocates
+/// nothing per call.
+/// <para>
+/// <b>One caller at a time.</b> A second thread entering <see cref="Run(ReadOnlySpan{float}, Span{float}, ReadOnlySpan{int}, ReadOnlySpan{int})"/>
+/// while a call is in progress gets <see cref="InvalidOperationException"/> (an interlocked flag; nothing is corrupted).
+/// <see cref="Dispose"/> may be called from any thread: it waits for a call in progress to finish, and later calls throw
+/// <see cref="ObjectDisposedException"/>. A session dropped without Dispose stops its worker threads when collected.
+/// </para>
+/// </summary>
+public sealed class Session : IDisposable
+{
+    private readonly Stack _stack;
+    private readonly float[] _a, _b, _scratch;
+    private readonly WorkerPool? _pool;
+    private int _busy;       // 1 while a call (or Dispose) holds the session
+    private int _disposed;
+
+    /// <summary>Threads a call runs on (the caller included).</summary>
+    public int Threads { get; }
+    /// <summary>Largest total token count a call may have.</summary>
+    public int MaxTokens { get; }
+    /// <summary>The stack this session runs.</summary>
+    public Stack Stack => _stack;
+    /// <summary>
+    /// Floats this session reserved: two activation buffers, the caller's scratch (the largest block's need) and, for
+    /// each worker thread, the largest per-thread need of any block.
+    /// </summary>
+    public long PlannedFloats => (long)_a.Length + _b.Length + _scratch.Length + (_pool == null ? 0 : (Threads - 1) * _pool.WorkerScratchFloats);
+
+    internal Session(Stack stack, int maxTokens, int threads = 1)
+    {
+        ThrowHelper.Positive(maxTokens, nameof(maxTokens));
+        ThrowHelper.Positive(threads, nameof(threads));
+        Threads = threads;
+        _stack = stack;
+        MaxTokens = maxTokens;
+        int widest = stack.Blocks.Max(b => Math.Max(b.InputWidth, b.OutputWidth));
+        long act = (long)maxTokens * widest;
+        long need = stack.Blocks.Max(b => b.ScratchSize(maxTokens));
+        long worker = threads > 1 ? stack.Blocks.Max(b => b.WorkerScratchSize(maxTokens)) : 0;
+        if (act > Array.MaxLength || need > Array.MaxLength || need < 0 || worker > Array.MaxLength)
+            ThrowHelper.OutOfRange(nameof(maxTokens), maxTokens,
+                $"'maxTokens' = {maxTokens} needs buffers of {Math.Max(act, Math.Max(need, worker))} floats, more than one array can hold ({Array.MaxLength}); use a smaller maxTokens.");
+        _a = new float[act];
+        _b = new float[act];
+        _scratch = new float[need];
+        if (threads > 1)
+        {
+            _pool = new WorkerPool(threads);
+            _pool.EnsureWorkerScratch(Math.Max(worker, 1));
+        }
+    }
+
+    /// <summary>Runs one sequence: input <c>[tokens, InputWidth]</c> → output <c>[tokens, OutputWidth]</c>.</summary>
+    /// <exception cref="ArgumentException">Widths do not divide, more tokens than the session was sized for, or output overlaps input.</exception>
+    /// <exception cref="InvalidOperationException">Another thread is running this session.</exception>
+    /// <exception cref="ObjectDisposedException">The session (or its stack) was disposed.</exception>
+    public void Run(ReadOnlySpan<float> input, Span<float> output) => Run(input, output, default, default);
+
+    /// <summary>Runs a packed batch of sequences back to back; each attends only within itself.</summary>
+    /// <exception cref="ArgumentException">Shapes, token count or lengths do not add up, or output overlaps input.</exception>
+    /// <exception cref="InvalidOperationException">Another thread is running this session.</exception>
+    /// <exception cref="ObjectDisposedException">The session (or its stack) was disposed.</exception>
+    public void Run(ReadOnlySpan<float> input, Span<float> output, ReadOnlySpan<int> sequenceLengths) => Run(input, output, sequenceLengths, default);
+
+    /// <summary>
+    /// Runs a packed batch with key padding: in sequence s only the first <paramref name="keyValidLengths"/>[s]
+    /// tokens are attended to (the rest are padding, like PyTorch's <c>src_key_padding_mask</c>); their outputs
+    /// are still computed. Empty <paramref name="sequenceLengths"/> = one sequence.
+    /// </summary>
+    /// <exception cref="ArgumentException">Shapes, token count or lengths do not add up, or output overlaps input.</exception>
+    /// <exception cref="InvalidOperationException">Another thread is running this session.</exception>
+    /// <exception cref="ObjectDisposedException">The session (or its stack) was disposed.</exception>
+    public void Run(ReadOnlySpan<float> input, Span<float> output, ReadOnlySpan<int> sequenceLengths, ReadOnlySpan<int> keyValidLengths)
+    {
+        int wIn = _stack.InputWidth, wOut = _stack.OutputWidth;
+        if (input.Length == 0 || input.Length % wIn != 0)
+            ThrowHelper.Argument(nameof(input), $"'input' has {input.Length} elements; expected tokens*inputWidth with inputWidth = {wIn} and tokens ≥ 1.");
+        int tokens = input.Length / wIn;
+        if (tokens > MaxTokens)
+            ThrowHelper.Argument(nameof(input), $"'input' has {tokens} tokens; this session was sized for at most {MaxTokens}.");
+        if (output.Length != (long)tokens * wOut)
+            ThrowHelper.Argument(nameof(output), $"'output' has {output.Length} elements; expected tokens*outputWidth = {tokens}*{wOut} = {tokens * wOut}.");
+        if (input.Overlaps(output))
+            ThrowHelper.Argument(nameof(output), "'output' overlaps 'input'; a session reads its input after writing output (give separate buffers).");
+        var batch = new Batch(tokens, sequenceLengths, keyValidLengths, _pool);
+        batch.Check();
+        var blocks = _stack.Blocks;
+        for (int i = 0; i < blocks.Count; i++) blocks[i].Validate(batch);
+        Enter();
+        try
+        {
+            ReadOnlySpan<float> cur = input;
+            for (int i = 0; i < blocks.Count; i++)
+            {
+                var blk = blocks[i];
+                Span<float> dst = i == blocks.Count - 1 ? output : (i % 2 == 0 ? _a : _b).AsSpan(0, tokens * blk.OutputWidth);
+                if (blk is Block b) b.ForwardCore(cur, dst, batch, _scratch);
+                else blk.Forward(cur, dst, batch, _scratch);
+                cur = dst;
+            }
+        }
+        finally { Volatile.Write(ref _busy, 0); }
+    }
+
+    private void Enter()
+    {
+        if (Interlocked.CompareExchange(ref _busy, 1, 0) != 0)
+        {
+            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+            throw new InvalidOperationException("This session is already running a call on another thread: a session serves one caller at a time (use one session per thread, or a SessionPool).");
+        }
+        if (Volatile.Read(ref _disposed) != 0)
+        {
+            Volatile.Write(ref _busy, 0);
+            ThrowHelper.Disposed(nameof(Session));
+        }
+    }
+
+    /// <summary>Stops the session's worker threads (after a call in progress finishes). The session cannot run afterwards.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        var spin = new SpinWait();
+        while (Interlocked.CompareExchange(ref _busy, 1, 0) != 0) spin.SpinOnce();
+        _pool?.Dispose();
+    }
+
+    /// <summary>True while a worker thread of this session is alive (for tests).</summary>
+    internal bool WorkersAlive => _pool?.AnyThreadAlive ?? false;
+
+    /// <summary>The session's pool (null for one thread), for tests.</summary>
+    internal WorkerPool? Pool => _pool;
+}

@@ -1,0 +1,103 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace FastAttn.Kernels;
+
+public static unsafe partial class Attention
+{
+    /// <summary>Keys per key tile: a multiple of the microkernel's rows; the Sᵀ tile (keys × 2 vectors) stays in L1.</summary>
+    internal static int TileKeys(int mr) => mr * 16;
+
+    /// <summary>Offsets (in floats) of the regions of one call's scratch.</summary>
+    private readonly struct Layout
+    {
+        public readonly long Kp, Vp, Qt, St, Ot, Stats, Bad, Header, Total;
+        public Layout(int d, int dv, int maxKeys, int mr, int nq)
+        {
+            int lk = Math.Max(maxKeys, 1), nr = nq;
+            long lkPad = GemmCore.RoundUp(lk, mr);
+            Kp = 0;
+            Vp = Kp + lkPad * d + 16; // + slack for PackK's overlapping row stores
+            Qt = Vp + (long)GemmCore.RoundUp(dv, nr) * lk;
+            St = Qt + (long)d * nq;
+            Ot = St + Math.Max(TileKeys(mr), lkPad) * nq;
+            Stats = Ot + (long)nq * GemmCore.RoundUp(dv, nr);
+            Bad = Stats + 4L * nq + d;
+            Header = Bad + lk;
+            Total = Header + GemmCore.ScratchHeader;
+        }
+    }
+
+    private static float MaxAbs(float* x, nint ld, int rows, int cols)
+    {
+        float m = 0f;
+        for (int r = 0; r < rows; r++)
+        {
+            float* xr = x + r * ld;
+            for (int c = 0; c < cols; c++) m = MathF.Max(m, MathF.Abs(xr[c]));
+        }
+        return m;
+    }
+
+    /// <summary>
+    /// Packs keys in blocks of mr, d-major inside a block ([d][mr]); zero rows pad the last block. Optionally e^{2k}.
+    /// On AVX-512 whole 16-column chunks go through an in-register transpose whose 16-float row stores run 4 floats
+    /// past each 12-float row (ascending order overwrites them; the layout leaves slack after the last block).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackK<TOps, TVec>(IsaPath isa, float* k, nint ldk, int keys, int d, int mr, float* dst, bool exp2)
+        where TOps : ISimd<TVec> where TVec : struct
+    {
+        int blocks = (keys + mr - 1) / mr;
+        bool fast = Transpose.Available(isa) && mr <= 16;
+        int dFast = fast ? d / 16 * 16 : 0;
+        for (int b = 0; b < blocks; b++)
+        {
+            float* db = dst + (long)b * mr * d;
+            int kr = Math.Min(mr, keys - b * mr);
+            float* kb = k + b * mr * ldk;
+            for (int c0 = 0; c0 < dFast; c0 += 16) Transpose.Block16(kb + c0, ldk, kr, db + c0 * mr, mr, 1f);
+            for (int i = 0; i < kr; i++)
+            {
+                float* src = kb + i * ldk;
+                float* dd = db + i;
+                for (int c = dFast; c < d; c++) dd[c * mr] = src[c];
+            }
+            for (int i = kr; i < mr; i++)
+                for (int c = dFast; c < d; c++) db[c * mr + i] = 0f;
+            if (exp2) Exp2x<TOps, TVec>(db, mr * d);
+        }
+    }
+
+    /// <summary>x ← e^{2x} in place.</summary>
+    private static void Exp2x<TOps, TVec>(float* x, int n) where TOps : ISimd<TVec> where TVec : struct
+    {
+        int w = TOps.Width, j = 0;
+        for (; j + w <= n; j += w) { TVec v = TOps.Load(x + j); TOps.Store(TOps.Exp(TOps.Add(v, v)), x + j); }
+        for (; j < n; j++) x[j] = MathF.Exp(2f * x[j]);
+    }
+
+    /// <summary>Qᵀ of one query tile: [d][nq], scaled; queries beyond <paramref name="rows"/> are zero. Optionally e^{2q}.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackQ<TOps, TVec>(IsaPath isa, float* q, nint ldq, int rows, int d, int nq, float* dst, float scale, bool exp2)
+        where TOps : ISimd<TVec> where TVec : struct
+    {
+        int dFast = Transpose.Available(isa) && nq % 16 == 0 ? d / 16 * 16 : 0;
+        for (int r0 = 0; r0 < nq && dFast > 0; r0 += 16)
+        {
+            int rr = Math.Clamp(rows - r0, 0, 16);
+            for (int c0 = 0; c0 < dFast; c0 += 16) Transpose.Block16(q + r0 * ldq + c0, ldq, rr, dst + c0 * nq + r0, nq, scale);
+        }
+        for (int r = 0; r < rows; r++)
+        {
+            float* src = q + r * ldq;
+            float* dd = dst + r;
+            for (int c = dFast; c < d; c++) dd[c * nq] = src[c] * scale;
+        }
+        if (rows < nq)
+            for (int c = dFast; c < d; c++)
+                for (int r = rows; r < nq; r++) dst[c * nq + r] = 0f;
+        if (exp2) Exp2x<TOps, TVec>(dst, d * nq);
+    }
+
+}

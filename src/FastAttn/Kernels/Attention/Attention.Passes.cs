@@ -1,0 +1,142 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace FastAttn.Kernels;
+
+public static unsafe partial class Attention
+{
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void SoftmaxPass<TOps, TVec>(float* st, int cols, float* mv, float* lv, float* cv, bool first, float* ot, int rows, int dvPad)
+        where TOps : ISimd<TVec> where TVec : struct
+    {
+        int w = TOps.Width, nq = 2 * w;
+        TVec ninf = TOps.Broadcast(float.NegativeInfinity), lowest = TOps.Broadcast(float.MinValue);
+        TVec x0 = ninf, x1 = ninf;
+        for (int j = 0; j < cols; j++)
+        {
+            x0 = TOps.Max(x0, TOps.Load(st + j * nq));
+            x1 = TOps.Max(x1, TOps.Load(st + j * nq + w));
+        }
+        TVec m0 = TOps.Load(mv), m1 = TOps.Load(mv + w);
+        TVec n0 = TOps.Max(m0, x0), n1 = TOps.Max(m1, x1);
+        // a column with nothing visible yet keeps m = −∞; subtract 0 there so exp gives 0, not NaN
+        TVec z0 = TOps.SelectLess(n0, lowest, TOps.Zero, n0), z1 = TOps.SelectLess(n1, lowest, TOps.Zero, n1);
+        TVec c0 = TOps.Exp(TOps.Sub(m0, z0)), c1 = TOps.Exp(TOps.Sub(m1, z1));
+        TVec s0 = TOps.Zero, s1 = TOps.Zero;
+        for (int j = 0; j < cols; j++)
+        {
+            float* sr = st + j * nq;
+            TVec p0 = TOps.Exp(TOps.Sub(TOps.Load(sr), z0));
+            TVec p1 = TOps.Exp(TOps.Sub(TOps.Load(sr + w), z1));
+            TOps.Store(p0, sr); TOps.Store(p1, sr + w);
+            s0 = TOps.Add(s0, p0); s1 = TOps.Add(s1, p1);
+        }
+        TOps.Store(n0, mv); TOps.Store(n1, mv + w);
+        TOps.Store(TOps.Fma(TOps.Load(lv), c0, s0), lv); TOps.Store(TOps.Fma(TOps.Load(lv + w), c1, s1), lv + w);
+        if (!first)
+        {
+            TOps.Store(c0, cv); TOps.Store(c1, cv + w);
+            for (int r = 0; r < rows; r++)
+                if (cv[r] != 1f) ScaleRow<TOps, TVec>(ot + r * dvPad, dvPad, cv[r]);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void ReluPass<TOps, TVec>(float* st, int n, float invL) where TOps : ISimd<TVec> where TVec : struct
+    {
+        int w = TOps.Width;
+        TVec f = TOps.Broadcast(invL);
+        for (int j = 0; j < n; j++)
+            TOps.Store(TOps.Mul(TOps.Max(TOps.Load(st + j * w), TOps.Zero), f), st + j * w); // −∞ → 0
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void SigmoidPass<TOps, TVec>(float* st, int n, float bias) where TOps : ISimd<TVec> where TVec : struct
+    {
+        int w = TOps.Width;
+        TVec b = TOps.Broadcast(bias), lowest = TOps.Broadcast(float.MinValue);
+        for (int j = 0; j < n; j++)
+        {
+            TVec x = TOps.Load(st + j * w);
+            TOps.Store(TOps.SelectLess(x, lowest, TOps.Zero, VecMath.Sigmoid<TOps, TVec>(TOps.Add(x, b))), st + j * w); // −∞ → 0
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void SoftCapPass<TOps, TVec>(float* st, int n, float softCap) where TOps : ISimd<TVec> where TVec : struct
+    {
+        int w = TOps.Width;
+        TVec cap = TOps.Broadcast(softCap), inv = TOps.Broadcast(1f / softCap);
+        for (int j = 0; j < n; j++)
+            TOps.Store(TOps.Mul(cap, VecMath.Tanh<TOps, TVec>(TOps.Mul(TOps.Load(st + j * w), inv))), st + j * w);
+    }
+
+    /// <summary>Key jj is visible to query qi iff jj ≤ qi + shift; <paramref name="qBase"/> = first query of the tile + shift.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void CausalPass<TOps, TVec>(float* st, int cols, int j0, int qBase, float* iota) where TOps : ISimd<TVec> where TVec : struct
+    {
+        int w = TOps.Width, nq = 2 * w;
+        TVec ninf = TOps.Broadcast(float.NegativeInfinity);
+        TVec q0v = TOps.Add(TOps.Load(iota), TOps.Broadcast(qBase));
+        TVec q1v = TOps.Add(TOps.Load(iota + w), TOps.Broadcast(qBase));
+        for (int j = Math.Max(0, qBase + 1 - j0); j < cols; j++)
+        {
+            TVec jj = TOps.Broadcast(j0 + j);
+            float* sr = st + j * nq;
+            TOps.Store(TOps.SelectLess(q0v, jj, ninf, TOps.Load(sr)), sr);
+            TOps.Store(TOps.SelectLess(q1v, jj, ninf, TOps.Load(sr + w)), sr + w);
+        }
+    }
+
+
+    /// <summary>Boolean and float masks (global [queryTokens, keyTokens] indices) applied to an Sᵀ tile.</summary>
+    private static void ApplyMasks(in Args a, float* st, int nq, int qRow, int rows, int kCol, int cols)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            long g = (long)(qRow + r) * a.TotalK + kCol;
+            if (a.FloatMask != null)
+            {
+                float* fm = a.FloatMask + g;
+                for (int j = 0; j < cols; j++) st[j * nq + r] += fm[j];
+            }
+            if (a.BoolMask != null)
+            {
+                bool* bm = a.BoolMask + g;
+                for (int j = 0; j < cols; j++) if (!bm[j]) st[j * nq + r] = float.NegativeInfinity;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Subtracts slope·|i − j| from an Sᵀ tile (query i = i0 + lane, key j = j0 + row, positions within the sequence);
+    /// padding lanes get finite values that are never written out.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void DistancePass<TOps, TVec>(float* st, int cols, int j0, int i0, float* iota, float slope) where TOps : ISimd<TVec> where TVec : struct
+    {
+        int w = TOps.Width, nq = 2 * w;
+        TVec q0v = TOps.Add(TOps.Load(iota), TOps.Broadcast(i0));
+        TVec q1v = TOps.Add(TOps.Load(iota + w), TOps.Broadcast(i0));
+        TVec sv = TOps.Broadcast(slope);
+        for (int c = 0; c < cols; c++)
+        {
+            TVec jj = TOps.Broadcast(j0 + c);
+            float* sr = st + c * nq;
+            TOps.Store(TOps.Sub(TOps.Load(sr), TOps.Mul(sv, TOps.Abs(TOps.Sub(q0v, jj)))), sr);
+            TOps.Store(TOps.Sub(TOps.Load(sr + w), TOps.Mul(sv, TOps.Abs(TOps.Sub(q1v, jj)))), sr + w);
+        }
+    }
+
+    /// <summary>Copies the (single, whole-row) P tile into the weights output, dividing by the softmax sum when given.</summary>
+    private static void WriteWeights(in Args a, float* st, int nq, int h, int qRow, int rows, int kCol, int cols, float* l)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            float f = l == null ? 1f : (l[r] > 0f ? 1f / l[r] : 0f);
+            float* wr = a.Weights + ((long)h * a.TotalQ + qRow + r) * a.TotalK + kCol;
+            for (int j = 0; j < cols; j++) wr[j] = st[j * nq + r] * f;
+        }
+    }
+
+}

@@ -1,0 +1,204 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace FastAttn.Kernels;
+
+public static unsafe partial class Attention
+{
+    /// <summary>One sequence, one key/value head and its query heads, query rows [rowStart, rowEnd) of the sequence.</summary>
+    internal static void RunGroup(in Args a, int q0, int lq, int k0, int lk, int valid, int kvHead, int rowStart, int rowEnd, float* scratch)
+    {
+        switch (a.Isa)
+        {
+            case IsaPath.Vector512: RunGroup<Simd512, Vector512<float>>(a, q0, lq, k0, lk, valid, kvHead, rowStart, rowEnd, scratch); break;
+            case IsaPath.Vector256: RunGroup<Simd256, Vector256<float>>(a, q0, lq, k0, lk, valid, kvHead, rowStart, rowEnd, scratch); break;
+            case IsaPath.Vector128: RunGroup<Simd128, Vector128<float>>(a, q0, lq, k0, lk, valid, kvHead, rowStart, rowEnd, scratch); break;
+            default: RunGroup<SimdScalar, float>(a, q0, lq, k0, lk, valid, kvHead, rowStart, rowEnd, scratch); break;
+        }
+    }
+
+    /// <summary>
+    /// The tile loop. Scores are computed transposed, Sᵀ = K·Qᵀ, as a [keys × queries] tile whose rows are
+    /// two vectors of queries: K is packed once per (sequence, kv head) as the broadcast operand, Qᵀ once
+    /// per query tile (pre-scaled) as the vector operand, so the running max, the exponentials and the row
+    /// sums are all vertical (no horizontal reductions), and the tile is already in the layout P·V
+    /// broadcasts from. O = P·V then runs on the same microkernel with V packed once in panels.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void RunGroup<TOps, TVec>(in Args a, int q0, int lq, int k0, int lk, int valid, int kvHead, int rowStart, int rowEnd, float* scratch)
+        where TOps : ISimd<TVec> where TVec : struct
+    {
+        int w = TOps.Width, nq = 2 * w, mr = TOps.GemmRows, nr = nq;
+        int d = a.D, dv = a.Dv, dvPad = GemmCore.RoundUp(dv, nr);
+        int lkPad = GemmCore.RoundUp(Math.Max(lk, 1), mr);
+        var lay = new Layout(d, dv, lk, mr, nq);
+        float* kp = scratch + lay.Kp, vp = scratch + lay.Vp, qt = scratch + lay.Qt, st = scratch + lay.St, ot = scratch + lay.Ot;
+        float* mv = scratch + lay.Stats, lv = mv + nq, cv = lv + nq, iota = cv + nq, wv = iota + nq;
+        var epi = new TileEpilogue { Alpha = 1f, Last = true, Temp = scratch + lay.Header, Tile = scratch + lay.Header + 3 * 64 };
+        for (int i = 0; i < nq; i++) iota[i] = i;
+
+        bool materialise = a.Weights != null;
+        int bcTile = TileKeys(mr);
+        int bc = materialise ? lkPad : bcTile;
+        int keyEnd = Math.Min(lk, valid);
+        bool additive = a.Score == ScoreKind.Additive;
+        int group = a.Heads / a.KvHeads;
+        // Additive scores take the fast form tanh(q+k) = 1 − 2/(1 + e^{2q}·e^{2k}) when every |q|, |k| ≤ 20
+        // (the exponentials, their product and its reciprocal stay finite and normal); otherwise tanh is evaluated directly.
+        bool fastAdd = false;
+        if (additive && keyEnd > 0)
+        {
+            float mx = MaxAbs(a.K + k0 * a.Ldk + kvHead * d, a.Ldk, keyEnd, d);
+            for (int hh = 0; hh < group; hh++)
+                mx = MathF.Max(mx, MaxAbs(a.Q + (q0 + rowStart) * a.Ldq + (kvHead * group + hh) * d, a.Ldq, rowEnd - rowStart, d));
+            fastAdd = mx <= 20f;
+        }
+        int* bad = (int*)(scratch + lay.Bad);
+        int nBad = 0;
+        if (keyEnd > 0)
+        {
+            PackK<TOps, TVec>(a.Isa, a.K + k0 * a.Ldk + kvHead * d, a.Ldk, keyEnd, d, mr, kp, fastAdd);
+            GemmCore.PackB(a.Isa, a.V + k0 * a.Ldv + kvHead * dv, a.Ldv, 1, keyEnd, dv, vp);
+            nBad = NonFiniteRows<TOps, TVec>(a.V + k0 * a.Ldv + kvHead * dv, a.Ldv, keyEnd, dv, bad);
+            // a value row holding NaN or ±∞ is zeroed in the packed copy and added separately, only to the queries that
+            // give it a nonzero weight: a masked key (weight exactly 0) must not turn an output into 0·∞ = NaN, and which
+            // queries share a tile (and so the product) depends on the vector width
+            for (int b = 0; b < nBad; b++)
+                for (int p = 0; p < dvPad / nr; p++) new Span<float>(vp + (long)p * keyEnd * nr + (long)bad[b] * nr, nr).Clear();
+        }
+        float invL = valid > 0 ? 1f / valid : 0f;
+        float sigBias = a.SigmoidBias ?? (valid > 0 ? -MathF.Log(valid) : 0f);
+        int causalShift = a.Causal == CausalMode.BottomRight ? lk - lq : 0;
+        TVec ninf = TOps.Broadcast(float.NegativeInfinity);
+
+        for (int hh = 0; hh < group; hh++)
+        {
+            int h = kvHead * group + hh;
+            float wsum = 0f;
+            if (additive)
+            {
+                float* aw = a.AddW + h * d;
+                for (int dd = 0; dd < d; dd++) { wv[dd] = fastAdd ? -2f * aw[dd] : aw[dd]; wsum += aw[dd]; }
+                if (!fastAdd) wsum = 0f;
+            }
+            for (int r0 = rowStart; r0 < rowEnd; r0 += nq)
+            {
+                int rows = Math.Min(nq, rowEnd - r0);
+                int tileKeyEnd = keyEnd;
+                if (a.Causal != CausalMode.None) tileKeyEnd = Math.Min(tileKeyEnd, Math.Max(0, r0 + rows + causalShift));
+                if (tileKeyEnd <= 0)
+                {
+                    for (int r = 0; r < rows; r++) new Span<float>(a.Out + (q0 + r0 + r) * a.Ldo + h * dv, dv).Clear();
+                    continue;
+                }
+                PackQ<TOps, TVec>(a.Isa, a.Q + (q0 + r0) * a.Ldq + h * d, a.Ldq, rows, d, nq, qt, additive ? 1f : a.Scale, fastAdd);
+                TOps.Store(ninf, mv); TOps.Store(ninf, mv + w);
+                TOps.Store(TOps.Zero, lv); TOps.Store(TOps.Zero, lv + w);
+                bool first = true;
+                for (int j0 = 0; j0 < tileKeyEnd; j0 += bc)
+                {
+                    int cols = Math.Min(bc, tileKeyEnd - j0);
+                    // Sᵀ for keys [j0, j0+cols) × this tile's queries
+                    epi.LoadC = false;
+                    for (int jb = 0; jb < cols; jb += mr)
+                    {
+                        int kr = Math.Min(mr, cols - jb);
+                        float* kb = kp + (long)(j0 + jb) * d;
+                        if (!additive) GemmMicrokernel.Dispatch<TOps, TVec, StoreDirect>(kr, kb, mr, qt, d, st + jb * nq, nq, nq, ref epi);
+                        else if (fastAdd) AdditiveBlock<TOps, TVec, FastTanhSum>(kb, mr, kr, qt, nq, d, wv, wsum, st + jb * nq);
+                        else AdditiveBlock<TOps, TVec, DirectTanhSum>(kb, mr, kr, qt, nq, d, wv, wsum, st + jb * nq);
+                    }
+                    // soft cap, masks
+                    if (a.SoftCap > 0f) SoftCapPass<TOps, TVec>(st, cols * 2, a.SoftCap);
+                    if (a.Causal != CausalMode.None && j0 + cols - 1 > r0 + causalShift)
+                        CausalPass<TOps, TVec>(st, cols, j0, r0 + causalShift, iota);
+                    if (a.FloatMask != null || a.BoolMask != null) ApplyMasks(a, st, nq, q0 + r0, rows, k0 + j0, cols);
+                    if (a.Slopes != null && a.Slopes[h] != 0f) DistancePass<TOps, TVec>(st, cols, j0, r0, iota, a.Slopes[h]);
+
+                    // normalise
+                    if (a.Norm == Normalizer.Softmax) SoftmaxPass<TOps, TVec>(st, cols, mv, lv, cv, first, ot, rows, dvPad);
+                    else if (a.Norm == Normalizer.Relu) ReluPass<TOps, TVec>(st, cols * 2, invL);
+                    else SigmoidPass<TOps, TVec>(st, cols * 2, sigBias);
+                    if (materialise) WriteWeights(a, st, nq, h, q0 + r0, rows, k0 + j0, cols, a.Norm == Normalizer.Softmax ? lv : null);
+
+                    // O += P·V: query rows in blocks of mr, value columns in panels
+                    epi.LoadC = !first;
+                    for (int pr = 0; pr < rows; pr += mr)
+                    {
+                        int prow = Math.Min(mr, rows - pr);
+                        for (int p = 0; p < dvPad / nr; p++)
+                        {
+                            float* vb = vp + (long)p * keyEnd * nr + (long)j0 * nr, oc = ot + pr * dvPad + p * nr;
+                            if (first) GemmMicrokernel.Dispatch<TOps, TVec, StoreDirect>(prow, st + pr, nq, vb, cols, oc, dvPad, nr, ref epi);
+                            else GemmMicrokernel.Dispatch<TOps, TVec, AddDirect>(prow, st + pr, nq, vb, cols, oc, dvPad, nr, ref epi);
+                        }
+                    }
+                    if (nBad > 0) AddNonFinite(a, st, nq, ot, dvPad, rows, j0, cols, bad, nBad, k0, kvHead);
+                    first = false;
+                }
+                // write out: softmax divides by the column sum; fully masked queries (l = 0) give zeros.
+                for (int r = 0; r < rows; r++)
+                {
+                    float* dst = a.Out + (q0 + r0 + r) * a.Ldo + h * dv;
+                    float f = a.Norm == Normalizer.Softmax ? (lv[r] > 0f ? 1f / lv[r] : 0f) : 1f;
+                    ScaleInto<TOps, TVec>(ot + r * dvPad, dst, dv, f);
+                }
+            }
+        }
+    }
+
+    /// <summary>Indices of the rows (of <paramref name="keys"/> × <paramref name="dv"/>, stride ld) holding a NaN or an infinity.</summary>
+    private static int NonFiniteRows<TOps, TVec>(float* v, nint ld, int keys, int dv, int* bad) where TOps : ISimd<TVec> where TVec : struct
+    {
+        int w = TOps.Width, n = 0;
+        for (int j = 0; j < keys; j++)
+        {
+            float* row = v + j * ld;
+            // x·0 is 0 for every finite x and NaN otherwise
+            TVec acc = TOps.Zero;
+            int c = 0;
+            for (; c + w <= dv; c += w) acc = TOps.Fma(TOps.Load(row + c), TOps.Zero, acc);
+            float s = TOps.Sum(acc);
+            for (; c < dv; c++) s += row[c] * 0f;
+            if (s != 0f) bad[n++] = j;
+        }
+        return n;
+    }
+
+    /// <summary>O[r] += p[r, j]·v_j for the non-finite value rows j of this key tile, for the queries whose weight is not 0.</summary>
+    private static void AddNonFinite(in Args a, float* st, int nq, float* ot, int dvPad, int rows, int j0, int cols, int* bad, int nBad, int k0, int kvHead)
+    {
+        for (int b = 0; b < nBad; b++)
+        {
+            int j = bad[b];
+            if (j < j0 || j >= j0 + cols) continue;
+            float* v = a.V + (k0 + j) * a.Ldv + kvHead * a.Dv;
+            for (int r = 0; r < rows; r++)
+            {
+                float p = st[(j - j0) * nq + r];
+                if (p == 0f) continue;
+                float* o = ot + r * dvPad;
+                for (int c = 0; c < a.Dv; c++) o[c] += p * v[c];
+            }
+        }
+    }
+
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ScaleRow<TOps, TVec>(float* x, int n, float f) where TOps : ISimd<TVec> where TVec : struct
+    {
+        int w = TOps.Width, j = 0;
+        TVec fv = TOps.Broadcast(f);
+        for (; j + w <= n; j += w) TOps.Store(TOps.Mul(TOps.Load(x + j), fv), x + j);
+        for (; j < n; j++) x[j] *= f;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ScaleInto<TOps, TVec>(float* src, float* dst, int n, float f) where TOps : ISimd<TVec> where TVec : struct
+    {
+        int w = TOps.Width, j = 0;
+        TVec fv = TOps.Broadcast(f);
+        for (; j + w <= n; j += w) TOps.Store(TOps.Mul(TOps.Load(src + j), fv), dst + j);
+        for (; j < n; j++) dst[j] = src[j] * f;
+    }
+}

@@ -1,0 +1,84 @@
+namespace FastAttn.Kernels;
+
+/// <summary>
+/// Everything about an attention call except the tensors themselves. A plain value: build it once (lengths and masks as
+/// arrays or memory) and reuse it for every call.
+/// </summary>
+public struct AttentionOptions
+{
+    /// <summary>Query heads.</summary>
+    public int Heads;
+    /// <summary>Key/value heads (0 = <see cref="Heads"/>); Heads must be a multiple (grouped-query attention).</summary>
+    public int KvHeads;
+    /// <summary>Width of a query/key head.</summary>
+    public int HeadDim;
+    /// <summary>Width of a value head (0 = <see cref="HeadDim"/>).</summary>
+    public int ValueHeadDim;
+    /// <summary>Score function.</summary>
+    public ScoreKind Score;
+    /// <summary>Dot-product scale; null = 1/√HeadDim, 1 = unscaled.</summary>
+    public float? Scale;
+    /// <summary>Additive scores: w, <c>[Heads, HeadDim]</c>.</summary>
+    public ReadOnlyMemory<float> AdditiveWeights;
+    /// <summary>Soft-capping: s ← cap·tanh(s/cap) when &gt; 0.</summary>
+    public float SoftCap;
+    /// <summary>Normaliser.</summary>
+    public Normalizer Normalizer;
+    /// <summary>Sigmoid attention bias; null = −ln(keys).</summary>
+    public float? SigmoidBias;
+    /// <summary>Causal mask.</summary>
+    public CausalMode Causal;
+    /// <summary>Packed batch: query lengths of the sequences stored back to back (empty = one sequence).</summary>
+    public ReadOnlyMemory<int> SequenceLengths;
+    /// <summary>Packed batch, cross-attention: key lengths per sequence (empty = <see cref="SequenceLengths"/>, or all keys).</summary>
+    public ReadOnlyMemory<int> KeySequenceLengths;
+    /// <summary>Key padding: valid keys per sequence (keys at or beyond are ignored); empty = all valid.</summary>
+    public ReadOnlyMemory<int> KeyValidLengths;
+    /// <summary>Boolean mask <c>[queryTokens, keyTokens]</c> (global indices), true = may attend; empty = none.</summary>
+    public ReadOnlyMemory<bool> BoolMask;
+    /// <summary>Additive float mask <c>[queryTokens, keyTokens]</c> added to the scores; empty = none.</summary>
+    public ReadOnlyMemory<float> FloatMask;
+    /// <summary>
+    /// Distance bias per query head (ALiBi-style, symmetric): −slope_h·|i − j| is added to the scaled scores, where i
+    /// and j are the query's and the key's positions within their sequence; <c>[Heads]</c>, empty = none.
+    /// </summary>
+    public ReadOnlyMemory<float> DistanceSlopes;
+    /// <summary>Optional: receives α as <c>[Heads, queryTokens, keyTokens]</c> (zeros across sequences of a packed batch).</summary>
+    public Memory<float> WeightsOut;
+    /// <summary>Row strides (0 = dense: Heads·HeadDim for Q, KvHeads·HeadDim for K, KvHeads·ValueHeadDim for V, Heads·ValueHeadDim for the output).</summary>
+    public int QStride, KStride, VStride, OutStride;
+}
+
+/// <summary>The options of one call as spans: what the kernel and the layers (whose lengths are spans) work with.</summary>
+internal ref struct AttentionCall
+{
+    public int Heads;
+    public int KvHeads;
+    public int HeadDim;
+    public int ValueHeadDim;
+    public ScoreKind Score;
+    public float? Scale;
+    public ReadOnlySpan<float> AdditiveWeights;
+    public float SoftCap;
+    public Normalizer Normalizer;
+    public float? SigmoidBias;
+    public CausalMode Causal;
+    public ReadOnlySpan<int> SequenceLengths;
+    public ReadOnlySpan<int> KeySequenceLengths;
+    public ReadOnlySpan<int> KeyValidLengths;
+    public ReadOnlySpan<bool> BoolMask;
+    public ReadOnlySpan<float> FloatMask;
+    public ReadOnlySpan<float> DistanceSlopes;
+    public Span<float> WeightsOut;
+    public int QStride, KStride, VStride, OutStride;
+
+    /// <summary>The span view of public options (the memory fields' spans).</summary>
+    public static AttentionCall From(in AttentionOptions o) => new()
+    {
+        Heads = o.Heads, KvHeads = o.KvHeads, HeadDim = o.HeadDim, ValueHeadDim = o.ValueHeadDim, Score = o.Score, Scale = o.Scale,
+        AdditiveWeights = o.AdditiveWeights.Span, SoftCap = o.SoftCap, Normalizer = o.Normalizer, SigmoidBias = o.SigmoidBias, Causal = o.Causal,
+        SequenceLengths = o.SequenceLengths.Span, KeySequenceLengths = o.KeySequenceLengths.Span, KeyValidLengths = o.KeyValidLengths.Span,
+        BoolMask = o.BoolMask.Span, FloatMask = o.FloatMask.Span, DistanceSlopes = o.DistanceSlopes.Span, WeightsOut = o.WeightsOut.Span,
+        QStride = o.QStride, KStride = o.KStride, VStride = o.VStride, OutStride = o.OutStride,
+    };
+}

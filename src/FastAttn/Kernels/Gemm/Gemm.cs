@@ -1,0 +1,178 @@
+using System.Diagnostics;
+using FastAttn.Threading;
+
+namespace FastAttn.Kernels;
+
+/// <summary>
+/// Single-precision matrix multiplication on row-major spans, allocation-free: the caller provides scratch, sized by
+/// the matching <c>…ScratchSize</c> method. The public methods check every argument once and then run the unchecked
+/// core that layers call directly. Given a <see cref="WorkerPool"/>, a product large enough to pay for the hand-off is
+/// split over its threads (bit-identical results for any thread count).
+/// </summary>
+public static unsafe class Gemm
+{
+    /// <summary>The instruction-set path in use.</summary>
+    public static IsaPath Path => Isa.Current;
+
+    /// <summary>Columns per packed weight panel on the active path (2 vectors).</summary>
+    public static int PanelWidth => GemmCore.PanelWidth(Isa.Current);
+
+    /// <summary>Scratch floats <see cref="Linear"/> needs for <paramref name="rows"/> rows of width <paramref name="inFeatures"/> (on the calling thread).</summary>
+    public static int LinearScratchSize(int rows, int inFeatures) => GemmCore.APackSize(Isa.Current, rows, inFeatures);
+
+    /// <summary>Scratch floats <see cref="MatMul"/> needs for an M×K by K×N product.</summary>
+    public static long MatMulScratchSize(int m, int n, int k) =>
+        GemmCore.PackedBSize(Isa.Current, Math.Max(k, 1), Math.Max(n, 1)) + GemmCore.APackSize(Isa.Current, m, k);
+
+    /// <summary>
+    /// y = epilogue(x · Wᵀ) for x <c>[rows, W.InFeatures]</c> and y <c>[rows, W.PackedOutFeatures]</c> (= OutFeatures for a
+    /// weight without segments), both contiguous. With <paramref name="pool"/>, split over its threads when large enough.
+    /// </summary>
+    /// <exception cref="ArgumentNullException"><paramref name="weight"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="rows"/> is below 1, or an epilogue field is out of range.</exception>
+    /// <exception cref="ArgumentException">A span is shorter than its shape, bias/residual do not match, or the output overlaps an input or the scratch.</exception>
+    /// <exception cref="ObjectDisposedException"><paramref name="weight"/> or <paramref name="pool"/> was disposed.</exception>
+    /// <exception cref="InvalidOperationException"><paramref name="pool"/> is running work for another caller.</exception>
+    public static void Linear(ReadOnlySpan<float> x, int rows, PackedWeight weight, Span<float> y, Span<float> scratch,
+        GemmEpilogue epilogue = default, WorkerPool? pool = null)
+    {
+        ArgumentNullException.ThrowIfNull(weight);
+        ThrowHelper.Positive(rows, nameof(rows));
+        int k = weight.InFeatures, n = weight.PackedOutFeatures;
+        ThrowHelper.Length(x.Length, (long)rows * k, nameof(x), $"rows*inFeatures = {rows}*{k}");
+        ThrowHelper.Length(y.Length, (long)rows * n, nameof(y), $"rows*outFeatures = {rows}*{n}");
+        ThrowHelper.Length(scratch.Length, GemmCore.APackSize(weight.Isa, rows, k), nameof(scratch), $"LinearScratchSize({rows}, {k})");
+        var bias = epilogue.Bias.Span;
+        var residual = epilogue.Residual.Span;
+        int ldr = CheckEpilogue(epilogue, bias, residual, rows, n);
+        ReadOnlySpan<float> yr = y;
+        ThrowHelper.NoOverlap(yr, x, nameof(y), nameof(x));
+        ThrowHelper.NoOverlap(yr, bias, nameof(y), "epilogue.Bias");
+        ThrowHelper.NoOverlap(yr, residual, nameof(y), "epilogue.Residual");
+        ThrowHelper.NoOverlap<float>(scratch, x, nameof(scratch), nameof(x));
+        ThrowHelper.NoOverlap<float>(scratch, yr, nameof(scratch), nameof(y));
+        LinearCore(x, rows, weight, y, scratch, bias, epilogue.Activation, residual, ldr, epilogue.Alpha, epilogue.Accumulate, pool);
+    }
+
+    /// <summary>
+    /// The unchecked core of <see cref="Linear"/>: y = act(alpha·x·Wᵀ (+y) + bias) + residual over every packed output
+    /// column. The caller guarantees the shapes (asserted in debug builds).
+    /// </summary>
+    internal static void LinearCore(ReadOnlySpan<float> x, int rows, PackedWeight weight, Span<float> y, Span<float> scratch,
+        ReadOnlySpan<float> bias, Activation act, ReadOnlySpan<float> residual, int ldr, float alpha = 1f, bool accumulate = false, WorkerPool? pool = null)
+    {
+        int k = weight.InFeatures, n = weight.PackedOutFeatures;
+        Debug.Assert(rows >= 1 && x.Length >= (long)rows * k && y.Length >= (long)rows * n);
+        Debug.Assert(scratch.Length >= GemmCore.APackSize(weight.Isa, rows, k) && (bias.IsEmpty || bias.Length == n));
+        float* panels = weight.Acquire();
+        try
+        {
+            fixed (float* px = x, py = y, ps = scratch, pb = bias, pr = residual)
+            {
+                var g = new GemmArgs
+                {
+                    Isa = weight.Isa, A = px, Lda = k, M = rows, N = n, K = k, PackedB = panels, PanelStride = (nint)k * weight.PanelWidth,
+                    C = py, Ldc = n, Alpha = alpha, Accumulate = accumulate, Bias = bias.IsEmpty ? null : pb, Act = act,
+                    Residual = residual.IsEmpty ? null : pr, Ldr = ldr == 0 ? n : ldr,
+                };
+                GemmCore.Run(g, ps, pool);
+            }
+        }
+        finally { weight.Release(); }
+    }
+
+    /// <summary>
+    /// y = x · W[segment]ᵀ + bias[segment] for one segment of a segmented weight (y is <c>[rows, segment rows]</c>, bias
+    /// indexed by the packed column). Unchecked: the caller guarantees the shapes.
+    /// </summary>
+    internal static void LinearSegmentCore(ReadOnlySpan<float> x, int rows, PackedWeight weight, int segment, Span<float> y, Span<float> scratch,
+        ReadOnlySpan<float> packedBias, WorkerPool? pool = null)
+    {
+        int k = weight.InFeatures, nr = weight.PanelWidth, col0 = weight.SegmentColumn(segment), count = weight.SegmentRows(segment);
+        Debug.Assert(col0 % nr == 0 && y.Length >= (long)rows * count && x.Length >= (long)rows * k);
+        float* panels = weight.Acquire();
+        try
+        {
+            fixed (float* px = x, py = y, ps = scratch, pb = packedBias)
+            {
+                // the segment's panels as a product of their own: N = count columns starting at panel col0 / nr
+                var g = new GemmArgs
+                {
+                    Isa = weight.Isa, A = px, Lda = k, M = rows, N = count, K = k, PackedB = panels + (long)(col0 / nr) * nr * k,
+                    PanelStride = (nint)k * nr, C = py, Ldc = count, Alpha = 1f, Bias = packedBias.IsEmpty ? null : pb + col0,
+                };
+                GemmCore.Run(g, ps, pool);
+            }
+        }
+        finally { weight.Release(); }
+    }
+
+    /// <summary>
+    /// C = epilogue(A · B) where A is M×K (row stride lda), B is K×N (row stride ldb) or, when
+    /// <paramref name="transposeB"/> is set, B is given as its transpose N×K (row stride ldb), and C is
+    /// M×N (row stride ldc). B is packed into <paramref name="scratch"/> for each call.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">A size is below 1 or a stride below its row width.</exception>
+    /// <exception cref="ArgumentException">A span is shorter than its strided shape, bias/residual do not match, or the output overlaps an input or the scratch.</exception>
+    /// <exception cref="ObjectDisposedException"><paramref name="pool"/> was disposed.</exception>
+    /// <exception cref="InvalidOperationException"><paramref name="pool"/> is running work for another caller.</exception>
+    public static void MatMul(int m, int n, int k,
+        ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, bool transposeB,
+        Span<float> c, int ldc, Span<float> scratch, GemmEpilogue epilogue = default, WorkerPool? pool = null)
+    {
+        ThrowHelper.Positive(m, nameof(m));
+        ThrowHelper.Positive(n, nameof(n));
+        ThrowHelper.Positive(k, nameof(k));
+        if (lda < k) ThrowHelper.OutOfRange(nameof(lda), lda, $"'lda' must be at least k = {k}; it is {lda}.");
+        int bCols = transposeB ? k : n, bRows = transposeB ? n : k;
+        if (ldb < bCols) ThrowHelper.OutOfRange(nameof(ldb), ldb, $"'ldb' must be at least {(transposeB ? "k" : "n")} = {bCols}; it is {ldb}.");
+        if (ldc < n) ThrowHelper.OutOfRange(nameof(ldc), ldc, $"'ldc' must be at least n = {n}; it is {ldc}.");
+        ThrowHelper.Length(a.Length, ThrowHelper.Extent(m, k, lda), nameof(a), $"(m-1)*lda+k with m={m}, k={k}, lda={lda}");
+        ThrowHelper.Length(b.Length, ThrowHelper.Extent(bRows, bCols, ldb), nameof(b),
+            $"({(transposeB ? "n" : "k")}-1)*ldb+{(transposeB ? "k" : "n")} with n={n}, k={k}, ldb={ldb}");
+        ThrowHelper.Length(c.Length, ThrowHelper.Extent(m, n, ldc), nameof(c), $"(m-1)*ldc+n with m={m}, n={n}, ldc={ldc}");
+        ThrowHelper.Length(scratch.Length, MatMulScratchSize(m, n, k), nameof(scratch), $"MatMulScratchSize({m}, {n}, {k})");
+        var bias = epilogue.Bias.Span;
+        var residual = epilogue.Residual.Span;
+        int ldr = CheckEpilogue(epilogue, bias, residual, m, n);
+        ReadOnlySpan<float> cr = c, sr = scratch;
+        ThrowHelper.NoOverlap(cr, a, nameof(c), nameof(a));
+        ThrowHelper.NoOverlap(cr, b, nameof(c), nameof(b));
+        ThrowHelper.NoOverlap(cr, bias, nameof(c), "epilogue.Bias");
+        ThrowHelper.NoOverlap(cr, residual, nameof(c), "epilogue.Residual");
+        ThrowHelper.NoOverlap(sr, a, nameof(scratch), nameof(a));
+        ThrowHelper.NoOverlap(sr, b, nameof(scratch), nameof(b));
+        ThrowHelper.NoOverlap(sr, cr, nameof(scratch), nameof(c));
+        var isa = Isa.Current;
+        fixed (float* pa = a, pbm = b, pc = c, ps = scratch, pb = bias, pr = residual)
+        {
+            float* packed = ps;
+            if (transposeB) GemmCore.PackB(isa, pbm, 1, ldb, k, n, packed);
+            else GemmCore.PackB(isa, pbm, ldb, 1, k, n, packed);
+            var g = new GemmArgs
+            {
+                Isa = isa, A = pa, Lda = lda, M = m, N = n, K = k, PackedB = packed, PanelStride = (nint)k * GemmCore.PanelWidth(isa),
+                C = pc, Ldc = ldc, Alpha = epilogue.Alpha, Accumulate = epilogue.Accumulate, Bias = bias.IsEmpty ? null : pb,
+                Act = epilogue.Activation, Residual = residual.IsEmpty ? null : pr, Ldr = ldr,
+            };
+            GemmCore.Run(g, ps + GemmCore.PackedBSize(isa, k, n), pool);
+        }
+    }
+
+    /// <summary>Checks the epilogue against an M×N product; returns the residual's row stride.</summary>
+    private static int CheckEpilogue(in GemmEpilogue e, ReadOnlySpan<float> bias, ReadOnlySpan<float> residual, int m, int n)
+    {
+        if (!bias.IsEmpty && bias.Length != n)
+            ThrowHelper.Argument("epilogue.Bias", $"'epilogue.Bias' has {bias.Length} elements; expected n = {n}.");
+        int ldr = e.ResidualStride == 0 ? n : e.ResidualStride;
+        if (!residual.IsEmpty)
+        {
+            if (ldr < n) ThrowHelper.OutOfRange("epilogue.ResidualStride", ldr, $"'epilogue.ResidualStride' must be at least n = {n}; it is {ldr}.");
+            ThrowHelper.Length(residual.Length, ThrowHelper.Extent(m, n, ldr), "epilogue.Residual", $"(m-1)*stride+n with m={m}, n={n}, stride={ldr}");
+        }
+        if ((uint)e.Activation > (uint)Activation.Sigmoid)
+            ThrowHelper.OutOfRange("epilogue.Activation", e.Activation, "Unknown activation.");
+        if (!float.IsFinite(e.Alpha)) ThrowHelper.OutOfRange("epilogue.Alpha", e.Alpha, "'epilogue.Alpha' must be finite.");
+        return ldr;
+    }
+}

@@ -1,0 +1,69 @@
+using FastAttn.Threading;
+
+namespace FastAttn.Kernels;
+
+/// <summary>How a GEMM splits itself over a pool's threads (the pool only runs the pieces).</summary>
+internal static unsafe partial class GemmCore
+{
+    /// <summary>Below this many flops a product runs on the calling thread only (the hand-off costs a few µs).</summary>
+    public const double ParallelFlops = 2e6;
+
+    /// <summary>Scratch floats each worker thread needs for its share of an M×K product (its own A packing).</summary>
+    public static long WorkerScratchSize(IsaPath isa, int m, int k) => APackSize(isa, m, k);
+
+    /// <summary>
+    /// Runs g on the pool when it is worth it; false (nothing done) when the caller should run it alone. Weight panels
+    /// are split evenly, so each thread streams only its share of the weights (A, packed by every thread, is small);
+    /// row blocks only when there are too few panels to share out. Each output element is computed by one thread in
+    /// the same order as on one thread, so results do not depend on the thread count.
+    /// </summary>
+    public static bool TryMultithread(in GemmArgs g, float* callerScratch, WorkerPool pool)
+    {
+        int threads = pool.Threads;
+        if (threads == 1 || 2.0 * g.M * g.N * g.K < ParallelFlops) return false;
+        int mr = TileRows(g.Isa), nr = PanelWidth(g.Isa);
+        int panels = (g.N + nr - 1) / nr, rowTiles = (g.M + mr - 1) / mr;
+        bool byRows = panels < 4 * threads && rowTiles >= threads;
+        int chunks = Math.Min(threads, byRows ? rowTiles : panels);
+        if (chunks < 2) return false;
+        pool.EnsureWorkerScratch(WorkerScratchSize(g.Isa, g.M, g.K));
+        var job = pool.Job<GemmJob>();
+        job.Set(pool, g, callerScratch, byRows, chunks, panels);
+        pool.Run(job, chunks);
+        job.Clear();
+        return true;
+    }
+
+    /// <summary>One split product; reused by its pool, so a run allocates nothing.</summary>
+    internal sealed class GemmJob : IParallelWork
+    {
+        private WorkerPool? _pool;
+        private GemmArgs _g;
+        private float* _callerScratch;
+        private int _chunks, _panels;
+        private bool _byRows;
+
+        public void Set(WorkerPool pool, in GemmArgs g, float* callerScratch, bool byRows, int chunks, int panels)
+        {
+            _pool = pool; _g = g; _callerScratch = callerScratch; _byRows = byRows; _chunks = chunks; _panels = panels;
+        }
+
+        public void Clear() { _pool = null; _g = default; _callerScratch = null; }
+
+        public void Execute(int item, int worker)
+        {
+            float* scratch = worker == 0 ? _callerScratch : _pool!.WorkerScratch(worker);
+            if (_byRows)
+            {
+                int mr = TileRows(_g.Isa), tiles = (_g.M + mr - 1) / mr;
+                int t0 = (int)((long)item * tiles / _chunks), t1 = (int)((long)(item + 1) * tiles / _chunks);
+                Run(_g, t0 * mr, Math.Min(t1 * mr, _g.M), 0, _panels, scratch);
+            }
+            else
+            {
+                int p0 = (int)((long)item * _panels / _chunks), p1 = (int)((long)(item + 1) * _panels / _chunks);
+                Run(_g, 0, _g.M, p0, p1, scratch);
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+using System.Runtime.InteropServices;
+
+namespace FastAttn.Kernels;
+
+/// <summary>
+/// A weight matrix stored like PyTorch's <c>nn.Linear.weight</c> (<c>[outFeatures, inFeatures]</c>, row-major), packed
+/// once into the GEMM microkernel's panel layout (panels of 2 vectors of output features, K rows each) in 64-byte-aligned
+/// native memory.
+/// <para>
+/// Optionally in <i>segments</i>: consecutive row blocks of the weight (for example the query, key and value blocks of
+/// an attention <c>in_proj_weight</c>) each start on a panel boundary, so a product can run over one segment alone
+/// (cross-attention projects queries and keys separately) or over all of them at once (self-attention: one GEMM) with
+/// no second copy of the weights. With segments the product's output columns are the padded ones:
+/// segment s occupies columns <see cref="SegmentColumn"/>(s) onwards.
+/// </para>
+/// <para>
+/// Immutable after construction and safe to share across threads. <see cref="Dispose"/> may race with products using
+/// the weight: they keep the memory alive until they finish; later ones throw <see cref="ObjectDisposedException"/>.
+/// A weight dropped without Dispose frees its memory when collected (never while a product is reading it).
+/// </para>
+/// </summary>
+public sealed unsafe class PackedWeight : IDisposable
+{
+    private float* _data;
+    private int _refs = 1;      // 1 for the owner, +1 per product in flight
+    private int _disposed;
+    private readonly int[] _segmentRows, _segmentColumn;
+
+    /// <summary>Rows of the original weight (the output width N).</summary>
+    public int OutFeatures { get; }
+    /// <summary>Columns of the original weight (the reduction depth K).</summary>
+    public int InFeatures { get; }
+    /// <summary>Bytes of packed storage.</summary>
+    public long SizeInBytes { get; }
+    /// <summary>The kernel path the panels are laid out for (products with this weight run on it).</summary>
+    public IsaPath Isa { get; }
+    /// <summary>Output columns a product over the whole weight writes: <see cref="OutFeatures"/>, plus padding between segments.</summary>
+    public int PackedOutFeatures { get; }
+    /// <summary>Number of segments (1 unless built with segments).</summary>
+    public int Segments => _segmentRows.Length;
+    /// <summary>Columns per panel.</summary>
+    public int PanelWidth => GemmCore.PanelWidth(Isa);
+
+    /// <summary>Packs <paramref name="weight"/> of shape <c>[outFeatures, inFeatures]</c> for the active kernel path.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A size is below 1.</exception>
+    /// <exception cref="ArgumentException"><paramref name="weight"/> does not hold outFeatures × inFeatures elements.</exception>
+    public PackedWeight(ReadOnlySpan<float> weight, int outFeatures, int inFeatures)
+        : this(weight, outFeatures, inFeatures, default, Kernels.Isa.Current) { }
+
+    /// <summary>
+    /// Packs <paramref name="weight"/> <c>[outFeatures, inFeatures]</c> in segments of <paramref name="segmentRows"/> rows
+    /// (adding up to outFeatures), each starting on a panel boundary.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">A size is below 1.</exception>
+    /// <exception cref="ArgumentException">The weight's length or the segments do not match the shape.</exception>
+    public PackedWeight(ReadOnlySpan<float> weight, int outFeatures, int inFeatures, ReadOnlySpan<int> segmentRows)
+        : this(weight, outFeatures, inFeatures, segmentRows, Kernels.Isa.Current) { }
+
+    /// <summary>As above, for kernel path <paramref name="isa"/> (tests run every path in one process).</summary>
+    internal PackedWeight(ReadOnlySpan<float> weight, int outFeatures, int inFeatures, ReadOnlySpan<int> segmentRows, IsaPath isa)
+    {
+        ThrowHelper.Positive(outFeatures, nameof(outFeatures));
+        ThrowHelper.Positive(inFeatures, nameof(inFeatures));
+        ThrowHelper.ExactLength(weight.Length, (long)outFeatures * inFeatures, nameof(weight), $"outFeatures*inFeatures = {outFeatures}*{inFeatures}");
+        if (!Kernels.Isa.IsSupported(isa)) ThrowHelper.Argument(nameof(isa), $"kernel path {isa} is not supported in this process.");
+        int[] seg = segmentRows.IsEmpty ? [outFeatures] : segmentRows.ToArray();
+        long sum = 0;
+        foreach (int r in seg)
+        {
+            if (r < 1) ThrowHelper.Argument(nameof(segmentRows), $"'segmentRows' holds {r}; every segment needs at least one row.");
+            sum += r;
+        }
+        if (sum != outFeatures) ThrowHelper.Argument(nameof(segmentRows), $"'segmentRows' add up to {sum}; expected outFeatures = {outFeatures}.");
+        Isa = isa;
+        OutFeatures = outFeatures;
+        InFeatures = inFeatures;
+        int nr = GemmCore.PanelWidth(isa);
+        _segmentRows = seg;
+        _segmentColumn = new int[seg.Length];
+        long col = 0;
+        for (int s = 0; s < seg.Length; s++)
+        {
+            _segmentColumn[s] = (int)col;
+            // segments after the first start on a panel boundary; the last is not padded beyond its panel
+            col += s == seg.Length - 1 ? seg[s] : GemmCore.RoundUp(seg[s], nr);
+        }
+        if (col > int.MaxValue) ThrowHelper.Argument(nameof(segmentRows), "the padded segments are too wide.");
+        PackedOutFeatures = (int)col;
+        long floats = GemmCore.PackedBSize(isa, inFeatures, PackedOutFeatures);
+        SizeInBytes = floats * sizeof(float);
+        _data = (float*)NativeMemory.AlignedAlloc((nuint)SizeInBytes, 64);
+        GC.AddMemoryPressure(SizeInBytes);
+        fixed (float* w = weight)
+        {
+            for (int s = 0; s < seg.Length; s++)
+            {
+                // B(k, n) = W[row0 + n, k]: element (k, n) at w[(row0 + n)·inFeatures + k]
+                long row0 = 0;
+                for (int t = 0; t < s; t++) row0 += seg[t];
+                float* dst = _data + (long)(_segmentColumn[s] / nr) * nr * inFeatures;
+                GemmCore.PackB(isa, w + row0 * inFeatures, 1, inFeatures, inFeatures, seg[s], dst);
+            }
+        }
+    }
+
+    /// <summary>Rows of segment <paramref name="segment"/>.</summary>
+    public int SegmentRows(int segment) => _segmentRows[segment];
+    /// <summary>The output column (a multiple of <see cref="PanelWidth"/>) where segment <paramref name="segment"/> starts.</summary>
+    public int SegmentColumn(int segment) => _segmentColumn[segment];
+
+    /// <summary>
+    /// Takes a reference for a product and returns the panels; pair with <see cref="Release"/> (in a finally).
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The weight was disposed.</exception>
+    internal float* Acquire()
+    {
+        while (true)
+        {
+            int r = Volatile.Read(ref _refs);
+            if (r == 0) ThrowHelper.Disposed(nameof(PackedWeight));
+            if (Interlocked.CompareExchange(ref _refs, r + 1, r) == r) return _data;
+        }
+    }
+
+    internal void Release()
+    {
+        if (Interlocked.Decrement(ref _refs) == 0) Free();
+    }
+
+    /// <summary>Frees the packed storage once no product is using it; later products throw <see cref="ObjectDisposedException"/>.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        {
+            Release();
+            GC.SuppressFinalize(this);
+        }
+    }
+
+    private void Free()
+    {
+        float* p = _data;
+        if (p == null) return;
+        _data = null;
+        NativeMemory.AlignedFree(p);
+        GC.RemoveMemoryPressure(SizeInBytes);
+    }
+
+    /// <summary>
+    /// Frees the storage if the owner forgot to dispose. A product in flight keeps this object reachable (it holds a
+    /// reference until it releases), so the finalizer never runs under a kernel.
+    /// </summary>
+    ~PackedWeight() => Free();
+}

@@ -1,0 +1,102 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.Arm;
+using System.Runtime.Intrinsics.X86;
+
+namespace FastAttn.Kernels;
+
+/// <summary>Vector math built on <see cref="ISimd{TVec}"/>: activations shared by every kernel.</summary>
+internal static class VecMath
+{
+    /// <summary>
+    /// e^x in single precision (about 1 ulp): n = round(x·log₂e) by the 1.5·2²³ rounding trick, r = x − n·ln2 in two
+    /// parts (the first exact), e^r by a degree-6 minimax polynomial (Cephes' expf coefficients), then scaled by 2^n
+    /// built from the rounded value's bits. Inputs below −87.3 (including −∞) give exactly 0; above 88.3, clamped.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TVec Exp<TOps, TVec>(TVec x) where TOps : ISimd<TVec> where TVec : struct
+    {
+        TVec xc = TOps.Max(TOps.Min(x, TOps.Broadcast(88.3f)), TOps.Broadcast(-87.3f));
+        TVec magic = TOps.Broadcast(12582912f); // 1.5·2²³
+        TVec t = TOps.Fma(xc, TOps.Broadcast(1.44269504088896341f), magic);
+        TVec n = TOps.Sub(t, magic);
+        TVec r = TOps.Fma(n, TOps.Broadcast(-0.693359375f), xc);
+        r = TOps.Fma(n, TOps.Broadcast(2.12194440e-4f), r);
+        TVec p = TOps.Broadcast(1.9875691500e-4f);
+        p = TOps.Fma(p, r, TOps.Broadcast(1.3981999507e-3f));
+        p = TOps.Fma(p, r, TOps.Broadcast(8.3334519073e-3f));
+        p = TOps.Fma(p, r, TOps.Broadcast(4.1665795894e-2f));
+        p = TOps.Fma(p, r, TOps.Broadcast(1.6666665459e-1f));
+        p = TOps.Fma(p, r, TOps.Broadcast(5.0000001201e-1f));
+        p = TOps.Fma(p, TOps.Mul(r, r), TOps.Add(r, TOps.Broadcast(1f)));
+        TVec y = TOps.Mul(p, TOps.Pow2FromMagic(t));
+        return TOps.SelectLess(x, TOps.Broadcast(-87.3f), TOps.Zero, y);
+    }
+
+    /// <summary>tanh(x) = sign(x)·(1 − 2/(e^{2|x|}+1)); accurate to a few ulp, saturates cleanly.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TVec Tanh<TOps, TVec>(TVec x) where TOps : ISimd<TVec> where TVec : struct
+    {
+        TVec ax = TOps.Min(TOps.Abs(x), TOps.Broadcast(20f));
+        TVec e = TOps.Exp(TOps.Add(ax, ax));
+        TVec t = TOps.Sub(TOps.Broadcast(1f), TOps.Div(TOps.Broadcast(2f), TOps.Add(e, TOps.Broadcast(1f))));
+        // For tiny |x| the form above cancels; tanh(x) ≈ x − x³/3 there.
+        TVec x2 = TOps.Mul(ax, ax);
+        TVec small = TOps.Mul(ax, TOps.Fma(x2, TOps.Broadcast(-1f / 3f), TOps.Broadcast(1f)));
+        t = TOps.SelectLess(ax, TOps.Broadcast(0.004f), small, t);
+        // restore the sign of x
+        return TOps.SelectLess(x, TOps.Zero, TOps.Sub(TOps.Zero, t), t);
+    }
+
+    /// <summary>erf(x) via Abramowitz &amp; Stegun 7.1.26 (|error| ≤ 1.5e-7).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TVec Erf<TOps, TVec>(TVec x) where TOps : ISimd<TVec> where TVec : struct
+    {
+        TVec ax = TOps.Abs(x);
+        TVec t = TOps.Div(TOps.Broadcast(1f), TOps.Fma(TOps.Broadcast(0.3275911f), ax, TOps.Broadcast(1f)));
+        TVec p = TOps.Broadcast(1.061405429f);
+        p = TOps.Fma(p, t, TOps.Broadcast(-1.453152027f));
+        p = TOps.Fma(p, t, TOps.Broadcast(1.421413741f));
+        p = TOps.Fma(p, t, TOps.Broadcast(-0.284496736f));
+        p = TOps.Fma(p, t, TOps.Broadcast(0.254829592f));
+        p = TOps.Mul(p, t);
+        TVec e = TOps.Exp(TOps.Sub(TOps.Zero, TOps.Mul(ax, ax)));
+        TVec y = TOps.Sub(TOps.Broadcast(1f), TOps.Mul(p, e));
+        return TOps.SelectLess(x, TOps.Zero, TOps.Sub(TOps.Zero, y), y);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TVec Sigmoid<TOps, TVec>(TVec x) where TOps : ISimd<TVec> where TVec : struct
+    {
+        // 1/(1+e^{-x}) with the exponent clamped so e^{-x} never overflows to inf/inf.
+        TVec nx = TOps.Min(TOps.Sub(TOps.Zero, x), TOps.Broadcast(80f));
+        return TOps.Div(TOps.Broadcast(1f), TOps.Add(TOps.Broadcast(1f), TOps.Exp(nx)));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TVec Activate<TOps, TVec>(TVec x, Activation act) where TOps : ISimd<TVec> where TVec : struct
+    {
+        switch (act)
+        {
+            case Activation.Relu:
+                return TOps.Max(x, TOps.Zero);
+            case Activation.Gelu:
+                // 0.5·x·(1 + erf(x/√2))
+                return TOps.Mul(TOps.Mul(TOps.Broadcast(0.5f), x),
+                    TOps.Add(TOps.Broadcast(1f), Erf<TOps, TVec>(TOps.Mul(x, TOps.Broadcast(0.70710678118654752f)))));
+            case Activation.GeluTanh:
+            {
+                // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+                TVec x3 = TOps.Mul(TOps.Mul(x, x), x);
+                TVec inner = TOps.Mul(TOps.Broadcast(0.7978845608028654f), TOps.Fma(x3, TOps.Broadcast(0.044715f), x));
+                return TOps.Mul(TOps.Mul(TOps.Broadcast(0.5f), x), TOps.Add(TOps.Broadcast(1f), Tanh<TOps, TVec>(inner)));
+            }
+            case Activation.Tanh:
+                return Tanh<TOps, TVec>(x);
+            case Activation.Sigmoid:
+                return Sigmoid<TOps, TVec>(x);
+            default:
+                return x;
+        }
+    }
+}

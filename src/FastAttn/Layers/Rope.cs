@@ -1,0 +1,82 @@
+namespace FastAttn.Layers;
+
+/// <summary>Rotary position embedding (RoPE, rotate-half pairing i ↔ i + headDim/2) applied to Q and K heads in place.</summary>
+public sealed class Rope
+{
+    private readonly float[] _cos, _sin;
+    /// <summary>Head width (even).</summary>
+    public int HeadDim { get; }
+    /// <summary>Longest sequence covered.</summary>
+    public int MaxPositions { get; }
+
+    /// <summary>θ_i = base^(−2i/headDim).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A size is below 1, theta is not finite and positive, or the tables would not fit in one array.</exception>
+    /// <exception cref="ArgumentException">headDim is odd.</exception>
+    public Rope(int headDim, int maxPositions, double theta = 10000)
+    {
+        ThrowHelper.Positive(headDim, nameof(headDim));
+        if (headDim % 2 != 0) ThrowHelper.Argument(nameof(headDim), $"'headDim' must be even for RoPE; it is {headDim}.");
+        ThrowHelper.Positive(maxPositions, nameof(maxPositions));
+        if (!double.IsFinite(theta) || theta <= 0) ThrowHelper.OutOfRange(nameof(theta), theta, "'theta' must be finite and positive.");
+        if ((long)maxPositions * (headDim / 2) > Array.MaxLength)
+            ThrowHelper.OutOfRange(nameof(maxPositions), maxPositions, $"tables of maxPositions*headDim/2 = {maxPositions}*{headDim / 2} floats are larger than one array can hold.");
+        HeadDim = headDim; MaxPositions = maxPositions;
+        int half = headDim / 2;
+        _cos = new float[maxPositions * half]; _sin = new float[maxPositions * half];
+        for (int p = 0; p < maxPositions; p++)
+            for (int i = 0; i < half; i++)
+            {
+                double a = p * Math.Pow(theta, -2.0 * i / headDim);
+                _cos[p * half + i] = (float)Math.Cos(a); _sin[p * half + i] = (float)Math.Sin(a);
+            }
+    }
+
+    /// <summary>Rotates heads of x <c>[tokens, stride]</c> (columns col0 .. col0 + heads·headDim) by position within each sequence.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A size is out of range.</exception>
+    /// <exception cref="ArgumentException">x is shorter than its shape, the lengths do not add up to tokens, or a sequence is longer than <see cref="MaxPositions"/>.</exception>
+    public void Apply(Span<float> x, int tokens, int stride, int col0, int heads, ReadOnlySpan<int> sequenceLengths = default)
+    {
+        ThrowHelper.Positive(tokens, nameof(tokens));
+        ThrowHelper.Positive(heads, nameof(heads));
+        if (col0 < 0) ThrowHelper.OutOfRange(nameof(col0), col0, "'col0' must not be negative.");
+        if (stride < col0 + (long)heads * HeadDim) ThrowHelper.OutOfRange(nameof(stride), stride, $"'stride' must be at least col0 + heads*headDim = {col0 + (long)heads * HeadDim}.");
+        ThrowHelper.Length(x.Length, ThrowHelper.Extent(tokens, col0 + heads * HeadDim, stride), nameof(x), $"[{tokens}, stride {stride}]");
+        new Composition.Batch(tokens, sequenceLengths).Check();
+        ApplyCore(x, tokens, stride, col0, heads, sequenceLengths);
+    }
+
+    /// <summary>Throws unless every sequence fits the tables.</summary>
+    internal void CheckPositions(int longest)
+    {
+        if (longest > MaxPositions) ThrowHelper.Argument("sequenceLengths", $"a sequence of {longest} tokens is longer than the {MaxPositions} RoPE positions.");
+    }
+
+    /// <summary>The unchecked core of <see cref="Apply"/>.</summary>
+    internal void ApplyCore(Span<float> x, int tokens, int stride, int col0, int heads, ReadOnlySpan<int> sequenceLengths)
+    {
+        int half = HeadDim / 2, t0 = 0, n = sequenceLengths.IsEmpty ? 1 : sequenceLengths.Length;
+        int longest = 0;
+        for (int s = 0; s < n; s++) longest = Math.Max(longest, sequenceLengths.IsEmpty ? tokens : sequenceLengths[s]);
+        CheckPositions(longest);
+        for (int s = 0; s < n; s++)
+        {
+            int len = sequenceLengths.IsEmpty ? tokens : sequenceLengths[s];
+            for (int p = 0; p < len; p++)
+            {
+                var c = _cos.AsSpan(p * half, half);
+                var sn = _sin.AsSpan(p * half, half);
+                for (int h = 0; h < heads; h++)
+                {
+                    var row = x.Slice((t0 + p) * stride + col0 + h * HeadDim, HeadDim);
+                    for (int i = 0; i < half; i++)
+                    {
+                        float a = row[i], b = row[i + half];
+                        row[i] = a * c[i] - b * sn[i];
+                        row[i + half] = b * c[i] + a * sn[i];
+                    }
+                }
+            }
+            t0 += len;
+        }
+    }
+}
