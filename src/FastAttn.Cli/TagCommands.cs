@@ -6,14 +6,12 @@ namespace FastAttn.Cli;
 /// <summary>The part-of-speech commands: tag, eval, demo.</summary>
 public static class TagCommands
 {
-    /// <summary>Folder of the bundled models (copied next to the CLI from models/pos).</summary>
-    public static string DefaultModels => Path.Combine(AppContext.BaseDirectory, "models", "pos");
-
-    /// <summary>Resolves "attention", "fc" or a path to a model file.</summary>
-    public static string ModelPath(string model, string? folder)
+    /// <summary>Loads "attention" or "fc" (the models bundled in FastAttn.Tagging, or from <paramref name="folder"/>), or a model file.</summary>
+    public static PosTagModel LoadModel(string model, string? folder)
     {
-        if (model is "attention" or "fc") return Path.Combine(folder ?? DefaultModels, model + ".safetensors");
-        return model;
+        if (model is "attention" or "fc")
+            return folder == null ? PosTagModel.LoadBundled(model) : PosTagModel.Load(Path.Combine(folder, model + ".safetensors"));
+        return PosTagModel.Load(model);
     }
 
     /// <summary>Formats tokens as word/TAG pairs.</summary>
@@ -27,7 +25,7 @@ public static class TagCommands
     {
         if ((text == null) == (file == null)) throw new CliInputException("give either a text or --file F (--file - reads standard input).");
         string body = text ?? (file == "-" ? Utf8Text.ReadStream((stdin ?? Console.OpenStandardInput)(), "standard input") : Utf8Text.ReadFile(file!));
-        using var m = PosTagModel.Load(ModelPath(model, folder));
+        using var m = LoadModel(model, folder);
         using var tagger = m.CreateTagger();
         if (text != null) { output.WriteLine(Format(tagger.Tag(text))); return 0; }
         var sb = new System.Text.StringBuilder();
@@ -55,8 +53,8 @@ public static class TagCommands
     {
         var data = ConllU.Read(conllu);
         if (data.Count == 0) throw new InvalidDataException($"'{conllu}' holds no sentences (no token lines); nothing to evaluate.");
-        using var fc = PosTagModel.Load(ModelPath("fc", folder));
-        using var attn = PosTagModel.Load(ModelPath("attention", folder));
+        using var fc = LoadModel("fc", folder);
+        using var attn = LoadModel("attention", folder);
         output.WriteLine($"{Path.GetFileName(conllu)}: {data.Count} sentences, {data.Sum(s => s.Words.Length)} words (gold tokenization)");
         var (compared, exact, precision, recall) = TokenizerAgreement.Measure(data);
         if (compared > 0)
@@ -100,8 +98,8 @@ public static class TagCommands
     /// <summary><c>fastattn demo</c>: the tutorial's story in a few lines.</summary>
     public static int Demo(string? folder, TextWriter output)
     {
-        using var fc = PosTagModel.Load(ModelPath("fc", folder));
-        using var attn = PosTagModel.Load(ModelPath("attention", folder));
+        using var fc = LoadModel("fc", folder);
+        using var attn = LoadModel("attention", folder);
         using var tf = fc.CreateTagger();
         using var ta = attn.CreateTagger();
         output.WriteLine("Part-of-speech tagging, the tutorial's task: a model that sees each word alone must give both \"saw\" the same");

@@ -1,6 +1,6 @@
 using FastAttn.IO;
 using FastAttn.Tagging;
-using static FastAttn.Tests.LayerTests;
+using static FastAttn.Tests.Layers.LayerTests;
 
 namespace FastAttn.Tests.Tagging;
 
@@ -142,15 +142,15 @@ public class TaggerTests
     private static double[] RefLayer(SafeTensorsFile f, string p, double[] x, int n, int d, int heads, int ff, double eps, float[]? slopes)
     {
         var qkv = Lin(x, n, f.ReadFloat32(p + "self_attn.in_proj_weight"), f.ReadFloat32(p + "self_attn.in_proj_bias"), 3 * d, d);
-        var att = LayerTests.SelfAttn(qkv, n, d, heads, slopes);
+        var att = FastAttn.Tests.Layers.LayerTests.SelfAttn(qkv, n, d, heads, slopes);
         var a = Lin(att, n, f.ReadFloat32(p + "self_attn.out_proj.weight"), f.ReadFloat32(p + "self_attn.out_proj.bias"), d, d);
         for (int i = 0; i < a.Length; i++) a[i] += x[i];
-        var h1 = LayerTests.Ln(a, n, d, f.ReadFloat32(p + "norm1.weight"), f.ReadFloat32(p + "norm1.bias"), eps);
+        var h1 = FastAttn.Tests.Layers.LayerTests.Ln(a, n, d, f.ReadFloat32(p + "norm1.weight"), f.ReadFloat32(p + "norm1.bias"), eps);
         var f1 = Lin(h1, n, f.ReadFloat32(p + "linear1.weight"), f.ReadFloat32(p + "linear1.bias"), ff, d);
         for (int i = 0; i < f1.Length; i++) f1[i] = Math.Max(0, f1[i]);
         var f2 = Lin(f1, n, f.ReadFloat32(p + "linear2.weight"), f.ReadFloat32(p + "linear2.bias"), d, ff);
         for (int i = 0; i < f2.Length; i++) f2[i] += h1[i];
-        return LayerTests.Ln(f2, n, d, f.ReadFloat32(p + "norm2.weight"), f.ReadFloat32(p + "norm2.bias"), eps);
+        return FastAttn.Tests.Layers.LayerTests.Ln(f2, n, d, f.ReadFloat32(p + "norm2.weight"), f.ReadFloat32(p + "norm2.bias"), eps);
     }
 
     [Fact]
@@ -180,5 +180,23 @@ public class TaggerTests
             Assert.Throws<InvalidDataException>(() => PosTagModel.Load(Path.Combine(dir, "truncated.safetensors")));
         }
         finally { Directory.Delete(dir, true); }
+    }
+}
+
+public class BundledTaggerTests
+{
+    [Theory]
+    [InlineData("attention")]
+    [InlineData("fc")]
+    public void BundledModel_IsTheCommittedFile(string kind)
+    {
+        using var bundled = PosTagModel.LoadBundled(kind);
+        using var file = PosTagModel.Load(TaggerTests.ModelPath(kind));
+        Assert.Equal(file.Config, bundled.Config with { DistanceSlopes = file.Config.DistanceSlopes });
+        using var a = bundled.CreateTagger();
+        using var b = file.CreateTagger();
+        const string text = "They refuse to permit us to obtain the refuse permit.";
+        Assert.Equal(b.Tag(text), a.Tag(text));
+        Assert.Throws<ArgumentException>(() => PosTagModel.LoadBundled("nope"));
     }
 }

@@ -23,7 +23,8 @@ internal unsafe struct SimdScalar : ISimd<float>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Fma(float a, float b, float c) => a * b + c;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Max(float a, float b) => MathF.Max(a, b);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Min(float a, float b) => MathF.Min(a, b);
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Exp(float a) => MathF.Exp(a);
+    // the same polynomial as the vector paths (not MathF.Exp), so every path gives the same values and edges
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Exp(float a) => VecMath.Exp<SimdScalar, float>(a);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Pow2FromMagic(float t) => BitConverter.Int32BitsToSingle((BitConverter.SingleToInt32Bits(t) << 23) + 0x3F800000);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Abs(float a) => MathF.Abs(a);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float SelectLess(float a, float b, float x, float y) => a < b ? x : y;

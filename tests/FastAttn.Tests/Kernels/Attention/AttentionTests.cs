@@ -65,14 +65,17 @@ public class AttentionTests
     [MemberData(nameof(Grid))]
     public void MatchesReference_EveryMask_AwkwardSizes(ScoreKind score, Normalizer norm, Config config)
     {
-        int seed = 1;
-        foreach (var m in Enum.GetValues<MaskKind>())
-            foreach (var (t, d) in Shapes)
-            {
-                if (score == ScoreKind.Additive && t * d > 200 * 64 / 2 && m != MaskKind.None) continue; // keep the slow reference bounded
-                var a = Make(config, t, d, score, norm, m, seed++);
-                AssertMatches(a, a.Run(), $"{score}/{norm}/{config}/{m} T={t} d={d}");
-            }
+        IsaPaths.ForEach(() =>
+        {
+            int seed = 1;
+            foreach (var m in Enum.GetValues<MaskKind>())
+                foreach (var (t, d) in Shapes)
+                {
+                    if (score == ScoreKind.Additive && t * d > 200 * 64 / 2 && m != MaskKind.None) continue; // keep the slow reference bounded
+                    var a = Make(config, t, d, score, norm, m, seed++);
+                    AssertMatches(a, a.Run(), $"{score}/{norm}/{config}/{m} T={t} d={d}");
+                }
+        });
     }
 
     [Theory]
@@ -81,25 +84,28 @@ public class AttentionTests
     [InlineData(Normalizer.Sigmoid)]
     public void WeightsOut_MatchReference_AndSoftmaxRowsSumToOne(Normalizer norm)
     {
-        foreach (var c in Enum.GetValues<Config>())
-            foreach (var m in new[] { MaskKind.None, MaskKind.CausalTopLeft, MaskKind.KeyPadding, MaskKind.Bool })
-            {
-                var a = Make(c, 65, 16, ScoreKind.Dot, norm, m, 7);
-                float[] w = new float[a.Heads * a.TotalQ * a.TotalK];
-                float[] got = a.Run(w);
-                AssertMatches(a, got, $"{c}/{m} with weights");
-                var (_, alpha, _) = a.Expected();
-                for (int i = 0; i < w.Length; i++) Assert.True(Math.Abs(w[i] - alpha[i]) <= 2e-6, $"alpha[{i}] = {w[i]} vs {alpha[i]}");
-                if (norm == Normalizer.Softmax)
-                    for (int h = 0; h < a.Heads; h++)
-                        for (int i = 0; i < a.TotalQ; i++)
-                        {
-                            double sum = 0;
-                            for (int j = 0; j < a.TotalK; j++) sum += w[((long)h * a.TotalQ + i) * a.TotalK + j];
-                            bool anyVisible = alpha.Skip((h * a.TotalQ + i) * a.TotalK).Take(a.TotalK).Any(x => x > 0);
-                            Assert.True(anyVisible ? Math.Abs(sum - 1) < 1e-5 : sum == 0, $"row sum {sum}");
-                        }
-            }
+        IsaPaths.ForEach(() =>
+        {
+            foreach (var c in Enum.GetValues<Config>())
+                foreach (var m in new[] { MaskKind.None, MaskKind.CausalTopLeft, MaskKind.KeyPadding, MaskKind.Bool })
+                {
+                    var a = Make(c, 65, 16, ScoreKind.Dot, norm, m, 7);
+                    float[] w = new float[a.Heads * a.TotalQ * a.TotalK];
+                    float[] got = a.Run(w);
+                    AssertMatches(a, got, $"{c}/{m} with weights");
+                    var (_, alpha, _) = a.Expected();
+                    for (int i = 0; i < w.Length; i++) Assert.True(Math.Abs(w[i] - alpha[i]) <= 2e-6, $"alpha[{i}] = {w[i]} vs {alpha[i]}");
+                    if (norm == Normalizer.Softmax)
+                        for (int h = 0; h < a.Heads; h++)
+                            for (int i = 0; i < a.TotalQ; i++)
+                            {
+                                double sum = 0;
+                                for (int j = 0; j < a.TotalK; j++) sum += w[((long)h * a.TotalQ + i) * a.TotalK + j];
+                                bool anyVisible = alpha.Skip((h * a.TotalQ + i) * a.TotalK).Take(a.TotalK).Any(x => x > 0);
+                                Assert.True(anyVisible ? Math.Abs(sum - 1) < 1e-5 : sum == 0, $"row sum {sum}");
+                            }
+                }
+        });
     }
 
     [Theory]
@@ -108,17 +114,20 @@ public class AttentionTests
     [InlineData(Normalizer.Sigmoid)]
     public void DistanceSlopes_MatchReference(Normalizer norm)
     {
-        int seed = 11;
-        foreach (var c in Enum.GetValues<Config>())
-            foreach (var m in new[] { MaskKind.None, MaskKind.CausalTopLeft, MaskKind.KeyPadding, MaskKind.Float })
-                foreach (var (t, d) in new[] { (1, 8), (7, 63), (20, 24), (65, 16), (130, 8) })
-                {
-                    var a = Make(c, t, d, ScoreKind.Dot, norm, m, seed++);
-                    // one strong, one mild, one zero (global) and one negative slope, cycled over the heads
-                    float[] pool = [1f, 0.0625f, 0f, -0.01f];
-                    a.Slopes = Enumerable.Range(0, a.Heads).Select(h => pool[h % pool.Length]).ToArray();
-                    AssertMatches(a, a.Run(), $"slopes {c}/{m}/{norm} T={t} d={d}");
-                }
+        IsaPaths.ForEach(() =>
+        {
+            int seed = 11;
+            foreach (var c in Enum.GetValues<Config>())
+                foreach (var m in new[] { MaskKind.None, MaskKind.CausalTopLeft, MaskKind.KeyPadding, MaskKind.Float })
+                    foreach (var (t, d) in new[] { (1, 8), (7, 63), (20, 24), (65, 16), (130, 8) })
+                    {
+                        var a = Make(c, t, d, ScoreKind.Dot, norm, m, seed++);
+                        // one strong, one mild, one zero (global) and one negative slope, cycled over the heads
+                        float[] pool = [1f, 0.0625f, 0f, -0.01f];
+                        a.Slopes = Enumerable.Range(0, a.Heads).Select(h => pool[h % pool.Length]).ToArray();
+                        AssertMatches(a, a.Run(), $"slopes {c}/{m}/{norm} T={t} d={d}");
+                    }
+        });
     }
 
     [Fact]
@@ -137,50 +146,62 @@ public class AttentionTests
     [Fact]
     public void ScaleSoftCapAndSigmoidBias_Options()
     {
-        foreach (var (scale, cap, bias) in new (float?, float, float?)[] { (1f, 0, null), (0.3f, 5f, -1f), (null, 2f, 0.5f) })
-            foreach (var norm in Enum.GetValues<Normalizer>())
-                foreach (var score in Enum.GetValues<ScoreKind>())
-                {
-                    var a = Make(Config.Self, 33, 24, score, norm, MaskKind.None, 3);
-                    a.Scale = scale; a.SoftCap = cap; a.SigmoidBias = bias;
-                    a.Fill(5, 3f);
-                    AssertMatches(a, a.Run(), $"scale={scale} cap={cap} bias={bias} {norm} {score}");
-                }
+        IsaPaths.ForEach(() =>
+        {
+            foreach (var (scale, cap, bias) in new (float?, float, float?)[] { (1f, 0, null), (0.3f, 5f, -1f), (null, 2f, 0.5f) })
+                foreach (var norm in Enum.GetValues<Normalizer>())
+                    foreach (var score in Enum.GetValues<ScoreKind>())
+                    {
+                        var a = Make(Config.Self, 33, 24, score, norm, MaskKind.None, 3);
+                        a.Scale = scale; a.SoftCap = cap; a.SigmoidBias = bias;
+                        a.Fill(5, 3f);
+                        AssertMatches(a, a.Run(), $"scale={scale} cap={cap} bias={bias} {norm} {score}");
+                    }
+        });
     }
 
     [Fact]
     public void MultiQuery_OneKvHead()
     {
-        var a = Make(Config.Self, 31, 16, ScoreKind.Dot, Normalizer.Softmax, MaskKind.CausalTopLeft, 9);
-        a.Heads = 6; a.KvHeads = 1; a.Fill(9);
-        AssertMatches(a, a.Run(), "MQA");
+        IsaPaths.ForEach(() =>
+        {
+            var a = Make(Config.Self, 31, 16, ScoreKind.Dot, Normalizer.Softmax, MaskKind.CausalTopLeft, 9);
+            a.Heads = 6; a.KvHeads = 1; a.Fill(9);
+            AssertMatches(a, a.Run(), "MQA");
+        });
     }
 
     [Fact]
     public void LongSequence_SpansManyKeyTiles()
     {
-        foreach (var m in new[] { MaskKind.None, MaskKind.CausalBottomRight })
+        IsaPaths.ForEach(() =>
         {
-            var a = Make(Config.Cross, 700, 32, ScoreKind.Dot, Normalizer.Softmax, m, 11);
-            a.Heads = 1; a.KvHeads = 1; a.Fill(11, 2f);
-            AssertMatches(a, a.Run(), $"long {m}");
-        }
+            foreach (var m in new[] { MaskKind.None, MaskKind.CausalBottomRight })
+            {
+                var a = Make(Config.Cross, 700, 32, ScoreKind.Dot, Normalizer.Softmax, m, 11);
+                a.Heads = 1; a.KvHeads = 1; a.Fill(11, 2f);
+                AssertMatches(a, a.Run(), $"long {m}");
+            }
+        });
     }
 
     [Fact]
     public void HugeLogits_AreFiniteAndCorrect()
     {
-        foreach (float big in new[] { 1e4f, -1e4f })
+        IsaPaths.ForEach(() =>
         {
-            var a = Make(Config.Self, 65, 4, ScoreKind.Dot, Normalizer.Softmax, MaskKind.None, 13);
-            a.Scale = 1f;
-            a.Fill(13);
-            // q·k = ±1e4-scale logits: q = big·e0, k rows ∈ {±1, …}
-            for (int i = 0; i < a.Q.Length; i++) a.Q[i] = i % a.D == 0 ? big : 0f;
-            float[] got = a.Run();
-            Assert.All(got, x => Assert.True(float.IsFinite(x)));
-            AssertMatches(a, got, $"logits {big}");
-        }
+            foreach (float big in new[] { 1e4f, -1e4f })
+            {
+                var a = Make(Config.Self, 65, 4, ScoreKind.Dot, Normalizer.Softmax, MaskKind.None, 13);
+                a.Scale = 1f;
+                a.Fill(13);
+                // q·k = ±1e4-scale logits: q = big·e0, k rows ∈ {±1, …}
+                for (int i = 0; i < a.Q.Length; i++) a.Q[i] = i % a.D == 0 ? big : 0f;
+                float[] got = a.Run();
+                Assert.All(got, x => Assert.True(float.IsFinite(x)));
+                AssertMatches(a, got, $"logits {big}");
+            }
+        });
     }
 
     [Theory]
@@ -190,32 +211,38 @@ public class AttentionTests
     [InlineData(60f)]    // beyond it: tanh evaluated directly
     public void Additive_AnyMagnitude_MatchesReference(float magnitude)
     {
-        foreach (var (t, d) in new[] { (7, 8), (65, 64), (200, 63) })
+        IsaPaths.ForEach(() =>
         {
-            var a = Make(Config.Self, t, d, ScoreKind.Additive, Normalizer.Softmax, MaskKind.None, 23);
-            a.Fill(23, magnitude);
-            AssertMatches(a, a.Run(), $"additive |x| ≤ {magnitude} T={t} d={d}");
-        }
+            foreach (var (t, d) in new[] { (7, 8), (65, 64), (200, 63) })
+            {
+                var a = Make(Config.Self, t, d, ScoreKind.Additive, Normalizer.Softmax, MaskKind.None, 23);
+                a.Fill(23, magnitude);
+                AssertMatches(a, a.Run(), $"additive |x| ≤ {magnitude} T={t} d={d}");
+            }
+        });
     }
 
     [Fact]
     public void FullyMaskedRows_GiveZeros_NotNaN()
     {
-        foreach (var norm in Enum.GetValues<Normalizer>())
+        IsaPaths.ForEach(() =>
         {
-            var a = Make(Config.Self, 7, 8, ScoreKind.Dot, norm, MaskKind.None, 17);
-            a.BoolMask = new bool[49];
-            for (int i = 1; i < 7; i++) for (int j = 0; j < 7; j++) a.BoolMask[i * 7 + j] = true; // row 0 sees nothing
-            float[] got = a.Run();
-            for (int c = 0; c < a.Heads * a.Dv; c++) Assert.Equal(0f, got[c]);
-            // and causal bottom-right with more queries than keys: the first rows see nothing
-            var b = Make(Config.Cross, 9, 8, ScoreKind.Dot, norm, MaskKind.CausalBottomRight, 19);
-            b.KLens = [4]; b.Fill(19);
-            float[] got2 = b.Run();
-            Assert.All(got2, x => Assert.False(float.IsNaN(x)));
-            for (int c = 0; c < b.Heads * b.Dv * 5; c++) Assert.Equal(0f, got2[c]);
-            AssertMatches(b, got2, "BR 9q/4k");
-        }
+            foreach (var norm in Enum.GetValues<Normalizer>())
+            {
+                var a = Make(Config.Self, 7, 8, ScoreKind.Dot, norm, MaskKind.None, 17);
+                a.BoolMask = new bool[49];
+                for (int i = 1; i < 7; i++) for (int j = 0; j < 7; j++) a.BoolMask[i * 7 + j] = true; // row 0 sees nothing
+                float[] got = a.Run();
+                for (int c = 0; c < a.Heads * a.Dv; c++) Assert.Equal(0f, got[c]);
+                // and causal bottom-right with more queries than keys: the first rows see nothing
+                var b = Make(Config.Cross, 9, 8, ScoreKind.Dot, norm, MaskKind.CausalBottomRight, 19);
+                b.KLens = [4]; b.Fill(19);
+                float[] got2 = b.Run();
+                Assert.All(got2, x => Assert.False(float.IsNaN(x)));
+                for (int c = 0; c < b.Heads * b.Dv * 5; c++) Assert.Equal(0f, got2[c]);
+                AssertMatches(b, got2, "BR 9q/4k");
+            }
+        });
     }
 
     [Fact]
@@ -270,21 +297,24 @@ public class AttentionTests
     [Fact]
     public void PackedBatch_EqualsEachSequenceAlone_BitForBit()
     {
-        int[] lens = [5, 65, 1, 31];
-        var packed = new AttentionCase { Heads = 2, KvHeads = 2, D = 16, Dv = 16, QLens = lens, KLens = lens, Packed = true, Causal = CausalMode.TopLeft };
-        packed.Fill(37);
-        float[] y = packed.Run();
-        int q0 = 0, qw = 32;
-        foreach (int l in lens)
+        IsaPaths.ForEach(() =>
         {
-            var one = new AttentionCase { Heads = 2, KvHeads = 2, D = 16, Dv = 16, QLens = [l], KLens = [l], Causal = CausalMode.TopLeft };
-            one.Q = packed.Q.Skip(q0 * qw).Take(l * qw).ToArray();
-            one.K = packed.K.Skip(q0 * qw).Take(l * qw).ToArray();
-            one.V = packed.V.Skip(q0 * qw).Take(l * qw).ToArray();
-            float[] y1 = one.Run();
-            for (int t = 0; t < l * qw; t++) Assert.Equal(y[q0 * qw + t], y1[t]);
-            q0 += l;
-        }
+            int[] lens = [5, 65, 1, 31];
+            var packed = new AttentionCase { Heads = 2, KvHeads = 2, D = 16, Dv = 16, QLens = lens, KLens = lens, Packed = true, Causal = CausalMode.TopLeft };
+            packed.Fill(37);
+            float[] y = packed.Run();
+            int q0 = 0, qw = 32;
+            foreach (int l in lens)
+            {
+                var one = new AttentionCase { Heads = 2, KvHeads = 2, D = 16, Dv = 16, QLens = [l], KLens = [l], Causal = CausalMode.TopLeft };
+                one.Q = packed.Q.Skip(q0 * qw).Take(l * qw).ToArray();
+                one.K = packed.K.Skip(q0 * qw).Take(l * qw).ToArray();
+                one.V = packed.V.Skip(q0 * qw).Take(l * qw).ToArray();
+                float[] y1 = one.Run();
+                for (int t = 0; t < l * qw; t++) Assert.Equal(y[q0 * qw + t], y1[t]);
+                q0 += l;
+            }
+        });
     }
 
     [Fact]

@@ -2,7 +2,7 @@ using FastAttn.Composition;
 using FastAttn.Kernels;
 using FastAttn.Layers;
 
-namespace FastAttn.Tests;
+namespace FastAttn.Tests.Layers;
 
 public class MultiHeadAttentionTests
 {

@@ -4,7 +4,7 @@ using FastAttn.Kernels;
 using FastAttn.Layers;
 using FastAttn.Threading;
 
-namespace FastAttn.Tests;
+namespace FastAttn.Tests.Threading;
 
 public class ThreadingTests
 {

@@ -2,7 +2,7 @@ using FastAttn.Composition;
 using FastAttn.Kernels;
 using FastAttn.Layers;
 
-namespace FastAttn.Tests;
+namespace FastAttn.Tests.Layers;
 
 public class LayerTests
 {
@@ -93,59 +93,68 @@ public class LayerTests
     [InlineData(true, Activation.Relu, 1)]
     public void TwoBlockEncoder_MatchesHandComposedReference(bool normFirst, Activation act, int t)
     {
-        int d = 48, heads = 4, ff = 96;
-        var w1 = RandomWeights(d, ff, 100); var w2 = RandomWeights(d, ff, 200);
-        using var stack = new Stack(Build(w1, d, heads, ff, normFirst, act), Build(w2, d, heads, ff, normFirst, act));
-        using var session = stack.CreateSession(100);
-        float[] x = Reference.Random(t * d, 5);
-        float[] y = new float[t * d];
-        session.Run(x, y);
-        var r = RefBlock(RefBlock(x.Select(v => (double)v).ToArray(), t, d, heads, ff, w1, normFirst, act), t, d, heads, ff, w2, normFirst, act);
-        // Outputs are O(1) after LayerNorm; float32 through two blocks of K ≤ 96 dot products and a
-        // normalisation (which can amplify absolute error by 1/σ ~ a few) stays well inside 2e-4.
-        for (int i = 0; i < y.Length; i++) Assert.True(Math.Abs(y[i] - r[i]) < 2e-4, $"y[{i}] = {y[i]} vs {r[i]}");
+        IsaPaths.ForEach(() =>
+        {
+            int d = 48, heads = 4, ff = 96;
+            var w1 = RandomWeights(d, ff, 100); var w2 = RandomWeights(d, ff, 200);
+            using var stack = new Stack(Build(w1, d, heads, ff, normFirst, act), Build(w2, d, heads, ff, normFirst, act));
+            using var session = stack.CreateSession(100);
+            float[] x = Reference.Random(t * d, 5);
+            float[] y = new float[t * d];
+            session.Run(x, y);
+            var r = RefBlock(RefBlock(x.Select(v => (double)v).ToArray(), t, d, heads, ff, w1, normFirst, act), t, d, heads, ff, w2, normFirst, act);
+            // Outputs are O(1) after LayerNorm; float32 through two blocks of K ≤ 96 dot products and a
+            // normalisation (which can amplify absolute error by 1/σ ~ a few) stays well inside 2e-4.
+            for (int i = 0; i < y.Length; i++) Assert.True(Math.Abs(y[i] - r[i]) < 2e-4, $"y[{i}] = {y[i]} vs {r[i]}");
+        });
     }
 
     [Fact]
     public void LayerNormAndRmsNorm_MatchReference()
     {
-        foreach (int n in new[] { 1, 7, 63, 65, 130 })
+        IsaPaths.ForEach(() =>
         {
-            float[] x = Reference.Random(3 * n, n, 4f), g = Reference.Random(n, n + 1), b = Reference.Random(n, n + 2);
-            float[] y = new float[3 * n];
-            new LayerNorm(n, g, b).Forward(x, 3, y);
-            var r = Ln(x.Select(v => (double)v).ToArray(), 3, n, g, b, 1e-5);
-            for (int i = 0; i < y.Length; i++) Assert.True(Math.Abs(y[i] - r[i]) < 1e-5 * (1 + Math.Abs(r[i])), $"LN n={n}");
-            new RmsNorm(n, g, 1e-6f).Forward(x, 3, y);
-            for (int row = 0; row < 3; row++)
+            foreach (int n in new[] { 1, 7, 63, 65, 130 })
             {
-                double ms = 0; for (int i = 0; i < n; i++) ms += (double)x[row * n + i] * x[row * n + i]; ms /= n;
-                for (int i = 0; i < n; i++)
+                float[] x = Reference.Random(3 * n, n, 4f), g = Reference.Random(n, n + 1), b = Reference.Random(n, n + 2);
+                float[] y = new float[3 * n];
+                new LayerNorm(n, g, b).Forward(x, 3, y);
+                var r = Ln(x.Select(v => (double)v).ToArray(), 3, n, g, b, 1e-5);
+                for (int i = 0; i < y.Length; i++) Assert.True(Math.Abs(y[i] - r[i]) < 1e-5 * (1 + Math.Abs(r[i])), $"LN n={n}");
+                new RmsNorm(n, g, 1e-6f).Forward(x, 3, y);
+                for (int row = 0; row < 3; row++)
                 {
-                    double e = x[row * n + i] / Math.Sqrt(ms + 1e-6) * g[i];
-                    Assert.True(Math.Abs(y[row * n + i] - e) < 1e-5 * (1 + Math.Abs(e)), $"RMS n={n}");
+                    double ms = 0; for (int i = 0; i < n; i++) ms += (double)x[row * n + i] * x[row * n + i]; ms /= n;
+                    for (int i = 0; i < n; i++)
+                    {
+                        double e = x[row * n + i] / Math.Sqrt(ms + 1e-6) * g[i];
+                        Assert.True(Math.Abs(y[row * n + i] - e) < 1e-5 * (1 + Math.Abs(e)), $"RMS n={n}");
+                    }
                 }
             }
-        }
+        });
     }
 
     [Fact]
     public void PackedBatch_EqualsEachSequenceAlone_BitForBit()
     {
-        using var enc = TransformerEncoder.Create(layers: 2, dModel: 64, heads: 4, ffDim: 128, seed: 3);
-        using var s = enc.CreateSession(200);
-        int[] lens = [5, 65, 1, 30];
-        int total = lens.Sum();
-        float[] x = Reference.Random(total * 64, 9), y = new float[total * 64];
-        s.Run(x, y, lens);
-        int t0 = 0;
-        foreach (int l in lens)
+        IsaPaths.ForEach(() =>
         {
-            float[] yi = new float[l * 64];
-            s.Run(x.AsSpan(t0 * 64, l * 64), yi);
-            for (int i = 0; i < yi.Length; i++) Assert.Equal(yi[i], y[t0 * 64 + i]);
-            t0 += l;
-        }
+            using var enc = TransformerEncoder.Create(layers: 2, dModel: 64, heads: 4, ffDim: 128, seed: 3);
+            using var s = enc.CreateSession(200);
+            int[] lens = [5, 65, 1, 30];
+            int total = lens.Sum();
+            float[] x = Reference.Random(total * 64, 9), y = new float[total * 64];
+            s.Run(x, y, lens);
+            int t0 = 0;
+            foreach (int l in lens)
+            {
+                float[] yi = new float[l * 64];
+                s.Run(x.AsSpan(t0 * 64, l * 64), yi);
+                for (int i = 0; i < yi.Length; i++) Assert.Equal(yi[i], y[t0 * 64 + i]);
+                t0 += l;
+            }
+        });
     }
 
     [Fact]

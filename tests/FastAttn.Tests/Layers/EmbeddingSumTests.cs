@@ -1,7 +1,7 @@
 using FastAttn.Composition;
 using FastAttn.Layers;
 
-namespace FastAttn.Tests;
+namespace FastAttn.Tests.Layers;
 
 public class EmbeddingSumTests
 {

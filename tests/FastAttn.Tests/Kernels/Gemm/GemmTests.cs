@@ -1,0 +1,231 @@
+using FastAttn.Kernels;
+
+namespace FastAttn.Tests.Kernels;
+
+public class GemmTests
+{
+    public static readonly int[] Sizes = [1, 3, 7, 15, 16, 17, 31, 33, 63, 65, 127, 130, 257];
+    public static TheoryData<int> MSizes => new(Sizes);
+    private const double U = 1.0 / (1 << 24); // unit roundoff of float32
+
+    /// <summary>
+    /// Error bound for a float32 dot product of length k accumulated in any order, with or without FMA:
+    /// |fl(Σ) − Σ| ≤ γ_k Σ|a_i b_i|, γ_k ≈ k·u (Higham, Accuracy and Stability, §3.1); ×2 for the final
+    /// rounding of alpha/bias/C additions. The activation adds at most slope ≤ 1.13 times that, plus its
+    /// own approximation error (erf: 1.5e-7 absolute; exp-based tanh/sigmoid: a few ulp), covered by the
+    /// 2e-6 relative term.
+    /// </summary>
+    private static void AssertClose(double[] expect, double[] absSum, int k, float[] actual, int ldc, int m, int n, string what)
+    {
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+            {
+                double e = expect[i * n + j];
+                double a = actual[i * ldc + j];
+                double tol = 1.2 * 2 * (k + 2) * U * absSum[i * n + j] + 2e-6 * (1 + Math.Abs(e));
+                if (!(Math.Abs(a - e) <= tol))
+                    Assert.Fail($"{what}: C[{i},{j}] = {a}, expected {e} (tol {tol:E2})");
+            }
+    }
+
+    [Theory]
+    [MemberData(nameof(MSizes))]
+    public void Linear_MatchesReference_AllSizes(int m)
+    {
+        IsaPaths.ForEach(() =>
+        {
+            foreach (int n in Sizes)
+                foreach (int k in Sizes)
+                {
+                    float[] w = Reference.Random(n * k, 1000 + n * 7 + k);
+                    float[] x = Reference.Random(m * k, 2000 + m * 13 + k);
+                    using var pw = new PackedWeight(w, n, k);
+                    float[] y = Filled(m * n, float.NaN);
+                    Gemm.Linear(x, m, pw, y, new float[Gemm.LinearScratchSize(m, k)]);
+                    var (c, s) = Reference.Gemm(m, n, k, x, k, w, 1, k);
+                    AssertClose(c, s, k, y, n, m, n, $"Linear m={m} n={n} k={k}");
+                }
+        });
+    }
+
+    [Theory]
+    [MemberData(nameof(MSizes))]
+    public void MatMul_BothLayouts_WithStrides_MatchReference(int m)
+    {
+        IsaPaths.ForEach(() =>
+        {
+            foreach (int n in Sizes)
+                foreach (int k in Sizes)
+                    foreach (bool tb in new[] { false, true })
+                    {
+                        int lda = k + 3, ldc = n + 5;
+                        int ldb = (tb ? k : n) + 2;
+                        float[] a = Reference.Random((m - 1) * lda + k, 3000 + m + 31 * k);
+                        float[] b = Reference.Random(tb ? (n - 1) * ldb + k : (k - 1) * ldb + n, 4000 + n + 17 * k);
+                        float[] c = Filled((m - 1) * ldc + n + 4, -0.5f); // gaps and tail must stay untouched
+                        Gemm.MatMul(m, n, k, a, lda, b, ldb, tb, c, ldc, new float[Gemm.MatMulScratchSize(m, n, k)]);
+                        var (r, s) = tb ? Reference.Gemm(m, n, k, a, lda, b, 1, ldb) : Reference.Gemm(m, n, k, a, lda, b, ldb, 1);
+                        AssertClose(r, s, k, c, ldc, m, n, $"MatMul tb={tb} m={m} n={n} k={k}");
+                        for (int i = 0; i < m; i++)
+                            for (int j = n; j < ldc && i * ldc + j < c.Length; j++)
+                                Assert.Equal(-0.5f, c[i * ldc + j]);
+                        for (int t = (m - 1) * ldc + n; t < c.Length; t++) Assert.Equal(-0.5f, c[t]);
+                    }
+        });
+    }
+
+    /// <summary>Integers in [−23, 23] with K ≤ 257: every product and partial sum is exact, so the result must be.</summary>
+    [Fact]
+    public void SmallIntegerProducts_AreExact()
+    {
+        IsaPaths.ForEach(() =>
+        {
+            foreach (int m in new[] { 1, 7, 16, 33, 130 })
+                foreach (int n in new[] { 1, 17, 63, 65 })
+                    foreach (int k in new[] { 1, 15, 127, 257 })
+                    {
+                        float[] w = Reference.SmallInts(n * k, n + k);
+                        float[] x = Reference.SmallInts(m * k, m + 5 * k);
+                        using var pw = new PackedWeight(w, n, k);
+                        float[] y = new float[m * n];
+                        Gemm.Linear(x, m, pw, y, new float[Gemm.LinearScratchSize(m, k)]);
+                        float[] c = new float[m * n];
+                        Gemm.MatMul(m, n, k, x, k, w, k, true, c, n, new float[Gemm.MatMulScratchSize(m, n, k)]);
+                        var (r, _) = Reference.Gemm(m, n, k, x, k, w, 1, k);
+                        for (int i = 0; i < r.Length; i++)
+                        {
+                            Assert.Equal((float)r[i], y[i]);
+                            Assert.Equal((float)r[i], c[i]);
+                        }
+                    }
+        });
+    }
+
+    [Theory]
+    [InlineData(Activation.None)]
+    [InlineData(Activation.Relu)]
+    [InlineData(Activation.Gelu)]
+    [InlineData(Activation.GeluTanh)]
+    [InlineData(Activation.Tanh)]
+    [InlineData(Activation.Sigmoid)]
+    public void Epilogues_MatchReference(Activation act)
+    {
+        IsaPaths.ForEach(() =>
+        {
+            foreach (var (m, n, k) in new[] { (1, 1, 1), (7, 33, 65), (17, 130, 257), (13, 31, 1000), (130, 65, 1600) })
+                foreach (bool accumulate in new[] { false, true })
+                {
+                    float[] w = Reference.Random(n * k, 11 + n, 0.2f), x = Reference.Random(m * k, 12 + m, 0.5f);
+                    float[] bias = Reference.Random(n, 13), res = Reference.Random(m * (n + 3), 14);
+                    float[] c0 = Reference.Random(m * n, 15);
+                    float alpha = 0.75f;
+                    using var pw = new PackedWeight(w, n, k);
+                    float[] y = (float[])c0.Clone();
+                    var epi = new GemmEpilogue { Alpha = alpha, Accumulate = accumulate, Bias = bias, Activation = act, Residual = res, ResidualStride = n + 3 };
+                    Gemm.Linear(x, m, pw, y, new float[Gemm.LinearScratchSize(m, k)], epi);
+                    var (r, s) = Reference.Gemm(m, n, k, x, k, w, 1, k, alpha, accumulate ? c0 : null, n, bias, act, res, n + 3);
+                    AssertClose(r, s, k, y, n, m, n, $"{act} acc={accumulate} m={m} n={n} k={k}");
+
+                    // The same epilogue through MatMul (B dynamic, packed into scratch).
+                    float[] c = (float[])c0.Clone();
+                    Gemm.MatMul(m, n, k, x, k, w, k, true, c, n, new float[Gemm.MatMulScratchSize(m, n, k)], epi);
+                    AssertClose(r, s, k, c, n, m, n, $"MatMul {act} acc={accumulate} m={m} n={n} k={k}");
+                }
+        });
+    }
+
+    [Fact]
+    public void DefaultEpilogue_IsPlainProduct()
+    {
+        IsaPaths.ForEach(() =>
+        {
+            float[] w = Reference.SmallInts(5 * 4, 1), x = Reference.SmallInts(3 * 4, 2);
+            using var pw = new PackedWeight(w, 5, 4);
+            float[] y = new float[15];
+            GemmEpilogue e = default; // Alpha must read as 1 even for a default-initialised epilogue
+            Gemm.Linear(x, 3, pw, y, new float[Gemm.LinearScratchSize(3, 4)], e);
+            var (r, _) = Reference.Gemm(3, 5, 4, x, 4, w, 1, 4);
+            for (int i = 0; i < 15; i++) Assert.Equal((float)r[i], y[i]);
+        });
+    }
+
+    [Fact]
+    public void SteadyState_AllocatesNothing()
+    {
+        IsaPaths.ForEach(() =>
+        {
+            int m = 33, n = 65, k = 130;
+            using var pw = new PackedWeight(Reference.Random(n * k, 1), n, k);
+            float[] x = Reference.Random(m * k, 2), y = new float[m * n], bias = Reference.Random(n, 3), bt = Reference.Random(n * k, 4);
+            float[] s1 = new float[Gemm.LinearScratchSize(m, k)], s2 = new float[Gemm.MatMulScratchSize(m, n, k)];
+            float[] c = new float[m * n];
+            void Call()
+            {
+                Gemm.Linear(x, m, pw, y, s1, new GemmEpilogue { Bias = bias, Activation = Activation.Gelu });
+                Gemm.MatMul(m, n, k, x, k, bt, k, true, c, n, s2);
+            }
+            Assert.Equal(0, Reference.SteadyStateAllocations(Call));
+        });
+    }
+
+    [Fact]
+    public void InvalidArguments_Throw_AndLeaveOutputUntouched()
+    {
+        int m = 4, n = 5, k = 6;
+        using var pw = new PackedWeight(Reference.Random(n * k, 1), n, k);
+        float[] x = Reference.Random(m * k, 2);
+        float[] scratch = new float[Gemm.LinearScratchSize(m, k)];
+        float[] y = Filled(m * n, 7f);
+
+        var ex = Assert.Throws<ArgumentException>(() => Gemm.Linear(x.AsSpan(1), m, pw, y, scratch));
+        Assert.Equal("x", ex.ParamName);
+        Assert.Contains("24", ex.Message); Assert.Contains("23", ex.Message);
+        ex = Assert.Throws<ArgumentException>(() => Gemm.Linear(x, m, pw, y.AsSpan(0, 19), scratch));
+        Assert.Equal("y", ex.ParamName);
+        Assert.Throws<ArgumentOutOfRangeException>("rows", () => Gemm.Linear(x, 0, pw, y, scratch));
+        ex = Assert.Throws<ArgumentException>(() => Gemm.Linear(x, m, pw, y, scratch.AsSpan(1)));
+        Assert.Equal("scratch", ex.ParamName);
+        ex = Assert.Throws<ArgumentException>(() => Gemm.Linear(x, m, pw, y, scratch, new GemmEpilogue { Bias = new float[4] }));
+        Assert.Equal("epilogue.Bias", ex.ParamName);
+        ex = Assert.Throws<ArgumentException>(() => Gemm.Linear(x, m, pw, y, scratch, new GemmEpilogue { Residual = new float[19] }));
+        Assert.Equal("epilogue.Residual", ex.ParamName);
+
+        // a packed weight of the wrong shape for x: K = 6 but x holds rows of 5 → too short for 4 rows
+        using var wrong = new PackedWeight(Reference.Random(n * 7, 1), n, 7);
+        ex = Assert.Throws<ArgumentException>(() => Gemm.Linear(x, m, wrong, y, new float[Gemm.LinearScratchSize(m, 7)]));
+        Assert.Equal("x", ex.ParamName);
+        Assert.Contains("4*7", ex.Message);
+
+        float[] c = Filled(m * n, 7f);
+        float[] s2 = new float[Gemm.MatMulScratchSize(m, n, k)];
+        Assert.Throws<ArgumentOutOfRangeException>("lda", () => Gemm.MatMul(m, n, k, x, k - 1, x, n, false, c, n, s2));
+        Assert.Throws<ArgumentOutOfRangeException>("ldc", () => Gemm.MatMul(m, n, k, x, k, x, n, false, c, n - 1, s2));
+        Assert.Throws<ArgumentOutOfRangeException>("n", () => Gemm.MatMul(m, 0, k, x, k, x, n, false, c, n, s2));
+        ex = Assert.Throws<ArgumentException>(() => Gemm.MatMul(m, n, k, x, k, new float[k * n - 1], n, false, c, n, s2));
+        Assert.Equal("b", ex.ParamName);
+        ex = Assert.Throws<ArgumentException>(() => Gemm.MatMul(m, n, k, x, k, new float[k * n], n, false, c.AsSpan(1), n, s2));
+        Assert.Equal("c", ex.ParamName);
+
+        Assert.Throws<ArgumentException>("weight", () => new PackedWeight(new float[29], 5, 6));
+        Assert.Throws<ArgumentOutOfRangeException>("inFeatures", () => new PackedWeight(new float[0], 5, 0));
+
+        Assert.All(y, v => Assert.Equal(7f, v));
+        Assert.All(c, v => Assert.Equal(7f, v));
+    }
+
+    [Fact]
+    public void DisposedWeight_Throws()
+    {
+        var pw = new PackedWeight(new float[6], 2, 3);
+        pw.Dispose();
+        pw.Dispose(); // idempotent
+        Assert.Throws<ObjectDisposedException>(() => Gemm.Linear(new float[3], 1, pw, new float[2], new float[Gemm.LinearScratchSize(1, 3)]));
+    }
+
+    internal static float[] Filled(int n, float v)
+    {
+        var a = new float[n];
+        Array.Fill(a, v);
+        return a;
+    }
+}

@@ -1,0 +1,112 @@
+using FastAttn.Kernels;
+using Op = FastAttn.Kernels.VecMathMap.Op;
+
+namespace FastAttn.Tests.Kernels;
+
+/// <summary>
+/// The vector approximations every kernel shares (exp, tanh, erf, sigmoid, GELU, the refined reciprocal) against
+/// double-precision references, on every supported path, over their working ranges and the edges.
+/// </summary>
+public class VecMathTests(Xunit.Abstractions.ITestOutputHelper output)
+{
+    private const double U = 1.0 / (1 << 24);   // unit roundoff of float32
+
+    private static float[] Grid(double lo, double hi, int n)
+    {
+        var r = new float[n];
+        for (int i = 0; i < n; i++) r[i] = (float)(lo + (hi - lo) * i / (n - 1));
+        return r;
+    }
+
+    /// <summary>
+    /// Bounds, each from the method's own error analysis: exp — the Cephes degree-6 polynomial (≈1 ulp) times an exact
+    /// power of two, plus the rounding of r = x − n·ln2 (≤ 2 ulp) → 4 ulp relative; tanh = 1 − 2/(e^{2x}+1) — e's relative
+    /// error times 2e/(e+1)² ≤ ½, plus the division and subtraction → 4·u absolute; erf — Abramowitz–Stegun 7.1.26's
+    /// 1.5·10⁻⁷ in exact arithmetic, plus its six coefficients rounded to float and the rounding of t = 1/(1+px), the
+    /// degree-5 Horner polynomial and e^{−x²} in y = 1 − p·e (≈ 8·u, more where the scalar path's multiply-adds are not
+    /// fused) → 7.5·10⁻⁷; sigmoid — 1/(1+e) with e's error → 3·u absolute;
+    /// GELU(x) = ½x(1+erf(x/√2)) — x times erf's bound; the reciprocal estimate refined by one Newton step → 2⁻²² relative.
+    /// </summary>
+    private static (double Abs, double Rel) Bound(IsaPath isa, Op op, double x) => op switch
+    {
+        Op.Exp => (0, 4 * U),
+        Op.Tanh => (4 * U, 0),
+        Op.Erf => (7.5e-7, 0),
+        Op.Sigmoid => (3 * U, 0),
+        Op.Gelu => (7.5e-7 * Math.Abs(x) + 2 * U, 2 * U),
+        Op.GeluTanh => (4 * U * Math.Abs(x) + 2 * U, 2 * U),
+        Op.Relu => (0, 0),
+        _ => (0, Math.Pow(2, -22)),
+    };
+
+    private static double Ref(Op op, double x) => op switch
+    {
+        Op.Exp => Math.Exp(x),
+        Op.Tanh => Math.Tanh(x),
+        Op.Erf => Reference.Erf(x),
+        Op.Sigmoid => 1 / (1 + Math.Exp(-x)),
+        Op.Relu => Math.Max(x, 0),
+        Op.Gelu => Reference.Act(x, Activation.Gelu),
+        Op.GeluTanh => Reference.Act(x, Activation.GeluTanh),
+        _ => 1 / x,
+    };
+
+    public static TheoryData<string> Ops() => new(Enum.GetNames<Op>());
+
+    [Theory]
+    [MemberData(nameof(Ops))]
+    public void MatchesDoubleReference_OnEveryPath(string name)
+    {
+        var op = Enum.Parse<Op>(name);
+        float[] x = op switch
+        {
+            Op.Exp => [.. Grid(-87, 88, 20011), 0f, -0f, 1e-30f, -1e-30f],
+            Op.Reciprocal => [.. Grid(0.001, 1000, 20011), .. Grid(-1000, -0.001, 1001), 1e-30f, 3e30f],
+            _ => [.. Grid(-12, 12, 20011), 0f, -0f, 1e-6f, -1e-6f, 0.0039f, 0.0041f, 19.9f, 20.1f, -25f, 40f],
+        };
+        var y = new float[x.Length];
+        IsaPaths.ForEach(isa =>
+        {
+            // offsets 0..width so that every element is seen both in a vector and in the scalar tail
+            for (int off = 0; off < 3; off++)
+            {
+                VecMathMap.Apply(isa, op, x.AsSpan(off), y.AsSpan(off));
+                double worst = 0;
+                for (int i = off; i < x.Length; i++)
+                {
+                    double e = Ref(op, x[i]), g = y[i];
+                    var (abs, rel) = Bound(isa, op, x[i]);
+                    double err = Math.Abs(g - e), tol = abs + rel * Math.Abs(e);
+                    worst = Math.Max(worst, tol > 0 ? err / tol : err);
+                    Assert.True(err <= tol, $"{op}({x[i]:R}) = {g:R}, expected {e:R} (error {err:E2} > {tol:E2})");
+                }
+                if (off == 0) output.WriteLine($"{isa} {op}: worst error {worst:P0} of its bound");
+            }
+        });
+    }
+
+    [Fact]
+    public void Edges_AreExact()
+    {
+        IsaPaths.ForEach(isa =>
+        {
+            float[] Run(Op op, params float[] x) { var y = new float[x.Length]; VecMathMap.Apply(isa, op, x, y); return y; }
+            // exp: far below the range is exactly 0 (also −∞), exp(0) = 1
+            Assert.Equal([0f, 0f, 0f, 1f], Run(Op.Exp, -88f, -1000f, float.NegativeInfinity, 0f));
+            // tanh and sigmoid saturate cleanly, keep the sign, and are odd/complementary
+            Assert.Equal([1f, -1f, 0f], Run(Op.Tanh, 50f, -50f, 0f));
+            var sg = Run(Op.Sigmoid, 200f, -200f, 0f);
+            Assert.Equal(1f, sg[0]);
+            Assert.InRange(sg[1], 0f, 1e-30f);   // e^{−x} is clamped at e^{80}, so never ∞/∞
+            Assert.Equal(0.5f, sg[2]);
+            var t = Run(Op.Tanh, 0.3f, -0.3f);
+            Assert.Equal(t[0], -t[1]);
+            // erf is odd and saturates
+            var e = Run(Op.Erf, 0.7f, -0.7f, 10f, -10f);
+            Assert.Equal(e[0], -e[1]);
+            Assert.Equal(1f, e[2], 6);
+            Assert.Equal(-1f, e[3], 6);
+            Assert.Equal([0f, 0f, 3f], Run(Op.Relu, -2f, 0f, 3f));
+        });
+    }
+}
