@@ -82,6 +82,7 @@ public sealed class FeatureVocabulary
     }
 
     /// <summary>Writes the <see cref="Count"/> feature ids of <paramref name="word"/>; allocates nothing.</summary>
+    /// <exception cref="ArgumentException"><paramref name="ids"/> has fewer than <see cref="Count"/> elements.</exception>
     public void Extract(ReadOnlySpan<char> word, Span<int> ids)
     {
         if (ids.Length < Count) throw new ArgumentException($"'ids' needs {Count} elements; it has {ids.Length}.", nameof(ids));

@@ -35,6 +35,7 @@ public static class EnglishTokenizer
     }
 
     /// <summary>The tokens of <paramref name="text"/> as strings (allocates; for convenience).</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="text"/> is null.</exception>
     public static string[] Tokenize(string text)
     {
         ArgumentNullException.ThrowIfNull(text);

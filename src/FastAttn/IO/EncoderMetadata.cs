@@ -52,6 +52,8 @@ public static class EncoderMetadata
     }
 
     /// <summary>The metadata entry describing <paramref name="o"/> (for writers).</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="o"/> is null.</exception>
+    /// <exception cref="ArgumentException">The activation is not one the entry can name (relu, gelu, gelu_tanh).</exception>
     public static string Write(TorchEncoderOptions o)
     {
         ArgumentNullException.ThrowIfNull(o);

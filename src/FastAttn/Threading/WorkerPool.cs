@@ -3,13 +3,6 @@ using System.Runtime.InteropServices;
 
 namespace FastAttn.Threading;
 
-/// <summary>A unit of parallel work: <see cref="Execute"/> runs one item on one worker.</summary>
-public interface IParallelWork
-{
-    /// <summary>Runs one item. Worker 0 is the thread that called <see cref="WorkerPool.Run"/>; workers 1.. are the pool's threads.</summary>
-    void Execute(int item, int worker);
-}
-
 /// <summary>
 /// A persistent pool of worker threads: the calling thread is worker 0 and takes part in every run; workers
 /// 1..Threads−1 are dedicated threads that claim items from a shared counter. Between runs a worker spins for a
