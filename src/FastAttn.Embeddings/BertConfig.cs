@@ -1,0 +1,102 @@
+using System.Text.Json;
+using FastAttn.Kernels;
+
+namespace FastAttn.Embeddings;
+
+/// <summary>
+/// The architecture of a BERT-family encoder, as Hugging Face's <c>BertConfig</c> states it in <c>config.json</c>
+/// (<c>hidden_size</c>, <c>num_attention_heads</c>, …). Every field is checked when read.
+/// </summary>
+public sealed record BertConfig
+{
+    /// <summary>Width of every token's hidden state (<c>hidden_size</c>).</summary>
+    public int HiddenSize { get; init; }
+    /// <summary>Attention heads (<c>num_attention_heads</c>).</summary>
+    public int NumAttentionHeads { get; init; }
+    /// <summary>Encoder layers (<c>num_hidden_layers</c>).</summary>
+    public int NumHiddenLayers { get; init; }
+    /// <summary>Width of the feed-forward layer (<c>intermediate_size</c>).</summary>
+    public int IntermediateSize { get; init; }
+    /// <summary>The feed-forward activation (<c>hidden_act</c>: "gelu" is the exact erf form; "gelu_new" and "gelu_pytorch_tanh" the tanh form).</summary>
+    public Activation HiddenAct { get; init; } = Activation.Gelu;
+    /// <summary>LayerNorm ε (<c>layer_norm_eps</c>, 1e-12 in BERT).</summary>
+    public float LayerNormEps { get; init; } = 1e-12f;
+    /// <summary>Rows of the position table (<c>max_position_embeddings</c>): the longest sequence.</summary>
+    public int MaxPositionEmbeddings { get; init; } = 512;
+    /// <summary>Token types (<c>type_vocab_size</c>).</summary>
+    public int TypeVocabSize { get; init; } = 2;
+    /// <summary>Vocabulary size (<c>vocab_size</c>).</summary>
+    public int VocabSize { get; init; }
+
+    /// <summary>Throws unless every field is in range.</summary>
+    /// <exception cref="InvalidDataException">A field is out of range, or heads do not divide the hidden size.</exception>
+    public void Validate(string source)
+    {
+        void Need(bool ok, string what) { if (!ok) throw new InvalidDataException($"{source}: {what}."); }
+        Need(HiddenSize is > 0 and <= 1 << 16, $"hidden_size {HiddenSize} is out of range");
+        Need(NumAttentionHeads is > 0 and <= 1024, $"num_attention_heads {NumAttentionHeads} is out of range");
+        Need(HiddenSize % NumAttentionHeads == 0, $"num_attention_heads {NumAttentionHeads} does not divide hidden_size {HiddenSize}");
+        Need(NumHiddenLayers is > 0 and <= 1024, $"num_hidden_layers {NumHiddenLayers} is out of range");
+        Need(IntermediateSize is > 0 and <= 1 << 20, $"intermediate_size {IntermediateSize} is out of range");
+        Need(float.IsFinite(LayerNormEps) && LayerNormEps >= 0, $"layer_norm_eps {LayerNormEps} is not finite and ≥ 0");
+        Need(MaxPositionEmbeddings is > 0 and <= 1 << 20, $"max_position_embeddings {MaxPositionEmbeddings} is out of range");
+        Need(TypeVocabSize is > 0 and <= 1 << 16, $"type_vocab_size {TypeVocabSize} is out of range");
+        Need(VocabSize is > 0 and < 1 << 24, $"vocab_size {VocabSize} is out of range (ids travel as floats, exact below 2^24)");
+        Need(HiddenAct is Activation.Gelu or Activation.GeluTanh or Activation.Relu, $"hidden_act {HiddenAct} is not supported");
+    }
+
+    /// <summary>Reads a Hugging Face <c>config.json</c>.</summary>
+    /// <exception cref="InvalidDataException">Not valid JSON, a field missing or out of range, or an unsupported activation or model type.</exception>
+    /// <exception cref="IOException">The file cannot be read.</exception>
+    public static BertConfig FromJsonFile(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        return FromJson(File.ReadAllText(path), path);
+    }
+
+    /// <summary>Reads the text of a Hugging Face <c>config.json</c>; <paramref name="source"/> names it in messages.</summary>
+    /// <exception cref="InvalidDataException">Not valid JSON, a field missing or out of range, or an unsupported activation or model type.</exception>
+    public static BertConfig FromJson(string json, string source = "config.json")
+    {
+        ArgumentNullException.ThrowIfNull(json);
+        try
+        {
+            using var doc = JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = 16, AllowTrailingCommas = true });
+            var r = doc.RootElement;
+            if (r.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{source}: not a JSON object.");
+            int Int(string name, int? fallback = null)
+            {
+                if (r.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i)) return i;
+                if (fallback is int f) return f;
+                throw new InvalidDataException($"{source}: '{name}' is missing or not an integer.");
+            }
+            if (r.TryGetProperty("model_type", out var mt) && mt.ValueKind == JsonValueKind.String
+                && mt.GetString() is { } type && type != "bert")
+                throw new InvalidDataException($"{source}: model_type '{type}' is not a BERT-family encoder FastAttn loads (bert).");
+            float eps = 1e-12f;
+            if (r.TryGetProperty("layer_norm_eps", out var e) && e.ValueKind == JsonValueKind.Number) eps = (float)e.GetDouble();
+            var act = Activation.Gelu;
+            if (r.TryGetProperty("hidden_act", out var a) && a.ValueKind == JsonValueKind.String)
+                act = ParseActivation(a.GetString()!, source);
+            var c = new BertConfig
+            {
+                HiddenSize = Int("hidden_size"), NumAttentionHeads = Int("num_attention_heads"), NumHiddenLayers = Int("num_hidden_layers"),
+                IntermediateSize = Int("intermediate_size"), HiddenAct = act, LayerNormEps = eps,
+                MaxPositionEmbeddings = Int("max_position_embeddings", 512), TypeVocabSize = Int("type_vocab_size", 2), VocabSize = Int("vocab_size"),
+            };
+            c.Validate(source);
+            return c;
+        }
+        catch (JsonException ex) { throw new InvalidDataException($"{source}: not valid JSON: {ex.Message}", ex); }
+    }
+
+    /// <summary>Hugging Face's activation names.</summary>
+    /// <exception cref="InvalidDataException">An activation FastAttn does not run.</exception>
+    public static Activation ParseActivation(string name, string source = "config.json") => name switch
+    {
+        "gelu" => Activation.Gelu,
+        "gelu_new" or "gelu_pytorch_tanh" or "gelu_fast" => Activation.GeluTanh,
+        "relu" => Activation.Relu,
+        _ => throw new InvalidDataException($"{source}: hidden_act '{name}' is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)."),
+    };
+}

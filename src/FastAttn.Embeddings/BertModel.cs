@@ -1,0 +1,230 @@
+using FastAttn.Composition;
+using FastAttn.IO;
+using FastAttn.Kernels;
+using FastAttn.Layers;
+using FastAttn.Onnx;
+
+namespace FastAttn.Embeddings;
+
+/// <summary>What sits on top of a BERT encoder in a task checkpoint.</summary>
+public enum BertHead
+{
+    /// <summary>None: the encoder (and its pooler, when the checkpoint has one).</summary>
+    None = 0,
+    /// <summary><c>classifier</c> on the pooled output (BertForSequenceClassification).</summary>
+    Sequence = 1,
+    /// <summary><c>classifier</c> on every token (BertForTokenClassification); part of <see cref="BertModel.Encoder"/>.</summary>
+    Token = 2,
+}
+
+/// <summary>Options for <see cref="BertModel.Load(string, BertLoadOptions?)"/> when the files do not say everything.</summary>
+public sealed record BertLoadOptions
+{
+    /// <summary>Attention heads, when neither a <c>config.json</c> nor the ONNX graph states them (must agree when they do).</summary>
+    public int? Heads { get; init; }
+    /// <summary>A <c>config.json</c> to use instead of the one beside the model.</summary>
+    public string? ConfigPath { get; init; }
+}
+
+/// <summary>
+/// A BERT-family encoder (Hugging Face <c>BertModel</c>) on FastAttn's composer: <see cref="BertEmbeddings"/>, then
+/// <see cref="BertConfig.NumHiddenLayers"/> post-norm <see cref="EncoderBlock"/>s (q/k/v packed into one projection,
+/// exact-GELU feed-forward, LayerNorm ε from the config), the optional pooler (dense + tanh on each sequence's first
+/// token) and an optional <c>classifier</c> head. Loaded from Hugging Face safetensors with <c>config.json</c>, or from an
+/// ONNX export (weights matched through the graph; see <see cref="OnnxModelFile"/>). Immutable and shareable; run it with
+/// an <see cref="EmbeddingSession"/> or a <see cref="SentenceEmbedder"/>.
+/// </summary>
+public sealed class BertModel : IDisposable
+{
+    /// <summary>The architecture.</summary>
+    public BertConfig Config { get; }
+    /// <summary>Embeddings and encoder layers (and a token-classification head): input <c>[tokens, 2]</c> (id, type) → <c>[tokens, hidden]</c>.</summary>
+    public Stack Encoder { get; }
+    /// <summary>The pooler (<c>pooler.dense</c>, tanh), or null when the checkpoint has none.</summary>
+    public Linear? Pooler { get; }
+    /// <summary>The sequence-classification head on the pooled output, or null.</summary>
+    public Linear? Classifier { get; }
+    /// <summary>The task head, if any.</summary>
+    public BertHead Head { get; }
+    /// <summary>Where the weights and the architecture came from (e.g. "model.onnx; heads from the graph's reshape constants").</summary>
+    public string Source { get; }
+    /// <summary>The embeddings block (the first block of <see cref="Encoder"/>).</summary>
+    public BertEmbeddings Embeddings => (BertEmbeddings)Encoder.Blocks[0];
+    /// <summary>Width of the encoder's output (the hidden size, or the classes of a token head).</summary>
+    public int OutputWidth => Encoder.OutputWidth;
+
+    private BertModel(BertConfig config, Stack encoder, Linear? pooler, Linear? classifier, BertHead head, string source)
+    {
+        Config = config; Encoder = encoder; Pooler = pooler; Classifier = classifier; Head = head; Source = source;
+    }
+
+    /// <summary>
+    /// Loads a model from <paramref name="path"/>: a <c>.safetensors</c> file (with <c>config.json</c> beside it), a folder
+    /// (<c>model.safetensors</c> or <c>model.onnx</c>, and <c>config.json</c>), or an <c>.onnx</c> file (heads from the graph,
+    /// or from a <c>config.json</c> beside it).
+    /// </summary>
+    /// <exception cref="InvalidDataException">A file is malformed, tensors are missing, unexpected or mis-shaped (all listed), or the architecture cannot be determined (the message says what to pass).</exception>
+    /// <exception cref="FileNotFoundException">The model file is not there.</exception>
+    /// <exception cref="IOException">A file cannot be read.</exception>
+    /// <exception cref="ArgumentException">The options contradict the files.</exception>
+    public static BertModel Load(string path, BertLoadOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        options ??= new BertLoadOptions();
+        if (options.Heads is int h0 && h0 < 1) throw new ArgumentOutOfRangeException(nameof(options), h0, "Heads must be at least 1.");
+        string file = path;
+        if (Directory.Exists(path))
+        {
+            string st = System.IO.Path.Combine(path, "model.safetensors"), ox = System.IO.Path.Combine(path, "model.onnx");
+            file = File.Exists(st) ? st : File.Exists(ox) ? ox
+                : throw new FileNotFoundException($"folder '{path}' holds neither model.safetensors nor model.onnx.", st);
+        }
+        else if (!File.Exists(path)) throw new FileNotFoundException($"model file '{path}' not found.", path);
+        string configPath = options.ConfigPath ?? System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(file))!, "config.json");
+        BertConfig? config = File.Exists(configPath) ? BertConfig.FromJsonFile(configPath) : null;
+        if (options.ConfigPath != null && config == null) throw new FileNotFoundException($"config '{options.ConfigPath}' not found.", options.ConfigPath);
+        if (file.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
+        {
+            var onnx = OnnxModelFile.Open(file);
+            var graph = BertOnnxArchitecture.Read(onnx);
+            var (cfg, source) = Resolve(onnx, config, configPath, graph, options.Heads, file);
+            return Load(onnx, cfg, source);
+        }
+        using var safetensors = SafeTensorsFile.Open(file);
+        var (c, s) = Resolve(safetensors, config, configPath, null, options.Heads, file);
+        return Load(safetensors, c, s);
+    }
+
+    /// <summary>
+    /// The architecture: config.json when there is one (checked against the tensors and the graph); otherwise what the
+    /// tensors and the ONNX graph say, with the heads from the graph or the caller.
+    /// </summary>
+    private static (BertConfig, string) Resolve(ITensorSource src, BertConfig? config, string configPath, BertOnnxArchitecture? graph, int? heads, string file)
+    {
+        string name = System.IO.Path.GetFileName(file);
+        if (config != null)
+        {
+            if (heads is int h && h != config.NumAttentionHeads)
+                throw new ArgumentException($"heads = {h} contradicts {configPath}, which says {config.NumAttentionHeads}; leave it out.");
+            if (graph?.Heads is int gh && gh != config.NumAttentionHeads)
+                throw new InvalidDataException($"{configPath} says {config.NumAttentionHeads} heads; the ONNX graph of '{file}' reshapes into {gh}.");
+            return (config, $"{name} with {System.IO.Path.GetFileName(configPath)}");
+        }
+        string prefix = src.TryGetShape("bert.embeddings.word_embeddings.weight", out _) ? "bert." : "";
+        long[] Shape(string n) => src.TryGetShape(prefix + n, out var s) ? s : throw new InvalidDataException($"'{src.Name}' has no tensor '{prefix}{n}', so its architecture cannot be read from it; put its config.json beside it.");
+        var word = Shape("embeddings.word_embeddings.weight");
+        var pos = Shape("embeddings.position_embeddings.weight");
+        var type = Shape("embeddings.token_type_embeddings.weight");
+        var inter = Shape("encoder.layer.0.intermediate.dense.weight");
+        int layers = TorchModels.CountLayers(src, prefix, "encoder.layer", "attention.output.dense.bias");
+        string headSource;
+        int nHeads;
+        if (graph?.Heads is int g) { nHeads = g; headSource = $"heads from the graph's {graph.HeadsEvidence}"; if (heads is int h2 && h2 != g) throw new ArgumentException($"heads = {h2} contradicts the ONNX graph, which reshapes into {g} heads."); }
+        else if (heads is int h3) { nHeads = h3; headSource = "heads as given"; }
+        else throw new InvalidDataException($"the number of attention heads of '{file}' cannot be determined: it is not in the file{(graph != null ? " (no reshape into heads found in the graph)" : "")} and there is no config.json beside it; put the model's config.json beside it or pass the heads (--heads N).");
+        var cfg = new BertConfig
+        {
+            HiddenSize = (int)word[1], VocabSize = (int)word[0], MaxPositionEmbeddings = (int)pos[0], TypeVocabSize = (int)type[0],
+            IntermediateSize = (int)inter[0], NumHiddenLayers = layers, NumAttentionHeads = nHeads,
+            HiddenAct = graph?.Activation ?? Activation.Gelu, LayerNormEps = graph?.Eps ?? 1e-12f,
+        };
+        cfg.Validate(src.Name);
+        string rest = graph == null ? "GELU and ε 1e-12 assumed (BERT's)" : $"{(graph.Activation == null ? "GELU assumed" : "activation from the graph")}, {(graph.Eps == null ? "ε 1e-12 assumed" : "ε from the graph")}";
+        return (cfg, $"{name}; {headSource}; {rest}");
+    }
+
+    /// <summary>
+    /// Builds a model from named tensors (Hugging Face <c>BertModel</c> names, optionally under <c>bert.</c> with a root
+    /// <c>classifier</c>) and an architecture. Pretraining heads (<c>cls.*</c>) and buffers (<c>position_ids</c>,
+    /// <c>token_type_ids</c>) are ignored; any other tensor that is not used is reported.
+    /// </summary>
+    /// <exception cref="InvalidDataException">Tensors are missing, unexpected or mis-shaped (all listed in one message).</exception>
+    public static BertModel Load(ITensorSource source, BertConfig config, string? description = null)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate(source.Name);
+        bool wrapped = source.TryGetShape("bert.embeddings.word_embeddings.weight", out _);
+        return TensorReader.Load(source, "", "a BERT model", vb =>
+        {
+            foreach (var n in source.TensorNames)
+                if (n.StartsWith("cls.", StringComparison.Ordinal)) vb.Ignore(n);
+            var bert = wrapped ? vb.Pp("bert") : vb;
+            int h = config.HiddenSize, ff = config.IntermediateSize;
+            var emb = bert.Pp("embeddings");
+            emb.Ignore("position_ids");
+            emb.Ignore("token_type_ids");
+            var word = emb.Pp("word_embeddings").Get("weight", config.VocabSize, h);
+            var pos = emb.Pp("position_embeddings").Get("weight", config.MaxPositionEmbeddings, h);
+            var type = emb.Pp("token_type_embeddings").Get("weight", config.TypeVocabSize, h);
+            var embNorm = Norm(emb.Pp("LayerNorm"), h, config.LayerNormEps);
+            var layers = new EncoderBlock?[config.NumHiddenLayers];
+            for (int i = 0; i < layers.Length; i++) layers[i] = Layer(bert.Pp($"encoder.layer.{i}"), config);
+            var poolerVb = bert.Pp("pooler").Pp("dense");
+            bool hasPooler = poolerVb.Has("weight");
+            float[]? pw = hasPooler ? poolerVb.Get("weight", h, h) : null, pb = hasPooler ? poolerVb.Maybe("bias", h) : null;
+            var cls = vb.Pp("classifier");
+            var cs = cls.Shape("weight");
+            float[]? cw = null, cb = null;
+            if (cs != null)
+            {
+                if (cs.Length != 2 || cs[0] < 1 || cs[0] > 1 << 20) { cls.Get("weight", -1, h); vb.Problem($"classifier.weight is [{string.Join(", ", cs)}], expected [classes, {h}]"); }
+                else { cw = cls.Get("weight", cs[0], h); cb = cls.Maybe("bias", cs[0]); }
+            }
+            if (vb.Checking) return null;
+            var blocks = new List<IBlock> { new BertEmbeddings(word, pos, type, embNorm!) };
+            blocks.AddRange(layers!);
+            Linear? pooler = hasPooler ? new Linear(pw, h, h, pb, Activation.Tanh) : null;
+            Linear? classifier = null;
+            var head = BertHead.None;
+            if (cw != null)
+            {
+                var lin = new Linear(cw, cw.Length / h, h, cb);
+                // a classifier with a pooler reads the pooled output (sequence classification); without one, every token
+                if (pooler != null) { classifier = lin; head = BertHead.Sequence; }
+                else { blocks.Add(new LinearBlock(lin)); head = BertHead.Token; }
+            }
+            return new BertModel(config, new Stack([.. blocks]), pooler, classifier, head, description ?? source.Name);
+        });
+    }
+
+    private static LayerNorm? Norm(TensorReader vb, int h, float eps)
+    {
+        // older checkpoints name the LayerNorm parameters gamma and beta
+        bool old = !vb.Has("weight") && vb.Has("gamma");
+        var g = vb.Get(old ? "gamma" : "weight", h);
+        var b = vb.Get(old ? "beta" : "bias", h);
+        return vb.Checking ? null : new LayerNorm(h, g, b, eps);
+    }
+
+    /// <summary>One BERT layer: the names of its tensors, relative to <c>encoder.layer.N</c>.</summary>
+    private static EncoderBlock? Layer(TensorReader vb, BertConfig c)
+    {
+        int h = c.HiddenSize, ff = c.IntermediateSize;
+        var att = vb.Pp("attention");
+        var self = att.Pp("self");
+        var qw = self.Pp("query").Get("weight", h, h); var qb = self.Pp("query").Get("bias", h);
+        var kw = self.Pp("key").Get("weight", h, h); var kb = self.Pp("key").Get("bias", h);
+        var vw = self.Pp("value").Get("weight", h, h); var vbias = self.Pp("value").Get("bias", h);
+        var ow = att.Pp("output").Pp("dense").Get("weight", h, h); var ob = att.Pp("output").Pp("dense").Get("bias", h);
+        var n1 = Norm(att.Pp("output").Pp("LayerNorm"), h, c.LayerNormEps);
+        var iw = vb.Pp("intermediate").Pp("dense").Get("weight", ff, h); var ib = vb.Pp("intermediate").Pp("dense").Get("bias", ff);
+        var fw = vb.Pp("output").Pp("dense").Get("weight", h, ff); var fb = vb.Pp("output").Pp("dense").Get("bias", h);
+        var n2 = Norm(vb.Pp("output").Pp("LayerNorm"), h, c.LayerNormEps);
+        if (vb.Checking) return null;
+        var inBias = new float[3 * h];
+        qb.CopyTo(inBias, 0); kb.CopyTo(inBias, h); vbias.CopyTo(inBias, 2 * h);
+        var mha = new MultiHeadAttention(h, c.NumAttentionHeads, qw, kw, vw, inBias, ow, ob);
+        var ffn = new FeedForward(h, ff, iw, ib, fw, fb, c.HiddenAct);
+        // post-norm, like nn.TransformerEncoderLayer: x = LN(x + attn(x)); x = LN(x + ff(x))
+        return new EncoderBlock(mha, ffn, n1!, n2!, normFirst: false);
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        Encoder.Dispose();
+        Pooler?.Dispose();
+        Classifier?.Dispose();
+    }
+}

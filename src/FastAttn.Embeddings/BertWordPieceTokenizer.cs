@@ -1,0 +1,256 @@
+using System.Globalization;
+using System.Text;
+using ICU4N.Text;
+using Microsoft.ML.Tokenizers;
+
+namespace FastAttn.Embeddings;
+
+/// <summary>Options of <see cref="BertWordPieceTokenizer"/> (Hugging Face's <c>BertTokenizer</c> settings).</summary>
+public sealed record BertTokenizerOptions
+{
+    /// <summary>Lower-case (an uncased vocabulary); null = decided from the vocabulary (uncased when it holds no upper-case word).</summary>
+    public bool? LowerCase { get; init; }
+    /// <summary>Strip accents ("café" → "cafe"); null = follow <see cref="LowerCase"/>, as Hugging Face does.</summary>
+    public bool? StripAccents { get; init; }
+    /// <summary>Put every CJK ideograph in a token of its own (Hugging Face's <c>tokenize_chinese_chars</c>, on by default).</summary>
+    public bool TokenizeChineseChars { get; init; } = true;
+    /// <summary>Longest output, [CLS] and [SEP] included; longer texts are truncated (their first MaxTokens − 2 word pieces kept).</summary>
+    public int MaxTokens { get; init; } = 512;
+}
+
+/// <summary>
+/// BERT's WordPiece tokenizer with Hugging Face's rules (<c>BertTokenizer</c>): the text cleaned (control characters
+/// removed, every white space a space), NFC, CJK ideographs split out, white-space split, lower-cased and accent-stripped
+/// for an uncased vocabulary, split at punctuation — then WordPiece (greedy longest match, <c>##</c> continuations, a word
+/// over 100 characters or with no match is [UNK]) by Microsoft.ML.Tokenizers' <c>BertTokenizer</c>, and [CLS] … [SEP].
+/// <para>
+/// <b>Why the pre-tokenization is FastAttn's own:</b> Microsoft.ML.Tokenizers 2.0.1's basic tokenization departs from
+/// Hugging Face's rules: it drops symbols such as <c>$ + &lt; = &gt; ^ ` | ~</c> and emoji (Hugging Face keeps them as tokens or
+/// [UNK]), it removes tab and newline instead of treating them as spaces ("tab\there" becomes one word), it splits at
+/// zero-width and control characters that Hugging Face deletes, and with InvariantGlobalization (set by this repository,
+/// and common in containers) its accent stripping silently does nothing because <c>string.Normalize</c> is then the
+/// identity. So the rules above run here (normalization by ICU4N, a managed ICU that works in invariant mode) and the
+/// library does the WordPiece step with its own basic tokenization off. Remaining known differences from Python: Python's
+/// <c>str.lower</c> applies the final-sigma rule (Σ → ς at the end of a word) where .NET gives σ.
+/// </para>
+/// <para>
+/// Immutable and safe to use from any number of threads. Allocates per call (the strings of the pre-tokenization and
+/// the library's id list); the network that follows allocates nothing.
+/// </para>
+/// </summary>
+public sealed class BertWordPieceTokenizer
+{
+    private readonly BertTokenizer _wordPiece;
+    private readonly HashSet<string> _special;
+    private static readonly Normalizer2 Nfc = Normalizer2.NFCInstance, Nfd = Normalizer2.NFDInstance;
+
+    /// <summary>Id of [CLS].</summary>
+    public int ClsId { get; }
+    /// <summary>Id of [SEP].</summary>
+    public int SepId { get; }
+    /// <summary>Id of [UNK].</summary>
+    public int UnknownId { get; }
+    /// <summary>Entries in the vocabulary.</summary>
+    public int VocabularySize { get; }
+    /// <summary>The settings in force (lower-casing and accent stripping resolved).</summary>
+    public BertTokenizerOptions Options { get; }
+
+    private BertWordPieceTokenizer(BertTokenizer wordPiece, string[] vocab, BertTokenizerOptions options)
+    {
+        _wordPiece = wordPiece;
+        VocabularySize = vocab.Length;
+        var index = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int i = 0; i < vocab.Length; i++) index.TryAdd(vocab[i], i);
+        int Id(string t) => index.TryGetValue(t, out int i) ? i : throw new InvalidDataException($"the vocabulary has no {t} token.");
+        ClsId = Id("[CLS]"); SepId = Id("[SEP]"); UnknownId = Id("[UNK]");
+        _special = new HashSet<string>(["[CLS]", "[SEP]", "[UNK]", "[PAD]", "[MASK]"], StringComparer.Ordinal);
+        // an uncased vocabulary has no entry that lower-casing would change (upper-case letters without a lower case, like ℝ, may remain)
+        bool lower = options.LowerCase ?? !vocab.Any(v => !_special.Contains(v) && !v.StartsWith("[unused", StringComparison.Ordinal) && v.ToLowerInvariant() != v);
+        Options = options with { LowerCase = lower, StripAccents = options.StripAccents ?? lower };
+    }
+
+    /// <summary>Loads a vocabulary file (<c>vocab.txt</c>: one token per line, ids in line order).</summary>
+    /// <exception cref="InvalidDataException">The file is empty, not UTF-8, or lacks [CLS], [SEP] or [UNK].</exception>
+    /// <exception cref="IOException">The file cannot be read.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">MaxTokens is below 3.</exception>
+    public static BertWordPieceTokenizer FromVocabFile(string path, BertTokenizerOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (Directory.Exists(path)) throw new IOException($"'{path}' is a directory, not a vocabulary file.");
+        options ??= new BertTokenizerOptions();
+        // Hugging Face's tokenizer_config.json beside the vocabulary states the casing; options given here win
+        string cfg = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "tokenizer_config.json");
+        if (File.Exists(cfg))
+        {
+            try
+            {
+                using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(cfg));
+                var r = doc.RootElement;
+                bool? Flag(string name) => r.ValueKind == System.Text.Json.JsonValueKind.Object && r.TryGetProperty(name, out var v)
+                    && v.ValueKind is System.Text.Json.JsonValueKind.True or System.Text.Json.JsonValueKind.False ? v.GetBoolean() : null;
+                options = options with
+                {
+                    LowerCase = options.LowerCase ?? Flag("do_lower_case"),
+                    StripAccents = options.StripAccents ?? Flag("strip_accents"),
+                    TokenizeChineseChars = Flag("tokenize_chinese_chars") ?? options.TokenizeChineseChars,
+                };
+            }
+            catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"'{cfg}' is not valid JSON: {e.Message}", e); }
+        }
+        using var fs = File.OpenRead(path);
+        return FromVocab(fs, options, path);
+    }
+
+    /// <summary>Loads a vocabulary from a stream (read to its end).</summary>
+    /// <exception cref="InvalidDataException">The vocabulary is empty, not UTF-8, or lacks [CLS], [SEP] or [UNK].</exception>
+    /// <exception cref="ArgumentOutOfRangeException">MaxTokens is below 3.</exception>
+    public static BertWordPieceTokenizer FromVocab(Stream vocab, BertTokenizerOptions? options = null, string name = "<stream>")
+    {
+        ArgumentNullException.ThrowIfNull(vocab);
+        options ??= new BertTokenizerOptions();
+        if (options.MaxTokens < 3) throw new ArgumentOutOfRangeException(nameof(options), options.MaxTokens, "MaxTokens must be at least 3 ([CLS], one piece, [SEP]).");
+        var ms = new MemoryStream();
+        vocab.CopyTo(ms);
+        string text;
+        try { text = new UTF8Encoding(false, true).GetString(ms.GetBuffer(), 0, (int)ms.Length); }
+        catch (DecoderFallbackException) { throw new InvalidDataException($"vocabulary '{name}' is not valid UTF-8."); }
+        var lines = text.Split('\n').Select(l => l.TrimEnd('\r')).ToList();
+        if (lines.Count > 0 && lines[^1].Length == 0) lines.RemoveAt(lines.Count - 1);
+        if (lines.Count == 0) throw new InvalidDataException($"vocabulary '{name}' is empty.");
+        var wp = BertTokenizer.Create(new MemoryStream(Encoding.UTF8.GetBytes(string.Join('\n', lines) + "\n")), new BertOptions
+        {
+            LowerCaseBeforeTokenization = false, ApplyBasicTokenization = false, SplitOnSpecialTokens = false,
+            IndividuallyTokenizeCjk = false, RemoveNonSpacingMarks = false,
+        });
+        return new BertWordPieceTokenizer(wp, [.. lines], options);
+    }
+
+    /// <summary>The word-piece ids of <paramref name="text"/> with [CLS] and [SEP], truncated to <see cref="BertTokenizerOptions.MaxTokens"/>.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="text"/> is null.</exception>
+    public int[] Encode(string text) => Encode(text, out _);
+
+    /// <summary>As <see cref="Encode(string)"/>; <paramref name="truncated"/> tells whether word pieces were dropped.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="text"/> is null.</exception>
+    public int[] Encode(string text, out bool truncated)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var words = PreTokenize(text);
+        var ids = words.Count == 0 ? [] : _wordPiece.EncodeToIds(string.Join(' ', words), addSpecialTokens: false, considerPreTokenization: true, considerNormalization: false);
+        truncated = ids.Count > Options.MaxTokens - 2;
+        int n = Math.Min(ids.Count, Options.MaxTokens - 2);
+        var r = new int[n + 2];
+        r[0] = ClsId;
+        for (int i = 0; i < n; i++) r[i + 1] = ids[i];
+        r[n + 1] = SepId;
+        return r;
+    }
+
+    /// <summary>The token (word piece) of id <paramref name="id"/>, for display.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The id is outside the vocabulary.</exception>
+    public string Token(int id)
+    {
+        if ((uint)id >= (uint)VocabularySize) throw new ArgumentOutOfRangeException(nameof(id), id, $"ids are 0..{VocabularySize - 1}.");
+        return _wordPiece.Decode([id]) ?? "";
+    }
+
+    /// <summary>Hugging Face's basic tokenization of <paramref name="text"/>: the words WordPiece then splits.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="text"/> is null.</exception>
+    public IReadOnlyList<string> PreTokenize(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        // clean: drop NUL, U+FFFD and control/format/private/unassigned characters; every white space becomes ' '
+        var sb = new StringBuilder(text.Length);
+        bool ascii = true;
+        foreach (var r in text.EnumerateRunes())
+        {
+            int cp = r.Value;
+            if (cp == 0 || cp == 0xFFFD) continue;
+            if (cp is '\t' or '\n' or '\r' || Rune.GetUnicodeCategory(r) == UnicodeCategory.SpaceSeparator) { sb.Append(' '); continue; }
+            if (IsOther(Rune.GetUnicodeCategory(r))) continue;
+            if (cp > 127) ascii = false;
+            if (Options.TokenizeChineseChars && IsCjk(cp)) { sb.Append(' '); sb.Append(r.ToString()); sb.Append(' '); }
+            else sb.Append(r.ToString());
+        }
+        string clean = sb.ToString();
+        if (!ascii) clean = Nfc.Normalize(clean);
+        var words = new List<string>();
+        foreach (var raw in clean.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries))
+        {
+            // special tokens written in the text stay whole (Hugging Face splits them out before basic tokenization)
+            foreach (var part in SplitSpecial(raw))
+            {
+                if (_special.Contains(part)) { words.Add(part); continue; }
+                string w = part;
+                if (Options.LowerCase == true) w = w.ToLowerInvariant();
+                if (Options.StripAccents == true && !IsAscii(w)) w = StripMarks(Nfd.Normalize(w));
+                SplitPunctuation(w, words);
+            }
+        }
+        return words;
+    }
+
+    private IEnumerable<string> SplitSpecial(string word)
+    {
+        if (word.IndexOf('[') < 0) { yield return word; yield break; }
+        int start = 0;
+        for (int i = 0; i < word.Length; i++)
+        {
+            if (word[i] != '[') continue;
+            foreach (var sp in _special)
+                if (string.CompareOrdinal(word, i, sp, 0, sp.Length) == 0)
+                {
+                    if (i > start) yield return word[start..i];
+                    yield return sp;
+                    start = i + sp.Length;
+                    i = start - 1;
+                    break;
+                }
+        }
+        if (start < word.Length) yield return word[start..];
+    }
+
+    private static bool IsAscii(string s) { foreach (char c in s) if (c > 127) return false; return true; }
+
+    private static string StripMarks(string s)
+    {
+        var sb = new StringBuilder(s.Length);
+        foreach (var r in s.EnumerateRunes())
+            if (Rune.GetUnicodeCategory(r) != UnicodeCategory.NonSpacingMark) sb.Append(r.ToString());
+        return sb.ToString();
+    }
+
+    private static void SplitPunctuation(string w, List<string> into)
+    {
+        int start = 0;
+        for (int i = 0; i < w.Length;)
+        {
+            var r = Rune.GetRuneAt(w, i);
+            int len = r.Utf16SequenceLength;
+            if (IsPunctuation(r))
+            {
+                if (i > start) into.Add(w[start..i]);
+                into.Add(w.Substring(i, len));
+                start = i + len;
+            }
+            i += len;
+        }
+        if (start < w.Length) into.Add(w[start..]);
+    }
+
+    /// <summary>Hugging Face's punctuation: every ASCII non-alphanumeric printable character, and Unicode's P* categories.</summary>
+    internal static bool IsPunctuation(Rune r)
+    {
+        int cp = r.Value;
+        if (cp is >= 33 and <= 47 or >= 58 and <= 64 or >= 91 and <= 96 or >= 123 and <= 126) return true;
+        return Rune.GetUnicodeCategory(r) is UnicodeCategory.ConnectorPunctuation or UnicodeCategory.DashPunctuation or UnicodeCategory.OpenPunctuation
+            or UnicodeCategory.ClosePunctuation or UnicodeCategory.InitialQuotePunctuation or UnicodeCategory.FinalQuotePunctuation or UnicodeCategory.OtherPunctuation;
+    }
+
+    /// <summary>Python's categories starting with C: control, format, surrogate, private use, unassigned.</summary>
+    private static bool IsOther(UnicodeCategory c) => c is UnicodeCategory.Control or UnicodeCategory.Format or UnicodeCategory.Surrogate
+        or UnicodeCategory.PrivateUse or UnicodeCategory.OtherNotAssigned;
+
+    /// <summary>The CJK Unified Ideographs blocks Hugging Face splits out (not Hangul, Hiragana or Katakana).</summary>
+    internal static bool IsCjk(int cp) => cp is >= 0x4E00 and <= 0x9FFF or >= 0x3400 and <= 0x4DBF or >= 0x20000 and <= 0x2A6DF
+        or >= 0x2A700 and <= 0x2B73F or >= 0x2B740 and <= 0x2B81F or >= 0x2B820 and <= 0x2CEAF or >= 0xF900 and <= 0xFAFF or >= 0x2F800 and <= 0x2FA1F;
+}

@@ -1,0 +1,225 @@
+using System.Numerics.Tensors;
+using FastAttn.Composition;
+using FastAttn.Layers;
+
+namespace FastAttn.Embeddings;
+
+/// <summary>
+/// Runs a <see cref="BertModel"/> for one caller at a time: owns a session sized for
+/// <see cref="SentenceEmbedderOptions.MaxBatchTokens"/> tokens and every buffer pooling needs. A batch of texts runs as
+/// packed passes (sequences back to back, no padding; each attends only to itself). The id paths
+/// (<see cref="EncodeIds"/>, <see cref="HiddenStates"/>) allocate nothing; the text paths allocate in the tokenizer.
+/// A second thread entering while a call runs gets <see cref="InvalidOperationException"/>.
+/// </summary>
+public sealed class EmbeddingSession : IDisposable
+{
+    private readonly BertModel _model;
+    private readonly BertWordPieceTokenizer? _tokenizer;
+    private readonly Session _session;
+    private readonly float[] _input, _hidden, _cls, _pooled, _poolScratch;
+    private readonly int _maxSequences;
+    private int _busy, _disposed;
+
+    /// <summary>The settings.</summary>
+    public SentenceEmbedderOptions Options { get; }
+    /// <summary>Length of one embedding.</summary>
+    public int Dimension { get; }
+    /// <summary>Width of a token's hidden state.</summary>
+    public int HiddenWidth => _model.OutputWidth;
+    /// <summary>Longest sequence (tokens) this session accepts.</summary>
+    public int MaxTokensPerText { get; }
+
+    /// <summary>A session over <paramref name="model"/> (and <paramref name="tokenizer"/> for the text paths).</summary>
+    /// <exception cref="ArgumentException">The options do not fit the model (pooler pooling without a pooler, sizes out of range).</exception>
+    public EmbeddingSession(BertModel model, BertWordPieceTokenizer? tokenizer, SentenceEmbedderOptions? options = null)
+    {
+        _model = model ?? throw new ArgumentNullException(nameof(model));
+        _tokenizer = tokenizer;
+        options ??= new SentenceEmbedderOptions();
+        if (options.Pooling == Pooling.Pooler && model.Pooler == null) throw new ArgumentException("pooler pooling needs a checkpoint with pooler.dense weights; this model has none.", nameof(options));
+        if ((uint)options.Pooling > (uint)Pooling.Pooler) throw new ArgumentOutOfRangeException(nameof(options), options.Pooling, "Unknown pooling.");
+        int maxPos = model.Embeddings.MaxPositions;
+        MaxTokensPerText = options.MaxTokensPerText == 0 ? maxPos : options.MaxTokensPerText;
+        if (MaxTokensPerText < 3 || MaxTokensPerText > maxPos)
+            throw new ArgumentOutOfRangeException(nameof(options), options.MaxTokensPerText, $"MaxTokensPerText must be 3..{maxPos} (the model's positions).");
+        if (options.MaxBatchTokens < MaxTokensPerText || options.MaxBatchTokens > 1 << 22)
+            throw new ArgumentOutOfRangeException(nameof(options), options.MaxBatchTokens, $"MaxBatchTokens must be at least MaxTokensPerText ({MaxTokensPerText}) and at most 4M.");
+        if (tokenizer != null && tokenizer.VocabularySize > model.Config.VocabSize)
+            throw new ArgumentException($"the vocabulary has {tokenizer.VocabularySize} entries; the model's embedding table {model.Config.VocabSize}.", nameof(tokenizer));
+        Options = options;
+        int h = model.OutputWidth, max = options.MaxBatchTokens;
+        Dimension = options.Pooling == Pooling.Pooler ? model.Config.HiddenSize : h;
+        _session = model.Encoder.CreateSession(max, options.Threads);
+        _input = new float[2 * max];
+        _hidden = new float[(long)max * h];
+        _maxSequences = max; // a sequence has at least one token
+        _cls = options.Pooling == Pooling.Pooler ? new float[(long)max * h] : [];
+        _pooled = options.Pooling == Pooling.Pooler ? new float[(long)max * Dimension] : [];
+        _poolScratch = options.Pooling == Pooling.Pooler ? new float[model.Pooler!.ScratchSize(max)] : [];
+    }
+
+    /// <summary>The embedding of one text.</summary>
+    /// <exception cref="InvalidOperationException">The session has no tokenizer, or another thread is using it.</exception>
+    public float[] Encode(string text)
+    {
+        var r = new float[Dimension];
+        Encode([text], r);
+        return r;
+    }
+
+    /// <summary>The embeddings of <paramref name="texts"/> into <paramref name="output"/> <c>[texts, Dimension]</c>, in order, as packed passes.</summary>
+    /// <exception cref="ArgumentException">output has the wrong length, or a text is null.</exception>
+    /// <exception cref="InvalidOperationException">The session has no tokenizer, or another thread is using it.</exception>
+    public void Encode(IReadOnlyList<string> texts, Span<float> output)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        if (_tokenizer == null) throw new InvalidOperationException("this session was created without a tokenizer; use EncodeIds.");
+        if (output.Length != (long)texts.Count * Dimension)
+            throw new ArgumentException($"'output' has {output.Length} elements; expected texts*dimension = {texts.Count}*{Dimension}.", nameof(output));
+        var ids = new List<int>();
+        var lengths = new int[texts.Count];
+        for (int i = 0; i < texts.Count; i++)
+        {
+            if (texts[i] is null) throw new ArgumentException($"text {i} is null.", nameof(texts));
+            var t = _tokenizer.Encode(texts[i]);
+            int n = Math.Min(t.Length, MaxTokensPerText);
+            ids.AddRange(t.AsSpan(0, n - 1).ToArray());
+            ids.Add(t[^1]); // keep [SEP] when truncating to the session's limit
+            lengths[i] = n;
+        }
+        EncodeIds(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(ids), lengths, output);
+    }
+
+    /// <summary>
+    /// The embeddings of sequences of token ids (each with its [CLS] and [SEP]) stored back to back with their
+    /// <paramref name="lengths"/>, into <paramref name="output"/> <c>[sequences, Dimension]</c>. Allocates nothing.
+    /// </summary>
+    /// <exception cref="ArgumentException">The lengths do not add up, a sequence is empty or too long, an id is outside the vocabulary, or output has the wrong length.</exception>
+    /// <exception cref="InvalidOperationException">Another thread is using this session.</exception>
+    /// <exception cref="ObjectDisposedException">The session or its model was disposed.</exception>
+    public void EncodeIds(ReadOnlySpan<int> ids, ReadOnlySpan<int> lengths, Span<float> output)
+    {
+        Check(ids, lengths);
+        if (output.Length != (long)lengths.Length * Dimension)
+            throw new ArgumentException($"'output' has {output.Length} elements; expected sequences*dimension = {lengths.Length}*{Dimension}.", nameof(output));
+        Enter();
+        try
+        {
+            int s0 = 0, t0 = 0;
+            while (s0 < lengths.Length)
+            {
+                // as many whole sequences as fit one pass
+                int s1 = s0, tokens = 0;
+                while (s1 < lengths.Length && tokens + lengths[s1] <= Options.MaxBatchTokens) tokens += lengths[s1++];
+                RunPass(ids.Slice(t0, tokens), lengths[s0..s1]);
+                Pool(lengths[s0..s1], output.Slice(s0 * Dimension, (s1 - s0) * Dimension));
+                s0 = s1; t0 += tokens;
+            }
+        }
+        finally { Volatile.Write(ref _busy, 0); }
+    }
+
+    /// <summary>
+    /// The last hidden state of every token (<c>last_hidden_state</c>) for sequences of ids stored back to back, into
+    /// <paramref name="output"/> <c>[tokens, HiddenWidth]</c>. Allocates nothing.
+    /// </summary>
+    /// <exception cref="ArgumentException">The lengths do not add up, a sequence is empty or too long, an id is outside the vocabulary, or output has the wrong length.</exception>
+    /// <exception cref="InvalidOperationException">Another thread is using this session.</exception>
+    /// <exception cref="ObjectDisposedException">The session or its model was disposed.</exception>
+    public void HiddenStates(ReadOnlySpan<int> ids, ReadOnlySpan<int> lengths, Span<float> output)
+    {
+        Check(ids, lengths);
+        int h = HiddenWidth;
+        if (output.Length != (long)ids.Length * h)
+            throw new ArgumentException($"'output' has {output.Length} elements; expected tokens*hidden = {ids.Length}*{h}.", nameof(output));
+        Enter();
+        try
+        {
+            int s0 = 0, t0 = 0;
+            while (s0 < lengths.Length)
+            {
+                int s1 = s0, tokens = 0;
+                while (s1 < lengths.Length && tokens + lengths[s1] <= Options.MaxBatchTokens) tokens += lengths[s1++];
+                RunPass(ids.Slice(t0, tokens), lengths[s0..s1]);
+                _hidden.AsSpan(0, tokens * h).CopyTo(output.Slice(t0 * h, tokens * h));
+                s0 = s1; t0 += tokens;
+            }
+        }
+        finally { Volatile.Write(ref _busy, 0); }
+    }
+
+    private void Check(ReadOnlySpan<int> ids, ReadOnlySpan<int> lengths)
+    {
+        if (lengths.IsEmpty) throw new ArgumentException("no sequences.", nameof(lengths));
+        long sum = 0;
+        foreach (int l in lengths)
+        {
+            if (l < 1 || l > MaxTokensPerText) throw new ArgumentException($"a sequence of {l} tokens; each needs 1..{MaxTokensPerText}.", nameof(lengths));
+            sum += l;
+        }
+        if (sum != ids.Length) throw new ArgumentException($"'lengths' add up to {sum}; 'ids' has {ids.Length}.", nameof(lengths));
+        int vocab = _model.Config.VocabSize;
+        for (int i = 0; i < ids.Length; i++)
+            if ((uint)ids[i] >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(ids), ids[i], $"ids[{i}] = {ids[i]} is outside the vocabulary (0..{vocab - 1}).");
+    }
+
+    private void RunPass(ReadOnlySpan<int> ids, ReadOnlySpan<int> lengths)
+    {
+        int n = ids.Length, h = HiddenWidth;
+        for (int t = 0; t < n; t++) { _input[2 * t] = ids[t]; _input[2 * t + 1] = 0; }
+        _session.Run(_input.AsSpan(0, 2 * n), _hidden.AsSpan(0, n * h), lengths.Length > 1 ? lengths : default);
+    }
+
+    private void Pool(ReadOnlySpan<int> lengths, Span<float> output)
+    {
+        int h = HiddenWidth, d = Dimension, t0 = 0;
+        for (int s = 0; s < lengths.Length; s++)
+        {
+            int len = lengths[s];
+            var dst = output.Slice(s * d, d);
+            var first = _hidden.AsSpan(t0 * h, h);
+            switch (Options.Pooling)
+            {
+                case Pooling.Mean:
+                    first.CopyTo(dst);
+                    for (int t = 1; t < len; t++) TensorPrimitives.Add(dst, _hidden.AsSpan((t0 + t) * h, h), dst);
+                    TensorPrimitives.Multiply(dst, 1f / len, dst);
+                    break;
+                case Pooling.Cls:
+                    first.CopyTo(dst);
+                    break;
+                default:
+                    first.CopyTo(_cls.AsSpan(s * h, h));
+                    break;
+            }
+            t0 += len;
+        }
+        if (Options.Pooling == Pooling.Pooler)
+        {
+            int n = lengths.Length;
+            _model.Pooler!.ForwardCore(_cls.AsSpan(0, n * h), n, _pooled.AsSpan(0, n * d), _poolScratch, default, null);
+            _pooled.AsSpan(0, n * d).CopyTo(output);
+        }
+        if (Options.Normalize)
+            for (int s = 0; s < lengths.Length; s++) Vectors.Normalize(output.Slice(s * d, d));
+    }
+
+    private void Enter()
+    {
+        if (Interlocked.CompareExchange(ref _busy, 1, 0) != 0)
+        {
+            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+            throw new InvalidOperationException("This embedding session is already running a call on another thread: one caller at a time (use a SentenceEmbedder, which leases sessions, for concurrent callers).");
+        }
+        if (Volatile.Read(ref _disposed) != 0) { Volatile.Write(ref _busy, 0); throw new ObjectDisposedException(nameof(EmbeddingSession)); }
+    }
+
+    /// <summary>Stops the session's threads once a call in progress has finished.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        var spin = new SpinWait();
+        while (Interlocked.CompareExchange(ref _busy, 1, 0) != 0) spin.SpinOnce();
+        _session.Dispose();
+    }
+}

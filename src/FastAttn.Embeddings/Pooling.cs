@@ -1,0 +1,30 @@
+namespace FastAttn.Embeddings;
+
+/// <summary>How the token states of a sequence become one vector.</summary>
+public enum Pooling
+{
+    /// <summary>The mean over the sequence's tokens ([CLS] and [SEP] included, as sentence-transformers does over the attention mask).</summary>
+    Mean = 0,
+    /// <summary>The first token's state ([CLS]).</summary>
+    Cls = 1,
+    /// <summary>The model's pooler: tanh(W·[CLS] + b) (BERT's <c>pooler_output</c>; needs a checkpoint with <c>pooler.dense</c>).</summary>
+    Pooler = 2,
+}
+
+/// <summary>Settings of a <see cref="SentenceEmbedder"/> (and of the sessions it leases).</summary>
+public sealed record SentenceEmbedderOptions
+{
+    /// <summary>Pooling (default mean, as all-MiniLM-L6-v2 is used).</summary>
+    public Pooling Pooling { get; init; } = Pooling.Mean;
+    /// <summary>Scale every vector to unit length (default on), so a dot product is the cosine similarity.</summary>
+    public bool Normalize { get; init; } = true;
+    /// <summary>Longest text in word pieces, [CLS] and [SEP] included; 0 = the model's position table (512 for BERT).
+    /// Longer texts are truncated. (sentence-transformers runs all-MiniLM-L6-v2 with 256.)</summary>
+    public int MaxTokensPerText { get; init; }
+    /// <summary>Tokens one forward pass takes (a batch of more is run in several packed passes); sizes a session's buffers.</summary>
+    public int MaxBatchTokens { get; init; } = 8192;
+    /// <summary>Threads of each session (1 to the processor count).</summary>
+    public int Threads { get; init; } = 1;
+    /// <summary>Sessions a <see cref="SentenceEmbedder"/> keeps for concurrent callers (default: the processor count).</summary>
+    public int MaxSessions { get; init; }
+}

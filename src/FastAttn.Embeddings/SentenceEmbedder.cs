@@ -1,0 +1,132 @@
+using FastAttn.Composition;
+
+namespace FastAttn.Embeddings;
+
+/// <summary>
+/// Sentence embeddings with a BERT-family model: text → word pieces → encoder → pooling → (normalised) vector.
+/// Thread-safe: any number of threads may call it at once; each call leases one of up to
+/// <see cref="SentenceEmbedderOptions.MaxSessions"/> <see cref="EmbeddingSession"/>s (created on demand, reused). A batch
+/// runs as packed passes (no padding). For the allocation-free id paths, hold an <see cref="EmbeddingSession"/> from
+/// <see cref="CreateSession"/>.
+/// </summary>
+public sealed class SentenceEmbedder : IDisposable
+{
+    private readonly LeasePool<EmbeddingSession> _sessions;
+    private readonly bool _ownsModel;
+
+    /// <summary>The model.</summary>
+    public BertModel Model { get; }
+    /// <summary>The tokenizer.</summary>
+    public BertWordPieceTokenizer Tokenizer { get; }
+    /// <summary>The settings.</summary>
+    public SentenceEmbedderOptions Options { get; }
+    /// <summary>Length of one embedding.</summary>
+    public int Dimension { get; }
+
+    /// <summary>An embedder over a loaded model and tokenizer (which the embedder does not dispose).</summary>
+    /// <exception cref="ArgumentException">The options do not fit the model.</exception>
+    public SentenceEmbedder(BertModel model, BertWordPieceTokenizer tokenizer, SentenceEmbedderOptions? options = null)
+        : this(model, tokenizer, options, ownsModel: false) { }
+
+    private SentenceEmbedder(BertModel model, BertWordPieceTokenizer tokenizer, SentenceEmbedderOptions? options, bool ownsModel)
+    {
+        Model = model ?? throw new ArgumentNullException(nameof(model));
+        Tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));
+        Options = options ?? new SentenceEmbedderOptions();
+        if (Options.Threads < 1 || Options.Threads > Environment.ProcessorCount)
+            throw new ArgumentOutOfRangeException(nameof(options), Options.Threads, $"Threads must be 1..{Environment.ProcessorCount}.");
+        // one session now: it checks the options, warms the code paths, and tells the dimension
+        var first = new EmbeddingSession(model, tokenizer, Options);
+        Dimension = first.Dimension;
+        first.Encode("warm up");
+        int capacity = Options.MaxSessions > 0 ? Options.MaxSessions : Environment.ProcessorCount;
+        bool handedOut = false;
+        _sessions = new LeasePool<EmbeddingSession>(() =>
+        {
+            if (!handedOut) { handedOut = true; return first; }
+            return new EmbeddingSession(model, tokenizer, Options);
+        }, capacity);
+        _ownsModel = ownsModel;
+    }
+
+    /// <summary>
+    /// Loads a model (<c>.safetensors</c> with <c>config.json</c>, a folder, or <c>.onnx</c>; see
+    /// <see cref="BertModel.Load(string, BertLoadOptions?)"/>) and its <c>vocab.txt</c> (beside the model unless given).
+    /// </summary>
+    /// <exception cref="InvalidDataException">A file is malformed or does not match a BERT model.</exception>
+    /// <exception cref="FileNotFoundException">The model or the vocabulary is not there.</exception>
+    /// <exception cref="IOException">A file cannot be read.</exception>
+    /// <exception cref="ArgumentException">The options do not fit the model.</exception>
+    public static SentenceEmbedder Load(string modelPath, string? vocabPath = null, SentenceEmbedderOptions? options = null, BertLoadOptions? loadOptions = null)
+    {
+        ArgumentNullException.ThrowIfNull(modelPath);
+        string dir = Directory.Exists(modelPath) ? modelPath : Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
+        vocabPath ??= Path.Combine(dir, "vocab.txt");
+        if (!File.Exists(vocabPath)) throw new FileNotFoundException($"vocabulary '{vocabPath}' not found; pass its path.", vocabPath);
+        var model = BertModel.Load(modelPath, loadOptions);
+        try
+        {
+            options ??= new SentenceEmbedderOptions();
+            int max = options.MaxTokensPerText == 0 ? model.Embeddings.MaxPositions : options.MaxTokensPerText;
+            var tokenizer = BertWordPieceTokenizer.FromVocabFile(vocabPath, new BertTokenizerOptions { MaxTokens = max });
+            return new SentenceEmbedder(model, tokenizer, options, ownsModel: true);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>A session of its own (one caller at a time; the id paths allocate nothing). Dispose it when done.</summary>
+    public EmbeddingSession CreateSession() => new(Model, Tokenizer, Options);
+
+    /// <summary>The embedding of one text.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="text"/> is null.</exception>
+    /// <exception cref="ObjectDisposedException">The embedder was disposed.</exception>
+    public float[] Encode(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        using var lease = _sessions.Rent();
+        return lease.Value.Encode(text);
+    }
+
+    /// <summary>The embeddings of <paramref name="texts"/> into <paramref name="output"/> <c>[texts, Dimension]</c> (packed passes).</summary>
+    /// <exception cref="ArgumentException">output has the wrong length, or a text is null.</exception>
+    /// <exception cref="ObjectDisposedException">The embedder was disposed.</exception>
+    public void Encode(IReadOnlyList<string> texts, Span<float> output)
+    {
+        using var lease = _sessions.Rent();
+        lease.Value.Encode(texts, output);
+    }
+
+    /// <summary>The embeddings of <paramref name="texts"/>, one array per text.</summary>
+    /// <exception cref="ArgumentException">A text is null.</exception>
+    /// <exception cref="ObjectDisposedException">The embedder was disposed.</exception>
+    public float[][] Encode(IReadOnlyList<string> texts)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        var flat = new float[texts.Count * Dimension];
+        Encode(texts, flat);
+        var r = new float[texts.Count][];
+        for (int i = 0; i < r.Length; i++) r[i] = flat.AsSpan(i * Dimension, Dimension).ToArray();
+        return r;
+    }
+
+    /// <summary>As <see cref="Encode(string)"/>, waiting asynchronously (cancellable) while every session is busy.</summary>
+    /// <exception cref="OperationCanceledException">Cancelled while waiting.</exception>
+    /// <exception cref="ObjectDisposedException">The embedder was disposed.</exception>
+    public async Task<float[]> EncodeAsync(string text, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        using var lease = await _sessions.RentAsync(cancellation).ConfigureAwait(false);
+        return lease.Value.Encode(text);
+    }
+
+    /// <summary>Disposes the sessions (leased ones when they come back), and the model if <see cref="Load"/> created it.</summary>
+    public void Dispose()
+    {
+        _sessions.Dispose();
+        if (_ownsModel) Model.Dispose();
+    }
+}

@@ -1,0 +1,333 @@
+using System.Buffers.Binary;
+using FastAttn.IO;
+using FastAttn.Onnx.Proto;
+using Google.Protobuf;
+
+namespace FastAttn.Onnx;
+
+/// <summary>One node of an ONNX graph: its operator, inputs, outputs and attributes (read-only view).</summary>
+public sealed class OnnxNode
+{
+    internal OnnxNode(Proto.OnnxNode n)
+    {
+        OpType = n.OpType ?? "";
+        Name = n.Name ?? "";
+        Domain = n.Domain ?? "";
+        Inputs = [.. n.Input];
+        Outputs = [.. n.Output];
+        Proto = n;
+    }
+
+    internal Proto.OnnxNode Proto { get; }
+    /// <summary>Operator type, e.g. "MatMul".</summary>
+    public string OpType { get; }
+    /// <summary>The node's name (may be empty).</summary>
+    public string Name { get; }
+    /// <summary>The operator's domain ("" for the default ONNX domain).</summary>
+    public string Domain { get; }
+    /// <summary>Input value names ("" for an omitted optional input).</summary>
+    public IReadOnlyList<string> Inputs { get; }
+    /// <summary>Output value names.</summary>
+    public IReadOnlyList<string> Outputs { get; }
+
+    /// <summary>An integer attribute, or null.</summary>
+    public long? IntAttribute(string name) => Proto.Attribute.FirstOrDefault(a => a.Name == name) is { HasI: true } a ? a.I : null;
+    /// <summary>A float attribute, or null.</summary>
+    public float? FloatAttribute(string name) => Proto.Attribute.FirstOrDefault(a => a.Name == name) is { HasF: true } a ? a.F : null;
+    /// <summary>An integer-list attribute, or null.</summary>
+    public IReadOnlyList<long>? IntsAttribute(string name) => Proto.Attribute.FirstOrDefault(a => a.Name == name) is { } a && a.Ints.Count > 0 ? [.. a.Ints] : null;
+}
+
+/// <summary>
+/// An ONNX model file read for its weights — no ONNX execution. Parses the protobuf (Google.Protobuf, with a schema of
+/// the fields FastAttn needs), keeps the graph's nodes for inspection, and exposes the float initializers under
+/// <i>parameter names</i> as an <see cref="ITensorSource"/>:
+/// <list type="bullet">
+/// <item>an initializer already named like a parameter (<c>embeddings.word_embeddings.weight</c>) keeps its name;</item>
+/// <item>a weight exported under a number or <c>onnx::MatMul_…</c> is named after the layer it feeds: a <c>MatMul</c> (possibly through a
+/// <c>Transpose</c>) whose result is added to a named bias <c>X.bias</c> becomes <c>X.weight</c>, transposed from ONNX's
+/// <c>[in, out]</c> to PyTorch's <c>[out, in]</c>; a <c>Gemm</c> with a named bias likewise (honouring <c>transB</c>);</item>
+/// <item>weights held by <c>Constant</c> nodes instead of initializers are treated the same way;</item>
+/// <item>integer tensors (shape constants, <c>position_ids</c>) are graph plumbing and not listed; float weights that could
+/// not be matched to a layer are listed in <see cref="Unmatched"/>.</item>
+/// </list>
+/// Malformed files raise <see cref="InvalidDataException"/>; external-data files (weights beside the .onnx) are rejected
+/// with a clear message.
+/// </summary>
+public sealed class OnnxModelFile : ITensorSource
+{
+    private readonly Dictionary<string, OnnxTensor> _values = new(StringComparer.Ordinal);       // initializers and Constant outputs
+    private readonly Dictionary<string, (OnnxTensor Tensor, bool Transpose, string Source)> _params = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, OnnxNode> _producer = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, List<OnnxNode>> _consumers = new(StringComparer.Ordinal);
+
+    /// <summary>How messages name the file.</summary>
+    public string Name { get; }
+    /// <summary>The graph's nodes in file order.</summary>
+    public IReadOnlyList<OnnxNode> Nodes { get; }
+    /// <summary>The graph's input names (without initializers).</summary>
+    public IReadOnlyList<string> GraphInputs { get; }
+    /// <summary>The graph's output names.</summary>
+    public IReadOnlyList<string> GraphOutputs { get; }
+    /// <summary>"producer version, opset N" from the file.</summary>
+    public string Producer { get; }
+    /// <summary>The default-domain opset the model was exported for.</summary>
+    public long Opset { get; }
+    /// <summary>Float weights (2-D or more) that could not be given a parameter name.</summary>
+    public IReadOnlyList<string> Unmatched { get; }
+
+    private OnnxModelFile(string name, OnnxModel model)
+    {
+        Name = name;
+        var g = model.Graph ?? throw Bad(name, "the file has no graph");
+        Producer = $"{model.ProducerName} {model.ProducerVersion}".Trim();
+        Opset = model.OpsetImport.Where(o => string.IsNullOrEmpty(o.Domain) || o.Domain == "ai.onnx").Select(o => o.Version).DefaultIfEmpty(0).Max();
+        foreach (var t in g.Initializer)
+        {
+            if (string.IsNullOrEmpty(t.Name)) throw Bad(name, "an initializer has no name");
+            Check(name, t);
+            if (!_values.TryAdd(t.Name, t)) throw Bad(name, $"initializer '{t.Name}' appears twice");
+        }
+        var nodes = new List<OnnxNode>(g.Node.Count);
+        foreach (var p in g.Node)
+        {
+            var n = new OnnxNode(p);
+            nodes.Add(n);
+            foreach (var o in n.Outputs)
+                if (o.Length > 0 && !_producer.TryAdd(o, n)) throw Bad(name, $"value '{o}' is produced twice");
+            foreach (var i in n.Inputs)
+            {
+                if (i.Length == 0) continue;
+                if (!_consumers.TryGetValue(i, out var list)) _consumers[i] = list = [];
+                list.Add(n);
+            }
+            if (n.OpType == "Constant" && n.Outputs.Count == 1 && p.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { } ct)
+            {
+                Check(name, ct);
+                _values.TryAdd(n.Outputs[0], ct);
+            }
+        }
+        Nodes = nodes;
+        var inits = new HashSet<string>(g.Initializer.Select(t => t.Name), StringComparer.Ordinal);
+        GraphInputs = g.Input.Select(v => v.Name).Where(v => !inits.Contains(v)).ToArray();
+        GraphOutputs = g.Output.Select(v => v.Name).ToArray();
+        Unmatched = MapParameters();
+    }
+
+    /// <summary>Reads and parses an ONNX file.</summary>
+    /// <exception cref="InvalidDataException">Not a valid ONNX model, or weights stored outside the file.</exception>
+    /// <exception cref="FileNotFoundException">No such file.</exception>
+    /// <exception cref="IOException">The file cannot be read.</exception>
+    public static OnnxModelFile Open(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (Directory.Exists(path)) throw new IOException($"'{path}' is a directory, not an ONNX file.");
+        using var fs = File.OpenRead(path);
+        return Load(fs, path);
+    }
+
+    /// <summary>Parses an ONNX model from a stream (read to its end).</summary>
+    /// <exception cref="InvalidDataException">Not a valid ONNX model.</exception>
+    public static OnnxModelFile Load(Stream stream, string name = "<stream>")
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        try
+        {
+            var input = new CodedInputStream(stream);
+            return new OnnxModelFile(name, OnnxModel.Parser.ParseFrom(input));
+        }
+        catch (InvalidProtocolBufferException e) { throw Bad(name, $"not a valid ONNX (protobuf) file: {e.Message}"); }
+        catch (InvalidDataException) { throw; }
+    }
+
+    /// <summary>Parses an ONNX model held in memory.</summary>
+    /// <exception cref="InvalidDataException">Not a valid ONNX model.</exception>
+    public static OnnxModelFile Load(ReadOnlySpan<byte> bytes, string name = "<memory>")
+    {
+        try { return new OnnxModelFile(name, OnnxModel.Parser.ParseFrom(bytes)); }
+        catch (InvalidProtocolBufferException e) { throw Bad(name, $"not a valid ONNX (protobuf) file: {e.Message}"); }
+    }
+
+    internal static InvalidDataException Bad(string name, string problem) => new($"ONNX file '{name}': {problem}.");
+
+    /// <summary>Bytes per element of the ONNX data types FastAttn reads (0: not readable).</summary>
+    private static int ElementSize(int dataType) => dataType switch
+    {
+        1 => 4,   // FLOAT
+        6 => 4,   // INT32
+        7 => 8,   // INT64
+        10 => 2,  // FLOAT16
+        11 => 8,  // DOUBLE
+        16 => 2,  // BFLOAT16
+        2 or 3 or 9 => 1, // UINT8, INT8, BOOL
+        _ => 0,
+    };
+
+    private static bool IsFloat(int dataType) => dataType is 1 or 10 or 11 or 16;
+
+    /// <summary>Validates a tensor's shape against its data before anything trusts it.</summary>
+    private static void Check(string file, OnnxTensor t)
+    {
+        if (t.DataLocation == 1 || t.ExternalData.Count > 0)
+            throw Bad(file, $"tensor '{t.Name}' is stored outside the file (external data); re-export the model with its weights inside");
+        long n = 1;
+        foreach (long d in t.Dims)
+        {
+            if (d < 0) throw Bad(file, $"tensor '{t.Name}' has a negative dimension");
+            if (d != 0 && n > int.MaxValue / d) throw Bad(file, $"tensor '{t.Name}' has more elements than FastAttn reads");
+            n *= d;
+        }
+        int size = ElementSize(t.DataType);
+        if (size == 0) return; // other types are never read
+        long have = t.HasRawData ? t.RawData.Length / size : t.DataType switch
+        {
+            1 => t.FloatData.Count,
+            11 => t.DoubleData.Count,
+            7 => t.Int64Data.Count,
+            _ => t.Int32Data.Count, // INT32, FLOAT16 and BFLOAT16 (bits), UINT8, INT8, BOOL are carried in int32_data
+        };
+        if ((t.HasRawData && t.RawData.Length != n * size) || (!t.HasRawData && have != n))
+            throw Bad(file, $"tensor '{t.Name}' has shape [{string.Join(", ", t.Dims)}] but {(t.HasRawData ? $"{t.RawData.Length} bytes" : $"{have} values")} of data");
+    }
+
+    /// <summary>A constant's values as integers (initializer or Constant node), or null.</summary>
+    public long[]? Int64Constant(string name)
+    {
+        if (!_values.TryGetValue(name, out var t)) return null;
+        if (t.DataType is 7 or 6)
+        {
+            long n = t.Dims.Aggregate(1L, (a, b) => a * b);
+            if (n > 1 << 20) return null;
+            var r = new long[n];
+            for (int i = 0; i < n; i++)
+                r[i] = t.HasRawData
+                    ? (t.DataType == 7 ? BinaryPrimitives.ReadInt64LittleEndian(t.RawData.Span[(8 * i)..]) : BinaryPrimitives.ReadInt32LittleEndian(t.RawData.Span[(4 * i)..]))
+                    : (t.DataType == 7 ? t.Int64Data[i] : t.Int32Data[i]);
+            return r;
+        }
+        return null;
+    }
+
+    /// <summary>A scalar float constant (initializer or Constant node), or null.</summary>
+    public float? FloatScalar(string name)
+    {
+        if (!_values.TryGetValue(name, out var t) || !IsFloat(t.DataType) || t.Dims.Aggregate(1L, (a, b) => a * b) != 1) return null;
+        var one = new float[1];
+        Read(t, false, one);
+        return one[0];
+    }
+
+    /// <summary>The node that produces <paramref name="value"/>, or null (a graph input or initializer).</summary>
+    public OnnxNode? ProducerOf(string value) => _producer.GetValueOrDefault(value);
+    /// <summary>The nodes that read <paramref name="value"/>.</summary>
+    public IReadOnlyList<OnnxNode> ConsumersOf(string value) => _consumers.TryGetValue(value, out var l) ? l : [];
+    /// <summary>True when <paramref name="name"/> is an initializer or a Constant node's output.</summary>
+    public bool IsConstant(string name) => _values.ContainsKey(name);
+
+    private static bool LooksLikeParameter(string name) => name.Contains('.') && !name.StartsWith("onnx::", StringComparison.Ordinal) && !name.All(c => char.IsDigit(c));
+
+    /// <summary>Names every float weight; returns those that could not be named.</summary>
+    private List<string> MapParameters()
+    {
+        var named = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var (name, t) in _values)
+            if (IsFloat(t.DataType) && LooksLikeParameter(name) && _producer.GetValueOrDefault(name)?.OpType != "Constant")
+            {
+                _params[name] = (t, false, name);
+                named.Add(name);
+            }
+        foreach (var n in Nodes)
+        {
+            bool gemm = n.OpType == "Gemm" && n.Inputs.Count >= 2;
+            if (!(n.OpType == "MatMul" && n.Inputs.Count == 2) && !gemm) continue;
+            var (w, throughTranspose) = WeightBehind(n.Inputs[1]);
+            if (w == null) continue;
+            // the product uses B as [in, out]; a PyTorch Linear weight is [out, in]. W is stored [out, in] when exactly one
+            // of a Transpose node in front and Gemm's transB turns it around
+            bool transB = gemm && (n.IntAttribute("transB") ?? 0) != 0;
+            bool storedOutIn = throughTranspose ^ transB;
+            string? name = LooksLikeParameter(w) ? w : BiasName(n, gemm);
+            if (name == null) continue;
+            _params[name] = (_values[w], !storedOutIn, w);
+            if (name != w) _params.Remove(w);
+            named.Add(w);
+        }
+        return _values.Where(kv => IsFloat(kv.Value.DataType) && kv.Value.Dims.Count >= 2 && !named.Contains(kv.Key)).Select(kv => kv.Key).ToList();
+    }
+
+    /// <summary>"X.weight" when the product's bias is a constant named "X.bias" (Gemm's third input, or an Add right after a MatMul).</summary>
+    private string? BiasName(OnnxNode n, bool gemm)
+    {
+        string? bias = gemm
+            ? (n.Inputs.Count >= 3 ? n.Inputs[2] : null)
+            : ConsumersOf(n.Outputs[0]).FirstOrDefault(c => c.OpType == "Add")?.Inputs.FirstOrDefault(i => i != n.Outputs[0]);
+        if (bias == null || !bias.EndsWith(".bias", StringComparison.Ordinal) || !_values.ContainsKey(bias)) return null;
+        return bias[..^".bias".Length] + ".weight";
+    }
+
+    /// <summary>The constant behind a MatMul/Gemm input, looking through one Transpose node; null when it is not constant.</summary>
+    private (string? Name, bool Transposed) WeightBehind(string input)
+    {
+        if (_values.TryGetValue(input, out var t) && IsFloat(t.DataType) && t.Dims.Count == 2) return (input, false);
+        var p = ProducerOf(input);
+        if (p?.OpType == "Transpose" && p.Inputs.Count == 1 && _values.TryGetValue(p.Inputs[0], out var u) && IsFloat(u.DataType) && u.Dims.Count == 2
+            && (p.IntsAttribute("perm") is null or [1, 0]))
+            return (p.Inputs[0], true);
+        return (null, false);
+    }
+
+    /// <summary>The parameter names (PyTorch layout), each once.</summary>
+    public IEnumerable<string> TensorNames => _params.Keys;
+
+    /// <inheritdoc/>
+    public bool TryGetShape(string name, out long[] shape)
+    {
+        if (!_params.TryGetValue(name, out var p)) { shape = []; return false; }
+        shape = [.. p.Tensor.Dims];
+        if (p.Transpose && shape.Length == 2) shape = [shape[1], shape[0]];
+        return true;
+    }
+
+    /// <summary>Where parameter <paramref name="name"/> came from: the initializer's own name, and whether it was transposed.</summary>
+    public (string Initializer, bool Transposed)? Origin(string name) => _params.TryGetValue(name, out var p) ? (p.Source, p.Transpose) : null;
+
+    /// <inheritdoc/>
+    /// <exception cref="KeyNotFoundException">No such parameter.</exception>
+    /// <exception cref="ArgumentException">destination does not have the tensor's element count.</exception>
+    public void ReadFloat32(string name, Span<float> destination)
+    {
+        if (!_params.TryGetValue(name, out var p)) throw new KeyNotFoundException($"ONNX file '{Name}' has no parameter '{name}'.");
+        long n = p.Tensor.Dims.Aggregate(1L, (a, b) => a * b);
+        if (destination.Length != n) throw new ArgumentException($"'destination' has {destination.Length} elements; parameter '{name}' has {n}.", nameof(destination));
+        Read(p.Tensor, p.Transpose, destination);
+    }
+
+    private static void Read(OnnxTensor t, bool transpose, Span<float> dst)
+    {
+        int n = dst.Length;
+        Span<float> flat = transpose ? new float[n] : dst;
+        var raw = t.HasRawData ? t.RawData.Span : default;
+        switch (t.DataType)
+        {
+            case 1:
+                if (t.HasRawData) for (int i = 0; i < n; i++) flat[i] = BinaryPrimitives.ReadSingleLittleEndian(raw[(4 * i)..]);
+                else for (int i = 0; i < n; i++) flat[i] = t.FloatData[i];
+                break;
+            case 10:
+                for (int i = 0; i < n; i++) flat[i] = (float)BitConverter.UInt16BitsToHalf(t.HasRawData ? BinaryPrimitives.ReadUInt16LittleEndian(raw[(2 * i)..]) : (ushort)t.Int32Data[i]);
+                break;
+            case 16:
+                for (int i = 0; i < n; i++) flat[i] = BitConverter.Int32BitsToSingle((t.HasRawData ? BinaryPrimitives.ReadUInt16LittleEndian(raw[(2 * i)..]) : (ushort)t.Int32Data[i]) << 16);
+                break;
+            case 11:
+                for (int i = 0; i < n; i++) flat[i] = (float)(t.HasRawData ? BinaryPrimitives.ReadDoubleLittleEndian(raw[(8 * i)..]) : t.DoubleData[i]);
+                break;
+            default:
+                throw new InvalidDataException($"tensor '{t.Name}' has data type {t.DataType}, not a float type.");
+        }
+        if (!transpose) return;
+        int rows = (int)t.Dims[0], cols = (int)t.Dims[1];
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++) dst[c * rows + r] = flat[r * cols + c];
+    }
+}

@@ -1,0 +1,117 @@
+namespace FastAttn.Composition;
+
+/// <summary>
+/// A bounded pool of single-caller objects (sessions, encoders) that any number of threads may share: a caller leases
+/// one for a call and returns it by disposing the lease. Objects are created on demand up to <see cref="Capacity"/> and
+/// reused; when all are leased, callers wait (synchronously or asynchronously, cancellable) for one to come back.
+/// Thread-safe. <see cref="Dispose"/> waits for leased objects to come back (up to a timeout) before disposing them.
+/// </summary>
+/// <typeparam name="T">The pooled type; disposed with the pool.</typeparam>
+public sealed class LeasePool<T> : IDisposable where T : class, IDisposable
+{
+    private readonly Func<T> _create;
+    private readonly SemaphoreSlim _slots;
+    private readonly Stack<T> _idle = new();
+    private readonly List<T> _all = new();
+    private readonly object _gate = new();
+    private bool _disposed;
+
+    /// <summary>Most objects alive at once.</summary>
+    public int Capacity { get; }
+    /// <summary>Objects created so far (≤ <see cref="Capacity"/>).</summary>
+    public int Created { get { lock (_gate) return _all.Count; } }
+    /// <summary>Objects that could be leased right now without waiting (idle, or not yet created).</summary>
+    public int Available => _slots.CurrentCount;
+
+    /// <summary>A pool creating objects with <paramref name="create"/>, at most <paramref name="capacity"/> of them.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="create"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="capacity"/> is below 1.</exception>
+    public LeasePool(Func<T> create, int capacity)
+    {
+        _create = create ?? throw new ArgumentNullException(nameof(create));
+        ThrowHelper.Positive(capacity, nameof(capacity));
+        Capacity = capacity;
+        _slots = new SemaphoreSlim(capacity, capacity);
+    }
+
+    /// <summary>Leases an object, waiting while all are in use.</summary>
+    /// <exception cref="ObjectDisposedException">The pool was disposed.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellation"/> was cancelled while waiting.</exception>
+    public Lease<T> Rent(CancellationToken cancellation = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _slots.Wait(cancellation);
+        return Take();
+    }
+
+    /// <summary>Leases an object, waiting asynchronously while all are in use.</summary>
+    /// <exception cref="ObjectDisposedException">The pool was disposed.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellation"/> was cancelled while waiting.</exception>
+    public async ValueTask<Lease<T>> RentAsync(CancellationToken cancellation = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        await _slots.WaitAsync(cancellation).ConfigureAwait(false);
+        return Take();
+    }
+
+    private Lease<T> Take()
+    {
+        T? item = null;
+        lock (_gate)
+        {
+            if (_disposed) { _slots.Release(); ThrowHelper.Disposed(nameof(LeasePool<T>)); }
+            if (_idle.Count > 0) item = _idle.Pop();
+        }
+        if (item == null)
+        {
+            try { item = _create(); }
+            catch { _slots.Release(); throw; }
+            lock (_gate) _all.Add(item);
+        }
+        return new Lease<T>(this, item);
+    }
+
+    internal void Return(T item)
+    {
+        bool dispose;
+        lock (_gate)
+        {
+            dispose = _disposed;
+            if (!dispose) _idle.Push(item);
+        }
+        if (dispose) item.Dispose();
+        else _slots.Release();
+    }
+
+    /// <summary>Disposes every pooled object: idle ones now, leased ones as their leases end.</summary>
+    public void Dispose()
+    {
+        List<T> idle;
+        lock (_gate)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            idle = [.. _idle];
+            _idle.Clear();
+        }
+        foreach (var i in idle) i.Dispose();
+    }
+}
+
+/// <summary>A leased object; dispose the lease (once) to give it back.</summary>
+public struct Lease<T> : IDisposable where T : class, IDisposable
+{
+    private LeasePool<T>? _pool;
+    /// <summary>The leased object: use it until the lease is disposed, on one thread at a time.</summary>
+    public T Value { get; }
+
+    internal Lease(LeasePool<T> pool, T value) { _pool = pool; Value = value; }
+
+    /// <summary>Returns the object to the pool.</summary>
+    public void Dispose()
+    {
+        var p = _pool;
+        _pool = null;
+        p?.Return(Value);
+    }
+}
