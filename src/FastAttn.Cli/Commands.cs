@@ -64,6 +64,35 @@ internal static class Commands
         eval.SetAction(r => CliApp.Guard("eval", error, () => TagCommands.Eval(r.GetValue(conllu)!, r.GetValue(modelsDir), output)));
         root.Subcommands.Add(eval);
 
+        var eModel = new Option<string>("--model") { Description = "A BERT-family model: .safetensors (config.json beside it), a folder, or .onnx.", Required = true };
+        var eVocab = new Option<string?>("--vocab") { Description = "The WordPiece vocabulary (default: vocab.txt beside the model)." };
+        var ePooling = new Option<string>("--pooling") { Description = "mean, cls or pooler.", DefaultValueFactory = _ => "mean" };
+        var eHeads = new Option<int?>("--heads") { Description = "Attention heads, when neither config.json nor the ONNX graph states them." };
+        var eThreads = new Option<int>("--threads") { Description = "Threads (1 to the processor count).", DefaultValueFactory = _ => 1 };
+        var eMax = new Option<int>("--max-tokens") { Description = "Longest text in word pieces (default: the model's positions, 512); longer texts are truncated." };
+        var eNormalize = new Option<bool>("--normalize") { Description = "Scale every vector to unit length." };
+        var eText = new Argument<string[]>("text") { Description = "Text to embed (quotes optional).", Arity = ArgumentArity.ZeroOrMore };
+        var eFile = new Option<string?>("--file") { Description = "Embed each line of a UTF-8 file instead; '-' reads standard input." };
+        var eOutput = new Option<string?>("--output") { Description = "Write the vectors as float32 .npy [texts, dim] instead of printing them." };
+        var embed = new Command("embed", "Sentence embeddings with a BERT-family model (e.g. all-MiniLM-L6-v2): one vector per text, in input order.")
+            { eModel, eVocab, ePooling, eHeads, eThreads, eMax, eNormalize, eText, eFile, eOutput };
+        EmbedCommands.ModelOptions ModelOf(ParseResult r) => new(r.GetValue(eModel)!, r.GetValue(eVocab), r.GetValue(ePooling)!, r.GetValue(eHeads), r.GetValue(eThreads), r.GetValue(eMax));
+        embed.SetAction(r => CliApp.Guard("embed", error, () =>
+        {
+            var words = r.GetValue(eText) ?? [];
+            return EmbedCommands.Embed(ModelOf(r), words.Length == 0 ? null : string.Join(' ', words), r.GetValue(eFile), r.GetValue(eNormalize), r.GetValue(eOutput), output, stdin);
+        }));
+        root.Subcommands.Add(embed);
+
+        var sQuery = new Argument<string[]>("query") { Description = "What to look for (quotes optional).", Arity = ArgumentArity.OneOrMore };
+        var sCorpus = new Option<string>("--corpus") { Description = "A UTF-8 file, one document per line ('-' = standard input).", Required = true };
+        var sTop = new Option<int>("--top") { Description = "How many lines to show.", DefaultValueFactory = _ => 5 };
+        var search = new Command("search", "Semantic search: the lines of a corpus most similar to a query, with cosine scores.")
+            { eModel, eVocab, ePooling, eHeads, eThreads, eMax, sCorpus, sTop, sQuery };
+        search.SetAction(r => CliApp.Guard("search", error, () =>
+            EmbedCommands.Search(ModelOf(r), string.Join(' ', r.GetValue(sQuery)!), r.GetValue(sCorpus)!, r.GetValue(sTop), output, stdin)));
+        root.Subcommands.Add(search);
+
         var demo = new Command("demo", "The tutorial's story: FC-only vs self-attention POS tagging on ambiguous sentences, accuracy, latency.") { modelsDir };
         demo.SetAction(r => CliApp.Guard("demo", error, () => TagCommands.Demo(r.GetValue(modelsDir), output)));
         root.Subcommands.Add(demo);

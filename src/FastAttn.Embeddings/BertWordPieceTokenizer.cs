@@ -117,11 +117,18 @@ public sealed class BertWordPieceTokenizer
         var lines = text.Split('\n').Select(l => l.TrimEnd('\r')).ToList();
         if (lines.Count > 0 && lines[^1].Length == 0) lines.RemoveAt(lines.Count - 1);
         if (lines.Count == 0) throw new InvalidDataException($"vocabulary '{name}' is empty.");
-        var wp = BertTokenizer.Create(new MemoryStream(Encoding.UTF8.GetBytes(string.Join('\n', lines) + "\n")), new BertOptions
+        foreach (var required in new[] { "[CLS]", "[SEP]", "[UNK]" })
+            if (!lines.Contains(required)) throw new InvalidDataException($"vocabulary '{name}' has no {required} token.");
+        BertTokenizer wp;
+        try
+        {
+            wp = BertTokenizer.Create(new MemoryStream(Encoding.UTF8.GetBytes(string.Join('\n', lines) + "\n")), new BertOptions
         {
             LowerCaseBeforeTokenization = false, ApplyBasicTokenization = false, SplitOnSpecialTokens = false,
             IndividuallyTokenizeCjk = false, RemoveNonSpacingMarks = false,
         });
+        }
+        catch (ArgumentException e) { throw new InvalidDataException($"vocabulary '{name}' is not a WordPiece vocabulary: {e.Message}", e); }
         return new BertWordPieceTokenizer(wp, [.. lines], options);
     }
 

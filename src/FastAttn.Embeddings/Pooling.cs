@@ -16,8 +16,8 @@ public sealed record SentenceEmbedderOptions
 {
     /// <summary>Pooling (default mean, as all-MiniLM-L6-v2 is used).</summary>
     public Pooling Pooling { get; init; } = Pooling.Mean;
-    /// <summary>Scale every vector to unit length (default on), so a dot product is the cosine similarity.</summary>
-    public bool Normalize { get; init; } = true;
+    /// <summary>Scale every vector to unit length (off by default), so a dot product is the cosine similarity.</summary>
+    public bool Normalize { get; init; }
     /// <summary>Longest text in word pieces, [CLS] and [SEP] included; 0 = the model's position table (512 for BERT).
     /// Longer texts are truncated. (sentence-transformers runs all-MiniLM-L6-v2 with 256.)</summary>
     public int MaxTokensPerText { get; init; }

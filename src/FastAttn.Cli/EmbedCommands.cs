@@ -1,0 +1,83 @@
+using System.Globalization;
+using System.Text;
+using FastAttn.Embeddings;
+using FastAttn.IO;
+using FastAttn.Tagging;
+
+namespace FastAttn.Cli;
+
+/// <summary>The sentence-embedding commands: embed texts, and search a corpus by similarity.</summary>
+public static class EmbedCommands
+{
+    /// <summary>Options shared by embed and search.</summary>
+    public sealed record ModelOptions(string Model, string? Vocab = null, string Pooling = "mean", int? Heads = null, int Threads = 1, int MaxTokens = 0);
+
+    private static SentenceEmbedder Load(ModelOptions o, bool normalize)
+    {
+        var pooling = o.Pooling.ToLowerInvariant() switch
+        {
+            "mean" => Embeddings.Pooling.Mean,
+            "cls" => Embeddings.Pooling.Cls,
+            "pooler" => Embeddings.Pooling.Pooler,
+            _ => throw new CliInputException($"--pooling must be mean, cls or pooler; it is '{o.Pooling}'."),
+        };
+        if (o.Threads < 1 || o.Threads > Environment.ProcessorCount) throw new CliInputException($"--threads must be between 1 and {Environment.ProcessorCount}; it is {o.Threads}.");
+        if (o.MaxTokens != 0 && o.MaxTokens < 3) throw new CliInputException($"--max-tokens must be at least 3; it is {o.MaxTokens}.");
+        if (o.Heads is int h && h < 1) throw new CliInputException($"--heads must be at least 1; it is {h}.");
+        return SentenceEmbedder.Load(o.Model, o.Vocab,
+            new SentenceEmbedderOptions { Pooling = pooling, Normalize = normalize, Threads = o.Threads, MaxTokensPerText = o.MaxTokens, MaxSessions = 1 },
+            new BertLoadOptions { Heads = o.Heads });
+    }
+
+    /// <summary>The texts of a UTF-8 file, one per line (<c>-</c> = standard input); every line is a text, empty ones too.</summary>
+    private static List<string> ReadLines(string file, Func<Stream> stdin)
+    {
+        string body = file == "-" ? Utf8Text.ReadStream(stdin(), "standard input") : Utf8Text.ReadFile(file);
+        return [.. Utf8Text.Lines(body)];
+    }
+
+    /// <summary><c>fastattn embed</c>: vectors of one text or of each line of a file, printed or written as <c>[n, dim]</c> float32 .npy.</summary>
+    public static int Embed(ModelOptions o, string? text, string? file, bool normalize, string? output, TextWriter outw, Func<Stream> stdin)
+    {
+        if ((text == null) == (file == null)) throw new CliInputException("give either a text or --file F (--file - reads standard input).");
+        if (output != null && Directory.Exists(output)) throw new CliInputException($"--output '{output}' is a directory.");
+        var texts = text != null ? [text] : ReadLines(file!, stdin);
+        if (texts.Count == 0) throw new CliInputException($"'{file}' holds no lines to embed.");
+        using var embedder = Load(o, normalize);
+        var vectors = new float[texts.Count * embedder.Dimension];
+        embedder.Encode(texts, vectors);
+        if (output != null)
+        {
+            Npy.Write(output, vectors, texts.Count, embedder.Dimension);
+            outw.WriteLine($"wrote {texts.Count} × {embedder.Dimension} float32 to {output} ({embedder.Model.Source})");
+            return 0;
+        }
+        var sb = new StringBuilder();
+        for (int i = 0; i < texts.Count; i++)
+        {
+            var v = vectors.AsSpan(i * embedder.Dimension, embedder.Dimension);
+            for (int j = 0; j < v.Length; j++) sb.Append(j == 0 ? "" : " ").Append(v[j].ToString("G7", CultureInfo.InvariantCulture));
+            sb.AppendLine();
+        }
+        outw.Write(sb.ToString());
+        return 0;
+    }
+
+    /// <summary><c>fastattn search</c>: the corpus lines most similar to the query, with their cosine similarity.</summary>
+    public static int Search(ModelOptions o, string query, string corpus, int top, TextWriter outw, Func<Stream> stdin)
+    {
+        if (top < 1) throw new CliInputException($"--top must be at least 1; it is {top}.");
+        var lines = ReadLines(corpus, stdin).Select(l => l.Trim()).Where(l => l.Length > 0).ToList();
+        if (lines.Count == 0) throw new CliInputException($"'{corpus}' holds no non-empty lines to search.");
+        using var embedder = Load(o, normalize: true);
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var matrix = new float[lines.Count * embedder.Dimension];
+        embedder.Encode(lines, matrix);
+        double corpusMs = sw.Elapsed.TotalMilliseconds;
+        var q = embedder.Encode(query);
+        foreach (var (row, score) in Vectors.TopK(q, matrix, top))
+            outw.WriteLine($"{score.ToString("F4", CultureInfo.InvariantCulture)}  {lines[row]}");
+        outw.WriteLine($"# {lines.Count} lines embedded in {corpusMs / 1000:F1} s ({lines.Count / (corpusMs / 1000):F0} lines/s, {o.Threads} thread{(o.Threads > 1 ? "s" : "")}); {embedder.Model.Source}");
+        return 0;
+    }
+}

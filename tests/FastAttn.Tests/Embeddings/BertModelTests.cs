@@ -1,0 +1,260 @@
+using FastAttn.Embeddings;
+using FastAttn.IO;
+using FastAttn.Kernels;
+using FastAttn.Tests.IO;
+using static FastAttn.Tests.Layers.LayerTests;
+
+namespace FastAttn.Tests.Embeddings;
+
+/// <summary>
+/// A tiny BERT with random weights, written as a Hugging Face checkpoint (model.safetensors + config.json), loaded by
+/// <see cref="BertModel"/> and checked against a double-precision BERT forward written here from the formulas.
+/// </summary>
+public class BertModelTests(Xunit.Abstractions.ITestOutputHelper output)
+{
+    internal const int H = 24, Heads = 3, Layers = 2, Ff = 40, Vocab = 50, MaxPos = 16, Types = 2;
+    internal const float Eps = 1e-12f;
+
+    /// <summary>HF BertModel tensors: name → (data, shape).</summary>
+    internal static Dictionary<string, (float[] Data, long[] Shape)> Checkpoint(int seed = 1, bool pooler = true)
+    {
+        var t = new Dictionary<string, (float[], long[])>();
+        int s = seed * 100;
+        void Add(string name, float scale, params long[] shape)
+        {
+            long n = shape.Aggregate(1L, (a, b) => a * b);
+            var d = FastAttn.Tests.Reference.Random((int)n, s++, scale);
+            if (name.EndsWith("LayerNorm.weight")) for (int i = 0; i < d.Length; i++) d[i] += 1;
+            t[name] = (d, shape);
+        }
+        Add("embeddings.word_embeddings.weight", 0.5f, Vocab, H);
+        Add("embeddings.position_embeddings.weight", 0.5f, MaxPos, H);
+        Add("embeddings.token_type_embeddings.weight", 0.5f, Types, H);
+        Add("embeddings.LayerNorm.weight", 0.2f, H);
+        Add("embeddings.LayerNorm.bias", 0.1f, H);
+        for (int l = 0; l < Layers; l++)
+        {
+            string p = $"encoder.layer.{l}.";
+            foreach (var m in new[] { "attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense" })
+            { Add(p + m + ".weight", 0.3f, H, H); Add(p + m + ".bias", 0.1f, H); }
+            Add(p + "attention.output.LayerNorm.weight", 0.2f, H); Add(p + "attention.output.LayerNorm.bias", 0.1f, H);
+            Add(p + "intermediate.dense.weight", 0.3f, Ff, H); Add(p + "intermediate.dense.bias", 0.1f, Ff);
+            Add(p + "output.dense.weight", 0.3f, H, Ff); Add(p + "output.dense.bias", 0.1f, H);
+            Add(p + "output.LayerNorm.weight", 0.2f, H); Add(p + "output.LayerNorm.bias", 0.1f, H);
+        }
+        if (pooler) { Add("pooler.dense.weight", 0.3f, H, H); Add("pooler.dense.bias", 0.1f, H); }
+        return t;
+    }
+
+    internal static string ConfigJson(int heads = Heads) =>
+        $$"""{"model_type": "bert", "hidden_size": {{H}}, "num_attention_heads": {{heads}}, "num_hidden_layers": {{Layers}}, "intermediate_size": {{Ff}}, "hidden_act": "gelu", "layer_norm_eps": 1e-12, "max_position_embeddings": {{MaxPos}}, "type_vocab_size": {{Types}}, "vocab_size": {{Vocab}}}""";
+
+    internal static string Write(TempDir dir, Dictionary<string, (float[] Data, long[] Shape)> t, bool config = true, string file = "model.safetensors",
+        IReadOnlyDictionary<string, string>? extraF32 = null)
+    {
+        string path = dir.File(file);
+        SafeTensorsWriter.Write(path, t.Select(kv => new SafeTensorsWriter.Entry(kv.Key, kv.Value.Data, kv.Value.Shape)));
+        if (config) File.WriteAllText(dir.File("config.json"), ConfigJson());
+        return path;
+    }
+
+    /// <summary>last_hidden_state of one sequence, in double, from the formulas.</summary>
+    internal static double[] RefBert(Dictionary<string, (float[] Data, long[] Shape)> w, string prefix, int[] ids)
+    {
+        float[] W(string n) => w[prefix + n].Data;
+        int t = ids.Length;
+        var x = new double[t * H];
+        for (int i = 0; i < t; i++)
+            for (int c = 0; c < H; c++)
+                x[i * H + c] = (double)W("embeddings.word_embeddings.weight")[ids[i] * H + c] + W("embeddings.position_embeddings.weight")[i * H + c] + W("embeddings.token_type_embeddings.weight")[c];
+        x = Ln(x, t, H, W("embeddings.LayerNorm.weight"), W("embeddings.LayerNorm.bias"), Eps);
+        for (int l = 0; l < Layers; l++)
+        {
+            string p = $"encoder.layer.{l}.";
+            var q = Lin(x, t, W(p + "attention.self.query.weight"), W(p + "attention.self.query.bias"), H, H);
+            var k = Lin(x, t, W(p + "attention.self.key.weight"), W(p + "attention.self.key.bias"), H, H);
+            var v = Lin(x, t, W(p + "attention.self.value.weight"), W(p + "attention.self.value.bias"), H, H);
+            var qkv = new double[t * 3 * H];
+            for (int i = 0; i < t; i++) { Array.Copy(q, i * H, qkv, i * 3 * H, H); Array.Copy(k, i * H, qkv, i * 3 * H + H, H); Array.Copy(v, i * H, qkv, i * 3 * H + 2 * H, H); }
+            var ctx = SelfAttn(qkv, t, H, Heads);
+            var att = Lin(ctx, t, W(p + "attention.output.dense.weight"), W(p + "attention.output.dense.bias"), H, H);
+            var x1 = Ln(x.Zip(att, (a, b) => a + b).ToArray(), t, H, W(p + "attention.output.LayerNorm.weight"), W(p + "attention.output.LayerNorm.bias"), Eps);
+            var inter = Lin(x1, t, W(p + "intermediate.dense.weight"), W(p + "intermediate.dense.bias"), Ff, H).Select(z => FastAttn.Tests.Reference.Act(z, Activation.Gelu)).ToArray();
+            var o = Lin(inter, t, W(p + "output.dense.weight"), W(p + "output.dense.bias"), H, Ff);
+            x = Ln(x1.Zip(o, (a, b) => a + b).ToArray(), t, H, W(p + "output.LayerNorm.weight"), W(p + "output.LayerNorm.bias"), Eps);
+        }
+        return x;
+    }
+
+    /// <summary>
+    /// float32 GEMMs of depth ≤ 40 and two LayerNorms per layer: relative errors of a few 10⁻⁷ per layer; 2·10⁻⁵ of the
+    /// largest value leaves a wide margin and still catches any wrong weight, transpose or mask.
+    /// </summary>
+    internal static void AssertClose(double[] expect, ReadOnlySpan<float> got, string what)
+    {
+        double max = expect.Max(Math.Abs), worst = 0;
+        for (int i = 0; i < expect.Length; i++) worst = Math.Max(worst, Math.Abs(got[i] - expect[i]));
+        Assert.True(worst <= 2e-5 * max, $"{what}: max|Δ| = {worst:E2} against max|ref| = {max:E2}");
+    }
+
+    private static readonly int[][] Sequences = [[2, 7, 11, 3], [2, 3], [2, 45, 1, 9, 9, 30, 12, 13, 14, 3], [2]];
+
+    [Fact]
+    public void Safetensors_WithConfig_MatchesTheReference_PackedAndAlone()
+    {
+        IsaPaths.ForEach(() =>
+        {
+            using var dir = new TempDir();
+            var w = Checkpoint();
+            Write(dir, w);
+            using var model = BertModel.Load(dir.Path);
+            Assert.Equal(Heads, model.Config.NumAttentionHeads);
+            Assert.Contains("config.json", model.Source);
+            using var session = new EmbeddingSession(model, null, new SentenceEmbedderOptions { MaxBatchTokens = 16 });
+            int[] ids = [.. Sequences.SelectMany(s => s)], lengths = [.. Sequences.Select(s => s.Length)];
+            var packed = new float[ids.Length * H];
+            session.HiddenStates(ids, lengths, packed);   // 17 tokens: two passes of up to 16
+            int t0 = 0;
+            foreach (var s in Sequences)
+            {
+                AssertClose(RefBert(w, "", s), packed.AsSpan(t0 * H, s.Length * H), $"sequence of {s.Length}");
+                var alone = new float[s.Length * H];
+                session.HiddenStates(s, [s.Length], alone);
+                Assert.Equal(alone, packed.AsSpan(t0 * H, s.Length * H).ToArray());     // packing changes no bit
+                t0 += s.Length;
+            }
+        });
+    }
+
+    [Theory]
+    [InlineData(Pooling.Mean, false)]
+    [InlineData(Pooling.Cls, true)]
+    [InlineData(Pooling.Pooler, true)]
+    public void Pooling_MatchesTheReference(Pooling pooling, bool normalize)
+    {
+        using var dir = new TempDir();
+        var w = Checkpoint();
+        Write(dir, w);
+        using var model = BertModel.Load(dir.Path);
+        using var session = new EmbeddingSession(model, null, new SentenceEmbedderOptions { Pooling = pooling, Normalize = normalize });
+        int[] ids = [.. Sequences.SelectMany(s => s)], lengths = [.. Sequences.Select(s => s.Length)];
+        var got = new float[Sequences.Length * H];
+        session.EncodeIds(ids, lengths, got);
+        for (int s = 0; s < Sequences.Length; s++)
+        {
+            var hs = RefBert(w, "", Sequences[s]);
+            int n = Sequences[s].Length;
+            var e = new double[H];
+            for (int c = 0; c < H; c++)
+                e[c] = pooling == Pooling.Mean ? Enumerable.Range(0, n).Average(i => hs[i * H + c]) : hs[c];
+            if (pooling == Pooling.Pooler)
+                e = Lin(e, 1, w["pooler.dense.weight"].Data, w["pooler.dense.bias"].Data, H, H).Select(Math.Tanh).ToArray();
+            if (normalize) { double norm = Math.Sqrt(e.Sum(z => z * z)); e = e.Select(z => z / norm).ToArray(); }
+            AssertClose(e, got.AsSpan(s * H, H), $"{pooling} sequence {s}");
+        }
+        Assert.Equal(0, FastAttn.Tests.Reference.SteadyStateAllocations(() => session.EncodeIds(ids, lengths, got)));
+    }
+
+    [Fact]
+    public void TaskCheckpoints_BertPrefix_Heads_Buffers_OldNames()
+    {
+        using var dir = new TempDir();
+        var w = Checkpoint().ToDictionary(kv => "bert." + kv.Key, kv => kv.Value);
+        // a sequence-classification head at the root, an integer buffer, a pretraining head, gamma/beta names
+        w["classifier.weight"] = (FastAttn.Tests.Reference.Random(3 * H, 9), [3, H]);
+        w["classifier.bias"] = (FastAttn.Tests.Reference.Random(3, 10), [3]);
+        w["cls.predictions.bias"] = (FastAttn.Tests.Reference.Random(Vocab, 11), [Vocab]);
+        var g = w["bert.embeddings.LayerNorm.weight"]; w.Remove("bert.embeddings.LayerNorm.weight"); w["bert.embeddings.LayerNorm.gamma"] = g;
+        var b = w["bert.embeddings.LayerNorm.bias"]; w.Remove("bert.embeddings.LayerNorm.bias"); w["bert.embeddings.LayerNorm.beta"] = b;
+        string path = dir.File("model.safetensors");
+        SafeTensorsWriter.Write(path, w.Select(kv => new SafeTensorsWriter.Entry(kv.Key, kv.Value.Data, kv.Value.Shape)));
+        File.WriteAllText(dir.File("config.json"), ConfigJson());
+        // position_ids as int64, like Hugging Face writes them (the writer writes floats, so append a raw I64 file instead)
+        using var model = BertModel.Load(path);
+        Assert.Equal(BertHead.Sequence, model.Head);
+        Assert.NotNull(model.Classifier);
+        using var session = new EmbeddingSession(model, null);
+        var hs = new float[4 * H];
+        session.HiddenStates([2, 7, 11, 3], [4], hs);
+        var refW = w.Where(kv => kv.Key.StartsWith("bert.")).ToDictionary(kv => kv.Key, kv => kv.Value);
+        refW["bert.embeddings.LayerNorm.weight"] = g; refW["bert.embeddings.LayerNorm.bias"] = b;
+        AssertClose(RefBert(refW, "bert.", [2, 7, 11, 3]), hs, "bert. prefix");
+    }
+
+    [Fact]
+    public void Int64PositionIds_AreSkipped_NotAnError()
+    {
+        using var dir = new TempDir();
+        var w = Checkpoint();
+        Write(dir, w);
+        // rewrite the file with an I64 embeddings.position_ids [1, MaxPos], as Hugging Face checkpoints carry it
+        string path = dir.File("model.safetensors");
+        var bytes = File.ReadAllBytes(path);
+        int hl = (int)BitConverter.ToUInt64(bytes, 0);
+        string header = System.Text.Encoding.UTF8.GetString(bytes, 8, hl).TrimEnd();
+        long dataLen = bytes.Length - 8 - hl;
+        header = header[..^1] + $",\"embeddings.position_ids\":{{\"dtype\":\"I64\",\"shape\":[1,{MaxPos}],\"data_offsets\":[{dataLen},{dataLen + 8 * MaxPos}]}}}}";
+        var h = System.Text.Encoding.UTF8.GetBytes(header);
+        using (var fs = File.Create(path))
+        {
+            fs.Write(BitConverter.GetBytes((ulong)h.Length));
+            fs.Write(h);
+            fs.Write(bytes, 8 + hl, (int)dataLen);
+            for (long i = 0; i < MaxPos; i++) fs.Write(BitConverter.GetBytes(i));
+        }
+        using (var f = SafeTensorsFile.Open(path)) Assert.Equal(Enumerable.Range(0, MaxPos).Select(i => (float)i), f.ReadFloat32("embeddings.position_ids"));
+        using var model = BertModel.Load(path);
+        Assert.Equal(Layers + 1, model.Encoder.Blocks.Count);
+    }
+
+    [Fact]
+    public void EveryProblem_IsListedInOneMessage_AndMissingHeadsSayWhatToPass()
+    {
+        using var dir = new TempDir();
+        var w = Checkpoint();
+        w.Remove("encoder.layer.1.attention.self.key.bias");
+        w["encoder.layer.0.intermediate.dense.weight"] = (new float[(Ff + 1) * H], [Ff + 1, H]);
+        w["encoder.layer.0.surprise.weight"] = (new float[4], [4]);
+        Write(dir, w);
+        var e = Assert.Throws<InvalidDataException>(() => BertModel.Load(dir.Path));
+        output.WriteLine(e.Message);
+        Assert.Contains("missing: encoder.layer.1.attention.self.key.bias", e.Message);
+        Assert.Contains("mis-shaped: encoder.layer.0.intermediate.dense.weight", e.Message);
+        Assert.Contains("unexpected: encoder.layer.0.surprise.weight", e.Message);
+
+        using var dir2 = new TempDir();
+        Write(dir2, Checkpoint(), config: false);
+        var noHeads = Assert.Throws<InvalidDataException>(() => BertModel.Load(dir2.Path));
+        Assert.Contains("config.json", noHeads.Message);
+        Assert.Contains("--heads", noHeads.Message);
+        using var given = BertModel.Load(dir2.Path, new BertLoadOptions { Heads = Heads });
+        Assert.Equal(Heads, given.Config.NumAttentionHeads);
+        Assert.Contains("heads as given", given.Source);
+        // a contradicting option, and config.json errors
+        Write(dir2, Checkpoint());
+        Assert.Throws<ArgumentException>(() => BertModel.Load(dir2.Path, new BertLoadOptions { Heads = 4 }));
+        File.WriteAllText(dir2.File("config.json"), ConfigJson(heads: 5));
+        Assert.Contains("does not divide", Assert.Throws<InvalidDataException>(() => BertModel.Load(dir2.Path)).Message);
+        File.WriteAllText(dir2.File("config.json"), "{\"hidden_size\": ");
+        Assert.Contains("not valid JSON", Assert.Throws<InvalidDataException>(() => BertModel.Load(dir2.Path)).Message);
+        File.WriteAllText(dir2.File("config.json"), ConfigJson().Replace("\"gelu\"", "\"swish\""));
+        Assert.Contains("swish", Assert.Throws<InvalidDataException>(() => BertModel.Load(dir2.Path)).Message);
+        Assert.Throws<FileNotFoundException>(() => BertModel.Load(dir2.File("nothing.safetensors")));
+    }
+
+    [Fact]
+    public void SessionChecks_IdsLengthsAndOutput_BeforeRunning()
+    {
+        using var dir = new TempDir();
+        Write(dir, Checkpoint());
+        using var model = BertModel.Load(dir.Path);
+        using var session = new EmbeddingSession(model, null);
+        var o = new float[H];
+        Assert.Throws<ArgumentOutOfRangeException>(() => session.EncodeIds([2, Vocab, 3], [3], o));
+        Assert.Throws<ArgumentException>(() => session.EncodeIds([2, 3], [3], o));
+        Assert.Throws<ArgumentException>(() => session.EncodeIds(new int[MaxPos + 1], [MaxPos + 1], o));   // longer than the positions
+        Assert.Throws<ArgumentException>(() => session.EncodeIds([2, 3], [2], new float[H + 1]));
+        Assert.ThrowsAny<ArgumentException>(() => new EmbeddingSession(model, null, new SentenceEmbedderOptions { MaxTokensPerText = MaxPos + 1 }));
+        Assert.Throws<InvalidOperationException>(() => session.Encode("no tokenizer"));
+    }
+}

@@ -1,0 +1,191 @@
+using FastAttn.Embeddings;
+using FastAttn.Onnx;
+using FastAttn.Onnx.Proto;
+using FastAttn.Tests.IO;
+using Google.Protobuf;
+using static FastAttn.Tests.Embeddings.BertModelTests;
+
+namespace FastAttn.Tests.Embeddings;
+
+/// <summary>
+/// ONNX weight import: a tiny BERT written as torch.onnx exports one (numbered MatMul weights stored [in, out] with named
+/// biases, a Gemm pooler with transB, reshape constants for the heads, LayerNorm as ReduceMean/Pow/Sqrt with ε, Erf for
+/// GELU) — and variants (a weight in a Constant node, a weight behind a Transpose node, no reshape but a scale) — loaded
+/// by <see cref="BertModel"/> with no config.json and checked against the double reference on the same weights.
+/// </summary>
+public class OnnxImportTests
+{
+    private sealed class GraphBuilder
+    {
+        public readonly OnnxGraph Graph = new();
+        private int _n;
+        public string Fresh(string hint) => $"{_n++}_{hint}";
+
+        public static OnnxTensor Tensor(string name, float[] data, params long[] dims)
+        {
+            var t = new OnnxTensor { Name = name, DataType = 1, RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan())) };
+            t.Dims.AddRange(dims);
+            return t;
+        }
+
+        public string Init(string name, float[] data, params long[] dims) { Graph.Initializer.Add(Tensor(name, data, dims)); return name; }
+
+        public string Ints(string name, params long[] values)
+        {
+            var t = new OnnxTensor { Name = name, DataType = 7, RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan())) };
+            t.Dims.Add(values.Length);
+            Graph.Initializer.Add(t);
+            return name;
+        }
+
+        public string Node(string op, string[] inputs, params (string Name, long Value)[] attrs)
+        {
+            string o = Fresh(op);
+            var n = new Onnx.Proto.OnnxNode { OpType = op, Name = $"{op}_{_n}" };
+            n.Input.AddRange(inputs);
+            n.Output.Add(o);
+            foreach (var (name, v) in attrs) n.Attribute.Add(new OnnxAttribute { Name = name, I = v, Type = 2 });
+            Graph.Node.Add(n);
+            return o;
+        }
+
+        public string ConstantNode(float[] data, params long[] dims)
+        {
+            string o = Fresh("Constant");
+            var n = new Onnx.Proto.OnnxNode { OpType = "Constant" };
+            n.Output.Add(o);
+            n.Attribute.Add(new OnnxAttribute { Name = "value", T = Tensor("", data, dims), Type = 4 });
+            Graph.Node.Add(n);
+            return o;
+        }
+    }
+
+    private static float[] Transpose(float[] w, int rows, int cols)
+    {
+        var r = new float[w.Length];
+        for (int i = 0; i < rows; i++) for (int j = 0; j < cols; j++) r[j * rows + i] = w[i * cols + j];
+        return r;
+    }
+
+    /// <summary>The tiny BERT as an export would write it; <paramref name="variant"/> changes how some weights are held.</summary>
+    private static byte[] Export(Dictionary<string, (float[] Data, long[] Shape)> w, string variant)
+    {
+        var g = new GraphBuilder();
+        foreach (var (name, (data, shape)) in w)
+            if (name.StartsWith("embeddings.") || name.EndsWith(".bias") || name.Contains("LayerNorm")) g.Init(name, data, shape);
+        g.Ints("embeddings.position_ids", Enumerable.Range(0, MaxPos).Select(i => (long)i).ToArray());
+        string ids = "input_ids";
+        g.Graph.Input.Add(new OnnxValueInfo { Name = ids });
+        string x = g.Node("Gather", ["embeddings.word_embeddings.weight", ids]);
+        string LayerNorm(string input, string prefix)
+        {
+            string mean = g.Node("ReduceMean", [input]);
+            string centred = g.Node("Sub", [input, mean]);
+            string sq = g.Node("Pow", [centred, g.ConstantNode([2f])]);
+            string var = g.Node("ReduceMean", [sq]);
+            string plus = g.Node("Add", [var, g.ConstantNode([Eps])]);
+            string sd = g.Node("Sqrt", [plus]);
+            string norm = g.Node("Div", [centred, sd]);
+            return g.Node("Add", [g.Node("Mul", [norm, prefix + ".weight"]), prefix + ".bias"]);
+        }
+        string Linear(string input, string prefix, long outF, long inF, int layer)
+        {
+            var (data, _) = w[prefix + ".weight"];
+            string weight;
+            if (variant == "constant-node" && prefix.EndsWith("intermediate.dense")) weight = g.ConstantNode(Transpose(data, (int)outF, (int)inF), inF, outF);
+            else if (variant == "transpose-node" && prefix.EndsWith("attention.self.key"))
+                weight = g.Node("Transpose", [g.Init($"onnx::MatMul_{layer}", data, outF, inF)], ("perm", 0));
+            else weight = g.Init(g.Fresh("w"), Transpose(data, (int)outF, (int)inF), inF, outF);
+            string mm = g.Node("MatMul", [input, weight]);
+            return g.Node("Add", [prefix + ".bias", mm]);      // bias first, as torch.onnx writes it
+        }
+        x = LayerNorm(x, "embeddings.LayerNorm");
+        for (int l = 0; l < BertModelTests.Layers; l++)
+        {
+            string p = $"encoder.layer.{l}.";
+            string q = Linear(x, p + "attention.self.query", H, H, l);
+            string k = Linear(x, p + "attention.self.key", H, H, l);
+            string v = Linear(x, p + "attention.self.value", H, H, l);
+            if (variant != "scale-only")
+                foreach (var t in new[] { q, k, v })
+                    g.Node("Reshape", [t, g.Node("Concat", [g.Ints(g.Fresh("b"), 0), g.Ints(g.Fresh("s"), 0), g.Ints(g.Fresh("h"), Heads), g.Ints(g.Fresh("d"), H / Heads)])]);
+            string scores = g.Node("MatMul", [q, k]);
+            g.Node("Div", [scores, g.ConstantNode([MathF.Sqrt(H / Heads)])]);
+            string att = Linear(v, p + "attention.output.dense", H, H, l);
+            x = LayerNorm(g.Node("Add", [att, x]), p + "attention.output.LayerNorm");
+            string inter = Linear(x, p + "intermediate.dense", Ff, H, l);
+            g.Node("Erf", [inter]);
+            string o = Linear(inter, p + "output.dense", H, Ff, l);
+            x = LayerNorm(g.Node("Add", [o, x]), p + "output.LayerNorm");
+        }
+        // pooler: Gemm with the named [out, in] weight and transB = 1
+        g.Init("pooler.dense.weight", w["pooler.dense.weight"].Data, H, H);
+        string pooled = g.Node("Gemm", [x, "pooler.dense.weight", "pooler.dense.bias"], ("transB", 1));
+        g.Graph.Output.Add(new OnnxValueInfo { Name = x });
+        g.Graph.Output.Add(new OnnxValueInfo { Name = g.Node("Tanh", [pooled]) });
+        var model = new OnnxModel { IrVersion = 7, ProducerName = "tests", Graph = g.Graph };
+        model.OpsetImport.Add(new OnnxOpset { Domain = "", Version = 13 });
+        return model.ToByteArray();
+    }
+
+    [Theory]
+    [InlineData("plain")]
+    [InlineData("constant-node")]
+    [InlineData("transpose-node")]
+    [InlineData("scale-only")]
+    public void TinyBertExport_LoadsWithoutConfig_AndMatchesTheReference(string variant)
+    {
+        using var dir = new TempDir();
+        var w = Checkpoint(seed: 3);
+        string path = dir.File("model.onnx");
+        File.WriteAllBytes(path, Export(w, variant));
+        var onnx = OnnxModelFile.Open(path);
+        Assert.Empty(onnx.Unmatched);
+        Assert.True(onnx.TryGetShape("encoder.layer.1.intermediate.dense.weight", out var shape));
+        Assert.Equal(new long[] { Ff, H }, shape);                                   // PyTorch layout after the transpose
+        Assert.DoesNotContain("embeddings.position_ids", onnx.TensorNames);          // integer plumbing is not a parameter
+        using var model = BertModel.Load(path);
+        Assert.Equal(Heads, model.Config.NumAttentionHeads);
+        Assert.Equal(Eps, model.Config.LayerNormEps);
+        Assert.Contains(variant == "scale-only" ? "attention scale" : "reshape constants", model.Source);
+        Assert.NotNull(model.Pooler);
+        using var session = new EmbeddingSession(model, null);
+        int[] ids = [2, 7, 11, 3, 40];
+        var hs = new float[ids.Length * H];
+        session.HiddenStates(ids, [ids.Length], hs);
+        AssertClose(RefBert(w, "", ids), hs, variant);
+    }
+
+    [Fact]
+    public void Malformed_OrUnmatchable_FilesAreInvalidData()
+    {
+        using var dir = new TempDir();
+        string path = dir.File("bad.onnx");
+        File.WriteAllBytes(path, [0x08, 0x07, 0x3A, 0xFF, 0xFF]);                     // a graph field longer than the file
+        Assert.Throws<InvalidDataException>(() => OnnxModelFile.Open(path));
+        File.WriteAllBytes(path, new OnnxModel { IrVersion = 7 }.ToByteArray());       // no graph
+        Assert.Contains("no graph", Assert.Throws<InvalidDataException>(() => OnnxModelFile.Open(path)).Message);
+        // a tensor whose data does not match its shape
+        var g = new OnnxGraph();
+        g.Initializer.Add(GraphBuilder.Tensor("a.weight", new float[5], 2, 3));
+        File.WriteAllBytes(path, new OnnxModel { Graph = g }.ToByteArray());
+        Assert.Contains("shape", Assert.Throws<InvalidDataException>(() => OnnxModelFile.Open(path)).Message);
+        // external data
+        var ext = new OnnxGraph();
+        var t = new OnnxTensor { Name = "w", DataType = 1, DataLocation = 1 };
+        t.Dims.Add(4);
+        ext.Initializer.Add(t);
+        File.WriteAllBytes(path, new OnnxModel { Graph = ext }.ToByteArray());
+        Assert.Contains("external data", Assert.Throws<InvalidDataException>(() => OnnxModelFile.Open(path)).Message);
+        // a BERT export whose heads cannot be found and that has no config.json
+        var w = Checkpoint(seed: 3);
+        var bytes = Export(w, "scale-only");
+        var m = OnnxModel.Parser.ParseFrom(bytes);
+        foreach (var n in m.Graph.Node.Where(n => n.OpType == "Div").ToList()) m.Graph.Node.Remove(n);
+        File.WriteAllBytes(dir.File("model.onnx"), m.ToByteArray());
+        var e = Assert.Throws<InvalidDataException>(() => BertModel.Load(dir.File("model.onnx")));
+        Assert.Contains("--heads", e.Message);
+        using var withHeads = BertModel.Load(dir.File("model.onnx"), new BertLoadOptions { Heads = Heads });
+        Assert.Equal(Heads, withHeads.Config.NumAttentionHeads);
+    }
+}
