@@ -12,7 +12,7 @@ namespace FastAttn.Fuzz;
 /// </summary>
 public static class Targets
 {
-    public static readonly string[] Names = ["safetensors", "npy", "conllu", "tokenizer"];
+    public static readonly string[] Names = ["safetensors", "npy", "conllu", "tokenizer", "onnx", "wordpiece"];
 
     public static void Run(string target, ReadOnlySpan<byte> input)
     {
@@ -22,6 +22,8 @@ public static class Targets
             case "npy": NpyFile(input); break;
             case "conllu": Conllu(input); break;
             case "tokenizer": Tokenizer(input); break;
+            case "onnx": Onnx(input); break;
+            case "wordpiece": WordPiece(input); break;
             default: throw new ArgumentException($"unknown fuzz target '{target}'; targets: {string.Join(", ", Names)}.");
         }
     }
@@ -93,6 +95,40 @@ public static class Targets
             prev = start + length;
         }
         for (int i = prev; i < text.Length; i++) Check(char.IsWhiteSpace(text[i]), "a non-space character belongs to no token");
+    }
+
+    public static void Onnx(ReadOnlySpan<byte> input)
+    {
+        FastAttn.Onnx.OnnxModelFile f;
+        try { f = FastAttn.Onnx.OnnxModelFile.Load(input, "fuzz"); }
+        catch (InvalidDataException) { return; }
+        foreach (var name in f.TensorNames)
+        {
+            Check(f.TryGetShape(name, out var shape), "a listed parameter has no shape");
+            long n = shape.Aggregate(1L, (a, b) => a * b);
+            if (n > 1 << 20) continue;
+            f.ReadFloat32(name, new float[n]);
+        }
+        // the BERT loader's view of the graph, and a load attempt (which may only fail with InvalidDataException)
+        try { using var m = FastAttn.Embeddings.BertModel.Load(f, new FastAttn.Embeddings.BertConfig { HiddenSize = 4, NumAttentionHeads = 2, NumHiddenLayers = 1, IntermediateSize = 8, VocabSize = 10, MaxPositionEmbeddings = 8 }); }
+        catch (InvalidDataException) { }
+        // and the architecture read from the graph alone, as a model file without config.json is loaded
+        try { using var m = FastAttn.Embeddings.BertModel.LoadOnnx(f, null, "config.json", null, "fuzz.onnx"); }
+        catch (InvalidDataException) { }
+    }
+
+    private static readonly Lazy<FastAttn.Embeddings.BertWordPieceTokenizer> Bert = new(() => FastAttn.Embeddings.BertWordPieceTokenizer.FromVocab(
+        new MemoryStream(Encoding.UTF8.GetBytes("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\n##s\na\n##b\ncafe\n!\n,\n$\n中\n##e\ne\n")), new FastAttn.Embeddings.BertTokenizerOptions { MaxTokens = 64 }));
+
+    public static void WordPiece(ReadOnlySpan<byte> input)
+    {
+        string text = Encoding.UTF8.GetString(input);
+        var t = Bert.Value;
+        var ids = t.Encode(text, out bool truncated);
+        Check(ids.Length >= 2 && ids.Length <= 64 && ids[0] == t.ClsId && ids[^1] == t.SepId, "[CLS] … [SEP] within MaxTokens");
+        foreach (int id in ids) Check((uint)id < (uint)t.VocabularySize, "an id outside the vocabulary");
+        Check(!truncated || ids.Length == 64, "truncated but shorter than MaxTokens");
+        foreach (var w in t.PreTokenize(text)) Check(w.Length > 0 && !w.Any(char.IsWhiteSpace), "a pre-token is empty or holds white space");
     }
 
     private static void Check(bool ok, string what)

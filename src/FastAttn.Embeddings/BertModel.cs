@@ -85,14 +85,19 @@ public sealed class BertModel : IDisposable
         if (options.ConfigPath != null && config == null) throw new FileNotFoundException($"config '{options.ConfigPath}' not found.", options.ConfigPath);
         if (file.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
         {
-            var onnx = OnnxModelFile.Open(file);
-            var graph = BertOnnxArchitecture.Read(onnx);
-            var (cfg, source) = Resolve(onnx, config, configPath, graph, options.Heads, file);
-            return Load(onnx, cfg, source);
+            return LoadOnnx(OnnxModelFile.Open(file), config, configPath, options.Heads, file);
         }
         using var safetensors = SafeTensorsFile.Open(file);
         var (c, s) = Resolve(safetensors, config, configPath, null, options.Heads, file);
         return Load(safetensors, c, s);
+    }
+
+    /// <summary>A parsed ONNX graph as a model: the architecture from <paramref name="config"/>, else from the graph and <paramref name="heads"/>.</summary>
+    internal static BertModel LoadOnnx(OnnxModelFile onnx, BertConfig? config, string configPath, int? heads, string file)
+    {
+        var graph = BertOnnxArchitecture.Read(onnx);
+        var (cfg, source) = Resolve(onnx, config, configPath, graph, heads, file);
+        return Load(onnx, cfg, source);
     }
 
     /// <summary>
@@ -111,7 +116,14 @@ public sealed class BertModel : IDisposable
             return (config, $"{name} with {System.IO.Path.GetFileName(configPath)}");
         }
         string prefix = src.TryGetShape("bert.embeddings.word_embeddings.weight", out _) ? "bert." : "";
-        long[] Shape(string n) => src.TryGetShape(prefix + n, out var s) ? s : throw new InvalidDataException($"'{src.Name}' has no tensor '{prefix}{n}', so its architecture cannot be read from it; put its config.json beside it.");
+        long[] Shape(string n)
+        {
+            if (!src.TryGetShape(prefix + n, out var s))
+                throw new InvalidDataException($"'{src.Name}' has no tensor '{prefix}{n}', so its architecture cannot be read from it; put its config.json beside it.");
+            if (s.Length != 2 || s[0] is < 1 or > int.MaxValue || s[1] is < 1 or > int.MaxValue)
+                throw new InvalidDataException($"tensor '{prefix}{n}' of '{src.Name}' has shape [{string.Join(", ", s)}], not [rows, columns].");
+            return s;
+        }
         var word = Shape("embeddings.word_embeddings.weight");
         var pos = Shape("embeddings.position_embeddings.weight");
         var type = Shape("embeddings.token_type_embeddings.weight");

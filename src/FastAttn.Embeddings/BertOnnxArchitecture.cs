@@ -42,7 +42,7 @@ internal sealed class BertOnnxArchitecture
             }
             if (shape is not { Length: 4 }) continue;
             long heads = shape[2], dim = shape[3];
-            if (heads > 0 && dim > 0 && (hidden == 0 || heads * dim == hidden)) votes[(int)heads] = votes.GetValueOrDefault((int)heads) + 1;
+            if (heads is > 0 and <= 1 << 16 && dim is > 0 and <= 1 << 16 && (hidden == 0 || heads * dim == hidden)) votes[(int)heads] = votes.GetValueOrDefault((int)heads) + 1;
         }
         if (votes.Count == 0) return (null, "");
         var best = votes.MaxBy(kv => kv.Value);
@@ -71,7 +71,7 @@ internal sealed class BertOnnxArchitecture
         {
             if (n.OpType == "LayerNormalization") return n.FloatAttribute("epsilon") ?? 1e-5f;
             // x − mean, squared, averaged, + ε, square root
-            if (n.OpType != "Add" || n.Inputs.Count != 2) continue;
+            if (n.OpType != "Add" || n.Inputs.Count != 2 || n.Outputs.Count == 0) continue;
             if (onnx.ProducerOf(n.Inputs[0])?.OpType != "ReduceMean") continue;
             if (!onnx.ConsumersOf(n.Outputs[0]).Any(c => c.OpType == "Sqrt")) continue;
             if (onnx.FloatScalar(n.Inputs[1]) is float eps) return eps;

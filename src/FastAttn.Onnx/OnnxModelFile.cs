@@ -260,6 +260,7 @@ public sealed class OnnxModelFile : ITensorSource
     {
         string? bias = gemm
             ? (n.Inputs.Count >= 3 ? n.Inputs[2] : null)
+            : n.Outputs.Count == 0 ? null
             : ConsumersOf(n.Outputs[0]).FirstOrDefault(c => c.OpType == "Add")?.Inputs.FirstOrDefault(i => i != n.Outputs[0]);
         if (bias == null || !bias.EndsWith(".bias", StringComparison.Ordinal) || !_values.ContainsKey(bias)) return null;
         return bias[..^".bias".Length] + ".weight";
