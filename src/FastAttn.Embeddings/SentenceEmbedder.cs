@@ -123,6 +123,22 @@ public sealed class SentenceEmbedder : IDisposable
         return lease.Value.Encode(text);
     }
 
+    /// <summary>
+    /// The embeddings of <paramref name="texts"/> (<c>[texts, Dimension]</c>, row-major; packed passes), waiting
+    /// asynchronously (cancellable) while every session is busy.
+    /// </summary>
+    /// <exception cref="ArgumentException">A text is null.</exception>
+    /// <exception cref="OperationCanceledException">Cancelled while waiting.</exception>
+    /// <exception cref="ObjectDisposedException">The embedder was disposed.</exception>
+    public async Task<float[]> EncodeAsync(IReadOnlyList<string> texts, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        var flat = new float[texts.Count * Dimension];
+        using var lease = await _sessions.RentAsync(cancellation).ConfigureAwait(false);
+        lease.Value.Encode(texts, flat);
+        return flat;
+    }
+
     /// <summary>Disposes the sessions (leased ones when they come back), and the model if <see cref="Load"/> created it.</summary>
     public void Dispose()
     {

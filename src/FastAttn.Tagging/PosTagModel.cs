@@ -160,10 +160,67 @@ public sealed class PosTagModel : IDisposable
     }
 
     /// <summary>A tagger (buffers and a session) for texts of any length, run in passes of up to <paramref name="maxTokens"/> tokens.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">maxTokens below 1, or threads outside 1..processor count.</exception>
     public PosTagger CreateTagger(int maxTokens = 256, int threads = 1) => new(this, maxTokens, threads);
 
-    /// <inheritdoc/>
-    public void Dispose() => Stack.Dispose();
+    private FastAttn.Composition.LeasePool<PosTagger>? _taggers;
+    private readonly object _gate = new();
+
+    /// <summary>
+    /// Tags <paramref name="text"/>; thread-safe (any number of callers at once lease one of up to processor-count
+    /// taggers). The first call creates and warms a tagger; call <see cref="WarmUp"/> at start-up to move that cost there.
+    /// </summary>
+    /// <exception cref="ArgumentNullException"><paramref name="text"/> is null.</exception>
+    /// <exception cref="ObjectDisposedException">The model was disposed.</exception>
+    public TaggedToken[] Tag(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        using var lease = Taggers().Rent();
+        return lease.Value.Tag(text);
+    }
+
+    /// <summary>As <see cref="Tag"/>, waiting asynchronously (cancellable) while every tagger is busy.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="text"/> is null.</exception>
+    /// <exception cref="OperationCanceledException">Cancelled while waiting.</exception>
+    /// <exception cref="ObjectDisposedException">The model was disposed.</exception>
+    public async Task<TaggedToken[]> TagAsync(string text, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        using var lease = await Taggers().RentAsync(cancellation).ConfigureAwait(false);
+        return lease.Value.Tag(text);
+    }
+
+    /// <summary>Creates the first pooled tagger and runs it once (JIT), so the first request does not pay for it.</summary>
+    /// <exception cref="ObjectDisposedException">The model was disposed.</exception>
+    public void WarmUp() => Tag("I saw a saw.");
+
+    private FastAttn.Composition.LeasePool<PosTagger> Taggers()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_taggers != null) return _taggers;
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _taggers ??= new FastAttn.Composition.LeasePool<PosTagger>(() => CreateTagger(), Environment.ProcessorCount);
+        }
+    }
+
+    private volatile bool _disposed;
+
+    /// <summary>
+    /// Frees the model. Taggers still running finish (the weights stay alive until they do); later calls throw
+    /// <see cref="ObjectDisposedException"/>.
+    /// </summary>
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            _taggers?.Dispose();
+        }
+        Stack.Dispose();
+    }
 }
 
 /// <summary>One token of a tagged text.</summary>
@@ -171,8 +228,9 @@ public readonly record struct TaggedToken(string Word, string Tag, Range Span);
 
 /// <summary>
 /// Tags text with a <see cref="PosTagModel"/>. Owns its buffers and session: the span overloads allocate nothing;
-/// <see cref="Tag(string)"/> allocates only its result. One caller at a time. Texts longer than
-/// <see cref="Window"/> tokens are tagged in consecutive windows.
+/// <see cref="Tag(string)"/> allocates only its result. One caller at a time: a second thread entering while a call runs
+/// gets <see cref="InvalidOperationException"/> (for concurrent callers use <see cref="PosTagModel.Tag(string)"/>). Texts
+/// longer than <see cref="Window"/> tokens are tagged in consecutive windows.
 /// </summary>
 public sealed class PosTagger : IDisposable
 {
@@ -200,23 +258,55 @@ public sealed class PosTagger : IDisposable
         _session = model.Stack.CreateSession(Window, threads);
     }
 
+    private int _busy, _disposed;
+
+    private void Enter()
+    {
+        if (Interlocked.CompareExchange(ref _busy, 1, 0) != 0)
+        {
+            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+            throw new InvalidOperationException("This PosTagger is already tagging on another thread: one caller at a time (use PosTagModel.Tag for concurrent callers, or one tagger per thread).");
+        }
+        if (Volatile.Read(ref _disposed) != 0) { Volatile.Write(ref _busy, 0); throw new ObjectDisposedException(nameof(PosTagger)); }
+    }
+
+    private void Exit() => Volatile.Write(ref _busy, 0);
+
     /// <summary>Tokenizes <paramref name="text"/> into <paramref name="tokens"/>, tags into <paramref name="tags"/> (indices into the model's tags); returns the token count. Allocates nothing.</summary>
     /// <exception cref="ArgumentException">A span is shorter than the token count (checked before anything is written).</exception>
+    /// <exception cref="InvalidOperationException">Another thread is using this tagger.</exception>
+    /// <exception cref="ObjectDisposedException">The tagger or its model was disposed.</exception>
     public int Tag(ReadOnlySpan<char> text, Span<Range> tokens, Span<int> tags)
     {
         int n = EnglishTokenizer.Count(text);
         if (tokens.Length < n) throw new ArgumentException($"the text has {n} tokens; 'tokens' has room for {tokens.Length}.", nameof(tokens));
         if (tags.Length < n) throw new ArgumentException($"the text has {n} tokens; 'tags' has room for {tags.Length}.", nameof(tags));
-        EnglishTokenizer.Fill(text, tokens);
-        TagTokens(text, tokens[..n], tags);
+        Enter();
+        try
+        {
+            EnglishTokenizer.Fill(text, tokens);
+            TagTokensCore(text, tokens[..n], tags);
+        }
+        finally { Exit(); }
         return n;
     }
 
     /// <summary>Tags already tokenized text (tokens as ranges of <paramref name="text"/>). Allocates nothing.</summary>
+    /// <exception cref="ArgumentException"><paramref name="tags"/> is shorter than the tokens.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A range lies outside the text.</exception>
+    /// <exception cref="InvalidOperationException">Another thread is using this tagger.</exception>
+    /// <exception cref="ObjectDisposedException">The tagger or its model was disposed.</exception>
     public void TagTokens(ReadOnlySpan<char> text, ReadOnlySpan<Range> tokens, Span<int> tags)
     {
         if (tags.Length < tokens.Length) throw new ArgumentException($"'tags' has {tags.Length} elements; there are {tokens.Length} tokens.", nameof(tags));
         foreach (var r in tokens) r.GetOffsetAndLength(text.Length); // throws ArgumentOutOfRangeException for a range outside the text
+        Enter();
+        try { TagTokensCore(text, tokens, tags); }
+        finally { Exit(); }
+    }
+
+    private void TagTokensCore(ReadOnlySpan<char> text, ReadOnlySpan<Range> tokens, Span<int> tags)
+    {
         for (int w0 = 0; w0 < tokens.Length; w0 += Window)
         {
             int n = Math.Min(Window, tokens.Length - w0);
@@ -227,42 +317,67 @@ public sealed class PosTagger : IDisposable
     }
 
     /// <summary>Tags a sentence given as words. Allocates nothing.</summary>
+    /// <exception cref="ArgumentException"><paramref name="tags"/> is shorter than the words, or a word is null.</exception>
+    /// <exception cref="InvalidOperationException">Another thread is using this tagger.</exception>
+    /// <exception cref="ObjectDisposedException">The tagger or its model was disposed.</exception>
     public void TagWords(ReadOnlySpan<string> words, Span<int> tags)
     {
         if (tags.Length < words.Length) throw new ArgumentException($"'tags' has {tags.Length} elements; there are {words.Length} words.", nameof(tags));
         foreach (var w in words) ArgumentNullException.ThrowIfNull(w, nameof(words));
-        for (int w0 = 0; w0 < words.Length; w0 += Window)
+        Enter();
+        try
         {
-            int n = Math.Min(Window, words.Length - w0);
-            for (int i = 0; i < n; i++) Featurize(words[w0 + i], i);
-            RunWindow(n);
-            Argmax(n, tags.Slice(w0, n));
+            for (int w0 = 0; w0 < words.Length; w0 += Window)
+            {
+                int n = Math.Min(Window, words.Length - w0);
+                for (int i = 0; i < n; i++) Featurize(words[w0 + i], i);
+                RunWindow(n);
+                Argmax(n, tags.Slice(w0, n));
+            }
         }
+        finally { Exit(); }
     }
 
     /// <summary>The classifier's logits <c>[words, tags]</c> for a sentence given as words (at most <see cref="Window"/>).</summary>
+    /// <exception cref="ArgumentException">No words or more than the window, logits of the wrong length, or a null word.</exception>
+    /// <exception cref="InvalidOperationException">Another thread is using this tagger.</exception>
+    /// <exception cref="ObjectDisposedException">The tagger or its model was disposed.</exception>
     public void Logits(ReadOnlySpan<string> words, Span<float> logits)
     {
         if (words.Length == 0 || words.Length > Window) throw new ArgumentException($"'words' has {words.Length} words; expected 1..{Window}.", nameof(words));
         if (logits.Length != words.Length * _classes) throw new ArgumentException($"'logits' has {logits.Length} elements; expected words*tags = {words.Length * _classes}.", nameof(logits));
         foreach (var w in words) ArgumentNullException.ThrowIfNull(w, nameof(words));
-        for (int i = 0; i < words.Length; i++) Featurize(words[i], i);
-        RunWindow(words.Length);
-        _logits.AsSpan(0, logits.Length).CopyTo(logits);
+        Enter();
+        try
+        {
+            for (int i = 0; i < words.Length; i++) Featurize(words[i], i);
+            RunWindow(words.Length);
+            _logits.AsSpan(0, logits.Length).CopyTo(logits);
+        }
+        finally { Exit(); }
     }
 
     /// <summary>Tokenizes and tags <paramref name="text"/>; allocates only the result.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="text"/> is null.</exception>
+    /// <exception cref="InvalidOperationException">Another thread is using this tagger.</exception>
+    /// <exception cref="ObjectDisposedException">The tagger or its model was disposed.</exception>
     public TaggedToken[] Tag(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
         int n = EnglishTokenizer.Count(text);
-        if (_tokenBuf.Length < n) { _tokenBuf = new Range[Math.Max(n, 2 * _tokenBuf.Length)]; _tagBuf = new int[_tokenBuf.Length]; }
-        var tokens = _tokenBuf;
-        var tags = _tagBuf;
-        Tag(text, tokens, tags);
-        var result = new TaggedToken[n];
-        for (int i = 0; i < n; i++) result[i] = new TaggedToken(text[tokens[i]], _model.Tags[tags[i]], tokens[i]);
-        return result;
+        Enter();
+        try
+        {
+            if (_tokenBuf.Length < n) { _tokenBuf = new Range[Math.Max(n, 2 * _tokenBuf.Length)]; _tagBuf = new int[_tokenBuf.Length]; }
+            var tokens = _tokenBuf;
+            var tags = _tagBuf;
+            EnglishTokenizer.Fill(text, tokens);
+            TagTokensCore(text, tokens.AsSpan(0, n), tags);
+            var result = new TaggedToken[n];
+            for (int i = 0; i < n; i++) result[i] = new TaggedToken(text[tokens[i]], _model.Tags[tags[i]], tokens[i]);
+            return result;
+        }
+        finally { Exit(); }
     }
 
     // token i of the window: its feature ids, written as floats into the stack's input row
@@ -289,6 +404,12 @@ public sealed class PosTagger : IDisposable
         }
     }
 
-    /// <inheritdoc/>
-    public void Dispose() => _session.Dispose();
+    /// <summary>Stops the tagger's session (after a call in progress finishes).</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        var spin = new SpinWait();
+        while (Interlocked.CompareExchange(ref _busy, 1, 0) != 0) spin.SpinOnce();
+        _session.Dispose();
+    }
 }

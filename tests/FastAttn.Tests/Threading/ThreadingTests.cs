@@ -160,6 +160,40 @@ public class IdleCpuTests(Xunit.Abstractions.ITestOutputHelper output)
         return r;
     }
 
+    private static int WorkerThreads() => WorkerTicks().Count;
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void CreateAll(Stack enc, List<Session> into, int count)
+    {
+        float[] x = Reference.Random(32 * 64, 1), y = new float[32 * 64];
+        for (int i = 0; i < count; i++) { var s = enc.CreateSessionUnchecked(32, 2); s.Run(x, y); into.Add(s); } // never disposed
+    }
+
+    [Fact]
+    public void DroppedSessions_WorkerThreadsEnd_AfterCollection()
+    {
+        if (!OperatingSystem.IsLinux()) return; // counts threads in /proc
+        using var enc = FastAttn.Layers.TransformerEncoder.Create(layers: 1, dModel: 64, heads: 4, ffDim: 128, seed: 2);
+        int before = WorkerThreads();
+        var sessions = new List<Session>();
+        CreateAll(enc, sessions, 200);
+        int peak = WorkerThreads();
+        sessions.Clear(); // dropped: unreachable, not disposed
+        var wait = Stopwatch.StartNew();
+        int now = peak;
+        while (wait.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            now = WorkerThreads();
+            if (now <= before) break;
+            Thread.Sleep(50);
+        }
+        output.WriteLine($"worker threads: {before} before, {peak} after creating 200 two-thread sessions, {now} after collection ({wait.ElapsedMilliseconds} ms)");
+        Assert.True(peak >= before + 100, $"only {peak - before} worker threads appeared: the test does not see them");
+        Assert.True(now <= before, $"{now - before} worker threads of dropped sessions are still alive");
+    }
+
     [Fact]
     public void IdleSession_WithTwoThreads_UsesUnderOnePercentOfACore()
     {

@@ -1,0 +1,244 @@
+using System.Collections.Concurrent;
+
+namespace FastAttn.Embeddings;
+
+/// <summary>Settings of an <see cref="EmbeddingBatcher"/>.</summary>
+public sealed record BatchingOptions
+{
+    /// <summary>
+    /// How long a batch may wait for more requests after its first one arrives (default 1 ms). It waits only while fewer
+    /// requests are in it than in the previous batch — so a lone caller never waits, and under load a batch fills with
+    /// the requests that are on their way.
+    /// </summary>
+    public TimeSpan MaxWait { get; init; } = TimeSpan.FromMilliseconds(1);
+    /// <summary>Most tokens in one batch (one packed pass); a request larger than this runs alone.</summary>
+    public int MaxBatchTokens { get; init; } = 4096;
+    /// <summary>Most texts waiting; beyond it <see cref="EmbeddingBatcher.EncodeAsync(IReadOnlyList{string}, CancellationToken)"/> throws <see cref="InvalidOperationException"/> (back-pressure).</summary>
+    public int MaxQueuedTexts { get; init; } = 100_000;
+}
+
+/// <summary>What one batch held, for metrics.</summary>
+/// <param name="Requests">Requests coalesced.</param>
+/// <param name="Texts">Texts (sequences) in the packed pass.</param>
+/// <param name="Tokens">Tokens in the packed pass.</param>
+/// <param name="Waited">Time the batch waited for more requests after its first.</param>
+/// <param name="Ran">Time the packed pass took.</param>
+public readonly record struct BatchInfo(int Requests, int Texts, int Tokens, TimeSpan Waited, TimeSpan Ran);
+
+/// <summary>
+/// Dynamic batching without padding: concurrent requests from any number of threads are coalesced into one packed
+/// variable-length pass (each sequence attends only to itself), bounded by <see cref="BatchingOptions.MaxWait"/> and
+/// <see cref="BatchingOptions.MaxBatchTokens"/>. Packing is exact, so a request's vectors are bit-identical to running it
+/// alone. Texts are tokenized on the caller's thread; one dispatcher thread runs the passes on its own session (with
+/// the session's threads). Thread-safe. <see cref="DisposeAsync"/> stops accepting requests, finishes the queued ones and
+/// then stops.
+/// </summary>
+public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
+{
+    private sealed class Request
+    {
+        public required int[] Ids;
+        public required int[] Lengths;
+        public required float[] Output;
+        public readonly TaskCompletionSource<float[]> Done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public CancellationTokenRegistration Cancellation;
+        public long Enqueued;
+    }
+
+    private readonly EmbeddingSession _session;
+    private readonly BertWordPieceTokenizer _tokenizer;
+    private readonly ConcurrentQueue<Request> _queue = new();
+    private readonly SemaphoreSlim _signal = new(0);
+    private readonly Thread _dispatcher;
+    private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _queuedTexts, _lastBatchRequests = 1;
+    private volatile bool _closing;
+    private readonly object _gate = new();
+    private int[] _ids = new int[256], _lengths = new int[16];
+    private float[] _vectors = [];
+
+    /// <summary>The batching settings.</summary>
+    public BatchingOptions Batching { get; }
+    /// <summary>Length of one embedding.</summary>
+    public int Dimension => _session.Dimension;
+    /// <summary>Texts waiting for a batch right now.</summary>
+    public int QueuedTexts => Volatile.Read(ref _queuedTexts);
+    /// <summary>Called on the dispatcher thread after every batch (metrics); must not throw or block.</summary>
+    public Action<BatchInfo>? OnBatch { get; set; }
+
+    /// <summary>A batcher running <paramref name="model"/> with its own session (the embedder settings apply: pooling, normalisation, threads).</summary>
+    /// <exception cref="ArgumentException">The options do not fit the model.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A batching limit is out of range.</exception>
+    public EmbeddingBatcher(BertModel model, BertWordPieceTokenizer tokenizer, SentenceEmbedderOptions? options = null, BatchingOptions? batching = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        _tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));
+        Batching = batching ?? new BatchingOptions();
+        if (Batching.MaxWait < TimeSpan.Zero || Batching.MaxWait > TimeSpan.FromSeconds(1)) throw new ArgumentOutOfRangeException(nameof(batching), Batching.MaxWait, "MaxWait must be 0..1 s.");
+        if (Batching.MaxQueuedTexts < 1) throw new ArgumentOutOfRangeException(nameof(batching), Batching.MaxQueuedTexts, "MaxQueuedTexts must be at least 1.");
+        options ??= new SentenceEmbedderOptions();
+        int maxText = options.MaxTokensPerText == 0 ? model.Embeddings.MaxPositions : options.MaxTokensPerText;
+        if (Batching.MaxBatchTokens < maxText) throw new ArgumentOutOfRangeException(nameof(batching), Batching.MaxBatchTokens, $"MaxBatchTokens must hold the longest text ({maxText} tokens).");
+        _session = new EmbeddingSession(model, tokenizer, options with { MaxBatchTokens = Batching.MaxBatchTokens });
+        _session.Encode("warm up");
+        _dispatcher = new Thread(Dispatch) { IsBackground = true, Name = "FastAttn batcher" };
+        _dispatcher.Start();
+    }
+
+    /// <summary>The embedding of one text, computed in the next batch.</summary>
+    /// <exception cref="ObjectDisposedException">The batcher is shutting down.</exception>
+    /// <exception cref="InvalidOperationException">The queue is full.</exception>
+    /// <exception cref="OperationCanceledException">Cancelled before its batch ran.</exception>
+    public Task<float[]> EncodeAsync(string text, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        return EncodeAsync([text], cancellation);
+    }
+
+    /// <summary>The embeddings of <paramref name="texts"/> (<c>[texts, Dimension]</c>, row-major), computed in the next batch.</summary>
+    /// <exception cref="ArgumentException">A text is null, or there are none.</exception>
+    /// <exception cref="ObjectDisposedException">The batcher is shutting down.</exception>
+    /// <exception cref="InvalidOperationException">The queue is full.</exception>
+    /// <exception cref="OperationCanceledException">Cancelled before its batch ran (the task is cancelled).</exception>
+    public Task<float[]> EncodeAsync(IReadOnlyList<string> texts, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        if (texts.Count == 0) throw new ArgumentException("no texts.", nameof(texts));
+        ObjectDisposedException.ThrowIf(_closing, this);
+        if (cancellation.IsCancellationRequested) return Task.FromCanceled<float[]>(cancellation);
+        // tokenize here, on the caller's thread, so the dispatcher only runs the network
+        var encoded = new int[texts.Count][];
+        for (int i = 0; i < texts.Count; i++)
+        {
+            if (texts[i] is null) throw new ArgumentException($"text {i} is null.", nameof(texts));
+            var ids = _tokenizer.Encode(texts[i]);
+            if (ids.Length > _session.MaxTokensPerText) { ids = [.. ids.AsSpan(0, _session.MaxTokensPerText - 1), ids[^1]]; }
+            encoded[i] = ids;
+        }
+        var r = new Request
+        {
+            Ids = [.. encoded.SelectMany(e => e)], Lengths = [.. encoded.Select(e => e.Length)],
+            Output = new float[texts.Count * Dimension], Enqueued = System.Diagnostics.Stopwatch.GetTimestamp(),
+        };
+        if (Interlocked.Add(ref _queuedTexts, texts.Count) > Batching.MaxQueuedTexts)
+        {
+            Interlocked.Add(ref _queuedTexts, -texts.Count);
+            throw new InvalidOperationException($"the batcher's queue is full ({Batching.MaxQueuedTexts} texts); try again later.");
+        }
+        lock (_gate)
+        {
+            // under the lock that DisposeAsync takes to close: a request is either queued before the stop signal, or refused
+            if (_closing)
+            {
+                Interlocked.Add(ref _queuedTexts, -texts.Count);
+                throw new ObjectDisposedException(nameof(EmbeddingBatcher));
+            }
+            if (cancellation.CanBeCanceled)
+                r.Cancellation = cancellation.Register(static o => ((Request)o!).Done.TrySetCanceled(), r);
+            _queue.Enqueue(r);
+            _signal.Release();
+        }
+        return r.Done.Task;
+    }
+
+    private void Dispatch()
+    {
+        var batch = new List<Request>();
+        while (true)
+        {
+            _signal.Wait();
+            if (!_queue.TryDequeue(out var first))
+            {
+                if (_closing) break; // the stop signal
+                continue;
+            }
+            batch.Clear();
+            batch.Add(first);
+            int tokens = first.Ids.Length;
+            long start = System.Diagnostics.Stopwatch.GetTimestamp();
+            var deadline = start + (long)(Batching.MaxWait.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
+            // gather: whatever is queued, and — while the batch is smaller than the last one — what arrives before the deadline
+            while (true)
+            {
+                while (_queue.TryPeek(out var next) && tokens + next.Ids.Length <= Batching.MaxBatchTokens && _signal.Wait(0))
+                {
+                    _queue.TryDequeue(out next);
+                    batch.Add(next!);
+                    tokens += next!.Ids.Length;
+                }
+                long now = System.Diagnostics.Stopwatch.GetTimestamp();
+                if (batch.Count >= _lastBatchRequests || now >= deadline || !_queue.IsEmpty || _closing) break;
+                var left = TimeSpan.FromSeconds((double)(deadline - now) / System.Diagnostics.Stopwatch.Frequency);
+                if (!_signal.Wait(left)) break;
+                _signal.Release(); // the wait consumed a signal that belongs to the request now queued
+            }
+            var waited = System.Diagnostics.Stopwatch.GetElapsedTime(start);
+            _lastBatchRequests = Math.Max(1, batch.Count);
+            Run(batch, tokens, waited);
+        }
+        _stopped.TrySetResult();
+    }
+
+    private void Run(List<Request> batch, int tokens, TimeSpan waited)
+    {
+        // requests cancelled while queued are dropped here
+        int texts = 0, n = 0, live = 0;
+        foreach (var r in batch)
+        {
+            Interlocked.Add(ref _queuedTexts, -r.Lengths.Length);
+            r.Cancellation.Dispose();
+            if (r.Done.Task.IsCompleted) continue;
+            live++;
+            texts += r.Lengths.Length;
+            n += r.Ids.Length;
+        }
+        if (live == 0) return;
+        if (_ids.Length < n) _ids = new int[Math.Max(n, 2 * _ids.Length)];
+        if (_lengths.Length < texts) _lengths = new int[Math.Max(texts, 2 * _lengths.Length)];
+        if (_vectors.Length < texts * Dimension) _vectors = new float[Math.Max(texts * Dimension, 2 * _vectors.Length)];
+        int t = 0, s = 0;
+        foreach (var r in batch)
+        {
+            if (r.Done.Task.IsCompleted) continue;
+            r.Ids.CopyTo(_ids, t); t += r.Ids.Length;
+            r.Lengths.CopyTo(_lengths, s); s += r.Lengths.Length;
+        }
+        long began = System.Diagnostics.Stopwatch.GetTimestamp();
+        try
+        {
+            _session.EncodeIds(_ids.AsSpan(0, n), _lengths.AsSpan(0, texts), _vectors.AsSpan(0, texts * Dimension));
+        }
+        catch (Exception e)
+        {
+            foreach (var r in batch) r.Done.TrySetException(e);
+            return;
+        }
+        var ran = System.Diagnostics.Stopwatch.GetElapsedTime(began);
+        int v = 0;
+        foreach (var r in batch)
+        {
+            if (r.Done.Task.IsCompleted) continue;
+            _vectors.AsSpan(v * Dimension, r.Output.Length).CopyTo(r.Output);
+            v += r.Lengths.Length;
+            r.Done.TrySetResult(r.Output);
+        }
+        try { OnBatch?.Invoke(new BatchInfo(live, texts, n, waited, ran)); } catch { /* metrics must not stop the batcher */ }
+    }
+
+    /// <summary>Stops accepting requests, finishes every queued one, then stops the dispatcher and its session.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        bool first;
+        lock (_gate)
+        {
+            first = !_closing;
+            _closing = true;
+            if (first) _signal.Release(); // wakes the dispatcher; the queue drains before the stop signal is seen
+        }
+        await _stopped.Task.ConfigureAwait(false);
+        if (first) _session.Dispose();
+    }
+
+    /// <summary>As <see cref="DisposeAsync"/>, blocking.</summary>
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
+}

@@ -1,0 +1,69 @@
+namespace FastAttn.Composition;
+
+/// <summary>
+/// The thread-safe way to run a <see cref="Stack"/> from a server: any number of threads may call <see cref="Run"/> or
+/// <see cref="RunAsync"/> at once; each call leases one of up to <see cref="Capacity"/> sessions (created on demand,
+/// reused, each owning its buffers and threads) and returns it afterwards. The first session is created and run once on
+/// zero input at construction, so the first request does not pay for the JIT.
+/// </summary>
+public sealed class SessionPool : IDisposable
+{
+    private readonly LeasePool<Session> _pool;
+
+    /// <summary>The stack.</summary>
+    public Stack Stack { get; }
+    /// <summary>Largest total token count a call may have.</summary>
+    public int MaxTokens { get; }
+    /// <summary>Most sessions alive at once (callers beyond that wait).</summary>
+    public int Capacity => _pool.Capacity;
+
+    /// <summary>A pool of sessions over <paramref name="stack"/> sized for <paramref name="maxTokens"/> tokens per call.</summary>
+    /// <param name="stack">The model (not disposed by the pool).</param>
+    /// <param name="maxTokens">Largest total token count a call may have.</param>
+    /// <param name="threadsPerSession">Threads of each session.</param>
+    /// <param name="capacity">Most sessions at once; 0 = the processor count divided by the threads per session (at least 1).</param>
+    /// <param name="warmUp">Run the first session once at construction.</param>
+    /// <exception cref="ArgumentOutOfRangeException">A size is out of range.</exception>
+    public SessionPool(Stack stack, int maxTokens, int threadsPerSession = 1, int capacity = 0, bool warmUp = true)
+    {
+        Stack = stack ?? throw new ArgumentNullException(nameof(stack));
+        if (capacity < 0) ThrowHelper.OutOfRange(nameof(capacity), capacity, "'capacity' must not be negative.");
+        MaxTokens = maxTokens;
+        var first = stack.CreateSession(maxTokens, threadsPerSession);
+        if (warmUp)
+        {
+            int t = Math.Min(8, maxTokens);
+            try { first.Run(new float[t * stack.InputWidth], new float[t * stack.OutputWidth]); }
+            catch (ArgumentException) { } // a stack whose input cannot be zeros is simply not warmed
+        }
+        bool handed = false;
+        _pool = new LeasePool<Session>(() =>
+        {
+            if (!handed) { handed = true; return first; }
+            return stack.CreateSession(maxTokens, threadsPerSession);
+        }, capacity > 0 ? capacity : Math.Max(1, Environment.ProcessorCount / threadsPerSession));
+    }
+
+    /// <summary>Runs a (packed) batch on a leased session; see <see cref="Session.Run(ReadOnlySpan{float}, Span{float}, ReadOnlySpan{int}, ReadOnlySpan{int})"/>.</summary>
+    /// <exception cref="ArgumentException">Shapes, token count or lengths do not add up, or output overlaps input.</exception>
+    /// <exception cref="ObjectDisposedException">The pool or the stack was disposed.</exception>
+    public void Run(ReadOnlySpan<float> input, Span<float> output, ReadOnlySpan<int> sequenceLengths = default, ReadOnlySpan<int> keyValidLengths = default)
+    {
+        using var lease = _pool.Rent();
+        lease.Value.Run(input, output, sequenceLengths, keyValidLengths);
+    }
+
+    /// <summary>As <see cref="Run"/>, waiting asynchronously (cancellable) while every session is busy.</summary>
+    /// <exception cref="ArgumentException">Shapes, token count or lengths do not add up, or output overlaps input.</exception>
+    /// <exception cref="OperationCanceledException">Cancelled while waiting for a session.</exception>
+    /// <exception cref="ObjectDisposedException">The pool or the stack was disposed.</exception>
+    public async Task RunAsync(ReadOnlyMemory<float> input, Memory<float> output, ReadOnlyMemory<int> sequenceLengths = default,
+        ReadOnlyMemory<int> keyValidLengths = default, CancellationToken cancellation = default)
+    {
+        using var lease = await _pool.RentAsync(cancellation).ConfigureAwait(false);
+        lease.Value.Run(input.Span, output.Span, sequenceLengths.Span, keyValidLengths.Span);
+    }
+
+    /// <summary>Disposes the sessions (leased ones as they come back). The stack is not disposed.</summary>
+    public void Dispose() => _pool.Dispose();
+}

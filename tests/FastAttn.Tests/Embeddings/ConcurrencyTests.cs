@@ -1,0 +1,211 @@
+using System.Text;
+using FastAttn.Composition;
+using FastAttn.Embeddings;
+using FastAttn.Layers;
+using FastAttn.Tagging;
+using FastAttn.Tests.IO;
+using FastAttn.Tests.Threading;
+
+namespace FastAttn.Tests.Embeddings;
+
+/// <summary>
+/// The thread-safe entries for servers — <see cref="EmbeddingBatcher"/>, <see cref="SentenceEmbedder"/>,
+/// <see cref="SessionPool"/>, <see cref="PosTagModel.Tag"/> — under many concurrent callers: every answer equals the
+/// answer of the same request alone, to the bit.
+/// </summary>
+public sealed class ConcurrencyTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+    private readonly BertModel _model;
+    private readonly BertWordPieceTokenizer _tokenizer;
+    private static readonly string[] Words = "the cafe naive owner paid $ 3 , 000 . for books ! hello world here new x xy a don t".Split(' ');
+
+    public ConcurrencyTests()
+    {
+        BertModelTests.Write(_dir, BertModelTests.Checkpoint());
+        _model = BertModel.Load(_dir.Path);
+        // the tiny model knows 50 ids: the first 50 entries of the rules test's vocabulary
+        _tokenizer = BertWordPieceTokenizer.FromVocab(new MemoryStream(Encoding.UTF8.GetBytes(string.Join('\n', TokenizerRulesTests.Vocab[..BertModelTests.Vocab]) + "\n")));
+    }
+
+    public void Dispose() { _model.Dispose(); _dir.Dispose(); }
+
+    private static string[] Texts(int count, int seed)
+    {
+        var rnd = new Random(seed);
+        // 0 to 20 words: some are cut at the model's 16 positions
+        return Enumerable.Range(0, count).Select(_ => string.Join(' ', Enumerable.Range(0, rnd.Next(0, 21)).Select(_ => Words[rnd.Next(Words.Length)]))).ToArray();
+    }
+
+    private float[] Alone(EmbeddingSession session, string text)
+    {
+        var v = new float[session.Dimension];
+        session.Encode([text], v);
+        return v;
+    }
+
+    [Fact]
+    public async Task Batcher_ConcurrentRequests_AreCoalesced_AndEachEqualsItsAnswerAlone()
+    {
+        var options = new SentenceEmbedderOptions { Normalize = true };
+        using var alone = new EmbeddingSession(_model, _tokenizer, options);
+        var batches = new List<BatchInfo>();
+        await using var batcher = new EmbeddingBatcher(_model, _tokenizer, options, new BatchingOptions { MaxWait = TimeSpan.FromMilliseconds(2), MaxBatchTokens = 64 })
+        {
+            OnBatch = b => { lock (batches) batches.Add(b); },
+        };
+        var requests = Enumerable.Range(0, 400).Select(i => Texts(1 + i % 3, i)).ToArray();
+        // eight threads submitting at once
+        var results = new Task<float[]>[requests.Length];
+        Parallel.For(0, requests.Length, new ParallelOptions { MaxDegreeOfParallelism = 8 }, i => results[i] = batcher.EncodeAsync(requests[i]));
+        var answers = await Task.WhenAll(results);
+        int d = batcher.Dimension;
+        for (int i = 0; i < requests.Length; i++)
+            for (int t = 0; t < requests[i].Length; t++)
+                Assert.Equal(Alone(alone, requests[i][t]), answers[i].AsSpan(t * d, d).ToArray());
+        lock (batches)
+        {
+            Assert.Equal(requests.Length, batches.Sum(b => b.Requests));
+            Assert.Contains(batches, b => b.Requests > 1);                  // coalesced
+            Assert.All(batches, b => Assert.True(b.Tokens <= 64 || b.Requests == 1, $"a batch of {b.Tokens} tokens"));
+        }
+    }
+
+    [Fact]
+    public async Task Batcher_ALoneCaller_DoesNotWaitForCompany()
+    {
+        var batches = new List<BatchInfo>();
+        // the longest wait allowed: a lone caller that waited would show it in every batch
+        await using var batcher = new EmbeddingBatcher(_model, _tokenizer, null, new BatchingOptions { MaxWait = TimeSpan.FromSeconds(1), MaxBatchTokens = 64 })
+        {
+            OnBatch = b => { lock (batches) batches.Add(b); },
+        };
+        foreach (var t in Texts(20, 5)) await batcher.EncodeAsync(t);
+        lock (batches) Assert.All(batches, b => Assert.True(b.Waited < TimeSpan.FromMilliseconds(500), $"a lone request waited {b.Waited}"));
+    }
+
+    [Fact]
+    public async Task Batcher_DisposeAsync_FinishesEveryQueuedRequest_ThenRefuses()
+    {
+        var texts = Texts(30, 7);
+        using var alone = new EmbeddingSession(_model, _tokenizer);
+        var want = texts.Select(t => Alone(alone, t)).ToArray();
+        for (int rep = 0; rep < MisuseStressTests.Repetitions; rep++)
+        {
+            var batcher = new EmbeddingBatcher(_model, _tokenizer, null, new BatchingOptions { MaxBatchTokens = 32 });
+            var pending = texts.Select(t => batcher.EncodeAsync(t)).ToArray();
+            await batcher.DisposeAsync();
+            for (int i = 0; i < texts.Length; i++)
+            {
+                Assert.True(pending[i].IsCompletedSuccessfully, $"request {i} was not finished by DisposeAsync");
+                Assert.Equal(want[i], await pending[i]);
+            }
+            Assert.Throws<ObjectDisposedException>(() => { _ = batcher.EncodeAsync("late"); });
+            await batcher.DisposeAsync(); // twice is fine
+        }
+    }
+
+    [Fact]
+    public async Task Batcher_DisposedWhileRequestsArrive_EachIsServedOrRefused_NoneHangs()
+    {
+        using var alone = new EmbeddingSession(_model, _tokenizer);
+        var texts = Texts(20, 13);
+        var want = texts.Select(t => Alone(alone, t)).ToArray();
+        for (int rep = 0; rep < MisuseStressTests.Repetitions; rep++)
+        {
+            var batcher = new EmbeddingBatcher(_model, _tokenizer);
+            var accepted = new List<(int Index, Task<float[]> Task)>();
+            MisuseStressTests.Race(() =>
+            {
+                for (int i = 0; i < texts.Length; i++)
+                {
+                    try { accepted.Add((i, batcher.EncodeAsync(texts[i]))); }
+                    catch (ObjectDisposedException) { }
+                }
+            }, () => batcher.Dispose());
+            foreach (var (i, task) in accepted)
+            {
+                Assert.True(await Task.WhenAny(task, Task.Delay(TimeSpan.FromSeconds(30))) == task, "an accepted request was never answered");
+                Assert.Equal(want[i], await task);
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Batcher_Cancellation_AndAFullQueue_EndInTheirExceptions()
+    {
+        using var alone = new EmbeddingSession(_model, _tokenizer);
+        await using var batcher = new EmbeddingBatcher(_model, _tokenizer, null, new BatchingOptions { MaxBatchTokens = 16, MaxQueuedTexts = 8 });
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => batcher.EncodeAsync("the owner", cancelled.Token));
+        // many at once against a queue of 8: each request is served right, or refused at once with InvalidOperationException
+        var texts = Texts(200, 9);
+        int refused = 0;
+        var served = new List<(string Text, Task<float[]> Task)>();
+        using var cts = new CancellationTokenSource();
+        for (int i = 0; i < texts.Length; i++)
+        {
+            try { served.Add((texts[i], batcher.EncodeAsync(texts[i], i % 10 == 9 ? cts.Token : default))); }
+            catch (InvalidOperationException e) { Assert.Contains("queue is full", e.Message); refused++; }
+            if (i == 100) cts.Cancel(); // some of the cancellable ones are still queued
+        }
+        foreach (var (text, task) in served)
+        {
+            try { Assert.Equal(Alone(alone, text), await task); }
+            catch (OperationCanceledException) { Assert.True(task.IsCanceled); }
+        }
+        Assert.True(refused > 0, "the queue never filled");
+        Assert.Equal(Alone(alone, "still works"), await batcher.EncodeAsync("still works"));
+        await Assert.ThrowsAsync<ArgumentException>(() => batcher.EncodeAsync(Array.Empty<string>()));
+        await Assert.ThrowsAsync<ArgumentException>(() => batcher.EncodeAsync(new string[] { "a", null! }));
+    }
+
+    [Fact]
+    public async Task SentenceEmbedder_ManyThreads_SameAnswers_SyncAndAsync()
+    {
+        using var embedder = new SentenceEmbedder(_model, _tokenizer, new SentenceEmbedderOptions { MaxSessions = 3 });
+        var texts = Texts(300, 11);
+        var want = texts.Select(embedder.Encode).ToArray();
+        var got = new float[texts.Length][];
+        Parallel.For(0, texts.Length, new ParallelOptions { MaxDegreeOfParallelism = 8 }, i => got[i] = embedder.Encode(texts[i]));
+        Assert.Equal(want, got);
+        var asyncGot = await Task.WhenAll(texts.Select(t => Task.Run(() => embedder.EncodeAsync(t))));
+        Assert.Equal(want, asyncGot);
+        var many = await embedder.EncodeAsync(texts[..5]);
+        for (int i = 0; i < 5; i++) Assert.Equal(want[i], many.AsSpan(i * embedder.Dimension, embedder.Dimension).ToArray());
+    }
+
+    [Fact]
+    public async Task SessionPool_ManyThreads_SameAnswers_BoundedSessions()
+    {
+        using var enc = TransformerEncoder.Create(layers: 2, dModel: 32, heads: 4, ffDim: 64, seed: 5);
+        using var pool = new SessionPool(enc, maxTokens: 40, capacity: 3);
+        var inputs = Enumerable.Range(0, 200).Select(i => Reference.Random((1 + i % 40) * 32, i)).ToArray();
+        var want = inputs.Select(x => { var y = new float[x.Length]; pool.Run(x, y); return y; }).ToArray();
+        var got = new float[inputs.Length][];
+        Parallel.For(0, inputs.Length, new ParallelOptions { MaxDegreeOfParallelism = 8 }, i => { got[i] = new float[inputs[i].Length]; pool.Run(inputs[i], got[i]); });
+        Assert.Equal(want, got);
+        var asyncGot = await Task.WhenAll(inputs.Select(async x => { var y = new float[x.Length]; await pool.RunAsync(x, y); return y; }));
+        Assert.Equal(want, asyncGot);
+        Assert.Equal(3, pool.Capacity);
+        pool.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => pool.Run(inputs[0], new float[inputs[0].Length]));
+    }
+
+    [Fact]
+    public async Task PosTagModel_Tag_ManyThreads_SameAnswers()
+    {
+        using var model = PosTagModel.LoadBundled("attention");
+        model.WarmUp();
+        var rnd = new Random(3);
+        string[] words = "I saw a saw . the old man the boat ; time flies like an arrow , and fruit flies like a banana !".Split(' ');
+        var texts = Enumerable.Range(0, 1000).Select(_ => string.Join(' ', Enumerable.Range(0, rnd.Next(1, 30)).Select(_ => words[rnd.Next(words.Length)]))).ToArray();
+        var want = texts.Select(model.Tag).ToArray();
+        var got = new TaggedToken[texts.Length][];
+        Parallel.For(0, texts.Length, new ParallelOptions { MaxDegreeOfParallelism = 8 }, i => got[i] = model.Tag(texts[i]));
+        for (int i = 0; i < texts.Length; i++) Assert.Equal(want[i], got[i]);
+        var asyncGot = await Task.WhenAll(texts.Take(200).Select(t => Task.Run(() => model.TagAsync(t))));
+        for (int i = 0; i < asyncGot.Length; i++) Assert.Equal(want[i], asyncGot[i]);
+    }
+}

@@ -1,0 +1,222 @@
+using FastAttn.Composition;
+using FastAttn.IO;
+using FastAttn.Kernels;
+using FastAttn.Layers;
+using FastAttn.Tagging;
+using FastAttn.Tests.IO;
+using FastAttn.Threading;
+
+namespace FastAttn.Tests.Threading;
+
+/// <summary>
+/// What a server does wrong, repeated 100 times each with both threads released together by a barrier: two callers on
+/// one single-caller object, and Dispose (or a GC) while a call runs. Every outcome must be a right answer or the
+/// documented exception — never a crash, a hang or a wrong answer.
+/// </summary>
+public class MisuseStressTests(Xunit.Abstractions.ITestOutputHelper output)
+{
+    public const int Repetitions = 100;
+
+    /// <summary>Runs <paramref name="a"/> and <paramref name="b"/> on two threads released together; returns what each threw (null if nothing).</summary>
+    internal static (Exception? A, Exception? B) Race(Action a, Action b)
+    {
+        using var barrier = new Barrier(2);
+        Exception? ea = null, eb = null;
+        var t = new Thread(() => { barrier.SignalAndWait(); try { b(); } catch (Exception e) { eb = e; } });
+        t.Start();
+        barrier.SignalAndWait();
+        try { a(); } catch (Exception e) { ea = e; }
+        Assert.True(t.Join(TimeSpan.FromSeconds(30)), "the second thread hung");
+        return (ea, eb);
+    }
+
+    private static void AssertOneCallerAtATime(Exception? e)
+    {
+        if (e == null) return;
+        var ioe = Assert.IsType<InvalidOperationException>(e);
+        Assert.Contains("one caller at a time", ioe.Message);
+    }
+
+    [Fact]
+    public void Session_TwoCallers_OneRunsRight_TheOtherIsToldOneCallerAtATime()
+    {
+        foreach (int threads in new[] { 1, 2 })
+        {
+            // a call of about a millisecond, so the two callers overlap even when they share one core
+            using var enc = TransformerEncoder.Create(layers: 2, dModel: 128, heads: 4, ffDim: 256, seed: 3);
+            using var s = enc.CreateSessionUnchecked(192, threads);
+            float[] x = Reference.Random(192 * 128, 1), want = new float[192 * 128];
+            s.Run(x, want);
+            int refused = 0;
+            for (int rep = 0; rep < Repetitions; rep++)
+            {
+                float[] ya = new float[want.Length], yb = new float[want.Length];
+                var (ea, eb) = Race(() => s.Run(x, ya), () => s.Run(x, yb));
+                AssertOneCallerAtATime(ea);
+                AssertOneCallerAtATime(eb);
+                if (ea == null) Assert.Equal(want, ya);
+                if (eb == null) Assert.Equal(want, yb);
+                Assert.False(ea != null && eb != null, "both callers refused");
+                refused += (ea != null ? 1 : 0) + (eb != null ? 1 : 0);
+            }
+            output.WriteLine($"threads {threads}: {refused} of {Repetitions} races ended in the one-caller exception");
+            // still right afterwards
+            var y = new float[want.Length];
+            s.Run(x, y);
+            Assert.Equal(want, y);
+        }
+    }
+
+    [Fact]
+    public void PosTagger_TwoCallers_OneTagsRight_TheOtherIsToldOneCallerAtATime()
+    {
+        using var model = PosTagModel.LoadBundled("attention");
+        using var tagger = model.CreateTagger(threads: 1);
+        const string text = "I saw a saw in the old shed, and then I sawed the wood with it before the rain came.";
+        var want = tagger.Tag(text);
+        for (int rep = 0; rep < Repetitions; rep++)
+        {
+            TaggedToken[]? a = null, b = null;
+            var (ea, eb) = Race(() => a = tagger.Tag(text), () => b = tagger.Tag(text));
+            AssertOneCallerAtATime(ea);
+            AssertOneCallerAtATime(eb);
+            if (ea == null) Assert.Equal(want, a);
+            if (eb == null) Assert.Equal(want, b);
+        }
+    }
+
+    [Fact]
+    public void WorkerPool_TwoCallers_TheSecondIsRefused()
+    {
+        using var pool = new WorkerPool(2);
+        var work = new Counting();
+        for (int rep = 0; rep < Repetitions; rep++)
+        {
+            var (ea, eb) = Race(() => pool.Run(work, 2000), () => pool.Run(work, 2000));
+            foreach (var e in new[] { ea, eb }) if (e != null) Assert.IsType<InvalidOperationException>(e);
+        }
+        work.Done = 0;
+        pool.Run(work, 100);
+        Assert.Equal(100, work.Done);
+    }
+
+    private sealed class Counting : IParallelWork
+    {
+        public int Done;
+        public void Execute(int item, int worker) { Interlocked.Increment(ref Done); Thread.SpinWait(50); }
+    }
+
+    [Fact]
+    public void Session_DisposedWhileRunning_FinishesOrThrowsObjectDisposed()
+    {
+        using var enc = TransformerEncoder.Create(layers: 2, dModel: 64, heads: 4, ffDim: 128, seed: 3);
+        float[] x = Reference.Random(96 * 64, 1), want = new float[96 * 64];
+        using (var s0 = enc.CreateSessionUnchecked(96, 1)) s0.Run(x, want);
+        int disposedFirst = 0;
+        for (int rep = 0; rep < Repetitions; rep++)
+        {
+            var s = enc.CreateSessionUnchecked(96, 1 + rep % 2);
+            var y = new float[want.Length];
+            var (ea, eb) = Race(() => s.Run(x, y), s.Dispose);
+            Assert.Null(eb);
+            if (ea == null) Assert.Equal(want, y); else { Assert.IsType<ObjectDisposedException>(ea); disposedFirst++; }
+            Assert.Throws<ObjectDisposedException>(() => s.Run(x, y));
+        }
+        output.WriteLine($"{disposedFirst} of {Repetitions} calls met the disposed session; the rest finished first");
+    }
+
+    [Fact]
+    public void Stack_DisposedWhileSessionsRun_TheyFinishOrThrowObjectDisposed()
+    {
+        float[] x = Reference.Random(96 * 64, 1), want = new float[96 * 64];
+        using (var e0 = TransformerEncoder.Create(layers: 2, dModel: 64, heads: 4, ffDim: 128, seed: 3))
+        using (var s0 = e0.CreateSessionUnchecked(96, 1)) s0.Run(x, want);
+        for (int rep = 0; rep < Repetitions; rep++)
+        {
+            var enc = TransformerEncoder.Create(layers: 2, dModel: 64, heads: 4, ffDim: 128, seed: 3);
+            using var s = enc.CreateSessionUnchecked(96, 1 + rep % 2);
+            var y = new float[want.Length];
+            var (ea, eb) = Race(() => s.Run(x, y), enc.Dispose);
+            Assert.Null(eb);
+            if (ea == null) Assert.Equal(want, y); else Assert.IsType<ObjectDisposedException>(ea);
+            Assert.Throws<ObjectDisposedException>(() => s.Run(x, y));
+        }
+    }
+
+    [Fact]
+    public void PosTagModel_DisposedWhileTagging_FinishesOrThrowsObjectDisposed()
+    {
+        const string text = "Time flies like an arrow; fruit flies like a banana, and the old man the boat.";
+        TaggedToken[] want;
+        using (var m0 = PosTagModel.LoadBundled("attention")) want = m0.Tag(text);
+        for (int rep = 0; rep < Repetitions; rep++)
+        {
+            var model = PosTagModel.LoadBundled("attention");
+            var tagger = model.CreateTagger();
+            TaggedToken[]? a = null, b = null;
+            // one caller on its own tagger, one through the model's pool, and Dispose of the model
+            var (ea, eb) = Race(() => a = tagger.Tag(text), () => { b = model.Tag(text); model.Dispose(); });
+            foreach (var (e, r) in new[] { (ea, a), (eb, b) })
+                if (e == null) Assert.Equal(want, r); else Assert.IsType<ObjectDisposedException>(e);
+            Assert.Throws<ObjectDisposedException>(() => model.Tag(text));
+            Assert.Throws<ObjectDisposedException>(() => tagger.Tag(text));
+            tagger.Dispose();
+        }
+    }
+
+    [Fact]
+    public void SafeTensorsFile_DisposedWhileReading_FinishesOrThrowsObjectDisposed()
+    {
+        using var dir = new TempDir();
+        float[] data = Reference.Random(1 << 18, 4);
+        string path = dir.File("t.safetensors");
+        SafeTensorsWriter.Write(path, [new SafeTensorsWriter.Entry("w", data, [data.Length])]);
+        for (int rep = 0; rep < Repetitions; rep++)
+        {
+            // memory-mapped for half the repetitions: the mapping must stay alive while a read runs
+            var f = SafeTensorsFile.Open(path, rep % 2 == 0 ? null : new SafeTensorsOpenOptions { MapAbove = 0 });
+            var dst = new float[data.Length];
+            var (ea, eb) = Race(() => f.ReadFloat32("w", dst), f.Dispose);
+            Assert.Null(eb);
+            if (ea == null) Assert.Equal(data, dst); else Assert.IsType<ObjectDisposedException>(ea);
+            Assert.Throws<ObjectDisposedException>(() => f.ReadFloat32("w", dst));
+        }
+    }
+
+    [Fact]
+    public void PackedWeight_DisposedWhileGemmReadsIt_FinishesOrThrowsObjectDisposed()
+    {
+        const int m = 64, n = 384, k = 384;
+        float[] w = Reference.Random(n * k, 1), x = Reference.Random(m * k, 2), want = new float[m * n];
+        var scratch = new float[Gemm.LinearScratchSize(m, k)];
+        using (var p0 = new PackedWeight(w, n, k)) Gemm.Linear(x, m, p0, want, scratch);
+        for (int rep = 0; rep < Repetitions; rep++)
+        {
+            var p = new PackedWeight(w, n, k);
+            var y = new float[m * n];
+            var s = new float[scratch.Length];
+            var (ea, eb) = Race(() => Gemm.Linear(x, m, p, y, s), p.Dispose);
+            Assert.Null(eb);
+            if (ea == null) Assert.Equal(want, y); else Assert.IsType<ObjectDisposedException>(ea);
+        }
+    }
+
+    [Fact]
+    public void Gemm_OnATemporaryPackedWeight_SurvivesGarbageCollectionsMidCall()
+    {
+        // the weight is referenced by nothing but the call: its finalizer must not free the panels while the kernel reads them
+        const int m = 64, n = 512, k = 512;
+        float[] w = Reference.Random(n * k, 1), x = Reference.Random(m * k, 2), want = new float[m * n];
+        var scratch = new float[Gemm.LinearScratchSize(m, k)];
+        using (var p0 = new PackedWeight(w, n, k)) Gemm.Linear(x, m, p0, want, scratch);
+        for (int rep = 0; rep < Repetitions; rep++)
+        {
+            var y = new float[m * n];
+            var (ea, eb) = Race(() => Gemm.Linear(x, m, new PackedWeight(w, n, k), y, scratch),
+                () => { for (int i = 0; i < 3; i++) { GC.Collect(); GC.WaitForPendingFinalizers(); } });
+            Assert.Null(ea);
+            Assert.Null(eb);
+            Assert.Equal(want, y);
+        }
+    }
+}
