@@ -21,8 +21,8 @@ for tool in curl; do command -v $tool >/dev/null || { echo "loadtest: $tool is n
 if curl -s -o /dev/null "$url/healthz"; then echo "loadtest: something already listens on $url" >&2; exit 2; fi
 
 work=$(mktemp -d); trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
-raw="$work/raw.jsonl"; server=""
-export LOADTEST_OUT="$raw" LOADTEST_SENTENCES="$PWD/perf/loadtest/sentences.txt"
+raw=perf/results/service.jsonl; : > "$raw"; server=""   # the run's raw figures, kept beside the report
+export LOADTEST_OUT="$PWD/$raw" LOADTEST_SENTENCES="$PWD/perf/loadtest/sentences.txt"
 
 echo "building…"
 dotnet build -c Release -v q -nologo samples/FastAttn.Service >/dev/null
@@ -60,7 +60,7 @@ for config in "batching:--Batching true" "no-batching:--Batching false" "onnxrun
     for c in 1 16 64; do run_wrk "$label" "$e" "$c" "$seconds"; done
   done
   snapshot "$label" end
-  kill -INT $server; wait $server || true; server=""
+  kill -TERM $server; wait $server || true; server=""   # SIGTERM: a graceful stop (background jobs ignore SIGINT)
 done
 
 dotnet "$bench" service-report "$raw" perf/results/service.md perf/results/service.png

@@ -26,17 +26,26 @@ public static class ServiceLoad
         // the service's batching backend: normalised mean pooling, a session with every processor
         var options = new SentenceEmbedderOptions { Normalize = true, Threads = Environment.ProcessorCount, MaxBatchTokens = 4096 };
         using var session = new EmbeddingSession(model, tokenizer, options);
-        var vector = new float[session.Dimension];
-        for (int i = 0; i < 200; i++) session.Encode([sentences[i % sentences.Length]], vector);
-        var single = new List<double>();
-        var clock = Stopwatch.StartNew();
-        for (int i = 0; clock.Elapsed.TotalSeconds < 5 || single.Count < 500; i++)
+        using var single = new EmbeddingSession(model, tokenizer, options with { Threads = 1 });
+        // one sentence at a time, text in and vector out as /embed does: on one thread (what the batcher uses for a
+        // lone short request) and on every thread
+        (double P50, double P99) Single(EmbeddingSession s)
         {
-            long t0 = Stopwatch.GetTimestamp();
-            session.Encode([sentences[i % sentences.Length]], vector); // text in, vector out, as /embed does
-            single.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
+            var vector = new float[s.Dimension];
+            for (int i = 0; i < 200; i++) s.Encode([sentences[i % sentences.Length]], vector);
+            var times = new List<double>();
+            var clock = Stopwatch.StartNew();
+            for (int i = 0; clock.Elapsed.TotalSeconds < 4 || times.Count < 500; i++)
+            {
+                long t0 = Stopwatch.GetTimestamp();
+                s.Encode([sentences[i % sentences.Length]], vector);
+                times.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
+            }
+            times.Sort();
+            return (times[times.Count / 2], times[(int)(times.Count * 0.99)]);
         }
-        single.Sort();
+        var one = Single(single);
+        var all = Single(session);
         double Throughput(int batch)
         {
             string[] texts = Enumerable.Range(0, batch).Select(i => sentences[i % sentences.Length]).ToArray();
@@ -56,9 +65,19 @@ public static class ServiceLoad
             return batch / times[times.Count / 2];
         }
         double b16 = Throughput(16), b64 = Throughput(64);
-        int tokens = sentences.Sum(s => tokenizer.Encode(s).Length);
+        var lens = sentences.Select(s => tokenizer.Encode(s).Length).ToArray();
+        int tokens = lens.Sum();
+        // the network's nominal work per sentence (as the embeddings suite counts it), and the FMA peak of one and of
+        // every core, measured now: what any throughput here can be held against
+        var c = model.Config;
+        double gflop = lens.Average(n => c.NumHiddenLayers * (2.0 * n * (4.0 * c.HiddenSize * c.HiddenSize + 2.0 * c.HiddenSize * c.IntermediateSize) + 4.0 * n * n * c.HiddenSize)) / 1e9;
+        double peak1 = FastAttn.Kernels.PeakProbe.MeasureGflops();
+        double peakAll = 0;
+        var peaks = new double[Environment.ProcessorCount];
+        Parallel.For(0, peaks.Length, new ParallelOptions { MaxDegreeOfParallelism = peaks.Length }, i => peaks[i] = FastAttn.Kernels.PeakProbe.MeasureGflops());
+        peakAll = peaks.Sum();
         output.WriteLine(string.Create(Inv,
-            $"{{\"kind\":\"inprocess\",\"threads\":{options.Threads},\"sentences\":{sentences.Length},\"mean_tokens\":{(double)tokens / sentences.Length:F1},\"single_p50_ms\":{single[single.Count / 2]:F4},\"single_p99_ms\":{single[(int)(single.Count * 0.99)]:F4},\"batch16_texts_per_s\":{b16:F1},\"batch64_texts_per_s\":{b64:F1}}}"));
+            $"{{\"kind\":\"inprocess\",\"threads\":{options.Threads},\"sentences\":{sentences.Length},\"mean_tokens\":{(double)tokens / sentences.Length:F1},\"single1_p50_ms\":{one.P50:F4},\"single1_p99_ms\":{one.P99:F4},\"single_p50_ms\":{all.P50:F4},\"single_p99_ms\":{all.P99:F4},\"batch16_texts_per_s\":{b16:F1},\"batch64_texts_per_s\":{b64:F1},\"gflop_per_sentence\":{gflop:F4},\"peak1_gflops\":{peak1:F1},\"peak_all_gflops\":{peakAll:F1}}}"));
     }
 
     private sealed record Wrk(string Label, string Endpoint, int Connections, long Requests, double Seconds, double P50, double P90, double P99, double Max, long Non2xx, long SocketErrors)
@@ -77,7 +96,8 @@ public static class ServiceLoad
             l.GetProperty("p90_ms").GetDouble(), l.GetProperty("p99_ms").GetDouble(), l.GetProperty("max_ms").GetDouble(),
             l.GetProperty("non2xx").GetInt64(), l.GetProperty("socket_errors").GetInt64())).ToList();
         var snaps = lines.Where(l => l.GetProperty("kind").GetString() == "snapshot").ToList();
-        double single = ip.GetProperty("single_p50_ms").GetDouble();
+        double singleAll = ip.GetProperty("single_p50_ms").GetDouble(), single1 = ip.GetProperty("single1_p50_ms").GetDouble();
+        double single = Math.Min(singleAll, single1); // the faster in-process time: the stricter bound
         double Batch(int c) => ip.GetProperty(c == 16 ? "batch16_texts_per_s" : "batch64_texts_per_s").GetDouble();
         Wrk? Find(string label, string endpoint, int c) => runs.FirstOrDefault(r => r.Label == label && r.Endpoint == endpoint && r.Connections == c);
 
@@ -88,14 +108,17 @@ public static class ServiceLoad
         sb.AppendLine();
         sb.AppendLine("In-process yardsticks, same run (EmbeddingSession, the service's settings: normalised mean pooling, " + ip.GetProperty("threads").GetInt32() + " threads):");
         sb.AppendLine();
-        sb.AppendLine("| one sentence, median | one sentence, p99 | packed 16 per pass | packed 64 per pass |");
+        sb.AppendLine("| one sentence, 1 thread: median / p99 | one sentence, " + ip.GetProperty("threads").GetInt32() + " threads: median / p99 | packed 16 per pass | packed 64 per pass |");
         sb.AppendLine("|---:|---:|---:|---:|");
-        sb.AppendLine(string.Create(Inv, $"| {single:F3} ms | {ip.GetProperty("single_p99_ms").GetDouble():F3} ms | {Batch(16):F0} texts/s | {Batch(64):F0} texts/s |"));
+        sb.AppendLine(string.Create(Inv, $"| {single1:F3} / {ip.GetProperty("single1_p99_ms").GetDouble():F3} ms | {singleAll:F3} / {ip.GetProperty("single_p99_ms").GetDouble():F3} ms | {Batch(16):F0} texts/s | {Batch(64):F0} texts/s |"));
         sb.AppendLine();
-        sb.AppendLine("| service | endpoint | connections | requests/s | p50 ms | p90 ms | p99 ms | max ms | p99/p50 | non-2xx | socket errors |");
-        sb.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        double gflop = ip.GetProperty("gflop_per_sentence").GetDouble(), peakAll = ip.GetProperty("peak_all_gflops").GetDouble();
+        sb.AppendLine(string.Create(Inv, $"FP32 FMA peak measured in the same run: {ip.GetProperty("peak1_gflops").GetDouble():F0} GFLOP/s on one core, {peakAll:F0} GFLOP/s on all {Environment.ProcessorCount}. One sentence is {gflop:F3} GFLOP (nominal), so all cores at their peak would embed at most {peakAll / gflop:F0} sentences/s; the packed passes above run at {Batch(16) * gflop:F0} and {Batch(64) * gflop:F0} GFLOP/s ({100 * Batch(16) * gflop / peakAll:F0} % and {100 * Batch(64) * gflop / peakAll:F0} % of it)."));
+        sb.AppendLine();
+        sb.AppendLine("| service | endpoint | connections | requests/s | GFLOP/s (% of peak) | p50 ms | p90 ms | p99 ms | max ms | p99/p50 | non-2xx | socket errors |");
+        sb.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in runs)
-            sb.AppendLine(string.Create(Inv, $"| {r.Label} | /{r.Endpoint} | {r.Connections} | {r.Rate:F0} | {r.P50:F2} | {r.P90:F2} | {r.P99:F2} | {r.Max:F1} | {r.P99 / r.P50:F2} | {r.Non2xx} | {r.SocketErrors} |"));
+            sb.AppendLine(string.Create(Inv, $"| {r.Label} | /{r.Endpoint} | {r.Connections} | {r.Rate:F0} | {(r.Endpoint == "embed" ? $"{r.Rate * gflop:F0} ({100 * r.Rate * gflop / peakAll:F0} %)" : "")} | {r.P50:F2} | {r.P90:F2} | {r.P99:F2} | {r.Max:F1} | {r.P99 / r.P50:F2} | {r.Non2xx} | {r.SocketErrors} |"));
         sb.AppendLine();
         sb.AppendLine("| service | RSS after warm-up | RSS at the end | change | gen-2 GCs after warm-up | gen-2 GCs at the end |");
         sb.AppendLine("|---|---:|---:|---:|---:|---:|");
@@ -114,8 +137,9 @@ public static class ServiceLoad
         checks.Add(("no errors", $"{errors} non-2xx or socket errors", errors == 0));
         if (Find("batching", "embed", 1) is { } one)
         {
-            double bound = 1.5 * single + 0.5;
-            checks.Add(("/embed p99 at 1 connection ≤ 1.5 × in-process + 0.5 ms", string.Create(Inv, $"{one.P99:F2} ms ≤ {bound:F2} ms"), one.P99 <= bound));
+            double bound = 1.5 * single + 0.5, bound1 = 1.5 * single1 + 0.5;
+            checks.Add(("/embed p99 at 1 connection ≤ 1.5 × the faster in-process median + 0.5 ms", string.Create(Inv, $"{one.P99:F2} ms ≤ {bound:F2} ms"), one.P99 <= bound));
+            checks.Add(("/embed p99 at 1 connection ≤ 1.5 × the one-thread in-process median + 0.5 ms (the session a lone request runs on)", string.Create(Inv, $"{one.P99:F2} ms ≤ {bound1:F2} ms"), one.P99 <= bound1));
         }
         foreach (int c in new[] { 16, 64 })
             if (Find("batching", "embed", c) is { } r)
@@ -124,10 +148,15 @@ public static class ServiceLoad
                 checks.Add(($"/embed at {c} connections p99 ≤ 3 × p50", string.Create(Inv, $"{r.P99:F2} / {r.P50:F2} = {r.P99 / r.P50:F2}"), r.P99 <= 3 * r.P50));
             }
         if (Find("batching", "embed", 64) is { } b64 && Find("no-batching", "embed", 64) is { } n64)
-            checks.Add(("batching ≥ 2 × no batching at 64 connections", string.Create(Inv, $"{b64.Rate:F0} / {n64.Rate:F0} = {b64.Rate / n64.Rate:F2}×"), b64.Rate >= 2 * n64.Rate));
+            checks.Add(("batching ≥ 2 × no batching at 64 connections", string.Create(Inv,
+                $"{b64.Rate:F0} / {n64.Rate:F0} = {b64.Rate / n64.Rate:F2}×; 2× would be {2 * n64.Rate * gflop:F0} GFLOP/s = {200 * n64.Rate * gflop / peakAll:F0} % of the peak"), b64.Rate >= 2 * n64.Rate));
         foreach (int c in new[] { 1, 16, 64 })
             if (Find("batching", "embed", c) is { } f && Find("onnxruntime", "embed", c) is { } o)
-                checks.Add(($"FastAttn ≥ 3 × the ONNX Runtime endpoint at {c} connection{(c > 1 ? "s" : "")}", string.Create(Inv, $"{f.Rate:F0} / {o.Rate:F0} = {f.Rate / o.Rate:F2}×"), f.Rate >= 3 * o.Rate));
+            {
+                string latency = c == 1 ? string.Create(Inv, $", and {1000 / (3 * o.Rate):F2} ms per request against the {single:F2} ms in-process median") : "";
+                checks.Add(($"FastAttn ≥ 3 × the ONNX Runtime endpoint at {c} connection{(c > 1 ? "s" : "")}", string.Create(Inv,
+                    $"{f.Rate:F0} / {o.Rate:F0} = {f.Rate / o.Rate:F2}×; 3× would be {3 * o.Rate * gflop:F0} GFLOP/s = {300 * o.Rate * gflop / peakAll:F0} % of the peak{latency}"), f.Rate >= 3 * o.Rate));
+            }
         sb.AppendLine("| target | measured | met |");
         sb.AppendLine("|---|---|---|");
         foreach (var (what, value, ok) in checks) sb.AppendLine($"| {what} | {value} | {(ok ? "yes" : "**no**")} |");

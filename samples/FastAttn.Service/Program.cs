@@ -15,6 +15,8 @@ var options = new ServiceOptions();
 builder.Configuration.GetSection("FastAttn").Bind(options);
 builder.Configuration.Bind(options); // plain switches too: --backend ort --batching false --max-wait-ms 0.5
 builder.Services.AddSingleton(options);
+// one log line per request costs more than a short embedding; requests are counted and timed in /metrics instead
+builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
 builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = options.MaxBodyBytes);
 builder.Host.ConfigureHostOptions(h => h.ShutdownTimeout = TimeSpan.FromSeconds(30));
 builder.Services.AddProblemDetails();

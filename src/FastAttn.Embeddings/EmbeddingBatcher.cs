@@ -13,6 +13,12 @@ public sealed record BatchingOptions
     public TimeSpan MaxWait { get; init; } = TimeSpan.FromMilliseconds(1);
     /// <summary>Most tokens in one batch (one packed pass); a request larger than this runs alone.</summary>
     public int MaxBatchTokens { get; init; } = 4096;
+    /// <summary>
+    /// Batches of fewer tokens run on a one-thread session even when the embedder options ask for more threads (default
+    /// 64): a short batch gains little from a second thread and, on a busy machine, waits for it to be scheduled — the
+    /// tail latency of a lone request. 0 = always use every thread.
+    /// </summary>
+    public int ParallelFromTokens { get; init; } = 64;
     /// <summary>Most texts waiting; beyond it <see cref="EmbeddingBatcher.EncodeAsync(IReadOnlyList{string}, CancellationToken)"/> throws <see cref="InvalidOperationException"/> (back-pressure).</summary>
     public int MaxQueuedTexts { get; init; } = 100_000;
 }
@@ -46,6 +52,7 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
     }
 
     private readonly EmbeddingSession _session;
+    private readonly EmbeddingSession? _single; // one thread, for short batches (when _session has more)
     private readonly BertWordPieceTokenizer _tokenizer;
     private readonly ConcurrentQueue<Request> _queue = new();
     private readonly SemaphoreSlim _signal = new(0);
@@ -79,8 +86,14 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
         options ??= new SentenceEmbedderOptions();
         int maxText = options.MaxTokensPerText == 0 ? model.Embeddings.MaxPositions : options.MaxTokensPerText;
         if (Batching.MaxBatchTokens < maxText) throw new ArgumentOutOfRangeException(nameof(batching), Batching.MaxBatchTokens, $"MaxBatchTokens must hold the longest text ({maxText} tokens).");
+        if (Batching.ParallelFromTokens < 0) throw new ArgumentOutOfRangeException(nameof(batching), Batching.ParallelFromTokens, "ParallelFromTokens must not be negative.");
         _session = new EmbeddingSession(model, tokenizer, options with { MaxBatchTokens = Batching.MaxBatchTokens });
         _session.Encode("warm up");
+        if (options.Threads > 1 && Batching.ParallelFromTokens > 0)
+        {
+            _single = new EmbeddingSession(model, tokenizer, options with { Threads = 1, MaxBatchTokens = Math.Max(maxText, Math.Min(Batching.ParallelFromTokens, Batching.MaxBatchTokens)) });
+            _single.Encode("warm up");
+        }
         _dispatcher = new Thread(Dispatch) { IsBackground = true, Name = "FastAttn batcher" };
         _dispatcher.Start();
     }
@@ -206,7 +219,8 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
         long began = System.Diagnostics.Stopwatch.GetTimestamp();
         try
         {
-            _session.EncodeIds(_ids.AsSpan(0, n), _lengths.AsSpan(0, texts), _vectors.AsSpan(0, texts * Dimension));
+            var session = _single != null && n < Batching.ParallelFromTokens ? _single : _session;
+            session.EncodeIds(_ids.AsSpan(0, n), _lengths.AsSpan(0, texts), _vectors.AsSpan(0, texts * Dimension));
         }
         catch (Exception e)
         {
@@ -236,7 +250,7 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
             if (first) _signal.Release(); // wakes the dispatcher; the queue drains before the stop signal is seen
         }
         await _stopped.Task.ConfigureAwait(false);
-        if (first) _session.Dispose();
+        if (first) { _session.Dispose(); _single?.Dispose(); }
     }
 
     /// <summary>As <see cref="DisposeAsync"/>, blocking.</summary>
