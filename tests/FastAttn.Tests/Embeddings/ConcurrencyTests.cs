@@ -162,6 +162,23 @@ public sealed class ConcurrencyTests : IDisposable
     }
 
     [Fact]
+    public void EmbeddingSession_TwoCallers_OneIsRight_TheOtherIsToldOneCallerAtATime()
+    {
+        using var session = new EmbeddingSession(_model, _tokenizer, new SentenceEmbedderOptions { Threads = 2 });
+        var texts = Texts(64, 17);
+        var want = new float[texts.Length * session.Dimension];
+        session.Encode(texts, want);
+        for (int rep = 0; rep < MisuseStressTests.Repetitions; rep++)
+        {
+            float[] a = new float[want.Length], b = new float[want.Length];
+            var (ea, eb) = MisuseStressTests.Race(() => session.Encode(texts, a), () => session.Encode(texts, b));
+            foreach (var (e, r) in new[] { (ea, a), (eb, b) })
+                if (e == null) Assert.Equal(want, r);
+                else Assert.Contains("one caller at a time", Assert.IsType<InvalidOperationException>(e).Message);
+        }
+    }
+
+    [Fact]
     public async Task SentenceEmbedder_ManyThreads_SameAnswers_SyncAndAsync()
     {
         using var embedder = new SentenceEmbedder(_model, _tokenizer, new SentenceEmbedderOptions { MaxSessions = 3 });
