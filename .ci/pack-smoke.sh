@@ -33,6 +33,16 @@ awk '/<!-- snippet:quickstart -->/{on=1; next} on && /^```csharp/{code=1; next} 
 out=$(dotnet run -c Release)
 echo "$out"
 grep -q "saw/NOUN" <<<"$out" || { echo "the snippet did not tag the tutorial's sentence"; exit 1; }
+echo "== FastAttn.Embeddings (with FastAttn.Onnx) restores and runs from the feed"
+dotnet add package FastAttn.Embeddings --version "$version" >/dev/null
+cat > Program.cs <<'CS'
+var vocab = new MemoryStream(System.Text.Encoding.UTF8.GetBytes("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\ncafe\nnaive\n"));
+var tokenizer = FastAttn.Embeddings.BertWordPieceTokenizer.FromVocab(vocab);
+Console.WriteLine("ids: " + string.Join(" ", tokenizer.Encode("Café NAÏVE")));
+CS
+out=$(dotnet run -c Release)
+echo "$out"
+grep -q "ids: 2 5 6 3" <<<"$out" || { echo "the embeddings package did not tokenize as expected"; exit 1; }
 echo "== dotnet tool install FastAttn.Cli from the feed"
 cd "$work"
 dotnet tool install FastAttn.Cli --version "$version" --tool-path "$work/tools" --add-source "$work/feed" >/dev/null

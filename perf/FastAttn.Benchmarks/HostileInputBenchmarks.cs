@@ -8,7 +8,7 @@ namespace FastAttn.Benchmarks;
 
 /// <summary>
 /// Linear time on hostile input (issue 13): 1 MB of ordinary text against 1 MB of the audit's adversarial patterns, for
-/// the English tokenizer and the CoNLL-U reader, and a safetensors header of many tiny entries. Compare the medians of
+/// the English tokenizer, the BERT WordPiece tokenizer and the CoNLL-U reader, and a safetensors header of many tiny entries. Compare the medians of
 /// one method across inputs: a quadratic path would take minutes on 1 MB instead of milliseconds.
 /// </summary>
 public class HostileInputBenchmarks
@@ -18,6 +18,8 @@ public class HostileInputBenchmarks
 
     private string _text = "", _conllu = "";
     private byte[] _header = [];
+    // all-MiniLM-L6-v2's vocabulary, no truncation: the whole megabyte goes through basic rules and WordPiece
+    private FastAttn.Embeddings.BertWordPieceTokenizer? _wordPiece;
 
     private static string Mb(string unit) => new StringBuilder(1 << 20).Insert(0, unit, (1 << 20) / unit.Length).ToString();
 
@@ -45,7 +47,12 @@ public class HostileInputBenchmarks
         _header = new byte[8 + h.Length];
         BinaryPrimitives.WriteUInt64LittleEndian(_header, (ulong)h.Length);
         h.CopyTo(_header, 8);
+        _wordPiece = FastAttn.Embeddings.BertWordPieceTokenizer.FromVocabFile(FastAttn.TestSupport.MiniLmPackage.Files.Vocab,
+            new FastAttn.Embeddings.BertTokenizerOptions { MaxTokens = int.MaxValue });
     }
+
+    [Benchmark(Description = "BertWordPieceTokenizer.Encode, 1 MB")]
+    public int WordPiece() => _wordPiece!.Encode(_text).Length;
 
     [Benchmark(Baseline = true, Description = "EnglishTokenizer.Count, 1 MB")]
     public int Tokenize() => EnglishTokenizer.Count(_text);
