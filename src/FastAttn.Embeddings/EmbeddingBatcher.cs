@@ -124,9 +124,7 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
         for (int i = 0; i < texts.Count; i++)
         {
             if (texts[i] is null) throw new ArgumentException($"text {i} is null.", nameof(texts));
-            var ids = _tokenizer.Encode(texts[i]);
-            if (ids.Length > _session.MaxTokensPerText) { ids = [.. ids.AsSpan(0, _session.MaxTokensPerText - 1), ids[^1]]; }
-            encoded[i] = ids;
+            encoded[i] = _session.FitToLimit(_tokenizer.Encode(texts[i]));
         }
         var r = new Request
         {

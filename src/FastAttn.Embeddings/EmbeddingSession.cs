@@ -81,11 +81,9 @@ public sealed class EmbeddingSession : IDisposable
         for (int i = 0; i < texts.Count; i++)
         {
             if (texts[i] is null) throw new ArgumentException($"text {i} is null.", nameof(texts));
-            var t = _tokenizer.Encode(texts[i]);
-            int n = Math.Min(t.Length, MaxTokensPerText);
-            ids.AddRange(t.AsSpan(0, n - 1).ToArray());
-            ids.Add(t[^1]); // keep [SEP] when truncating to the session's limit
-            lengths[i] = n;
+            var t = FitToLimit(_tokenizer.Encode(texts[i]));
+            ids.AddRange(t);
+            lengths[i] = t.Length;
         }
         EncodeIds(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(ids), lengths, output);
     }
@@ -147,6 +145,9 @@ public sealed class EmbeddingSession : IDisposable
         }
         finally { Volatile.Write(ref _busy, 0); }
     }
+
+    /// <summary>Word-piece ids cut to <see cref="MaxTokensPerText"/>, keeping the final [SEP]; the same array when they fit.</summary>
+    internal int[] FitToLimit(int[] ids) => ids.Length <= MaxTokensPerText ? ids : [.. ids.AsSpan(0, MaxTokensPerText - 1), ids[^1]];
 
     private void Check(ReadOnlySpan<int> ids, ReadOnlySpan<int> lengths)
     {
