@@ -14,6 +14,8 @@ public sealed class Linear : IDisposable
 
     /// <summary>The packed weight.</summary>
     public PackedWeight Weight { get; }
+    /// <summary>How the weight is stored and the product computed.</summary>
+    public Precision Precision => Weight.Precision;
     /// <summary>Activation after the bias.</summary>
     public Activation Activation { get; }
     /// <summary>Input width.</summary>
@@ -29,15 +31,22 @@ public sealed class Linear : IDisposable
     public Linear(ReadOnlySpan<float> weight, int outFeatures, int inFeatures, ReadOnlySpan<float> bias = default, Activation activation = Activation.None)
         : this(weight, outFeatures, inFeatures, bias, activation, default) { }
 
+    /// <summary>As above, with the weight stored and the product computed in <paramref name="precision"/>.</summary>
+    /// <exception cref="ArgumentException">Shapes do not match.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A size is below 1, the activation or precision is unknown, or an int8 layer is deeper than 65,536.</exception>
+    public Linear(ReadOnlySpan<float> weight, int outFeatures, int inFeatures, ReadOnlySpan<float> bias, Activation activation, Precision precision)
+        : this(weight, outFeatures, inFeatures, bias, activation, default, precision) { }
+
     /// <summary>
     /// As above, packed in segments of output rows that each start on a panel boundary (see <see cref="PackedWeight"/>):
     /// a product over the whole layer writes <see cref="PackedWeight.PackedOutFeatures"/> columns.
     /// </summary>
-    internal Linear(ReadOnlySpan<float> weight, int outFeatures, int inFeatures, ReadOnlySpan<float> bias, Activation activation, ReadOnlySpan<int> segments)
+    internal Linear(ReadOnlySpan<float> weight, int outFeatures, int inFeatures, ReadOnlySpan<float> bias, Activation activation, ReadOnlySpan<int> segments,
+        Precision precision = Precision.F32)
     {
         if (!bias.IsEmpty) ThrowHelper.ExactLength(bias.Length, outFeatures, nameof(bias), "outFeatures");
         if ((uint)activation > (uint)Activation.Sigmoid) ThrowHelper.OutOfRange(nameof(activation), activation, "Unknown activation.");
-        Weight = new PackedWeight(weight, outFeatures, inFeatures, segments);
+        Weight = new PackedWeight(weight, outFeatures, inFeatures, segments, Kernels.Isa.Current, precision);
         Activation = activation;
         if (!bias.IsEmpty)
         {
@@ -53,10 +62,10 @@ public sealed class Linear : IDisposable
     }
 
     /// <summary>Scratch floats for <paramref name="rows"/> rows (on the calling thread).</summary>
-    public int ScratchSize(int rows) => GemmCore.APackSize(Weight.Isa, rows, InFeatures);
+    public int ScratchSize(int rows) => checked((int)Weight.ScratchSize(rows));
 
     /// <summary>Scratch floats each worker thread of a pool needs for <paramref name="rows"/> rows.</summary>
-    public long WorkerScratchSize(int rows) => GemmCore.WorkerScratchSize(Weight.Isa, rows, InFeatures);
+    public long WorkerScratchSize(int rows) => Weight.WorkerScratchSize(rows);
 
     /// <summary>y = act(x·Wᵀ + b) [+ residual], split over <paramref name="pool"/>'s threads when large enough.</summary>
     /// <exception cref="ArgumentException">A span is shorter than its shape, or y overlaps x, the residual or the scratch.</exception>

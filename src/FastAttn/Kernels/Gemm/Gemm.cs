@@ -17,7 +17,7 @@ public static unsafe class Gemm
     /// <summary>Columns per packed weight panel on the active path (2 vectors).</summary>
     public static int PanelWidth => GemmCore.PanelWidth(Isa.Current);
 
-    /// <summary>Scratch floats <see cref="Linear"/> needs for <paramref name="rows"/> rows of width <paramref name="inFeatures"/> (on the calling thread).</summary>
+    /// <summary>Scratch floats <see cref="Linear"/> needs for <paramref name="rows"/> rows of width <paramref name="inFeatures"/> (on the calling thread) with an FP32 or bf16 weight; see <see cref="PackedWeight.ScratchSize"/> for any weight.</summary>
     public static int LinearScratchSize(int rows, int inFeatures) => GemmCore.APackSize(Isa.Current, rows, inFeatures);
 
     /// <summary>Scratch floats <see cref="MatMul"/> needs for an M×K by K×N product.</summary>
@@ -41,7 +41,7 @@ public static unsafe class Gemm
         int k = weight.InFeatures, n = weight.PackedOutFeatures;
         ThrowHelper.Length(x.Length, (long)rows * k, nameof(x), $"rows*inFeatures = {rows}*{k}");
         ThrowHelper.Length(y.Length, (long)rows * n, nameof(y), $"rows*outFeatures = {rows}*{n}");
-        ThrowHelper.Length(scratch.Length, GemmCore.APackSize(weight.Isa, rows, k), nameof(scratch), $"LinearScratchSize({rows}, {k})");
+        ThrowHelper.Length(scratch.Length, weight.ScratchSize(rows), nameof(scratch), $"weight.ScratchSize({rows})");
         var bias = epilogue.Bias.Span;
         var residual = epilogue.Residual.Span;
         int ldr = CheckEpilogue(epilogue, bias, residual, rows, n);
@@ -63,15 +63,28 @@ public static unsafe class Gemm
     {
         int k = weight.InFeatures, n = weight.PackedOutFeatures;
         Debug.Assert(rows >= 1 && x.Length >= (long)rows * k && y.Length >= (long)rows * n);
-        Debug.Assert(scratch.Length >= GemmCore.APackSize(weight.Isa, rows, k) && (bias.IsEmpty || bias.Length == n));
-        float* panels = weight.Acquire();
+        Debug.Assert(scratch.Length >= weight.ScratchSize(rows) && (bias.IsEmpty || bias.Length == n));
+        byte* data = weight.Acquire();
         try
         {
             fixed (float* px = x, py = y, ps = scratch, pb = bias, pr = residual)
             {
+                if (weight.Precision == Precision.Int8)
+                {
+                    var q = new Int8Args
+                    {
+                        Kernel = Int8Gemm.Current(weight.Isa), MR = Int8Gemm.TileRows(weight.Isa), M = rows, N = n, PackedB = (sbyte*)data, PanelStride = (nint)Int8Gemm.NR * Int8Gemm.Groups(k) * 4,
+                        ColScale = weight.ColumnScales(data), ColSum = weight.ColumnSums(data), C = py, Ldc = n, Alpha = alpha, Accumulate = accumulate,
+                        Bias = bias.IsEmpty ? null : pb, Act = act, Residual = residual.IsEmpty ? null : pr, Ldr = ldr == 0 ? n : ldr,
+                    };
+                    Int8Gemm.Run(ref q, px, k, k, ps, pool);
+                    return;
+                }
+                bool bf16 = weight.Precision == Precision.BF16Weights;
                 var g = new GemmArgs
                 {
-                    Isa = weight.Isa, A = px, Lda = k, M = rows, N = n, K = k, PackedB = panels, PanelStride = (nint)k * weight.PanelWidth,
+                    Isa = weight.Isa, A = px, Lda = k, M = rows, N = n, K = k, PackedB = (float*)data, Bf16 = bf16,
+                    PanelStride = (nint)k * weight.PanelWidth / (bf16 ? 2 : 1),
                     C = py, Ldc = n, Alpha = alpha, Accumulate = accumulate, Bias = bias.IsEmpty ? null : pb, Act = act,
                     Residual = residual.IsEmpty ? null : pr, Ldr = ldr == 0 ? n : ldr,
                 };
@@ -90,16 +103,30 @@ public static unsafe class Gemm
     {
         int k = weight.InFeatures, nr = weight.PanelWidth, col0 = weight.SegmentColumn(segment), count = weight.SegmentRows(segment);
         Debug.Assert(col0 % nr == 0 && y.Length >= (long)rows * count && x.Length >= (long)rows * k);
-        float* panels = weight.Acquire();
+        byte* data = weight.Acquire();
         try
         {
             fixed (float* px = x, py = y, ps = scratch, pb = packedBias)
             {
                 // the segment's panels as a product of their own: N = count columns starting at panel col0 / nr
+                if (weight.Precision == Precision.Int8)
+                {
+                    nint stride = (nint)Int8Gemm.NR * Int8Gemm.Groups(k) * 4;
+                    var q = new Int8Args
+                    {
+                        Kernel = Int8Gemm.Current(weight.Isa), MR = Int8Gemm.TileRows(weight.Isa), M = rows, N = count, PackedB = (sbyte*)data + (long)(col0 / nr) * stride, PanelStride = stride,
+                        ColScale = weight.ColumnScales(data) + col0, ColSum = weight.ColumnSums(data) + col0, C = py, Ldc = count, Alpha = 1f,
+                        Bias = packedBias.IsEmpty ? null : pb + col0,
+                    };
+                    Int8Gemm.Run(ref q, px, k, k, ps, pool);
+                    return;
+                }
+                bool bf16 = weight.Precision == Precision.BF16Weights;
+                nint panelStride = (nint)k * nr / (bf16 ? 2 : 1);
                 var g = new GemmArgs
                 {
-                    Isa = weight.Isa, A = px, Lda = k, M = rows, N = count, K = k, PackedB = panels + (long)(col0 / nr) * nr * k,
-                    PanelStride = (nint)k * nr, C = py, Ldc = count, Alpha = 1f, Bias = packedBias.IsEmpty ? null : pb + col0,
+                    Isa = weight.Isa, A = px, Lda = k, M = rows, N = count, K = k, PackedB = (float*)data + (col0 / nr) * panelStride, Bf16 = bf16,
+                    PanelStride = panelStride, C = py, Ldc = count, Alpha = 1f, Bias = packedBias.IsEmpty ? null : pb + col0,
                 };
                 GemmCore.Run(g, ps, pool);
             }

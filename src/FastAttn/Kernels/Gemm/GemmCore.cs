@@ -13,10 +13,12 @@ internal unsafe struct GemmArgs
     public int M, N, K;
     /// <summary>The kernel path (and so the panel width NR and tile height MR) this call runs on.</summary>
     public IsaPath Isa;
-    /// <summary>B packed in panels of NR columns: panel p at PackedB + p·PanelStride, then K rows of NR floats.</summary>
+    /// <summary>B packed in panels of NR columns: panel p at PackedB + p·PanelStride, then K rows of NR floats (or bf16 values).</summary>
     public float* PackedB;
-    /// <summary>Floats between consecutive panels of PackedB (K·NR for a whole packed matrix).</summary>
+    /// <summary>Floats between consecutive panels of PackedB (K·NR for a whole packed FP32 matrix, K·NR/2 for bf16).</summary>
     public nint PanelStride;
+    /// <summary>The panels hold bfloat16 values (2 bytes each) widened as they are loaded.</summary>
+    public bool Bf16;
     /// <summary>C: M×N row-major with row stride Ldc.</summary>
     public float* C;
     public nint Ldc;
@@ -135,12 +137,18 @@ internal static unsafe partial class GemmCore
     public static void Run(in GemmArgs g, int rowStart, int rowEnd, int panelStart, int panelEnd, float* scratch)
     {
         Debug.Assert(rowStart >= 0 && rowEnd <= g.M && panelStart >= 0 && panelEnd * PanelWidth(g.Isa) < g.N + PanelWidth(g.Isa));
+        if (g.Bf16) Run<Bf16Weights>(g, rowStart, rowEnd, panelStart, panelEnd, scratch);
+        else Run<F32Weights>(g, rowStart, rowEnd, panelStart, panelEnd, scratch);
+    }
+
+    private static void Run<TW>(in GemmArgs g, int rowStart, int rowEnd, int panelStart, int panelEnd, float* scratch) where TW : IWeightFormat
+    {
         switch (g.Isa)
         {
-            case IsaPath.Vector512: Run<Simd512, Vector512<float>>(g, rowStart, rowEnd, panelStart, panelEnd, scratch); break;
-            case IsaPath.Vector256: Run<Simd256, Vector256<float>>(g, rowStart, rowEnd, panelStart, panelEnd, scratch); break;
-            case IsaPath.Vector128: Run<Simd128, Vector128<float>>(g, rowStart, rowEnd, panelStart, panelEnd, scratch); break;
-            default: Run<SimdScalar, float>(g, rowStart, rowEnd, panelStart, panelEnd, scratch); break;
+            case IsaPath.Vector512: Run<Simd512, Vector512<float>, TW>(g, rowStart, rowEnd, panelStart, panelEnd, scratch); break;
+            case IsaPath.Vector256: Run<Simd256, Vector256<float>, TW>(g, rowStart, rowEnd, panelStart, panelEnd, scratch); break;
+            case IsaPath.Vector128: Run<Simd128, Vector128<float>, TW>(g, rowStart, rowEnd, panelStart, panelEnd, scratch); break;
+            default: Run<SimdScalar, float, TW>(g, rowStart, rowEnd, panelStart, panelEnd, scratch); break;
         }
     }
 
@@ -152,8 +160,8 @@ internal static unsafe partial class GemmCore
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Run<TOps, TVec>(in GemmArgs g, int rowStart, int rowEnd, int panelStart, int panelEnd, float* scratch)
-        where TOps : ISimd<TVec> where TVec : struct
+    private static void Run<TOps, TVec, TW>(in GemmArgs g, int rowStart, int rowEnd, int panelStart, int panelEnd, float* scratch)
+        where TOps : ISimd<TVec> where TVec : struct where TW : IWeightFormat
     {
         int nr = 2 * TOps.Width;
         int mr = TOps.GemmRows;
@@ -174,7 +182,7 @@ internal static unsafe partial class GemmCore
                 {
                     int col = jp * nr;
                     int cols = Math.Min(nr, g.N - col);
-                    float* bPanel = g.PackedB + jp * g.PanelStride + (long)pc * nr;
+                    float* bPanel = g.PackedB + jp * g.PanelStride + (TW.Bf16 ? (long)pc * nr / 2 : (long)pc * nr);
                     epi.Bias = g.Bias == null ? null : g.Bias + col;
                     for (int ir = 0; ir < mc; ir += mr)
                     {
@@ -183,7 +191,7 @@ internal static unsafe partial class GemmCore
                         float* c = g.C + row * g.Ldc + col;
                         float* a = aPack + ir * kc;
                         epi.Residual = g.Residual == null ? null : g.Residual + row * g.Ldr + col;
-                        GemmMicrokernel.Dispatch<TOps, TVec>(rows, a, mr, bPanel, kc, c, g.Ldc, cols, ref epi);
+                        GemmMicrokernel.Dispatch<TOps, TVec, ViaEpilogue, TW>(rows, a, mr, bPanel, kc, c, g.Ldc, cols, ref epi);
                     }
                 }
             }

@@ -28,6 +28,12 @@ internal struct ViaEpilogue : IStoreMode { public static int Mode => 0; }
 internal struct StoreDirect : IStoreMode { public static int Mode => 1; }
 /// <summary>C += acc, every column of the tile valid.</summary>
 internal struct AddDirect : IStoreMode { public static int Mode => 2; }
+/// <summary>How the packed weight panel stores its elements.</summary>
+internal interface IWeightFormat { static abstract bool Bf16 { get; } }
+/// <summary>FP32 panels.</summary>
+internal struct F32Weights : IWeightFormat { public static bool Bf16 => false; }
+/// <summary>bfloat16 panels (same layout, 2 bytes per element), widened to FP32 as they are loaded.</summary>
+internal struct Bf16Weights : IWeightFormat { public static bool Bf16 => true; }
 internal struct Rows1 : IRowCount { public static int N => 1; }
 internal struct Rows2 : IRowCount { public static int N => 2; }
 internal struct Rows3 : IRowCount { public static int N => 3; }
@@ -60,23 +66,29 @@ internal static unsafe class GemmMicrokernel
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void Dispatch<TOps, TVec, TM>(int rows, float* a, nint aStep, float* b, int kc, float* c, nint ldc, int cols, ref TileEpilogue e)
         where TOps : ISimd<TVec> where TVec : struct where TM : IStoreMode
+        => Dispatch<TOps, TVec, TM, F32Weights>(rows, a, aStep, b, kc, c, ldc, cols, ref e);
+
+    /// <summary>As above for weight panels stored as <typeparamref name="TW"/> (b points at the panel's first element).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Dispatch<TOps, TVec, TM, TW>(int rows, float* a, nint aStep, float* b, int kc, float* c, nint ldc, int cols, ref TileEpilogue e)
+        where TOps : ISimd<TVec> where TVec : struct where TM : IStoreMode where TW : IWeightFormat
     {
         switch (rows)
         {
-            case 14: Tile<TOps, TVec, Rows14, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 13: Tile<TOps, TVec, Rows13, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 12: Tile<TOps, TVec, Rows12, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 11: Tile<TOps, TVec, Rows11, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 10: Tile<TOps, TVec, Rows10, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 9: Tile<TOps, TVec, Rows9, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 8: Tile<TOps, TVec, Rows8, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 7: Tile<TOps, TVec, Rows7, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 6: Tile<TOps, TVec, Rows6, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 5: Tile<TOps, TVec, Rows5, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 4: Tile<TOps, TVec, Rows4, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 3: Tile<TOps, TVec, Rows3, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 2: Tile<TOps, TVec, Rows2, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            default: Tile<TOps, TVec, Rows1, TM>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 14: Tile<TOps, TVec, Rows14, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 13: Tile<TOps, TVec, Rows13, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 12: Tile<TOps, TVec, Rows12, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 11: Tile<TOps, TVec, Rows11, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 10: Tile<TOps, TVec, Rows10, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 9: Tile<TOps, TVec, Rows9, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 8: Tile<TOps, TVec, Rows8, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 7: Tile<TOps, TVec, Rows7, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 6: Tile<TOps, TVec, Rows6, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 5: Tile<TOps, TVec, Rows5, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 4: Tile<TOps, TVec, Rows4, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 3: Tile<TOps, TVec, Rows3, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 2: Tile<TOps, TVec, Rows2, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            default: Tile<TOps, TVec, Rows1, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
         }
     }
 
@@ -85,8 +97,8 @@ internal static unsafe class GemmMicrokernel
     /// One body serves every width and every row count; the JIT folds the row tests away.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile<TOps, TVec, TR, TM>(float* a, nint aStep, float* b, int kc, float* c, nint ldc, int cols, ref TileEpilogue e)
-        where TOps : ISimd<TVec> where TVec : struct where TR : IRowCount where TM : IStoreMode
+    private static void Tile<TOps, TVec, TR, TM, TW>(float* a, nint aStep, float* b, int kc, float* c, nint ldc, int cols, ref TileEpilogue e)
+        where TOps : ISimd<TVec> where TVec : struct where TR : IRowCount where TM : IStoreMode where TW : IWeightFormat
     {
         int w = TOps.Width;
         TVec c00 = TOps.Zero, c01 = TOps.Zero, c10 = TOps.Zero, c11 = TOps.Zero;
@@ -104,8 +116,8 @@ internal static unsafe class GemmMicrokernel
                 System.Runtime.Intrinsics.X86.Sse.Prefetch0(b + pf);
                 System.Runtime.Intrinsics.X86.Sse.Prefetch0(b + pf + 16);
             }
-            TVec b0 = TOps.Load(b);
-            TVec b1 = TOps.Load(b + w);
+            TVec b0 = TW.Bf16 ? TOps.LoadBf16((ushort*)b) : TOps.Load(b);
+            TVec b1 = TW.Bf16 ? TOps.LoadBf16((ushort*)b + w) : TOps.Load(b + w);
             TVec x = TOps.BroadcastFrom(a);
             c00 = TOps.Fma(x, b0, c00); c01 = TOps.Fma(x, b1, c01);
             if (TR.N > 1) { x = TOps.BroadcastFrom(a + 1); c10 = TOps.Fma(x, b0, c10); c11 = TOps.Fma(x, b1, c11); }
@@ -122,7 +134,7 @@ internal static unsafe class GemmMicrokernel
             if (TR.N > 12) { x = TOps.BroadcastFrom(a + 12); cC0 = TOps.Fma(x, b0, cC0); cC1 = TOps.Fma(x, b1, cC1); }
             if (TR.N > 13) { x = TOps.BroadcastFrom(a + 13); cD0 = TOps.Fma(x, b0, cD0); cD1 = TOps.Fma(x, b1, cD1); }
             a += aStep;
-            b += 2 * w;
+            b += TW.Bf16 ? w : 2 * w; // one panel row: 2w elements (2w bf16 = w floats of bytes)
         }
         if (TM.Mode != 0)
         {

@@ -21,7 +21,8 @@ namespace FastAttn.Kernels;
 /// </summary>
 public sealed unsafe class PackedWeight : IDisposable
 {
-    private float* _data;
+    private byte* _data;
+    private nint _colScaleOffset, _colSumOffset; // int8: per packed column scale and quantized sum, after the panels
     private int _refs = 1;      // 1 for the owner, +1 per product in flight
     private int _disposed;
     private readonly int[] _segmentRows, _segmentColumn;
@@ -39,13 +40,21 @@ public sealed unsafe class PackedWeight : IDisposable
     /// <summary>Number of segments (1 unless built with segments).</summary>
     public int Segments => _segmentRows.Length;
     /// <summary>Columns per panel.</summary>
-    public int PanelWidth => GemmCore.PanelWidth(Isa);
+    public int PanelWidth => Precision == Precision.Int8 ? Int8Gemm.NR : GemmCore.PanelWidth(Isa);
+    /// <summary>How the weights are stored and the products computed.</summary>
+    public Precision Precision { get; }
 
     /// <summary>Packs <paramref name="weight"/> of shape <c>[outFeatures, inFeatures]</c> for the active kernel path.</summary>
     /// <exception cref="ArgumentOutOfRangeException">A size is below 1.</exception>
     /// <exception cref="ArgumentException"><paramref name="weight"/> does not hold outFeatures × inFeatures elements.</exception>
     public PackedWeight(ReadOnlySpan<float> weight, int outFeatures, int inFeatures)
         : this(weight, outFeatures, inFeatures, default, Kernels.Isa.Current) { }
+
+    /// <summary>Packs <paramref name="weight"/> of shape <c>[outFeatures, inFeatures]</c> in <paramref name="precision"/>.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A size is below 1, the precision is unknown, or an int8 weight is deeper than 65,536.</exception>
+    /// <exception cref="ArgumentException"><paramref name="weight"/> does not hold outFeatures × inFeatures elements.</exception>
+    public PackedWeight(ReadOnlySpan<float> weight, int outFeatures, int inFeatures, Precision precision)
+        : this(weight, outFeatures, inFeatures, default, Kernels.Isa.Current, precision) { }
 
     /// <summary>
     /// Packs <paramref name="weight"/> <c>[outFeatures, inFeatures]</c> in segments of <paramref name="segmentRows"/> rows
@@ -56,9 +65,19 @@ public sealed unsafe class PackedWeight : IDisposable
     public PackedWeight(ReadOnlySpan<float> weight, int outFeatures, int inFeatures, ReadOnlySpan<int> segmentRows)
         : this(weight, outFeatures, inFeatures, segmentRows, Kernels.Isa.Current) { }
 
+    /// <summary>As above, in <paramref name="precision"/>.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A size is below 1, the precision is unknown, or an int8 weight is deeper than 65,536.</exception>
+    /// <exception cref="ArgumentException">The weight's length or the segments do not match the shape.</exception>
+    public PackedWeight(ReadOnlySpan<float> weight, int outFeatures, int inFeatures, ReadOnlySpan<int> segmentRows, Precision precision)
+        : this(weight, outFeatures, inFeatures, segmentRows, Kernels.Isa.Current, precision) { }
+
     /// <summary>As above, for kernel path <paramref name="isa"/> (tests run every path in one process).</summary>
-    internal PackedWeight(ReadOnlySpan<float> weight, int outFeatures, int inFeatures, ReadOnlySpan<int> segmentRows, IsaPath isa)
+    internal PackedWeight(ReadOnlySpan<float> weight, int outFeatures, int inFeatures, ReadOnlySpan<int> segmentRows, IsaPath isa, Precision precision = Precision.F32)
     {
+        if ((uint)precision > (uint)Precision.BF16Weights) ThrowHelper.OutOfRange(nameof(precision), precision, "Unknown precision.");
+        if (precision == Precision.Int8 && inFeatures > Int8Gemm.MaxDepth)
+            ThrowHelper.OutOfRange(nameof(inFeatures), inFeatures, $"int8 weights need inFeatures ≤ {Int8Gemm.MaxDepth} (int32 accumulation); it is {inFeatures}.");
+        Precision = precision;
         ThrowHelper.Positive(outFeatures, nameof(outFeatures));
         ThrowHelper.Positive(inFeatures, nameof(inFeatures));
         ThrowHelper.ExactLength(weight.Length, (long)outFeatures * inFeatures, nameof(weight), $"outFeatures*inFeatures = {outFeatures}*{inFeatures}");
@@ -74,7 +93,7 @@ public sealed unsafe class PackedWeight : IDisposable
         Isa = isa;
         OutFeatures = outFeatures;
         InFeatures = inFeatures;
-        int nr = GemmCore.PanelWidth(isa);
+        int nr = precision == Precision.Int8 ? Int8Gemm.NR : GemmCore.PanelWidth(isa);
         _segmentRows = seg;
         _segmentColumn = new int[seg.Length];
         long col = 0;
@@ -86,22 +105,92 @@ public sealed unsafe class PackedWeight : IDisposable
         }
         if (col > int.MaxValue) ThrowHelper.Argument(nameof(segmentRows), "the padded segments are too wide.");
         PackedOutFeatures = (int)col;
-        long floats = GemmCore.PackedBSize(isa, inFeatures, PackedOutFeatures);
-        SizeInBytes = floats * sizeof(float);
-        _data = (float*)NativeMemory.AlignedAlloc((nuint)SizeInBytes, 64);
-        GC.AddMemoryPressure(SizeInBytes);
-        fixed (float* w = weight)
+        long panelBytes = precision switch
         {
-            for (int s = 0; s < seg.Length; s++)
+            Precision.Int8 => Int8Gemm.PackedBytes(inFeatures, PackedOutFeatures),
+            Precision.BF16Weights => GemmCore.PackedBSize(isa, inFeatures, PackedOutFeatures) * sizeof(ushort),
+            _ => GemmCore.PackedBSize(isa, inFeatures, PackedOutFeatures) * sizeof(float),
+        };
+        long paddedCols = GemmCore.RoundUp(PackedOutFeatures, nr);
+        _colScaleOffset = (nint)((panelBytes + 63) / 64 * 64);
+        _colSumOffset = _colScaleOffset + (nint)paddedCols * sizeof(float);
+        SizeInBytes = precision == Precision.Int8 ? _colSumOffset + paddedCols * sizeof(int) : panelBytes;
+        _data = (byte*)NativeMemory.AlignedAlloc((nuint)SizeInBytes, 64);
+        GC.AddMemoryPressure(SizeInBytes);
+        try
+        {
+            fixed (float* w = weight)
             {
-                // B(k, n) = W[row0 + n, k]: element (k, n) at w[(row0 + n)·inFeatures + k]
-                long row0 = 0;
-                for (int t = 0; t < s; t++) row0 += seg[t];
-                float* dst = _data + (long)(_segmentColumn[s] / nr) * nr * inFeatures;
-                GemmCore.PackB(isa, w + row0 * inFeatures, 1, inFeatures, inFeatures, seg[s], dst);
+                for (int s = 0; s < seg.Length; s++)
+                {
+                    // B(k, n) = W[row0 + n, k]: element (k, n) at w[(row0 + n)·inFeatures + k]
+                    long row0 = 0;
+                    for (int t = 0; t < s; t++) row0 += seg[t];
+                    long panel0 = _segmentColumn[s] / nr;
+                    float* src = w + row0 * inFeatures;
+                    switch (precision)
+                    {
+                        case Precision.Int8:
+                            Int8Gemm.PackWeights(src, inFeatures, inFeatures, seg[s], (sbyte*)_data + panel0 * Int8Gemm.NR * Int8Gemm.Groups(inFeatures) * 4,
+                                (float*)(_data + _colScaleOffset) + _segmentColumn[s], (int*)(_data + _colSumOffset) + _segmentColumn[s]);
+                            break;
+                        case Precision.BF16Weights:
+                            PackBf16(isa, src, inFeatures, seg[s], (ushort*)_data + panel0 * nr * inFeatures);
+                            break;
+                        default:
+                            GemmCore.PackB(isa, src, 1, inFeatures, inFeatures, seg[s], (float*)_data + panel0 * nr * inFeatures);
+                            break;
+                    }
+                }
             }
         }
+        catch
+        {
+            Free();
+            GC.SuppressFinalize(this);
+            throw;
+        }
     }
+
+    /// <summary>Packs like the FP32 panels, then rounds each weight to bfloat16 (nearest even; NaN stays NaN).</summary>
+    private static void PackBf16(IsaPath isa, float* src, int inFeatures, int rows, ushort* dst)
+    {
+        long n = GemmCore.PackedBSize(isa, inFeatures, rows);
+        float* tmp = (float*)NativeMemory.Alloc((nuint)(n * sizeof(float)));
+        try
+        {
+            GemmCore.PackB(isa, src, 1, inFeatures, inFeatures, rows, tmp);
+            for (long i = 0; i < n; i++) dst[i] = ToBf16(tmp[i]);
+        }
+        finally { NativeMemory.Free(tmp); }
+    }
+
+    /// <summary>The bfloat16 nearest to <paramref name="x"/> (ties to even); NaN maps to a quiet NaN.</summary>
+    internal static ushort ToBf16(float x)
+    {
+        uint bits = BitConverter.SingleToUInt32Bits(x);
+        if (float.IsNaN(x)) return (ushort)((bits >> 16) | 0x40);
+        bits += 0x7FFFu + ((bits >> 16) & 1u);
+        return (ushort)(bits >> 16);
+    }
+
+    /// <summary>The float a bfloat16 stands for.</summary>
+    internal static float FromBf16(ushort b) => BitConverter.UInt32BitsToSingle((uint)b << 16);
+
+    /// <summary>Per packed column: the int8 weight scale (null unless <see cref="Precision.Int8"/>).</summary>
+    internal float* ColumnScales(byte* data) => (float*)(data + _colScaleOffset);
+    /// <summary>Per packed column: the sum of the quantized weights (null unless <see cref="Precision.Int8"/>).</summary>
+    internal int* ColumnSums(byte* data) => (int*)(data + _colSumOffset);
+
+    /// <summary>Floats of scratch a product over <paramref name="rows"/> rows needs on the calling thread.</summary>
+    public long ScratchSize(int rows) => Precision == Precision.Int8
+        ? Int8Gemm.ScratchFloats(rows, InFeatures)
+        : GemmCore.APackSize(Isa, rows, InFeatures);
+
+    /// <summary>Floats of scratch each worker thread of a pool needs for a product over <paramref name="rows"/> rows.</summary>
+    public long WorkerScratchSize(int rows) => Precision == Precision.Int8
+        ? Int8Gemm.WorkerScratchFloats()
+        : GemmCore.WorkerScratchSize(Isa, rows, InFeatures);
 
     /// <summary>Rows of segment <paramref name="segment"/>.</summary>
     public int SegmentRows(int segment) => _segmentRows[segment];
@@ -112,7 +201,7 @@ public sealed unsafe class PackedWeight : IDisposable
     /// Takes a reference for a product and returns the panels; pair with <see cref="Release"/> (in a finally).
     /// </summary>
     /// <exception cref="ObjectDisposedException">The weight was disposed.</exception>
-    internal float* Acquire()
+    internal byte* Acquire()
     {
         while (true)
         {
@@ -139,7 +228,7 @@ public sealed unsafe class PackedWeight : IDisposable
 
     private void Free()
     {
-        float* p = _data;
+        byte* p = _data;
         if (p == null) return;
         _data = null;
         NativeMemory.AlignedFree(p);

@@ -20,6 +20,8 @@ internal unsafe interface ISimd<TVec> where TVec : struct
     static abstract int GemmRows { get; }
     static abstract TVec Zero { get; }
     static abstract TVec Load(float* p);
+    /// <summary>Width bfloat16 values widened to floats (bf16 bits become the float's upper 16 bits).</summary>
+    static abstract TVec LoadBf16(ushort* p);
     static abstract void Store(TVec v, float* p);
     static abstract TVec Broadcast(float x);
     static abstract TVec BroadcastFrom(float* p);

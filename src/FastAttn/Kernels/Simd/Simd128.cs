@@ -12,6 +12,7 @@ internal unsafe struct Simd128 : ISimd<Vector128<float>>
     public static int GemmRows => 6;
     public static Vector128<float> Zero => Vector128<float>.Zero;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Load(float* p) => Vector128.Load(p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> LoadBf16(ushort* p) => Vector128.ShiftLeft(Vector128.WidenLower(Vector128.Create(Vector64.Load(p), Vector64<ushort>.Zero)), 16).AsSingle();
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(Vector128<float> v, float* p) => v.Store(p);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Broadcast(float x) => Vector128.Create(x);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> BroadcastFrom(float* p) => Vector128.Create(*p);

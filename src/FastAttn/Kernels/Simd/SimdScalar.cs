@@ -12,6 +12,7 @@ internal unsafe struct SimdScalar : ISimd<float>
     public static int GemmRows => 4;
     public static float Zero => 0f;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Load(float* p) => *p;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float LoadBf16(ushort* p) => BitConverter.UInt32BitsToSingle((uint)*p << 16);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(float v, float* p) => *p = v;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Broadcast(float x) => x;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float BroadcastFrom(float* p) => *p;

@@ -1,0 +1,584 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using FastAttn.Threading;
+
+namespace FastAttn.Kernels;
+
+/// <summary>The integer dot-product kernel an int8 product runs on.</summary>
+internal enum Int8Kernel
+{
+    /// <summary>Plain integer loops.</summary>
+    Scalar = 0,
+    /// <summary>AVX2 <c>vpmaddubsw</c> + <c>vpmaddwd</c>: activations limited to 7 bits so the int16 pair sums never saturate.</summary>
+    MaddUbs = 1,
+    /// <summary>AVX-VNNI 256-bit <c>vpdpbusd</c>: u8 × s8 → int32, 32 multiply-adds per instruction.</summary>
+    Vnni = 2,
+}
+
+/// <summary>Everything one int8 product needs, as raw pointers (pinned by the caller).</summary>
+internal unsafe struct Int8Args
+{
+    public Int8Kernel Kernel;
+    /// <summary>Rows per register tile (<see cref="Int8Gemm.TileRows"/>).</summary>
+    public int MR;
+    /// <summary>Quantized A in tiles of MR rows: tile t at QA + t·TileStride, then K4 groups of MR × 4 bytes.</summary>
+    public byte* QA;
+    public nint TileStride;
+    /// <summary>Per row of A: the dequantisation scale and the zero point.</summary>
+    public float* RowScale;
+    public int* RowZero;
+    public int M, N, K4;
+    /// <summary>Weights in panels of 16 columns: panel p at PackedB + p·PanelStride, then K4 groups of 16 columns × 4 bytes.</summary>
+    public sbyte* PackedB;
+    public nint PanelStride;
+    /// <summary>Per packed column: weight scale and the sum of its quantized weights (zero-point compensation).</summary>
+    public float* ColScale;
+    public int* ColSum;
+    public float* C;
+    public nint Ldc;
+    public float Alpha;
+    public bool Accumulate;
+    public float* Bias;
+    public Activation Act;
+    public float* Residual;
+    public nint Ldr;
+}
+
+/// <summary>
+/// int8 products y = act(alpha·x·Wᵀ (+y) + bias) + residual with W quantized once per output channel (symmetric s8,
+/// per-channel scale) and x quantized per row at call time (asymmetric u8 with a zero point, per-row scale), int32
+/// accumulation, and the scales, the zero-point compensation (zero point × the weight column's sum) and the FP32
+/// epilogue fused into the store.
+/// <para>
+/// Why u8 activations with a zero point rather than s8 × s8 with a sign trick: <c>vpdpbusd</c> multiplies u8 by s8
+/// natively, so the unsigned activations go in as they are, the compensation is one integer multiply-add per output
+/// (column sums are computed when the weight is packed), and an asymmetric range spends all 256 levels on rows that are
+/// mostly positive (after GELU or ReLU) where a symmetric s8 range would waste half of them.
+/// </para>
+/// <para>
+/// Without VNNI, <c>vpmaddubsw</c> adds two u8·s8 products into a saturating int16: 255·127·2 would overflow, so that
+/// path quantizes activations to 0..127 (127·127·2 = 32,258 ≤ 32,767: never saturates) and is exact too. Every path
+/// computes the integer dot products exactly, so a path's result equals its integer reference bit for bit.
+/// </para>
+/// </summary>
+internal static unsafe class Int8Gemm
+{
+    /// <summary>Columns per weight panel: two 8-lane int32 accumulators.</summary>
+    public const int NR = 16;
+    /// <summary>
+    /// Most rows per register tile: with AVX-512 the JIT encodes <c>vpdpbusd</c> in EVEX form and has 32 registers (24
+    /// accumulators + 2 weight vectors + 1 broadcast); on the 256-bit path 6 rows fill the 16 AVX2 registers.
+    /// </summary>
+    public const int MaxMR = 12;
+
+    /// <summary>Rows per register tile on <paramref name="isa"/>.</summary>
+    public static int TileRows(IsaPath isa) => isa == IsaPath.Vector512 ? 12 : 6;
+    /// <summary>Row tiles per A block kept in L2 while the weight panels stream past.</summary>
+    public const int MCTiles = 16;
+    /// <summary>Deepest K an int32 accumulator holds without overflow: 255·127·K &lt; 2³¹.</summary>
+    public const int MaxDepth = 65536;
+    /// <summary>Floats at the start of every thread's scratch for the int32 tile and the dequantized tile.</summary>
+    public const int TileFloats = 2 * MaxMR * NR + 3 * NR;
+
+    public static bool IsSupported(Int8Kernel k) => k switch
+    {
+        Int8Kernel.Scalar => true,
+        Int8Kernel.MaddUbs => Avx2.IsSupported,
+        Int8Kernel.Vnni => Avx2.IsSupported && AvxVnni.IsSupported,
+        _ => false,
+    };
+
+    /// <summary>The fastest kernel here (lowered by <c>FASTATTN_INT8=scalar|maddubs</c>).</summary>
+    public static Int8Kernel Best { get; } = Choose();
+
+    /// <summary>Every int8 kernel this process can run.</summary>
+    public static IReadOnlyList<Int8Kernel> Supported { get; } = Enum.GetValues<Int8Kernel>().Where(IsSupported).ToArray();
+
+    private static Int8Kernel Choose()
+    {
+        var best = IsSupported(Int8Kernel.Vnni) ? Int8Kernel.Vnni : IsSupported(Int8Kernel.MaddUbs) ? Int8Kernel.MaddUbs : Int8Kernel.Scalar;
+        var want = Environment.GetEnvironmentVariable("FASTATTN_INT8")?.Trim().ToLowerInvariant() switch
+        {
+            "scalar" => Int8Kernel.Scalar,
+            "maddubs" => Int8Kernel.MaddUbs,
+            _ => best,
+        };
+        return want < best ? want : best;
+    }
+
+    [ThreadStatic] private static Int8Kernel? _override;
+
+    /// <summary>The kernel a product on <paramref name="isa"/> uses on this thread (the scalar kernel below the 256-bit path).</summary>
+    public static Int8Kernel Current(IsaPath isa)
+    {
+        if (_override is { } o) return o;
+        return isa >= IsaPath.Vector256 ? Best : Int8Kernel.Scalar;
+    }
+
+    /// <summary>Runs this thread's int8 products on <paramref name="kernel"/> until disposed (tests run every kernel).</summary>
+    internal static IDisposable Use(Int8Kernel kernel)
+    {
+        if (!IsSupported(kernel)) throw new ArgumentException($"int8 kernel {kernel} is not supported in this process.", nameof(kernel));
+        var previous = _override;
+        _override = kernel;
+        return new Restore(previous);
+    }
+
+    private sealed class Restore(Int8Kernel? previous) : IDisposable
+    {
+        public void Dispose() => _override = previous;
+    }
+
+    /// <summary>Largest activation level of a kernel (7 bits for <see cref="Int8Kernel.MaddUbs"/>).</summary>
+    public static int ActivationMax(Int8Kernel k) => k == Int8Kernel.MaddUbs ? 127 : 255;
+
+    public static int Groups(int k) => (k + 3) / 4;
+
+    /// <summary>Bytes of packed weights for K×N.</summary>
+    public static long PackedBytes(int k, int n) => (long)((n + NR - 1) / NR) * NR * Groups(k) * 4;
+
+    /// <summary>Floats of scratch the calling thread needs for an M-row product of depth K (quantized A, row scales, tile).</summary>
+    public static long ScratchFloats(int m, int k)
+    {
+        long rowsPadded = (Math.Max(m, 1) + MaxMR - 1) / MaxMR * (long)MaxMR; // fits the 6- and the 12-row layouts
+        long qaBytes = rowsPadded * Groups(Math.Max(k, 1)) * 4;
+        return TileFloats + 2L * Math.Max(m, 1) + (qaBytes + 3) / 4 + 16;
+    }
+
+    /// <summary>Floats each worker thread needs (its tile; A is quantized once by the caller).</summary>
+    public static long WorkerScratchFloats() => TileFloats;
+
+    // ---------------------------------------------------------------- weights
+
+    /// <summary>
+    /// Quantizes W(n, k) = src[n·ldw + k] (n &lt; N, k &lt; K) per row n to s8 in [-127, 127] with scale max|W(n,·)|/127
+    /// and packs it into 16-column panels at <paramref name="dst"/> (zero-padded), writing each column's scale and sum.
+    /// </summary>
+    public static void PackWeights(float* src, nint ldw, int k, int n, sbyte* dst, float* colScale, int* colSum)
+    {
+        int k4 = Groups(k), panels = (n + NR - 1) / NR;
+        for (int p = 0; p < panels; p++)
+        {
+            sbyte* d = dst + (long)p * NR * k4 * 4;
+            new Span<byte>(d, NR * k4 * 4).Clear();
+            for (int j = 0; j < NR; j++)
+            {
+                int col = p * NR + j;
+                if (col >= n) { colScale[col] = 0f; colSum[col] = 0; continue; }
+                float* w = src + col * ldw;
+                float amax = 0f;
+                for (int kk = 0; kk < k; kk++) amax = Math.Max(amax, Math.Abs(w[kk]));
+                float scale = amax / 127f;
+                float inv = scale > 0f && float.IsFinite(127f / amax) ? 127f / amax : 0f;
+                int sum = 0;
+                for (int kk = 0; kk < k; kk++)
+                {
+                    int q = Math.Clamp((int)MathF.Round(w[kk] * inv), -127, 127);
+                    d[(kk >> 2) * NR * 4 + j * 4 + (kk & 3)] = (sbyte)q;
+                    sum += q;
+                }
+                colScale[col] = inv == 0f ? 0f : scale;
+                colSum[col] = sum;
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- activations
+
+    /// <summary>
+    /// Quantizes rows of x (row stride ldx, K columns) to u8 in [0, qmax] with a per-row scale and zero point, into the
+    /// tiled layout the microkernels read. The range always includes 0 (so 0 is exact). A row holding NaN or ±∞ gets a NaN
+    /// scale (its outputs are NaN, as in FP32).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void QuantizeRows(float* x, nint ldx, int m, int k, int qmax, int mr, byte* qa, nint tileStride, float* rowScale, int* rowZero)
+    {
+        int k4 = Groups(k);
+        for (int r = 0; r < m; r++)
+        {
+            float* s = x + r * ldx;
+            var (mn, mx) = Range(s, k);
+            byte* d = qa + (r / mr) * tileStride + (r % mr) * 4;
+            float range = mx - mn;
+            if (!float.IsFinite(range))
+            {
+                rowScale[r] = float.NaN;
+                rowZero[r] = 0;
+                for (int g = 0; g < k4; g++) *(int*)(d + g * mr * 4) = 0;
+                continue;
+            }
+            float inv = range > 0f ? qmax / range : 0f;
+            if (!float.IsFinite(inv)) inv = 0f; // a range so small it is subnormal: the row is zero to float precision
+            int zp = inv == 0f ? 0 : Math.Clamp((int)MathF.Round(-mn * inv), 0, qmax);
+            rowScale[r] = inv == 0f ? 0f : range / qmax;
+            rowZero[r] = zp;
+            QuantizeRow(s, k, inv, zp, qmax, mr * 4, d);
+        }
+    }
+
+    /// <summary>
+    /// (min(0, min x), max(0, max x)) over k floats in one pass; when any is NaN or ±∞ the range's width is not finite
+    /// (x·0 is NaN exactly for those, and it is added to the result).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static (float Min, float Max) Range(float* s, int k)
+    {
+        float mn = 0f, mx = 0f, bad = 0f;
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated && k >= 16)
+        {
+            Vector256<float> lo0 = default, hi0 = default, lo1 = default, hi1 = default, z = default;
+            for (; i + 16 <= k; i += 16)
+            {
+                var a = Vector256.Load(s + i);
+                var b = Vector256.Load(s + i + 8);
+                lo0 = Vector256.MinNative(lo0, a); hi0 = Vector256.MaxNative(hi0, a);
+                lo1 = Vector256.MinNative(lo1, b); hi1 = Vector256.MaxNative(hi1, b);
+                z += a * Vector256<float>.Zero + b * Vector256<float>.Zero;
+            }
+            var lo = Vector256.MinNative(lo0, lo1);
+            var hi = Vector256.MaxNative(hi0, hi1);
+            for (int j = 0; j < 8; j++) { mn = Math.Min(mn, lo.GetElement(j)); mx = Math.Max(mx, hi.GetElement(j)); bad += z.GetElement(j); }
+        }
+        for (; i < k; i++) { mn = Math.Min(mn, s[i]); mx = Math.Max(mx, s[i]); bad += s[i] * 0f; }
+        return (mn, mx + bad);
+    }
+
+    /// <summary>q = clamp(round(x·inv) + zp, 0, qmax) (round half to even), 4 bytes per group at d + g·step.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void QuantizeRow(float* s, int k, float inv, int zp, int qmax, int step, byte* d)
+    {
+        int kk = 0;
+        // cvtps2dq rounds to nearest even under the default MXCSR, as MathF.Round does; x·inv is within ±qmax, so no overflow
+        if (Avx512F.IsSupported && Vector512.IsHardwareAccelerated)
+        {
+            var vInv = Vector512.Create(inv);
+            var vZp = Vector512.Create(zp);
+            var vMax = Vector512.Create(qmax);
+            for (; kk + 16 <= k; kk += 16)
+            {
+                var q = Avx512F.ConvertToVector512Int32(Vector512.Load(s + kk) * vInv) + vZp;
+                q = Vector512.Min(Vector512.Max(q, Vector512<int>.Zero), vMax);
+                var bytes = Avx512F.ConvertToVector128Byte(q).AsUInt32(); // 16 bytes in order
+                int g = kk >> 2;
+                *(uint*)(d + g * step) = bytes.GetElement(0);
+                *(uint*)(d + (g + 1) * step) = bytes.GetElement(1);
+                *(uint*)(d + (g + 2) * step) = bytes.GetElement(2);
+                *(uint*)(d + (g + 3) * step) = bytes.GetElement(3);
+            }
+        }
+        if (Avx2.IsSupported)
+        {
+            var vInv = Vector256.Create(inv);
+            var vZp = Vector256.Create(zp);
+            var vMax = Vector256.Create(qmax);
+            for (; kk + 8 <= k; kk += 8)
+            {
+                var q = Avx.ConvertToVector256Int32(Vector256.Load(s + kk) * vInv) + vZp;
+                q = Vector256.Min(Vector256.Max(q, Vector256<int>.Zero), vMax);
+                var s16 = Sse2.PackSignedSaturate(q.GetLower(), q.GetUpper());
+                var bytes = Sse2.PackUnsignedSaturate(s16, s16).AsUInt32(); // 8 bytes in order
+                int g = kk >> 2;
+                *(uint*)(d + g * step) = bytes.GetElement(0);
+                *(uint*)(d + (g + 1) * step) = bytes.GetElement(1);
+            }
+        }
+        for (; kk < k; kk++)
+        {
+            int q = Math.Clamp((int)MathF.Round(s[kk] * inv) + zp, 0, qmax);
+            d[(kk >> 2) * step + (kk & 3)] = (byte)q;
+        }
+        for (; (kk & 3) != 0; kk++) d[(kk >> 2) * step + (kk & 3)] = 0; // padding of the last group (weights there are 0)
+    }
+
+    // ---------------------------------------------------------------- products
+
+    /// <summary>
+    /// Quantizes A (M×K, row stride lda) into <paramref name="scratch"/> and runs the product, on <paramref name="pool"/>'s
+    /// threads when worth it. <paramref name="q"/> carries everything but the quantized A.
+    /// </summary>
+    public static void Run(ref Int8Args q, float* a, nint lda, int k, float* scratch, WorkerPool? pool)
+    {
+        int m = q.M;
+        float* tile = scratch;
+        q.RowScale = scratch + TileFloats;
+        q.RowZero = (int*)(scratch + TileFloats + m);
+        q.QA = (byte*)(scratch + TileFloats + 2L * m);
+        q.K4 = Groups(k);
+        q.TileStride = (nint)q.MR * q.K4 * 4;
+        QuantizeRows(a, lda, m, k, ActivationMax(q.Kernel), q.MR, q.QA, q.TileStride, q.RowScale, q.RowZero);
+        if (pool == null || !TryMultithread(q, tile, pool))
+            Run(q, 0, m, 0, (q.N + NR - 1) / NR, tile);
+    }
+
+    /// <summary>Rows [rowStart, rowEnd) (rowStart a multiple of MR) × panels [panelStart, panelEnd) on the calling thread.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Run(in Int8Args q, int rowStart, int rowEnd, int panelStart, int panelEnd, float* tile)
+    {
+        int mr = q.MR;
+        Debug.Assert(rowStart % mr == 0 && mr <= MaxMR);
+        int* acc = (int*)tile;
+        int mcMax = mr * MCTiles;
+        for (int ic = rowStart; ic < rowEnd; ic += mcMax)
+        {
+            int mc = Math.Min(mcMax, rowEnd - ic);
+            for (int jp = panelStart; jp < panelEnd; jp++)
+            {
+                int col = jp * NR;
+                int cols = Math.Min(NR, q.N - col);
+                sbyte* b = q.PackedB + jp * q.PanelStride;
+                for (int ir = 0; ir < mc; ir += mr)
+                {
+                    int rows = Math.Min(mr, mc - ir);
+                    int row = ic + ir;
+                    byte* a = q.QA + (row / mr) * q.TileStride;
+                    switch (q.Kernel)
+                    {
+                        case Int8Kernel.Vnni: DispatchVector<VnniDot>(rows, a, mr * 4, b, q.K4, acc); break;
+                        case Int8Kernel.MaddUbs: DispatchVector<MaddUbsDot>(rows, a, mr * 4, b, q.K4, acc); break;
+                        default: TileScalar(rows, a, mr * 4, b, q.K4, acc); break;
+                    }
+                    Store(q, row, rows, col, cols, tile);
+                }
+            }
+        }
+    }
+
+    /// <summary>One 4-byte-group multiply-accumulate: acc += Σ u8(a)·s8(b) over each lane's 4 bytes.</summary>
+    private interface IDot { static abstract Vector256<int> Dot(Vector256<int> acc, Vector256<byte> a, Vector256<sbyte> b); }
+
+    private struct VnniDot : IDot
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> Dot(Vector256<int> acc, Vector256<byte> a, Vector256<sbyte> b) => AvxVnni.MultiplyWideningAndAdd(acc, a, b);
+    }
+
+    private struct MaddUbsDot : IDot
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> Dot(Vector256<int> acc, Vector256<byte> a, Vector256<sbyte> b)
+            => Avx2.Add(acc, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(a, b), Vector256.Create((short)1)));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void DispatchVector<TD>(int rows, byte* a, int aStep, sbyte* b, int k4, int* acc) where TD : IDot
+    {
+        switch (rows)
+        {
+            case 12: TileVector<TD, Rows12>(a, aStep, b, k4, acc); break;
+            case 11: TileVector<TD, Rows11>(a, aStep, b, k4, acc); break;
+            case 10: TileVector<TD, Rows10>(a, aStep, b, k4, acc); break;
+            case 9: TileVector<TD, Rows9>(a, aStep, b, k4, acc); break;
+            case 8: TileVector<TD, Rows8>(a, aStep, b, k4, acc); break;
+            case 7: TileVector<TD, Rows7>(a, aStep, b, k4, acc); break;
+            case 6: TileVector<TD, Rows6>(a, aStep, b, k4, acc); break;
+            case 5: TileVector<TD, Rows5>(a, aStep, b, k4, acc); break;
+            case 4: TileVector<TD, Rows4>(a, aStep, b, k4, acc); break;
+            case 3: TileVector<TD, Rows3>(a, aStep, b, k4, acc); break;
+            case 2: TileVector<TD, Rows2>(a, aStep, b, k4, acc); break;
+            default: TileVector<TD, Rows1>(a, aStep, b, k4, acc); break;
+        }
+    }
+
+    /// <summary>
+    /// TR rows × 16 columns: per group of 4 k, two weight vectors and one 4-byte broadcast per row. Tiles of up to 3 rows
+    /// keep two accumulator sets (even and odd groups) so enough independent dot products are in flight to cover the
+    /// instruction's latency; integer sums make the split exact.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void TileVector<TD, TR>(byte* a, int aStep, sbyte* b, int k4, int* acc) where TD : IDot where TR : IRowCount
+    {
+        Vector256<int> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default, c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        Vector256<int> c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default, c90 = default, c91 = default, cA0 = default, cA1 = default, cB0 = default, cB1 = default;
+        int g = 0;
+        if (TR.N <= 3)
+        {
+            // second set: odd groups into the accumulators of rows 6.. (unused by such small tiles)
+            for (; g + 2 <= k4; g += 2)
+            {
+                if (Sse.IsSupported) Sse.Prefetch0(b + 1024);
+                var b0 = Vector256.Load(b);
+                var b1 = Vector256.Load(b + 32);
+                var b2 = Vector256.Load(b + 64);
+                var b3 = Vector256.Load(b + 96);
+                var x = Vector256.Create(*(int*)a).AsByte();
+                var y = Vector256.Create(*(int*)(a + aStep)).AsByte();
+                c00 = TD.Dot(c00, x, b0); c01 = TD.Dot(c01, x, b1); c60 = TD.Dot(c60, y, b2); c61 = TD.Dot(c61, y, b3);
+                if (TR.N > 1)
+                {
+                    x = Vector256.Create(*(int*)(a + 4)).AsByte(); y = Vector256.Create(*(int*)(a + aStep + 4)).AsByte();
+                    c10 = TD.Dot(c10, x, b0); c11 = TD.Dot(c11, x, b1); c70 = TD.Dot(c70, y, b2); c71 = TD.Dot(c71, y, b3);
+                }
+                if (TR.N > 2)
+                {
+                    x = Vector256.Create(*(int*)(a + 8)).AsByte(); y = Vector256.Create(*(int*)(a + aStep + 8)).AsByte();
+                    c20 = TD.Dot(c20, x, b0); c21 = TD.Dot(c21, x, b1); c80 = TD.Dot(c80, y, b2); c81 = TD.Dot(c81, y, b3);
+                }
+                a += 2 * aStep;
+                b += 2 * NR * 4;
+            }
+            c00 += c60; c01 += c61; c10 += c70; c11 += c71; c20 += c80; c21 += c81;
+            c60 = c61 = c70 = c71 = c80 = c81 = default;
+        }
+        for (; g < k4; g++)
+        {
+            if (Sse.IsSupported) Sse.Prefetch0(b + 1024);
+            var b0 = Vector256.Load(b);
+            var b1 = Vector256.Load(b + 32);
+            var x = Vector256.Create(*(int*)a).AsByte();
+            c00 = TD.Dot(c00, x, b0); c01 = TD.Dot(c01, x, b1);
+            if (TR.N > 1) { x = Vector256.Create(*(int*)(a + 4)).AsByte(); c10 = TD.Dot(c10, x, b0); c11 = TD.Dot(c11, x, b1); }
+            if (TR.N > 2) { x = Vector256.Create(*(int*)(a + 8)).AsByte(); c20 = TD.Dot(c20, x, b0); c21 = TD.Dot(c21, x, b1); }
+            if (TR.N > 3) { x = Vector256.Create(*(int*)(a + 12)).AsByte(); c30 = TD.Dot(c30, x, b0); c31 = TD.Dot(c31, x, b1); }
+            if (TR.N > 4) { x = Vector256.Create(*(int*)(a + 16)).AsByte(); c40 = TD.Dot(c40, x, b0); c41 = TD.Dot(c41, x, b1); }
+            if (TR.N > 5) { x = Vector256.Create(*(int*)(a + 20)).AsByte(); c50 = TD.Dot(c50, x, b0); c51 = TD.Dot(c51, x, b1); }
+            if (TR.N > 6) { x = Vector256.Create(*(int*)(a + 24)).AsByte(); c60 = TD.Dot(c60, x, b0); c61 = TD.Dot(c61, x, b1); }
+            if (TR.N > 7) { x = Vector256.Create(*(int*)(a + 28)).AsByte(); c70 = TD.Dot(c70, x, b0); c71 = TD.Dot(c71, x, b1); }
+            if (TR.N > 8) { x = Vector256.Create(*(int*)(a + 32)).AsByte(); c80 = TD.Dot(c80, x, b0); c81 = TD.Dot(c81, x, b1); }
+            if (TR.N > 9) { x = Vector256.Create(*(int*)(a + 36)).AsByte(); c90 = TD.Dot(c90, x, b0); c91 = TD.Dot(c91, x, b1); }
+            if (TR.N > 10) { x = Vector256.Create(*(int*)(a + 40)).AsByte(); cA0 = TD.Dot(cA0, x, b0); cA1 = TD.Dot(cA1, x, b1); }
+            if (TR.N > 11) { x = Vector256.Create(*(int*)(a + 44)).AsByte(); cB0 = TD.Dot(cB0, x, b0); cB1 = TD.Dot(cB1, x, b1); }
+            a += aStep;
+            b += NR * 4;
+        }
+        c00.Store(acc); c01.Store(acc + 8);
+        if (TR.N > 1) { c10.Store(acc + 16); c11.Store(acc + 24); }
+        if (TR.N > 2) { c20.Store(acc + 32); c21.Store(acc + 40); }
+        if (TR.N > 3) { c30.Store(acc + 48); c31.Store(acc + 56); }
+        if (TR.N > 4) { c40.Store(acc + 64); c41.Store(acc + 72); }
+        if (TR.N > 5) { c50.Store(acc + 80); c51.Store(acc + 88); }
+        if (TR.N > 6) { c60.Store(acc + 96); c61.Store(acc + 104); }
+        if (TR.N > 7) { c70.Store(acc + 112); c71.Store(acc + 120); }
+        if (TR.N > 8) { c80.Store(acc + 128); c81.Store(acc + 136); }
+        if (TR.N > 9) { c90.Store(acc + 144); c91.Store(acc + 152); }
+        if (TR.N > 10) { cA0.Store(acc + 160); cA1.Store(acc + 168); }
+        if (TR.N > 11) { cB0.Store(acc + 176); cB1.Store(acc + 184); }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void TileScalar(int rows, byte* a, int aStep, sbyte* b, int k4, int* acc)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            for (int j = 0; j < NR; j++)
+            {
+                int s = 0;
+                for (int g = 0; g < k4; g++)
+                {
+                    byte* ag = a + g * aStep + r * 4;
+                    sbyte* bg = b + g * NR * 4 + j * 4;
+                    s += ag[0] * bg[0] + ag[1] * bg[1] + ag[2] * bg[2] + ag[3] * bg[3];
+                }
+                acc[r * NR + j] = s;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Dequantizes a tile — v = (float)(acc − zp·colSum)·(rowScale·colScale) — and applies alpha, (+C), bias, activation
+    /// and residual like the FP32 epilogue.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Store(in Int8Args q, int row, int rows, int col, int cols, float* tile)
+    {
+        int* acc = (int*)tile;
+        float* t = tile + MaxMR * NR;
+        for (int r = 0; r < rows; r++)
+        {
+            float rs = q.RowScale[row + r];
+            int zp = q.RowZero[row + r];
+            int* ar = acc + r * NR;
+            float* tr = t + r * NR;
+            int j = 0;
+            if (Vector256.IsHardwareAccelerated)
+            {
+                var vzp = Vector256.Create(zp);
+                var vrs = Vector256.Create(rs);
+                for (; j < NR; j += 8)
+                {
+                    var corrected = Vector256.Load(ar + j) - vzp * Vector256.Load(q.ColSum + col + j);
+                    (Vector256.ConvertToSingle(corrected) * vrs * Vector256.Load(q.ColScale + col + j)).Store(tr + j);
+                }
+            }
+            for (; j < NR; j++) tr[j] = (float)(ar[j] - zp * q.ColSum[col + j]) * rs * q.ColScale[col + j];
+        }
+        for (int r = 0; r < rows; r++)
+        {
+            float* tr = t + r * NR;
+            float* c = q.C + (row + r) * q.Ldc + col;
+            float* res = q.Residual == null ? null : q.Residual + (row + r) * q.Ldr + col;
+            float* bias = q.Bias == null ? null : q.Bias + col;
+            int j = 0;
+            if (Vector256.IsHardwareAccelerated && Avx2.IsSupported)
+                for (; j + 8 <= cols; j += 8)
+                    Simd256.Store(Finish<Simd256, Vector256<float>>(Simd256.Load(tr + j), c + j, bias == null ? null : bias + j, res == null ? null : res + j, q), c + j);
+            for (; j < cols; j++)
+                c[j] = Finish<SimdScalar, float>(tr[j], c + j, bias == null ? null : bias + j, res == null ? null : res + j, q);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static TVec Finish<TOps, TVec>(TVec v, float* cOld, float* bias, float* res, in Int8Args q)
+        where TOps : ISimd<TVec> where TVec : struct
+    {
+        if (q.Alpha != 1f) v = TOps.Mul(v, TOps.Broadcast(q.Alpha));
+        if (q.Accumulate) v = TOps.Add(v, TOps.Load(cOld));
+        if (bias != null) v = TOps.Add(v, TOps.Load(bias));
+        if (q.Act != Activation.None) v = VecMath.Activate<TOps, TVec>(v, q.Act);
+        if (res != null) v = TOps.Add(v, TOps.Load(res));
+        return v;
+    }
+
+    // ---------------------------------------------------------------- threads
+
+    /// <summary>Splits the product over the pool's threads like the FP32 engine (weight panels first, row tiles when few panels).</summary>
+    private static bool TryMultithread(in Int8Args q, float* callerTile, WorkerPool pool)
+    {
+        int threads = pool.Threads;
+        if (threads == 1 || 2.0 * q.M * q.N * q.K4 * 4 < GemmCore.ParallelFlops * 2) return false;
+        int panels = (q.N + NR - 1) / NR, rowTiles = (q.M + q.MR - 1) / q.MR;
+        bool byRows = panels < 4 * threads && rowTiles >= threads;
+        int chunks = Math.Min(threads, byRows ? rowTiles : panels);
+        if (chunks < 2) return false;
+        pool.EnsureWorkerScratch(WorkerScratchFloats());
+        var job = pool.Job<Int8Job>();
+        job.Set(pool, q, callerTile, byRows, chunks, panels);
+        pool.Run(job, chunks);
+        job.Clear();
+        return true;
+    }
+
+    internal sealed class Int8Job : IParallelWork
+    {
+        private WorkerPool? _pool;
+        private Int8Args _q;
+        private float* _callerTile;
+        private int _chunks, _panels;
+        private bool _byRows;
+
+        public void Set(WorkerPool pool, in Int8Args q, float* callerTile, bool byRows, int chunks, int panels)
+        {
+            _pool = pool; _q = q; _callerTile = callerTile; _byRows = byRows; _chunks = chunks; _panels = panels;
+        }
+
+        public void Clear() { _pool = null; _q = default; _callerTile = null; }
+
+        public void Execute(int item, int worker)
+        {
+            float* tile = worker == 0 ? _callerTile : _pool!.WorkerScratch(worker);
+            if (_byRows)
+            {
+                int mr = _q.MR, tiles = (_q.M + mr - 1) / mr;
+                int t0 = (int)((long)item * tiles / _chunks), t1 = (int)((long)(item + 1) * tiles / _chunks);
+                Run(_q, t0 * mr, Math.Min(t1 * mr, _q.M), 0, _panels, tile);
+            }
+            else
+            {
+                int p0 = (int)((long)item * _panels / _chunks), p1 = (int)((long)(item + 1) * _panels / _chunks);
+                Run(_q, 0, _q.M, p0, p1, tile);
+            }
+        }
+    }
+}
