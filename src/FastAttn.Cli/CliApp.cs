@@ -66,4 +66,13 @@ public static class CliApp
 }
 
 /// <summary>A command-line usage error found by a command (not by the parser).</summary>
-public sealed class CliInputException(string message) : Exception(message);
+public sealed class CliInputException(string message) : Exception(message)
+{
+    /// <summary>The precision named by <c>--precision</c> (f32, int8 or bf16).</summary>
+    public static FastAttn.Kernels.Precision ParsePrecision(string? text)
+    {
+        if (string.IsNullOrEmpty(text)) return FastAttn.Kernels.Precision.F32;
+        try { return FastAttn.Layers.PrecisionPlan.ParsePrecision(text); }
+        catch (ArgumentException) { throw new CliInputException($"--precision must be f32, int8 or bf16; it is '{text}'."); }
+    }
+}

@@ -39,29 +39,30 @@ internal static class Commands
         var keyValid = new Option<string?>("--key-valid") { Description = "Key padding: valid tokens per sequence, e.g. 4,9,2." };
         var input = new Option<string>("--input") { Description = "float32 .npy [tokens, dModel], C order.", Required = true };
         var outputFile = new Option<string>("--output") { Description = "Where to write the float32 .npy output.", Required = true };
+        var precision = new Option<string?>("--precision") { Description = "f32 (default), int8 (int8 weights and activations, int32 accumulation) or bf16 (bfloat16 weights) for the linear layers; attention stays FP32." };
         var run = new Command("run", "Run a PyTorch-trained encoder (safetensors) on a .npy input.")
-            { model, heads, normFirst, activation, eps, prefix, threads, causal, lengths, keyValid, input, outputFile };
+            { model, heads, normFirst, activation, eps, prefix, threads, causal, lengths, keyValid, input, outputFile, precision };
         run.SetAction(r => CliApp.Guard("run", error, () => ModelCommands.Run(new ModelCommands.RunOptions(
             r.GetValue(model)!, r.GetValue(input)!, r.GetValue(outputFile)!, r.GetValue(heads),
             Given(r, normFirst) ? r.GetValue(normFirst) : null, r.GetValue(activation), r.GetValue(eps), r.GetValue(prefix),
-            r.GetValue(threads), Given(r, causal) ? r.GetValue(causal) : null, r.GetValue(lengths), r.GetValue(keyValid)))));
+            r.GetValue(threads), Given(r, causal) ? r.GetValue(causal) : null, r.GetValue(lengths), r.GetValue(keyValid), r.GetValue(precision)))));
         root.Subcommands.Add(run);
 
         var modelsDir = new Option<string?>("--models") { Description = "Folder holding fc.safetensors and attention.safetensors (default: the bundled models)." };
         var tagText = new Argument<string[]>("text") { Description = "Text to tag (one or more sentences; quotes optional).", Arity = ArgumentArity.ZeroOrMore };
         var tagFile = new Option<string?>("--file") { Description = "Tag a UTF-8 file instead, one sentence per line; '-' reads standard input." };
         var tagModel = new Option<string>("--model") { Description = "attention, fc, or a path to a tagger .safetensors file.", DefaultValueFactory = _ => "attention" };
-        var tag = new Command("tag", "Part-of-speech tag English text (UD tokenization, 17 UPOS tags) with the bundled self-attention tagger.") { tagText, tagFile, tagModel, modelsDir };
+        var tag = new Command("tag", "Part-of-speech tag English text (UD tokenization, 17 UPOS tags) with the bundled self-attention tagger.") { tagText, tagFile, tagModel, modelsDir, precision };
         tag.SetAction(r => CliApp.Guard("tag", error, () =>
         {
             var words = r.GetValue(tagText) ?? [];
-            return TagCommands.Tag(words.Length == 0 ? null : string.Join(' ', words), r.GetValue(tagFile), r.GetValue(tagModel)!, r.GetValue(modelsDir), output, stdin);
+            return TagCommands.Tag(words.Length == 0 ? null : string.Join(' ', words), r.GetValue(tagFile), r.GetValue(tagModel)!, r.GetValue(modelsDir), output, stdin, r.GetValue(precision));
         }));
         root.Subcommands.Add(tag);
 
         var conllu = new Option<string>("--conllu") { Description = "A CoNLL-U file (e.g. en_ewt-ud-test.conllu).", Required = true };
-        var eval = new Command("eval", "UPOS accuracy of the FC-only and the self-attention tagger on a CoNLL-U file.") { conllu, modelsDir };
-        eval.SetAction(r => CliApp.Guard("eval", error, () => TagCommands.Eval(r.GetValue(conllu)!, r.GetValue(modelsDir), output)));
+        var eval = new Command("eval", "UPOS accuracy of the FC-only and the self-attention tagger on a CoNLL-U file.") { conllu, modelsDir, precision };
+        eval.SetAction(r => CliApp.Guard("eval", error, () => TagCommands.Eval(r.GetValue(conllu)!, r.GetValue(modelsDir), output, r.GetValue(precision))));
         root.Subcommands.Add(eval);
 
         var eModel = new Option<string>("--model") { Description = "A BERT-family model: .safetensors (config.json beside it), a folder, or .onnx.", Required = true };
@@ -75,8 +76,8 @@ internal static class Commands
         var eFile = new Option<string?>("--file") { Description = "Embed each line of a UTF-8 file instead; '-' reads standard input." };
         var eOutput = new Option<string?>("--output") { Description = "Write the vectors as float32 .npy [texts, dim] instead of printing them." };
         var embed = new Command("embed", "Sentence embeddings with a BERT-family model (e.g. all-MiniLM-L6-v2): one vector per text, in input order.")
-            { eModel, eVocab, ePooling, eHeads, eThreads, eMax, eNormalize, eText, eFile, eOutput };
-        EmbedCommands.ModelOptions ModelOf(ParseResult r) => new(r.GetValue(eModel)!, r.GetValue(eVocab), r.GetValue(ePooling)!, r.GetValue(eHeads), r.GetValue(eThreads), r.GetValue(eMax));
+            { eModel, eVocab, ePooling, eHeads, eThreads, eMax, eNormalize, eText, eFile, eOutput, precision };
+        EmbedCommands.ModelOptions ModelOf(ParseResult r) => new(r.GetValue(eModel)!, r.GetValue(eVocab), r.GetValue(ePooling)!, r.GetValue(eHeads), r.GetValue(eThreads), r.GetValue(eMax), r.GetValue(precision));
         embed.SetAction(r => CliApp.Guard("embed", error, () =>
         {
             var words = r.GetValue(eText) ?? [];
@@ -88,7 +89,7 @@ internal static class Commands
         var sCorpus = new Option<string>("--corpus") { Description = "A UTF-8 file, one document per line ('-' = standard input).", Required = true };
         var sTop = new Option<int>("--top") { Description = "How many lines to show.", DefaultValueFactory = _ => 5 };
         var search = new Command("search", "Semantic search: the lines of a corpus most similar to a query, with cosine scores.")
-            { eModel, eVocab, ePooling, eHeads, eThreads, eMax, sCorpus, sTop, sQuery };
+            { eModel, eVocab, ePooling, eHeads, eThreads, eMax, sCorpus, sTop, sQuery, precision };
         search.SetAction(r => CliApp.Guard("search", error, () =>
             EmbedCommands.Search(ModelOf(r), string.Join(' ', r.GetValue(sQuery)!), r.GetValue(sCorpus)!, r.GetValue(sTop), output, stdin)));
         root.Subcommands.Add(search);

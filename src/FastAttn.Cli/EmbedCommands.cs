@@ -10,7 +10,7 @@ namespace FastAttn.Cli;
 public static class EmbedCommands
 {
     /// <summary>Options shared by embed and search.</summary>
-    public sealed record ModelOptions(string Model, string? Vocab = null, string Pooling = "mean", int? Heads = null, int Threads = 1, int MaxTokens = 0);
+    public sealed record ModelOptions(string Model, string? Vocab = null, string Pooling = "mean", int? Heads = null, int Threads = 1, int MaxTokens = 0, string? Precision = null);
 
     private static SentenceEmbedder Load(ModelOptions o, bool normalize)
     {
@@ -24,9 +24,10 @@ public static class EmbedCommands
         if (o.Threads < 1 || o.Threads > Environment.ProcessorCount) throw new CliInputException($"--threads must be between 1 and {Environment.ProcessorCount}; it is {o.Threads}.");
         if (o.MaxTokens != 0 && o.MaxTokens < 3) throw new CliInputException($"--max-tokens must be at least 3; it is {o.MaxTokens}.");
         if (o.Heads is int h && h < 1) throw new CliInputException($"--heads must be at least 1; it is {h}.");
+        var precision = CliInputException.ParsePrecision(o.Precision);
         return SentenceEmbedder.Load(o.Model, o.Vocab,
             new SentenceEmbedderOptions { Pooling = pooling, Normalize = normalize, Threads = o.Threads, MaxTokensPerText = o.MaxTokens, MaxSessions = 1 },
-            new BertLoadOptions { Heads = o.Heads });
+            new BertLoadOptions { Heads = o.Heads, Precision = precision });
     }
 
     /// <summary>The texts of a UTF-8 file, one per line (<c>-</c> = standard input); every line is a text, empty ones too.</summary>

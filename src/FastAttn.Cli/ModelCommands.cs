@@ -12,7 +12,7 @@ public static class ModelCommands
 {
     /// <summary>Options of <c>fastattn run</c>; a null architecture field was not given on the command line.</summary>
     public sealed record RunOptions(string Model, string Input, string Output, int? Heads = null, bool? NormFirst = null, string? Activation = null,
-        float? Eps = null, string? Prefix = null, int Threads = 1, bool? Causal = null, string? Lengths = null, string? KeyValid = null);
+        float? Eps = null, string? Prefix = null, int Threads = 1, bool? Causal = null, string? Lengths = null, string? KeyValid = null, string? Precision = null);
 
     private static Activation ParseActivation(string a) => a.ToLowerInvariant() switch
     {
@@ -86,8 +86,9 @@ public static class ModelCommands
     {
         int[] lengths = ParseList(o.Lengths, "--lengths"), valid = ParseList(o.KeyValid, "--key-valid");
         if (o.Threads < 1 || o.Threads > Environment.ProcessorCount) throw new CliInputException($"--threads must be between 1 and {Environment.ProcessorCount}; it is {o.Threads}.");
+        var precision = CliInputException.ParsePrecision(o.Precision);
         using var file = SafeTensorsFile.Open(o.Model);
-        var options = Resolve(file, o.Heads, o.NormFirst, o.Activation, o.Eps, o.Prefix, o.Causal);
+        var options = Resolve(file, o.Heads, o.NormFirst, o.Activation, o.Eps, o.Prefix, o.Causal) with { Precision = precision };
         using var model = TorchModels.LoadTransformerEncoder(file, options);
         var (shape, x) = Npy.Read(o.Input);
         if (shape.Length != 2 || shape[1] != model.InputWidth)

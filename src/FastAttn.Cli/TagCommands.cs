@@ -7,11 +7,12 @@ namespace FastAttn.Cli;
 public static class TagCommands
 {
     /// <summary>Loads "attention" or "fc" (the models bundled in FastAttn.Tagging, or from <paramref name="folder"/>), or a model file.</summary>
-    public static PosTagModel LoadModel(string model, string? folder)
+    public static PosTagModel LoadModel(string model, string? folder, FastAttn.Kernels.Precision precision = FastAttn.Kernels.Precision.F32)
     {
+        FastAttn.Layers.PrecisionPlan plan = precision;
         if (model is "attention" or "fc")
-            return folder == null ? PosTagModel.LoadBundled(model) : PosTagModel.Load(Path.Combine(folder, model + ".safetensors"));
-        return PosTagModel.Load(model);
+            return folder == null ? PosTagModel.LoadBundled(model, plan) : PosTagModel.Load(Path.Combine(folder, model + ".safetensors"), plan);
+        return PosTagModel.Load(model, plan);
     }
 
     /// <summary>Formats tokens as word/TAG pairs.</summary>
@@ -21,11 +22,12 @@ public static class TagCommands
     /// <c>fastattn tag</c>: one text, or one sentence per line of a UTF-8 file (<c>-</c> = standard input); the text is
     /// checked (valid UTF-8) before anything is printed.
     /// </summary>
-    public static int Tag(string? text, string? file, string model, string? folder, TextWriter output, Func<Stream>? stdin = null)
+    public static int Tag(string? text, string? file, string model, string? folder, TextWriter output, Func<Stream>? stdin = null, string? precision = null)
     {
+        var p = CliInputException.ParsePrecision(precision);
         if ((text == null) == (file == null)) throw new CliInputException("give either a text or --file F (--file - reads standard input).");
         string body = text ?? (file == "-" ? Utf8Text.ReadStream((stdin ?? Console.OpenStandardInput)(), "standard input") : Utf8Text.ReadFile(file!));
-        using var m = LoadModel(model, folder);
+        using var m = LoadModel(model, folder, p);
         using var tagger = m.CreateTagger();
         if (text != null) { output.WriteLine(Format(tagger.Tag(text))); return 0; }
         var sb = new System.Text.StringBuilder();
@@ -49,13 +51,14 @@ public static class TagCommands
     }
 
     /// <summary><c>fastattn eval --conllu F</c>.</summary>
-    public static int Eval(string conllu, string? folder, TextWriter output)
+    public static int Eval(string conllu, string? folder, TextWriter output, string? precisionName = null)
     {
+        var p = CliInputException.ParsePrecision(precisionName);
         var data = ConllU.Read(conllu);
         if (data.Count == 0) throw new InvalidDataException($"'{conllu}' holds no sentences (no token lines); nothing to evaluate.");
-        using var fc = LoadModel("fc", folder);
-        using var attn = LoadModel("attention", folder);
-        output.WriteLine($"{Path.GetFileName(conllu)}: {data.Count} sentences, {data.Sum(s => s.Words.Length)} words (gold tokenization)");
+        using var fc = LoadModel("fc", folder, p);
+        using var attn = LoadModel("attention", folder, p);
+        output.WriteLine($"{Path.GetFileName(conllu)}: {data.Count} sentences, {data.Sum(s => s.Words.Length)} words (gold tokenization){(p == FastAttn.Kernels.Precision.F32 ? "" : $", linear layers in {p}")}");
         var (compared, exact, precision, recall) = TokenizerAgreement.Measure(data);
         if (compared > 0)
             output.WriteLine($"  tokenizer vs the treebank's tokens ({compared} sentences with text): {100.0 * exact / compared:F1} % of sentences identical, token precision {precision * 100:F2} %, recall {recall * 100:F2} %");

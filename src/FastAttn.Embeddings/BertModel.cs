@@ -24,6 +24,14 @@ public sealed record BertLoadOptions
     public int? Heads { get; init; }
     /// <summary>A <c>config.json</c> to use instead of the one beside the model.</summary>
     public string? ConfigPath { get; init; }
+    /// <summary>
+    /// The precision of each linear layer (null = FP32), by Hugging Face name without a <c>bert.</c> prefix:
+    /// <c>encoder.layer.N.attention.self</c> (query, key and value, one packed projection),
+    /// <c>encoder.layer.N.attention.output.dense</c>, <c>encoder.layer.N.intermediate.dense</c>,
+    /// <c>encoder.layer.N.output.dense</c>, <c>pooler.dense</c>, <c>classifier</c>; <c>encoder.layer.N</c> covers a whole layer.
+    /// Embeddings, LayerNorms and attention stay FP32.
+    /// </summary>
+    public PrecisionPlan? Precision { get; init; }
 }
 
 /// <summary>
@@ -85,19 +93,19 @@ public sealed class BertModel : IDisposable
         if (options.ConfigPath != null && config == null) throw new FileNotFoundException($"config '{options.ConfigPath}' not found.", options.ConfigPath);
         if (file.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
         {
-            return LoadOnnx(OnnxModelFile.Open(file), config, configPath, options.Heads, file);
+            return LoadOnnx(OnnxModelFile.Open(file), config, configPath, options.Heads, file, options.Precision);
         }
         using var safetensors = SafeTensorsFile.Open(file);
         var (c, s) = Resolve(safetensors, config, configPath, null, options.Heads, file);
-        return Load(safetensors, c, s);
+        return Load(safetensors, c, s, options.Precision);
     }
 
     /// <summary>A parsed ONNX graph as a model: the architecture from <paramref name="config"/>, else from the graph and <paramref name="heads"/>.</summary>
-    internal static BertModel LoadOnnx(OnnxModelFile onnx, BertConfig? config, string configPath, int? heads, string file)
+    internal static BertModel LoadOnnx(OnnxModelFile onnx, BertConfig? config, string configPath, int? heads, string file, PrecisionPlan? precision = null)
     {
         var graph = BertOnnxArchitecture.Read(onnx);
         var (cfg, source) = Resolve(onnx, config, configPath, graph, heads, file);
-        return Load(onnx, cfg, source);
+        return Load(onnx, cfg, source, precision);
     }
 
     /// <summary>
@@ -152,7 +160,13 @@ public sealed class BertModel : IDisposable
     /// </summary>
     /// <exception cref="InvalidDataException">Tensors are missing, unexpected or mis-shaped (all listed in one message).</exception>
     public static BertModel Load(ITensorSource source, BertConfig config, string? description = null)
+        => Load(source, config, description, null);
+
+    /// <summary>As above, with each linear layer in the precision <paramref name="precision"/> gives it (see <see cref="BertLoadOptions.Precision"/>).</summary>
+    /// <exception cref="InvalidDataException">Tensors are missing, unexpected or mis-shaped (all listed in one message).</exception>
+    public static BertModel Load(ITensorSource source, BertConfig config, string? description, PrecisionPlan? precision)
     {
+        var plan = precision ?? PrecisionPlan.F32;
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(config);
         config.Validate(source.Name);
@@ -171,7 +185,7 @@ public sealed class BertModel : IDisposable
             var type = emb.Pp("token_type_embeddings").Get("weight", config.TypeVocabSize, h);
             var embNorm = Norm(emb.Pp("LayerNorm"), h, config.LayerNormEps);
             var layers = new EncoderBlock?[config.NumHiddenLayers];
-            for (int i = 0; i < layers.Length; i++) layers[i] = Layer(bert.Pp($"encoder.layer.{i}"), config);
+            for (int i = 0; i < layers.Length; i++) layers[i] = Layer(bert.Pp($"encoder.layer.{i}"), config, plan, $"encoder.layer.{i}.");
             var poolerVb = bert.Pp("pooler").Pp("dense");
             bool hasPooler = poolerVb.Has("weight");
             float[]? pw = hasPooler ? poolerVb.Get("weight", h, h) : null, pb = hasPooler ? poolerVb.Maybe("bias", h) : null;
@@ -186,12 +200,12 @@ public sealed class BertModel : IDisposable
             if (vb.Checking) return null;
             var blocks = new List<IBlock> { new BertEmbeddings(word, pos, type, embNorm!) };
             blocks.AddRange(layers!);
-            Linear? pooler = hasPooler ? new Linear(pw, h, h, pb, Activation.Tanh) : null;
+            Linear? pooler = hasPooler ? new Linear(pw, h, h, pb, Activation.Tanh, plan.For("pooler.dense")) : null;
             Linear? classifier = null;
             var head = BertHead.None;
             if (cw != null)
             {
-                var lin = new Linear(cw, cw.Length / h, h, cb);
+                var lin = new Linear(cw, cw.Length / h, h, cb, Activation.None, plan.For("classifier"));
                 // a classifier with a pooler reads the pooled output (sequence classification); without one, every token
                 if (pooler != null) { classifier = lin; head = BertHead.Sequence; }
                 else { blocks.Add(new LinearBlock(lin)); head = BertHead.Token; }
@@ -210,7 +224,7 @@ public sealed class BertModel : IDisposable
     }
 
     /// <summary>One BERT layer: the names of its tensors, relative to <c>encoder.layer.N</c>.</summary>
-    private static EncoderBlock? Layer(TensorReader vb, BertConfig c)
+    private static EncoderBlock? Layer(TensorReader vb, BertConfig c, PrecisionPlan plan, string name)
     {
         int h = c.HiddenSize, ff = c.IntermediateSize;
         var att = vb.Pp("attention");
@@ -226,8 +240,9 @@ public sealed class BertModel : IDisposable
         if (vb.Checking) return null;
         var inBias = new float[3 * h];
         qb.CopyTo(inBias, 0); kb.CopyTo(inBias, h); vbias.CopyTo(inBias, 2 * h);
-        var mha = new MultiHeadAttention(h, c.NumAttentionHeads, qw, kw, vw, inBias, ow, ob);
-        var ffn = new FeedForward(h, ff, iw, ib, fw, fb, c.HiddenAct);
+        var mha = new MultiHeadAttention(h, c.NumAttentionHeads, qw, kw, vw, inBias, ow, ob, 0, 0, null, null,
+            plan.For(name + "attention.self"), plan.For(name + "attention.output.dense"));
+        var ffn = new FeedForward(h, ff, iw, ib, fw, fb, c.HiddenAct, plan.For(name + "intermediate.dense"), plan.For(name + "output.dense"));
         // post-norm, like nn.TransformerEncoderLayer: x = LN(x + attn(x)); x = LN(x + ff(x))
         return new EncoderBlock(mha, ffn, n1!, n2!, normFirst: false);
     }

@@ -50,10 +50,20 @@ public sealed class PosTagModel : IDisposable
     /// <exception cref="InvalidDataException">The file is not a valid safetensors file or not a tagger of this format.</exception>
     /// <exception cref="FileNotFoundException">No such file.</exception>
     /// <exception cref="IOException">The file cannot be read.</exception>
-    public static PosTagModel Load(string path)
+    public static PosTagModel Load(string path) => Load(path, null);
+
+    /// <summary>
+    /// As above, with each linear layer in the precision <paramref name="precision"/> gives it (null = FP32), by file name:
+    /// <c>encoder.layers.N.self_attn.in_proj</c>, <c>…out_proj</c>, <c>encoder.layers.N.linear1</c>, <c>…linear2</c>,
+    /// <c>fc.N</c>, <c>classifier</c>.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The file is not a valid safetensors file or not a tagger of this format.</exception>
+    /// <exception cref="FileNotFoundException">No such file.</exception>
+    /// <exception cref="IOException">The file cannot be read.</exception>
+    public static PosTagModel Load(string path, PrecisionPlan? precision)
     {
         using var file = SafeTensorsFile.Open(path);
-        return Load(file);
+        return Load(file, precision);
     }
 
     /// <summary>Loads a tagger from a stream (read to its end).</summary>
@@ -72,20 +82,30 @@ public sealed class PosTagModel : IDisposable
     /// <c>"attention"</c> or <c>"fc"</c>. No file is needed.
     /// </summary>
     /// <exception cref="ArgumentException"><paramref name="kind"/> is not a bundled model.</exception>
-    public static PosTagModel LoadBundled(string kind = "attention")
+    public static PosTagModel LoadBundled(string kind = "attention") => LoadBundled(kind, null);
+
+    /// <summary>As above, with each linear layer in the precision <paramref name="precision"/> gives it (see <see cref="Load(string, PrecisionPlan?)"/>).</summary>
+    /// <exception cref="ArgumentException"><paramref name="kind"/> is not a bundled model.</exception>
+    public static PosTagModel LoadBundled(string kind, PrecisionPlan? precision)
     {
         ArgumentNullException.ThrowIfNull(kind);
         if (!BundledKinds.Contains(kind)) throw new ArgumentException($"'{kind}' is not a bundled tagger; choose {string.Join(" or ", BundledKinds)}.", nameof(kind));
         using var s = typeof(PosTagModel).Assembly.GetManifestResourceStream($"FastAttn.Tagging.Models.{kind}.safetensors")
             ?? throw new InvalidOperationException($"the bundled model '{kind}' is missing from the assembly");
-        return Load(s, $"bundled:{kind}");
+        using var file = SafeTensorsFile.Load(s, $"bundled:{kind}");
+        return Load(file, precision);
     }
 
     /// <summary>Loads a tagger from an open safetensors file (the file may be disposed afterwards).</summary>
     /// <exception cref="InvalidDataException">Not a tagger of this format.</exception>
-    public static PosTagModel Load(SafeTensorsFile file)
+    public static PosTagModel Load(SafeTensorsFile file) => Load(file, null);
+
+    /// <summary>As above, with each linear layer in the precision <paramref name="precision"/> gives it (see <see cref="Load(string, PrecisionPlan?)"/>).</summary>
+    /// <exception cref="InvalidDataException">Not a tagger of this format.</exception>
+    public static PosTagModel Load(SafeTensorsFile file, PrecisionPlan? precision)
     {
         ArgumentNullException.ThrowIfNull(file);
+        var plan = precision ?? PrecisionPlan.F32;
         string path = file.Path;
         string Meta(string key) => file.Metadata.TryGetValue(key, out var v) ? v : throw new InvalidDataException($"'{path}' is not a FastAttn tagger: metadata '{key}' is missing.");
         var cfg = ReadConfig(file);
@@ -107,7 +127,7 @@ public sealed class PosTagModel : IDisposable
         {
             Expect(file, "positions", cfg.MaxPositions, d);
             blocks.Add(PositionalEncoding.Learned(file.ReadFloat32("positions"), cfg.MaxPositions, d));
-            var encoder = TorchModels.LoadTransformerEncoder(file, new TorchEncoderOptions { Heads = cfg.Heads, Eps = cfg.Eps, Prefix = "encoder.", DistanceSlopes = cfg.DistanceSlopes });
+            var encoder = TorchModels.LoadTransformerEncoder(file, new TorchEncoderOptions { Heads = cfg.Heads, Eps = cfg.Eps, Prefix = "encoder.", DistanceSlopes = cfg.DistanceSlopes, Precision = plan });
             if (encoder.Blocks.Count != cfg.Layers) throw new InvalidDataException($"'{path}': {encoder.Blocks.Count} encoder layers, metadata says {cfg.Layers}.");
             if (((EncoderBlock)encoder.Blocks[0]).InputWidth != d) throw new InvalidDataException($"'{path}': encoder width differs from dModel {d}.");
             blocks.AddRange(encoder.Blocks);
@@ -117,11 +137,11 @@ public sealed class PosTagModel : IDisposable
             for (int i = 0; i < cfg.FcLayers; i++)
             {
                 Expect(file, $"fc.{i}.weight", cfg.Hidden, i == 0 ? d : cfg.Hidden);
-                blocks.Add(new LinearBlock(TorchModels.LoadLinear(file, $"fc.{i}", Kernels.Activation.Relu)));
+                blocks.Add(new LinearBlock(TorchModels.LoadLinear(file, $"fc.{i}", Kernels.Activation.Relu, plan.For($"fc.{i}"))));
             }
         }
         Expect(file, "classifier.weight", tags.Length, cfg.Kind == "attention" ? d : cfg.Hidden);
-        blocks.Add(new LinearBlock(TorchModels.LoadLinear(file, "classifier")));
+        blocks.Add(new LinearBlock(TorchModels.LoadLinear(file, "classifier", Kernels.Activation.None, plan.For("classifier"))));
         var meta = new Dictionary<string, string>(file.Metadata.Where(kv => !kv.Key.StartsWith("fastattn.", StringComparison.Ordinal)));
         return new PosTagModel(cfg, tags, vocab, new Stack([.. blocks]), meta);
     }

@@ -22,4 +22,9 @@ public sealed record TorchEncoderOptions
     public bool Causal { get; init; }
     /// <summary>Per-head distance bias slopes added to every layer's attention scores (see <see cref="Layers.AttentionSettings.DistanceSlopes"/>); null = none.</summary>
     public float[]? DistanceSlopes { get; init; }
+    /// <summary>
+    /// The precision of each linear layer (null = FP32), by file name: <c>layers.N.self_attn.in_proj</c>,
+    /// <c>layers.N.self_attn.out_proj</c>, <c>layers.N.linear1</c>, <c>layers.N.linear2</c> (under <see cref="Prefix"/>).
+    /// </summary>
+    public Layers.PrecisionPlan? Precision { get; init; }
 }

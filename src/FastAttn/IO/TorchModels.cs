@@ -131,9 +131,15 @@ public static class TorchModels
         var n2 = LayerNormOf(vb.Pp("norm2"), o.Eps, d);
         if (vb.Checking) return null;
         var settings = new AttentionSettings { Causal = o.Causal ? CausalMode.TopLeft : CausalMode.None, DistanceSlopes = o.DistanceSlopes };
-        var mha = new MultiHeadAttention(d, o.Heads, inW, inB, outW, outB, settings);
-        var ffn = new FeedForward(d, ff, w1, b1, w2, b2, o.Activation);
-        return new EncoderBlock(mha, ffn, n1!, n2!, o.NormFirst);
+        var plan = o.Precision ?? PrecisionPlan.F32;
+        Precision P(string name) => plan.For(vb.Prefix + name);
+        var mha = new MultiHeadAttention(d, o.Heads, inW, inB, outW, outB, settings, null, P("self_attn.in_proj"), P("self_attn.out_proj"));
+        try
+        {
+            var ffn = new FeedForward(d, ff, w1, b1, w2, b2, o.Activation, P("linear1"), P("linear2"));
+            return new EncoderBlock(mha, ffn, n1!, n2!, o.NormFirst);
+        }
+        catch { mha.Dispose(); throw; }
     }
 
     /// <summary><c>nn.LayerNorm</c>: <c>weight</c> and <c>bias</c> of width <paramref name="d"/> (−1: any).</summary>
@@ -145,7 +151,7 @@ public static class TorchModels
     }
 
     /// <summary><c>nn.Linear</c>: <c>weight</c> [out, in] and an optional <c>bias</c> [out].</summary>
-    internal static Linear? LinearOf(TensorReader vb, Activation activation, long outFeatures = -1, long inFeatures = -1)
+    internal static Linear? LinearOf(TensorReader vb, Activation activation, long outFeatures = -1, long inFeatures = -1, Precision precision = Precision.F32)
     {
         var shape = vb.Shape("weight");
         if (!Width(shape, 0, out int o) || !Width(shape, 1, out int i) || shape!.Length != 2 || (long)o * i > Array.MaxLength)
@@ -156,7 +162,7 @@ public static class TorchModels
         }
         var w = vb.Get("weight", outFeatures < 0 ? o : outFeatures, inFeatures < 0 ? i : inFeatures);
         var b = vb.Maybe("bias", outFeatures < 0 ? o : outFeatures);
-        return vb.Checking ? null : new Linear(w, o, i, b, activation);
+        return vb.Checking ? null : new Linear(w, o, i, b, activation, precision);
     }
 
     /// <summary>Loads a bare <c>nn.MultiheadAttention</c> (packed <c>in_proj_weight</c>, or <c>q/k/v_proj_weight</c> with kdim/vdim).</summary>
@@ -199,11 +205,18 @@ public static class TorchModels
     /// <summary>Loads <c>nn.Linear</c> (<c>{prefix}.weight</c> [out, in], optional <c>{prefix}.bias</c>).</summary>
     /// <exception cref="InvalidDataException">Tensors are missing, unexpected or mis-shaped.</exception>
     public static Linear LoadLinear(ITensorSource source, string prefix = "", Activation activation = Activation.None)
+        => LoadLinear(source, prefix, activation, Precision.F32);
+
+    /// <summary>As above, with the weight stored and the product computed in <paramref name="precision"/>.</summary>
+    /// <exception cref="InvalidDataException">Tensors are missing, unexpected or mis-shaped.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The activation or precision is unknown.</exception>
+    public static Linear LoadLinear(ITensorSource source, string prefix, Activation activation, Precision precision)
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(prefix);
         if ((uint)activation > (uint)Activation.Sigmoid) ThrowHelper.OutOfRange(nameof(activation), activation, "Unknown activation.");
-        return TensorReader.Load(source, prefix, "nn.Linear", vb => LinearOf(vb, activation));
+        if ((uint)precision > (uint)Precision.BF16Weights) ThrowHelper.OutOfRange(nameof(precision), precision, "Unknown precision.");
+        return TensorReader.Load(source, prefix, "nn.Linear", vb => LinearOf(vb, activation, -1, -1, precision));
     }
 
     /// <summary>Loads <c>nn.LayerNorm</c> (<c>{prefix}.weight</c>, <c>{prefix}.bias</c>).</summary>

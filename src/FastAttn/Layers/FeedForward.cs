@@ -21,10 +21,23 @@ public sealed class FeedForward : Block, IDisposable
     /// <exception cref="ArgumentException">Shapes do not match.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A size is below 1, or the activation is unknown.</exception>
     public FeedForward(int dModel, int ffDim, ReadOnlySpan<float> w1, ReadOnlySpan<float> b1, ReadOnlySpan<float> w2, ReadOnlySpan<float> b2, Activation activation)
+        : this(dModel, ffDim, w1, b1, w2, b2, activation, Precision.F32, Precision.F32) { }
+
+    /// <summary>As above, with each layer's weights stored and its product computed in the given precision.</summary>
+    /// <exception cref="ArgumentException">Shapes do not match.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A size is below 1, or the activation or a precision is unknown.</exception>
+    public FeedForward(int dModel, int ffDim, ReadOnlySpan<float> w1, ReadOnlySpan<float> b1, ReadOnlySpan<float> w2, ReadOnlySpan<float> b2, Activation activation,
+        Precision linear1, Precision linear2)
     {
-        _l1 = new Linear(w1, ffDim, dModel, b1, activation);
-        _l2 = new Linear(w2, dModel, ffDim, b2);
+        _l1 = new Linear(w1, ffDim, dModel, b1, activation, linear1);
+        try { _l2 = new Linear(w2, dModel, ffDim, b2, Activation.None, linear2); }
+        catch { _l1.Dispose(); throw; }
     }
+
+    /// <summary>The first layer (<c>linear1</c>).</summary>
+    public Linear Linear1 => _l1;
+    /// <summary>The second layer (<c>linear2</c>).</summary>
+    public Linear Linear2 => _l2;
 
     /// <inheritdoc/>
     public override long ScratchSize(int maxTokens) => (long)maxTokens * _l1.OutFeatures + Math.Max(_l1.ScratchSize(maxTokens), _l2.ScratchSize(maxTokens));

@@ -44,6 +44,13 @@ public sealed class MultiHeadAttention : Block, IDisposable
     /// <exception cref="ArgumentOutOfRangeException">A size is below 1.</exception>
     public MultiHeadAttention(int dModel, int heads, ReadOnlySpan<float> inProjWeight, ReadOnlySpan<float> inProjBias,
         ReadOnlySpan<float> outProjWeight, ReadOnlySpan<float> outProjBias, AttentionSettings? settings = null, Rope? rope = null)
+        : this(dModel, heads, inProjWeight, inProjBias, outProjWeight, outProjBias, settings, rope, Precision.F32, Precision.F32) { }
+
+    /// <summary>As above, with the input and output projections stored and computed in the given precisions (attention itself stays FP32).</summary>
+    /// <exception cref="ArgumentException">Shapes do not match, heads does not divide dModel, or the settings do not fit.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A size is below 1, or a precision is unknown.</exception>
+    public MultiHeadAttention(int dModel, int heads, ReadOnlySpan<float> inProjWeight, ReadOnlySpan<float> inProjBias,
+        ReadOnlySpan<float> outProjWeight, ReadOnlySpan<float> outProjBias, AttentionSettings? settings, Rope? rope, Precision inProj, Precision outProj)
     {
         Check(dModel, heads, settings, rope);
         DModel = dModel; Heads = heads; KeyWidth = dModel; ValueWidth = dModel;
@@ -53,8 +60,9 @@ public sealed class MultiHeadAttention : Block, IDisposable
         if (!inProjBias.IsEmpty) ThrowHelper.ExactLength(inProjBias.Length, 3L * dModel, nameof(inProjBias), $"3*dModel = {3 * dModel}");
         ThrowHelper.ExactLength(outProjWeight.Length, (long)dModel * dModel, nameof(outProjWeight), $"[dModel, dModel] = [{dModel}, {dModel}]");
         if (!outProjBias.IsEmpty) ThrowHelper.ExactLength(outProjBias.Length, dModel, nameof(outProjBias), "dModel");
-        _inProj = new Linear(inProjWeight, 3 * dModel, dModel, inProjBias, Activation.None, [dModel, dModel, dModel]);
-        _outProj = new Linear(outProjWeight, dModel, dModel, outProjBias);
+        _inProj = new Linear(inProjWeight, 3 * dModel, dModel, inProjBias, Activation.None, [dModel, dModel, dModel], inProj);
+        try { _outProj = new Linear(outProjWeight, dModel, dModel, outProjBias, Activation.None, outProj); }
+        catch { _inProj.Dispose(); throw; }
     }
 
     /// <summary>
@@ -68,6 +76,14 @@ public sealed class MultiHeadAttention : Block, IDisposable
     public MultiHeadAttention(int dModel, int heads, ReadOnlySpan<float> qProjWeight, ReadOnlySpan<float> kProjWeight, ReadOnlySpan<float> vProjWeight,
         ReadOnlySpan<float> inProjBias, ReadOnlySpan<float> outProjWeight, ReadOnlySpan<float> outProjBias, int keyWidth = 0, int valueWidth = 0,
         AttentionSettings? settings = null, Rope? rope = null)
+        : this(dModel, heads, qProjWeight, kProjWeight, vProjWeight, inProjBias, outProjWeight, outProjBias, keyWidth, valueWidth, settings, rope, Precision.F32, Precision.F32) { }
+
+    /// <summary>As above, with the input projections and the output projection stored and computed in the given precisions (attention itself stays FP32).</summary>
+    /// <exception cref="ArgumentException">Shapes do not match, heads does not divide dModel, or the settings do not fit.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A size is below 1, or a precision is unknown.</exception>
+    public MultiHeadAttention(int dModel, int heads, ReadOnlySpan<float> qProjWeight, ReadOnlySpan<float> kProjWeight, ReadOnlySpan<float> vProjWeight,
+        ReadOnlySpan<float> inProjBias, ReadOnlySpan<float> outProjWeight, ReadOnlySpan<float> outProjBias, int keyWidth, int valueWidth,
+        AttentionSettings? settings, Rope? rope, Precision inProj, Precision outProj)
     {
         Check(dModel, heads, settings, rope);
         keyWidth = keyWidth == 0 ? dModel : keyWidth;
@@ -90,16 +106,16 @@ public sealed class MultiHeadAttention : Block, IDisposable
             qProjWeight.CopyTo(packed);
             kProjWeight.CopyTo(packed.AsSpan(dModel * dModel));
             vProjWeight.CopyTo(packed.AsSpan(2 * dModel * dModel));
-            _inProj = new Linear(packed, 3 * dModel, dModel, inProjBias, Activation.None, [dModel, dModel, dModel]);
+            _inProj = new Linear(packed, 3 * dModel, dModel, inProjBias, Activation.None, [dModel, dModel, dModel], inProj);
         }
         else
         {
             int e = dModel;
-            _qProj = new Linear(qProjWeight, e, e, inProjBias.IsEmpty ? default : inProjBias.Slice(0, e));
-            _kProj = new Linear(kProjWeight, e, keyWidth, inProjBias.IsEmpty ? default : inProjBias.Slice(e, e));
-            _vProj = new Linear(vProjWeight, e, valueWidth, inProjBias.IsEmpty ? default : inProjBias.Slice(2 * e, e));
+            _qProj = new Linear(qProjWeight, e, e, inProjBias.IsEmpty ? default : inProjBias.Slice(0, e), Activation.None, inProj);
+            _kProj = new Linear(kProjWeight, e, keyWidth, inProjBias.IsEmpty ? default : inProjBias.Slice(e, e), Activation.None, inProj);
+            _vProj = new Linear(vProjWeight, e, valueWidth, inProjBias.IsEmpty ? default : inProjBias.Slice(2 * e, e), Activation.None, inProj);
         }
-        _outProj = new Linear(outProjWeight, dModel, dModel, outProjBias);
+        _outProj = new Linear(outProjWeight, dModel, dModel, outProjBias, Activation.None, outProj);
     }
 
     private static void Check(int dModel, int heads, AttentionSettings? settings, Rope? rope)

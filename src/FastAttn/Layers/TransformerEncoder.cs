@@ -13,19 +13,26 @@ public static class TransformerEncoder
     /// <exception cref="ArgumentException">A weight has the wrong size, heads does not divide dModel, or the list is empty.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A size is below 1, eps is negative or not finite.</exception>
     public static Stack FromWeights(int dModel, int heads, int ffDim, IReadOnlyList<EncoderLayerWeights> layers, Activation activation = Activation.Relu,
-        bool normFirst = false, float eps = 1e-5f, AttentionSettings? attention = null, (float[] Weight, float[] Bias)? finalNorm = null)
+        bool normFirst = false, float eps = 1e-5f, AttentionSettings? attention = null, (float[] Weight, float[] Bias)? finalNorm = null,
+        PrecisionPlan? precision = null)
     {
+        var plan = precision ?? PrecisionPlan.F32;
         ArgumentNullException.ThrowIfNull(layers);
         if (layers.Count == 0) ThrowHelper.Argument(nameof(layers), "an encoder needs at least one layer.");
         var blocks = new List<IBlock>(layers.Count + 1);
         try
         {
-            foreach (var w in layers)
+            for (int i = 0; i < layers.Count; i++)
             {
+                var w = layers[i];
                 ArgumentNullException.ThrowIfNull(w, nameof(layers));
-                var mha = new MultiHeadAttention(dModel, heads, w.InProjWeight, w.InProjBias, w.OutProjWeight, w.OutProjBias, attention);
-                var ff = new FeedForward(dModel, ffDim, w.Linear1Weight, w.Linear1Bias, w.Linear2Weight, w.Linear2Bias, activation);
-                blocks.Add(new EncoderBlock(mha, ff, new LayerNorm(dModel, w.Norm1Weight, w.Norm1Bias, eps), new LayerNorm(dModel, w.Norm2Weight, w.Norm2Bias, eps), normFirst));
+                string name = $"layers.{i}.";
+                var mha = new MultiHeadAttention(dModel, heads, w.InProjWeight, w.InProjBias, w.OutProjWeight, w.OutProjBias, attention, null,
+                    plan.For(name + "self_attn.in_proj"), plan.For(name + "self_attn.out_proj"));
+                blocks.Add(mha);
+                var ff = new FeedForward(dModel, ffDim, w.Linear1Weight, w.Linear1Bias, w.Linear2Weight, w.Linear2Bias, activation,
+                    plan.For(name + "linear1"), plan.For(name + "linear2"));
+                blocks[^1] = new EncoderBlock(mha, ff, new LayerNorm(dModel, w.Norm1Weight, w.Norm1Bias, eps), new LayerNorm(dModel, w.Norm2Weight, w.Norm2Bias, eps), normFirst);
             }
             if (finalNorm is { } fn) blocks.Add(new NormBlock(new LayerNorm(dModel, fn.Weight, fn.Bias, eps)));
             return new Stack([.. blocks]);
@@ -44,7 +51,7 @@ public static class TransformerEncoder
     /// <exception cref="ArgumentOutOfRangeException">A size is below 1 or the weights would not fit in one array.</exception>
     /// <exception cref="ArgumentException">heads does not divide dModel.</exception>
     public static Stack Create(int layers, int dModel, int heads, int ffDim, Activation activation = Activation.Relu,
-        bool normFirst = false, float eps = 1e-5f, int seed = 0, AttentionSettings? attention = null)
+        bool normFirst = false, float eps = 1e-5f, int seed = 0, AttentionSettings? attention = null, PrecisionPlan? precision = null)
     {
         ThrowHelper.Positive(layers, nameof(layers));
         ThrowHelper.Positive(dModel, nameof(dModel));
@@ -66,6 +73,6 @@ public static class TransformerEncoder
             var g1 = Gamma(dModel); var be1 = R(dModel, 0.1); var g2 = Gamma(dModel); var be2 = R(dModel, 0.1);
             weights[l] = new EncoderLayerWeights(inW, inB, outW, outB, w1, b1, w2, b2, g1, be1, g2, be2);
         }
-        return FromWeights(dModel, heads, ffDim, weights, activation, normFirst, eps, attention);
+        return FromWeights(dModel, heads, ffDim, weights, activation, normFirst, eps, attention, null, precision);
     }
 }
