@@ -12,6 +12,9 @@ namespace FastAttn.Embeddings;
 public sealed class BertEmbeddings : Block
 {
     private readonly float[] _word, _position, _type;
+    private readonly sbyte[]? _wordInt8;     // Precision.Int8: per-row symmetric int8 rows
+    private readonly float[]? _wordScale;    //   and their scales
+    private readonly ushort[]? _wordBf16;    // Precision.BF16Weights: bfloat16 rows
     private readonly LayerNorm _norm;
     private readonly int _width;
 
@@ -21,6 +24,11 @@ public sealed class BertEmbeddings : Block
     public int MaxPositions { get; }
     /// <summary>Token types.</summary>
     public int TokenTypes { get; }
+    /// <summary>How the word table is stored (the position and token-type tables are FP32).</summary>
+    public Kernels.Precision WordPrecision { get; }
+    /// <summary>Bytes of the three tables and the norm.</summary>
+    public long WeightBytes => (_wordInt8 != null ? _wordInt8.Length + 4L * _wordScale!.Length : _wordBf16 != null ? 2L * _wordBf16.Length : 4L * _word.Length)
+        + 4L * (_position.Length + _type.Length + 2 * _width);
     /// <summary>The LayerNorm applied to the sum.</summary>
     public LayerNorm Norm => _norm;
     /// <inheritdoc/>
@@ -32,7 +40,19 @@ public sealed class BertEmbeddings : Block
     /// <exception cref="ArgumentException">A table is not a positive multiple of the width, or the norm's width differs.</exception>
     /// <exception cref="ArgumentNullException">A table or the norm is null.</exception>
     public BertEmbeddings(ReadOnlySpan<float> word, ReadOnlySpan<float> position, ReadOnlySpan<float> tokenType, LayerNorm norm)
+        : this(word, position, tokenType, norm, Kernels.Precision.F32) { }
+
+    /// <summary>
+    /// As above, with the word table (the largest: vocabulary × width) stored in <paramref name="wordPrecision"/>: int8 rows
+    /// with a per-row scale (max |row| / 127), or bfloat16; rows are widened to FP32 as they are read.
+    /// </summary>
+    /// <exception cref="ArgumentException">A table is not a positive multiple of the width, or the norm's width differs.</exception>
+    /// <exception cref="ArgumentNullException">A table or the norm is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The precision is unknown.</exception>
+    public BertEmbeddings(ReadOnlySpan<float> word, ReadOnlySpan<float> position, ReadOnlySpan<float> tokenType, LayerNorm norm, Kernels.Precision wordPrecision)
     {
+        if ((uint)wordPrecision > (uint)Kernels.Precision.BF16Weights) throw new ArgumentOutOfRangeException(nameof(wordPrecision), wordPrecision, "Unknown precision.");
+        WordPrecision = wordPrecision;
         _norm = norm ?? throw new ArgumentNullException(nameof(norm));
         _width = norm.Width;
         int Rows(ReadOnlySpan<float> t, string name)
@@ -44,7 +64,48 @@ public sealed class BertEmbeddings : Block
         MaxPositions = Rows(position, nameof(position));
         TokenTypes = Rows(tokenType, nameof(tokenType));
         if (Vocabulary >= 1 << 24) ThrowHelper.Argument(nameof(word), "ids travel as floats and must stay below 2^24.");
-        _word = word.ToArray(); _position = position.ToArray(); _type = tokenType.ToArray();
+        _position = position.ToArray(); _type = tokenType.ToArray();
+        _word = [];
+        switch (wordPrecision)
+        {
+            case Kernels.Precision.Int8:
+                _wordInt8 = new sbyte[word.Length];
+                _wordScale = new float[Vocabulary];
+                for (int r = 0; r < Vocabulary; r++)
+                {
+                    var row = word.Slice(r * _width, _width);
+                    float amax = TensorPrimitives.MaxMagnitude(row);
+                    amax = float.IsFinite(amax) ? Math.Abs(amax) : 0f;
+                    float inv = amax > 0 && float.IsFinite(127f / amax) ? 127f / amax : 0f;
+                    _wordScale[r] = inv == 0 ? 0f : amax / 127f;
+                    for (int i = 0; i < _width; i++) _wordInt8[r * _width + i] = (sbyte)Math.Clamp((int)MathF.Round(row[i] * inv), -127, 127);
+                }
+                break;
+            case Kernels.Precision.BF16Weights:
+                _wordBf16 = new ushort[word.Length];
+                for (int i = 0; i < word.Length; i++) _wordBf16[i] = Kernels.PackedWeight.ToBf16(word[i]);
+                break;
+            default:
+                _word = word.ToArray();
+                break;
+        }
+    }
+
+    /// <summary>Writes word row <paramref name="id"/> as FP32 into <paramref name="dst"/>.</summary>
+    private void WordRow(int id, Span<float> dst)
+    {
+        int w = _width;
+        if (_wordInt8 != null)
+        {
+            TensorPrimitives.ConvertChecked<sbyte, float>(_wordInt8.AsSpan(id * w, w), dst);
+            TensorPrimitives.Multiply(dst, _wordScale![id], dst);
+        }
+        else if (_wordBf16 != null)
+        {
+            var src = _wordBf16.AsSpan(id * w, w);
+            for (int i = 0; i < w; i++) dst[i] = Kernels.PackedWeight.FromBf16(src[i]);
+        }
+        else _word.AsSpan(id * w, w).CopyTo(dst);
     }
 
     /// <inheritdoc/>
@@ -78,7 +139,8 @@ public sealed class BertEmbeddings : Block
             {
                 int t = t0 + p;
                 var dst = output.Slice(t * w, w);
-                TensorPrimitives.Add(_word.AsSpan((int)input[2 * t] * w, w), _type.AsSpan((int)input[2 * t + 1] * w, w), dst);
+                WordRow((int)input[2 * t], dst);
+                TensorPrimitives.Add(dst, _type.AsSpan((int)input[2 * t + 1] * w, w), dst);
                 TensorPrimitives.Add(dst, _position.AsSpan(p * w, w), dst);
             }
             t0 += len;

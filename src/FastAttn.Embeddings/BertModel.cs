@@ -28,8 +28,9 @@ public sealed record BertLoadOptions
     /// The precision of each linear layer (null = FP32), by Hugging Face name without a <c>bert.</c> prefix:
     /// <c>encoder.layer.N.attention.self</c> (query, key and value, one packed projection),
     /// <c>encoder.layer.N.attention.output.dense</c>, <c>encoder.layer.N.intermediate.dense</c>,
-    /// <c>encoder.layer.N.output.dense</c>, <c>pooler.dense</c>, <c>classifier</c>; <c>encoder.layer.N</c> covers a whole layer.
-    /// Embeddings, LayerNorms and attention stay FP32.
+    /// <c>encoder.layer.N.output.dense</c>, <c>pooler.dense</c>, <c>classifier</c>, <c>embeddings.word_embeddings</c> (the word
+    /// table: int8 rows with a per-row scale, or bf16); <c>encoder.layer.N</c> covers a whole layer. Position and token-type
+    /// tables, LayerNorms and attention stay FP32.
     /// </summary>
     public PrecisionPlan? Precision { get; init; }
 }
@@ -58,6 +59,9 @@ public sealed class BertModel : IDisposable
     public string Source { get; }
     /// <summary>The embeddings block (the first block of <see cref="Encoder"/>).</summary>
     public BertEmbeddings Embeddings => (BertEmbeddings)Encoder.Blocks[0];
+    /// <summary>Bytes of every weight as stored (embedding tables, packed linear layers, norms, pooler and classifier).</summary>
+    public long WeightBytes => Embeddings.WeightBytes + Encoder.Blocks.OfType<EncoderBlock>().Sum(b => b.WeightBytes)
+        + Encoder.Blocks.OfType<LinearBlock>().Sum(b => b.Linear.WeightBytes) + (Pooler?.WeightBytes ?? 0) + (Classifier?.WeightBytes ?? 0);
     /// <summary>Width of the encoder's output (the hidden size, or the classes of a token head).</summary>
     public int OutputWidth => Encoder.OutputWidth;
 
@@ -198,7 +202,7 @@ public sealed class BertModel : IDisposable
                 else { cw = cls.Get("weight", cs[0], h); cb = cls.Maybe("bias", cs[0]); }
             }
             if (vb.Checking) return null;
-            var blocks = new List<IBlock> { new BertEmbeddings(word, pos, type, embNorm!) };
+            var blocks = new List<IBlock> { new BertEmbeddings(word, pos, type, embNorm!, plan.For("embeddings.word_embeddings")) };
             blocks.AddRange(layers!);
             Linear? pooler = hasPooler ? new Linear(pw, h, h, pb, Activation.Tanh, plan.For("pooler.dense")) : null;
             Linear? classifier = null;

@@ -29,6 +29,20 @@ public sealed class OnnxGraph
         return name;
     }
 
+    /// <summary>Adds an int8 initializer (scalar when no dims are given).</summary>
+    public string Int8s(string name, sbyte[] data, params long[] dims)
+    {
+        var t = new Proto();
+        foreach (long d in dims) t.Varint(1, (ulong)d);
+        t.Varint(2, 3); // INT8
+        t.String(8, name);
+        var raw = new byte[data.Length];
+        Buffer.BlockCopy(data, 0, raw, 0, raw.Length);
+        t.Bytes(9, raw);
+        _inits.Add(t.ToArray());
+        return name;
+    }
+
     /// <summary>Adds an int64 initializer.</summary>
     public string Int64s(string name, params long[] values)
     {

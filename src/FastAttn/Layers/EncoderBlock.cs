@@ -17,6 +17,8 @@ public sealed class EncoderBlock : Block, IDisposable
     public LayerNorm Norm1 { get; }
     /// <summary>Second norm.</summary>
     public LayerNorm Norm2 { get; }
+    /// <summary>Bytes of the block's weights as stored (projections, feed-forward, the two norms).</summary>
+    public long WeightBytes => Attention.WeightBytes + FeedForward.WeightBytes + 4L * 2 * (Norm1.Width + Norm2.Width);
     /// <summary>Pre-norm when true.</summary>
     public bool NormFirst { get; }
     /// <inheritdoc/>

@@ -34,6 +34,8 @@ public sealed class FeedForward : Block, IDisposable
         catch { _l1.Dispose(); throw; }
     }
 
+    /// <summary>Bytes of both layers' weights as stored.</summary>
+    public long WeightBytes => _l1.WeightBytes + _l2.WeightBytes;
     /// <summary>The first layer (<c>linear1</c>).</summary>
     public Linear Linear1 => _l1;
     /// <summary>The second layer (<c>linear2</c>).</summary>

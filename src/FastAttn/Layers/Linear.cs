@@ -18,6 +18,8 @@ public sealed class Linear : IDisposable
     public Precision Precision => Weight.Precision;
     /// <summary>Activation after the bias.</summary>
     public Activation Activation { get; }
+    /// <summary>Bytes of the packed weight and the bias.</summary>
+    public long WeightBytes => Weight.SizeInBytes + 4L * (_bias?.Length ?? 0);
     /// <summary>Input width.</summary>
     public int InFeatures => Weight.InFeatures;
     /// <summary>Output width.</summary>

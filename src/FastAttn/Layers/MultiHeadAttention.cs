@@ -32,6 +32,12 @@ public sealed class MultiHeadAttention : Block, IDisposable
     public int Heads { get; }
     /// <summary>Head width.</summary>
     public int HeadDim => DModel / Heads;
+    /// <summary>Bytes of the projections' weights as stored.</summary>
+    public long WeightBytes => (_inProj?.WeightBytes ?? 0) + (_qProj?.WeightBytes ?? 0) + (_kProj?.WeightBytes ?? 0) + (_vProj?.WeightBytes ?? 0) + _outProj.WeightBytes;
+    /// <summary>How the input projections are stored and computed.</summary>
+    public Kernels.Precision InputProjectionPrecision => (_inProj ?? _qProj)!.Precision;
+    /// <summary>How the output projection is stored and computed.</summary>
+    public Kernels.Precision OutputProjectionPrecision => _outProj.Precision;
     /// <summary>The score, normaliser and mask settings.</summary>
     public AttentionSettings Settings => _settings;
     /// <inheritdoc/>

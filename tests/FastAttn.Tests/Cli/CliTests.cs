@@ -158,6 +158,30 @@ public class CliTests
     }
 
     [Fact]
+    public void Precision_Int8AndBf16_RunTagAndEval_CloseToFp32()
+    {
+        using var dir = new TempDir();
+        string model = EncoderFile(dir);
+        string x = dir.File("x.npy");
+        Npy.Write(x, Enumerable.Range(0, 5 * 8).Select(i => MathF.Sin(i)).ToArray(), 5, 8);
+        string[] Args(string y, string p) => ["run", "--model", model, "--input", x, "--output", dir.File(y), "--prefix", "encoder", "--heads", "2", "--precision", p];
+        Assert.Equal(0, Run(Args("f32.npy", "f32")).Code);
+        Assert.Equal(0, Run(Args("int8.npy", "int8")).Code);
+        Assert.Equal(0, Run(Args("bf16.npy", "bf16")).Code);
+        var f32 = Npy.Read(dir.File("f32.npy")).Data;
+        foreach (var (file, tol) in new[] { ("int8.npy", 0.1), ("bf16.npy", 0.02) })
+        {
+            var got = Npy.Read(dir.File(file)).Data;
+            Assert.NotEqual(f32, got);                          // a different computation really ran
+            for (int i = 0; i < got.Length; i++) Assert.True(Math.Abs(got[i] - f32[i]) < tol, $"{file}[{i}]: {got[i]} vs {f32[i]}");
+        }
+        var tag = Run("tag", "--precision", "int8", "I saw a saw.");
+        Assert.Equal(0, tag.Code);
+        Assert.Equal("I/PRON saw/VERB a/DET saw/NOUN ./PUNCT", tag.Out.Trim());
+        AssertBadInput(Run("tag", "--precision", "fp8", "I saw a saw."));
+    }
+
+    [Fact]
     public void RunRejectsBadArguments_WithOneLine_AndWritesNothing()
     {
         using var dir = new TempDir();
@@ -172,6 +196,7 @@ public class CliTests
         AssertBadInput(Run(Args("--eps", "NaN")));
         AssertBadInput(Run(Args("--threads", "0")));
         AssertBadInput(Run(Args("--activation", "swish")));
+        Assert.Contains("--precision must be f32, int8 or bf16", AssertBadInput(Run(Args("--precision", "int4"))));
         AssertBadInput(Run("run", "--model", model, "--input", dir.Path, "--output", y, "--prefix", "encoder", "--heads", "2"));   // a directory as input
         AssertBadInput(Run("run", "--model", dir.Path, "--input", x, "--output", y, "--heads", "2"));                             // a directory as model
         Assert.False(File.Exists(y));

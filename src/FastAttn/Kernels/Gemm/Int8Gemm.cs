@@ -485,12 +485,13 @@ internal static unsafe class Int8Gemm
     {
         int* acc = (int*)tile;
         float* t = tile + MaxMR * NR;
+        bool direct = cols == NR && q.Alpha == 1f && !q.Accumulate && q.Bias == null && q.Act == Activation.None && q.Residual == null;
         for (int r = 0; r < rows; r++)
         {
             float rs = q.RowScale[row + r];
             int zp = q.RowZero[row + r];
             int* ar = acc + r * NR;
-            float* tr = t + r * NR;
+            float* tr = direct ? q.C + (row + r) * q.Ldc + col : t + r * NR; // a plain product is written straight into C
             int j = 0;
             if (Vector256.IsHardwareAccelerated)
             {
@@ -504,6 +505,7 @@ internal static unsafe class Int8Gemm
             }
             for (; j < NR; j++) tr[j] = (float)(ar[j] - zp * q.ColSum[col + j]) * rs * q.ColScale[col + j];
         }
+        if (direct) return;
         for (int r = 0; r < rows; r++)
         {
             float* tr = t + r * NR;
