@@ -5,6 +5,8 @@ using FastAttn.Benchmarks;
 // perf/loadtest.sh's helpers: not BenchmarkDotNet suites
 if (args is ["service-inprocess", var sentences]) { ServiceLoad.InProcess(sentences, Console.Out); return 0; }
 if (args is ["service-report", var raw, var md, var png]) { ServiceLoad.Report(raw, md, png, Console.Out); return 0; }
+// the shape sweep (its own interleaved loop, not BenchmarkDotNet): perf/results/sweep.md and sweep.png
+if (args is ["sweep", ..]) return Sweep.Run(args[1..], Console.Out);
 
 var clock = System.Diagnostics.Stopwatch.StartNew();
 bool quick = !args.Contains("--full");

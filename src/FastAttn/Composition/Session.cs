@@ -94,6 +94,7 @@ public sealed class Session : IDisposable
         var blocks = _stack.Blocks;
         for (int i = 0; i < blocks.Count; i++) blocks[i].Validate(batch);
         Enter();
+        var hot = _pool?.Hot() ?? default;
         try
         {
             ReadOnlySpan<float> cur = input;
@@ -106,7 +107,7 @@ public sealed class Session : IDisposable
                 cur = dst;
             }
         }
-        finally { Volatile.Write(ref _busy, 0); }
+        finally { hot.Dispose(); Volatile.Write(ref _busy, 0); }
     }
 
     private void Enter()

@@ -539,10 +539,10 @@ internal static unsafe class Int8Gemm
     private static bool TryMultithread(in Int8Args q, float* callerTile, WorkerPool pool)
     {
         int threads = pool.Threads;
-        if (threads == 1 || 2.0 * q.M * q.N * q.K4 * 4 < GemmCore.ParallelFlops * 2) return false;
+        if (threads == 1 || (2.0 * q.M * q.N * q.K4 * 4 < GemmCore.ParallelFlops * 2 && (long)q.N * q.K4 * 4 < GemmCore.ParallelWeightBytes)) return false;
         int panels = (q.N + NR - 1) / NR, rowTiles = (q.M + q.MR - 1) / q.MR;
         bool byRows = panels < 4 * threads && rowTiles >= threads;
-        int chunks = Math.Min(threads, byRows ? rowTiles : panels);
+        int chunks = Math.Min(GemmCore.ChunksPerThread * threads, byRows ? rowTiles : panels);
         if (chunks < 2) return false;
         pool.EnsureWorkerScratch(WorkerScratchFloats());
         var job = pool.Job<Int8Job>();

@@ -48,6 +48,37 @@ public class GemmTests
         });
     }
 
+    /// <summary>
+    /// Depths past one K block (768): several blocks with C reloaded between them for many rows, one deep block for rows
+    /// that fit a register tile; with an epilogue (bias, GELU, residual, accumulate) and on two threads.
+    /// </summary>
+    [Theory]
+    [InlineData(1, 769)]
+    [InlineData(7, 1600)]
+    [InlineData(12, 2305)]
+    [InlineData(13, 1537)]
+    [InlineData(65, 800)]
+    public void Linear_DeeperThanOneBlock_MatchesReference(int m, int k)
+    {
+        IsaPaths.ForEach(() =>
+        {
+            const int n = 70;
+            float[] w = Reference.Random(n * k, 11 + k, 0.2f);
+            float[] x = Reference.Random(m * k, 12 + m, 0.5f);
+            float[] bias = Reference.Random(n, 13), res = Reference.Random(m * n, 14), c0 = Reference.Random(m * n, 15);
+            using var pw = new PackedWeight(w, n, k);
+            using var pool = new FastAttn.Threading.WorkerPool(2);
+            foreach (var p in new[] { null, pool })
+            {
+                float[] y = (float[])c0.Clone();
+                Gemm.Linear(x, m, pw, y, new float[Gemm.LinearScratchSize(m, k)],
+                    new GemmEpilogue { Bias = bias, Activation = Activation.Gelu, Residual = res, Accumulate = true, Alpha = 0.75f }, p);
+                var (c, sum) = Reference.Gemm(m, n, k, x, k, w, 1, k, 0.75f, c0, n, bias, Activation.Gelu, res, n);
+                AssertClose(c, sum, k, y, n, m, n, $"Linear m={m} k={k} pool={p != null}");
+            }
+        });
+    }
+
     [Theory]
     [MemberData(nameof(MSizes))]
     public void MatMul_BothLayouts_WithStrides_MatchReference(int m)
