@@ -422,24 +422,56 @@ internal static unsafe class Int8Gemm
             c00 += c60; c01 += c61; c10 += c70; c11 += c71; c20 += c80; c21 += c81;
             c60 = c61 = c70 = c71 = c80 = c81 = default;
         }
-        for (; g < k4; g++)
+        Vector256<sbyte> w0, w1;
+        Vector256<byte> xv;
+        // two groups per trip (fewer loop and pointer instructions per dot product), then the odd one
+        for (; g + 2 <= k4; g += 2)
         {
             if (Sse.IsSupported) Sse.Prefetch0(b + 1024);
-            var b0 = Vector256.Load(b);
-            var b1 = Vector256.Load(b + 32);
-            var x = Vector256.Create(*(int*)a).AsByte();
-            c00 = TD.Dot(c00, x, b0); c01 = TD.Dot(c01, x, b1);
-            if (TR.N > 1) { x = Vector256.Create(*(int*)(a + 4)).AsByte(); c10 = TD.Dot(c10, x, b0); c11 = TD.Dot(c11, x, b1); }
-            if (TR.N > 2) { x = Vector256.Create(*(int*)(a + 8)).AsByte(); c20 = TD.Dot(c20, x, b0); c21 = TD.Dot(c21, x, b1); }
-            if (TR.N > 3) { x = Vector256.Create(*(int*)(a + 12)).AsByte(); c30 = TD.Dot(c30, x, b0); c31 = TD.Dot(c31, x, b1); }
-            if (TR.N > 4) { x = Vector256.Create(*(int*)(a + 16)).AsByte(); c40 = TD.Dot(c40, x, b0); c41 = TD.Dot(c41, x, b1); }
-            if (TR.N > 5) { x = Vector256.Create(*(int*)(a + 20)).AsByte(); c50 = TD.Dot(c50, x, b0); c51 = TD.Dot(c51, x, b1); }
-            if (TR.N > 6) { x = Vector256.Create(*(int*)(a + 24)).AsByte(); c60 = TD.Dot(c60, x, b0); c61 = TD.Dot(c61, x, b1); }
-            if (TR.N > 7) { x = Vector256.Create(*(int*)(a + 28)).AsByte(); c70 = TD.Dot(c70, x, b0); c71 = TD.Dot(c71, x, b1); }
-            if (TR.N > 8) { x = Vector256.Create(*(int*)(a + 32)).AsByte(); c80 = TD.Dot(c80, x, b0); c81 = TD.Dot(c81, x, b1); }
-            if (TR.N > 9) { x = Vector256.Create(*(int*)(a + 36)).AsByte(); c90 = TD.Dot(c90, x, b0); c91 = TD.Dot(c91, x, b1); }
-            if (TR.N > 10) { x = Vector256.Create(*(int*)(a + 40)).AsByte(); cA0 = TD.Dot(cA0, x, b0); cA1 = TD.Dot(cA1, x, b1); }
-            if (TR.N > 11) { x = Vector256.Create(*(int*)(a + 44)).AsByte(); cB0 = TD.Dot(cB0, x, b0); cB1 = TD.Dot(cB1, x, b1); }
+            w0 = Vector256.Load(b + 0); w1 = Vector256.Load(b + 32);
+            xv = Vector256.Create(*(int*)(a)).AsByte(); c00 = TD.Dot(c00, xv, w0); c01 = TD.Dot(c01, xv, w1);
+            if (TR.N > 1) { xv = Vector256.Create(*(int*)(a + 4)).AsByte(); c10 = TD.Dot(c10, xv, w0); c11 = TD.Dot(c11, xv, w1); }
+            if (TR.N > 2) { xv = Vector256.Create(*(int*)(a + 8)).AsByte(); c20 = TD.Dot(c20, xv, w0); c21 = TD.Dot(c21, xv, w1); }
+            if (TR.N > 3) { xv = Vector256.Create(*(int*)(a + 12)).AsByte(); c30 = TD.Dot(c30, xv, w0); c31 = TD.Dot(c31, xv, w1); }
+            if (TR.N > 4) { xv = Vector256.Create(*(int*)(a + 16)).AsByte(); c40 = TD.Dot(c40, xv, w0); c41 = TD.Dot(c41, xv, w1); }
+            if (TR.N > 5) { xv = Vector256.Create(*(int*)(a + 20)).AsByte(); c50 = TD.Dot(c50, xv, w0); c51 = TD.Dot(c51, xv, w1); }
+            if (TR.N > 6) { xv = Vector256.Create(*(int*)(a + 24)).AsByte(); c60 = TD.Dot(c60, xv, w0); c61 = TD.Dot(c61, xv, w1); }
+            if (TR.N > 7) { xv = Vector256.Create(*(int*)(a + 28)).AsByte(); c70 = TD.Dot(c70, xv, w0); c71 = TD.Dot(c71, xv, w1); }
+            if (TR.N > 8) { xv = Vector256.Create(*(int*)(a + 32)).AsByte(); c80 = TD.Dot(c80, xv, w0); c81 = TD.Dot(c81, xv, w1); }
+            if (TR.N > 9) { xv = Vector256.Create(*(int*)(a + 36)).AsByte(); c90 = TD.Dot(c90, xv, w0); c91 = TD.Dot(c91, xv, w1); }
+            if (TR.N > 10) { xv = Vector256.Create(*(int*)(a + 40)).AsByte(); cA0 = TD.Dot(cA0, xv, w0); cA1 = TD.Dot(cA1, xv, w1); }
+            if (TR.N > 11) { xv = Vector256.Create(*(int*)(a + 44)).AsByte(); cB0 = TD.Dot(cB0, xv, w0); cB1 = TD.Dot(cB1, xv, w1); }
+            w0 = Vector256.Load(b + 64); w1 = Vector256.Load(b + 96);
+            xv = Vector256.Create(*(int*)(a + aStep)).AsByte(); c00 = TD.Dot(c00, xv, w0); c01 = TD.Dot(c01, xv, w1);
+            if (TR.N > 1) { xv = Vector256.Create(*(int*)(a + aStep + 4)).AsByte(); c10 = TD.Dot(c10, xv, w0); c11 = TD.Dot(c11, xv, w1); }
+            if (TR.N > 2) { xv = Vector256.Create(*(int*)(a + aStep + 8)).AsByte(); c20 = TD.Dot(c20, xv, w0); c21 = TD.Dot(c21, xv, w1); }
+            if (TR.N > 3) { xv = Vector256.Create(*(int*)(a + aStep + 12)).AsByte(); c30 = TD.Dot(c30, xv, w0); c31 = TD.Dot(c31, xv, w1); }
+            if (TR.N > 4) { xv = Vector256.Create(*(int*)(a + aStep + 16)).AsByte(); c40 = TD.Dot(c40, xv, w0); c41 = TD.Dot(c41, xv, w1); }
+            if (TR.N > 5) { xv = Vector256.Create(*(int*)(a + aStep + 20)).AsByte(); c50 = TD.Dot(c50, xv, w0); c51 = TD.Dot(c51, xv, w1); }
+            if (TR.N > 6) { xv = Vector256.Create(*(int*)(a + aStep + 24)).AsByte(); c60 = TD.Dot(c60, xv, w0); c61 = TD.Dot(c61, xv, w1); }
+            if (TR.N > 7) { xv = Vector256.Create(*(int*)(a + aStep + 28)).AsByte(); c70 = TD.Dot(c70, xv, w0); c71 = TD.Dot(c71, xv, w1); }
+            if (TR.N > 8) { xv = Vector256.Create(*(int*)(a + aStep + 32)).AsByte(); c80 = TD.Dot(c80, xv, w0); c81 = TD.Dot(c81, xv, w1); }
+            if (TR.N > 9) { xv = Vector256.Create(*(int*)(a + aStep + 36)).AsByte(); c90 = TD.Dot(c90, xv, w0); c91 = TD.Dot(c91, xv, w1); }
+            if (TR.N > 10) { xv = Vector256.Create(*(int*)(a + aStep + 40)).AsByte(); cA0 = TD.Dot(cA0, xv, w0); cA1 = TD.Dot(cA1, xv, w1); }
+            if (TR.N > 11) { xv = Vector256.Create(*(int*)(a + aStep + 44)).AsByte(); cB0 = TD.Dot(cB0, xv, w0); cB1 = TD.Dot(cB1, xv, w1); }
+            a += 2 * aStep;
+            b += 2 * NR * 4;
+        }
+        for (; g < k4; g++)
+        {
+            w0 = Vector256.Load(b + 0); w1 = Vector256.Load(b + 32);
+            xv = Vector256.Create(*(int*)(a)).AsByte(); c00 = TD.Dot(c00, xv, w0); c01 = TD.Dot(c01, xv, w1);
+            if (TR.N > 1) { xv = Vector256.Create(*(int*)(a + 4)).AsByte(); c10 = TD.Dot(c10, xv, w0); c11 = TD.Dot(c11, xv, w1); }
+            if (TR.N > 2) { xv = Vector256.Create(*(int*)(a + 8)).AsByte(); c20 = TD.Dot(c20, xv, w0); c21 = TD.Dot(c21, xv, w1); }
+            if (TR.N > 3) { xv = Vector256.Create(*(int*)(a + 12)).AsByte(); c30 = TD.Dot(c30, xv, w0); c31 = TD.Dot(c31, xv, w1); }
+            if (TR.N > 4) { xv = Vector256.Create(*(int*)(a + 16)).AsByte(); c40 = TD.Dot(c40, xv, w0); c41 = TD.Dot(c41, xv, w1); }
+            if (TR.N > 5) { xv = Vector256.Create(*(int*)(a + 20)).AsByte(); c50 = TD.Dot(c50, xv, w0); c51 = TD.Dot(c51, xv, w1); }
+            if (TR.N > 6) { xv = Vector256.Create(*(int*)(a + 24)).AsByte(); c60 = TD.Dot(c60, xv, w0); c61 = TD.Dot(c61, xv, w1); }
+            if (TR.N > 7) { xv = Vector256.Create(*(int*)(a + 28)).AsByte(); c70 = TD.Dot(c70, xv, w0); c71 = TD.Dot(c71, xv, w1); }
+            if (TR.N > 8) { xv = Vector256.Create(*(int*)(a + 32)).AsByte(); c80 = TD.Dot(c80, xv, w0); c81 = TD.Dot(c81, xv, w1); }
+            if (TR.N > 9) { xv = Vector256.Create(*(int*)(a + 36)).AsByte(); c90 = TD.Dot(c90, xv, w0); c91 = TD.Dot(c91, xv, w1); }
+            if (TR.N > 10) { xv = Vector256.Create(*(int*)(a + 40)).AsByte(); cA0 = TD.Dot(cA0, xv, w0); cA1 = TD.Dot(cA1, xv, w1); }
+            if (TR.N > 11) { xv = Vector256.Create(*(int*)(a + 44)).AsByte(); cB0 = TD.Dot(cB0, xv, w0); cB1 = TD.Dot(cB1, xv, w1); }
             a += aStep;
             b += NR * 4;
         }
@@ -485,6 +517,25 @@ internal static unsafe class Int8Gemm
     {
         int* acc = (int*)tile;
         float* t = tile + MaxMR * NR;
+        if (cols == NR && Avx2.IsSupported)
+        {
+            // a full tile: dequantize and finish in registers, one pass straight into C
+            for (int r = 0; r < rows; r++)
+            {
+                var vzp = Vector256.Create(q.RowZero[row + r]);
+                var vrs = Vector256.Create(q.RowScale[row + r]);
+                int* ar = acc + r * NR;
+                float* c = q.C + (row + r) * q.Ldc + col;
+                float* res = q.Residual == null ? null : q.Residual + (row + r) * q.Ldr + col;
+                for (int j = 0; j < NR; j += 8)
+                {
+                    var corrected = Vector256.Load(ar + j) - vzp * Vector256.Load(q.ColSum + col + j);
+                    var v = Vector256.ConvertToSingle(corrected) * vrs * Vector256.Load(q.ColScale + col + j);
+                    Simd256.Store(Finish<Simd256, Vector256<float>>(v, c + j, q.Bias == null ? null : q.Bias + col + j, res == null ? null : res + j, q), c + j);
+                }
+            }
+            return;
+        }
         bool direct = cols == NR && q.Alpha == 1f && !q.Accumulate && q.Bias == null && q.Act == Activation.None && q.Residual == null;
         for (int r = 0; r < rows; r++)
         {
