@@ -118,14 +118,18 @@ public class PrecisionModelBenchmarks
     public string Workload = "layer-768x12x3072x8";
 
     private readonly Dictionary<Precision, Action> _run = [];
-    private readonly List<IDisposable> _owned = [];
+    private readonly Dictionary<Precision, List<IDisposable>> _owned = new() { [Precision.F32] = [], [Precision.Int8] = [], [Precision.BF16Weights] = [] };
 
     public double Flops => Workload == "minilm-batch-32"
         ? 6 * EmbeddingsBenchmarks.Batch32().Select(t => t.Split(' ').Length + 2).Sum(n => 2.0 * n * (4 * 384.0 * 384 + 2 * 384.0 * 1536) + 4.0 * n * n * 384)
         : 2.0 * 8 * (4.0 * 768 * 768 + 2.0 * 768 * 3072) + 4.0 * 8 * 8 * 768;
 
-    [GlobalSetup]
-    public void Setup()
+    [GlobalSetup(Target = nameof(F32))] public void SetupF32() => Setup(Precision.F32);
+    [GlobalSetup(Target = nameof(Int8))] public void SetupInt8() => Setup(Precision.Int8);
+    [GlobalSetup(Target = nameof(Bf16))] public void SetupBf16() => Setup(Precision.BF16Weights);
+
+    /// <summary>Builds all three (to check them against each other and to size them), then keeps only the one timed.</summary>
+    private void Setup(Precision timed)
     {
         var sizes = new Dictionary<Precision, long>();
         if (Workload == "minilm-batch-32")
@@ -136,7 +140,7 @@ public class PrecisionModelBenchmarks
             {
                 var model = BertModel.Load(MiniLmPackage.Folder, new BertLoadOptions { Precision = p });
                 var session = new EmbeddingSession(model, BertWordPieceTokenizer.FromVocabFile(MiniLmPackage.Files.Vocab), new SentenceEmbedderOptions { Normalize = true, Threads = 1 });
-                _owned.Add(session); _owned.Add(model);
+                _owned[p].Add(session); _owned[p].Add(model);
                 var output = new float[texts.Length * 384];
                 outputs[p] = output;
                 var tok = BertWordPieceTokenizer.FromVocabFile(MiniLmPackage.Files.Vocab);
@@ -164,7 +168,7 @@ public class PrecisionModelBenchmarks
             {
                 var stack = TransformerEncoder.Create(1, 768, 12, 3072, seed: 7, precision: p);
                 var session = stack.CreateSession(tokens, 1);
-                _owned.Add(session); _owned.Add(stack);
+                _owned[p].Add(session); _owned[p].Add(stack);
                 var y = new float[tokens * 768];
                 outputs[p] = y;
                 _run[p] = () => session.Run(x, y);
@@ -180,10 +184,13 @@ public class PrecisionModelBenchmarks
             }
         }
         Console.WriteLine($"// model bytes: FP32 {sizes[Precision.F32]:N0}, int8 {sizes[Precision.Int8]:N0} ({(double)sizes[Precision.Int8] / sizes[Precision.F32]:F3}×), bf16 {sizes[Precision.BF16Weights]:N0} ({(double)sizes[Precision.BF16Weights] / sizes[Precision.F32]:F3}×)");
+        foreach (var (p, list) in _owned)
+            if (p != timed) { foreach (var o in list) o.Dispose(); list.Clear(); _run.Remove(p); }
+        GC.Collect();
     }
 
     [GlobalCleanup]
-    public void Cleanup() { foreach (var o in _owned) o.Dispose(); }
+    public void Cleanup() { foreach (var list in _owned.Values) { foreach (var o in list) o.Dispose(); list.Clear(); } _run.Clear(); }
 
     [Benchmark(Baseline = true, Description = "FastAttn FP32")]
     public void F32() => _run[Precision.F32]();
