@@ -46,11 +46,12 @@ internal static unsafe partial class GemmCore
     public const int KC = 768;
 
     /// <summary>
-    /// The K block of a product of <paramref name="m"/> rows: <see cref="KC"/>, except when all rows fit one register tile.
-    /// Then no weight panel is read twice, so K blocks buy no reuse, and one block of the whole depth makes the weight one
-    /// sequential stream: with K blocks, every block of every panel starts a new stream K·NR floats from the last one.
-    /// Measured A/B in one process on one encoder layer (1024, 16 heads, 4096), 1 thread: 1 token 1,579/1,422 → 1,151/1,235 µs,
-    /// 4 tokens 1,877/1,584 → 1,222/1,312 µs (two runs each); (512, 2048) and (768, 3072) unchanged.
+    /// Columns of A packed at once for a product of <paramref name="m"/> rows: a K block (<see cref="KC"/>), or the whole
+    /// depth when every row fits one register tile. Such a product reads no weight panel twice, so it runs panel by panel
+    /// with the K blocks inside (the weight becomes one sequential stream; with K blocks outside, every block of every panel
+    /// started a new stream K·NR floats from the last). Same blocks, same sums, bit-identical results. Measured A/B in one
+    /// process on one encoder layer (1024, 16 heads, 4096), 1 thread: 1 token 1,579/1,422 → 1,151/1,235 µs, 4 tokens
+    /// 1,877/1,584 → 1,222/1,312 µs (two runs each); (512, 2048) and (768, 3072) unchanged.
     /// </summary>
     public static int BlockDepth(int m, int k, int tileRows) => Math.Max(k, 1) <= KC || m > tileRows ? Math.Min(Math.Max(k, 1), KC) : k;
 
@@ -178,10 +179,34 @@ internal static unsafe partial class GemmCore
         int K = g.K;
         float* aPack = scratch + ScratchHeader;
         var epi = new TileEpilogue { Alpha = g.Alpha, Act = g.Act, Ldr = g.Ldr, Temp = scratch, Tile = scratch + 3 * 64, Prefetch = PrefetchFloats };
-        int kcMax = BlockDepth(g.M, K, mr);
-        for (int pc = 0; pc < K; pc += kcMax)
+        if (g.M <= mr && K > KC)
         {
-            int kc = Math.Min(kcMax, K - pc);
+            // every row in one register tile: panels outer, K blocks inner, A packed once for the whole depth, so the weight
+            // is read as one sequential stream. The blocks, their sums and the order they are added in are the same as
+            // below, so the result is bit for bit the same as for this row inside a bigger product (batching relies on it).
+            int rows = rowEnd - rowStart;
+            PackA(g.Isa, g.A + rowStart * g.Lda, g.Lda, rows, K, aPack, mr);
+            for (int jp = panelStart; jp < panelEnd; jp++)
+            {
+                int col = jp * nr;
+                int cols = Math.Min(nr, g.N - col);
+                float* c = g.C + rowStart * g.Ldc + col;
+                epi.Bias = g.Bias == null ? null : g.Bias + col;
+                epi.Residual = g.Residual == null ? null : g.Residual + rowStart * g.Ldr + col;
+                for (int pc = 0; pc < K; pc += KC)
+                {
+                    int kc = Math.Min(KC, K - pc);
+                    epi.LoadC = pc > 0 || g.Accumulate;
+                    epi.Last = pc + kc == K;
+                    float* bPanel = g.PackedB + jp * g.PanelStride + (TW.Bf16 ? (long)pc * nr / 2 : (long)pc * nr);
+                    GemmMicrokernel.Dispatch<TOps, TVec, ViaEpilogue, TW>(rows, aPack + (long)pc * mr, mr, bPanel, kc, c, g.Ldc, cols, ref epi);
+                }
+            }
+            return;
+        }
+        for (int pc = 0; pc < K; pc += KC)
+        {
+            int kc = Math.Min(KC, K - pc);
             epi.LoadC = pc > 0 || g.Accumulate;
             epi.Last = pc + kc == K;
             for (int ic = rowStart; ic < rowEnd; ic += mcMax)

@@ -79,6 +79,40 @@ public class GemmTests
         });
     }
 
+    /// <summary>
+    /// A row's result does not depend on the rows around it (packed batching promises a request the same bits alone and
+    /// in a batch): few rows (one register tile, the weight streamed panel by panel) and many rows (K blocks outside)
+    /// add the same partial sums in the same order — also past one K block, with an epilogue and on two threads.
+    /// </summary>
+    [Theory]
+    [InlineData(300)]
+    [InlineData(769)]
+    [InlineData(1600)]
+    public void Linear_RowsAloneAndInsideABiggerProduct_AreBitIdentical(int k)
+    {
+        IsaPaths.ForEach(() =>
+        {
+            const int m = 37, n = 90;
+            float[] w = Reference.Random(n * k, 21 + k, 0.3f);
+            float[] x = Reference.Random(m * k, 22 + k);
+            float[] bias = Reference.Random(n, 23), res = Reference.Random(m * n, 24);
+            using var pw = new PackedWeight(w, n, k);
+            using var pool = new FastAttn.Threading.WorkerPool(2);
+            var epi = new GemmEpilogue { Bias = bias, Activation = Activation.Gelu, Residual = res, Alpha = 0.5f };
+            float[] all = new float[m * n];
+            Gemm.Linear(x, m, pw, all, new float[Gemm.LinearScratchSize(m, k)], epi, pool);
+            foreach (var (r0, rows) in new[] { (0, 1), (5, 3), (20, 12), (25, 12), (3, 13) })
+                foreach (var p in new[] { null, pool })
+                {
+                    float[] part = new float[rows * n];
+                    var e = epi;
+                    e.Residual = res.AsMemory(r0 * n, rows * n);
+                    Gemm.Linear(x.AsSpan(r0 * k, rows * k), rows, pw, part, new float[Gemm.LinearScratchSize(rows, k)], e, p);
+                    Assert.Equal(all.AsSpan(r0 * n, rows * n).ToArray(), part);
+                }
+        });
+    }
+
     [Theory]
     [MemberData(nameof(MSizes))]
     public void MatMul_BothLayouts_WithStrides_MatchReference(int m)
