@@ -589,12 +589,10 @@ internal static unsafe class Int8Gemm
     /// <summary>Splits the product over the pool's threads like the FP32 engine (weight panels first, row tiles when few panels).</summary>
     private static bool TryMultithread(in Int8Args q, float* callerTile, WorkerPool pool)
     {
-        int threads = pool.Threads;
-        if (threads == 1 || (2.0 * q.M * q.N * q.K4 * 4 < GemmCore.ParallelFlops * 2 && (long)q.N * q.K4 * 4 < GemmCore.ParallelWeightBytes)) return false;
         int panels = (q.N + NR - 1) / NR, rowTiles = (q.M + q.MR - 1) / q.MR;
-        bool byRows = panels < 4 * threads && rowTiles >= threads;
-        int chunks = Math.Min(GemmCore.ChunksPerThread * threads, byRows ? rowTiles : panels);
-        if (chunks < 2) return false;
+        // int8 does twice the multiply-adds per cycle, so a product needs twice the flops to pay for the hand-off
+        double flops = 2.0 * q.M * q.N * q.K4 * 4;
+        if (!GemmCore.PlanSplit(pool.Threads, flops / 2, (long)q.N * q.K4 * 4, panels, rowTiles, out bool byRows, out int chunks)) return false;
         pool.EnsureWorkerScratch(WorkerScratchFloats());
         var job = pool.Job<Int8Job>();
         job.Set(pool, q, callerTile, byRows, chunks, panels);
@@ -623,13 +621,13 @@ internal static unsafe class Int8Gemm
             float* tile = worker == 0 ? _callerTile : _pool!.WorkerScratch(worker);
             if (_byRows)
             {
-                int mr = _q.MR, tiles = (_q.M + mr - 1) / mr;
-                int t0 = (int)((long)item * tiles / _chunks), t1 = (int)((long)(item + 1) * tiles / _chunks);
+                int mr = _q.MR;
+                var (t0, t1) = GemmCore.Share(item, _chunks, (_q.M + mr - 1) / mr);
                 Run(_q, t0 * mr, Math.Min(t1 * mr, _q.M), 0, _panels, tile);
             }
             else
             {
-                int p0 = (int)((long)item * _panels / _chunks), p1 = (int)((long)(item + 1) * _panels / _chunks);
+                var (p0, p1) = GemmCore.Share(item, _chunks, _panels);
                 Run(_q, 0, _q.M, p0, p1, tile);
             }
         }
