@@ -48,7 +48,24 @@ public sealed class FeatureVocabulary
             _lists[f] = [.. l];
             _lookups[f] = d.GetAlternateLookup<ReadOnlySpan<char>>();
         }
+        // a known word's affix ids, found once here: Extract then needs one lookup for it instead of eight
+        // (an entry that is not its own normalized form — possible only in a hand-made list — is never matched; -1 marks
+        // entries without a cached row, which Extract then computes)
+        var words = _lists[0];
+        _affixes = new int[words.Length * Affixes];
+        Span<int> ids = stackalloc int[Count];
+        Span<char> norm = stackalloc char[MaxWordLength];
+        for (int i = 1; i < words.Length; i++)
+        {
+            var e = words[i];
+            if (e.Length > MaxWordLength || Normalize(e, norm) != e.Length || !norm[..e.Length].SequenceEqual(e)) { _affixes[i * Affixes] = -1; continue; }
+            AffixIds(e, e, ids);
+            ids.Slice(1, Affixes).CopyTo(_affixes.AsSpan(i * Affixes, Affixes));
+        }
     }
+
+    private const int Affixes = Count - 2; // prefixes 1–3, suffixes 1–4
+    private readonly int[] _affixes;
 
     /// <summary>
     /// Counts words, affixes over a training corpus; keeps words seen at least <paramref name="minWordCount"/> times
@@ -89,13 +106,23 @@ public sealed class FeatureVocabulary
         Span<char> buf = stackalloc char[MaxWordLength];
         int n = Normalize(word, buf);
         ReadOnlySpan<char> norm = buf[..n];
-        ids[0] = word.Length <= MaxWordLength ? Find(0, norm) : 0;
+        int id = word.Length <= MaxWordLength ? Find(0, norm) : 0;
+        ids[0] = id;
+        // a known word is its own normalized form (at most MaxWordLength characters), so its affixes are the cached ones
+        if (id > 0 && _affixes[id * Affixes] >= 0) _affixes.AsSpan(id * Affixes, Affixes).CopyTo(ids.Slice(1, Affixes));
+        else AffixIds(word, norm, ids);
+        ids[Count - 1] = Shape(word);
+    }
+
+    // prefixes from the normalized (possibly truncated) word, suffixes from the normalized tail of the whole word
+    private void AffixIds(ReadOnlySpan<char> word, ReadOnlySpan<char> norm, Span<int> ids)
+    {
+        int n = norm.Length;
         for (int k = 1; k <= 3; k++) ids[k] = Find(k, norm[..Math.Min(k, n)]);
         Span<char> tail = stackalloc char[4];
         int t = Math.Min(4, word.Length);
         Normalize(word[^t..], tail);
         for (int k = 1; k <= 4; k++) ids[3 + k] = Find(3 + k, tail[Math.Max(0, t - k)..t]);
-        ids[Count - 1] = Shape(word);
     }
 
     private int Find(int feature, ReadOnlySpan<char> key) => _lookups[feature].TryGetValue(key, out int id) ? id : 0;

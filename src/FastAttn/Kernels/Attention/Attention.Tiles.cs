@@ -151,6 +151,17 @@ public static unsafe partial class Attention
     private static int NonFiniteRows<TOps, TVec>(float* v, nint ld, int keys, int dv, int* bad) where TOps : ISimd<TVec> where TVec : struct
     {
         int w = TOps.Width, n = 0;
+        // x·0 is 0 for every finite x and NaN otherwise: one sum over all rows first (the usual answer: none), row by row only when it is not 0
+        TVec all = TOps.Zero;
+        float tail = 0f;
+        for (int j = 0; j < keys; j++)
+        {
+            float* row = v + j * ld;
+            int c = 0;
+            for (; c + w <= dv; c += w) all = TOps.Fma(TOps.Load(row + c), TOps.Zero, all);
+            for (; c < dv; c++) tail += row[c] * 0f;
+        }
+        if (TOps.Sum(all) + tail == 0f) return 0;
         for (int j = 0; j < keys; j++)
         {
             float* row = v + j * ld;

@@ -115,12 +115,18 @@ internal static unsafe partial class GemmCore
             float* d = dst + (long)p * k * nr;
             if (ns == 1)
             {
+                // vector copies (attention packs V per call with this, so the per-row cost matters)
+                int vc = System.Numerics.Vector<float>.Count;
                 for (int kk = 0; kk < k; kk++)
                 {
                     float* s = src + kk * ks + col0;
                     float* dd = d + (long)kk * nr;
-                    new ReadOnlySpan<float>(s, cols).CopyTo(new Span<float>(dd, cols));
-                    for (int j = cols; j < nr; j++) dd[j] = 0f;
+                    int j = 0;
+                    for (; j + vc <= cols; j += vc) System.Numerics.Vector.Store(System.Numerics.Vector.Load(s + j), dd + j);
+                    for (; j < cols; j++) dd[j] = s[j];
+                    for (; j < nr && j % vc != 0; j++) dd[j] = 0f;
+                    for (; j + vc <= nr; j += vc) System.Numerics.Vector.Store(System.Numerics.Vector<float>.Zero, dd + j);
+                    for (; j < nr; j++) dd[j] = 0f;
                 }
             }
             else
@@ -199,7 +205,7 @@ internal static unsafe partial class GemmCore
                     epi.LoadC = pc > 0 || g.Accumulate;
                     epi.Last = pc + kc == K;
                     float* bPanel = g.PackedB + jp * g.PanelStride + (TW.Bf16 ? (long)pc * nr / 2 : (long)pc * nr);
-                    GemmMicrokernel.Dispatch<TOps, TVec, ViaEpilogue, TW>(rows, aPack + (long)pc * mr, mr, bPanel, kc, c, g.Ldc, cols, ref epi);
+                    Tile<TOps, TVec, TW>(rows, aPack + (long)pc * mr, mr, bPanel, kc, c, g.Ldc, cols, nr, ref epi);
                 }
             }
             return;
@@ -226,11 +232,20 @@ internal static unsafe partial class GemmCore
                         float* c = g.C + row * g.Ldc + col;
                         float* a = aPack + ir * kc;
                         epi.Residual = g.Residual == null ? null : g.Residual + row * g.Ldr + col;
-                        GemmMicrokernel.Dispatch<TOps, TVec, ViaEpilogue, TW>(rows, a, mr, bPanel, kc, c, g.Ldc, cols, ref epi);
+                        Tile<TOps, TVec, TW>(rows, a, mr, bPanel, kc, c, g.Ldc, cols, nr, ref epi);
                     }
                 }
             }
         }
+    }
+
+    // full-width tiles with a short epilogue finish in registers; the rest go through the general epilogue (same bits)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Tile<TOps, TVec, TW>(int rows, float* a, nint aStep, float* b, int kc, float* c, nint ldc, int cols, int nr, ref TileEpilogue e)
+        where TOps : ISimd<TVec> where TVec : struct where TW : IWeightFormat
+    {
+        if (GemmMicrokernel.CanFinishDirect(cols, nr, e)) GemmMicrokernel.Dispatch<TOps, TVec, FinishDirect, TW>(rows, a, aStep, b, kc, c, ldc, cols, ref e);
+        else GemmMicrokernel.Dispatch<TOps, TVec, ViaEpilogue, TW>(rows, a, aStep, b, kc, c, ldc, cols, ref e);
     }
 
     /// <summary>Packs mc rows × kc columns of A into groups of mr rows, k-major inside a group.</summary>

@@ -28,6 +28,12 @@ internal struct ViaEpilogue : IStoreMode { public static int Mode => 0; }
 internal struct StoreDirect : IStoreMode { public static int Mode => 1; }
 /// <summary>C += acc, every column of the tile valid.</summary>
 internal struct AddDirect : IStoreMode { public static int Mode => 2; }
+/// <summary>
+/// The general epilogue finished in registers, straight into C: (+C) and, on the last K block, +bias → ReLU → +residual.
+/// Full-width tiles, alpha 1 and no activation or ReLU only (<see cref="GemmMicrokernel.CanFinishDirect"/>); same
+/// operations in the same order as <see cref="ViaEpilogue"/>, so both give the same bits.
+/// </summary>
+internal struct FinishDirect : IStoreMode { public static int Mode => 3; }
 /// <summary>How the packed weight panel stores its elements.</summary>
 internal interface IWeightFormat { static abstract bool Bf16 { get; } }
 /// <summary>FP32 panels.</summary>
@@ -136,6 +142,30 @@ internal static unsafe class GemmMicrokernel
             a += aStep;
             b += TW.Bf16 ? w : 2 * w; // one panel row: 2w elements (2w bf16 = w floats of bytes)
         }
+        if (TM.Mode == 3)
+        {
+            bool last = e.Last, loadC = e.LoadC;
+            bool relu = last && e.Act == Activation.Relu;
+            TVec bias0 = last && e.Bias != null ? TOps.Load(e.Bias) : TOps.Zero;
+            TVec bias1 = last && e.Bias != null ? TOps.Load(e.Bias + w) : TOps.Zero;
+            float* res = last ? e.Residual : null;
+            nint ldr = e.Ldr;
+            Fin<TOps, TVec>(c00, c, bias0, loadC, relu, res); Fin<TOps, TVec>(c01, c + w, bias1, loadC, relu, res == null ? null : res + w);
+            if (TR.N > 1) FinRow<TOps, TVec>(c10, c11, c + ldc, w, bias0, bias1, loadC, relu, res, ldr, 1);
+            if (TR.N > 2) FinRow<TOps, TVec>(c20, c21, c + 2 * ldc, w, bias0, bias1, loadC, relu, res, ldr, 2);
+            if (TR.N > 3) FinRow<TOps, TVec>(c30, c31, c + 3 * ldc, w, bias0, bias1, loadC, relu, res, ldr, 3);
+            if (TR.N > 4) FinRow<TOps, TVec>(c40, c41, c + 4 * ldc, w, bias0, bias1, loadC, relu, res, ldr, 4);
+            if (TR.N > 5) FinRow<TOps, TVec>(c50, c51, c + 5 * ldc, w, bias0, bias1, loadC, relu, res, ldr, 5);
+            if (TR.N > 6) FinRow<TOps, TVec>(c60, c61, c + 6 * ldc, w, bias0, bias1, loadC, relu, res, ldr, 6);
+            if (TR.N > 7) FinRow<TOps, TVec>(c70, c71, c + 7 * ldc, w, bias0, bias1, loadC, relu, res, ldr, 7);
+            if (TR.N > 8) FinRow<TOps, TVec>(c80, c81, c + 8 * ldc, w, bias0, bias1, loadC, relu, res, ldr, 8);
+            if (TR.N > 9) FinRow<TOps, TVec>(c90, c91, c + 9 * ldc, w, bias0, bias1, loadC, relu, res, ldr, 9);
+            if (TR.N > 10) FinRow<TOps, TVec>(cA0, cA1, c + 10 * ldc, w, bias0, bias1, loadC, relu, res, ldr, 10);
+            if (TR.N > 11) FinRow<TOps, TVec>(cB0, cB1, c + 11 * ldc, w, bias0, bias1, loadC, relu, res, ldr, 11);
+            if (TR.N > 12) FinRow<TOps, TVec>(cC0, cC1, c + 12 * ldc, w, bias0, bias1, loadC, relu, res, ldr, 12);
+            if (TR.N > 13) FinRow<TOps, TVec>(cD0, cD1, c + 13 * ldc, w, bias0, bias1, loadC, relu, res, ldr, 13);
+            return;
+        }
         if (TM.Mode != 0)
         {
             Put<TOps, TVec, TM>(c00, c); Put<TOps, TVec, TM>(c01, c + w);
@@ -175,6 +205,32 @@ internal static unsafe class GemmMicrokernel
         Epilogue<TOps, TVec>(TR.N, c, ldc, cols, ref e);
     }
 
+    /// <summary>Whether a tile of <paramref name="cols"/> columns can use <see cref="FinishDirect"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool CanFinishDirect(int cols, int nr, in TileEpilogue e)
+        => cols == nr && e.Alpha == 1f && (!e.Last || e.Act == Activation.None || e.Act == Activation.Relu);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void FinRow<TOps, TVec>(TVec v0, TVec v1, float* p, int w, TVec bias0, TVec bias1, bool loadC, bool relu, float* res, nint ldr, int r)
+        where TOps : ISimd<TVec> where TVec : struct
+    {
+        float* rr = res == null ? null : res + r * ldr;
+        Fin<TOps, TVec>(v0, p, bias0, loadC, relu, rr);
+        Fin<TOps, TVec>(v1, p + w, bias1, loadC, relu, rr == null ? null : rr + w);
+    }
+
+    // the steps of Finish for alpha 1 in its order: (+C), +bias (0 when none or not the last block), ReLU, +residual
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Fin<TOps, TVec>(TVec v, float* p, TVec bias, bool loadC, bool relu, float* res)
+        where TOps : ISimd<TVec> where TVec : struct
+    {
+        if (loadC) v = TOps.Add(v, TOps.Load(p));
+        v = TOps.Add(v, bias);
+        if (relu) v = TOps.Max(v, TOps.Zero);
+        if (res != null) v = TOps.Add(v, TOps.Load(res));
+        TOps.Store(v, p);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Put<TOps, TVec, TM>(TVec v, float* p) where TOps : ISimd<TVec> where TVec : struct where TM : IStoreMode
         => TOps.Store(TM.Mode == 2 ? TOps.Add(v, TOps.Load(p)) : v, p);
@@ -186,6 +242,11 @@ internal static unsafe class GemmMicrokernel
         int w = TOps.Width;
         int nr = 2 * w;
         bool simple = e.Alpha == 1f && !e.LoadC && (!e.Last || (e.Bias == null && e.Act == Activation.None && e.Residual == null));
+        if (cols < nr)
+        {
+            EdgeEpilogue<TOps, TVec>(rows, c, ldc, cols, ref e);
+            return;
+        }
         for (int r = 0; r < rows; r++)
         {
             float* t = e.Tile + r * nr;
@@ -216,6 +277,45 @@ internal static unsafe class GemmMicrokernel
                 TOps.Store(Finish<TOps, TVec>(TOps.Load(t + w), tc + w, e.Bias == null ? null : tb + w, res == null ? null : tr + w, ref e), tc + w);
                 for (int j = 0; j < cols; j++) cr[j] = tc[j];
             }
+        }
+    }
+
+    /// <summary>
+    /// A tile narrower than the panel: whole vectors of valid columns are finished in place; only the one vector that
+    /// straddles the edge goes through zero-padded temporaries (the bias part of those is built once per tile).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void EdgeEpilogue<TOps, TVec>(int rows, float* c, nint ldc, int cols, ref TileEpilogue e)
+        where TOps : ISimd<TVec> where TVec : struct
+    {
+        int w = TOps.Width;
+        int nr = 2 * w;
+        int full = cols / w * w;           // columns finished in place: 0 or w
+        int part = Math.Min(cols - full, w); // valid columns of the straddling vector (may be 0)
+        float* tc = e.Temp, tb = e.Temp + 64, tr = e.Temp + 128;
+        bool last = e.Last;
+        float* bias = last ? e.Bias : null;
+        if (part > 0 && bias != null)
+        {
+            for (int j = 0; j < w; j++) tb[j] = j < part ? bias[full + j] : 0f;
+        }
+        for (int r = 0; r < rows; r++)
+        {
+            float* t = e.Tile + r * nr;
+            float* cr = c + r * ldc;
+            float* res = last && e.Residual != null ? e.Residual + r * e.Ldr : null;
+            for (int j = 0; j < full; j += w)
+                TOps.Store(Finish<TOps, TVec>(TOps.Load(t + j), cr + j, bias == null ? null : bias + j, res == null ? null : res + j, ref e), cr + j);
+            if (part == 0) continue;
+            float* cp = cr + full;
+            for (int j = 0; j < w; j++)
+            {
+                bool valid = j < part;
+                tc[j] = valid && e.LoadC ? cp[j] : 0f;
+                if (res != null) tr[j] = valid ? res[full + j] : 0f;
+            }
+            TOps.Store(Finish<TOps, TVec>(TOps.Load(t + full), tc, bias == null ? null : tb, res == null ? null : tr, ref e), tc);
+            for (int j = 0; j < part; j++) cp[j] = tc[j];
         }
     }
 
