@@ -298,16 +298,30 @@ public sealed class PosTagger : IDisposable
     /// <exception cref="ObjectDisposedException">The tagger or its model was disposed.</exception>
     public int Tag(ReadOnlySpan<char> text, Span<Range> tokens, Span<int> tags)
     {
-        int n = EnglishTokenizer.Count(text);
-        if (tokens.Length < n) throw new ArgumentException($"the text has {n} tokens; 'tokens' has room for {tokens.Length}.", nameof(tokens));
-        if (tags.Length < n) throw new ArgumentException($"the text has {n} tokens; 'tags' has room for {tags.Length}.", nameof(tags));
         Enter();
         try
         {
-            EnglishTokenizer.Fill(text, tokens);
+            // one tokenizer pass into the tagger's own buffer; the caller's spans are checked before anything is written to them
+            int n = TokenizeOwn(text);
+            if (tokens.Length < n) throw new ArgumentException($"the text has {n} tokens; 'tokens' has room for {tokens.Length}.", nameof(tokens));
+            if (tags.Length < n) throw new ArgumentException($"the text has {n} tokens; 'tags' has room for {tags.Length}.", nameof(tags));
+            _tokenBuf.AsSpan(0, n).CopyTo(tokens);
             TagTokensCore(text, tokens[..n], tags);
+            return n;
         }
         finally { Exit(); }
+    }
+
+    // tokens of text into _tokenBuf (grown, with _tagBuf, when a text has more tokens than ever before); returns the count
+    private int TokenizeOwn(ReadOnlySpan<char> text)
+    {
+        int n = EnglishTokenizer.Fill(text, _tokenBuf);
+        if (n > _tokenBuf.Length)
+        {
+            _tokenBuf = new Range[Math.Max(n, 2 * _tokenBuf.Length)];
+            _tagBuf = new int[_tokenBuf.Length];
+            EnglishTokenizer.Fill(text, _tokenBuf);
+        }
         return n;
     }
 
@@ -384,14 +398,12 @@ public sealed class PosTagger : IDisposable
     public TaggedToken[] Tag(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
-        int n = EnglishTokenizer.Count(text);
         Enter();
         try
         {
-            if (_tokenBuf.Length < n) { _tokenBuf = new Range[Math.Max(n, 2 * _tokenBuf.Length)]; _tagBuf = new int[_tokenBuf.Length]; }
+            int n = TokenizeOwn(text);
             var tokens = _tokenBuf;
             var tags = _tagBuf;
-            EnglishTokenizer.Fill(text, tokens);
             TagTokensCore(text, tokens.AsSpan(0, n), tags);
             var result = new TaggedToken[n];
             for (int i = 0; i < n; i++) result[i] = new TaggedToken(text[tokens[i]], _model.Tags[tags[i]], tokens[i]);

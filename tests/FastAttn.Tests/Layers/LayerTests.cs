@@ -114,13 +114,21 @@ public class LayerTests
     {
         IsaPaths.ForEach(() =>
         {
-            foreach (int n in new[] { 1, 7, 63, 65, 130 })
+            // widths that are and are not whole vectors (whole ones run two rows at a time); 3 rows = a pair + one alone
+            foreach (int n in new[] { 1, 7, 16, 63, 64, 65, 128, 130 })
             {
                 float[] x = Reference.Random(3 * n, n, 4f), g = Reference.Random(n, n + 1), b = Reference.Random(n, n + 2);
                 float[] y = new float[3 * n];
                 new LayerNorm(n, g, b).Forward(x, 3, y);
                 var r = Ln(x.Select(v => (double)v).ToArray(), 3, n, g, b, 1e-5);
                 for (int i = 0; i < y.Length; i++) Assert.True(Math.Abs(y[i] - r[i]) < 1e-5 * (1 + Math.Abs(r[i])), $"LN n={n}");
+                // a row's bits do not depend on its neighbours (packed batching relies on it)
+                for (int row = 0; row < 3; row++)
+                {
+                    float[] one = new float[n];
+                    new LayerNorm(n, g, b).Forward(x.AsSpan(row * n, n), 1, one);
+                    Assert.True(one.AsSpan().SequenceEqual(y.AsSpan(row * n, n)), $"LN n={n} row {row} alone differs");
+                }
                 new RmsNorm(n, g, 1e-6f).Forward(x, 3, y);
                 for (int row = 0; row < 3; row++)
                 {

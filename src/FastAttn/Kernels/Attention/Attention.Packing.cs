@@ -69,6 +69,35 @@ public static unsafe partial class Attention
         }
     }
 
+    /// <summary>
+    /// Packs values in panels of nr columns ([panel][key][nr], zero-padded past dv) — the layout P·V's microkernel reads —
+    /// and says whether any value is NaN or ±∞ (x·0 is 0 for every finite x), in the same pass.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static bool PackV<TOps, TVec>(float* v, nint ldv, int keys, int dv, int nr, float* dst)
+        where TOps : ISimd<TVec> where TVec : struct
+    {
+        int w = TOps.Width;
+        TVec all = TOps.Zero;
+        float tail = 0f;
+        for (int col0 = 0; col0 < dv; col0 += nr)
+        {
+            int cols = Math.Min(nr, dv - col0);
+            float* panel = dst + (long)col0 * keys; // panel col0/nr starts at (col0/nr)·keys·nr
+            for (int j = 0; j < keys; j++)
+            {
+                float* s = v + j * ldv + col0;
+                float* d = panel + (long)j * nr;
+                int c = 0;
+                for (; c + w <= cols; c += w) { TVec x = TOps.Load(s + c); all = TOps.Fma(x, TOps.Zero, all); TOps.Store(x, d + c); }
+                for (; c < cols; c++) { d[c] = s[c]; tail += s[c] * 0f; }
+                for (; c < nr && c % w != 0; c++) d[c] = 0f;
+                for (; c < nr; c += w) TOps.Store(TOps.Zero, d + c);
+            }
+        }
+        return TOps.Sum(all) + tail != 0f;
+    }
+
     /// <summary>x ← e^{2x} in place.</summary>
     private static void Exp2x<TOps, TVec>(float* x, int n) where TOps : ISimd<TVec> where TVec : struct
     {

@@ -58,8 +58,8 @@ public static unsafe partial class Attention
         if (keyEnd > 0)
         {
             PackK<TOps, TVec>(a.Isa, a.K + k0 * a.Ldk + kvHead * d, a.Ldk, keyEnd, d, mr, kp, fastAdd);
-            GemmCore.PackB(a.Isa, a.V + k0 * a.Ldv + kvHead * dv, a.Ldv, 1, keyEnd, dv, vp);
-            nBad = NonFiniteRows<TOps, TVec>(a.V + k0 * a.Ldv + kvHead * dv, a.Ldv, keyEnd, dv, bad);
+            if (PackV<TOps, TVec>(a.V + k0 * a.Ldv + kvHead * dv, a.Ldv, keyEnd, dv, nr, vp))
+                nBad = NonFiniteRows<TOps, TVec>(a.V + k0 * a.Ldv + kvHead * dv, a.Ldv, keyEnd, dv, bad);
             // a value row holding NaN or ±∞ is zeroed in the packed copy and added separately, only to the queries that
             // give it a nonzero weight: a masked key (weight exactly 0) must not turn an output into 0·∞ = NaN, and which
             // queries share a tile (and so the product) depends on the vector width
@@ -151,17 +151,6 @@ public static unsafe partial class Attention
     private static int NonFiniteRows<TOps, TVec>(float* v, nint ld, int keys, int dv, int* bad) where TOps : ISimd<TVec> where TVec : struct
     {
         int w = TOps.Width, n = 0;
-        // x·0 is 0 for every finite x and NaN otherwise: one sum over all rows first (the usual answer: none), row by row only when it is not 0
-        TVec all = TOps.Zero;
-        float tail = 0f;
-        for (int j = 0; j < keys; j++)
-        {
-            float* row = v + j * ld;
-            int c = 0;
-            for (; c + w <= dv; c += w) all = TOps.Fma(TOps.Load(row + c), TOps.Zero, all);
-            for (; c < dv; c++) tail += row[c] * 0f;
-        }
-        if (TOps.Sum(all) + tail == 0f) return 0;
         for (int j = 0; j < keys; j++)
         {
             float* row = v + j * ld;
