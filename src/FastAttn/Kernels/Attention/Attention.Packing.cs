@@ -70,8 +70,14 @@ public static unsafe partial class Attention
     }
 
     /// <summary>
-    /// Packs values in panels of nr columns ([panel][key][nr], zero-padded past dv) — the layout P·V's microkernel reads —
-    /// and says whether any value is NaN or ±∞ (x·0 is 0 for every finite x), in the same pass.
+    /// Width of value panel <paramref name="p"/>: nr, or one vector (w) for a last panel whose columns fit one vector.
+    /// Panel p starts at p·keys·nr either way (only the last one can be narrow).
+    /// </summary>
+    private static int VPanelWidth(int dv, int p, int nr, int w) => dv - p * nr <= w ? w : nr;
+
+    /// <summary>
+    /// Packs values in panels ([panel][key][width], width from <see cref="VPanelWidth"/>, zero-padded past dv) — the
+    /// layout P·V's microkernel reads — and says whether any value is NaN or ±∞ (x·0 is 0 for every finite x), in the same pass.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static bool PackV<TOps, TVec>(float* v, nint ldv, int keys, int dv, int nr, float* dst)
@@ -83,16 +89,17 @@ public static unsafe partial class Attention
         for (int col0 = 0; col0 < dv; col0 += nr)
         {
             int cols = Math.Min(nr, dv - col0);
+            int pw = VPanelWidth(dv, col0 / nr, nr, w);
             float* panel = dst + (long)col0 * keys; // panel col0/nr starts at (col0/nr)·keys·nr
             for (int j = 0; j < keys; j++)
             {
                 float* s = v + j * ldv + col0;
-                float* d = panel + (long)j * nr;
+                float* d = panel + (long)j * pw;
                 int c = 0;
                 for (; c + w <= cols; c += w) { TVec x = TOps.Load(s + c); all = TOps.Fma(x, TOps.Zero, all); TOps.Store(x, d + c); }
                 for (; c < cols; c++) { d[c] = s[c]; tail += s[c] * 0f; }
-                for (; c < nr && c % w != 0; c++) d[c] = 0f;
-                for (; c < nr; c += w) TOps.Store(TOps.Zero, d + c);
+                for (; c < pw && c % w != 0; c++) d[c] = 0f;
+                for (; c < pw; c += w) TOps.Store(TOps.Zero, d + c);
             }
         }
         return TOps.Sum(all) + tail != 0f;

@@ -64,7 +64,11 @@ public static unsafe partial class Attention
             // give it a nonzero weight: a masked key (weight exactly 0) must not turn an output into 0·∞ = NaN, and which
             // queries share a tile (and so the product) depends on the vector width
             for (int b = 0; b < nBad; b++)
-                for (int p = 0; p < dvPad / nr; p++) new Span<float>(vp + (long)p * keyEnd * nr + (long)bad[b] * nr, nr).Clear();
+                for (int p = 0; p < dvPad / nr; p++)
+                {
+                    int pw = VPanelWidth(dv, p, nr, w);
+                    new Span<float>(vp + (long)p * keyEnd * nr + (long)bad[b] * pw, pw).Clear();
+                }
         }
         float invL = valid > 0 ? 1f / valid : 0f;
         float sigBias = a.SigmoidBias ?? (valid > 0 ? -MathF.Log(valid) : 0f);
@@ -128,8 +132,15 @@ public static unsafe partial class Attention
                         int prow = Math.Min(mr, rows - pr);
                         for (int p = 0; p < dvPad / nr; p++)
                         {
-                            float* vb = vp + (long)p * keyEnd * nr + (long)j0 * nr, oc = ot + pr * dvPad + p * nr;
-                            if (first) GemmMicrokernel.Dispatch<TOps, TVec, StoreDirect>(prow, st + pr, nq, vb, cols, oc, dvPad, nr, ref epi);
+                            int pw = VPanelWidth(dv, p, nr, w);
+                            float* vb = vp + (long)p * keyEnd * nr + (long)j0 * pw, oc = ot + pr * dvPad + p * nr;
+                            if (pw < nr)
+                            {
+                                // the last value columns fit one vector: a one-vector tile (no multiply-adds on zero padding)
+                                if (first) GemmMicrokernel.DispatchHalf<TOps, TVec, StoreDirect>(prow, st + pr, nq, vb, cols, oc, dvPad, ref epi);
+                                else GemmMicrokernel.DispatchHalf<TOps, TVec, AddDirect>(prow, st + pr, nq, vb, cols, oc, dvPad, ref epi);
+                            }
+                            else if (first) GemmMicrokernel.Dispatch<TOps, TVec, StoreDirect>(prow, st + pr, nq, vb, cols, oc, dvPad, nr, ref epi);
                             else GemmMicrokernel.Dispatch<TOps, TVec, AddDirect>(prow, st + pr, nq, vb, cols, oc, dvPad, nr, ref epi);
                         }
                     }

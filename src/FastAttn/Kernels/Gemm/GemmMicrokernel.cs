@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
@@ -41,6 +42,10 @@ internal struct F32Weights : IWeightFormat { public static bool Bf16 => false; }
 /// <summary>bfloat16 panels (same layout, 2 bytes per element), widened to FP32 as they are loaded.</summary>
 internal struct Bf16Weights : IWeightFormat { public static bool Bf16 => true; }
 internal struct Rows1 : IRowCount { public static int N => 1; }
+/// <summary>Vectors of columns a tile computes: two (a whole panel) or one (a half panel: the last columns of attention's V).</summary>
+internal interface IVecCount { static abstract int N { get; } }
+internal struct Vec1 : IVecCount { public static int N => 1; }
+internal struct Vec2 : IVecCount { public static int N => 2; }
 internal struct Rows2 : IRowCount { public static int N => 2; }
 internal struct Rows3 : IRowCount { public static int N => 3; }
 internal struct Rows4 : IRowCount { public static int N => 4; }
@@ -78,23 +83,40 @@ internal static unsafe class GemmMicrokernel
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void Dispatch<TOps, TVec, TM, TW>(int rows, float* a, nint aStep, float* b, int kc, float* c, nint ldc, int cols, ref TileEpilogue e)
         where TOps : ISimd<TVec> where TVec : struct where TM : IStoreMode where TW : IWeightFormat
+        => Dispatch<TOps, TVec, TM, TW, Vec2>(rows, a, aStep, b, kc, c, ldc, cols, ref e);
+
+    /// <summary>
+    /// One vector of columns (B advances w floats per k): C = acc or C += acc (<see cref="StoreDirect"/>,
+    /// <see cref="AddDirect"/>) for a panel only one vector wide.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void DispatchHalf<TOps, TVec, TM>(int rows, float* a, nint aStep, float* b, int kc, float* c, nint ldc, ref TileEpilogue e)
+        where TOps : ISimd<TVec> where TVec : struct where TM : IStoreMode
+    {
+        Debug.Assert(TM.Mode is 1 or 2);
+        Dispatch<TOps, TVec, TM, F32Weights, Vec1>(rows, a, aStep, b, kc, c, ldc, TOps.Width, ref e);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Dispatch<TOps, TVec, TM, TW, TC>(int rows, float* a, nint aStep, float* b, int kc, float* c, nint ldc, int cols, ref TileEpilogue e)
+        where TOps : ISimd<TVec> where TVec : struct where TM : IStoreMode where TW : IWeightFormat where TC : IVecCount
     {
         switch (rows)
         {
-            case 14: Tile<TOps, TVec, Rows14, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 13: Tile<TOps, TVec, Rows13, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 12: Tile<TOps, TVec, Rows12, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 11: Tile<TOps, TVec, Rows11, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 10: Tile<TOps, TVec, Rows10, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 9: Tile<TOps, TVec, Rows9, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 8: Tile<TOps, TVec, Rows8, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 7: Tile<TOps, TVec, Rows7, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 6: Tile<TOps, TVec, Rows6, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 5: Tile<TOps, TVec, Rows5, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 4: Tile<TOps, TVec, Rows4, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 3: Tile<TOps, TVec, Rows3, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 2: Tile<TOps, TVec, Rows2, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            default: Tile<TOps, TVec, Rows1, TM, TW>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 14: Tile<TOps, TVec, Rows14, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 13: Tile<TOps, TVec, Rows13, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 12: Tile<TOps, TVec, Rows12, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 11: Tile<TOps, TVec, Rows11, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 10: Tile<TOps, TVec, Rows10, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 9: Tile<TOps, TVec, Rows9, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 8: Tile<TOps, TVec, Rows8, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 7: Tile<TOps, TVec, Rows7, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 6: Tile<TOps, TVec, Rows6, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 5: Tile<TOps, TVec, Rows5, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 4: Tile<TOps, TVec, Rows4, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 3: Tile<TOps, TVec, Rows3, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 2: Tile<TOps, TVec, Rows2, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            default: Tile<TOps, TVec, Rows1, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
         }
     }
 
@@ -103,8 +125,8 @@ internal static unsafe class GemmMicrokernel
     /// One body serves every width and every row count; the JIT folds the row tests away.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile<TOps, TVec, TR, TM, TW>(float* a, nint aStep, float* b, int kc, float* c, nint ldc, int cols, ref TileEpilogue e)
-        where TOps : ISimd<TVec> where TVec : struct where TR : IRowCount where TM : IStoreMode where TW : IWeightFormat
+    private static void Tile<TOps, TVec, TR, TM, TW, TC>(float* a, nint aStep, float* b, int kc, float* c, nint ldc, int cols, ref TileEpilogue e)
+        where TOps : ISimd<TVec> where TVec : struct where TR : IRowCount where TM : IStoreMode where TW : IWeightFormat where TC : IVecCount
     {
         int w = TOps.Width;
         TVec c00 = TOps.Zero, c01 = TOps.Zero, c10 = TOps.Zero, c11 = TOps.Zero;
@@ -123,25 +145,26 @@ internal static unsafe class GemmMicrokernel
                 System.Runtime.Intrinsics.X86.Sse.Prefetch0(b + pf + 16);
             }
             TVec b0 = TW.Bf16 ? TOps.LoadBf16((ushort*)b) : TOps.Load(b);
-            TVec b1 = TW.Bf16 ? TOps.LoadBf16((ushort*)b + w) : TOps.Load(b + w);
+            TVec b1 = TC.N == 1 ? TOps.Zero : TW.Bf16 ? TOps.LoadBf16((ushort*)b + w) : TOps.Load(b + w);
             TVec x = TOps.BroadcastFrom(a);
-            c00 = TOps.Fma(x, b0, c00); c01 = TOps.Fma(x, b1, c01);
-            if (TR.N > 1) { x = TOps.BroadcastFrom(a + 1); c10 = TOps.Fma(x, b0, c10); c11 = TOps.Fma(x, b1, c11); }
-            if (TR.N > 2) { x = TOps.BroadcastFrom(a + 2); c20 = TOps.Fma(x, b0, c20); c21 = TOps.Fma(x, b1, c21); }
-            if (TR.N > 3) { x = TOps.BroadcastFrom(a + 3); c30 = TOps.Fma(x, b0, c30); c31 = TOps.Fma(x, b1, c31); }
-            if (TR.N > 4) { x = TOps.BroadcastFrom(a + 4); c40 = TOps.Fma(x, b0, c40); c41 = TOps.Fma(x, b1, c41); }
-            if (TR.N > 5) { x = TOps.BroadcastFrom(a + 5); c50 = TOps.Fma(x, b0, c50); c51 = TOps.Fma(x, b1, c51); }
-            if (TR.N > 6) { x = TOps.BroadcastFrom(a + 6); c60 = TOps.Fma(x, b0, c60); c61 = TOps.Fma(x, b1, c61); }
-            if (TR.N > 7) { x = TOps.BroadcastFrom(a + 7); c70 = TOps.Fma(x, b0, c70); c71 = TOps.Fma(x, b1, c71); }
-            if (TR.N > 8) { x = TOps.BroadcastFrom(a + 8); c80 = TOps.Fma(x, b0, c80); c81 = TOps.Fma(x, b1, c81); }
-            if (TR.N > 9) { x = TOps.BroadcastFrom(a + 9); c90 = TOps.Fma(x, b0, c90); c91 = TOps.Fma(x, b1, c91); }
-            if (TR.N > 10) { x = TOps.BroadcastFrom(a + 10); cA0 = TOps.Fma(x, b0, cA0); cA1 = TOps.Fma(x, b1, cA1); }
-            if (TR.N > 11) { x = TOps.BroadcastFrom(a + 11); cB0 = TOps.Fma(x, b0, cB0); cB1 = TOps.Fma(x, b1, cB1); }
-            if (TR.N > 12) { x = TOps.BroadcastFrom(a + 12); cC0 = TOps.Fma(x, b0, cC0); cC1 = TOps.Fma(x, b1, cC1); }
-            if (TR.N > 13) { x = TOps.BroadcastFrom(a + 13); cD0 = TOps.Fma(x, b0, cD0); cD1 = TOps.Fma(x, b1, cD1); }
+            c00 = TOps.Fma(x, b0, c00); if (TC.N > 1) c01 = TOps.Fma(x, b1, c01);
+            if (TR.N > 1) { x = TOps.BroadcastFrom(a + 1); c10 = TOps.Fma(x, b0, c10); if (TC.N > 1) c11 = TOps.Fma(x, b1, c11); }
+            if (TR.N > 2) { x = TOps.BroadcastFrom(a + 2); c20 = TOps.Fma(x, b0, c20); if (TC.N > 1) c21 = TOps.Fma(x, b1, c21); }
+            if (TR.N > 3) { x = TOps.BroadcastFrom(a + 3); c30 = TOps.Fma(x, b0, c30); if (TC.N > 1) c31 = TOps.Fma(x, b1, c31); }
+            if (TR.N > 4) { x = TOps.BroadcastFrom(a + 4); c40 = TOps.Fma(x, b0, c40); if (TC.N > 1) c41 = TOps.Fma(x, b1, c41); }
+            if (TR.N > 5) { x = TOps.BroadcastFrom(a + 5); c50 = TOps.Fma(x, b0, c50); if (TC.N > 1) c51 = TOps.Fma(x, b1, c51); }
+            if (TR.N > 6) { x = TOps.BroadcastFrom(a + 6); c60 = TOps.Fma(x, b0, c60); if (TC.N > 1) c61 = TOps.Fma(x, b1, c61); }
+            if (TR.N > 7) { x = TOps.BroadcastFrom(a + 7); c70 = TOps.Fma(x, b0, c70); if (TC.N > 1) c71 = TOps.Fma(x, b1, c71); }
+            if (TR.N > 8) { x = TOps.BroadcastFrom(a + 8); c80 = TOps.Fma(x, b0, c80); if (TC.N > 1) c81 = TOps.Fma(x, b1, c81); }
+            if (TR.N > 9) { x = TOps.BroadcastFrom(a + 9); c90 = TOps.Fma(x, b0, c90); if (TC.N > 1) c91 = TOps.Fma(x, b1, c91); }
+            if (TR.N > 10) { x = TOps.BroadcastFrom(a + 10); cA0 = TOps.Fma(x, b0, cA0); if (TC.N > 1) cA1 = TOps.Fma(x, b1, cA1); }
+            if (TR.N > 11) { x = TOps.BroadcastFrom(a + 11); cB0 = TOps.Fma(x, b0, cB0); if (TC.N > 1) cB1 = TOps.Fma(x, b1, cB1); }
+            if (TR.N > 12) { x = TOps.BroadcastFrom(a + 12); cC0 = TOps.Fma(x, b0, cC0); if (TC.N > 1) cC1 = TOps.Fma(x, b1, cC1); }
+            if (TR.N > 13) { x = TOps.BroadcastFrom(a + 13); cD0 = TOps.Fma(x, b0, cD0); if (TC.N > 1) cD1 = TOps.Fma(x, b1, cD1); }
             a += aStep;
-            b += TW.Bf16 ? w : 2 * w; // one panel row: 2w elements (2w bf16 = w floats of bytes)
+            b += TW.Bf16 ? TC.N * w / 2 : TC.N * w; // one panel row: 2w elements (2w bf16 = w floats of bytes); w for a half panel
         }
+        Debug.Assert(TC.N == 2 || TM.Mode is 1 or 2, "a half panel stores straight into C only");
         if (TM.Mode == 3)
         {
             bool last = e.Last, loadC = e.LoadC;
@@ -168,20 +191,20 @@ internal static unsafe class GemmMicrokernel
         }
         if (TM.Mode != 0)
         {
-            Put<TOps, TVec, TM>(c00, c); Put<TOps, TVec, TM>(c01, c + w);
-            if (TR.N > 1) { Put<TOps, TVec, TM>(c10, c + ldc); Put<TOps, TVec, TM>(c11, c + ldc + w); }
-            if (TR.N > 2) { Put<TOps, TVec, TM>(c20, c + 2 * ldc); Put<TOps, TVec, TM>(c21, c + 2 * ldc + w); }
-            if (TR.N > 3) { Put<TOps, TVec, TM>(c30, c + 3 * ldc); Put<TOps, TVec, TM>(c31, c + 3 * ldc + w); }
-            if (TR.N > 4) { Put<TOps, TVec, TM>(c40, c + 4 * ldc); Put<TOps, TVec, TM>(c41, c + 4 * ldc + w); }
-            if (TR.N > 5) { Put<TOps, TVec, TM>(c50, c + 5 * ldc); Put<TOps, TVec, TM>(c51, c + 5 * ldc + w); }
-            if (TR.N > 6) { Put<TOps, TVec, TM>(c60, c + 6 * ldc); Put<TOps, TVec, TM>(c61, c + 6 * ldc + w); }
-            if (TR.N > 7) { Put<TOps, TVec, TM>(c70, c + 7 * ldc); Put<TOps, TVec, TM>(c71, c + 7 * ldc + w); }
-            if (TR.N > 8) { Put<TOps, TVec, TM>(c80, c + 8 * ldc); Put<TOps, TVec, TM>(c81, c + 8 * ldc + w); }
-            if (TR.N > 9) { Put<TOps, TVec, TM>(c90, c + 9 * ldc); Put<TOps, TVec, TM>(c91, c + 9 * ldc + w); }
-            if (TR.N > 10) { Put<TOps, TVec, TM>(cA0, c + 10 * ldc); Put<TOps, TVec, TM>(cA1, c + 10 * ldc + w); }
-            if (TR.N > 11) { Put<TOps, TVec, TM>(cB0, c + 11 * ldc); Put<TOps, TVec, TM>(cB1, c + 11 * ldc + w); }
-            if (TR.N > 12) { Put<TOps, TVec, TM>(cC0, c + 12 * ldc); Put<TOps, TVec, TM>(cC1, c + 12 * ldc + w); }
-            if (TR.N > 13) { Put<TOps, TVec, TM>(cD0, c + 13 * ldc); Put<TOps, TVec, TM>(cD1, c + 13 * ldc + w); }
+            Put<TOps, TVec, TM>(c00, c); if (TC.N > 1) Put<TOps, TVec, TM>(c01, c + w);
+            if (TR.N > 1) { Put<TOps, TVec, TM>(c10, c + ldc); if (TC.N > 1) Put<TOps, TVec, TM>(c11, c + ldc + w); }
+            if (TR.N > 2) { Put<TOps, TVec, TM>(c20, c + 2 * ldc); if (TC.N > 1) Put<TOps, TVec, TM>(c21, c + 2 * ldc + w); }
+            if (TR.N > 3) { Put<TOps, TVec, TM>(c30, c + 3 * ldc); if (TC.N > 1) Put<TOps, TVec, TM>(c31, c + 3 * ldc + w); }
+            if (TR.N > 4) { Put<TOps, TVec, TM>(c40, c + 4 * ldc); if (TC.N > 1) Put<TOps, TVec, TM>(c41, c + 4 * ldc + w); }
+            if (TR.N > 5) { Put<TOps, TVec, TM>(c50, c + 5 * ldc); if (TC.N > 1) Put<TOps, TVec, TM>(c51, c + 5 * ldc + w); }
+            if (TR.N > 6) { Put<TOps, TVec, TM>(c60, c + 6 * ldc); if (TC.N > 1) Put<TOps, TVec, TM>(c61, c + 6 * ldc + w); }
+            if (TR.N > 7) { Put<TOps, TVec, TM>(c70, c + 7 * ldc); if (TC.N > 1) Put<TOps, TVec, TM>(c71, c + 7 * ldc + w); }
+            if (TR.N > 8) { Put<TOps, TVec, TM>(c80, c + 8 * ldc); if (TC.N > 1) Put<TOps, TVec, TM>(c81, c + 8 * ldc + w); }
+            if (TR.N > 9) { Put<TOps, TVec, TM>(c90, c + 9 * ldc); if (TC.N > 1) Put<TOps, TVec, TM>(c91, c + 9 * ldc + w); }
+            if (TR.N > 10) { Put<TOps, TVec, TM>(cA0, c + 10 * ldc); if (TC.N > 1) Put<TOps, TVec, TM>(cA1, c + 10 * ldc + w); }
+            if (TR.N > 11) { Put<TOps, TVec, TM>(cB0, c + 11 * ldc); if (TC.N > 1) Put<TOps, TVec, TM>(cB1, c + 11 * ldc + w); }
+            if (TR.N > 12) { Put<TOps, TVec, TM>(cC0, c + 12 * ldc); if (TC.N > 1) Put<TOps, TVec, TM>(cC1, c + 12 * ldc + w); }
+            if (TR.N > 13) { Put<TOps, TVec, TM>(cD0, c + 13 * ldc); if (TC.N > 1) Put<TOps, TVec, TM>(cD1, c + 13 * ldc + w); }
             return;
         }
         // Spill the accumulators to an L1-hot tile and finish in a separate method: keeping the epilogue
