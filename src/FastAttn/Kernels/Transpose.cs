@@ -18,6 +18,35 @@ internal static unsafe class Transpose
     public static void Block16(float* src, nint lds, int rows, float* dst, nint ldd, float scale)
     {
         Vector512<float> z = Vector512<float>.Zero;
+        if (rows <= 8)
+        {
+            // the lower half only: rows 8–15 are zero, so their interleaves and half of the lane gathers are skipped
+            var h0 = rows > 0 ? Vector512.Load(src) : z;
+            var h1 = rows > 1 ? Vector512.Load(src + lds) : z;
+            var h2 = rows > 2 ? Vector512.Load(src + 2 * lds) : z;
+            var h3 = rows > 3 ? Vector512.Load(src + 3 * lds) : z;
+            var h4 = rows > 4 ? Vector512.Load(src + 4 * lds) : z;
+            var h5 = rows > 5 ? Vector512.Load(src + 5 * lds) : z;
+            var h6 = rows > 6 ? Vector512.Load(src + 6 * lds) : z;
+            var h7 = rows > 7 ? Vector512.Load(src + 7 * lds) : z;
+            Quad(h0, h1, h2, h3, out var g0, out var g1, out var g2, out var g3);
+            Quad(h4, h5, h6, h7, out var g4, out var g5, out var g6, out var g7);
+            Lanes2(g0, g4, out var e0, out var e4, out var e8, out var eC);
+            Lanes2(g1, g5, out var e1, out var e5, out var e9, out var eD);
+            Lanes2(g2, g6, out var e2, out var e6, out var eA, out var eE);
+            Lanes2(g3, g7, out var e3, out var e7, out var eB, out var eF);
+            if (scale != 1f)
+            {
+                var sc = Vector512.Create(scale);
+                e0 *= sc; e1 *= sc; e2 *= sc; e3 *= sc; e4 *= sc; e5 *= sc; e6 *= sc; e7 *= sc;
+                e8 *= sc; e9 *= sc; eA *= sc; eB *= sc; eC *= sc; eD *= sc; eE *= sc; eF *= sc;
+            }
+            e0.Store(dst); e1.Store(dst + ldd); e2.Store(dst + 2 * ldd); e3.Store(dst + 3 * ldd);
+            e4.Store(dst + 4 * ldd); e5.Store(dst + 5 * ldd); e6.Store(dst + 6 * ldd); e7.Store(dst + 7 * ldd);
+            e8.Store(dst + 8 * ldd); e9.Store(dst + 9 * ldd); eA.Store(dst + 10 * ldd); eB.Store(dst + 11 * ldd);
+            eC.Store(dst + 12 * ldd); eD.Store(dst + 13 * ldd); eE.Store(dst + 14 * ldd); eF.Store(dst + 15 * ldd);
+            return;
+        }
         var r0 = rows > 0 ? Vector512.Load(src) : z;
         var r1 = rows > 1 ? Vector512.Load(src + lds) : z;
         var r2 = rows > 2 ? Vector512.Load(src + 2 * lds) : z;
@@ -45,11 +74,16 @@ internal static unsafe class Transpose
         Lanes(u2, u6, uA, uE, out var o2, out var o6, out var oA, out var oE);
         Lanes(u3, u7, uB, uF, out var o3, out var o7, out var oB, out var oF);
         // ascending row order: a row's store may run into the next row, which is written after it
-        var s = Vector512.Create(scale);
-        (o0 * s).Store(dst); (o1 * s).Store(dst + ldd); (o2 * s).Store(dst + 2 * ldd); (o3 * s).Store(dst + 3 * ldd);
-        (o4 * s).Store(dst + 4 * ldd); (o5 * s).Store(dst + 5 * ldd); (o6 * s).Store(dst + 6 * ldd); (o7 * s).Store(dst + 7 * ldd);
-        (o8 * s).Store(dst + 8 * ldd); (o9 * s).Store(dst + 9 * ldd); (oA * s).Store(dst + 10 * ldd); (oB * s).Store(dst + 11 * ldd);
-        (oC * s).Store(dst + 12 * ldd); (oD * s).Store(dst + 13 * ldd); (oE * s).Store(dst + 14 * ldd); (oF * s).Store(dst + 15 * ldd);
+        if (scale != 1f)
+        {
+            var s = Vector512.Create(scale);
+            o0 *= s; o1 *= s; o2 *= s; o3 *= s; o4 *= s; o5 *= s; o6 *= s; o7 *= s;
+            o8 *= s; o9 *= s; oA *= s; oB *= s; oC *= s; oD *= s; oE *= s; oF *= s;
+        }
+        o0.Store(dst); o1.Store(dst + ldd); o2.Store(dst + 2 * ldd); o3.Store(dst + 3 * ldd);
+        o4.Store(dst + 4 * ldd); o5.Store(dst + 5 * ldd); o6.Store(dst + 6 * ldd); o7.Store(dst + 7 * ldd);
+        o8.Store(dst + 8 * ldd); o9.Store(dst + 9 * ldd); oA.Store(dst + 10 * ldd); oB.Store(dst + 11 * ldd);
+        oC.Store(dst + 12 * ldd); oD.Store(dst + 13 * ldd); oE.Store(dst + 14 * ldd); oF.Store(dst + 15 * ldd);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -64,6 +98,20 @@ internal static unsafe class Transpose
         c1 = Avx512F.UnpackHigh(ab0, cd0).AsSingle();
         c2 = Avx512F.UnpackLow(ab1, cd1).AsSingle();
         c3 = Avx512F.UnpackHigh(ab1, cd1).AsSingle();
+    }
+
+    /// <summary>As <see cref="Lanes"/> with the last two row groups zero.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Lanes2(Vector512<float> g0, Vector512<float> g1,
+        out Vector512<float> c0, out Vector512<float> c4, out Vector512<float> c8, out Vector512<float> c12)
+    {
+        var z = Vector512<float>.Zero;
+        var v0 = Avx512F.Shuffle4x128(g0, g1, 0x88);
+        var v1 = Avx512F.Shuffle4x128(g0, g1, 0xDD);
+        c0 = Avx512F.Shuffle4x128(v0, z, 0x88);
+        c4 = Avx512F.Shuffle4x128(v1, z, 0x88);
+        c8 = Avx512F.Shuffle4x128(v0, z, 0xDD);
+        c12 = Avx512F.Shuffle4x128(v1, z, 0xDD);
     }
 
     /// <summary>Gathers the 128-bit lanes of four row groups into columns c, c+4, c+8, c+12.</summary>
