@@ -76,12 +76,14 @@ public static class EnglishTokenizer
     private static bool IsApostrophe(char c) => c is '\'' or '’';
 
     private static readonly string[] Emoticons = [":)", ":-)", ":(", ":-(", ";)", ";-)", ":D", ":-D", ":P", ":p", ":/", "=)", ":'(", "<3", "^_^"];
+    private const int MaxEmoticon = 3; // the longest of Emoticons
 
     // One whitespace-delimited chunk [s, e).
     private static void Chunk(ReadOnlySpan<char> text, int s, int e, ref Sink sink)
     {
-        foreach (var emo in Emoticons)
-            if (text[s..e].Equals(emo, StringComparison.Ordinal)) { sink.Add(s, e); return; }
+        if (e - s <= MaxEmoticon)
+            foreach (var emo in Emoticons)
+                if (text[s..e].Equals(emo, StringComparison.Ordinal)) { sink.Add(s, e); return; }
         // leading punctuation (but an apostrophe that starts a clitic such as "'s" stays). What the checks below need
         // of the rest of the chunk is found once here, so a chunk of many leading marks stays linear.
         int closedEnd = TrimClosing(text, s, e);

@@ -5,6 +5,7 @@ namespace FastAttn.Tests.Tagging;
 public class TokenizerTests
 {
     [Theory]
+    [InlineData("Great :-) thanks ^_^ :D <3 :)", "Great|:-)|thanks|^_^|:D|<3|:)")]
     [InlineData("I saw a saw.", "I|saw|a|saw|.")]
     [InlineData("Don't you think John's dog can't run?", "Do|n't|you|think|John|'s|dog|ca|n't|run|?")]
     [InlineData("We're sure they'll go; I'm not, and I'd say you've won't.", "We|'re|sure|they|'ll|go|;|I|'m|not|,|and|I|'d|say|you|'ve|wo|n't|.")]
