@@ -75,9 +75,11 @@ public sealed class BertEmbeddings : Block
                 {
                     var row = word.Slice(r * _width, _width);
                     float amax = TensorPrimitives.MaxMagnitude(row);
-                    amax = float.IsFinite(amax) ? Math.Abs(amax) : 0f;
+                    // a row holding NaN or ±∞ is stored as zeros with a NaN scale: it reads back as NaN (not a silent 0)
+                    bool finite = float.IsFinite(amax);
+                    amax = finite ? Math.Abs(amax) : 0f;
                     float inv = amax > 0 && float.IsFinite(127f / amax) ? 127f / amax : 0f;
-                    _wordScale[r] = inv == 0 ? 0f : amax / 127f;
+                    _wordScale[r] = !finite ? float.NaN : inv == 0 ? 0f : amax / 127f;
                     for (int i = 0; i < _width; i++) _wordInt8[r * _width + i] = (sbyte)Math.Clamp((int)MathF.Round(row[i] * inv), -127, 127);
                 }
                 break;

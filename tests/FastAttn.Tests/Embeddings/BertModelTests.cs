@@ -257,4 +257,28 @@ public class BertModelTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.ThrowsAny<ArgumentException>(() => new EmbeddingSession(model, null, new SentenceEmbedderOptions { MaxTokensPerText = MaxPos + 1 }));
         Assert.Throws<InvalidOperationException>(() => session.Encode("no tokenizer"));
     }
+
+    /// <summary>An int8 word-embedding row holding NaN or ±∞ reads back as NaN (as in FP32, after the norm), not as zeros.</summary>
+    [Fact]
+    public void Int8WordRowWithNaNOrInfinity_GivesNaN_OthersFinite()
+    {
+        const int w = 8, vocab = 4;
+        float[] word = Reference.Random(vocab * w, 5), pos = Reference.Random(4 * w, 6), type = Reference.Random(2 * w, 7);
+        word[1 * w + 3] = float.NaN;
+        word[2 * w + 0] = float.PositiveInfinity;
+        foreach (var precision in new[] { Precision.F32, Precision.Int8 })
+        {
+            var emb = new BertEmbeddings(word, pos, type, new FastAttn.Layers.LayerNorm(w), precision);
+            using var stack = new FastAttn.Composition.Stack(emb);
+            using var session = stack.CreateSession(4);
+            float[] ids = [1, 0, 2, 0, 3, 1], y = new float[3 * w];
+            session.Run(ids, y);
+            for (int c = 0; c < w; c++)
+            {
+                Assert.True(float.IsNaN(y[c]), $"{precision}: token 0 col {c} = {y[c]}");
+                Assert.True(float.IsNaN(y[w + c]), $"{precision}: token 1 col {c} = {y[w + c]}");
+                Assert.True(float.IsFinite(y[2 * w + c]), $"{precision}: token 2 col {c} = {y[2 * w + c]}");
+            }
+        }
+    }
 }

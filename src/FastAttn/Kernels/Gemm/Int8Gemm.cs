@@ -155,6 +155,7 @@ internal static unsafe class Int8Gemm
     /// <summary>
     /// Quantizes W(n, k) = src[n·ldw + k] (n &lt; N, k &lt; K) per row n to s8 in [-127, 127] with scale max|W(n,·)|/127
     /// and packs it into 16-column panels at <paramref name="dst"/> (zero-padded), writing each column's scale and sum.
+    /// A row holding NaN or ±∞ is stored as zeros with a NaN scale: its output column is NaN.
     /// </summary>
     public static void PackWeights(float* src, nint ldw, int k, int n, sbyte* dst, float* colScale, int* colSum)
     {
@@ -170,8 +171,11 @@ internal static unsafe class Int8Gemm
                 float* w = src + col * ldw;
                 float amax = 0f;
                 for (int kk = 0; kk < k; kk++) amax = Math.Max(amax, Math.Abs(w[kk]));
+                // a row holding NaN or ±∞ makes amax non-finite (Math.Max carries NaN): its column gets a NaN scale, so its
+                // outputs are NaN (as in FP32) rather than a silent 0
+                bool finite = float.IsFinite(amax);
                 float scale = amax / 127f;
-                float inv = scale > 0f && float.IsFinite(127f / amax) ? 127f / amax : 0f;
+                float inv = finite && scale > 0f && float.IsFinite(127f / amax) ? 127f / amax : 0f;
                 int sum = 0;
                 for (int kk = 0; kk < k; kk++)
                 {
@@ -179,7 +183,7 @@ internal static unsafe class Int8Gemm
                     d[(kk >> 2) * NR * 4 + j * 4 + (kk & 3)] = (sbyte)q;
                     sum += q;
                 }
-                colScale[col] = inv == 0f ? 0f : scale;
+                colScale[col] = !finite ? float.NaN : inv == 0f ? 0f : scale;
                 colSum[col] = sum;
             }
         }

@@ -210,6 +210,26 @@ public class ReducedPrecisionTests
         });
     }
 
+    /// <summary>A weight row (output column) holding NaN or ±∞ gives NaN in that column, as FP32 would, not a silent 0.</summary>
+    [Fact]
+    public void Int8_WeightRowWithNaNOrInfinity_GivesNaNColumn_OthersUnaffected()
+    {
+        ForEachKernel(_ =>
+        {
+            const int m = 5, n = 20, k = 9;
+            float[] w = Reference.Random(n * k, 3);
+            w[3 * k + 2] = float.NaN;
+            w[17 * k + 8] = float.NegativeInfinity;
+            float[] x = Reference.Random(m * k, 4);
+            using var pw = new PackedWeight(w, n, k, Precision.Int8);
+            float[] y = new float[m * n];
+            Gemm.Linear(x, m, pw, y, new float[pw.ScratchSize(m)]);
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++)
+                    Assert.True(j is 3 or 17 ? float.IsNaN(y[i * n + j]) : float.IsFinite(y[i * n + j]), $"y[{i},{j}] = {y[i * n + j]}");
+        });
+    }
+
     [Fact]
     public void Int8_ZeroRowsAndColumns_GiveExactZeros()
     {
