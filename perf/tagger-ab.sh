@@ -2,8 +2,8 @@
 # The tagger's 20-token sentence, this checkout against an earlier commit, on the same host in one session:
 # BenchmarkDotNet's tagger suite (default job) alternately in a git worktree of that commit and in this checkout.
 #   perf/tagger-ab.sh [COMMIT] [ROUNDS]     (defaults: f1edf1a — issue 15's starting commit — and 2 rounds)
-# Prints each run's medians (attention and FC models, Tag(text) and TagWords, libtorch's row of the same run) and the
-# ratios; about 4–5 minutes per run here. Leaves perf/results/tagger-ab.md.
+# Prints each run's medians (attention and FC models, Tag(text) and TagWords, and libtorch's row of the same run);
+# about 2 minutes per run here (each side builds first). Leaves perf/results/tagger-ab.md.
 set -euo pipefail
 commit=${1:-f1edf1a}
 rounds=${2:-2}
