@@ -150,9 +150,10 @@ public class IdleCpuTests(Xunit.Abstractions.ITestOutputHelper output)
         foreach (var dir in Directory.GetDirectories("/proc/self/task"))
         {
             string name;
-            try { name = File.ReadAllText(Path.Combine(dir, "comm")).Trim(); } catch (IOException) { continue; }
+            try { name = File.ReadAllText(Path.Combine(dir, "comm")).Trim(); } catch (IOException) { continue; } // the thread ended meanwhile
             if (!name.StartsWith("FastAttn wk")) continue;
-            string stat = File.ReadAllText(Path.Combine(dir, "stat"));
+            string stat;
+            try { stat = File.ReadAllText(Path.Combine(dir, "stat")); } catch (IOException) { continue; } // the thread ended meanwhile
             // fields after the parenthesised name: state is field 3, utime 14, stime 15
             var f = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
             r[Path.GetFileName(dir)] = long.Parse(f[11]) + long.Parse(f[12]);
