@@ -259,7 +259,7 @@ public sealed class PosTagger : IDisposable
     private readonly Session _session;
     private readonly float[] _x, _logits; // _x: the feature ids as floats, the stack's input
     private readonly int _classes;
-    private Range[] _tokenBuf = new Range[64];  // reused by Tag(string); grown when a text has more tokens
+    private Range[] _tokenBuf = new Range[64];  // the first tokenizer pass of Tag(span) and Tag(string); Tag(string) grows it when a text has more tokens
     private int[] _tagBuf = new int[64];
     /// <summary>Tokens per forward pass.</summary>
     public int Window { get; }
@@ -301,11 +301,13 @@ public sealed class PosTagger : IDisposable
         Enter();
         try
         {
-            // one tokenizer pass into the tagger's own buffer; the caller's spans are checked before anything is written to them
-            int n = TokenizeOwn(text);
+            // one tokenizer pass into the tagger's own buffer, so the caller's spans are checked before anything is written to
+            // them; a text with more tokens than that buffer holds takes a second pass straight into the caller's span
+            int n = EnglishTokenizer.Fill(text, _tokenBuf);
             if (tokens.Length < n) throw new ArgumentException($"the text has {n} tokens; 'tokens' has room for {tokens.Length}.", nameof(tokens));
             if (tags.Length < n) throw new ArgumentException($"the text has {n} tokens; 'tags' has room for {tags.Length}.", nameof(tags));
-            _tokenBuf.AsSpan(0, n).CopyTo(tokens);
+            if (n <= _tokenBuf.Length) _tokenBuf.AsSpan(0, n).CopyTo(tokens);
+            else EnglishTokenizer.Fill(text, tokens);
             TagTokensCore(text, tokens[..n], tags);
             return n;
         }

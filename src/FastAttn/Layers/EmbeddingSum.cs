@@ -1,3 +1,6 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using FastAttn.Composition;
 
 namespace FastAttn.Layers;
@@ -38,6 +41,11 @@ public sealed class EmbeddingSum : Block
         _width = width;
     }
 
+    // column j of the row token t picks from table f (ids checked by the caller: no bounds check here)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ref float Row(ReadOnlySpan<float> input, int t, int f, int j)
+        => ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_tables[f]), (int)input[t * _tables.Length + f] * _width + j);
+
     /// <summary>Table <paramref name="table"/>, <c>[rows, width]</c>.</summary>
     public ReadOnlySpan<float> Table(int table) => _tables[table];
 
@@ -59,50 +67,44 @@ public sealed class EmbeddingSum : Block
             }
         // a vector of columns summed over every table in a register (tables added in order, as documented), then stored:
         // one pass over the output instead of one per table. The ids were checked above, so every row read is in its table.
-        Span<int> offsets = n <= 64 ? stackalloc int[n] : new int[n];
-        int vw = System.Numerics.Vector<float>.Count;
-        ref float o0 = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(output);
+        int vw = Vector<float>.Count;
+        ref float o0 = ref MemoryMarshal.GetReference(output);
         for (int t = 0; t < tokens; t++)
         {
-            for (int f = 0; f < n; f++) offsets[f] = (int)input[t * n + f] * w;
-            var dst = output.Slice(t * w, w);
             int j = 0;
             for (; j + 4 * vw <= w; j += 4 * vw)
             {
                 // four vectors of a row at a time: independent sums, each row read in one contiguous piece
-                ref float r0 = ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(_tables[0]);
-                nuint o = (nuint)(offsets[0] + j);
-                var a0 = System.Numerics.Vector.LoadUnsafe(ref r0, o);
-                var a1 = System.Numerics.Vector.LoadUnsafe(ref r0, o + (nuint)vw);
-                var a2 = System.Numerics.Vector.LoadUnsafe(ref r0, o + (nuint)(2 * vw));
-                var a3 = System.Numerics.Vector.LoadUnsafe(ref r0, o + (nuint)(3 * vw));
+                ref float r0 = ref Row(input, t, 0, j);
+                var a0 = Vector.LoadUnsafe(ref r0);
+                var a1 = Vector.LoadUnsafe(ref r0, (nuint)vw);
+                var a2 = Vector.LoadUnsafe(ref r0, (nuint)(2 * vw));
+                var a3 = Vector.LoadUnsafe(ref r0, (nuint)(3 * vw));
                 for (int f = 1; f < n; f++)
                 {
-                    ref float rf = ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(_tables[f]);
-                    nuint of = (nuint)(offsets[f] + j);
-                    a0 += System.Numerics.Vector.LoadUnsafe(ref rf, of);
-                    a1 += System.Numerics.Vector.LoadUnsafe(ref rf, of + (nuint)vw);
-                    a2 += System.Numerics.Vector.LoadUnsafe(ref rf, of + (nuint)(2 * vw));
-                    a3 += System.Numerics.Vector.LoadUnsafe(ref rf, of + (nuint)(3 * vw));
+                    ref float rf = ref Row(input, t, f, j);
+                    a0 += Vector.LoadUnsafe(ref rf);
+                    a1 += Vector.LoadUnsafe(ref rf, (nuint)vw);
+                    a2 += Vector.LoadUnsafe(ref rf, (nuint)(2 * vw));
+                    a3 += Vector.LoadUnsafe(ref rf, (nuint)(3 * vw));
                 }
                 nuint d0 = (nuint)(t * w + j);
-                System.Numerics.Vector.StoreUnsafe(a0, ref o0, d0);
-                System.Numerics.Vector.StoreUnsafe(a1, ref o0, d0 + (nuint)vw);
-                System.Numerics.Vector.StoreUnsafe(a2, ref o0, d0 + (nuint)(2 * vw));
-                System.Numerics.Vector.StoreUnsafe(a3, ref o0, d0 + (nuint)(3 * vw));
+                Vector.StoreUnsafe(a0, ref o0, d0);
+                Vector.StoreUnsafe(a1, ref o0, d0 + (nuint)vw);
+                Vector.StoreUnsafe(a2, ref o0, d0 + (nuint)(2 * vw));
+                Vector.StoreUnsafe(a3, ref o0, d0 + (nuint)(3 * vw));
             }
             for (; j + vw <= w; j += vw)
             {
-                var acc = System.Numerics.Vector.LoadUnsafe(ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(_tables[0]), (nuint)(offsets[0] + j));
-                for (int f = 1; f < n; f++)
-                    acc += System.Numerics.Vector.LoadUnsafe(ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(_tables[f]), (nuint)(offsets[f] + j));
-                System.Numerics.Vector.StoreUnsafe(acc, ref o0, (nuint)(t * w + j));
+                var acc = Vector.LoadUnsafe(ref Row(input, t, 0, j));
+                for (int f = 1; f < n; f++) acc += Vector.LoadUnsafe(ref Row(input, t, f, j));
+                Vector.StoreUnsafe(acc, ref o0, (nuint)(t * w + j));
             }
             for (; j < w; j++)
             {
-                float acc = _tables[0][offsets[0] + j];
-                for (int f = 1; f < n; f++) acc += _tables[f][offsets[f] + j];
-                dst[j] = acc;
+                float acc = Row(input, t, 0, j);
+                for (int f = 1; f < n; f++) acc += Row(input, t, f, j);
+                output[t * w + j] = acc;
             }
         }
     }

@@ -91,6 +91,28 @@ public class TaggerTests
         Assert.All(r, x => Assert.Contains(x.Tag, m.Tags));
     }
 
+    /// <summary>A text with more tokens than the tagger's own buffer (64) goes through the span overload too: same tokens
+    /// and tags as Tag(string), nothing allocated.</summary>
+    [Fact]
+    public void SpanOverloadTagsLongTextsWithoutAllocating()
+    {
+        using var m = PosTagModel.Load(ModelPath("attention"));
+        using var t = m.CreateTagger();
+        using var reference = m.CreateTagger();
+        string text = string.Join(' ', Enumerable.Repeat("I saw a saw.", 20));
+        var tokens = new Range[128];
+        var tags = new int[128];
+        int n = t.Tag(text, tokens, tags);
+        var expected = reference.Tag(text);
+        Assert.Equal(expected.Length, n);
+        for (int i = 0; i < n; i++)
+        {
+            Assert.Equal(expected[i].Span, tokens[i]);
+            Assert.Equal(expected[i].Tag, m.Tags[tags[i]]);
+        }
+        Assert.Equal(0, Reference.SteadyStateAllocations(() => t.Tag(text, tokens, tags)));
+    }
+
     [Fact]
     public void TooSmallSpansThrowAndWriteNothing()
     {

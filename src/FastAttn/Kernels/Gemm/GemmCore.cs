@@ -115,7 +115,7 @@ internal static unsafe partial class GemmCore
             float* d = dst + (long)p * k * nr;
             if (ns == 1)
             {
-                // vector copies (attention packs V per call with this, so the per-row cost matters)
+                // vector copies (MatMul packs its B operand on every call with this)
                 int vc = System.Numerics.Vector<float>.Count;
                 for (int kk = 0; kk < k; kk++)
                 {
