@@ -205,7 +205,7 @@ internal static unsafe partial class GemmCore
                     epi.LoadC = pc > 0 || g.Accumulate;
                     epi.Last = pc + kc == K;
                     float* bPanel = g.PackedB + jp * g.PanelStride + (TW.Bf16 ? (long)pc * nr / 2 : (long)pc * nr);
-                    Tile<TOps, TVec, TW>(rows, aPack + (long)pc * mr, mr, bPanel, kc, c, g.Ldc, cols, nr, ref epi);
+                    Tile<TOps, TVec, TW>(rows, aPack + (long)pc * rows, rows, bPanel, kc, c, g.Ldc, cols, nr, ref epi);
                 }
             }
             return;
@@ -232,7 +232,7 @@ internal static unsafe partial class GemmCore
                         float* c = g.C + row * g.Ldc + col;
                         float* a = aPack + ir * kc;
                         epi.Residual = g.Residual == null ? null : g.Residual + row * g.Ldr + col;
-                        Tile<TOps, TVec, TW>(rows, a, mr, bPanel, kc, c, g.Ldc, cols, nr, ref epi);
+                        Tile<TOps, TVec, TW>(rows, a, rows, bPanel, kc, c, g.Ldc, cols, nr, ref epi);
                     }
                 }
             }
@@ -248,18 +248,28 @@ internal static unsafe partial class GemmCore
         else GemmMicrokernel.Dispatch<TOps, TVec, ViaEpilogue, TW>(rows, a, aStep, b, kc, c, ldc, cols, ref e);
     }
 
-    /// <summary>Packs mc rows × kc columns of A into groups of mr rows, k-major inside a group.</summary>
+    /// <summary>
+    /// Packs mc rows × kc columns of A into groups of mr rows, k-major inside a group; the last group, when it has fewer
+    /// rows, is packed at its own row count (group g starts at g·mr·kc; A advances by the group's rows per k). A product of
+    /// one or a few rows then reads only the floats it uses (a 12-float stride for one row made A's pack 12× its size and
+    /// cost a fifth of the weight-streaming speed at one token).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackA(IsaPath isa, float* a, nint lda, int mc, int kc, float* dst, int mr)
     {
-        // AVX-512: 16-column chunks through an in-register transpose (its 16-float row stores run past each
-        // mr-float row; ascending order overwrites them, and the scratch has slack after the last group)
+        // AVX-512: 16-column chunks through an in-register transpose (its 16-float row stores run past each row of the
+        // group; ascending order overwrites them, and the scratch has slack after the last group)
         int kFast = Transpose.Available(isa) && mr <= 16 ? kc / 16 * 16 : 0;
         for (int g0 = 0; g0 < mc; g0 += mr)
         {
             int rows = Math.Min(mr, mc - g0);
             float* d = dst + g0 * kc;
-            for (int k0 = 0; k0 < kFast; k0 += 16) Transpose.Block16(a + g0 * lda + k0, lda, rows, d + k0 * mr, mr, 1f);
+            if (rows == 1)
+            {
+                Buffer.MemoryCopy(a + g0 * lda, d, (long)kc * sizeof(float), (long)kc * sizeof(float));
+                continue;
+            }
+            for (int k0 = 0; k0 < kFast; k0 += 16) Transpose.Block16(a + g0 * lda + k0, lda, rows, d + k0 * rows, rows, 1f);
             for (int i = 0; i < rows; i++)
             {
                 float* s = a + (g0 + i) * lda;
@@ -267,12 +277,12 @@ internal static unsafe partial class GemmCore
                 int k = kFast;
                 for (; k + 4 <= kc; k += 4)
                 {
-                    dd[k * mr] = s[k];
-                    dd[(k + 1) * mr] = s[k + 1];
-                    dd[(k + 2) * mr] = s[k + 2];
-                    dd[(k + 3) * mr] = s[k + 3];
+                    dd[k * rows] = s[k];
+                    dd[(k + 1) * rows] = s[k + 1];
+                    dd[(k + 2) * rows] = s[k + 2];
+                    dd[(k + 3) * rows] = s[k + 3];
                 }
-                for (; k < kc; k++) dd[k * mr] = s[k];
+                for (; k < kc; k++) dd[k * rows] = s[k];
             }
         }
     }
