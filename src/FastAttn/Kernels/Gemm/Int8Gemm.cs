@@ -23,7 +23,7 @@ internal unsafe struct Int8Args
     public Int8Kernel Kernel;
     /// <summary>Rows per register tile (<see cref="Int8Gemm.TileRows"/>).</summary>
     public int MR;
-    /// <summary>Quantized A in tiles of MR rows: tile t at QA + t·TileStride, then K4 groups of MR × 4 bytes.</summary>
+    /// <summary>Quantized A in tiles of MR rows: tile t at QA + t·TileStride, then K4 groups of MR × 4 bytes (the last tile, when partial, of its own rows × 4).</summary>
     public byte* QA;
     public nint TileStride;
     /// <summary>Per row of A: the dequantisation scale and the zero point.</summary>
@@ -204,13 +204,15 @@ internal static unsafe class Int8Gemm
         {
             float* s = x + r * ldx;
             var (mn, mx) = Range(s, k);
+            // the last, partial tile is laid out at its own row count (see Run)
+            int step = Math.Min(mr, m - r / mr * mr) * 4;
             byte* d = qa + (r / mr) * tileStride + (r % mr) * 4;
             float range = mx - mn;
             if (!float.IsFinite(range))
             {
                 rowScale[r] = float.NaN;
                 rowZero[r] = 0;
-                for (int g = 0; g < k4; g++) *(int*)(d + g * mr * 4) = 0;
+                for (int g = 0; g < k4; g++) *(int*)(d + g * step) = 0;
                 continue;
             }
             float inv = range > 0f ? qmax / range : 0f;
@@ -218,7 +220,7 @@ internal static unsafe class Int8Gemm
             int zp = inv == 0f ? 0 : Math.Clamp((int)MathF.Round(-mn * inv), 0, qmax);
             rowScale[r] = inv == 0f ? 0f : range / qmax;
             rowZero[r] = zp;
-            QuantizeRow(s, k, inv, zp, qmax, mr * 4, d);
+            QuantizeRow(s, k, inv, zp, qmax, step, d);
         }
     }
 
@@ -337,12 +339,14 @@ internal static unsafe class Int8Gemm
                 {
                     int rows = Math.Min(mr, mc - ir);
                     int row = ic + ir;
+                    // tiles before the last are full; the last is laid out at its own row count (a product of one row reads
+                    // 4 bytes of A per group, not 4·MR: MR× less of A to stream beside the weights)
                     byte* a = q.QA + (row / mr) * q.TileStride;
                     switch (q.Kernel)
                     {
-                        case Int8Kernel.Vnni: DispatchVector<VnniDot>(rows, a, mr * 4, b, q.K4, acc); break;
-                        case Int8Kernel.MaddUbs: DispatchVector<MaddUbsDot>(rows, a, mr * 4, b, q.K4, acc); break;
-                        default: TileScalar(rows, a, mr * 4, b, q.K4, acc); break;
+                        case Int8Kernel.Vnni: DispatchVector<VnniDot>(rows, a, rows * 4, b, q.K4, acc); break;
+                        case Int8Kernel.MaddUbs: DispatchVector<MaddUbsDot>(rows, a, rows * 4, b, q.K4, acc); break;
+                        default: TileScalar(rows, a, rows * 4, b, q.K4, acc); break;
                     }
                     Store(q, row, rows, col, cols, tile);
                 }
