@@ -12,8 +12,19 @@ using OpenTelemetry.Metrics;
 // bundled part-of-speech tagger), GET /healthz, GET /metrics (Prometheus). Stateless: run as many replicas as needed.
 var builder = WebApplication.CreateBuilder(args);
 var options = new ServiceOptions();
-builder.Configuration.GetSection("FastAttn").Bind(options);
-builder.Configuration.Bind(options); // plain switches too: --backend ort --batching false --max-wait-ms 0.5
+string? invalid;
+try
+{
+    builder.Configuration.GetSection("FastAttn").Bind(options);
+    builder.Configuration.Bind(options); // plain switches too: --backend ort --batching false --max-wait-ms 0.5
+    invalid = options.Validate();
+}
+catch (InvalidOperationException e) { invalid = e.Message; } // a value that does not convert, e.g. --MaxTexts many
+if (invalid != null)
+{
+    Console.Error.WriteLine($"FastAttn.Service: {invalid}");
+    return 2;
+}
 builder.Services.AddSingleton(options);
 // one log line per request costs more than a short embedding; requests are counted and timed in /metrics instead
 builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
@@ -28,7 +39,14 @@ builder.Services.AddOpenTelemetry().WithMetrics(m => m.AddMeter(ServiceMetrics.M
 
 var app = builder.Build();
 // load and warm both models before the first request
-var backend = app.Services.GetRequiredService<EmbedBackend>();
+EmbedBackend backend;
+try { backend = app.Services.GetRequiredService<EmbedBackend>(); }
+catch (Exception e) when (e is ArgumentException or InvalidDataException or IOException)
+{
+    // a setting the model cannot take (MaxBatchTokens below its longest text), or a model that does not load
+    Console.Error.WriteLine($"FastAttn.Service: {e.Message.Split('\n')[0].TrimEnd()}");
+    return 2;
+}
 app.Services.GetRequiredService<PosTagModel>();
 var metrics = app.Services.GetRequiredService<ServiceMetrics>();
 app.UseExceptionHandler();
@@ -73,6 +91,7 @@ app.MapPost("/tag", async (HttpContext ctx, PosTagModel tagger, CancellationToke
 
 app.MapPrometheusScrapingEndpoint("/metrics");
 app.Run();
+return 0;
 
 IResult Unavailable(string detail) => Results.Problem(detail, statusCode: 503, title: "Service unavailable");
 

@@ -25,4 +25,19 @@ public sealed class ServiceOptions
     public int MaxTokensPerRequest { get; set; } = 16384;
     /// <summary>Longest /tag text, characters (413 beyond).</summary>
     public int MaxTagChars { get; set; } = 100_000;
+
+    /// <summary>Null when every setting is in range; otherwise one line naming the first that is not.</summary>
+    public string? Validate()
+    {
+        if (Backend is not ("fastattn" or "ort")) return $"Backend is '{Backend}'; expected fastattn or ort.";
+        if (!(MaxWaitMs >= 0 && MaxWaitMs <= 1000)) return $"MaxWaitMs is {MaxWaitMs}; expected 0 to 1000.";
+        if (MaxBatchTokens < 1) return $"MaxBatchTokens is {MaxBatchTokens}; expected at least 1 (and the model's longest text).";
+        if (ParallelFromTokens < 0) return $"ParallelFromTokens is {ParallelFromTokens}; expected 0 or more.";
+        if (Threads < 0 || Threads > 256) return $"Threads is {Threads}; expected 0 (every processor) to 256.";
+        if (MaxBodyBytes < 1) return $"MaxBodyBytes is {MaxBodyBytes}; expected at least 1.";
+        if (MaxTexts < 1) return $"MaxTexts is {MaxTexts}; expected at least 1.";
+        if (MaxTokensPerRequest < 1) return $"MaxTokensPerRequest is {MaxTokensPerRequest}; expected at least 1.";
+        if (MaxTagChars < 1) return $"MaxTagChars is {MaxTagChars}; expected at least 1.";
+        return null;
+    }
 }
