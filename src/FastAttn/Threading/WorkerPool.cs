@@ -185,7 +185,7 @@ public sealed unsafe class WorkerPool : IDisposable
             return true;
         }
 
-        /// <summary>True when a worker that may still be running an item is on the caller's CPU.</summary>
+        /// <summary>True when any worker last published the caller's CPU (one that has finished its item counts too: its spinning would take the caller's CPU as well).</summary>
         private bool WorkerOnCallerCpu()
         {
             for (int w = 1; w < Threads; w++) if (SharesCpu(0, w)) return true;
