@@ -158,17 +158,34 @@ public sealed unsafe class WorkerPool : IDisposable
         /// its own CPU yields the CPU instead (<see cref="Pause"/>): it stays runnable, so the kernel's load balancer can move
         /// one of the two to an idle CPU. Blocking at once was worse (the woken thread was placed on its waker's CPU every
         /// time and the two rarely separated again: 290 µs per call); yielding alone let a rare call wait a whole time slice
-        /// (a yield is no hand-off), so after a few yields in a row the waiter blocks.
+        /// (a yield is no hand-off), so after a few yields in a row the waiter blocks. A worker that finds itself on the
+        /// caller's CPU first takes that CPU out of its own affinity (<see cref="CpuPlacement"/>: the kernel moves it at once);
+        /// the yields remain for where it cannot move.
         /// </summary>
         private readonly int[] _cpu;
 
         private void Publish(int w)
         {
-            int c = Thread.GetCurrentProcessorId();
+            int c = CpuPlacement.CurrentCpu();
             if (_cpu[w * 16] != c) Volatile.Write(ref _cpu[w * 16], c);
         }
 
         private bool SharesCpu(int w, int other) => Volatile.Read(ref _cpu[w * 16]) == Volatile.Read(ref _cpu[other * 16]);
+
+        /// <summary>
+        /// Worker <paramref name="w"/>, found on the caller's CPU, takes that CPU out of its own affinity (see
+        /// <see cref="CpuPlacement"/>); true when it moved. <paramref name="avoided"/> is the CPU it currently keeps off.
+        /// </summary>
+        private bool MoveOffCaller(int w, ulong[]? allowed, ref int avoided)
+        {
+            if (allowed == null) return false;
+            int c = Volatile.Read(ref _cpu[0]);
+            if (c < 0 || c == avoided || c != Volatile.Read(ref _cpu[w * 16])) return false;
+            if (!CpuPlacement.AvoidOnThisThread(allowed, c)) return false;
+            avoided = c;
+            Publish(w);
+            return true;
+        }
 
         /// <summary>Rounds in a row a waiter yields to a thread on its own CPU before it blocks (a yield is no guaranteed hand-off).</summary>
         private const int SharedCpuYields = 8;
@@ -300,13 +317,15 @@ public sealed unsafe class WorkerPool : IDisposable
         {
             long seen = 0;
             var go = _go[w]!;
+            ulong[]? allowed = CpuPlacement.AllowedOfThisThread();
+            int avoided = -1;
             while (true)
             {
                 // spin (through a whole session call while hot), then block
                 for (int spin = 0, shared = 0; Volatile.Read(ref _generation) == seen && !_stopping && KeepSpinning(spin); spin++)
                 {
                     Publish(w);
-                    if (!Pause(SharesCpu(w, 0), ref shared)) break;
+                    if (!Pause(SharesCpu(w, 0) && !MoveOffCaller(w, allowed, ref avoided), ref shared)) break;
                 }
                 while (Volatile.Read(ref _generation) == seen && !_stopping)
                 {
@@ -317,6 +336,7 @@ public sealed unsafe class WorkerPool : IDisposable
                 if (_stopping) return;
                 seen = Volatile.Read(ref _generation);
                 Publish(w);
+                if (SharesCpu(w, 0)) MoveOffCaller(w, allowed, ref avoided);
                 Drain(w);
                 if (Interlocked.Decrement(ref _pending) == 0) _done.Set();
             }

@@ -14,6 +14,8 @@ public class ThreadingTests
     [InlineData(130, 257, 200)]   // many rows: split by rows
     [InlineData(7, 770, 300)]     // few rows: split by weight panels
     [InlineData(96, 1000, 33)]
+    [InlineData(400, 300, 100)]   // more rows than one A block: items are (A block, panel share), or finer row pieces
+    [InlineData(450, 1000, 50)]
     public void Gemm_SameBits_AtAnyThreadCount(int m, int n, int k)
     {
         using var w = new PackedWeight(Reference.Random(n * k, 1), n, k);
@@ -70,6 +72,36 @@ public class ThreadingTests
             if (first == null) { first = y; firstPacked = yp; }
             else { Assert.Equal(first, y); Assert.Equal(firstPacked, yp); }
         }
+    }
+
+    [Fact]
+    public void CpuPlacement_AvoidingTheCurrentCpu_MovesTheThreadAtOnce()
+    {
+        // a dedicated thread, so the test runner's threads keep their masks
+        string? failure = null;
+        var t = new Thread(() =>
+        {
+            ulong[]? allowed = CpuPlacement.AllowedOfThisThread();
+            if (allowed == null)
+            {
+                // only where there is nothing to move to, or no Linux affinity call
+                if (OperatingSystem.IsLinux() && Environment.ProcessorCount >= 2 && CpuPlacement.Enabled) failure = "no mask on a multi-CPU Linux machine";
+                return;
+            }
+            for (int round = 0; round < 20 && failure == null; round++)
+            {
+                int cpu = CpuPlacement.CurrentCpu();
+                if (!CpuPlacement.AvoidOnThisThread(allowed, cpu)) { failure = $"could not avoid CPU {cpu}"; break; }
+                int now = CpuPlacement.CurrentCpu();
+                if (now == cpu) failure = $"still on CPU {cpu} after avoiding it";
+                if ((allowed[now >> 6] & (1UL << (now & 63))) == 0) failure = $"moved to CPU {now}, which was not allowed";
+            }
+            // a CPU outside the mask's range changes nothing
+            if (failure == null && CpuPlacement.AvoidOnThisThread(allowed, 1 << 20)) failure = "avoided a CPU that does not exist";
+        });
+        t.Start();
+        t.Join();
+        Assert.Null(failure);
     }
 
     [Fact]
