@@ -15,9 +15,11 @@ internal static unsafe partial class GemmCore
     public const long ParallelWeightBytes = 512 * 1024;
 
     /// <summary>
-    /// Pieces per thread a split product is cut into (claimed dynamically). Tried 4, so that a thread the OS takes away
-    /// holds less of the product: slower on every shape measured (one (320, 4 heads, 1280) layer at 20 tokens, 2 threads:
-    /// 122 → 184 µs per call), because each piece packs A again and streams a shorter run of panels.
+    /// Pieces per thread a split product's weight panels are cut into (claimed dynamically). Tried 4, so that a thread the
+    /// OS takes away holds less of the product: slower on every shape measured (one (320, 4 heads, 1280) layer at 20
+    /// tokens, 2 threads: 122 → 184 µs per call), because each piece packs A again and streams a shorter run of panels.
+    /// A product of more rows than one A block (<see cref="MCTiles"/> tiles) is cut along its A blocks as well, which
+    /// costs nothing: every thread packs each A block it works on once either way (see <see cref="TryMultithread"/>).
     /// </summary>
     public const int ChunksPerThread = 1;
 
@@ -36,10 +38,16 @@ internal static unsafe partial class GemmCore
         int panels = (g.N + nr - 1) / nr, rowTiles = (g.M + mr - 1) / mr;
         if (!PlanSplit(pool.Threads, 2.0 * g.M * g.N * g.K, (long)g.N * g.K * (g.Bf16 ? 2 : 4), panels, rowTiles, out bool byRows, out int chunks))
             return false;
+        // Long products also go in A blocks: item = (A block, share of the panels). Each thread packed every A block for its
+        // share of the panels before as well, so this adds no packing and no weight traffic; but a thread the OS takes
+        // away for a while (on the machine measured, kernel threads ran for up to 15–20 ms at a time) now holds one block's
+        // piece, not half the product, and the other thread takes the rest. Row-split products get the same finer cut.
+        int rowBlocks = (rowTiles + MCTiles - 1) / MCTiles;
+        if (byRows) chunks = Math.Min(rowTiles, chunks * rowBlocks);
         pool.EnsureWorkerScratch(WorkerScratchSize(g.Isa, g.M, g.K));
         var job = pool.Job<GemmJob>();
         job.Set(pool, g, callerScratch, byRows, chunks, panels);
-        pool.Run(job, chunks);
+        pool.Run(job, byRows ? chunks : chunks * rowBlocks);
         job.Clear();
         return true;
     }
@@ -90,8 +98,10 @@ internal static unsafe partial class GemmCore
             }
             else
             {
-                var (p0, p1) = Share(item, _chunks, _panels);
-                Run(_g, 0, _g.M, p0, p1, scratch);
+                // item = A block · chunks + share of the panels
+                int rows = TileRows(_g.Isa) * MCTiles, r0 = item / _chunks * rows;
+                var (p0, p1) = Share(item % _chunks, _chunks, _panels);
+                Run(_g, r0, Math.Min(r0 + rows, _g.M), p0, p1, scratch);
             }
         }
     }
