@@ -68,14 +68,27 @@ internal static unsafe partial class CpuPlacement
         return n >= 2 ? mask : null;
     }
 
+    /// <summary>Sets the calling thread's affinity mask as given (tests use it to change a mask "from outside").</summary>
+    internal static bool SetOnThisThread(ulong[] mask)
+    {
+        fixed (ulong* m = mask) return mask.Length == Words && SchedSetAffinity(0, Words * sizeof(ulong), m) == 0;
+    }
+
     /// <summary>
-    /// Narrows the calling thread's affinity to <paramref name="allowed"/> without <paramref name="cpu"/>; false when
-    /// that leaves nothing or the call fails (the thread keeps its mask).
+    /// Narrows the calling thread's affinity to <paramref name="allowed"/> without <paramref name="cpu"/>; false when that
+    /// leaves nothing or a call fails (the thread keeps its mask). <paramref name="lastSet"/> is the mask this thread set
+    /// last (or its starting mask): when the thread's mask is no longer that — someone else changed it, e.g. with
+    /// <c>taskset</c> — the current mask becomes the new <paramref name="allowed"/>, so a mask set from outside is never widened.
     /// </summary>
-    public static bool AvoidOnThisThread(ulong[] allowed, int cpu)
+    public static bool AvoidOnThisThread(ulong[] allowed, ulong[] lastSet, int cpu)
     {
         if ((uint)cpu >= Words * 64) return false;
-        ulong* m = stackalloc ulong[Words];
+        ulong* cur = stackalloc ulong[Words], m = stackalloc ulong[Words];
+        if (SchedGetAffinity(0, Words * sizeof(ulong), cur) != 0) return false;
+        bool changed = false;
+        for (int i = 0; i < Words; i++) changed |= cur[i] != lastSet[i];
+        if (changed)
+            for (int i = 0; i < Words; i++) allowed[i] = cur[i];
         bool any = false;
         for (int i = 0; i < Words; i++)
         {
@@ -83,6 +96,8 @@ internal static unsafe partial class CpuPlacement
             if (i == cpu >> 6) m[i] &= ~(1UL << (cpu & 63));
             any |= m[i] != 0;
         }
-        return any && SchedSetAffinity(0, Words * sizeof(ulong), m) == 0;
+        if (!any || SchedSetAffinity(0, Words * sizeof(ulong), m) != 0) return false;
+        for (int i = 0; i < Words; i++) lastSet[i] = m[i];
+        return true;
     }
 }

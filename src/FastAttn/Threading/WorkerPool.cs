@@ -176,12 +176,12 @@ public sealed unsafe class WorkerPool : IDisposable
         /// Worker <paramref name="w"/>, found on the caller's CPU, takes that CPU out of its own affinity (see
         /// <see cref="CpuPlacement"/>); true when it moved. <paramref name="avoided"/> is the CPU it currently keeps off.
         /// </summary>
-        private bool MoveOffCaller(int w, ulong[]? allowed, ref int avoided)
+        private bool MoveOffCaller(int w, ulong[]? allowed, ulong[]? lastSet, ref int avoided)
         {
-            if (allowed == null) return false;
+            if (allowed == null || lastSet == null) return false;
             int c = Volatile.Read(ref _cpu[0]);
             if (c < 0 || c == avoided || c != Volatile.Read(ref _cpu[w * 16])) return false;
-            if (!CpuPlacement.AvoidOnThisThread(allowed, c)) return false;
+            if (!CpuPlacement.AvoidOnThisThread(allowed, lastSet, c)) return false;
             avoided = c;
             Publish(w);
             return true;
@@ -317,7 +317,7 @@ public sealed unsafe class WorkerPool : IDisposable
         {
             long seen = 0;
             var go = _go[w]!;
-            ulong[]? allowed = CpuPlacement.AllowedOfThisThread();
+            ulong[]? allowed = CpuPlacement.AllowedOfThisThread(), lastSet = allowed == null ? null : (ulong[])allowed.Clone();
             int avoided = -1;
             while (true)
             {
@@ -325,7 +325,7 @@ public sealed unsafe class WorkerPool : IDisposable
                 for (int spin = 0, shared = 0; Volatile.Read(ref _generation) == seen && !_stopping && KeepSpinning(spin); spin++)
                 {
                     Publish(w);
-                    if (!Pause(SharesCpu(w, 0) && !MoveOffCaller(w, allowed, ref avoided), ref shared)) break;
+                    if (!Pause(SharesCpu(w, 0) && !MoveOffCaller(w, allowed, lastSet, ref avoided), ref shared)) break;
                 }
                 while (Volatile.Read(ref _generation) == seen && !_stopping)
                 {
@@ -336,7 +336,7 @@ public sealed unsafe class WorkerPool : IDisposable
                 if (_stopping) return;
                 seen = Volatile.Read(ref _generation);
                 Publish(w);
-                if (SharesCpu(w, 0)) MoveOffCaller(w, allowed, ref avoided);
+                if (SharesCpu(w, 0)) MoveOffCaller(w, allowed, lastSet, ref avoided);
                 Drain(w);
                 if (Interlocked.Decrement(ref _pending) == 0) _done.Set();
             }

@@ -88,16 +88,28 @@ public class ThreadingTests
                 if (OperatingSystem.IsLinux() && Environment.ProcessorCount >= 2 && CpuPlacement.Enabled) failure = "no mask on a multi-CPU Linux machine";
                 return;
             }
+            ulong[] lastSet = (ulong[])allowed.Clone(), start = (ulong[])allowed.Clone();
             for (int round = 0; round < 20 && failure == null; round++)
             {
                 int cpu = CpuPlacement.CurrentCpu();
-                if (!CpuPlacement.AvoidOnThisThread(allowed, cpu)) { failure = $"could not avoid CPU {cpu}"; break; }
+                if (!CpuPlacement.AvoidOnThisThread(allowed, lastSet, cpu)) { failure = $"could not avoid CPU {cpu}"; break; }
                 int now = CpuPlacement.CurrentCpu();
                 if (now == cpu) failure = $"still on CPU {cpu} after avoiding it";
                 if ((allowed[now >> 6] & (1UL << (now & 63))) == 0) failure = $"moved to CPU {now}, which was not allowed";
             }
             // a CPU outside the mask's range changes nothing
-            if (failure == null && CpuPlacement.AvoidOnThisThread(allowed, 1 << 20)) failure = "avoided a CPU that does not exist";
+            if (failure == null && CpuPlacement.AvoidOnThisThread(allowed, lastSet, 1 << 20)) failure = "avoided a CPU that does not exist";
+            // a mask set from outside (here: only the CPU the thread is on, after the thread had its whole starting mask
+            // again) is never widened: avoiding that CPU fails and the thread stays
+            CpuPlacement.SetOnThisThread(start);
+            lastSet = (ulong[])start.Clone();
+            int here = CpuPlacement.CurrentCpu();
+            var only = new ulong[start.Length];
+            only[here >> 6] = 1UL << (here & 63);
+            if (failure == null && !CpuPlacement.SetOnThisThread(only)) failure = "could not set a one-CPU mask";
+            if (failure == null && CpuPlacement.AvoidOnThisThread(allowed, lastSet, here)) failure = "widened a mask set from outside";
+            if (failure == null && CpuPlacement.CurrentCpu() != here) failure = "left the only CPU of a mask set from outside";
+            CpuPlacement.SetOnThisThread(start);
         });
         t.Start();
         t.Join();
