@@ -53,7 +53,19 @@ internal static unsafe partial class GemmCore
     /// process on one encoder layer (1024, 16 heads, 4096), 1 thread: 1 token 1,579/1,422 → 1,151/1,235 µs, 4 tokens
     /// 1,877/1,584 → 1,222/1,312 µs (two runs each); (512, 2048) and (768, 3072) unchanged.
     /// </summary>
-    public static int BlockDepth(int m, int k, int tileRows) => Math.Max(k, 1) <= KC || m > tileRows ? Math.Min(Math.Max(k, 1), KC) : k;
+    public static int BlockDepth(int m, int k, int tileRows) => Math.Max(k, 1) <= KBlock(k) || m > tileRows ? Math.Min(Math.Max(k, 1), KBlock(k)) : k;
+
+    /// <summary>Depths up to which a product runs as one K block (C written once, never read back).</summary>
+    public const int KWhole = 1024;
+
+    /// <summary>
+    /// The K block of a product of depth <paramref name="k"/>: the whole depth up to <see cref="KWhole"/>, else <see cref="KC"/>.
+    /// A depth of 1024 in blocks of 768 + 256 wrote C after the first block and read it back after the second; for a wide
+    /// product C is megabytes and had left the caches by then (measured, 128 rows: 1024→4096 at 81–86 % of the peak in
+    /// blocks, 84–94 % as one; 1024→1024, whose C stays in L2, 93–97 % either way). Depends on K only, so a row's sums
+    /// are the same alone and inside a bigger product.
+    /// </summary>
+    public static int KBlock(int k) => k <= KWhole ? Math.Max(k, 1) : KC;
 
     /// <summary>A blocks hold MC = 16·MR rows (packed once per K block, reused across all panels).</summary>
     public const int MCTiles = 16;
@@ -185,7 +197,8 @@ internal static unsafe partial class GemmCore
         int K = g.K;
         float* aPack = scratch + ScratchHeader;
         var epi = new TileEpilogue { Alpha = g.Alpha, Act = g.Act, Ldr = g.Ldr, Temp = scratch, Tile = scratch + 3 * 64, Prefetch = PrefetchFloats };
-        if (g.M <= mr && K > KC)
+        int kcMax = KBlock(K);
+        if (g.M <= mr && K > kcMax)
         {
             // every row in one register tile: panels outer, K blocks inner, A packed once for the whole depth, so the weight
             // is read as one sequential stream. The blocks, their sums and the order they are added in are the same as
@@ -199,9 +212,9 @@ internal static unsafe partial class GemmCore
                 float* c = g.C + rowStart * g.Ldc + col;
                 epi.Bias = g.Bias == null ? null : g.Bias + col;
                 epi.Residual = g.Residual == null ? null : g.Residual + rowStart * g.Ldr + col;
-                for (int pc = 0; pc < K; pc += KC)
+                for (int pc = 0; pc < K; pc += kcMax)
                 {
-                    int kc = Math.Min(KC, K - pc);
+                    int kc = Math.Min(kcMax, K - pc);
                     epi.LoadC = pc > 0 || g.Accumulate;
                     epi.Last = pc + kc == K;
                     float* bPanel = g.PackedB + jp * g.PanelStride + (TW.Bf16 ? (long)pc * nr / 2 : (long)pc * nr);
@@ -210,9 +223,9 @@ internal static unsafe partial class GemmCore
             }
             return;
         }
-        for (int pc = 0; pc < K; pc += KC)
+        for (int pc = 0; pc < K; pc += kcMax)
         {
-            int kc = Math.Min(KC, K - pc);
+            int kc = Math.Min(kcMax, K - pc);
             epi.LoadC = pc > 0 || g.Accumulate;
             epi.Last = pc + kc == K;
             for (int ic = rowStart; ic < rowEnd; ic += mcMax)

@@ -49,11 +49,15 @@ public class GemmTests
     }
 
     /// <summary>
-    /// Depths past one K block (768): several blocks with C reloaded between them for many rows, one deep block for rows
-    /// that fit a register tile; with an epilogue (bias, GELU, residual, accumulate) and on two threads.
+    /// Depths past one K block (768; depths up to 1024 run as one block): several blocks with C reloaded between them for
+    /// many rows, one deep block for rows that fit a register tile; with an epilogue (bias, GELU, residual, accumulate) and
+    /// on two threads.
     /// </summary>
     [Theory]
     [InlineData(1, 769)]
+    [InlineData(30, 1024)]
+    [InlineData(30, 1025)]
+    [InlineData(5, 1025)]
     [InlineData(7, 1600)]
     [InlineData(12, 2305)]
     [InlineData(13, 1537)]
@@ -87,6 +91,7 @@ public class GemmTests
     [Theory]
     [InlineData(300)]
     [InlineData(769)]
+    [InlineData(1025)]
     [InlineData(1600)]
     public void Linear_RowsAloneAndInsideABiggerProduct_AreBitIdentical(int k)
     {
