@@ -10,6 +10,32 @@ public class ThreadingTests
 {
     private static readonly int[] ThreadCounts = [1, 2, 3, 4];
 
+    [Fact]
+    public void Attention_OddHeadCounts_SplitEvenly_SameBits()
+    {
+        // heads that do not divide by the threads are cut into query chunks (EvenChunks); every output stays the same
+        Assert.Equal(2, Attention.EvenChunks(5, 2, 16));
+        Assert.Equal(2, Attention.EvenChunks(9, 2, 16));
+        Assert.Equal(2, Attention.EvenChunks(12, 8, 16));
+        Assert.Equal(1, Attention.EvenChunks(6, 2, 16));   // even already
+        Assert.Equal(1, Attention.EvenChunks(5, 2, 1));    // one query tile: nothing to cut
+        Assert.Equal(1, Attention.EvenChunks(64, 2, 16));
+        foreach (int heads in new[] { 5, 7 })
+        {
+            var a = new AttentionCase { Heads = heads, KvHeads = heads, D = 24, Dv = 20, QLens = [150], KLens = [150], Norm = Normalizer.Softmax };
+            a.Fill(17);
+            float[]? first = null;
+            foreach (int t in ThreadCounts)
+            {
+                using var pool = new WorkerPool(t);
+                float[] outp = new float[a.TotalQ * a.Heads * a.Dv];
+                Attention.Forward(a.Q, a.TotalQ, a.K, a.V, a.TotalK, outp, new float[Attention.ScratchSize(a.Options(), a.TotalK)], a.Options(), pool);
+                if (first == null) { first = outp; Kernels.AttentionTests.AssertMatches(a, outp, $"{heads} heads"); }
+                else Assert.Equal(first, outp);
+            }
+        }
+    }
+
     [Theory]
     [InlineData(130, 257, 200)]   // many rows: split by rows
     [InlineData(7, 770, 300)]     // few rows: split by weight panels
