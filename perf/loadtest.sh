@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load test of samples/FastAttn.Service on 127.0.0.1 with wrk (one command; about 6 minutes at the default 20 s per run):
+# Load test of samples/FastAttn.Service on 127.0.0.1 with wrk (one command; about 9 minutes at the default 20 s per run):
 #   perf/loadtest.sh [seconds-per-run]
 # Runs, in one go: FastAttn's in-process encode time and packed-batch throughput for the same sentences (the yardsticks);
 # then the service with batching on (/embed and /tag), batching off (/embed) and the ONNX Runtime backend (/embed), each
@@ -53,8 +53,11 @@ for config in "batching:--Batching true" "no-batching:--Batching false" "onnxrun
   for _ in $(seq 240); do curl -s -o /dev/null "$url/healthz" && break; sleep 0.5; done
   curl -sf -o /dev/null "$url/healthz" || { echo "loadtest: the service did not start; its log:" >&2; cat "$work/$label.log" >&2; exit 1; }
   endpoints=(embed); [ "$label" = batching ] && endpoints=(embed tag)
+  # warm-up: 10 s per endpoint. With 3 s the runtime's tiered compilation was still recompiling for the next ~8 s
+  # (its thread took 7.7 % of the service's CPU samples in the 8 s after a 3 s warm-up, none in the 8 s after that),
+  # which landed in the first measured runs.
   for e in "${endpoints[@]}"; do LOADTEST_LABEL=warm-up LOADTEST_ENDPOINT=$e LOADTEST_CONNECTIONS=16 LOADTEST_OUT=/dev/null \
-    wrk -t1 -c16 -d3s -s perf/loadtest/post.lua "$url" >/dev/null; done
+    wrk -t1 -c16 -d10s -s perf/loadtest/post.lua "$url" >/dev/null; done
   snapshot "$label" after-warm-up
   for e in "${endpoints[@]}"; do
     for c in 1 16 64; do run_wrk "$label" "$e" "$c" "$seconds"; done
