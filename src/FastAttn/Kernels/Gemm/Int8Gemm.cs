@@ -15,6 +15,8 @@ internal enum Int8Kernel
     MaddUbs = 1,
     /// <summary>AVX-VNNI 256-bit <c>vpdpbusd</c>: u8 × s8 → int32, 32 multiply-adds per instruction.</summary>
     Vnni = 2,
+    /// <summary>SSSE3 <c>pmaddubsw</c> + <c>pmaddwd</c> on 128-bit vectors, for the Vector128 path (7-bit activations as <see cref="MaddUbs"/>).</summary>
+    MaddUbs128 = 3,
 }
 
 /// <summary>Everything one int8 product needs, as raw pointers (pinned by the caller).</summary>
@@ -87,6 +89,7 @@ internal static unsafe class Int8Gemm
         Int8Kernel.Scalar => true,
         Int8Kernel.MaddUbs => Avx2.IsSupported,
         Int8Kernel.Vnni => Avx2.IsSupported && AvxVnni.IsSupported,
+        Int8Kernel.MaddUbs128 => Ssse3.IsSupported,
         _ => false,
     };
 
@@ -95,6 +98,9 @@ internal static unsafe class Int8Gemm
 
     /// <summary>Every int8 kernel this process can run.</summary>
     public static IReadOnlyList<Int8Kernel> Supported { get; } = Enum.GetValues<Int8Kernel>().Where(IsSupported).ToArray();
+
+    /// <summary><c>FASTATTN_INT8=scalar</c>: every path runs the scalar kernel.</summary>
+    private static readonly bool ScalarOnly = Environment.GetEnvironmentVariable("FASTATTN_INT8")?.Trim().ToLowerInvariant() == "scalar";
 
     private static Int8Kernel Choose()
     {
@@ -110,11 +116,15 @@ internal static unsafe class Int8Gemm
 
     [ThreadStatic] private static Int8Kernel? _override;
 
-    /// <summary>The kernel a product on <paramref name="isa"/> uses on this thread (the scalar kernel below the 256-bit path).</summary>
+    /// <summary>
+    /// The kernel a product on <paramref name="isa"/> uses on this thread: <see cref="Best"/> from the 256-bit path up, the
+    /// 128-bit kernel on the Vector128 path (unless <c>FASTATTN_INT8=scalar</c>), the scalar kernel below.
+    /// </summary>
     public static Int8Kernel Current(IsaPath isa)
     {
         if (_override is { } o) return o;
-        return isa >= IsaPath.Vector256 ? Best : Int8Kernel.Scalar;
+        if (isa >= IsaPath.Vector256) return Best;
+        return isa == IsaPath.Vector128 && !ScalarOnly && IsSupported(Int8Kernel.MaddUbs128) ? Int8Kernel.MaddUbs128 : Int8Kernel.Scalar;
     }
 
     /// <summary>Runs this thread's int8 products on <paramref name="kernel"/> until disposed (tests run every kernel).</summary>
@@ -131,8 +141,8 @@ internal static unsafe class Int8Gemm
         public void Dispose() => _override = previous;
     }
 
-    /// <summary>Largest activation level of a kernel (7 bits for <see cref="Int8Kernel.MaddUbs"/>).</summary>
-    public static int ActivationMax(Int8Kernel k) => k == Int8Kernel.MaddUbs ? 127 : 255;
+    /// <summary>Largest activation level of a kernel (7 bits for the <c>pmaddubsw</c> kernels, whose int16 pair sums would saturate at 8).</summary>
+    public static int ActivationMax(Int8Kernel k) => k is Int8Kernel.MaddUbs or Int8Kernel.MaddUbs128 ? 127 : 255;
 
     public static int Groups(int k) => (k + 3) / 4;
 
@@ -346,6 +356,7 @@ internal static unsafe class Int8Gemm
                     {
                         case Int8Kernel.Vnni: DispatchVector<VnniDot>(rows, a, rows * 4, b, q.K4, acc); break;
                         case Int8Kernel.MaddUbs: DispatchVector<MaddUbsDot>(rows, a, rows * 4, b, q.K4, acc); break;
+                        case Int8Kernel.MaddUbs128: TileMaddUbs128(rows, a, rows * 4, b, q.K4, acc); break;
                         default: TileScalar(rows, a, rows * 4, b, q.K4, acc); break;
                     }
                     Store(q, row, rows, col, cols, tile);
@@ -495,6 +506,62 @@ internal static unsafe class Int8Gemm
         if (TR.N > 9) { c90.Store(acc + 144); c91.Store(acc + 152); }
         if (TR.N > 10) { cA0.Store(acc + 160); cA1.Store(acc + 168); }
         if (TR.N > 11) { cB0.Store(acc + 176); cB1.Store(acc + 184); }
+    }
+
+    /// <summary>
+    /// The 128-bit kernel: rows in pairs (8 accumulators — the 16 columns as four 4-column vectors per row — 4 weight
+    /// vectors, 2 broadcasts and the ones vector fill the 16 SSE registers), the weight panel read again from L1 for each
+    /// pair. <c>pmaddubsw</c> adds two u8·s8 products into int16 (7-bit activations: never saturates), <c>pmaddwd</c> with
+    /// ones widens the pair sums to int32. Exact, like every int8 kernel.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void TileMaddUbs128(int rows, byte* a, int aStep, sbyte* b, int k4, int* acc)
+    {
+        var ones = Vector128.Create((short)1);
+        int r = 0;
+        for (; r + 2 <= rows; r += 2)
+        {
+            Vector128<int> c0 = default, c1 = default, c2 = default, c3 = default, d0 = default, d1 = default, d2 = default, d3 = default;
+            byte* ar = a + r * 4;
+            sbyte* bg = b;
+            for (int g = 0; g < k4; g++)
+            {
+                var w0 = Vector128.Load(bg); var w1 = Vector128.Load(bg + 16); var w2 = Vector128.Load(bg + 32); var w3 = Vector128.Load(bg + 48);
+                var x = Vector128.Create(*(int*)ar).AsByte();
+                var y = Vector128.Create(*(int*)(ar + 4)).AsByte();
+                c0 = Sse2.Add(c0, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(x, w0), ones));
+                c1 = Sse2.Add(c1, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(x, w1), ones));
+                c2 = Sse2.Add(c2, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(x, w2), ones));
+                c3 = Sse2.Add(c3, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(x, w3), ones));
+                d0 = Sse2.Add(d0, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(y, w0), ones));
+                d1 = Sse2.Add(d1, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(y, w1), ones));
+                d2 = Sse2.Add(d2, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(y, w2), ones));
+                d3 = Sse2.Add(d3, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(y, w3), ones));
+                ar += aStep;
+                bg += NR * 4;
+            }
+            int* o = acc + r * NR;
+            c0.Store(o); c1.Store(o + 4); c2.Store(o + 8); c3.Store(o + 12);
+            d0.Store(o + 16); d1.Store(o + 20); d2.Store(o + 24); d3.Store(o + 28);
+        }
+        if (r < rows)
+        {
+            Vector128<int> c0 = default, c1 = default, c2 = default, c3 = default;
+            byte* ar = a + r * 4;
+            sbyte* bg = b;
+            for (int g = 0; g < k4; g++)
+            {
+                var x = Vector128.Create(*(int*)ar).AsByte();
+                c0 = Sse2.Add(c0, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(x, Vector128.Load(bg)), ones));
+                c1 = Sse2.Add(c1, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(x, Vector128.Load(bg + 16)), ones));
+                c2 = Sse2.Add(c2, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(x, Vector128.Load(bg + 32)), ones));
+                c3 = Sse2.Add(c3, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(x, Vector128.Load(bg + 48)), ones));
+                ar += aStep;
+                bg += NR * 4;
+            }
+            int* o = acc + r * NR;
+            c0.Store(o); c1.Store(o + 4); c2.Store(o + 8); c3.Store(o + 12);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

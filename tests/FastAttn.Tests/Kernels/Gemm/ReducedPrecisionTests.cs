@@ -30,6 +30,18 @@ public class ReducedPrecisionTests
         });
     }
 
+    [Fact]
+    public void Int8_Vector128Path_RunsThe128BitKernel()
+    {
+        // the SSE path has its own pmaddubsw kernel (tested bit for bit with every other kernel above); below it, scalar
+        bool sse = System.Runtime.Intrinsics.X86.Ssse3.IsSupported;
+        Assert.Equal(sse, Int8Gemm.Supported.Contains(Int8Kernel.MaddUbs128));
+        bool scalarOnly = Environment.GetEnvironmentVariable("FASTATTN_INT8")?.Trim().ToLowerInvariant() == "scalar";
+        Assert.Equal(sse && !scalarOnly ? Int8Kernel.MaddUbs128 : Int8Kernel.Scalar, Int8Gemm.Current(IsaPath.Vector128));
+        Assert.Equal(Int8Kernel.Scalar, Int8Gemm.Current(IsaPath.Scalar));
+        Assert.Equal(127, Int8Gemm.ActivationMax(Int8Kernel.MaddUbs128));
+    }
+
     // ------------------------------------------------------------ the integer reference
 
     /// <summary>Per-output-channel symmetric weights, written from the formula: q = clamp(round(w·127/max|w|), ±127).</summary>
