@@ -7,9 +7,10 @@ namespace FastAttn.Threading;
 /// virtual machine the scheduler can put a worker on its waker's CPU and keep it there — a woken thread goes to its
 /// previous CPU or the waker's, and idle-CPU search is skipped while the cache domain is busy — so both threads of a
 /// 2-thread call share one CPU and the call runs at one-thread speed for whole stretches. A worker that finds itself on
-/// its caller's CPU narrows its own affinity to the CPUs it was allowed at start minus that one; the kernel moves it at
-/// once. Only the worker's own mask is touched (never the caller's or another thread's), it always keeps every other
-/// allowed CPU, and nothing is done when fewer than two CPUs are allowed. Turned off with the AppContext switch
+/// its caller's CPU narrows its own affinity to the CPUs it is allowed — those of its start, or the mask someone else set
+/// on it since — minus that one; the kernel moves it at once. Only the worker's own mask is touched (never the caller's
+/// or another thread's), it always keeps every other allowed CPU, a mask set from outside is never widened, and nothing
+/// is done when fewer than two CPUs are allowed. Turned off with the AppContext switch
 /// <c>FastAttn.Threading.KeepWorkersOffCallerCpu</c> = false.
 /// </summary>
 internal static unsafe partial class CpuPlacement
