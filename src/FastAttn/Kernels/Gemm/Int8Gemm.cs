@@ -529,14 +529,14 @@ internal static unsafe class Int8Gemm
                 var w0 = Vector128.Load(bg); var w1 = Vector128.Load(bg + 16); var w2 = Vector128.Load(bg + 32); var w3 = Vector128.Load(bg + 48);
                 var x = Vector128.Create(*(int*)ar).AsByte();
                 var y = Vector128.Create(*(int*)(ar + 4)).AsByte();
-                c0 = Sse2.Add(c0, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(x, w0), ones));
-                c1 = Sse2.Add(c1, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(x, w1), ones));
-                c2 = Sse2.Add(c2, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(x, w2), ones));
-                c3 = Sse2.Add(c3, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(x, w3), ones));
-                d0 = Sse2.Add(d0, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(y, w0), ones));
-                d1 = Sse2.Add(d1, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(y, w1), ones));
-                d2 = Sse2.Add(d2, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(y, w2), ones));
-                d3 = Sse2.Add(d3, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(y, w3), ones));
+                c0 = Dot128(c0, x, w0, ones);
+                c1 = Dot128(c1, x, w1, ones);
+                c2 = Dot128(c2, x, w2, ones);
+                c3 = Dot128(c3, x, w3, ones);
+                d0 = Dot128(d0, y, w0, ones);
+                d1 = Dot128(d1, y, w1, ones);
+                d2 = Dot128(d2, y, w2, ones);
+                d3 = Dot128(d3, y, w3, ones);
                 ar += aStep;
                 bg += NR * 4;
             }
@@ -552,10 +552,10 @@ internal static unsafe class Int8Gemm
             for (int g = 0; g < k4; g++)
             {
                 var x = Vector128.Create(*(int*)ar).AsByte();
-                c0 = Sse2.Add(c0, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(x, Vector128.Load(bg)), ones));
-                c1 = Sse2.Add(c1, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(x, Vector128.Load(bg + 16)), ones));
-                c2 = Sse2.Add(c2, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(x, Vector128.Load(bg + 32)), ones));
-                c3 = Sse2.Add(c3, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(x, Vector128.Load(bg + 48)), ones));
+                c0 = Dot128(c0, x, Vector128.Load(bg), ones);
+                c1 = Dot128(c1, x, Vector128.Load(bg + 16), ones);
+                c2 = Dot128(c2, x, Vector128.Load(bg + 32), ones);
+                c3 = Dot128(c3, x, Vector128.Load(bg + 48), ones);
                 ar += aStep;
                 bg += NR * 4;
             }
@@ -563,6 +563,11 @@ internal static unsafe class Int8Gemm
             c0.Store(o); c1.Store(o + 4); c2.Store(o + 8); c3.Store(o + 12);
         }
     }
+
+    /// <summary>acc += Σ u8(a)·s8(b) over each int32 lane's 4 bytes: <c>pmaddubsw</c> into int16 pairs, <c>pmaddwd</c> with ones.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<int> Dot128(Vector128<int> acc, Vector128<byte> a, Vector128<sbyte> b, Vector128<short> ones)
+        => Sse2.Add(acc, Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(a, b), ones));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void TileScalar(int rows, byte* a, int aStep, sbyte* b, int k4, int* acc)
