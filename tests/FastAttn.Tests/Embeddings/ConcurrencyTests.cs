@@ -50,14 +50,19 @@ public sealed class ConcurrencyTests : IDisposable
         var options = new SentenceEmbedderOptions { Normalize = true };
         using var alone = new EmbeddingSession(_model, _tokenizer, options);
         var batches = new List<BatchInfo>();
+        // the first pass is held until every other request has been submitted, so they must queue and coalesce
+        using var gate = new ManualResetEventSlim();
         await using var batcher = new EmbeddingBatcher(_model, _tokenizer, options, new BatchingOptions { MaxWait = TimeSpan.FromMilliseconds(2), MaxBatchTokens = 64 })
         {
-            OnBatch = b => { lock (batches) batches.Add(b); },
+            OnBatch = b => { lock (batches) batches.Add(b); gate.Wait(TimeSpan.FromSeconds(30)); },
         };
         var requests = Enumerable.Range(0, 400).Select(i => Texts(1 + i % 3, i)).ToArray();
-        // eight threads submitting at once
-        var results = new Task<float[]>[requests.Length];
-        Parallel.For(0, requests.Length, new ParallelOptions { MaxDegreeOfParallelism = 8 }, i => results[i] = batcher.EncodeAsync(requests[i]));
+        int submitted = 0;
+        // many threads submitting at once
+        var results = requests.Select(r => Task.Run(() => { var t = batcher.EncodeAsync(r); Interlocked.Increment(ref submitted); return t; })).ToArray();
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (Volatile.Read(ref submitted) < requests.Length - 1 && DateTime.UtcNow < deadline) Thread.Sleep(1);
+        gate.Set();
         var answers = await Task.WhenAll(results);
         int d = batcher.Dimension;
         for (int i = 0; i < requests.Length; i++)
@@ -80,8 +85,13 @@ public sealed class ConcurrencyTests : IDisposable
         {
             OnBatch = b => { lock (batches) batches.Add(b); },
         };
-        foreach (var t in Texts(20, 5)) await batcher.EncodeAsync(t);
-        lock (batches) Assert.All(batches, b => Assert.True(b.Waited < TimeSpan.FromMilliseconds(500), $"a lone request waited {b.Waited}"));
+        var texts = Texts(20, 5);
+        foreach (var t in texts) await batcher.EncodeAsync(t);
+        lock (batches)
+        {
+            Assert.Equal(texts.Length, batches.Count);
+            Assert.All(batches, b => Assert.True(b.Waited < TimeSpan.FromMilliseconds(500), $"a lone request waited {b.Waited}"));
+        }
     }
 
     [Fact]
@@ -135,7 +145,12 @@ public sealed class ConcurrencyTests : IDisposable
     public async Task Batcher_Cancellation_AndAFullQueue_EndInTheirExceptions()
     {
         using var alone = new EmbeddingSession(_model, _tokenizer);
-        await using var batcher = new EmbeddingBatcher(_model, _tokenizer, null, new BatchingOptions { MaxBatchTokens = 16, MaxQueuedTexts = 8 });
+        // the first pass is held until every request has been submitted: the queue of 8 must fill
+        using var gate = new ManualResetEventSlim();
+        await using var batcher = new EmbeddingBatcher(_model, _tokenizer, null, new BatchingOptions { MaxBatchTokens = 16, MaxQueuedTexts = 8 })
+        {
+            OnBatch = _ => gate.Wait(TimeSpan.FromSeconds(30)),
+        };
         using var cancelled = new CancellationTokenSource();
         cancelled.Cancel();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => batcher.EncodeAsync("the owner", cancelled.Token));
@@ -146,10 +161,11 @@ public sealed class ConcurrencyTests : IDisposable
         using var cts = new CancellationTokenSource();
         for (int i = 0; i < texts.Length; i++)
         {
-            try { served.Add((texts[i], batcher.EncodeAsync(texts[i], i % 10 == 9 ? cts.Token : default))); }
+            try { served.Add((texts[i], batcher.EncodeAsync(texts[i], i % 4 == 3 ? cts.Token : default))); }
             catch (InvalidOperationException e) { Assert.Contains("queue is full", e.Message); refused++; }
-            if (i == 100) cts.Cancel(); // some of the cancellable ones are still queued
+            if (i == 100) cts.Cancel(); // two of the queued ones (3 and 7) are cancellable
         }
+        gate.Set();
         foreach (var (text, task) in served)
         {
             try { Assert.Equal(Alone(alone, text), await task); }
