@@ -21,13 +21,13 @@ public static unsafe partial class Attention
         TVec n0 = TOps.Max(m0, x0), n1 = TOps.Max(m1, x1);
         // a column with nothing visible yet keeps m = −∞; subtract 0 there so exp gives 0, not NaN
         TVec z0 = TOps.SelectLess(n0, lowest, TOps.Zero, n0), z1 = TOps.SelectLess(n1, lowest, TOps.Zero, n1);
-        TVec c0 = TOps.Exp(TOps.Sub(m0, z0)), c1 = TOps.Exp(TOps.Sub(m1, z1));
+        TVec c0 = VecMath.ExpNonPositive<TOps, TVec>(TOps.Sub(m0, z0)), c1 = VecMath.ExpNonPositive<TOps, TVec>(TOps.Sub(m1, z1));
         TVec s0 = TOps.Zero, s1 = TOps.Zero;
         for (int j = 0; j < cols; j++)
         {
             float* sr = st + j * nq;
-            TVec p0 = TOps.Exp(TOps.Sub(TOps.Load(sr), z0));
-            TVec p1 = TOps.Exp(TOps.Sub(TOps.Load(sr + w), z1));
+            TVec p0 = VecMath.ExpNonPositive<TOps, TVec>(TOps.Sub(TOps.Load(sr), z0));
+            TVec p1 = VecMath.ExpNonPositive<TOps, TVec>(TOps.Sub(TOps.Load(sr + w), z1));
             TOps.Store(p0, sr); TOps.Store(p1, sr + w);
             s0 = TOps.Add(s0, p0); s1 = TOps.Add(s1, p1);
         }

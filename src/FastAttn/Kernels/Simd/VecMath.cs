@@ -33,6 +33,33 @@ internal static class VecMath
         return TOps.SelectLess(x, TOps.Broadcast(-87.3f), TOps.Zero, y);
     }
 
+    /// <summary>
+    /// e^x for softmax's shifted scores, x ≤ 0: 15 vector operations against <see cref="Exp{TOps, TVec}"/>'s 18, at about
+    /// 3 ulp (max relative error 1.6e-7 with fused multiply-adds, 1.8e-7 without, on [−87.3, 0]; Exp: 1.2e-7). No upper
+    /// clamp (x ≤ 0 here), r = x − n·ln2 in two parts as in Exp (the first exact, so paths without a fused multiply-add
+    /// are as accurate), and e^r by a degree-5 polynomial fitted here for the least maximum relative error on
+    /// [−ln2/2, ln2/2] (9.2e-8 in exact arithmetic; constant term 1, so e^0 is exactly 1) instead of Exp's degree 7.
+    /// Below −87.3 and at −∞: exactly 0; NaN stays NaN.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TVec ExpNonPositive<TOps, TVec>(TVec x) where TOps : ISimd<TVec> where TVec : struct
+    {
+        TVec lowest = TOps.Broadcast(-87.3f);
+        TVec xc = TOps.Max(lowest, x); // x second: the native max returns it when it is NaN
+        TVec magic = TOps.Broadcast(12582912f); // 1.5·2²³
+        TVec t = TOps.Fma(xc, TOps.Broadcast(1.44269504088896341f), magic);
+        TVec n = TOps.Sub(t, magic);
+        TVec r = TOps.Fma(n, TOps.Broadcast(-0.693359375f), xc); // exact: the constant has 9 significant bits
+        r = TOps.Fma(n, TOps.Broadcast(2.12194440e-4f), r);
+        TVec p = TOps.Broadcast(0.008290267549455166f);
+        p = TOps.Fma(p, r, TOps.Broadcast(0.041897956281900406f));
+        p = TOps.Fma(p, r, TOps.Broadcast(0.1666763722896576f));
+        p = TOps.Fma(p, r, TOps.Broadcast(0.4999915063381195f));
+        p = TOps.Fma(p, r, TOps.Broadcast(0.9999997019767761f));
+        p = TOps.Fma(p, r, TOps.Broadcast(1f));
+        return TOps.SelectLess(x, lowest, TOps.Zero, TOps.Mul(p, TOps.Pow2FromMagic(t)));
+    }
+
     /// <summary>tanh(x) = sign(x)·(1 − 2/(e^{2|x|}+1)); accurate to a few ulp, saturates cleanly.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static TVec Tanh<TOps, TVec>(TVec x) where TOps : ISimd<TVec> where TVec : struct
