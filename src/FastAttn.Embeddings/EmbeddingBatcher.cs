@@ -21,6 +21,15 @@ public sealed record BatchingOptions
     public int ParallelFromTokens { get; init; } = 64;
     /// <summary>Most texts waiting; beyond it <see cref="EmbeddingBatcher.EncodeAsync(IReadOnlyList{string}, CancellationToken)"/> throws <see cref="InvalidOperationException"/> (back-pressure).</summary>
     public int MaxQueuedTexts { get; init; } = 100_000;
+    /// <summary>
+    /// A request that finds the batcher idle — nothing queued, no batch running, and the last batch held one request —
+    /// runs at once on the caller's thread, which <see cref="EmbeddingBatcher.EncodeAsync(IReadOnlyList{string}, CancellationToken)"/>
+    /// then blocks for the pass and returns completed (default true). This saves the hand-off to the dispatcher thread and
+    /// back, which a lone request pays in full. Requests that arrive meanwhile queue as usual; the first batch of more than
+    /// one request turns this off until load drops to one request per batch again. false = every request goes through
+    /// the dispatcher thread.
+    /// </summary>
+    public bool RunLoneRequestsInline { get; init; } = true;
 }
 
 /// <summary>What one batch held, for metrics.</summary>
@@ -36,7 +45,8 @@ public readonly record struct BatchInfo(int Requests, int Texts, int Tokens, Tim
 /// variable-length pass (each sequence attends only to itself), bounded by <see cref="BatchingOptions.MaxWait"/> and
 /// <see cref="BatchingOptions.MaxBatchTokens"/>. Packing is exact, so a request's vectors are bit-identical to running it
 /// alone. Texts are tokenized on the caller's thread; one dispatcher thread runs the passes on its own session (with
-/// the session's threads). Thread-safe. <see cref="DisposeAsync"/> stops accepting requests, finishes the queued ones and
+/// the session's threads), except that a lone request on an idle batcher runs on its caller's thread
+/// (<see cref="BatchingOptions.RunLoneRequestsInline"/>). Thread-safe. <see cref="DisposeAsync"/> stops accepting requests, finishes the queued ones and
 /// then stops.
 /// </summary>
 public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
@@ -61,6 +71,7 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
     private int _queuedTexts, _lastBatchRequests = 1;
     private volatile bool _closing;
     private readonly object _gate = new();
+    private readonly object _running = new(); // held while a pass runs (dispatcher or inline caller); DisposeAsync takes it to free the sessions
     private int[] _ids = new int[256], _lengths = new int[16];
     private float[] _vectors = [];
 
@@ -126,6 +137,11 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
             if (texts[i] is null) throw new ArgumentException($"text {i} is null.", nameof(texts));
             encoded[i] = _session.FitToLimit(_tokenizer.Encode(texts[i]));
         }
+        if (Batching.RunLoneRequestsInline && Volatile.Read(ref _lastBatchRequests) == 1 && _queue.IsEmpty && Monitor.TryEnter(_running))
+        {
+            try { return RunInline(encoded); }
+            finally { Monitor.Exit(_running); }
+        }
         var r = new Request
         {
             Ids = [.. encoded.SelectMany(e => e)], Lengths = [.. encoded.Select(e => e.Length)],
@@ -152,42 +168,70 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
         return r.Done.Task;
     }
 
+    private Task<float[]> RunInline(int[][] encoded)
+    {
+        // DisposeAsync sets _closing before the dispatcher's last pass and before it frees the sessions under _running
+        if (_closing) throw new ObjectDisposedException(nameof(EmbeddingBatcher));
+        int n = 0;
+        var lengths = new int[encoded.Length];
+        for (int i = 0; i < encoded.Length; i++) n += lengths[i] = encoded[i].Length;
+        int[] ids = encoded.Length == 1 ? encoded[0] : [.. encoded.SelectMany(e => e)];
+        var output = new float[encoded.Length * Dimension];
+        long began = System.Diagnostics.Stopwatch.GetTimestamp();
+        try
+        {
+            var session = _single != null && n < Batching.ParallelFromTokens ? _single : _session;
+            session.EncodeIds(ids, lengths, output);
+        }
+        catch (Exception e) { return Task.FromException<float[]>(e); }
+        var ran = System.Diagnostics.Stopwatch.GetElapsedTime(began);
+        try { OnBatch?.Invoke(new BatchInfo(1, encoded.Length, n, TimeSpan.Zero, ran)); } catch { /* metrics must not fail a request */ }
+        return Task.FromResult(output);
+    }
+
+    private readonly List<Request> _batch = [];
+
     private void Dispatch()
     {
-        var batch = new List<Request>();
         while (true)
         {
             _signal.Wait();
-            if (!_queue.TryDequeue(out var first))
-            {
-                if (_closing) break; // the stop signal
-                continue;
-            }
-            batch.Clear();
-            batch.Add(first);
-            int tokens = first.Ids.Length;
-            long start = System.Diagnostics.Stopwatch.GetTimestamp();
-            var deadline = start + (long)(Batching.MaxWait.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
-            // gather: whatever is queued, and — while the batch is smaller than the last one — what arrives before the deadline
-            while (true)
-            {
-                while (_queue.TryPeek(out var next) && tokens + next.Ids.Length <= Batching.MaxBatchTokens && _signal.Wait(0))
-                {
-                    _queue.TryDequeue(out next);
-                    batch.Add(next!);
-                    tokens += next!.Ids.Length;
-                }
-                long now = System.Diagnostics.Stopwatch.GetTimestamp();
-                if (batch.Count >= _lastBatchRequests || now >= deadline || !_queue.IsEmpty || _closing) break;
-                var left = TimeSpan.FromSeconds((double)(deadline - now) / System.Diagnostics.Stopwatch.Frequency);
-                if (!_signal.Wait(left)) break;
-                _signal.Release(); // the wait consumed a signal that belongs to the request now queued
-            }
-            var waited = System.Diagnostics.Stopwatch.GetElapsedTime(start);
-            _lastBatchRequests = Math.Max(1, batch.Count);
-            Run(batch, tokens, waited);
+            Monitor.Enter(_running); // an inline caller may be running a pass; what queues meanwhile joins this batch
+            try { if (!Gather()) break; }
+            finally { Monitor.Exit(_running); }
         }
         _stopped.TrySetResult();
+    }
+
+    /// <summary>Takes the next batch off the queue and runs it; false on the stop signal.</summary>
+    private bool Gather()
+    {
+        var batch = _batch;
+        if (!_queue.TryDequeue(out var first)) return !_closing; // else the stop signal
+        batch.Clear();
+        batch.Add(first);
+        int tokens = first.Ids.Length;
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        var deadline = start + (long)(Batching.MaxWait.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
+        // gather: whatever is queued, and — while the batch is smaller than the last one — what arrives before the deadline
+        while (true)
+        {
+            while (_queue.TryPeek(out var next) && tokens + next.Ids.Length <= Batching.MaxBatchTokens && _signal.Wait(0))
+            {
+                _queue.TryDequeue(out next);
+                batch.Add(next!);
+                tokens += next!.Ids.Length;
+            }
+            long now = System.Diagnostics.Stopwatch.GetTimestamp();
+            if (batch.Count >= _lastBatchRequests || now >= deadline || !_queue.IsEmpty || _closing) break;
+            var left = TimeSpan.FromSeconds((double)(deadline - now) / System.Diagnostics.Stopwatch.Frequency);
+            if (!_signal.Wait(left)) break;
+            _signal.Release(); // the wait consumed a signal that belongs to the request now queued
+        }
+        var waited = System.Diagnostics.Stopwatch.GetElapsedTime(start);
+        Volatile.Write(ref _lastBatchRequests, Math.Max(1, batch.Count));
+        Run(batch, tokens, waited);
+        return true;
     }
 
     private void Run(List<Request> batch, int tokens, TimeSpan waited)
@@ -248,7 +292,8 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
             if (first) _signal.Release(); // wakes the dispatcher; the queue drains before the stop signal is seen
         }
         await _stopped.Task.ConfigureAwait(false);
-        if (first) { _session.Dispose(); _single?.Dispose(); }
+        if (first)
+            lock (_running) { _session.Dispose(); _single?.Dispose(); } // after an inline pass in flight
     }
 
     /// <summary>As <see cref="DisposeAsync"/>, blocking.</summary>

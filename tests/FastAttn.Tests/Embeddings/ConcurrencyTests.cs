@@ -44,21 +44,23 @@ public sealed class ConcurrencyTests : IDisposable
         return v;
     }
 
-    [Fact]
-    public async Task Batcher_ConcurrentRequests_AreCoalesced_AndEachEqualsItsAnswerAlone()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Batcher_ConcurrentRequests_AreCoalesced_AndEachEqualsItsAnswerAlone(bool inline)
     {
         var options = new SentenceEmbedderOptions { Normalize = true };
         using var alone = new EmbeddingSession(_model, _tokenizer, options);
         var batches = new List<BatchInfo>();
         // the first pass is held until every other request has been submitted, so they must queue and coalesce
         using var gate = new ManualResetEventSlim();
-        await using var batcher = new EmbeddingBatcher(_model, _tokenizer, options, new BatchingOptions { MaxWait = TimeSpan.FromMilliseconds(2), MaxBatchTokens = 64 })
+        await using var batcher = new EmbeddingBatcher(_model, _tokenizer, options, new BatchingOptions { MaxWait = TimeSpan.FromMilliseconds(2), MaxBatchTokens = 64, RunLoneRequestsInline = inline })
         {
             OnBatch = b => { lock (batches) batches.Add(b); gate.Wait(TimeSpan.FromSeconds(30)); },
         };
         var requests = Enumerable.Range(0, 400).Select(i => Texts(1 + i % 3, i)).ToArray();
         int submitted = 0;
-        // many threads submitting at once
+        // many threads submitting at once (a request run inline holds its caller in EncodeAsync until the gate opens)
         var results = requests.Select(r => Task.Run(() => { var t = batcher.EncodeAsync(r); Interlocked.Increment(ref submitted); return t; })).ToArray();
         var deadline = DateTime.UtcNow.AddSeconds(30);
         while (Volatile.Read(ref submitted) < requests.Length - 1 && DateTime.UtcNow < deadline) Thread.Sleep(1);
@@ -76,12 +78,14 @@ public sealed class ConcurrencyTests : IDisposable
         }
     }
 
-    [Fact]
-    public async Task Batcher_ALoneCaller_DoesNotWaitForCompany()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Batcher_ALoneCaller_DoesNotWaitForCompany(bool inline)
     {
         var batches = new List<BatchInfo>();
         // the longest wait allowed: a lone caller that waited would show it in every batch
-        await using var batcher = new EmbeddingBatcher(_model, _tokenizer, null, new BatchingOptions { MaxWait = TimeSpan.FromSeconds(1), MaxBatchTokens = 64 })
+        await using var batcher = new EmbeddingBatcher(_model, _tokenizer, null, new BatchingOptions { MaxWait = TimeSpan.FromSeconds(1), MaxBatchTokens = 64, RunLoneRequestsInline = inline })
         {
             OnBatch = b => { lock (batches) batches.Add(b); },
         };
@@ -95,6 +99,57 @@ public sealed class ConcurrencyTests : IDisposable
     }
 
     [Fact]
+    public async Task Batcher_ALoneRequest_RunsOnItsCallersThread_WithTheSameAnswer()
+    {
+        var options = new SentenceEmbedderOptions { Normalize = true, Threads = 2 };
+        using var alone = new EmbeddingSession(_model, _tokenizer, options with { Threads = 1 });
+        var threads = new List<int>();
+        await using var batcher = new EmbeddingBatcher(_model, _tokenizer, options, new BatchingOptions { MaxWait = TimeSpan.FromMilliseconds(2), MaxBatchTokens = 64, ParallelFromTokens = 8 })
+        {
+            OnBatch = b => { lock (threads) threads.Add(Environment.CurrentManagedThreadId); },
+        };
+        // short (one-thread session) and long (two-thread session) requests of one and two texts: each is complete when
+        // EncodeAsync returns, computed on this thread
+        foreach (var texts in Enumerable.Range(0, 30).Select(i => Texts(1 + i % 2, 100 + i)))
+        {
+            var task = batcher.EncodeAsync(texts);
+            Assert.True(task.IsCompletedSuccessfully, "a lone request on an idle batcher was queued");
+            var got = await task;
+            for (int t = 0; t < texts.Length; t++)
+                Assert.Equal(Alone(alone, texts[t]), got.AsSpan(t * batcher.Dimension, batcher.Dimension).ToArray());
+        }
+        lock (threads)
+        {
+            Assert.Equal(30, threads.Count);
+            Assert.All(threads, id => Assert.Equal(Environment.CurrentManagedThreadId, id));
+        }
+    }
+
+    [Fact]
+    public async Task Batcher_DisposeAsync_WaitsForAnInlinePassInFlight()
+    {
+        using var alone = new EmbeddingSession(_model, _tokenizer);
+        for (int rep = 0; rep < 20; rep++)
+        {
+            using var entered = new ManualResetEventSlim();
+            using var gate = new ManualResetEventSlim();
+            var batcher = new EmbeddingBatcher(_model, _tokenizer)
+            {
+                OnBatch = _ => { entered.Set(); gate.Wait(TimeSpan.FromSeconds(30)); },
+            };
+            var request = Task.Run(() => batcher.EncodeAsync("the owner paid"));
+            Assert.True(entered.Wait(TimeSpan.FromSeconds(30)));
+            var disposing = batcher.DisposeAsync().AsTask();
+            await Task.Delay(5);
+            Assert.False(disposing.IsCompleted, "DisposeAsync returned while a pass was running on a caller's thread");
+            Assert.Throws<ObjectDisposedException>(() => { _ = batcher.EncodeAsync("late"); });
+            gate.Set();
+            await disposing;
+            Assert.Equal(Alone(alone, "the owner paid"), await request);
+        }
+    }
+
+    [Fact]
     public async Task Batcher_DisposeAsync_FinishesEveryQueuedRequest_ThenRefuses()
     {
         var texts = Texts(30, 7);
@@ -102,7 +157,8 @@ public sealed class ConcurrencyTests : IDisposable
         var want = texts.Select(t => Alone(alone, t)).ToArray();
         for (int rep = 0; rep < MisuseStressTests.Repetitions; rep++)
         {
-            var batcher = new EmbeddingBatcher(_model, _tokenizer, null, new BatchingOptions { MaxBatchTokens = 32 });
+            // queued, not run on this thread: nothing may be left behind by DisposeAsync
+            var batcher = new EmbeddingBatcher(_model, _tokenizer, null, new BatchingOptions { MaxBatchTokens = 32, RunLoneRequestsInline = false });
             var pending = texts.Select(t => batcher.EncodeAsync(t)).ToArray();
             await batcher.DisposeAsync();
             for (int i = 0; i < texts.Length; i++)
@@ -147,7 +203,7 @@ public sealed class ConcurrencyTests : IDisposable
         using var alone = new EmbeddingSession(_model, _tokenizer);
         // the first pass is held until every request has been submitted: the queue of 8 must fill
         using var gate = new ManualResetEventSlim();
-        await using var batcher = new EmbeddingBatcher(_model, _tokenizer, null, new BatchingOptions { MaxBatchTokens = 16, MaxQueuedTexts = 8 })
+        await using var batcher = new EmbeddingBatcher(_model, _tokenizer, null, new BatchingOptions { MaxBatchTokens = 16, MaxQueuedTexts = 8, RunLoneRequestsInline = false })
         {
             OnBatch = _ => gate.Wait(TimeSpan.FromSeconds(30)),
         };
