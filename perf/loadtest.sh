@@ -3,7 +3,7 @@
 #   perf/loadtest.sh [seconds-per-run]
 # Runs, in one go: FastAttn's in-process encode time and packed-batch throughput for the same sentences (the yardsticks);
 # then the service with batching on (/embed and /tag), batching off (/embed) and the ONNX Runtime backend (/embed), each
-# at 1, 16 and 64 closed-loop connections. Writes perf/results/service.md and perf/results/service.png.
+# at 1, 16 and 64 closed-loop connections, and batching with lone requests on both threads (/embed, 1 connection). Writes perf/results/service.md and perf/results/service.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-20}
@@ -45,7 +45,8 @@ run_wrk() { # label endpoint connections seconds
   tail -n 1 "$raw"
 }
 
-for config in "batching:--Batching true" "no-batching:--Batching false" "onnxruntime:--Backend ort"; do
+# batching-2t: the same service with lone requests on both threads (--ParallelFromTokens 0), at one connection only
+for config in "batching:--Batching true" "batching-2t:--Batching true --ParallelFromTokens 0" "no-batching:--Batching false" "onnxruntime:--Backend ort"; do
   label=${config%%:*}; switches=${config#*:}
   echo "== $label"
   # shellcheck disable=SC2086
@@ -60,7 +61,8 @@ for config in "batching:--Batching true" "no-batching:--Batching false" "onnxrun
     wrk -t1 -c16 -d10s -s perf/loadtest/post.lua "$url" >/dev/null; done
   snapshot "$label" after-warm-up
   for e in "${endpoints[@]}"; do
-    for c in 1 16 64; do run_wrk "$label" "$e" "$c" "$seconds"; done
+    conns=(1 16 64); [ "$label" = batching-2t ] && conns=(1)
+    for c in "${conns[@]}"; do run_wrk "$label" "$e" "$c" "$seconds"; done
   done
   snapshot "$label" end
   kill -TERM $server; wait $server || true; server=""   # SIGTERM: a graceful stop (background jobs ignore SIGINT)
