@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load test of samples/FastAttn.Service on 127.0.0.1 with wrk (one command; about 9 minutes at the default 20 s per run):
+# Load test of samples/FastAttn.Service on 127.0.0.1 with wrk (one command; about 6 minutes here at the default 20 s per run):
 #   perf/loadtest.sh [seconds-per-run]
 # Runs, in one go: FastAttn's in-process encode time and packed-batch throughput for the same sentences (the yardsticks);
 # then the service with batching on (/embed and /tag), batching off (/embed) and the ONNX Runtime backend (/embed), each
