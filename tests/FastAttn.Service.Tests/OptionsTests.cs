@@ -9,6 +9,7 @@ public sealed class OptionsTests
     public static TheoryData<string, Action<ServiceOptions>> Bad => new()
     {
         { "Backend", o => o.Backend = "tensorflow" },
+        { "Precision", o => o.Precision = "fp8" },
         { "MaxWaitMs", o => o.MaxWaitMs = -1 },
         { "MaxWaitMs", o => o.MaxWaitMs = double.NaN },
         { "MaxWaitMs", o => o.MaxWaitMs = 5000 },
