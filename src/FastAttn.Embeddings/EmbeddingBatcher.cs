@@ -180,13 +180,21 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
         long began = System.Diagnostics.Stopwatch.GetTimestamp();
         try
         {
-            var session = _single != null && n < Batching.ParallelFromTokens ? _single : _session;
-            session.EncodeIds(ids, lengths, output);
+            SessionFor(n).EncodeIds(ids, lengths, output);
         }
         catch (Exception e) { return Task.FromException<float[]>(e); }
         var ran = System.Diagnostics.Stopwatch.GetElapsedTime(began);
-        try { OnBatch?.Invoke(new BatchInfo(1, encoded.Length, n, TimeSpan.Zero, ran)); } catch { /* metrics must not fail a request */ }
+        Report(new BatchInfo(1, encoded.Length, n, TimeSpan.Zero, ran));
         return Task.FromResult(output);
+    }
+
+    /// <summary>The session a pass of <paramref name="tokens"/> tokens runs on: the one-thread session below <see cref="BatchingOptions.ParallelFromTokens"/>.</summary>
+    private EmbeddingSession SessionFor(int tokens) => _single != null && tokens < Batching.ParallelFromTokens ? _single : _session;
+
+    /// <summary>Calls <see cref="OnBatch"/>; metrics must not fail a request or stop the batcher.</summary>
+    private void Report(BatchInfo info)
+    {
+        try { OnBatch?.Invoke(info); } catch { /* ignored */ }
     }
 
     private readonly List<Request> _batch = [];
@@ -261,8 +269,7 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
         long began = System.Diagnostics.Stopwatch.GetTimestamp();
         try
         {
-            var session = _single != null && n < Batching.ParallelFromTokens ? _single : _session;
-            session.EncodeIds(_ids.AsSpan(0, n), _lengths.AsSpan(0, texts), _vectors.AsSpan(0, texts * Dimension));
+            SessionFor(n).EncodeIds(_ids.AsSpan(0, n), _lengths.AsSpan(0, texts), _vectors.AsSpan(0, texts * Dimension));
         }
         catch (Exception e)
         {
@@ -278,7 +285,7 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
             v += r.Lengths.Length;
             r.Done.TrySetResult(r.Output);
         }
-        try { OnBatch?.Invoke(new BatchInfo(live, texts, n, waited, ran)); } catch { /* metrics must not stop the batcher */ }
+        Report(new BatchInfo(live, texts, n, waited, ran));
     }
 
     /// <summary>Stops accepting requests, finishes every queued one, then stops the dispatcher and its session.</summary>
