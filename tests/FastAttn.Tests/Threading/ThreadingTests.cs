@@ -10,27 +10,52 @@ public class ThreadingTests
 {
     private static readonly int[] ThreadCounts = [1, 2, 3, 4];
 
+    private static int Chunks(int threads, int heads, int tokens, bool causal = false) =>
+        Attention.ChooseChunks(threads, heads, 32, tokens, causal, default, default, default, 1, tokens, tokens, false);
+
     [Fact]
-    public void Attention_OddHeadCounts_SplitEvenly_SameBits()
+    public void Attention_ChunkCount_FollowsTheWork()
     {
-        // heads that do not divide by the threads are cut into query chunks (EvenChunks); every output stays the same
-        Assert.Equal(2, Attention.EvenChunks(5, 2, 16));
-        Assert.Equal(2, Attention.EvenChunks(9, 2, 16));
-        Assert.Equal(2, Attention.EvenChunks(12, 8, 16));
-        Assert.Equal(1, Attention.EvenChunks(6, 2, 16));   // even already
-        Assert.Equal(1, Attention.EvenChunks(5, 2, 1));    // one query tile: nothing to cut
-        Assert.Equal(1, Attention.EvenChunks(64, 2, 16));
+        // heads that do not divide by the threads are cut into query chunks
+        Assert.Equal(2, Chunks(2, 5, 512));
+        Assert.Equal(2, Chunks(2, 9, 512));
+        Assert.Equal(2, Chunks(8, 12, 512));
+        Assert.Equal(1, Chunks(2, 6, 512));   // even already
+        Assert.Equal(1, Chunks(2, 5, 32));    // one query tile: nothing to cut
+        Assert.Equal(1, Chunks(2, 64, 512));
+        // one head of 300 queries (10 tiles): 2 chunks of 5 tiles, not 4 chunks of 96 + 96 + 96 + 12 rows (one thread got 192)
+        Assert.Equal(2, Chunks(2, 1, 300));
+        // one causal head: the last rows see the most keys; 4 chunks handed out last first balance 2 threads exactly
+        Assert.Equal(4, Chunks(2, 1, 512, causal: true));
+        // 8 threads on one head of 16 tiles: a chunk of 2 tiles each (16 chunks would pack K and V twice as often)
+        Assert.Equal(8, Chunks(8, 1, 512));
+        // a packed batch: a long and a short sequence on 2 threads — the long one is cut
+        int[] lens = [480, 40];
+        Assert.True(Attention.ChooseChunks(2, 1, 32, 480, false, lens, lens, default, 2, 520, 520, false) >= 2);
+    }
+
+    [Fact]
+    public void Attention_SplitIntoChunks_SameBits()
+    {
+        // odd head counts, one long head, causal heads and a packed batch: every thread count gives the single-thread bits
+        var cases = new List<(string Name, AttentionCase Case)>();
         foreach (int heads in new[] { 5, 7 })
+            cases.Add(($"{heads} heads", new AttentionCase { Heads = heads, KvHeads = heads, D = 24, Dv = 20, QLens = [150], KLens = [150], Norm = Normalizer.Softmax }));
+        cases.Add(("one head, 300 queries", new AttentionCase { Heads = 1, KvHeads = 1, D = 40, Dv = 40, QLens = [300], KLens = [300], Norm = Normalizer.Softmax }));
+        cases.Add(("one causal head", new AttentionCase { Heads = 1, KvHeads = 1, D = 16, Dv = 24, QLens = [260], KLens = [260], Norm = Normalizer.Softmax, Causal = CausalMode.TopLeft }));
+        cases.Add(("bottom-right causal, grouped", new AttentionCase { Heads = 4, KvHeads = 2, D = 16, Dv = 16, QLens = [130], KLens = [200], Norm = Normalizer.Softmax, Causal = CausalMode.BottomRight }));
+        cases.Add(("packed, causal", new AttentionCase { Heads = 1, KvHeads = 1, D = 8, Dv = 8, QLens = [200, 7, 65], KLens = [200, 7, 65], Norm = Normalizer.Softmax, Causal = CausalMode.TopLeft, Packed = true }));
+        foreach (var (name, a) in cases)
         {
-            var a = new AttentionCase { Heads = heads, KvHeads = heads, D = 24, Dv = 20, QLens = [150], KLens = [150], Norm = Normalizer.Softmax };
             a.Fill(17);
             float[]? first = null;
             foreach (int t in ThreadCounts)
             {
                 using var pool = new WorkerPool(t);
                 float[] outp = new float[a.TotalQ * a.Heads * a.Dv];
-                Attention.Forward(a.Q, a.TotalQ, a.K, a.V, a.TotalK, outp, new float[Attention.ScratchSize(a.Options(), a.TotalK)], a.Options(), pool);
-                if (first == null) { first = outp; Kernels.AttentionTests.AssertMatches(a, outp, $"{heads} heads"); }
+                var o = a.Options();
+                Attention.Forward(a.Q, a.TotalQ, a.K, a.V, a.TotalK, outp, new float[Attention.ScratchSize(o, a.TotalK)], o, pool);
+                if (first == null) { first = outp; Kernels.AttentionTests.AssertMatches(a, outp, name); }
                 else Assert.Equal(first, outp);
             }
         }

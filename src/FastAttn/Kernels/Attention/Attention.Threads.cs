@@ -31,13 +31,12 @@ public static unsafe partial class Attention
         if (flops < ParallelFlops) return false;
         int groups = nSeq * a.KvHeads;
         int nq = GemmCore.PanelWidth(a.Isa); // a query tile is two vectors, one panel width
-        int chunks = groups >= 2 * threads ? EvenChunks(groups, threads, (maxLq + nq - 1) / nq)
-            : Math.Min((2 * threads + groups - 1) / groups, (maxLq + nq - 1) / nq);
-        chunks = Math.Max(chunks, 1);
+        bool causal = a.Causal != CausalMode.None;
+        int chunks = ChooseChunks(threads, a.KvHeads, nq, maxLq, causal, seqLens, keyLens, validLens, nSeq, a.TotalQ, a.TotalK, a.Causal == CausalMode.BottomRight);
         if (groups * chunks < 2) return false;
         pool.EnsureWorkerScratch(scratchFloats);
         var job = pool.Job<AttentionJob>();
-        job.Set(pool, a, callerScratch, nSeq, chunks, ((maxLq + chunks - 1) / chunks + nq - 1) / nq * nq);
+        job.Set(pool, a, callerScratch, nSeq, chunks, ChunkRows(maxLq, chunks, nq), causal);
         for (int s = 0, sq = 0, sk = 0; s < nSeq; s++)
         {
             int lq = seqLens.IsEmpty ? a.TotalQ : seqLens[s];
@@ -50,20 +49,53 @@ public static unsafe partial class Attention
         return true;
     }
 
+    /// <summary>Query rows per chunk when a group's longest sequence is cut into <paramref name="chunks"/> (whole query tiles).</summary>
+    private static int ChunkRows(int maxLq, int chunks, int nq) => ((maxLq + chunks - 1) / chunks + nq - 1) / nq * nq;
+
     /// <summary>
-    /// Query chunks per group when there are enough groups for the threads but they do not divide evenly: 5 heads on 2
-    /// threads ran as 3 + 2 (the call took 3 heads' time; in 2 chunks each, 5 + 5 halves), 12 on 8 threads as 8 + 4.
-    /// Each chunk packs its group's K and V again (about 0.8 of a query tile's work, measured at 512 tokens, head width
-    /// 128), so a split must save more than that: the count minimising rounds × (1/c + 0.8/tiles), c ≤ 4 and ≤ the tiles.
+    /// Query chunks per (sequence, key/value head) group. Cutting a group lets the threads share work that does not divide
+    /// evenly (5 heads on 2 threads took 3 heads' time; one head could not be shared at all), but each chunk packs its
+    /// group's K and V again, about 0.8 of a query tile's work (measured at 512 tokens, head width 128), and chunks are whole
+    /// query tiles, so 300 queries in 4 chunks are 96 + 96 + 96 + 12 rows (on 2 threads one took 192 rows: 1.41× instead of
+    /// ~1.9×). So the count is chosen by playing the pool's hand-out (each item goes to the thread free first, in item order)
+    /// for 1 to 8 chunks (up to 2 per thread, at most 32, on more threads) with each chunk's real cost — its tiles × the keys they see (fewer under a causal mask) plus the
+    /// packing — and keeping the fewest chunks within 1 % of the earliest finish. Under a causal mask the chunks of a group
+    /// are handed out last rows first (they see the most keys), which the pool's greedy hand-out balances best.
     /// </summary>
-    internal static int EvenChunks(int groups, int threads, int tiles)
+    internal static int ChooseChunks(int threads, int kvHeads, int nq, int maxLq, bool causal, ReadOnlySpan<int> seqLens, ReadOnlySpan<int> keyLens,
+        ReadOnlySpan<int> validLens, int nSeq, int totalQ, int totalK, bool bottomRight)
     {
+        int groups = nSeq * kvHeads, maxTiles = (maxLq + nq - 1) / nq;
+        if (maxTiles <= 1 || groups >= 8 * threads) return 1;
+        Span<double> loads = stackalloc double[Math.Min(threads, 256)];
         int best = 1;
-        double bestCost = double.MaxValue, pack = 0.8 / Math.Max(tiles, 1);
-        for (int c = 1; c <= Math.Min(4, tiles); c++)
+        double bestTime = double.MaxValue;
+        for (int c = 1, cMax = Math.Min(maxTiles, Math.Clamp(2 * threads, 8, 32)); c <= cMax; c++)
         {
-            double cost = Math.Ceiling((double)groups * c / threads) * (1.0 / c + pack);
-            if (cost < bestCost - 1e-9) { bestCost = cost; best = c; }
+            if (c > 1 && (long)groups * c > 512) break;
+            int rows = ChunkRows(maxLq, c, nq);
+            if (c > 1 && rows == ChunkRows(maxLq, c - 1, nq)) continue; // the same cut as c − 1 with an empty chunk
+            loads.Clear();
+            for (int s = 0; s < nSeq; s++)
+            {
+                int lq = seqLens.IsEmpty ? totalQ : seqLens[s], lk = keyLens.IsEmpty ? totalK : keyLens[s];
+                int keyEnd = Math.Min(lk, validLens.IsEmpty ? lk : validLens[s]), shift = bottomRight ? lk - lq : 0;
+                for (int g = 0; g < kvHeads; g++)
+                    for (int i = 0; i < c; i++)
+                    {
+                        int ci = causal ? c - 1 - i : i, r0 = ci * rows, r1 = Math.Min(lq, r0 + rows);
+                        if (r0 >= r1) continue;
+                        double cost = 0.8 * keyEnd; // packing K and V
+                        for (int t0 = r0; t0 < r1; t0 += nq)
+                            cost += causal ? Math.Clamp(Math.Min(r1, t0 + nq) + shift, 0, keyEnd) : keyEnd;
+                        int w = 0;
+                        for (int j = 1; j < loads.Length; j++) if (loads[j] < loads[w]) w = j;
+                        loads[w] += cost;
+                    }
+            }
+            double finish = 0;
+            foreach (double l in loads) finish = Math.Max(finish, l);
+            if (finish < bestTime * 0.99) { bestTime = finish; best = c; }
         }
         return best;
     }
@@ -76,10 +108,11 @@ public static unsafe partial class Attention
         private float* _callerScratch;
         private int[] _q0 = new int[8], _k0 = new int[8], _lq = new int[8], _lk = new int[8], _valid = new int[8];
         private int _kvHeads, _chunks, _chunkRows;
+        private bool _lastRowsFirst;
 
-        public void Set(WorkerPool pool, in Args a, float* callerScratch, int nSeq, int chunks, int chunkRows)
+        public void Set(WorkerPool pool, in Args a, float* callerScratch, int nSeq, int chunks, int chunkRows, bool lastRowsFirst)
         {
-            _pool = pool; _a = a; _callerScratch = callerScratch; _kvHeads = a.KvHeads; _chunks = chunks; _chunkRows = chunkRows;
+            _pool = pool; _a = a; _callerScratch = callerScratch; _kvHeads = a.KvHeads; _chunks = chunks; _chunkRows = chunkRows; _lastRowsFirst = lastRowsFirst;
             if (_q0.Length < nSeq)
             {
                 int n = Math.Max(nSeq, 2 * _q0.Length);
@@ -97,6 +130,7 @@ public static unsafe partial class Attention
         public void Execute(int item, int worker)
         {
             int c = item % _chunks, g = item / _chunks % _kvHeads, s = item / _chunks / _kvHeads;
+            if (_lastRowsFirst) c = _chunks - 1 - c;
             int lq = _lq[s];
             int r0 = c * _chunkRows, r1 = Math.Min(lq, r0 + _chunkRows);
             if (r0 >= r1) return;
