@@ -63,6 +63,26 @@ public static class Sweep
         string? only = args.FirstOrDefault(a => a.StartsWith("--only=", StringComparison.Ordinal))?[7..];
         double peak = PeakProbe.MeasureGflops();
         console.WriteLine($"FMA peak (one core): {peak:F1} GFLOP/s");
+        // shapes off the grid: measured and printed, nothing written
+        var extra = args.Where(a => a.StartsWith("--point=", StringComparison.Ordinal) || a.StartsWith("--attention=", StringComparison.Ordinal)).ToList();
+        if (extra.Count > 0)
+        {
+            foreach (var a in extra)
+            {
+                if (a.StartsWith("--point=", StringComparison.Ordinal))
+                {
+                    var p = ParsePoint(a[8..]);
+                    foreach (int threads in new[] { 1, 2 }) console.WriteLine(MeasureLayer(p, threads, peak).Line(inv));
+                }
+                else
+                {
+                    var f = a[12..].Split(',').Select(v => int.Parse(v, inv)).ToArray();
+                    if (f.Length != 3 || f.Any(v => v < 1)) throw new ArgumentException($"--attention=HEADS,TOKENS,HEADWIDTH expected, not '{a}'.");
+                    console.WriteLine(MeasureAttention(f[0], f[2], f[1], peak).Line(inv));
+                }
+            }
+            return 0;
+        }
         var grid = Grid();
         foreach (var a in new[] { ("head width", grid.Select(p => p.HeadDim).Distinct().Count(), HeadWidths.Length), ("tokens", grid.Select(p => p.Tokens).Distinct().Count(), TokenCounts.Length), ("width", grid.Select(p => p.D).Distinct().Count(), Widths.Length) })
             if (a.Item2 != a.Item3) throw new InvalidOperationException($"the grid misses a {a.Item1} value");
@@ -87,6 +107,17 @@ public static class Sweep
         WriteHeatMap(Path.Combine(root, "perf", "results", "sweep.png"), rows);
         console.WriteLine($"sweep took {clock.Elapsed.TotalMinutes:F1} min; written to perf/results/sweep.md and sweep.png");
         return 0;
+    }
+
+    /// <summary><c>D,HEADWIDTH,FFRATIO,TOKENS[,pre][,gelu][,causal]</c> (post-norm ReLU unless told), e.g. <c>384,64,4,1000,gelu</c>.</summary>
+    private static Point ParsePoint(string spec)
+    {
+        var f = spec.Split(',');
+        var n = f.Take(4).Select(v => int.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out int x) ? x : 0).ToArray();
+        var flags = f.Skip(4).ToHashSet(StringComparer.OrdinalIgnoreCase);
+        if (n.Length != 4 || n.Any(v => v < 1) || n[0] % n[1] != 0 || !flags.IsSubsetOf(["pre", "post", "gelu", "relu", "causal"]))
+            throw new ArgumentException($"--point=D,HEADWIDTH,FFRATIO,TOKENS[,pre][,gelu][,causal] with HEADWIDTH dividing D expected, not '{spec}'.");
+        return new Point(n[0], n[1], n[2], n[3], flags.Contains("pre"), flags.Contains("gelu") ? Activation.Gelu : Activation.Relu, flags.Contains("causal"));
     }
 
     public sealed record Row(string What, Point? P, int Threads, double FastAttnUs, double OrtUs, double TorchUs, string TorchVariant, double Flops, double Peak, double MaxDiff)
