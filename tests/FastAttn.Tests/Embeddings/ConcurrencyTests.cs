@@ -125,6 +125,34 @@ public sealed class ConcurrencyTests : IDisposable
         }
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Batcher_EncodeIds_EqualsEncodingTheTexts_AndBadIdsFailOnlyTheirCall(bool inline)
+    {
+        var options = new SentenceEmbedderOptions { Normalize = true };
+        using var alone = new EmbeddingSession(_model, _tokenizer, options);
+        await using var batcher = new EmbeddingBatcher(_model, _tokenizer, options, new BatchingOptions { MaxBatchTokens = 64, RunLoneRequestsInline = inline });
+        // texts tokenized by the caller (some longer than the model's 16 positions: cut as texts are), alone and concurrently
+        var requests = Enumerable.Range(0, 60).Select(i => Texts(1 + i % 3, 300 + i)).ToArray();
+        var answers = await Task.WhenAll(requests.Select(r => Task.Run(() => batcher.EncodeIdsAsync(r.Select(t => _tokenizer.Encode(t)).ToArray()))));
+        int d = batcher.Dimension;
+        for (int i = 0; i < requests.Length; i++)
+            for (int t = 0; t < requests[i].Length; t++)
+                Assert.Equal(Alone(alone, requests[i][t]), answers[i].AsSpan(t * d, d).ToArray());
+        Assert.Contains(requests.SelectMany(r => r), t => _tokenizer.Encode(t).Length > 16);
+        // bad ids: refused on the caller's thread before anything is queued; the batcher serves the next request
+        int vocab = _model.Config.VocabSize;
+        Assert.Throws<ArgumentOutOfRangeException>(() => { _ = batcher.EncodeIdsAsync([[_tokenizer.ClsId, vocab, _tokenizer.SepId]]); });
+        Assert.Throws<ArgumentOutOfRangeException>(() => { _ = batcher.EncodeIdsAsync([[_tokenizer.ClsId, _tokenizer.SepId], [-1]]); });
+        Assert.Throws<ArgumentException>(() => { _ = batcher.EncodeIdsAsync([[_tokenizer.ClsId], []]); });
+        Assert.Throws<ArgumentException>(() => { _ = batcher.EncodeIdsAsync([null!]); });
+        Assert.Throws<ArgumentException>(() => { _ = batcher.EncodeIdsAsync([]); });
+        Assert.Throws<ArgumentNullException>(() => { _ = batcher.EncodeIdsAsync(null!); });
+        Assert.Equal(0, batcher.QueuedTexts);
+        Assert.Equal(Alone(alone, "hello world"), await batcher.EncodeIdsAsync([_tokenizer.Encode("hello world")]));
+    }
+
     [Fact]
     public async Task Batcher_DisposeAsync_WaitsForAnInlinePassInFlight()
     {
