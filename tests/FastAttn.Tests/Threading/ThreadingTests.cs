@@ -29,6 +29,10 @@ public class ThreadingTests
         Assert.Equal(4, Chunks(2, 1, 512, causal: true));
         // 8 threads on one head of 16 tiles: a chunk of 2 tiles each (16 chunks would pack K and V twice as often)
         Assert.Equal(8, Chunks(8, 1, 512));
+        // many threads: at most 32 chunks, and the play stays bounded (2,048 items) however many threads and groups
+        Assert.Equal(32, Chunks(64, 1, 2048));
+        Assert.InRange(Chunks(256, 3, 4096), 1, 32);
+        Assert.InRange(Chunks(64, 100, 512), 1, 8);
         // a packed batch: a long and a short sequence on 2 threads — the long one is cut
         int[] lens = [480, 40];
         Assert.True(Attention.ChooseChunks(2, 1, 32, 480, false, lens, lens, default, 2, 520, 520, false) >= 2);

@@ -55,24 +55,26 @@ public static unsafe partial class Attention
     /// <summary>
     /// Query chunks per (sequence, key/value head) group. Cutting a group lets the threads share work that does not divide
     /// evenly (5 heads on 2 threads took 3 heads' time; one head could not be shared at all), but each chunk packs its
-    /// group's K and V again, about 0.8 of a query tile's work (measured at 512 tokens, head width 128), and chunks are whole
-    /// query tiles, so 300 queries in 4 chunks are 96 + 96 + 96 + 12 rows (on 2 threads one took 192 rows: 1.41× instead of
-    /// ~1.9×). So the count is chosen by playing the pool's hand-out (each item goes to the thread free first, in item order)
-    /// for 1 to 8 chunks (up to 2 per thread, at most 32, on more threads) with each chunk's real cost — its tiles × the keys they see (fewer under a causal mask) plus the
-    /// packing — and keeping the fewest chunks within 1 % of the earliest finish. Under a causal mask the chunks of a group
-    /// are handed out last rows first (they see the most keys), which the pool's greedy hand-out balances best.
+    /// group's K and V again, about 0.8 of a query tile's work (measured at 512 tokens, head width 128), and chunks are
+    /// whole query tiles, so 300 queries in 4 chunks are 96 + 96 + 96 + 12 rows (on 2 threads one took 192 rows: 1.41×
+    /// instead of ~1.9×). So the count is chosen by playing the pool's hand-out (each item goes to the thread free first,
+    /// in item order) for 1 to 8 chunks (up to 2 per thread, at most 32, on more threads; at most 2,048 items played in
+    /// all) with each chunk's real cost — its tiles × the keys they see (fewer under a causal mask) plus the packing — and
+    /// keeping the fewest chunks within 1 % of the earliest finish. Under a causal mask the chunks of a group are handed
+    /// out last rows first (they see the most keys), which the pool's greedy hand-out balances best.
     /// </summary>
     internal static int ChooseChunks(int threads, int kvHeads, int nq, int maxLq, bool causal, ReadOnlySpan<int> seqLens, ReadOnlySpan<int> keyLens,
         ReadOnlySpan<int> validLens, int nSeq, int totalQ, int totalK, bool bottomRight)
     {
         int groups = nSeq * kvHeads, maxTiles = (maxLq + nq - 1) / nq;
         if (maxTiles <= 1 || groups >= 8 * threads) return 1;
-        Span<double> loads = stackalloc double[Math.Min(threads, 256)];
+        Span<double> loads = stackalloc double[Math.Min(threads, 256)]; // a min-heap: loads[0] is the thread free first
         int best = 1;
+        long played = 0;
         double bestTime = double.MaxValue;
         for (int c = 1, cMax = Math.Min(maxTiles, Math.Clamp(2 * threads, 8, 32)); c <= cMax; c++)
         {
-            if (c > 1 && (long)groups * c > 512) break;
+            if (c > 1 && (played += (long)groups * c) > 2048) break;
             int rows = ChunkRows(maxLq, c, nq);
             if (c > 1 && rows == ChunkRows(maxLq, c - 1, nq)) continue; // the same cut as c − 1 with an empty chunk
             loads.Clear();
@@ -88,9 +90,7 @@ public static unsafe partial class Attention
                         double cost = 0.8 * keyEnd; // packing K and V
                         for (int t0 = r0; t0 < r1; t0 += nq)
                             cost += causal ? Math.Clamp(Math.Min(r1, t0 + nq) + shift, 0, keyEnd) : keyEnd;
-                        int w = 0;
-                        for (int j = 1; j < loads.Length; j++) if (loads[j] < loads[w]) w = j;
-                        loads[w] += cost;
+                        AddToLeast(loads, cost);
                     }
             }
             double finish = 0;
@@ -98,6 +98,23 @@ public static unsafe partial class Attention
             if (finish < bestTime * 0.99) { bestTime = finish; best = c; }
         }
         return best;
+    }
+
+    /// <summary>Adds <paramref name="cost"/> to the least load of a min-heap of loads and restores the heap.</summary>
+    private static void AddToLeast(Span<double> heap, double cost)
+    {
+        double v = heap[0] + cost;
+        int i = 0, n = heap.Length;
+        while (true)
+        {
+            int l = 2 * i + 1;
+            if (l >= n) break;
+            int m = l + 1 < n && heap[l + 1] < heap[l] ? l + 1 : l;
+            if (heap[m] >= v) break;
+            heap[i] = heap[m];
+            i = m;
+        }
+        heap[i] = v;
     }
 
     /// <summary>One split attention call; reused by its pool (its tables grow, never shrink), so a run allocates nothing.</summary>
