@@ -103,15 +103,11 @@ public sealed class EmbeddingSession : IDisposable
         Enter();
         try
         {
-            int s0 = 0, t0 = 0;
-            while (s0 < lengths.Length)
+            for (int s0 = 0, t0 = 0, s1, tokens; s0 < lengths.Length; s0 = s1, t0 += tokens)
             {
-                // as many whole sequences as fit one pass
-                int s1 = s0, tokens = 0;
-                while (s1 < lengths.Length && tokens + lengths[s1] <= Options.MaxBatchTokens) tokens += lengths[s1++];
+                s1 = NextPass(lengths, s0, out tokens);
                 RunPass(ids.Slice(t0, tokens), lengths[s0..s1]);
                 Pool(lengths[s0..s1], output.Slice(s0 * Dimension, (s1 - s0) * Dimension));
-                s0 = s1; t0 += tokens;
             }
         }
         finally { Volatile.Write(ref _busy, 0); }
@@ -133,17 +129,27 @@ public sealed class EmbeddingSession : IDisposable
         Enter();
         try
         {
-            int s0 = 0, t0 = 0;
-            while (s0 < lengths.Length)
+            for (int s0 = 0, t0 = 0, s1, tokens; s0 < lengths.Length; s0 = s1, t0 += tokens)
             {
-                int s1 = s0, tokens = 0;
-                while (s1 < lengths.Length && tokens + lengths[s1] <= Options.MaxBatchTokens) tokens += lengths[s1++];
+                s1 = NextPass(lengths, s0, out tokens);
                 RunPass(ids.Slice(t0, tokens), lengths[s0..s1]);
                 _hidden.AsSpan(0, tokens * h).CopyTo(output.Slice(t0 * h, tokens * h));
-                s0 = s1; t0 += tokens;
             }
         }
         finally { Volatile.Write(ref _busy, 0); }
+    }
+
+    /// <summary>
+    /// The end of the next pass: as many whole sequences from <paramref name="s0"/> on as fit
+    /// <see cref="SentenceEmbedderOptions.MaxBatchTokens"/>, and their <paramref name="tokens"/> (at least one sequence:
+    /// each fits, checked before).
+    /// </summary>
+    private int NextPass(ReadOnlySpan<int> lengths, int s0, out int tokens)
+    {
+        int s1 = s0;
+        tokens = 0;
+        while (s1 < lengths.Length && tokens + lengths[s1] <= Options.MaxBatchTokens) tokens += lengths[s1++];
+        return s1;
     }
 
     /// <summary>Word-piece ids cut to <see cref="MaxTokensPerText"/>, keeping the final [SEP]; the same array when they fit.</summary>

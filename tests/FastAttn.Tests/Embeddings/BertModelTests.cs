@@ -126,6 +126,25 @@ public class BertModelTests(Xunit.Abstractions.ITestOutputHelper output)
         });
     }
 
+    [Fact]
+    public void EncodeIds_InSeveralPasses_EqualsEachSequenceAlone()
+    {
+        using var dir = new TempDir();
+        Write(dir, Checkpoint());
+        using var model = BertModel.Load(dir.Path);
+        using var session = new EmbeddingSession(model, null, new SentenceEmbedderOptions { MaxBatchTokens = 16, Normalize = true });
+        int[] ids = [.. Sequences.SelectMany(s => s)], lengths = [.. Sequences.Select(s => s.Length)];
+        int d = session.Dimension;
+        var packed = new float[Sequences.Length * d];
+        session.EncodeIds(ids, lengths, packed);   // 17 tokens: two passes of up to 16
+        for (int i = 0; i < Sequences.Length; i++)
+        {
+            var alone = new float[d];
+            session.EncodeIds(Sequences[i], [Sequences[i].Length], alone);
+            Assert.Equal(alone, packed.AsSpan(i * d, d).ToArray());
+        }
+    }
+
     [Theory]
     [InlineData(Pooling.Mean, false)]
     [InlineData(Pooling.Cls, true)]
