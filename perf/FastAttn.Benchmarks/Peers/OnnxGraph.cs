@@ -1,12 +1,13 @@
 using Google.Protobuf;
-using FastAttn.Benchmarks.Peers.Proto;
+using FastAttn.Onnx.Proto;
+using GraphProto = FastAttn.Onnx.Proto.OnnxGraph;
 
 namespace FastAttn.Benchmarks.Peers;
 
 /// <summary>
 /// Builds the ONNX models the peers run from the same weights FastAttn uses (no model files are checked in): nodes,
-/// initializers and fixed-shape float inputs and outputs, serialised by Google.Protobuf from the message subset in
-/// onnx-writer.proto.
+/// initializers and fixed-shape float inputs and outputs, serialised by Google.Protobuf with FastAttn.Onnx's subset of
+/// onnx.proto (src/FastAttn.Onnx/onnx-subset.proto).
 /// </summary>
 public sealed class OnnxGraph
 {
@@ -18,7 +19,7 @@ public sealed class OnnxGraph
 
     private string Initializer(string name, int dataType, ReadOnlySpan<byte> raw, long[] dims)
     {
-        var t = new TensorProto { Name = name, DataType = dataType, RawData = ByteString.CopyFrom(raw) };
+        var t = new OnnxTensor { Name = name, DataType = dataType, RawData = ByteString.CopyFrom(raw) };
         t.Dims.AddRange(dims);
         _graph.Initializer.Add(t);
         return name;
@@ -41,11 +42,11 @@ public sealed class OnnxGraph
     /// <inheritdoc cref="Input"/>
     public void Output(string name, params long[] dims) => _graph.Output.Add(ValueInfo(name, dims));
 
-    private static ValueInfoProto ValueInfo(string name, long[] dims)
+    private static OnnxValueInfo ValueInfo(string name, long[] dims)
     {
-        var shape = new TensorShapeProto();
-        foreach (long d in dims) shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimValue = d });
-        return new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 1, Shape = shape } } };
+        var shape = new OnnxShape();
+        foreach (long d in dims) shape.Dim.Add(new OnnxShape.Types.Dimension { DimValue = d });
+        return new OnnxValueInfo { Name = name, Type = new OnnxType { TensorType = new OnnxType.Types.Tensor { ElemType = 1, Shape = shape } } };
     }
 
     /// <summary>Adds a node; attributes are (name, value) with value long, int, float, or long[].</summary>
@@ -59,16 +60,16 @@ public sealed class OnnxGraph
     /// <summary>Adds a node with several outputs (e.g. Split).</summary>
     public void NodeMulti(string op, string[] inputs, string[] outputs, params (string Name, object Value)[] attributes)
     {
-        var n = new NodeProto { Name = Name("n_" + op), OpType = op };
+        var n = new OnnxNode { Name = Name("n_" + op), OpType = op };
         n.Input.AddRange(inputs);
         n.Output.AddRange(outputs);
         foreach (var (an, av) in attributes) n.Attribute.Add(Attribute(an, av));
         _graph.Node.Add(n);
     }
 
-    private static AttributeProto Attribute(string an, object av)
+    private static OnnxAttribute Attribute(string an, object av)
     {
-        var a = new AttributeProto { Name = an };
+        var a = new OnnxAttribute { Name = an };
         switch (av)
         {
             case float f: a.F = f; a.Type = 1; break;
@@ -83,8 +84,8 @@ public sealed class OnnxGraph
     /// <summary>The serialised ModelProto (IR version 8, default opset 17).</summary>
     public byte[] ToModel()
     {
-        var m = new ModelProto { IrVersion = 8, ProducerName = "FastAttn.Benchmarks", Graph = _graph };
-        m.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 17 });
+        var m = new OnnxModel { IrVersion = 8, ProducerName = "FastAttn.Benchmarks", Graph = _graph };
+        m.OpsetImport.Add(new OnnxOpset { Domain = "", Version = 17 });
         return m.ToByteArray();
     }
 }
