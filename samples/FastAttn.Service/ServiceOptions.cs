@@ -37,7 +37,9 @@ public sealed class ServiceOptions
     public string? Validate()
     {
         if (Backend is not ("fastattn" or "ort")) return $"Backend is '{Backend}'; expected fastattn or ort.";
-        if (Precision is not ("f32" or "bf16" or "int8")) return $"Precision is '{Precision}'; expected f32, bf16 or int8.";
+        // the names the CLI takes (f32/fp32/float32, bf16/bfloat16, int8/i8), any case
+        try { FastAttn.Layers.PrecisionPlan.ParsePrecision(Precision ?? ""); }
+        catch (ArgumentException) { return $"Precision is '{Precision}'; expected f32, bf16 or int8."; }
         if (!(MaxWaitMs >= 0 && MaxWaitMs <= 1000)) return $"MaxWaitMs is {MaxWaitMs}; expected 0 to 1000.";
         if (MaxBatchTokens < 1) return $"MaxBatchTokens is {MaxBatchTokens}; expected at least 1 (and the model's longest text).";
         if (ParallelFromTokens < 0) return $"ParallelFromTokens is {ParallelFromTokens}; expected 0 or more.";

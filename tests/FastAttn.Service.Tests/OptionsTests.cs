@@ -6,10 +6,21 @@ public sealed class OptionsTests
     [Fact]
     public void Defaults_AreValid() => Assert.Null(new ServiceOptions().Validate());
 
+    [Theory]
+    [InlineData("f32")]
+    [InlineData("FP32")]
+    [InlineData("float32")]
+    [InlineData("bf16")]
+    [InlineData("bfloat16")]
+    [InlineData("int8")]
+    [InlineData("I8")]
+    public void Precision_TakesTheNamesTheCliTakes(string name) => Assert.Null(new ServiceOptions { Precision = name }.Validate());
+
     public static TheoryData<string, Action<ServiceOptions>> Bad => new()
     {
         { "Backend", o => o.Backend = "tensorflow" },
         { "Precision", o => o.Precision = "fp8" },
+        { "Precision", o => o.Precision = "" },
         { "MaxWaitMs", o => o.MaxWaitMs = -1 },
         { "MaxWaitMs", o => o.MaxWaitMs = double.NaN },
         { "MaxWaitMs", o => o.MaxWaitMs = 5000 },
