@@ -76,7 +76,7 @@ public static class Sweep
                 }
                 else
                 {
-                    var f = a[12..].Split(',').Select(v => int.Parse(v, inv)).ToArray();
+                    var f = a[12..].Split(',').Select(v => int.TryParse(v, NumberStyles.None, inv, out int x) ? x : 0).ToArray();
                     if (f.Length != 3 || f.Any(v => v < 1)) throw new ArgumentException($"--attention=HEADS,TOKENS,HEADWIDTH expected, not '{a}'.");
                     console.WriteLine(MeasureAttention(f[0], f[2], f[1], peak).Line(inv));
                 }
