@@ -161,7 +161,9 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
         var encoded = new int[tokenIds.Count][];
         for (int i = 0; i < tokenIds.Count; i++)
         {
-            if (tokenIds[i] is not { Length: > 0 } ids) throw new ArgumentException($"text {i} has no ids.", nameof(tokenIds));
+            if (tokenIds[i] is not { Length: > 0 } given) throw new ArgumentException($"text {i} has no ids.", nameof(tokenIds));
+            // checked in a copy of our own, so a caller changing its array meanwhile cannot put a bad id into a shared batch
+            var ids = (int[])given.Clone();
             foreach (int id in ids)
                 if ((uint)id >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(tokenIds), id, $"text {i}: id {id} is outside the vocabulary (0..{vocab - 1}).");
             encoded[i] = _session.FitToLimit(ids);
