@@ -270,6 +270,34 @@ internal static unsafe class GemmMicrokernel
             EdgeEpilogue<TOps, TVec>(rows, c, ldc, cols, ref e);
             return;
         }
+        if (e.Alpha == 1f && !e.LoadC && e.Last && e.Act != Activation.None)
+        {
+            // the common case of an activation here (a feed-forward's first product, one K block; ReLU finishes in the
+            // microkernel) in one tight loop: the same operations in the same order as Finish (+bias, activation,
+            // +residual), with the bias held in registers and the activation's kind in a local
+            bool hasBias = e.Bias != null;
+            TVec b0 = hasBias ? TOps.Load(e.Bias) : TOps.Zero, b1 = hasBias ? TOps.Load(e.Bias + w) : TOps.Zero;
+            float* res0 = e.Residual;
+            nint ldr = e.Ldr;
+            Activation act = e.Act;
+            for (int r = 0; r < rows; r++)
+            {
+                float* t = e.Tile + r * nr;
+                float* cr = c + r * ldc;
+                TVec v0 = TOps.Load(t), v1 = TOps.Load(t + w);
+                if (hasBias) { v0 = TOps.Add(v0, b0); v1 = TOps.Add(v1, b1); } // not + 0: −0 stays −0, as in Finish
+                v0 = VecMath.Activate<TOps, TVec>(v0, act);
+                v1 = VecMath.Activate<TOps, TVec>(v1, act);
+                if (res0 != null)
+                {
+                    v0 = TOps.Add(v0, TOps.Load(res0 + r * ldr));
+                    v1 = TOps.Add(v1, TOps.Load(res0 + r * ldr + w));
+                }
+                TOps.Store(v0, cr);
+                TOps.Store(v1, cr + w);
+            }
+            return;
+        }
         for (int r = 0; r < rows; r++)
         {
             float* t = e.Tile + r * nr;

@@ -186,21 +186,24 @@ public class GemmTests
             foreach (var (m, n, k) in new[] { (1, 1, 1), (7, 33, 65), (17, 130, 257), (13, 31, 1000), (130, 65, 1600), (20, 17, 64), (5, 5, 3) })
                 foreach (bool accumulate in new[] { false, true })
                 foreach (float alpha in new[] { 0.75f, 1f })
+                foreach (bool withBias in new[] { true, false })
                 {
+                    if (!withBias && (accumulate || alpha != 1f)) continue; // no bias: the plain activation epilogue (alpha 1, C overwritten)
                     float[] w = Reference.Random(n * k, 11 + n, 0.2f), x = Reference.Random(m * k, 12 + m, 0.5f);
-                    float[] bias = Reference.Random(n, 13), res = Reference.Random(m * (n + 3), 14);
+                    float[]? bias = withBias ? Reference.Random(n, 13) : null;
+                    float[] res = Reference.Random(m * (n + 3), 14);
                     float[] c0 = Reference.Random(m * n, 15);
                     using var pw = new PackedWeight(w, n, k);
                     float[] y = (float[])c0.Clone();
                     var epi = new GemmEpilogue { Alpha = alpha, Accumulate = accumulate, Bias = bias, Activation = act, Residual = res, ResidualStride = n + 3 };
                     Gemm.Linear(x, m, pw, y, new float[Gemm.LinearScratchSize(m, k)], epi);
                     var (r, s) = Reference.Gemm(m, n, k, x, k, w, 1, k, alpha, accumulate ? c0 : null, n, bias, act, res, n + 3);
-                    AssertClose(r, s, k, y, n, m, n, $"{act} acc={accumulate} alpha={alpha} m={m} n={n} k={k}");
+                    AssertClose(r, s, k, y, n, m, n, $"{act} acc={accumulate} alpha={alpha} bias={withBias} m={m} n={n} k={k}");
 
                     // The same epilogue through MatMul (B dynamic, packed into scratch).
                     float[] c = (float[])c0.Clone();
                     Gemm.MatMul(m, n, k, x, k, w, k, true, c, n, new float[Gemm.MatMulScratchSize(m, n, k)], epi);
-                    AssertClose(r, s, k, c, n, m, n, $"MatMul {act} acc={accumulate} alpha={alpha} m={m} n={n} k={k}");
+                    AssertClose(r, s, k, c, n, m, n, $"MatMul {act} acc={accumulate} alpha={alpha} bias={withBias} m={m} n={n} k={k}");
                 }
         });
     }
