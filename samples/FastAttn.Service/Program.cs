@@ -62,7 +62,7 @@ app.MapPost("/embed", async (HttpContext ctx, CancellationToken ct) =>
     if (req!.Texts is not { Length: > 0 } texts || texts.Any(t => t is null))
         return Reject(400, "'texts' must be a non-empty array of strings.");
     if (texts.Length > options.MaxTexts) return Reject(413, $"{texts.Length} texts; at most {options.MaxTexts} per request.");
-    var ids = backend.Tokenize(texts); // once: for the size check, and (batched backend) for the network
+    var ids = backend.Tokenize(texts); // once: for the size check, and (FastAttn backends) for the network
     int tokens = ids.Sum(t => t.Length);
     if (tokens > options.MaxTokensPerRequest) return Reject(413, $"{tokens} word pieces; at most {options.MaxTokensPerRequest} per request.");
     float[] flat;
@@ -208,7 +208,7 @@ namespace FastAttn.Service
         }
         private BertModel Model { get; }
         public override int Dimension => _embedder.Dimension;
-        public override Task<float[]> EmbedAsync(string[] texts, int[][] ids, CancellationToken ct) => _embedder.EncodeAsync(texts, ct);
+        public override Task<float[]> EmbedAsync(string[] texts, int[][] ids, CancellationToken ct) => _embedder.EncodeIdsAsync(ids, ct);
         public override ValueTask DisposeAsync() { _embedder.Dispose(); Model.Dispose(); return ValueTask.CompletedTask; }
     }
 

@@ -139,6 +139,49 @@ public sealed class SentenceEmbedder : IDisposable
         return flat;
     }
 
+    /// <summary>
+    /// The embeddings of texts already split into word-piece ids (each list with its [CLS] and [SEP], as
+    /// <see cref="BertWordPieceTokenizer.Encode(string)"/> gives them), <c>[texts, Dimension]</c> row-major, waiting
+    /// asynchronously (cancellable) while every session is busy: the same vectors as
+    /// <see cref="EncodeAsync(IReadOnlyList{string}, CancellationToken)"/> of the texts, for a caller that has tokenized them
+    /// already (to check a request's size, say). A list longer than the model's limit is cut as a text is (its first ids
+    /// and its last). The ids are checked on the calling thread, and again in the copy the model reads.
+    /// </summary>
+    /// <exception cref="ArgumentException">No lists, or a list is null or empty.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">An id is outside the vocabulary.</exception>
+    /// <exception cref="OperationCanceledException">Cancelled while waiting.</exception>
+    /// <exception cref="ObjectDisposedException">The embedder was disposed.</exception>
+    public Task<float[]> EncodeIdsAsync(IReadOnlyList<int[]> tokenIds, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(tokenIds);
+        if (tokenIds.Count == 0) throw new ArgumentException("no texts.", nameof(tokenIds));
+        int vocab = Model.Config.VocabSize;
+        for (int i = 0; i < tokenIds.Count; i++)
+        {
+            if (tokenIds[i] is not { Length: > 0 } ids) throw new ArgumentException($"text {i} has no ids.", nameof(tokenIds));
+            foreach (int id in ids)
+                if ((uint)id >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(tokenIds), id, $"text {i}: id {id} is outside the vocabulary (0..{vocab - 1}).");
+        }
+        return EncodeIdsCoreAsync(tokenIds, cancellation);
+    }
+
+    private async Task<float[]> EncodeIdsCoreAsync(IReadOnlyList<int[]> tokenIds, CancellationToken cancellation)
+    {
+        var flat = new float[tokenIds.Count * Dimension];
+        using var lease = await _sessions.RentAsync(cancellation).ConfigureAwait(false);
+        var session = lease.Value;
+        var ids = new List<int>();
+        var lengths = new int[tokenIds.Count];
+        for (int i = 0; i < lengths.Length; i++)
+        {
+            var fitted = session.FitToLimit(tokenIds[i]);
+            ids.AddRange(fitted);
+            lengths[i] = fitted.Length;
+        }
+        session.EncodeIds(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(ids), lengths, flat);
+        return flat;
+    }
+
     /// <summary>Disposes the sessions (leased ones when they come back), and the model if <see cref="Load"/> created it.</summary>
     public void Dispose()
     {

@@ -1,4 +1,6 @@
 using System.Net;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Mvc.Testing;
 using FastAttn.Embeddings;
 using FastAttn.Tagging;
 using FastAttn.TestSupport;
@@ -35,6 +37,19 @@ public sealed class EndpointTests(DefaultService service) : IClassFixture<Defaul
             // JSON carries floats in their shortest round-trip form, and packing is exact: equal to the bit
             Assert.Equal(want[i], got[i]);
         }
+    }
+
+    [Fact]
+    public async Task Embed_without_batching_returns_the_same_vectors()
+    {
+        // the no-batching backend (a pool of sessions) encodes the ids tokenized once for the size check
+        string[] texts = ["I saw a saw.", "", "Café naïve — 東京 ☃", string.Join(' ', Enumerable.Repeat("word", 700))];
+        await using var factory = new WebApplicationFactory<Program>().WithWebHostBuilder(b => b.UseSetting("FastAttn:Batching", "false"));
+        using var client = factory.CreateClient();
+        var got = await Http.Embed(client, texts);
+        var want = Reference.Value.Encode(texts);
+        Assert.Equal(texts.Length, got.Length);
+        for (int i = 0; i < texts.Length; i++) Assert.Equal(want[i], got[i]);
     }
 
     [Fact]

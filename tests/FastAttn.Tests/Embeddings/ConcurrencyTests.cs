@@ -294,6 +294,30 @@ public sealed class ConcurrencyTests : IDisposable
     }
 
     [Fact]
+    public async Task SentenceEmbedder_EncodeIds_EqualsEncodingTheTexts_BadIdsRefusedOnTheCaller()
+    {
+        using var embedder = new SentenceEmbedder(_model, _tokenizer, new SentenceEmbedderOptions { MaxSessions = 2 });
+        int d = embedder.Dimension;
+        // texts tokenized by the caller, some past the model's 16 positions (cut as texts are), one to three per call
+        var requests = Enumerable.Range(0, 40).Select(i => Texts(1 + i % 3, 500 + i)).ToArray();
+        Assert.Contains(requests.SelectMany(r => r), t => _tokenizer.Encode(t).Length > 16);
+        var answers = await Task.WhenAll(requests.Select(r => Task.Run(() => embedder.EncodeIdsAsync(r.Select(t => _tokenizer.Encode(t)).ToArray()))));
+        for (int i = 0; i < requests.Length; i++)
+            Assert.Equal(await embedder.EncodeAsync(requests[i]), answers[i]);
+        int vocab = _model.Config.VocabSize;
+        Assert.Throws<ArgumentOutOfRangeException>(() => { _ = embedder.EncodeIdsAsync([[_tokenizer.ClsId, vocab, _tokenizer.SepId]]); });
+        Assert.Throws<ArgumentOutOfRangeException>(() => { _ = embedder.EncodeIdsAsync([[_tokenizer.ClsId, _tokenizer.SepId], [-1]]); });
+        Assert.Throws<ArgumentException>(() => { _ = embedder.EncodeIdsAsync([[_tokenizer.ClsId], []]); });
+        Assert.Throws<ArgumentException>(() => { _ = embedder.EncodeIdsAsync([null!]); });
+        Assert.Throws<ArgumentException>(() => { _ = embedder.EncodeIdsAsync([]); });
+        Assert.Throws<ArgumentNullException>(() => { _ = embedder.EncodeIdsAsync(null!); });
+        Assert.Equal(embedder.Encode("hello world"), await embedder.EncodeIdsAsync([_tokenizer.Encode("hello world")]));
+        Assert.Equal(d, (await embedder.EncodeIdsAsync([_tokenizer.Encode("x")])).Length);
+        embedder.Dispose();
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => embedder.EncodeIdsAsync([_tokenizer.Encode("x")]));
+    }
+
+    [Fact]
     public async Task SessionPool_ManyThreads_SameAnswers_BoundedSessions()
     {
         using var enc = TransformerEncoder.Create(layers: 2, dModel: 32, heads: 4, ffDim: 64, seed: 5);
