@@ -39,6 +39,33 @@ public class ThreadingTests
     }
 
     [Fact]
+    public void Gemm_RowShares_CoverEveryRowOnce_Evenly()
+    {
+        foreach (int mr in new[] { 4, 12, 14 })
+            for (int chunks = 2; chunks <= 12; chunks++)
+                for (int m = 1; m <= 400; m++)
+                {
+                    int next = 0, longest = 0;
+                    for (int i = 0; i < chunks; i++)
+                    {
+                        var (r0, r1) = GemmCore.RowShare(i, chunks, m, mr);
+                        Assert.Equal(next, r0);
+                        Assert.True(r1 >= r0, $"m={m} chunks={chunks} item {i}: [{r0}, {r1})");
+                        longest = Math.Max(longest, r1 - r0);
+                        next = r1;
+                    }
+                    Assert.Equal(m, next);
+                    // never longer than whole tiles would give, and within 4 rows of an even share when tiles do not share out
+                    int tiles = (m + mr - 1) / mr;
+                    Assert.True(longest <= (tiles + chunks - 1) / chunks * mr, $"m={m} chunks={chunks} mr={mr}: {longest}");
+                    if (tiles % chunks != 0 && mr > 4 && m >= 4 * chunks) Assert.True(longest <= Math.Min((m + chunks - 1) / chunks + 4, (tiles + chunks - 1) / chunks * mr), $"m={m} chunks={chunks} mr={mr}: {longest}");
+                }
+        // 128 rows in tiles of 12 on 2 threads: 64 + 64, not 72 + 56
+        Assert.Equal((0, 64), GemmCore.RowShare(0, 2, 128, 12));
+        Assert.Equal((64, 128), GemmCore.RowShare(1, 2, 128, 12));
+    }
+
+    [Fact]
     public void Attention_SplitIntoChunks_SameBits()
     {
         // odd head counts, one long head, causal heads and a packed batch: every thread count gives the single-thread bits
@@ -71,6 +98,8 @@ public class ThreadingTests
     [InlineData(96, 1000, 33)]
     [InlineData(400, 300, 100)]   // more rows than one A block: items are (A block, panel share), or finer row pieces
     [InlineData(450, 1000, 50)]
+    [InlineData(128, 96, 96)]     // 11 row tiles on 2 threads: rows 64 + 64, each share ending in a short tile
+    [InlineData(1000, 60, 20)]    // rows split into more pieces than threads
     public void Gemm_SameBits_AtAnyThreadCount(int m, int n, int k)
     {
         using var w = new PackedWeight(Reference.Random(n * k, 1), n, k);
