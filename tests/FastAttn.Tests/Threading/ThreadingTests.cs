@@ -100,6 +100,7 @@ public class ThreadingTests
     [InlineData(450, 1000, 50)]
     [InlineData(128, 96, 96)]     // 11 row tiles on 2 threads: rows 64 + 64, each share ending in a short tile
     [InlineData(1000, 60, 20)]    // rows split into more pieces than threads
+    [InlineData(130, 288, 96)]    // 9 panels of a small weight: by rows, not 5 + 4 panels
     public void Gemm_SameBits_AtAnyThreadCount(int m, int n, int k)
     {
         using var w = new PackedWeight(Reference.Random(n * k, 1), n, k);

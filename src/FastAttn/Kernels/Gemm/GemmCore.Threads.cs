@@ -63,6 +63,11 @@ internal static unsafe partial class GemmCore
         chunks = 0;
         if (threads == 1 || (flops < ParallelFlops && weightBytes < ParallelWeightBytes)) return false;
         byRows = panels < 4 * threads && rowTiles >= threads;
+        // panels that do not share out evenly (9 panels on 2 threads: 5 + 4, the longer share 11 % over half) go by rows when
+        // the weight is small (each thread then reads all of it, from its cache) and there are rows enough for even shares
+        if (!byRows && panels % threads != 0 && weightBytes <= ParallelWeightBytes && rowTiles >= 2 * threads
+            && (double)((panels + threads - 1) / threads) * threads / panels > 1.05)
+            byRows = true;
         chunks = Math.Min(ChunksPerThread * threads, byRows ? rowTiles : panels);
         return chunks >= 2;
     }
