@@ -44,6 +44,18 @@ public sealed class ConcurrencyTests : IDisposable
         return v;
     }
 
+    /// <summary>Ids outside the vocabulary, empty or missing lists: refused by the call itself (no task to await).</summary>
+    private void AssertBadIdsRefusedOnTheCaller(Func<IReadOnlyList<int[]>, Task<float[]>> encodeIds)
+    {
+        int vocab = _model.Config.VocabSize;
+        Assert.Throws<ArgumentOutOfRangeException>(() => { _ = encodeIds([[_tokenizer.ClsId, vocab, _tokenizer.SepId]]); });
+        Assert.Throws<ArgumentOutOfRangeException>(() => { _ = encodeIds([[_tokenizer.ClsId, _tokenizer.SepId], [-1]]); });
+        Assert.Throws<ArgumentException>(() => { _ = encodeIds([[_tokenizer.ClsId], []]); });
+        Assert.Throws<ArgumentException>(() => { _ = encodeIds([null!]); });
+        Assert.Throws<ArgumentException>(() => { _ = encodeIds([]); });
+        Assert.Throws<ArgumentNullException>(() => { _ = encodeIds(null!); });
+    }
+
     [Theory]
     [InlineData(true)]
     [InlineData(false)]
@@ -142,13 +154,7 @@ public sealed class ConcurrencyTests : IDisposable
                 Assert.Equal(Alone(alone, requests[i][t]), answers[i].AsSpan(t * d, d).ToArray());
         Assert.Contains(requests.SelectMany(r => r), t => _tokenizer.Encode(t).Length > 16);
         // bad ids: refused on the caller's thread before anything is queued; the batcher serves the next request
-        int vocab = _model.Config.VocabSize;
-        Assert.Throws<ArgumentOutOfRangeException>(() => { _ = batcher.EncodeIdsAsync([[_tokenizer.ClsId, vocab, _tokenizer.SepId]]); });
-        Assert.Throws<ArgumentOutOfRangeException>(() => { _ = batcher.EncodeIdsAsync([[_tokenizer.ClsId, _tokenizer.SepId], [-1]]); });
-        Assert.Throws<ArgumentException>(() => { _ = batcher.EncodeIdsAsync([[_tokenizer.ClsId], []]); });
-        Assert.Throws<ArgumentException>(() => { _ = batcher.EncodeIdsAsync([null!]); });
-        Assert.Throws<ArgumentException>(() => { _ = batcher.EncodeIdsAsync([]); });
-        Assert.Throws<ArgumentNullException>(() => { _ = batcher.EncodeIdsAsync(null!); });
+        AssertBadIdsRefusedOnTheCaller(ids => batcher.EncodeIdsAsync(ids));
         Assert.Equal(0, batcher.QueuedTexts);
         Assert.Equal(Alone(alone, "hello world"), await batcher.EncodeIdsAsync([_tokenizer.Encode("hello world")]));
     }
@@ -304,13 +310,7 @@ public sealed class ConcurrencyTests : IDisposable
         var answers = await Task.WhenAll(requests.Select(r => Task.Run(() => embedder.EncodeIdsAsync(r.Select(t => _tokenizer.Encode(t)).ToArray()))));
         for (int i = 0; i < requests.Length; i++)
             Assert.Equal(await embedder.EncodeAsync(requests[i]), answers[i]);
-        int vocab = _model.Config.VocabSize;
-        Assert.Throws<ArgumentOutOfRangeException>(() => { _ = embedder.EncodeIdsAsync([[_tokenizer.ClsId, vocab, _tokenizer.SepId]]); });
-        Assert.Throws<ArgumentOutOfRangeException>(() => { _ = embedder.EncodeIdsAsync([[_tokenizer.ClsId, _tokenizer.SepId], [-1]]); });
-        Assert.Throws<ArgumentException>(() => { _ = embedder.EncodeIdsAsync([[_tokenizer.ClsId], []]); });
-        Assert.Throws<ArgumentException>(() => { _ = embedder.EncodeIdsAsync([null!]); });
-        Assert.Throws<ArgumentException>(() => { _ = embedder.EncodeIdsAsync([]); });
-        Assert.Throws<ArgumentNullException>(() => { _ = embedder.EncodeIdsAsync(null!); });
+        AssertBadIdsRefusedOnTheCaller(ids => embedder.EncodeIdsAsync(ids));
         Assert.Equal(embedder.Encode("hello world"), await embedder.EncodeIdsAsync([_tokenizer.Encode("hello world")]));
         Assert.Equal(d, (await embedder.EncodeIdsAsync([_tokenizer.Encode("x")])).Length);
         embedder.Dispose();
