@@ -101,6 +101,8 @@ public class VecMathTests(Xunit.Abstractions.ITestOutputHelper output)
             var en = Run(Op.ExpNonPositive, -88f, -1000f, float.NegativeInfinity, 0f, -0f, float.NaN);
             Assert.Equal([0f, 0f, 0f, 1f, 1f], en[..5]);
             Assert.True(float.IsNaN(en[5]), $"ExpNonPositive(NaN) = {en[5]}");
+            // GELU: the identity far right (also at +∞ and the largest floats), exactly 0 at 0
+            Assert.Equal([float.PositiveInfinity, 3e38f, 1e20f, 40f, 0f], Run(Op.Gelu, float.PositiveInfinity, 3e38f, 1e20f, 40f, 0f));
             // tanh and sigmoid saturate cleanly, keep the sign, and are odd/complementary
             Assert.Equal([1f, -1f, 0f], Run(Op.Tanh, 50f, -50f, 0f));
             var sg = Run(Op.Sigmoid, 200f, -200f, 0f);
