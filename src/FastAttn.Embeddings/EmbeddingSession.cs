@@ -76,12 +76,23 @@ public sealed class EmbeddingSession : IDisposable
         if (_tokenizer == null) throw new InvalidOperationException("this session was created without a tokenizer; use EncodeIds.");
         if (output.Length != (long)texts.Count * Dimension)
             throw new ArgumentException($"'output' has {output.Length} elements; expected texts*dimension = {texts.Count}*{Dimension}.", nameof(output));
-        var ids = new List<int>();
-        var lengths = new int[texts.Count];
+        var lists = new int[texts.Count][];
         for (int i = 0; i < texts.Count; i++)
         {
             if (texts[i] is null) throw new ArgumentException($"text {i} is null.", nameof(texts));
-            var t = FitToLimit(_tokenizer.Encode(texts[i]));
+            lists[i] = _tokenizer.Encode(texts[i]);
+        }
+        EncodeLists(lists, output);
+    }
+
+    /// <summary>Id lists (one per text, each cut to <see cref="MaxTokensPerText"/> as a text is) encoded back to back into <paramref name="output"/>; checked by <see cref="EncodeIds"/>.</summary>
+    internal void EncodeLists(IReadOnlyList<int[]> lists, Span<float> output)
+    {
+        var ids = new List<int>();
+        var lengths = new int[lists.Count];
+        for (int i = 0; i < lengths.Length; i++)
+        {
+            var t = FitToLimit(lists[i]);
             ids.AddRange(t);
             lengths[i] = t.Length;
         }

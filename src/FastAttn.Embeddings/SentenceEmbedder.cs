@@ -169,16 +169,7 @@ public sealed class SentenceEmbedder : IDisposable
     {
         var flat = new float[tokenIds.Count * Dimension];
         using var lease = await _sessions.RentAsync(cancellation).ConfigureAwait(false);
-        var session = lease.Value;
-        var ids = new List<int>();
-        var lengths = new int[tokenIds.Count];
-        for (int i = 0; i < lengths.Length; i++)
-        {
-            var fitted = session.FitToLimit(tokenIds[i]);
-            ids.AddRange(fitted);
-            lengths[i] = fitted.Length;
-        }
-        session.EncodeIds(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(ids), lengths, flat);
+        lease.Value.EncodeLists(tokenIds, flat);
         return flat;
     }
 
