@@ -1,4 +1,6 @@
 using FastAttn.Composition;
+using FastAttn.Kernels;
+using FastAttn.Threading;
 
 namespace FastAttn.Layers;
 
@@ -7,7 +9,7 @@ namespace FastAttn.Layers;
 /// layer: post-norm x = norm1(x + attn(x)); x = norm2(x + ff(x)), or pre-norm (<c>norm_first</c>)
 /// x = x + attn(norm1(x)); x = x + ff(norm2(x)). Residual adds are fused into the projections' epilogues.
 /// </summary>
-public sealed class EncoderBlock : Block, IDisposable
+public sealed unsafe class EncoderBlock : Block, IDisposable
 {
     /// <summary>Self-attention.</summary>
     public MultiHeadAttention Attention { get; }
@@ -36,14 +38,46 @@ public sealed class EncoderBlock : Block, IDisposable
         Norm1 = norm1 ?? throw new ArgumentNullException(nameof(norm1));
         Norm2 = norm2 ?? throw new ArgumentNullException(nameof(norm2));
         NormFirst = normFirst;
+        _rowLocalTail = attention.OutProj.Precision == Precision.F32 && feedForward.Linear1.Precision == Precision.F32 && feedForward.Linear2.Precision == Precision.F32
+            && attention.OutProj.WeightBytes + feedForward.WeightBytes <= RowLocalTailBytes;
         if (feedForward.InputWidth != attention.DModel || feedForward.OutputWidth != attention.DModel || norm1.Width != attention.DModel || norm2.Width != attention.DModel)
             ThrowHelper.Argument(nameof(feedForward), "all parts of an encoder block must have width dModel.");
     }
 
+    /// <summary>
+    /// Weight bytes (output projection and feed-forward) up to which the part after the attention runs row-local on
+    /// several threads: each thread takes a share of the rows through the output projection, the norms and both
+    /// feed-forward products in one parallel region, so it reads all of those weights (from its cache at this size).
+    /// </summary>
+    internal const long RowLocalTailBytes = 8 << 20;
+
+    /// <summary>True when the weights allow the row-local tail (FP32, at most <see cref="RowLocalTailBytes"/>).</summary>
+    private readonly bool _rowLocalTail;
+
+    /// <summary>Scratch floats one thread needs for the row-local tail over up to <paramref name="rows"/> rows.</summary>
+    private long TailScratch(int rows) => Math.Max(Attention.OutProj.ScratchSize(rows), FeedForward.ScratchSize(rows));
+
     /// <inheritdoc/>
-    public override long ScratchSize(int maxTokens) => (long)maxTokens * InputWidth + Math.Max(Attention.ScratchSize(maxTokens), FeedForward.ScratchSize(maxTokens));
+    public override long ScratchSize(int maxTokens)
+    {
+        long work = Math.Max(Attention.ScratchSize(maxTokens), FeedForward.ScratchSize(maxTokens));
+        if (_rowLocalTail) work = Math.Max(work, (long)maxTokens * (Attention.QkvWidth + InputWidth) + TailScratch(maxTokens));
+        return (long)maxTokens * InputWidth + work;
+    }
+
     /// <inheritdoc/>
-    public override long WorkerScratchSize(int maxTokens) => Math.Max(Attention.WorkerScratchSize(maxTokens), FeedForward.WorkerScratchSize(maxTokens));
+    public override long WorkerScratchSize(int maxTokens)
+    {
+        long m = Math.Max(Attention.WorkerScratchSize(maxTokens), FeedForward.WorkerScratchSize(maxTokens));
+        return _rowLocalTail ? Math.Max(m, TailScratch(maxTokens)) : m;
+    }
+
+    /// <summary>
+    /// True when this call runs the part after the attention row-local: small FP32 weights, several threads, and at least
+    /// two register tiles of rows per thread (fewer rows go better split by weight panels).
+    /// </summary>
+    private bool UseRowLocalTail(int tokens, WorkerPool? pool) =>
+        _rowLocalTail && pool != null && pool.Threads > 1 && tokens >= 2 * GemmCore.TileRows(Attention.OutProj.Weight.Isa) * pool.Threads;
 
     /// <inheritdoc/>
     public override void Validate(Batch batch) => Attention.Validate(batch);
@@ -55,6 +89,28 @@ public sealed class EncoderBlock : Block, IDisposable
         Span<float> h = scratch.Slice(0, n);
         Span<float> work = scratch.Slice(n);
         var pool = batch.Pool;
+        if (UseRowLocalTail(tokens, pool))
+        {
+            // the attention as usual, then one parallel region: each thread takes its rows through the output projection,
+            // the norms and the feed-forward (every row is computed as in the split products, so the bits are the same)
+            ReadOnlySpan<float> attnIn = input;
+            if (NormFirst)
+            {
+                Norm1.ForwardCore(input, tokens, output, pool);                    // output = norm1(x)
+                attnIn = output;
+            }
+            Attention.AttendCore(attnIn, batch, work, default, default);
+            int p = Attention.QkvWidth, d = InputWidth;
+            pool!.EnsureWorkerScratch(TailScratch(tokens));
+            fixed (float* px = input, po = output, ph = h, pw = work)
+            {
+                var job = pool.Job<TailJob>();
+                job.Set(this, pool, px, po, ph, pw + (long)tokens * p, pw + (long)tokens * (p + d), TailScratch(tokens), tokens);
+                try { pool.Run(job, pool.Threads); }
+                finally { job.Clear(); }
+            }
+            return;
+        }
         if (NormFirst)
         {
             Norm1.ForwardCore(input, tokens, output, pool);                        // output = norm1(x)
@@ -68,6 +124,54 @@ public sealed class EncoderBlock : Block, IDisposable
             Norm1.ForwardCore(h, tokens, h, pool);
             FeedForward.Core(h, output, tokens, work, h, pool);                    // output = h + ff(h)
             Norm2.ForwardCore(output, tokens, output, pool);
+        }
+    }
+
+    /// <summary>Rows [r0, r1) from the attention's output to the block's output, on one thread (unchecked).</summary>
+    private void Tail(float* x, float* y, float* h, float* attn, int r0, int r1, Span<float> scratch)
+    {
+        int d = InputWidth, rows = r1 - r0;
+        long off = (long)r0 * d, n = (long)rows * d;
+        var xr = new ReadOnlySpan<float>(x + off, (int)n);
+        var yr = new Span<float>(y + off, (int)n);
+        var hr = new Span<float>(h + off, (int)n);
+        Attention.OutProj.ForwardCore(new ReadOnlySpan<float>(attn + off, (int)n), rows, hr, scratch, xr, null); // h = x + out_proj(attn)
+        if (NormFirst)
+        {
+            Norm2.ForwardCore(hr, rows, yr, null);                                 // y = norm2(h)
+            FeedForward.Core(yr, yr, rows, scratch, hr, null);                     // y = h + ff(norm2 h)
+        }
+        else
+        {
+            Norm1.ForwardCore(hr, rows, hr, null);
+            FeedForward.Core(hr, yr, rows, scratch, hr, null);                     // y = h + ff(h)
+            Norm2.ForwardCore(yr, rows, yr, null);
+        }
+    }
+
+    /// <summary>The row-local tail split over a pool: item i is thread i's share of the rows; reused by its pool.</summary>
+    internal sealed class TailJob : IParallelWork
+    {
+        private EncoderBlock? _block;
+        private WorkerPool? _pool;
+        private float* _x, _y, _h, _attn, _callerScratch;
+        private long _scratchFloats;
+        private int _tokens;
+
+        public void Set(EncoderBlock block, WorkerPool pool, float* x, float* y, float* h, float* attn, float* callerScratch, long scratchFloats, int tokens)
+        {
+            _block = block; _pool = pool; _x = x; _y = y; _h = h; _attn = attn; _callerScratch = callerScratch; _scratchFloats = scratchFloats; _tokens = tokens;
+        }
+
+        public void Clear() { _block = null; _pool = null; _x = _y = _h = _attn = _callerScratch = null; }
+
+        public void Execute(int item, int worker)
+        {
+            var b = _block!;
+            var (r0, r1) = GemmCore.RowShare(item, _pool!.Threads, _tokens, GemmCore.TileRows(b.Attention.OutProj.Weight.Isa));
+            if (r0 >= r1) return;
+            float* scratch = worker == 0 ? _callerScratch : _pool.WorkerScratch(worker);
+            b.Tail(_x, _y, _h, _attn, r0, r1, new Span<float>(scratch, (int)_scratchFloats));
         }
     }
 

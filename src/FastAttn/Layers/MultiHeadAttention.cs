@@ -145,7 +145,7 @@ public sealed class MultiHeadAttention : Block, IDisposable
     }
 
     /// <summary>Columns of the packed q|k|v projection output (3·dModel, plus padding between segments).</summary>
-    private int QkvWidth => _inProj?.Weight.PackedOutFeatures ?? 3 * DModel;
+    internal int QkvWidth => _inProj?.Weight.PackedOutFeatures ?? 3 * DModel;
 
     private long AttnScratch(int maxKeys) => Attention.ScratchSize(_isa, HeadDim, HeadDim, maxKeys);
 
@@ -217,6 +217,20 @@ public sealed class MultiHeadAttention : Block, IDisposable
     internal void SelfCore(ReadOnlySpan<float> input, Span<float> output, Batch batch, Span<float> scratch, ReadOnlySpan<float> residual,
         ReadOnlySpan<bool> boolMask, ReadOnlySpan<float> floatMask)
     {
+        int tokens = batch.Tokens, p = QkvWidth;
+        AttendCore(input, batch, scratch, boolMask, floatMask);
+        _outProj.ForwardCore(scratch.Slice(tokens * p, tokens * DModel), tokens, output, scratch.Slice(tokens * (p + DModel)), residual, batch.Pool);
+    }
+
+    /// <summary>The output projection (the row-local part after the attention itself).</summary>
+    internal Linear OutProj => _outProj;
+
+    /// <summary>
+    /// Self-attention without the output projection: the heads' outputs <c>[tokens, dModel]</c> are left in
+    /// scratch[tokens·QkvWidth, tokens·(QkvWidth + dModel)); the projections' q|k|v before them are dead after the call.
+    /// </summary>
+    internal void AttendCore(ReadOnlySpan<float> input, Batch batch, Span<float> scratch, ReadOnlySpan<bool> boolMask, ReadOnlySpan<float> floatMask)
+    {
         int d = DModel, tokens = batch.Tokens, p = QkvWidth;
         Span<float> qkv = scratch.Slice(0, tokens * p);
         Span<float> attn = scratch.Slice(tokens * p, tokens * d);
@@ -232,7 +246,6 @@ public sealed class MultiHeadAttention : Block, IDisposable
         var call = Call(batch.SequenceLengths, default, batch.KeyValidLengths, boolMask, floatMask);
         call.QStride = p; call.KStride = p; call.VStride = p;
         Attention.ForwardCore(_isa, qkv, tokens, qkv.Slice(kCol), qkv.Slice(vCol), tokens, attn, work, call, pool);
-        _outProj.ForwardCore(attn, tokens, output, work, residual, pool);
     }
 
     /// <summary>

@@ -159,6 +159,41 @@ public class ThreadingTests
         }
     }
 
+    /// <summary>
+    /// On several threads a small layer runs everything after the attention row-local (each thread its rows through the
+    /// output projection, the norms and the feed-forward): the bits must be those of one thread on both sides of the
+    /// token count where it starts, for packed sequences too, and through <see cref="Block.Forward"/> with exactly
+    /// <see cref="Block.ScratchSize"/> floats of scratch.
+    /// </summary>
+    [Theory]
+    [InlineData(false, Activation.Gelu)]
+    [InlineData(true, Activation.Relu)]
+    public void EncoderBlock_RowLocalTail_SameBitsAsOneThread(bool normFirst, Activation act)
+    {
+        const int d = 160, maxT = 131;
+        using var enc = TransformerEncoder.Create(layers: 1, dModel: d, heads: 5, ffDim: 640, activation: act, normFirst: normFirst, seed: 21);
+        var block = Assert.IsType<EncoderBlock>(enc.Blocks[0]);
+        float[] x = Reference.Random(maxT * d, 22);
+        using var one = enc.CreateSessionUnchecked(maxT, 1);
+        foreach (int t in new[] { 1, 7, 23, 24, 25, 47, 48, 49, 63, 65, 72, 96, 97, 131 })
+        {
+            int[] lens = t >= 3 ? [t / 3, t - t / 3] : [t];
+            var xs = x.AsSpan(0, t * d);
+            float[] want = new float[t * d], wantPacked = new float[t * d];
+            one.Run(xs, want);
+            one.Run(xs, wantPacked, lens);
+            foreach (int threads in new[] { 2, 3, 4 })
+            {
+                using var pool = new WorkerPool(threads);
+                float[] y = new float[t * d], yp = new float[t * d], scratch = new float[block.ScratchSize(t)];
+                block.Forward(xs, y, new Batch(t, pool: pool), scratch);
+                block.Forward(xs, yp, new Batch(t, lens, pool: pool), scratch);
+                Assert.True(want.AsSpan().SequenceEqual(y), $"{t} tokens, {threads} threads");
+                Assert.True(wantPacked.AsSpan().SequenceEqual(yp), $"{t} tokens in two sequences, {threads} threads");
+            }
+        }
+    }
+
     [Fact]
     public void CpuPlacement_AvoidingTheCurrentCpu_MovesTheThreadAtOnce()
     {
