@@ -54,8 +54,18 @@ public sealed unsafe class EncoderBlock : Block, IDisposable
     /// <summary>True when the weights allow the row-local tail (FP32, at most <see cref="RowLocalTailBytes"/>).</summary>
     private readonly bool _rowLocalTail;
 
-    /// <summary>Scratch floats one thread needs for the row-local tail over up to <paramref name="rows"/> rows.</summary>
-    private long TailScratch(int rows) => Math.Max(Attention.OutProj.ScratchSize(rows), FeedForward.ScratchSize(rows));
+    /// <summary>
+    /// Rows a thread takes through the row-local tail at a time: its share goes in blocks of at most this many, so the
+    /// feed-forward's hidden rows stay in its cache and its scratch does not grow with the token count.
+    /// </summary>
+    internal const int TailBlockRows = 96;
+
+    /// <summary>Scratch floats one thread needs for the row-local tail (one block of rows).</summary>
+    private long TailScratch(int maxTokens)
+    {
+        int rows = Math.Min(maxTokens, TailBlockRows);
+        return Math.Max(Attention.OutProj.ScratchSize(rows), FeedForward.ScratchSize(rows));
+    }
 
     /// <inheritdoc/>
     public override long ScratchSize(int maxTokens)
@@ -171,7 +181,8 @@ public sealed unsafe class EncoderBlock : Block, IDisposable
             var (r0, r1) = GemmCore.RowShare(item, _pool!.Threads, _tokens, GemmCore.TileRows(b.Attention.OutProj.Weight.Isa));
             if (r0 >= r1) return;
             float* scratch = worker == 0 ? _callerScratch : _pool.WorkerScratch(worker);
-            b.Tail(_x, _y, _h, _attn, r0, r1, new Span<float>(scratch, (int)_scratchFloats));
+            for (int q0 = r0; q0 < r1; q0 += TailBlockRows)
+                b.Tail(_x, _y, _h, _attn, q0, Math.Min(r1, q0 + TailBlockRows), new Span<float>(scratch, (int)_scratchFloats));
         }
     }
 
