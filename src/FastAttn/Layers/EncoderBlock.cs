@@ -38,20 +38,20 @@ public sealed unsafe class EncoderBlock : Block, IDisposable
         Norm1 = norm1 ?? throw new ArgumentNullException(nameof(norm1));
         Norm2 = norm2 ?? throw new ArgumentNullException(nameof(norm2));
         NormFirst = normFirst;
-        _rowLocalTail = attention.OutProj.Precision == Precision.F32 && feedForward.Linear1.Precision == Precision.F32 && feedForward.Linear2.Precision == Precision.F32
-            && attention.OutProj.WeightBytes + feedForward.WeightBytes <= RowLocalTailBytes;
+        // every precision computes a row alike in any row block (int8 quantizes A per row), so the tail keeps the bits
+        _rowLocalTail = attention.OutProj.WeightBytes + feedForward.WeightBytes <= RowLocalTailBytes;
         if (feedForward.InputWidth != attention.DModel || feedForward.OutputWidth != attention.DModel || norm1.Width != attention.DModel || norm2.Width != attention.DModel)
             ThrowHelper.Argument(nameof(feedForward), "all parts of an encoder block must have width dModel.");
     }
 
     /// <summary>
-    /// Weight bytes (output projection and feed-forward) up to which the part after the attention runs row-local on
+    /// Weight bytes as stored (output projection and feed-forward; int8 and bf16 count their own size) up to which the part after the attention runs row-local on
     /// several threads: each thread takes a share of the rows through the output projection, the norms and both
     /// feed-forward products in one parallel region, so it reads all of those weights (from its cache at this size).
     /// </summary>
     internal const long RowLocalTailBytes = 8 << 20;
 
-    /// <summary>True when the weights allow the row-local tail (FP32, at most <see cref="RowLocalTailBytes"/>).</summary>
+    /// <summary>True when the weights allow the row-local tail (at most <see cref="RowLocalTailBytes"/> as stored).</summary>
     private readonly bool _rowLocalTail;
 
     /// <summary>
@@ -83,7 +83,7 @@ public sealed unsafe class EncoderBlock : Block, IDisposable
     }
 
     /// <summary>
-    /// True when this call runs the part after the attention row-local: small FP32 weights, several threads, and at least
+    /// True when this call runs the part after the attention row-local: small weights, several threads, and at least
     /// two register tiles of rows per thread (fewer rows go better split by weight panels).
     /// </summary>
     private bool UseRowLocalTail(int tokens, WorkerPool? pool) =>

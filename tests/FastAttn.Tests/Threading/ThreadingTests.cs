@@ -166,12 +166,14 @@ public class ThreadingTests
     /// <see cref="Block.ScratchSize"/> floats of scratch.
     /// </summary>
     [Theory]
-    [InlineData(false, Activation.Gelu)]
-    [InlineData(true, Activation.Relu)]
-    public void EncoderBlock_RowLocalTail_SameBitsAsOneThread(bool normFirst, Activation act)
+    [InlineData(false, Activation.Gelu, Precision.F32)]
+    [InlineData(true, Activation.Relu, Precision.F32)]
+    [InlineData(false, Activation.Gelu, Precision.Int8)]
+    [InlineData(true, Activation.Gelu, Precision.BF16Weights)]
+    public void EncoderBlock_RowLocalTail_SameBitsAsOneThread(bool normFirst, Activation act, Precision precision)
     {
         const int d = 160, maxT = 250;
-        using var enc = TransformerEncoder.Create(layers: 1, dModel: d, heads: 5, ffDim: 640, activation: act, normFirst: normFirst, seed: 21);
+        using var enc = TransformerEncoder.Create(layers: 1, dModel: d, heads: 5, ffDim: 640, activation: act, normFirst: normFirst, seed: 21, precision: precision);
         var block = Assert.IsType<EncoderBlock>(enc.Blocks[0]);
         float[] x = Reference.Random(maxT * d, 22);
         using var one = enc.CreateSessionUnchecked(maxT, 1);
