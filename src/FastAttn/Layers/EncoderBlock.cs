@@ -111,11 +111,12 @@ public sealed unsafe class EncoderBlock : Block, IDisposable
             }
             Attention.AttendCore(attnIn, batch, work, default, default);
             int p = Attention.QkvWidth, d = InputWidth;
-            pool!.EnsureWorkerScratch(TailScratch(tokens));
+            long tailScratch = TailScratch(tokens);
+            pool!.EnsureWorkerScratch(tailScratch);
             fixed (float* px = input, po = output, ph = h, pw = work)
             {
                 var job = pool.Job<TailJob>();
-                job.Set(this, pool, px, po, ph, pw + (long)tokens * p, pw + (long)tokens * (p + d), TailScratch(tokens), tokens);
+                job.Set(this, pool, px, po, ph, pw + (long)tokens * p, pw + (long)tokens * (p + d), tailScratch, tokens);
                 try { pool.Run(job, pool.Threads); }
                 finally { job.Clear(); }
             }
