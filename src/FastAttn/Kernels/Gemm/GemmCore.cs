@@ -67,6 +67,20 @@ internal static unsafe partial class GemmCore
     /// </summary>
     public static int KBlock(int k) => k <= KWhole ? Math.Max(k, 1) : KC;
 
+    /// <summary>
+    /// Rows per A block for a range of <paramref name="rows"/>: as few blocks as <see cref="MCTiles"/> tiles allow, of
+    /// equal size (rounded up to whole tiles). Every block streams all the weight's panels once, so a thin last block
+    /// (200 rows = 192 + 8) paid a whole weight stream for a few rows. Sums do not depend on the blocks (bit-identical).
+    /// Measured alternated in one process, 1 thread: 200 × 1024 → 4096 1.020–1.030× faster, 200 × 4096 → 1024
+    /// 1.018–1.029×, 210 × 1024 → 4096 1.016×.
+    /// </summary>
+    public static int RowBlock(int rows, int mr)
+    {
+        int mcMax = mr * MCTiles;
+        int blocks = Math.Max(1, (rows + mcMax - 1) / mcMax);
+        return Math.Min(mcMax, Math.Max(mr, RoundUp((rows + blocks - 1) / blocks, mr)));
+    }
+
     /// <summary>A blocks hold MC = 16·MR rows (packed once per K block, reused across all panels).</summary>
     public const int MCTiles = 16;
 
@@ -223,14 +237,15 @@ internal static unsafe partial class GemmCore
             }
             return;
         }
+        int mcStep = RowBlock(rowEnd - rowStart, mr);
         for (int pc = 0; pc < K; pc += kcMax)
         {
             int kc = Math.Min(kcMax, K - pc);
             epi.LoadC = pc > 0 || g.Accumulate;
             epi.Last = pc + kc == K;
-            for (int ic = rowStart; ic < rowEnd; ic += mcMax)
+            for (int ic = rowStart; ic < rowEnd; ic += mcStep)
             {
-                int mc = Math.Min(mcMax, rowEnd - ic);
+                int mc = Math.Min(mcStep, rowEnd - ic);
                 PackA(g.Isa, g.A + ic * g.Lda + pc, g.Lda, mc, kc, aPack, mr);
                 for (int jp = panelStart; jp < panelEnd; jp++)
                 {

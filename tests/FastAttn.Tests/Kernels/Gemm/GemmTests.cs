@@ -62,6 +62,8 @@ public class GemmTests
     [InlineData(12, 2305)]
     [InlineData(13, 1537)]
     [InlineData(65, 800)]
+    [InlineData(200, 800)]
+    [InlineData(389, 130)]
     public void Linear_DeeperThanOneBlock_MatchesReference(int m, int k)
     {
         IsaPaths.ForEach(() =>
@@ -93,11 +95,13 @@ public class GemmTests
     [InlineData(769)]
     [InlineData(1025)]
     [InlineData(1600)]
-    public void Linear_RowsAloneAndInsideABiggerProduct_AreBitIdentical(int k)
+    [InlineData(300, 200)] // 200 rows: two equal A blocks (rows alone: one)
+    [InlineData(1025, 389)]
+    public void Linear_RowsAloneAndInsideABiggerProduct_AreBitIdentical(int k, int m = 37)
     {
         IsaPaths.ForEach(() =>
         {
-            const int m = 37, n = 90;
+            const int n = 90;
             float[] w = Reference.Random(n * k, 21 + k, 0.3f);
             float[] x = Reference.Random(m * k, 22 + k);
             float[] bias = Reference.Random(n, 23), res = Reference.Random(m * n, 24);
@@ -106,7 +110,7 @@ public class GemmTests
             var epi = new GemmEpilogue { Bias = bias, Activation = Activation.Gelu, Residual = res, Alpha = 0.5f };
             float[] all = new float[m * n];
             Gemm.Linear(x, m, pw, all, new float[Gemm.LinearScratchSize(m, k)], epi, pool);
-            foreach (var (r0, rows) in new[] { (0, 1), (5, 3), (20, 12), (25, 12), (3, 13) })
+            foreach (var (r0, rows) in new[] { (0, 1), (5, 3), (20, 12), (25, 12), (3, 13), (m - 10, 10), (m / 2, m - m / 2) })
                 foreach (var p in new[] { null, pool })
                 {
                     float[] part = new float[rows * n];
