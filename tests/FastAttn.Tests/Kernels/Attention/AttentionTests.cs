@@ -21,7 +21,7 @@ public class AttentionTests
         return data;
     }
 
-    internal static AttentionCase Make(Config c, int t, int d, ScoreKind s, Normalizer n, MaskKind m, int seed)
+    internal static AttentionCase Make(Config c, int t, int d, ScoreKind s, Normalizer n, MaskKind m, int seed, int[]? keyLens = null)
     {
         var a = new AttentionCase { D = d, Dv = d, Score = s, Norm = n };
         switch (c)
@@ -31,6 +31,7 @@ public class AttentionTests
             case Config.Gqa: a.Heads = 4; a.KvHeads = 2; a.QLens = [t]; a.KLens = [t]; break;
             case Config.Packed: a.QLens = [t, t / 2 + 1, 3]; a.KLens = (int[])a.QLens.Clone(); a.Packed = true; break;
         }
+        if (keyLens != null) a.KLens = keyLens;
         var rnd = new Random(seed);
         switch (m)
         {
@@ -182,6 +183,26 @@ public class AttentionTests
                 a.Heads = 1; a.KvHeads = 1; a.Fill(11, 2f);
                 AssertMatches(a, a.Run(), $"long {m}");
             }
+        });
+    }
+
+    /// <summary>
+    /// A few queries against keys spanning three key tiles on every path (AVX-512: 768 keys per tile), with every
+    /// mask and normaliser, dot and additive scores: the running max and its rescales, masks and causal cuts across tiles.
+    /// </summary>
+    [Fact]
+    public void FewQueries_ManyKeyTiles_EveryMaskAndNormalizer()
+    {
+        IsaPaths.ForEach(() =>
+        {
+            foreach (var s in new[] { ScoreKind.Dot, ScoreKind.Additive })
+                foreach (var n in Enum.GetValues<Normalizer>())
+                    foreach (var m in Enum.GetValues<MaskKind>())
+                    {
+                        var a = Make(Config.Cross, 19, 12, s, n, m, 31, keyLens: [1700]);
+                        a.Fill(31, 2f); // larger logits: the running max moves between tiles
+                        AssertMatches(a, a.Run(), $"{s} {n} {m}");
+                    }
         });
     }
 
