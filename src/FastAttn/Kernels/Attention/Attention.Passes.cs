@@ -5,37 +5,53 @@ namespace FastAttn.Kernels;
 
 public static unsafe partial class Attention
 {
+    /// <summary>
+    /// Online softmax over an Sᵀ tile of <paramref name="cols"/> keys: running max and sums per query lane, exponentials in
+    /// place, the output tile rescaled when the max moved. TC = Vec1 for a tile of at most one vector of queries.
+    /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static void SoftmaxPass<TOps, TVec>(float* st, int cols, float* mv, float* lv, float* cv, bool first, float* ot, int rows, int dvPad)
-        where TOps : ISimd<TVec> where TVec : struct
+    private static void SoftmaxPass<TOps, TVec, TC>(float* st, int cols, float* mv, float* lv, float* cv, bool first, float* ot, int rows, int dvPad)
+        where TOps : ISimd<TVec> where TVec : struct where TC : IVecCount
     {
         int w = TOps.Width, nq = 2 * w;
+        bool two = TC.N == 2;
         TVec ninf = TOps.Broadcast(float.NegativeInfinity), lowest = TOps.Broadcast(float.MinValue);
         TVec x0 = ninf, x1 = ninf;
         for (int j = 0; j < cols; j++)
         {
             x0 = TOps.Max(x0, TOps.Load(st + j * nq));
-            x1 = TOps.Max(x1, TOps.Load(st + j * nq + w));
+            if (two) x1 = TOps.Max(x1, TOps.Load(st + j * nq + w));
         }
-        TVec m0 = TOps.Load(mv), m1 = TOps.Load(mv + w);
+        TVec m0 = TOps.Load(mv), m1 = two ? TOps.Load(mv + w) : ninf;
         TVec n0 = TOps.Max(m0, x0), n1 = TOps.Max(m1, x1);
         // a column with nothing visible yet keeps m = −∞; subtract 0 there so exp gives 0, not NaN
         TVec z0 = TOps.SelectLess(n0, lowest, TOps.Zero, n0), z1 = TOps.SelectLess(n1, lowest, TOps.Zero, n1);
-        TVec c0 = VecMath.ExpNonPositive<TOps, TVec>(TOps.Sub(m0, z0)), c1 = VecMath.ExpNonPositive<TOps, TVec>(TOps.Sub(m1, z1));
+        TVec c0 = VecMath.ExpNonPositive<TOps, TVec>(TOps.Sub(m0, z0)), c1 = two ? VecMath.ExpNonPositive<TOps, TVec>(TOps.Sub(m1, z1)) : TOps.Zero;
         TVec s0 = TOps.Zero, s1 = TOps.Zero;
         for (int j = 0; j < cols; j++)
         {
             float* sr = st + j * nq;
             TVec p0 = VecMath.ExpNonPositive<TOps, TVec>(TOps.Sub(TOps.Load(sr), z0));
-            TVec p1 = VecMath.ExpNonPositive<TOps, TVec>(TOps.Sub(TOps.Load(sr + w), z1));
-            TOps.Store(p0, sr); TOps.Store(p1, sr + w);
-            s0 = TOps.Add(s0, p0); s1 = TOps.Add(s1, p1);
+            TOps.Store(p0, sr);
+            s0 = TOps.Add(s0, p0);
+            if (two)
+            {
+                TVec p1 = VecMath.ExpNonPositive<TOps, TVec>(TOps.Sub(TOps.Load(sr + w), z1));
+                TOps.Store(p1, sr + w);
+                s1 = TOps.Add(s1, p1);
+            }
         }
-        TOps.Store(n0, mv); TOps.Store(n1, mv + w);
-        TOps.Store(TOps.Fma(TOps.Load(lv), c0, s0), lv); TOps.Store(TOps.Fma(TOps.Load(lv + w), c1, s1), lv + w);
+        TOps.Store(n0, mv);
+        TOps.Store(TOps.Fma(TOps.Load(lv), c0, s0), lv);
+        if (two)
+        {
+            TOps.Store(n1, mv + w);
+            TOps.Store(TOps.Fma(TOps.Load(lv + w), c1, s1), lv + w);
+        }
         if (!first)
         {
-            TOps.Store(c0, cv); TOps.Store(c1, cv + w);
+            TOps.Store(c0, cv);
+            if (two) TOps.Store(c1, cv + w);
             for (int r = 0; r < rows; r++)
                 if (cv[r] != 1f) ScaleRow<TOps, TVec>(ot + r * dvPad, dvPad, cv[r]);
         }
