@@ -3,7 +3,7 @@
 #   perf/loadtest.sh [seconds-per-run]
 # Runs, in one go: FastAttn's in-process encode time and packed-batch throughput for the same sentences (the yardsticks);
 # then the service with batching on (/embed and /tag), batching off (/embed) and the ONNX Runtime backend (/embed), each
-# at 1, 16 and 64 closed-loop connections, and batching with lone requests on both threads (/embed, 1 connection). Writes perf/results/service.md and perf/results/service.png.
+# at 1, 16 and 64 closed-loop connections, and batching with short batches on one thread (/embed, 1 connection). Writes perf/results/service.md and perf/results/service.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-20}
@@ -45,8 +45,9 @@ run_wrk() { # label endpoint connections seconds
   tail -n 1 "$raw"
 }
 
-# batching-2t: the same service with lone requests on both threads (--ParallelFromTokens 0), at one connection only
-for config in "batching:--Batching true" "batching-2t:--Batching true --ParallelFromTokens 0" "no-batching:--Batching false" "onnxruntime:--Backend ort"; do
+# batching-1t: the same service with batches under 64 word pieces on a one-thread session (--ParallelFromTokens 64,
+# the default before 2026-12-02), at one connection only
+for config in "batching:--Batching true" "batching-1t:--Batching true --ParallelFromTokens 64" "no-batching:--Batching false" "onnxruntime:--Backend ort"; do
   label=${config%%:*}; switches=${config#*:}
   echo "== $label"
   # shellcheck disable=SC2086
@@ -61,7 +62,7 @@ for config in "batching:--Batching true" "batching-2t:--Batching true --Parallel
     wrk -t1 -c16 -d10s -s perf/loadtest/post.lua "$url" >/dev/null; done
   snapshot "$label" after-warm-up
   for e in "${endpoints[@]}"; do
-    conns=(1 16 64); [ "$label" = batching-2t ] && conns=(1)
+    conns=(1 16 64); [ "$label" = batching-1t ] && conns=(1)
     for c in "${conns[@]}"; do run_wrk "$label" "$e" "$c" "$seconds"; done
   done
   snapshot "$label" end
