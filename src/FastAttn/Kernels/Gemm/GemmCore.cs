@@ -71,8 +71,8 @@ internal static unsafe partial class GemmCore
     /// Rows per A block for a range of <paramref name="rows"/>: as few blocks as <see cref="MCTiles"/> tiles allow, of
     /// equal size (rounded up to whole tiles). Every block streams all the weight's panels once, so a thin last block
     /// (200 rows = 192 + 8) paid a whole weight stream for a few rows. Sums do not depend on the blocks (bit-identical).
-    /// Measured alternated in one process, 1 thread: 200 × 1024 → 4096 1.020–1.030× faster, 200 × 4096 → 1024
-    /// 1.018–1.029×, 210 × 1024 → 4096 1.016×.
+    /// Measured alternated in one process, 1 thread: 200 × 1024 → 4096 1.020–1.034× faster, 200 × 4096 → 1024
+    /// 1.013–1.029×, 210 × 1024 → 4096 1.016×.
     /// </summary>
     public static int RowBlock(int rows, int mr)
     {
