@@ -67,11 +67,11 @@ internal static class Commands
 
         var eModel = new Option<string>("--model") { Description = "A BERT-family model: .safetensors (config.json beside it), a folder, or .onnx.", Required = true };
         var eVocab = new Option<string?>("--vocab") { Description = "The WordPiece vocabulary (default: vocab.txt beside the model)." };
-        var ePooling = new Option<string>("--pooling") { Description = "mean, cls or pooler.", DefaultValueFactory = _ => "mean" };
+        var ePooling = new Option<string>("--pooling") { Description = "auto (what a sentence-transformers model folder states, else mean), mean, cls or pooler.", DefaultValueFactory = _ => "auto" };
         var eHeads = new Option<int?>("--heads") { Description = "Attention heads, when neither config.json nor the ONNX graph states them." };
         var eThreads = new Option<int>("--threads") { Description = "Threads (1 to the processor count).", DefaultValueFactory = _ => 1 };
-        var eMax = new Option<int>("--max-tokens") { Description = "Longest text in word pieces (default: the model's positions, 512); longer texts are truncated." };
-        var eNormalize = new Option<bool>("--normalize") { Description = "Scale every vector to unit length." };
+        var eMax = new Option<int>("--max-tokens") { Description = "Longest text in word pieces (default: the folder's max_seq_length, else the model's positions, 512); longer texts are truncated." };
+        var eNormalize = new Option<bool>("--normalize") { Description = "Scale every vector to unit length (also the default when the model folder's pipeline normalises)." };
         var eText = new Argument<string[]>("text") { Description = "Text to embed (quotes optional).", Arity = ArgumentArity.ZeroOrMore };
         var eFile = new Option<string?>("--file") { Description = "Embed each line of a UTF-8 file instead; '-' reads standard input." };
         var eOutput = new Option<string?>("--output") { Description = "Write the vectors as float32 .npy [texts, dim] instead of printing them." };

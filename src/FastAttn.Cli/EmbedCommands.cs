@@ -10,23 +10,24 @@ namespace FastAttn.Cli;
 public static class EmbedCommands
 {
     /// <summary>Options shared by embed and search.</summary>
-    public sealed record ModelOptions(string Model, string? Vocab = null, string Pooling = "mean", int? Heads = null, int Threads = 1, int MaxTokens = 0, string? Precision = null);
+    public sealed record ModelOptions(string Model, string? Vocab = null, string Pooling = "auto", int? Heads = null, int Threads = 1, int MaxTokens = 0, string? Precision = null);
 
     private static SentenceEmbedder Load(ModelOptions o, bool normalize)
     {
-        var pooling = o.Pooling.ToLowerInvariant() switch
+        Pooling? pooling = o.Pooling.ToLowerInvariant() switch
         {
+            "auto" => null,
             "mean" => Embeddings.Pooling.Mean,
             "cls" => Embeddings.Pooling.Cls,
             "pooler" => Embeddings.Pooling.Pooler,
-            _ => throw new CliInputException($"--pooling must be mean, cls or pooler; it is '{o.Pooling}'."),
+            _ => throw new CliInputException($"--pooling must be auto, mean, cls or pooler; it is '{o.Pooling}'."),
         };
         if (o.Threads < 1 || o.Threads > Environment.ProcessorCount) throw new CliInputException($"--threads must be between 1 and {Environment.ProcessorCount}; it is {o.Threads}.");
         if (o.MaxTokens != 0 && o.MaxTokens < 3) throw new CliInputException($"--max-tokens must be at least 3; it is {o.MaxTokens}.");
         if (o.Heads is int h && h < 1) throw new CliInputException($"--heads must be at least 1; it is {h}.");
         var precision = CliInputException.ParsePrecision(o.Precision);
         return SentenceEmbedder.Load(o.Model, o.Vocab,
-            new SentenceEmbedderOptions { Pooling = pooling, Normalize = normalize, Threads = o.Threads, MaxTokensPerText = o.MaxTokens, MaxSessions = 1 },
+            new SentenceEmbedderOptions { Pooling = pooling, Normalize = normalize ? true : null, Threads = o.Threads, MaxTokensPerText = o.MaxTokens, MaxSessions = 1 },
             new BertLoadOptions { Heads = o.Heads, Precision = precision });
     }
 

@@ -19,8 +19,10 @@ public sealed class EmbeddingSession : IDisposable
     private readonly float[] _input, _hidden, _cls, _pooled, _poolScratch;
     private readonly int _maxSequences;
     private int _busy, _disposed;
+    private readonly Pooling _pooling;
+    private readonly bool _normalize;
 
-    /// <summary>The settings.</summary>
+    /// <summary>The settings, open ones resolved (pooling mean and no normalisation where they were null).</summary>
     public SentenceEmbedderOptions Options { get; }
     /// <summary>Length of one embedding.</summary>
     public int Dimension { get; }
@@ -36,8 +38,10 @@ public sealed class EmbeddingSession : IDisposable
         _model = model ?? throw new ArgumentNullException(nameof(model));
         _tokenizer = tokenizer;
         options ??= new SentenceEmbedderOptions();
-        if (options.Pooling == Pooling.Pooler && model.Pooler == null) throw new ArgumentException("pooler pooling needs a checkpoint with pooler.dense weights; this model has none.", nameof(options));
-        if ((uint)options.Pooling > (uint)Pooling.Pooler) throw new ArgumentOutOfRangeException(nameof(options), options.Pooling, "Unknown pooling.");
+        // open settings: mean pooling, no normalisation (SentenceEmbedder.Load fills them from a model folder first)
+        options = options with { Pooling = _pooling = options.Pooling ?? Pooling.Mean, Normalize = _normalize = options.Normalize ?? false };
+        if (_pooling == Pooling.Pooler && model.Pooler == null) throw new ArgumentException("pooler pooling needs a checkpoint with pooler.dense weights; this model has none.", nameof(options));
+        if ((uint)_pooling > (uint)Pooling.Pooler) throw new ArgumentOutOfRangeException(nameof(options), _pooling, "Unknown pooling.");
         int maxPos = model.Embeddings.MaxPositions;
         MaxTokensPerText = options.MaxTokensPerText == 0 ? maxPos : options.MaxTokensPerText;
         if (MaxTokensPerText < 3 || MaxTokensPerText > maxPos)
@@ -48,14 +52,14 @@ public sealed class EmbeddingSession : IDisposable
             throw new ArgumentException($"the vocabulary has {tokenizer.VocabularySize} entries; the model's embedding table {model.Config.VocabSize}.", nameof(tokenizer));
         Options = options;
         int h = model.OutputWidth, max = options.MaxBatchTokens;
-        Dimension = options.Pooling == Pooling.Pooler ? model.Config.HiddenSize : h;
+        Dimension = _pooling == Pooling.Pooler ? model.Config.HiddenSize : h;
         _session = model.Encoder.CreateSession(max, options.Threads);
         _input = new float[2 * max];
         _hidden = new float[(long)max * h];
         _maxSequences = max; // a sequence has at least one token
-        _cls = options.Pooling == Pooling.Pooler ? new float[(long)max * h] : [];
-        _pooled = options.Pooling == Pooling.Pooler ? new float[(long)max * Dimension] : [];
-        _poolScratch = options.Pooling == Pooling.Pooler ? new float[model.Pooler!.ScratchSize(max)] : [];
+        _cls = _pooling == Pooling.Pooler ? new float[(long)max * h] : [];
+        _pooled = _pooling == Pooling.Pooler ? new float[(long)max * Dimension] : [];
+        _poolScratch = _pooling == Pooling.Pooler ? new float[model.Pooler!.ScratchSize(max)] : [];
     }
 
     /// <summary>The embedding of one text.</summary>
@@ -196,7 +200,7 @@ public sealed class EmbeddingSession : IDisposable
             int len = lengths[s];
             var dst = output.Slice(s * d, d);
             var first = _hidden.AsSpan(t0 * h, h);
-            switch (Options.Pooling)
+            switch (_pooling)
             {
                 case Pooling.Mean:
                     first.CopyTo(dst);
@@ -212,13 +216,13 @@ public sealed class EmbeddingSession : IDisposable
             }
             t0 += len;
         }
-        if (Options.Pooling == Pooling.Pooler)
+        if (_pooling == Pooling.Pooler)
         {
             int n = lengths.Length;
             _model.Pooler!.ForwardCore(_cls.AsSpan(0, n * h), n, _pooled.AsSpan(0, n * d), _poolScratch, default, null);
             _pooled.AsSpan(0, n * d).CopyTo(output);
         }
-        if (Options.Normalize)
+        if (_normalize)
             for (int s = 0; s < lengths.Length; s++) Vectors.Normalize(output.Slice(s * d, d));
     }
 

@@ -14,12 +14,15 @@ public enum Pooling
 /// <summary>Settings of a <see cref="SentenceEmbedder"/> (and of the sessions it leases).</summary>
 public sealed record SentenceEmbedderOptions
 {
-    /// <summary>Pooling (default mean, as all-MiniLM-L6-v2 is used).</summary>
-    public Pooling Pooling { get; init; } = Pooling.Mean;
-    /// <summary>Scale every vector to unit length (off by default), so a dot product is the cosine similarity.</summary>
-    public bool Normalize { get; init; }
-    /// <summary>Longest text in word pieces, [CLS] and [SEP] included; 0 = the model's position table (512 for BERT).
-    /// Longer texts are truncated. (sentence-transformers runs all-MiniLM-L6-v2 with 256.)</summary>
+    /// <summary>Pooling; null (the default): what the model folder's sentence-transformers Pooling module names when
+    /// <see cref="SentenceEmbedder.Load"/> finds one (see <see cref="SentenceTransformersConfig"/>), else mean.</summary>
+    public Pooling? Pooling { get; init; }
+    /// <summary>Scale every vector to unit length, so a dot product is the cosine similarity; null (the default): when the
+    /// model folder's sentence-transformers pipeline ends in a Normalize module, else off.</summary>
+    public bool? Normalize { get; init; }
+    /// <summary>Longest text in word pieces, [CLS] and [SEP] included; 0 = the model folder's <c>max_seq_length</c> when
+    /// <see cref="SentenceEmbedder.Load"/> finds one (cut to the model's positions), else the model's position table (512
+    /// for BERT). Longer texts are truncated. (sentence-transformers runs all-MiniLM-L6-v2 with 256.)</summary>
     public int MaxTokensPerText { get; init; }
     /// <summary>Tokens one forward pass takes (a batch of more is run in several packed passes); sizes a session's buffers.</summary>
     public int MaxBatchTokens { get; init; } = 8192;

@@ -18,7 +18,7 @@ public sealed class SentenceEmbedder : IDisposable
     public BertModel Model { get; }
     /// <summary>The tokenizer.</summary>
     public BertWordPieceTokenizer Tokenizer { get; }
-    /// <summary>The settings.</summary>
+    /// <summary>The settings, open ones resolved (see <see cref="EmbeddingSession.Options"/>).</summary>
     public SentenceEmbedderOptions Options { get; }
     /// <summary>Length of one embedding.</summary>
     public int Dimension { get; }
@@ -37,6 +37,7 @@ public sealed class SentenceEmbedder : IDisposable
             throw new ArgumentOutOfRangeException(nameof(options), Options.Threads, $"Threads must be 1..{Environment.ProcessorCount}.");
         // one session now: it checks the options, warms the code paths, and tells the dimension
         var first = new EmbeddingSession(model, tokenizer, Options);
+        Options = first.Options;                      // open settings resolved (mean pooling, no normalisation)
         Dimension = first.Dimension;
         first.Encode("warm up");
         int capacity = Options.MaxSessions > 0 ? Options.MaxSessions : Environment.ProcessorCount;
@@ -52,21 +53,39 @@ public sealed class SentenceEmbedder : IDisposable
     /// <summary>
     /// Loads a model (<c>.safetensors</c> with <c>config.json</c>, a folder, or <c>.onnx</c>; see
     /// <see cref="BertModel.Load(string, BertLoadOptions?)"/>) and its <c>vocab.txt</c> (beside the model unless given).
+    /// A sentence-transformers folder (<c>modules.json</c>, <c>1_Pooling/config.json</c>, <c>sentence_bert_config.json</c>;
+    /// see <see cref="SentenceTransformersConfig"/>) sets the pooling, the normalisation and the length limit when
+    /// <paramref name="options"/> is null; options given are used as given (combine both with
+    /// <see cref="SentenceTransformersConfig.ApplyTo"/>). A folder whose Transformer module lives in a subfolder
+    /// (<c>0_Transformer/</c>) is read from there. A length limit past the model's positions is cut to them.
     /// </summary>
-    /// <exception cref="InvalidDataException">A file is malformed or does not match a BERT model.</exception>
+    /// <exception cref="InvalidDataException">A file is malformed or does not match a BERT model, or the sentence-transformers
+    /// files name a pipeline FastAttn does not run or a dimension other than the model's.</exception>
     /// <exception cref="FileNotFoundException">The model or the vocabulary is not there.</exception>
     /// <exception cref="IOException">A file cannot be read.</exception>
     /// <exception cref="ArgumentException">The options do not fit the model.</exception>
     public static SentenceEmbedder Load(string modelPath, string? vocabPath = null, SentenceEmbedderOptions? options = null, BertLoadOptions? loadOptions = null)
     {
         ArgumentNullException.ThrowIfNull(modelPath);
-        string dir = Directory.Exists(modelPath) ? modelPath : Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
+        bool folder = Directory.Exists(modelPath);
+        string dir = folder ? modelPath : Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
+        var st = SentenceTransformersConfig.Read(dir);
+        if (folder && st is { TransformerPath.Length: > 0 } && !File.Exists(Path.Combine(dir, "model.safetensors")) && !File.Exists(Path.Combine(dir, "model.onnx")))
+            modelPath = dir = Path.Combine(dir, st.TransformerPath);
         vocabPath ??= Path.Combine(dir, "vocab.txt");
         if (!File.Exists(vocabPath)) throw new FileNotFoundException($"vocabulary '{vocabPath}' not found; pass its path.", vocabPath);
         var model = BertModel.Load(modelPath, loadOptions);
         try
         {
             options ??= new SentenceEmbedderOptions();
+            if (st != null)
+            {
+                if (st.Dimension is int d && d != model.Config.HiddenSize)
+                    throw new InvalidDataException($"{dir}: the Pooling module's word_embedding_dimension {d} is not the model's hidden size {model.Config.HiddenSize}.");
+                bool lengthOpen = options.MaxTokensPerText == 0;
+                options = st.ApplyTo(options);
+                if (lengthOpen && options.MaxTokensPerText > model.Embeddings.MaxPositions) options = options with { MaxTokensPerText = model.Embeddings.MaxPositions };
+            }
             int max = options.MaxTokensPerText == 0 ? model.Embeddings.MaxPositions : options.MaxTokensPerText;
             var tokenizer = BertWordPieceTokenizer.FromVocabFile(vocabPath, new BertTokenizerOptions { MaxTokens = max });
             return new SentenceEmbedder(model, tokenizer, options, ownsModel: true);

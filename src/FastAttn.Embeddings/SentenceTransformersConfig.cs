@@ -1,0 +1,168 @@
+using System.Text.Json;
+
+namespace FastAttn.Embeddings;
+
+/// <summary>
+/// What a sentence-transformers model folder says about turning token states into a sentence vector: its
+/// <c>modules.json</c> (the pipeline: Transformer → Pooling → optional Normalize), the Pooling module's
+/// <c>config.json</c> (which pooling) and <c>sentence_bert_config.json</c> (<c>max_seq_length</c>). all-MiniLM-L6-v2 says
+/// mean pooling, normalised, 256 word pieces; bge, e5-style and arctic-embed models say CLS pooling. Without these files
+/// a folder says nothing, and <see cref="Read"/> returns null.
+/// </summary>
+public sealed record SentenceTransformersConfig
+{
+    /// <summary>The pooling the Pooling module names (mean or CLS; any other mode is refused when read).</summary>
+    public Pooling Pooling { get; init; } = Pooling.Mean;
+    /// <summary>True when the pipeline ends in a Normalize module (unit-length vectors).</summary>
+    public bool Normalize { get; init; }
+    /// <summary><c>max_seq_length</c>: the longest text in word pieces, [CLS] and [SEP] included; null when not stated.</summary>
+    public int? MaxSeqLength { get; init; }
+    /// <summary>The Pooling module's <c>word_embedding_dimension</c> (must equal the model's hidden size); null when not stated.</summary>
+    public int? Dimension { get; init; }
+    /// <summary>The Transformer module's folder relative to the model folder ("" for the folder itself, as most models have it).</summary>
+    public string TransformerPath { get; init; } = "";
+
+    /// <summary>Configuration files larger than this are refused (they are a few hundred bytes).</summary>
+    private const long MaxFileBytes = 1 << 20;
+
+    /// <summary>
+    /// Reads the sentence-transformers files of <paramref name="folder"/>: <c>modules.json</c> when present (else a
+    /// lone <c>1_Pooling/config.json</c>) and <c>sentence_bert_config.json</c>. Null when the folder has none of them.
+    /// </summary>
+    /// <exception cref="InvalidDataException">A file is not valid JSON or not of the expected form; a module path leaves the
+    /// folder; the pipeline has a module FastAttn does not run (Dense, LayerNorm, …) or no Pooling module; the pooling
+    /// mode is not mean or CLS alone; max_seq_length is not an integer ≥ 3.</exception>
+    /// <exception cref="IOException">A file cannot be read.</exception>
+    public static SentenceTransformersConfig? Read(string folder)
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        string modules = Path.Combine(folder, "modules.json"), lonePooling = Path.Combine(folder, "1_Pooling", "config.json");
+        string sbert = Path.Combine(folder, "sentence_bert_config.json");
+        bool hasModules = File.Exists(modules), hasPooling = File.Exists(lonePooling), hasSbert = File.Exists(sbert);
+        if (!hasModules && !hasPooling && !hasSbert) return null;
+        var c = new SentenceTransformersConfig();
+        if (hasModules) c = ReadModules(folder, modules);
+        else if (hasPooling) c = ReadPooling(lonePooling, c);
+        // sentence_bert_config.json sits beside modules.json, or in an older layout beside the transformer's files
+        string sbertAt = hasSbert ? sbert : Path.Combine(folder, c.TransformerPath, "sentence_bert_config.json");
+        if (File.Exists(sbertAt)) c = ReadSentenceBert(sbertAt, c);
+        return c;
+    }
+
+    /// <summary>
+    /// <paramref name="options"/> with this folder's settings where the options leave them open: pooling and
+    /// normalisation where null, and <c>max_seq_length</c> where <see cref="SentenceEmbedderOptions.MaxTokensPerText"/>
+    /// is 0 (not cut to a model's positions here; <see cref="SentenceEmbedder.Load"/> does that). Settings given win.
+    /// </summary>
+    public SentenceEmbedderOptions ApplyTo(SentenceEmbedderOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return options with
+        {
+            Pooling = options.Pooling ?? Pooling,
+            Normalize = options.Normalize ?? Normalize,
+            MaxTokensPerText = options.MaxTokensPerText == 0 && MaxSeqLength is int m ? m : options.MaxTokensPerText,
+        };
+    }
+
+    private static JsonElement Parse(string path, out JsonDocument doc)
+    {
+        var info = new FileInfo(path);
+        if (info.Length > MaxFileBytes) throw new InvalidDataException($"{path}: {info.Length} bytes; a sentence-transformers configuration file is at most {MaxFileBytes} bytes.");
+        try
+        {
+            doc = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { MaxDepth = 8, AllowTrailingCommas = true });
+            return doc.RootElement;
+        }
+        catch (JsonException e) { throw new InvalidDataException($"{path}: not valid JSON: {e.Message}", e); }
+    }
+
+    private static SentenceTransformersConfig ReadModules(string folder, string path)
+    {
+        var root = Parse(path, out var doc);
+        using (doc)
+        {
+            if (root.ValueKind != JsonValueKind.Array) throw new InvalidDataException($"{path}: not a JSON array of modules.");
+            var c = new SentenceTransformersConfig();
+            bool transformer = false, pooling = false;
+            int i = 0;
+            foreach (var m in root.EnumerateArray())
+            {
+                string Str(string name) =>
+                    m.ValueKind == JsonValueKind.Object && m.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString()!
+                    : throw new InvalidDataException($"{path}: module {i} has no '{name}' string.");
+                string type = Str("type"), sub = m.TryGetProperty("path", out var p) && p.ValueKind == JsonValueKind.String ? p.GetString()! : "";
+                CheckRelative(path, sub);
+                // the class name after the last dot: sentence_transformers.models.Pooling, or a model's own subclass named alike
+                string kind = type[(type.LastIndexOf('.') + 1)..];
+                switch (kind)
+                {
+                    case "Transformer" when !transformer && !pooling:
+                        transformer = true;
+                        c = c with { TransformerPath = sub };
+                        break;
+                    case "Pooling" when transformer && !pooling:
+                        pooling = true;
+                        c = ReadPooling(Path.Combine(folder, sub, "config.json"), c);
+                        break;
+                    case "Normalize" when pooling && !c.Normalize:
+                        c = c with { Normalize = true };
+                        break;
+                    default:
+                        throw new InvalidDataException($"{path}: module {i} ({type}) is not supported here: FastAttn runs Transformer → Pooling → optional Normalize.");
+                }
+                i++;
+            }
+            if (!pooling) throw new InvalidDataException($"{path}: the pipeline has no Pooling module, so it gives no sentence vector.");
+            return c;
+        }
+    }
+
+    /// <summary>A module's path must name a folder inside the model folder.</summary>
+    private static void CheckRelative(string path, string sub)
+    {
+        bool bad = Path.IsPathRooted(sub) || sub.IndexOfAny(Path.GetInvalidPathChars()) >= 0 || sub.Contains(':')
+            || sub.Split('/', '\\').Any(s => s == "..");
+        if (bad) throw new InvalidDataException($"{path}: module path '{sub}' leaves the model folder.");
+    }
+
+    private static SentenceTransformersConfig ReadPooling(string path, SentenceTransformersConfig c)
+    {
+        if (!File.Exists(path)) throw new InvalidDataException($"{path}: the Pooling module's config.json is missing.");
+        var root = Parse(path, out var doc);
+        using (doc)
+        {
+            if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: not a JSON object.");
+            var on = new List<string>();
+            foreach (var mode in new[] { "cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens", "lasttoken" })
+            {
+                if (!root.TryGetProperty("pooling_mode_" + mode, out var v)) continue;
+                if (v.ValueKind is not (JsonValueKind.True or JsonValueKind.False)) throw new InvalidDataException($"{path}: pooling_mode_{mode} is not true or false.");
+                if (v.GetBoolean()) on.Add(mode);
+            }
+            Pooling pooling = on switch
+            {
+                ["cls_token"] => Pooling.Cls,
+                ["mean_tokens"] => Pooling.Mean,
+                _ => throw new InvalidDataException($"{path}: pooling {(on.Count == 0 ? "none" : string.Join(" + ", on))} is not supported (cls_token or mean_tokens alone)."),
+            };
+            int? dim = null;
+            if (root.TryGetProperty("word_embedding_dimension", out var d))
+                dim = d.ValueKind == JsonValueKind.Number && d.TryGetInt32(out int x) && x > 0 ? x
+                    : throw new InvalidDataException($"{path}: word_embedding_dimension is not a positive integer.");
+            return c with { Pooling = pooling, Dimension = dim };
+        }
+    }
+
+    private static SentenceTransformersConfig ReadSentenceBert(string path, SentenceTransformersConfig c)
+    {
+        var root = Parse(path, out var doc);
+        using (doc)
+        {
+            if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: not a JSON object.");
+            if (!root.TryGetProperty("max_seq_length", out var v) || v.ValueKind == JsonValueKind.Null) return c;
+            return v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int m) && m >= 3 ? c with { MaxSeqLength = m }
+                : throw new InvalidDataException($"{path}: max_seq_length is not an integer of at least 3 ([CLS], one word piece, [SEP]).");
+        }
+    }
+}

@@ -1,0 +1,239 @@
+using System.Text;
+using FastAttn.Cli;
+using FastAttn.Embeddings;
+using FastAttn.IO;
+using FastAttn.Tests.IO;
+
+namespace FastAttn.Tests.Embeddings;
+
+/// <summary>
+/// A sentence-transformers folder (modules.json, 1_Pooling/config.json, sentence_bert_config.json) around the tiny BERT:
+/// the pooling, normalisation and length it states are used where the caller leaves them open, given settings win, and
+/// every malformed or unsupported file is an <see cref="InvalidDataException"/> naming it. Also the <c>embed</c> and
+/// <c>search</c> commands on such folders.
+/// </summary>
+public class SentenceTransformersFolderTests
+{
+    private const string Text = "the cafe owner paid for books hello world here new xy a don t the cafe";   // 18 pieces with [CLS] and [SEP]
+
+    private const string Modules = """
+        [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+         {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+        """;
+
+    private static string PoolingJson(bool cls, bool mean, int dim = BertModelTests.H, string extra = "") =>
+        $$"""{"word_embedding_dimension": {{dim}}, "pooling_mode_cls_token": {{(cls ? "true" : "false")}}, "pooling_mode_mean_tokens": {{(mean ? "true" : "false")}}, "pooling_mode_max_tokens": false, "pooling_mode_mean_sqrt_len_tokens": false{{extra}}}""";
+
+    /// <summary>The tiny BERT, its vocabulary and (unless null) the sentence-transformers files, in <paramref name="sub"/> of the folder for the model.</summary>
+    private static void WriteFolder(TempDir dir, string? modules = Modules, string? pooling = null, string? sbert = """{"max_seq_length": 6, "do_lower_case": false}""", string sub = "")
+    {
+        string at = Path.Combine(dir.Path, sub);
+        Directory.CreateDirectory(at);
+        var w = BertModelTests.Checkpoint();
+        SafeTensorsWriter.Write(Path.Combine(at, "model.safetensors"), w.Select(kv => new SafeTensorsWriter.Entry(kv.Key, kv.Value.Data, kv.Value.Shape)));
+        File.WriteAllText(Path.Combine(at, "config.json"), BertModelTests.ConfigJson());
+        File.WriteAllText(Path.Combine(at, "vocab.txt"), string.Join('\n', TokenizerRulesTests.Vocab[..BertModelTests.Vocab]) + "\n");
+        if (modules != null) File.WriteAllText(dir.File("modules.json"), modules);
+        if (pooling != null)
+        {
+            Directory.CreateDirectory(dir.File("1_Pooling"));
+            File.WriteAllText(Path.Combine(dir.Path, "1_Pooling", "config.json"), pooling);
+        }
+        if (sbert != null) File.WriteAllText(dir.File("sentence_bert_config.json"), sbert);
+    }
+
+    /// <summary>The same text through an embedder with every setting stated.</summary>
+    private static float[] Explicit(string folder, Pooling pooling, bool normalize, int maxTokens)
+    {
+        using var e = SentenceEmbedder.Load(folder, options: new SentenceEmbedderOptions { Pooling = pooling, Normalize = normalize, MaxTokensPerText = maxTokens });
+        return e.Encode(Text);
+    }
+
+    [Fact]
+    public void FolderSettings_AreUsed_WhereTheCallerLeavesThemOpen()
+    {
+        using var dir = new TempDir();
+        WriteFolder(dir, pooling: PoolingJson(cls: true, mean: false));
+        var st = SentenceTransformersConfig.Read(dir.Path)!;
+        Assert.Equal(new SentenceTransformersConfig { Pooling = Pooling.Cls, Normalize = true, MaxSeqLength = 6, Dimension = BertModelTests.H, TransformerPath = "" }, st);
+
+        using (var e = SentenceEmbedder.Load(dir.Path))
+        {
+            Assert.Equal((Pooling?)Pooling.Cls, e.Options.Pooling);
+            Assert.Equal(true, e.Options.Normalize);
+            Assert.Equal(6, e.Options.MaxTokensPerText);
+            var v = e.Encode(Text);
+            Assert.Equal(Explicit(dir.Path, Pooling.Cls, true, 6), v);
+            Assert.Equal(1.0, Math.Sqrt(v.Sum(x => (double)x * x)), 5);
+        }
+        // settings given win; the others still come from the folder
+        using (var e = SentenceEmbedder.Load(dir.Path, options: new SentenceEmbedderOptions { Pooling = Pooling.Mean, Threads = 1 }))
+        {
+            Assert.Equal(Explicit(dir.Path, Pooling.Mean, true, 6), e.Encode(Text));
+            Assert.NotEqual(Explicit(dir.Path, Pooling.Cls, true, 6), e.Encode(Text));
+        }
+        using (var e = SentenceEmbedder.Load(dir.Path, options: new SentenceEmbedderOptions { Normalize = false, MaxTokensPerText = 12 }))
+            Assert.Equal(Explicit(dir.Path, Pooling.Cls, false, 12), e.Encode(Text));
+        // the same folder without its sentence-transformers files: mean, not normalised, the model's positions
+        foreach (var f in new[] { "modules.json", "sentence_bert_config.json" }) File.Delete(dir.File(f));
+        Directory.Delete(dir.File("1_Pooling"), true);
+        Assert.Null(SentenceTransformersConfig.Read(dir.Path));
+        using (var e = SentenceEmbedder.Load(dir.Path))
+        {
+            Assert.Equal((Pooling?)Pooling.Mean, e.Options.Pooling);
+            Assert.Equal(false, e.Options.Normalize);
+            Assert.Equal(BertModelTests.MaxPos, e.Options.MaxTokensPerText == 0 ? BertModelTests.MaxPos : e.Options.MaxTokensPerText);
+            Assert.Equal(Explicit(dir.Path, Pooling.Mean, false, 0), e.Encode(Text));
+        }
+    }
+
+    [Fact]
+    public void LonePoolingConfig_OldTransformerSubfolder_AndALengthPastThePositions()
+    {
+        using (var dir = new TempDir())
+        {
+            // no modules.json: 1_Pooling/config.json alone states the pooling; nothing normalises
+            WriteFolder(dir, modules: null, pooling: PoolingJson(cls: false, mean: true), sbert: """{"max_seq_length": 4096}""");
+            using var e = SentenceEmbedder.Load(dir.Path);
+            Assert.Equal((Pooling?)Pooling.Mean, e.Options.Pooling);
+            Assert.Equal(false, e.Options.Normalize);
+            Assert.Equal(BertModelTests.MaxPos, e.Options.MaxTokensPerText);   // 4096 cut to the model's 16 positions
+            Assert.Equal(Explicit(dir.Path, Pooling.Mean, false, BertModelTests.MaxPos), e.Encode(Text));
+        }
+        using (var dir = new TempDir())
+        {
+            // the older layout: the transformer's files in 0_Transformer/, sentence_bert_config.json beside them
+            WriteFolder(dir, modules: Modules.Replace("\"path\": \"\"", "\"path\": \"0_Transformer\""), pooling: PoolingJson(cls: true, mean: false), sbert: null, sub: "0_Transformer");
+            File.WriteAllText(Path.Combine(dir.Path, "0_Transformer", "sentence_bert_config.json"), """{"max_seq_length": 7}""");
+            using var e = SentenceEmbedder.Load(dir.Path);
+            Assert.Equal((Pooling?)Pooling.Cls, e.Options.Pooling);
+            Assert.Equal(7, e.Options.MaxTokensPerText);
+            Assert.Equal(Explicit(Path.Combine(dir.Path, "0_Transformer"), Pooling.Cls, true, 7), e.Encode(Text));
+        }
+    }
+
+    public static TheoryData<string, string?, string?, string> BadFolders() => new()
+    {
+        { "not JSON", "[{", null, "not valid JSON" },
+        { "modules not an array", """{"type": "x"}""", null, "not a JSON array" },
+        { "module without type", """[{"path": ""}]""", null, "no 'type'" },
+        { "path leaves the folder", Modules.Replace("1_Pooling", "../1_Pooling"), null, "leaves the model folder" },
+        { "absolute path", Modules.Replace("1_Pooling", "/etc"), null, "leaves the model folder" },
+        { "a Dense module", Modules.Replace("models.Normalize", "models.Dense"), null, "Dense" },
+        { "no pooling module", """[{"path": "", "type": "sentence_transformers.models.Transformer"}]""", null, "no Pooling module" },
+        { "pooling before the transformer", """[{"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]""", null, "not supported" },
+        { "pooling config missing", Modules, "<none>", "config.json is missing" },
+        { "max pooling", Modules, PoolingJson(false, false, extra: ", \"pooling_mode_max_tokens\": true").Replace("\"pooling_mode_max_tokens\": false,", ""), "max_tokens" },
+        { "cls and mean", Modules, PoolingJson(true, true), "cls_token + mean_tokens" },
+        { "no pooling mode", Modules, PoolingJson(false, false), "pooling none" },
+        { "mode not a boolean", Modules, PoolingJson(true, false).Replace("\"pooling_mode_mean_tokens\": false", "\"pooling_mode_mean_tokens\": 1"), "not true or false" },
+        { "dimension not the model's", Modules, PoolingJson(true, false, dim: 7), "word_embedding_dimension 7" },
+        { "dimension not a number", Modules, PoolingJson(true, false).Replace($"\"word_embedding_dimension\": {BertModelTests.H}", "\"word_embedding_dimension\": \"24\""), "word_embedding_dimension is not" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadFolders))]
+    public void MalformedOrUnsupportedFiles_AreInvalidData_NamingTheProblem(string what, string? modules, string? pooling, string message)
+    {
+        using var dir = new TempDir();
+        WriteFolder(dir, modules: modules, pooling: pooling == "<none>" ? null : pooling ?? PoolingJson(cls: true, mean: false));
+        var ex = Assert.Throws<InvalidDataException>(() => SentenceEmbedder.Load(dir.Path));
+        Assert.True(ex.Message.Contains(message, StringComparison.Ordinal), $"{what}: {ex.Message}");
+    }
+
+    [Theory]
+    [InlineData("""{"max_seq_length": 2}""")]
+    [InlineData("""{"max_seq_length": "256"}""")]
+    [InlineData("""{"max_seq_length": 1e12}""")]
+    [InlineData("""[256]""")]
+    public void BadMaxSeqLength_IsInvalidData(string sbert)
+    {
+        using var dir = new TempDir();
+        WriteFolder(dir, pooling: PoolingJson(cls: true, mean: false), sbert: sbert);
+        var ex = Assert.Throws<InvalidDataException>(() => SentenceTransformersConfig.Read(dir.Path));
+        Assert.Contains("sentence_bert_config.json", ex.Message);
+    }
+
+    [Fact]
+    public void AnOversizedFile_IsRefusedBeforeParsing()
+    {
+        using var dir = new TempDir();
+        WriteFolder(dir, pooling: PoolingJson(cls: true, mean: false));
+        File.WriteAllText(dir.File("modules.json"), "[" + new string(' ', 2 << 20) + "]");
+        Assert.Contains("bytes", Assert.Throws<InvalidDataException>(() => SentenceTransformersConfig.Read(dir.Path)).Message);
+    }
+
+    // ---- the command line ----
+
+    private static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var o = new StringWriter();
+        var e = new StringWriter();
+        int code = CliApp.Run(args, o, e, () => new MemoryStream(Encoding.UTF8.GetBytes("hello world\nthe cafe\n")));
+        return (code, o.ToString(), e.ToString());
+    }
+
+    private static float[] Parse(string line) => [.. line.Split(' ').Select(x => float.Parse(x, System.Globalization.CultureInfo.InvariantCulture))];
+
+    [Fact]
+    public void EmbedCommand_AutoPooling_FollowsTheFolder_AndFlagsWin()
+    {
+        using var dir = new TempDir();
+        WriteFolder(dir, pooling: PoolingJson(cls: true, mean: false));
+        var auto = Run("embed", "--model", dir.Path, Text);
+        Assert.True(auto.Code == 0, auto.Err);
+        var v = Parse(auto.Out.Trim());
+        var expect = Explicit(dir.Path, Pooling.Cls, true, 6);
+        Assert.Equal(expect.Length, v.Length);
+        for (int i = 0; i < v.Length; i++) Assert.Equal(expect[i], v[i], 6);   // printed with 7 significant digits
+        var mean = Parse(Run("embed", "--model", dir.Path, "--pooling", "mean", "--max-tokens", "12", Text).Out.Trim());
+        var expectMean = Explicit(dir.Path, Pooling.Mean, true, 12);
+        for (int i = 0; i < v.Length; i++) Assert.Equal(expectMean[i], mean[i], 6);
+    }
+
+    [Fact]
+    public void EmbedCommand_FileToNpy_StdinAndSearch()
+    {
+        using var dir = new TempDir();
+        WriteFolder(dir, modules: null, sbert: null);   // a plain Hugging Face folder: mean pooling
+        string lines = dir.File("lines.txt"), npy = dir.File("v.npy");
+        File.WriteAllText(lines, "hello world\nthe cafe\n\nbooks\n");
+        var r = Run("embed", "--model", dir.Path, "--file", lines, "--output", npy, "--normalize");
+        Assert.True(r.Code == 0, r.Err);
+        var (shape, data) = Npy.Read(npy);
+        Assert.Equal([4L, BertModelTests.H], shape);
+        using (var e = SentenceEmbedder.Load(dir.Path, options: new SentenceEmbedderOptions { Normalize = true }))
+            Assert.Equal(e.Encode(["hello world", "the cafe", "", "books"]).SelectMany(x => x).ToArray(), data);
+        var fromStdin = Run("embed", "--model", dir.Path, "--file", "-");
+        Assert.Equal(2, fromStdin.Out.Trim().Split('\n').Length);
+        // search ranks the corpus line equal to the query first, with cosine 1
+        var s = Run("search", "--model", dir.Path, "--corpus", lines, "--top", "2", "the", "cafe");
+        Assert.True(s.Code == 0, s.Err);
+        Assert.StartsWith("1.0000  the cafe", s.Out.Split('\n')[0]);
+    }
+
+    [Theory]
+    [InlineData("--pooling", "max")]
+    [InlineData("--max-tokens", "2")]
+    [InlineData("--threads", "0")]
+    [InlineData("--model", "/nonexistent/folder")]
+    [InlineData("--dense", "")]
+    public void EmbedCommand_BadInput_OneLine_Exit2_NoOutputFile(string flag, string value)
+    {
+        using var dir = new TempDir();
+        WriteFolder(dir, pooling: PoolingJson(cls: true, mean: false));
+        if (flag == "--dense") File.WriteAllText(dir.File("modules.json"), Modules.Replace("models.Normalize", "models.Dense"));
+        string npy = dir.File("out.npy");
+        var args = new List<string> { "embed", "--model", dir.Path, "--output", npy, Text };
+        if (flag == "--model") args[2] = value;
+        else if (flag != "--dense") args.AddRange([flag, value]);
+        var r = Run([.. args]);
+        Assert.True(r.Code == 2, $"exit {r.Code}: {r.Err}");
+        var lines = r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Single(lines);
+        Assert.DoesNotContain("   at ", r.Err);
+        Assert.False(File.Exists(npy));
+        Assert.Empty(Directory.GetFiles(dir.Path, "out.npy*"));
+    }
+}
