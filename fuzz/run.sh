@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Fuzz one FastAttn parser with AFL++ through SharpFuzz for a bounded time.
-#   fuzz/run.sh TARGET SECONDS        TARGET: safetensors | npy | conllu | tokenizer | onnx | wordpiece
+#   fuzz/run.sh TARGET SECONDS        TARGET: safetensors | npy | conllu | tokenizer | onnx | wordpiece | stconfig
 # Needs afl-fuzz (Debian: apt-get install afl++); installs the SharpFuzz instrumenter (SharpFuzz.CommandLine 2.3.0)
 # into fuzz/.tools. Output (queue, crashes, hangs) goes to fuzz/out/TARGET (not committed); a summary line is printed.
-# A finding is reproduced with: dotnet fuzz/out/bin/FastAttn.Fuzz.dll TARGET fuzz/out/TARGET/default/crashes/id:...
+# A finding is reproduced with the plain (not instrumented) build, which runs outside AFL++:
+#   dotnet run -c Release --project fuzz/FastAttn.Fuzz -- TARGET fuzz/out/TARGET/default/crashes/id:...
 set -euo pipefail
 cd "$(dirname "$0")"
 target=${1:?usage: fuzz/run.sh TARGET SECONDS}

@@ -12,7 +12,7 @@ namespace FastAttn.Fuzz;
 /// </summary>
 public static class Targets
 {
-    public static readonly string[] Names = ["safetensors", "npy", "conllu", "tokenizer", "onnx", "wordpiece"];
+    public static readonly string[] Names = ["safetensors", "npy", "conllu", "tokenizer", "onnx", "wordpiece", "stconfig"];
 
     public static void Run(string target, ReadOnlySpan<byte> input)
     {
@@ -24,6 +24,7 @@ public static class Targets
             case "tokenizer": Tokenizer(input); break;
             case "onnx": Onnx(input); break;
             case "wordpiece": WordPiece(input); break;
+            case "stconfig": SentenceTransformersFolder(input); break;
             default: throw new ArgumentException($"unknown fuzz target '{target}'; targets: {string.Join(", ", Names)}.");
         }
     }
@@ -129,6 +130,36 @@ public static class Targets
         foreach (int id in ids) Check((uint)id < (uint)t.VocabularySize, "an id outside the vocabulary");
         Check(!truncated || ids.Length == 64, "truncated but shorter than MaxTokens");
         foreach (var w in t.PreTokenize(text)) Check(w.Length > 0 && !w.Any(char.IsWhiteSpace), "a pre-token is empty or holds white space");
+    }
+
+    /// <summary>
+    /// A sentence-transformers folder: the input split at NUL bytes into modules.json, the Pooling config (served for every
+    /// path ending in config.json) and sentence_bert_config.json; an absent or empty part is no such file.
+    /// </summary>
+    public static void SentenceTransformersFolder(ReadOnlySpan<byte> input)
+    {
+        var parts = new List<byte[]>();
+        int start = 0;
+        for (int i = 0; i <= input.Length && parts.Count < 3; i++)
+            if (i == input.Length || input[i] == 0) { parts.Add(input[start..i].ToArray()); start = i + 1; }
+        byte[]? Part(int i) => i < parts.Count && parts[i].Length > 0 ? parts[i] : null;
+        var asked = new List<string>();
+        FastAttn.Embeddings.SentenceTransformersConfig? c;
+        try
+        {
+            c = FastAttn.Embeddings.SentenceTransformersConfig.ReadFiles(path =>
+            {
+                asked.Add(path);
+                return path == "modules.json" ? Part(0) : path.EndsWith("sentence_bert_config.json", StringComparison.Ordinal) ? Part(2)
+                    : path.EndsWith("config.json", StringComparison.Ordinal) ? Part(1) : null;
+            }, "fuzz");
+        }
+        catch (InvalidDataException) { return; }
+        foreach (var p in asked) Check(!p.Split('/', '\\').Contains("..") && !Path.IsPathRooted(p), "a file outside the model folder was asked for");
+        if (c == null) { Check(Part(0) == null && Part(2) == null, "files present but no configuration"); return; }
+        Check(c.Pooling is FastAttn.Embeddings.Pooling.Mean or FastAttn.Embeddings.Pooling.Cls, "a pooling other than mean or CLS");
+        Check(c.MaxSeqLength is null or >= 3, "max_seq_length below 3");
+        Check(c.Dimension is null or > 0, "a dimension below 1");
     }
 
     private static void Check(bool ok, string what)

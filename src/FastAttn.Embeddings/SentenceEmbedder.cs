@@ -54,10 +54,11 @@ public sealed class SentenceEmbedder : IDisposable
     /// Loads a model (<c>.safetensors</c> with <c>config.json</c>, a folder, or <c>.onnx</c>; see
     /// <see cref="BertModel.Load(string, BertLoadOptions?)"/>) and its <c>vocab.txt</c> (beside the model unless given).
     /// A sentence-transformers folder (<c>modules.json</c>, <c>1_Pooling/config.json</c>, <c>sentence_bert_config.json</c>;
-    /// see <see cref="SentenceTransformersConfig"/>) sets the pooling, the normalisation and the length limit when
-    /// <paramref name="options"/> is null; options given are used as given (combine both with
-    /// <see cref="SentenceTransformersConfig.ApplyTo"/>). A folder whose Transformer module lives in a subfolder
-    /// (<c>0_Transformer/</c>) is read from there. A length limit past the model's positions is cut to them.
+    /// see <see cref="SentenceTransformersConfig"/>) sets the pooling, the normalisation and the length limit wherever
+    /// <paramref name="options"/> leave them open (null pooling or normalisation, 0 tokens per text; settings given win);
+    /// its length limit is cut to the model's positions. A folder whose Transformer module lives in a subfolder
+    /// (<c>0_Transformer/</c>) is read from there. (<see cref="SentenceTransformersConfig.Read"/> and
+    /// <see cref="SentenceTransformersConfig.ApplyTo"/> do the same for a model and options of one's own.)
     /// </summary>
     /// <exception cref="InvalidDataException">A file is malformed or does not match a BERT model, or the sentence-transformers
     /// files name a pipeline FastAttn does not run or a dimension other than the model's.</exception>
@@ -78,14 +79,7 @@ public sealed class SentenceEmbedder : IDisposable
         try
         {
             options ??= new SentenceEmbedderOptions();
-            if (st != null)
-            {
-                if (st.Dimension is int d && d != model.Config.HiddenSize)
-                    throw new InvalidDataException($"{dir}: the Pooling module's word_embedding_dimension {d} is not the model's hidden size {model.Config.HiddenSize}.");
-                bool lengthOpen = options.MaxTokensPerText == 0;
-                options = st.ApplyTo(options);
-                if (lengthOpen && options.MaxTokensPerText > model.Embeddings.MaxPositions) options = options with { MaxTokensPerText = model.Embeddings.MaxPositions };
-            }
+            if (st != null) options = st.ApplyTo(options, model);
             int max = options.MaxTokensPerText == 0 ? model.Embeddings.MaxPositions : options.MaxTokensPerText;
             var tokenizer = BertWordPieceTokenizer.FromVocabFile(vocabPath, new BertTokenizerOptions { MaxTokens = max });
             return new SentenceEmbedder(model, tokenizer, options, ownsModel: true);

@@ -36,50 +36,71 @@ public sealed record SentenceTransformersConfig
     public static SentenceTransformersConfig? Read(string folder)
     {
         ArgumentNullException.ThrowIfNull(folder);
-        string modules = Path.Combine(folder, "modules.json"), lonePooling = Path.Combine(folder, "1_Pooling", "config.json");
-        string sbert = Path.Combine(folder, "sentence_bert_config.json");
-        bool hasModules = File.Exists(modules), hasPooling = File.Exists(lonePooling), hasSbert = File.Exists(sbert);
-        if (!hasModules && !hasPooling && !hasSbert) return null;
+        return ReadFiles(relative =>
+        {
+            string path = Path.Combine(folder, relative);
+            if (!File.Exists(path)) return null;
+            long length = new FileInfo(path).Length;
+            if (length > MaxFileBytes) throw new InvalidDataException($"{path}: {length} bytes; a sentence-transformers configuration file is at most {MaxFileBytes} bytes.");
+            return File.ReadAllBytes(path);
+        }, folder);
+    }
+
+    /// <summary>
+    /// As <see cref="Read(string)"/>, with the files' bytes from <paramref name="file"/> (a path relative to the model
+    /// folder, '/'-separated → the bytes, or null when there is no such file); <paramref name="folder"/> names them in messages.
+    /// </summary>
+    internal static SentenceTransformersConfig? ReadFiles(Func<string, byte[]?> file, string folder)
+    {
+        byte[]? modules = file("modules.json"), lonePooling = modules == null ? file("1_Pooling/config.json") : null, sbert = file("sentence_bert_config.json");
+        if (modules == null && lonePooling == null && sbert == null) return null;
         var c = new SentenceTransformersConfig();
-        if (hasModules) c = ReadModules(folder, modules);
-        else if (hasPooling) c = ReadPooling(lonePooling, c);
+        if (modules != null) c = ReadModules(file, folder, modules);
+        else if (lonePooling != null) c = ReadPooling(Path.Combine(folder, "1_Pooling/config.json"), lonePooling, c);
         // sentence_bert_config.json sits beside modules.json, or in an older layout beside the transformer's files
-        string sbertAt = hasSbert ? sbert : Path.Combine(folder, c.TransformerPath, "sentence_bert_config.json");
-        if (File.Exists(sbertAt)) c = ReadSentenceBert(sbertAt, c);
+        string sbertAt = "sentence_bert_config.json";
+        if (sbert == null && c.TransformerPath.Length > 0) sbert = file(sbertAt = c.TransformerPath.TrimEnd('/', '\\') + "/sentence_bert_config.json");
+        if (sbert != null) c = ReadSentenceBert(Path.Combine(folder, sbertAt), sbert, c);
         return c;
     }
 
     /// <summary>
     /// <paramref name="options"/> with this folder's settings where the options leave them open: pooling and
-    /// normalisation where null, and <c>max_seq_length</c> where <see cref="SentenceEmbedderOptions.MaxTokensPerText"/>
-    /// is 0 (not cut to a model's positions here; <see cref="SentenceEmbedder.Load"/> does that). Settings given win.
+    /// normalisation where null, and <c>max_seq_length</c> (cut to <paramref name="model"/>'s positions) where
+    /// <see cref="SentenceEmbedderOptions.MaxTokensPerText"/> is 0. Settings given win.
     /// </summary>
-    public SentenceEmbedderOptions ApplyTo(SentenceEmbedderOptions options)
+    /// <exception cref="InvalidDataException">The Pooling module's dimension is not the model's hidden size.</exception>
+    public SentenceEmbedderOptions ApplyTo(SentenceEmbedderOptions options, BertModel model)
     {
         ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(model);
+        if (Dimension is int d && d != model.Config.HiddenSize)
+            throw new InvalidDataException($"the Pooling module's word_embedding_dimension {d} is not the model's hidden size {model.Config.HiddenSize}.");
         return options with
         {
             Pooling = options.Pooling ?? Pooling,
             Normalize = options.Normalize ?? Normalize,
-            MaxTokensPerText = options.MaxTokensPerText == 0 && MaxSeqLength is int m ? m : options.MaxTokensPerText,
+            MaxTokensPerText = options.MaxTokensPerText == 0 && MaxSeqLength is int m ? Math.Min(m, model.Embeddings.MaxPositions) : options.MaxTokensPerText,
         };
     }
 
-    private static JsonElement Parse(string path, out JsonDocument doc)
+    private static JsonElement Parse(string path, byte[] bytes, out JsonDocument doc)
     {
-        var info = new FileInfo(path);
-        if (info.Length > MaxFileBytes) throw new InvalidDataException($"{path}: {info.Length} bytes; a sentence-transformers configuration file is at most {MaxFileBytes} bytes.");
+        if (bytes.Length > MaxFileBytes) throw new InvalidDataException($"{path}: {bytes.Length} bytes; a sentence-transformers configuration file is at most {MaxFileBytes} bytes.");
+        // the JSON reader checks the structure, not the UTF-8 inside strings (that would throw later, when a string is read)
+        if (!System.Text.Unicode.Utf8.IsValid(bytes)) throw new InvalidDataException($"{path}: not valid UTF-8.");
         try
         {
-            doc = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { MaxDepth = 8, AllowTrailingCommas = true });
+            doc = JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = 8, AllowTrailingCommas = true });
             return doc.RootElement;
         }
         catch (JsonException e) { throw new InvalidDataException($"{path}: not valid JSON: {e.Message}", e); }
     }
 
-    private static SentenceTransformersConfig ReadModules(string folder, string path)
+    private static SentenceTransformersConfig ReadModules(Func<string, byte[]?> file, string folder, byte[] bytes)
     {
-        var root = Parse(path, out var doc);
+        string path = Path.Combine(folder, "modules.json");
+        var root = Parse(path, bytes, out var doc);
         using (doc)
         {
             if (root.ValueKind != JsonValueKind.Array) throw new InvalidDataException($"{path}: not a JSON array of modules.");
@@ -103,7 +124,9 @@ public sealed record SentenceTransformersConfig
                         break;
                     case "Pooling" when transformer && !pooling:
                         pooling = true;
-                        c = ReadPooling(Path.Combine(folder, sub, "config.json"), c);
+                        string config = (sub.Length == 0 ? "" : sub.TrimEnd('/', '\\') + "/") + "config.json";
+                        c = ReadPooling(Path.Combine(folder, config), file(config)
+                            ?? throw new InvalidDataException($"{Path.Combine(folder, config)}: the Pooling module's config.json is missing."), c);
                         break;
                     case "Normalize" when pooling && !c.Normalize:
                         c = c with { Normalize = true };
@@ -126,10 +149,9 @@ public sealed record SentenceTransformersConfig
         if (bad) throw new InvalidDataException($"{path}: module path '{sub}' leaves the model folder.");
     }
 
-    private static SentenceTransformersConfig ReadPooling(string path, SentenceTransformersConfig c)
+    private static SentenceTransformersConfig ReadPooling(string path, byte[] bytes, SentenceTransformersConfig c)
     {
-        if (!File.Exists(path)) throw new InvalidDataException($"{path}: the Pooling module's config.json is missing.");
-        var root = Parse(path, out var doc);
+        var root = Parse(path, bytes, out var doc);
         using (doc)
         {
             if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: not a JSON object.");
@@ -154,9 +176,9 @@ public sealed record SentenceTransformersConfig
         }
     }
 
-    private static SentenceTransformersConfig ReadSentenceBert(string path, SentenceTransformersConfig c)
+    private static SentenceTransformersConfig ReadSentenceBert(string path, byte[] bytes, SentenceTransformersConfig c)
     {
-        var root = Parse(path, out var doc);
+        var root = Parse(path, bytes, out var doc);
         using (doc)
         {
             if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: not a JSON object.");

@@ -30,3 +30,36 @@ public sealed class PrecisionTests
         Assert.True(anyDifferent, $"{precision}: the vectors equal FP32's to the bit — the setting did not take effect");
     }
 }
+
+/// <summary><c>--Model DIR</c> of a sentence-transformers folder: the service pools as the folder says (here CLS).</summary>
+public sealed class ModelFolderTests
+{
+    [Fact]
+    public async Task A_sentence_transformers_folder_sets_the_pooling()
+    {
+        // all-MiniLM-L6-v2's files with a Pooling module that names [CLS]: the vectors must be the CLS ones, not the mean
+        string dir = Directory.CreateTempSubdirectory("fastattn-service-st-").FullName;
+        try
+        {
+            File.Copy(MiniLmPackage.Files.Model, Path.Combine(dir, "model.onnx"));
+            File.Copy(MiniLmPackage.Files.Vocab, Path.Combine(dir, "vocab.txt"));
+            File.WriteAllText(Path.Combine(dir, "modules.json"), """
+                [{"path": "", "type": "sentence_transformers.models.Transformer"}, {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+                """);
+            Directory.CreateDirectory(Path.Combine(dir, "1_Pooling"));
+            File.WriteAllText(Path.Combine(dir, "1_Pooling", "config.json"), """{"word_embedding_dimension": 384, "pooling_mode_cls_token": true}""");
+            await using var factory = new WebApplicationFactory<Program>().WithWebHostBuilder(b => b.UseSetting("FastAttn:Model", dir));
+            using var client = factory.CreateClient();
+            string[] texts = ["I saw a saw.", "The city committee approved the new budget on Monday."];
+            var got = await Http.Embed(client, texts);
+            using var cls = SentenceEmbedder.Load(MiniLmPackage.Folder, options: new SentenceEmbedderOptions { Pooling = Pooling.Cls, Normalize = true });
+            using var mean = SentenceEmbedder.Load(MiniLmPackage.Folder, options: new SentenceEmbedderOptions { Pooling = Pooling.Mean, Normalize = true });
+            for (int i = 0; i < texts.Length; i++)
+            {
+                Assert.Equal(cls.Encode(texts[i]), got[i]);
+                Assert.NotEqual(mean.Encode(texts[i]), got[i]);
+            }
+        }
+        finally { try { Directory.Delete(dir, true); } catch (IOException) { } }
+    }
+}

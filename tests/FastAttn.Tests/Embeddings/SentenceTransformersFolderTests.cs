@@ -156,6 +156,18 @@ public class SentenceTransformersFolderTests
     }
 
     [Fact]
+    public void InvalidUtf8InsideAJsonString_IsInvalidData()
+    {
+        // the JSON reader accepts the structure; the bytes inside a string would only fail when the string is read
+        using var dir = new TempDir();
+        WriteFolder(dir, pooling: PoolingJson(cls: true, mean: false));
+        var bytes = Encoding.UTF8.GetBytes(Modules);
+        bytes[Array.IndexOf(bytes, (byte)'T')] = 0xB6;
+        File.WriteAllBytes(dir.File("modules.json"), bytes);
+        Assert.Contains("not valid UTF-8", Assert.Throws<InvalidDataException>(() => SentenceEmbedder.Load(dir.Path)).Message);
+    }
+
+    [Fact]
     public void AnOversizedFile_IsRefusedBeforeParsing()
     {
         using var dir = new TempDir();
