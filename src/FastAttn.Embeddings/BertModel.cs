@@ -72,8 +72,8 @@ public sealed class BertModel : IDisposable
 
     /// <summary>
     /// Loads a model from <paramref name="path"/>: a <c>.safetensors</c> file (with <c>config.json</c> beside it), a folder
-    /// (<c>model.safetensors</c> or <c>model.onnx</c>, and <c>config.json</c>), or an <c>.onnx</c> file (heads from the graph,
-    /// or from a <c>config.json</c> beside it).
+    /// (<c>model.safetensors</c>, <c>model.onnx</c> or <c>onnx/model.onnx</c>, and <c>config.json</c>), or an <c>.onnx</c>
+    /// file (heads from the graph, or from a <c>config.json</c> beside it).
     /// </summary>
     /// <exception cref="InvalidDataException">A file is malformed, tensors are missing, unexpected or mis-shaped (all listed), or the architecture cannot be determined (the message says what to pass).</exception>
     /// <exception cref="FileNotFoundException">The model file is not there.</exception>
@@ -85,14 +85,17 @@ public sealed class BertModel : IDisposable
         options ??= new BertLoadOptions();
         if (options.Heads is int h0 && h0 < 1) throw new ArgumentOutOfRangeException(nameof(options), h0, "Heads must be at least 1.");
         string file = path;
+        string? configDir = null;
         if (Directory.Exists(path))
         {
-            string st = System.IO.Path.Combine(path, "model.safetensors"), ox = System.IO.Path.Combine(path, "model.onnx");
-            file = File.Exists(st) ? st : File.Exists(ox) ? ox
-                : throw new FileNotFoundException($"folder '{path}' holds neither model.safetensors nor model.onnx.", st);
+            // Hugging Face's layouts: the weights beside config.json, or an ONNX export in onnx/ below it
+            string st = System.IO.Path.Combine(path, "model.safetensors"), ox = System.IO.Path.Combine(path, "model.onnx"), sub = System.IO.Path.Combine(path, "onnx", "model.onnx");
+            file = File.Exists(st) ? st : File.Exists(ox) ? ox : File.Exists(sub) ? sub
+                : throw new FileNotFoundException($"folder '{path}' holds neither model.safetensors, model.onnx nor onnx/model.onnx.", st);
+            configDir = path;
         }
         else if (!File.Exists(path)) throw new FileNotFoundException($"model file '{path}' not found.", path);
-        string configPath = options.ConfigPath ?? System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(file))!, "config.json");
+        string configPath = options.ConfigPath ?? System.IO.Path.Combine(configDir ?? System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(file))!, "config.json");
         BertConfig? config = File.Exists(configPath) ? BertConfig.FromJsonFile(configPath) : null;
         if (options.ConfigPath != null && config == null) throw new FileNotFoundException($"config '{options.ConfigPath}' not found.", options.ConfigPath);
         if (file.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))

@@ -157,6 +157,35 @@ public class OnnxImportTests
     }
 
     [Fact]
+    public void HuggingFaceLayout_OnnxSubfolder_WithConfigAndVocabAtTheRoot()
+    {
+        // model.onnx in onnx/, config.json (which states 3 heads), vocab.txt and a sentence-transformers Pooling module at the root
+        using var dir = new TempDir();
+        var w = Checkpoint(seed: 3);
+        Directory.CreateDirectory(dir.File("onnx"));
+        File.WriteAllBytes(Path.Combine(dir.Path, "onnx", "model.onnx"), Export(w, "scale-only"));
+        File.WriteAllText(dir.File("config.json"), ConfigJson());
+        File.WriteAllText(dir.File("vocab.txt"), string.Join('\n', TokenizerRulesTests.Vocab[..Vocab]) + "\n");
+        Directory.CreateDirectory(dir.File("1_Pooling"));
+        File.WriteAllText(Path.Combine(dir.Path, "1_Pooling", "config.json"), """{"pooling_mode_cls_token": true}""");
+        using (var model = BertModel.Load(dir.Path))
+        {
+            Assert.Contains("config.json", model.Source);   // the architecture from the root's config.json, not from the graph
+            using var session = new EmbeddingSession(model, null);
+            int[] ids = [2, 7, 11, 3, 40];
+            var hs = new float[ids.Length * H];
+            session.HiddenStates(ids, [ids.Length], hs);
+            AssertClose(RefBert(w, "", ids), hs, "onnx/model.onnx");
+        }
+        using var embedder = SentenceEmbedder.Load(dir.Path);
+        Assert.Equal((Pooling?)Pooling.Cls, embedder.Options.Pooling);
+        var ids2 = embedder.Tokenizer.Encode("the cafe owner");
+        var h2 = new float[ids2.Length * H];
+        using (var s2 = embedder.CreateSession()) s2.HiddenStates(ids2, [ids2.Length], h2);
+        Assert.Equal(h2.AsSpan(0, H).ToArray(), embedder.Encode("the cafe owner"));
+    }
+
+    [Fact]
     public void Malformed_OrUnmatchable_FilesAreInvalidData()
     {
         using var dir = new TempDir();
