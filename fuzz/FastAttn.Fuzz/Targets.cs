@@ -12,7 +12,7 @@ namespace FastAttn.Fuzz;
 /// </summary>
 public static class Targets
 {
-    public static readonly string[] Names = ["safetensors", "npy", "conllu", "tokenizer", "onnx", "wordpiece", "stconfig"];
+    public static readonly string[] Names = ["safetensors", "npy", "conllu", "tokenizer", "onnx", "wordpiece", "stconfig", "tokjson"];
 
     public static void Run(string target, ReadOnlySpan<byte> input)
     {
@@ -25,6 +25,7 @@ public static class Targets
             case "onnx": Onnx(input); break;
             case "wordpiece": WordPiece(input); break;
             case "stconfig": SentenceTransformersFolder(input); break;
+            case "tokjson": TokenizerJson(input); break;
             default: throw new ArgumentException($"unknown fuzz target '{target}'; targets: {string.Join(", ", Names)}.");
         }
     }
@@ -160,6 +161,17 @@ public static class Targets
         Check(c.Pooling is FastAttn.Embeddings.Pooling.Mean or FastAttn.Embeddings.Pooling.Cls, "a pooling other than mean or CLS");
         Check(c.MaxSeqLength is null or >= 3, "max_seq_length below 3");
         Check(c.Dimension is null or > 0, "a dimension below 1");
+    }
+
+    /// <summary>Hugging Face's tokenizer.json of a BERT: read, then one fixed text encoded and its ids checked.</summary>
+    public static void TokenizerJson(ReadOnlySpan<byte> input)
+    {
+        FastAttn.Embeddings.BertWordPieceTokenizer t;
+        try { t = FastAttn.Embeddings.BertWordPieceTokenizer.FromTokenizerJson(input.ToArray(), new FastAttn.Embeddings.BertTokenizerOptions { MaxTokens = 64 }, "fuzz"); }
+        catch (InvalidDataException) { return; }
+        var ids = t.Encode("The café's naïve owner paid $3,000.50 for 12 books — 中文 ¿qué?");
+        Check(ids.Length >= 2 && ids.Length <= 64 && ids[0] == t.ClsId && ids[^1] == t.SepId, "[CLS] … [SEP] within MaxTokens");
+        foreach (int id in ids) Check((uint)id < (uint)t.VocabularySize, "an id outside the vocabulary");
     }
 
     private static void Check(bool ok, string what)

@@ -101,6 +101,84 @@ public sealed class BertWordPieceTokenizer
         return FromVocab(fs, options, path);
     }
 
+    /// <summary>Largest <c>tokenizer.json</c> read (a BERT vocabulary's is about 0.7 MB).</summary>
+    private const int MaxTokenizerJsonBytes = 64 << 20;
+
+    /// <summary>
+    /// Loads Hugging Face's <c>tokenizer.json</c> of a BERT (a WordPiece model): the vocabulary from <c>model.vocab</c> and
+    /// the casing, accent and CJK settings from its <c>BertNormalizer</c> (options given here win for casing and accents).
+    /// For folders that carry no <c>vocab.txt</c>.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The file is not valid UTF-8 JSON, not a WordPiece tokenizer with the
+    /// <c>##</c> prefix, its ids are not 0…n−1 each once, a token holds a line break, its normalizer is not BERT's, or it
+    /// lacks [CLS], [SEP] or [UNK].</exception>
+    /// <exception cref="IOException">The file cannot be read.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">MaxTokens is below 3.</exception>
+    public static BertWordPieceTokenizer FromTokenizerJson(string path, BertTokenizerOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        long length = new FileInfo(path).Length;
+        if (length > MaxTokenizerJsonBytes) throw new InvalidDataException($"'{path}': {length} bytes; a tokenizer.json is read up to {MaxTokenizerJsonBytes} bytes.");
+        return FromTokenizerJson(File.ReadAllBytes(path), options, path);
+    }
+
+    /// <summary>As <see cref="FromTokenizerJson(string, BertTokenizerOptions?)"/>, from the file's bytes.</summary>
+    internal static BertWordPieceTokenizer FromTokenizerJson(byte[] json, BertTokenizerOptions? options, string name)
+    {
+        options ??= new BertTokenizerOptions();
+        InvalidDataException Bad(string what) => new($"'{name}': {what}.");
+        if (json.Length > MaxTokenizerJsonBytes) throw Bad($"{json.Length} bytes; a tokenizer.json is read up to {MaxTokenizerJsonBytes} bytes");
+        if (!System.Text.Unicode.Utf8.IsValid(json)) throw Bad("not valid UTF-8");
+        System.Text.Json.JsonDocument doc;
+        try { doc = System.Text.Json.JsonDocument.Parse(json, new System.Text.Json.JsonDocumentOptions { MaxDepth = 64, AllowTrailingCommas = true }); }
+        catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"'{name}': not valid JSON: {e.Message}", e); }
+        string[] vocab;
+        using (doc)
+        {
+            var root = doc.RootElement;
+            if (root.ValueKind != System.Text.Json.JsonValueKind.Object) throw Bad("not a JSON object");
+            static System.Text.Json.JsonElement? Member(System.Text.Json.JsonElement o, string key) =>
+                o.ValueKind == System.Text.Json.JsonValueKind.Object && o.TryGetProperty(key, out var v) && v.ValueKind != System.Text.Json.JsonValueKind.Null ? v : null;
+            static string? Str(System.Text.Json.JsonElement o, string key) =>
+                Member(o, key) is { ValueKind: System.Text.Json.JsonValueKind.String } v ? v.GetString() : null;
+            if (Member(root, "model") is not { ValueKind: System.Text.Json.JsonValueKind.Object } model) throw Bad("no 'model' object");
+            if (Str(model, "type") is { } type && type != "WordPiece") throw Bad($"model type '{type}' is not WordPiece (BERT's)");
+            if (Str(model, "continuing_subword_prefix") is { } prefix && prefix != "##") throw Bad($"continuing_subword_prefix '{prefix}' is not ##");
+            if (Member(model, "vocab") is not { ValueKind: System.Text.Json.JsonValueKind.Object } map) throw Bad("model.vocab is not an object of token → id");
+            int count = 0;
+            foreach (var _ in map.EnumerateObject()) count++;
+            if (count == 0) throw Bad("the vocabulary is empty");
+            vocab = new string[count];
+            foreach (var e in map.EnumerateObject())
+            {
+                if (e.Value.ValueKind != System.Text.Json.JsonValueKind.Number || !e.Value.TryGetInt32(out int id) || (uint)id >= (uint)count)
+                    throw Bad($"token '{Shorten(e.Name)}' has id {Shorten(e.Value.GetRawText())}, not one of 0…{count - 1}");
+                if (vocab[id] != null) throw Bad($"id {id} is given to '{Shorten(vocab[id])}' and '{Shorten(e.Name)}'");
+                if (e.Name.Length == 0 || e.Name.AsSpan().IndexOfAny('\n', '\r') >= 0) throw Bad($"token {id} is empty or holds a line break");
+                vocab[id] = e.Name;
+            }
+            if (Member(root, "normalizer") is { } norm)
+            {
+                if (Str(norm, "type") != "BertNormalizer") throw Bad($"normalizer '{Str(norm, "type") ?? norm.ValueKind.ToString()}' is not BertNormalizer (FastAttn applies BERT's rules)");
+                bool? Flag(string key) => Member(norm, key) is { } v ? v.ValueKind switch
+                {
+                    System.Text.Json.JsonValueKind.True => true,
+                    System.Text.Json.JsonValueKind.False => false,
+                    _ => throw Bad($"normalizer.{key} is not true, false or null"),
+                } : null;
+                options = options with
+                {
+                    LowerCase = options.LowerCase ?? Flag("lowercase"),
+                    StripAccents = options.StripAccents ?? Flag("strip_accents"),
+                    TokenizeChineseChars = Flag("handle_chinese_chars") ?? options.TokenizeChineseChars,
+                };
+            }
+        }
+        return FromVocab(new MemoryStream(Encoding.UTF8.GetBytes(string.Join('\n', vocab) + "\n")), options, name);
+    }
+
+    private static string Shorten(string s) => s.Length <= 40 ? s : s[..40] + "…";
+
     /// <summary>Loads a vocabulary from a stream (read to its end).</summary>
     /// <exception cref="InvalidDataException">The vocabulary is empty, not UTF-8, or lacks [CLS], [SEP] or [UNK].</exception>
     /// <exception cref="ArgumentOutOfRangeException">MaxTokens is below 3.</exception>

@@ -52,7 +52,8 @@ public sealed class SentenceEmbedder : IDisposable
 
     /// <summary>
     /// Loads a model (<c>.safetensors</c> with <c>config.json</c>, a folder, or <c>.onnx</c>; see
-    /// <see cref="BertModel.Load(string, BertLoadOptions?)"/>) and its <c>vocab.txt</c> (beside the model unless given).
+    /// <see cref="BertModel.Load(string, BertLoadOptions?)"/>) and its <c>vocab.txt</c> (beside the model unless given; a
+    /// folder without one: its <c>tokenizer.json</c>, and a given path named <c>tokenizer.json</c> is read as one).
     /// A sentence-transformers folder (<c>modules.json</c>, <c>1_Pooling/config.json</c>, <c>sentence_bert_config.json</c>;
     /// see <see cref="SentenceTransformersConfig"/>) sets the pooling, the normalisation and the length limit wherever
     /// <paramref name="options"/> leave them open (null pooling or normalisation, 0 tokens per text; settings given win);
@@ -73,15 +74,20 @@ public sealed class SentenceEmbedder : IDisposable
         var st = SentenceTransformersConfig.Read(dir);
         if (folder && st is { TransformerPath.Length: > 0 } && !File.Exists(Path.Combine(dir, "model.safetensors")) && !File.Exists(Path.Combine(dir, "model.onnx")))
             modelPath = dir = Path.Combine(dir, st.TransformerPath);
+        // vocab.txt, else Hugging Face's tokenizer.json (a folder without vocab.txt)
+        if (vocabPath == null && !File.Exists(Path.Combine(dir, "vocab.txt")) && File.Exists(Path.Combine(dir, "tokenizer.json")))
+            vocabPath = Path.Combine(dir, "tokenizer.json");
         vocabPath ??= Path.Combine(dir, "vocab.txt");
-        if (!File.Exists(vocabPath)) throw new FileNotFoundException($"vocabulary '{vocabPath}' not found; pass its path.", vocabPath);
+        if (!File.Exists(vocabPath)) throw new FileNotFoundException($"vocabulary '{vocabPath}' not found (nor tokenizer.json); pass its path.", vocabPath);
+        bool tokenizerJson = Path.GetFileName(vocabPath).Equals("tokenizer.json", StringComparison.OrdinalIgnoreCase);
         var model = BertModel.Load(modelPath, loadOptions);
         try
         {
             options ??= new SentenceEmbedderOptions();
             if (st != null) options = st.ApplyTo(options, model);
             int max = options.MaxTokensPerText == 0 ? model.Embeddings.MaxPositions : options.MaxTokensPerText;
-            var tokenizer = BertWordPieceTokenizer.FromVocabFile(vocabPath, new BertTokenizerOptions { MaxTokens = max });
+            var tokenizer = tokenizerJson ? BertWordPieceTokenizer.FromTokenizerJson(vocabPath, new BertTokenizerOptions { MaxTokens = max })
+                : BertWordPieceTokenizer.FromVocabFile(vocabPath, new BertTokenizerOptions { MaxTokens = max });
             return new SentenceEmbedder(model, tokenizer, options, ownsModel: true);
         }
         catch
