@@ -219,8 +219,7 @@ public sealed class BertWordPieceTokenizer
     public int[] Encode(string text, out bool truncated)
     {
         ArgumentNullException.ThrowIfNull(text);
-        var words = PreTokenize(text);
-        var ids = words.Count == 0 ? [] : _wordPiece.EncodeToIds(string.Join(' ', words), addSpecialTokens: false, considerPreTokenization: true, considerNormalization: false);
+        var ids = Pieces(text);
         truncated = ids.Count > Options.MaxTokens - 2;
         int n = Math.Min(ids.Count, Options.MaxTokens - 2);
         var r = new int[n + 2];
@@ -228,6 +227,53 @@ public sealed class BertWordPieceTokenizer
         for (int i = 0; i < n; i++) r[i + 1] = ids[i];
         r[n + 1] = SepId;
         return r;
+    }
+
+    /// <summary>The word-piece ids of a text, without [CLS] and [SEP] and not truncated.</summary>
+    private IReadOnlyList<int> Pieces(string text)
+    {
+        var words = PreTokenize(text);
+        return words.Count == 0 ? [] : _wordPiece.EncodeToIds(string.Join(' ', words), addSpecialTokens: false, considerPreTokenization: true, considerNormalization: false);
+    }
+
+    /// <summary>
+    /// A text pair as BERT takes it (a cross-encoder's query and passage, say): <c>[CLS] first [SEP] second [SEP]</c>, with
+    /// <paramref name="typeIds"/> 0 up to the first [SEP] and 1 after it. A pair longer than
+    /// <see cref="BertTokenizerOptions.MaxTokens"/> is cut as Hugging Face's fast tokenizers cut it by default
+    /// (<c>longest_first</c>): the shorter text is kept whole if it fits in half of the room, else both get half (the second
+    /// the odd piece); each keeps its first pieces.
+    /// </summary>
+    /// <exception cref="ArgumentNullException">A text is null.</exception>
+    public int[] EncodePair(string first, string second, out int[] typeIds) => EncodePair(first, second, Options.MaxTokens, out typeIds);
+
+    /// <summary>As <see cref="EncodePair(string, string, out int[])"/>, cut to <paramref name="maxTokens"/> (at least 3).</summary>
+    internal int[] EncodePair(string first, string second, int maxTokens, out int[] typeIds)
+    {
+        ArgumentNullException.ThrowIfNull(first);
+        ArgumentNullException.ThrowIfNull(second);
+        var a = Pieces(first);
+        var b = Pieces(second);
+        int room = maxTokens - 3, na = a.Count, nb = b.Count;
+        if (na + nb > room)
+        {
+            room = Math.Max(room, 0);
+            int small = Math.Min(na, nb), large = Math.Max(na, nb);
+            large = small > room ? small : Math.Max(small, room - small);
+            if (small + large > room) { small = room / 2; large = small + room % 2; }
+            // the longer text gets the larger share; on a tie, the first gets the smaller (as the fast tokenizer does)
+            (na, nb) = a.Count > b.Count ? (large, small) : (small, large);
+            na = Math.Min(na, a.Count);
+            nb = Math.Min(nb, b.Count);
+        }
+        var ids = new int[na + nb + 3];
+        typeIds = new int[ids.Length];
+        ids[0] = ClsId;
+        for (int i = 0; i < na; i++) ids[1 + i] = a[i];
+        ids[na + 1] = SepId;
+        for (int i = 0; i < nb; i++) { ids[na + 2 + i] = b[i]; typeIds[na + 2 + i] = 1; }
+        ids[^1] = SepId;
+        typeIds[^1] = 1;
+        return ids;
     }
 
     /// <summary>The token (word piece) of id <paramref name="id"/>, for display.</summary>

@@ -57,9 +57,11 @@ public sealed class EmbeddingSession : IDisposable
         _input = new float[2 * max];
         _hidden = new float[(long)max * h];
         _maxSequences = max; // a sequence has at least one token
-        _cls = _pooling == Pooling.Pooler ? new float[(long)max * h] : [];
-        _pooled = _pooling == Pooling.Pooler ? new float[(long)max * Dimension] : [];
-        _poolScratch = _pooling == Pooling.Pooler ? new float[model.Pooler!.ScratchSize(max)] : [];
+        // the pooler's buffers serve pooler pooling and a sequence-classification head alike
+        bool pooler = _pooling == Pooling.Pooler || model.Head == BertHead.Sequence;
+        _cls = pooler ? new float[(long)max * h] : [];
+        _pooled = pooler ? new float[(long)max * model.Config.HiddenSize] : [];
+        _poolScratch = pooler ? new float[Math.Max(model.Pooler!.ScratchSize(max), model.Classifier?.ScratchSize(max) ?? 0)] : [];
     }
 
     /// <summary>The embedding of one text.</summary>
@@ -128,6 +130,75 @@ public sealed class EmbeddingSession : IDisposable
         finally { Volatile.Write(ref _busy, 0); }
     }
 
+    /// <summary>Outputs of the model's sequence-classification head (<see cref="BertHead.Sequence"/>); 0 when it has none.</summary>
+    public int Classes => _model.Head == BertHead.Sequence ? _model.Classifier!.OutFeatures : 0;
+
+    /// <summary>
+    /// The logits of a sequence-classification model (<c>BertForSequenceClassification</c>: pooler, then <c>classifier</c>;
+    /// a cross-encoder's relevance score is its one logit) for the sequences of <paramref name="ids"/> stored back to back,
+    /// with their token types (<paramref name="typeIds"/>, empty for all 0; a pair from
+    /// <see cref="BertWordPieceTokenizer.EncodePair(string, string, out int[])"/> carries 1 on its second text), into
+    /// <paramref name="logits"/> <c>[sequences, Classes]</c>. Allocates nothing.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The model has no sequence-classification head, or another thread is using this session.</exception>
+    /// <exception cref="ArgumentException">The lengths do not add up, a sequence is empty or too long, an id is outside the vocabulary, a type is outside the model's token types, or logits has the wrong length.</exception>
+    /// <exception cref="ObjectDisposedException">The session or its model was disposed.</exception>
+    public void ClassifyIds(ReadOnlySpan<int> ids, ReadOnlySpan<int> typeIds, ReadOnlySpan<int> lengths, Span<float> logits)
+    {
+        if (_model.Head != BertHead.Sequence) throw new InvalidOperationException("this model has no sequence-classification head (a checkpoint with pooler.dense and classifier weights).");
+        Check(ids, lengths);
+        if (!typeIds.IsEmpty)
+        {
+            if (typeIds.Length != ids.Length) throw new ArgumentException($"'typeIds' has {typeIds.Length} elements; 'ids' has {ids.Length} (or pass none for all 0).", nameof(typeIds));
+            int types = _model.Embeddings.TokenTypes;
+            for (int i = 0; i < typeIds.Length; i++)
+                if ((uint)typeIds[i] >= (uint)types) throw new ArgumentOutOfRangeException(nameof(typeIds), typeIds[i], $"typeIds[{i}] = {typeIds[i]} is not a token type of this model (0..{types - 1}).");
+        }
+        int c = Classes, h = HiddenWidth, hs = _model.Config.HiddenSize;
+        if (logits.Length != (long)lengths.Length * c)
+            throw new ArgumentException($"'logits' has {logits.Length} elements; expected sequences*classes = {lengths.Length}*{c}.", nameof(logits));
+        Enter();
+        try
+        {
+            for (int s0 = 0, t0 = 0, s1, tokens; s0 < lengths.Length; s0 = s1, t0 += tokens)
+            {
+                s1 = NextPass(lengths, s0, out tokens);
+                RunPass(ids.Slice(t0, tokens), lengths[s0..s1], typeIds.IsEmpty ? default : typeIds.Slice(t0, tokens));
+                int n = s1 - s0;
+                for (int s = 0, t = 0; s < n; t += lengths[s0 + s], s++) _hidden.AsSpan(t * h, h).CopyTo(_cls.AsSpan(s * h, h));
+                _model.Pooler!.ForwardCore(_cls.AsSpan(0, n * h), n, _pooled.AsSpan(0, n * hs), _poolScratch, default, null);
+                _model.Classifier!.ForwardCore(_pooled.AsSpan(0, n * hs), n, logits.Slice(s0 * c, n * c), _poolScratch, default, null);
+            }
+        }
+        finally { Volatile.Write(ref _busy, 0); }
+    }
+
+    /// <summary>
+    /// The logits of text pairs (<c>[CLS] first [SEP] second [SEP]</c>, cut to <see cref="MaxTokensPerText"/> as
+    /// <see cref="BertWordPieceTokenizer.EncodePair(string, string, out int[])"/> cuts them), <c>[pairs, Classes]</c>, as packed passes.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The session has no tokenizer, the model no sequence-classification head, or another thread is using the session.</exception>
+    /// <exception cref="ArgumentException">No pairs, a text is null, or logits has the wrong length.</exception>
+    public void ClassifyPairs(IReadOnlyList<(string First, string Second)> pairs, Span<float> logits)
+    {
+        ArgumentNullException.ThrowIfNull(pairs);
+        if (_tokenizer == null) throw new InvalidOperationException("this session was created without a tokenizer; use ClassifyIds.");
+        if (pairs.Count == 0) throw new ArgumentException("no pairs.", nameof(pairs));
+        var ids = new List<int>();
+        var types = new List<int>();
+        var lengths = new int[pairs.Count];
+        int max = Math.Min(MaxTokensPerText, _tokenizer.Options.MaxTokens);
+        for (int i = 0; i < pairs.Count; i++)
+        {
+            if (pairs[i].First is null || pairs[i].Second is null) throw new ArgumentException($"pair {i} has a null text.", nameof(pairs));
+            var p = _tokenizer.EncodePair(pairs[i].First, pairs[i].Second, max, out var t);
+            ids.AddRange(p);
+            types.AddRange(t);
+            lengths[i] = p.Length;
+        }
+        ClassifyIds(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(ids), System.Runtime.InteropServices.CollectionsMarshal.AsSpan(types), lengths, logits);
+    }
+
     /// <summary>
     /// The last hidden state of every token (<c>last_hidden_state</c>) for sequences of ids stored back to back, into
     /// <paramref name="output"/> <c>[tokens, HiddenWidth]</c>. Allocates nothing.
@@ -185,10 +256,10 @@ public sealed class EmbeddingSession : IDisposable
             if ((uint)ids[i] >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(ids), ids[i], $"ids[{i}] = {ids[i]} is outside the vocabulary (0..{vocab - 1}).");
     }
 
-    private void RunPass(ReadOnlySpan<int> ids, ReadOnlySpan<int> lengths)
+    private void RunPass(ReadOnlySpan<int> ids, ReadOnlySpan<int> lengths, ReadOnlySpan<int> typeIds = default)
     {
         int n = ids.Length, h = HiddenWidth;
-        for (int t = 0; t < n; t++) { _input[2 * t] = ids[t]; _input[2 * t + 1] = 0; }
+        for (int t = 0; t < n; t++) { _input[2 * t] = ids[t]; _input[2 * t + 1] = typeIds.IsEmpty ? 0 : typeIds[t]; }
         _session.Run(_input.AsSpan(0, 2 * n), _hidden.AsSpan(0, n * h), lengths.Length > 1 ? lengths : default);
     }
 

@@ -69,6 +69,29 @@ public sealed class SentenceEmbedder : IDisposable
     public static SentenceEmbedder Load(string modelPath, string? vocabPath = null, SentenceEmbedderOptions? options = null, BertLoadOptions? loadOptions = null)
     {
         ArgumentNullException.ThrowIfNull(modelPath);
+        SentenceEmbedderOptions? resolved = null;
+        var (model, tokenizer) = LoadParts(modelPath, vocabPath, loadOptions, (m, st) =>
+        {
+            resolved = options ?? new SentenceEmbedderOptions();
+            if (st != null) resolved = st.ApplyTo(resolved, m);
+            return resolved.MaxTokensPerText;
+        });
+        try { return new SentenceEmbedder(model, tokenizer, resolved, ownsModel: true); }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// The model and tokenizer of a model path, as <see cref="Load"/> finds them (sentence-transformers subfolder,
+    /// vocab.txt or tokenizer.json); <paramref name="maxTokens"/> gives the tokenizer's limit (0 = the model's positions)
+    /// from the loaded model and the folder's sentence-transformers settings. The model is disposed if anything after it fails.
+    /// </summary>
+    internal static (BertModel, BertWordPieceTokenizer) LoadParts(string modelPath, string? vocabPath, BertLoadOptions? loadOptions,
+        Func<BertModel, SentenceTransformersConfig?, int> maxTokens)
+    {
         bool folder = Directory.Exists(modelPath);
         string dir = folder ? modelPath : Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
         var st = SentenceTransformersConfig.Read(dir);
@@ -83,12 +106,10 @@ public sealed class SentenceEmbedder : IDisposable
         var model = BertModel.Load(modelPath, loadOptions);
         try
         {
-            options ??= new SentenceEmbedderOptions();
-            if (st != null) options = st.ApplyTo(options, model);
-            int max = options.MaxTokensPerText == 0 ? model.Embeddings.MaxPositions : options.MaxTokensPerText;
-            var tokenizer = tokenizerJson ? BertWordPieceTokenizer.FromTokenizerJson(vocabPath, new BertTokenizerOptions { MaxTokens = max })
-                : BertWordPieceTokenizer.FromVocabFile(vocabPath, new BertTokenizerOptions { MaxTokens = max });
-            return new SentenceEmbedder(model, tokenizer, options, ownsModel: true);
+            int max = maxTokens(model, st);
+            var o = new BertTokenizerOptions { MaxTokens = max == 0 ? model.Embeddings.MaxPositions : max };
+            var tokenizer = tokenizerJson ? BertWordPieceTokenizer.FromTokenizerJson(vocabPath, o) : BertWordPieceTokenizer.FromVocabFile(vocabPath, o);
+            return (model, tokenizer);
         }
         catch
         {

@@ -59,14 +59,14 @@ public class BertModelTests(Xunit.Abstractions.ITestOutputHelper output)
     }
 
     /// <summary>last_hidden_state of one sequence, in double, from the formulas.</summary>
-    internal static double[] RefBert(Dictionary<string, (float[] Data, long[] Shape)> w, string prefix, int[] ids)
+    internal static double[] RefBert(Dictionary<string, (float[] Data, long[] Shape)> w, string prefix, int[] ids, int[]? types = null)
     {
         float[] W(string n) => w[prefix + n].Data;
         int t = ids.Length;
         var x = new double[t * H];
         for (int i = 0; i < t; i++)
             for (int c = 0; c < H; c++)
-                x[i * H + c] = (double)W("embeddings.word_embeddings.weight")[ids[i] * H + c] + W("embeddings.position_embeddings.weight")[i * H + c] + W("embeddings.token_type_embeddings.weight")[c];
+                x[i * H + c] = (double)W("embeddings.word_embeddings.weight")[ids[i] * H + c] + W("embeddings.position_embeddings.weight")[i * H + c] + W("embeddings.token_type_embeddings.weight")[(types?[i] ?? 0) * H + c];
         x = Ln(x, t, H, W("embeddings.LayerNorm.weight"), W("embeddings.LayerNorm.bias"), Eps);
         for (int l = 0; l < Layers; l++)
         {
