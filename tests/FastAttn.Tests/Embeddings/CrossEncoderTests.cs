@@ -109,6 +109,33 @@ public sealed class CrossEncoderTests : IDisposable
     }
 
     [Fact]
+    public async Task Dispose_WhileCallsRun_TheyFinishOrThrowObjectDisposed()
+    {
+        using var model = BertModel.Load(_dir.Path);
+        var tok = BertWordPieceTokenizer.FromVocabFile(_dir.File("vocab.txt"));
+        float[] expect;
+        using (var ce0 = new CrossEncoder(model, tok)) expect = ce0.Logits("the cafe", "owner paid");
+        for (int rep = 0; rep < 100; rep++)
+        {
+            var ce = new CrossEncoder(model, tok, new SentenceEmbedderOptions { MaxSessions = 2 });
+            using var start = new Barrier(3);
+            var callers = Enumerable.Range(0, 2).Select(_ => Task.Run(() =>
+            {
+                start.SignalAndWait();
+                try { Assert.Equal(expect, ce.Logits("the cafe", "owner paid")); }
+                catch (ObjectDisposedException) { }
+            })).ToArray();
+            start.SignalAndWait();
+            ce.Dispose();
+            await Task.WhenAll(callers).WaitAsync(TimeSpan.FromSeconds(30));   // a hang fails with a TimeoutException
+            Assert.Throws<ObjectDisposedException>(() => ce.Logits("a", "b"));
+        }
+        // the model the cross-encoders did not own still works
+        using var again = new CrossEncoder(model, tok);
+        Assert.Equal(expect, again.Logits("the cafe", "owner paid"));
+    }
+
+    [Fact]
     public void Misuse_IsRefusedBeforeRunning()
     {
         using var model = BertModel.Load(_dir.Path);
