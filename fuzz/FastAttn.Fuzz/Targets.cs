@@ -12,7 +12,7 @@ namespace FastAttn.Fuzz;
 /// </summary>
 public static class Targets
 {
-    public static readonly string[] Names = ["safetensors", "npy", "conllu", "tokenizer", "onnx", "wordpiece", "stconfig", "tokjson"];
+    public static readonly string[] Names = ["safetensors", "npy", "conllu", "tokenizer", "onnx", "wordpiece", "stconfig", "tokjson", "vocab"];
 
     public static void Run(string target, ReadOnlySpan<byte> input)
     {
@@ -26,6 +26,7 @@ public static class Targets
             case "wordpiece": WordPiece(input); break;
             case "stconfig": SentenceTransformersFolder(input); break;
             case "tokjson": TokenizerJson(input); break;
+            case "vocab": VocabTxt(input); break;
             default: throw new ArgumentException($"unknown fuzz target '{target}'; targets: {string.Join(", ", Names)}.");
         }
     }
@@ -170,6 +171,17 @@ public static class Targets
         try { t = FastAttn.Embeddings.BertWordPieceTokenizer.FromTokenizerJson(input.ToArray(), new FastAttn.Embeddings.BertTokenizerOptions { MaxTokens = 64 }, "fuzz"); }
         catch (InvalidDataException) { return; }
         var ids = t.Encode("The café's naïve owner paid $3,000.50 for 12 books — 中文 ¿qué?");
+        Check(ids.Length >= 2 && ids.Length <= 64 && ids[0] == t.ClsId && ids[^1] == t.SepId, "[CLS] … [SEP] within MaxTokens");
+        foreach (int id in ids) Check((uint)id < (uint)t.VocabularySize, "an id outside the vocabulary");
+    }
+
+    /// <summary>A vocab.txt: read, then one fixed text encoded and its ids checked.</summary>
+    public static void VocabTxt(ReadOnlySpan<byte> input)
+    {
+        FastAttn.Embeddings.BertWordPieceTokenizer t;
+        try { t = FastAttn.Embeddings.BertWordPieceTokenizer.FromVocab(new MemoryStream(input.ToArray()), new FastAttn.Embeddings.BertTokenizerOptions { MaxTokens = 64 }, "fuzz"); }
+        catch (InvalidDataException) { return; }
+        var ids = t.Encode("The café's naïve owner paid $3,000.50 for 12 books — 中文 ¿qué? unaffable");
         Check(ids.Length >= 2 && ids.Length <= 64 && ids[0] == t.ClsId && ids[^1] == t.SepId, "[CLS] … [SEP] within MaxTokens");
         foreach (int id in ids) Check((uint)id < (uint)t.VocabularySize, "an id outside the vocabulary");
     }

@@ -70,7 +70,7 @@ public sealed class BertWordPieceTokenizer
     }
 
     /// <summary>Loads a vocabulary file (<c>vocab.txt</c>: one token per line, ids in line order).</summary>
-    /// <exception cref="InvalidDataException">The file is empty, not UTF-8, or lacks [CLS], [SEP] or [UNK].</exception>
+    /// <exception cref="InvalidDataException">The file is empty, not UTF-8, or lacks [CLS], [SEP], [UNK], [PAD] or [MASK].</exception>
     /// <exception cref="IOException">The file cannot be read.</exception>
     /// <exception cref="ArgumentOutOfRangeException">MaxTokens is below 3.</exception>
     public static BertWordPieceTokenizer FromVocabFile(string path, BertTokenizerOptions? options = null)
@@ -111,7 +111,7 @@ public sealed class BertWordPieceTokenizer
     /// </summary>
     /// <exception cref="InvalidDataException">The file is not valid UTF-8 JSON, not a WordPiece tokenizer with the
     /// <c>##</c> prefix, its ids are not 0…n−1 each once, a token holds a line break, its normalizer is not BERT's, or it
-    /// lacks [CLS], [SEP] or [UNK].</exception>
+    /// lacks [CLS], [SEP], [UNK], [PAD] or [MASK].</exception>
     /// <exception cref="IOException">The file cannot be read.</exception>
     /// <exception cref="ArgumentOutOfRangeException">MaxTokens is below 3.</exception>
     public static BertWordPieceTokenizer FromTokenizerJson(string path, BertTokenizerOptions? options = null)
@@ -180,7 +180,7 @@ public sealed class BertWordPieceTokenizer
     private static string Shorten(string s) => s.Length <= 40 ? s : s[..40] + "…";
 
     /// <summary>Loads a vocabulary from a stream (read to its end).</summary>
-    /// <exception cref="InvalidDataException">The vocabulary is empty, not UTF-8, or lacks [CLS], [SEP] or [UNK].</exception>
+    /// <exception cref="InvalidDataException">The vocabulary is empty, not UTF-8, or lacks [CLS], [SEP], [UNK], [PAD] or [MASK].</exception>
     /// <exception cref="ArgumentOutOfRangeException">MaxTokens is below 3.</exception>
     public static BertWordPieceTokenizer FromVocab(Stream vocab, BertTokenizerOptions? options = null, string name = "<stream>")
     {
@@ -195,7 +195,8 @@ public sealed class BertWordPieceTokenizer
         var lines = text.Split('\n').Select(l => l.TrimEnd('\r')).ToList();
         if (lines.Count > 0 && lines[^1].Length == 0) lines.RemoveAt(lines.Count - 1);
         if (lines.Count == 0) throw new InvalidDataException($"vocabulary '{name}' is empty.");
-        foreach (var required in new[] { "[CLS]", "[SEP]", "[UNK]" })
+        // Microsoft.ML.Tokenizers' BertTokenizer needs [PAD] and [MASK] as well (every BERT vocabulary has all five)
+        foreach (var required in new[] { "[CLS]", "[SEP]", "[UNK]", "[PAD]", "[MASK]" })
             if (!lines.Contains(required)) throw new InvalidDataException($"vocabulary '{name}' has no {required} token.");
         BertTokenizer wp;
         try
@@ -206,7 +207,10 @@ public sealed class BertWordPieceTokenizer
             IndividuallyTokenizeCjk = false, RemoveNonSpacingMarks = false,
         });
         }
-        catch (ArgumentException e) { throw new InvalidDataException($"vocabulary '{name}' is not a WordPiece vocabulary: {e.Message}", e); }
+        catch (Exception e) when (e is ArgumentException or KeyNotFoundException or InvalidOperationException)
+        {
+            throw new InvalidDataException($"vocabulary '{name}' is not a WordPiece vocabulary: {e.Message}", e);
+        }
         return new BertWordPieceTokenizer(wp, [.. lines], options);
     }
 

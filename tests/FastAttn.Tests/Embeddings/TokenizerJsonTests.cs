@@ -84,6 +84,19 @@ public class TokenizerJsonTests
         Assert.Contains(message, e.Message);
     }
 
+    [Theory]
+    [InlineData("[PAD]")]
+    [InlineData("[MASK]")]
+    [InlineData("[UNK]")]
+    public void AVocabularyWithoutASpecialToken_IsInvalidData(string missing)
+    {
+        // found by fuzzing: the WordPiece library needs [PAD] and [MASK] too, and threw KeyNotFoundException without them
+        var vocab = TokenizerRulesTests.Vocab.Where(t => t != missing).ToArray();
+        Assert.Contains($"no {missing}", Assert.Throws<InvalidDataException>(() => FromJson(Json(vocab))).Message);
+        var txt = new MemoryStream(Encoding.UTF8.GetBytes(string.Join('\n', vocab) + "\n"));
+        Assert.Contains($"no {missing}", Assert.Throws<InvalidDataException>(() => BertWordPieceTokenizer.FromVocab(txt)).Message);
+    }
+
     [Fact]
     public void InvalidUtf8_IsInvalidData()
     {
