@@ -94,6 +94,12 @@ internal static class Commands
             EmbedCommands.Search(ModelOf(r), string.Join(' ', r.GetValue(sQuery)!), r.GetValue(sCorpus)!, r.GetValue(sTop), output, stdin)));
         root.Subcommands.Add(search);
 
+        var rank = new Command("rank", "Rerank with a cross-encoder (a BERT sequence classifier): the corpus lines by the model's score for (query, line), highest first.")
+            { eModel, eVocab, eThreads, eMax, sCorpus, sTop, sQuery, precision };
+        rank.SetAction(r => CliApp.Guard("rank", error, () =>
+            EmbedCommands.Rank(ModelOf(r), string.Join(' ', r.GetValue(sQuery)!), r.GetValue(sCorpus)!, r.GetValue(sTop), output, stdin)));
+        root.Subcommands.Add(rank);
+
         var demo = new Command("demo", "The tutorial's story: FC-only vs self-attention POS tagging on ambiguous sentences, accuracy, latency.") { modelsDir };
         demo.SetAction(r => CliApp.Guard("demo", error, () => TagCommands.Demo(r.GetValue(modelsDir), output)));
         root.Subcommands.Add(demo);

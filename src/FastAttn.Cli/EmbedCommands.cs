@@ -65,6 +65,23 @@ public static class EmbedCommands
         return 0;
     }
 
+    /// <summary><c>fastattn rank</c>: the corpus lines ordered by a cross-encoder's score for (query, line), the best <paramref name="top"/> printed.</summary>
+    public static int Rank(ModelOptions o, string query, string corpus, int top, TextWriter outw, Func<Stream> stdin)
+    {
+        if (top < 1) throw new CliInputException($"--top must be at least 1; it is {top}.");
+        if (o.Threads < 1 || o.Threads > Environment.ProcessorCount) throw new CliInputException($"--threads must be between 1 and {Environment.ProcessorCount}; it is {o.Threads}.");
+        if (o.MaxTokens != 0 && o.MaxTokens < 3) throw new CliInputException($"--max-tokens must be at least 3; it is {o.MaxTokens}.");
+        var lines = ReadLines(corpus, stdin).Select(l => l.Trim()).Where(l => l.Length > 0).ToList();
+        if (lines.Count == 0) throw new CliInputException($"'{corpus}' holds no non-empty lines to rank.");
+        var precision = CliInputException.ParsePrecision(o.Precision);
+        using var ce = CrossEncoder.Load(o.Model, o.Vocab, new SentenceEmbedderOptions { Threads = o.Threads, MaxTokensPerText = o.MaxTokens, MaxSessions = 1 },
+            new BertLoadOptions { Heads = o.Heads, Precision = precision });
+        var scores = ce.RankAsync(query, lines).GetAwaiter().GetResult();
+        foreach (int i in Enumerable.Range(0, lines.Count).OrderByDescending(i => scores[i]).ThenBy(i => i).Take(top))
+            outw.WriteLine($"{scores[i].ToString("F4", CultureInfo.InvariantCulture)}  {lines[i]}");
+        return 0;
+    }
+
     /// <summary><c>fastattn search</c>: the corpus lines most similar to the query, with their cosine similarity.</summary>
     public static int Search(ModelOptions o, string query, string corpus, int top, TextWriter outw, Func<Stream> stdin)
     {

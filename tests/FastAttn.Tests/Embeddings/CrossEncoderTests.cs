@@ -136,6 +136,39 @@ public sealed class CrossEncoderTests : IDisposable
     }
 
     [Fact]
+    public async Task RankCommand_PrintsTheLinesByScore_AndRefusesAModelWithoutTheHead()
+    {
+        string corpus = _dir.File("passages.txt");
+        string[] passages = ["the cafe owner", "books", "hello world here", "x"];
+        File.WriteAllText(corpus, string.Join('\n', passages) + "\n\n");
+        (int, string, string) Run(params string[] args)
+        {
+            var o = new StringWriter();
+            var e = new StringWriter();
+            int code = FastAttn.Cli.CliApp.Run(args, o, e, () => new MemoryStream());
+            return (code, o.ToString(), e.ToString());
+        }
+        var (code, output, err) = Run("rank", "--model", _dir.Path, "--corpus", corpus, "--top", "3", "the", "cafe");
+        Assert.True(code == 0, err);
+        using var ce = CrossEncoder.Load(_dir.Path);
+        var scores = await ce.RankAsync("the cafe", passages);
+        var expect = Enumerable.Range(0, passages.Length).OrderByDescending(i => scores[i]).Take(3)
+            .Select(i => $"{scores[i].ToString("F4", System.Globalization.CultureInfo.InvariantCulture)}  {passages[i]}");
+        Assert.Equal(expect, output.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        // bad input: one line, exit 2
+        using var plain = new TempDir();
+        Write(plain, Checkpoint());
+        File.WriteAllText(plain.File("vocab.txt"), string.Join('\n', TokenizerRulesTests.Vocab[..Vocab]) + "\n");
+        foreach (var args in new[] { new[] { "rank", "--model", plain.Path, "--corpus", corpus, "q" }, ["rank", "--model", _dir.Path, "--corpus", corpus, "--top", "0", "q"] })
+        {
+            var (c2, o2, e2) = Run(args);
+            Assert.Equal(2, c2);
+            Assert.Empty(o2);
+            Assert.Single(e2.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        }
+    }
+
+    [Fact]
     public void Misuse_IsRefusedBeforeRunning()
     {
         using var model = BertModel.Load(_dir.Path);
