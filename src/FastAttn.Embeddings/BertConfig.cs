@@ -27,6 +27,13 @@ public sealed record BertConfig
     public int TypeVocabSize { get; init; } = 2;
     /// <summary>Vocabulary size (<c>vocab_size</c>).</summary>
     public int VocabSize { get; init; }
+    /// <summary>
+    /// The family the checkpoint's names follow: "bert" (BERT, MiniLM, most sentence-transformers models) or "distilbert"
+    /// (DistilBERT: no token types, its layer names, a ReLU <c>pre_classifier</c> where BERT has its tanh pooler).
+    /// </summary>
+    public string ModelType { get; init; } = "bert";
+    /// <summary>The pooler's activation: tanh (BERT's pooler) or ReLU (DistilBERT's <c>pre_classifier</c>).</summary>
+    public Activation PoolerActivation { get; init; } = Activation.Tanh;
 
     /// <summary>Throws unless every field is in range.</summary>
     /// <exception cref="InvalidDataException">A field is out of range, or heads do not divide the hidden size.</exception>
@@ -43,6 +50,8 @@ public sealed record BertConfig
         Need(TypeVocabSize is > 0 and <= 1 << 16, $"type_vocab_size {TypeVocabSize} is out of range");
         Need(VocabSize is > 0 and < 1 << 24, $"vocab_size {VocabSize} is out of range (ids travel as floats, exact below 2^24)");
         Need(HiddenAct is Activation.Gelu or Activation.GeluTanh or Activation.Relu, $"hidden_act {HiddenAct} is not supported");
+        Need(ModelType is "bert" or "distilbert", $"model_type '{ModelType}' is not bert or distilbert");
+        Need(PoolerActivation is Activation.Tanh or Activation.Relu, $"pooler activation {PoolerActivation} is not tanh or ReLU");
     }
 
     /// <summary>Reads a Hugging Face <c>config.json</c>.</summary>
@@ -70,9 +79,24 @@ public sealed record BertConfig
                 if (fallback is int f) return f;
                 throw new InvalidDataException($"{source}: '{name}' is missing or not an integer.");
             }
-            if (r.TryGetProperty("model_type", out var mt) && mt.ValueKind == JsonValueKind.String
-                && mt.GetString() is { } type && type != "bert")
-                throw new InvalidDataException($"{source}: model_type '{type}' is not a BERT-family encoder FastAttn loads (bert).");
+            string modelType = r.TryGetProperty("model_type", out var mt) && mt.ValueKind == JsonValueKind.String ? mt.GetString()! : "bert";
+            if (modelType is not ("bert" or "distilbert"))
+                throw new InvalidDataException($"{source}: model_type '{modelType}' is not a BERT-family encoder FastAttn loads (bert, distilbert).");
+            if (modelType == "distilbert")
+            {
+                // DistilBERT's own field names; LayerNorm ε is fixed at 1e-12 in its code, and it has no token types
+                var dact = Activation.Gelu;
+                if (r.TryGetProperty("activation", out var da) && da.ValueKind == JsonValueKind.String) dact = ParseActivation(da.GetString()!, source);
+                // sinusoidal_pos_embds: the table is written into position_embeddings.weight, which the checkpoint carries either way
+                var d = new BertConfig
+                {
+                    ModelType = "distilbert", HiddenSize = Int("dim"), NumAttentionHeads = Int("n_heads"), NumHiddenLayers = Int("n_layers"),
+                    IntermediateSize = Int("hidden_dim"), HiddenAct = dact, LayerNormEps = 1e-12f, MaxPositionEmbeddings = Int("max_position_embeddings", 512),
+                    TypeVocabSize = 1, VocabSize = Int("vocab_size"), PoolerActivation = Activation.Relu,
+                };
+                d.Validate(source);
+                return d;
+            }
             float eps = 1e-12f;
             if (r.TryGetProperty("layer_norm_eps", out var e) && e.ValueKind == JsonValueKind.Number) eps = (float)e.GetDouble();
             var act = Activation.Gelu;

@@ -122,6 +122,8 @@ public sealed class BertModel : IDisposable
     private static (BertConfig, string) Resolve(ITensorSource src, BertConfig? config, string configPath, BertOnnxArchitecture? graph, int? heads, string file)
     {
         string name = System.IO.Path.GetFileName(file);
+        bool distil = DistilBertTensors.Detect(src);
+        if (distil) src = new DistilBertTensors(src);
         if (config != null)
         {
             if (heads is int h && h != config.NumAttentionHeads)
@@ -154,6 +156,7 @@ public sealed class BertModel : IDisposable
             HiddenSize = (int)word[1], VocabSize = (int)word[0], MaxPositionEmbeddings = (int)pos[0], TypeVocabSize = (int)type[0],
             IntermediateSize = (int)inter[0], NumHiddenLayers = layers, NumAttentionHeads = nHeads,
             HiddenAct = graph?.Activation ?? Activation.Gelu, LayerNormEps = graph?.Eps ?? 1e-12f,
+            ModelType = distil ? "distilbert" : "bert", PoolerActivation = distil ? Activation.Relu : Activation.Tanh,
         };
         cfg.Validate(src.Name);
         string rest = graph == null ? "GELU and ε 1e-12 assumed (BERT's)" : $"{(graph.Activation == null ? "GELU assumed" : "activation from the graph")}, {(graph.Eps == null ? "ε 1e-12 assumed" : "ε from the graph")}";
@@ -177,6 +180,8 @@ public sealed class BertModel : IDisposable
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(config);
         config.Validate(source.Name);
+        // DistilBERT's names are read as BERT's (its layers are BERT's post-norm layers)
+        if (source is not DistilBertTensors && DistilBertTensors.Detect(source)) source = new DistilBertTensors(source);
         bool wrapped = source.TryGetShape("bert.embeddings.word_embeddings.weight", out _);
         return TensorReader.Load(source, "", "a BERT model", vb =>
         {
@@ -207,7 +212,7 @@ public sealed class BertModel : IDisposable
             if (vb.Checking) return null;
             var blocks = new List<IBlock> { new BertEmbeddings(word, pos, type, embNorm!, plan.For("embeddings.word_embeddings")) };
             blocks.AddRange(layers!);
-            Linear? pooler = hasPooler ? new Linear(pw, h, h, pb, Activation.Tanh, plan.For("pooler.dense")) : null;
+            Linear? pooler = hasPooler ? new Linear(pw, h, h, pb, config.PoolerActivation, plan.For("pooler.dense")) : null;
             Linear? classifier = null;
             var head = BertHead.None;
             if (cw != null)
