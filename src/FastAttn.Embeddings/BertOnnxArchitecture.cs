@@ -18,8 +18,9 @@ internal sealed class BertOnnxArchitecture
 
     public static BertOnnxArchitecture Read(OnnxModelFile onnx)
     {
-        int hidden = onnx.TryGetShape("embeddings.word_embeddings.weight", out var w) && w.Length == 2 ? (int)w[1]
-            : onnx.TryGetShape("bert.embeddings.word_embeddings.weight", out var w2) && w2.Length == 2 ? (int)w2[1] : 0;
+        int hidden = 0;
+        foreach (var prefix in new[] { "", "bert.", "distilbert." })
+            if (hidden == 0 && onnx.TryGetShape(prefix + "embeddings.word_embeddings.weight", out var w) && w.Length == 2) hidden = (int)w[1];
         var (heads, evidence) = FromReshapes(onnx, hidden);
         if (heads == null) (heads, evidence) = FromScale(onnx, hidden);
         return new BertOnnxArchitecture { Heads = heads, HeadsEvidence = evidence, Eps = FindEps(onnx), Activation = FindActivation(onnx) };
