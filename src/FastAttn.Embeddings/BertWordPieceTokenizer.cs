@@ -192,9 +192,13 @@ public sealed class BertWordPieceTokenizer
         string text;
         try { text = new UTF8Encoding(false, true).GetString(ms.GetBuffer(), 0, (int)ms.Length); }
         catch (DecoderFallbackException) { throw new InvalidDataException($"vocabulary '{name}' is not valid UTF-8."); }
+        if (text.StartsWith('\uFEFF')) text = text[1..];                      // a byte-order mark some editors write
         var lines = text.Split('\n').Select(l => l.TrimEnd('\r')).ToList();
         if (lines.Count > 0 && lines[^1].Length == 0) lines.RemoveAt(lines.Count - 1);
         if (lines.Count == 0) throw new InvalidDataException($"vocabulary '{name}' is empty.");
+        // a carriage return inside a line would be a line break to the WordPiece library: its ids would no longer be the line numbers
+        int cr = lines.FindIndex(l => l.Contains('\r'));
+        if (cr >= 0) throw new InvalidDataException($"vocabulary '{name}': line {cr + 1} holds a carriage return inside it.");
         // Microsoft.ML.Tokenizers' BertTokenizer needs [PAD] and [MASK] as well (every BERT vocabulary has all five)
         foreach (var required in new[] { "[CLS]", "[SEP]", "[UNK]", "[PAD]", "[MASK]" })
             if (!lines.Contains(required)) throw new InvalidDataException($"vocabulary '{name}' has no {required} token.");

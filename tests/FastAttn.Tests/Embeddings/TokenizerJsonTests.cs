@@ -98,6 +98,18 @@ public class TokenizerJsonTests
     }
 
     [Fact]
+    public void VocabTxt_CarriageReturnInsideALine_IsInvalidData_AndAByteOrderMarkIsSkipped()
+    {
+        // found by fuzzing: the WordPiece library splits lines at a lone \r as well, so its ids ran past the vocabulary
+        var v = TokenizerRulesTests.Vocab;
+        var cr = new MemoryStream(Encoding.UTF8.GetBytes(string.Join('\n', v[..6]) + "\nx\ry\n" + string.Join('\n', v[6..]) + "\n"));
+        Assert.Contains("line 7 holds a carriage return", Assert.Throws<InvalidDataException>(() => BertWordPieceTokenizer.FromVocab(cr)).Message);
+        var crlf = new MemoryStream(Encoding.UTF8.GetBytes("\uFEFF" + string.Join("\r\n", v) + "\r\n"));
+        var t = BertWordPieceTokenizer.FromVocab(crlf);
+        foreach (var s in Texts) Assert.Equal(TokenizerRulesTests.Tokenizer().Encode(s), t.Encode(s));
+    }
+
+    [Fact]
     public void InvalidUtf8_IsInvalidData()
     {
         var bytes = Encoding.UTF8.GetBytes(Json(TokenizerRulesTests.Vocab));
