@@ -157,6 +157,37 @@ public class OnnxImportTests
     }
 
     [Fact]
+    public void DistilBertExport_NamesMapped_TokenTypesZero_HeadsFromTheGraph()
+    {
+        // the tiny BERT's export with every parameter renamed as a DistilBERT export names it (no token-type table; the
+        // pooler as pre_classifier): loaded without config.json, the heads from the graph's reshapes
+        var w = Checkpoint(seed: 4);
+        var m = OnnxModel.Parser.ParseFrom(Export(w, "plain"));
+        static string Distil(string n) => n.StartsWith("pooler.dense.") ? "pre_classifier." + n["pooler.dense.".Length..]
+            : "distilbert." + n.Replace("encoder.layer.", "transformer.layer.").Replace("attention.self.query", "attention.q_lin")
+                .Replace("attention.self.key", "attention.k_lin").Replace("attention.self.value", "attention.v_lin")
+                .Replace("attention.output.dense", "attention.out_lin").Replace("attention.output.LayerNorm", "sa_layer_norm")
+                .Replace("intermediate.dense", "ffn.lin1").Replace("output.dense", "ffn.lin2").Replace("output.LayerNorm", "output_layer_norm");
+        var names = w.Keys.ToHashSet();
+        foreach (var t in m.Graph.Initializer.Where(t => t.Name.Contains("token_type")).ToList()) m.Graph.Initializer.Remove(t);
+        foreach (var t in m.Graph.Initializer) if (names.Contains(t.Name)) t.Name = Distil(t.Name);
+        foreach (var n in m.Graph.Node)
+            for (int i = 0; i < n.Input.Count; i++) if (names.Contains(n.Input[i])) n.Input[i] = Distil(n.Input[i]);
+        using var dir = new TempDir();
+        File.WriteAllBytes(dir.File("model.onnx"), m.ToByteArray());
+        using var model = BertModel.Load(dir.File("model.onnx"));
+        Assert.Equal("distilbert", model.Config.ModelType);
+        Assert.Equal(Heads, model.Config.NumAttentionHeads);
+        Assert.Equal(1, model.Embeddings.TokenTypes);
+        var refW = w.ToDictionary(kv => kv.Key, kv => kv.Key.Contains("token_type") ? (new float[kv.Value.Data.Length], kv.Value.Shape) : kv.Value);
+        using var session = new EmbeddingSession(model, null);
+        int[] ids = [2, 7, 11, 3, 40];
+        var hs = new float[ids.Length * H];
+        session.HiddenStates(ids, [ids.Length], hs);
+        AssertClose(RefBert(refW, "", ids), hs, "DistilBERT export");
+    }
+
+    [Fact]
     public void HuggingFaceLayout_OnnxSubfolder_WithConfigAndVocabAtTheRoot()
     {
         // model.onnx in onnx/, config.json (which states 3 heads), vocab.txt and a sentence-transformers Pooling module at the root
