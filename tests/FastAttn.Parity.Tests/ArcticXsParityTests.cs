@@ -1,7 +1,6 @@
 using FastAttn.Embeddings;
 using FastAttn.TestSupport;
 using Microsoft.ML.OnnxRuntime;
-using Microsoft.ML.OnnxRuntime.Tensors;
 
 namespace FastAttn.Parity.Tests;
 
@@ -41,19 +40,6 @@ public class ArcticXsParityTests(Xunit.Abstractions.ITestOutputHelper output)
         return files;
     });
 
-    private static float[] OrtHidden(InferenceSession ort, int[] ids)
-    {
-        int n = ids.Length;
-        var inputs = new List<NamedOnnxValue>
-        {
-            NamedOnnxValue.CreateFromTensor("input_ids", new DenseTensor<long>(ids.Select(i => (long)i).ToArray(), [1, n])),
-            NamedOnnxValue.CreateFromTensor("attention_mask", new DenseTensor<long>(Enumerable.Repeat(1L, n).ToArray(), [1, n])),
-            NamedOnnxValue.CreateFromTensor("token_type_ids", new DenseTensor<long>(new long[n], [1, n])),
-        };
-        using var r = ort.Run(inputs.Where(i => ort.InputMetadata.ContainsKey(i.Name)).ToList());
-        return r.First().AsEnumerable<float>().ToArray();
-    }
-
     [Fact]
     public void LastHiddenState_AndClsEmbeddings_MatchOnnxRuntime()
     {
@@ -72,7 +58,7 @@ public class ArcticXsParityTests(Xunit.Abstractions.ITestOutputHelper output)
             var ids = embedder.Tokenizer.Encode(s);
             var mine = new float[ids.Length * h];
             session.HiddenStates(ids, [ids.Length], mine);
-            var reference = OrtHidden(ort, ids);
+            var reference = MiniLmParityTests.Ort(ort, ids);
             double maxRef = reference.Max(MathF.Abs), maxD = 0;
             for (int i = 0; i < mine.Length; i++) maxD = Math.Max(maxD, Math.Abs(mine[i] - reference[i]));
             worstRel = Math.Max(worstRel, maxD / maxRef);
