@@ -79,7 +79,9 @@ public sealed record BertConfig
                 if (fallback is int f) return f;
                 throw new InvalidDataException($"{source}: '{name}' is missing or not an integer.");
             }
-            string modelType = r.TryGetProperty("model_type", out var mt) && mt.ValueKind == JsonValueKind.String ? mt.GetString()! : "bert";
+            // older configs have no model_type: DistilBERT's are told by its own field names
+            string modelType = r.TryGetProperty("model_type", out var mt) && mt.ValueKind == JsonValueKind.String ? mt.GetString()!
+                : !r.TryGetProperty("hidden_size", out _) && r.TryGetProperty("dim", out _) && r.TryGetProperty("n_heads", out _) ? "distilbert" : "bert";
             if (modelType is not ("bert" or "distilbert"))
                 throw new InvalidDataException($"{source}: model_type '{modelType}' is not a BERT-family encoder FastAttn loads (bert, distilbert).");
             if (modelType == "distilbert")

@@ -82,6 +82,7 @@ public class DistilBertTests
         Assert.Throws<InvalidDataException>(() => BertConfig.FromJson(ConfigJson().Replace("\"n_heads\": 3", "\"n_heads\": 5")));       // 5 does not divide 24
         Assert.Throws<InvalidDataException>(() => BertConfig.FromJson(ConfigJson().Replace("\"activation\": \"gelu\"", "\"activation\": \"swish\"")));
         Assert.Throws<InvalidDataException>(() => BertConfig.FromJson(ConfigJson().Replace("\"dim\"", "\"d_model\"")));
+        Assert.Equal("distilbert", BertConfig.FromJson(ConfigJson().Replace("\"model_type\": \"distilbert\", ", "")).ModelType);   // an older config without model_type
         Assert.Contains("roberta", Assert.Throws<InvalidDataException>(() => BertConfig.FromJson("""{"model_type": "roberta"}""")).Message);
     }
 }
