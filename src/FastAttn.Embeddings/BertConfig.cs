@@ -99,6 +99,11 @@ public sealed record BertConfig
                 d.Validate(source);
                 return d;
             }
+            // relative_key / relative_key_query add learned distance embeddings FastAttn does not compute: refuse, never run without them
+            if (r.TryGetProperty("position_embedding_type", out var pet) && pet.ValueKind == JsonValueKind.String && pet.GetString() is { } pt && pt != "absolute")
+                throw new InvalidDataException($"{source}: position_embedding_type '{pt}' is not supported (absolute only).");
+            if (r.TryGetProperty("is_decoder", out var dec) && dec.ValueKind == JsonValueKind.True)
+                throw new InvalidDataException($"{source}: is_decoder is true; FastAttn runs BERT as an encoder (bidirectional attention) only.");
             float eps = 1e-12f;
             if (r.TryGetProperty("layer_norm_eps", out var e) && e.ValueKind == JsonValueKind.Number) eps = (float)e.GetDouble();
             var act = Activation.Gelu;

@@ -83,6 +83,11 @@ public class DistilBertTests
         Assert.Throws<InvalidDataException>(() => BertConfig.FromJson(ConfigJson().Replace("\"activation\": \"gelu\"", "\"activation\": \"swish\"")));
         Assert.Throws<InvalidDataException>(() => BertConfig.FromJson(ConfigJson().Replace("\"dim\"", "\"d_model\"")));
         Assert.Equal("distilbert", BertConfig.FromJson(ConfigJson().Replace("\"model_type\": \"distilbert\", ", "")).ModelType);   // an older config without model_type
+        // BERT configs asking for what FastAttn does not compute are refused, not run without it
+        string bert = BertModelTests.ConfigJson();
+        Assert.Contains("relative_key", Assert.Throws<InvalidDataException>(() => BertConfig.FromJson(bert.Replace("{", "{\"position_embedding_type\": \"relative_key\", "))).Message);
+        Assert.Contains("is_decoder", Assert.Throws<InvalidDataException>(() => BertConfig.FromJson(bert.Replace("{", "{\"is_decoder\": true, "))).Message);
+        Assert.Equal(BertModelTests.H, BertConfig.FromJson(bert.Replace("{", "{\"position_embedding_type\": \"absolute\", \"is_decoder\": false, ")).HiddenSize);
         Assert.Contains("roberta", Assert.Throws<InvalidDataException>(() => BertConfig.FromJson("""{"model_type": "roberta"}""")).Message);
     }
 }
