@@ -22,13 +22,18 @@ public static class EmbedCommands
             "pooler" => Embeddings.Pooling.Pooler,
             _ => throw new CliInputException($"--pooling must be auto, mean, cls or pooler; it is '{o.Pooling}'."),
         };
+        return SentenceEmbedder.Load(o.Model, o.Vocab,
+            new SentenceEmbedderOptions { Pooling = pooling, Normalize = normalize ? true : null, Threads = o.Threads, MaxTokensPerText = o.MaxTokens, MaxSessions = 1 },
+            LoadOptions(o));
+    }
+
+    /// <summary>The checks every model command makes of its options, and the load options they give.</summary>
+    private static BertLoadOptions LoadOptions(ModelOptions o)
+    {
         if (o.Threads < 1 || o.Threads > Environment.ProcessorCount) throw new CliInputException($"--threads must be between 1 and {Environment.ProcessorCount}; it is {o.Threads}.");
         if (o.MaxTokens != 0 && o.MaxTokens < 3) throw new CliInputException($"--max-tokens must be at least 3; it is {o.MaxTokens}.");
         if (o.Heads is int h && h < 1) throw new CliInputException($"--heads must be at least 1; it is {h}.");
-        var precision = CliInputException.ParsePrecision(o.Precision);
-        return SentenceEmbedder.Load(o.Model, o.Vocab,
-            new SentenceEmbedderOptions { Pooling = pooling, Normalize = normalize ? true : null, Threads = o.Threads, MaxTokensPerText = o.MaxTokens, MaxSessions = 1 },
-            new BertLoadOptions { Heads = o.Heads, Precision = precision });
+        return new BertLoadOptions { Heads = o.Heads, Precision = CliInputException.ParsePrecision(o.Precision) };
     }
 
     /// <summary>The texts of a UTF-8 file, one per line (<c>-</c> = standard input); every line is a text, empty ones too.</summary>
@@ -69,13 +74,10 @@ public static class EmbedCommands
     public static int Rank(ModelOptions o, string query, string corpus, int top, TextWriter outw, Func<Stream> stdin)
     {
         if (top < 1) throw new CliInputException($"--top must be at least 1; it is {top}.");
-        if (o.Threads < 1 || o.Threads > Environment.ProcessorCount) throw new CliInputException($"--threads must be between 1 and {Environment.ProcessorCount}; it is {o.Threads}.");
-        if (o.MaxTokens != 0 && o.MaxTokens < 3) throw new CliInputException($"--max-tokens must be at least 3; it is {o.MaxTokens}.");
+        var load = LoadOptions(o);
         var lines = ReadLines(corpus, stdin).Select(l => l.Trim()).Where(l => l.Length > 0).ToList();
         if (lines.Count == 0) throw new CliInputException($"'{corpus}' holds no non-empty lines to rank.");
-        var precision = CliInputException.ParsePrecision(o.Precision);
-        using var ce = CrossEncoder.Load(o.Model, o.Vocab, new SentenceEmbedderOptions { Threads = o.Threads, MaxTokensPerText = o.MaxTokens, MaxSessions = 1 },
-            new BertLoadOptions { Heads = o.Heads, Precision = precision });
+        using var ce = CrossEncoder.Load(o.Model, o.Vocab, new SentenceEmbedderOptions { Threads = o.Threads, MaxTokensPerText = o.MaxTokens, MaxSessions = 1 }, load);
         var scores = ce.RankAsync(query, lines).GetAwaiter().GetResult();
         foreach (int i in Enumerable.Range(0, lines.Count).OrderByDescending(i => scores[i]).ThenBy(i => i).Take(top))
             outw.WriteLine($"{scores[i].ToString("F4", CultureInfo.InvariantCulture)}  {lines[i]}");

@@ -174,7 +174,8 @@ public sealed class BertWordPieceTokenizer
                 };
             }
         }
-        return FromVocab(new MemoryStream(Encoding.UTF8.GetBytes(string.Join('\n', vocab) + "\n")), options, name);
+        if (options.MaxTokens < 3) throw new ArgumentOutOfRangeException(nameof(options), options.MaxTokens, "MaxTokens must be at least 3 ([CLS], one piece, [SEP]).");
+        return FromLines([.. vocab], options, name);
     }
 
     private static string Shorten(string s) => s.Length <= 40 ? s : s[..40] + "…";
@@ -195,6 +196,12 @@ public sealed class BertWordPieceTokenizer
         if (text.StartsWith('\uFEFF')) text = text[1..];                      // a byte-order mark some editors write
         var lines = text.Split('\n').Select(l => l.TrimEnd('\r')).ToList();
         if (lines.Count > 0 && lines[^1].Length == 0) lines.RemoveAt(lines.Count - 1);
+        return FromLines(lines, options, name);
+    }
+
+    /// <summary>A tokenizer over the vocabulary <paramref name="lines"/> (id = index), checked; MaxTokens checked by the caller.</summary>
+    private static BertWordPieceTokenizer FromLines(List<string> lines, BertTokenizerOptions options, string name)
+    {
         if (lines.Count == 0) throw new InvalidDataException($"vocabulary '{name}' is empty.");
         // a carriage return inside a line would be a line break to the WordPiece library: its ids would no longer be the line numbers
         int cr = lines.FindIndex(l => l.Contains('\r'));

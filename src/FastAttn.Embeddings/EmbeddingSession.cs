@@ -154,7 +154,7 @@ public sealed class EmbeddingSession : IDisposable
             for (int i = 0; i < typeIds.Length; i++)
                 if ((uint)typeIds[i] >= (uint)types) throw new ArgumentOutOfRangeException(nameof(typeIds), typeIds[i], $"typeIds[{i}] = {typeIds[i]} is not a token type of this model (0..{types - 1}).");
         }
-        int c = Classes, h = HiddenWidth, hs = _model.Config.HiddenSize;
+        int c = Classes, hs = _model.Config.HiddenSize;
         if (logits.Length != (long)lengths.Length * c)
             throw new ArgumentException($"'logits' has {logits.Length} elements; expected sequences*classes = {lengths.Length}*{c}.", nameof(logits));
         Enter();
@@ -165,8 +165,7 @@ public sealed class EmbeddingSession : IDisposable
                 s1 = NextPass(lengths, s0, out tokens);
                 RunPass(ids.Slice(t0, tokens), lengths[s0..s1], typeIds.IsEmpty ? default : typeIds.Slice(t0, tokens));
                 int n = s1 - s0;
-                for (int s = 0, t = 0; s < n; t += lengths[s0 + s], s++) _hidden.AsSpan(t * h, h).CopyTo(_cls.AsSpan(s * h, h));
-                _model.Pooler!.ForwardCore(_cls.AsSpan(0, n * h), n, _pooled.AsSpan(0, n * hs), _poolScratch, default, null);
+                PoolerOutput(lengths[s0..s1]);
                 _model.Classifier!.ForwardCore(_pooled.AsSpan(0, n * hs), n, logits.Slice(s0 * c, n * c), _poolScratch, default, null);
             }
         }
@@ -263,6 +262,14 @@ public sealed class EmbeddingSession : IDisposable
         _session.Run(_input.AsSpan(0, 2 * n), _hidden.AsSpan(0, n * h), lengths.Length > 1 ? lengths : default);
     }
 
+    /// <summary>The pooler over each sequence's [CLS] state of the last pass, into <c>_pooled</c> <c>[sequences, hidden]</c>.</summary>
+    private void PoolerOutput(ReadOnlySpan<int> lengths)
+    {
+        int h = HiddenWidth, n = lengths.Length;
+        for (int s = 0, t = 0; s < n; t += lengths[s], s++) _hidden.AsSpan(t * h, h).CopyTo(_cls.AsSpan(s * h, h));
+        _model.Pooler!.ForwardCore(_cls.AsSpan(0, n * h), n, _pooled.AsSpan(0, n * _model.Config.HiddenSize), _poolScratch, default, null);
+    }
+
     private void Pool(ReadOnlySpan<int> lengths, Span<float> output)
     {
         int h = HiddenWidth, d = Dimension, t0 = 0;
@@ -281,17 +288,13 @@ public sealed class EmbeddingSession : IDisposable
                 case Pooling.Cls:
                     first.CopyTo(dst);
                     break;
-                default:
-                    first.CopyTo(_cls.AsSpan(s * h, h));
-                    break;
             }
             t0 += len;
         }
         if (_pooling == Pooling.Pooler)
         {
-            int n = lengths.Length;
-            _model.Pooler!.ForwardCore(_cls.AsSpan(0, n * h), n, _pooled.AsSpan(0, n * d), _poolScratch, default, null);
-            _pooled.AsSpan(0, n * d).CopyTo(output);
+            PoolerOutput(lengths);
+            _pooled.AsSpan(0, lengths.Length * d).CopyTo(output);
         }
         if (_normalize)
             for (int s = 0; s < lengths.Length; s++) Vectors.Normalize(output.Slice(s * d, d));
