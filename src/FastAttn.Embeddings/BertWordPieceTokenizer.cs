@@ -1,5 +1,7 @@
 using System.Globalization;
 using System.Text;
+using ICU4N;
+using ICU4N.Globalization;
 using ICU4N.Text;
 using Microsoft.ML.Tokenizers;
 
@@ -19,19 +21,28 @@ public sealed record BertTokenizerOptions
 }
 
 /// <summary>
-/// BERT's WordPiece tokenizer with Hugging Face's rules (<c>BertTokenizer</c>): the text cleaned (control characters
-/// removed, every white space a space), NFC, CJK ideographs split out, white-space split, lower-cased and accent-stripped
-/// for an uncased vocabulary, split at punctuation — then WordPiece (greedy longest match, <c>##</c> continuations, a word
-/// over 100 characters or with no match is [UNK]) by Microsoft.ML.Tokenizers' <c>BertTokenizer</c>, and [CLS] … [SEP].
+/// BERT's WordPiece tokenizer as Hugging Face's tokenizers library runs it (<c>BertNormalizer</c>, <c>BertPreTokenizer</c>,
+/// <c>WordPiece</c> — the "fast" tokenizer that transformers and sentence-transformers load by default): special tokens
+/// written in the text kept whole; the rest cleaned (control and format characters removed, every white space a space), CJK
+/// ideographs split out, for an uncased vocabulary accent-stripped (NFD, non-spacing marks removed) and lower-cased, split at
+/// white space and punctuation — then WordPiece (greedy longest match, <c>##</c> continuations, a word over 100 characters
+/// or with no match is [UNK]) by Microsoft.ML.Tokenizers' <c>BertTokenizer</c>, and [CLS] … [SEP].
 /// <para>
 /// <b>Why the pre-tokenization is FastAttn's own:</b> Microsoft.ML.Tokenizers 2.0.1's basic tokenization departs from
 /// Hugging Face's rules: it drops symbols such as <c>$ + &lt; = &gt; ^ ` | ~</c> and emoji (Hugging Face keeps them as tokens or
 /// [UNK]), it removes tab and newline instead of treating them as spaces ("tab\there" becomes one word), it splits at
 /// zero-width and control characters that Hugging Face deletes, and with InvariantGlobalization (set by this repository,
 /// and common in containers) its accent stripping silently does nothing because <c>string.Normalize</c> is then the
-/// identity. So the rules above run here (normalization by ICU4N, a managed ICU that works in invariant mode) and the
-/// library does the WordPiece step with its own basic tokenization off. Remaining known differences from Python: Python's
-/// <c>str.lower</c> applies the final-sigma rule (Σ → ς at the end of a word) where .NET gives σ.
+/// identity. So the rules above run here (NFD by ICU4N, a managed ICU that works in invariant mode) and the library does the
+/// WordPiece step with its own basic tokenization off.
+/// </para>
+/// <para>
+/// <b>Character tables:</b> the library classifies characters with Unicode 8.0's tables, and FastAttn does the same (ages
+/// and categories from ICU4N): a character assigned after Unicode 8.0, or never, is an ordinary letter — kept, so its word
+/// becomes [UNK] — rather than deleted, split off or stripped. Its CJK list starts Extension E at U+2B920. Lower-casing is
+/// per character (no final-sigma rule; İ → i + U+0307), after accent stripping, and there is no NFC step. Python's slower
+/// <c>BertTokenizer</c> differs from the library on exactly these points; FastAttn follows the library, which
+/// <c>tests/FastAttn.Parity.Tests</c> checks id for id on the EWT corpus and on random text from every Unicode plane.
 /// </para>
 /// <para>
 /// Immutable and safe to use from any number of threads. Allocates per call (the strings of the pre-tokenization and
@@ -42,7 +53,7 @@ public sealed class BertWordPieceTokenizer
 {
     private readonly BertTokenizer _wordPiece;
     private readonly HashSet<string> _special;
-    private static readonly Normalizer2 Nfc = Normalizer2.NFCInstance, Nfd = Normalizer2.NFDInstance;
+    private static readonly Normalizer2 Nfd = Normalizer2.NFDInstance;
 
     /// <summary>Id of [CLS].</summary>
     public int ClsId { get; }
@@ -55,9 +66,10 @@ public sealed class BertWordPieceTokenizer
     /// <summary>The settings in force (lower-casing and accent stripping resolved).</summary>
     public BertTokenizerOptions Options { get; }
 
-    private BertWordPieceTokenizer(BertTokenizer wordPiece, string[] vocab, BertTokenizerOptions options)
+    private BertWordPieceTokenizer(BertTokenizer wordPiece, string[] vocab, BertTokenizerOptions options, int maxWordChars)
     {
         _wordPiece = wordPiece;
+        _maxWordChars = maxWordChars;
         VocabularySize = vocab.Length;
         var index = new Dictionary<string, int>(StringComparer.Ordinal);
         for (int i = 0; i < vocab.Length; i++) index.TryAdd(vocab[i], i);
@@ -101,6 +113,9 @@ public sealed class BertWordPieceTokenizer
         return FromVocab(fs, options, path);
     }
 
+    /// <summary>Longest word WordPiece splits, in code points (Hugging Face's <c>max_input_chars_per_word</c>, 100 unless a tokenizer.json says otherwise); longer ones are [UNK].</summary>
+    private readonly int _maxWordChars;
+
     /// <summary>Largest <c>tokenizer.json</c> read (a BERT vocabulary's is about 0.7 MB).</summary>
     private const int MaxTokenizerJsonBytes = 64 << 20;
 
@@ -133,6 +148,7 @@ public sealed class BertWordPieceTokenizer
         try { doc = System.Text.Json.JsonDocument.Parse(json, new System.Text.Json.JsonDocumentOptions { MaxDepth = 64, AllowTrailingCommas = true }); }
         catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"'{name}': not valid JSON: {e.Message}", e); }
         string[] vocab;
+        int maxWordChars = 100;
         using (doc)
         {
             var root = doc.RootElement;
@@ -145,6 +161,9 @@ public sealed class BertWordPieceTokenizer
             if (Str(model, "type") is { } type && type != "WordPiece") throw Bad($"model type '{type}' is not WordPiece (BERT's)");
             if (Str(model, "continuing_subword_prefix") is { } prefix && prefix != "##") throw Bad($"continuing_subword_prefix '{prefix}' is not ##");
             if (Member(model, "vocab") is not { ValueKind: System.Text.Json.JsonValueKind.Object } map) throw Bad("model.vocab is not an object of token → id");
+            if (Member(model, "max_input_chars_per_word") is { } mx)
+                maxWordChars = mx.ValueKind == System.Text.Json.JsonValueKind.Number && mx.TryGetInt32(out int m) && m is >= 1 and <= 1 << 20 ? m
+                    : throw Bad($"model.max_input_chars_per_word {Shorten(mx.GetRawText())} is not a count from 1 to {1 << 20}");
             int count = 0;
             foreach (var _ in map.EnumerateObject()) count++;
             if (count == 0) throw Bad("the vocabulary is empty");
@@ -175,7 +194,7 @@ public sealed class BertWordPieceTokenizer
             }
         }
         if (options.MaxTokens < 3) throw new ArgumentOutOfRangeException(nameof(options), options.MaxTokens, "MaxTokens must be at least 3 ([CLS], one piece, [SEP]).");
-        return FromLines([.. vocab], options, name);
+        return FromLines([.. vocab], options, name, maxWordChars);
     }
 
     private static string Shorten(string s) => s.Length <= 40 ? s : s[..40] + "…";
@@ -200,7 +219,7 @@ public sealed class BertWordPieceTokenizer
     }
 
     /// <summary>A tokenizer over the vocabulary <paramref name="lines"/> (id = index), checked; MaxTokens checked by the caller.</summary>
-    private static BertWordPieceTokenizer FromLines(List<string> lines, BertTokenizerOptions options, string name)
+    private static BertWordPieceTokenizer FromLines(List<string> lines, BertTokenizerOptions options, string name, int maxWordChars = 100)
     {
         if (lines.Count == 0) throw new InvalidDataException($"vocabulary '{name}' is empty.");
         // a carriage return inside a line would be a line break to the WordPiece library: its ids would no longer be the line numbers
@@ -215,14 +234,14 @@ public sealed class BertWordPieceTokenizer
             wp = BertTokenizer.Create(new MemoryStream(Encoding.UTF8.GetBytes(string.Join('\n', lines) + "\n")), new BertOptions
         {
             LowerCaseBeforeTokenization = false, ApplyBasicTokenization = false, SplitOnSpecialTokens = false,
-            IndividuallyTokenizeCjk = false, RemoveNonSpacingMarks = false,
+            IndividuallyTokenizeCjk = false, RemoveNonSpacingMarks = false, MaxInputCharsPerWord = 2 * maxWordChars,
         });
         }
         catch (Exception e) when (e is ArgumentException or KeyNotFoundException or InvalidOperationException)
         {
             throw new InvalidDataException($"vocabulary '{name}' is not a WordPiece vocabulary: {e.Message}", e);
         }
-        return new BertWordPieceTokenizer(wp, [.. lines], options);
+        return new BertWordPieceTokenizer(wp, [.. lines], options, maxWordChars);
     }
 
     /// <summary>The word-piece ids of <paramref name="text"/> with [CLS] and [SEP], truncated to <see cref="BertTokenizerOptions.MaxTokens"/>.</summary>
@@ -247,7 +266,11 @@ public sealed class BertWordPieceTokenizer
     /// <summary>The word-piece ids of a text, without [CLS] and [SEP] and not truncated.</summary>
     private IReadOnlyList<int> Pieces(string text)
     {
-        var words = PreTokenize(text);
+        var words = (List<string>)PreTokenize(text);
+        // a word over max_input_chars_per_word characters is [UNK]; Hugging Face counts code points, the library UTF-16 units (it is given
+        // twice the limit, which a word within the limit never reaches, and the longer words are replaced by [UNK] here)
+        for (int i = 0; i < words.Count; i++)
+            if (words[i].Length > _maxWordChars && words[i].EnumerateRunes().Count() > _maxWordChars) words[i] = "[UNK]";
         return words.Count == 0 ? [] : _wordPiece.EncodeToIds(string.Join(' ', words), addSpecialTokens: false, considerPreTokenization: true, considerNormalization: false);
     }
 
@@ -304,65 +327,70 @@ public sealed class BertWordPieceTokenizer
     public IReadOnlyList<string> PreTokenize(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
-        // clean: drop NUL, U+FFFD and control/format/private/unassigned characters; every white space becomes ' '
-        var sb = new StringBuilder(text.Length);
+        var words = new List<string>();
+        var sb = new StringBuilder();
+        // special tokens written in the text stay whole; like Hugging Face's added tokens they are found in the raw text,
+        // before any cleaning (so "[C\u200BLS]" is not [CLS]), and the text between them is normalised on its own
+        int start = 0;
+        for (int i = text.IndexOf('['); i >= 0; i = i + 1 < text.Length ? text.IndexOf('[', i + 1) : -1)
+        {
+            string? special = null;
+            foreach (var sp in _special)
+                if (string.CompareOrdinal(text, i, sp, 0, sp.Length) == 0) { special = sp; break; }
+            if (special == null) continue;
+            Basic(text.AsSpan(start, i - start), sb, words);
+            words.Add(special);
+            start = i + special.Length;
+            i = start - 1;
+        }
+        Basic(text.AsSpan(start), sb, words);
+        return words;
+    }
+
+    /// <summary>
+    /// Hugging Face's <c>BertNormalizer</c> and <c>BertPreTokenizer</c> on a text without special tokens, in their order: clean
+    /// (drop NUL, U+FFFD and control, format, private-use characters; every white space a space), space out CJK ideographs,
+    /// strip accents (NFD, then drop non-spacing marks), lower-case, split at white space and punctuation.
+    /// </summary>
+    private void Basic(ReadOnlySpan<char> text, StringBuilder sb, List<string> words)
+    {
+        if (text.IsEmpty) return;
+        sb.Clear();
         bool ascii = true;
         foreach (var r in text.EnumerateRunes())
         {
             int cp = r.Value;
             if (cp == 0 || cp == 0xFFFD) continue;
-            if (cp is '\t' or '\n' or '\r' || Rune.GetUnicodeCategory(r) == UnicodeCategory.SpaceSeparator) { sb.Append(' '); continue; }
-            if (IsOther(Rune.GetUnicodeCategory(r))) continue;
+            if (cp is '\t' or '\n' or '\r') { sb.Append(' '); continue; }
+            if (IsOther(cp)) continue;
+            if (Rune.IsWhiteSpace(r)) { sb.Append(' '); continue; }
             if (cp > 127) ascii = false;
-            if (Options.TokenizeChineseChars && IsCjk(cp)) { sb.Append(' '); sb.Append(r.ToString()); sb.Append(' '); }
+            if (Options.TokenizeChineseChars && IsCjk(cp)) sb.Append(' ').Append(r.ToString()).Append(' ');
+            else if (cp < 128) sb.Append((char)cp);
             else sb.Append(r.ToString());
         }
         string clean = sb.ToString();
-        if (!ascii) clean = Nfc.Normalize(clean);
-        var words = new List<string>();
-        foreach (var raw in clean.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries))
+        if (!ascii && Options.StripAccents == true)
         {
-            // special tokens written in the text stay whole (Hugging Face splits them out before basic tokenization)
-            foreach (var part in SplitSpecial(raw))
+            sb.Clear();
+            foreach (var r in Nfd.Normalize(clean).EnumerateRunes())
+                if (Category(r.Value) != UUnicodeCategory.NonSpacingMark) sb.Append(r.ToString());
+            clean = sb.ToString();
+        }
+        if (Options.LowerCase == true)
+        {
+            if (ascii) clean = clean.ToLowerInvariant();
+            else
             {
-                if (_special.Contains(part)) { words.Add(part); continue; }
-                string w = part;
-                if (Options.LowerCase == true) w = w.ToLowerInvariant();
-                if (Options.StripAccents == true && !IsAscii(w)) w = StripMarks(Nfd.Normalize(w));
-                SplitPunctuation(w, words);
+                // per character, with the full mapping of U+0130 (İ → i + combining dot above) that .NET's invariant casing leaves out
+                sb.Clear();
+                foreach (var r in clean.EnumerateRunes())
+                    if (r.Value == 0x130) sb.Append("i\u0307");
+                    else sb.Append(Rune.ToLowerInvariant(r).ToString());
+                clean = sb.ToString();
             }
         }
-        return words;
-    }
-
-    private IEnumerable<string> SplitSpecial(string word)
-    {
-        if (word.IndexOf('[') < 0) { yield return word; yield break; }
-        int start = 0;
-        for (int i = 0; i < word.Length; i++)
-        {
-            if (word[i] != '[') continue;
-            foreach (var sp in _special)
-                if (string.CompareOrdinal(word, i, sp, 0, sp.Length) == 0)
-                {
-                    if (i > start) yield return word[start..i];
-                    yield return sp;
-                    start = i + sp.Length;
-                    i = start - 1;
-                    break;
-                }
-        }
-        if (start < word.Length) yield return word[start..];
-    }
-
-    private static bool IsAscii(string s) { foreach (char c in s) if (c > 127) return false; return true; }
-
-    private static string StripMarks(string s)
-    {
-        var sb = new StringBuilder(s.Length);
-        foreach (var r in s.EnumerateRunes())
-            if (Rune.GetUnicodeCategory(r) != UnicodeCategory.NonSpacingMark) sb.Append(r.ToString());
-        return sb.ToString();
+        foreach (var w in clean.Split(' ', StringSplitOptions.RemoveEmptyEntries)) SplitPunctuation(w, words);
     }
 
     private static void SplitPunctuation(string w, List<string> into)
@@ -383,20 +411,40 @@ public sealed class BertWordPieceTokenizer
         if (start < w.Length) into.Add(w[start..]);
     }
 
-    /// <summary>Hugging Face's punctuation: every ASCII non-alphanumeric printable character, and Unicode's P* categories.</summary>
+    /// <summary>
+    /// A character's general category as Hugging Face's tokenizers library sees it. Its tables are Unicode 8.0's: a character
+    /// assigned later is unassigned to it — not deleted as a control character, not punctuation, not an accent, so a word
+    /// holding one becomes [UNK] — and two Mongolian letters were made marks only in Unicode 9.0. Null = unassigned.
+    /// </summary>
+    internal static UUnicodeCategory? Category(int cp)
+    {
+        if (cp < 128) return UChar.GetUnicodeCategory(cp);
+        var age = UChar.GetAge(cp);
+        if (age.Major is 0 or > 8) return null;
+        if (cp is 0x1885 or 0x1886) return UUnicodeCategory.OtherLetter;
+        return UChar.GetUnicodeCategory(cp);
+    }
+
+    /// <summary>Hugging Face's punctuation: every ASCII non-alphanumeric printable character, and the P* categories (of Unicode 8.0).</summary>
     internal static bool IsPunctuation(Rune r)
     {
         int cp = r.Value;
-        if (cp is >= 33 and <= 47 or >= 58 and <= 64 or >= 91 and <= 96 or >= 123 and <= 126) return true;
-        return Rune.GetUnicodeCategory(r) is UnicodeCategory.ConnectorPunctuation or UnicodeCategory.DashPunctuation or UnicodeCategory.OpenPunctuation
-            or UnicodeCategory.ClosePunctuation or UnicodeCategory.InitialQuotePunctuation or UnicodeCategory.FinalQuotePunctuation or UnicodeCategory.OtherPunctuation;
+        if (cp < 128) return cp is >= 33 and <= 47 or >= 58 and <= 64 or >= 91 and <= 96 or >= 123 and <= 126;
+        return Category(cp) is UUnicodeCategory.ConnectorPunctuation or UUnicodeCategory.DashPunctuation or UUnicodeCategory.OpenPunctuation
+            or UUnicodeCategory.ClosePunctuation or UUnicodeCategory.InitialQuotePunctuation or UUnicodeCategory.FinalPunctuation or UUnicodeCategory.OtherPunctuation;
     }
 
-    /// <summary>Python's categories starting with C: control, format, surrogate, private use, unassigned.</summary>
-    private static bool IsOther(UnicodeCategory c) => c is UnicodeCategory.Control or UnicodeCategory.Format or UnicodeCategory.Surrogate
-        or UnicodeCategory.PrivateUse or UnicodeCategory.OtherNotAssigned;
+    /// <summary>Characters the cleaning deletes: control, format, surrogate and private-use (of Unicode 8.0); unassigned ones are kept.</summary>
+    private static bool IsOther(int cp)
+    {
+        if (cp < 128) return cp < 32 || cp == 127;
+        return Category(cp) is UUnicodeCategory.Control or UUnicodeCategory.Format or UUnicodeCategory.Surrogate or UUnicodeCategory.PrivateUse;
+    }
 
-    /// <summary>The CJK Unified Ideographs blocks Hugging Face splits out (not Hangul, Hiragana or Katakana).</summary>
+    /// <summary>
+    /// The CJK ideograph ranges Hugging Face's tokenizers library splits out (not Hangul, Hiragana or Katakana). Its list starts
+    /// the Extension E range at U+2B920 (Python's BertTokenizer: U+2B820); the library is what sentence-transformers runs.
+    /// </summary>
     internal static bool IsCjk(int cp) => cp is >= 0x4E00 and <= 0x9FFF or >= 0x3400 and <= 0x4DBF or >= 0x20000 and <= 0x2A6DF
-        or >= 0x2A700 and <= 0x2B73F or >= 0x2B740 and <= 0x2B81F or >= 0x2B820 and <= 0x2CEAF or >= 0xF900 and <= 0xFAFF or >= 0x2F800 and <= 0x2FA1F;
+        or >= 0x2A700 and <= 0x2B73F or >= 0x2B740 and <= 0x2B81F or >= 0x2B920 and <= 0x2CEAF or >= 0xF900 and <= 0xFAFF or >= 0x2F800 and <= 0x2FA1F;
 }

@@ -73,8 +73,26 @@ public class TokenizerJsonTests
         { Json(TokenizerRulesTests.Vocab, normalizer: """{"type": "Sequence", "normalizers": []}"""), "not BertNormalizer" },
         { Json(TokenizerRulesTests.Vocab, normalizer: """{"type": "BertNormalizer", "lowercase": "yes"}"""), "not true, false or null" },
         { Json(TokenizerRulesTests.Vocab[5..]), "no [CLS]" },
+        { Json(TokenizerRulesTests.Vocab).Replace("\"max_input_chars_per_word\": 100", "\"max_input_chars_per_word\": 0"), "max_input_chars_per_word" },
+        { Json(TokenizerRulesTests.Vocab).Replace("\"max_input_chars_per_word\": 100", "\"max_input_chars_per_word\": \"100\""), "max_input_chars_per_word" },
         { Json([]), "empty" },
     };
+
+    [Fact]
+    public void MaxInputCharsPerWord_IsTakenFromTheFile_CountingCodePoints()
+    {
+        var vocab = TokenizerRulesTests.Vocab.Append("😀").Append("##😀").ToArray();
+        string Pieces(BertWordPieceTokenizer t, string s) => string.Join(" ", t.Encode(s).Select(i => vocab[i]));
+        var five = FromJson(Json(vocab).Replace("\"max_input_chars_per_word\": 100", "\"max_input_chars_per_word\": 5"));
+        Assert.Equal("[CLS] hello [SEP]", Pieces(five, "hello"));
+        Assert.Equal("[CLS] [UNK] [SEP]", Pieces(five, "helloo"));
+        // characters are code points, as Hugging Face counts them: five emoji (ten UTF-16 units) are within the limit
+        Assert.Equal("[CLS] 😀 ##😀 ##😀 ##😀 ##😀 [SEP]", Pieces(five, "😀😀😀😀😀"));
+        Assert.Equal("[CLS] [UNK] [SEP]", Pieces(five, "😀😀😀😀😀😀"));
+        var hundred = FromJson(Json(vocab));
+        Assert.Equal(102, hundred.Encode(string.Concat(Enumerable.Repeat("😀", 100))).Length);
+        Assert.Equal(3, hundred.Encode(string.Concat(Enumerable.Repeat("😀", 101))).Length);
+    }
 
     [Theory]
     [MemberData(nameof(Bad))]

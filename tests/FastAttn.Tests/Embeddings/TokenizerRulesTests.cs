@@ -23,13 +23,16 @@ public class TokenizerRulesTests
     internal static BertWordPieceTokenizer Tokenizer(bool? lower = null, int max = 512) =>
         BertWordPieceTokenizer.FromVocab(new MemoryStream(Encoding.UTF8.GetBytes(string.Join('\n', Vocab) + "\n")), new BertTokenizerOptions { LowerCase = lower, MaxTokens = max });
 
-    // ---- Hugging Face's rules, plainly ----
-    private static bool IsWhitespace(Rune r) => r.Value is ' ' or '\t' or '\n' or '\r' || Rune.GetUnicodeCategory(r) == UnicodeCategory.SpaceSeparator;
-    private static bool IsControl(Rune r) => r.Value is not ('\t' or '\n' or '\r') && Rune.GetUnicodeCategory(r) is UnicodeCategory.Control
-        or UnicodeCategory.Format or UnicodeCategory.PrivateUse or UnicodeCategory.OtherNotAssigned or UnicodeCategory.Surrogate;
+    // ---- Hugging Face's rules (its tokenizers library, which sentence-transformers runs), plainly ----
+    // the library's character tables are Unicode 8.0's: these characters, assigned later or never, are ordinary letters to it
+    private static readonly HashSet<int> NewerThanUnicode8 = [0x0378, 0x2E56, 0x0890, 0x1F972, 0x2B820];
+    private static bool IsWhitespace(Rune r) => r.Value is '\t' or '\n' or '\r' || Rune.IsWhiteSpace(r);
+    private static bool IsControl(Rune r) => r.Value is not ('\t' or '\n' or '\r') && !NewerThanUnicode8.Contains(r.Value) && Rune.GetUnicodeCategory(r)
+        is UnicodeCategory.Control or UnicodeCategory.Format or UnicodeCategory.PrivateUse or UnicodeCategory.Surrogate;
     private static bool IsPunct(Rune r) => r.Value is >= 33 and <= 47 or >= 58 and <= 64 or >= 91 and <= 96 or >= 123 and <= 126
-        || CharUnicodeInfo.GetUnicodeCategory(r.Value).ToString().EndsWith("Punctuation");
-    private static bool IsCjk(int cp) => cp is >= 0x4E00 and <= 0x9FFF or >= 0x3400 and <= 0x4DBF or >= 0xF900 and <= 0xFAFF or >= 0x20000 and <= 0x2A6DF;
+        || !NewerThanUnicode8.Contains(r.Value) && CharUnicodeInfo.GetUnicodeCategory(r.Value).ToString().EndsWith("Punctuation");
+    private static bool IsCjk(int cp) => cp is >= 0x4E00 and <= 0x9FFF or >= 0x3400 and <= 0x4DBF or >= 0xF900 and <= 0xFAFF or >= 0x20000 and <= 0x2A6DF
+        or >= 0x2B920 and <= 0x2CEAF;
 
     internal static List<string> ReferenceBasic(string text, bool lower)
     {
@@ -41,19 +44,19 @@ public class TokenizerRulesTests
             else if (IsCjk(r.Value)) clean.Append(' ').Append(r.ToString()).Append(' ');
             else clean.Append(r.ToString());
         }
-        string nfc = ICU4N.Text.Normalizer2.NFCInstance.Normalize(clean.ToString());
-        var output = new List<string>();
-        foreach (var tok in nfc.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries))
+        string t = clean.ToString();
+        if (lower)
         {
-            string t = tok;
-            if (lower)
-            {
-                t = t.ToLowerInvariant();
-                var nfd = ICU4N.Text.Normalizer2.NFDInstance.Normalize(t);
-                t = string.Concat(nfd.EnumerateRunes().Where(r => Rune.GetUnicodeCategory(r) != UnicodeCategory.NonSpacingMark).Select(r => r.ToString()));
-            }
+            // accents first (NFD, non-spacing marks dropped), then lower case, as the library's normaliser orders them
+            var nfd = ICU4N.Text.Normalizer2.NFDInstance.Normalize(t);
+            t = string.Concat(nfd.EnumerateRunes().Where(r => NewerThanUnicode8.Contains(r.Value) || Rune.GetUnicodeCategory(r) != UnicodeCategory.NonSpacingMark).Select(r => r.ToString()));
+            t = t.ToLowerInvariant();
+        }
+        var output = new List<string>();
+        foreach (var tok in t.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+        {
             var cur = new StringBuilder();
-            foreach (var r in t.EnumerateRunes())
+            foreach (var r in tok.EnumerateRunes())
             {
                 if (IsPunct(r)) { if (cur.Length > 0) output.Add(cur.ToString()); cur.Clear(); output.Add(r.ToString()); }
                 else cur.Append(r.ToString());
@@ -109,7 +112,15 @@ public class TokenizerRulesTests
     [InlineData("", "[CLS] [SEP]")]
     [InlineData("  \t\n ", "[CLS] [SEP]")]
     [InlineData("¿Qué? ¡Hola!", "[CLS] ¿ que ? ¡ hola ! [SEP]")]
-    [InlineData("e\u0301", "[CLS] e [SEP]")]                                                    // decomposed accent: NFC, then stripped
+    [InlineData("e\u0301", "[CLS] e [SEP]")]                                                    // decomposed accent: stripped
+    [InlineData("İ x", "[CLS] i x [SEP]")]                                                      // accent stripped before lower-casing: İ → I → i
+    [InlineData("x\u0378y x", "[CLS] [UNK] x [SEP]")]                                           // an unassigned character is kept (its word is [UNK]), not deleted
+    [InlineData("x\u2E56y x", "[CLS] [UNK] x [SEP]")]                                           // punctuation of Unicode 14 is a letter to Unicode 8.0's tables
+    [InlineData("x\u0890y x", "[CLS] [UNK] x [SEP]")]                                           // so is a format character of Unicode 14 (not deleted)
+    [InlineData("\U0002B820 x", "[CLS] [UNK] x [SEP]")]                                         // the library's CJK list skips U+2B820–U+2B91F: not split out …
+    [InlineData("x\U0002B820", "[CLS] [UNK] [SEP]")]                                            // … so it joins the word
+    [InlineData("x\U0002B920", "[CLS] x [UNK] [SEP]")]                                          // U+2B920 is split out
+    [InlineData("[C\u200BLS] x", "[CLS] [ [UNK] ] x [SEP]")]                                    // special tokens are found before cleaning: this is not [CLS]
     public void MatchesHuggingFaceOnHandCheckedExamples(string text, string expected)
         => Assert.Equal(expected, Pieces(Tokenizer(), text));
 
@@ -121,7 +132,8 @@ public class TokenizerRulesTests
         // characters where tokenizers tend to differ: symbols, punctuation, spaces of every kind, controls, accents, CJK, emoji
         string[] atoms = ["a", "b", "x", "y", "z", "e", "E", "é", "e\u0301", "Ä", "ß", "Σ", "σ", " ", "\t", "\n", "\u00A0", "\u2003", "\u3000", "\u2028",
             "\u200B", "\u00AD", "\u0007", "\u0000", "\uFFFD", "\uE000", "$", "+", "<", ">", "~", "^", "|", "`", ",", ".", "!", "?", "'", "\"", "-", "—", "…",
-            "«", "»", "¿", "中", "文", "日", "本", "한", "😀", "1", "2", "[", "]", "[SEP]", "[cls]", "hello", "the", "un", "aff", "able"];
+            "«", "»", "¿", "中", "文", "日", "本", "한", "😀", "1", "2", "[", "]", "[SEP]", "[cls]", "hello", "the", "un", "aff", "able", "İ", "\u0378", "\u2E56",
+            "\u0890", "\U0001F972", "\U0002B820", "\u0085", "\u000B"];
         var rnd = new Random(11);
         for (int n = 0; n < 3000; n++)
         {
