@@ -82,8 +82,10 @@ internal sealed class BertOnnxArchitecture
 
     private static Activation? FindActivation(OnnxModelFile onnx)
     {
-        if (onnx.Nodes.Any(n => n.OpType == "Erf" || (n.OpType == "Gelu" && n.Domain is "" or "com.microsoft"))) return Kernels.Activation.Gelu;
-        if (onnx.Nodes.Any(n => n.OpType == "FastGelu" || (n.OpType == "Mul" && n.Inputs.Any(i => onnx.FloatScalar(i) is float f && MathF.Abs(f - 0.044715f) < 1e-7f))))
+        // ONNX Runtime's optimiser fuses the exact GELU into Gelu or BiasGelu (with the bias add), the tanh form into FastGelu
+        if (onnx.Nodes.Any(n => n.OpType == "Erf" || (n.OpType == "Gelu" && n.Domain is "" or "com.microsoft" && (n.StringAttribute("approximate") ?? "none") == "none")
+            || (n.OpType == "BiasGelu" && n.Domain == "com.microsoft"))) return Kernels.Activation.Gelu;
+        if (onnx.Nodes.Any(n => n.OpType == "FastGelu" || (n.OpType == "Gelu" && n.Domain is "" && n.StringAttribute("approximate") == "tanh") || (n.OpType == "Mul" && n.Inputs.Any(i => onnx.FloatScalar(i) is float f && MathF.Abs(f - 0.044715f) < 1e-7f))))
             return Kernels.Activation.GeluTanh;
         if (onnx.Nodes.Any(n => n.OpType == "Relu")) return Kernels.Activation.Relu;
         return null;

@@ -34,6 +34,8 @@ public sealed class OnnxNode
     public long? IntAttribute(string name) => Proto.Attribute.FirstOrDefault(a => a.Name == name) is { HasI: true } a ? a.I : null;
     /// <summary>A float attribute, or null.</summary>
     public float? FloatAttribute(string name) => Proto.Attribute.FirstOrDefault(a => a.Name == name) is { HasF: true } a ? a.F : null;
+    /// <summary>A string attribute (UTF-8), or null.</summary>
+    public string? StringAttribute(string name) => Proto.Attribute.FirstOrDefault(a => a.Name == name) is { HasS: true } a ? a.S.ToStringUtf8() : null;
     /// <summary>An integer-list attribute, or null.</summary>
     public IReadOnlyList<long>? IntsAttribute(string name) => Proto.Attribute.FirstOrDefault(a => a.Name == name) is { } a && a.Ints.Count > 0 ? [.. a.Ints] : null;
 }
@@ -238,13 +240,18 @@ public sealed class OnnxModelFile : ITensorSource
             }
         foreach (var n in Nodes)
         {
-            bool gemm = n.OpType == "Gemm" && n.Inputs.Count >= 2;
-            if (!(n.OpType == "MatMul" && n.Inputs.Count == 2) && !gemm) continue;
+            // Gemm, and ONNX Runtime's FusedGemm (a Gemm with its activation; what its optimiser makes of a pooler's Gemm + Tanh)
+            bool gemm = (n.OpType == "Gemm" || n.OpType == "FusedGemm" && n.Domain == "com.microsoft") && n.Inputs.Count >= 2
+                && (n.IntAttribute("transA") ?? 0) == 0 && (n.FloatAttribute("alpha") ?? 1f) == 1f;
+            // ONNX Runtime's FusedMatMul is a MatMul with transposes and a scale: a weight product when it only transposes B
+            bool fusedMatMul = n.OpType == "FusedMatMul" && n.Domain == "com.microsoft" && n.Inputs.Count == 2
+                && (n.IntAttribute("transA") ?? 0) == 0 && (n.FloatAttribute("alpha") ?? 1f) == 1f;
+            if (!(n.OpType == "MatMul" && n.Inputs.Count == 2) && !gemm && !fusedMatMul) continue;
             var (w, throughTranspose) = WeightBehind(n.Inputs[1]);
             if (w == null) continue;
             // the product uses B as [in, out]; a PyTorch Linear weight is [out, in]. W is stored [out, in] when exactly one
             // of a Transpose node in front and Gemm's transB turns it around
-            bool transB = gemm && (n.IntAttribute("transB") ?? 0) != 0;
+            bool transB = (gemm || fusedMatMul) && (n.IntAttribute("transB") ?? 0) != 0;
             bool storedOutIn = throughTranspose ^ transB;
             string? name = LooksLikeParameter(w) ? w : BiasName(n, gemm);
             if (name == null) continue;
@@ -255,13 +262,26 @@ public sealed class OnnxModelFile : ITensorSource
         return _values.Where(kv => IsFloat(kv.Value.DataType) && kv.Value.Dims.Count >= 2 && !named.Contains(kv.Key)).Select(kv => kv.Key).ToList();
     }
 
-    /// <summary>"X.weight" when the product's bias is a constant named "X.bias" (Gemm's third input, or an Add right after a MatMul).</summary>
+    /// <summary>
+    /// "X.weight" when the product's bias is a constant named "X.bias": Gemm's third input, or the node after a MatMul that
+    /// adds it — an Add, or one of ONNX Runtime's fused nodes: BiasGelu and FastGelu (bias second), SkipLayerNormalization
+    /// (bias fifth).
+    /// </summary>
     private string? BiasName(OnnxNode n, bool gemm)
     {
+        string? BiasOf(OnnxNode c)
+        {
+            string y = n.Outputs[0];
+            if (c.OpType == "Add" && c.Inputs.Count == 2) return c.Inputs[0] == y ? c.Inputs[1] : c.Inputs[0];
+            if (c.Domain != "com.microsoft") return null;
+            if (c.OpType is "BiasGelu" or "FastGelu" && c.Inputs.Count >= 2 && c.Inputs[0] == y) return c.Inputs[1];
+            if (c.OpType == "SkipLayerNormalization" && c.Inputs.Count >= 5 && (c.Inputs[0] == y || c.Inputs[1] == y)) return c.Inputs[4];
+            return null;
+        }
         string? bias = gemm
             ? (n.Inputs.Count >= 3 ? n.Inputs[2] : null)
             : n.Outputs.Count == 0 ? null
-            : ConsumersOf(n.Outputs[0]).FirstOrDefault(c => c.OpType == "Add")?.Inputs.FirstOrDefault(i => i != n.Outputs[0]);
+            : ConsumersOf(n.Outputs[0]).Select(BiasOf).FirstOrDefault(b => b != null);
         if (bias == null || !bias.EndsWith(".bias", StringComparison.Ordinal) || !_values.ContainsKey(bias)) return null;
         return bias[..^".bias".Length] + ".weight";
     }
