@@ -21,9 +21,17 @@ internal sealed class BertOnnxArchitecture
         int hidden = 0;
         foreach (var prefix in new[] { "", "bert.", "distilbert." })
             if (hidden == 0 && onnx.TryGetShape(prefix + "embeddings.word_embeddings.weight", out var w) && w.Length == 2) hidden = (int)w[1];
-        var (heads, evidence) = FromReshapes(onnx, hidden);
+        var (heads, evidence) = FromFusedAttention(onnx);
+        if (heads == null) (heads, evidence) = FromReshapes(onnx, hidden);
         if (heads == null) (heads, evidence) = FromScale(onnx, hidden);
         return new BertOnnxArchitecture { Heads = heads, HeadsEvidence = evidence, Eps = FindEps(onnx), Activation = FindActivation(onnx) };
+    }
+
+    /// <summary>ONNX Runtime's fused com.microsoft Attention nodes state the heads (<c>num_heads</c>).</summary>
+    private static (int?, string) FromFusedAttention(OnnxModelFile onnx)
+    {
+        var heads = onnx.Nodes.Where(n => n.OpType == "Attention" && n.Domain == "com.microsoft").Select(n => n.IntAttribute("num_heads")).Distinct().ToList();
+        return heads is [long h] && h is > 0 and <= 1 << 16 ? ((int)h, $"num_heads of the fused Attention nodes") : (null, "");
     }
 
     /// <summary>Reshape targets ending in [heads, headDim] with heads·headDim = hidden; the most frequent pair wins.</summary>
@@ -71,6 +79,8 @@ internal sealed class BertOnnxArchitecture
         foreach (var n in onnx.Nodes)
         {
             if (n.OpType == "LayerNormalization") return n.FloatAttribute("epsilon") ?? 1e-5f;
+            // ONNX Runtime's fused LayerNorms (their schemas' default ε is 10⁻¹²)
+            if (n.Domain == "com.microsoft" && n.OpType is "SkipLayerNormalization" or "EmbedLayerNormalization") return n.FloatAttribute("epsilon") ?? 1e-12f;
             // x − mean, squared, averaged, + ε, square root
             if (n.OpType != "Add" || n.Inputs.Count != 2 || n.Outputs.Count == 0) continue;
             if (onnx.ProducerOf(n.Inputs[0])?.OpType != "ReduceMean") continue;

@@ -59,7 +59,9 @@ public sealed class OnnxNode
 public sealed class OnnxModelFile : ITensorSource
 {
     private readonly Dictionary<string, OnnxTensor> _values = new(StringComparer.Ordinal);       // initializers and Constant outputs
-    private readonly Dictionary<string, (OnnxTensor Tensor, bool Transpose, string Source)> _params = new(StringComparer.Ordinal);
+    // a parameter: its tensor, whether it is read transposed, the initializer's name, and which of Parts equal pieces of the
+    // tensor's last axis it is (1 piece: the whole; 3: the query, key or value third of a fused projection)
+    private readonly Dictionary<string, (OnnxTensor Tensor, bool Transpose, string Source, int Part, int Parts)> _params = new(StringComparer.Ordinal);
     private readonly Dictionary<string, OnnxNode> _producer = new(StringComparer.Ordinal);
     private readonly Dictionary<string, List<OnnxNode>> _consumers = new(StringComparer.Ordinal);
 
@@ -235,7 +237,7 @@ public sealed class OnnxModelFile : ITensorSource
         foreach (var (name, t) in _values)
             if (IsFloat(t.DataType) && LooksLikeParameter(name) && _producer.GetValueOrDefault(name)?.OpType != "Constant")
             {
-                _params[name] = (t, false, name);
+                _params[name] = (t, false, name, 0, 1);
                 named.Add(name);
             }
         foreach (var n in Nodes)
@@ -255,11 +257,54 @@ public sealed class OnnxModelFile : ITensorSource
             bool storedOutIn = throughTranspose ^ transB;
             string? name = LooksLikeParameter(w) ? w : BiasName(n, gemm);
             if (name == null) continue;
-            _params[name] = (_values[w], !storedOutIn, w);
+            _params[name] = (_values[w], !storedOutIn, w, 0, 1);
             if (name != w) _params.Remove(w);
             named.Add(w);
         }
+        MapFusedNodes(named);
         return _values.Where(kv => IsFloat(kv.Value.DataType) && kv.Value.Dims.Count >= 2 && !named.Contains(kv.Key)).Select(kv => kv.Key).ToList();
+    }
+
+    /// <summary>
+    /// The weights inside ONNX Runtime's fused transformer nodes (what its Python optimiser, and Hugging Face Optimum's O2–O4
+    /// exports, write): com.microsoft <c>Attention</c> holds the query, key and value projections as one [in, 3·out] weight
+    /// and one bias — split into <c>P.encoder.layer.N.attention.self.{query,key,value}</c>, N the node's place among the
+    /// Attention nodes; <c>EmbedLayerNormalization</c> holds the embedding tables and their LayerNorm — given BERT's names
+    /// when their initializers carry none. P is the prefix the other parameters use (<c>bert.</c> or none).
+    /// </summary>
+    private void MapFusedNodes(HashSet<string> named)
+    {
+        var attention = Nodes.Where(n => n.OpType == "Attention" && n.Domain == "com.microsoft").ToList();
+        var embed = Nodes.FirstOrDefault(n => n.OpType == "EmbedLayerNormalization" && n.Domain == "com.microsoft");
+        if (attention.Count == 0 && embed == null) return;
+        string prefix = _params.Keys.Select(k => k.IndexOf("encoder.layer.", StringComparison.Ordinal) is int i and >= 0 ? k[..i]
+            : k.IndexOf("embeddings.", StringComparison.Ordinal) is int j and >= 0 ? k[..j] : null).FirstOrDefault(k => k != null) ?? "";
+        for (int layer = 0; layer < attention.Count; layer++)
+        {
+            var n = attention[layer];
+            if (n.Inputs.Count < 3 || (n.IntAttribute("unidirectional") ?? 0) != 0 || n.IntsAttribute("qkv_hidden_sizes") is { } sizes && sizes.Distinct().Count() > 1) continue;
+            if (!_values.TryGetValue(n.Inputs[1], out var w) || !IsFloat(w.DataType) || w.Dims.Count != 2 || w.Dims[1] % 3 != 0) continue;
+            if (!_values.TryGetValue(n.Inputs[2], out var b) || !IsFloat(b.DataType) || b.Dims.Count != 1 || b.Dims[0] != w.Dims[1]) continue;
+            string[] parts = ["query", "key", "value"];
+            for (int k = 0; k < 3; k++)
+            {
+                string at = $"{prefix}encoder.layer.{layer}.attention.self.{parts[k]}.";
+                _params[at + "weight"] = (w, true, n.Inputs[1], k, 3);
+                _params[at + "bias"] = (b, false, n.Inputs[2], k, 3);
+            }
+            named.Add(n.Inputs[1]);
+        }
+        if (embed != null)
+        {
+            string[] names = ["", "", "word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight", "LayerNorm.weight", "LayerNorm.bias"];
+            for (int k = 2; k < Math.Min(embed.Inputs.Count, names.Length); k++)
+            {
+                string input = embed.Inputs[k], name = prefix + "embeddings." + names[k];
+                if (input.Length == 0 || _params.ContainsKey(name) || !_values.TryGetValue(input, out var t) || !IsFloat(t.DataType)) continue;
+                _params[name] = (t, false, input, 0, 1);
+                named.Add(input);
+            }
+        }
     }
 
     /// <summary>
@@ -305,6 +350,7 @@ public sealed class OnnxModelFile : ITensorSource
     {
         if (!_params.TryGetValue(name, out var p)) { shape = []; return false; }
         shape = [.. p.Tensor.Dims];
+        shape[^1] /= p.Parts;
         if (p.Transpose && shape.Length == 2) shape = [shape[1], shape[0]];
         return true;
     }
@@ -318,9 +364,19 @@ public sealed class OnnxModelFile : ITensorSource
     public void ReadFloat32(string name, Span<float> destination)
     {
         if (!_params.TryGetValue(name, out var p)) throw new KeyNotFoundException($"ONNX file '{Name}' has no parameter '{name}'.");
-        long n = p.Tensor.Dims.Aggregate(1L, (a, b) => a * b);
+        long n = p.Tensor.Dims.Aggregate(1L, (a, b) => a * b) / p.Parts;
         if (destination.Length != n) throw new ArgumentException($"'destination' has {destination.Length} elements; parameter '{name}' has {n}.", nameof(destination));
-        Read(p.Tensor, p.Transpose, destination);
+        if (p.Parts == 1) { Read(p.Tensor, p.Transpose, destination); return; }
+        // one piece of the last axis: read the whole tensor, keep columns [Part·c, (Part+1)·c) of each row, then transpose
+        var whole = new float[n * p.Parts];
+        Read(p.Tensor, false, whole);
+        int cols = (int)p.Tensor.Dims[^1], c = cols / p.Parts, rows = whole.Length / cols;
+        var piece = p.Transpose ? new float[n] : null;
+        Span<float> into = piece ?? destination;
+        for (int r = 0; r < rows; r++) whole.AsSpan(r * cols + p.Part * c, c).CopyTo(into.Slice(r * c, c));
+        if (piece != null)
+            for (int r = 0; r < rows; r++)
+                for (int k = 0; k < c; k++) destination[k * rows + r] = piece[r * c + k];
     }
 
     private static void Read(OnnxTensor t, bool transpose, Span<float> dst)
