@@ -21,4 +21,12 @@ public sealed record AttentionSettings
     public float[]? AdditiveWeights { get; init; }
     /// <summary>Distance bias per head: −slope·|i − j| added to the scores (ALiBi-style, symmetric); null = none.</summary>
     public float[]? DistanceSlopes { get; init; }
+    /// <summary>
+    /// Relative position bias per head, <c>[heads, 2·span − 1]</c>: entry (j − i) + span − 1 of head h is added to head h's
+    /// scores of query position i and key position j (MPNet's bucketed bias, expanded); null = none. Sequences may be at
+    /// most <see cref="RelativeBiasSpan"/> long.
+    /// </summary>
+    public float[]? RelativeBias { get; init; }
+    /// <summary>The longest sequence <see cref="RelativeBias"/> covers.</summary>
+    public int RelativeBiasSpan { get; init; }
 }

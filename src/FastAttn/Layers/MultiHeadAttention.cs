@@ -140,6 +140,8 @@ public sealed class MultiHeadAttention : Block, IDisposable
                 ThrowHelper.Argument(nameof(settings), $"additive scores need AdditiveWeights of heads*headDim = {dModel} elements.");
             if (settings.DistanceSlopes is { } sl && (sl.Length != heads || sl.Any(x => !float.IsFinite(x))))
                 ThrowHelper.Argument(nameof(settings), $"DistanceSlopes needs one finite slope per head ({heads}); it has {sl.Length}.");
+            if (settings.RelativeBias is { } rb && (settings.RelativeBiasSpan is < 1 or > 1 << 20 || rb.Length != (long)heads * (2 * settings.RelativeBiasSpan - 1) || rb.Any(x => !float.IsFinite(x))))
+                ThrowHelper.Argument(nameof(settings), $"RelativeBias needs heads*(2*RelativeBiasSpan-1) finite values ({heads}*(2*{settings.RelativeBiasSpan}-1)); it has {rb.Length}.");
         }
         if (rope != null && rope.HeadDim != dModel / heads) ThrowHelper.Argument(nameof(rope), $"RoPE head width {rope.HeadDim} differs from headDim {dModel / heads}.");
     }
@@ -326,6 +328,7 @@ public sealed class MultiHeadAttention : Block, IDisposable
         Heads = Heads, HeadDim = HeadDim, Score = _settings.Score, Scale = _settings.Scale, SoftCap = _settings.SoftCap,
         Normalizer = _settings.Normalizer, SigmoidBias = _settings.SigmoidBias, Causal = _settings.Causal,
         AdditiveWeights = _settings.AdditiveWeights, DistanceSlopes = _settings.DistanceSlopes,
+        RelativeBias = _settings.RelativeBias, RelativeBiasSpan = _settings.RelativeBias == null ? 0 : _settings.RelativeBiasSpan,
         SequenceLengths = queryLengths.Length > 1 || !keyLengths.IsEmpty ? queryLengths : default,
         KeySequenceLengths = keyLengths, KeyValidLengths = keyValid, BoolMask = boolMask, FloatMask = floatMask,
     };

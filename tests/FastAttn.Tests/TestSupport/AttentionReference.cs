@@ -17,6 +17,8 @@ internal sealed class AttentionCase
     public bool[]? BoolMask;
     public float[]? FloatMask;
     public float[]? Slopes;
+    public float[]? RelBias;
+    public int RelSpan;
     public float[] Q = [], K = [], V = [], W = [];
     public int TotalQ => QLens.Sum();
     public int TotalK => KLens.Sum();
@@ -37,6 +39,7 @@ internal sealed class AttentionCase
         SigmoidBias = SigmoidBias, Causal = Causal,
         SequenceLengths = Packed ? QLens : default, KeySequenceLengths = Packed ? KLens : default,
         KeyValidLengths = Valid, BoolMask = BoolMask, FloatMask = FloatMask, DistanceSlopes = Slopes,
+        RelativeBias = RelBias, RelativeBiasSpan = RelSpan,
     };
 
     public float[] Run(float[]? weights = null)
@@ -95,6 +98,7 @@ internal sealed class AttentionCase
                         if (SoftCap > 0) x = SoftCap * Math.Tanh(x / SoftCap);
                         if (FloatMask != null) { x += FloatMask[gi * tk + gj]; err[j] += 4 * u * Math.Abs(x); }
                         if (Slopes != null) { x -= Slopes[h] * (double)Math.Abs(i - j); err[j] += 4 * u * Math.Abs(x); }
+                        if (RelBias != null) { x += RelBias[h * (2 * RelSpan - 1) + (j - i) + RelSpan - 1]; err[j] += 4 * u * Math.Abs(x); }
                         if (double.IsNegativeInfinity(x)) vis[j] = false;
                         sc[j] = x;
                     }

@@ -144,6 +144,28 @@ public static unsafe partial class Attention
         }
     }
 
+    /// <summary>
+    /// Adds table[(j − i) + span − 1] to the score of key j = j0 + c (row c) and query i = i0 + lane: for a row, lane l reads
+    /// table[top − l] with top = j − i0 + span − 1, i.e. a vector loaded below top and reversed. Lanes past the sequence's
+    /// queries (nothing reads them) would read below the table near its end; such rows go lane by lane, clamped.
+    /// </summary>
+    private static void RelativeBiasPass<TOps, TVec>(float* st, int cols, int j0, int i0, float* table, int span) where TOps : ISimd<TVec> where TVec : struct
+    {
+        int w = TOps.Width, nq = 2 * w;
+        for (int c = 0; c < cols; c++)
+        {
+            float* sr = st + c * nq;
+            int top = j0 + c - i0 + span - 1;
+            if (top - (nq - 1) >= 0)
+            {
+                TOps.Store(TOps.Add(TOps.Load(sr), TOps.Reverse(TOps.Load(table + top - w + 1))), sr);
+                TOps.Store(TOps.Add(TOps.Load(sr + w), TOps.Reverse(TOps.Load(table + top - nq + 1))), sr + w);
+            }
+            else
+                for (int l = 0; l < nq; l++) sr[l] += table[Math.Max(top - l, 0)];
+        }
+    }
+
     /// <summary>Copies the (single, whole-row) P tile into the weights output, dividing by the softmax sum when given.</summary>
     private static void WriteWeights(in Args a, float* st, int nq, int h, int qRow, int rows, int kCol, int cols, float* l)
     {

@@ -125,6 +125,7 @@ public static unsafe partial class Attention
                         CausalPass<TOps, TVec>(st, cols, j0, r0 + causalShift, iota);
                     if (a.FloatMask != null || a.BoolMask != null) ApplyMasks(a, st, nq, q0 + r0, rows, k0 + j0, cols);
                     if (a.Slopes != null && a.Slopes[h] != 0f) DistancePass<TOps, TVec>(st, cols, j0, r0, iota, a.Slopes[h]);
+                    if (a.RelBias != null) RelativeBiasPass<TOps, TVec>(st, cols, j0, r0, a.RelBias + (long)h * (2 * a.RelSpan - 1), a.RelSpan);
 
                     // normalise
                     if (a.Norm == Normalizer.Softmax)

@@ -88,7 +88,7 @@ public static unsafe partial class Attention
         if (!o.WeightsOut.IsEmpty) o.WeightsOut.Clear();
         fixed (float* pq = q, pk = k, pv = v, po = output, ps = scratch, paw = o.AdditiveWeights, pfm = o.FloatMask, pw = o.WeightsOut)
         fixed (bool* pbm = o.BoolMask)
-        fixed (float* pslope = o.DistanceSlopes)
+        fixed (float* pslope = o.DistanceSlopes, prel = o.RelativeBias)
         {
             var a = new Args
             {
@@ -100,6 +100,7 @@ public static unsafe partial class Attention
                 BoolMask = o.BoolMask.IsEmpty ? null : pbm, FloatMask = o.FloatMask.IsEmpty ? null : pfm,
                 Weights = o.WeightsOut.IsEmpty ? null : pw, Slopes = o.DistanceSlopes.IsEmpty ? null : pslope,
                 TotalQ = queryTokens, TotalK = keyTokens,
+                RelBias = o.RelativeBias.IsEmpty ? null : prel, RelSpan = o.RelativeBiasSpan,
             };
             if (pool != null && TryMultithread(a, o.SequenceLengths, keyLens, o.KeyValidLengths, nSeq, ps, ScratchSize(isa, o, keyTokens), pool)) return;
             int q0 = 0, k0 = 0;
@@ -191,11 +192,31 @@ public static unsafe partial class Attention
             foreach (float sl in o.DistanceSlopes)
                 if (!float.IsFinite(sl)) ThrowHelper.Argument("options.DistanceSlopes", "'options.DistanceSlopes' must be finite.");
         }
+        if (!o.RelativeBias.IsEmpty)
+        {
+            int span = o.RelativeBiasSpan;
+            if (span < 1 || span > 1 << 20) ThrowHelper.OutOfRange("options.RelativeBiasSpan", span, "'options.RelativeBiasSpan' must be 1 … 2^20 when RelativeBias is given.");
+            if (o.RelativeBias.Length != (long)o.Heads * (2 * span - 1))
+                ThrowHelper.Argument("options.RelativeBias", $"'options.RelativeBias' has {o.RelativeBias.Length} elements; expected Heads*(2*RelativeBiasSpan-1) = {o.Heads}*{2 * span - 1}.");
+            if (!TensorPrimitivesIsFinite(o.RelativeBias)) ThrowHelper.Argument("options.RelativeBias", "'options.RelativeBias' must be finite.");
+            for (int s = 0; s < nSeq; s++)
+            {
+                int lq = o.SequenceLengths.IsEmpty ? queryTokens : o.SequenceLengths[s], lk = keyLens.IsEmpty ? keyTokens : keyLens[s];
+                if (lq > span || lk > span)
+                    ThrowHelper.Argument("options.RelativeBiasSpan", $"sequence {s} has {lq} queries and {lk} keys; 'options.RelativeBiasSpan' = {span} covers sequences up to {span}.");
+            }
+        }
         if (!o.WeightsOut.IsEmpty && o.WeightsOut.Length != o.Heads * qk)
             ThrowHelper.Argument("options.WeightsOut", $"'options.WeightsOut' has {o.WeightsOut.Length} elements; expected Heads*queryTokens*keyTokens = {o.Heads}*{queryTokens}*{keyTokens} = {o.Heads * qk}.");
         long need = ScratchSize(isa, o, keyTokens);
         ThrowHelper.Length(scratchLen, need, "scratch", $"Attention.ScratchSize(options, {keyTokens})");
 
+    }
+
+    private static bool TensorPrimitivesIsFinite(ReadOnlySpan<float> x)
+    {
+        foreach (float f in x) if (!float.IsFinite(f)) return false;
+        return true;
     }
 
     private static void CheckLengths(ReadOnlySpan<int> lens, int total, string name, string totalName)
@@ -225,6 +246,8 @@ public static unsafe partial class Attention
         public bool* BoolMask;
         public float* FloatMask;
         public float* Slopes;
+        public float* RelBias;
+        public int RelSpan;
         public float* Weights;
         public int TotalQ, TotalK;
     }

@@ -43,6 +43,15 @@ public struct AttentionOptions
     /// and j are the query's and the key's positions within their sequence; <c>[Heads]</c>, empty = none.
     /// </summary>
     public ReadOnlyMemory<float> DistanceSlopes;
+    /// <summary>
+    /// Relative position bias per query head (MPNet's and T5's bucketed biases, expanded): <c>RelativeBias[h·(2·span − 1) +
+    /// (j − i) + span − 1]</c> is added to the scaled scores of query position i and key position j within their
+    /// sequence, span = <see cref="RelativeBiasSpan"/>; <c>[Heads, 2·span − 1]</c>, empty = none. Every sequence's query and
+    /// key lengths must be at most span.
+    /// </summary>
+    public ReadOnlyMemory<float> RelativeBias;
+    /// <summary>The longest sequence <see cref="RelativeBias"/> covers (distances −(span − 1) … span − 1).</summary>
+    public int RelativeBiasSpan;
     /// <summary>Optional: receives α as <c>[Heads, queryTokens, keyTokens]</c> (zeros across sequences of a packed batch).</summary>
     public Memory<float> WeightsOut;
     /// <summary>Row strides (0 = dense: Heads·HeadDim for Q, KvHeads·HeadDim for K, KvHeads·ValueHeadDim for V, Heads·ValueHeadDim for the output).</summary>
@@ -69,6 +78,8 @@ internal ref struct AttentionCall
     public ReadOnlySpan<bool> BoolMask;
     public ReadOnlySpan<float> FloatMask;
     public ReadOnlySpan<float> DistanceSlopes;
+    public ReadOnlySpan<float> RelativeBias;
+    public int RelativeBiasSpan;
     public Span<float> WeightsOut;
     public int QStride, KStride, VStride, OutStride;
 
@@ -79,6 +90,7 @@ internal ref struct AttentionCall
         AdditiveWeights = o.AdditiveWeights.Span, SoftCap = o.SoftCap, Normalizer = o.Normalizer, SigmoidBias = o.SigmoidBias, Causal = o.Causal,
         SequenceLengths = o.SequenceLengths.Span, KeySequenceLengths = o.KeySequenceLengths.Span, KeyValidLengths = o.KeyValidLengths.Span,
         BoolMask = o.BoolMask.Span, FloatMask = o.FloatMask.Span, DistanceSlopes = o.DistanceSlopes.Span, WeightsOut = o.WeightsOut.Span,
+        RelativeBias = o.RelativeBias.Span, RelativeBiasSpan = o.RelativeBiasSpan,
         QStride = o.QStride, KStride = o.KStride, VStride = o.VStride, OutStride = o.OutStride,
     };
 }

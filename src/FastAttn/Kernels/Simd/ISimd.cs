@@ -41,6 +41,8 @@ internal unsafe interface ISimd<TVec> where TVec : struct
     static abstract TVec Abs(TVec a);
     /// <summary>Lanes where a &lt; b take x, the others y.</summary>
     static abstract TVec SelectLess(TVec a, TVec b, TVec x, TVec y);
+    /// <summary>The lanes in reverse order (lane i takes lane Width − 1 − i).</summary>
+    static abstract TVec Reverse(TVec a);
     static abstract float Sum(TVec a);
     static abstract float MaxAcross(TVec a);
 }

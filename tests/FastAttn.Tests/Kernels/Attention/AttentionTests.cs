@@ -131,6 +131,50 @@ public class AttentionTests
         });
     }
 
+    [Theory]
+    [InlineData(Normalizer.Softmax)]
+    [InlineData(Normalizer.Sigmoid)]
+    public void RelativeBias_MatchesReference(Normalizer norm)
+    {
+        IsaPaths.ForEach(() =>
+        {
+            int seed = 31;
+            foreach (var c in Enum.GetValues<Config>())
+                foreach (var m in new[] { MaskKind.None, MaskKind.CausalTopLeft, MaskKind.KeyPadding, MaskKind.Float })
+                    foreach (var (t, d) in new[] { (1, 8), (7, 63), (20, 24), (65, 16), (130, 8) })
+                    {
+                        var a = Make(c, t, d, ScoreKind.Dot, norm, m, seed++);
+                        // the span exactly the longest sequence (the table's ends are read), or longer; a bias that differs for
+                        // every distance and head, so a wrong sign or offset of (j − i) shows
+                        int longest = Math.Max(a.QLens.Max(), a.KLens.Max());
+                        a.RelSpan = seed % 2 == 0 ? longest : longest + 37;
+                        a.RelBias = Reference.Random(a.Heads * (2 * a.RelSpan - 1), seed + 100, 2f);
+                        AssertMatches(a, a.Run(), $"relative bias {c}/{m}/{norm} T={t} d={d} span={a.RelSpan}");
+                    }
+        });
+    }
+
+    [Fact]
+    public void RelativeBias_Validated()
+    {
+        var a = Make(Config.Self, 7, 8, ScoreKind.Dot, Normalizer.Softmax, MaskKind.None, 1);
+        var outp = new float[a.TotalQ * a.Heads * a.Dv];
+        var scratch = new float[Attention.ScratchSize(a.Options(), a.TotalK)];
+        void Fails(float[] bias, int span)
+        {
+            a.RelBias = bias; a.RelSpan = span;
+            Assert.ThrowsAny<ArgumentException>(() => { var o = a.Options(); Attention.Forward(a.Q, a.TotalQ, a.K, a.V, a.TotalK, outp, scratch, o); });
+        }
+        int longest = Math.Max(a.QLens.Max(), a.KLens.Max());
+        Fails(new float[a.Heads * (2 * longest - 1) - 1], longest);                 // one short
+        Fails(new float[a.Heads * (2 * (longest - 1) - 1)], longest - 1);          // a sequence longer than the span
+        Fails(new float[a.Heads], 0);                                               // no span
+        var nan = new float[a.Heads * (2 * longest - 1)];
+        nan[3] = float.NaN;
+        Fails(nan, longest);
+        Assert.All(outp, x => Assert.Equal(0f, x));
+    }
+
     [Fact]
     public void DistanceSlopes_Validated()
     {
