@@ -28,12 +28,22 @@ public sealed record BertConfig
     /// <summary>Vocabulary size (<c>vocab_size</c>).</summary>
     public int VocabSize { get; init; }
     /// <summary>
-    /// The family the checkpoint's names follow: "bert" (BERT, MiniLM, most sentence-transformers models) or "distilbert"
-    /// (DistilBERT: no token types, its layer names, a ReLU <c>pre_classifier</c> where BERT has its tanh pooler).
+    /// The family the checkpoint's names follow: "bert" (BERT, MiniLM, most sentence-transformers models), "distilbert"
+    /// (DistilBERT: no token types, its layer names, a ReLU <c>pre_classifier</c> where BERT has its tanh pooler) or "mpnet"
+    /// (MPNet, e.g. all-mpnet-base-v2: no token types, positions from 2, a relative position bias in every layer).
     /// </summary>
     public string ModelType { get; init; } = "bert";
     /// <summary>The pooler's activation: tanh (BERT's pooler) or ReLU (DistilBERT's <c>pre_classifier</c>).</summary>
     public Activation PoolerActivation { get; init; } = Activation.Tanh;
+    /// <summary>
+    /// MPNet's relative position buckets (<c>relative_attention_num_buckets</c>, 32): rows of
+    /// <c>encoder.relative_attention_bias.weight</c>, one learned bias per head and bucket of the distance j − i, added to
+    /// every layer's scores. 0 for BERT and DistilBERT.
+    /// </summary>
+    public int RelativeAttentionNumBuckets { get; init; }
+
+    /// <summary>Rows of the position table FastAttn uses: MPNet's table starts at its position 2 (see <see cref="MpnetTensors"/>).</summary>
+    internal int PositionRows => ModelType == "mpnet" ? MaxPositionEmbeddings - MpnetTensors.PositionOffset : MaxPositionEmbeddings;
 
     /// <summary>Throws unless every field is in range.</summary>
     /// <exception cref="InvalidDataException">A field is out of range, or heads do not divide the hidden size.</exception>
@@ -50,7 +60,10 @@ public sealed record BertConfig
         Need(TypeVocabSize is > 0 and <= 1 << 16, $"type_vocab_size {TypeVocabSize} is out of range");
         Need(VocabSize is > 0 and < 1 << 24, $"vocab_size {VocabSize} is out of range (ids travel as floats, exact below 2^24)");
         Need(HiddenAct is Activation.Gelu or Activation.GeluTanh or Activation.Relu, $"hidden_act {HiddenAct} is not supported");
-        Need(ModelType is "bert" or "distilbert", $"model_type '{ModelType}' is not bert or distilbert");
+        Need(ModelType is "bert" or "distilbert" or "mpnet", $"model_type '{ModelType}' is not bert, distilbert or mpnet");
+        Need(ModelType == "mpnet" ? RelativeAttentionNumBuckets is >= 32 and <= 1 << 16 : RelativeAttentionNumBuckets == 0,
+            $"relative_attention_num_buckets {RelativeAttentionNumBuckets} is not supported (MPNet: at least the 32 its bucket function uses; others: none)");
+        Need(PositionRows > 0, $"max_position_embeddings {MaxPositionEmbeddings} leaves no position after MPNet's first two rows");
         Need(PoolerActivation is Activation.Tanh or Activation.Relu, $"pooler activation {PoolerActivation} is not tanh or ReLU");
     }
 
@@ -82,8 +95,8 @@ public sealed record BertConfig
             // older configs have no model_type: DistilBERT's are told by its own field names
             string modelType = r.TryGetProperty("model_type", out var mt) && mt.ValueKind == JsonValueKind.String ? mt.GetString()!
                 : !r.TryGetProperty("hidden_size", out _) && r.TryGetProperty("dim", out _) && r.TryGetProperty("n_heads", out _) ? "distilbert" : "bert";
-            if (modelType is not ("bert" or "distilbert"))
-                throw new InvalidDataException($"{source}: model_type '{modelType}' is not a BERT-family encoder FastAttn loads (bert, distilbert).");
+            if (modelType is not ("bert" or "distilbert" or "mpnet"))
+                throw new InvalidDataException($"{source}: model_type '{modelType}' is not a BERT-family encoder FastAttn loads (bert, distilbert, mpnet).");
             if (modelType == "distilbert")
             {
                 // DistilBERT's own field names; LayerNorm ε is fixed at 1e-12 in its code, and it has no token types
@@ -109,11 +122,15 @@ public sealed record BertConfig
             var act = Activation.Gelu;
             if (r.TryGetProperty("hidden_act", out var a) && a.ValueKind == JsonValueKind.String)
                 act = ParseActivation(a.GetString()!, source);
+            bool mpnet = modelType == "mpnet";
             var c = new BertConfig
             {
                 HiddenSize = Int("hidden_size"), NumAttentionHeads = Int("num_attention_heads"), NumHiddenLayers = Int("num_hidden_layers"),
                 IntermediateSize = Int("intermediate_size"), HiddenAct = act, LayerNormEps = eps,
-                MaxPositionEmbeddings = Int("max_position_embeddings", 512), TypeVocabSize = Int("type_vocab_size", 2), VocabSize = Int("vocab_size"),
+                MaxPositionEmbeddings = Int("max_position_embeddings", mpnet ? 514 : 512), VocabSize = Int("vocab_size"),
+                // MPNet has no token types (one zero embedding stands in); its relative bias has 32 buckets unless stated
+                TypeVocabSize = mpnet ? 1 : Int("type_vocab_size", 2), ModelType = modelType,
+                RelativeAttentionNumBuckets = mpnet ? Int("relative_attention_num_buckets", 32) : 0,
             };
             c.Validate(source);
             return c;

@@ -122,8 +122,9 @@ public sealed class BertModel : IDisposable
     private static (BertConfig, string) Resolve(ITensorSource src, BertConfig? config, string configPath, BertOnnxArchitecture? graph, int? heads, string file)
     {
         string name = System.IO.Path.GetFileName(file);
-        bool distil = DistilBertTensors.Detect(src);
+        bool distil = DistilBertTensors.Detect(src), mpnet = !distil && MpnetTensors.Detect(src);
         if (distil) src = new DistilBertTensors(src);
+        if (mpnet) src = new MpnetTensors(src);
         if (config != null)
         {
             if (heads is int h && h != config.NumAttentionHeads)
@@ -148,18 +149,22 @@ public sealed class BertModel : IDisposable
         int layers = TorchModels.CountLayers(src, prefix, "encoder.layer", "attention.output.dense.bias");
         string headSource;
         int nHeads;
-        if (graph?.Heads is int g) { nHeads = g; headSource = $"heads from the graph's {graph.HeadsEvidence}"; if (heads is int h2 && h2 != g) throw new ArgumentException($"heads = {h2} contradicts the ONNX graph, which reshapes into {g} heads."); }
+        if (graph?.Heads is null && heads is null && mpnet && src.TryGetShape(prefix + "encoder.relative_attention_bias.weight", out var rb) && rb is [_, > 0 and <= 1024])
+        { nHeads = (int)rb[1]; headSource = "heads from the relative position bias table's columns"; }
+        else if (graph?.Heads is int g) { nHeads = g; headSource = $"heads from the graph's {graph.HeadsEvidence}"; if (heads is int h2 && h2 != g) throw new ArgumentException($"heads = {h2} contradicts the ONNX graph, which reshapes into {g} heads."); }
         else if (heads is int h3) { nHeads = h3; headSource = "heads as given"; }
         else throw new InvalidDataException($"the number of attention heads of '{file}' cannot be determined: it is not in the file{(graph != null ? " (no reshape into heads found in the graph)" : "")} and there is no config.json beside it; put the model's config.json beside it or pass the heads (--heads N).");
         var cfg = new BertConfig
         {
-            HiddenSize = (int)word[1], VocabSize = (int)word[0], MaxPositionEmbeddings = (int)pos[0], TypeVocabSize = (int)type[0],
+            HiddenSize = (int)word[1], VocabSize = (int)word[0], MaxPositionEmbeddings = (int)pos[0] + (mpnet ? MpnetTensors.PositionOffset : 0), TypeVocabSize = (int)type[0],
             IntermediateSize = (int)inter[0], NumHiddenLayers = layers, NumAttentionHeads = nHeads,
-            HiddenAct = graph?.Activation ?? Activation.Gelu, LayerNormEps = graph?.Eps ?? 1e-12f,
-            ModelType = distil ? "distilbert" : "bert", PoolerActivation = distil ? Activation.Relu : Activation.Tanh,
+            HiddenAct = graph?.Activation ?? Activation.Gelu, LayerNormEps = graph?.Eps ?? (mpnet ? 1e-5f : 1e-12f),
+            ModelType = distil ? "distilbert" : mpnet ? "mpnet" : "bert", PoolerActivation = distil ? Activation.Relu : Activation.Tanh,
+            RelativeAttentionNumBuckets = mpnet ? (int)Shape("encoder.relative_attention_bias.weight")[0] : 0,
         };
         cfg.Validate(src.Name);
-        string rest = graph == null ? "GELU and ε 1e-12 assumed (BERT's)" : $"{(graph.Activation == null ? "GELU assumed" : "activation from the graph")}, {(graph.Eps == null ? "ε 1e-12 assumed" : "ε from the graph")}";
+        string defaultEps = mpnet ? "1e-5" : "1e-12";
+        string rest = graph == null ? $"GELU and ε {defaultEps} assumed ({(mpnet ? "MPNet" : "BERT")}'s)" : $"{(graph.Activation == null ? "GELU assumed" : "activation from the graph")}, {(graph.Eps == null ? $"ε {defaultEps} assumed" : "ε from the graph")}";
         return (cfg, $"{name}; {headSource}; {rest}");
     }
 
@@ -180,8 +185,11 @@ public sealed class BertModel : IDisposable
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(config);
         config.Validate(source.Name);
-        // DistilBERT's names are read as BERT's (its layers are BERT's post-norm layers)
+        // DistilBERT's and MPNet's names are read as BERT's (their layers are BERT's post-norm layers)
         if (source is not DistilBertTensors && DistilBertTensors.Detect(source)) source = new DistilBertTensors(source);
+        if (source is not MpnetTensors && source is not DistilBertTensors && MpnetTensors.Detect(source)) source = new MpnetTensors(source);
+        if ((config.ModelType == "mpnet") != source is MpnetTensors)
+            throw new InvalidDataException($"'{source.Name}': the config says model_type '{config.ModelType}' but the tensors are {(source is MpnetTensors ? "MPNet's" : "not MPNet's")}.");
         bool wrapped = source.TryGetShape("bert.embeddings.word_embeddings.weight", out _);
         return TensorReader.Load(source, "", "a BERT model", vb =>
         {
@@ -193,11 +201,18 @@ public sealed class BertModel : IDisposable
             emb.Ignore("position_ids");
             emb.Ignore("token_type_ids");
             var word = emb.Pp("word_embeddings").Get("weight", config.VocabSize, h);
-            var pos = emb.Pp("position_embeddings").Get("weight", config.MaxPositionEmbeddings, h);
+            var pos = emb.Pp("position_embeddings").Get("weight", config.PositionRows, h);
             var type = emb.Pp("token_type_embeddings").Get("weight", config.TypeVocabSize, h);
             var embNorm = Norm(emb.Pp("LayerNorm"), h, config.LayerNormEps);
+            // MPNet: one relative position bias for all layers, expanded from its buckets to every distance a sequence can have
+            AttentionSettings? settings = null;
+            if (config.ModelType == "mpnet")
+            {
+                var buckets = bert.Pp("encoder").Pp("relative_attention_bias").Get("weight", config.RelativeAttentionNumBuckets, config.NumAttentionHeads);
+                if (!vb.Checking) settings = new AttentionSettings { RelativeBias = MpnetRelativeBias(buckets, config.NumAttentionHeads, config.PositionRows), RelativeBiasSpan = config.PositionRows };
+            }
             var layers = new EncoderBlock?[config.NumHiddenLayers];
-            for (int i = 0; i < layers.Length; i++) layers[i] = Layer(bert.Pp($"encoder.layer.{i}"), config, plan, $"encoder.layer.{i}.");
+            for (int i = 0; i < layers.Length; i++) layers[i] = Layer(bert.Pp($"encoder.layer.{i}"), config, plan, $"encoder.layer.{i}.", settings);
             var poolerVb = bert.Pp("pooler").Pp("dense");
             bool hasPooler = poolerVb.Has("weight");
             float[]? pw = hasPooler ? poolerVb.Get("weight", h, h) : null, pb = hasPooler ? poolerVb.Maybe("bias", h) : null;
@@ -236,7 +251,7 @@ public sealed class BertModel : IDisposable
     }
 
     /// <summary>One BERT layer: the names of its tensors, relative to <c>encoder.layer.N</c>.</summary>
-    private static EncoderBlock? Layer(TensorReader vb, BertConfig c, PrecisionPlan plan, string name)
+    private static EncoderBlock? Layer(TensorReader vb, BertConfig c, PrecisionPlan plan, string name, AttentionSettings? settings)
     {
         int h = c.HiddenSize, ff = c.IntermediateSize;
         var att = vb.Pp("attention");
@@ -252,11 +267,41 @@ public sealed class BertModel : IDisposable
         if (vb.Checking) return null;
         var inBias = new float[3 * h];
         qb.CopyTo(inBias, 0); kb.CopyTo(inBias, h); vbias.CopyTo(inBias, 2 * h);
-        var mha = new MultiHeadAttention(h, c.NumAttentionHeads, qw, kw, vw, inBias, ow, ob, 0, 0, null, null,
+        var mha = new MultiHeadAttention(h, c.NumAttentionHeads, qw, kw, vw, inBias, ow, ob, 0, 0, settings, null,
             plan.For(name + "attention.self"), plan.For(name + "attention.output.dense"));
         var ffn = new FeedForward(h, ff, iw, ib, fw, fb, c.HiddenAct, plan.For(name + "intermediate.dense"), plan.For(name + "output.dense"));
         // post-norm, like nn.TransformerEncoderLayer: x = LN(x + attn(x)); x = LN(x + ff(x))
         return new EncoderBlock(mha, ffn, n1!, n2!, normFirst: false);
+    }
+
+    /// <summary>
+    /// MPNet's bias table <c>[buckets, heads]</c> expanded over the distances d = j − i of sequences up to
+    /// <paramref name="span"/> long: <c>[heads, 2·span − 1]</c>, entry d + span − 1 (see <see cref="AttentionSettings.RelativeBias"/>).
+    /// </summary>
+    internal static float[] MpnetRelativeBias(float[] buckets, int heads, int span)
+    {
+        var t = new float[heads * (2 * span - 1)];
+        for (int d = -(span - 1); d <= span - 1; d++)
+        {
+            int b = MpnetBucket(d);
+            for (int hh = 0; hh < heads; hh++) t[hh * (2 * span - 1) + d + span - 1] = buckets[b * heads + hh];
+        }
+        return t;
+    }
+
+    /// <summary>
+    /// MPNet's bucket of the distance j − i (Hugging Face's <c>relative_position_bucket</c>, 32 buckets, maximum distance
+    /// 128): keys after the query use the upper 16; distances below 8 have a bucket each; longer ones share logarithmic
+    /// buckets up to the last. Computed in float32 as PyTorch computes it, so the truncation agrees at the boundaries.
+    /// </summary>
+    internal static int MpnetBucket(int relative)
+    {
+        const int half = 16, maxExact = 8, maxDistance = 128;
+        int ret = 0, n = -relative;
+        if (n < 0) { ret = half; n = -n; }
+        if (n < maxExact) return ret + n;
+        float v = MathF.Log((float)n / maxExact) / (float)Math.Log((double)maxDistance / maxExact) * (half - maxExact);
+        return ret + Math.Min(maxExact + (int)v, half - 1);
     }
 
     /// <inheritdoc/>

@@ -20,6 +20,36 @@ public sealed record BertTokenizerOptions
     public int MaxTokens { get; init; } = 512;
 }
 
+/// <summary>The special tokens' texts: BERT's <c>[CLS] [SEP] [UNK] [PAD] [MASK]</c>, or MPNet's <c>&lt;s&gt; &lt;/s&gt; [UNK] &lt;pad&gt; &lt;mask&gt;</c>.</summary>
+internal sealed record SpecialTokenNames(string Cls, string Sep, string Unk, string Pad, string Mask)
+{
+    public static readonly SpecialTokenNames Bert = new("[CLS]", "[SEP]", "[UNK]", "[PAD]", "[MASK]");
+
+    public IEnumerable<string> All => [Cls, Sep, Unk, Pad, Mask];
+
+    /// <summary>
+    /// From the vocabulary alone: BERT's, unless it holds <c>&lt;s&gt;</c> and <c>&lt;/s&gt;</c> (an MPNet vocabulary, which
+    /// also keeps BERT's bracketed tokens as ordinary entries): then those frame the text, with MPNet's <c>[UNK]</c>.
+    /// </summary>
+    public static SpecialTokenNames For(IReadOnlyCollection<string> vocab) =>
+        vocab.Contains("<s>") && vocab.Contains("</s>")
+            ? new("<s>", "</s>", vocab.Contains("[UNK]") ? "[UNK]" : "<unk>", vocab.Contains("<pad>") ? "<pad>" : "[PAD]", vocab.Contains("<mask>") ? "<mask>" : "[MASK]")
+            : Bert;
+
+    /// <summary>
+    /// The <c>cls_token</c>, <c>sep_token</c>, … of a Hugging Face <c>tokenizer_config.json</c> or <c>special_tokens_map.json</c>
+    /// (a string, or an object with its <c>content</c>), over these.
+    /// </summary>
+    public SpecialTokenNames With(System.Text.Json.JsonElement r)
+    {
+        string? Get(string key) => r.ValueKind == System.Text.Json.JsonValueKind.Object && r.TryGetProperty(key, out var v)
+            ? v.ValueKind == System.Text.Json.JsonValueKind.String ? v.GetString()
+            : v.ValueKind == System.Text.Json.JsonValueKind.Object && v.TryGetProperty("content", out var c) && c.ValueKind == System.Text.Json.JsonValueKind.String ? c.GetString() : null
+            : null;
+        return new(Get("cls_token") ?? Cls, Get("sep_token") ?? Sep, Get("unk_token") ?? Unk, Get("pad_token") ?? Pad, Get("mask_token") ?? Mask);
+    }
+}
+
 /// <summary>
 /// BERT's WordPiece tokenizer as Hugging Face's tokenizers library runs it (<c>BertNormalizer</c>, <c>BertPreTokenizer</c>,
 /// <c>WordPiece</c> — the "fast" tokenizer that transformers and sentence-transformers load by default): special tokens
@@ -53,6 +83,9 @@ public sealed class BertWordPieceTokenizer
 {
     private readonly BertTokenizer _wordPiece;
     private readonly HashSet<string> _special;
+    private readonly System.Buffers.SearchValues<char> _specialStarts;
+    private readonly SpecialTokenNames _names;
+    private readonly bool _pairDoubleSeparator;
     private static readonly Normalizer2 Nfd = Normalizer2.NFDInstance;
 
     /// <summary>Id of [CLS].</summary>
@@ -66,18 +99,22 @@ public sealed class BertWordPieceTokenizer
     /// <summary>The settings in force (lower-casing and accent stripping resolved).</summary>
     public BertTokenizerOptions Options { get; }
 
-    private BertWordPieceTokenizer(BertTokenizer wordPiece, string[] vocab, BertTokenizerOptions options, int maxWordChars)
+    private BertWordPieceTokenizer(BertTokenizer wordPiece, string[] vocab, BertTokenizerOptions options, int maxWordChars, SpecialTokenNames names)
     {
         _wordPiece = wordPiece;
         _maxWordChars = maxWordChars;
+        _names = names;
         VocabularySize = vocab.Length;
         var index = new Dictionary<string, int>(StringComparer.Ordinal);
         for (int i = 0; i < vocab.Length; i++) index.TryAdd(vocab[i], i);
         int Id(string t) => index.TryGetValue(t, out int i) ? i : throw new InvalidDataException($"the vocabulary has no {t} token.");
-        ClsId = Id("[CLS]"); SepId = Id("[SEP]"); UnknownId = Id("[UNK]");
-        _special = new HashSet<string>(["[CLS]", "[SEP]", "[UNK]", "[PAD]", "[MASK]"], StringComparer.Ordinal);
+        ClsId = Id(names.Cls); SepId = Id(names.Sep); UnknownId = Id(names.Unk);
+        _special = new HashSet<string>(names.All, StringComparer.Ordinal);
+        _specialStarts = System.Buffers.SearchValues.Create(string.Concat(_special.Select(t => t[0]).Distinct()));
+        // MPNet (and RoBERTa) join a pair as <s> A </s></s> B </s>, all of token type 0
+        _pairDoubleSeparator = names.Cls == "<s>";
         // an uncased vocabulary has no entry that lower-casing would change (upper-case letters without a lower case, like ℝ, may remain)
-        bool lower = options.LowerCase ?? !vocab.Any(v => !_special.Contains(v) && !v.StartsWith("[unused", StringComparison.Ordinal) && v.ToLowerInvariant() != v);
+        bool lower = options.LowerCase ?? !vocab.Any(v => !_special.Contains(v) && !SpecialTokenNames.Bert.All.Contains(v) && !v.StartsWith("[unused", StringComparison.Ordinal) && v.ToLowerInvariant() != v);
         Options = options with { LowerCase = lower, StripAccents = options.StripAccents ?? lower };
     }
 
@@ -90,8 +127,21 @@ public sealed class BertWordPieceTokenizer
         ArgumentNullException.ThrowIfNull(path);
         if (Directory.Exists(path)) throw new IOException($"'{path}' is a directory, not a vocabulary file.");
         options ??= new BertTokenizerOptions();
-        // Hugging Face's tokenizer_config.json beside the vocabulary states the casing; options given here win
-        string cfg = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "tokenizer_config.json");
+        // Hugging Face's tokenizer_config.json beside the vocabulary states the casing and the special tokens (as does
+        // special_tokens_map.json); options given here win
+        string dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        string cfg = Path.Combine(dir, "tokenizer_config.json");
+        List<System.Text.Json.JsonElement> specialSources = [];
+        foreach (var file in new[] { Path.Combine(dir, "special_tokens_map.json"), cfg })
+        {
+            if (!File.Exists(file)) continue;
+            try
+            {
+                using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(file), new System.Text.Json.JsonDocumentOptions { MaxDepth = 16 });
+                specialSources.Add(doc.RootElement.Clone());
+            }
+            catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"'{file}' is not valid JSON: {e.Message}", e); }
+        }
         if (File.Exists(cfg))
         {
             try
@@ -110,7 +160,7 @@ public sealed class BertWordPieceTokenizer
             catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"'{cfg}' is not valid JSON: {e.Message}", e); }
         }
         using var fs = File.OpenRead(path);
-        return FromVocab(fs, options, path);
+        return FromVocab(fs, options, path, specialSources);
     }
 
     /// <summary>Longest word WordPiece splits, in code points (Hugging Face's <c>max_input_chars_per_word</c>, 100 unless a tokenizer.json says otherwise); longer ones are [UNK].</summary>
@@ -149,6 +199,7 @@ public sealed class BertWordPieceTokenizer
         catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"'{name}': not valid JSON: {e.Message}", e); }
         string[] vocab;
         int maxWordChars = 100;
+        SpecialTokenNames names;
         using (doc)
         {
             var root = doc.RootElement;
@@ -176,6 +227,21 @@ public sealed class BertWordPieceTokenizer
                 if (e.Name.Length == 0 || e.Name.AsSpan().IndexOfAny('\n', '\r') >= 0) throw Bad($"token {id} is empty or holds a line break");
                 vocab[id] = e.Name;
             }
+            // the special tokens: the model's unk_token, and what the post-processor frames a text with
+            names = SpecialTokenNames.For(vocab);
+            if (Str(model, "unk_token") is { Length: > 0 } unk) names = names with { Unk = unk };
+            if (Member(root, "post_processor") is { ValueKind: System.Text.Json.JsonValueKind.Object } post)
+            {
+                // BertProcessing / RobertaProcessing: "cls": [token, id], "sep": [token, id]
+                static string? Pair(System.Text.Json.JsonElement o, string key) => Member(o, key) is { ValueKind: System.Text.Json.JsonValueKind.Array } a
+                    && a.GetArrayLength() >= 1 && a[0].ValueKind == System.Text.Json.JsonValueKind.String ? a[0].GetString() : null;
+                // TemplateProcessing: the first and last SpecialToken of "single"
+                var template = Member(post, "single") is { ValueKind: System.Text.Json.JsonValueKind.Array } single
+                    ? single.EnumerateArray().Select(e => Member(e, "SpecialToken") is { } st ? Str(st, "id") : null).Where(t => t != null).ToList() : [];
+                string? cls = Pair(post, "cls") ?? (template.Count >= 2 ? template[0] : null), sep = Pair(post, "sep") ?? (template.Count >= 2 ? template[^1] : null);
+                if (cls is { Length: > 0 }) names = names with { Cls = cls };
+                if (sep is { Length: > 0 }) names = names with { Sep = sep };
+            }
             if (Member(root, "normalizer") is { } norm)
             {
                 if (Str(norm, "type") != "BertNormalizer") throw Bad($"normalizer '{Str(norm, "type") ?? norm.ValueKind.ToString()}' is not BertNormalizer (FastAttn applies BERT's rules)");
@@ -194,7 +260,7 @@ public sealed class BertWordPieceTokenizer
             }
         }
         if (options.MaxTokens < 3) throw new ArgumentOutOfRangeException(nameof(options), options.MaxTokens, "MaxTokens must be at least 3 ([CLS], one piece, [SEP]).");
-        return FromLines([.. vocab], options, name, maxWordChars);
+        return FromLines([.. vocab], options, name, maxWordChars, names);
     }
 
     private static string Shorten(string s) => s.Length <= 40 ? s : s[..40] + "…";
@@ -203,6 +269,9 @@ public sealed class BertWordPieceTokenizer
     /// <exception cref="InvalidDataException">The vocabulary is empty, not UTF-8, or lacks [CLS], [SEP], [UNK], [PAD] or [MASK].</exception>
     /// <exception cref="ArgumentOutOfRangeException">MaxTokens is below 3.</exception>
     public static BertWordPieceTokenizer FromVocab(Stream vocab, BertTokenizerOptions? options = null, string name = "<stream>")
+        => FromVocab(vocab, options, name, []);
+
+    private static BertWordPieceTokenizer FromVocab(Stream vocab, BertTokenizerOptions? options, string name, List<System.Text.Json.JsonElement> specialSources)
     {
         ArgumentNullException.ThrowIfNull(vocab);
         options ??= new BertTokenizerOptions();
@@ -215,19 +284,22 @@ public sealed class BertWordPieceTokenizer
         if (text.StartsWith('\uFEFF')) text = text[1..];                      // a byte-order mark some editors write
         var lines = text.Split('\n').Select(l => l.TrimEnd('\r')).ToList();
         if (lines.Count > 0 && lines[^1].Length == 0) lines.RemoveAt(lines.Count - 1);
-        return FromLines(lines, options, name);
+        var names = SpecialTokenNames.For(lines);
+        foreach (var src in specialSources) names = names.With(src);
+        return FromLines(lines, options, name, names: names);
     }
 
     /// <summary>A tokenizer over the vocabulary <paramref name="lines"/> (id = index), checked; MaxTokens checked by the caller.</summary>
-    private static BertWordPieceTokenizer FromLines(List<string> lines, BertTokenizerOptions options, string name, int maxWordChars = 100)
+    private static BertWordPieceTokenizer FromLines(List<string> lines, BertTokenizerOptions options, string name, int maxWordChars = 100, SpecialTokenNames? names = null)
     {
+        names ??= SpecialTokenNames.For(lines);
         if (lines.Count == 0) throw new InvalidDataException($"vocabulary '{name}' is empty.");
         // a carriage return inside a line would be a line break to the WordPiece library: its ids would no longer be the line numbers
         int cr = lines.FindIndex(l => l.Contains('\r'));
         if (cr >= 0) throw new InvalidDataException($"vocabulary '{name}': line {cr + 1} holds a carriage return inside it.");
-        // Microsoft.ML.Tokenizers' BertTokenizer needs [PAD] and [MASK] as well (every BERT vocabulary has all five)
-        foreach (var required in new[] { "[CLS]", "[SEP]", "[UNK]", "[PAD]", "[MASK]" })
-            if (!lines.Contains(required)) throw new InvalidDataException($"vocabulary '{name}' has no {required} token.");
+        // Microsoft.ML.Tokenizers' BertTokenizer needs the padding and mask tokens as well (every BERT vocabulary has all five)
+        foreach (var required in names.All)
+            if (string.IsNullOrEmpty(required) || !lines.Contains(required)) throw new InvalidDataException($"vocabulary '{name}' has no {required} token.");
         BertTokenizer wp;
         try
         {
@@ -235,13 +307,14 @@ public sealed class BertWordPieceTokenizer
         {
             LowerCaseBeforeTokenization = false, ApplyBasicTokenization = false, SplitOnSpecialTokens = false,
             IndividuallyTokenizeCjk = false, RemoveNonSpacingMarks = false, MaxInputCharsPerWord = 2 * maxWordChars,
+            ClassificationToken = names.Cls, SeparatorToken = names.Sep, UnknownToken = names.Unk, PaddingToken = names.Pad, MaskingToken = names.Mask,
         });
         }
         catch (Exception e) when (e is ArgumentException or KeyNotFoundException or InvalidOperationException)
         {
             throw new InvalidDataException($"vocabulary '{name}' is not a WordPiece vocabulary: {e.Message}", e);
         }
-        return new BertWordPieceTokenizer(wp, [.. lines], options, maxWordChars);
+        return new BertWordPieceTokenizer(wp, [.. lines], options, maxWordChars, names);
     }
 
     /// <summary>The word-piece ids of <paramref name="text"/> with [CLS] and [SEP], truncated to <see cref="BertTokenizerOptions.MaxTokens"/>.</summary>
@@ -270,7 +343,7 @@ public sealed class BertWordPieceTokenizer
         // a word over max_input_chars_per_word characters is [UNK]; Hugging Face counts code points, the library UTF-16 units (it is given
         // twice the limit, which a word within the limit never reaches, and the longer words are replaced by [UNK] here)
         for (int i = 0; i < words.Count; i++)
-            if (words[i].Length > _maxWordChars && words[i].EnumerateRunes().Count() > _maxWordChars) words[i] = "[UNK]";
+            if (words[i].Length > _maxWordChars && words[i].EnumerateRunes().Count() > _maxWordChars) words[i] = _names.Unk;
         return words.Count == 0 ? [] : _wordPiece.EncodeToIds(string.Join(' ', words), addSpecialTokens: false, considerPreTokenization: true, considerNormalization: false);
     }
 
@@ -291,7 +364,8 @@ public sealed class BertWordPieceTokenizer
         ArgumentNullException.ThrowIfNull(second);
         var a = Pieces(first);
         var b = Pieces(second);
-        int room = maxTokens - 3, na = a.Count, nb = b.Count;
+        int extra = _pairDoubleSeparator ? 1 : 0;
+        int room = maxTokens - 3 - extra, na = a.Count, nb = b.Count;
         if (na + nb > room)
         {
             room = Math.Max(room, 0);
@@ -303,14 +377,16 @@ public sealed class BertWordPieceTokenizer
             na = Math.Min(na, a.Count);
             nb = Math.Min(nb, b.Count);
         }
-        var ids = new int[na + nb + 3];
+        var ids = new int[na + nb + 3 + extra];
         typeIds = new int[ids.Length];
         ids[0] = ClsId;
         for (int i = 0; i < na; i++) ids[1 + i] = a[i];
         ids[na + 1] = SepId;
-        for (int i = 0; i < nb; i++) { ids[na + 2 + i] = b[i]; typeIds[na + 2 + i] = 1; }
+        if (extra == 1) ids[na + 2] = SepId;       // MPNet/RoBERTa: <s> A </s></s> B </s>, every token type 0
+        int b0 = na + 2 + extra, type = 1 - extra;
+        for (int i = 0; i < nb; i++) { ids[b0 + i] = b[i]; typeIds[b0 + i] = type; }
         ids[^1] = SepId;
-        typeIds[^1] = 1;
+        typeIds[^1] = type;
         return ids;
     }
 
@@ -332,7 +408,7 @@ public sealed class BertWordPieceTokenizer
         // special tokens written in the text stay whole; like Hugging Face's added tokens they are found in the raw text,
         // before any cleaning (so "[C\u200BLS]" is not [CLS]), and the text between them is normalised on its own
         int start = 0;
-        for (int i = text.IndexOf('['); i >= 0; i = i + 1 < text.Length ? text.IndexOf('[', i + 1) : -1)
+        for (int i = text.AsSpan().IndexOfAny(_specialStarts); i >= 0; i = NextSpecialStart(text, i + 1))
         {
             string? special = null;
             foreach (var sp in _special)
@@ -345,6 +421,13 @@ public sealed class BertWordPieceTokenizer
         }
         Basic(text.AsSpan(start), sb, words);
         return words;
+    }
+
+    private int NextSpecialStart(string text, int from)
+    {
+        if (from >= text.Length) return -1;
+        int k = text.AsSpan(from).IndexOfAny(_specialStarts);
+        return k < 0 ? -1 : from + k;
     }
 
     /// <summary>
