@@ -9,28 +9,15 @@ namespace FastAttn.Embeddings;
 /// <c>pre_classifier</c> → the pooler (ReLU, see <see cref="BertConfig.PoolerActivation"/>), the masked-LM head
 /// (<c>vocab_*</c>) → ignored; and one token type whose embedding is zero (DistilBERT has none).
 /// </summary>
-internal sealed class DistilBertTensors : ITensorSource
+internal sealed class DistilBertTensors : RenamedBertTensors
 {
-    private readonly ITensorSource _source;
-    private readonly Dictionary<string, string> _toSource = new(StringComparer.Ordinal);
-    private readonly string _typeName;
-    private readonly int _hidden;
-
     /// <summary>True when <paramref name="s"/> holds DistilBERT's names (under <c>distilbert.</c> or bare).</summary>
     public static bool Detect(ITensorSource s) =>
         s.TryGetShape("distilbert.embeddings.word_embeddings.weight", out _)
         || (s.TryGetShape("embeddings.word_embeddings.weight", out _) && s.TryGetShape("transformer.layer.0.attention.q_lin.weight", out _));
 
     public DistilBertTensors(ITensorSource source)
-    {
-        _source = source;
-        bool wrapped = source.TryGetShape("distilbert.embeddings.word_embeddings.weight", out var word);
-        if (!wrapped) source.TryGetShape("embeddings.word_embeddings.weight", out word);
-        _hidden = word is { Length: 2 } ? (int)word[1] : 1;
-        string from = wrapped ? "distilbert." : "", to = wrapped ? "bert." : "";
-        foreach (var n in source.TensorNames) _toSource[Rename(n, from, to)] = n;
-        _typeName = to + "embeddings.token_type_embeddings.weight";
-    }
+        : base(source, source.TryGetShape("distilbert.embeddings.word_embeddings.weight", out _) ? "distilbert." : "", Rename) { }
 
     private static string Rename(string n, string from, string to)
     {
@@ -51,29 +38,5 @@ internal sealed class DistilBertTensors : ITensorSource
                  .Replace(".output_layer_norm.", ".output.LayerNorm.", StringComparison.Ordinal);
         }
         return to + r;
-    }
-
-    public string Name => _source.Name;
-
-    public IEnumerable<string> TensorNames => _toSource.Keys.Append(_typeName);
-
-    public bool TryGetShape(string name, out long[] shape)
-    {
-        if (name == _typeName) { shape = [1, _hidden]; return true; }
-        if (_toSource.TryGetValue(name, out var n)) return _source.TryGetShape(n, out shape);
-        shape = [];
-        return false;
-    }
-
-    public void ReadFloat32(string name, Span<float> destination)
-    {
-        if (name == _typeName)
-        {
-            if (destination.Length != _hidden) throw new ArgumentException($"'{name}' has {_hidden} elements; destination {destination.Length}.", nameof(destination));
-            destination.Clear();
-            return;
-        }
-        if (!_toSource.TryGetValue(name, out var n)) throw new KeyNotFoundException($"no tensor '{name}' in '{Name}'.");
-        _source.ReadFloat32(n, destination);
     }
 }

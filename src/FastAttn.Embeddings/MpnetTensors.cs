@@ -11,35 +11,25 @@ namespace FastAttn.Embeddings;
 /// is zero (MPNet has none). The position table loses its first two rows: MPNet numbers positions from 2 (its padding
 /// index + 1), so FastAttn's position p is MPNet's p + 2. <c>encoder.relative_attention_bias.weight</c> keeps its name.
 /// </summary>
-internal sealed class MpnetTensors : ITensorSource
+internal sealed class MpnetTensors : RenamedBertTensors
 {
     /// <summary>Rows of the position table before the first position (MPNet's padding index 1, plus one).</summary>
     public const int PositionOffset = 2;
 
-    private readonly ITensorSource _source;
-    private readonly Dictionary<string, string> _toSource = new(StringComparer.Ordinal);
-    private readonly string _typeName, _positionName;
-    private readonly int _hidden;
+    private readonly string _positionName;
 
     /// <summary>True when <paramref name="s"/> holds MPNet's names (under <c>mpnet.</c> or bare).</summary>
     public static bool Detect(ITensorSource s) =>
         s.TryGetShape("mpnet.embeddings.word_embeddings.weight", out _)
         || (s.TryGetShape("embeddings.word_embeddings.weight", out _) && s.TryGetShape("encoder.layer.0.attention.attn.q.weight", out _));
 
-    public MpnetTensors(ITensorSource source)
-    {
-        _source = source;
-        bool wrapped = source.TryGetShape("mpnet.embeddings.word_embeddings.weight", out var word);
-        if (!wrapped) source.TryGetShape("embeddings.word_embeddings.weight", out word);
-        _hidden = word is { Length: 2 } && word[1] is > 0 and <= int.MaxValue ? (int)word[1] : 1;
-        string from = wrapped ? "mpnet." : "", to = wrapped ? "bert." : "";
-        bool pooler = source.TensorNames.Any(n => n == from + "pooler.dense.weight");
-        foreach (var n in source.TensorNames) _toSource[Rename(n, from, to, pooler)] = n;
-        _typeName = to + "embeddings.token_type_embeddings.weight";
-        _positionName = to + "embeddings.position_embeddings.weight";
-    }
+    public MpnetTensors(ITensorSource source) : this(source, source.TryGetShape("mpnet.embeddings.word_embeddings.weight", out _) ? "mpnet." : "") { }
 
-    private static string Rename(string n, string from, string to, bool pooler)
+    private MpnetTensors(ITensorSource source, string from)
+        : base(source, from, RenameWith(source.TensorNames.Contains(from + "pooler.dense.weight")))
+        => _positionName = (from.Length > 0 ? "bert." : "") + "embeddings.position_embeddings.weight";
+
+    private static Func<string, string, string, string> RenameWith(bool pooler) => (n, from, to) =>
     {
         if (n.StartsWith("lm_head.", StringComparison.Ordinal)) return "cls." + n;                          // the masked-LM head: ignored
         // MPNetForSequenceClassification: dense + tanh on <s>, then out_proj — BERT's pooler and classifier (it has no pooler of its own)
@@ -54,33 +44,21 @@ internal sealed class MpnetTensors : ITensorSource
                  .Replace(".attention.attn.o.", ".attention.output.dense.", StringComparison.Ordinal)
                  .Replace(".attention.LayerNorm.", ".attention.output.LayerNorm.", StringComparison.Ordinal);
         return to + r;
-    }
+    };
 
-    public string Name => _source.Name;
-
-    public IEnumerable<string> TensorNames => _toSource.Keys.Append(_typeName);
-
-    public bool TryGetShape(string name, out long[] shape)
+    public override bool TryGetShape(string name, out long[] shape)
     {
-        if (name == _typeName) { shape = [1, _hidden]; return true; }
-        if (!_toSource.TryGetValue(name, out var n) || !_source.TryGetShape(n, out shape)) { shape = []; return false; }
+        if (!base.TryGetShape(name, out shape)) return false;
         if (name == _positionName && shape is [var rows, var cols]) shape = [Math.Max(rows - PositionOffset, 0), cols];
         return true;
     }
 
-    public void ReadFloat32(string name, Span<float> destination)
+    public override void ReadFloat32(string name, Span<float> destination)
     {
-        if (name == _typeName)
-        {
-            if (destination.Length != _hidden) throw new ArgumentException($"'{name}' has {_hidden} elements; destination {destination.Length}.", nameof(destination));
-            destination.Clear();
-            return;
-        }
-        if (!_toSource.TryGetValue(name, out var n)) throw new KeyNotFoundException($"no tensor '{name}' in '{Name}'.");
-        if (name != _positionName) { _source.ReadFloat32(n, destination); return; }
+        if (name != _positionName) { base.ReadFloat32(name, destination); return; }
         // the table without its first PositionOffset rows
-        var whole = new float[destination.Length + PositionOffset * _hidden];
-        _source.ReadFloat32(n, whole);
-        whole.AsSpan(PositionOffset * _hidden).CopyTo(destination);
+        var whole = new float[destination.Length + PositionOffset * Hidden];
+        Source.ReadFloat32(SourceName(name), whole);
+        whole.AsSpan(PositionOffset * Hidden).CopyTo(destination);
     }
 }

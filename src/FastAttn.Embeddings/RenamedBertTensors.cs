@@ -1,0 +1,57 @@
+using FastAttn.IO;
+
+namespace FastAttn.Embeddings;
+
+/// <summary>
+/// A checkpoint of a BERT-like family seen under BERT's tensor names (each family says how its names map), plus the one
+/// token type whose embedding is zero that families without token types need (<c>P.embeddings.token_type_embeddings.weight</c>,
+/// [1, hidden]).
+/// </summary>
+internal abstract class RenamedBertTensors : ITensorSource
+{
+    protected readonly ITensorSource Source;
+    private readonly Dictionary<string, string> _toSource = new(StringComparer.Ordinal);
+    private readonly string _typeName;
+    protected readonly int Hidden;
+
+    /// <param name="source">The checkpoint.</param>
+    /// <param name="from">The family's prefix in the checkpoint (<c>distilbert.</c>, <c>mpnet.</c>), or "" when bare.</param>
+    /// <param name="rename">BERT's name of a checkpoint name (from, to = <c>bert.</c> or "").</param>
+    protected RenamedBertTensors(ITensorSource source, string from, Func<string, string, string, string> rename)
+    {
+        Source = source;
+        source.TryGetShape(from + "embeddings.word_embeddings.weight", out var word);
+        Hidden = word is { Length: 2 } && word[1] is > 0 and <= int.MaxValue ? (int)word[1] : 1;
+        string to = from.Length > 0 ? "bert." : "";
+        foreach (var n in source.TensorNames) _toSource[rename(n, from, to)] = n;
+        _typeName = to + "embeddings.token_type_embeddings.weight";
+    }
+
+    public string Name => Source.Name;
+
+    public IEnumerable<string> TensorNames => _toSource.Keys.Append(_typeName);
+
+    public virtual bool TryGetShape(string name, out long[] shape)
+    {
+        if (name == _typeName) { shape = [1, Hidden]; return true; }
+        if (_toSource.TryGetValue(name, out var n)) return Source.TryGetShape(n, out shape);
+        shape = [];
+        return false;
+    }
+
+    public virtual void ReadFloat32(string name, Span<float> destination)
+    {
+        if (name == _typeName)
+        {
+            if (destination.Length != Hidden) throw new ArgumentException($"'{name}' has {Hidden} elements; destination {destination.Length}.", nameof(destination));
+            destination.Clear();
+            return;
+        }
+        Source.ReadFloat32(SourceName(name), destination);
+    }
+
+    /// <summary>The checkpoint's name of BERT's name <paramref name="name"/>.</summary>
+    /// <exception cref="KeyNotFoundException">No such tensor.</exception>
+    protected string SourceName(string name) =>
+        _toSource.TryGetValue(name, out var n) ? n : throw new KeyNotFoundException($"no tensor '{name}' in '{Name}'.");
+}
