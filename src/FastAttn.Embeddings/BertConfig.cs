@@ -30,10 +30,11 @@ public sealed record BertConfig
     /// <summary>
     /// The family the checkpoint's names follow: "bert" (BERT, MiniLM, most sentence-transformers models), "distilbert"
     /// (DistilBERT: no token types, its layer names, a ReLU <c>pre_classifier</c> where BERT has its tanh pooler) or "mpnet"
-    /// (MPNet, e.g. all-mpnet-base-v2: no token types, positions from 2, a relative position bias in every layer).
+    /// (MPNet, e.g. all-mpnet-base-v2: no token types, positions from 2, a relative position bias in every layer) or
+    /// "electra" (ELECTRA's discriminator: BERT's layers, embeddings possibly narrower and projected, a GELU classification head).
     /// </summary>
     public string ModelType { get; init; } = "bert";
-    /// <summary>The pooler's activation: tanh (BERT's pooler) or ReLU (DistilBERT's <c>pre_classifier</c>).</summary>
+    /// <summary>The pooler's activation: tanh (BERT's pooler, MPNet's classification head), ReLU (DistilBERT's <c>pre_classifier</c>) or GELU (ELECTRA's classification head).</summary>
     public Activation PoolerActivation { get; init; } = Activation.Tanh;
     /// <summary>
     /// MPNet's relative position buckets (<c>relative_attention_num_buckets</c>, 32): rows of
@@ -41,6 +42,14 @@ public sealed record BertConfig
     /// every layer's scores. 0 for BERT and DistilBERT.
     /// </summary>
     public int RelativeAttentionNumBuckets { get; init; }
+    /// <summary>
+    /// Width of the embeddings (<c>embedding_size</c>; ELECTRA's small models embed narrower than their hidden states and
+    /// project up with <c>embeddings_project</c>); 0 = <see cref="HiddenSize"/>.
+    /// </summary>
+    public int EmbeddingSize { get; init; }
+
+    /// <summary>The embedding width in force.</summary>
+    internal int EmbeddingWidth => EmbeddingSize == 0 ? HiddenSize : EmbeddingSize;
 
     /// <summary>Rows of the position table FastAttn uses: MPNet's table starts at its position 2 (see <see cref="MpnetTensors"/>).</summary>
     internal int PositionRows => ModelType == "mpnet" ? MaxPositionEmbeddings - MpnetTensors.PositionOffset : MaxPositionEmbeddings;
@@ -60,11 +69,13 @@ public sealed record BertConfig
         Need(TypeVocabSize is > 0 and <= 1 << 16, $"type_vocab_size {TypeVocabSize} is out of range");
         Need(VocabSize is > 0 and < 1 << 24, $"vocab_size {VocabSize} is out of range (ids travel as floats, exact below 2^24)");
         Need(HiddenAct is Activation.Gelu or Activation.GeluTanh or Activation.Relu, $"hidden_act {HiddenAct} is not supported");
-        Need(ModelType is "bert" or "distilbert" or "mpnet", $"model_type '{ModelType}' is not bert, distilbert or mpnet");
+        Need(ModelType is "bert" or "distilbert" or "mpnet" or "electra", $"model_type '{ModelType}' is not bert, distilbert, mpnet or electra");
+        Need(EmbeddingSize is >= 0 and <= 1 << 16 && (EmbeddingSize == 0 || EmbeddingSize == HiddenSize || ModelType == "electra"),
+            $"embedding_size {EmbeddingSize} is not supported (a projected embedding is ELECTRA's)");
         Need(ModelType == "mpnet" ? RelativeAttentionNumBuckets is >= 32 and <= 1 << 16 : RelativeAttentionNumBuckets == 0,
             $"relative_attention_num_buckets {RelativeAttentionNumBuckets} is not supported (MPNet: at least the 32 its bucket function uses; others: none)");
         Need(PositionRows > 0, $"max_position_embeddings {MaxPositionEmbeddings} leaves no position after MPNet's first two rows");
-        Need(PoolerActivation is Activation.Tanh or Activation.Relu, $"pooler activation {PoolerActivation} is not tanh or ReLU");
+        Need(PoolerActivation is Activation.Tanh or Activation.Relu or Activation.Gelu, $"pooler activation {PoolerActivation} is not tanh, ReLU or GELU");
     }
 
     /// <summary>Reads a Hugging Face <c>config.json</c>.</summary>
@@ -95,8 +106,8 @@ public sealed record BertConfig
             // older configs have no model_type: DistilBERT's are told by its own field names
             string modelType = r.TryGetProperty("model_type", out var mt) && mt.ValueKind == JsonValueKind.String ? mt.GetString()!
                 : !r.TryGetProperty("hidden_size", out _) && r.TryGetProperty("dim", out _) && r.TryGetProperty("n_heads", out _) ? "distilbert" : "bert";
-            if (modelType is not ("bert" or "distilbert" or "mpnet"))
-                throw new InvalidDataException($"{source}: model_type '{modelType}' is not a BERT-family encoder FastAttn loads (bert, distilbert, mpnet).");
+            if (modelType is not ("bert" or "distilbert" or "mpnet" or "electra"))
+                throw new InvalidDataException($"{source}: model_type '{modelType}' is not a BERT-family encoder FastAttn loads (bert, distilbert, mpnet, electra).");
             if (modelType == "distilbert")
             {
                 // DistilBERT's own field names; LayerNorm ε is fixed at 1e-12 in its code, and it has no token types
@@ -131,6 +142,9 @@ public sealed record BertConfig
                 // MPNet has no token types (one zero embedding stands in); its relative bias has 32 buckets unless stated
                 TypeVocabSize = mpnet ? 1 : Int("type_vocab_size", 2), ModelType = modelType,
                 RelativeAttentionNumBuckets = mpnet ? Int("relative_attention_num_buckets", 32) : 0,
+                // ELECTRA: embeddings of embedding_size, projected to hidden_size; its classification head's activation is GELU
+                EmbeddingSize = modelType == "electra" ? Int("embedding_size", Int("hidden_size")) : 0,
+                PoolerActivation = modelType == "electra" ? Activation.Gelu : Activation.Tanh,
             };
             c.Validate(source);
             return c;

@@ -122,9 +122,10 @@ public sealed class BertModel : IDisposable
     private static (BertConfig, string) Resolve(ITensorSource src, BertConfig? config, string configPath, BertOnnxArchitecture? graph, int? heads, string file)
     {
         string name = System.IO.Path.GetFileName(file);
-        bool distil = DistilBertTensors.Detect(src), mpnet = !distil && MpnetTensors.Detect(src);
+        bool distil = DistilBertTensors.Detect(src), mpnet = !distil && MpnetTensors.Detect(src), electra = !distil && !mpnet && ElectraTensors.Detect(src);
         if (distil) src = new DistilBertTensors(src);
         if (mpnet) src = new MpnetTensors(src);
+        if (electra) src = new ElectraTensors(src);
         if (config != null)
         {
             if (heads is int h && h != config.NumAttentionHeads)
@@ -146,6 +147,7 @@ public sealed class BertModel : IDisposable
         var pos = Shape("embeddings.position_embeddings.weight");
         var type = Shape("embeddings.token_type_embeddings.weight");
         var inter = Shape("encoder.layer.0.intermediate.dense.weight");
+        long hidden = electra ? Shape("encoder.layer.0.attention.self.query.weight")[0] : word[1];
         int layers = TorchModels.CountLayers(src, prefix, "encoder.layer", "attention.output.dense.bias");
         string headSource;
         int nHeads;
@@ -156,10 +158,11 @@ public sealed class BertModel : IDisposable
         else throw new InvalidDataException($"the number of attention heads of '{file}' cannot be determined: it is not in the file{(graph != null ? " (no reshape into heads found in the graph)" : "")} and there is no config.json beside it; put the model's config.json beside it or pass the heads (--heads N).");
         var cfg = new BertConfig
         {
-            HiddenSize = (int)word[1], VocabSize = (int)word[0], MaxPositionEmbeddings = (int)pos[0] + (mpnet ? MpnetTensors.PositionOffset : 0), TypeVocabSize = (int)type[0],
+            HiddenSize = (int)hidden, EmbeddingSize = electra ? (int)word[1] : 0, VocabSize = (int)word[0], MaxPositionEmbeddings = (int)pos[0] + (mpnet ? MpnetTensors.PositionOffset : 0), TypeVocabSize = (int)type[0],
             IntermediateSize = (int)inter[0], NumHiddenLayers = layers, NumAttentionHeads = nHeads,
             HiddenAct = graph?.Activation ?? Activation.Gelu, LayerNormEps = graph?.Eps ?? (mpnet ? 1e-5f : 1e-12f),
-            ModelType = distil ? "distilbert" : mpnet ? "mpnet" : "bert", PoolerActivation = distil ? Activation.Relu : Activation.Tanh,
+            ModelType = distil ? "distilbert" : mpnet ? "mpnet" : electra ? "electra" : "bert",
+            PoolerActivation = distil ? Activation.Relu : electra ? Activation.Gelu : Activation.Tanh,
             RelativeAttentionNumBuckets = mpnet ? (int)Shape("encoder.relative_attention_bias.weight")[0] : 0,
         };
         cfg.Validate(src.Name);
@@ -188,6 +191,9 @@ public sealed class BertModel : IDisposable
         // DistilBERT's and MPNet's names are read as BERT's (their layers are BERT's post-norm layers)
         if (source is not DistilBertTensors && DistilBertTensors.Detect(source)) source = new DistilBertTensors(source);
         if (source is not MpnetTensors && source is not DistilBertTensors && MpnetTensors.Detect(source)) source = new MpnetTensors(source);
+        if (source is not RenamedBertTensors && (config.ModelType == "electra" || ElectraTensors.Detect(source))) source = new ElectraTensors(source);
+        if ((config.ModelType == "electra") != source is ElectraTensors)
+            throw new InvalidDataException($"'{source.Name}': the config says model_type '{config.ModelType}' but the tensors are {(source is ElectraTensors ? "ELECTRA's" : "not ELECTRA's")}.");
         if ((config.ModelType == "mpnet") != source is MpnetTensors)
             throw new InvalidDataException($"'{source.Name}': the config says model_type '{config.ModelType}' but the tensors are {(source is MpnetTensors ? "MPNet's" : "not MPNet's")}.");
         bool wrapped = source.TryGetShape("bert.embeddings.word_embeddings.weight", out _);
@@ -196,14 +202,17 @@ public sealed class BertModel : IDisposable
             foreach (var n in source.TensorNames)
                 if (n.StartsWith("cls.", StringComparison.Ordinal)) vb.Ignore(n);
             var bert = wrapped ? vb.Pp("bert") : vb;
-            int h = config.HiddenSize, ff = config.IntermediateSize;
+            int h = config.HiddenSize, ff = config.IntermediateSize, e = config.EmbeddingWidth;
             var emb = bert.Pp("embeddings");
             emb.Ignore("position_ids");
             emb.Ignore("token_type_ids");
-            var word = emb.Pp("word_embeddings").Get("weight", config.VocabSize, h);
-            var pos = emb.Pp("position_embeddings").Get("weight", config.PositionRows, h);
-            var type = emb.Pp("token_type_embeddings").Get("weight", config.TypeVocabSize, h);
-            var embNorm = Norm(emb.Pp("LayerNorm"), h, config.LayerNormEps);
+            var word = emb.Pp("word_embeddings").Get("weight", config.VocabSize, e);
+            var pos = emb.Pp("position_embeddings").Get("weight", config.PositionRows, e);
+            var type = emb.Pp("token_type_embeddings").Get("weight", config.TypeVocabSize, e);
+            var embNorm = Norm(emb.Pp("LayerNorm"), e, config.LayerNormEps);
+            // ELECTRA's narrower embeddings, projected to the hidden width
+            var proj = bert.Pp("embeddings_project");
+            float[]? projW = e != h || proj.Has("weight") ? proj.Get("weight", h, e) : null, projB = projW != null ? proj.Maybe("bias", h) : null;
             // MPNet: one relative position bias for all layers, expanded from its buckets to every distance a sequence can have
             AttentionSettings? settings = null;
             if (config.ModelType == "mpnet")
@@ -226,6 +235,7 @@ public sealed class BertModel : IDisposable
             }
             if (vb.Checking) return null;
             var blocks = new List<IBlock> { new BertEmbeddings(word, pos, type, embNorm!, plan.For("embeddings.word_embeddings")) };
+            if (projW != null) blocks.Add(new LinearBlock(new Linear(projW, h, e, projB, Activation.None, plan.For("embeddings_project"))));
             blocks.AddRange(layers!);
             Linear? pooler = hasPooler ? new Linear(pw, h, h, pb, config.PoolerActivation, plan.For("pooler.dense")) : null;
             Linear? classifier = null;

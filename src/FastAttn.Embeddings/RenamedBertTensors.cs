@@ -11,29 +11,30 @@ internal abstract class RenamedBertTensors : ITensorSource
 {
     protected readonly ITensorSource Source;
     private readonly Dictionary<string, string> _toSource = new(StringComparer.Ordinal);
-    private readonly string _typeName;
+    private readonly string? _typeName;
     protected readonly int Hidden;
 
     /// <param name="source">The checkpoint.</param>
     /// <param name="from">The family's prefix in the checkpoint (<c>distilbert.</c>, <c>mpnet.</c>), or "" when bare.</param>
     /// <param name="rename">BERT's name of a checkpoint name (from, to = <c>bert.</c> or "").</param>
-    protected RenamedBertTensors(ITensorSource source, string from, Func<string, string, string, string> rename)
+    /// <param name="zeroTokenType">Add the zero token-type table (for a family without token types).</param>
+    protected RenamedBertTensors(ITensorSource source, string from, Func<string, string, string, string> rename, bool zeroTokenType = true)
     {
         Source = source;
         source.TryGetShape(from + "embeddings.word_embeddings.weight", out var word);
         Hidden = word is { Length: 2 } && word[1] is > 0 and <= int.MaxValue ? (int)word[1] : 1;
         string to = from.Length > 0 ? "bert." : "";
         foreach (var n in source.TensorNames) _toSource[rename(n, from, to)] = n;
-        _typeName = to + "embeddings.token_type_embeddings.weight";
+        _typeName = zeroTokenType ? to + "embeddings.token_type_embeddings.weight" : null;
     }
 
     public string Name => Source.Name;
 
-    public IEnumerable<string> TensorNames => _toSource.Keys.Append(_typeName);
+    public IEnumerable<string> TensorNames => _typeName == null ? _toSource.Keys : _toSource.Keys.Append(_typeName);
 
     public virtual bool TryGetShape(string name, out long[] shape)
     {
-        if (name == _typeName) { shape = [1, Hidden]; return true; }
+        if (_typeName != null && name == _typeName) { shape = [1, Hidden]; return true; }
         if (_toSource.TryGetValue(name, out var n)) return Source.TryGetShape(n, out shape);
         shape = [];
         return false;
@@ -41,7 +42,7 @@ internal abstract class RenamedBertTensors : ITensorSource
 
     public virtual void ReadFloat32(string name, Span<float> destination)
     {
-        if (name == _typeName)
+        if (_typeName != null && name == _typeName)
         {
             if (destination.Length != Hidden) throw new ArgumentException($"'{name}' has {Hidden} elements; destination {destination.Length}.", nameof(destination));
             destination.Clear();

@@ -68,6 +68,13 @@ public class BertModelTests(Xunit.Abstractions.ITestOutputHelper output)
             for (int c = 0; c < H; c++)
                 x[i * H + c] = (double)W("embeddings.word_embeddings.weight")[ids[i] * H + c] + W("embeddings.position_embeddings.weight")[i * H + c] + W("embeddings.token_type_embeddings.weight")[(types?[i] ?? 0) * H + c];
         x = Ln(x, t, H, W("embeddings.LayerNorm.weight"), W("embeddings.LayerNorm.bias"), Eps);
+        return RefLayers(w, prefix, x, t);
+    }
+
+    /// <summary>BERT's encoder layers on embedded tokens <paramref name="x"/> ([t, H]).</summary>
+    internal static double[] RefLayers(Dictionary<string, (float[] Data, long[] Shape)> w, string prefix, double[] x, int t)
+    {
+        float[] W(string n) => w[prefix + n].Data;
         for (int l = 0; l < Layers; l++)
         {
             string p = $"encoder.layer.{l}.";
