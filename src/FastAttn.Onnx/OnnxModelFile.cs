@@ -283,7 +283,7 @@ public sealed class OnnxModelFile : ITensorSource
         {
             var n = attention[layer];
             if (n.Inputs.Count < 3 || (n.IntAttribute("unidirectional") ?? 0) != 0 || n.IntsAttribute("qkv_hidden_sizes") is { } sizes && sizes.Distinct().Count() > 1) continue;
-            if (!_values.TryGetValue(n.Inputs[1], out var w) || !IsFloat(w.DataType) || w.Dims.Count != 2 || w.Dims[1] % 3 != 0) continue;
+            if (!_values.TryGetValue(n.Inputs[1], out var w) || !IsFloat(w.DataType) || w.Dims.Count != 2 || w.Dims[0] < 1 || w.Dims[1] < 3 || w.Dims[1] % 3 != 0) continue;
             if (!_values.TryGetValue(n.Inputs[2], out var b) || !IsFloat(b.DataType) || b.Dims.Count != 1 || b.Dims[0] != w.Dims[1]) continue;
             string[] parts = ["query", "key", "value"];
             for (int k = 0; k < 3; k++)
