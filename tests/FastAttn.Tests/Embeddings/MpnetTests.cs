@@ -228,6 +228,44 @@ public class MpnetTests
     }
 
     [Fact]
+    public void ASentenceTransformersFolder_EmbedsTextAsTheReference()
+    {
+        // all-mpnet-base-v2's layout: config.json, model.safetensors, vocab.txt (MPNet's specials around BERT's entries),
+        // tokenizer_config.json, modules.json with mean pooling and normalisation
+        using var dir = new TempDir();
+        var w = Checkpoint("", pooler: true, classifier: false);
+        SafeTensorsWriter.Write(dir.File("model.safetensors"), w.Select(kv => new SafeTensorsWriter.Entry(kv.Key, kv.Value.Data, kv.Value.Shape)));
+        File.WriteAllText(dir.File("config.json"), ConfigJson());
+        string[] words = ["the", "cat", "sat", "on", "mat", "a", "dog", ".", "##s", "run"];
+        var vocab = new List<string> { "<s>", "<pad>", "</s>", "<unk>", "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]" };
+        vocab.AddRange(words);
+        while (vocab.Count < Vocab - 1) vocab.Add($"[unused{vocab.Count}]");
+        vocab.Add("<mask>");
+        File.WriteAllText(dir.File("vocab.txt"), string.Join('\n', vocab) + "\n");
+        File.WriteAllText(dir.File("tokenizer_config.json"), """{"do_lower_case": true, "bos_token": "<s>", "eos_token": "</s>", "cls_token": "<s>", "sep_token": "</s>", "unk_token": "[UNK]", "pad_token": "<pad>", "mask_token": "<mask>", "tokenizer_class": "MPNetTokenizer"}""");
+        File.WriteAllText(dir.File("modules.json"), """
+            [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+             {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+             {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+            """);
+        Directory.CreateDirectory(dir.File("1_Pooling"));
+        File.WriteAllText(dir.File(Path.Combine("1_Pooling", "config.json")), $$"""{"word_embedding_dimension": {{H}}, "pooling_mode_cls_token": false, "pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": false, "pooling_mode_mean_sqrt_len_tokens": false}""");
+        using var embedder = SentenceEmbedder.Load(dir.Path);
+        foreach (var text in new[] { "The cats sat on a mat.", "A dog runs", "" })
+        {
+            var ids = embedder.Tokenizer.Encode(text);
+            Assert.Equal(0, ids[0]);
+            Assert.Equal(2, ids[^1]);
+            var states = RefMpnet(w, "", ids);
+            var mean = new double[H];
+            for (int t = 0; t < ids.Length; t++) for (int c = 0; c < H; c++) mean[c] += states[t * H + c] / ids.Length;
+            double norm = Math.Sqrt(mean.Sum(x => x * x));
+            BertModelTests.AssertClose(mean.Select(x => x / norm).ToArray(), embedder.Encode(text), $"'{text}'");
+        }
+        Assert.Equal([0, 9, 10, 17, 11, 12, 14, 13, 16, 2], embedder.Tokenizer.Encode("The cats sat on a mat."));   // <s> the cat ##s sat on a mat . </s>
+    }
+
+    [Fact]
     public void Config_FieldsChecked()
     {
         var c = BertConfig.FromJson(ConfigJson());
