@@ -95,7 +95,7 @@ public sealed class BertModel : IDisposable
             configDir = path;
         }
         else if (!File.Exists(path)) throw new FileNotFoundException($"model file '{path}' not found.", path);
-        string configPath = options.ConfigPath ?? System.IO.Path.Combine(configDir ?? System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(file))!, "config.json");
+        string configPath = options.ConfigPath ?? System.IO.Path.Combine(configDir ?? ModelFolder(file), "config.json");
         BertConfig? config = File.Exists(configPath) ? BertConfig.FromJsonFile(configPath) : null;
         if (options.ConfigPath != null && config == null) throw new FileNotFoundException($"config '{options.ConfigPath}' not found.", options.ConfigPath);
         if (file.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
@@ -105,6 +105,18 @@ public sealed class BertModel : IDisposable
         using var safetensors = SafeTensorsFile.Open(file);
         var (c, s) = Resolve(safetensors, config, configPath, null, options.Heads, file);
         return Load(safetensors, c, s, options.Precision);
+    }
+
+    /// <summary>
+    /// The folder a model file's companions (config.json, the vocabulary, sentence-transformers files) are looked for in: its
+    /// own, or — for a file in Hugging Face's <c>onnx/</c> subfolder (<c>onnx/model_O2.onnx</c>, …) with no config.json
+    /// beside it — the repository folder above.
+    /// </summary>
+    internal static string ModelFolder(string file)
+    {
+        string dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(file))!;
+        return System.IO.Path.GetFileName(dir) == "onnx" && !File.Exists(System.IO.Path.Combine(dir, "config.json")) && System.IO.Path.GetDirectoryName(dir) is { } up
+            && File.Exists(System.IO.Path.Combine(up, "config.json")) ? up : dir;
     }
 
     /// <summary>A parsed ONNX graph as a model: the architecture from <paramref name="config"/>, else from the graph and <paramref name="heads"/>.</summary>

@@ -93,7 +93,7 @@ public sealed class SentenceEmbedder : IDisposable
         Func<BertModel, SentenceTransformersConfig?, int> maxTokens)
     {
         bool folder = Directory.Exists(modelPath);
-        string dir = folder ? modelPath : Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
+        string dir = folder ? modelPath : BertModel.ModelFolder(modelPath);
         var st = SentenceTransformersConfig.Read(dir);
         if (folder && st is { TransformerPath.Length: > 0 } && !File.Exists(Path.Combine(dir, "model.safetensors")) && !File.Exists(Path.Combine(dir, "model.onnx")))
             modelPath = dir = Path.Combine(dir, st.TransformerPath);

@@ -179,6 +179,19 @@ public class FusedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
             output.WriteLine($"max|Δ|/max|ref| against ONNX Runtime on the original: ONNX Runtime on the fused file {worstOrt:E2}, FastAttn on the fused file {worstMine:E2}");
             Assert.True(worstOrt <= 1e-5, $"the written fused graph does not compute the model: {worstOrt:E2}");   // the file is what it claims
             Assert.True(worstMine <= 2e-6, $"FastAttn on the fused file: {worstMine:E2}");
+
+            // Hugging Face's repository layout: the variant under onnx/ (here model_O2.onnx), config.json and the vocabulary
+            // above it — the file alone loads with its companions from the folder above
+            File.WriteAllText(Path.Combine(dir, "config.json"), """
+                {"model_type": "bert", "hidden_size": 384, "num_attention_heads": 12, "num_hidden_layers": 6, "intermediate_size": 1536,
+                 "hidden_act": "gelu", "layer_norm_eps": 1e-12, "max_position_embeddings": 512, "type_vocab_size": 2, "vocab_size": 30522}
+                """);
+            Directory.CreateDirectory(Path.Combine(dir, "onnx"));
+            string variant = Path.Combine(dir, "onnx", "model_O2.onnx");
+            File.Move(fusedPath, variant);
+            using var fromVariant = SentenceEmbedder.Load(variant);
+            Assert.Contains("config.json", fromVariant.Model.Source);
+            Assert.Equal(embedder.Encode("The quick brown fox."), fromVariant.Encode("The quick brown fox."));
         }
         finally { if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true); }
     }
