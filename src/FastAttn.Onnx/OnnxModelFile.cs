@@ -262,7 +262,74 @@ public sealed class OnnxModelFile : ITensorSource
             named.Add(w);
         }
         MapFusedNodes(named);
+        MapQuantizedProducts(named);
         return _values.Where(kv => IsFloat(kv.Value.DataType) && kv.Value.Dims.Count >= 2 && !named.Contains(kv.Key)).Select(kv => kv.Key).ToList();
+    }
+
+    /// <summary>
+    /// ONNX Runtime's dynamically quantised products (its <c>quantize_dynamic</c>, e.g. the <c>model_qint8_*.onnx</c> files of
+    /// Hugging Face repositories): <c>MatMulInteger(DynamicQuantizeLinear(x), Wq, x_zero, W_zero)</c> → <c>Cast</c> → <c>Mul</c>
+    /// by <c>x_scale·W_scale</c> → <c>Add</c> of a named bias. The int8/uint8 weight is read dequantised — (q − zero point)·scale,
+    /// per tensor or per output column — and named after the bias like a MatMul's weight. FastAttn then runs the layer in
+    /// FP32 with those weights (the activations are not quantised, unlike ONNX Runtime's int8 execution).
+    /// </summary>
+    private void MapQuantizedProducts(HashSet<string> named)
+    {
+        foreach (var n in Nodes)
+        {
+            if (n.OpType != "MatMulInteger" || n.Inputs.Count < 2 || n.Outputs.Count == 0 || n.Outputs[0].Length == 0) continue;
+            if (!_values.TryGetValue(n.Inputs[1], out var q) || q.DataType is not (2 or 3) || q.Dims.Count != 2 || q.Dims[0] < 1 || q.Dims[1] < 1) continue;
+            int rows = (int)q.Dims[0], cols = (int)q.Dims[1];
+            int[]? zero = n.Inputs.Count >= 4 && n.Inputs[3].Length > 0 ? IntValues(n.Inputs[3], q.DataType) : [0];
+            if (zero == null || (zero.Length != 1 && zero.Length != cols)) continue;
+            // MatMulInteger → Cast → Mul: the Mul's other factor is the weight's scale, or a Mul of it with the input's scale
+            var cast = ConsumersOf(n.Outputs[0]).FirstOrDefault(c => c.OpType == "Cast" && c.Outputs.Count > 0);
+            var mul = cast == null ? null : ConsumersOf(cast.Outputs[0]).FirstOrDefault(c => c.OpType == "Mul" && c.Inputs.Count == 2 && c.Outputs.Count > 0);
+            if (mul == null) continue;
+            string factor = mul.Inputs[0] == cast!.Outputs[0] ? mul.Inputs[1] : mul.Inputs[0];
+            float[]? scale = FloatValues(factor)
+                ?? (ProducerOf(factor) is { OpType: "Mul", Inputs.Count: 2 } sm ? sm.Inputs.Select(FloatValues).FirstOrDefault(v => v != null) : null);
+            if (scale == null || (scale.Length != 1 && scale.Length != cols)) continue;
+            string? bias = ConsumersOf(mul.Outputs[0]).FirstOrDefault(c => c.OpType == "Add" && c.Inputs.Count == 2) is { } add
+                ? (add.Inputs[0] == mul.Outputs[0] ? add.Inputs[1] : add.Inputs[0]) : null;
+            if (bias == null || !bias.EndsWith(".bias", StringComparison.Ordinal) || !_values.ContainsKey(bias)) continue;
+            var raw = q.HasRawData ? q.RawData.Span : default;
+            var w = new float[rows * cols];
+            for (int r = 0; r < rows; r++)
+                for (int c = 0; c < cols; c++)
+                {
+                    int i = r * cols + c;
+                    int v = q.HasRawData ? (q.DataType == 3 ? (sbyte)raw[i] : raw[i]) : q.Int32Data[i];
+                    w[i] = (v - zero[zero.Length == 1 ? 0 : c]) * scale[scale.Length == 1 ? 0 : c];
+                }
+            var t = new OnnxTensor { Name = n.Inputs[1], DataType = 1, RawData = Google.Protobuf.ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.AsSpan())) };
+            t.Dims.Add(rows);
+            t.Dims.Add(cols);
+            _params[bias[..^".bias".Length] + ".weight"] = (t, true, n.Inputs[1], 0, 1);
+            named.Add(n.Inputs[1]);
+        }
+    }
+
+    /// <summary>A float constant's values (at most 2²⁰), or null.</summary>
+    private float[]? FloatValues(string name)
+    {
+        if (!_values.TryGetValue(name, out var t) || t.DataType != 1) return null;
+        long n = t.Dims.Aggregate(1L, (a, b) => a * b);
+        if (n < 1 || n > 1 << 20) return null;
+        var v = new float[n];
+        Read(t, false, v);
+        return v;
+    }
+
+    /// <summary>An int8/uint8 constant's values of type <paramref name="dataType"/> (at most 2²⁰), or null.</summary>
+    private int[]? IntValues(string name, int dataType)
+    {
+        if (!_values.TryGetValue(name, out var t) || t.DataType != dataType) return null;
+        long n = t.Dims.Aggregate(1L, (a, b) => a * b);
+        if (n < 1 || n > 1 << 20) return null;
+        var v = new int[n];
+        for (int i = 0; i < n; i++) v[i] = t.HasRawData ? (dataType == 3 ? (sbyte)t.RawData.Span[i] : t.RawData.Span[i]) : t.Int32Data[i];
+        return v;
     }
 
     /// <summary>
