@@ -265,6 +265,22 @@ public class MpnetTests
         Assert.Equal([0, 9, 10, 17, 11, 12, 14, 13, 16, 2], embedder.Tokenizer.Encode("The cats sat on a mat."));   // <s> the cat ##s sat on a mat . </s>
     }
 
+    [Theory]
+    [InlineData("""{"cls_token": "<cls>"}""", "no <cls> token")]                               // named but not in the vocabulary
+    [InlineData("""{"sep_token": ""}""", "has no  token")]                                     // empty
+    [InlineData("""{"unk_token": {"content": "[NOPE]"}}""", "no [NOPE] token")]
+    [InlineData("""{"mask_token": 5}""", null)]                                                // not a string: ignored, the vocabulary's own
+    [InlineData("""{"cls_token": [""", "not valid JSON")]
+    public void SpecialTokensFromTheFolder_AreCheckedAgainstTheVocabulary(string config, string? error)
+    {
+        using var dir = new TempDir();
+        string[] vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello"];
+        File.WriteAllText(dir.File("vocab.txt"), string.Join('\n', vocab) + "\n");
+        File.WriteAllText(dir.File("tokenizer_config.json"), config);
+        if (error == null) { Assert.Equal([2, 5, 3], BertWordPieceTokenizer.FromVocabFile(dir.File("vocab.txt")).Encode("hello")); return; }
+        Assert.Contains(error, Assert.Throws<InvalidDataException>(() => BertWordPieceTokenizer.FromVocabFile(dir.File("vocab.txt"))).Message);
+    }
+
     [Fact]
     public void Config_FieldsChecked()
     {
