@@ -114,7 +114,8 @@ public sealed class BertWordPieceTokenizer
         // MPNet (and RoBERTa) join a pair as <s> A </s></s> B </s>, all of token type 0
         _pairDoubleSeparator = names.Cls == "<s>";
         // an uncased vocabulary has no entry that lower-casing would change (upper-case letters without a lower case, like ℝ, may remain)
-        bool lower = options.LowerCase ?? !vocab.Any(v => !_special.Contains(v) && !SpecialTokenNames.Bert.All.Contains(v) && !v.StartsWith("[unused", StringComparison.Ordinal) && v.ToLowerInvariant() != v);
+        var bracketed = new HashSet<string>(SpecialTokenNames.Bert.All, StringComparer.Ordinal);
+        bool lower = options.LowerCase ?? !vocab.Any(v => !_special.Contains(v) && !bracketed.Contains(v) && !v.StartsWith("[unused", StringComparison.Ordinal) && v.ToLowerInvariant() != v);
         Options = options with { LowerCase = lower, StripAccents = options.StripAccents ?? lower };
     }
 
@@ -339,7 +340,7 @@ public sealed class BertWordPieceTokenizer
     /// <summary>The word-piece ids of a text, without [CLS] and [SEP] and not truncated.</summary>
     private IReadOnlyList<int> Pieces(string text)
     {
-        var words = (List<string>)PreTokenize(text);
+        var words = Words(text);
         // a word over max_input_chars_per_word characters is [UNK]; Hugging Face counts code points, the library UTF-16 units (it is given
         // twice the limit, which a word within the limit never reaches, and the longer words are replaced by [UNK] here)
         for (int i = 0; i < words.Count; i++)
@@ -403,6 +404,11 @@ public sealed class BertWordPieceTokenizer
     public IReadOnlyList<string> PreTokenize(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
+        return Words(text);
+    }
+
+    private List<string> Words(string text)
+    {
         var words = new List<string>();
         var sb = new StringBuilder();
         // special tokens written in the text stay whole; like Hugging Face's added tokens they are found in the raw text,

@@ -117,9 +117,9 @@ public class QuantizedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper outpu
                 worst = Math.Max(worst, md / mr);
                 var int8 = MiniLmParityTests.Ort(ortInt8, ids);
                 var original = Mean(MiniLmParityTests.Ort(ortOriginal, ids), ids.Length, h);
-                worstCosInt8 = Math.Min(worstCosInt8, Cosine(Mean(mine, ids.Length, h), Mean(int8, ids.Length, h)));
-                mineToOriginal = Math.Min(mineToOriginal, Cosine(Mean(mine, ids.Length, h), original));
-                int8ToOriginal = Math.Min(int8ToOriginal, Cosine(Mean(int8, ids.Length, h), original));
+                worstCosInt8 = Math.Min(worstCosInt8, Vectors.Cosine(Mean(mine, ids.Length, h), Mean(int8, ids.Length, h)));
+                mineToOriginal = Math.Min(mineToOriginal, Vectors.Cosine(Mean(mine, ids.Length, h), original));
+                int8ToOriginal = Math.Min(int8ToOriginal, Vectors.Cosine(Mean(int8, ids.Length, h), original));
             }
             output.WriteLine($"{products} quantised products; FastAttn vs ONNX Runtime on the dequantised FP32 graph: max|Δ|/max|ref| {worst:E2}; "
                 + $"mean-pooled cosine with ONNX Runtime's int8 execution of the quantised file ≥ {worstCosInt8:F5}; with the unquantised model: FastAttn ≥ {mineToOriginal:F5}, "
@@ -138,12 +138,5 @@ public class QuantizedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper outpu
         var v = new float[h];
         for (int t = 0; t < tokens; t++) for (int c = 0; c < h; c++) v[c] += hidden[t * h + c] / tokens;
         return v;
-    }
-
-    private static double Cosine(float[] a, float[] b)
-    {
-        double ab = 0, aa = 0, bb = 0;
-        for (int i = 0; i < a.Length; i++) { ab += a[i] * b[i]; aa += a[i] * a[i]; bb += b[i] * b[i]; }
-        return ab / Math.Sqrt(aa * bb);
     }
 }

@@ -20,13 +20,7 @@ public class BertModelTests(Xunit.Abstractions.ITestOutputHelper output)
     {
         var t = new Dictionary<string, (float[], long[])>();
         int s = seed * 100;
-        void Add(string name, float scale, params long[] shape)
-        {
-            long n = shape.Aggregate(1L, (a, b) => a * b);
-            var d = FastAttn.Tests.Reference.Random((int)n, s++, scale);
-            if (name.EndsWith("LayerNorm.weight")) for (int i = 0; i < d.Length; i++) d[i] += 1;
-            t[name] = (d, shape);
-        }
+        void Add(string name, float scale, params long[] shape) => AddRandom(t, name, scale, s++, shape);
         Add("embeddings.word_embeddings.weight", 0.5f, Vocab, H);
         Add("embeddings.position_embeddings.weight", 0.5f, MaxPos, H);
         Add("embeddings.token_type_embeddings.weight", 0.5f, Types, H);
@@ -44,6 +38,15 @@ public class BertModelTests(Xunit.Abstractions.ITestOutputHelper output)
         }
         if (pooler) { Add("pooler.dense.weight", 0.3f, H, H); Add("pooler.dense.bias", 0.1f, H); }
         return t;
+    }
+
+    /// <summary>A random tensor of <paramref name="shape"/> under <paramref name="name"/> (a LayerNorm weight around 1).</summary>
+    internal static void AddRandom(Dictionary<string, (float[] Data, long[] Shape)> t, string name, float scale, int seed, params long[] shape)
+    {
+        long n = shape.Aggregate(1L, (a, b) => a * b);
+        var d = FastAttn.Tests.Reference.Random((int)n, seed, scale);
+        if (name.EndsWith("LayerNorm.weight")) for (int i = 0; i < d.Length; i++) d[i] += 1;
+        t[name] = (d, shape);
     }
 
     internal static string ConfigJson(int heads = Heads) =>

@@ -1,5 +1,4 @@
 using FastAttn.Embeddings;
-using FastAttn.IO;
 using FastAttn.Kernels;
 using FastAttn.Tests.IO;
 using static FastAttn.Tests.Layers.LayerTests;
@@ -73,7 +72,7 @@ public class ElectraTests
             {
                 using var dir = new TempDir();
                 var w = Checkpoint(project);
-                SafeTensorsWriter.Write(dir.File("model.safetensors"), w.Select(kv => new SafeTensorsWriter.Entry(kv.Key, kv.Value.Data, kv.Value.Shape)));
+                BertModelTests.Write(dir, w, config: false);
                 if (config) File.WriteAllText(dir.File("config.json"), ConfigJson(project));
                 using var model = BertModel.Load(dir.Path, config ? null : new BertLoadOptions { Heads = BertModelTests.Heads });
                 Assert.Equal("electra", model.Config.ModelType);
@@ -108,7 +107,7 @@ public class ElectraTests
         // an ELECTRA config over BERT's tensors is refused, not loaded without its head or projection
         using var dir = new TempDir();
         var bert = BertModelTests.Checkpoint();
-        SafeTensorsWriter.Write(dir.File("model.safetensors"), bert.Select(kv => new SafeTensorsWriter.Entry(kv.Key, kv.Value.Data, kv.Value.Shape)));
+        BertModelTests.Write(dir, bert, config: false);
         File.WriteAllText(dir.File("config.json"), ConfigJson(project: true));
         Assert.Throws<InvalidDataException>(() => BertModel.Load(dir.Path));
     }

@@ -1,6 +1,5 @@
 using System.Text;
 using FastAttn.Embeddings;
-using FastAttn.IO;
 using FastAttn.Kernels;
 using FastAttn.Tests.IO;
 using static FastAttn.Tests.Layers.LayerTests;
@@ -23,13 +22,7 @@ public class MpnetTests
     {
         var t = new Dictionary<string, (float[], long[])>();
         int s = seed * 100;
-        void Add(string name, float scale, params long[] shape)
-        {
-            long n = shape.Aggregate(1L, (a, b) => a * b);
-            var d = FastAttn.Tests.Reference.Random((int)n, s++, scale);
-            if (name.EndsWith("LayerNorm.weight")) for (int i = 0; i < d.Length; i++) d[i] += 1;
-            t[name] = (d, shape);
-        }
+        void Add(string name, float scale, params long[] shape) => BertModelTests.AddRandom(t, name, scale, s++, shape);
         Add(prefix + "embeddings.word_embeddings.weight", 0.5f, Vocab, H);
         Add(prefix + "embeddings.position_embeddings.weight", 0.5f, MaxPos, H);
         Add(prefix + "embeddings.LayerNorm.weight", 0.2f, H);
@@ -131,7 +124,7 @@ public class MpnetTests
         {
             using var dir = new TempDir();
             var w = Checkpoint(prefix, pooler: true, classifier: false);
-            SafeTensorsWriter.Write(dir.File("model.safetensors"), w.Select(kv => new SafeTensorsWriter.Entry(kv.Key, kv.Value.Data, kv.Value.Shape)));
+            BertModelTests.Write(dir, w, config: false);
             if (config) File.WriteAllText(dir.File("config.json"), ConfigJson());
             using var model = BertModel.Load(dir.Path);
             Assert.Equal("mpnet", model.Config.ModelType);
@@ -168,7 +161,7 @@ public class MpnetTests
     {
         using var dir = new TempDir();
         var w = Checkpoint("mpnet.", pooler: false, classifier: true);
-        SafeTensorsWriter.Write(dir.File("model.safetensors"), w.Select(kv => new SafeTensorsWriter.Entry(kv.Key, kv.Value.Data, kv.Value.Shape)));
+        BertModelTests.Write(dir, w, config: false);
         File.WriteAllText(dir.File("config.json"), ConfigJson());
         using var model = BertModel.Load(dir.Path);
         Assert.Equal(BertHead.Sequence, model.Head);
@@ -234,7 +227,7 @@ public class MpnetTests
         // tokenizer_config.json, modules.json with mean pooling and normalisation
         using var dir = new TempDir();
         var w = Checkpoint("", pooler: true, classifier: false);
-        SafeTensorsWriter.Write(dir.File("model.safetensors"), w.Select(kv => new SafeTensorsWriter.Entry(kv.Key, kv.Value.Data, kv.Value.Shape)));
+        BertModelTests.Write(dir, w, config: false);
         File.WriteAllText(dir.File("config.json"), ConfigJson());
         string[] words = ["the", "cat", "sat", "on", "mat", "a", "dog", ".", "##s", "run"];
         var vocab = new List<string> { "<s>", "<pad>", "</s>", "<unk>", "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]" };
@@ -291,7 +284,7 @@ public class MpnetTests
         // an MPNet config with BERT's tensors (or the reverse) is refused, not half-loaded
         using var dir = new TempDir();
         var bert = BertModelTests.Checkpoint();
-        SafeTensorsWriter.Write(dir.File("model.safetensors"), bert.Select(kv => new SafeTensorsWriter.Entry(kv.Key, kv.Value.Data, kv.Value.Shape)));
+        BertModelTests.Write(dir, bert, config: false);
         File.WriteAllText(dir.File("config.json"), ConfigJson());
         Assert.Throws<InvalidDataException>(() => BertModel.Load(dir.Path));
     }

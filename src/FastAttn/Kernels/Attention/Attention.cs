@@ -198,7 +198,8 @@ public static unsafe partial class Attention
             if (span < 1 || span > 1 << 20) ThrowHelper.OutOfRange("options.RelativeBiasSpan", span, "'options.RelativeBiasSpan' must be 1 … 2^20 when RelativeBias is given.");
             if (o.RelativeBias.Length != (long)o.Heads * (2 * span - 1))
                 ThrowHelper.Argument("options.RelativeBias", $"'options.RelativeBias' has {o.RelativeBias.Length} elements; expected Heads*(2*RelativeBiasSpan-1) = {o.Heads}*{2 * span - 1}.");
-            if (!TensorPrimitivesIsFinite(o.RelativeBias)) ThrowHelper.Argument("options.RelativeBias", "'options.RelativeBias' must be finite.");
+            // checked on every call (a caller may change the table): one vectorised pass — the largest magnitude is NaN or ∞ exactly when one value is
+            if (!float.IsFinite(System.Numerics.Tensors.TensorPrimitives.MaxMagnitude(o.RelativeBias))) ThrowHelper.Argument("options.RelativeBias", "'options.RelativeBias' must be finite.");
             for (int s = 0; s < nSeq; s++)
             {
                 int lq = o.SequenceLengths.IsEmpty ? queryTokens : o.SequenceLengths[s], lk = keyLens.IsEmpty ? keyTokens : keyLens[s];
@@ -211,12 +212,6 @@ public static unsafe partial class Attention
         long need = ScratchSize(isa, o, keyTokens);
         ThrowHelper.Length(scratchLen, need, "scratch", $"Attention.ScratchSize(options, {keyTokens})");
 
-    }
-
-    private static bool TensorPrimitivesIsFinite(ReadOnlySpan<float> x)
-    {
-        foreach (float f in x) if (!float.IsFinite(f)) return false;
-        return true;
     }
 
     private static void CheckLengths(ReadOnlySpan<int> lens, int total, string name, string totalName)
