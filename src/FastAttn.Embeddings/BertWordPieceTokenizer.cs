@@ -454,16 +454,16 @@ public sealed class BertWordPieceTokenizer
             if (IsOther(cp)) continue;
             if (Rune.IsWhiteSpace(r)) { sb.Append(' '); continue; }
             if (cp > 127) ascii = false;
-            if (Options.TokenizeChineseChars && IsCjk(cp)) sb.Append(' ').Append(r.ToString()).Append(' ');
+            if (Options.TokenizeChineseChars && IsCjk(cp)) { sb.Append(' '); Append(sb, r); sb.Append(' '); }
             else if (cp < 128) sb.Append((char)cp);
-            else sb.Append(r.ToString());
+            else Append(sb, r);
         }
         string clean = sb.ToString();
         if (!ascii && Options.StripAccents == true)
         {
             sb.Clear();
             foreach (var r in Nfd.Normalize(clean).EnumerateRunes())
-                if (Category(r.Value) != UUnicodeCategory.NonSpacingMark) sb.Append(r.ToString());
+                if (Category(r.Value) != UUnicodeCategory.NonSpacingMark) Append(sb, r);
             clean = sb.ToString();
         }
         if (Options.LowerCase == true)
@@ -475,11 +475,19 @@ public sealed class BertWordPieceTokenizer
                 sb.Clear();
                 foreach (var r in clean.EnumerateRunes())
                     if (r.Value == 0x130) sb.Append("i\u0307");
-                    else sb.Append(Rune.ToLowerInvariant(r).ToString());
+                    else Append(sb, Rune.ToLowerInvariant(r));
                 clean = sb.ToString();
             }
         }
         foreach (var w in clean.Split(' ', StringSplitOptions.RemoveEmptyEntries)) SplitPunctuation(w, words);
+    }
+
+    /// <summary>Appends a character without making a string of it.</summary>
+    private static void Append(StringBuilder sb, Rune r)
+    {
+        if (r.IsBmp) { sb.Append((char)r.Value); return; }
+        Span<char> two = stackalloc char[2];
+        sb.Append(two[..r.EncodeToUtf16(two)]);
     }
 
     private static void SplitPunctuation(string w, List<string> into)
@@ -505,7 +513,22 @@ public sealed class BertWordPieceTokenizer
     /// assigned later is unassigned to it — not deleted as a control character, not punctuation, not an accent, so a word
     /// holding one becomes [UNK] — and two Mongolian letters were made marks only in Unicode 9.0. Null = unassigned.
     /// </summary>
-    internal static UUnicodeCategory? Category(int cp)
+    internal static UUnicodeCategory? Category(int cp) =>
+        cp < 0x10000 ? (BmpCategories[cp] is var b && b == Unassigned ? null : (UUnicodeCategory)b) : ComputeCategory(cp);
+
+    private const byte Unassigned = byte.MaxValue;
+
+    /// <summary><see cref="Category"/> of every BMP code point, computed once (64 KB): the per-character path reads a table, not ICU's tries.</summary>
+    private static readonly byte[] BmpCategories = BuildBmpCategories();
+
+    private static byte[] BuildBmpCategories()
+    {
+        var t = new byte[0x10000];
+        for (int cp = 0; cp < t.Length; cp++) t[cp] = ComputeCategory(cp) is { } c ? (byte)c : Unassigned;
+        return t;
+    }
+
+    private static UUnicodeCategory? ComputeCategory(int cp)
     {
         if (cp < 128) return UChar.GetUnicodeCategory(cp);
         var age = UChar.GetAge(cp);
