@@ -79,40 +79,41 @@ internal sealed record SpecialTokenNames(string Cls, string Sep, string Unk, str
 /// the library's id list); the network that follows allocates nothing.
 /// </para>
 /// </summary>
-public sealed class BertWordPieceTokenizer
+public sealed class BertWordPieceTokenizer : TextTokenizer
 {
     private readonly BertTokenizer _wordPiece;
     private readonly HashSet<string> _special;
     private readonly System.Buffers.SearchValues<char> _specialStarts;
     private readonly SpecialTokenNames _names;
-    private readonly bool _pairDoubleSeparator;
     private static readonly Normalizer2 Nfd = Normalizer2.NFDInstance;
 
-    /// <summary>Id of [CLS].</summary>
-    public int ClsId { get; }
-    /// <summary>Id of [SEP].</summary>
-    public int SepId { get; }
-    /// <summary>Id of [UNK].</summary>
-    public int UnknownId { get; }
-    /// <summary>Entries in the vocabulary.</summary>
-    public int VocabularySize { get; }
     /// <summary>The settings in force (lower-casing and accent stripping resolved).</summary>
     public BertTokenizerOptions Options { get; }
 
     private BertWordPieceTokenizer(BertTokenizer wordPiece, string[] vocab, BertTokenizerOptions options, int maxWordChars, SpecialTokenNames names)
+        : this(wordPiece, vocab, options, maxWordChars, names, Index(vocab)) { }
+
+    private static Dictionary<string, int> Index(string[] vocab)
+    {
+        var index = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int i = 0; i < vocab.Length; i++) index.TryAdd(vocab[i], i);
+        return index;
+    }
+
+    private static int Id(Dictionary<string, int> index, string t) => index.TryGetValue(t, out int i) ? i : throw new InvalidDataException($"the vocabulary has no {t} token.");
+
+    private static (TemplatePiece[], TemplatePiece[]) Templates(Dictionary<string, int> index, SpecialTokenNames names) =>
+        // MPNet (and RoBERTa) join a pair as <s> A </s></s> B </s>, all of token type 0
+        ClsSepTemplates(Id(index, names.Cls), Id(index, names.Sep), doubleSeparator: names.Cls == "<s>");
+
+    private BertWordPieceTokenizer(BertTokenizer wordPiece, string[] vocab, BertTokenizerOptions options, int maxWordChars, SpecialTokenNames names, Dictionary<string, int> index)
+        : base(Templates(index, names).Item1, Templates(index, names).Item2, Id(index, names.Unk), vocab.Length, options.MaxTokens)
     {
         _wordPiece = wordPiece;
         _maxWordChars = maxWordChars;
         _names = names;
-        VocabularySize = vocab.Length;
-        var index = new Dictionary<string, int>(StringComparer.Ordinal);
-        for (int i = 0; i < vocab.Length; i++) index.TryAdd(vocab[i], i);
-        int Id(string t) => index.TryGetValue(t, out int i) ? i : throw new InvalidDataException($"the vocabulary has no {t} token.");
-        ClsId = Id(names.Cls); SepId = Id(names.Sep); UnknownId = Id(names.Unk);
         _special = new HashSet<string>(names.All, StringComparer.Ordinal);
         _specialStarts = System.Buffers.SearchValues.Create(string.Concat(_special.Select(t => t[0]).Distinct()));
-        // MPNet (and RoBERTa) join a pair as <s> A </s></s> B </s>, all of token type 0
-        _pairDoubleSeparator = names.Cls == "<s>";
         // an uncased vocabulary has no entry that lower-casing would change (upper-case letters without a lower case, like ℝ, may remain)
         var bracketed = new HashSet<string>(SpecialTokenNames.Bert.All, StringComparer.Ordinal);
         bool lower = options.LowerCase ?? !vocab.Any(v => !_special.Contains(v) && !bracketed.Contains(v) && !v.StartsWith("[unused", StringComparison.Ordinal) && v.ToLowerInvariant() != v);
@@ -167,9 +168,6 @@ public sealed class BertWordPieceTokenizer
     /// <summary>Longest word WordPiece splits, in code points (Hugging Face's <c>max_input_chars_per_word</c>, 100 unless a tokenizer.json says otherwise); longer ones are [UNK].</summary>
     private readonly int _maxWordChars;
 
-    /// <summary>Largest <c>tokenizer.json</c> read (a BERT vocabulary's is about 0.7 MB).</summary>
-    private const int MaxTokenizerJsonBytes = 64 << 20;
-
     /// <summary>
     /// Loads Hugging Face's <c>tokenizer.json</c> of a BERT (a WordPiece model): the vocabulary from <c>model.vocab</c> and
     /// the casing, accent and CJK settings from its <c>BertNormalizer</c> (options given here win for casing and accents).
@@ -183,9 +181,7 @@ public sealed class BertWordPieceTokenizer
     public static BertWordPieceTokenizer FromTokenizerJson(string path, BertTokenizerOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(path);
-        long length = new FileInfo(path).Length;
-        if (length > MaxTokenizerJsonBytes) throw new InvalidDataException($"'{path}': {length} bytes; a tokenizer.json is read up to {MaxTokenizerJsonBytes} bytes.");
-        return FromTokenizerJson(File.ReadAllBytes(path), options, path);
+        return FromTokenizerJson(TokenizerJson.ReadFile(path), options, path);
     }
 
     /// <summary>As <see cref="FromTokenizerJson(string, BertTokenizerOptions?)"/>, from the file's bytes.</summary>
@@ -193,7 +189,7 @@ public sealed class BertWordPieceTokenizer
     {
         options ??= new BertTokenizerOptions();
         InvalidDataException Bad(string what) => new($"'{name}': {what}.");
-        if (json.Length > MaxTokenizerJsonBytes) throw Bad($"{json.Length} bytes; a tokenizer.json is read up to {MaxTokenizerJsonBytes} bytes");
+        if (json.Length > TokenizerJson.MaxBytes) throw Bad($"{json.Length} bytes; a tokenizer.json is read up to {TokenizerJson.MaxBytes} bytes");
         if (!System.Text.Unicode.Utf8.IsValid(json)) throw Bad("not valid UTF-8");
         System.Text.Json.JsonDocument doc;
         try { doc = System.Text.Json.JsonDocument.Parse(json, new System.Text.Json.JsonDocumentOptions { MaxDepth = 64, AllowTrailingCommas = true }); }
@@ -318,27 +314,8 @@ public sealed class BertWordPieceTokenizer
         return new BertWordPieceTokenizer(wp, [.. lines], options, maxWordChars, names);
     }
 
-    /// <summary>The word-piece ids of <paramref name="text"/> with [CLS] and [SEP], truncated to <see cref="BertTokenizerOptions.MaxTokens"/>.</summary>
-    /// <exception cref="ArgumentNullException"><paramref name="text"/> is null.</exception>
-    public int[] Encode(string text) => Encode(text, out _);
-
-    /// <summary>As <see cref="Encode(string)"/>; <paramref name="truncated"/> tells whether word pieces were dropped.</summary>
-    /// <exception cref="ArgumentNullException"><paramref name="text"/> is null.</exception>
-    public int[] Encode(string text, out bool truncated)
-    {
-        ArgumentNullException.ThrowIfNull(text);
-        var ids = Pieces(text);
-        truncated = ids.Count > Options.MaxTokens - 2;
-        int n = Math.Min(ids.Count, Options.MaxTokens - 2);
-        var r = new int[n + 2];
-        r[0] = ClsId;
-        for (int i = 0; i < n; i++) r[i + 1] = ids[i];
-        r[n + 1] = SepId;
-        return r;
-    }
-
     /// <summary>The word-piece ids of a text, without [CLS] and [SEP] and not truncated.</summary>
-    private IReadOnlyList<int> Pieces(string text)
+    private protected override IReadOnlyList<int> Pieces(string text)
     {
         var words = Words(text);
         // a word over max_input_chars_per_word characters is [UNK]; Hugging Face counts code points, the library UTF-16 units (it is given
@@ -348,52 +325,9 @@ public sealed class BertWordPieceTokenizer
         return words.Count == 0 ? [] : _wordPiece.EncodeToIds(string.Join(' ', words), addSpecialTokens: false, considerPreTokenization: true, considerNormalization: false);
     }
 
-    /// <summary>
-    /// A text pair as BERT takes it (a cross-encoder's query and passage, say): <c>[CLS] first [SEP] second [SEP]</c>, with
-    /// <paramref name="typeIds"/> 0 up to the first [SEP] and 1 after it. A pair longer than
-    /// <see cref="BertTokenizerOptions.MaxTokens"/> is cut as Hugging Face's fast tokenizers cut it by default
-    /// (<c>longest_first</c>): the shorter text is kept whole if it fits in half of the room, else both get half (the second
-    /// the odd piece); each keeps its first pieces.
-    /// </summary>
-    /// <exception cref="ArgumentNullException">A text is null.</exception>
-    public int[] EncodePair(string first, string second, out int[] typeIds) => EncodePair(first, second, Options.MaxTokens, out typeIds);
-
-    /// <summary>As <see cref="EncodePair(string, string, out int[])"/>, cut to <paramref name="maxTokens"/> (at least 3).</summary>
-    internal int[] EncodePair(string first, string second, int maxTokens, out int[] typeIds)
-    {
-        ArgumentNullException.ThrowIfNull(first);
-        ArgumentNullException.ThrowIfNull(second);
-        var a = Pieces(first);
-        var b = Pieces(second);
-        int extra = _pairDoubleSeparator ? 1 : 0;
-        int room = maxTokens - 3 - extra, na = a.Count, nb = b.Count;
-        if (na + nb > room)
-        {
-            room = Math.Max(room, 0);
-            int small = Math.Min(na, nb), large = Math.Max(na, nb);
-            large = small > room ? small : Math.Max(small, room - small);
-            if (small + large > room) { small = room / 2; large = small + room % 2; }
-            // the longer text gets the larger share; on a tie, the first gets the smaller (as the fast tokenizer does)
-            (na, nb) = a.Count > b.Count ? (large, small) : (small, large);
-            na = Math.Min(na, a.Count);
-            nb = Math.Min(nb, b.Count);
-        }
-        var ids = new int[na + nb + 3 + extra];
-        typeIds = new int[ids.Length];
-        ids[0] = ClsId;
-        for (int i = 0; i < na; i++) ids[1 + i] = a[i];
-        ids[na + 1] = SepId;
-        if (extra == 1) ids[na + 2] = SepId;       // MPNet/RoBERTa: <s> A </s></s> B </s>, every token type 0
-        int b0 = na + 2 + extra, type = 1 - extra;
-        for (int i = 0; i < nb; i++) { ids[b0 + i] = b[i]; typeIds[b0 + i] = type; }
-        ids[^1] = SepId;
-        typeIds[^1] = type;
-        return ids;
-    }
-
     /// <summary>The token (word piece) of id <paramref name="id"/>, for display.</summary>
     /// <exception cref="ArgumentOutOfRangeException">The id is outside the vocabulary.</exception>
-    public string Token(int id)
+    public override string Token(int id)
     {
         if ((uint)id >= (uint)VocabularySize) throw new ArgumentOutOfRangeException(nameof(id), id, $"ids are 0..{VocabularySize - 1}.");
         return _wordPiece.Decode([id]) ?? "";

@@ -17,16 +17,16 @@ public sealed class CrossEncoder : IDisposable
     /// <summary>The model.</summary>
     public BertModel Model { get; }
     /// <summary>The tokenizer.</summary>
-    public BertWordPieceTokenizer Tokenizer { get; }
+    public TextTokenizer Tokenizer { get; }
     /// <summary>Logits per pair (the classifier's outputs; 1 for a reranker).</summary>
     public int Classes { get; }
 
     /// <summary>A cross-encoder over a loaded model and tokenizer (which it does not dispose); pooling settings in <paramref name="options"/> are ignored.</summary>
     /// <exception cref="ArgumentException">The model has no sequence-classification head, or the options do not fit it.</exception>
-    public CrossEncoder(BertModel model, BertWordPieceTokenizer tokenizer, SentenceEmbedderOptions? options = null)
+    public CrossEncoder(BertModel model, TextTokenizer tokenizer, SentenceEmbedderOptions? options = null)
         : this(model, tokenizer, options, ownsModel: false) { }
 
-    private CrossEncoder(BertModel model, BertWordPieceTokenizer tokenizer, SentenceEmbedderOptions? options, bool ownsModel)
+    private CrossEncoder(BertModel model, TextTokenizer tokenizer, SentenceEmbedderOptions? options, bool ownsModel)
     {
         Model = model ?? throw new ArgumentNullException(nameof(model));
         Tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));

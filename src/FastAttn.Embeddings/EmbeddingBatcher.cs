@@ -67,7 +67,7 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
 
     private readonly EmbeddingSession _session;
     private readonly EmbeddingSession? _single; // one thread, for short batches (when _session has more)
-    private readonly BertWordPieceTokenizer _tokenizer;
+    private readonly TextTokenizer _tokenizer;
     private readonly int _vocabSize;
     private readonly ConcurrentQueue<Request> _queue = new();
     private readonly SemaphoreSlim _signal = new(0);
@@ -92,7 +92,7 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
     /// <summary>A batcher running <paramref name="model"/> with its own session (the embedder settings apply: pooling, normalisation, threads).</summary>
     /// <exception cref="ArgumentException">The options do not fit the model.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A batching limit is out of range.</exception>
-    public EmbeddingBatcher(BertModel model, BertWordPieceTokenizer tokenizer, SentenceEmbedderOptions? options = null, BatchingOptions? batching = null)
+    public EmbeddingBatcher(BertModel model, TextTokenizer tokenizer, SentenceEmbedderOptions? options = null, BatchingOptions? batching = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         _tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));
@@ -147,7 +147,7 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
     }
 
     /// <summary>
-    /// The embeddings of texts already tokenized, each as <see cref="BertWordPieceTokenizer.Encode(string)"/> gives it
+    /// The embeddings of texts already tokenized, each as <see cref="TextTokenizer.Encode(string)"/> gives it
     /// (<c>[CLS] … [SEP]</c>; a longer one is cut to the model's limit as a text would be) — for a caller that tokenizes
     /// anyway, e.g. to check a request's size first. The ids are checked here, so a bad one fails this call only.
     /// </summary>

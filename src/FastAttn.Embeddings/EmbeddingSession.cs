@@ -14,7 +14,7 @@ namespace FastAttn.Embeddings;
 public sealed class EmbeddingSession : IDisposable
 {
     private readonly BertModel _model;
-    private readonly BertWordPieceTokenizer? _tokenizer;
+    private readonly TextTokenizer? _tokenizer;
     private readonly Session _session;
     private readonly float[] _input, _hidden, _cls, _pooled, _poolScratch;
     private readonly int _maxSequences;
@@ -33,7 +33,7 @@ public sealed class EmbeddingSession : IDisposable
 
     /// <summary>A session over <paramref name="model"/> (and <paramref name="tokenizer"/> for the text paths).</summary>
     /// <exception cref="ArgumentException">The options do not fit the model (pooler pooling without a pooler, sizes out of range).</exception>
-    public EmbeddingSession(BertModel model, BertWordPieceTokenizer? tokenizer, SentenceEmbedderOptions? options = null)
+    public EmbeddingSession(BertModel model, TextTokenizer? tokenizer, SentenceEmbedderOptions? options = null)
     {
         _model = model ?? throw new ArgumentNullException(nameof(model));
         _tokenizer = tokenizer;
@@ -137,7 +137,7 @@ public sealed class EmbeddingSession : IDisposable
     /// The logits of a sequence-classification model (<c>BertForSequenceClassification</c>: pooler, then <c>classifier</c>;
     /// a cross-encoder's relevance score is its one logit) for the sequences of <paramref name="ids"/> stored back to back,
     /// with their token types (<paramref name="typeIds"/>, empty for all 0; a pair from
-    /// <see cref="BertWordPieceTokenizer.EncodePair(string, string, out int[])"/> carries 1 on its second text), into
+    /// <see cref="TextTokenizer.EncodePair(string, string, out int[])"/> carries 1 on its second text), into
     /// <paramref name="logits"/> <c>[sequences, Classes]</c>. Allocates nothing.
     /// </summary>
     /// <exception cref="InvalidOperationException">The model has no sequence-classification head, or another thread is using this session.</exception>
@@ -174,7 +174,7 @@ public sealed class EmbeddingSession : IDisposable
 
     /// <summary>
     /// The logits of text pairs (<c>[CLS] first [SEP] second [SEP]</c>, cut to <see cref="MaxTokensPerText"/> as
-    /// <see cref="BertWordPieceTokenizer.EncodePair(string, string, out int[])"/> cuts them), <c>[pairs, Classes]</c>, as packed passes.
+    /// <see cref="TextTokenizer.EncodePair(string, string, out int[])"/> cuts them), <c>[pairs, Classes]</c>, as packed passes.
     /// </summary>
     /// <exception cref="InvalidOperationException">The session has no tokenizer, the model no sequence-classification head, or another thread is using the session.</exception>
     /// <exception cref="ArgumentException">No pairs, a text is null, or logits has the wrong length.</exception>
@@ -186,7 +186,7 @@ public sealed class EmbeddingSession : IDisposable
         var ids = new List<int>();
         var types = new List<int>();
         var lengths = new int[pairs.Count];
-        int max = Math.Min(MaxTokensPerText, _tokenizer.Options.MaxTokens);
+        int max = Math.Min(MaxTokensPerText, _tokenizer.MaxTokens);
         for (int i = 0; i < pairs.Count; i++)
         {
             if (pairs[i].First is null || pairs[i].Second is null) throw new ArgumentException($"pair {i} has a null text.", nameof(pairs));

@@ -17,7 +17,7 @@ public sealed class SentenceEmbedder : IDisposable
     /// <summary>The model.</summary>
     public BertModel Model { get; }
     /// <summary>The tokenizer.</summary>
-    public BertWordPieceTokenizer Tokenizer { get; }
+    public TextTokenizer Tokenizer { get; }
     /// <summary>The settings, open ones resolved (see <see cref="EmbeddingSession.Options"/>).</summary>
     public SentenceEmbedderOptions Options { get; }
     /// <summary>Length of one embedding.</summary>
@@ -25,10 +25,10 @@ public sealed class SentenceEmbedder : IDisposable
 
     /// <summary>An embedder over a loaded model and tokenizer (which the embedder does not dispose).</summary>
     /// <exception cref="ArgumentException">The options do not fit the model.</exception>
-    public SentenceEmbedder(BertModel model, BertWordPieceTokenizer tokenizer, SentenceEmbedderOptions? options = null)
+    public SentenceEmbedder(BertModel model, TextTokenizer tokenizer, SentenceEmbedderOptions? options = null)
         : this(model, tokenizer, options, ownsModel: false) { }
 
-    private SentenceEmbedder(BertModel model, BertWordPieceTokenizer tokenizer, SentenceEmbedderOptions? options, bool ownsModel)
+    private SentenceEmbedder(BertModel model, TextTokenizer tokenizer, SentenceEmbedderOptions? options, bool ownsModel)
     {
         Model = model ?? throw new ArgumentNullException(nameof(model));
         Tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));
@@ -89,7 +89,7 @@ public sealed class SentenceEmbedder : IDisposable
     /// vocab.txt or tokenizer.json); <paramref name="maxTokens"/> gives the tokenizer's limit (0 = the model's positions)
     /// from the loaded model and the folder's sentence-transformers settings. The model is disposed if anything after it fails.
     /// </summary>
-    internal static (BertModel, BertWordPieceTokenizer) LoadParts(string modelPath, string? vocabPath, BertLoadOptions? loadOptions,
+    internal static (BertModel, TextTokenizer) LoadParts(string modelPath, string? vocabPath, BertLoadOptions? loadOptions,
         Func<BertModel, SentenceTransformersConfig?, int> maxTokens)
     {
         bool folder = Directory.Exists(modelPath);
@@ -107,8 +107,9 @@ public sealed class SentenceEmbedder : IDisposable
         try
         {
             int max = maxTokens(model, st);
-            var o = new BertTokenizerOptions { MaxTokens = max == 0 ? model.Embeddings.MaxPositions : max };
-            var tokenizer = tokenizerJson ? BertWordPieceTokenizer.FromTokenizerJson(vocabPath, o) : BertWordPieceTokenizer.FromVocabFile(vocabPath, o);
+            int limit = max == 0 ? model.Embeddings.MaxPositions : max;
+            TextTokenizer tokenizer = tokenizerJson ? TextTokenizer.FromTokenizerJson(vocabPath, limit)
+                : BertWordPieceTokenizer.FromVocabFile(vocabPath, new BertTokenizerOptions { MaxTokens = limit });
             return (model, tokenizer);
         }
         catch
@@ -181,7 +182,7 @@ public sealed class SentenceEmbedder : IDisposable
 
     /// <summary>
     /// The embeddings of texts already split into word-piece ids (each list with its [CLS] and [SEP], as
-    /// <see cref="BertWordPieceTokenizer.Encode(string)"/> gives them), <c>[texts, Dimension]</c> row-major, waiting
+    /// <see cref="TextTokenizer.Encode(string)"/> gives them), <c>[texts, Dimension]</c> row-major, waiting
     /// asynchronously (cancellable) while every session is busy: the same vectors as
     /// <see cref="EncodeAsync(IReadOnlyList{string}, CancellationToken)"/> of the texts, for a caller that has tokenized them
     /// already (to check a request's size, say). A list longer than the model's limit is cut as a text is (its first ids
