@@ -150,6 +150,8 @@ public sealed record BertConfig
             return c;
         }
         catch (JsonException ex) { throw new InvalidDataException($"{source}: not valid JSON: {ex.Message}", ex); }
+        // System.Text.Json throws this when a string read escapes half a surrogate pair ("\ud800")
+        catch (InvalidOperationException ex) { throw new InvalidDataException($"{source}: a string holds a lone surrogate ({ex.Message})", ex); }
     }
 
     /// <summary>Hugging Face's activation names.</summary>

@@ -162,7 +162,8 @@ public sealed class BertWordPieceTokenizer : TextTokenizer
             catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"'{cfg}' is not valid JSON: {e.Message}", e); }
         }
         using var fs = File.OpenRead(path);
-        return FromVocab(fs, options, path, specialSources);
+        try { return FromVocab(fs, options, path, specialSources); }
+        catch (InvalidOperationException e) { throw new InvalidDataException($"'{dir}': a tokenizer configuration string holds a lone surrogate ({e.Message})", e); }
     }
 
     /// <summary>Longest word WordPiece splits, in code points (Hugging Face's <c>max_input_chars_per_word</c>, 100 unless a tokenizer.json says otherwise); longer ones are [UNK].</summary>
@@ -198,6 +199,7 @@ public sealed class BertWordPieceTokenizer : TextTokenizer
         int maxWordChars = 100;
         SpecialTokenNames names;
         using (doc)
+        try
         {
             var root = doc.RootElement;
             if (root.ValueKind != System.Text.Json.JsonValueKind.Object) throw Bad("not a JSON object");
@@ -255,6 +257,11 @@ public sealed class BertWordPieceTokenizer : TextTokenizer
                     TokenizeChineseChars = Flag("handle_chinese_chars") ?? options.TokenizeChineseChars,
                 };
             }
+        }
+        catch (InvalidOperationException e)
+        {
+            // System.Text.Json throws this when a string read escapes half a surrogate pair ("\ud800")
+            throw new InvalidDataException($"'{name}': a string holds a lone surrogate ({e.Message})", e);
         }
         if (options.MaxTokens < 3) throw new ArgumentOutOfRangeException(nameof(options), options.MaxTokens, "MaxTokens must be at least 3 ([CLS], one piece, [SEP]).");
         return FromLines([.. vocab], options, name, maxWordChars, names);

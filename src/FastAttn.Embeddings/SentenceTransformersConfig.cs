@@ -52,6 +52,13 @@ public sealed record SentenceTransformersConfig
     /// </summary>
     internal static SentenceTransformersConfig? ReadFiles(Func<string, byte[]?> file, string folder)
     {
+        // System.Text.Json throws InvalidOperationException when a string read escapes half a surrogate pair ("\ud800")
+        try { return ReadFilesUnchecked(file, folder); }
+        catch (InvalidOperationException e) { throw new InvalidDataException($"{folder}: a sentence-transformers file holds a string with a lone surrogate ({e.Message})", e); }
+    }
+
+    private static SentenceTransformersConfig? ReadFilesUnchecked(Func<string, byte[]?> file, string folder)
+    {
         byte[]? modules = file("modules.json"), lonePooling = modules == null ? file("1_Pooling/config.json") : null, sbert = file("sentence_bert_config.json");
         if (modules == null && lonePooling == null && sbert == null) return null;
         var c = new SentenceTransformersConfig();

@@ -181,6 +181,7 @@ public sealed class UnigramTokenizer : TextTokenizer
         try { doc = JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = 64, AllowTrailingCommas = true }); }
         catch (JsonException e) { throw new InvalidDataException($"'{name}': not valid JSON: {e.Message}", e); }
         using (doc)
+        try
         {
             var root = doc.RootElement;
             if (root.ValueKind != JsonValueKind.Object) throw Bad("not a JSON object");
@@ -218,6 +219,11 @@ public sealed class UnigramTokenizer : TextTokenizer
             var templates = Member(root, "post_processor") is { } pp ? ReadTemplates(pp, Special, Bad) : ([new(-1, 0)], [new(-1, 0), new(-2, 1)]);
             foreach (var p in templates.Item1.Concat(templates.Item2)) if (p.Id >= 0) size = Math.Max(size, p.Id + 1);
             return new UnigramTokenizer(m, normalizer, pre, new AddedTokens(raw), new AddedTokens(normalized), templates, size, maxTokens);
+        }
+        catch (InvalidOperationException e)
+        {
+            // System.Text.Json refuses to read a string whose escapes leave a lone surrogate
+            throw Bad($"a string holds a lone surrogate ({e.Message})");
         }
     }
 
