@@ -8,7 +8,7 @@ namespace FastAttn.Benchmarks;
 
 /// <summary>
 /// Linear time on hostile input (issue 13): 1 MB of ordinary text against 1 MB of the audit's adversarial patterns, for
-/// the English tokenizer, the BERT WordPiece tokenizer and the CoNLL-U reader, and a safetensors header of many tiny entries. Compare the medians of
+/// the English tokenizer, the BERT WordPiece and SentencePiece Unigram tokenizers and the CoNLL-U reader, and a safetensors header of many tiny entries. Compare the medians of
 /// one method across inputs: a quadratic path would take minutes on 1 MB instead of milliseconds.
 /// </summary>
 public class HostileInputBenchmarks
@@ -20,6 +20,9 @@ public class HostileInputBenchmarks
     private byte[] _header = [];
     // all-MiniLM-L6-v2's vocabulary, no truncation: the whole megabyte goes through basic rules and WordPiece
     private FastAttn.Embeddings.BertWordPieceTokenizer? _wordPiece;
+    // a Unigram tokenizer.json as XLM-RoBERTa's is laid out (charsmap + Replace + Metaspace) over a 50,500-piece vocabulary
+    // built from the same word pieces (as UnigramParityTests builds it); no truncation
+    private FastAttn.Embeddings.UnigramTokenizer? _unigram;
 
     private static string Mb(string unit) => new StringBuilder(1 << 20).Insert(0, unit, (1 << 20) / unit.Length).ToString();
 
@@ -49,7 +52,19 @@ public class HostileInputBenchmarks
         h.CopyTo(_header, 8);
         _wordPiece = FastAttn.Embeddings.BertWordPieceTokenizer.FromVocabFile(FastAttn.TestSupport.MiniLmPackage.Files.Vocab,
             new FastAttn.Embeddings.BertTokenizerOptions { MaxTokens = int.MaxValue });
+        string json = Path.Combine(Path.GetTempPath(), $"fastattn-unigram-{Environment.ProcessId}.json");
+        FastAttn.TestSupport.UnigramFiles.TokenizerJson(json, FastAttn.TestSupport.UnigramFiles.PiecesFromWordPiece(File.ReadLines(FastAttn.TestSupport.MiniLmPackage.Files.Vocab), []),
+            new FastAttn.TestSupport.UnigramFiles.Settings
+            {
+                Normalizer = FastAttn.TestSupport.UnigramFiles.XlmrNormalizer(FastAttn.TestSupport.UnigramFiles.CharsMap(FastAttn.TestSupport.UnigramFiles.NfkcLikeRules())),
+                PreTokenizer = FastAttn.TestSupport.UnigramFiles.Metaspace(),
+            });
+        _unigram = FastAttn.Embeddings.UnigramTokenizer.FromTokenizerJson(json, int.MaxValue);
+        File.Delete(json);
     }
+
+    [Benchmark(Description = "UnigramTokenizer.Encode, 1 MB")]
+    public int Unigram() => _unigram!.Encode(_text).Length;
 
     [Benchmark(Description = "BertWordPieceTokenizer.Encode, 1 MB")]
     public int WordPiece() => _wordPiece!.Encode(_text).Length;

@@ -79,6 +79,33 @@ internal static class UnigramFiles
         return r.ToArray();
     }
 
+    /// <summary>
+    /// A Unigram vocabulary from a WordPiece one (all-MiniLM-L6-v2's): word-initial pieces as <c>▁word</c> and bare,
+    /// continuations without <c>##</c>, scores log-probability-like by rank (rounded, so that some tie), plus
+    /// <paramref name="extraWords"/>.
+    /// </summary>
+    public static List<(string, double)> PiecesFromWordPiece(IEnumerable<string> vocabLines, IEnumerable<string> extraWords)
+    {
+        var seen = new HashSet<string>(StringComparer.Ordinal) { "<s>", "<pad>", "</s>", "<unk>", "<mask>" };
+        var r = new List<(string, double)>();
+        int rank = 0;
+        void Add(string p)
+        {
+            if (p.Length == 0 || !seen.Add(p)) return;
+            r.Add((p, -Math.Round(Math.Log(2 + rank++) + 0.05 * p.Length, 2)));
+        }
+        Add("\u2581");
+        foreach (var line in vocabLines)
+        {
+            if (line.StartsWith('[') && line.EndsWith(']')) continue;
+            if (line.StartsWith("##", StringComparison.Ordinal)) { Add(line[2..]); continue; }
+            Add("\u2581" + line);
+            Add(line);
+        }
+        foreach (var w in extraWords) { Add("\u2581" + w); Add(w); }
+        return r;
+    }
+
     private sealed class Node
     {
         public readonly SortedDictionary<byte, Node> Children = [];
