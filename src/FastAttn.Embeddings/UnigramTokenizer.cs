@@ -30,6 +30,7 @@ public sealed class UnigramTokenizer : TextTokenizer
     private readonly int? _unkId;
     private readonly double _unkScore;
     private readonly bool _byteFallback;
+    private readonly int[] _byteIds;
     private readonly Normalizer? _normalizer;
     private readonly PreTokenizer? _preTokenizer;
     private readonly AddedTokens _rawAdded, _normalizedAdded;
@@ -40,6 +41,9 @@ public sealed class UnigramTokenizer : TextTokenizer
     {
         _vocab = m.Vocab; _scores = m.Scores; _trie = m.Trie; _ids = m.Ids; _unkId = m.UnkId; _byteFallback = m.ByteFallback;
         _unkScore = m.MinScore - 10.0;
+        // the byte-fallback pieces <0x00> … <0xFF> looked up once (−1: absent), not formatted per byte
+        _byteIds = new int[256];
+        for (int b = 0; b < 256; b++) _byteIds[b] = m.Ids.TryGetValue($"<0x{b:X2}>", out int id) ? id : -1;
         _normalizer = normalizer; _preTokenizer = preTokenizer; _rawAdded = raw; _normalizedAdded = normalized;
     }
 
@@ -163,7 +167,7 @@ public sealed class UnigramTokenizer : TextTokenizer
         var bytes = Encoding.UTF8.GetBytes(s);
         var found = new int[bytes.Length];
         for (int i = 0; i < bytes.Length; i++)
-            if (!_ids.TryGetValue($"<0x{bytes[i]:X2}>", out found[i])) return false;
+            if ((found[i] = _byteIds[bytes[i]]) < 0) return false;
         ids.AddRange(found);
         return true;
     }
