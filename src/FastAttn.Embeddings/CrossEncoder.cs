@@ -38,12 +38,9 @@ public sealed class CrossEncoder : IDisposable
         var first = new EmbeddingSession(model, tokenizer, options);
         Classes = first.Classes;
         first.ClassifyPairs([("warm", "up")], new float[Classes]);   // warms the code paths
-        bool handedOut = false;
-        _sessions = new LeasePool<EmbeddingSession>(() =>
-        {
-            if (!handedOut) { handedOut = true; return first; }
-            return new EmbeddingSession(model, tokenizer, options);
-        }, options.MaxSessions > 0 ? options.MaxSessions : Environment.ProcessorCount);
+        // the warmed session is the pool's first (a flag in the factory handed it to two callers creating at once)
+        _sessions = new LeasePool<EmbeddingSession>(() => new EmbeddingSession(model, tokenizer, options),
+            options.MaxSessions > 0 ? options.MaxSessions : Environment.ProcessorCount, first);
         _ownsModel = ownsModel;
     }
 

@@ -41,12 +41,8 @@ public sealed class SentenceEmbedder : IDisposable
         Dimension = first.Dimension;
         first.Encode("warm up");
         int capacity = Options.MaxSessions > 0 ? Options.MaxSessions : Environment.ProcessorCount;
-        bool handedOut = false;
-        _sessions = new LeasePool<EmbeddingSession>(() =>
-        {
-            if (!handedOut) { handedOut = true; return first; }
-            return new EmbeddingSession(model, tokenizer, Options);
-        }, capacity);
+        // the warmed session is the pool's first (a flag in the factory handed it to two callers creating at once)
+        _sessions = new LeasePool<EmbeddingSession>(() => new EmbeddingSession(model, tokenizer, Options), capacity, first);
         _ownsModel = ownsModel;
     }
 

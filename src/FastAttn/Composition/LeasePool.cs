@@ -34,6 +34,19 @@ public sealed class LeasePool<T> : IDisposable where T : class, IDisposable
         _slots = new SemaphoreSlim(capacity, capacity);
     }
 
+    /// <summary>
+    /// As above, starting with <paramref name="initial"/> (already created, e.g. warmed up) idle in the pool: it is leased
+    /// first, counts towards <see cref="Capacity"/>, and is disposed with the pool even if never leased.
+    /// </summary>
+    /// <exception cref="ArgumentNullException"><paramref name="create"/> or <paramref name="initial"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="capacity"/> is below 1.</exception>
+    public LeasePool(Func<T> create, int capacity, T initial) : this(create, capacity)
+    {
+        ArgumentNullException.ThrowIfNull(initial);
+        _idle.Push(initial);
+        _all.Add(initial);
+    }
+
     /// <summary>Leases an object, waiting while all are in use.</summary>
     /// <exception cref="ObjectDisposedException">The pool was disposed.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellation"/> was cancelled while waiting.</exception>

@@ -36,12 +36,9 @@ public sealed class SessionPool : IDisposable
             try { first.Run(new float[t * stack.InputWidth], new float[t * stack.OutputWidth]); }
             catch (ArgumentException) { } // a stack whose input cannot be zeros is simply not warmed
         }
-        bool handed = false;
-        _pool = new LeasePool<Session>(() =>
-        {
-            if (!handed) { handed = true; return first; }
-            return stack.CreateSession(maxTokens, threadsPerSession);
-        }, capacity > 0 ? capacity : Math.Max(1, Environment.ProcessorCount / threadsPerSession));
+        // the warmed session is the pool's first (a flag in the factory handed it to two callers creating at once)
+        _pool = new LeasePool<Session>(() => stack.CreateSession(maxTokens, threadsPerSession),
+            capacity > 0 ? capacity : Math.Max(1, Environment.ProcessorCount / threadsPerSession), first);
     }
 
     /// <summary>Runs a (packed) batch on a leased session; see <see cref="Session.Run(ReadOnlySpan{float}, Span{float}, ReadOnlySpan{int}, ReadOnlySpan{int})"/>.</summary>

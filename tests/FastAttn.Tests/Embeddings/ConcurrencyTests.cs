@@ -317,6 +317,71 @@ public sealed class ConcurrencyTests : IDisposable
         await Assert.ThrowsAsync<ObjectDisposedException>(() => embedder.EncodeIdsAsync([_tokenizer.Encode("x")]));
     }
 
+    private sealed class Item : IDisposable
+    {
+        public int Disposed;
+        public void Dispose() => Interlocked.Increment(ref Disposed);
+    }
+
+    [Fact]
+    public void LeasePool_TheInitialObject_IsLeasedToOneCaller_AndDisposedWithThePool_EvenUnused()
+    {
+        for (int rep = 0; rep < MisuseStressTests.Repetitions; rep++)
+        {
+            var initial = new Item();
+            // a slow factory: two callers renting at once overlap in it (where a flag-in-the-factory pool handed out the initial twice)
+            using var pool = new LeasePool<Item>(() => { Thread.Sleep(2); return new Item(); }, 2, initial);
+            Assert.Equal(1, pool.Created);
+            Item? a = null, b = null;
+            using var hold = new Barrier(2);
+            var (ea, eb) = MisuseStressTests.Race(
+                () => { using var l = pool.Rent(); a = l.Value; hold.SignalAndWait(); },
+                () => { using var l = pool.Rent(); b = l.Value; hold.SignalAndWait(); });
+            Assert.Null(ea); Assert.Null(eb);
+            Assert.NotSame(a, b);
+            Assert.True(ReferenceEquals(a, initial) || ReferenceEquals(b, initial));
+            Assert.Equal(2, pool.Created);
+        }
+        var unused = new Item();
+        new LeasePool<Item>(() => new Item(), 3, unused).Dispose();
+        Assert.Equal(1, unused.Disposed);
+        Assert.Throws<ArgumentNullException>(() => new LeasePool<Item>(() => new Item(), 1, null!));
+    }
+
+    [Fact]
+    public void SentenceEmbedder_CrossEncoder_SessionPool_TheFirstCallersAtOnce_EachGetTheirOwnSession()
+    {
+        // the warmed-up session used to be handed out by a flag in the pool's factory: two first callers creating at once
+        // could both get it (one then failed "one caller at a time"); each pool now starts with it idle
+        var pairModelDir = new TempDir();
+        try
+        {
+            BertModelTests.Write(pairModelDir, CrossEncoderTests.PairCheckpoint());
+            using var pairModel = BertModel.Load(pairModelDir.Path);
+            using var enc = TransformerEncoder.Create(layers: 1, dModel: 16, heads: 2, ffDim: 32, seed: 3);
+            var x = Reference.Random(5 * 16, 1);
+            float[] wantEmbed = new SentenceEmbedder(_model, _tokenizer).Encode("the cafe owner"), wantRun = new float[x.Length];
+            using (var p0 = new SessionPool(enc, 8)) p0.Run(x, wantRun);
+            float[] wantPair;
+            using (var c0 = new CrossEncoder(pairModel, _tokenizer)) wantPair = c0.Logits("the cafe", "owner paid");
+            for (int rep = 0; rep < MisuseStressTests.Repetitions; rep++)
+            {
+                using var embedder = new SentenceEmbedder(_model, _tokenizer, new SentenceEmbedderOptions { MaxSessions = 2 });
+                var (e1, e2) = MisuseStressTests.Race(() => Assert.Equal(wantEmbed, embedder.Encode("the cafe owner")), () => Assert.Equal(wantEmbed, embedder.Encode("the cafe owner")));
+                Assert.Null(e1); Assert.Null(e2);
+                using var ce = new CrossEncoder(pairModel, _tokenizer, new SentenceEmbedderOptions { MaxSessions = 2 });
+                (e1, e2) = MisuseStressTests.Race(() => Assert.Equal(wantPair, ce.Logits("the cafe", "owner paid")), () => Assert.Equal(wantPair, ce.Logits("the cafe", "owner paid")));
+                Assert.Null(e1); Assert.Null(e2);
+                using var pool = new SessionPool(enc, 8, capacity: 2);
+                float[] y1 = new float[x.Length], y2 = new float[x.Length];
+                (e1, e2) = MisuseStressTests.Race(() => pool.Run(x, y1), () => pool.Run(x, y2));
+                Assert.Null(e1); Assert.Null(e2);
+                Assert.Equal(wantRun, y1); Assert.Equal(wantRun, y2);
+            }
+        }
+        finally { pairModelDir.Dispose(); }
+    }
+
     [Fact]
     public async Task SessionPool_ManyThreads_SameAnswers_BoundedSessions()
     {

@@ -17,11 +17,18 @@ public sealed class CrossEncoderTests : IDisposable
     private readonly TempDir _dir = new();
     private readonly Dictionary<string, (float[] Data, long[] Shape)> _w;
 
+    /// <summary>BertModelTests' checkpoint with a two-class classifier on its pooler.</summary>
+    internal static Dictionary<string, (float[] Data, long[] Shape)> PairCheckpoint()
+    {
+        var w = Checkpoint(seed: 5);
+        w["classifier.weight"] = (FastAttn.Tests.Reference.Random(Classes * H, 77, 0.3f), [Classes, H]);
+        w["classifier.bias"] = (FastAttn.Tests.Reference.Random(Classes, 78, 0.1f), [Classes]);
+        return w;
+    }
+
     public CrossEncoderTests()
     {
-        _w = Checkpoint(seed: 5);
-        _w["classifier.weight"] = (FastAttn.Tests.Reference.Random(Classes * H, 77, 0.3f), [Classes, H]);
-        _w["classifier.bias"] = (FastAttn.Tests.Reference.Random(Classes, 78, 0.1f), [Classes]);
+        _w = PairCheckpoint();
         Write(_dir, _w);
         File.WriteAllText(_dir.File("vocab.txt"), string.Join('\n', TokenizerRulesTests.Vocab[..Vocab]) + "\n");
     }
