@@ -31,7 +31,10 @@ public sealed record BertConfig
     /// The family the checkpoint's names follow: "bert" (BERT, MiniLM, most sentence-transformers models), "distilbert"
     /// (DistilBERT: no token types, its layer names, a ReLU <c>pre_classifier</c> where BERT has its tanh pooler) or "mpnet"
     /// (MPNet, e.g. all-mpnet-base-v2: no token types, positions from 2, a relative position bias in every layer) or
-    /// "electra" (ELECTRA's discriminator: BERT's layers, embeddings possibly narrower and projected, a GELU classification head).
+    /// "electra" (ELECTRA's discriminator: BERT's layers, embeddings possibly narrower and projected, a GELU classification head)
+    /// or "roberta", "xlm-roberta", "camembert" (RoBERTa and its multilingual kin, e.g. multilingual-e5-base, bge-m3,
+    /// paraphrase-multilingual-mpnet-base-v2: BERT's layers under <c>roberta.</c>, positions numbered after the padding index,
+    /// one token type).
     /// </summary>
     public string ModelType { get; init; } = "bert";
     /// <summary>The pooler's activation: tanh (BERT's pooler, MPNet's classification head), ReLU (DistilBERT's <c>pre_classifier</c>) or GELU (ELECTRA's classification head).</summary>
@@ -48,11 +51,28 @@ public sealed record BertConfig
     /// </summary>
     public int EmbeddingSize { get; init; }
 
+    /// <summary>
+    /// RoBERTa's and MPNet's padding index (RoBERTa: <c>pad_token_id</c>; MPNet: 1, fixed in its code): positions are
+    /// numbered from <c>PaddingIdx + 1</c>, and a token with this id takes position row <c>PaddingIdx</c> without advancing
+    /// the count, as Hugging Face's <c>create_position_ids_from_input_ids</c> numbers them. −1: the family's default (1 for
+    /// RoBERTa and MPNet; none for BERT, DistilBERT and ELECTRA, whose positions are 0, 1, 2, … for every token).
+    /// </summary>
+    public int PaddingIdx { get; init; } = -1;
+
+    /// <summary>The padding index in force (see <see cref="PaddingIdx"/>), −1 for none.</summary>
+    internal int PositionPadding => PaddingIdx >= 0 || !(IsRoberta || ModelType == "mpnet") ? PaddingIdx : 1;
+
+    /// <summary>True for the RoBERTa family's model types.</summary>
+    internal bool IsRoberta => ModelType is "roberta" or "xlm-roberta" or "camembert";
+
+    /// <summary>Rows of the position table before the first position (0, or <see cref="PaddingIdx"/> + 1).</summary>
+    internal int PositionOffset => PositionPadding + 1;
+
     /// <summary>The embedding width in force.</summary>
     internal int EmbeddingWidth => EmbeddingSize == 0 ? HiddenSize : EmbeddingSize;
 
-    /// <summary>Rows of the position table FastAttn uses: MPNet's table starts at its position 2 (see <see cref="MpnetTensors"/>).</summary>
-    internal int PositionRows => ModelType == "mpnet" ? MaxPositionEmbeddings - MpnetTensors.PositionOffset : MaxPositionEmbeddings;
+    /// <summary>Positions a sequence can take: the table's rows after <see cref="PositionOffset"/>.</summary>
+    internal int PositionRows => MaxPositionEmbeddings - PositionOffset;
 
     /// <summary>Throws unless every field is in range.</summary>
     /// <exception cref="InvalidDataException">A field is out of range, or heads do not divide the hidden size.</exception>
@@ -69,12 +89,14 @@ public sealed record BertConfig
         Need(TypeVocabSize is > 0 and <= 1 << 16, $"type_vocab_size {TypeVocabSize} is out of range");
         Need(VocabSize is > 0 and < 1 << 24, $"vocab_size {VocabSize} is out of range (ids travel as floats, exact below 2^24)");
         Need(HiddenAct is Activation.Gelu or Activation.GeluTanh or Activation.Relu, $"hidden_act {HiddenAct} is not supported");
-        Need(ModelType is "bert" or "distilbert" or "mpnet" or "electra", $"model_type '{ModelType}' is not bert, distilbert, mpnet or electra");
+        Need(ModelType is "bert" or "distilbert" or "mpnet" or "electra" || IsRoberta, $"model_type '{ModelType}' is not bert, distilbert, mpnet, electra, roberta, xlm-roberta or camembert");
         Need(EmbeddingSize is >= 0 and <= 1 << 16 && (EmbeddingSize == 0 || EmbeddingSize == HiddenSize || ModelType == "electra"),
             $"embedding_size {EmbeddingSize} is not supported (a projected embedding is ELECTRA's)");
         Need(ModelType == "mpnet" ? RelativeAttentionNumBuckets is >= 32 and <= 1 << 16 : RelativeAttentionNumBuckets == 0,
             $"relative_attention_num_buckets {RelativeAttentionNumBuckets} is not supported (MPNet: at least the 32 its bucket function uses; others: none)");
-        Need(PositionRows > 0, $"max_position_embeddings {MaxPositionEmbeddings} leaves no position after MPNet's first two rows");
+        Need(PaddingIdx >= -1 && (ModelType == "mpnet" ? PositionPadding == 1 : IsRoberta ? PositionPadding < VocabSize : PaddingIdx == -1),
+            $"padding index {PaddingIdx} is not supported (RoBERTa: a vocabulary id; MPNet: 1; others: none)");
+        Need(PositionRows > 0, $"max_position_embeddings {MaxPositionEmbeddings} leaves no position after the padding index {PositionPadding}");
         Need(PoolerActivation is Activation.Tanh or Activation.Relu or Activation.Gelu, $"pooler activation {PoolerActivation} is not tanh, ReLU or GELU");
     }
 
@@ -99,15 +121,18 @@ public sealed record BertConfig
             if (r.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{source}: not a JSON object.");
             int Int(string name, int? fallback = null)
             {
-                if (r.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i)) return i;
-                if (fallback is int f) return f;
+                bool present = r.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null;
+                if (present && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i)) return i;
+                // absent (or null): the family's default; present but not an integer: refused, never silently replaced
+                if (!present && fallback is int f) return f;
                 throw new InvalidDataException($"{source}: '{name}' is missing or not an integer.");
             }
             // older configs have no model_type: DistilBERT's are told by its own field names
             string modelType = r.TryGetProperty("model_type", out var mt) && mt.ValueKind == JsonValueKind.String ? mt.GetString()!
                 : !r.TryGetProperty("hidden_size", out _) && r.TryGetProperty("dim", out _) && r.TryGetProperty("n_heads", out _) ? "distilbert" : "bert";
-            if (modelType is not ("bert" or "distilbert" or "mpnet" or "electra"))
-                throw new InvalidDataException($"{source}: model_type '{modelType}' is not a BERT-family encoder FastAttn loads (bert, distilbert, mpnet, electra).");
+            bool roberta = modelType is "roberta" or "xlm-roberta" or "camembert";
+            if (modelType is not ("bert" or "distilbert" or "mpnet" or "electra") && !roberta)
+                throw new InvalidDataException($"{source}: model_type '{modelType}' is not a BERT-family encoder FastAttn loads (bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert).");
             if (modelType == "distilbert")
             {
                 // DistilBERT's own field names; LayerNorm ε is fixed at 1e-12 in its code, and it has no token types
@@ -138,13 +163,15 @@ public sealed record BertConfig
             {
                 HiddenSize = Int("hidden_size"), NumAttentionHeads = Int("num_attention_heads"), NumHiddenLayers = Int("num_hidden_layers"),
                 IntermediateSize = Int("intermediate_size"), HiddenAct = act, LayerNormEps = eps,
-                MaxPositionEmbeddings = Int("max_position_embeddings", mpnet ? 514 : 512), VocabSize = Int("vocab_size"),
+                MaxPositionEmbeddings = Int("max_position_embeddings", mpnet || roberta ? 514 : 512), VocabSize = Int("vocab_size"),
                 // MPNet has no token types (one zero embedding stands in); its relative bias has 32 buckets unless stated
                 TypeVocabSize = mpnet ? 1 : Int("type_vocab_size", 2), ModelType = modelType,
                 RelativeAttentionNumBuckets = mpnet ? Int("relative_attention_num_buckets", 32) : 0,
                 // ELECTRA: embeddings of embedding_size, projected to hidden_size; its classification head's activation is GELU
                 EmbeddingSize = modelType == "electra" ? Int("embedding_size", Int("hidden_size")) : 0,
                 PoolerActivation = modelType == "electra" ? Activation.Gelu : Activation.Tanh,
+                // RoBERTa numbers positions after its padding index (pad_token_id); MPNet's code fixes it at 1
+                PaddingIdx = mpnet ? 1 : roberta ? Int("pad_token_id", 1) : -1,
             };
             c.Validate(source);
             return c;

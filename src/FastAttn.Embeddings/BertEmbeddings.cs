@@ -8,6 +8,8 @@ namespace FastAttn.Embeddings;
 /// BERT's embeddings as the first block of a stack: word + position + token-type embeddings, then LayerNorm. Input row
 /// t holds two numbers, the token id and the token-type id (as floats: exact below 2²⁴); positions restart at 0 for every
 /// sequence of a packed batch. Ids are data and are checked (an id outside its table throws before anything is written).
+/// RoBERTa and MPNet number positions after a padding index: their first position is row <see cref="PositionOffset"/> of
+/// the table, and a token whose id is the padding index takes row <see cref="PaddingId"/> without advancing the count.
 /// </summary>
 public sealed class BertEmbeddings : Block
 {
@@ -16,12 +18,16 @@ public sealed class BertEmbeddings : Block
     private readonly float[]? _wordScale;    //   and their scales
     private readonly ushort[]? _wordBf16;    // Precision.BF16Weights: bfloat16 rows
     private readonly LayerNorm _norm;
-    private readonly int _width;
+    private readonly int _width, _positionOffset, _paddingId;
 
     /// <summary>Vocabulary size.</summary>
     public int Vocabulary { get; }
-    /// <summary>Rows of the position table: the longest sequence.</summary>
+    /// <summary>Positions a sequence can take: the position table's rows after <see cref="PositionOffset"/> (the longest sequence).</summary>
     public int MaxPositions { get; }
+    /// <summary>Row of the position table a sequence's first token takes: 0, or RoBERTa's and MPNet's padding index + 1.</summary>
+    public int PositionOffset => _positionOffset;
+    /// <summary>The padding id whose tokens take position row <see cref="PaddingId"/> and do not advance the count (RoBERTa, MPNet), or −1.</summary>
+    public int PaddingId => _paddingId;
     /// <summary>Token types.</summary>
     public int TokenTypes { get; }
     /// <summary>How the word table is stored (the position and token-type tables are FP32).</summary>
@@ -50,6 +56,17 @@ public sealed class BertEmbeddings : Block
     /// <exception cref="ArgumentNullException">A table or the norm is null.</exception>
     /// <exception cref="ArgumentOutOfRangeException">The precision is unknown.</exception>
     public BertEmbeddings(ReadOnlySpan<float> word, ReadOnlySpan<float> position, ReadOnlySpan<float> tokenType, LayerNorm norm, Kernels.Precision wordPrecision)
+        : this(word, position, tokenType, norm, wordPrecision, -1) { }
+
+    /// <summary>
+    /// As above, numbering positions as RoBERTa and MPNet do when <paramref name="paddingId"/> ≥ 0: a sequence's first
+    /// position is row <paramref name="paddingId"/> + 1 of the position table, and a token whose id is
+    /// <paramref name="paddingId"/> takes row <paramref name="paddingId"/> without advancing the count.
+    /// </summary>
+    /// <exception cref="ArgumentException">A table is not a positive multiple of the width, the norm's width differs, or the padding id leaves no position or is outside the vocabulary.</exception>
+    /// <exception cref="ArgumentNullException">A table or the norm is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The precision is unknown.</exception>
+    public BertEmbeddings(ReadOnlySpan<float> word, ReadOnlySpan<float> position, ReadOnlySpan<float> tokenType, LayerNorm norm, Kernels.Precision wordPrecision, int paddingId)
     {
         if ((uint)wordPrecision > (uint)Kernels.Precision.BF16Weights) throw new ArgumentOutOfRangeException(nameof(wordPrecision), wordPrecision, "Unknown precision.");
         WordPrecision = wordPrecision;
@@ -61,9 +78,14 @@ public sealed class BertEmbeddings : Block
             return t.Length / _width;
         }
         Vocabulary = Rows(word, nameof(word));
-        MaxPositions = Rows(position, nameof(position));
+        int positionRows = Rows(position, nameof(position));
         TokenTypes = Rows(tokenType, nameof(tokenType));
         if (Vocabulary >= 1 << 24) ThrowHelper.Argument(nameof(word), "ids travel as floats and must stay below 2^24.");
+        if (paddingId < -1 || paddingId >= Vocabulary || paddingId + 1 >= positionRows)
+            ThrowHelper.Argument(nameof(paddingId), $"padding id {paddingId} is not −1 or a vocabulary id below the position table's {positionRows} rows less one.");
+        _paddingId = paddingId;
+        _positionOffset = paddingId + 1;
+        MaxPositions = positionRows - _positionOffset;
         _position = position.ToArray(); _type = tokenType.ToArray();
         _word = [];
         switch (wordPrecision)
@@ -136,14 +158,16 @@ public sealed class BertEmbeddings : Block
         int t0 = 0;
         for (int s = 0; s < batch.Count; s++)
         {
-            int len = batch.Length(s);
-            for (int p = 0; p < len; p++)
+            int len = batch.Length(s), p = _positionOffset;
+            for (int i = 0; i < len; i++)
             {
-                int t = t0 + p;
+                int t = t0 + i, id = (int)input[2 * t];
                 var dst = output.Slice(t * w, w);
-                WordRow((int)input[2 * t], dst);
+                WordRow(id, dst);
                 TensorPrimitives.Add(dst, _type.AsSpan((int)input[2 * t + 1] * w, w), dst);
-                TensorPrimitives.Add(dst, _position.AsSpan(p * w, w), dst);
+                // RoBERTa/MPNet: a padding token takes the padding row and is not counted (cumsum of non-padding tokens)
+                int row = id == _paddingId ? _paddingId : p++;
+                TensorPrimitives.Add(dst, _position.AsSpan(row * w, w), dst);
             }
             t0 += len;
         }

@@ -135,9 +135,12 @@ public sealed class BertModel : IDisposable
     {
         string name = System.IO.Path.GetFileName(file);
         bool distil = DistilBertTensors.Detect(src), mpnet = !distil && MpnetTensors.Detect(src), electra = !distil && !mpnet && ElectraTensors.Detect(src);
+        // RoBERTa: by its prefix, or (bare names, no config) by the graph's positions counted after a padding id
+        bool roberta = !distil && !mpnet && !electra && (RobertaTensors.Detect(src) || (config == null ? graph?.PaddingIdx != null : config.IsRoberta));
         if (distil) src = new DistilBertTensors(src);
         if (mpnet) src = new MpnetTensors(src);
         if (electra) src = new ElectraTensors(src);
+        if (roberta) src = new RobertaTensors(src);
         if (config != null)
         {
             if (heads is int h && h != config.NumAttentionHeads)
@@ -170,16 +173,17 @@ public sealed class BertModel : IDisposable
         else throw new InvalidDataException($"the number of attention heads of '{file}' cannot be determined: it is not in the file{(graph != null ? " (no reshape into heads found in the graph)" : "")} and there is no config.json beside it; put the model's config.json beside it or pass the heads (--heads N).");
         var cfg = new BertConfig
         {
-            HiddenSize = (int)hidden, EmbeddingSize = electra ? (int)word[1] : 0, VocabSize = (int)word[0], MaxPositionEmbeddings = (int)pos[0] + (mpnet ? MpnetTensors.PositionOffset : 0), TypeVocabSize = (int)type[0],
+            HiddenSize = (int)hidden, EmbeddingSize = electra ? (int)word[1] : 0, VocabSize = (int)word[0], MaxPositionEmbeddings = (int)pos[0], TypeVocabSize = (int)type[0],
             IntermediateSize = (int)inter[0], NumHiddenLayers = layers, NumAttentionHeads = nHeads,
-            HiddenAct = graph?.Activation ?? Activation.Gelu, LayerNormEps = graph?.Eps ?? (mpnet ? 1e-5f : 1e-12f),
-            ModelType = distil ? "distilbert" : mpnet ? "mpnet" : electra ? "electra" : "bert",
+            HiddenAct = graph?.Activation ?? Activation.Gelu, LayerNormEps = graph?.Eps ?? (mpnet || roberta ? 1e-5f : 1e-12f),
+            ModelType = distil ? "distilbert" : mpnet ? "mpnet" : electra ? "electra" : roberta ? "roberta" : "bert",
+            PaddingIdx = mpnet ? 1 : roberta ? graph?.PaddingIdx ?? 1 : -1,
             PoolerActivation = distil ? Activation.Relu : electra ? Activation.Gelu : Activation.Tanh,
             RelativeAttentionNumBuckets = mpnet ? (int)Shape("encoder.relative_attention_bias.weight")[0] : 0,
         };
         cfg.Validate(src.Name);
-        string defaultEps = mpnet ? "1e-5" : "1e-12";
-        string rest = graph == null ? $"GELU and ε {defaultEps} assumed ({(mpnet ? "MPNet" : "BERT")}'s)" : $"{(graph.Activation == null ? "GELU assumed" : "activation from the graph")}, {(graph.Eps == null ? $"ε {defaultEps} assumed" : "ε from the graph")}";
+        string defaultEps = mpnet || roberta ? "1e-5" : "1e-12";
+        string rest = graph == null ? $"GELU and ε {defaultEps} assumed ({(mpnet ? "MPNet" : roberta ? "RoBERTa" : "BERT")}'s)" : $"{(graph.Activation == null ? "GELU assumed" : "activation from the graph")}, {(graph.Eps == null ? $"ε {defaultEps} assumed" : "ε from the graph")}";
         return (cfg, $"{name}; {headSource}; {rest}");
     }
 
@@ -204,6 +208,9 @@ public sealed class BertModel : IDisposable
         if (source is not DistilBertTensors && DistilBertTensors.Detect(source)) source = new DistilBertTensors(source);
         if (source is not MpnetTensors && source is not DistilBertTensors && MpnetTensors.Detect(source)) source = new MpnetTensors(source);
         if (source is not RenamedBertTensors && (config.ModelType == "electra" || ElectraTensors.Detect(source))) source = new ElectraTensors(source);
+        if (source is not RenamedBertTensors && (config.IsRoberta || RobertaTensors.Detect(source))) source = new RobertaTensors(source);
+        if (config.IsRoberta != source is RobertaTensors)
+            throw new InvalidDataException($"'{source.Name}': the config says model_type '{config.ModelType}' but the tensors are {(source is RobertaTensors ? "RoBERTa's" : "not RoBERTa's")}.");
         if ((config.ModelType == "electra") != source is ElectraTensors)
             throw new InvalidDataException($"'{source.Name}': the config says model_type '{config.ModelType}' but the tensors are {(source is ElectraTensors ? "ELECTRA's" : "not ELECTRA's")}.");
         if ((config.ModelType == "mpnet") != source is MpnetTensors)
@@ -219,7 +226,7 @@ public sealed class BertModel : IDisposable
             emb.Ignore("position_ids");
             emb.Ignore("token_type_ids");
             var word = emb.Pp("word_embeddings").Get("weight", config.VocabSize, e);
-            var pos = emb.Pp("position_embeddings").Get("weight", config.PositionRows, e);
+            var pos = emb.Pp("position_embeddings").Get("weight", config.MaxPositionEmbeddings, e);
             var type = emb.Pp("token_type_embeddings").Get("weight", config.TypeVocabSize, e);
             var embNorm = Norm(emb.Pp("LayerNorm"), e, config.LayerNormEps);
             // ELECTRA's narrower embeddings, projected to the hidden width
@@ -246,7 +253,7 @@ public sealed class BertModel : IDisposable
                 else { cw = cls.Get("weight", cs[0], h); cb = cls.Maybe("bias", cs[0]); }
             }
             if (vb.Checking) return null;
-            var blocks = new List<IBlock> { new BertEmbeddings(word, pos, type, embNorm!, plan.For("embeddings.word_embeddings")) };
+            var blocks = new List<IBlock> { new BertEmbeddings(word, pos, type, embNorm!, plan.For("embeddings.word_embeddings"), config.PositionPadding) };
             if (projW != null) blocks.Add(new LinearBlock(new Linear(projW, h, e, projB, Activation.None, plan.For("embeddings_project"))));
             blocks.AddRange(layers!);
             Linear? pooler = hasPooler ? new Linear(pw, h, h, pb, config.PoolerActivation, plan.For("pooler.dense")) : null;

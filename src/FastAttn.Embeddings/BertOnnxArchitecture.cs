@@ -15,16 +15,42 @@ internal sealed class BertOnnxArchitecture
     public string HeadsEvidence { get; private init; } = "";
     public float? Eps { get; private init; }
     public Activation? Activation { get; private init; }
+    /// <summary>
+    /// RoBERTa's padding index when the graph numbers positions as RoBERTa does — Equal(input ids, padding) → Not → CumSum
+    /// (the export of <c>create_position_ids_from_input_ids</c>) — else null.
+    /// </summary>
+    public int? PaddingIdx { get; private init; }
 
     public static BertOnnxArchitecture Read(OnnxModelFile onnx)
     {
         int hidden = 0;
-        foreach (var prefix in new[] { "", "bert.", "distilbert." })
+        foreach (var prefix in new[] { "", "bert.", "distilbert.", "roberta." })
             if (hidden == 0 && onnx.TryGetShape(prefix + "embeddings.word_embeddings.weight", out var w) && w.Length == 2) hidden = (int)w[1];
         var (heads, evidence) = FromFusedAttention(onnx);
         if (heads == null) (heads, evidence) = FromReshapes(onnx, hidden);
         if (heads == null) (heads, evidence) = FromScale(onnx, hidden);
-        return new BertOnnxArchitecture { Heads = heads, HeadsEvidence = evidence, Eps = FindEps(onnx), Activation = FindActivation(onnx) };
+        return new BertOnnxArchitecture { Heads = heads, HeadsEvidence = evidence, Eps = FindEps(onnx), Activation = FindActivation(onnx), PaddingIdx = FindPaddingIdx(onnx) };
+    }
+
+    /// <summary>The constant an input of the graph is compared with on the way to a CumSum (RoBERTa's position numbering).</summary>
+    private static int? FindPaddingIdx(OnnxModelFile onnx)
+    {
+        foreach (var cumsum in onnx.Nodes)
+        {
+            if (cumsum.OpType != "CumSum" || cumsum.Inputs.Count < 1) continue;
+            // walk back through casts and the Not to the Equal
+            var n = onnx.ProducerOf(cumsum.Inputs[0]);
+            for (int hops = 0; n != null && n.OpType is "Cast" or "Not" && n.Inputs.Count > 0 && hops < 8; hops++) n = onnx.ProducerOf(n.Inputs[0]);
+            if (n is not { OpType: "Equal", Inputs.Count: 2 }) continue;
+            for (int k = 0; k < 2; k++)
+            {
+                string other = n.Inputs[1 - k];
+                var x = onnx.ProducerOf(other);
+                while (x is { OpType: "Cast" } && x.Inputs.Count > 0) { other = x.Inputs[0]; x = onnx.ProducerOf(other); }
+                if (onnx.Int64Constant(n.Inputs[k]) is [var c] && c is >= 0 and < 1 << 24 && onnx.GraphInputs.Contains(other)) return (int)c;
+            }
+        }
+        return null;
     }
 
     /// <summary>ONNX Runtime's fused com.microsoft Attention nodes state the heads (<c>num_heads</c>).</summary>

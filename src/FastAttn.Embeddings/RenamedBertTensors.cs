@@ -32,7 +32,7 @@ internal abstract class RenamedBertTensors : ITensorSource
 
     public IEnumerable<string> TensorNames => _typeName == null ? _toSource.Keys : _toSource.Keys.Append(_typeName);
 
-    public virtual bool TryGetShape(string name, out long[] shape)
+    public bool TryGetShape(string name, out long[] shape)
     {
         if (_typeName != null && name == _typeName) { shape = [1, Hidden]; return true; }
         if (_toSource.TryGetValue(name, out var n)) return Source.TryGetShape(n, out shape);
@@ -40,7 +40,7 @@ internal abstract class RenamedBertTensors : ITensorSource
         return false;
     }
 
-    public virtual void ReadFloat32(string name, Span<float> destination)
+    public void ReadFloat32(string name, Span<float> destination)
     {
         if (_typeName != null && name == _typeName)
         {
@@ -49,6 +49,19 @@ internal abstract class RenamedBertTensors : ITensorSource
             return;
         }
         Source.ReadFloat32(SourceName(name), destination);
+    }
+
+    /// <summary>
+    /// The masked-LM head (<c>lm_head.*</c>, ignored: under <c>cls.</c>) and the sequence-classification head of MPNet and
+    /// RoBERTa (dense + tanh on the first token, then <c>out_proj</c> — BERT's pooler and classifier; read as the pooler only
+    /// when the checkpoint has no pooler of its own); null for any other name.
+    /// </summary>
+    protected static string? ClassificationHead(string n, string to, bool pooler)
+    {
+        if (n.StartsWith("lm_head.", StringComparison.Ordinal)) return "cls." + n;
+        if (!pooler && n.StartsWith("classifier.dense.", StringComparison.Ordinal)) return to + "pooler.dense." + n["classifier.dense.".Length..];
+        if (n.StartsWith("classifier.out_proj.", StringComparison.Ordinal)) return "classifier." + n["classifier.out_proj.".Length..];
+        return null;
     }
 
     /// <summary>The checkpoint's name of BERT's name <paramref name="name"/>.</summary>

@@ -68,10 +68,11 @@ public class MpnetTests
     {
         float[] W(string n) => w[prefix + n].Data;
         int t = ids.Length, dh = H / Heads;
+        var pos = RobertaTests.PositionIds(ids, 1);            // positions from 2; a <pad> (id 1) takes row 1 and is not counted
         var x = new double[t * H];
         for (int i = 0; i < t; i++)
             for (int c = 0; c < H; c++)
-                x[i * H + c] = (double)W("embeddings.word_embeddings.weight")[ids[i] * H + c] + W("embeddings.position_embeddings.weight")[(i + 2) * H + c];   // positions from 2
+                x[i * H + c] = (double)W("embeddings.word_embeddings.weight")[ids[i] * H + c] + W("embeddings.position_embeddings.weight")[pos[i] * H + c];
         x = Ln(x, t, H, W("embeddings.LayerNorm.weight"), W("embeddings.LayerNorm.bias"), Eps);
         var rel = W("encoder.relative_attention_bias.weight");
         for (int l = 0; l < Layers; l++)
@@ -112,7 +113,7 @@ public class MpnetTests
     }
 
     private static readonly int[][] Sequences =
-        [[0, 7, 11, 2], [0, 2], [0, 45, 5, 9, 9, 30, 12, 13, 14, 2], [0], [0, .. Enumerable.Range(0, 148).Select(i => 4 + (i * 37) % 55), 2]];
+        [[0, 7, 11, 2], [0, 2], [0, 45, 5, 9, 9, 30, 12, 13, 14, 2], [0], [0, .. Enumerable.Range(0, 148).Select(i => 4 + (i * 37) % 55), 2], [0, 1, 9, 1, 1, 12, 2]];
 
     [Theory]
     [InlineData("mpnet.", true)]
