@@ -9,7 +9,7 @@ namespace FastAttn.Embeddings;
 public abstract class TextTokenizer
 {
     /// <summary>One element of a framing template: a special token's id, or (<see cref="Id"/> −1 / −2) the first / second text.</summary>
-    private protected readonly record struct TemplatePiece(int Id, int TypeId)
+    internal readonly record struct TemplatePiece(int Id, int TypeId)
     {
         public bool IsText => Id < 0;
     }
@@ -31,7 +31,7 @@ public abstract class TextTokenizer
 
     /// <summary>BERT's framing (<c>[CLS] A [SEP]</c>, pairs <c>[CLS] A [SEP] B [SEP]</c> with token type 1 on B), or with
     /// <paramref name="doubleSeparator"/> RoBERTa's and MPNet's (<c>&lt;s&gt; A &lt;/s&gt;&lt;/s&gt; B &lt;/s&gt;</c>, all type 0).</summary>
-    private protected static (TemplatePiece[] Single, TemplatePiece[] Pair) ClsSepTemplates(int cls, int sep, bool doubleSeparator) =>
+    internal static (TemplatePiece[] Single, TemplatePiece[] Pair) ClsSepTemplates(int cls, int sep, bool doubleSeparator) =>
         ([new(cls, 0), new(-1, 0), new(sep, 0)],
          doubleSeparator ? [new(cls, 0), new(-1, 0), new(sep, 0), new(sep, 0), new(-2, 0), new(sep, 0)]
                          : [new(cls, 0), new(-1, 0), new(sep, 0), new(-2, 1), new(sep, 1)]);
@@ -126,19 +126,23 @@ public abstract class TextTokenizer
 
     /// <summary>
     /// Loads Hugging Face's <c>tokenizer.json</c>, whichever model it holds: <c>WordPiece</c> (BERT's; see
-    /// <see cref="BertWordPieceTokenizer.FromTokenizerJson(string, BertTokenizerOptions?)"/>) or <c>Unigram</c>
-    /// (SentencePiece's; see <see cref="UnigramTokenizer.FromTokenizerJson(string, int)"/>).
+    /// <see cref="BertWordPieceTokenizer.FromTokenizerJson(string, BertTokenizerOptions?)"/>), <c>Unigram</c>
+    /// (SentencePiece's; see <see cref="UnigramTokenizer.FromTokenizerJson(string, int)"/>) or <c>BPE</c> (RoBERTa's and
+    /// GPT-2's byte-level BPE, SentencePiece BPE; see <see cref="BpeTokenizer.FromTokenizerJson(string, int)"/>).
     /// </summary>
-    /// <exception cref="InvalidDataException">The file is not such a tokenizer (see the two loaders).</exception>
+    /// <exception cref="InvalidDataException">The file is not such a tokenizer (see the three loaders).</exception>
     /// <exception cref="IOException">The file cannot be read.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxTokens"/> leaves no room for a token.</exception>
     public static TextTokenizer FromTokenizerJson(string path, int maxTokens = 512)
     {
         ArgumentNullException.ThrowIfNull(path);
         var json = TokenizerJson.ReadFile(path);
-        return TokenizerJson.ModelType(json, path) == "Unigram"
-            ? UnigramTokenizer.FromTokenizerJson(json, maxTokens, path)
-            : BertWordPieceTokenizer.FromTokenizerJson(json, new BertTokenizerOptions { MaxTokens = maxTokens }, path);
+        return TokenizerJson.ModelType(json, path) switch
+        {
+            "Unigram" => UnigramTokenizer.FromTokenizerJson(json, maxTokens, path),
+            "BPE" => BpeTokenizer.FromTokenizerJson(json, maxTokens, path),
+            _ => BertWordPieceTokenizer.FromTokenizerJson(json, new BertTokenizerOptions { MaxTokens = maxTokens }, path),
+        };
     }
 }
 
