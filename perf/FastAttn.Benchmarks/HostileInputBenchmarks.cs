@@ -8,7 +8,7 @@ namespace FastAttn.Benchmarks;
 
 /// <summary>
 /// Linear time on hostile input (issue 13): 1 MB of ordinary text against 1 MB of the audit's adversarial patterns, for
-/// the English tokenizer, the BERT WordPiece and SentencePiece Unigram tokenizers and the CoNLL-U reader, and a safetensors header of many tiny entries. Compare the medians of
+/// the English tokenizer, the BERT WordPiece, SentencePiece Unigram and byte-level BPE tokenizers and the CoNLL-U reader, and a safetensors header of many tiny entries. Compare the medians of
 /// one method across inputs: a quadratic path would take minutes on 1 MB instead of milliseconds.
 /// </summary>
 public class HostileInputBenchmarks
@@ -23,6 +23,8 @@ public class HostileInputBenchmarks
     // a Unigram tokenizer.json as XLM-RoBERTa's is laid out (charsmap + Replace + Metaspace) over a 50,500-piece vocabulary
     // built from the same word pieces (as UnigramParityTests builds it); no truncation
     private FastAttn.Embeddings.UnigramTokenizer? _unigram;
+    // a byte-level BPE tokenizer.json as RoBERTa's is laid out, its merges built from the same word pieces (as BpeParityTests builds them)
+    private FastAttn.Embeddings.BpeTokenizer? _bpe;
 
     private static string Mb(string unit) => new StringBuilder(1 << 20).Insert(0, unit, (1 << 20) / unit.Length).ToString();
 
@@ -60,8 +62,16 @@ public class HostileInputBenchmarks
                 PreTokenizer = FastAttn.TestSupport.UnigramFiles.Metaspace(),
             });
         _unigram = FastAttn.Embeddings.UnigramTokenizer.FromTokenizerJson(json, int.MaxValue);
+        var words = File.ReadLines(FastAttn.TestSupport.MiniLmPackage.Files.Vocab).Where(l => l.Length > 0 && !l.StartsWith('[')).Take(12_000)
+            .SelectMany(l => l.StartsWith("##", StringComparison.Ordinal) ? [FastAttn.TestSupport.BpeFiles.ByteLevel(l[2..])] : new[] { FastAttn.TestSupport.BpeFiles.ByteLevel(" " + l), FastAttn.TestSupport.BpeFiles.ByteLevel(l) });
+        var bpeModel = FastAttn.TestSupport.BpeFiles.Build(FastAttn.TestSupport.BpeFiles.ByteChars.Select(c => c.ToString()), words);
+        FastAttn.TestSupport.BpeFiles.TokenizerJson(json, bpeModel, new FastAttn.TestSupport.BpeFiles.Settings { PreTokenizer = FastAttn.TestSupport.BpeFiles.ByteLevelPre() });
+        _bpe = FastAttn.Embeddings.BpeTokenizer.FromTokenizerJson(json, int.MaxValue);
         File.Delete(json);
     }
+
+    [Benchmark(Description = "BpeTokenizer.Encode (byte-level), 1 MB")]
+    public int Bpe() => _bpe!.Encode(_text).Length;
 
     [Benchmark(Description = "UnigramTokenizer.Encode, 1 MB")]
     public int Unigram() => _unigram!.Encode(_text).Length;
