@@ -62,6 +62,12 @@ public sealed record BertConfig
     /// <summary>The padding index in force (see <see cref="PaddingIdx"/>), −1 for none.</summary>
     internal int PositionPadding => PaddingIdx >= 0 || !(IsRoberta || ModelType == "mpnet") ? PaddingIdx : 1;
 
+    /// <summary>DeBERTa-v2/v3's relative attention (<c>model_type</c> "deberta-v2"), else null.</summary>
+    internal DebertaRelative? Deberta { get; init; }
+
+    /// <summary>DeBERTa: whether absolute position embeddings are added to the input (<c>position_biased_input</c>; v3: no).</summary>
+    internal bool PositionBiasedInput { get; init; } = true;
+
     /// <summary>True for the RoBERTa family's model types.</summary>
     internal bool IsRoberta => ModelType is "roberta" or "xlm-roberta" or "camembert";
 
@@ -89,7 +95,11 @@ public sealed record BertConfig
         Need(TypeVocabSize is > 0 and <= 1 << 16, $"type_vocab_size {TypeVocabSize} is out of range");
         Need(VocabSize is > 0 and < 1 << 24, $"vocab_size {VocabSize} is out of range (ids travel as floats, exact below 2^24)");
         Need(HiddenAct is Activation.Gelu or Activation.GeluTanh or Activation.Relu, $"hidden_act {HiddenAct} is not supported");
-        Need(ModelType is "bert" or "distilbert" or "mpnet" or "electra" || IsRoberta, $"model_type '{ModelType}' is not bert, distilbert, mpnet, electra, roberta, xlm-roberta or camembert");
+        Need(ModelType is "bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" || IsRoberta, $"model_type '{ModelType}' is not bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert or deberta-v2");
+        Need((ModelType == "deberta-v2") == (Deberta != null), "DeBERTa-v2's relative attention settings belong to model_type deberta-v2 only");
+        if (Deberta is { } rel)
+            Need(rel.Span is > 0 and <= 1 << 16 && rel.MaxRelativePositions is > 1 and <= 1 << 20 && (rel.Buckets <= 0 || (rel.Buckets >= 2 && rel.MaxRelativePositions > rel.Buckets / 2 + 1)),
+                $"DeBERTa's relative positions (position_buckets {rel.Buckets}, max_relative_positions {rel.MaxRelativePositions}) are out of range");
         Need(EmbeddingSize is >= 0 and <= 1 << 16 && (EmbeddingSize == 0 || EmbeddingSize == HiddenSize || ModelType == "electra"),
             $"embedding_size {EmbeddingSize} is not supported (a projected embedding is ELECTRA's)");
         Need(ModelType == "mpnet" ? RelativeAttentionNumBuckets is >= 32 and <= 1 << 16 : RelativeAttentionNumBuckets == 0,
@@ -131,8 +141,9 @@ public sealed record BertConfig
             string modelType = r.TryGetProperty("model_type", out var mt) && mt.ValueKind == JsonValueKind.String ? mt.GetString()!
                 : !r.TryGetProperty("hidden_size", out _) && r.TryGetProperty("dim", out _) && r.TryGetProperty("n_heads", out _) ? "distilbert" : "bert";
             bool roberta = modelType is "roberta" or "xlm-roberta" or "camembert";
-            if (modelType is not ("bert" or "distilbert" or "mpnet" or "electra") && !roberta)
-                throw new InvalidDataException($"{source}: model_type '{modelType}' is not a BERT-family encoder FastAttn loads (bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert).");
+            if (modelType is not ("bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2") && !roberta)
+                throw new InvalidDataException($"{source}: model_type '{modelType}' is not a BERT-family encoder FastAttn loads (bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2).");
+            if (modelType == "deberta-v2") return ReadDeberta(r, Int, source);
             if (modelType == "distilbert")
             {
                 // DistilBERT's own field names; LayerNorm ε is fixed at 1e-12 in its code, and it has no token types
@@ -179,6 +190,60 @@ public sealed record BertConfig
         catch (JsonException ex) { throw new InvalidDataException($"{source}: not valid JSON: {ex.Message}", ex); }
         // System.Text.Json throws this when a string read escapes half a surrogate pair ("\ud800")
         catch (InvalidOperationException ex) { throw new InvalidDataException($"{source}: a string holds a lone surrogate ({ex.Message})", ex); }
+    }
+
+    /// <summary>
+    /// DeBERTa-v2/v3 (<c>DebertaV2Config</c>): BERT's fields plus the disentangled attention's — <c>relative_attention</c>
+    /// (required), <c>pos_att_type</c> (c2p, p2c), <c>position_buckets</c>, <c>max_relative_positions</c>,
+    /// <c>norm_rel_ebd</c>, <c>share_att_key</c>, <c>position_biased_input</c>; its defaults where a field is absent
+    /// (ε 1e-7, no token types, GELU pooler). Refused: the convolution of the v2 xlarge models (<c>conv_kernel_size</c>),
+    /// a head width other than hidden / heads, embeddings narrower than the hidden states.
+    /// </summary>
+    private static BertConfig ReadDeberta(JsonElement r, Func<string, int?, int> Int, string source)
+    {
+        InvalidDataException Bad(string what) => new($"{source}: {what}.");
+        bool Bool(string name, bool fallback) => r.TryGetProperty(name, out var v) ? v.ValueKind switch
+        {
+            JsonValueKind.True => true, JsonValueKind.False => false, JsonValueKind.Null => fallback,
+            _ => throw Bad($"'{name}' is not true or false"),
+        } : fallback;
+        string Str(string name, string fallback) => r.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString()! : fallback;
+        if (!Bool("relative_attention", false)) throw Bad("relative_attention is not true; FastAttn runs DeBERTa with its relative attention only");
+        if (Int("conv_kernel_size", 0) != 0) throw Bad("conv_kernel_size is set: the convolution layer of DeBERTa-v2 xlarge/xxlarge is not run by FastAttn");
+        int hidden = Int("hidden_size", null), heads = Int("num_attention_heads", null);
+        if (heads > 0 && r.TryGetProperty("attention_head_size", out var ahs) && ahs.ValueKind == JsonValueKind.Number && (!ahs.TryGetInt32(out int hs) || hs * heads != hidden))
+            throw Bad("attention_head_size is not hidden_size / num_attention_heads");
+        if (Int("embedding_size", hidden) != hidden) throw Bad("embedding_size differs from hidden_size (a projected embedding), which FastAttn does not run for DeBERTa");
+        // pos_att_type: a list ["p2c", "c2p"] or a string "p2c|c2p"
+        var types = new List<string>();
+        if (r.TryGetProperty("pos_att_type", out var pat))
+        {
+            if (pat.ValueKind == JsonValueKind.String) types.AddRange(pat.GetString()!.ToLowerInvariant().Split('|', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
+            else if (pat.ValueKind == JsonValueKind.Array) foreach (var e in pat.EnumerateArray()) types.Add(e.ValueKind == JsonValueKind.String ? e.GetString()!.ToLowerInvariant() : throw Bad("pos_att_type holds a non-string"));
+            else if (pat.ValueKind != JsonValueKind.Null) throw Bad("pos_att_type is not a list or a string");
+        }
+        foreach (var t in types) if (t is not ("c2p" or "p2c")) throw Bad($"pos_att_type '{t}' is not c2p or p2c");
+        int maxPos = Int("max_position_embeddings", 512);
+        int maxRel = Int("max_relative_positions", -1);
+        if (maxRel < 1) maxRel = maxPos;
+        int buckets = Int("position_buckets", -1);
+        string norm = Str("norm_rel_ebd", "none").ToLowerInvariant();
+        var normParts = norm.Split('|', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        foreach (var n in normParts) if (n is not ("layer_norm" or "none")) throw Bad($"norm_rel_ebd '{n}' is not layer_norm or none");
+        var rel = new DebertaRelative(buckets > 0 ? buckets : maxRel, buckets, maxRel, types.Contains("c2p"), types.Contains("p2c"), Bool("share_att_key", false), normParts.Contains("layer_norm"));
+        float eps = r.TryGetProperty("layer_norm_eps", out var e2) && e2.ValueKind == JsonValueKind.Number ? (float)e2.GetDouble() : 1e-7f;
+        var c = new BertConfig
+        {
+            ModelType = "deberta-v2", HiddenSize = hidden, NumAttentionHeads = heads, NumHiddenLayers = Int("num_hidden_layers", null),
+            IntermediateSize = Int("intermediate_size", null), VocabSize = Int("vocab_size", null), MaxPositionEmbeddings = maxPos,
+            HiddenAct = r.TryGetProperty("hidden_act", out var a) && a.ValueKind == JsonValueKind.String ? ParseActivation(a.GetString()!, source) : Activation.Gelu,
+            PoolerActivation = ParseActivation(Str("pooler_hidden_act", "gelu"), source), LayerNormEps = eps,
+            // no token types (type_vocab_size 0): one zero embedding stands in
+            TypeVocabSize = Math.Max(Int("type_vocab_size", 0), 1),
+            Deberta = rel, PositionBiasedInput = Bool("position_biased_input", true),
+        };
+        c.Validate(source);
+        return c;
     }
 
     /// <summary>Hugging Face's activation names.</summary>

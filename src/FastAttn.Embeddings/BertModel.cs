@@ -60,7 +60,7 @@ public sealed class BertModel : IDisposable
     /// <summary>The embeddings block (the first block of <see cref="Encoder"/>).</summary>
     public BertEmbeddings Embeddings => (BertEmbeddings)Encoder.Blocks[0];
     /// <summary>Bytes of every weight as stored (embedding tables, packed linear layers, norms, pooler and classifier).</summary>
-    public long WeightBytes => Embeddings.WeightBytes + Encoder.Blocks.OfType<EncoderBlock>().Sum(b => b.WeightBytes)
+    public long WeightBytes => Embeddings.WeightBytes + Encoder.Blocks.OfType<EncoderBlock>().Sum(b => b.WeightBytes) + Encoder.Blocks.OfType<DebertaLayer>().Sum(b => b.WeightBytes)
         + Encoder.Blocks.OfType<LinearBlock>().Sum(b => b.Linear.WeightBytes) + (Pooler?.WeightBytes ?? 0) + (Classifier?.WeightBytes ?? 0);
     /// <summary>Width of the encoder's output (the hidden size, or the classes of a token head).</summary>
     public int OutputWidth => Encoder.OutputWidth;
@@ -134,6 +134,8 @@ public sealed class BertModel : IDisposable
     private static (BertConfig, string) Resolve(ITensorSource src, BertConfig? config, string configPath, BertOnnxArchitecture? graph, int? heads, string file)
     {
         string name = System.IO.Path.GetFileName(file);
+        if (DebertaTensors.Detect(src) && config == null)
+            throw new InvalidDataException($"'{file}' is a DeBERTa-v2 checkpoint: its attention settings (pos_att_type, position_buckets, …) are only in its config.json; put it beside the model.");
         bool distil = DistilBertTensors.Detect(src), mpnet = !distil && MpnetTensors.Detect(src), electra = !distil && !mpnet && ElectraTensors.Detect(src);
         // RoBERTa: by its prefix, or (bare names, no config) by the graph's positions counted after a padding id
         bool roberta = !distil && !mpnet && !electra && (RobertaTensors.Detect(src) || (config == null ? graph?.PaddingIdx != null : config.IsRoberta));
@@ -204,11 +206,17 @@ public sealed class BertModel : IDisposable
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(config);
         config.Validate(source.Name);
+        if (config.Deberta != null && source is OnnxModelFile)
+            throw new InvalidDataException($"'{source.Name}': DeBERTa is loaded from its PyTorch checkpoint (model.safetensors), not from an ONNX export.");
         // DistilBERT's and MPNet's names are read as BERT's (their layers are BERT's post-norm layers)
         if (source is not DistilBertTensors && DistilBertTensors.Detect(source)) source = new DistilBertTensors(source);
         if (source is not MpnetTensors && source is not DistilBertTensors && MpnetTensors.Detect(source)) source = new MpnetTensors(source);
         if (source is not RenamedBertTensors && (config.ModelType == "electra" || ElectraTensors.Detect(source))) source = new ElectraTensors(source);
         if (source is not RenamedBertTensors && (config.IsRoberta || RobertaTensors.Detect(source))) source = new RobertaTensors(source);
+        if (source is not RenamedBertTensors && (config.Deberta != null || DebertaTensors.Detect(source))) source = new DebertaTensors(source);
+        if ((config.Deberta != null) != source is DebertaTensors)
+            throw new InvalidDataException($"'{source.Name}': the config says model_type '{config.ModelType}' but the tensors are {(source is DebertaTensors ? "DeBERTa's" : "not DeBERTa's")}.");
+
         if (config.IsRoberta != source is RobertaTensors)
             throw new InvalidDataException($"'{source.Name}': the config says model_type '{config.ModelType}' but the tensors are {(source is RobertaTensors ? "RoBERTa's" : "not RoBERTa's")}.");
         if ((config.ModelType == "electra") != source is ElectraTensors)
@@ -226,7 +234,10 @@ public sealed class BertModel : IDisposable
             emb.Ignore("position_ids");
             emb.Ignore("token_type_ids");
             var word = emb.Pp("word_embeddings").Get("weight", config.VocabSize, e);
-            var pos = emb.Pp("position_embeddings").Get("weight", config.MaxPositionEmbeddings, e);
+            // DeBERTa-v3 adds no absolute positions (a checkpoint may still carry the table: ignored)
+            float[] pos;
+            if (config.PositionBiasedInput) pos = emb.Pp("position_embeddings").Get("weight", config.MaxPositionEmbeddings, e);
+            else { emb.Ignore("position_embeddings.weight"); pos = new float[config.MaxPositionEmbeddings * e]; }
             var type = emb.Pp("token_type_embeddings").Get("weight", config.TypeVocabSize, e);
             var embNorm = Norm(emb.Pp("LayerNorm"), e, config.LayerNormEps);
             // ELECTRA's narrower embeddings, projected to the hidden width
@@ -239,8 +250,18 @@ public sealed class BertModel : IDisposable
                 var buckets = bert.Pp("encoder").Pp("relative_attention_bias").Get("weight", config.RelativeAttentionNumBuckets, config.NumAttentionHeads);
                 if (!vb.Checking) settings = new AttentionSettings { RelativeBias = MpnetRelativeBias(buckets, config.NumAttentionHeads, config.PositionRows), RelativeBiasSpan = config.PositionRows };
             }
-            var layers = new EncoderBlock?[config.NumHiddenLayers];
-            for (int i = 0; i < layers.Length; i++) layers[i] = Layer(bert.Pp($"encoder.layer.{i}"), config, plan, $"encoder.layer.{i}.", settings);
+            var layers = new Block?[config.NumHiddenLayers];
+            if (config.Deberta is { } rel)
+            {
+                // the relative embeddings, layer-normalised once (norm_rel_ebd), shared by every layer
+                var enc = bert.Pp("encoder");
+                var relTable = enc.Pp("rel_embeddings").Get("weight", 2L * rel.Span, h);
+                var relNorm = rel.NormRelEmbeddings ? Norm(enc.Pp("LayerNorm"), h, config.LayerNormEps) : null;
+                if (!vb.Checking && relNorm != null) relNorm.Forward(relTable.ToArray(), 2 * rel.Span, relTable);
+                for (int i = 0; i < layers.Length; i++) layers[i] = DebertaBlock(bert.Pp($"encoder.layer.{i}"), config, plan, $"encoder.layer.{i}.", rel, relTable, vb.Checking);
+            }
+            else
+                for (int i = 0; i < layers.Length; i++) layers[i] = Layer(bert.Pp($"encoder.layer.{i}"), config, plan, $"encoder.layer.{i}.", settings);
             var poolerVb = bert.Pp("pooler").Pp("dense");
             bool hasPooler = poolerVb.Has("weight");
             float[]? pw = hasPooler ? poolerVb.Get("weight", h, h) : null, pb = hasPooler ? poolerVb.Maybe("bias", h) : null;
@@ -277,6 +298,55 @@ public sealed class BertModel : IDisposable
         var g = vb.Get(old ? "gamma" : "weight", h);
         var b = vb.Get(old ? "beta" : "bias", h);
         return vb.Checking ? null : new LayerNorm(h, g, b, eps);
+    }
+
+    /// <summary>
+    /// One DeBERTa-v2 layer (relative to <c>encoder.layer.N</c>): <c>attention.self.query_proj/key_proj/value_proj</c>
+    /// (and <c>pos_key_proj</c>/<c>pos_query_proj</c> unless the keys are shared), then BERT's output, feed-forward and norms.
+    /// The relative table's key and query projections are computed here once, in double precision.
+    /// </summary>
+    private static DebertaLayer? DebertaBlock(TensorReader vb, BertConfig c, PrecisionPlan plan, string name, DebertaRelative rel, float[] relTable, bool checking)
+    {
+        int h = c.HiddenSize, ff = c.IntermediateSize, rows = 2 * rel.Span;
+        var self = vb.Pp("attention").Pp("self");
+        var qw = self.Pp("query_proj").Get("weight", h, h); var qb = self.Pp("query_proj").Get("bias", h);
+        var kw = self.Pp("key_proj").Get("weight", h, h); var kb = self.Pp("key_proj").Get("bias", h);
+        var vw = self.Pp("value_proj").Get("weight", h, h); var vbias = self.Pp("value_proj").Get("bias", h);
+        float[] pkw = kw, pkb = kb, pqw = qw, pqb = qb;
+        if (!rel.ShareAttKey)
+        {
+            if (rel.C2P) { pkw = self.Pp("pos_key_proj").Get("weight", h, h); pkb = self.Pp("pos_key_proj").Get("bias", h); }
+            if (rel.P2C) { pqw = self.Pp("pos_query_proj").Get("weight", h, h); pqb = self.Pp("pos_query_proj").Get("bias", h); }
+        }
+        var att = vb.Pp("attention").Pp("output");
+        var ow = att.Pp("dense").Get("weight", h, h); var ob = att.Pp("dense").Get("bias", h);
+        var n1 = Norm(att.Pp("LayerNorm"), h, c.LayerNormEps);
+        var iw = vb.Pp("intermediate").Pp("dense").Get("weight", ff, h); var ib = vb.Pp("intermediate").Pp("dense").Get("bias", ff);
+        var fw = vb.Pp("output").Pp("dense").Get("weight", h, ff); var fb = vb.Pp("output").Pp("dense").Get("bias", h);
+        var n2 = Norm(vb.Pp("output").Pp("LayerNorm"), h, c.LayerNormEps);
+        if (checking) return null;
+        static float[] Project(float[] table, int rows, float[] w, float[] b, int h)
+        {
+            var y = new float[rows * h];
+            for (int r = 0; r < rows; r++)
+                for (int o = 0; o < h; o++)
+                {
+                    double acc = b[o];
+                    for (int i = 0; i < h; i++) acc += (double)table[r * h + i] * w[o * h + i];
+                    y[r * h + o] = (float)acc;
+                }
+            return y;
+        }
+        var posKey = rel.C2P ? Project(relTable, rows, pkw, pkb, h) : [];
+        var posQuery = rel.P2C ? Project(relTable, rows, pqw, pqb, h) : [];
+        var qkvW = new float[3 * h * h];
+        qw.CopyTo(qkvW, 0); kw.CopyTo(qkvW, h * h); vw.CopyTo(qkvW, 2 * h * h);
+        var qkvB = new float[3 * h];
+        qb.CopyTo(qkvB, 0); kb.CopyTo(qkvB, h); vbias.CopyTo(qkvB, 2 * h);
+        return new DebertaLayer(h, c.NumAttentionHeads, new Linear(qkvW, 3 * h, h, qkvB, Activation.None, plan.For(name + "attention.self")),
+            new Linear(ow, h, h, ob, Activation.None, plan.For(name + "attention.output.dense")),
+            new FeedForward(h, ff, iw, ib, fw, fb, c.HiddenAct, plan.For(name + "intermediate.dense"), plan.For(name + "output.dense")),
+            n1!, n2!, posKey, posQuery, rel, c.MaxPositionEmbeddings);
     }
 
     /// <summary>One BERT layer: the names of its tensors, relative to <c>encoder.layer.N</c>.</summary>

@@ -1,0 +1,137 @@
+using System.Numerics.Tensors;
+using FastAttn.Composition;
+using FastAttn.Kernels;
+using FastAttn.Layers;
+
+namespace FastAttn.Embeddings;
+
+/// <summary>
+/// DeBERTa-v2/v3's relative positions, as Hugging Face's modeling_deberta_v2 defines them: the distance i − j of query i
+/// and key j, bucketed (exact up to half the bucket count, logarithmic beyond, up to the largest relative position), then
+/// offset by the span and clamped into the relative embedding table's 2·span rows.
+/// </summary>
+internal sealed record DebertaRelative(int Span, int Buckets, int MaxRelativePositions, bool C2P, bool P2C, bool ShareAttKey, bool NormRelEmbeddings)
+{
+    /// <summary>1 + one per disentangled term: the scores are divided by √(head width · this).</summary>
+    public int ScaleFactor => 1 + (C2P ? 1 : 0) + (P2C ? 1 : 0);
+
+    /// <summary>make_log_bucket_position(δ): δ itself within half the buckets, else sign · (⌈log(|δ|/mid) / log((max − 1)/mid) · (mid − 1)⌉ + mid), in float32 as PyTorch computes it.</summary>
+    public int Bucket(int delta)
+    {
+        if (Buckets <= 0) return delta;
+        int mid = Buckets / 2;
+        int abs = Math.Abs(delta);
+        if (abs <= mid) return delta;
+        float logPos = MathF.Ceiling(MathF.Log(abs / (float)mid) / MathF.Log((float)((MaxRelativePositions - 1) / (double)mid)) * (mid - 1)) + mid;
+        return Math.Sign(delta) * (int)logPos;
+    }
+
+    /// <summary>The row of the relative table for distance δ = i − j: clamp(bucket(δ) + span, 0, 2·span − 1).</summary>
+    public int Row(int delta) => Math.Clamp(Bucket(delta) + Span, 0, 2 * Span - 1);
+}
+
+/// <summary>
+/// One DeBERTa-v2/v3 encoder layer: disentangled self-attention — scores = (q_i·k_j + q_i·kr[r(i−j)] + k_j·qr[r(i−j)]) /
+/// √(d·(1 + terms)), where kr and qr are the key and query projections of the layer-normalised relative embeddings
+/// (computed once at load) — then BERT's post-norm output, feed-forward and norms. Packed sequences attend within
+/// themselves. The attention runs per sequence and head as dense products (FastAttn's GEMM): the relative terms are
+/// products with the table rows the sequence reaches, gathered per distance.
+/// </summary>
+internal sealed class DebertaLayer : Block, IDisposable
+{
+    private readonly Linear _qkv, _out;
+    private readonly FeedForward _ffn;
+    private readonly LayerNorm _norm1, _norm2;
+    private readonly float[] _posKey, _posQuery;       // [2·span, hidden]: kr and qr (empty when the term is off)
+    private readonly int[] _rows;                       // distance δ + (maxTokens − 1) → table row
+    private readonly DebertaRelative _rel;
+    private readonly int _h, _heads, _d, _maxTokens;
+
+    public LayerNorm Norm1 => _norm1;
+    public long WeightBytes => _qkv.WeightBytes + _out.WeightBytes + _ffn.WeightBytes + 4L * (_posKey.Length + _posQuery.Length + 4 * _h);
+    public override int InputWidth => _h;
+    public override int OutputWidth => _h;
+
+    public DebertaLayer(int hidden, int heads, Linear qkv, Linear outProj, FeedForward ffn, LayerNorm norm1, LayerNorm norm2,
+        float[] posKey, float[] posQuery, DebertaRelative rel, int maxTokens)
+    {
+        _h = hidden; _heads = heads; _d = hidden / heads; _maxTokens = maxTokens;
+        _qkv = qkv; _out = outProj; _ffn = ffn; _norm1 = norm1; _norm2 = norm2;
+        _posKey = posKey; _posQuery = posQuery; _rel = rel;
+        _rows = new int[2 * maxTokens - 1];
+        for (int k = 0; k < _rows.Length; k++) _rows[k] = rel.Row(k - (maxTokens - 1));
+    }
+
+    public override void Validate(Batch batch)
+    {
+        if (batch.LongestSequence > _maxTokens)
+            ThrowHelper.Argument("sequenceLengths", $"a sequence of {batch.LongestSequence} tokens is longer than the model's {_maxTokens} positions; truncate it.");
+    }
+
+    // qkv [T, 3h] | context [T, h] | x1 [T, h] | scores [L, L] | c2p [L, W] | p2c [L, W] | product scratch | layer scratch
+    private long Products(int t) => (long)t * t + 2L * t * (2 * t)
+        + Math.Max(Gemm.MatMulScratchSize(t, t, _d), Math.Max(Gemm.MatMulScratchSize(t, 2 * t, _d), Gemm.MatMulScratchSize(t, _d, t)));
+
+    public override long ScratchSize(int maxTokens) =>
+        (long)maxTokens * 5 * _h + Math.Max(Products(maxTokens), Math.Max(Math.Max(_qkv.ScratchSize(maxTokens), _out.ScratchSize(maxTokens)), _ffn.ScratchSize(maxTokens)));
+
+    public override long WorkerScratchSize(int maxTokens) =>
+        Math.Max(Math.Max(_qkv.WorkerScratchSize(maxTokens), _out.WorkerScratchSize(maxTokens)), _ffn.WorkerScratchSize(maxTokens));
+
+    protected internal override void ForwardCore(ReadOnlySpan<float> input, Span<float> output, Batch batch, Span<float> scratch)
+    {
+        int t = batch.Tokens, h = _h;
+        var pool = batch.Pool;
+        Span<float> qkv = scratch.Slice(0, 3 * t * h), ctx = scratch.Slice(3 * t * h, t * h), x1 = scratch.Slice(4 * t * h, t * h);
+        Span<float> work = scratch.Slice(5 * t * h);
+        _qkv.ForwardCore(input, t, qkv, work, default, pool);
+        for (int s = 0, t0 = 0; s < batch.Count; t0 += batch.Length(s), s++)
+            Attend(qkv.Slice(t0 * 3 * h), batch.Length(s), ctx.Slice(t0 * h), work);
+        // post-norm: x1 = LN(x + out(ctx)); y = LN(x1 + ffn(x1))
+        _out.ForwardCore(ctx, t, x1, work, input, pool);
+        _norm1.ForwardCore(x1, t, x1, pool);
+        _ffn.Core(x1, output, t, work, x1, pool);
+        _norm2.ForwardCore(output, t, output, pool);
+    }
+
+    /// <summary>One sequence of <paramref name="len"/> tokens: its q|k|v rows (stride 3h) in, its heads' context (stride h) out.</summary>
+    private void Attend(Span<float> qkv, int len, Span<float> ctx, Span<float> work)
+    {
+        int h = _h, d = _d, ld = 3 * h;
+        // the table rows this length reaches: r(δ) for δ = −(len−1) … len−1 is monotone, so a contiguous block [lo, hi]
+        int lo = _rows[_maxTokens - 1 - (len - 1)], hi = _rows[_maxTokens - 1 + (len - 1)], w = hi - lo + 1;
+        Span<float> scores = work.Slice(0, len * len);
+        Span<float> c2p = work.Slice(len * len, len * w), p2c = work.Slice(len * len + len * w, len * w);
+        Span<float> mm = work.Slice(len * len + 2 * len * w);
+        float scale = 1f / MathF.Sqrt(d * (float)_rel.ScaleFactor);
+        for (int head = 0; head < _heads; head++)
+        {
+            var q = qkv.Slice(head * d);
+            var k = qkv.Slice(h + head * d);
+            var v = qkv.Slice(2 * h + head * d);
+            Gemm.MatMul(len, len, d, q, ld, k, ld, transposeB: true, scores, len, mm);
+            if (_rel.C2P) Gemm.MatMul(len, w, d, q, ld, _posKey.AsSpan(lo * h + head * d), h, transposeB: true, c2p, w, mm);
+            if (_rel.P2C) Gemm.MatMul(len, w, d, k, ld, _posQuery.AsSpan(lo * h + head * d), h, transposeB: true, p2c, w, mm);
+            for (int i = 0; i < len; i++)
+            {
+                var row = scores.Slice(i * len, len);
+                int baseRow = _maxTokens - 1 + i;                 // _rows[baseRow − j] is r(i − j)
+                for (int j = 0; j < len; j++)
+                {
+                    int r = _rows[baseRow - j] - lo;
+                    float sc = row[j];
+                    if (_rel.C2P) sc += c2p[i * w + r];
+                    if (_rel.P2C) sc += p2c[j * w + r];
+                    row[j] = sc * scale;
+                }
+                TensorPrimitives.SoftMax(row, row);
+            }
+            Gemm.MatMul(len, d, len, scores, len, v, ld, transposeB: false, ctx.Slice(head * d), h, mm);
+        }
+    }
+
+    public void Dispose()
+    {
+        _qkv.Dispose(); _out.Dispose(); _ffn.Dispose();
+    }
+}
