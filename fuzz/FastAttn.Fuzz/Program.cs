@@ -4,6 +4,7 @@ using SharpFuzz;
 // fastattn-fuzz TARGET            — the AFL++ harness (run by fuzz/run.sh)
 // fastattn-fuzz TARGET FILE...    — runs files through the target once each (reproduce a finding)
 if (args is ["seed-onnx", var seedDir]) { Seeds.Write(seedDir); return 0; }
+if (args is ["seed-unigram", var corpusDir]) { Seeds.WriteUnigram(corpusDir); return 0; }
 if (args.Length == 0 || !Targets.Names.Contains(args[0]))
 {
     Console.Error.WriteLine($"usage: FastAttn.Fuzz TARGET [FILE...]; targets: {string.Join(", ", Targets.Names)}");

@@ -71,4 +71,44 @@ public static class Seeds
         bm.OpsetImport.Add(new OnnxOpset { Domain = "", Version = 13 });
         File.WriteAllBytes(Path.Combine(dir, "bert.onnx"), bm.ToByteArray());
     }
+
+    /// <summary>
+    /// The seeds of the charsmap and unigram targets, into <paramref name="corpusDir"/>/charsmap and /unigram: small
+    /// charsmaps in SentencePiece's layout, and tokenizer.json files in XLM-RoBERTa's form and two others.
+    /// </summary>
+    public static void WriteUnigram(string corpusDir)
+    {
+        string bpe = Path.Combine(corpusDir, "bpe");
+        Directory.CreateDirectory(bpe);
+        string[] words = ["the", "café", "owner", "paid", "books", "hello", "world", "don't", "stop", "中文", "123"];
+        var byteLevel = FastAttn.TestSupport.BpeFiles.Build(FastAttn.TestSupport.BpeFiles.ByteChars.Select(c => c.ToString()),
+            words.SelectMany(w => new[] { FastAttn.TestSupport.BpeFiles.ByteLevel(" " + w), FastAttn.TestSupport.BpeFiles.ByteLevel(w) }));
+        FastAttn.TestSupport.BpeFiles.TokenizerJson(Path.Combine(bpe, "roberta.json"), byteLevel, new FastAttn.TestSupport.BpeFiles.Settings { PreTokenizer = FastAttn.TestSupport.BpeFiles.ByteLevelPre() });
+        var sp = FastAttn.TestSupport.BpeFiles.Build(Enumerable.Range(0, 256).Select(b => $"<0x{b:X2}>").Concat(words.SelectMany(w => w.Select(c => c.ToString()))).Append("\u2581"),
+            words.Select(w => "\u2581" + w), suffix: "");
+        FastAttn.TestSupport.BpeFiles.TokenizerJson(Path.Combine(bpe, "sentencepiece.json"), sp, new FastAttn.TestSupport.BpeFiles.Settings
+        {
+            PreTokenizer = FastAttn.TestSupport.UnigramFiles.Metaspace(), PostProcessor = "template", UnkToken = "<unk>", FuseUnk = true, ByteFallback = true, TupleMerges = true,
+        });
+        var suffixed = FastAttn.TestSupport.BpeFiles.Build([], words, prefix: "##", suffix: "</w>");
+        FastAttn.TestSupport.BpeFiles.TokenizerJson(Path.Combine(bpe, "prefix-suffix.json"), suffixed, new FastAttn.TestSupport.BpeFiles.Settings { PostProcessor = "bytelevel", UnkToken = "<unk>" });
+
+        string cm = Path.Combine(corpusDir, "charsmap"), uni = Path.Combine(corpusDir, "unigram");
+        Directory.CreateDirectory(cm);
+        Directory.CreateDirectory(uni);
+        var small = FastAttn.TestSupport.UnigramFiles.CharsMap([("Ｈ", "H"), ("ｅ", "e"), ("\t", " "), ("ﬁ", "fi"), ("①", "1"), ("ｶﾞ", "ガ")]);
+        var nfkc = FastAttn.TestSupport.UnigramFiles.CharsMap(FastAttn.TestSupport.UnigramFiles.NfkcLikeRules().Where(r => r.Item1.Length == 1 && r.Item1[0] < 0x3000).Take(400));
+        File.WriteAllBytes(Path.Combine(cm, "small.bin"), small);
+        File.WriteAllBytes(Path.Combine(cm, "nfkc-400.bin"), nfkc);
+        var pieces = new List<(string, double)> { ("\u2581", -2) };
+        foreach (var w in new[] { "the", "café", "owner", "paid", "books", "hello", "world", "中", "文", "한국어" }) { pieces.Add(("\u2581" + w, -3)); pieces.Add((w, -5)); }
+        foreach (char c in "abcdefghijklmnopqrstuvwxyz0123456789") pieces.Add((c.ToString(), -8));
+        pieces = [.. pieces.DistinctBy(p => p.Item1)];
+        FastAttn.TestSupport.UnigramFiles.TokenizerJson(Path.Combine(uni, "xlmr.json"), pieces,
+            new FastAttn.TestSupport.UnigramFiles.Settings { Normalizer = FastAttn.TestSupport.UnigramFiles.XlmrNormalizer(small), PreTokenizer = FastAttn.TestSupport.UnigramFiles.Metaspace(), MaskLStrip = true });
+        FastAttn.TestSupport.UnigramFiles.TokenizerJson(Path.Combine(uni, "bare.json"), pieces, new FastAttn.TestSupport.UnigramFiles.Settings { Template = false });
+        FastAttn.TestSupport.UnigramFiles.TokenizerJson(Path.Combine(uni, "byte-fallback.json"),
+            [.. pieces, .. Enumerable.Range(0, 256).Select(b => ($"<0x{b:X2}>", -20.0))],
+            new FastAttn.TestSupport.UnigramFiles.Settings { PreTokenizer = FastAttn.TestSupport.UnigramFiles.Metaspace("never", split: false), ByteFallback = true, Extra = [("wörld", true, true, true)] });
+    }
 }

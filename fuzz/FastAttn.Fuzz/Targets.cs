@@ -12,7 +12,7 @@ namespace FastAttn.Fuzz;
 /// </summary>
 public static class Targets
 {
-    public static readonly string[] Names = ["safetensors", "npy", "conllu", "tokenizer", "onnx", "wordpiece", "stconfig", "tokjson", "vocab"];
+    public static readonly string[] Names = ["safetensors", "npy", "conllu", "tokenizer", "onnx", "wordpiece", "stconfig", "tokjson", "vocab", "charsmap", "unigram", "bpe"];
 
     public static void Run(string target, ReadOnlySpan<byte> input)
     {
@@ -27,6 +27,9 @@ public static class Targets
             case "stconfig": SentenceTransformersFolder(input); break;
             case "tokjson": TokenizerJson(input); break;
             case "vocab": VocabTxt(input); break;
+            case "charsmap": CharsMap(input); break;
+            case "unigram": Unigram(input); break;
+            case "bpe": Bpe(input); break;
             default: throw new ArgumentException($"unknown fuzz target '{target}'; targets: {string.Join(", ", Names)}.");
         }
     }
@@ -185,6 +188,54 @@ public static class Targets
         Check(ids.Length >= 2 && ids.Length <= 64 && ids[0] == t.ClsId && ids[^1] == t.SepId, "[CLS] … [SEP] within MaxTokens");
         foreach (int id in ids) Check((uint)id < (uint)t.VocabularySize, "an id outside the vocabulary");
     }
+
+    /// <summary>
+    /// A SentencePiece precompiled_charsmap (the bytes a tokenizer.json carries in base64: a Darts double-array trie and
+    /// its replacement strings): read, then a fixed multilingual text and the input itself (as UTF-8) normalised.
+    /// </summary>
+    public static void CharsMap(ReadOnlySpan<byte> input)
+    {
+        FastAttn.Embeddings.PrecompiledCharsMap m;
+        try { m = FastAttn.Embeddings.PrecompiledCharsMap.Parse(input.ToArray(), "fuzz"); }
+        catch (InvalidDataException) { return; }
+        foreach (var text in new[] { Multilingual, Encoding.UTF8.GetString(input) })
+        {
+            var n = m.Normalize(text);
+            Check(n != null, "null normalisation");
+        }
+    }
+
+    /// <summary>A SentencePiece Unigram tokenizer.json: read, then a fixed multilingual text and a pair encoded and their ids checked.</summary>
+    public static void Unigram(ReadOnlySpan<byte> input)
+    {
+        FastAttn.Embeddings.UnigramTokenizer t;
+        try { t = FastAttn.Embeddings.UnigramTokenizer.FromTokenizerJson(input.ToArray(), 64, "fuzz"); }
+        catch (InvalidDataException) { return; }
+        int[] ids;
+        try { ids = t.Encode(Multilingual); }
+        catch (InvalidOperationException) { return; }       // a model without an unknown token meets a character it cannot spell (documented)
+        Check(ids.Length <= 64, "more ids than MaxTokens");
+        foreach (int id in ids) Check((uint)id < (uint)t.VocabularySize, "an id outside the vocabulary");
+        var pair = t.EncodePair("héllo <mask> wörld", "second ▁text", out var types);
+        Check(pair.Length <= 64 && types.Length == pair.Length, "pair within MaxTokens, one type per id");
+        foreach (int id in pair) Check((uint)id < (uint)t.VocabularySize, "an id outside the vocabulary (pair)");
+    }
+
+    /// <summary>A BPE tokenizer.json (byte-level or SentencePiece-style): read, then a fixed multilingual text and a pair encoded and their ids checked.</summary>
+    public static void Bpe(ReadOnlySpan<byte> input)
+    {
+        FastAttn.Embeddings.BpeTokenizer t;
+        try { t = FastAttn.Embeddings.BpeTokenizer.FromTokenizerJson(input.ToArray(), 64, "fuzz"); }
+        catch (InvalidDataException) { return; }
+        var ids = t.Encode(Multilingual + " don't  stop\n\nme 123abc");
+        Check(ids.Length <= 64, "more ids than MaxTokens");
+        foreach (int id in ids) Check((uint)id < (uint)t.VocabularySize, "an id outside the vocabulary");
+        var pair = t.EncodePair("héllo <mask> wörld", "it's ▁text", out var types);
+        Check(pair.Length <= 64 && types.Length == pair.Length, "pair within MaxTokens, one type per id");
+        foreach (int id in pair) Check((uint)id < (uint)t.VocabularySize, "an id outside the vocabulary (pair)");
+    }
+
+    private const string Multilingual = "The café's naïve owner paid $3,000.50 for 12 books — 中文 ¿qué?  Ｈｅｌｌｏ\tｗｏｒｌｄ <mask> ﬁ ① ｶﾞ 한국어 e\u0301 🙂 \u200d";
 
     private static void Check(bool ok, string what)
     {
