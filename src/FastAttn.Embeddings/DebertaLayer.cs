@@ -75,8 +75,12 @@ internal sealed class DebertaLayer : Block, IDisposable
     public override long ScratchSize(int maxTokens) =>
         (long)maxTokens * 5 * _h + Math.Max(Products(maxTokens), Math.Max(Math.Max(_qkv.ScratchSize(maxTokens), _out.ScratchSize(maxTokens)), _ffn.ScratchSize(maxTokens)));
 
+    // a pool's workers each run whole heads: the products' scratch on every worker
     public override long WorkerScratchSize(int maxTokens) =>
-        Math.Max(Math.Max(_qkv.WorkerScratchSize(maxTokens), _out.WorkerScratchSize(maxTokens)), _ffn.WorkerScratchSize(maxTokens));
+        Math.Max(Products(maxTokens), Math.Max(Math.Max(_qkv.WorkerScratchSize(maxTokens), _out.WorkerScratchSize(maxTokens)), _ffn.WorkerScratchSize(maxTokens)));
+
+    /// <summary>Sequences at least this long split their heads over the pool's threads (shorter ones: the dispatch costs more than the heads).</summary>
+    private const int ParallelFrom = 24;
 
     protected internal override void ForwardCore(ReadOnlySpan<float> input, Span<float> output, Batch batch, Span<float> scratch)
     {
@@ -86,7 +90,13 @@ internal sealed class DebertaLayer : Block, IDisposable
         Span<float> work = scratch.Slice(5 * t * h);
         _qkv.ForwardCore(input, t, qkv, work, default, pool);
         for (int s = 0, t0 = 0; s < batch.Count; t0 += batch.Length(s), s++)
-            Attend(qkv.Slice(t0 * 3 * h), batch.Length(s), ctx.Slice(t0 * h), work);
+        {
+            int len = batch.Length(s);
+            var seqQkv = qkv.Slice(t0 * 3 * h, len * 3 * h);
+            var seqCtx = ctx.Slice(t0 * h, len * h);
+            if (pool is { Threads: > 1 } && len >= ParallelFrom) AttendParallel(seqQkv, len, seqCtx, work, pool);
+            else for (int head = 0; head < _heads; head++) AttendHead(seqQkv, len, head, seqCtx, work);
+        }
         // post-norm: x1 = LN(x + out(ctx)); y = LN(x1 + ffn(x1))
         _out.ForwardCore(ctx, t, x1, work, input, pool);
         _norm1.ForwardCore(x1, t, x1, pool);
@@ -94,8 +104,39 @@ internal sealed class DebertaLayer : Block, IDisposable
         _norm2.ForwardCore(output, t, output, pool);
     }
 
-    /// <summary>One sequence of <paramref name="len"/> tokens: its q|k|v rows (stride 3h) in, its heads' context (stride h) out.</summary>
-    private void Attend(Span<float> qkv, int len, Span<float> ctx, Span<float> work)
+    /// <summary>The heads of one sequence split over the pool's threads (worker 0, the caller, on the block's scratch; the others on theirs).</summary>
+    private unsafe void AttendParallel(Span<float> qkv, int len, Span<float> ctx, Span<float> work, Threading.WorkerPool pool)
+    {
+        fixed (float* pq = qkv, pc = ctx, pw = work)
+        {
+            var job = pool.Job<HeadsJob>();
+            job.Layer = this; job.Pool = pool; job.Qkv = pq; job.Ctx = pc; job.Work0 = pw; job.Len = len;
+            job.Products = (int)Products(len);
+            pool.Run(job, _heads);
+            job.Layer = null; job.Pool = null;
+        }
+    }
+
+    private sealed unsafe class HeadsJob : Threading.IParallelWork
+    {
+        public DebertaLayer? Layer;
+        public Threading.WorkerPool? Pool;
+        public float* Qkv, Ctx, Work0;
+        public int Len, Products;
+
+        public void Execute(int head, int worker)
+        {
+            int h = Layer!._h;
+            float* w = worker == 0 ? Work0 : Pool!.WorkerScratch(worker);
+            Layer.AttendHead(new Span<float>(Qkv, Len * 3 * h), Len, head, new Span<float>(Ctx, Len * h), new Span<float>(w, Products));
+        }
+    }
+
+    /// <summary>
+    /// One head of one sequence of <paramref name="len"/> tokens: its q|k|v rows (stride 3h) in, the head's columns of the
+    /// context (stride h) out; the scores and the relative products in <paramref name="work"/>.
+    /// </summary>
+    private void AttendHead(Span<float> qkv, int len, int head, Span<float> ctx, Span<float> work)
     {
         int h = _h, d = _d, ld = 3 * h;
         // the table rows this length reaches: r(δ) for δ = −(len−1) … len−1 is monotone, so a contiguous block [lo, hi]
@@ -104,30 +145,27 @@ internal sealed class DebertaLayer : Block, IDisposable
         Span<float> c2p = work.Slice(len * len, len * w), p2c = work.Slice(len * len + len * w, len * w);
         Span<float> mm = work.Slice(len * len + 2 * len * w);
         float scale = 1f / MathF.Sqrt(d * (float)_rel.ScaleFactor);
-        for (int head = 0; head < _heads; head++)
+        var q = qkv.Slice(head * d);
+        var k = qkv.Slice(h + head * d);
+        var v = qkv.Slice(2 * h + head * d);
+        Gemm.MatMul(len, len, d, q, ld, k, ld, transposeB: true, scores, len, mm);
+        if (_rel.C2P) Gemm.MatMul(len, w, d, q, ld, _posKey.AsSpan(lo * h + head * d), h, transposeB: true, c2p, w, mm);
+        if (_rel.P2C) Gemm.MatMul(len, w, d, k, ld, _posQuery.AsSpan(lo * h + head * d), h, transposeB: true, p2c, w, mm);
+        for (int i = 0; i < len; i++)
         {
-            var q = qkv.Slice(head * d);
-            var k = qkv.Slice(h + head * d);
-            var v = qkv.Slice(2 * h + head * d);
-            Gemm.MatMul(len, len, d, q, ld, k, ld, transposeB: true, scores, len, mm);
-            if (_rel.C2P) Gemm.MatMul(len, w, d, q, ld, _posKey.AsSpan(lo * h + head * d), h, transposeB: true, c2p, w, mm);
-            if (_rel.P2C) Gemm.MatMul(len, w, d, k, ld, _posQuery.AsSpan(lo * h + head * d), h, transposeB: true, p2c, w, mm);
-            for (int i = 0; i < len; i++)
+            var row = scores.Slice(i * len, len);
+            int baseRow = _maxTokens - 1 + i;                 // _rows[baseRow − j] is r(i − j)
+            for (int j = 0; j < len; j++)
             {
-                var row = scores.Slice(i * len, len);
-                int baseRow = _maxTokens - 1 + i;                 // _rows[baseRow − j] is r(i − j)
-                for (int j = 0; j < len; j++)
-                {
-                    int r = _rows[baseRow - j] - lo;
-                    float sc = row[j];
-                    if (_rel.C2P) sc += c2p[i * w + r];
-                    if (_rel.P2C) sc += p2c[j * w + r];
-                    row[j] = sc * scale;
-                }
-                TensorPrimitives.SoftMax(row, row);
+                int r = _rows[baseRow - j] - lo;
+                float sc = row[j];
+                if (_rel.C2P) sc += c2p[i * w + r];
+                if (_rel.P2C) sc += p2c[j * w + r];
+                row[j] = sc * scale;
             }
-            Gemm.MatMul(len, d, len, scores, len, v, ld, transposeB: false, ctx.Slice(head * d), h, mm);
+            TensorPrimitives.SoftMax(row, row);
         }
+        Gemm.MatMul(len, d, len, scores, len, v, ld, transposeB: false, ctx.Slice(head * d), h, mm);
     }
 
     public void Dispose()

@@ -1,0 +1,98 @@
+using BenchmarkDotNet.Attributes;
+using FastAttn.Embeddings;
+using FastAttn.IO;
+
+namespace FastAttn.Benchmarks;
+
+/// <summary>
+/// What each architecture's own parts cost on the same shape (6 layers, hidden 384, 6 heads of 64, feed-forward 1536 —
+/// DeBERTa-v3-xsmall's width): BERT, RoBERTa (positions after the padding index: the same layers) and DeBERTa-v3
+/// (disentangled attention: two more products per head over the relative table, the scores gathered per distance, no
+/// fused attention kernel), random weights, one sequence of 16 or 128 tokens, last_hidden_state. No pretrained model of
+/// the last two is served here, so there is no peer to run them against; the ratio to BERT is the figure.
+/// </summary>
+public class ArchitectureBenchmarks
+{
+    [Params("bert", "roberta", "deberta-v3")]
+    public string Arch = "bert";
+
+    [Params(16, 128)]
+    public int Tokens = 16;
+
+    [Params(1, 2)]
+    public int Threads = 1;
+
+    private const int H = 384, Heads = 6, Layers = 6, Ff = 1536, Vocab = 1000, MaxPos = 512;
+
+    private BertModel? _model;
+    private EmbeddingSession? _session;
+    private int[] _ids = [], _lengths = [];
+    private float[] _out = [];
+    private string _dir = "";
+
+    /// <summary>Nominal work: 2·tokens·(4H² + 2H·FF) per layer plus the attention's 4·tokens²·H (DeBERTa's relative products not counted).</summary>
+    public double Flops => Layers * (2.0 * Tokens * (4.0 * H * H + 2.0 * H * Ff) + 4.0 * Tokens * Tokens * H);
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _dir = Path.Combine(Path.GetTempPath(), $"fastattn-arch-{Arch}-{Environment.ProcessId}");
+        Directory.CreateDirectory(_dir);
+        var rnd = new Random(5);
+        var entries = new List<SafeTensorsWriter.Entry>();
+        string p = Arch switch { "roberta" => "roberta.", "deberta-v3" => "deberta.", _ => "bert." };
+        void Add(string name, params long[] shape)
+        {
+            long n = shape.Aggregate(1L, (a, b) => a * b);
+            var d = new float[n];
+            bool norm = name.EndsWith("LayerNorm.weight", StringComparison.Ordinal);
+            for (long i = 0; i < n; i++) d[i] = norm ? 1f + (float)(rnd.NextDouble() - 0.5) * 0.1f : (float)(rnd.NextDouble() - 0.5) * 0.1f;
+            entries.Add(new SafeTensorsWriter.Entry(name, d, shape));
+        }
+        bool deberta = Arch == "deberta-v3";
+        Add(p + "embeddings.word_embeddings.weight", Vocab, H);
+        if (!deberta) Add(p + "embeddings.position_embeddings.weight", Arch == "roberta" ? MaxPos + 2 : MaxPos, H);
+        if (!deberta) Add(p + "embeddings.token_type_embeddings.weight", Arch == "roberta" ? 1 : 2, H);
+        Add(p + "embeddings.LayerNorm.weight", H); Add(p + "embeddings.LayerNorm.bias", H);
+        if (deberta) { Add(p + "encoder.rel_embeddings.weight", 512, H); Add(p + "encoder.LayerNorm.weight", H); Add(p + "encoder.LayerNorm.bias", H); }
+        for (int l = 0; l < Layers; l++)
+        {
+            string q = $"{p}encoder.layer.{l}.";
+            string[] proj = deberta ? ["attention.self.query_proj", "attention.self.key_proj", "attention.self.value_proj"] : ["attention.self.query", "attention.self.key", "attention.self.value"];
+            foreach (var m in proj.Append("attention.output.dense")) { Add(q + m + ".weight", H, H); Add(q + m + ".bias", H); }
+            Add(q + "attention.output.LayerNorm.weight", H); Add(q + "attention.output.LayerNorm.bias", H);
+            Add(q + "intermediate.dense.weight", Ff, H); Add(q + "intermediate.dense.bias", Ff);
+            Add(q + "output.dense.weight", H, Ff); Add(q + "output.dense.bias", H);
+            Add(q + "output.LayerNorm.weight", H); Add(q + "output.LayerNorm.bias", H);
+        }
+        SafeTensorsWriter.Write(Path.Combine(_dir, "model.safetensors"), entries);
+        string common = $"\"hidden_size\": {H}, \"num_attention_heads\": {Heads}, \"num_hidden_layers\": {Layers}, \"intermediate_size\": {Ff}, \"hidden_act\": \"gelu\", \"vocab_size\": {Vocab}";
+        File.WriteAllText(Path.Combine(_dir, "config.json"), Arch switch
+        {
+            "roberta" => $$"""{"model_type": "roberta", {{common}}, "max_position_embeddings": {{MaxPos + 2}}, "type_vocab_size": 1, "layer_norm_eps": 1e-5, "pad_token_id": 1}""",
+            "deberta-v3" => $$"""{"model_type": "deberta-v2", {{common}}, "max_position_embeddings": {{MaxPos}}, "type_vocab_size": 0, "layer_norm_eps": 1e-7, "relative_attention": true, "pos_att_type": ["p2c", "c2p"], "position_buckets": 256, "max_relative_positions": -1, "norm_rel_ebd": "layer_norm", "share_att_key": true, "position_biased_input": false}""",
+            _ => $$"""{"model_type": "bert", {{common}}, "max_position_embeddings": {{MaxPos}}, "type_vocab_size": 2, "layer_norm_eps": 1e-12}""",
+        });
+        _model = BertModel.Load(_dir);
+        _session = new EmbeddingSession(_model, null, new SentenceEmbedderOptions { Threads = Threads, MaxBatchTokens = 128, MaxTokensPerText = 128 });
+        _ids = [.. Enumerable.Range(0, Tokens).Select(i => 3 + (i * 37) % (Vocab - 3))];
+        _lengths = [Tokens];
+        _out = new float[Tokens * H];
+        _session.HiddenStates(_ids, _lengths, _out);
+    }
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        _session?.Dispose();
+        _model?.Dispose();
+        if (Directory.Exists(_dir)) Directory.Delete(_dir, recursive: true);
+    }
+
+    [Benchmark(Description = "last_hidden_state, one sequence")]
+    public float States()
+    {
+        _session!.HiddenStates(_ids, _lengths, _out);
+        return _out[0];
+    }
+}
