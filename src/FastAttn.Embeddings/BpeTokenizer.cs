@@ -30,8 +30,10 @@ public sealed class BpeTokenizer : TextTokenizer
     private readonly bool _fuseUnk, _byteFallback, _ignoreMerges;
     private readonly string _prefix, _suffix;
     private readonly int[] _byteIds;
+    private readonly int[]? _charIds;                                 // BMP character → its one-character token (−1: none); without prefix/suffix
     private readonly Pipeline _pipeline;
     private readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
+    private int _cached;
 
     /// <summary>Words cached at most (each shorter than <see cref="CachedWordLength"/> characters), as the library caches them.</summary>
     private const int CacheCapacity = 10_000, CachedWordLength = 256;
@@ -48,6 +50,12 @@ public sealed class BpeTokenizer : TextTokenizer
         foreach (var a in p.Raw.Tokens.Concat(p.Normalized.Tokens)) if (_tokens[a.Id].Length == 0) _tokens[a.Id] = a.Content;
         _byteIds = new int[256];
         for (int b = 0; b < 256; b++) _byteIds[b] = ids.TryGetValue($"<0x{b:X2}>", out int id) ? id : -1;
+        if (prefix.Length == 0 && suffix.Length == 0)
+        {
+            _charIds = new int[0x10000];
+            Array.Fill(_charIds, -1);
+            foreach (var (t, id) in ids) if (t.Length == 1) _charIds[t[0]] = id;
+        }
     }
 
     /// <summary>Loads a <c>tokenizer.json</c> whose model is <c>BPE</c>.</summary>
@@ -103,84 +111,151 @@ public sealed class BpeTokenizer : TextTokenizer
         if (_ignoreMerges && _ids.TryGetValue(w, out int whole)) return [whole];
         if (_cache.TryGetValue(w, out var hit)) return hit;
         var r = Merge(w);
-        if (w.Length < CachedWordLength && _cache.Count < CacheCapacity) _cache.TryAdd(w, r);
+        // (ConcurrentDictionary.Count takes every lock: a counter of our own instead)
+        if (w.Length < CachedWordLength && Volatile.Read(ref _cached) < CacheCapacity && _cache.TryAdd(w, r)) Interlocked.Increment(ref _cached);
         return r;
     }
 
     private struct Symbol { public int Id, Prev, Next; public bool Gone; }
 
+    // per-thread working buffers (the tokenizer is shared by threads): kept for words up to this many symbols, so a
+    // hostile megabyte-long word does not pin its buffers to the thread
+    private const int KeptSymbols = 4096, SmallWord = 64;
+    [ThreadStatic] private static Symbol[]? t_symbols;
+    [ThreadStatic] private static (long Order, int NewId)[]? t_entries;
+    [ThreadStatic] private static PriorityQueue<(int Pos, int NewId), long>? t_queue;
+
     /// <summary>The library's merge: the word's characters as tokens, then the lowest-ranked mergeable pair merged (leftmost first) until none is left.</summary>
     private int[] Merge(string w)
     {
-        var sym = new List<Symbol>(w.Length);
-        void Add(int id) => sym.Add(new Symbol { Id = id, Prev = sym.Count - 1, Next = -1 });
-        int? pendingUnk = null;
+        // at most 4 byte tokens per character, and one pending unknown
+        int cap = 4 * w.Length + 1;
+        var syms = cap <= KeptSymbols ? (t_symbols is { } kept && kept.Length >= cap ? kept : t_symbols = new Symbol[KeptSymbols]) : new Symbol[cap];
+        int n = 0;
+        int pendingUnk = -1;
         for (int i = 0; i < w.Length;)
         {
             int len = char.IsHighSurrogate(w[i]) && i + 1 < w.Length && char.IsLowSurrogate(w[i + 1]) ? 2 : 1;
             bool first = i == 0, last = i + len == w.Length;
-            string s = w.Substring(i, len);
-            if (!first && _prefix.Length > 0) s = _prefix + s;
-            if (last && _suffix.Length > 0) s += _suffix;
-            i += len;
-            if (_ids.TryGetValue(s, out int id))
+            int id = -1;
+            string? s = null;
+            if (len == 1 && _charIds != null) id = _charIds[w[i]];
+            else
             {
-                if (pendingUnk is int u) { Add(u); pendingUnk = null; }
-                Add(id);
-                continue;
+                s = w.Substring(i, len);
+                if (!first && _prefix.Length > 0) s = _prefix + s;
+                if (last && _suffix.Length > 0) s += _suffix;
+                if (!_ids.TryGetValue(s, out id)) id = -1;
             }
-            if (_byteFallback && ByteTokens(s) is { } bytes)
+            if (id >= 0)
             {
-                // as the library: a byte run does not flush a pending unknown token
-                foreach (int b in bytes) Add(b);
-                continue;
+                if (pendingUnk >= 0) { Add(syms, ref n, pendingUnk); pendingUnk = -1; }
+                Add(syms, ref n, id);
             }
-            if (_unkId is int unk)
+            else if (_byteFallback && ByteTokens(s ?? w.Substring(i, len), syms, ref n)) { }   // as the library: a byte run does not flush a pending unknown token
+            else if (_unkId is int unk)
             {
-                if (pendingUnk is int p && !_fuseUnk) Add(p);
+                if (pendingUnk >= 0 && !_fuseUnk) Add(syms, ref n, pendingUnk);
                 pendingUnk = unk;
             }
             // neither byte fallback nor an unknown token: the character is dropped, as in the library
+            i += len;
         }
-        if (pendingUnk is int pu) Add(pu);
-        var symbols = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(sym);
-        for (int k = 0; k + 1 < symbols.Length; k++) symbols[k].Next = k + 1;
-        if (symbols.Length < 2) return [.. sym.Select(x => x.Id)];
+        if (pendingUnk >= 0) Add(syms, ref n, pendingUnk);
+        var symbols = syms.AsSpan(0, n);
+        if (n >= 2)
+        {
+            if (n <= SmallWord) MergeSmall(symbols);
+            else MergeLarge(symbols);
+        }
+        int count = 0;
+        for (int k = 0; k >= 0 && n > 0; k = symbols[k].Next) count++;
+        var ids = new int[count];
+        for (int k = 0, j = 0; j < count; k = symbols[k].Next) ids[j++] = symbols[k].Id;
+        return ids;
+    }
 
-        // (rank, position) smallest first; an entry whose pair has changed since it was queued is skipped
-        var queue = new PriorityQueue<(int Pos, int NewId), long>(symbols.Length);
-        void Push(int pos, Span<Symbol> ss)
+    private static void Add(Symbol[] syms, ref int n, int id)
+    {
+        if (n > 0) syms[n - 1].Next = n;
+        syms[n] = new Symbol { Id = id, Prev = n - 1, Next = -1 };
+        n++;
+    }
+
+    /// <summary>The merge queue of a short word as an unsorted list (smallest (rank, position) taken by a scan): the heap's order, no allocation.</summary>
+    private void MergeSmall(Span<Symbol> symbols)
+    {
+        var entries = t_entries ??= new (long, int)[4 * SmallWord];
+        int count = 0;
+        for (int k = 0; k + 1 < symbols.Length; k++) Push(symbols, k, entries, ref count);
+        while (count > 0)
+        {
+            int best = 0;
+            for (int e = 1; e < count; e++) if (entries[e].Order < entries[best].Order) best = e;
+            var (order, newId) = entries[best];
+            entries[best] = entries[--count];
+            Apply(symbols, (int)(uint)order, newId, entries, ref count);
+        }
+    }
+
+    private void Push(Span<Symbol> symbols, int pos, (long Order, int NewId)[] entries, ref int count)
+    {
+        int next = symbols[pos].Next;
+        if (next >= 0 && _merges.TryGetValue(Key(symbols[pos].Id, symbols[next].Id), out var m)) entries[count++] = (((long)m.Rank << 32) | (uint)pos, m.NewId);
+    }
+
+    private void Apply(Span<Symbol> symbols, int pos, int newId, (long Order, int NewId)[] entries, ref int count)
+    {
+        ref var cur = ref symbols[pos];
+        if (cur.Gone || cur.Next < 0) return;
+        int next = cur.Next;
+        // an entry whose pair has changed since it was queued is skipped (the library compares the merged token only)
+        if (!_merges.TryGetValue(Key(cur.Id, symbols[next].Id), out var m) || m.NewId != newId) return;
+        cur.Id = newId;
+        symbols[next].Gone = true;
+        cur.Next = symbols[next].Next;
+        if (cur.Next >= 0) symbols[cur.Next].Prev = pos;
+        if (cur.Prev >= 0) Push(symbols, cur.Prev, entries, ref count);
+        Push(symbols, pos, entries, ref count);
+    }
+
+    /// <summary>A long word: the same order with a heap (O(n log n)).</summary>
+    private void MergeLarge(Span<Symbol> symbols)
+    {
+        var queue = symbols.Length <= KeptSymbols ? (t_queue ??= new PriorityQueue<(int, int), long>()) : new PriorityQueue<(int, int), long>(symbols.Length);
+        queue.Clear();
+        void Enqueue(Span<Symbol> ss, int pos)
         {
             int next = ss[pos].Next;
             if (next >= 0 && _merges.TryGetValue(Key(ss[pos].Id, ss[next].Id), out var m)) queue.Enqueue((pos, m.NewId), ((long)m.Rank << 32) | (uint)pos);
         }
-        for (int k = 0; k + 1 < symbols.Length; k++) Push(k, symbols);
+        for (int k = 0; k + 1 < symbols.Length; k++) Enqueue(symbols, k);
         while (queue.TryDequeue(out var top, out _))
         {
-            ref var cur = ref symbols[top.Pos];
+            ref var cur = ref symbols[top.Item1];
             if (cur.Gone || cur.Next < 0) continue;
             int next = cur.Next;
-            if (!_merges.TryGetValue(Key(cur.Id, symbols[next].Id), out var m) || m.NewId != top.NewId) continue;
+            if (!_merges.TryGetValue(Key(cur.Id, symbols[next].Id), out var m) || m.NewId != top.Item2) continue;
             cur.Id = m.NewId;
             symbols[next].Gone = true;
             cur.Next = symbols[next].Next;
-            if (cur.Next >= 0) symbols[cur.Next].Prev = top.Pos;
-            if (cur.Prev >= 0) Push(cur.Prev, symbols);
-            Push(top.Pos, symbols);
+            if (cur.Next >= 0) symbols[cur.Next].Prev = top.Item1;
+            if (cur.Prev >= 0) Enqueue(symbols, cur.Prev);
+            Enqueue(symbols, top.Item1);
         }
-        var ids = new List<int>(symbols.Length);
-        for (int k = 0; k >= 0; k = symbols[k].Next) ids.Add(symbols[k].Id);
-        return [.. ids];
+        if (queue.Count == 0 && symbols.Length <= KeptSymbols) queue.TrimExcess();
     }
 
     private static long Key(int a, int b) => ((long)a << 32) | (uint)b;
 
-    private int[]? ByteTokens(string s)
+    /// <summary>The byte tokens of <paramref name="s"/>'s UTF-8 bytes appended, if every one is in the vocabulary.</summary>
+    private bool ByteTokens(string s, Symbol[] syms, ref int n)
     {
-        var bytes = Encoding.UTF8.GetBytes(s);
-        var r = new int[bytes.Length];
-        for (int i = 0; i < bytes.Length; i++) if ((r[i] = _byteIds[bytes[i]]) < 0) return null;
-        return r;
+        Span<byte> bytes = stackalloc byte[Encoding.UTF8.GetMaxByteCount(s.Length)];
+        int count = Encoding.UTF8.GetBytes(s, bytes);
+        for (int i = 0; i < count; i++) if (_byteIds[bytes[i]] < 0) return false;
+        for (int i = 0; i < count; i++) Add(syms, ref n, _byteIds[bytes[i]]);
+        return true;
     }
 
     // ---------------------------------------------------------------- loading

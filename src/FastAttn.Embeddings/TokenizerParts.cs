@@ -527,11 +527,11 @@ internal static class TokenizerParts
             var r = new List<string>();
             if (piece.Length == 0) return r;                                // nothing, not even the prefix space (as the library)
             if (addPrefixSpace && !piece.StartsWith(' ')) piece = " " + piece;
-            if (!useRegex) { if (piece.Length > 0) r.Add(Map(piece)); return r; }
+            if (!useRegex) { r.Add(Map(piece)); return r; }
             for (int i = 0; i < piece.Length;)
             {
                 int end = Next(piece, i);
-                r.Add(Map(piece[i..end]));
+                r.Add(Map(piece.AsSpan(i, end - i)));
                 i = end;
             }
             return r;
@@ -575,11 +575,13 @@ internal static class TokenizerParts
             return lastStart > i ? lastStart : e;
         }
 
-        private static string Map(string word)
+        private static string Map(ReadOnlySpan<char> word)
         {
-            var bytes = Encoding.UTF8.GetBytes(word);
-            var chars = new char[bytes.Length];
-            for (int k = 0; k < bytes.Length; k++) chars[k] = ByteChar[bytes[k]];
+            int max = Encoding.UTF8.GetMaxByteCount(word.Length);
+            Span<byte> bytes = max <= 512 ? stackalloc byte[max] : new byte[max];
+            int n = Encoding.UTF8.GetBytes(word, bytes);
+            Span<char> chars = n <= 512 ? stackalloc char[n] : new char[n];
+            for (int k = 0; k < n; k++) chars[k] = ByteChar[bytes[k]];
             return new string(chars);
         }
     }

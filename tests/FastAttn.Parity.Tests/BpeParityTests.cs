@@ -8,7 +8,7 @@ namespace FastAttn.Parity.Tests;
 /// <summary>
 /// FastAttn's BPE tokenizer against Hugging Face's tokenizers library itself (Rust, through Tokenizers.DotNet): one
 /// <c>tokenizer.json</c> read by both, ids compared for equality on the EWT corpus (when present), hand-picked edge cases
-/// and random text from every Unicode plane, in five settings — RoBERTa's (byte-level, no prefix space,
+/// random text from every Unicode plane and long run-together words, in five settings — RoBERTa's (byte-level, no prefix space,
 /// RobertaProcessing), GPT-2's (byte-level with the prefix space, [a, b] merges, ignore_merges), SentencePiece BPE
 /// (Prepend + Replace normaliser, byte fallback, fused unknowns), an end-of-word suffix with unfused unknowns, and a
 /// continuing-subword prefix without an unknown token. No pretrained BPE tokenizer is served here, so the files are built:
@@ -151,6 +151,10 @@ public class BpeParityTests
         string[] bits = ["<mask>", " <mask>", "<s>", "'s", "'ll", " ", "  ", "\n", "qqzx", " bar ", "hello world", "123", "!!", "\u00A0"];
         for (int i = 0; i < 3000; i++)
             texts.Add(string.Concat(Enumerable.Range(0, rng.Next(1, 12)).Select(_ => rng.Next(2) == 0 ? bits[rng.Next(bits.Length)] : EdgeCases[rng.Next(EdgeCases.Length)])));
+        // long words (vocabulary words run together): past 64 symbols the merge queue is a heap, below it a scanned list
+        var vocabWords = Vocab.Value.Words;
+        for (int i = 0; i < 1000; i++)
+            texts.Add(string.Concat(Enumerable.Range(0, rng.Next(2, 40)).Select(_ => vocabWords[rng.Next(vocabWords.Count)])));
         int n = 0;
         var shown = new List<string>();
         var all = new HashSet<int>();
