@@ -12,7 +12,7 @@ namespace FastAttn.Fuzz;
 /// </summary>
 public static class Targets
 {
-    public static readonly string[] Names = ["safetensors", "npy", "conllu", "tokenizer", "onnx", "wordpiece", "stconfig", "tokjson", "vocab", "charsmap", "unigram", "bpe"];
+    public static readonly string[] Names = ["safetensors", "npy", "conllu", "tokenizer", "onnx", "wordpiece", "stconfig", "tokjson", "vocab", "charsmap", "unigram", "bpe", "config"];
 
     public static void Run(string target, ReadOnlySpan<byte> input)
     {
@@ -30,6 +30,7 @@ public static class Targets
             case "charsmap": CharsMap(input); break;
             case "unigram": Unigram(input); break;
             case "bpe": Bpe(input); break;
+            case "config": Config(input); break;
             default: throw new ArgumentException($"unknown fuzz target '{target}'; targets: {string.Join(", ", Names)}.");
         }
     }
@@ -233,6 +234,22 @@ public static class Targets
         var pair = t.EncodePair("héllo <mask> wörld", "it's ▁text", out var types);
         Check(pair.Length <= 64 && types.Length == pair.Length, "pair within MaxTokens, one type per id");
         foreach (int id in pair) Check((uint)id < (uint)t.VocabularySize, "an id outside the vocabulary (pair)");
+    }
+
+    /// <summary>
+    /// A model's config.json (every family: BERT, DistilBERT, MPNet, ELECTRA, RoBERTa, DeBERTa-v2): read; an accepted
+    /// config must pass its own validation, and DeBERTa's relative rows must stay inside the table for any distance.
+    /// </summary>
+    public static void Config(ReadOnlySpan<byte> input)
+    {
+        FastAttn.Embeddings.BertConfig c;
+        try { c = FastAttn.Embeddings.BertConfig.FromJson(Encoding.UTF8.GetString(input), "fuzz"); }
+        catch (InvalidDataException) { return; }
+        c.Validate("fuzz");
+        Check(c.PositionRows > 0 && c.PositionOffset >= 0 && c.PositionOffset < c.MaxPositionEmbeddings, "positions after the padding rows");
+        if (c.Deberta is { } rel)
+            foreach (int d in new[] { 0, 1, -1, rel.Span, -rel.Span, c.MaxPositionEmbeddings - 1, 1 - c.MaxPositionEmbeddings, int.MaxValue / 4, int.MinValue / 4 })
+                Check(rel.Row(d) >= 0 && rel.Row(d) < 2 * rel.Span, "a relative row outside the table");
     }
 
     private const string Multilingual = "The café's naïve owner paid $3,000.50 for 12 books — 中文 ¿qué?  Ｈｅｌｌｏ\tｗｏｒｌｄ <mask> ﬁ ① ｶﾞ 한국어 e\u0301 🙂 \u200d";

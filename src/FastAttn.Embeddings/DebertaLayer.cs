@@ -23,7 +23,8 @@ internal sealed record DebertaRelative(int Span, int Buckets, int MaxRelativePos
         int abs = Math.Abs(delta);
         if (abs <= mid) return delta;
         float logPos = MathF.Ceiling(MathF.Log(abs / (float)mid) / MathF.Log((float)((MaxRelativePositions - 1) / (double)mid)) * (mid - 1)) + mid;
-        return Math.Sign(delta) * (int)logPos;
+        // (a bucket past the table is clamped to its last row anyway: bounded here so the conversion cannot overflow)
+        return Math.Sign(delta) * (int)Math.Min(logPos, 1 << 24);
     }
 
     /// <summary>The row of the relative table for distance δ = i − j: clamp(bucket(δ) + span, 0, 2·span − 1).</summary>

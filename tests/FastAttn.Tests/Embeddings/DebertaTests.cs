@@ -240,6 +240,11 @@ public class DebertaTests
         for (int d = -700; d <= 700; d++) Assert.Equal(Bucket(d, 256, 512), rel.Bucket(d));
         Assert.Equal(0, rel.Row(-600));            // clamped into the table's 512 rows
         Assert.Equal(511, rel.Row(600));
+        // a config whose logarithmic range is tiny (max just past mid + 1) sends far distances far past the table: still
+        // its last row, not an overflowed negative bucket
+        var steep = new DebertaRelative(65536, 65536, 32770, true, true, true, true);
+        Assert.Equal(2 * 65536 - 1, steep.Row(1_000_000));
+        Assert.Equal(0, steep.Row(-1_000_000));
     }
 
     [Fact]
