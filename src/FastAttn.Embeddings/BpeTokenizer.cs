@@ -21,7 +21,7 @@ namespace FastAttn.Embeddings;
 /// cached). Immutable apart from its thread-safe word cache, and safe to use from any number of threads; allocates per call.
 /// </para>
 /// </summary>
-public sealed class BpeTokenizer : TextTokenizer
+public sealed class BpeTokenizer : TextTokenizer, IWordModel
 {
     private readonly Dictionary<string, int> _ids;
     private readonly string[] _tokens;                               // id → token (for display); "" where no token has the id
@@ -86,23 +86,9 @@ public sealed class BpeTokenizer : TextTokenizer
         return [.. Pieces(text).Select(Token)];
     }
 
-    private protected override IReadOnlyList<int> Pieces(string text)
-    {
-        text = WellFormed(text);
-        var ids = new List<int>();
-        foreach (var (rawPiece, rawId) in _pipeline.Raw.Split(text))
-        {
-            if (rawId >= 0) { ids.Add(rawId); continue; }
-            string norm = _pipeline.Normalizer == null ? rawPiece : _pipeline.Normalizer.Apply(rawPiece);
-            foreach (var (piece, id) in _pipeline.Normalized.Split(norm))
-            {
-                if (id >= 0) { ids.Add(id); continue; }
-                var words = _pipeline.PreTokenizer == null ? (piece.Length == 0 ? [] : [piece]) : _pipeline.PreTokenizer.Split(piece);
-                foreach (var w in words) ids.AddRange(Word(w));
-            }
-        }
-        return ids;
-    }
+    private protected override IReadOnlyList<int> Pieces(string text) => _pipeline.Encode(text, this);
+
+    void IWordModel.EncodeWord(string word, List<int> ids) => ids.AddRange(Word(word));
 
     /// <summary>One word's ids: cached, or merged.</summary>
     private int[] Word(string w)

@@ -51,9 +51,46 @@ internal static class TokenizerParts
         }
     }
 
+    /// <summary>A tokenizer.json's model: the ids of one pre-tokenised word.</summary>
+    internal interface IWordModel
+    {
+        void EncodeWord(string word, List<int> ids);
+    }
+
     /// <summary>What a tokenizer.json says around its model.</summary>
     internal sealed record Pipeline(Normalizer? Normalizer, PreTokenizer? PreTokenizer, AddedTokens Raw, AddedTokens Normalized,
-        (TemplatePiece[], TemplatePiece[]) Templates, int VocabularySize);
+        (TemplatePiece[], TemplatePiece[]) Templates, int VocabularySize)
+    {
+        /// <summary>
+        /// The ids of <paramref name="text"/> (lone surrogates as U+FFFD first): added tokens matched in the raw text; the
+        /// rest normalised and added tokens matched in it; the rest pre-tokenised into words, each encoded by <paramref name="model"/>.
+        /// </summary>
+        public List<int> Encode(string text, IWordModel model)
+        {
+            text = WellFormed(text);
+            var ids = new List<int>();
+            foreach (var (rawPiece, rawId) in Raw.Split(text))
+            {
+                if (rawId >= 0) { ids.Add(rawId); continue; }
+                string norm = Normalizer == null ? rawPiece : Normalizer.Apply(rawPiece);
+                foreach (var (piece, id) in Normalized.Split(norm))
+                {
+                    if (id >= 0) { ids.Add(id); continue; }
+                    if (PreTokenizer == null) { if (piece.Length > 0) model.EncodeWord(piece, ids); continue; }
+                    foreach (var w in PreTokenizer.Split(piece)) model.EncodeWord(w, ids);
+                }
+            }
+            return ids;
+        }
+
+        /// <summary>The content of added token <paramref name="id"/>, or null.</summary>
+        public string? AddedContent(int id)
+        {
+            foreach (var t in Raw.Tokens) if (t.Id == id) return t.Content;
+            foreach (var t in Normalized.Tokens) if (t.Id == id) return t.Content;
+            return null;
+        }
+    }
 
     /// <summary>
     /// The normaliser, pre-tokeniser, added tokens (the model's id when the model has the content, as the library assigns

@@ -22,7 +22,7 @@ namespace FastAttn.Embeddings;
 /// expressions run without backtracking). Immutable and safe to use from any number of threads; allocates per call.
 /// </para>
 /// </summary>
-public sealed class UnigramTokenizer : TextTokenizer
+public sealed class UnigramTokenizer : TextTokenizer, IWordModel
 {
     private readonly string[] _vocab;
     private readonly double[] _scores;
@@ -32,20 +32,17 @@ public sealed class UnigramTokenizer : TextTokenizer
     private readonly double _unkScore;
     private readonly bool _byteFallback;
     private readonly int[] _byteIds;
-    private readonly Normalizer? _normalizer;
-    private readonly PreTokenizer? _preTokenizer;
-    private readonly AddedTokens _rawAdded, _normalizedAdded;
+    private readonly Pipeline _pipeline;
 
-    private UnigramTokenizer(Model m, Normalizer? normalizer, PreTokenizer? preTokenizer, AddedTokens raw, AddedTokens normalized,
-        (TemplatePiece[], TemplatePiece[]) templates, int vocabularySize, int maxTokens)
-        : base(templates.Item1, templates.Item2, m.UnkId ?? -1, vocabularySize, maxTokens)
+    private UnigramTokenizer(Model m, Pipeline p, int maxTokens)
+        : base(p.Templates.Item1, p.Templates.Item2, m.UnkId ?? -1, p.VocabularySize, maxTokens)
     {
         _vocab = m.Vocab; _scores = m.Scores; _trie = m.Trie; _ids = m.Ids; _unkId = m.UnkId; _byteFallback = m.ByteFallback;
         _unkScore = m.MinScore - 10.0;
         // the byte-fallback pieces <0x00> … <0xFF> looked up once (−1: absent), not formatted per byte
         _byteIds = new int[256];
         for (int b = 0; b < 256; b++) _byteIds[b] = m.Ids.TryGetValue($"<0x{b:X2}>", out int id) ? id : -1;
-        _normalizer = normalizer; _preTokenizer = preTokenizer; _rawAdded = raw; _normalizedAdded = normalized;
+        _pipeline = p;
     }
 
     /// <summary>Loads a <c>tokenizer.json</c> whose model is <c>Unigram</c>.</summary>
@@ -65,8 +62,7 @@ public sealed class UnigramTokenizer : TextTokenizer
     {
         if ((uint)id >= (uint)VocabularySize) throw new ArgumentOutOfRangeException(nameof(id), id, $"ids are 0..{VocabularySize - 1}.");
         if (id < _vocab.Length) return _vocab[id];
-        foreach (var t in _rawAdded.Tokens.Concat(_normalizedAdded.Tokens)) if (t.Id == id) return t.Content;
-        return "";
+        return _pipeline.AddedContent(id) ?? "";
     }
 
     /// <summary>The pieces (as strings) of <paramref name="text"/>, without framing: what the ids stand for.</summary>
@@ -77,28 +73,12 @@ public sealed class UnigramTokenizer : TextTokenizer
         return [.. Pieces(text).Select(Token)];
     }
 
-    private protected override IReadOnlyList<int> Pieces(string text)
-    {
-        text = WellFormed(text);
-        var ids = new List<int>();
-        var sb = new StringBuilder();
-        // 1. added tokens matched in the raw text; 2. the rest normalised, and added tokens matched in it; 3. words; 4. pieces
-        foreach (var (rawPiece, rawId) in _rawAdded.Split(text))
-        {
-            if (rawId >= 0) { ids.Add(rawId); continue; }
-            string norm = _normalizer == null ? rawPiece : _normalizer.Apply(rawPiece);
-            foreach (var (piece, id) in _normalizedAdded.Split(norm))
-            {
-                if (id >= 0) { ids.Add(id); continue; }
-                var words = _preTokenizer == null ? [piece] : _preTokenizer.Split(piece);
-                foreach (var w in words) Encode(w, ids, sb);
-            }
-        }
-        return ids;
-    }
+    private protected override IReadOnlyList<int> Pieces(string text) => _pipeline.Encode(text, this);
+
+    void IWordModel.EncodeWord(string word, List<int> ids) => Encode(word, ids);
 
     /// <summary>The best-scoring split of one word (SentencePiece's optimised Viterbi pass), appended as ids.</summary>
-    private void Encode(string w, List<int> ids, StringBuilder sb)
+    private void Encode(string w, List<int> ids)
     {
         int n = w.Length;
         if (n == 0) return;
@@ -172,7 +152,7 @@ public sealed class UnigramTokenizer : TextTokenizer
         {
             var m = ReadModel(model, bad);
             var p = ReadPipeline(root, m.Ids, m.Vocab.Length, bad);
-            return new UnigramTokenizer(m, p.Normalizer, p.PreTokenizer, p.Raw, p.Normalized, p.Templates, p.VocabularySize, maxTokens);
+            return new UnigramTokenizer(m, p, maxTokens);
         });
 
     private static Model ReadModel(JsonElement model, Func<string, InvalidDataException> bad)
