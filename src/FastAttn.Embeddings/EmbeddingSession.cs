@@ -21,6 +21,10 @@ public sealed class EmbeddingSession : IDisposable
     private int _busy, _disposed;
     private readonly Pooling _pooling;
     private readonly bool _normalize;
+    private readonly DenseModule[] _dense;
+    private readonly float[] _denseA, _denseB, _denseScratch;   // DenseChunk vectors at a time
+    private readonly int _pooledWidth;
+    private const int DenseChunk = 64;
 
     /// <summary>The settings, open ones resolved (pooling mean and no normalisation where they were null).</summary>
     public SentenceEmbedderOptions Options { get; }
@@ -52,7 +56,16 @@ public sealed class EmbeddingSession : IDisposable
             throw new ArgumentException($"the vocabulary has {tokenizer.VocabularySize} entries; the model's embedding table {model.Config.VocabSize}.", nameof(tokenizer));
         Options = options;
         int h = model.OutputWidth, max = options.MaxBatchTokens;
-        Dimension = _pooling == Pooling.Pooler ? model.Config.HiddenSize : h;
+        _pooledWidth = _pooling == Pooling.Pooler ? model.Config.HiddenSize : h;
+        _dense = options.Dense is { } given ? [.. given] : [];
+        for (int i = 0, w = _pooledWidth; i < _dense.Length; w = _dense[i].OutFeatures, i++)
+            if (_dense[i] is null || _dense[i].InFeatures != w)
+                throw new ArgumentException($"Dense module {i} takes {(_dense[i] is null ? "nothing (null)" : _dense[i].InFeatures.ToString())} features; the vector before it has {w}.", nameof(options));
+        Dimension = _dense.Length > 0 ? _dense[^1].OutFeatures : _pooledWidth;
+        int widest = _dense.Length == 0 ? 0 : Math.Max(_pooledWidth, _dense.Max(m => m.OutFeatures));
+        _denseA = new float[_dense.Length == 0 ? 0 : DenseChunk * widest];
+        _denseB = new float[_denseA.Length];
+        _denseScratch = new float[_dense.Length == 0 ? 0 : _dense.Max(m => m.Linear.ScratchSize(DenseChunk))];
         _session = model.Encoder.CreateSession(max, options.Threads);
         _input = new float[2 * max];
         _hidden = new float[(long)max * h];
@@ -272,32 +285,57 @@ public sealed class EmbeddingSession : IDisposable
 
     private void Pool(ReadOnlySpan<int> lengths, Span<float> output)
     {
-        int h = HiddenWidth, d = Dimension, t0 = 0;
+        int h = HiddenWidth, d = _pooledWidth, t0 = 0;
+        // with Dense modules the pooled vectors are the modules' input: pooled into output's place first only when they
+        // are as wide, else chunk by chunk through the modules below
+        bool dense = _dense.Length > 0;
         for (int s = 0; s < lengths.Length; s++)
         {
             int len = lengths[s];
-            var dst = output.Slice(s * d, d);
             var first = _hidden.AsSpan(t0 * h, h);
-            switch (_pooling)
+            if (_pooling != Pooling.Pooler)
             {
-                case Pooling.Mean:
+                Span<float> dst = dense ? _denseA.AsSpan((s % DenseChunk) * d, d) : output.Slice(s * d, d);
+                if (_pooling == Pooling.Mean)
+                {
                     first.CopyTo(dst);
                     for (int t = 1; t < len; t++) TensorPrimitives.Add(dst, _hidden.AsSpan((t0 + t) * h, h), dst);
                     TensorPrimitives.Multiply(dst, 1f / len, dst);
-                    break;
-                case Pooling.Cls:
-                    first.CopyTo(dst);
-                    break;
+                }
+                else first.CopyTo(dst);
+                if (dense && (s % DenseChunk == DenseChunk - 1 || s == lengths.Length - 1)) ApplyDense(s - s % DenseChunk, s % DenseChunk + 1, output);
             }
             t0 += len;
         }
         if (_pooling == Pooling.Pooler)
         {
             PoolerOutput(lengths);
-            _pooled.AsSpan(0, lengths.Length * d).CopyTo(output);
+            if (!dense) _pooled.AsSpan(0, lengths.Length * d).CopyTo(output);
+            else
+                for (int s0 = 0; s0 < lengths.Length; s0 += DenseChunk)
+                {
+                    int n = Math.Min(DenseChunk, lengths.Length - s0);
+                    _pooled.AsSpan(s0 * d, n * d).CopyTo(_denseA);
+                    ApplyDense(s0, n, output);
+                }
         }
+        int dim = Dimension;
         if (_normalize)
-            for (int s = 0; s < lengths.Length; s++) Vectors.Normalize(output.Slice(s * d, d));
+            for (int s = 0; s < lengths.Length; s++) Vectors.Normalize(output.Slice(s * dim, dim));
+    }
+
+    /// <summary>The Dense modules over <paramref name="n"/> pooled vectors in <c>_denseA</c> (sequences from <paramref name="s0"/>), into output.</summary>
+    private void ApplyDense(int s0, int n, Span<float> output)
+    {
+        float[] src = _denseA, dst = _denseB;
+        int width = _pooledWidth;
+        foreach (var m in _dense)
+        {
+            m.Linear.ForwardCore(src.AsSpan(0, n * width), n, dst.AsSpan(0, n * m.OutFeatures), _denseScratch, default, null);
+            (src, dst) = (dst, src);
+            width = m.OutFeatures;
+        }
+        src.AsSpan(0, n * width).CopyTo(output.Slice(s0 * width, n * width));
     }
 
     private void Enter()

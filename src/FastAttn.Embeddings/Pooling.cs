@@ -30,4 +30,7 @@ public sealed record SentenceEmbedderOptions
     public int Threads { get; init; } = 1;
     /// <summary>Sessions a <see cref="SentenceEmbedder"/> keeps for concurrent callers (default: the processor count).</summary>
     public int MaxSessions { get; init; }
+    /// <summary>Dense modules applied in order to the pooled vector, before normalisation; null (the default): those of the
+    /// model folder's sentence-transformers pipeline when <see cref="SentenceEmbedder.Load"/> finds one, else none.</summary>
+    public IReadOnlyList<DenseModule>? Dense { get; init; }
 }

@@ -21,6 +21,8 @@ public sealed record SentenceTransformersConfig
     public int? Dimension { get; init; }
     /// <summary>The Transformer module's folder relative to the model folder ("" for the folder itself, as most models have it).</summary>
     public string TransformerPath { get; init; } = "";
+    /// <summary>The Dense modules after pooling, in order (none for most models; LaBSE and distiluse have one).</summary>
+    public IReadOnlyList<DenseModule> Dense { get; init; } = [];
 
     /// <summary>Configuration files larger than this are refused (they are a few hundred bytes).</summary>
     private const long MaxFileBytes = 1 << 20;
@@ -83,10 +85,13 @@ public sealed record SentenceTransformersConfig
         ArgumentNullException.ThrowIfNull(model);
         if (Dimension is int d && d != model.Config.HiddenSize)
             throw new InvalidDataException($"the Pooling module's word_embedding_dimension {d} is not the model's hidden size {model.Config.HiddenSize}.");
+        if (Dense.Count > 0 && Dense[0].InFeatures != model.Config.HiddenSize)
+            throw new InvalidDataException($"the first Dense module takes {Dense[0].InFeatures} features; the model's hidden size is {model.Config.HiddenSize}.");
         return options with
         {
             Pooling = options.Pooling ?? Pooling,
             Normalize = options.Normalize ?? Normalize,
+            Dense = options.Dense ?? Dense,
             MaxTokensPerText = options.MaxTokensPerText == 0 && MaxSeqLength is int m ? Math.Min(m, model.Embeddings.MaxPositions) : options.MaxTokensPerText,
         };
     }
@@ -135,17 +140,68 @@ public sealed record SentenceTransformersConfig
                         c = ReadPooling(Path.Combine(folder, config), file(config)
                             ?? throw new InvalidDataException($"{Path.Combine(folder, config)}: the Pooling module's config.json is missing."), c);
                         break;
+                    case "Dense" when pooling && !c.Normalize:
+                        c = c with { Dense = [.. c.Dense, ReadDense(file, folder, sub, c.Dense.Count > 0 ? c.Dense[^1].OutFeatures : c.Dimension)] };
+                        break;
                     case "Normalize" when pooling && !c.Normalize:
                         c = c with { Normalize = true };
                         break;
                     default:
-                        throw new InvalidDataException($"{path}: module {i} ({type}) is not supported here: FastAttn runs Transformer → Pooling → optional Normalize.");
+                        throw new InvalidDataException($"{path}: module {i} ({type}) is not supported here: FastAttn runs Transformer → Pooling → Dense modules → optional Normalize.");
                 }
                 i++;
             }
             if (!pooling) throw new InvalidDataException($"{path}: the pipeline has no Pooling module, so it gives no sentence vector.");
             return c;
         }
+    }
+
+    /// <summary>
+    /// A Dense module from its folder: <c>config.json</c> (<c>in_features</c>, <c>out_features</c>, <c>bias</c>,
+    /// <c>activation_function</c>) and <c>model.safetensors</c> (<c>linear.weight</c> [out, in], <c>linear.bias</c>);
+    /// <paramref name="width"/>, when known, is the width it must take.
+    /// </summary>
+    private static DenseModule ReadDense(Func<string, byte[]?> file, string folder, string sub, int? width)
+    {
+        string dir = sub.Length == 0 ? "" : sub.TrimEnd('/', '\\') + "/";
+        string configPath = Path.Combine(folder, dir + "config.json");
+        var root = Parse(configPath, file(dir + "config.json") ?? throw new InvalidDataException($"{configPath}: the Dense module's config.json is missing."), out var doc);
+        int inF, outF;
+        bool hasBias;
+        Kernels.Activation act;
+        using (doc)
+        {
+            if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{configPath}: not a JSON object.");
+            int Int(string name) => root.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int x) && x is > 0 and <= 1 << 16 ? x
+                : throw new InvalidDataException($"{configPath}: '{name}' is not an integer from 1 to 65536.");
+            inF = Int("in_features"); outF = Int("out_features");
+            hasBias = !root.TryGetProperty("bias", out var b) || b.ValueKind switch
+            {
+                JsonValueKind.True => true, JsonValueKind.False => false,
+                _ => throw new InvalidDataException($"{configPath}: 'bias' is not true or false."),
+            };
+            string actName = root.TryGetProperty("activation_function", out var a) && a.ValueKind == JsonValueKind.String ? a.GetString()! : "torch.nn.modules.activation.Tanh";
+            act = DenseModule.ParseActivation(actName) ?? throw new InvalidDataException($"{configPath}: activation_function '{actName}' is not Identity, Tanh, ReLU or GELU.");
+        }
+        if (width is int w && w != inF) throw new InvalidDataException($"{configPath}: in_features {inF} does not take the previous module's {w} features.");
+        string weightsPath = Path.Combine(folder, dir + "model.safetensors");
+        var bytes = file(dir + "model.safetensors")
+            ?? throw new InvalidDataException(file(dir + "pytorch_model.bin") != null
+                ? $"{weightsPath}: the Dense module's weights are only in pytorch_model.bin (a pickle, which FastAttn does not read); save them as model.safetensors."
+                : $"{weightsPath}: the Dense module's weights are missing.");
+        using var st = IO.SafeTensorsFile.Load(bytes, weightsPath);
+        float[] Tensor(string name, params long[] shape)
+        {
+            var t = st.Tensors.FirstOrDefault(x => x.Name == name) ?? throw new InvalidDataException($"{weightsPath}: no tensor '{name}'.");
+            if (!t.Shape.SequenceEqual(shape)) throw new InvalidDataException($"{weightsPath}: '{name}' is [{string.Join(", ", t.Shape)}], expected [{string.Join(", ", shape)}].");
+            return st.ReadFloat32(name);
+        }
+        var weight = Tensor("linear.weight", outF, inF);
+        var bias = hasBias ? Tensor("linear.bias", outF) : null;
+        foreach (var t in st.Tensors)
+            if (t.Name is not ("linear.weight" or "linear.bias") || (t.Name == "linear.bias" && !hasBias))
+                throw new InvalidDataException($"{weightsPath}: unexpected tensor '{t.Name}'.");
+        return new DenseModule(weight, outF, inF, bias, act);
     }
 
     /// <summary>A module's path must name a folder inside the model folder.</summary>
