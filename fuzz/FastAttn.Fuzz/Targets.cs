@@ -140,14 +140,15 @@ public static class Targets
 
     /// <summary>
     /// A sentence-transformers folder: the input split at NUL bytes into modules.json, the Pooling config (served for every
-    /// path ending in config.json) and sentence_bert_config.json; an absent or empty part is no such file.
+    /// path ending in config.json outside a Dense module), sentence_bert_config.json, a Dense module's config.json and its
+    /// model.safetensors; an absent or empty part is no such file. Accepted Dense modules must chain.
     /// </summary>
     public static void SentenceTransformersFolder(ReadOnlySpan<byte> input)
     {
         var parts = new List<byte[]>();
         int start = 0;
-        for (int i = 0; i <= input.Length && parts.Count < 3; i++)
-            if (i == input.Length || input[i] == 0) { parts.Add(input[start..i].ToArray()); start = i + 1; }
+        for (int i = 0; i <= input.Length && parts.Count < 5; i++)
+            if (i == input.Length || (input[i] == 0 && parts.Count < 4)) { parts.Add(input[start..i].ToArray()); start = i + 1; }
         byte[]? Part(int i) => i < parts.Count && parts[i].Length > 0 ? parts[i] : null;
         var asked = new List<string>();
         FastAttn.Embeddings.SentenceTransformersConfig? c;
@@ -157,6 +158,8 @@ public static class Targets
             {
                 asked.Add(path);
                 return path == "modules.json" ? Part(0) : path.EndsWith("sentence_bert_config.json", StringComparison.Ordinal) ? Part(2)
+                    : path.Contains("Dense", StringComparison.Ordinal) && path.EndsWith("config.json", StringComparison.Ordinal) ? Part(3)
+                    : path.EndsWith("model.safetensors", StringComparison.Ordinal) ? Part(4)
                     : path.EndsWith("config.json", StringComparison.Ordinal) ? Part(1) : null;
             }, "fuzz");
         }
@@ -166,6 +169,8 @@ public static class Targets
         Check(c.Pooling is FastAttn.Embeddings.Pooling.Mean or FastAttn.Embeddings.Pooling.Cls, "a pooling other than mean or CLS");
         Check(c.MaxSeqLength is null or >= 3, "max_seq_length below 3");
         Check(c.Dimension is null or > 0, "a dimension below 1");
+        for (int i = 0; i < c.Dense.Count; i++)
+            Check(c.Dense[i].InFeatures == (i == 0 ? c.Dimension ?? c.Dense[0].InFeatures : c.Dense[i - 1].OutFeatures), "Dense modules that do not chain");
     }
 
     /// <summary>Hugging Face's tokenizer.json of a BERT: read, then one fixed text encoded and its ids checked.</summary>
