@@ -123,13 +123,6 @@ public class BpeParityTests
         "东京 日本語", "한국어", "Ελλάδα", "Москва", "ⅷ ½ ²", "𝐇𝐞𝐥𝐥𝐨", "İstanbul", "ǅ", new string('x', 300), string.Concat(Enumerable.Repeat("ab ", 150)),
     ];
 
-    private static string Escape(string s)
-    {
-        var sb = new StringBuilder();
-        foreach (var r in s.EnumerateRunes()) sb.Append(r.Value is >= 32 and < 127 ? ((char)r.Value).ToString() : $"\\u{{{r.Value:X}}}");
-        return sb.ToString();
-    }
-
     [Theory]
     [InlineData(Setting.Roberta)]
     [InlineData(Setting.Gpt2)]
@@ -142,10 +135,7 @@ public class BpeParityTests
         var texts = new List<string>(EdgeCases);
         texts.AddRange(UnigramParityTests.EdgeCases);
         texts.AddRange(MiniLmParityTests.BuiltIn);
-        if (TaggerFidelityTests.TreebankFolder() is { } ewt)
-            foreach (var f in Directory.GetFiles(ewt, "*.conllu"))
-                foreach (var line in File.ReadLines(f))
-                    if (line.StartsWith("# text = ", StringComparison.Ordinal)) texts.Add(line[9..]);
+        texts.AddRange(TokenizerComparison.EwtSentences());
         texts.AddRange(TokenizerParityTests.RandomTexts(20_000, 200 + (int)setting));
         var rng = new Random(9 + (int)setting);
         string[] bits = ["<mask>", " <mask>", "<s>", "'s", "'ll", " ", "  ", "\n", "qqzx", " bar ", "hello world", "123", "!!", "\u00A0"];
@@ -155,19 +145,7 @@ public class BpeParityTests
         var vocabWords = Vocab.Value.Words;
         for (int i = 0; i < 1000; i++)
             texts.Add(string.Concat(Enumerable.Range(0, rng.Next(2, 40)).Select(_ => vocabWords[rng.Next(vocabWords.Count)])));
-        int n = 0;
-        var shown = new List<string>();
-        var all = new HashSet<int>();
-        foreach (var t in texts)
-        {
-            var hf = p.Hf.Encode(t);
-            var fa = p.Fa.Encode(t);
-            all.UnionWith(fa);
-            if (hf.Length == fa.Length && hf.Select(x => (int)x).SequenceEqual(fa)) continue;
-            if (++n <= 5)
-                shown.Add($"'{Escape(t)}':\n  HF [{string.Join(' ', hf.Select(i => Escape(p.Fa.Token((int)i))))}]\n  FA [{string.Join(' ', fa.Select(i => Escape(p.Fa.Token(i))))}]");
-        }
-        Assert.True(n == 0, $"{n} of {texts.Count} texts tokenize differently, e.g.\n{string.Join('\n', shown)}");
+        var all = TokenizerComparison.AssertIdsEqual(texts, p.Hf, p.Fa);
         Assert.True(all.Count > 500, $"only {all.Count} distinct ids");
         // not vacuous: what each setting is about is reached
         switch (setting)
