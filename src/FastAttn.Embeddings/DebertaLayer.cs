@@ -152,16 +152,18 @@ internal sealed class DebertaLayer : Block, IDisposable
         Gemm.MatMul(len, len, d, q, ld, k, ld, transposeB: true, scores, len, mm);
         if (_rel.C2P) Gemm.MatMul(len, w, d, q, ld, _posKey.AsSpan(lo * h + head * d), h, transposeB: true, c2p, w, mm);
         if (_rel.P2C) Gemm.MatMul(len, w, d, k, ld, _posQuery.AsSpan(lo * h + head * d), h, transposeB: true, p2c, w, mm);
+        bool c2pOn = _rel.C2P, p2cOn = _rel.P2C;
+        var rows = _rows;
         for (int i = 0; i < len; i++)
         {
             var row = scores.Slice(i * len, len);
-            int baseRow = _maxTokens - 1 + i;                 // _rows[baseRow − j] is r(i − j)
+            int baseRow = _maxTokens - 1 + i;                 // rows[baseRow − j] is r(i − j)
             for (int j = 0; j < len; j++)
             {
-                int r = _rows[baseRow - j] - lo;
+                int r = rows[baseRow - j] - lo;
                 float sc = row[j];
-                if (_rel.C2P) sc += c2p[i * w + r];
-                if (_rel.P2C) sc += p2c[j * w + r];
+                if (c2pOn) sc += c2p[i * w + r];
+                if (p2cOn) sc += p2c[j * w + r];
                 row[j] = sc * scale;
             }
             TensorPrimitives.SoftMax(row, row);
