@@ -24,7 +24,8 @@ namespace FastAttn.Embeddings;
 public sealed class BpeTokenizer : TextTokenizer, IWordModel
 {
     private readonly Dictionary<string, int> _ids;
-    private readonly string[] _tokens;                               // id → token (for display); "" where no token has the id
+    // id → token (for display): a map, not an array sized by the largest id (a tiny file may name id 2^24 − 1)
+    private readonly Dictionary<int, string> _tokens = [];
     private readonly Dictionary<long, (int Rank, int NewId)> _merges;
     private readonly int? _unkId;
     private readonly bool _fuseUnk, _byteFallback, _ignoreMerges;
@@ -44,10 +45,8 @@ public sealed class BpeTokenizer : TextTokenizer, IWordModel
     {
         _ids = ids; _merges = merges; _unkId = unkId; _fuseUnk = fuseUnk; _byteFallback = byteFallback; _ignoreMerges = ignoreMerges;
         _prefix = prefix; _suffix = suffix; _pipeline = p;
-        _tokens = new string[p.VocabularySize];
-        Array.Fill(_tokens, "");
         foreach (var (t, id) in ids) _tokens[id] = t;
-        foreach (var a in p.Raw.Tokens.Concat(p.Normalized.Tokens)) if (_tokens[a.Id].Length == 0) _tokens[a.Id] = a.Content;
+        foreach (var a in p.Raw.Tokens.Concat(p.Normalized.Tokens)) _tokens.TryAdd(a.Id, a.Content);
         _byteIds = new int[256];
         for (int b = 0; b < 256; b++) _byteIds[b] = ids.TryGetValue($"<0x{b:X2}>", out int id) ? id : -1;
         if (prefix.Length == 0 && suffix.Length == 0)
@@ -75,7 +74,7 @@ public sealed class BpeTokenizer : TextTokenizer, IWordModel
     public override string Token(int id)
     {
         if ((uint)id >= (uint)VocabularySize) throw new ArgumentOutOfRangeException(nameof(id), id, $"ids are 0..{VocabularySize - 1}.");
-        return _tokens[id];
+        return _tokens.GetValueOrDefault(id, "");
     }
 
     /// <summary>The tokens (as strings) of <paramref name="text"/>, without framing: what the ids stand for.</summary>
