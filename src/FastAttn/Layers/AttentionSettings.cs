@@ -17,6 +17,8 @@ public sealed record AttentionSettings
     public float? SigmoidBias { get; init; }
     /// <summary>Causal mask.</summary>
     public CausalMode Causal { get; init; }
+    /// <summary>Sliding window: query i sees keys j with |i − j| ≤ Window within its sequence; 0 = none (see <see cref="AttentionOptions.Window"/>).</summary>
+    public int Window { get; init; }
     /// <summary>Additive score weights <c>[heads, headDim]</c> when <see cref="Score"/> is additive.</summary>
     public float[]? AdditiveWeights { get; init; }
     /// <summary>Distance bias per head: −slope·|i − j| added to the scores (ALiBi-style, symmetric); null = none.</summary>

@@ -134,6 +134,7 @@ public sealed class MultiHeadAttention : Block, IDisposable
             if ((uint)settings.Score > (uint)ScoreKind.Additive) ThrowHelper.Argument(nameof(settings), "unknown score kind.");
             if ((uint)settings.Normalizer > (uint)Normalizer.Sigmoid) ThrowHelper.Argument(nameof(settings), "unknown normalizer.");
             if ((uint)settings.Causal > (uint)CausalMode.BottomRight) ThrowHelper.Argument(nameof(settings), "unknown causal mode.");
+            if (settings.Window < 0) ThrowHelper.Argument(nameof(settings), "Window must be 0 (none) or a positive distance.");
             if (settings.Scale is float sc && !float.IsFinite(sc)) ThrowHelper.Argument(nameof(settings), "Scale must be finite.");
             if (!(settings.SoftCap >= 0) || float.IsInfinity(settings.SoftCap)) ThrowHelper.Argument(nameof(settings), "SoftCap must be finite and ≥ 0.");
             if (settings.Score == ScoreKind.Additive && settings.AdditiveWeights?.Length != dModel)
@@ -326,7 +327,7 @@ public sealed class MultiHeadAttention : Block, IDisposable
         ReadOnlySpan<bool> boolMask, ReadOnlySpan<float> floatMask) => new()
     {
         Heads = Heads, HeadDim = HeadDim, Score = _settings.Score, Scale = _settings.Scale, SoftCap = _settings.SoftCap,
-        Normalizer = _settings.Normalizer, SigmoidBias = _settings.SigmoidBias, Causal = _settings.Causal,
+        Normalizer = _settings.Normalizer, SigmoidBias = _settings.SigmoidBias, Causal = _settings.Causal, Window = _settings.Window,
         AdditiveWeights = _settings.AdditiveWeights, DistanceSlopes = _settings.DistanceSlopes,
         RelativeBias = _settings.RelativeBias, RelativeBiasSpan = _settings.RelativeBias == null ? 0 : _settings.RelativeBiasSpan,
         SequenceLengths = queryLengths.Length > 1 || !keyLengths.IsEmpty ? queryLengths : default,

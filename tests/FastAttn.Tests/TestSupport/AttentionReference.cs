@@ -14,6 +14,7 @@ internal sealed class AttentionCase
     public Normalizer Norm;
     public float? SigmoidBias;
     public CausalMode Causal;
+    public int Window;
     public bool[]? BoolMask;
     public float[]? FloatMask;
     public float[]? Slopes;
@@ -36,7 +37,7 @@ internal sealed class AttentionCase
     {
         Heads = Heads, KvHeads = KvHeads, HeadDim = D, ValueHeadDim = Dv, Score = Score, Scale = Scale,
         AdditiveWeights = Score == ScoreKind.Additive ? W : default, SoftCap = SoftCap, Normalizer = Norm,
-        SigmoidBias = SigmoidBias, Causal = Causal,
+        SigmoidBias = SigmoidBias, Causal = Causal, Window = Window,
         SequenceLengths = Packed ? QLens : default, KeySequenceLengths = Packed ? KLens : default,
         KeyValidLengths = Valid, BoolMask = BoolMask, FloatMask = FloatMask, DistanceSlopes = Slopes,
         RelativeBias = RelBias, RelativeBiasSpan = RelSpan,
@@ -79,7 +80,7 @@ internal sealed class AttentionCase
                     for (int j = 0; j < lk; j++)
                     {
                         int gi = q0 + i, gj = k0 + j;
-                        vis[j] = j < valid && (Causal == CausalMode.None || j <= i + shift) && (BoolMask == null || BoolMask[gi * tk + gj]);
+                        vis[j] = j < valid && (Causal == CausalMode.None || j <= i + shift) && (Window == 0 || Math.Abs(i - j) <= Window) && (BoolMask == null || BoolMask[gi * tk + gj]);
                         double acc = 0, abs = 0;
                         for (int d = 0; d < D; d++)
                         {

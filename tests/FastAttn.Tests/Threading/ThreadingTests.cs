@@ -75,6 +75,7 @@ public class ThreadingTests
         cases.Add(("one head, 300 queries", new AttentionCase { Heads = 1, KvHeads = 1, D = 40, Dv = 40, QLens = [300], KLens = [300], Norm = Normalizer.Softmax }));
         cases.Add(("one causal head", new AttentionCase { Heads = 1, KvHeads = 1, D = 16, Dv = 24, QLens = [260], KLens = [260], Norm = Normalizer.Softmax, Causal = CausalMode.TopLeft }));
         cases.Add(("bottom-right causal, grouped", new AttentionCase { Heads = 4, KvHeads = 2, D = 16, Dv = 16, QLens = [130], KLens = [200], Norm = Normalizer.Softmax, Causal = CausalMode.BottomRight }));
+        cases.Add(("sliding window, packed", new AttentionCase { Heads = 2, KvHeads = 2, D = 16, Dv = 16, QLens = [300, 7, 90], KLens = [300, 7, 90], Norm = Normalizer.Softmax, Window = 40, Packed = true }));
         cases.Add(("packed, causal", new AttentionCase { Heads = 1, KvHeads = 1, D = 8, Dv = 8, QLens = [200, 7, 65], KLens = [200, 7, 65], Norm = Normalizer.Softmax, Causal = CausalMode.TopLeft, Packed = true }));
         foreach (var (name, a) in cases)
         {

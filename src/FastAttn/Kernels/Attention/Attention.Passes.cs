@@ -105,6 +105,24 @@ public static unsafe partial class Attention
     }
 
 
+    /// <summary>Sliding window on an Sᵀ tile: key j0 + c (row c) is masked for query lane i0 + l when |(i0 + l) − (j0 + c)| &gt; window.</summary>
+    private static void WindowPass<TOps, TVec>(float* st, int cols, int j0, int i0, float* iota, int window) where TOps : ISimd<TVec> where TVec : struct
+    {
+        int w = TOps.Width, nq = 2 * w;
+        TVec ninf = TOps.Broadcast(float.NegativeInfinity);
+        TVec q0v = TOps.Add(TOps.Load(iota), TOps.Broadcast(i0));
+        TVec q1v = TOps.Add(TOps.Load(iota + w), TOps.Broadcast(i0));
+        // positions and the window as floats: exact below 2^24; a window beyond that covers every sequence a call can hold
+        TVec wv = TOps.Broadcast(window);
+        for (int c = 0; c < cols; c++)
+        {
+            TVec jj = TOps.Broadcast(j0 + c);
+            float* sr = st + c * nq;
+            TOps.Store(TOps.SelectLess(wv, TOps.Abs(TOps.Sub(q0v, jj)), ninf, TOps.Load(sr)), sr);
+            TOps.Store(TOps.SelectLess(wv, TOps.Abs(TOps.Sub(q1v, jj)), ninf, TOps.Load(sr + w)), sr + w);
+        }
+    }
+
     /// <summary>Boolean and float masks (global [queryTokens, keyTokens] indices) applied to an Sᵀ tile.</summary>
     private static void ApplyMasks(in Args a, float* st, int nq, int qRow, int rows, int kCol, int cols)
     {

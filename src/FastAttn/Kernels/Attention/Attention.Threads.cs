@@ -25,7 +25,7 @@ public static unsafe partial class Attention
             int lq = seqLens.IsEmpty ? a.TotalQ : seqLens[s];
             int lk = keyLens.IsEmpty ? a.TotalK : keyLens[s];
             int valid = validLens.IsEmpty ? lk : validLens[s];
-            flops += 2.0 * lq * Math.Min(lk, valid) * (a.D + a.Dv) * a.Heads;
+            flops += 2.0 * lq * Math.Min(Math.Min(lk, valid), a.Window > 0 ? 2L * a.Window + 1 : long.MaxValue) * (a.D + a.Dv) * a.Heads;
             maxLq = Math.Max(maxLq, lq);
         }
         if (flops < ParallelFlops) return false;

@@ -88,9 +88,15 @@ public static unsafe partial class Attention
             for (int r0 = rowStart; r0 < rowEnd; r0 += nq)
             {
                 int rows = Math.Min(nq, rowEnd - r0);
-                int tileKeyEnd = keyEnd;
+                int tileKeyEnd = keyEnd, tileKeyStart = 0;
                 if (a.Causal != CausalMode.None) tileKeyEnd = Math.Min(tileKeyEnd, Math.Max(0, r0 + rows + causalShift));
-                if (tileKeyEnd <= 0)
+                if (a.Window > 0)
+                {
+                    // only the keys some query of the tile can see: [r0 − window, r0 + rows − 1 + window], the start on a packed-K block
+                    tileKeyEnd = (int)Math.Min(tileKeyEnd, (long)r0 + rows + a.Window);
+                    if (r0 - a.Window > 0) tileKeyStart = (r0 - a.Window) / mr * mr;
+                }
+                if (tileKeyEnd <= tileKeyStart)
                 {
                     for (int r = 0; r < rows; r++) new Span<float>(a.Out + (q0 + r0 + r) * a.Ldo + h * dv, dv).Clear();
                     continue;
@@ -105,7 +111,7 @@ public static unsafe partial class Attention
                 TOps.Store(ninf, mv); TOps.Store(ninf, mv + w);
                 TOps.Store(TOps.Zero, lv); TOps.Store(TOps.Zero, lv + w);
                 bool first = true;
-                for (int j0 = 0; j0 < tileKeyEnd; j0 += bc)
+                for (int j0 = tileKeyStart; j0 < tileKeyEnd; j0 += bc)
                 {
                     int cols = Math.Min(bc, tileKeyEnd - j0);
                     // Sᵀ for keys [j0, j0+cols) × this tile's queries
@@ -123,6 +129,8 @@ public static unsafe partial class Attention
                     if (a.SoftCap > 0f) SoftCapPass<TOps, TVec>(st, cols * 2, a.SoftCap);
                     if (a.Causal != CausalMode.None && j0 + cols - 1 > r0 + causalShift)
                         CausalPass<TOps, TVec>(st, cols, j0, r0 + causalShift, iota);
+                    if (a.Window > 0 && ((long)j0 < (long)r0 + rows - 1 - a.Window || (long)j0 + cols - 1 > (long)r0 + a.Window))
+                        WindowPass<TOps, TVec>(st, cols, j0, r0, iota, a.Window);
                     if (a.FloatMask != null || a.BoolMask != null) ApplyMasks(a, st, nq, q0 + r0, rows, k0 + j0, cols);
                     if (a.Slopes != null && a.Slopes[h] != 0f) DistancePass<TOps, TVec>(st, cols, j0, r0, iota, a.Slopes[h]);
                     if (a.RelBias != null) RelativeBiasPass<TOps, TVec>(st, cols, j0, r0, a.RelBias + (long)h * (2 * a.RelSpan - 1), a.RelSpan);

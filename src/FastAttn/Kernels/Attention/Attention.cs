@@ -96,7 +96,7 @@ public static unsafe partial class Attention
                 Heads = o.Heads, KvHeads = kvHeads, D = d, Dv = dv, Score = o.Score,
                 Scale = o.Score == ScoreKind.Dot ? (o.Scale ?? 1f / MathF.Sqrt(d)) : 1f,
                 AddW = o.Score == ScoreKind.Additive ? paw : null, SoftCap = o.SoftCap, Norm = o.Normalizer,
-                SigmoidBias = o.SigmoidBias, Causal = o.Causal,
+                SigmoidBias = o.SigmoidBias, Causal = o.Causal, Window = o.Window,
                 BoolMask = o.BoolMask.IsEmpty ? null : pbm, FloatMask = o.FloatMask.IsEmpty ? null : pfm,
                 Weights = o.WeightsOut.IsEmpty ? null : pw, Slopes = o.DistanceSlopes.IsEmpty ? null : pslope,
                 TotalQ = queryTokens, TotalK = keyTokens,
@@ -152,6 +152,7 @@ public static unsafe partial class Attention
         if ((uint)o.Score > (uint)ScoreKind.Additive) ThrowHelper.OutOfRange("options.Score", o.Score, "Unknown score kind.");
         if ((uint)o.Normalizer > (uint)Normalizer.Sigmoid) ThrowHelper.OutOfRange("options.Normalizer", o.Normalizer, "Unknown normalizer.");
         if ((uint)o.Causal > (uint)CausalMode.BottomRight) ThrowHelper.OutOfRange("options.Causal", o.Causal, "Unknown causal mode.");
+        if (o.Window < 0) ThrowHelper.OutOfRange("options.Window", o.Window, "'options.Window' must be 0 (none) or a positive distance.");
         if (o.Score == ScoreKind.Additive && o.AdditiveWeights.Length != o.Heads * d)
             ThrowHelper.Argument("options.AdditiveWeights", $"'options.AdditiveWeights' has {o.AdditiveWeights.Length} elements; expected Heads*HeadDim = {o.Heads}*{d} = {o.Heads * d}.");
         if (o.Scale is float sc && !float.IsFinite(sc)) ThrowHelper.OutOfRange("options.Scale", sc, "'options.Scale' must be finite.");
@@ -238,6 +239,7 @@ public static unsafe partial class Attention
         public Normalizer Norm;
         public float? SigmoidBias;
         public CausalMode Causal;
+        public int Window;
         public bool* BoolMask;
         public float* FloatMask;
         public float* Slopes;

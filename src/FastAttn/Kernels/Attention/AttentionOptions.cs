@@ -28,6 +28,12 @@ public struct AttentionOptions
     public float? SigmoidBias;
     /// <summary>Causal mask.</summary>
     public CausalMode Causal;
+    /// <summary>
+    /// Sliding window (local attention, e.g. ModernBERT's local layers, Longformer): query i sees only keys j with
+    /// |i − j| ≤ Window, i and j being positions within their sequence; 0 = no window. Combines with every other mask.
+    /// Keys outside every query of a tile's window are skipped, not masked: the cost grows with the window, not the sequence.
+    /// </summary>
+    public int Window;
     /// <summary>Packed batch: query lengths of the sequences stored back to back (empty = one sequence).</summary>
     public ReadOnlyMemory<int> SequenceLengths;
     /// <summary>Packed batch, cross-attention: key lengths per sequence (empty = <see cref="SequenceLengths"/>, or all keys).</summary>
@@ -72,6 +78,7 @@ internal ref struct AttentionCall
     public Normalizer Normalizer;
     public float? SigmoidBias;
     public CausalMode Causal;
+    public int Window;
     public ReadOnlySpan<int> SequenceLengths;
     public ReadOnlySpan<int> KeySequenceLengths;
     public ReadOnlySpan<int> KeyValidLengths;
@@ -87,7 +94,7 @@ internal ref struct AttentionCall
     public static AttentionCall From(in AttentionOptions o) => new()
     {
         Heads = o.Heads, KvHeads = o.KvHeads, HeadDim = o.HeadDim, ValueHeadDim = o.ValueHeadDim, Score = o.Score, Scale = o.Scale,
-        AdditiveWeights = o.AdditiveWeights.Span, SoftCap = o.SoftCap, Normalizer = o.Normalizer, SigmoidBias = o.SigmoidBias, Causal = o.Causal,
+        AdditiveWeights = o.AdditiveWeights.Span, SoftCap = o.SoftCap, Normalizer = o.Normalizer, SigmoidBias = o.SigmoidBias, Causal = o.Causal, Window = o.Window,
         SequenceLengths = o.SequenceLengths.Span, KeySequenceLengths = o.KeySequenceLengths.Span, KeyValidLengths = o.KeyValidLengths.Span,
         BoolMask = o.BoolMask.Span, FloatMask = o.FloatMask.Span, DistanceSlopes = o.DistanceSlopes.Span, WeightsOut = o.WeightsOut.Span,
         RelativeBias = o.RelativeBias.Span, RelativeBiasSpan = o.RelativeBiasSpan,

@@ -154,6 +154,63 @@ public class AttentionTests
         });
     }
 
+    /// <summary>
+    /// Sliding windows of 1 to past the sequence, on every path, configuration (cross-attention: positions i and j counted
+    /// from each sequence's start), mask and normaliser: keys before and after the window skipped or masked at every
+    /// offset of a query tile (windows below, at and above the tile's width, starts that are not on a key block).
+    /// </summary>
+    [Theory]
+    [InlineData(Normalizer.Softmax)]
+    [InlineData(Normalizer.Relu)]
+    [InlineData(Normalizer.Sigmoid)]
+    public void Window_MatchesReference(Normalizer norm)
+    {
+        int[] windows = [1, 3, 16, 33, 64, 1000];
+        IsaPaths.ForEach(() =>
+        {
+            int seed = 51;
+            foreach (var c in Enum.GetValues<Config>())
+                foreach (var m in new[] { MaskKind.None, MaskKind.CausalTopLeft, MaskKind.CausalBottomRight, MaskKind.KeyPadding, MaskKind.Float })
+                    foreach (var (t, d) in new[] { (1, 8), (7, 63), (20, 24), (65, 16), (150, 8) })
+                    {
+                        var a = Make(c, t, d, ScoreKind.Dot, norm, m, seed++);
+                        a.Window = windows[seed % windows.Length];
+                        AssertMatches(a, a.Run(), $"window {a.Window} {c}/{m}/{norm} T={t} d={d}");
+                    }
+        });
+    }
+
+    /// <summary>A window across several key tiles (AVX-512: 768 keys per tile) with additive scores and α written out.</summary>
+    [Fact]
+    public void Window_LongSequence_WeightsAndAdditive()
+    {
+        IsaPaths.ForEach(() =>
+        {
+            foreach (var (score, window) in new[] { (ScoreKind.Dot, 200), (ScoreKind.Additive, 5), (ScoreKind.Dot, 900) })
+            {
+                var a = Make(Config.Self, 1700, 8, score, Normalizer.Softmax, MaskKind.None, 7);
+                a.Heads = 1; a.KvHeads = 1; a.Window = window; a.Fill(7);
+                var w = new float[a.TotalQ * a.TotalK];
+                AssertMatches(a, a.Run(w), $"long window {window} {score}");
+                var (_, alpha, _) = a.Expected();
+                for (int i = 0; i < w.Length; i += 97)
+                    Assert.True(Math.Abs(w[i] - alpha[i]) <= 1e-5 + 1e-4 * alpha[i], $"α[{i}] = {w[i]}, expected {alpha[i]}");
+                for (int i = 0; i < a.TotalQ; i += 13)
+                    for (int j = 0; j < a.TotalK; j++)
+                        if (Math.Abs(i - j) > window) Assert.Equal(0f, w[i * a.TotalK + j]);
+            }
+        });
+    }
+
+    [Fact]
+    public void Window_Negative_Throws()
+    {
+        var a = Make(Config.Self, 7, 8, ScoreKind.Dot, Normalizer.Softmax, MaskKind.None, 1);
+        a.Window = -1;
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => a.Run());
+        Assert.Contains("Window", ex.Message);
+    }
+
     [Fact]
     public void RelativeBias_Validated()
     {
