@@ -68,6 +68,9 @@ public sealed record BertConfig
     /// <summary>DeBERTa: whether absolute position embeddings are added to the input (<c>position_biased_input</c>; v3: no).</summary>
     internal bool PositionBiasedInput { get; init; } = true;
 
+    /// <summary>ModernBERT's settings (<c>model_type</c> "modernbert"), else null.</summary>
+    internal ModernBertSettings? ModernBert { get; init; }
+
     /// <summary>True for the RoBERTa family's model types.</summary>
     internal bool IsRoberta => ModelType is "roberta" or "xlm-roberta" or "camembert";
 
@@ -95,7 +98,15 @@ public sealed record BertConfig
         Need(TypeVocabSize is > 0 and <= 1 << 16, $"type_vocab_size {TypeVocabSize} is out of range");
         Need(VocabSize is > 0 and < 1 << 24, $"vocab_size {VocabSize} is out of range (ids travel as floats, exact below 2^24)");
         Need(HiddenAct is Activation.Gelu or Activation.GeluTanh or Activation.Relu, $"hidden_act {HiddenAct} is not supported");
-        Need(ModelType is "bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" || IsRoberta, $"model_type '{ModelType}' is not bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert or deberta-v2");
+        Need(ModelType is "bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" || IsRoberta, $"model_type '{ModelType}' is not bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2 or modernbert");
+        Need((ModelType == "modernbert") == (ModernBert != null), "ModernBERT's settings belong to model_type modernbert only");
+        if (ModernBert is { } mb)
+        {
+            Need(mb.GlobalLayers.Length == NumHiddenLayers, $"layer_types has {mb.GlobalLayers.Length} entries for {NumHiddenLayers} layers");
+            Need(mb.Window is >= 0 and <= 1 << 20, $"local_attention {2 * mb.Window} is out of range");
+            Need(double.IsFinite(mb.GlobalTheta) && mb.GlobalTheta > 0 && double.IsFinite(mb.LocalTheta) && mb.LocalTheta > 0, "a rope_theta is not finite and positive");
+            Need(HiddenSize / NumAttentionHeads % 2 == 0, $"the head width {HiddenSize / NumAttentionHeads} is odd (RoPE rotates pairs)");
+        }
         Need((ModelType == "deberta-v2") == (Deberta != null), "DeBERTa-v2's relative attention settings belong to model_type deberta-v2 only");
         if (Deberta is { } rel)
             Need(rel.Span is > 0 and <= 1 << 16 && rel.MaxRelativePositions is > 1 and <= 1 << 20 && (rel.Buckets <= 0 || (rel.Buckets >= 2 && rel.MaxRelativePositions > rel.Buckets / 2 + 1)),
@@ -107,7 +118,7 @@ public sealed record BertConfig
         Need(PaddingIdx >= -1 && (ModelType == "mpnet" ? PositionPadding == 1 : IsRoberta ? PositionPadding < VocabSize : PaddingIdx == -1),
             $"padding index {PaddingIdx} is not supported (RoBERTa: a vocabulary id; MPNet: 1; others: none)");
         Need(PositionRows > 0, $"max_position_embeddings {MaxPositionEmbeddings} leaves no position after the padding index {PositionPadding}");
-        Need(PoolerActivation is Activation.Tanh or Activation.Relu or Activation.Gelu, $"pooler activation {PoolerActivation} is not tanh, ReLU or GELU");
+        Need(PoolerActivation is Activation.Tanh or Activation.Relu or Activation.Gelu or Activation.GeluTanh, $"pooler activation {PoolerActivation} is not tanh, ReLU or GELU");
     }
 
     /// <summary>Reads a Hugging Face <c>config.json</c>.</summary>
@@ -141,9 +152,10 @@ public sealed record BertConfig
             string modelType = r.TryGetProperty("model_type", out var mt) && mt.ValueKind == JsonValueKind.String ? mt.GetString()!
                 : !r.TryGetProperty("hidden_size", out _) && r.TryGetProperty("dim", out _) && r.TryGetProperty("n_heads", out _) ? "distilbert" : "bert";
             bool roberta = modelType is "roberta" or "xlm-roberta" or "camembert";
-            if (modelType is not ("bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2") && !roberta)
-                throw new InvalidDataException($"{source}: model_type '{modelType}' is not a BERT-family encoder FastAttn loads (bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2).");
+            if (modelType is not ("bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert") && !roberta)
+                throw new InvalidDataException($"{source}: model_type '{modelType}' is not a BERT-family encoder FastAttn loads (bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert).");
             if (modelType == "deberta-v2") return ReadDeberta(r, Int, source);
+            if (modelType == "modernbert") return ReadModernBert(r, Int, source);
             if (modelType == "distilbert")
             {
                 // DistilBERT's own field names; LayerNorm ε is fixed at 1e-12 in its code, and it has no token types
@@ -246,6 +258,84 @@ public sealed record BertConfig
         return c;
     }
 
+    /// <summary>
+    /// ModernBERT (<c>ModernBertConfig</c>): <c>hidden_size</c>, <c>num_attention_heads</c>, <c>num_hidden_layers</c>,
+    /// <c>intermediate_size</c> (the GLU's width: <c>Wi</c> has twice its rows), <c>hidden_activation</c>, <c>norm_eps</c>,
+    /// <c>norm_bias</c>, <c>attention_bias</c>, <c>mlp_bias</c>, <c>max_position_embeddings</c>, <c>vocab_size</c>; which layers
+    /// attend globally (<c>layer_types</c>, else every <c>global_attn_every_n_layers</c>-th from the first), the local
+    /// layers' window (<c>local_attention</c>: a query sees half of it on each side), RoPE's bases (<c>rope_parameters</c>
+    /// per layer type, or <c>global_rope_theta</c>/<c>local_rope_theta</c>); the classification head's
+    /// <c>classifier_pooling</c>, <c>classifier_activation</c>, <c>classifier_bias</c>. Defaults are the config class's.
+    /// Refused: a RoPE type other than the default (scaled RoPE), a head width set apart from hidden / heads.
+    /// </summary>
+    private static BertConfig ReadModernBert(JsonElement r, Func<string, int?, int> Int, string source)
+    {
+        InvalidDataException Bad(string what) => new($"{source}: {what}.");
+        bool Bool(string name, bool fallback) => r.TryGetProperty(name, out var v) ? v.ValueKind switch
+        {
+            JsonValueKind.True => true, JsonValueKind.False => false, JsonValueKind.Null => fallback,
+            _ => throw Bad($"'{name}' is not true or false"),
+        } : fallback;
+        string Str(string name, string fallback) => !r.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null ? fallback
+            : v.ValueKind == JsonValueKind.String ? v.GetString()! : throw Bad($"'{name}' is not a string");
+        double Num(JsonElement o, string name, double fallback) => !o.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null ? fallback
+            : v.ValueKind == JsonValueKind.Number ? v.GetDouble() : throw Bad($"'{name}' is not a number");
+        int hidden = Int("hidden_size", 768), heads = Int("num_attention_heads", 12), layers = Int("num_hidden_layers", 22);
+        if (r.TryGetProperty("head_dim", out var hd) && hd.ValueKind == JsonValueKind.Number && heads > 0 && (!hd.TryGetInt32(out int hw) || hw * heads != hidden))
+            throw Bad("head_dim is not hidden_size / num_attention_heads");
+        if (r.TryGetProperty("rope_scaling", out var rs) && rs.ValueKind != JsonValueKind.Null) throw Bad("rope_scaling is set: scaled RoPE is not run by FastAttn");
+        double globalTheta = Num(r, "global_rope_theta", 160000), localTheta = Num(r, "local_rope_theta", 10000);
+        if (r.TryGetProperty("rope_parameters", out var rp) && rp.ValueKind != JsonValueKind.Null)
+        {
+            if (rp.ValueKind != JsonValueKind.Object) throw Bad("rope_parameters is not an object");
+            foreach (var (kind, isGlobal) in new[] { ("full_attention", true), ("sliding_attention", false) })
+            {
+                if (!rp.TryGetProperty(kind, out var p) || p.ValueKind == JsonValueKind.Null) continue;
+                if (p.ValueKind != JsonValueKind.Object) throw Bad($"rope_parameters.{kind} is not an object");
+                if (p.TryGetProperty("rope_type", out var rt) && rt.ValueKind != JsonValueKind.Null && !(rt.ValueKind == JsonValueKind.String && rt.GetString() == "default"))
+                    throw Bad($"rope_parameters.{kind}.rope_type is not 'default': scaled RoPE is not run by FastAttn");
+                if (isGlobal) globalTheta = Num(p, "rope_theta", globalTheta); else localTheta = Num(p, "rope_theta", localTheta);
+            }
+        }
+        if (layers is < 1 or > 1024) throw Bad($"num_hidden_layers {layers} is out of range");
+        var global = new bool[layers];
+        if (r.TryGetProperty("layer_types", out var lt) && lt.ValueKind != JsonValueKind.Null)
+        {
+            if (lt.ValueKind != JsonValueKind.Array || lt.GetArrayLength() != layers) throw Bad($"layer_types is not a list of {layers} layer types");
+            int i = 0;
+            foreach (var e in lt.EnumerateArray())
+                global[i++] = e.ValueKind == JsonValueKind.String && e.GetString() is "full_attention" ? true
+                    : e.ValueKind == JsonValueKind.String && e.GetString() is "sliding_attention" ? false
+                    : throw Bad($"layer_types[{i - 1}] is not full_attention or sliding_attention");
+        }
+        else
+        {
+            int every = Int("global_attn_every_n_layers", 3);
+            if (every < 1) throw Bad($"global_attn_every_n_layers {every} is below 1");
+            for (int i = 0; i < layers; i++) global[i] = i % every == 0;
+        }
+        int local = Int("local_attention", 128);
+        if (local < 2) throw Bad($"local_attention {local} is below 2");
+        string pooling = Str("classifier_pooling", "cls");
+        if (pooling is not ("cls" or "mean")) throw Bad($"classifier_pooling '{pooling}' is not cls or mean");
+        bool token = r.TryGetProperty("architectures", out var ar) && ar.ValueKind == JsonValueKind.Array
+            && ar.EnumerateArray().Any(e => e.ValueKind == JsonValueKind.String && e.GetString()!.EndsWith("ForTokenClassification", StringComparison.Ordinal));
+        var settings = new ModernBertSettings(global, local / 2, globalTheta, localTheta, Bool("norm_bias", false), Bool("attention_bias", false), Bool("mlp_bias", false),
+            pooling == "mean", ParseActivation(Str("classifier_activation", "gelu"), source), Bool("classifier_bias", false), token);
+        float eps = (float)Num(r, "norm_eps", 1e-5);
+        var c = new BertConfig
+        {
+            ModelType = "modernbert", HiddenSize = hidden, NumAttentionHeads = heads, NumHiddenLayers = layers,
+            IntermediateSize = Int("intermediate_size", 1152), VocabSize = Int("vocab_size", 50368), MaxPositionEmbeddings = Int("max_position_embeddings", 8192),
+            HiddenAct = ParseActivation(Str("hidden_activation", "gelu"), source), LayerNormEps = eps,
+            // no token types and no position table (RoPE): one zero token-type row stands in
+            TypeVocabSize = 1, PoolerActivation = settings.ClassifierActivation,
+            ModernBert = settings,
+        };
+        c.Validate(source);
+        return c;
+    }
+
     /// <summary>Hugging Face's activation names.</summary>
     /// <exception cref="InvalidDataException">An activation FastAttn does not run.</exception>
     public static Activation ParseActivation(string name, string source = "config.json") => name switch
@@ -253,6 +343,7 @@ public sealed record BertConfig
         "gelu" => Activation.Gelu,
         "gelu_new" or "gelu_pytorch_tanh" or "gelu_fast" => Activation.GeluTanh,
         "relu" => Activation.Relu,
+        "tanh" => Activation.Tanh,
         _ => throw new InvalidDataException($"{source}: hidden_act '{name}' is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)."),
     };
 }

@@ -67,6 +67,14 @@ public sealed class BertEmbeddings : Block
     /// <exception cref="ArgumentNullException">A table or the norm is null.</exception>
     /// <exception cref="ArgumentOutOfRangeException">The precision is unknown.</exception>
     public BertEmbeddings(ReadOnlySpan<float> word, ReadOnlySpan<float> position, ReadOnlySpan<float> tokenType, LayerNorm norm, Kernels.Precision wordPrecision, int paddingId)
+        : this(word, position, tokenType, norm, wordPrecision, paddingId, 0) { }
+
+    /// <summary>
+    /// As above; with <paramref name="positionsWithoutTable"/> &gt; 0 there is no position table (<paramref name="position"/>
+    /// empty: the positions enter later, as RoPE in ModernBERT's attention) and sequences may be that long.
+    /// </summary>
+    internal BertEmbeddings(ReadOnlySpan<float> word, ReadOnlySpan<float> position, ReadOnlySpan<float> tokenType, LayerNorm norm, Kernels.Precision wordPrecision, int paddingId,
+        int positionsWithoutTable)
     {
         if ((uint)wordPrecision > (uint)Kernels.Precision.BF16Weights) throw new ArgumentOutOfRangeException(nameof(wordPrecision), wordPrecision, "Unknown precision.");
         WordPrecision = wordPrecision;
@@ -78,7 +86,9 @@ public sealed class BertEmbeddings : Block
             return t.Length / _width;
         }
         Vocabulary = Rows(word, nameof(word));
-        int positionRows = Rows(position, nameof(position));
+        bool table = positionsWithoutTable <= 0;
+        if (!table && (!position.IsEmpty || paddingId != -1)) ThrowHelper.Argument(nameof(position), "a model without a position table has neither position rows nor a padding id.");
+        int positionRows = table ? Rows(position, nameof(position)) : positionsWithoutTable;
         TokenTypes = Rows(tokenType, nameof(tokenType));
         if (Vocabulary >= 1 << 24) ThrowHelper.Argument(nameof(word), "ids travel as floats and must stay below 2^24.");
         if (paddingId < -1 || paddingId >= Vocabulary || paddingId + 1 >= positionRows)
@@ -167,7 +177,7 @@ public sealed class BertEmbeddings : Block
                 TensorPrimitives.Add(dst, _type.AsSpan((int)input[2 * t + 1] * w, w), dst);
                 // RoBERTa/MPNet: a padding token takes the padding row and is not counted (cumsum of non-padding tokens)
                 int row = id == _paddingId ? _paddingId : p++;
-                TensorPrimitives.Add(dst, _position.AsSpan(row * w, w), dst);
+                if (_position.Length != 0) TensorPrimitives.Add(dst, _position.AsSpan(row * w, w), dst);
             }
             t0 += len;
         }

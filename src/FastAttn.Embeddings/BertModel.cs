@@ -61,13 +61,19 @@ public sealed class BertModel : IDisposable
     public BertEmbeddings Embeddings => (BertEmbeddings)Encoder.Blocks[0];
     /// <summary>Bytes of every weight as stored (embedding tables, packed linear layers, norms, pooler and classifier).</summary>
     public long WeightBytes => Embeddings.WeightBytes + Encoder.Blocks.OfType<EncoderBlock>().Sum(b => b.WeightBytes) + Encoder.Blocks.OfType<DebertaLayer>().Sum(b => b.WeightBytes)
+        + Encoder.Blocks.OfType<ModernBertLayer>().Sum(b => b.WeightBytes) + Encoder.Blocks.OfType<NormBlock>().Sum(b => 8L * b.InputWidth)
         + Encoder.Blocks.OfType<LinearBlock>().Sum(b => b.Linear.WeightBytes) + (Pooler?.WeightBytes ?? 0) + (Classifier?.WeightBytes ?? 0);
     /// <summary>Width of the encoder's output (the hidden size, or the classes of a token head).</summary>
     public int OutputWidth => Encoder.OutputWidth;
 
-    private BertModel(BertConfig config, Stack encoder, Linear? pooler, Linear? classifier, BertHead head, string source)
+    /// <summary>A LayerNorm after the pooler (ModernBERT's classification head: dense, activation, norm), or null.</summary>
+    internal LayerNorm? PoolerNorm { get; }
+    /// <summary>The pooler reads each sequence's mean token state instead of its first (ModernBERT's <c>classifier_pooling</c> "mean").</summary>
+    internal bool PoolerMean { get; }
+
+    private BertModel(BertConfig config, Stack encoder, Linear? pooler, Linear? classifier, BertHead head, string source, LayerNorm? poolerNorm = null, bool poolerMean = false)
     {
-        Config = config; Encoder = encoder; Pooler = pooler; Classifier = classifier; Head = head; Source = source;
+        Config = config; Encoder = encoder; Pooler = pooler; Classifier = classifier; Head = head; Source = source; PoolerNorm = poolerNorm; PoolerMean = poolerMean;
     }
 
     /// <summary>
@@ -134,6 +140,8 @@ public sealed class BertModel : IDisposable
     private static (BertConfig, string) Resolve(ITensorSource src, BertConfig? config, string configPath, BertOnnxArchitecture? graph, int? heads, string file)
     {
         string name = System.IO.Path.GetFileName(file);
+        if (config == null && (src.TryGetShape("model.embeddings.tok_embeddings.weight", out _) || src.TryGetShape("embeddings.tok_embeddings.weight", out _)))
+            throw new InvalidDataException($"'{file}' is a ModernBERT checkpoint: its attention settings (local_attention, layer_types, RoPE bases) are only in its config.json; put it beside the model.");
         if (DebertaTensors.Detect(src) && config == null)
             throw new InvalidDataException($"'{file}' is a DeBERTa-v2 checkpoint: its attention settings (pos_att_type, position_buckets, …) are only in its config.json; put it beside the model.");
         bool distil = DistilBertTensors.Detect(src), mpnet = !distil && MpnetTensors.Detect(src), electra = !distil && !mpnet && ElectraTensors.Detect(src);
@@ -208,6 +216,13 @@ public sealed class BertModel : IDisposable
         config.Validate(source.Name);
         if (config.Deberta != null && source is OnnxModelFile)
             throw new InvalidDataException($"'{source.Name}': DeBERTa is loaded from its PyTorch checkpoint (model.safetensors), not from an ONNX export.");
+        if (config.ModernBert != null)
+        {
+            if (source is OnnxModelFile) throw new InvalidDataException($"'{source.Name}': ModernBERT is loaded from its PyTorch checkpoint (model.safetensors), not from an ONNX export.");
+            return LoadModernBert(source, config, config.ModernBert, description, plan);
+        }
+        if (source.TryGetShape("model.embeddings.tok_embeddings.weight", out _) || source.TryGetShape("embeddings.tok_embeddings.weight", out _))
+            throw new InvalidDataException($"'{source.Name}': the tensors are ModernBERT's but the config says model_type '{config.ModelType}'.");
         // DistilBERT's and MPNet's names are read as BERT's (their layers are BERT's post-norm layers)
         if (source is not DistilBertTensors && DistilBertTensors.Detect(source)) source = new DistilBertTensors(source);
         if (source is not MpnetTensors && source is not DistilBertTensors && MpnetTensors.Detect(source)) source = new MpnetTensors(source);
@@ -288,6 +303,97 @@ public sealed class BertModel : IDisposable
                 else { blocks.Add(new LinearBlock(lin)); head = BertHead.Token; }
             }
             return new BertModel(config, new Stack([.. blocks]), pooler, classifier, head, description ?? source.Name);
+        });
+    }
+
+    /// <summary>
+    /// ModernBERT (Hugging Face's <c>ModernBertModel</c> names, optionally under <c>model.</c> with a root <c>head</c> and
+    /// <c>classifier</c>): <c>embeddings.tok_embeddings</c> and <c>embeddings.norm</c>; per layer <c>attn_norm</c> (not in
+    /// the first), <c>attn.Wqkv</c>, <c>attn.Wo</c>, <c>mlp_norm</c>, <c>mlp.Wi</c> (the GLU's input rows, then its gate
+    /// rows), <c>mlp.Wo</c>; <c>final_norm</c>. The masked-LM head (<c>head</c>, <c>decoder</c>) is ignored when there is no
+    /// classifier. Biases and norm biases as the config says.
+    /// </summary>
+    private static BertModel LoadModernBert(ITensorSource source, BertConfig config, ModernBertSettings mb, string? description, PrecisionPlan plan)
+    {
+        bool wrapped = source.TryGetShape("model.embeddings.tok_embeddings.weight", out _);
+        return TensorReader.Load(source, "", "a ModernBERT model", vb =>
+        {
+            var m = wrapped ? vb.Pp("model") : vb;
+            int h = config.HiddenSize, ff = config.IntermediateSize, heads = config.NumAttentionHeads, d = h / heads;
+            float eps = config.LayerNormEps;
+            LayerNorm? Ln(TensorReader r)
+            {
+                var g = r.Get("weight", h);
+                var b = mb.NormBias ? r.Get("bias", h) : new float[h];
+                return r.Checking ? null : new LayerNorm(h, g, b, eps);
+            }
+            var word = m.Pp("embeddings").Pp("tok_embeddings").Get("weight", config.VocabSize, h);
+            var embNorm = Ln(m.Pp("embeddings").Pp("norm"));
+            var layerParts = new List<(LayerNorm? An, float[] Qkv, float[]? QkvB, float[] O, float[]? OB, LayerNorm? Mn, float[] Wi, float[]? WiB, float[] Wo, float[]? WoB)>();
+            for (int i = 0; i < config.NumHiddenLayers; i++)
+            {
+                var l = m.Pp($"layers.{i}");
+                var an = i == 0 ? null : Ln(l.Pp("attn_norm"));
+                var at = l.Pp("attn");
+                layerParts.Add((an, at.Pp("Wqkv").Get("weight", 3L * h, h), mb.AttentionBias ? at.Pp("Wqkv").Get("bias", 3L * h) : null,
+                    at.Pp("Wo").Get("weight", h, h), mb.AttentionBias ? at.Pp("Wo").Get("bias", h) : null,
+                    Ln(l.Pp("mlp_norm")), l.Pp("mlp").Pp("Wi").Get("weight", 2L * ff, h), mb.MlpBias ? l.Pp("mlp").Pp("Wi").Get("bias", 2L * ff) : null,
+                    l.Pp("mlp").Pp("Wo").Get("weight", h, ff), mb.MlpBias ? l.Pp("mlp").Pp("Wo").Get("bias", h) : null));
+            }
+            var finalNorm = Ln(m.Pp("final_norm"));
+            // the classification head (root names): dense, activation, norm, then classifier; without a classifier the head is the masked-LM one
+            var cls = vb.Pp("classifier");
+            var cs = cls.Shape("weight");
+            float[]? hw = null, hb = null, cw = null, cb = null;
+            LayerNorm? headNorm = null;
+            if (cs != null)
+            {
+                if (cs.Length != 2 || cs[0] < 1 || cs[0] > 1 << 20) { cls.Get("weight", -1, h); vb.Problem($"classifier.weight is [{string.Join(", ", cs)}], expected [classes, {h}]"); }
+                else { cw = cls.Get("weight", cs[0], h); cb = cls.Maybe("bias", cs[0]); }
+                var hd = vb.Pp("head");
+                hw = hd.Pp("dense").Get("weight", h, h);
+                hb = mb.ClassifierBias ? hd.Pp("dense").Get("bias", h) : null;
+                headNorm = Ln(hd.Pp("norm"));
+            }
+            else
+                foreach (var n in source.TensorNames)
+                    if (n.StartsWith("head.", StringComparison.Ordinal) || n.StartsWith("decoder.", StringComparison.Ordinal)) vb.Ignore(n);
+            if (vb.Checking) return null;
+
+            var globalRope = new Rope(d, config.MaxPositionEmbeddings, mb.GlobalTheta, float32Angles: true);
+            var localRope = new Rope(d, config.MaxPositionEmbeddings, mb.LocalTheta, float32Angles: true);
+            var blocks = new List<IBlock> { new BertEmbeddings(word, default, new float[h], embNorm!, plan.For("embeddings.word_embeddings"), -1, config.MaxPositionEmbeddings) };
+            for (int i = 0; i < layerParts.Count; i++)
+            {
+                var p = layerParts[i];
+                string name = $"encoder.layer.{i}.";
+                bool global = mb.GlobalLayers[i];
+                var settings = new AttentionSettings { Window = global ? 0 : mb.Window };
+                var attn = new MultiHeadAttention(h, heads, p.Qkv, p.QkvB ?? default, p.O, p.OB ?? default, settings, global ? globalRope : localRope,
+                    plan.For(name + "attention.self"), plan.For(name + "attention.output.dense"));
+                var wiIn = new Linear(p.Wi.AsSpan(0, ff * h), ff, h, p.WiB is null ? default : p.WiB.AsSpan(0, ff), config.HiddenAct, plan.For(name + "intermediate.dense"));
+                var wiGate = new Linear(p.Wi.AsSpan(ff * h, ff * h), ff, h, p.WiB is null ? default : p.WiB.AsSpan(ff, ff), Activation.None, plan.For(name + "intermediate.dense"));
+                var wo = new Linear(p.Wo, h, ff, p.WoB ?? default, Activation.None, plan.For(name + "output.dense"));
+                blocks.Add(new ModernBertLayer(p.An, attn, p.Mn!, wiIn, wiGate, wo));
+            }
+            blocks.Add(new NormBlock(finalNorm!));
+            Linear? pooler = null, classifier = null;
+            var head = BertHead.None;
+            if (cw != null)
+            {
+                var dense = new Linear(hw!, h, h, hb ?? default, mb.ClassifierActivation, plan.For("pooler.dense"));
+                var lin = new Linear(cw, cw.Length / h, h, cb, Activation.None, plan.For("classifier"));
+                if (mb.TokenHead)
+                {
+                    blocks.Add(new LinearBlock(dense));
+                    blocks.Add(new NormBlock(headNorm!));
+                    blocks.Add(new LinearBlock(lin));
+                    head = BertHead.Token;
+                    headNorm = null;
+                }
+                else { pooler = dense; classifier = lin; head = BertHead.Sequence; }
+            }
+            return new BertModel(config, new Stack([.. blocks]), pooler, classifier, head, description ?? source.Name, headNorm, mb.MeanPooling);
         });
     }
 

@@ -208,7 +208,9 @@ public sealed class EmbeddingSession : IDisposable
             types.AddRange(t);
             lengths[i] = p.Length;
         }
-        ClassifyIds(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(ids), System.Runtime.InteropServices.CollectionsMarshal.AsSpan(types), lengths, logits);
+        // a model with one token type (RoBERTa, ModernBERT, DeBERTa-v3) does not read them: a template's type 1 on the second text is dropped
+        ReadOnlySpan<int> typeIds = _model.Embeddings.TokenTypes > 1 ? System.Runtime.InteropServices.CollectionsMarshal.AsSpan(types) : default;
+        ClassifyIds(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(ids), typeIds, lengths, logits);
     }
 
     /// <summary>
@@ -279,8 +281,20 @@ public sealed class EmbeddingSession : IDisposable
     private void PoolerOutput(ReadOnlySpan<int> lengths)
     {
         int h = HiddenWidth, n = lengths.Length;
-        for (int s = 0, t = 0; s < n; t += lengths[s], s++) _hidden.AsSpan(t * h, h).CopyTo(_cls.AsSpan(s * h, h));
-        _model.Pooler!.ForwardCore(_cls.AsSpan(0, n * h), n, _pooled.AsSpan(0, n * _model.Config.HiddenSize), _poolScratch, default, null);
+        for (int s = 0, t = 0; s < n; t += lengths[s], s++)
+        {
+            var dst = _cls.AsSpan(s * h, h);
+            _hidden.AsSpan(t * h, h).CopyTo(dst);
+            if (_model.PoolerMean)
+            {
+                // ModernBERT's classifier_pooling "mean": the sequence's mean state
+                for (int i = 1; i < lengths[s]; i++) TensorPrimitives.Add(dst, _hidden.AsSpan((t + i) * h, h), dst);
+                TensorPrimitives.Multiply(dst, 1f / lengths[s], dst);
+            }
+        }
+        var pooled = _pooled.AsSpan(0, n * _model.Config.HiddenSize);
+        _model.Pooler!.ForwardCore(_cls.AsSpan(0, n * h), n, pooled, _poolScratch, default, null);
+        _model.PoolerNorm?.ForwardCore(pooled, n, pooled, null);
     }
 
     private void Pool(ReadOnlySpan<int> lengths, Span<float> output)

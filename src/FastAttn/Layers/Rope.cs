@@ -12,7 +12,14 @@ public sealed class Rope
     /// <summary>θ_i = base^(−2i/headDim).</summary>
     /// <exception cref="ArgumentOutOfRangeException">A size is below 1, theta is not finite and positive, or the tables would not fit in one array.</exception>
     /// <exception cref="ArgumentException">headDim is odd.</exception>
-    public Rope(int headDim, int maxPositions, double theta = 10000)
+    public Rope(int headDim, int maxPositions, double theta = 10000) : this(headDim, maxPositions, theta, false) { }
+
+    /// <summary>
+    /// As above; with <paramref name="float32Angles"/> the angles are computed as Hugging Face's default rotary embedding
+    /// computes them, in float32: inv_freq_i = 1 / base^(2i/headDim), then position · inv_freq_i, each rounded to float32
+    /// (at position 8,000 the angle differs from the exact one by up to ~5·10⁻⁴ rad; matching it keeps parity).
+    /// </summary>
+    internal Rope(int headDim, int maxPositions, double theta, bool float32Angles)
     {
         ThrowHelper.Positive(headDim, nameof(headDim));
         if (headDim % 2 != 0) ThrowHelper.Argument(nameof(headDim), $"'headDim' must be even for RoPE; it is {headDim}.");
@@ -26,7 +33,7 @@ public sealed class Rope
         for (int p = 0; p < maxPositions; p++)
             for (int i = 0; i < half; i++)
             {
-                double a = p * Math.Pow(theta, -2.0 * i / headDim);
+                double a = float32Angles ? (float)p * (1f / MathF.Pow((float)theta, (float)(2 * i) / headDim)) : p * Math.Pow(theta, -2.0 * i / headDim);
                 _cos[p * half + i] = (float)Math.Cos(a); _sin[p * half + i] = (float)Math.Sin(a);
             }
     }
