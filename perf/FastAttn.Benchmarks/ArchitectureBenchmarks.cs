@@ -8,15 +8,17 @@ namespace FastAttn.Benchmarks;
 /// What each architecture's own parts cost on the same shape (6 layers, hidden 384, 6 heads of 64, feed-forward 1536 —
 /// DeBERTa-v3-xsmall's width): BERT, RoBERTa (positions after the padding index: the same layers) and DeBERTa-v3
 /// (disentangled attention: two more products per head over the relative table, the scores gathered per distance, no
-/// fused attention kernel), random weights, one sequence of 16 or 128 tokens, last_hidden_state. No pretrained model of
-/// the last two is served here, so there is no peer to run them against; the ratio to BERT is the figure.
+/// fused attention kernel) and ModernBERT (pre-norm, RoPE, a GLU feed-forward of the same work — intermediate 1024, so
+/// Wi has 2048 rows — and two of every three layers attending within ±64 tokens), random weights, one sequence of 16, 128
+/// or 512 tokens, last_hidden_state. No pretrained model of the last three is served here, so there is no peer to run them
+/// against; the ratio to BERT is the figure.
 /// </summary>
 public class ArchitectureBenchmarks
 {
-    [Params("bert", "roberta", "deberta-v3")]
+    [Params("bert", "roberta", "deberta-v3", "modernbert")]
     public string Arch = "bert";
 
-    [Params(16, 128)]
+    [Params(16, 128, 512)]
     public int Tokens = 16;
 
     [Params(1, 2)]
@@ -45,11 +47,25 @@ public class ArchitectureBenchmarks
         {
             long n = shape.Aggregate(1L, (a, b) => a * b);
             var d = new float[n];
-            bool norm = name.EndsWith("LayerNorm.weight", StringComparison.Ordinal);
+            bool norm = name.EndsWith("LayerNorm.weight", StringComparison.Ordinal) || name.EndsWith("norm.weight", StringComparison.Ordinal);
             for (long i = 0; i < n; i++) d[i] = norm ? 1f + (float)(rnd.NextDouble() - 0.5) * 0.1f : (float)(rnd.NextDouble() - 0.5) * 0.1f;
             entries.Add(new SafeTensorsWriter.Entry(name, d, shape));
         }
         bool deberta = Arch == "deberta-v3";
+        if (Arch == "modernbert")
+        {
+            Add("model.embeddings.tok_embeddings.weight", Vocab, H); Add("model.embeddings.norm.weight", H);
+            for (int l = 0; l < Layers; l++)
+            {
+                string q = $"model.layers.{l}.";
+                if (l > 0) Add(q + "attn_norm.weight", H);
+                Add(q + "attn.Wqkv.weight", 3 * H, H); Add(q + "attn.Wo.weight", H, H); Add(q + "mlp_norm.weight", H);
+                Add(q + "mlp.Wi.weight", 2 * 1024, H); Add(q + "mlp.Wo.weight", H, 1024);
+            }
+            Add("model.final_norm.weight", H);
+        }
+        else
+        {
         Add(p + "embeddings.word_embeddings.weight", Vocab, H);
         if (!deberta) Add(p + "embeddings.position_embeddings.weight", Arch == "roberta" ? MaxPos + 2 : MaxPos, H);
         if (!deberta) Add(p + "embeddings.token_type_embeddings.weight", Arch == "roberta" ? 1 : 2, H);
@@ -65,16 +81,18 @@ public class ArchitectureBenchmarks
             Add(q + "output.dense.weight", H, Ff); Add(q + "output.dense.bias", H);
             Add(q + "output.LayerNorm.weight", H); Add(q + "output.LayerNorm.bias", H);
         }
+        }
         SafeTensorsWriter.Write(Path.Combine(_dir, "model.safetensors"), entries);
         string common = $"\"hidden_size\": {H}, \"num_attention_heads\": {Heads}, \"num_hidden_layers\": {Layers}, \"intermediate_size\": {Ff}, \"hidden_act\": \"gelu\", \"vocab_size\": {Vocab}";
         File.WriteAllText(Path.Combine(_dir, "config.json"), Arch switch
         {
             "roberta" => $$"""{"model_type": "roberta", {{common}}, "max_position_embeddings": {{MaxPos + 2}}, "type_vocab_size": 1, "layer_norm_eps": 1e-5, "pad_token_id": 1}""",
             "deberta-v3" => $$"""{"model_type": "deberta-v2", {{common}}, "max_position_embeddings": {{MaxPos}}, "type_vocab_size": 0, "layer_norm_eps": 1e-7, "relative_attention": true, "pos_att_type": ["p2c", "c2p"], "position_buckets": 256, "max_relative_positions": -1, "norm_rel_ebd": "layer_norm", "share_att_key": true, "position_biased_input": false}""",
+            "modernbert" => $$"""{"model_type": "modernbert", "hidden_size": {{H}}, "num_attention_heads": {{Heads}}, "num_hidden_layers": {{Layers}}, "intermediate_size": 1024, "hidden_activation": "gelu", "vocab_size": {{Vocab}}, "max_position_embeddings": 8192, "local_attention": 128, "global_attn_every_n_layers": 3}""",
             _ => $$"""{"model_type": "bert", {{common}}, "max_position_embeddings": {{MaxPos}}, "type_vocab_size": 2, "layer_norm_eps": 1e-12}""",
         });
         _model = BertModel.Load(_dir);
-        _session = new EmbeddingSession(_model, null, new SentenceEmbedderOptions { Threads = Threads, MaxBatchTokens = 128, MaxTokensPerText = 128 });
+        _session = new EmbeddingSession(_model, null, new SentenceEmbedderOptions { Threads = Threads, MaxBatchTokens = 512, MaxTokensPerText = 512 });
         _ids = [.. Enumerable.Range(0, Tokens).Select(i => 3 + (i * 37) % (Vocab - 3))];
         _lengths = [Tokens];
         _out = new float[Tokens * H];

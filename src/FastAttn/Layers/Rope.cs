@@ -1,3 +1,5 @@
+using System.Runtime.Intrinsics;
+
 namespace FastAttn.Layers;
 
 /// <summary>Rotary position embedding (RoPE, rotate-half pairing i ↔ i + headDim/2) applied to Q and K heads in place.</summary>
@@ -61,29 +63,54 @@ public sealed class Rope
     /// <summary>The unchecked core of <see cref="Apply"/>.</summary>
     internal void ApplyCore(Span<float> x, int tokens, int stride, int col0, int heads, ReadOnlySpan<int> sequenceLengths)
     {
-        int half = HeadDim / 2, t0 = 0, n = sequenceLengths.IsEmpty ? 1 : sequenceLengths.Length;
-        int longest = 0;
+        int n = sequenceLengths.IsEmpty ? 1 : sequenceLengths.Length, longest = 0;
         for (int s = 0; s < n; s++) longest = Math.Max(longest, sequenceLengths.IsEmpty ? tokens : sequenceLengths[s]);
         CheckPositions(longest);
-        for (int s = 0; s < n; s++)
+        switch (Kernels.Isa.Current)
         {
-            int len = sequenceLengths.IsEmpty ? tokens : sequenceLengths[s];
-            for (int p = 0; p < len; p++)
+            case Kernels.IsaPath.Vector512: Rotate<Kernels.Simd512, Vector512<float>>(x, stride, col0, heads, tokens, sequenceLengths); break;
+            case Kernels.IsaPath.Vector256: Rotate<Kernels.Simd256, Vector256<float>>(x, stride, col0, heads, tokens, sequenceLengths); break;
+            case Kernels.IsaPath.Vector128: Rotate<Kernels.Simd128, Vector128<float>>(x, stride, col0, heads, tokens, sequenceLengths); break;
+            default: Rotate<Kernels.SimdScalar, float>(x, stride, col0, heads, tokens, sequenceLengths); break;
+        }
+    }
+
+    /// <summary>
+    /// (a, b) ← (a·cos − b·sin, b·cos + a·sin) for the pairs (i, i + headDim/2) of every head, position by position; products
+    /// and differences rounded as the scalar loop rounds them (no fused multiply-add), so every path gives the same bits.
+    /// </summary>
+    private unsafe void Rotate<TOps, TVec>(Span<float> x, int stride, int col0, int heads, int tokens, ReadOnlySpan<int> sequenceLengths)
+        where TOps : Kernels.ISimd<TVec> where TVec : struct
+    {
+        int half = HeadDim / 2, w = TOps.Width, n = sequenceLengths.IsEmpty ? 1 : sequenceLengths.Length, t0 = 0;
+        fixed (float* px = x, pcos = _cos, psin = _sin)
+        {
+            for (int s = 0; s < n; s++)
             {
-                var c = _cos.AsSpan(p * half, half);
-                var sn = _sin.AsSpan(p * half, half);
-                for (int h = 0; h < heads; h++)
+                int len = sequenceLengths.IsEmpty ? tokens : sequenceLengths[s];
+                for (int p = 0; p < len; p++)
                 {
-                    var row = x.Slice((t0 + p) * stride + col0 + h * HeadDim, HeadDim);
-                    for (int i = 0; i < half; i++)
+                    float* c = pcos + (long)p * half, sn = psin + (long)p * half;
+                    for (int h = 0; h < heads; h++)
                     {
-                        float a = row[i], b = row[i + half];
-                        row[i] = a * c[i] - b * sn[i];
-                        row[i + half] = b * c[i] + a * sn[i];
+                        float* a = px + (long)(t0 + p) * stride + col0 + h * HeadDim, b = a + half;
+                        int i = 0;
+                        for (; i + w <= half; i += w)
+                        {
+                            TVec va = TOps.Load(a + i), vb = TOps.Load(b + i), vc = TOps.Load(c + i), vs = TOps.Load(sn + i);
+                            TOps.Store(TOps.Sub(TOps.Mul(va, vc), TOps.Mul(vb, vs)), a + i);
+                            TOps.Store(TOps.Add(TOps.Mul(vb, vc), TOps.Mul(va, vs)), b + i);
+                        }
+                        for (; i < half; i++)
+                        {
+                            float va = a[i], vb = b[i];
+                            a[i] = va * c[i] - vb * sn[i];
+                            b[i] = vb * c[i] + va * sn[i];
+                        }
                     }
                 }
+                t0 += len;
             }
-            t0 += len;
         }
     }
 }

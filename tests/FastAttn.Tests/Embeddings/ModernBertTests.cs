@@ -204,7 +204,7 @@ public class ModernBertTests
     }
 
     [Fact]
-    public void TwoThreads_SameStates_NoAllocations()
+    public void TwoThreads_SameBits_NoAllocations()
     {
         using var dir = new TempDir();
         using var model = LoadModel(dir, Base);
@@ -214,7 +214,8 @@ public class ModernBertTests
         float[] a = new float[ids.Length * H], b = new float[ids.Length * H];
         one.HiddenStates(ids, lengths, a);
         two.HiddenStates(ids, lengths, b);
-        BertModelTests.AssertClose([.. a.Select(x => (double)x)], b, "2 threads against 1");
+        // 2 threads run the part after the attention row-local (each thread its rows through every product): the same bits
+        Assert.Equal(a, b);
         Assert.Equal(0, FastAttn.Tests.Reference.SteadyStateAllocations(() => two.HiddenStates(ids, lengths, b)));
     }
 
