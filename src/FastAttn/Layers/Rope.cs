@@ -5,7 +5,19 @@ namespace FastAttn.Layers;
 /// <summary>Rotary position embedding (RoPE, rotate-half pairing i ↔ i + headDim/2) applied to Q and K heads in place.</summary>
 public sealed class Rope
 {
-    private readonly float[] _cos, _sin;
+    /// <summary>cos and sin of the first <see cref="Rows"/> positions, published together (replaced, never changed, when they grow).</summary>
+    private sealed class Tables(float[] cos, float[] sin, int rows)
+    {
+        public readonly float[] Cos = cos, Sin = sin;
+        public readonly int Rows = rows;
+    }
+
+    private Tables _tables;
+    private readonly double _theta;
+    private readonly bool _float32Angles;
+    private readonly object _grow = new();
+    /// <summary>Positions computed at construction; longer sequences grow the tables (doubling) up to <see cref="MaxPositions"/>.</summary>
+    private const int InitialRows = 512;
     /// <summary>Head width (even).</summary>
     public int HeadDim { get; }
     /// <summary>Longest sequence covered.</summary>
@@ -30,14 +42,41 @@ public sealed class Rope
         if ((long)maxPositions * (headDim / 2) > Array.MaxLength)
             ThrowHelper.OutOfRange(nameof(maxPositions), maxPositions, $"tables of maxPositions*headDim/2 = {maxPositions}*{headDim / 2} floats are larger than one array can hold.");
         HeadDim = headDim; MaxPositions = maxPositions;
-        int half = headDim / 2;
-        _cos = new float[maxPositions * half]; _sin = new float[maxPositions * half];
-        for (int p = 0; p < maxPositions; p++)
+        _theta = theta; _float32Angles = float32Angles;
+        // a model may allow far more positions than it is run with (ModernBERT: 8,192; a config may say 2^20): the tables
+        // cover what has been asked, so memory follows the longest sequence run, not the configured maximum
+        _tables = Build(Math.Min(maxPositions, InitialRows));
+    }
+
+    private Tables Build(int rows)
+    {
+        int half = HeadDim / 2;
+        var cos = new float[(long)rows * half];
+        var sin = new float[(long)rows * half];
+        for (int p = 0; p < rows; p++)
             for (int i = 0; i < half; i++)
             {
-                double a = float32Angles ? (float)p * (1f / MathF.Pow((float)theta, (float)(2 * i) / headDim)) : p * Math.Pow(theta, -2.0 * i / headDim);
-                _cos[p * half + i] = (float)Math.Cos(a); _sin[p * half + i] = (float)Math.Sin(a);
+                double a = _float32Angles ? (float)p * (1f / MathF.Pow((float)_theta, (float)(2 * i) / HeadDim)) : p * Math.Pow(_theta, -2.0 * i / HeadDim);
+                cos[(long)p * half + i] = (float)Math.Cos(a); sin[(long)p * half + i] = (float)Math.Sin(a);
             }
+        return new Tables(cos, sin, rows);
+    }
+
+    /// <summary>Tables covering <paramref name="longest"/> positions (≤ <see cref="MaxPositions"/>): the current ones, or grown once under a lock.</summary>
+    private Tables Covering(int longest)
+    {
+        var t = Volatile.Read(ref _tables);
+        if (t.Rows >= longest) return t;
+        lock (_grow)
+        {
+            t = _tables;
+            if (t.Rows < longest)
+            {
+                t = Build((int)Math.Min(MaxPositions, Math.Max(longest, 2L * t.Rows)));
+                Volatile.Write(ref _tables, t);
+            }
+            return t;
+        }
     }
 
     /// <summary>Rotates heads of x <c>[tokens, stride]</c> (columns col0 .. col0 + heads·headDim) by position within each sequence.</summary>
@@ -66,12 +105,13 @@ public sealed class Rope
         int n = sequenceLengths.IsEmpty ? 1 : sequenceLengths.Length, longest = 0;
         for (int s = 0; s < n; s++) longest = Math.Max(longest, sequenceLengths.IsEmpty ? tokens : sequenceLengths[s]);
         CheckPositions(longest);
+        var tb = Covering(longest);
         switch (Kernels.Isa.Current)
         {
-            case Kernels.IsaPath.Vector512: Rotate<Kernels.Simd512, Vector512<float>>(x, stride, col0, heads, tokens, sequenceLengths); break;
-            case Kernels.IsaPath.Vector256: Rotate<Kernels.Simd256, Vector256<float>>(x, stride, col0, heads, tokens, sequenceLengths); break;
-            case Kernels.IsaPath.Vector128: Rotate<Kernels.Simd128, Vector128<float>>(x, stride, col0, heads, tokens, sequenceLengths); break;
-            default: Rotate<Kernels.SimdScalar, float>(x, stride, col0, heads, tokens, sequenceLengths); break;
+            case Kernels.IsaPath.Vector512: Rotate<Kernels.Simd512, Vector512<float>>(tb, x, stride, col0, heads, tokens, sequenceLengths); break;
+            case Kernels.IsaPath.Vector256: Rotate<Kernels.Simd256, Vector256<float>>(tb, x, stride, col0, heads, tokens, sequenceLengths); break;
+            case Kernels.IsaPath.Vector128: Rotate<Kernels.Simd128, Vector128<float>>(tb, x, stride, col0, heads, tokens, sequenceLengths); break;
+            default: Rotate<Kernels.SimdScalar, float>(tb, x, stride, col0, heads, tokens, sequenceLengths); break;
         }
     }
 
@@ -79,11 +119,11 @@ public sealed class Rope
     /// (a, b) ← (a·cos − b·sin, b·cos + a·sin) for the pairs (i, i + headDim/2) of every head, position by position; products
     /// and differences rounded as the scalar loop rounds them (no fused multiply-add), so every path gives the same bits.
     /// </summary>
-    private unsafe void Rotate<TOps, TVec>(Span<float> x, int stride, int col0, int heads, int tokens, ReadOnlySpan<int> sequenceLengths)
+    private unsafe void Rotate<TOps, TVec>(Tables tb, Span<float> x, int stride, int col0, int heads, int tokens, ReadOnlySpan<int> sequenceLengths)
         where TOps : Kernels.ISimd<TVec> where TVec : struct
     {
         int half = HeadDim / 2, w = TOps.Width, n = sequenceLengths.IsEmpty ? 1 : sequenceLengths.Length, t0 = 0;
-        fixed (float* px = x, pcos = _cos, psin = _sin)
+        fixed (float* px = x, pcos = tb.Cos, psin = tb.Sin)
         {
             for (int s = 0; s < n; s++)
             {

@@ -57,6 +57,42 @@ public class PositionalTests
         Assert.Throws<ArgumentException>(() => rope.Apply(new float[80], 20, 4, 0, 1));                // 20 positions > 8
     }
 
+    /// <summary>
+    /// The tables start short and grow to the longest sequence asked (a model allowing 2^20 positions costs nothing until
+    /// it runs them): threads growing them at once all get the right rotation, every path, before and after the growth.
+    /// </summary>
+    [Fact]
+    public void Rope_TablesGrowOnDemand_AcrossThreads()
+    {
+        const int headDim = 8, maxPositions = 1 << 20;
+        var rope = new Rope(headDim, maxPositions, 10000);
+        int[] lengths = [3, 700, 2100, 513, 5000, 1];
+        var results = new float[lengths.Length][];
+        var inputs = lengths.Select((l, i) => Reference.Random(l * headDim, 40 + i)).ToArray();
+        Parallel.For(0, lengths.Length, new ParallelOptions { MaxDegreeOfParallelism = 6 }, i =>
+        {
+            results[i] = (float[])inputs[i].Clone();
+            rope.Apply(results[i], lengths[i], headDim, 0, 1);
+        });
+        for (int i = 0; i < lengths.Length; i++)
+            for (int p = 0; p < lengths[i]; p += 1 + p / 7)
+                for (int k = 0; k < headDim / 2; k++)
+                {
+                    double a = p * Math.Pow(10000, -2.0 * k / headDim);
+                    double xa = inputs[i][p * headDim + k], xb = inputs[i][p * headDim + k + headDim / 2];
+                    // cos/sin rounded to float (u each) at angles up to 5,000 rad (the angle itself exact in double): 4·u·(|xa| + |xb|)
+                    Assert.True(Math.Abs(results[i][p * headDim + k] - (xa * Math.Cos(a) - xb * Math.Sin(a))) <= 5e-7, $"length {lengths[i]} p={p} k={k}");
+                    Assert.True(Math.Abs(results[i][p * headDim + k + headDim / 2] - (xb * Math.Cos(a) + xa * Math.Sin(a))) <= 5e-7, $"length {lengths[i]} p={p} k={k}");
+                }
+        // after the growth, every path rotates a long sequence as the first call did
+        IsaPaths.ForEach(() =>
+        {
+            var again = (float[])inputs[4].Clone();
+            rope.Apply(again, lengths[4], headDim, 0, 1);
+            Assert.Equal(results[4], again);
+        });
+    }
+
     [Fact]
     public void Sinusoidal_MatchesTheFormula()
     {
