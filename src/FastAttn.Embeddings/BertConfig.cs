@@ -104,7 +104,7 @@ public sealed record BertConfig
         {
             Need(mb.GlobalLayers.Length == NumHiddenLayers, $"layer_types has {mb.GlobalLayers.Length} entries for {NumHiddenLayers} layers");
             Need(mb.Window is >= 0 and <= 1 << 20, $"local_attention {2 * mb.Window} is out of range");
-            Need(double.IsFinite(mb.GlobalTheta) && mb.GlobalTheta > 0 && double.IsFinite(mb.LocalTheta) && mb.LocalTheta > 0, "a rope_theta is not finite and positive");
+            Need(mb.GlobalTheta is >= 1 and <= float.MaxValue && mb.LocalTheta is >= 1 and <= float.MaxValue, $"a RoPE base ({mb.GlobalTheta}, {mb.LocalTheta}) is below 1 or not finite in float32");
             Need(HiddenSize / NumAttentionHeads % 2 == 0, $"the head width {HiddenSize / NumAttentionHeads} is odd (RoPE rotates pairs)");
         }
         Need((ModelType == "deberta-v2") == (Deberta != null), "DeBERTa-v2's relative attention settings belong to model_type deberta-v2 only");

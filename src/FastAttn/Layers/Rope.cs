@@ -24,7 +24,7 @@ public sealed class Rope
     public int MaxPositions { get; }
 
     /// <summary>θ_i = base^(−2i/headDim).</summary>
-    /// <exception cref="ArgumentOutOfRangeException">A size is below 1, theta is not finite and positive, or the tables would not fit in one array.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A size is below 1, theta is below 1 or not finite in float32, or the tables would not fit in one array.</exception>
     /// <exception cref="ArgumentException">headDim is odd.</exception>
     public Rope(int headDim, int maxPositions, double theta = 10000) : this(headDim, maxPositions, theta, false) { }
 
@@ -38,7 +38,8 @@ public sealed class Rope
         ThrowHelper.Positive(headDim, nameof(headDim));
         if (headDim % 2 != 0) ThrowHelper.Argument(nameof(headDim), $"'headDim' must be even for RoPE; it is {headDim}.");
         ThrowHelper.Positive(maxPositions, nameof(maxPositions));
-        if (!double.IsFinite(theta) || theta <= 0) ThrowHelper.OutOfRange(nameof(theta), theta, "'theta' must be finite and positive.");
+        // below 1 the frequencies pass 1 and, for tiny bases, overflow to ∞ (an angle ∞ or 0·∞ has no cosine: NaN outputs)
+        if (!(theta >= 1 && theta <= float.MaxValue)) ThrowHelper.OutOfRange(nameof(theta), theta, "'theta' (the RoPE base) must be at least 1 and finite in float32.");
         if ((long)maxPositions * (headDim / 2) > Array.MaxLength)
             ThrowHelper.OutOfRange(nameof(maxPositions), maxPositions, $"tables of maxPositions*headDim/2 = {maxPositions}*{headDim / 2} floats are larger than one array can hold.");
         HeadDim = headDim; MaxPositions = maxPositions;

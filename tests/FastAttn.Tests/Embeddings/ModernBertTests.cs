@@ -314,6 +314,8 @@ public class ModernBertTests
             ("\"norm_bias\": false", "\"norm_bias\": 3"),
             ("\"hidden_activation\": \"gelu\"", "\"hidden_activation\": \"silu\""),
             ("\"num_attention_heads\": 3", "\"num_attention_heads\": 8"),     // head width 3: odd
+            ("\"global_rope_theta\": 160000", "\"global_rope_theta\": 1e-300"), // would give NaN angles
+            ("\"local_attention\": 8", "\"local_attention\": \"8\""),
         })
         {
             string json = ConfigJson(Base);

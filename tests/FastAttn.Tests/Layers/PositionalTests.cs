@@ -52,6 +52,8 @@ public class PositionalTests
         var rope = new Rope(4, 8);
         Assert.Throws<ArgumentException>(() => new Rope(3, 8));
         Assert.Throws<ArgumentOutOfRangeException>(() => new Rope(4, 8, double.NaN));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new Rope(4, 8, 0.5));          // a base below 1 (tiny ones overflow to NaN angles)
+        Assert.Throws<ArgumentOutOfRangeException>(() => new Rope(4, 8, 1e39));         // not finite in float32
         Assert.Throws<ArgumentOutOfRangeException>(() => rope.Apply(new float[16], 2, 3, 0, 1));       // stride below a head
         Assert.Throws<ArgumentException>(() => rope.Apply(new float[7], 2, 4, 0, 1));                  // too short
         Assert.Throws<ArgumentException>(() => rope.Apply(new float[80], 20, 4, 0, 1));                // 20 positions > 8
