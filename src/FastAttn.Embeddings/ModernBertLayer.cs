@@ -20,7 +20,7 @@ internal sealed record ModernBertSettings(bool[] GlobalLayers, int Window, doubl
 /// <see cref="AttentionOptions.Window"/>, so their cost grows with the window, not the sequence) with their own RoPE base.
 /// The GLU's two halves are two products, the activation fused into the first's epilogue.
 /// </summary>
-internal sealed unsafe class ModernBertLayer : Block, IDisposable
+internal sealed unsafe class ModernBertLayer : Block, IDisposable, IRowLocalTail
 {
     private readonly LayerNorm? _attnNorm;
     private readonly MultiHeadAttention _attn;
@@ -87,15 +87,7 @@ internal sealed unsafe class ModernBertLayer : Block, IDisposable
         {
             _attn.AttendCore(a, batch, work, default, default);
             int p = _attn.QkvWidth;
-            long tail = TailScratch(t);
-            pool!.EnsureWorkerScratch(tail);
-            fixed (float* px = input, py = output, px1 = x1, pw = work)
-            {
-                var job = pool.Job<TailJob>();
-                job.Set(this, pool, px, py, px1, pw + (long)t * p, pw + (long)t * (p + h), tail, t);
-                try { pool.Run(job, pool.Threads); }
-                finally { job.Clear(); }
-            }
+            RowLocalTailJob.Run(this, pool!, input, output, x1, work.Slice(t * p, t * h), work.Slice(t * (p + h)), TailScratch(t), t);
             return;
         }
         _attn.SelfCore(a, x1, batch, work, input, default, default);
@@ -108,7 +100,9 @@ internal sealed unsafe class ModernBertLayer : Block, IDisposable
     }
 
     /// <summary>Rows [r0, r1) from the heads' output to the layer's output on one thread: x₁ = x + Wo·attn, y = x₁ + Wo'(act(Wi_in·n) ⊙ Wi_gate·n).</summary>
-    private void Tail(float* x, float* y, float* x1, float* attn, int r0, int r1, Span<float> scratch)
+    IsaPath IRowLocalTail.TailIsa => _wo.Weight.Isa;
+
+    void IRowLocalTail.Tail(float* x, float* y, float* x1, float* attn, int r0, int r1, Span<float> scratch)
     {
         int h = _h, ff = _ff, rows = r1 - r0;
         long off = (long)r0 * h, len = (long)rows * h;
@@ -121,33 +115,6 @@ internal sealed unsafe class ModernBertLayer : Block, IDisposable
         _wiGate.ForwardCore(n, rows, g, rest, default, null);
         TensorPrimitives.Multiply(u, g, u);
         _wo.ForwardCore(u, rows, new Span<float>(y + off, (int)len), rest, x1r, null);
-    }
-
-    /// <summary>The row-local tail split over a pool: item i is thread i's share of the rows, in blocks; reused by its pool.</summary>
-    private sealed class TailJob : Threading.IParallelWork
-    {
-        private ModernBertLayer? _layer;
-        private Threading.WorkerPool? _pool;
-        private float* _x, _y, _x1, _attn, _callerScratch;
-        private long _scratchFloats;
-        private int _tokens;
-
-        public void Set(ModernBertLayer layer, Threading.WorkerPool pool, float* x, float* y, float* x1, float* attn, float* callerScratch, long scratchFloats, int tokens)
-        {
-            _layer = layer; _pool = pool; _x = x; _y = y; _x1 = x1; _attn = attn; _callerScratch = callerScratch; _scratchFloats = scratchFloats; _tokens = tokens;
-        }
-
-        public void Clear() { _layer = null; _pool = null; _x = _y = _x1 = _attn = _callerScratch = null; }
-
-        public void Execute(int item, int worker)
-        {
-            var l = _layer!;
-            var (r0, r1) = GemmCore.RowShare(item, _pool!.Threads, _tokens, GemmCore.TileRows(l._wo.Weight.Isa));
-            if (r0 >= r1) return;
-            float* scratch = worker == 0 ? _callerScratch : _pool.WorkerScratch(worker);
-            for (int q0 = r0; q0 < r1; q0 += EncoderBlock.TailBlockRows)
-                l.Tail(_x, _y, _x1, _attn, q0, Math.Min(r1, q0 + EncoderBlock.TailBlockRows), new Span<float>(scratch, (int)_scratchFloats));
-        }
     }
 
     public void Dispose()

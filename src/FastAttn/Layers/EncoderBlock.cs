@@ -9,7 +9,7 @@ namespace FastAttn.Layers;
 /// layer: post-norm x = norm1(x + attn(x)); x = norm2(x + ff(x)), or pre-norm (<c>norm_first</c>)
 /// x = x + attn(norm1(x)); x = x + ff(norm2(x)). Residual adds are fused into the projections' epilogues.
 /// </summary>
-public sealed unsafe class EncoderBlock : Block, IDisposable
+public sealed unsafe class EncoderBlock : Block, IDisposable, IRowLocalTail
 {
     /// <summary>Self-attention.</summary>
     public MultiHeadAttention Attention { get; }
@@ -111,15 +111,7 @@ public sealed unsafe class EncoderBlock : Block, IDisposable
             }
             Attention.AttendCore(attnIn, batch, work, default, default);
             int p = Attention.QkvWidth, d = InputWidth;
-            long tailScratch = TailScratch(tokens);
-            pool!.EnsureWorkerScratch(tailScratch);
-            fixed (float* px = input, po = output, ph = h, pw = work)
-            {
-                var job = pool.Job<TailJob>();
-                job.Set(this, pool, px, po, ph, pw + (long)tokens * p, pw + (long)tokens * (p + d), tailScratch, tokens);
-                try { pool.Run(job, pool.Threads); }
-                finally { job.Clear(); }
-            }
+            RowLocalTailJob.Run(this, pool!, input, output, h, work.Slice(tokens * p, tokens * d), work.Slice(tokens * (p + d)), TailScratch(tokens), tokens);
             return;
         }
         if (NormFirst)
@@ -139,7 +131,9 @@ public sealed unsafe class EncoderBlock : Block, IDisposable
     }
 
     /// <summary>Rows [r0, r1) from the attention's output to the block's output, on one thread (unchecked).</summary>
-    private void Tail(float* x, float* y, float* h, float* attn, int r0, int r1, Span<float> scratch)
+    IsaPath IRowLocalTail.TailIsa => Attention.OutProj.Weight.Isa;
+
+    void IRowLocalTail.Tail(float* x, float* y, float* h, float* attn, int r0, int r1, Span<float> scratch)
     {
         int d = InputWidth, rows = r1 - r0;
         long off = (long)r0 * d, n = (long)rows * d;
@@ -157,33 +151,6 @@ public sealed unsafe class EncoderBlock : Block, IDisposable
             Norm1.ForwardCore(hr, rows, hr, null);
             FeedForward.Core(hr, yr, rows, scratch, hr, null);                     // y = h + ff(h)
             Norm2.ForwardCore(yr, rows, yr, null);
-        }
-    }
-
-    /// <summary>The row-local tail split over a pool: item i is thread i's share of the rows; reused by its pool.</summary>
-    internal sealed class TailJob : IParallelWork
-    {
-        private EncoderBlock? _block;
-        private WorkerPool? _pool;
-        private float* _x, _y, _h, _attn, _callerScratch;
-        private long _scratchFloats;
-        private int _tokens;
-
-        public void Set(EncoderBlock block, WorkerPool pool, float* x, float* y, float* h, float* attn, float* callerScratch, long scratchFloats, int tokens)
-        {
-            _block = block; _pool = pool; _x = x; _y = y; _h = h; _attn = attn; _callerScratch = callerScratch; _scratchFloats = scratchFloats; _tokens = tokens;
-        }
-
-        public void Clear() { _block = null; _pool = null; _x = _y = _h = _attn = _callerScratch = null; }
-
-        public void Execute(int item, int worker)
-        {
-            var b = _block!;
-            var (r0, r1) = GemmCore.RowShare(item, _pool!.Threads, _tokens, GemmCore.TileRows(b.Attention.OutProj.Weight.Isa));
-            if (r0 >= r1) return;
-            float* scratch = worker == 0 ? _callerScratch : _pool.WorkerScratch(worker);
-            for (int q0 = r0; q0 < r1; q0 += TailBlockRows)
-                b.Tail(_x, _y, _h, _attn, q0, Math.Min(r1, q0 + TailBlockRows), new Span<float>(scratch, (int)_scratchFloats));
         }
     }
 
