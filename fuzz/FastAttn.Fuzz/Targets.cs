@@ -242,8 +242,9 @@ public static class Targets
     }
 
     /// <summary>
-    /// A model's config.json (every family: BERT, DistilBERT, MPNet, ELECTRA, RoBERTa, DeBERTa-v2): read; an accepted
-    /// config must pass its own validation, and DeBERTa's relative rows must stay inside the table for any distance.
+    /// A model's config.json (every family: BERT, DistilBERT, MPNet, ELECTRA, RoBERTa, DeBERTa-v2, ModernBERT): read; an
+    /// accepted config must pass its own validation, DeBERTa's relative rows must stay inside the table for any distance,
+    /// and ModernBERT's RoPE bases must rotate finitely.
     /// </summary>
     public static void Config(ReadOnlySpan<byte> input)
     {
@@ -255,6 +256,20 @@ public static class Targets
         if (c.Deberta is { } rel)
             foreach (int d in new[] { 0, 1, -1, rel.Span, -rel.Span, c.MaxPositionEmbeddings - 1, 1 - c.MaxPositionEmbeddings, int.MaxValue / 4, int.MinValue / 4 })
                 Check(rel.Row(d) >= 0 && rel.Row(d) < 2 * rel.Span, "a relative row outside the table");
+        if (c.ModernBert is { } mb)
+        {
+            Check(mb.GlobalLayers.Length == c.NumHiddenLayers && mb.Window >= 0, "ModernBERT's layer types or window");
+            // both RoPE bases must give finite rotations at the last position a sequence can take (built from a short table, grown to it)
+            foreach (double theta in new[] { mb.GlobalTheta, mb.LocalTheta })
+            {
+                int d = c.HiddenSize / c.NumAttentionHeads, last = Math.Min(c.MaxPositionEmbeddings, 4096);
+                var rope = new FastAttn.Layers.Rope(d, last, theta);
+                var x = new float[last * d];
+                Array.Fill(x, 1f);
+                rope.Apply(x, last, d, 0, 1);
+                Check(Array.TrueForAll(x, float.IsFinite), "a RoPE rotation that is not finite");
+            }
+        }
     }
 
     private const string Multilingual = "The café's naïve owner paid $3,000.50 for 12 books — 中文 ¿qué?  Ｈｅｌｌｏ\tｗｏｒｌｄ <mask> ﬁ ① ｶﾞ 한국어 e\u0301 🙂 \u200d";
