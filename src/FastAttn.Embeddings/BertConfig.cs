@@ -97,7 +97,7 @@ public sealed record BertConfig
         Need(MaxPositionEmbeddings is > 0 and <= 1 << 20, $"max_position_embeddings {MaxPositionEmbeddings} is out of range");
         Need(TypeVocabSize is > 0 and <= 1 << 16, $"type_vocab_size {TypeVocabSize} is out of range");
         Need(VocabSize is > 0 and < 1 << 24, $"vocab_size {VocabSize} is out of range (ids travel as floats, exact below 2^24)");
-        Need(HiddenAct is Activation.Gelu or Activation.GeluTanh or Activation.Relu, $"hidden_act {HiddenAct} is not supported");
+        Need(HiddenAct is Activation.Gelu or Activation.GeluTanh or Activation.Relu or Activation.Silu, $"hidden_act {HiddenAct} is not supported");
         Need(ModelType is "bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" || IsRoberta, $"model_type '{ModelType}' is not bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2 or modernbert");
         Need((ModelType == "modernbert") == (ModernBert != null), "ModernBERT's settings belong to model_type modernbert only");
         if (ModernBert is { } mb)
@@ -344,6 +344,7 @@ public sealed record BertConfig
         "gelu_new" or "gelu_pytorch_tanh" or "gelu_fast" => Activation.GeluTanh,
         "relu" => Activation.Relu,
         "tanh" => Activation.Tanh,
-        _ => throw new InvalidDataException($"{source}: hidden_act '{name}' is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)."),
+        "silu" or "swish" => Activation.Silu,
+        _ => throw new InvalidDataException($"{source}: hidden_act '{name}' is not supported (gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, silu, tanh)."),
     };
 }

@@ -23,7 +23,7 @@ public static class TorchModels
         ThrowHelper.Positive(o.Heads, "options.Heads");
         if (o.Prefix is null) throw new ArgumentNullException("options.Prefix");
         CheckEps(o.Eps, "options.Eps");
-        if ((uint)o.Activation > (uint)Activation.Sigmoid) ThrowHelper.OutOfRange("options.Activation", o.Activation, "Unknown activation.");
+        if ((uint)o.Activation > (uint)Activation.Silu) ThrowHelper.OutOfRange("options.Activation", o.Activation, "Unknown activation.");
         if (o.DistanceSlopes != null)
         {
             if (o.DistanceSlopes.Length != o.Heads)
@@ -214,7 +214,7 @@ public static class TorchModels
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(prefix);
-        if ((uint)activation > (uint)Activation.Sigmoid) ThrowHelper.OutOfRange(nameof(activation), activation, "Unknown activation.");
+        if ((uint)activation > (uint)Activation.Silu) ThrowHelper.OutOfRange(nameof(activation), activation, "Unknown activation.");
         if ((uint)precision > (uint)Precision.BF16Weights) ThrowHelper.OutOfRange(nameof(precision), precision, "Unknown precision.");
         return TensorReader.Load(source, prefix, "nn.Linear", vb => LinearOf(vb, activation, -1, -1, precision));
     }

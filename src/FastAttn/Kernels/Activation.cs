@@ -15,4 +15,6 @@ public enum Activation
     Tanh = 4,
     /// <summary>1/(1+e^(−x)).</summary>
     Sigmoid = 5,
+    /// <summary>SiLU (swish): x/(1+e^(−x)) (PyTorch's <c>silu</c>; the gate of SwiGLU feed-forwards).</summary>
+    Silu = 6,
 }

@@ -47,7 +47,7 @@ public sealed class Linear : IDisposable
         Precision precision = Precision.F32)
     {
         if (!bias.IsEmpty) ThrowHelper.ExactLength(bias.Length, outFeatures, nameof(bias), "outFeatures");
-        if ((uint)activation > (uint)Activation.Sigmoid) ThrowHelper.OutOfRange(nameof(activation), activation, "Unknown activation.");
+        if ((uint)activation > (uint)Activation.Silu) ThrowHelper.OutOfRange(nameof(activation), activation, "Unknown activation.");
         Weight = new PackedWeight(weight, outFeatures, inFeatures, segments, Kernels.Isa.Current, precision);
         Activation = activation;
         if (!bias.IsEmpty)

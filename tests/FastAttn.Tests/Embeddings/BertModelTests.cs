@@ -266,8 +266,8 @@ public class BertModelTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.Contains("does not divide", Assert.Throws<InvalidDataException>(() => BertModel.Load(dir2.Path)).Message);
         File.WriteAllText(dir2.File("config.json"), "{\"hidden_size\": ");
         Assert.Contains("not valid JSON", Assert.Throws<InvalidDataException>(() => BertModel.Load(dir2.Path)).Message);
-        File.WriteAllText(dir2.File("config.json"), ConfigJson().Replace("\"gelu\"", "\"swish\""));
-        Assert.Contains("swish", Assert.Throws<InvalidDataException>(() => BertModel.Load(dir2.Path)).Message);
+        File.WriteAllText(dir2.File("config.json"), ConfigJson().Replace("\"gelu\"", "\"mish\""));
+        Assert.Contains("mish", Assert.Throws<InvalidDataException>(() => BertModel.Load(dir2.Path)).Message);
         Assert.Throws<FileNotFoundException>(() => BertModel.Load(dir2.File("nothing.safetensors")));
     }
 

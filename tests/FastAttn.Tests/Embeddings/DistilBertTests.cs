@@ -80,7 +80,7 @@ public class DistilBertTests
         var c = BertConfig.FromJson(ConfigJson());
         Assert.Equal((H, Heads, BertModelTests.Layers, Ff, 1, "distilbert"), (c.HiddenSize, c.NumAttentionHeads, c.NumHiddenLayers, c.IntermediateSize, c.TypeVocabSize, c.ModelType));
         Assert.Throws<InvalidDataException>(() => BertConfig.FromJson(ConfigJson().Replace("\"n_heads\": 3", "\"n_heads\": 5")));       // 5 does not divide 24
-        Assert.Throws<InvalidDataException>(() => BertConfig.FromJson(ConfigJson().Replace("\"activation\": \"gelu\"", "\"activation\": \"swish\"")));
+        Assert.Throws<InvalidDataException>(() => BertConfig.FromJson(ConfigJson().Replace("\"activation\": \"gelu\"", "\"activation\": \"mish\"")));
         Assert.Throws<InvalidDataException>(() => BertConfig.FromJson(ConfigJson().Replace("\"dim\"", "\"d_model\"")));
         Assert.Equal("distilbert", BertConfig.FromJson(ConfigJson().Replace("\"model_type\": \"distilbert\", ", "")).ModelType);   // an older config without model_type
         // BERT configs asking for what FastAttn does not compute are refused, not run without it

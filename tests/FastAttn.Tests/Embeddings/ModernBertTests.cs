@@ -312,7 +312,7 @@ public class ModernBertTests
             ("\"norm_eps\": 1e-5", "\"norm_eps\": 1e-5, \"layer_types\": [\"full_attention\"]"),
             ("\"norm_eps\": 1e-5", "\"norm_eps\": 1e-5, \"rope_parameters\": {\"full_attention\": {\"rope_type\": \"yarn\", \"rope_theta\": 1}}"),
             ("\"norm_bias\": false", "\"norm_bias\": 3"),
-            ("\"hidden_activation\": \"gelu\"", "\"hidden_activation\": \"silu\""),
+            ("\"hidden_activation\": \"gelu\"", "\"hidden_activation\": \"mish\""),
             ("\"num_attention_heads\": 3", "\"num_attention_heads\": 8"),     // head width 3: odd
             ("\"global_rope_theta\": 160000", "\"global_rope_theta\": 1e-300"), // would give NaN angles
             ("\"local_attention\": 8", "\"local_attention\": \"8\""),

@@ -28,6 +28,7 @@ internal static class Reference
         FastAttn.Kernels.Activation.GeluTanh => 0.5 * x * (1 + Math.Tanh(Math.Sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x))),
         FastAttn.Kernels.Activation.Tanh => Math.Tanh(x),
         FastAttn.Kernels.Activation.Sigmoid => 1 / (1 + Math.Exp(-x)),
+        FastAttn.Kernels.Activation.Silu => x / (1 + Math.Exp(-x)),
         _ => x,
     };
 

@@ -197,7 +197,7 @@ public static unsafe class Gemm
             if (ldr < n) ThrowHelper.OutOfRange("epilogue.ResidualStride", ldr, $"'epilogue.ResidualStride' must be at least n = {n}; it is {ldr}.");
             ThrowHelper.Length(residual.Length, ThrowHelper.Extent(m, n, ldr), "epilogue.Residual", $"(m-1)*stride+n with m={m}, n={n}, stride={ldr}");
         }
-        if ((uint)e.Activation > (uint)Activation.Sigmoid)
+        if ((uint)e.Activation > (uint)Activation.Silu)
             ThrowHelper.OutOfRange("epilogue.Activation", e.Activation, "Unknown activation.");
         if (!float.IsFinite(e.Alpha)) ThrowHelper.OutOfRange("epilogue.Alpha", e.Alpha, "'epilogue.Alpha' must be finite.");
         return ldr;

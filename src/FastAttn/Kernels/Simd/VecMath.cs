@@ -146,6 +146,8 @@ internal static class VecMath
                 return Tanh<TOps, TVec>(x);
             case Activation.Sigmoid:
                 return Sigmoid<TOps, TVec>(x);
+            case Activation.Silu:
+                return TOps.Mul(x, Sigmoid<TOps, TVec>(x));
             default:
                 return x;
         }

@@ -182,6 +182,7 @@ public class GemmTests
     [InlineData(Activation.GeluTanh)]
     [InlineData(Activation.Tanh)]
     [InlineData(Activation.Sigmoid)]
+    [InlineData(Activation.Silu)]
     public void Epilogues_MatchReference(Activation act)
     {
         IsaPaths.ForEach(() =>

@@ -163,6 +163,7 @@ public class ReducedPrecisionTests
     [InlineData(Activation.None)]
     [InlineData(Activation.Gelu)]
     [InlineData(Activation.Relu)]
+    [InlineData(Activation.Silu)]
     public void Int8_WithEpilogue_WithinQuantizationBound(Activation act)
     {
         ForEachKernel(kernel =>
