@@ -61,7 +61,7 @@ public sealed class BertModel : IDisposable
     public BertEmbeddings Embeddings => (BertEmbeddings)Encoder.Blocks[0];
     /// <summary>Bytes of every weight as stored (embedding tables, packed linear layers, norms, pooler and classifier).</summary>
     public long WeightBytes => Embeddings.WeightBytes + Encoder.Blocks.OfType<EncoderBlock>().Sum(b => b.WeightBytes) + Encoder.Blocks.OfType<DebertaLayer>().Sum(b => b.WeightBytes)
-        + Encoder.Blocks.OfType<ModernBertLayer>().Sum(b => b.WeightBytes) + Encoder.Blocks.OfType<NormBlock>().Sum(b => 8L * b.InputWidth)
+        + Encoder.Blocks.OfType<GluEncoderLayer>().Sum(b => b.WeightBytes) + Encoder.Blocks.OfType<NormBlock>().Sum(b => 8L * b.InputWidth)
         + Encoder.Blocks.OfType<LinearBlock>().Sum(b => b.Linear.WeightBytes) + (Pooler?.WeightBytes ?? 0) + (Classifier?.WeightBytes ?? 0);
     /// <summary>Width of the encoder's output (the hidden size, or the classes of a token head).</summary>
     public int OutputWidth => Encoder.OutputWidth;
@@ -374,7 +374,7 @@ public sealed class BertModel : IDisposable
                 var wiIn = new Linear(p.Wi.AsSpan(0, ff * h), ff, h, p.WiB is null ? default : p.WiB.AsSpan(0, ff), config.HiddenAct, plan.For(name + "intermediate.dense"));
                 var wiGate = new Linear(p.Wi.AsSpan(ff * h, ff * h), ff, h, p.WiB is null ? default : p.WiB.AsSpan(ff, ff), Activation.None, plan.For(name + "intermediate.dense"));
                 var wo = new Linear(p.Wo, h, ff, p.WoB ?? default, Activation.None, plan.For(name + "output.dense"));
-                blocks.Add(new ModernBertLayer(p.An, attn, p.Mn!, wiIn, wiGate, wo));
+                blocks.Add(new GluEncoderLayer(p.An, attn, p.Mn!, wiIn, wiGate, wo, postNorm: false));
             }
             blocks.Add(new NormBlock(finalNorm!));
             Linear? pooler = null, classifier = null;
