@@ -68,6 +68,9 @@ public sealed record BertConfig
     /// <summary>DeBERTa: whether absolute position embeddings are added to the input (<c>position_biased_input</c>; v3: no).</summary>
     internal bool PositionBiasedInput { get; init; } = true;
 
+    /// <summary>NomicBERT's settings (<c>model_type</c> "nomic_bert"), else null.</summary>
+    internal NomicSettings? Nomic { get; init; }
+
     /// <summary>ModernBERT's settings (<c>model_type</c> "modernbert"), else null.</summary>
     internal ModernBertSettings? ModernBert { get; init; }
 
@@ -97,8 +100,14 @@ public sealed record BertConfig
         Need(MaxPositionEmbeddings is > 0 and <= 1 << 20, $"max_position_embeddings {MaxPositionEmbeddings} is out of range");
         Need(TypeVocabSize is > 0 and <= 1 << 16, $"type_vocab_size {TypeVocabSize} is out of range");
         Need(VocabSize is > 0 and < 1 << 24, $"vocab_size {VocabSize} is out of range (ids travel as floats, exact below 2^24)");
-        Need(HiddenAct is Activation.Gelu or Activation.GeluTanh or Activation.Relu or Activation.Silu, $"hidden_act {HiddenAct} is not supported");
-        Need(ModelType is "bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" || IsRoberta, $"model_type '{ModelType}' is not bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2 or modernbert");
+        Need(HiddenAct is Activation.Gelu or Activation.GeluTanh or Activation.Relu or Activation.Silu || (Nomic != null && HiddenAct == Activation.Sigmoid), $"hidden_act {HiddenAct} is not supported");
+        Need(ModelType is "bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" or "nomic_bert" || IsRoberta, $"model_type '{ModelType}' is not bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert or nomic_bert");
+        Need((ModelType == "nomic_bert") == (Nomic != null), "NomicBERT's settings belong to model_type nomic_bert only");
+        if (Nomic is { } nb)
+        {
+            Need(nb.Theta is >= 1 and <= float.MaxValue, $"rotary_emb_base {nb.Theta} is below 1 or not finite in float32");
+            Need(HiddenSize / NumAttentionHeads % 2 == 0, $"the head width {HiddenSize / NumAttentionHeads} is odd (RoPE rotates pairs)");
+        }
         Need((ModelType == "modernbert") == (ModernBert != null), "ModernBERT's settings belong to model_type modernbert only");
         if (ModernBert is { } mb)
         {
@@ -152,8 +161,9 @@ public sealed record BertConfig
             string modelType = r.TryGetProperty("model_type", out var mt) && mt.ValueKind == JsonValueKind.String ? mt.GetString()!
                 : !r.TryGetProperty("hidden_size", out _) && r.TryGetProperty("dim", out _) && r.TryGetProperty("n_heads", out _) ? "distilbert" : "bert";
             bool roberta = modelType is "roberta" or "xlm-roberta" or "camembert";
-            if (modelType is not ("bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert") && !roberta)
-                throw new InvalidDataException($"{source}: model_type '{modelType}' is not a BERT-family encoder FastAttn loads (bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert).");
+            if (modelType is not ("bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" or "nomic_bert") && !roberta)
+                throw new InvalidDataException($"{source}: model_type '{modelType}' is not a BERT-family encoder FastAttn loads (bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert, nomic_bert).");
+            if (modelType == "nomic_bert") return ReadNomic(r, Int, source);
             if (modelType == "deberta-v2") return ReadDeberta(r, Int, source);
             if (modelType == "modernbert") return ReadModernBert(r, Int, source);
             if (modelType == "distilbert")
@@ -331,6 +341,61 @@ public sealed record BertConfig
             // no token types and no position table (RoPE): one zero token-type row stands in
             TypeVocabSize = 1, PoolerActivation = settings.ClassifierActivation,
             ModernBert = settings,
+        };
+        c.Validate(source);
+        return c;
+    }
+
+    /// <summary>
+    /// NomicBERT (nomic-embed-text-v1/v1.5, its <c>NomicBertConfig</c>, GPT-2's field names): <c>n_embd</c>, <c>n_head</c>,
+    /// <c>n_layer</c>, <c>n_inner</c> (rounded up to a multiple of 256 as its gated MLP does; default 8/3 of the width),
+    /// <c>vocab_size</c> (rounded up to <c>pad_vocab_size_multiple</c>), <c>type_vocab_size</c>, <c>layer_norm_epsilon</c>,
+    /// <c>activation_function</c> (swiglu, geglu, glu: the gated feed-forward), <c>rotary_emb_base</c>, the biases
+    /// (<c>qkv_proj_bias</c>, <c>mlp_fc1_bias</c>, <c>mlp_fc2_bias</c>), <c>n_positions</c>. With
+    /// <c>rotary_scaling_factor</c> set, sequences are limited to <c>max_trained_positions</c> (beyond them the model
+    /// changes its RoPE base with the batch's length, dynamic NTK, which FastAttn does not run). Refused by name: prenorm,
+    /// causal, parallel blocks, RMS norms, partial, interleaved or scaled rotary embeddings, the ungated MLP.
+    /// </summary>
+    private static BertConfig ReadNomic(JsonElement r, Func<string, int?, int> Int, string source)
+    {
+        InvalidDataException Bad(string what) => new($"{source}: {what}.");
+        bool Bool(string name, bool fallback) => r.TryGetProperty(name, out var v) ? v.ValueKind switch
+        {
+            JsonValueKind.True => true, JsonValueKind.False => false, JsonValueKind.Null => fallback,
+            _ => throw Bad($"'{name}' is not true or false"),
+        } : fallback;
+        double Num(string name, double fallback) => !r.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null ? fallback
+            : v.ValueKind == JsonValueKind.Number ? v.GetDouble() : throw Bad($"'{name}' is not a number");
+        bool Set(string name) => r.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null;
+        foreach (var (flag, what) in new[] { ("prenorm", "prenorm (its residual stream differs)"), ("causal", "causal attention"), ("parallel_block", "parallel blocks"),
+                     ("use_rms_norm", "RMS norms"), ("rotary_emb_interleaved", "interleaved rotary embeddings") })
+            if (Bool(flag, false)) throw Bad($"{flag} is true: {what} is not run by FastAttn");
+        if (Set("rotary_emb_scale_base")) throw Bad("rotary_emb_scale_base is set: scaled rotary embeddings (xPos) are not run by FastAttn");
+        if (Num("rotary_emb_fraction", 0) != 1.0) throw Bad("rotary_emb_fraction is not 1: FastAttn runs NomicBERT with rotary embeddings over the whole head");
+        string act = r.TryGetProperty("activation_function", out var af) && af.ValueKind == JsonValueKind.String ? af.GetString()! : "gelu_new";
+        var gate = act switch
+        {
+            "swiglu" => Activation.Silu, "geglu" => Activation.Gelu, "glu" => Activation.Sigmoid,
+            _ => throw Bad($"activation_function '{act}' is not swiglu, geglu or glu (the ungated MLP is not run by FastAttn)"),
+        };
+        int hidden = Int("n_embd", 768), heads = Int("n_head", 12), layers = Int("n_layer", 12);
+        if (hidden is < 1 or > 1 << 16) throw Bad($"n_embd {hidden} is out of range");
+        int inner = Int("n_inner", (int)(8L * hidden / 3));
+        if (inner is < 1 or > 1 << 20) throw Bad($"n_inner {inner} is out of range");
+        inner = (inner + 255) / 256 * 256;
+        int vocab = Int("vocab_size", 50257), multiple = Int("pad_vocab_size_multiple", 1);
+        if (multiple is < 1 or > 1 << 16 || vocab is < 1 or > 1 << 24) throw Bad($"vocab_size {vocab} or pad_vocab_size_multiple {multiple} is out of range");
+        if (vocab % multiple != 0) vocab += multiple - vocab % multiple;
+        int positions = Int("n_positions", 1024);
+        bool ntk = Set("rotary_scaling_factor");
+        if (ntk) positions = Math.Min(positions, Int("max_trained_positions", 2048));
+        var c = new BertConfig
+        {
+            ModelType = "nomic_bert", HiddenSize = hidden, NumAttentionHeads = heads, NumHiddenLayers = layers, IntermediateSize = inner,
+            VocabSize = vocab, MaxPositionEmbeddings = positions, TypeVocabSize = Math.Max(Int("type_vocab_size", 2), 1),
+            LayerNormEps = (float)Num("layer_norm_epsilon", 1e-5), HiddenAct = gate,
+            Nomic = new NomicSettings(Num("rotary_emb_base", 10000), Bool("qkv_proj_bias", true), Bool("mlp_fc1_bias", true), Bool("mlp_fc2_bias", true),
+                Int("type_vocab_size", 2) > 0, ntk),
         };
         c.Validate(source);
         return c;

@@ -142,6 +142,8 @@ public sealed class BertModel : IDisposable
         string name = System.IO.Path.GetFileName(file);
         if (config == null && (src.TryGetShape("model.embeddings.tok_embeddings.weight", out _) || src.TryGetShape("embeddings.tok_embeddings.weight", out _)))
             throw new InvalidDataException($"'{file}' is a ModernBERT checkpoint: its attention settings (local_attention, layer_types, RoPE bases) are only in its config.json; put it beside the model.");
+        if (config == null && (src.TryGetShape("emb_ln.weight", out _) || src.TryGetShape("bert.emb_ln.weight", out _)))
+            throw new InvalidDataException($"'{file}' is a NomicBERT checkpoint: its rotary base and feed-forward kind are only in its config.json; put it beside the model.");
         if (DebertaTensors.Detect(src) && config == null)
             throw new InvalidDataException($"'{file}' is a DeBERTa-v2 checkpoint: its attention settings (pos_att_type, position_buckets, …) are only in its config.json; put it beside the model.");
         bool distil = DistilBertTensors.Detect(src), mpnet = !distil && MpnetTensors.Detect(src), electra = !distil && !mpnet && ElectraTensors.Detect(src);
@@ -223,6 +225,13 @@ public sealed class BertModel : IDisposable
         }
         if (source.TryGetShape("model.embeddings.tok_embeddings.weight", out _) || source.TryGetShape("embeddings.tok_embeddings.weight", out _))
             throw new InvalidDataException($"'{source.Name}': the tensors are ModernBERT's but the config says model_type '{config.ModelType}'.");
+        if (config.Nomic != null)
+        {
+            if (source is OnnxModelFile) throw new InvalidDataException($"'{source.Name}': NomicBERT is loaded from its PyTorch checkpoint (model.safetensors), not from an ONNX export.");
+            return LoadNomic(source, config, config.Nomic, description, plan);
+        }
+        if (source.TryGetShape("emb_ln.weight", out _) || source.TryGetShape("bert.emb_ln.weight", out _))
+            throw new InvalidDataException($"'{source.Name}': the tensors are NomicBERT's but the config says model_type '{config.ModelType}'.");
         // DistilBERT's and MPNet's names are read as BERT's (their layers are BERT's post-norm layers)
         if (source is not DistilBertTensors && DistilBertTensors.Detect(source)) source = new DistilBertTensors(source);
         if (source is not MpnetTensors && source is not DistilBertTensors && MpnetTensors.Detect(source)) source = new MpnetTensors(source);
@@ -394,6 +403,62 @@ public sealed class BertModel : IDisposable
                 else { pooler = dense; classifier = lin; head = BertHead.Sequence; }
             }
             return new BertModel(config, new Stack([.. blocks]), pooler, classifier, head, description ?? source.Name, headNorm, mb.MeanPooling);
+        });
+    }
+
+    /// <summary>
+    /// NomicBERT (nomic-embed-text; the names of its remote code's <c>NomicBertModel</c>, optionally under <c>bert.</c>):
+    /// <c>embeddings.word_embeddings</c>, <c>embeddings.token_type_embeddings</c>, <c>emb_ln</c>; per layer
+    /// <c>encoder.layers.N.attn.Wqkv</c>, <c>attn.out_proj</c>, <c>mlp.fc11</c> (multiplied in), <c>mlp.fc12</c> (through the
+    /// gate's activation), <c>mlp.fc2</c>, <c>norm1</c>, <c>norm2</c> (post-norm); an optional tanh <c>pooler.dense</c>.
+    /// Pretraining heads (<c>cls.*</c>) are ignored.
+    /// </summary>
+    private static BertModel LoadNomic(ITensorSource source, BertConfig config, NomicSettings nb, string? description, PrecisionPlan plan)
+    {
+        bool wrapped = source.TryGetShape("bert.emb_ln.weight", out _);
+        return TensorReader.Load(source, "", "a NomicBERT model", vb =>
+        {
+            foreach (var n in source.TensorNames)
+                if (n.StartsWith("cls.", StringComparison.Ordinal)) vb.Ignore(n);
+            var m = wrapped ? vb.Pp("bert") : vb;
+            int h = config.HiddenSize, ff = config.IntermediateSize, heads = config.NumAttentionHeads, d = h / heads;
+            var word = m.Pp("embeddings").Pp("word_embeddings").Get("weight", config.VocabSize, h);
+            var type = nb.TokenTypes ? m.Pp("embeddings").Pp("token_type_embeddings").Get("weight", config.TypeVocabSize, h) : new float[h];
+            var embNorm = Norm(m.Pp("emb_ln"), h, config.LayerNormEps);
+            var parts = new List<(float[] Qkv, float[]? QkvB, float[] O, float[]? OB, float[] Fc11, float[]? B11, float[] Fc12, float[]? B12, float[] Fc2, float[]? B2, LayerNorm? N1, LayerNorm? N2)>();
+            for (int i = 0; i < config.NumHiddenLayers; i++)
+            {
+                var l = m.Pp($"encoder.layers.{i}");
+                var at = l.Pp("attn");
+                var mlp = l.Pp("mlp");
+                parts.Add((at.Pp("Wqkv").Get("weight", 3L * h, h), nb.QkvBias ? at.Pp("Wqkv").Get("bias", 3L * h) : null,
+                    at.Pp("out_proj").Get("weight", h, h), nb.QkvBias ? at.Pp("out_proj").Get("bias", h) : null,
+                    mlp.Pp("fc11").Get("weight", ff, h), nb.Fc1Bias ? mlp.Pp("fc11").Get("bias", ff) : null,
+                    mlp.Pp("fc12").Get("weight", ff, h), nb.Fc1Bias ? mlp.Pp("fc12").Get("bias", ff) : null,
+                    mlp.Pp("fc2").Get("weight", h, ff), nb.Fc2Bias ? mlp.Pp("fc2").Get("bias", h) : null,
+                    Norm(l.Pp("norm1"), h, config.LayerNormEps), Norm(l.Pp("norm2"), h, config.LayerNormEps)));
+            }
+            var poolerVb = m.Pp("pooler").Pp("dense");
+            bool hasPooler = poolerVb.Has("weight");
+            float[]? pw = hasPooler ? poolerVb.Get("weight", h, h) : null, pb = hasPooler ? poolerVb.Maybe("bias", h) : null;
+            if (vb.Checking) return null;
+
+            var rope = new Rope(d, config.MaxPositionEmbeddings, nb.Theta, float32Angles: true);
+            var blocks = new List<IBlock> { new BertEmbeddings(word, default, type, embNorm!, plan.For("embeddings.word_embeddings"), -1, config.MaxPositionEmbeddings) };
+            for (int i = 0; i < parts.Count; i++)
+            {
+                var p = parts[i];
+                string name = $"encoder.layer.{i}.";
+                var attn = new MultiHeadAttention(h, heads, p.Qkv, p.QkvB ?? default, p.O, p.OB ?? default, new AttentionSettings(), rope,
+                    plan.For(name + "attention.self"), plan.For(name + "attention.output.dense"));
+                // fc11(x) ⊙ act(fc12(x)): fc12 is the activated half
+                var activated = new Linear(p.Fc12, ff, h, p.B12 ?? default, config.HiddenAct, plan.For(name + "intermediate.dense"));
+                var multiplied = new Linear(p.Fc11, ff, h, p.B11 ?? default, Activation.None, plan.For(name + "intermediate.dense"));
+                var fc2 = new Linear(p.Fc2, h, ff, p.B2 ?? default, Activation.None, plan.For(name + "output.dense"));
+                blocks.Add(new GluEncoderLayer(p.N1!, attn, p.N2!, activated, multiplied, fc2, postNorm: true));
+            }
+            Linear? pooler = hasPooler ? new Linear(pw, h, h, pb, Activation.Tanh, plan.For("pooler.dense")) : null;
+            return new BertModel(config, new Stack([.. blocks]), pooler, null, BertHead.None, description ?? source.Name);
         });
     }
 

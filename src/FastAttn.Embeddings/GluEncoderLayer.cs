@@ -140,3 +140,9 @@ internal sealed unsafe class GluEncoderLayer : Block, IDisposable, IRowLocalTail
         _attn.Dispose(); _wiInput.Dispose(); _wiGate.Dispose(); _wo.Dispose();
     }
 }
+
+/// <summary>
+/// NomicBERT's settings beyond BERT's fields: the RoPE base, which products carry a bias, whether the checkpoint has token
+/// types, and whether the positions were capped at the trained length (dynamic NTK scaling beyond it is not run).
+/// </summary>
+internal sealed record NomicSettings(double Theta, bool QkvBias, bool Fc1Bias, bool Fc2Bias, bool TokenTypes, bool CappedAtTrained);
