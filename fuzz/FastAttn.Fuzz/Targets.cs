@@ -256,6 +256,12 @@ public static class Targets
         if (c.Deberta is { } rel)
             foreach (int d in new[] { 0, 1, -1, rel.Span, -rel.Span, c.MaxPositionEmbeddings - 1, 1 - c.MaxPositionEmbeddings, int.MaxValue / 4, int.MinValue / 4 })
                 Check(rel.Row(d) >= 0 && rel.Row(d) < 2 * rel.Span, "a relative row outside the table");
+        if (c.Nomic is { } nb)
+        {
+            Check(c.IntermediateSize % 256 == 0 && c.MaxPositionEmbeddings > 0, "NomicBERT's rounded width or positions");
+            var rope = new FastAttn.Layers.Rope(c.HiddenSize / c.NumAttentionHeads, Math.Min(c.MaxPositionEmbeddings, 4096), nb.Theta);
+            Check(rope.MaxPositions > 0, "a RoPE table");
+        }
         if (c.ModernBert is { } mb)
         {
             Check(mb.GlobalLayers.Length == c.NumHiddenLayers && mb.Window >= 0, "ModernBERT's layer types or window");
