@@ -261,7 +261,7 @@ public sealed class BertModel : IDisposable
             // DeBERTa-v3 adds no absolute positions (a checkpoint may still carry the table: ignored)
             float[] pos;
             if (config.PositionBiasedInput) pos = emb.Pp("position_embeddings").Get("weight", config.MaxPositionEmbeddings, e);
-            else { emb.Ignore("position_embeddings.weight"); pos = new float[config.MaxPositionEmbeddings * e]; }
+            else { emb.Ignore("position_embeddings.weight"); pos = []; }
             var type = emb.Pp("token_type_embeddings").Get("weight", config.TypeVocabSize, e);
             var embNorm = Norm(emb.Pp("LayerNorm"), e, config.LayerNormEps);
             // ELECTRA's narrower embeddings, projected to the hidden width
@@ -298,7 +298,8 @@ public sealed class BertModel : IDisposable
                 else { cw = cls.Get("weight", cs[0], h); cb = cls.Maybe("bias", cs[0]); }
             }
             if (vb.Checking) return null;
-            var blocks = new List<IBlock> { new BertEmbeddings(word, pos, type, embNorm!, plan.For("embeddings.word_embeddings"), config.PositionPadding) };
+            var blocks = new List<IBlock> { new BertEmbeddings(word, pos, type, embNorm!, plan.For("embeddings.word_embeddings"), config.PositionPadding,
+                config.PositionBiasedInput ? 0 : config.MaxPositionEmbeddings) };
             if (projW != null) blocks.Add(new LinearBlock(new Linear(projW, h, e, projB, Activation.None, plan.For("embeddings_project"))));
             blocks.AddRange(layers!);
             Linear? pooler = hasPooler ? new Linear(pw, h, h, pb, config.PoolerActivation, plan.For("pooler.dense")) : null;
