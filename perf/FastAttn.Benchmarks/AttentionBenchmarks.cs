@@ -11,12 +11,14 @@ namespace FastAttn.Benchmarks;
 /// Attention alone on projected Q, K, V (batch 1, 1 and 2 threads): FastAttn's fused kernel against libtorch's
 /// scaled_dot_product_attention, ONNX Runtime (MatMul–Softmax–MatMul graph built in-process, IoBinding) and the naive
 /// loop a .NET developer would write with TensorPrimitives (a dot product per score, a softmax per row, a
-/// multiply-add per value row). Shape is heads×tokens×headDim plus a variant; 1x4x16 is the per-call floor.
+/// multiply-add per value row). Shape is heads×tokens×headDim plus a variant; 1x4x16 is the per-call floor. The window
+/// variant is ModernBERT's local attention (|i − j| ≤ 64): FastAttn skips the keys outside a tile's window; libtorch and
+/// ONNX Runtime run it as ModernBERT's PyTorch code does on a CPU, a band mask on the full scores; the naive loop visits the band.
 /// </summary>
 [MemoryDiagnoser]
 public class AttentionBenchmarks
 {
-    [Params("12x128x64", "8x32x64", "12x512x64", "8x2048x64", "12x128x64-causal", "12x128x64-additive", "12x128x64-relu", "1x4x16")]
+    [Params("12x128x64", "8x32x64", "12x512x64", "8x2048x64", "12x128x64-causal", "12x128x64-additive", "12x128x64-relu", "8x2048x64-window", "1x4x16")]
     public string Shape = "12x128x64";
 
     [Params(1, 2)]
@@ -40,13 +42,19 @@ public class AttentionBenchmarks
         Variant = parts.Length > 1 ? parts[1] : "";
     }
 
-    /// <summary>Q·Kᵀ and P·V (causal counts half); the additive variant counts the same work for comparison.</summary>
-    public double Flops => 4.0 * H * T * T * D * (Variant == "causal" ? 0.5 : 1);
+    /// <summary>The window of the window variant: a query sees keys within this distance.</summary>
+    private const int Window = 64;
+
+    /// <summary>Q·Kᵀ and P·V (causal counts half; the window counts the keys in it); the additive variant counts the same work for comparison.</summary>
+    public double Flops => Variant == "window"
+        ? 4.0 * H * D * Enumerable.Range(0, T).Sum(i => (double)(Math.Min(T, i + Window + 1) - Math.Max(0, i - Window)))
+        : 4.0 * H * T * T * D * (Variant == "causal" ? 0.5 : 1);
 
     private AttentionOptions Options() => new()
     {
         Heads = H, HeadDim = D,
         Causal = Variant == "causal" ? CausalMode.TopLeft : CausalMode.None,
+        Window = Variant == "window" ? Window : 0,
         Score = Variant == "additive" ? ScoreKind.Additive : ScoreKind.Dot,
         AdditiveWeights = Variant == "additive" ? _w : default,
         Normalizer = Variant == "relu" ? Normalizer.Relu : Normalizer.Softmax,
@@ -77,6 +85,7 @@ public class AttentionBenchmarks
         _tv = torch.tensor(vh, [1, H, T, D]);
         _tw = torch.tensor(_w, [1, H, 1, 1, D]);
         if (Variant == "causal") _tmask = torch.ones(T, T, dtype: torch.@bool).tril();
+        if (Variant == "window") _tmask = torch.ones(T, T, dtype: torch.@bool).triu(-Window).tril(Window);
         _oOrt = new float[H * T * D];
         _ort = new OrtRunner(OnnxModel(), Threads, [("q", qh, [1, H, T, D]), ("k", kh, [1, H, T, D]), ("v", vh, [1, H, T, D])], ("o", _oOrt, [1, H, T, D]));
         // every implementation computes the same thing
@@ -117,10 +126,12 @@ public class AttentionBenchmarks
         else
         {
             s = g.Node("Mul", [g.Node("MatMul", ["q", g.Node("Transpose", ["k"], null, ("perm", new long[] { 0, 1, 3, 2 }))]), g.Constant("scale", [1f / MathF.Sqrt(D)])]);
-            if (Variant == "causal")
+            if (Variant == "causal" || Variant == "window")
             {
                 var m = new float[T * T];
-                for (int i = 0; i < T; i++) for (int j = i + 1; j < T; j++) m[i * T + j] = float.NegativeInfinity;
+                for (int i = 0; i < T; i++)
+                    for (int j = 0; j < T; j++)
+                        if (Variant == "causal" ? j > i : Math.Abs(i - j) > Window) m[i * T + j] = float.NegativeInfinity;
                 s = g.Node("Add", [s, g.Constant("mask", m, T, T)]);
             }
         }
@@ -146,6 +157,7 @@ public class AttentionBenchmarks
                 : torch.softmax((torch.tanh(_tq!.unsqueeze(3) + _tk!.unsqueeze(2)) * _tw!).sum(-1), -1);
             return torch.matmul(s, _tv!);
         }
+        if (Variant == "window") return torch.nn.functional.scaled_dot_product_attention(_tq!, _tk!, _tv!, attn_mask: _tmask);
         return torch.nn.functional.scaled_dot_product_attention(_tq!, _tk!, _tv!, is_casual: Variant == "causal");
     }
 
@@ -170,17 +182,19 @@ public class AttentionBenchmarks
             for (int i = 0; i < T; i++)
             {
                 var qi = _q.AsSpan(i * ld + h * D, D);
-                int n = Variant == "causal" ? i + 1 : T;
-                for (int j = 0; j < n; j++)
+                int j0 = Variant == "window" ? Math.Max(0, i - Window) : 0;
+                int n = Variant == "causal" ? i + 1 : Variant == "window" ? Math.Min(T, i + Window + 1) - j0 : T;
+                for (int jj = 0; jj < n; jj++)
                 {
+                    int j = j0 + jj;
                     var kj = _k.AsSpan(j * ld + h * D, D);
                     if (Variant == "additive")
                     {
                         TensorPrimitives.Add(qi, kj, tmp);
                         TensorPrimitives.Tanh(tmp, tmp);
-                        s[j] = TensorPrimitives.Dot(_w.AsSpan(h * D, D), tmp);
+                        s[jj] = TensorPrimitives.Dot(_w.AsSpan(h * D, D), tmp);
                     }
-                    else s[j] = TensorPrimitives.Dot(qi, kj) * scale;
+                    else s[jj] = TensorPrimitives.Dot(qi, kj) * scale;
                 }
                 var row = s[..n];
                 if (Variant == "relu")
@@ -197,7 +211,7 @@ public class AttentionBenchmarks
                 }
                 var oi = _o.AsSpan(i * ld + h * D, D);
                 oi.Clear();
-                for (int j = 0; j < n; j++) TensorPrimitives.MultiplyAdd(_v.AsSpan(j * ld + h * D, D), row[j], oi, oi);
+                for (int jj = 0; jj < n; jj++) TensorPrimitives.MultiplyAdd(_v.AsSpan((j0 + jj) * ld + h * D, D), row[jj], oi, oi);
             }
     }
 }
