@@ -224,11 +224,7 @@ public sealed record BertConfig
     private static BertConfig ReadDeberta(JsonElement r, Func<string, int?, int> Int, string source)
     {
         InvalidDataException Bad(string what) => new($"{source}: {what}.");
-        bool Bool(string name, bool fallback) => r.TryGetProperty(name, out var v) ? v.ValueKind switch
-        {
-            JsonValueKind.True => true, JsonValueKind.False => false, JsonValueKind.Null => fallback,
-            _ => throw Bad($"'{name}' is not true or false"),
-        } : fallback;
+        bool Bool(string name, bool fallback) => JsonBool(r, name, fallback, source);
         string Str(string name, string fallback) => r.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString()! : fallback;
         if (!Bool("relative_attention", false)) throw Bad("relative_attention is not true; FastAttn runs DeBERTa with its relative attention only");
         if (Int("conv_kernel_size", 0) != 0) throw Bad("conv_kernel_size is set: the convolution layer of DeBERTa-v2 xlarge/xxlarge is not run by FastAttn");
@@ -281,15 +277,10 @@ public sealed record BertConfig
     private static BertConfig ReadModernBert(JsonElement r, Func<string, int?, int> Int, string source)
     {
         InvalidDataException Bad(string what) => new($"{source}: {what}.");
-        bool Bool(string name, bool fallback) => r.TryGetProperty(name, out var v) ? v.ValueKind switch
-        {
-            JsonValueKind.True => true, JsonValueKind.False => false, JsonValueKind.Null => fallback,
-            _ => throw Bad($"'{name}' is not true or false"),
-        } : fallback;
+        bool Bool(string name, bool fallback) => JsonBool(r, name, fallback, source);
         string Str(string name, string fallback) => !r.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null ? fallback
             : v.ValueKind == JsonValueKind.String ? v.GetString()! : throw Bad($"'{name}' is not a string");
-        double Num(JsonElement o, string name, double fallback) => !o.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null ? fallback
-            : v.ValueKind == JsonValueKind.Number ? v.GetDouble() : throw Bad($"'{name}' is not a number");
+        double Num(JsonElement o, string name, double fallback) => JsonNumber(o, name, fallback, source);
         int hidden = Int("hidden_size", 768), heads = Int("num_attention_heads", 12), layers = Int("num_hidden_layers", 22);
         if (r.TryGetProperty("head_dim", out var hd) && hd.ValueKind == JsonValueKind.Number && heads > 0 && (!hd.TryGetInt32(out int hw) || hw * heads != hidden))
             throw Bad("head_dim is not hidden_size / num_attention_heads");
@@ -359,13 +350,8 @@ public sealed record BertConfig
     private static BertConfig ReadNomic(JsonElement r, Func<string, int?, int> Int, string source)
     {
         InvalidDataException Bad(string what) => new($"{source}: {what}.");
-        bool Bool(string name, bool fallback) => r.TryGetProperty(name, out var v) ? v.ValueKind switch
-        {
-            JsonValueKind.True => true, JsonValueKind.False => false, JsonValueKind.Null => fallback,
-            _ => throw Bad($"'{name}' is not true or false"),
-        } : fallback;
-        double Num(string name, double fallback) => !r.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null ? fallback
-            : v.ValueKind == JsonValueKind.Number ? v.GetDouble() : throw Bad($"'{name}' is not a number");
+        bool Bool(string name, bool fallback) => JsonBool(r, name, fallback, source);
+        double Num(string name, double fallback) => JsonNumber(r, name, fallback, source);
         bool Set(string name) => r.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null;
         foreach (var (flag, what) in new[] { ("prenorm", "prenorm (its residual stream differs)"), ("causal", "causal attention"), ("parallel_block", "parallel blocks"),
                      ("use_rms_norm", "RMS norms"), ("rotary_emb_interleaved", "interleaved rotary embeddings") })
@@ -400,6 +386,17 @@ public sealed record BertConfig
         c.Validate(source);
         return c;
     }
+
+    /// <summary>A true/false field (absent or null: <paramref name="fallback"/>; anything else refused).</summary>
+    private static bool JsonBool(JsonElement o, string name, bool fallback, string source) => o.TryGetProperty(name, out var v) ? v.ValueKind switch
+    {
+        JsonValueKind.True => true, JsonValueKind.False => false, JsonValueKind.Null => fallback,
+        _ => throw new InvalidDataException($"{source}: '{name}' is not true or false."),
+    } : fallback;
+
+    /// <summary>A number field (absent or null: <paramref name="fallback"/>; anything else refused).</summary>
+    private static double JsonNumber(JsonElement o, string name, double fallback, string source) => !o.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null ? fallback
+        : v.ValueKind == JsonValueKind.Number ? v.GetDouble() : throw new InvalidDataException($"{source}: '{name}' is not a number.");
 
     /// <summary>Hugging Face's activation names.</summary>
     /// <exception cref="InvalidDataException">An activation FastAttn does not run.</exception>

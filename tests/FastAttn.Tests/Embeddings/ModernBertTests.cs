@@ -88,7 +88,7 @@ public class ModernBertTests
         string p = st.Prefix;
         float[] W(string n) => w[p + n].Data;
         float[] B(string n, int len) => st.Bias ? w[p + n].Data : new float[len];
-        int t = ids.Length, d = H / Heads;
+        int t = ids.Length;
         var act = BertConfig.ParseActivation(st.Act);
         var x = new double[t * H];
         for (int i = 0; i < t; i++)
@@ -100,40 +100,8 @@ public class ModernBertTests
             var a = l == 0 ? x : Norm(w, p + q + "attn_norm", x, t, st.Bias);
             var qkv = Lin(a, t, W(q + "attn.Wqkv.weight"), B(q + "attn.Wqkv.bias", 3 * H), 3 * H, H);
             double theta = st.Global[l] ? st.GlobalTheta : st.LocalTheta;
-            // rotate-half RoPE on q and k (columns [0, H) and [H, 2H)), position = index in the sequence, exact angles
-            for (int i = 0; i < t; i++)
-                for (int part = 0; part < 2; part++)
-                    for (int h = 0; h < Heads; h++)
-                        for (int k = 0; k < d / 2; k++)
-                        {
-                            double ang = i * Math.Pow(theta, -2.0 * k / d), c = Math.Cos(ang), sn = Math.Sin(ang);
-                            int o = i * 3 * H + part * H + h * d + k;
-                            double u = qkv[o], v = qkv[o + d / 2];
-                            qkv[o] = u * c - v * sn;
-                            qkv[o + d / 2] = v * c + u * sn;
-                        }
-            var ctx = new double[t * H];
-            int window = st.Global[l] ? int.MaxValue : st.Local / 2;
-            for (int h = 0; h < Heads; h++)
-                for (int i = 0; i < t; i++)
-                {
-                    var sc = new double[t];
-                    for (int j = 0; j < t; j++)
-                    {
-                        if (Math.Abs(i - j) > window) { sc[j] = double.NegativeInfinity; continue; }
-                        double dot = 0;
-                        for (int k = 0; k < d; k++) dot += qkv[i * 3 * H + h * d + k] * qkv[j * 3 * H + H + h * d + k];
-                        sc[j] = dot / Math.Sqrt(d);
-                    }
-                    double m = sc.Max(), sum = 0;
-                    for (int j = 0; j < t; j++) { sc[j] = Math.Exp(sc[j] - m); sum += sc[j]; }
-                    for (int k = 0; k < d; k++)
-                    {
-                        double acc = 0;
-                        for (int j = 0; j < t; j++) acc += sc[j] / sum * qkv[j * 3 * H + 2 * H + h * d + k];
-                        ctx[i * H + h * d + k] = acc;
-                    }
-                }
+            RotaryReference.Rotate(qkv, t, H, Heads, theta);
+            var ctx = RotaryReference.Attend(qkv, t, H, Heads, st.Global[l] ? int.MaxValue : st.Local / 2);
             var o1 = Lin(ctx, t, W(q + "attn.Wo.weight"), B(q + "attn.Wo.bias", H), H, H);
             var x1 = x.Zip(o1, (u, v) => u + v).ToArray();
             var n = Norm(w, p + q + "mlp_norm", x1, t, st.Bias);

@@ -76,7 +76,7 @@ public class NomicBertTests
         string p = st.Prefix;
         float[] W(string n) => w[p + n].Data;
         float[] B(string n, int len) => st.Bias ? w[p + n].Data : new float[len];
-        int t = ids.Length, d = H / Heads;
+        int t = ids.Length;
         var gate = st.Act switch { "swiglu" => Activation.Silu, "geglu" => Activation.Gelu, _ => Activation.Sigmoid };
         var x = new double[t * H];
         for (int i = 0; i < t; i++)
@@ -87,37 +87,8 @@ public class NomicBertTests
         {
             string q = $"encoder.layers.{l}.";
             var qkv = Lin(x, t, W(q + "attn.Wqkv.weight"), B(q + "attn.Wqkv.bias", 3 * H), 3 * H, H);
-            for (int i = 0; i < t; i++)
-                for (int part = 0; part < 2; part++)
-                    for (int h = 0; h < Heads; h++)
-                        for (int k = 0; k < d / 2; k++)
-                        {
-                            double ang = i * Math.Pow(st.Theta, -2.0 * k / d), c = Math.Cos(ang), sn = Math.Sin(ang);
-                            int o = i * 3 * H + part * H + h * d + k;
-                            double u = qkv[o], v = qkv[o + d / 2];
-                            qkv[o] = u * c - v * sn;
-                            qkv[o + d / 2] = v * c + u * sn;
-                        }
-            var ctx = new double[t * H];
-            for (int h = 0; h < Heads; h++)
-                for (int i = 0; i < t; i++)
-                {
-                    var sc = new double[t];
-                    for (int j = 0; j < t; j++)
-                    {
-                        double dot = 0;
-                        for (int k = 0; k < d; k++) dot += qkv[i * 3 * H + h * d + k] * qkv[j * 3 * H + H + h * d + k];
-                        sc[j] = dot / Math.Sqrt(d);
-                    }
-                    double m = sc.Max(), sum = 0;
-                    for (int j = 0; j < t; j++) { sc[j] = Math.Exp(sc[j] - m); sum += sc[j]; }
-                    for (int k = 0; k < d; k++)
-                    {
-                        double acc = 0;
-                        for (int j = 0; j < t; j++) acc += sc[j] / sum * qkv[j * 3 * H + 2 * H + h * d + k];
-                        ctx[i * H + h * d + k] = acc;
-                    }
-                }
+            RotaryReference.Rotate(qkv, t, H, Heads, st.Theta);
+            var ctx = RotaryReference.Attend(qkv, t, H, Heads);
             var o1 = Lin(ctx, t, W(q + "attn.out_proj.weight"), B(q + "attn.out_proj.bias", H), H, H);
             var x1 = Ln(x.Zip(o1, (u, v) => u + v).ToArray(), t, H, W(q + "norm1.weight"), W(q + "norm1.bias"), 1e-12);
             var y = Lin(x1, t, W(q + "mlp.fc11.weight"), B(q + "mlp.fc11.bias", Ff), Ff, H);
