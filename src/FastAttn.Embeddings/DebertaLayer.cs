@@ -137,7 +137,7 @@ internal sealed class DebertaLayer : Block, IDisposable
     /// One head of one sequence of <paramref name="len"/> tokens: its q|k|v rows (stride 3h) in, the head's columns of the
     /// context (stride h) out; the scores and the relative products in <paramref name="work"/>.
     /// </summary>
-    private void AttendHead(Span<float> qkv, int len, int head, Span<float> ctx, Span<float> work)
+    private unsafe void AttendHead(Span<float> qkv, int len, int head, Span<float> ctx, Span<float> work)
     {
         int h = _h, d = _d, ld = 3 * h;
         // the table rows this length reaches: r(δ) for δ = −(len−1) … len−1 is monotone, so a contiguous block [lo, hi]
@@ -153,20 +153,28 @@ internal sealed class DebertaLayer : Block, IDisposable
         if (_rel.C2P) Gemm.MatMul(len, w, d, q, ld, _posKey.AsSpan(lo * h + head * d), h, transposeB: true, c2p, w, mm);
         if (_rel.P2C) Gemm.MatMul(len, w, d, k, ld, _posQuery.AsSpan(lo * h + head * d), h, transposeB: true, p2c, w, mm);
         bool c2pOn = _rel.C2P, p2cOn = _rel.P2C;
-        var rows = _rows;
-        for (int i = 0; i < len; i++)
+        // the relative terms gathered per element (the rows a distance maps to are only piecewise contiguous): through
+        // pointers, one loop per term set — the same sums in the same order as the indexed loop, without its bounds checks
+        // (every index is inside: r ∈ [0, w) by the choice of lo and hi, j < len). At 512 tokens, 6 layers of width 384 on one
+        // thread, the gather and softmax took 21.9 ms of 109 per call, 15.1 ms of 102 after (stopwatch around the loops).
+        fixed (float* ps = scores, pc = c2p, pp = p2c)
+        fixed (int* pr = _rows)
         {
-            var row = scores.Slice(i * len, len);
-            int baseRow = _maxTokens - 1 + i;                 // rows[baseRow − j] is r(i − j)
-            for (int j = 0; j < len; j++)
+            for (int i = 0; i < len; i++)
             {
-                int r = rows[baseRow - j] - lo;
-                float sc = row[j];
-                if (c2pOn) sc += c2p[i * w + r];
-                if (p2cOn) sc += p2c[j * w + r];
-                row[j] = sc * scale;
+                float* row = ps + (long)i * len, ci = pc + (long)i * w;
+                int* ri = pr + (_maxTokens - 1 + i);                 // ri[−j] is r(i − j)
+                if (c2pOn && p2cOn)
+                    for (int j = 0; j < len; j++) { int r = ri[-j] - lo; row[j] = (row[j] + ci[r] + pp[(long)j * w + r]) * scale; }
+                else if (c2pOn)
+                    for (int j = 0; j < len; j++) { int r = ri[-j] - lo; row[j] = (row[j] + ci[r]) * scale; }
+                else if (p2cOn)
+                    for (int j = 0; j < len; j++) { int r = ri[-j] - lo; row[j] = (row[j] + pp[(long)j * w + r]) * scale; }
+                else
+                    for (int j = 0; j < len; j++) row[j] *= scale;
+                var span = new Span<float>(row, len);
+                TensorPrimitives.SoftMax(span, span);
             }
-            TensorPrimitives.SoftMax(row, row);
         }
         Gemm.MatMul(len, d, len, scores, len, v, ld, transposeB: false, ctx.Slice(head * d), h, mm);
     }
