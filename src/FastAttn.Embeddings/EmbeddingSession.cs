@@ -47,7 +47,9 @@ public sealed class EmbeddingSession : IDisposable
         if (_pooling == Pooling.Pooler && model.Pooler == null) throw new ArgumentException("pooler pooling needs a checkpoint with pooler.dense weights; this model has none.", nameof(options));
         if ((uint)_pooling > (uint)Pooling.Pooler) throw new ArgumentOutOfRangeException(nameof(options), _pooling, "Unknown pooling.");
         int maxPos = model.Embeddings.MaxPositions;
-        MaxTokensPerText = options.MaxTokensPerText == 0 ? maxPos : options.MaxTokensPerText;
+        // open: the model's positions, or one pass's tokens when fewer (a long-context model — ModernBERT's 8,192 positions
+        // and up — would otherwise refuse the default pass size); a pass too small for any text is refused below
+        MaxTokensPerText = options.MaxTokensPerText != 0 ? options.MaxTokensPerText : options.MaxBatchTokens >= 3 ? Math.Min(maxPos, options.MaxBatchTokens) : maxPos;
         if (MaxTokensPerText < 3 || MaxTokensPerText > maxPos)
             throw new ArgumentOutOfRangeException(nameof(options), options.MaxTokensPerText, $"MaxTokensPerText must be 3..{maxPos} (the model's positions).");
         if (options.MaxBatchTokens < MaxTokensPerText || options.MaxBatchTokens > 1 << 22)

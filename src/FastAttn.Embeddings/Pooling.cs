@@ -21,8 +21,9 @@ public sealed record SentenceEmbedderOptions
     /// model folder's sentence-transformers pipeline ends in a Normalize module, else off.</summary>
     public bool? Normalize { get; init; }
     /// <summary>Longest text in word pieces, [CLS] and [SEP] included; 0 = the model folder's <c>max_seq_length</c> when
-    /// <see cref="SentenceEmbedder.Load"/> finds one (cut to the model's positions), else the model's position table (512
-    /// for BERT). Longer texts are truncated. (sentence-transformers runs all-MiniLM-L6-v2 with 256.)</summary>
+    /// <see cref="SentenceEmbedder.Load"/> finds one (cut to the model's positions), else the model's positions (512 for
+    /// BERT, 8,192 for ModernBERT) or <see cref="MaxBatchTokens"/> when that is fewer. Longer texts are truncated.
+    /// (sentence-transformers runs all-MiniLM-L6-v2 with 256.)</summary>
     public int MaxTokensPerText { get; init; }
     /// <summary>Tokens one forward pass takes (a batch of more is run in several packed passes); sizes a session's buffers.</summary>
     public int MaxBatchTokens { get; init; } = 8192;

@@ -171,6 +171,23 @@ public class ModernBertTests
         });
     }
 
+    /// <summary>A long-context model with a smaller pass: texts default to the pass's tokens instead of the session refusing the pass size.</summary>
+    [Fact]
+    public void OpenTextLength_IsTheModelsPositions_OrThePassWhenFewer()
+    {
+        using var dir = new TempDir();
+        using var model = LoadModel(dir, Base);
+        using (var small = new EmbeddingSession(model, null, new SentenceEmbedderOptions { MaxBatchTokens = 50 }))
+        {
+            Assert.Equal(50, small.MaxTokensPerText);
+            Assert.ThrowsAny<ArgumentException>(() => small.HiddenStates(new int[51], [51], new float[51 * H]));
+        }
+        using (var roomy = new EmbeddingSession(model, null, new SentenceEmbedderOptions { MaxBatchTokens = 500 }))
+            Assert.Equal(MaxPos, roomy.MaxTokensPerText);
+        // given explicitly, the pass must hold it (as before)
+        Assert.Throws<ArgumentOutOfRangeException>(() => new EmbeddingSession(model, null, new SentenceEmbedderOptions { MaxBatchTokens = 50, MaxTokensPerText = 60 }));
+    }
+
     [Fact]
     public void TwoThreads_SameBits_NoAllocations()
     {
