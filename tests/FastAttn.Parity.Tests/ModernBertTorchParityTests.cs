@@ -20,15 +20,10 @@ public class ModernBertTorchParityTests(Xunit.Abstractions.ITestOutputHelper out
     private static readonly bool[] Global = [true, false, false, true, false];
     private const double GlobalTheta = 160000, LocalTheta = 10000;
 
-    private static Dictionary<string, (float[] Data, long[] Shape)> Weights()
+    private static TorchModelComparison.Weights Weights()
     {
-        var rnd = new Random(77);
-        var w = new Dictionary<string, (float[], long[])>();
-        void Add(string name, float scale, float offset, params long[] shape)
-        {
-            long n = shape.Aggregate(1L, (a, b) => a * b);
-            w[name] = (Enumerable.Range(0, (int)n).Select(_ => offset + (float)(rnd.NextDouble() * 2 - 1) * scale).ToArray(), shape);
-        }
+        var w = new TorchModelComparison.Weights(77);
+        var Add = w.Add;
         Add("model.embeddings.tok_embeddings.weight", 1f, 0, Vocab, H);
         Add("model.embeddings.norm.weight", 0.2f, 1, H);
         for (int l = 0; l < Global.Length; l++)
@@ -45,15 +40,13 @@ public class ModernBertTorchParityTests(Xunit.Abstractions.ITestOutputHelper out
         return w;
     }
 
-    private static Tensor T(Dictionary<string, (float[] Data, long[] Shape)> w, string name) => torch.tensor(w[name].Data, w[name].Shape);
-
     /// <summary>last_hidden_state of one sequence, [t, H], from libtorch's operations.</summary>
-    private static float[] Torch(Dictionary<string, (float[] Data, long[] Shape)> w, int[] ids)
+    private static float[] Torch(TorchModelComparison.Weights w, int[] ids)
     {
         using var scope = torch.NewDisposeScope();
         int t = ids.Length;
-        Tensor Ln(Tensor x, string name) => torch.nn.functional.layer_norm(x, [H], T(w, name + ".weight"), null, 1e-5);
-        var x = T(w, "model.embeddings.tok_embeddings.weight").index_select(0, torch.tensor(ids.Select(i => (long)i).ToArray()));
+        Tensor Ln(Tensor x, string name) => torch.nn.functional.layer_norm(x, [H], w.T(name + ".weight"), null, 1e-5);
+        var x = w.T("model.embeddings.tok_embeddings.weight").index_select(0, torch.tensor(ids.Select(i => (long)i).ToArray()));
         x = Ln(x, "model.embeddings.norm");
         (Tensor Cos, Tensor Sin) Rope(double theta)
         {
@@ -69,7 +62,7 @@ public class ModernBertTorchParityTests(Xunit.Abstractions.ITestOutputHelper out
         {
             string p = $"model.layers.{l}.";
             var a = l == 0 ? x : Ln(x, p + "attn_norm");
-            var qkv = torch.nn.functional.linear(a, T(w, p + "attn.Wqkv.weight")).view(1, t, 3, Heads, D);
+            var qkv = torch.nn.functional.linear(a, w.T(p + "attn.Wqkv.weight")).view(1, t, 3, Heads, D);
             var q = qkv.select(2, 0).transpose(1, 2);                       // [1, heads, t, D]
             var k = qkv.select(2, 1).transpose(1, 2);
             var v = qkv.select(2, 2).transpose(1, 2);
@@ -79,11 +72,11 @@ public class ModernBertTorchParityTests(Xunit.Abstractions.ITestOutputHelper out
             var o = Global[l] ? torch.nn.functional.scaled_dot_product_attention(q, k, v)
                 : torch.nn.functional.scaled_dot_product_attention(q, k, v, band);
             o = o.transpose(1, 2).contiguous().view(t, H);
-            x = x + torch.nn.functional.linear(o, T(w, p + "attn.Wo.weight"));
-            var wi = torch.nn.functional.linear(Ln(x, p + "mlp_norm"), T(w, p + "mlp.Wi.weight"));
+            x = x + torch.nn.functional.linear(o, w.T(p + "attn.Wo.weight"));
+            var wi = torch.nn.functional.linear(Ln(x, p + "mlp_norm"), w.T(p + "mlp.Wi.weight"));
             var input = wi.narrow(-1, 0, Ff);
             var gate = wi.narrow(-1, Ff, Ff);
-            x = x + torch.nn.functional.linear(torch.nn.functional.gelu(input) * gate, T(w, p + "mlp.Wo.weight"));
+            x = x + torch.nn.functional.linear(torch.nn.functional.gelu(input) * gate, w.T(p + "mlp.Wo.weight"));
         }
         x = Ln(x, "model.final_norm");
         return x.contiguous().data<float>().ToArray();
@@ -93,42 +86,10 @@ public class ModernBertTorchParityTests(Xunit.Abstractions.ITestOutputHelper out
     public void States_MatchLibtorch_AloneAndPacked()
     {
         var w = Weights();
-        string dir = Path.Combine(Path.GetTempPath(), $"fastattn-modernbert-parity-{Environment.ProcessId}");
-        Directory.CreateDirectory(dir);
-        try
-        {
-            SafeTensorsWriter.Write(Path.Combine(dir, "model.safetensors"), w.Select(kv => new SafeTensorsWriter.Entry(kv.Key, kv.Value.Data, kv.Value.Shape)));
-            File.WriteAllText(Path.Combine(dir, "config.json"), $$"""
+        TorchModelComparison.StatesMatch(w, $$"""
                 {"model_type": "modernbert", "hidden_size": {{H}}, "num_attention_heads": {{Heads}}, "num_hidden_layers": {{Global.Length}}, "intermediate_size": {{Ff}},
                  "hidden_activation": "gelu", "norm_eps": 1e-5, "norm_bias": false, "attention_bias": false, "mlp_bias": false, "max_position_embeddings": {{MaxPos}},
                  "vocab_size": {{Vocab}}, "local_attention": {{Local}}, "global_attn_every_n_layers": 3, "global_rope_theta": {{GlobalTheta}}, "local_rope_theta": {{LocalTheta}}}
-                """);
-            using var model = BertModel.Load(dir);
-            using var session = new EmbeddingSession(model, null, new SentenceEmbedderOptions { MaxBatchTokens = MaxPos, MaxTokensPerText = MaxPos });
-            var rnd = new Random(3);
-            int[][] seqs = [[.. Enumerable.Range(0, 300).Select(_ => rnd.Next(Vocab))], [.. Enumerable.Range(0, 17).Select(_ => rnd.Next(Vocab))], [.. Enumerable.Range(0, 640).Select(_ => rnd.Next(Vocab))]];
-            int[] ids = [.. seqs.SelectMany(s => s)], lengths = [.. seqs.Select(s => s.Length)];
-            var packed = new float[ids.Length * H];
-            session.HiddenStates(ids, lengths, packed);
-            var report = new List<string>();
-            bool ok = true;
-            for (int s = 0, t0 = 0; s < seqs.Length; t0 += seqs[s].Length, s++)
-            {
-                var expect = Torch(w, seqs[s]);
-                var alone = new float[seqs[s].Length * H];
-                session.HiddenStates(seqs[s], [seqs[s].Length], alone);
-                double maxRef = expect.Max(Math.Abs), worstAlone = 0, worstPacked = 0;
-                for (int i = 0; i < expect.Length; i++)
-                {
-                    worstAlone = Math.Max(worstAlone, Math.Abs(alone[i] - expect[i]));
-                    worstPacked = Math.Max(worstPacked, Math.Abs(packed[t0 * H + i] - expect[i]));
-                }
-                report.Add($"sequence of {seqs[s].Length}: max|Δ| alone {worstAlone:E2}, packed {worstPacked:E2}, max|ref| {maxRef:E2}");
-                ok &= worstAlone <= 2e-5 * maxRef && worstPacked <= 2e-5 * maxRef;
-            }
-            output.WriteLine(string.Join("\n", report));
-            Assert.True(ok, string.Join("; ", report));
-        }
-        finally { Directory.Delete(dir, recursive: true); }
+                """, H, Vocab, 3, [300, 17, 640], ids => Torch(w, ids), output);
     }
 }

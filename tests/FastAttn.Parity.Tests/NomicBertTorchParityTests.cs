@@ -18,15 +18,10 @@ public class NomicBertTorchParityTests(Xunit.Abstractions.ITestOutputHelper outp
     private const int H = 64, Heads = 4, D = H / Heads, Ff = 256, Vocab = 128, Layers = 3;
     private const double Theta = 1000;
 
-    private static Dictionary<string, (float[] Data, long[] Shape)> Weights()
+    private static TorchModelComparison.Weights Weights()
     {
-        var rnd = new Random(91);
-        var w = new Dictionary<string, (float[], long[])>();
-        void Add(string name, float scale, float offset, params long[] shape)
-        {
-            long n = shape.Aggregate(1L, (a, b) => a * b);
-            w[name] = (Enumerable.Range(0, (int)n).Select(_ => offset + (float)(rnd.NextDouble() * 2 - 1) * scale).ToArray(), shape);
-        }
+        var w = new TorchModelComparison.Weights(91);
+        var Add = w.Add;
         Add("embeddings.word_embeddings.weight", 1f, 0, Vocab, H);
         Add("embeddings.token_type_embeddings.weight", 0.5f, 0, 2, H);
         Add("emb_ln.weight", 0.2f, 1, H); Add("emb_ln.bias", 0.1f, 0, H);
@@ -44,15 +39,13 @@ public class NomicBertTorchParityTests(Xunit.Abstractions.ITestOutputHelper outp
         return w;
     }
 
-    private static Tensor T(Dictionary<string, (float[] Data, long[] Shape)> w, string name) => torch.tensor(w[name].Data, w[name].Shape);
-
-    private static float[] Torch(Dictionary<string, (float[] Data, long[] Shape)> w, int[] ids)
+    private static float[] Torch(TorchModelComparison.Weights w, int[] ids)
     {
         using var scope = torch.NewDisposeScope();
         int t = ids.Length;
-        Tensor Ln(Tensor x, string name) => torch.nn.functional.layer_norm(x, [H], T(w, name + ".weight"), T(w, name + ".bias"), 1e-12);
-        var x = T(w, "embeddings.word_embeddings.weight").index_select(0, torch.tensor(ids.Select(i => (long)i).ToArray()))
-            + T(w, "embeddings.token_type_embeddings.weight")[0];
+        Tensor Ln(Tensor x, string name) => torch.nn.functional.layer_norm(x, [H], w.T(name + ".weight"), w.T(name + ".bias"), 1e-12);
+        var x = w.T("embeddings.word_embeddings.weight").index_select(0, torch.tensor(ids.Select(i => (long)i).ToArray()))
+            + w.T("embeddings.token_type_embeddings.weight")[0];
         x = Ln(x, "emb_ln");
         var inv = 1.0 / torch.pow(torch.tensor(Theta, dtype: ScalarType.Float32), torch.arange(0, D, 2, dtype: ScalarType.Int64).to(ScalarType.Float32) / D);
         var freqs = torch.outer(torch.arange(t, dtype: ScalarType.Float32), inv);
@@ -62,16 +55,16 @@ public class NomicBertTorchParityTests(Xunit.Abstractions.ITestOutputHelper outp
         for (int l = 0; l < Layers; l++)
         {
             string p = $"encoder.layers.{l}.";
-            var qkv = torch.nn.functional.linear(x, T(w, p + "attn.Wqkv.weight")).view(1, t, 3, Heads, D);
+            var qkv = torch.nn.functional.linear(x, w.T(p + "attn.Wqkv.weight")).view(1, t, 3, Heads, D);
             var q = qkv.select(2, 0).transpose(1, 2);
             var k = qkv.select(2, 1).transpose(1, 2);
             var v = qkv.select(2, 2).transpose(1, 2);
             q = q * cos + RotateHalf(q) * sin;
             k = k * cos + RotateHalf(k) * sin;
             var o = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).contiguous().view(t, H);
-            x = Ln(x + torch.nn.functional.linear(o, T(w, p + "attn.out_proj.weight")), p + "norm1");
-            var y = torch.nn.functional.linear(x, T(w, p + "mlp.fc11.weight")) * torch.nn.functional.silu(torch.nn.functional.linear(x, T(w, p + "mlp.fc12.weight")));
-            x = Ln(x + torch.nn.functional.linear(y, T(w, p + "mlp.fc2.weight")), p + "norm2");
+            x = Ln(x + torch.nn.functional.linear(o, w.T(p + "attn.out_proj.weight")), p + "norm1");
+            var y = torch.nn.functional.linear(x, w.T(p + "mlp.fc11.weight")) * torch.nn.functional.silu(torch.nn.functional.linear(x, w.T(p + "mlp.fc12.weight")));
+            x = Ln(x + torch.nn.functional.linear(y, w.T(p + "mlp.fc2.weight")), p + "norm2");
         }
         return x.contiguous().data<float>().ToArray();
     }
@@ -80,42 +73,10 @@ public class NomicBertTorchParityTests(Xunit.Abstractions.ITestOutputHelper outp
     public void States_MatchLibtorch_AloneAndPacked()
     {
         var w = Weights();
-        string dir = Path.Combine(Path.GetTempPath(), $"fastattn-nomic-parity-{Environment.ProcessId}");
-        Directory.CreateDirectory(dir);
-        try
-        {
-            SafeTensorsWriter.Write(Path.Combine(dir, "model.safetensors"), w.Select(kv => new SafeTensorsWriter.Entry(kv.Key, kv.Value.Data, kv.Value.Shape)));
-            File.WriteAllText(Path.Combine(dir, "config.json"), $$"""
+        TorchModelComparison.StatesMatch(w, $$"""
                 {"model_type": "nomic_bert", "n_embd": {{H}}, "n_head": {{Heads}}, "n_layer": {{Layers}}, "n_inner": {{Ff}}, "vocab_size": {{Vocab}}, "type_vocab_size": 2,
                  "n_positions": 1024, "layer_norm_epsilon": 1e-12, "activation_function": "swiglu", "rotary_emb_base": {{Theta}}, "rotary_emb_fraction": 1.0,
                  "qkv_proj_bias": false, "mlp_fc1_bias": false, "mlp_fc2_bias": false, "prenorm": false, "causal": false}
-                """);
-            using var model = BertModel.Load(dir);
-            using var session = new EmbeddingSession(model, null, new SentenceEmbedderOptions { MaxBatchTokens = 1024, MaxTokensPerText = 1024 });
-            var rnd = new Random(5);
-            int[][] seqs = [[.. Enumerable.Range(0, 300).Select(_ => rnd.Next(Vocab))], [.. Enumerable.Range(0, 17).Select(_ => rnd.Next(Vocab))], [.. Enumerable.Range(0, 700).Select(_ => rnd.Next(Vocab))]];
-            int[] ids = [.. seqs.SelectMany(s => s)], lengths = [.. seqs.Select(s => s.Length)];
-            var packed = new float[ids.Length * H];
-            session.HiddenStates(ids, lengths, packed);
-            var report = new List<string>();
-            bool ok = true;
-            for (int s = 0, t0 = 0; s < seqs.Length; t0 += seqs[s].Length, s++)
-            {
-                var expect = Torch(w, seqs[s]);
-                var alone = new float[seqs[s].Length * H];
-                session.HiddenStates(seqs[s], [seqs[s].Length], alone);
-                double maxRef = expect.Max(Math.Abs), worstAlone = 0, worstPacked = 0;
-                for (int i = 0; i < expect.Length; i++)
-                {
-                    worstAlone = Math.Max(worstAlone, Math.Abs(alone[i] - expect[i]));
-                    worstPacked = Math.Max(worstPacked, Math.Abs(packed[t0 * H + i] - expect[i]));
-                }
-                report.Add($"sequence of {seqs[s].Length}: max|Δ| alone {worstAlone:E2}, packed {worstPacked:E2}, max|ref| {maxRef:E2}");
-                ok &= worstAlone <= 2e-5 * maxRef && worstPacked <= 2e-5 * maxRef;
-            }
-            output.WriteLine(string.Join("\n", report));
-            Assert.True(ok, string.Join("; ", report));
-        }
-        finally { Directory.Delete(dir, recursive: true); }
+                """, H, Vocab, 5, [300, 17, 700], ids => Torch(w, ids), output);
     }
 }
