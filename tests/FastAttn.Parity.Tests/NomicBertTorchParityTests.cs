@@ -1,5 +1,3 @@
-using FastAttn.Embeddings;
-using FastAttn.IO;
 using TorchSharp;
 using static TorchSharp.torch;
 

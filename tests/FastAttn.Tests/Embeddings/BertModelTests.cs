@@ -100,6 +100,27 @@ public class BertModelTests(Xunit.Abstractions.ITestOutputHelper output)
     /// float32 GEMMs of depth ≤ 40 and two LayerNorms per layer: relative errors of a few 10⁻⁷ per layer; 2·10⁻⁵ of the
     /// largest value leaves a wide margin and still catches any wrong weight, transpose or mask.
     /// </summary>
+    /// <summary>
+    /// Runs <paramref name="sequences"/> through <paramref name="session"/> packed into one call and each alone, and holds
+    /// both against <paramref name="expected"/> (each <c>[tokens, width]</c>) with <see cref="AssertClose"/>; returns the
+    /// packed call's ids, lengths and output buffer for the caller's further checks.
+    /// </summary>
+    internal static (int[] Ids, int[] Lengths, float[] Packed) AssertPackedAndAlone(EmbeddingSession session, int[][] sequences, IReadOnlyList<double[]> expected, int width, string what)
+    {
+        int[] ids = [.. sequences.SelectMany(s => s)], lengths = [.. sequences.Select(s => s.Length)];
+        var packed = new float[ids.Length * width];
+        session.HiddenStates(ids, lengths, packed);
+        for (int k = 0, t0 = 0; k < sequences.Length; t0 += sequences[k].Length, k++)
+        {
+            var s = sequences[k];
+            AssertClose(expected[k], packed.AsSpan(t0 * width, s.Length * width), $"{what} packed, sequence of {s.Length}");
+            var alone = new float[s.Length * width];
+            session.HiddenStates(s, [s.Length], alone);
+            AssertClose(expected[k], alone, $"{what} alone, sequence of {s.Length}");
+        }
+        return (ids, lengths, packed);
+    }
+
     internal static void AssertClose(double[] expect, ReadOnlySpan<float> got, string what)
     {
         double max = expect.Max(Math.Abs), worst = 0;

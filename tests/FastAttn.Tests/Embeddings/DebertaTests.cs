@@ -167,19 +167,7 @@ public class DebertaTests
             Assert.Equal("deberta-v2", model.Config.ModelType);
             Assert.Equal(MaxPos, model.Embeddings.MaxPositions);
             using var session = new EmbeddingSession(model, null, new SentenceEmbedderOptions { MaxBatchTokens = 128 });
-            int[] ids = [.. Sequences.SelectMany(s => s)], lengths = [.. Sequences.Select(s => s.Length)];
-            var packed = new float[ids.Length * H];
-            session.HiddenStates(ids, lengths, packed);
-            int t0 = 0;
-            foreach (var s in Sequences)
-            {
-                var expect = RefDeberta(w, st, s);
-                BertModelTests.AssertClose(expect, packed.AsSpan(t0 * H, s.Length * H), $"{st} packed, sequence of {s.Length}");
-                var alone = new float[s.Length * H];
-                session.HiddenStates(s, [s.Length], alone);
-                BertModelTests.AssertClose(expect, alone, $"{st} alone, sequence of {s.Length}");
-                t0 += s.Length;
-            }
+            var (ids, lengths, packed) = BertModelTests.AssertPackedAndAlone(session, Sequences, [.. Sequences.Select(s => RefDeberta(w, st, s))], H, st.ToString());
             Assert.ThrowsAny<ArgumentException>(() => session.HiddenStates(new int[MaxPos + 1], [MaxPos + 1], new float[(MaxPos + 1) * H]));
             // the steady state allocates nothing (the attention's products and scores live in the session's scratch)
             Assert.Equal(0, FastAttn.Tests.Reference.SteadyStateAllocations(() => session.HiddenStates(ids, lengths, packed)));

@@ -153,19 +153,7 @@ public class ModernBertTests
             Assert.Equal(MaxPos, model.Embeddings.MaxPositions);
             Assert.Equal(BertHead.None, model.Head);
             using var session = new EmbeddingSession(model, null, new SentenceEmbedderOptions { MaxBatchTokens = 160 });
-            int[] ids = [.. Sequences.SelectMany(s => s)], lengths = [.. Sequences.Select(s => s.Length)];
-            var packed = new float[ids.Length * H];
-            session.HiddenStates(ids, lengths, packed);
-            int t0 = 0;
-            for (int k = 0; k < Sequences.Length; k++)
-            {
-                var s = Sequences[k];
-                BertModelTests.AssertClose(expected[k], packed.AsSpan(t0 * H, s.Length * H), $"{st} packed, sequence of {s.Length}");
-                var alone = new float[s.Length * H];
-                session.HiddenStates(s, [s.Length], alone);
-                BertModelTests.AssertClose(expected[k], alone, $"{st} alone, sequence of {s.Length}");
-                t0 += s.Length;
-            }
+            var (ids, lengths, packed) = BertModelTests.AssertPackedAndAlone(session, Sequences, expected, H, st.ToString());
             Assert.ThrowsAny<ArgumentException>(() => session.HiddenStates(new int[MaxPos + 1], [MaxPos + 1], new float[(MaxPos + 1) * H]));
             Assert.Equal(0, FastAttn.Tests.Reference.SteadyStateAllocations(() => session.HiddenStates(ids, lengths, packed)));
         });

@@ -124,19 +124,7 @@ public class NomicBertTests
             Assert.Equal(st.Trained ?? st.Positions, model.Embeddings.MaxPositions);
             Assert.Equal(st.Pooler, model.Pooler != null);
             using var session = new EmbeddingSession(model, null, new SentenceEmbedderOptions { MaxBatchTokens = 128, MaxTokensPerText = 40 });
-            int[] ids = [.. Sequences.SelectMany(s => s)], lengths = [.. Sequences.Select(s => s.Length)];
-            var packed = new float[ids.Length * H];
-            session.HiddenStates(ids, lengths, packed);
-            int t0 = 0;
-            for (int k = 0; k < Sequences.Length; k++)
-            {
-                var s = Sequences[k];
-                BertModelTests.AssertClose(expected[k], packed.AsSpan(t0 * H, s.Length * H), $"{st} packed, sequence of {s.Length}");
-                var alone = new float[s.Length * H];
-                session.HiddenStates(s, [s.Length], alone);
-                BertModelTests.AssertClose(expected[k], alone, $"{st} alone, sequence of {s.Length}");
-                t0 += s.Length;
-            }
+            var (ids, lengths, packed) = BertModelTests.AssertPackedAndAlone(session, Sequences, expected, H, st.ToString());
             Assert.Equal(0, FastAttn.Tests.Reference.SteadyStateAllocations(() => session.HiddenStates(ids, lengths, packed)));
         });
     }
