@@ -54,10 +54,18 @@ public sealed class Rope
         int half = HeadDim / 2;
         var cos = new float[(long)rows * half];
         var sin = new float[(long)rows * half];
+        // the frequencies once per pair, not per position: base^(−2i/headDim) exactly, or Hugging Face's float32 1 / base^(2i/headDim)
+        var freq = new double[half];
+        var freq32 = new float[half];
+        for (int i = 0; i < half; i++)
+        {
+            freq[i] = Math.Pow(_theta, -2.0 * i / HeadDim);
+            freq32[i] = 1f / MathF.Pow((float)_theta, (float)(2 * i) / HeadDim);
+        }
         for (int p = 0; p < rows; p++)
             for (int i = 0; i < half; i++)
             {
-                double a = _float32Angles ? (float)p * (1f / MathF.Pow((float)_theta, (float)(2 * i) / HeadDim)) : p * Math.Pow(_theta, -2.0 * i / HeadDim);
+                double a = _float32Angles ? (float)p * freq32[i] : p * freq[i];
                 cos[(long)p * half + i] = (float)Math.Cos(a); sin[(long)p * half + i] = (float)Math.Sin(a);
             }
         return new Tables(cos, sin, rows);
