@@ -279,6 +279,15 @@ public sealed class EmbeddingSession : IDisposable
         _session.Run(_input.AsSpan(0, 2 * n), _hidden.AsSpan(0, n * h), lengths.Length > 1 ? lengths : default);
     }
 
+    /// <summary>The mean of the last pass's hidden states of tokens [t0, t0 + len) into <paramref name="dst"/>.</summary>
+    private void MeanState(int t0, int len, Span<float> dst)
+    {
+        int h = HiddenWidth;
+        _hidden.AsSpan(t0 * h, h).CopyTo(dst);
+        for (int t = 1; t < len; t++) TensorPrimitives.Add(dst, _hidden.AsSpan((t0 + t) * h, h), dst);
+        TensorPrimitives.Multiply(dst, 1f / len, dst);
+    }
+
     /// <summary>The pooler over each sequence's [CLS] state of the last pass, into <c>_pooled</c> <c>[sequences, hidden]</c>.</summary>
     private void PoolerOutput(ReadOnlySpan<int> lengths)
     {
@@ -286,13 +295,9 @@ public sealed class EmbeddingSession : IDisposable
         for (int s = 0, t = 0; s < n; t += lengths[s], s++)
         {
             var dst = _cls.AsSpan(s * h, h);
-            _hidden.AsSpan(t * h, h).CopyTo(dst);
-            if (_model.PoolerMean)
-            {
-                // ModernBERT's classifier_pooling "mean": the sequence's mean state
-                for (int i = 1; i < lengths[s]; i++) TensorPrimitives.Add(dst, _hidden.AsSpan((t + i) * h, h), dst);
-                TensorPrimitives.Multiply(dst, 1f / lengths[s], dst);
-            }
+            // ModernBERT's classifier_pooling "mean": the sequence's mean state; else its first token's
+            if (_model.PoolerMean) MeanState(t, lengths[s], dst);
+            else _hidden.AsSpan(t * h, h).CopyTo(dst);
         }
         var pooled = _pooled.AsSpan(0, n * _model.Config.HiddenSize);
         _model.Pooler!.ForwardCore(_cls.AsSpan(0, n * h), n, pooled, _poolScratch, default, null);
@@ -312,12 +317,7 @@ public sealed class EmbeddingSession : IDisposable
             if (_pooling != Pooling.Pooler)
             {
                 Span<float> dst = dense ? _denseA.AsSpan((s % DenseChunk) * d, d) : output.Slice(s * d, d);
-                if (_pooling == Pooling.Mean)
-                {
-                    first.CopyTo(dst);
-                    for (int t = 1; t < len; t++) TensorPrimitives.Add(dst, _hidden.AsSpan((t0 + t) * h, h), dst);
-                    TensorPrimitives.Multiply(dst, 1f / len, dst);
-                }
+                if (_pooling == Pooling.Mean) MeanState(t0, len, dst);
                 else first.CopyTo(dst);
                 if (dense && (s % DenseChunk == DenseChunk - 1 || s == lengths.Length - 1)) ApplyDense(s - s % DenseChunk, s % DenseChunk + 1, output);
             }
