@@ -140,9 +140,9 @@ public sealed class BertModel : IDisposable
     private static (BertConfig, string) Resolve(ITensorSource src, BertConfig? config, string configPath, BertOnnxArchitecture? graph, int? heads, string file)
     {
         string name = System.IO.Path.GetFileName(file);
-        if (config == null && (src.TryGetShape("model.embeddings.tok_embeddings.weight", out _) || src.TryGetShape("embeddings.tok_embeddings.weight", out _)))
+        if (config == null && IsModernBert(src))
             throw new InvalidDataException($"'{file}' is a ModernBERT checkpoint: its attention settings (local_attention, layer_types, RoPE bases) are only in its config.json; put it beside the model.");
-        if (config == null && (src.TryGetShape("emb_ln.weight", out _) || src.TryGetShape("bert.emb_ln.weight", out _)))
+        if (config == null && IsNomic(src))
             throw new InvalidDataException($"'{file}' is a NomicBERT checkpoint: its rotary base and feed-forward kind are only in its config.json; put it beside the model.");
         if (DebertaTensors.Detect(src) && config == null)
             throw new InvalidDataException($"'{file}' is a DeBERTa-v2 checkpoint: its attention settings (pos_att_type, position_buckets, …) are only in its config.json; put it beside the model.");
@@ -223,14 +223,14 @@ public sealed class BertModel : IDisposable
             if (source is OnnxModelFile) throw new InvalidDataException($"'{source.Name}': ModernBERT is loaded from its PyTorch checkpoint (model.safetensors), not from an ONNX export.");
             return LoadModernBert(source, config, config.ModernBert, description, plan);
         }
-        if (source.TryGetShape("model.embeddings.tok_embeddings.weight", out _) || source.TryGetShape("embeddings.tok_embeddings.weight", out _))
+        if (IsModernBert(source))
             throw new InvalidDataException($"'{source.Name}': the tensors are ModernBERT's but the config says model_type '{config.ModelType}'.");
         if (config.Nomic != null)
         {
             if (source is OnnxModelFile) throw new InvalidDataException($"'{source.Name}': NomicBERT is loaded from its PyTorch checkpoint (model.safetensors), not from an ONNX export.");
             return LoadNomic(source, config, config.Nomic, description, plan);
         }
-        if (source.TryGetShape("emb_ln.weight", out _) || source.TryGetShape("bert.emb_ln.weight", out _))
+        if (IsNomic(source))
             throw new InvalidDataException($"'{source.Name}': the tensors are NomicBERT's but the config says model_type '{config.ModelType}'.");
         // DistilBERT's and MPNet's names are read as BERT's (their layers are BERT's post-norm layers)
         if (source is not DistilBertTensors && DistilBertTensors.Detect(source)) source = new DistilBertTensors(source);
@@ -289,14 +289,7 @@ public sealed class BertModel : IDisposable
             var poolerVb = bert.Pp("pooler").Pp("dense");
             bool hasPooler = poolerVb.Has("weight");
             float[]? pw = hasPooler ? poolerVb.Get("weight", h, h) : null, pb = hasPooler ? poolerVb.Maybe("bias", h) : null;
-            var cls = vb.Pp("classifier");
-            var cs = cls.Shape("weight");
-            float[]? cw = null, cb = null;
-            if (cs != null)
-            {
-                if (cs.Length != 2 || cs[0] < 1 || cs[0] > 1 << 20) { cls.Get("weight", -1, h); vb.Problem($"classifier.weight is [{string.Join(", ", cs)}], expected [classes, {h}]"); }
-                else { cw = cls.Get("weight", cs[0], h); cb = cls.Maybe("bias", cs[0]); }
-            }
+            var (cw, cb) = ReadClassifier(vb, h);
             if (vb.Checking) return null;
             var blocks = new List<IBlock> { new BertEmbeddings(word, pos, type, embNorm!, plan.For("embeddings.word_embeddings"), config.PositionPadding,
                 config.PositionBiasedInput ? 0 : config.MaxPositionEmbeddings) };
@@ -352,14 +345,12 @@ public sealed class BertModel : IDisposable
             }
             var finalNorm = Ln(m.Pp("final_norm"));
             // the classification head (root names): dense, activation, norm, then classifier; without a classifier the head is the masked-LM one
-            var cls = vb.Pp("classifier");
-            var cs = cls.Shape("weight");
-            float[]? hw = null, hb = null, cw = null, cb = null;
+            bool hasClassifier = vb.Pp("classifier").Shape("weight") != null;
+            var (cw, cb) = ReadClassifier(vb, h);
+            float[]? hw = null, hb = null;
             LayerNorm? headNorm = null;
-            if (cs != null)
+            if (hasClassifier)
             {
-                if (cs.Length != 2 || cs[0] < 1 || cs[0] > 1 << 20) { cls.Get("weight", -1, h); vb.Problem($"classifier.weight is [{string.Join(", ", cs)}], expected [classes, {h}]"); }
-                else { cw = cls.Get("weight", cs[0], h); cb = cls.Maybe("bias", cs[0]); }
                 var hd = vb.Pp("head");
                 hw = hd.Pp("dense").Get("weight", h, h);
                 hb = mb.ClassifierBias ? hd.Pp("dense").Get("bias", h) : null;
@@ -462,6 +453,30 @@ public sealed class BertModel : IDisposable
             return new BertModel(config, new Stack([.. blocks]), pooler, null, BertHead.None, description ?? source.Name);
         });
     }
+
+    /// <summary>
+    /// The root <c>classifier</c> <c>[classes, hidden]</c> and its optional bias, or (null, null) without one; a weight of
+    /// another shape is recorded as a problem.
+    /// </summary>
+    private static (float[]? Weight, float[]? Bias) ReadClassifier(TensorReader vb, int h)
+    {
+        var cls = vb.Pp("classifier");
+        var cs = cls.Shape("weight");
+        if (cs == null) return (null, null);
+        if (cs.Length != 2 || cs[0] < 1 || cs[0] > 1 << 20)
+        {
+            cls.Get("weight", -1, h);
+            vb.Problem($"classifier.weight is [{string.Join(", ", cs)}], expected [classes, {h}]");
+            return (null, null);
+        }
+        return (cls.Get("weight", cs[0], h), cls.Maybe("bias", cs[0]));
+    }
+
+    /// <summary>ModernBERT's names: <c>embeddings.tok_embeddings</c>, optionally under <c>model.</c>.</summary>
+    private static bool IsModernBert(ITensorSource s) => s.TryGetShape("model.embeddings.tok_embeddings.weight", out _) || s.TryGetShape("embeddings.tok_embeddings.weight", out _);
+
+    /// <summary>NomicBERT's names: <c>emb_ln</c>, optionally under <c>bert.</c>.</summary>
+    private static bool IsNomic(ITensorSource s) => s.TryGetShape("emb_ln.weight", out _) || s.TryGetShape("bert.emb_ln.weight", out _);
 
     private static LayerNorm? Norm(TensorReader vb, int h, float eps)
     {
