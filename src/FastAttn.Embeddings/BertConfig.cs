@@ -74,6 +74,12 @@ public sealed record BertConfig
     /// <summary>ModernBERT's settings (<c>model_type</c> "modernbert"), else null.</summary>
     internal ModernBertSettings? ModernBert { get; init; }
 
+    /// <summary>JinaBERT's settings (<c>model_type</c> "bert" with <c>position_embedding_type</c> "alibi"), else null.</summary>
+    internal JinaSettings? Jina { get; init; }
+
+    /// <summary>Whether absolute positions come from a table (not for DeBERTa-v3's unbiased input nor JinaBERT's ALiBi).</summary>
+    internal bool HasPositionTable => PositionBiasedInput && Jina == null;
+
     /// <summary>True for the RoBERTa family's model types.</summary>
     internal bool IsRoberta => ModelType is "roberta" or "xlm-roberta" or "camembert";
 
@@ -116,6 +122,7 @@ public sealed record BertConfig
             Need(mb.GlobalTheta is >= 1 and <= float.MaxValue && mb.LocalTheta is >= 1 and <= float.MaxValue, $"a RoPE base ({mb.GlobalTheta}, {mb.LocalTheta}) is below 1 or not finite in float32");
             Need(HiddenSize / NumAttentionHeads % 2 == 0, $"the head width {HiddenSize / NumAttentionHeads} is odd (RoPE rotates pairs)");
         }
+        Need(Jina == null || ModelType == "bert", "JinaBERT's settings (ALiBi) belong to model_type bert only");
         Need((ModelType == "deberta-v2") == (Deberta != null), "DeBERTa-v2's relative attention settings belong to model_type deberta-v2 only");
         if (Deberta is { } rel)
             Need(rel.Span is > 0 and <= 1 << 16 && rel.MaxRelativePositions is > 1 and <= 1 << 20 && (rel.Buckets <= 0 || (rel.Buckets >= 2 && rel.MaxRelativePositions > rel.Buckets / 2 + 1)),
@@ -181,9 +188,14 @@ public sealed record BertConfig
                 d.Validate(source);
                 return d;
             }
-            // relative_key / relative_key_query add learned distance embeddings FastAttn does not compute: refuse, never run without them
-            if (r.TryGetProperty("position_embedding_type", out var pet) && pet.ValueKind == JsonValueKind.String && pet.GetString() is { } pt && pt != "absolute")
-                throw new InvalidDataException($"{source}: position_embedding_type '{pt}' is not supported (absolute only).");
+            // relative_key / relative_key_query add learned distance embeddings FastAttn does not compute: refuse, never run without them.
+            // "alibi" is JinaBERT's (jina-embeddings-v2): no position table, a distance bias per head
+            string posType = r.TryGetProperty("position_embedding_type", out var pet) && pet.ValueKind != JsonValueKind.Null
+                ? pet.ValueKind == JsonValueKind.String ? pet.GetString()! : throw new InvalidDataException($"{source}: 'position_embedding_type' is not a string.")
+                : "absolute";
+            if (posType != "absolute" && !(posType == "alibi" && modelType == "bert"))
+                throw new InvalidDataException($"{source}: position_embedding_type '{posType}' is not supported (absolute; alibi for JinaBERT's model_type bert).");
+            JinaSettings? jina = posType == "alibi" ? ReadJina(r, source) : null;
             if (r.TryGetProperty("is_decoder", out var dec) && dec.ValueKind == JsonValueKind.True)
                 throw new InvalidDataException($"{source}: is_decoder is true; FastAttn runs BERT as an encoder (bidirectional attention) only.");
             float eps = 1e-12f;
@@ -205,6 +217,7 @@ public sealed record BertConfig
                 PoolerActivation = modelType == "electra" ? Activation.Gelu : Activation.Tanh,
                 // RoBERTa numbers positions after its padding index (pad_token_id); MPNet's code fixes it at 1
                 PaddingIdx = mpnet ? 1 : roberta ? Int("pad_token_id", 1) : -1,
+                Jina = jina,
             };
             c.Validate(source);
             return c;
@@ -385,6 +398,25 @@ public sealed record BertConfig
         };
         c.Validate(source);
         return c;
+    }
+
+    /// <summary>
+    /// JinaBERT (jina-embeddings-v2, the jina-reranker-v1 models; <c>JinaBertConfig</c>): BERT's fields with
+    /// <c>position_embedding_type</c> "alibi" and <c>feed_forward_type</c> — "original" (BERT's feed-forward; the default),
+    /// "geglu" or "reglu" (one bias-free product of twice the width: GELU or ReLU of its first half times its second half,
+    /// then <c>wo</c> and a norm, as its <c>JinaBertGLUMLP</c>). Other kinds are refused, as its code refuses them.
+    /// </summary>
+    private static JinaSettings ReadJina(JsonElement r, string source)
+    {
+        string kind = !r.TryGetProperty("feed_forward_type", out var ft) || ft.ValueKind == JsonValueKind.Null ? "original"
+            : ft.ValueKind == JsonValueKind.String ? ft.GetString()! : throw new InvalidDataException($"{source}: 'feed_forward_type' is not a string.");
+        return new JinaSettings(kind switch
+        {
+            "original" => null,
+            "geglu" => Activation.Gelu,
+            "reglu" => Activation.Relu,
+            _ => throw new InvalidDataException($"{source}: feed_forward_type '{kind}' is not original, geglu or reglu (JinaBERT's kinds)."),
+        });
     }
 
     /// <summary>A true/false field (absent or null: <paramref name="fallback"/>; anything else refused).</summary>

@@ -144,6 +144,8 @@ public sealed class BertModel : IDisposable
             throw new InvalidDataException($"'{file}' is a ModernBERT checkpoint: its attention settings (local_attention, layer_types, RoPE bases) are only in its config.json; put it beside the model.");
         if (config == null && IsNomic(src))
             throw new InvalidDataException($"'{file}' is a NomicBERT checkpoint: its rotary base and feed-forward kind are only in its config.json; put it beside the model.");
+        if (config == null && IsJina(src))
+            throw new InvalidDataException($"'{file}' is a JinaBERT checkpoint (mlp.gated_layers): its ALiBi attention and feed-forward kind are only in its config.json; put it beside the model.");
         if (DebertaTensors.Detect(src) && config == null)
             throw new InvalidDataException($"'{file}' is a DeBERTa-v2 checkpoint: its attention settings (pos_att_type, position_buckets, …) are only in its config.json; put it beside the model.");
         bool distil = DistilBertTensors.Detect(src), mpnet = !distil && MpnetTensors.Detect(src), electra = !distil && !mpnet && ElectraTensors.Detect(src);
@@ -232,6 +234,10 @@ public sealed class BertModel : IDisposable
         }
         if (IsNomic(source))
             throw new InvalidDataException($"'{source.Name}': the tensors are NomicBERT's but the config says model_type '{config.ModelType}'.");
+        if (config.Jina != null && source is OnnxModelFile)
+            throw new InvalidDataException($"'{source.Name}': JinaBERT is loaded from its PyTorch checkpoint (model.safetensors), not from an ONNX export.");
+        if (config.Jina is not { Glu: not null } && IsJina(source))
+            throw new InvalidDataException($"'{source.Name}': the tensors are JinaBERT's GLU layers (mlp.gated_layers) but the config says {(config.Jina == null ? "no ALiBi (position_embedding_type alibi)" : "feed_forward_type original")}.");
         // DistilBERT's and MPNet's names are read as BERT's (their layers are BERT's post-norm layers)
         if (source is not DistilBertTensors && DistilBertTensors.Detect(source)) source = new DistilBertTensors(source);
         if (source is not MpnetTensors && source is not DistilBertTensors && MpnetTensors.Detect(source)) source = new MpnetTensors(source);
@@ -258,9 +264,9 @@ public sealed class BertModel : IDisposable
             emb.Ignore("position_ids");
             emb.Ignore("token_type_ids");
             var word = emb.Pp("word_embeddings").Get("weight", config.VocabSize, e);
-            // DeBERTa-v3 adds no absolute positions (a checkpoint may still carry the table: ignored)
+            // DeBERTa-v3 adds no absolute positions (a checkpoint may still carry the table: ignored), nor does JinaBERT (ALiBi)
             float[] pos;
-            if (config.PositionBiasedInput) pos = emb.Pp("position_embeddings").Get("weight", config.MaxPositionEmbeddings, e);
+            if (config.HasPositionTable) pos = emb.Pp("position_embeddings").Get("weight", config.MaxPositionEmbeddings, e);
             else { emb.Ignore("position_embeddings.weight"); pos = []; }
             var type = emb.Pp("token_type_embeddings").Get("weight", config.TypeVocabSize, e);
             var embNorm = Norm(emb.Pp("LayerNorm"), e, config.LayerNormEps);
@@ -274,6 +280,8 @@ public sealed class BertModel : IDisposable
                 var buckets = bert.Pp("encoder").Pp("relative_attention_bias").Get("weight", config.RelativeAttentionNumBuckets, config.NumAttentionHeads);
                 if (!vb.Checking) settings = new AttentionSettings { RelativeBias = MpnetRelativeBias(buckets, config.NumAttentionHeads, config.PositionRows), RelativeBiasSpan = config.PositionRows };
             }
+            // JinaBERT: ALiBi, the same slopes in every layer
+            if (config.Jina != null) settings = new AttentionSettings { DistanceSlopes = JinaSettings.AlibiSlopes(config.NumAttentionHeads) };
             var layers = new Block?[config.NumHiddenLayers];
             if (config.Deberta is { } rel)
             {
@@ -284,6 +292,8 @@ public sealed class BertModel : IDisposable
                 if (!vb.Checking && relNorm != null) relNorm.Forward(relTable.ToArray(), 2 * rel.Span, relTable);
                 for (int i = 0; i < layers.Length; i++) layers[i] = DebertaBlock(bert.Pp($"encoder.layer.{i}"), config, plan, $"encoder.layer.{i}.", rel, relTable, vb.Checking);
             }
+            else if (config.Jina is { Glu: { } glu })
+                for (int i = 0; i < layers.Length; i++) layers[i] = JinaGluLayer(bert.Pp($"encoder.layer.{i}"), config, glu, plan, $"encoder.layer.{i}.", settings!);
             else
                 for (int i = 0; i < layers.Length; i++) layers[i] = Layer(bert.Pp($"encoder.layer.{i}"), config, plan, $"encoder.layer.{i}.", settings);
             var poolerVb = bert.Pp("pooler").Pp("dense");
@@ -292,7 +302,7 @@ public sealed class BertModel : IDisposable
             var (cw, cb) = ReadClassifier(vb, h);
             if (vb.Checking) return null;
             var blocks = new List<IBlock> { new BertEmbeddings(word, pos, type, embNorm!, plan.For("embeddings.word_embeddings"), config.PositionPadding,
-                config.PositionBiasedInput ? 0 : config.MaxPositionEmbeddings) };
+                config.HasPositionTable ? 0 : config.MaxPositionEmbeddings) };
             if (projW != null) blocks.Add(new LinearBlock(new Linear(projW, h, e, projB, Activation.None, plan.For("embeddings_project"))));
             blocks.AddRange(layers!);
             Linear? pooler = hasPooler ? new Linear(pw, h, h, pb, config.PoolerActivation, plan.For("pooler.dense")) : null;
@@ -559,6 +569,39 @@ public sealed class BertModel : IDisposable
         // post-norm, like nn.TransformerEncoderLayer: x = LN(x + attn(x)); x = LN(x + ff(x))
         return new EncoderBlock(mha, ffn, n1!, n2!, normFirst: false);
     }
+
+    /// <summary>
+    /// One JinaBERT layer with a GLU feed-forward (relative to <c>encoder.layer.N</c>, its <c>JinaBertLayer</c>): BERT's
+    /// attention and <c>attention.output</c> (post-norm), then <c>mlp.gated_layers</c> (no bias; twice the feed-forward's
+    /// width), act(first half) ⊙ second half, <c>mlp.wo</c> and <c>mlp.layernorm</c> of the sum with the residual.
+    /// </summary>
+    private static GluEncoderLayer? JinaGluLayer(TensorReader vb, BertConfig c, Activation act, PrecisionPlan plan, string name, AttentionSettings settings)
+    {
+        int h = c.HiddenSize, ff = c.IntermediateSize;
+        var att = vb.Pp("attention");
+        var self = att.Pp("self");
+        var qw = self.Pp("query").Get("weight", h, h); var qb = self.Pp("query").Get("bias", h);
+        var kw = self.Pp("key").Get("weight", h, h); var kb = self.Pp("key").Get("bias", h);
+        var vw = self.Pp("value").Get("weight", h, h); var vbias = self.Pp("value").Get("bias", h);
+        var ow = att.Pp("output").Pp("dense").Get("weight", h, h); var ob = att.Pp("output").Pp("dense").Get("bias", h);
+        var n1 = Norm(att.Pp("output").Pp("LayerNorm"), h, c.LayerNormEps);
+        var mlp = vb.Pp("mlp");
+        var gw = mlp.Pp("gated_layers").Get("weight", 2L * ff, h);
+        var wo = mlp.Pp("wo").Get("weight", h, ff); var wob = mlp.Pp("wo").Get("bias", h);
+        var n2 = Norm(mlp.Pp("layernorm"), h, c.LayerNormEps);
+        if (vb.Checking) return null;
+        var inBias = new float[3 * h];
+        qb.CopyTo(inBias, 0); kb.CopyTo(inBias, h); vbias.CopyTo(inBias, 2 * h);
+        var mha = new MultiHeadAttention(h, c.NumAttentionHeads, qw, kw, vw, inBias, ow, ob, 0, 0, settings, null,
+            plan.For(name + "attention.self"), plan.For(name + "attention.output.dense"));
+        var activated = new Linear(gw.AsSpan(0, ff * h), ff, h, default, act, plan.For(name + "intermediate.dense"));
+        var multiplied = new Linear(gw.AsSpan(ff * h, ff * h), ff, h, default, Activation.None, plan.For(name + "intermediate.dense"));
+        var down = new Linear(wo, h, ff, wob, Activation.None, plan.For(name + "output.dense"));
+        return new GluEncoderLayer(n1!, mha, n2!, activated, multiplied, down, postNorm: true);
+    }
+
+    /// <summary>JinaBERT's GLU layers: <c>encoder.layer.0.mlp.gated_layers</c>, optionally under <c>bert.</c>.</summary>
+    private static bool IsJina(ITensorSource s) => s.TryGetShape("encoder.layer.0.mlp.gated_layers.weight", out _) || s.TryGetShape("bert.encoder.layer.0.mlp.gated_layers.weight", out _);
 
     /// <summary>
     /// MPNet's bias table <c>[buckets, heads]</c> expanded over the distances d = j − i of sequences up to
