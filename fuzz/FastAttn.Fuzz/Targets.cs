@@ -242,9 +242,9 @@ public static class Targets
     }
 
     /// <summary>
-    /// A model's config.json (every family: BERT, DistilBERT, MPNet, ELECTRA, RoBERTa, DeBERTa-v2, ModernBERT): read; an
+    /// A model's config.json (every family: BERT, DistilBERT, MPNet, ELECTRA, RoBERTa, DeBERTa-v2, ModernBERT, NomicBERT, JinaBERT, GTE): read; an
     /// accepted config must pass its own validation, DeBERTa's relative rows must stay inside the table for any distance,
-    /// and ModernBERT's RoPE bases must rotate finitely.
+    /// ModernBERT's and GTE's RoPE must rotate finitely and JinaBERT's ALiBi slopes be finite and positive.
     /// </summary>
     public static void Config(ReadOnlySpan<byte> input)
     {
@@ -261,6 +261,22 @@ public static class Targets
             Check(c.IntermediateSize % 256 == 0 && c.MaxPositionEmbeddings > 0, "NomicBERT's rounded width or positions");
             var rope = new FastAttn.Layers.Rope(c.HiddenSize / c.NumAttentionHeads, Math.Min(c.MaxPositionEmbeddings, 4096), nb.Theta);
             Check(rope.MaxPositions > 0, "a RoPE table");
+        }
+        if (c.Gte is { } gte)
+        {
+            // the NTK-scaled RoPE must rotate finitely at the last position a sequence can take
+            int d = c.HiddenSize / c.NumAttentionHeads, last = Math.Min(c.MaxPositionEmbeddings, 4096);
+            var rope = new FastAttn.Layers.Rope(d, last, gte.Theta, true, gte.NtkFactor);
+            var x = new float[last * d];
+            Array.Fill(x, 1f);
+            rope.Apply(x, last, d, 0, 1);
+            Check(Array.TrueForAll(x, float.IsFinite) && c.TypeVocabSize >= 1, "GTE's RoPE rotation or token types");
+        }
+        if (c.Jina != null)
+        {
+            // ALiBi's slopes: one per head, finite and in (0, 1], for any head count a config may give
+            var slopes = FastAttn.Embeddings.JinaSettings.AlibiSlopes(c.NumAttentionHeads);
+            Check(slopes.Length == c.NumAttentionHeads && Array.TrueForAll(slopes, v => v > 0 && v <= 1) && !c.HasPositionTable && c.ModelType == "bert", "JinaBERT's slopes or positions");
         }
         if (c.ModernBert is { } mb)
         {

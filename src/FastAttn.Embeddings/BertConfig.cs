@@ -77,6 +77,9 @@ public sealed record BertConfig
     /// <summary>JinaBERT's settings (<c>model_type</c> "bert" with <c>position_embedding_type</c> "alibi"), else null.</summary>
     internal JinaSettings? Jina { get; init; }
 
+    /// <summary>GTE's settings (<c>model_type</c> "new"), else null.</summary>
+    internal GteSettings? Gte { get; init; }
+
     /// <summary>Whether absolute positions come from a table (not for DeBERTa-v3's unbiased input nor JinaBERT's ALiBi).</summary>
     internal bool HasPositionTable => PositionBiasedInput && Jina == null;
 
@@ -107,7 +110,14 @@ public sealed record BertConfig
         Need(TypeVocabSize is > 0 and <= 1 << 16, $"type_vocab_size {TypeVocabSize} is out of range");
         Need(VocabSize is > 0 and < 1 << 24, $"vocab_size {VocabSize} is out of range (ids travel as floats, exact below 2^24)");
         Need(HiddenAct is Activation.Gelu or Activation.GeluTanh or Activation.Relu or Activation.Silu || (Nomic != null && HiddenAct == Activation.Sigmoid), $"hidden_act {HiddenAct} is not supported");
-        Need(ModelType is "bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" or "nomic_bert" || IsRoberta, $"model_type '{ModelType}' is not bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert or nomic_bert");
+        Need(ModelType is "bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" or "nomic_bert" or "new" || IsRoberta, $"model_type '{ModelType}' is not bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert, nomic_bert or new");
+        Need((ModelType == "new") == (Gte != null), "GTE's settings belong to model_type new only");
+        if (Gte is { } gte)
+        {
+            Need(gte.Theta is >= 1 and <= float.MaxValue && gte.NtkFactor is >= 1 and <= 1 << 20 && gte.Theta * gte.NtkFactor <= float.MaxValue,
+                $"rope_theta {gte.Theta} or the NTK factor {gte.NtkFactor} is out of range (a base ≥ 1, finite in float32)");
+            Need(HiddenSize / NumAttentionHeads % 2 == 0, $"the head width {HiddenSize / NumAttentionHeads} is odd (RoPE rotates pairs)");
+        }
         Need((ModelType == "nomic_bert") == (Nomic != null), "NomicBERT's settings belong to model_type nomic_bert only");
         if (Nomic is { } nb)
         {
@@ -168,9 +178,10 @@ public sealed record BertConfig
             string modelType = r.TryGetProperty("model_type", out var mt) && mt.ValueKind == JsonValueKind.String ? mt.GetString()!
                 : !r.TryGetProperty("hidden_size", out _) && r.TryGetProperty("dim", out _) && r.TryGetProperty("n_heads", out _) ? "distilbert" : "bert";
             bool roberta = modelType is "roberta" or "xlm-roberta" or "camembert";
-            if (modelType is not ("bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" or "nomic_bert") && !roberta)
-                throw new InvalidDataException($"{source}: model_type '{modelType}' is not a BERT-family encoder FastAttn loads (bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert, nomic_bert).");
+            if (modelType is not ("bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" or "nomic_bert" or "new") && !roberta)
+                throw new InvalidDataException($"{source}: model_type '{modelType}' is not a BERT-family encoder FastAttn loads (bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert, nomic_bert, new).");
             if (modelType == "nomic_bert") return ReadNomic(r, Int, source);
+            if (modelType == "new") return ReadGte(r, Int, source);
             if (modelType == "deberta-v2") return ReadDeberta(r, Int, source);
             if (modelType == "modernbert") return ReadModernBert(r, Int, source);
             if (modelType == "distilbert")
@@ -417,6 +428,46 @@ public sealed record BertConfig
             "reglu" => Activation.Relu,
             _ => throw new InvalidDataException($"{source}: feed_forward_type '{kind}' is not original, geglu or reglu (JinaBERT's kinds)."),
         });
+    }
+
+    /// <summary>
+    /// GTE's "new" architecture (<c>NewConfig</c> of Alibaba-NLP/new-impl: gte-base/large-en-v1.5, gte-multilingual-base,
+    /// gte-multilingual-reranker-base): BERT's field names with its defaults (vocabulary 30,528, 2,048 positions, one token
+    /// type, ε 1e-12, GELU), <c>rope_theta</c>, <c>rope_scaling</c> ({"type": "ntk", "factor": f}: fixed NTK scaling),
+    /// <c>pack_qkv</c>, <c>type_vocab_size</c> (0: none). Refused by name: absolute positions, RMS norms, the logn attention
+    /// scale, other RoPE scalings (mixed NTK included), a head width apart from hidden / heads.
+    /// </summary>
+    private static BertConfig ReadGte(JsonElement r, Func<string, int?, int> Int, string source)
+    {
+        InvalidDataException Bad(string what) => new($"{source}: {what}.");
+        bool Bool(string name, bool fallback) => JsonBool(r, name, fallback, source);
+        string Str(string name, string fallback) => !r.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null ? fallback
+            : v.ValueKind == JsonValueKind.String ? v.GetString()! : throw Bad($"'{name}' is not a string");
+        if (Str("position_embedding_type", "rope") != "rope") throw Bad($"position_embedding_type '{Str("position_embedding_type", "rope")}' is not rope (FastAttn runs GTE's rotary form only)");
+        if (Str("layer_norm_type", "layer_norm") != "layer_norm") throw Bad($"layer_norm_type '{Str("layer_norm_type", "layer_norm")}' is not layer_norm");
+        if (Bool("logn_attention_scale", false)) throw Bad("logn_attention_scale is true: the length-dependent query scale is not run by FastAttn");
+        double ntk = 1;
+        if (r.TryGetProperty("rope_scaling", out var rs) && rs.ValueKind != JsonValueKind.Null)
+        {
+            if (rs.ValueKind != JsonValueKind.Object) throw Bad("rope_scaling is not an object");
+            string type = rs.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString()! : "";
+            if (type != "ntk") throw Bad($"rope_scaling type '{type}' is not ntk");
+            if (rs.TryGetProperty("mixed_b", out var mb) && mb.ValueKind != JsonValueKind.Null) throw Bad("rope_scaling.mixed_b is set: mixed NTK scaling is not run by FastAttn");
+            ntk = JsonNumber(rs, "factor", double.NaN, source);
+            if (!(ntk >= 1 && ntk <= 1 << 20)) throw Bad($"rope_scaling.factor {ntk} is not in [1, 2^20]");
+        }
+        int hidden = Int("hidden_size", 768), heads = Int("num_attention_heads", 12), types = Int("type_vocab_size", 1);
+        if (types is < 0 or > 1 << 16) throw Bad($"type_vocab_size {types} is out of range");
+        var c = new BertConfig
+        {
+            ModelType = "new", HiddenSize = hidden, NumAttentionHeads = heads, NumHiddenLayers = Int("num_hidden_layers", 12),
+            IntermediateSize = Int("intermediate_size", 3072), VocabSize = Int("vocab_size", 30528), MaxPositionEmbeddings = Int("max_position_embeddings", 2048),
+            TypeVocabSize = Math.Max(types, 1), LayerNormEps = (float)JsonNumber(r, "layer_norm_eps", 1e-12, source),
+            HiddenAct = ParseActivation(Str("hidden_act", "gelu"), source),
+            Gte = new GteSettings(JsonNumber(r, "rope_theta", 10000, source), ntk, Bool("pack_qkv", true), types > 0),
+        };
+        c.Validate(source);
+        return c;
     }
 
     /// <summary>A true/false field (absent or null: <paramref name="fallback"/>; anything else refused).</summary>

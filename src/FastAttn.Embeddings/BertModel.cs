@@ -144,6 +144,8 @@ public sealed class BertModel : IDisposable
             throw new InvalidDataException($"'{file}' is a ModernBERT checkpoint: its attention settings (local_attention, layer_types, RoPE bases) are only in its config.json; put it beside the model.");
         if (config == null && IsNomic(src))
             throw new InvalidDataException($"'{file}' is a NomicBERT checkpoint: its rotary base and feed-forward kind are only in its config.json; put it beside the model.");
+        if (config == null && IsGte(src))
+            throw new InvalidDataException($"'{file}' is a GTE checkpoint (the \"new\" architecture: mlp.up_gate_proj): its RoPE base and scaling are only in its config.json; put it beside the model.");
         if (config == null && IsJina(src))
             throw new InvalidDataException($"'{file}' is a JinaBERT checkpoint (mlp.gated_layers): its ALiBi attention and feed-forward kind are only in its config.json; put it beside the model.");
         if (DebertaTensors.Detect(src) && config == null)
@@ -234,6 +236,13 @@ public sealed class BertModel : IDisposable
         }
         if (IsNomic(source))
             throw new InvalidDataException($"'{source.Name}': the tensors are NomicBERT's but the config says model_type '{config.ModelType}'.");
+        if (config.Gte != null)
+        {
+            if (source is OnnxModelFile) throw new InvalidDataException($"'{source.Name}': GTE's \"new\" architecture is loaded from its PyTorch checkpoint (model.safetensors), not from an ONNX export.");
+            return LoadGte(source, config, config.Gte, description, plan);
+        }
+        if (IsGte(source))
+            throw new InvalidDataException($"'{source.Name}': the tensors are GTE's \"new\" architecture (mlp.up_gate_proj) but the config says model_type '{config.ModelType}'.");
         if (config.Jina != null && source is OnnxModelFile)
             throw new InvalidDataException($"'{source.Name}': JinaBERT is loaded from its PyTorch checkpoint (model.safetensors), not from an ONNX export.");
         if (config.Jina is not { Glu: not null } && IsJina(source))
@@ -463,6 +472,81 @@ public sealed class BertModel : IDisposable
             return new BertModel(config, new Stack([.. blocks]), pooler, null, BertHead.None, description ?? source.Name);
         });
     }
+
+    /// <summary>
+    /// GTE's "new" architecture (Alibaba-NLP/new-impl's <c>NewModel</c> names, optionally under <c>new.</c> with a root
+    /// <c>classifier</c>): <c>embeddings.word_embeddings</c>, <c>embeddings.token_type_embeddings</c> (when the config has
+    /// token types), <c>embeddings.LayerNorm</c>; per layer <c>attention.qkv_proj</c> (or <c>q_proj</c>/<c>k_proj</c>/<c>v_proj</c>
+    /// when <c>pack_qkv</c> is false), rotary positions, <c>attention.o_proj</c>, <c>attn_ln</c> (post-norm),
+    /// <c>mlp.up_gate_proj</c> (no bias: the "up" rows, then the gate rows), act(gate) ⊙ up, <c>mlp.down_proj</c>, <c>mlp_ln</c>;
+    /// an optional tanh <c>pooler.dense</c>. The masked-LM head (<c>lm_head.*</c>) is ignored.
+    /// </summary>
+    private static BertModel LoadGte(ITensorSource source, BertConfig config, GteSettings gte, string? description, PrecisionPlan plan)
+    {
+        bool wrapped = source.TryGetShape("new.embeddings.word_embeddings.weight", out _);
+        return TensorReader.Load(source, "", "a GTE model", vb =>
+        {
+            foreach (var n in source.TensorNames)
+                if (n.StartsWith("lm_head.", StringComparison.Ordinal)) vb.Ignore(n);
+            var m = wrapped ? vb.Pp("new") : vb;
+            int h = config.HiddenSize, ff = config.IntermediateSize, heads = config.NumAttentionHeads, d = h / heads;
+            var emb = m.Pp("embeddings");
+            emb.Ignore("position_ids");
+            var word = emb.Pp("word_embeddings").Get("weight", config.VocabSize, h);
+            var type = gte.TokenTypes ? emb.Pp("token_type_embeddings").Get("weight", config.TypeVocabSize, h) : new float[h];
+            var embNorm = Norm(emb.Pp("LayerNorm"), h, config.LayerNormEps);
+            var parts = new List<(float[] Qkv, float[] QkvB, float[] O, float[] OB, float[] UpGate, float[] Down, float[] DownB, LayerNorm? N1, LayerNorm? N2)>();
+            for (int i = 0; i < config.NumHiddenLayers; i++)
+            {
+                var l = m.Pp($"encoder.layer.{i}");
+                var at = l.Pp("attention");
+                float[] qkv, qkvB;
+                if (gte.PackedQkv) { qkv = at.Pp("qkv_proj").Get("weight", 3L * h, h); qkvB = at.Pp("qkv_proj").Get("bias", 3L * h); }
+                else
+                {
+                    qkv = [.. at.Pp("q_proj").Get("weight", h, h), .. at.Pp("k_proj").Get("weight", h, h), .. at.Pp("v_proj").Get("weight", h, h)];
+                    qkvB = [.. at.Pp("q_proj").Get("bias", h), .. at.Pp("k_proj").Get("bias", h), .. at.Pp("v_proj").Get("bias", h)];
+                }
+                var mlp = l.Pp("mlp");
+                parts.Add((qkv, qkvB, at.Pp("o_proj").Get("weight", h, h), at.Pp("o_proj").Get("bias", h),
+                    mlp.Pp("up_gate_proj").Get("weight", 2L * ff, h), mlp.Pp("down_proj").Get("weight", h, ff), mlp.Pp("down_proj").Get("bias", h),
+                    Norm(l.Pp("attn_ln"), h, config.LayerNormEps), Norm(l.Pp("mlp_ln"), h, config.LayerNormEps)));
+            }
+            var poolerVb = m.Pp("pooler").Pp("dense");
+            bool hasPooler = poolerVb.Has("weight");
+            float[]? pw = hasPooler ? poolerVb.Get("weight", h, h) : null, pb = hasPooler ? poolerVb.Maybe("bias", h) : null;
+            var (cw, cb) = ReadClassifier(vb, h);
+            if (vb.Checking) return null;
+
+            var rope = new Rope(d, config.MaxPositionEmbeddings, gte.Theta, float32Angles: true, ntkFactor: gte.NtkFactor);
+            var blocks = new List<IBlock> { new BertEmbeddings(word, default, type, embNorm!, plan.For("embeddings.word_embeddings"), -1, config.MaxPositionEmbeddings) };
+            for (int i = 0; i < parts.Count; i++)
+            {
+                var p = parts[i];
+                string name = $"encoder.layer.{i}.";
+                var attn = new MultiHeadAttention(h, heads, p.Qkv, p.QkvB, p.O, p.OB, new AttentionSettings(), rope,
+                    plan.For(name + "attention.self"), plan.For(name + "attention.output.dense"));
+                // act(gate) ⊙ up: the gate is the second half of up_gate_proj's rows
+                var activated = new Linear(p.UpGate.AsSpan(ff * h, ff * h), ff, h, default, config.HiddenAct, plan.For(name + "intermediate.dense"));
+                var multiplied = new Linear(p.UpGate.AsSpan(0, ff * h), ff, h, default, Activation.None, plan.For(name + "intermediate.dense"));
+                var down = new Linear(p.Down, h, ff, p.DownB, Activation.None, plan.For(name + "output.dense"));
+                blocks.Add(new GluEncoderLayer(p.N1!, attn, p.N2!, activated, multiplied, down, postNorm: true));
+            }
+            Linear? pooler = hasPooler ? new Linear(pw, h, h, pb, Activation.Tanh, plan.For("pooler.dense")) : null;
+            Linear? classifier = null;
+            var head = BertHead.None;
+            if (cw != null)
+            {
+                var lin = new Linear(cw, cw.Length / h, h, cb, Activation.None, plan.For("classifier"));
+                if (pooler != null) { classifier = lin; head = BertHead.Sequence; }
+                else { blocks.Add(new LinearBlock(lin)); head = BertHead.Token; }
+            }
+            return new BertModel(config, new Stack([.. blocks]), pooler, classifier, head, description ?? source.Name);
+        });
+    }
+
+    /// <summary>GTE's "new" names: <c>encoder.layer.0.mlp.up_gate_proj</c>, optionally under <c>new.</c>.</summary>
+    private static bool IsGte(ITensorSource s) => s.TryGetShape("encoder.layer.0.mlp.up_gate_proj.weight", out _) || s.TryGetShape("new.encoder.layer.0.mlp.up_gate_proj.weight", out _);
 
     /// <summary>
     /// The root <c>classifier</c> <c>[classes, hidden]</c> and its optional bias, or (null, null) without one; a weight of

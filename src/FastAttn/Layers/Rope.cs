@@ -15,6 +15,7 @@ public sealed class Rope
     private Tables _tables;
     private readonly double _theta;
     private readonly bool _float32Angles;
+    private readonly double _ntk;
     private readonly object _grow = new();
     /// <summary>Positions computed at construction; longer sequences grow the tables (doubling) up to <see cref="MaxPositions"/>.</summary>
     private const int InitialRows = 512;
@@ -33,8 +34,15 @@ public sealed class Rope
     /// computes them, in float32: inv_freq_i = 1 / base^(2i/headDim), then position · inv_freq_i, each rounded to float32
     /// (at position 8,000 the angle differs from the exact one by up to ~5·10⁻⁴ rad; matching it keeps parity).
     /// </summary>
-    internal Rope(int headDim, int maxPositions, double theta, bool float32Angles)
+    /// <remarks>
+    /// <paramref name="ntkFactor"/> f ≠ 1: fixed NTK-aware scaling as GTE's <c>NTKScalingRotaryEmbedding</c> builds it for
+    /// every position (its cache is always built past the trained length): the base becomes θ·f and every frequency is
+    /// further divided by f^(2/headDim) — in float32, 1 / (θ·f)^(2i/headDim) / f^(2/headDim), each step rounded.
+    /// </remarks>
+    internal Rope(int headDim, int maxPositions, double theta, bool float32Angles, double ntkFactor = 1)
     {
+        if (!(ntkFactor >= 1 && ntkFactor <= 1 << 20)) ThrowHelper.OutOfRange(nameof(ntkFactor), ntkFactor, "'ntkFactor' must be in [1, 2^20].");
+        theta *= ntkFactor;
         ThrowHelper.Positive(headDim, nameof(headDim));
         if (headDim % 2 != 0) ThrowHelper.Argument(nameof(headDim), $"'headDim' must be even for RoPE; it is {headDim}.");
         ThrowHelper.Positive(maxPositions, nameof(maxPositions));
@@ -43,7 +51,7 @@ public sealed class Rope
         if ((long)maxPositions * (headDim / 2) > Array.MaxLength)
             ThrowHelper.OutOfRange(nameof(maxPositions), maxPositions, $"tables of maxPositions*headDim/2 = {maxPositions}*{headDim / 2} floats are larger than one array can hold.");
         HeadDim = headDim; MaxPositions = maxPositions;
-        _theta = theta; _float32Angles = float32Angles;
+        _theta = theta; _float32Angles = float32Angles; _ntk = ntkFactor;
         // a model may allow far more positions than it is run with (ModernBERT: 8,192; a config may say 2^20): the tables
         // cover what has been asked, so memory follows the longest sequence run, not the configured maximum
         _tables = Build(Math.Min(maxPositions, InitialRows));
@@ -57,10 +65,12 @@ public sealed class Rope
         // the frequencies once per pair, not per position: base^(−2i/headDim) exactly, or Hugging Face's float32 1 / base^(2i/headDim)
         var freq = new double[half];
         var freq32 = new float[half];
+        double ntkDivisor = Math.Pow(_ntk, 2.0 / HeadDim);
         for (int i = 0; i < half; i++)
         {
             freq[i] = Math.Pow(_theta, -2.0 * i / HeadDim);
             freq32[i] = 1f / MathF.Pow((float)_theta, (float)(2 * i) / HeadDim);
+            if (_ntk != 1) { freq[i] /= ntkDivisor; freq32[i] /= (float)ntkDivisor; }
         }
         for (int p = 0; p < rows; p++)
             for (int i = 0; i < half; i++)

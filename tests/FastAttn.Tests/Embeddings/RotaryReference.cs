@@ -5,9 +5,10 @@ internal static class RotaryReference
 {
     /// <summary>
     /// Rotate-half RoPE on the q and k columns of packed <c>[t, 3·width]</c> q|k|v rows: pair (k, k + d/2) of every head
-    /// turned by position·θ^(−2k/d), the position being the row's index, exact angles.
+    /// turned by position·θ^(−2k/d), the position being the row's index, exact angles; with a fixed NTK factor f the base
+    /// is θ·f and every frequency is divided by f^(2/d) (GTE's NTKScalingRotaryEmbedding).
     /// </summary>
-    public static void Rotate(double[] qkv, int t, int width, int heads, double theta)
+    public static void Rotate(double[] qkv, int t, int width, int heads, double theta, double ntk = 1)
     {
         int d = width / heads;
         for (int i = 0; i < t; i++)
@@ -15,7 +16,7 @@ internal static class RotaryReference
                 for (int h = 0; h < heads; h++)
                     for (int k = 0; k < d / 2; k++)
                     {
-                        double ang = i * Math.Pow(theta, -2.0 * k / d), c = Math.Cos(ang), sn = Math.Sin(ang);
+                        double ang = i * Math.Pow(theta * ntk, -2.0 * k / d) / Math.Pow(ntk, 2.0 / d), c = Math.Cos(ang), sn = Math.Sin(ang);
                         int o = i * 3 * width + part * width + h * d + k;
                         double u = qkv[o], v = qkv[o + d / 2];
                         qkv[o] = u * c - v * sn;
