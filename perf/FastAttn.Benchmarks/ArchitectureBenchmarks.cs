@@ -9,13 +9,15 @@ namespace FastAttn.Benchmarks;
 /// DeBERTa-v3-xsmall's width): BERT, RoBERTa (positions after the padding index: the same layers) and DeBERTa-v3
 /// (disentangled attention: two more products per head over the relative table, the scores gathered per distance, no
 /// fused attention kernel) and ModernBERT (pre-norm, RoPE, a GLU feed-forward of the same work — intermediate 1024, so
-/// Wi has 2048 rows — and two of every three layers attending within ±64 tokens), random weights, one sequence of 16, 128
-/// or 512 tokens, last_hidden_state. No pretrained model of the last three is served here, so there is no peer to run them
-/// against; the ratio to BERT is the figure.
+/// Wi has 2048 rows — and two of every three layers attending within ±64 tokens), JinaBERT (BERT's post-norm layers with
+/// ALiBi — a distance bias per head on every score tile — and a GEGLU feed-forward of the same work) and GTE's "new"
+/// architecture (post-norm, NTK-scaled RoPE, the same GLU), random weights, one sequence of 16, 128 or 512 tokens,
+/// last_hidden_state. No pretrained model of the last five is served here, so there is no peer to run them against; the
+/// ratio to BERT is the figure.
 /// </summary>
 public class ArchitectureBenchmarks
 {
-    [Params("bert", "roberta", "deberta-v3", "modernbert")]
+    [Params("bert", "roberta", "deberta-v3", "modernbert", "jina", "gte")]
     public string Arch = "bert";
 
     [Params(16, 128, 512)]
@@ -64,6 +66,31 @@ public class ArchitectureBenchmarks
             }
             Add("model.final_norm.weight", H);
         }
+        else if (Arch == "jina" || Arch == "gte")
+        {
+            // the GLU of equal work: intermediate 1024, one bias-free product of 2048 rows
+            Add("embeddings.word_embeddings.weight", Vocab, H); Add("embeddings.token_type_embeddings.weight", 2, H);
+            Add("embeddings.LayerNorm.weight", H); Add("embeddings.LayerNorm.bias", H);
+            for (int l = 0; l < Layers; l++)
+            {
+                string q = $"encoder.layer.{l}.";
+                if (Arch == "jina")
+                {
+                    foreach (var m in new[] { "attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense" }) { Add(q + m + ".weight", H, H); Add(q + m + ".bias", H); }
+                    Add(q + "attention.output.LayerNorm.weight", H); Add(q + "attention.output.LayerNorm.bias", H);
+                    Add(q + "mlp.gated_layers.weight", 2 * 1024, H); Add(q + "mlp.wo.weight", H, 1024); Add(q + "mlp.wo.bias", H);
+                    Add(q + "mlp.layernorm.weight", H); Add(q + "mlp.layernorm.bias", H);
+                }
+                else
+                {
+                    Add(q + "attention.qkv_proj.weight", 3 * H, H); Add(q + "attention.qkv_proj.bias", 3 * H);
+                    Add(q + "attention.o_proj.weight", H, H); Add(q + "attention.o_proj.bias", H);
+                    Add(q + "attn_ln.weight", H); Add(q + "attn_ln.bias", H);
+                    Add(q + "mlp.up_gate_proj.weight", 2 * 1024, H); Add(q + "mlp.down_proj.weight", H, 1024); Add(q + "mlp.down_proj.bias", H);
+                    Add(q + "mlp_ln.weight", H); Add(q + "mlp_ln.bias", H);
+                }
+            }
+        }
         else
         {
         Add(p + "embeddings.word_embeddings.weight", Vocab, H);
@@ -89,6 +116,8 @@ public class ArchitectureBenchmarks
             "roberta" => $$"""{"model_type": "roberta", {{common}}, "max_position_embeddings": {{MaxPos + 2}}, "type_vocab_size": 1, "layer_norm_eps": 1e-5, "pad_token_id": 1}""",
             "deberta-v3" => $$"""{"model_type": "deberta-v2", {{common}}, "max_position_embeddings": {{MaxPos}}, "type_vocab_size": 0, "layer_norm_eps": 1e-7, "relative_attention": true, "pos_att_type": ["p2c", "c2p"], "position_buckets": 256, "max_relative_positions": -1, "norm_rel_ebd": "layer_norm", "share_att_key": true, "position_biased_input": false}""",
             "modernbert" => $$"""{"model_type": "modernbert", "hidden_size": {{H}}, "num_attention_heads": {{Heads}}, "num_hidden_layers": {{Layers}}, "intermediate_size": 1024, "hidden_activation": "gelu", "vocab_size": {{Vocab}}, "max_position_embeddings": 8192, "local_attention": 128, "global_attn_every_n_layers": 3}""",
+            "jina" => $$"""{"model_type": "bert", "hidden_size": {{H}}, "num_attention_heads": {{Heads}}, "num_hidden_layers": {{Layers}}, "intermediate_size": 1024, "hidden_act": "gelu", "vocab_size": {{Vocab}}, "max_position_embeddings": 8192, "type_vocab_size": 2, "position_embedding_type": "alibi", "feed_forward_type": "geglu"}""",
+            "gte" => $$"""{"model_type": "new", "hidden_size": {{H}}, "num_attention_heads": {{Heads}}, "num_hidden_layers": {{Layers}}, "intermediate_size": 1024, "hidden_act": "gelu", "vocab_size": {{Vocab}}, "max_position_embeddings": 8192, "type_vocab_size": 2, "rope_theta": 500000, "rope_scaling": {"type": "ntk", "factor": 2.0}, "pack_qkv": true}""",
             _ => $$"""{"model_type": "bert", {{common}}, "max_position_embeddings": {{MaxPos}}, "type_vocab_size": 2, "layer_norm_eps": 1e-12}""",
         });
         _model = BertModel.Load(_dir);
