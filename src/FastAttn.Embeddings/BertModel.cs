@@ -634,24 +634,37 @@ public sealed class BertModel : IDisposable
     private static EncoderBlock? Layer(TensorReader vb, BertConfig c, PrecisionPlan plan, string name, AttentionSettings? settings)
     {
         int h = c.HiddenSize, ff = c.IntermediateSize;
-        var att = vb.Pp("attention");
-        var self = att.Pp("self");
-        var qw = self.Pp("query").Get("weight", h, h); var qb = self.Pp("query").Get("bias", h);
-        var kw = self.Pp("key").Get("weight", h, h); var kb = self.Pp("key").Get("bias", h);
-        var vw = self.Pp("value").Get("weight", h, h); var vbias = self.Pp("value").Get("bias", h);
-        var ow = att.Pp("output").Pp("dense").Get("weight", h, h); var ob = att.Pp("output").Pp("dense").Get("bias", h);
-        var n1 = Norm(att.Pp("output").Pp("LayerNorm"), h, c.LayerNormEps);
+        var attention = ReadAttention(vb, h, c.LayerNormEps);
         var iw = vb.Pp("intermediate").Pp("dense").Get("weight", ff, h); var ib = vb.Pp("intermediate").Pp("dense").Get("bias", ff);
         var fw = vb.Pp("output").Pp("dense").Get("weight", h, ff); var fb = vb.Pp("output").Pp("dense").Get("bias", h);
         var n2 = Norm(vb.Pp("output").Pp("LayerNorm"), h, c.LayerNormEps);
         if (vb.Checking) return null;
-        var inBias = new float[3 * h];
-        qb.CopyTo(inBias, 0); kb.CopyTo(inBias, h); vbias.CopyTo(inBias, 2 * h);
-        var mha = new MultiHeadAttention(h, c.NumAttentionHeads, qw, kw, vw, inBias, ow, ob, 0, 0, settings, null,
-            plan.For(name + "attention.self"), plan.For(name + "attention.output.dense"));
         var ffn = new FeedForward(h, ff, iw, ib, fw, fb, c.HiddenAct, plan.For(name + "intermediate.dense"), plan.For(name + "output.dense"));
         // post-norm, like nn.TransformerEncoderLayer: x = LN(x + attn(x)); x = LN(x + ff(x))
-        return new EncoderBlock(mha, ffn, n1!, n2!, normFirst: false);
+        return new EncoderBlock(attention.Build(c, plan, name, settings), ffn, attention.Norm!, n2!, normFirst: false);
+    }
+
+    /// <summary>BERT's attention tensors, relative to <c>encoder.layer.N</c>: <c>attention.self.query/key/value</c>, <c>attention.output.dense</c> and its LayerNorm.</summary>
+    private sealed record BertAttentionParts(float[] Q, float[] QB, float[] K, float[] KB, float[] V, float[] VB, float[] O, float[] OB, LayerNorm? Norm)
+    {
+        /// <summary>The attention with q/k/v packed into one projection.</summary>
+        public MultiHeadAttention Build(BertConfig c, PrecisionPlan plan, string name, AttentionSettings? settings)
+        {
+            int h = c.HiddenSize;
+            var inBias = new float[3 * h];
+            QB.CopyTo(inBias, 0); KB.CopyTo(inBias, h); VB.CopyTo(inBias, 2 * h);
+            return new MultiHeadAttention(h, c.NumAttentionHeads, Q, K, V, inBias, O, OB, 0, 0, settings, null,
+                plan.For(name + "attention.self"), plan.For(name + "attention.output.dense"));
+        }
+    }
+
+    private static BertAttentionParts ReadAttention(TensorReader vb, int h, float eps)
+    {
+        var att = vb.Pp("attention");
+        var self = att.Pp("self");
+        return new BertAttentionParts(self.Pp("query").Get("weight", h, h), self.Pp("query").Get("bias", h),
+            self.Pp("key").Get("weight", h, h), self.Pp("key").Get("bias", h), self.Pp("value").Get("weight", h, h), self.Pp("value").Get("bias", h),
+            att.Pp("output").Pp("dense").Get("weight", h, h), att.Pp("output").Pp("dense").Get("bias", h), Norm(att.Pp("output").Pp("LayerNorm"), h, eps));
     }
 
     /// <summary>
@@ -662,26 +675,16 @@ public sealed class BertModel : IDisposable
     private static GluEncoderLayer? JinaGluLayer(TensorReader vb, BertConfig c, Activation act, PrecisionPlan plan, string name, AttentionSettings settings)
     {
         int h = c.HiddenSize, ff = c.IntermediateSize;
-        var att = vb.Pp("attention");
-        var self = att.Pp("self");
-        var qw = self.Pp("query").Get("weight", h, h); var qb = self.Pp("query").Get("bias", h);
-        var kw = self.Pp("key").Get("weight", h, h); var kb = self.Pp("key").Get("bias", h);
-        var vw = self.Pp("value").Get("weight", h, h); var vbias = self.Pp("value").Get("bias", h);
-        var ow = att.Pp("output").Pp("dense").Get("weight", h, h); var ob = att.Pp("output").Pp("dense").Get("bias", h);
-        var n1 = Norm(att.Pp("output").Pp("LayerNorm"), h, c.LayerNormEps);
+        var attention = ReadAttention(vb, h, c.LayerNormEps);
         var mlp = vb.Pp("mlp");
         var gw = mlp.Pp("gated_layers").Get("weight", 2L * ff, h);
         var wo = mlp.Pp("wo").Get("weight", h, ff); var wob = mlp.Pp("wo").Get("bias", h);
         var n2 = Norm(mlp.Pp("layernorm"), h, c.LayerNormEps);
         if (vb.Checking) return null;
-        var inBias = new float[3 * h];
-        qb.CopyTo(inBias, 0); kb.CopyTo(inBias, h); vbias.CopyTo(inBias, 2 * h);
-        var mha = new MultiHeadAttention(h, c.NumAttentionHeads, qw, kw, vw, inBias, ow, ob, 0, 0, settings, null,
-            plan.For(name + "attention.self"), plan.For(name + "attention.output.dense"));
         var activated = new Linear(gw.AsSpan(0, ff * h), ff, h, default, act, plan.For(name + "intermediate.dense"));
         var multiplied = new Linear(gw.AsSpan(ff * h, ff * h), ff, h, default, Activation.None, plan.For(name + "intermediate.dense"));
         var down = new Linear(wo, h, ff, wob, Activation.None, plan.For(name + "output.dense"));
-        return new GluEncoderLayer(n1!, mha, n2!, activated, multiplied, down, postNorm: true);
+        return new GluEncoderLayer(attention.Norm!, attention.Build(c, plan, name, settings), n2!, activated, multiplied, down, postNorm: true);
     }
 
     /// <summary>JinaBERT's GLU layers: <c>encoder.layer.0.mlp.gated_layers</c>, optionally under <c>bert.</c>.</summary>
