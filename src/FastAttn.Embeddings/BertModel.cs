@@ -314,16 +314,7 @@ public sealed class BertModel : IDisposable
                 config.HasPositionTable ? 0 : config.MaxPositionEmbeddings) };
             if (projW != null) blocks.Add(new LinearBlock(new Linear(projW, h, e, projB, Activation.None, plan.For("embeddings_project"))));
             blocks.AddRange(layers!);
-            Linear? pooler = hasPooler ? new Linear(pw, h, h, pb, config.PoolerActivation, plan.For("pooler.dense")) : null;
-            Linear? classifier = null;
-            var head = BertHead.None;
-            if (cw != null)
-            {
-                var lin = new Linear(cw, cw.Length / h, h, cb, Activation.None, plan.For("classifier"));
-                // a classifier with a pooler reads the pooled output (sequence classification); without one, every token
-                if (pooler != null) { classifier = lin; head = BertHead.Sequence; }
-                else { blocks.Add(new LinearBlock(lin)); head = BertHead.Token; }
-            }
+            var (pooler, classifier, head) = PoolerAndHead(blocks, pw, pb, config.PoolerActivation, cw, cb, h, plan);
             return new BertModel(config, new Stack([.. blocks]), pooler, classifier, head, description ?? source.Name);
         });
     }
@@ -532,21 +523,28 @@ public sealed class BertModel : IDisposable
                 var down = new Linear(p.Down, h, ff, p.DownB, Activation.None, plan.For(name + "output.dense"));
                 blocks.Add(new GluEncoderLayer(p.N1!, attn, p.N2!, activated, multiplied, down, postNorm: true));
             }
-            Linear? pooler = hasPooler ? new Linear(pw, h, h, pb, Activation.Tanh, plan.For("pooler.dense")) : null;
-            Linear? classifier = null;
-            var head = BertHead.None;
-            if (cw != null)
-            {
-                var lin = new Linear(cw, cw.Length / h, h, cb, Activation.None, plan.For("classifier"));
-                if (pooler != null) { classifier = lin; head = BertHead.Sequence; }
-                else { blocks.Add(new LinearBlock(lin)); head = BertHead.Token; }
-            }
+            var (pooler, classifier, head) = PoolerAndHead(blocks, pw, pb, Activation.Tanh, cw, cb, h, plan);
             return new BertModel(config, new Stack([.. blocks]), pooler, classifier, head, description ?? source.Name);
         });
     }
 
     /// <summary>GTE's "new" names: <c>encoder.layer.0.mlp.up_gate_proj</c>, optionally under <c>new.</c>.</summary>
     private static bool IsGte(ITensorSource s) => s.TryGetShape("encoder.layer.0.mlp.up_gate_proj.weight", out _) || s.TryGetShape("new.encoder.layer.0.mlp.up_gate_proj.weight", out _);
+
+    /// <summary>
+    /// The pooler (when the checkpoint has one) and the root classifier: on the pooled output with a pooler (sequence
+    /// classification), else on every token (a block appended to <paramref name="blocks"/>).
+    /// </summary>
+    private static (Linear? Pooler, Linear? Classifier, BertHead Head) PoolerAndHead(List<IBlock> blocks, float[]? pw, float[]? pb, Activation poolerAct,
+        float[]? cw, float[]? cb, int h, PrecisionPlan plan)
+    {
+        Linear? pooler = pw != null ? new Linear(pw, h, h, pb, poolerAct, plan.For("pooler.dense")) : null;
+        if (cw == null) return (pooler, null, BertHead.None);
+        var lin = new Linear(cw, cw.Length / h, h, cb, Activation.None, plan.For("classifier"));
+        if (pooler != null) return (pooler, lin, BertHead.Sequence);
+        blocks.Add(new LinearBlock(lin));
+        return (null, null, BertHead.Token);
+    }
 
     /// <summary>
     /// The root <c>classifier</c> <c>[classes, hidden]</c> and its optional bias, or (null, null) without one; a weight of
