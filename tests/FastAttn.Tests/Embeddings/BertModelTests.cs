@@ -121,6 +121,32 @@ public class BertModelTests(Xunit.Abstractions.ITestOutputHelper output)
         return (ids, lengths, packed);
     }
 
+    /// <summary>
+    /// Runs <paramref name="sequences"/> packed on 1 and on 2 threads and asserts the same bits, and no allocation in the
+    /// 2-thread steady state.
+    /// </summary>
+    internal static void AssertTwoThreadsSameBits(BertModel model, int[][] sequences, int width, int maxBatchTokens)
+    {
+        int[] ids = [.. sequences.SelectMany(s => s)], lengths = [.. sequences.Select(s => s.Length)];
+        using var one = new EmbeddingSession(model, null, new SentenceEmbedderOptions { MaxBatchTokens = maxBatchTokens, Threads = 1 });
+        using var two = new EmbeddingSession(model, null, new SentenceEmbedderOptions { MaxBatchTokens = maxBatchTokens, Threads = 2 });
+        float[] a = new float[ids.Length * width], b = new float[ids.Length * width];
+        one.HiddenStates(ids, lengths, a);
+        two.HiddenStates(ids, lengths, b);
+        Assert.Equal(a, b);
+        Assert.Equal(0, FastAttn.Tests.Reference.SteadyStateAllocations(() => two.HiddenStates(ids, lengths, b)));
+    }
+
+    /// <summary>Classifies <paramref name="sequences"/> in one packed call and holds each row against <paramref name="reference"/>'s logits.</summary>
+    internal static void AssertLogits(EmbeddingSession session, int[][] sequences, int classes, Func<int[], double[]> reference)
+    {
+        int[] all = [.. sequences.SelectMany(s => s)], lengths = [.. sequences.Select(s => s.Length)];
+        var packed = new float[sequences.Length * classes];
+        session.ClassifyIds(all, default, lengths, packed);
+        for (int k = 0; k < sequences.Length; k++)
+            AssertClose(reference(sequences[k]), packed.AsSpan(k * classes, classes), $"logits, sequence of {sequences[k].Length}");
+    }
+
     internal static void AssertClose(double[] expect, ReadOnlySpan<float> got, string what)
     {
         double max = expect.Max(Math.Abs), worst = 0;

@@ -200,11 +200,7 @@ public class JinaBertTests
         using var model = LoadModel(dir, Reranker);
         Assert.Equal(BertHead.Sequence, model.Head);
         using var session = new EmbeddingSession(model, null, new SentenceEmbedderOptions { MaxBatchTokens = 160 });
-        int[] all = [.. Sequences.SelectMany(s => s)], lengths = [.. Sequences.Select(s => s.Length)];
-        var packed = new float[Sequences.Length * Classes];
-        session.ClassifyIds(all, default, lengths, packed);
-        for (int k = 0; k < Sequences.Length; k++)
-            BertModelTests.AssertClose(RefLogits(w, Reranker, Sequences[k]), packed.AsSpan(k * Classes, Classes), $"logits, sequence of {Sequences[k].Length}");
+        BertModelTests.AssertLogits(session, Sequences, Classes, s => RefLogits(w, Reranker, s));
     }
 
     [Fact]
@@ -212,14 +208,7 @@ public class JinaBertTests
     {
         using var dir = new TempDir();
         using var model = LoadModel(dir, V2);
-        int[] ids = [.. Sequences.SelectMany(s => s)], lengths = [.. Sequences.Select(s => s.Length)];
-        using var one = new EmbeddingSession(model, null, new SentenceEmbedderOptions { MaxBatchTokens = 160, Threads = 1 });
-        using var two = new EmbeddingSession(model, null, new SentenceEmbedderOptions { MaxBatchTokens = 160, Threads = 2 });
-        float[] a = new float[ids.Length * H], b = new float[ids.Length * H];
-        one.HiddenStates(ids, lengths, a);
-        two.HiddenStates(ids, lengths, b);
-        Assert.Equal(a, b);
-        Assert.Equal(0, FastAttn.Tests.Reference.SteadyStateAllocations(() => two.HiddenStates(ids, lengths, b)));
+        BertModelTests.AssertTwoThreadsSameBits(model, Sequences, H, 160);
     }
 
     [Fact]
