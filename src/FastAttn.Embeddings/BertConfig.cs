@@ -77,7 +77,7 @@ public sealed record BertConfig
     /// <summary>JinaBERT's settings (<c>model_type</c> "bert" with <c>position_embedding_type</c> "alibi"), else null.</summary>
     internal JinaSettings? Jina { get; init; }
 
-    /// <summary>GTE's settings (<c>model_type</c> "new"), else null.</summary>
+    /// <summary>GTE's settings (<c>model_type</c> "new", or "gte" as snowflake-arctic-embed-m-v2.0's copy of the code names it), else null.</summary>
     internal GteSettings? Gte { get; init; }
 
     /// <summary>Whether absolute positions come from a table (not for DeBERTa-v3's unbiased input nor JinaBERT's ALiBi).</summary>
@@ -110,8 +110,8 @@ public sealed record BertConfig
         Need(TypeVocabSize is > 0 and <= 1 << 16, $"type_vocab_size {TypeVocabSize} is out of range");
         Need(VocabSize is > 0 and < 1 << 24, $"vocab_size {VocabSize} is out of range (ids travel as floats, exact below 2^24)");
         Need(HiddenAct is Activation.Gelu or Activation.GeluTanh or Activation.Relu or Activation.Silu || (Nomic != null && HiddenAct == Activation.Sigmoid), $"hidden_act {HiddenAct} is not supported");
-        Need(ModelType is "bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" or "nomic_bert" or "new" || IsRoberta, $"model_type '{ModelType}' is not bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert, nomic_bert or new");
-        Need((ModelType == "new") == (Gte != null), "GTE's settings belong to model_type new only");
+        Need(ModelType is "bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" or "nomic_bert" or "new" or "gte" || IsRoberta, $"model_type '{ModelType}' is not bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert, nomic_bert, new or gte");
+        Need((ModelType is "new" or "gte") == (Gte != null), "GTE's settings belong to model_type new or gte only");
         if (Gte is { } gte)
         {
             Need(gte.Theta is >= 1 and <= float.MaxValue && gte.NtkFactor is >= 1 and <= 1 << 20 && gte.Theta * gte.NtkFactor <= float.MaxValue,
@@ -178,10 +178,10 @@ public sealed record BertConfig
             string modelType = r.TryGetProperty("model_type", out var mt) && mt.ValueKind == JsonValueKind.String ? mt.GetString()!
                 : !r.TryGetProperty("hidden_size", out _) && r.TryGetProperty("dim", out _) && r.TryGetProperty("n_heads", out _) ? "distilbert" : "bert";
             bool roberta = modelType is "roberta" or "xlm-roberta" or "camembert";
-            if (modelType is not ("bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" or "nomic_bert" or "new") && !roberta)
-                throw new InvalidDataException($"{source}: model_type '{modelType}' is not a BERT-family encoder FastAttn loads (bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert, nomic_bert, new).");
+            if (modelType is not ("bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" or "nomic_bert" or "new" or "gte") && !roberta)
+                throw new InvalidDataException($"{source}: model_type '{modelType}' is not a BERT-family encoder FastAttn loads (bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert, nomic_bert, new, gte).");
             if (modelType == "nomic_bert") return ReadNomic(r, Int, source);
-            if (modelType == "new") return ReadGte(r, Int, source);
+            if (modelType is "new" or "gte") return ReadGte(r, Int, source, modelType);
             if (modelType == "deberta-v2") return ReadDeberta(r, Int, source);
             if (modelType == "modernbert") return ReadModernBert(r, Int, source);
             if (modelType == "distilbert")
@@ -435,14 +435,22 @@ public sealed record BertConfig
     /// gte-multilingual-reranker-base): BERT's field names with its defaults (vocabulary 30,528, 2,048 positions, one token
     /// type, ε 1e-12, GELU), <c>rope_theta</c>, <c>rope_scaling</c> ({"type": "ntk", "factor": f}: fixed NTK scaling),
     /// <c>pack_qkv</c>, <c>type_vocab_size</c> (0: none). Refused by name: absolute positions, RMS norms, the logn attention
-    /// scale, other RoPE scalings (mixed NTK included), a head width apart from hidden / heads.
+    /// scale, other RoPE scalings (mixed NTK included), a head width apart from hidden / heads, a partial rotary width
+    /// (<c>rotary_emb_dim</c>). <c>model_type</c> "gte" (snowflake-arctic-embed-m-v2.0, whose remote code is a copy of this
+    /// architecture under other class names; text-embeddings-inference reads both types with one config): the same
+    /// fields, each required — that copy's defaults are not readable here, so none is assumed.
     /// </summary>
-    private static BertConfig ReadGte(JsonElement r, Func<string, int?, int> Int, string source)
+    private static BertConfig ReadGte(JsonElement r, Func<string, int?, int> IntOr, string source, string modelType)
     {
+        bool strict = modelType == "gte";
+        int Int(string name, int fallback) => IntOr(name, strict ? null : fallback);
         InvalidDataException Bad(string what) => new($"{source}: {what}.");
         bool Bool(string name, bool fallback) => JsonBool(r, name, fallback, source);
-        string Str(string name, string fallback) => !r.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null ? fallback
+        string Str(string name, string fallback) => !r.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null
+            ? (strict ? throw Bad($"'{name}' is missing (model_type gte: every field is required)") : fallback)
             : v.ValueKind == JsonValueKind.String ? v.GetString()! : throw Bad($"'{name}' is not a string");
+        double Num(string name, double fallback) => strict && !(r.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number)
+            ? throw Bad($"'{name}' is missing or not a number (model_type gte: every field is required)") : JsonNumber(r, name, fallback, source);
         if (Str("position_embedding_type", "rope") != "rope") throw Bad($"position_embedding_type '{Str("position_embedding_type", "rope")}' is not rope (FastAttn runs GTE's rotary form only)");
         if (Str("layer_norm_type", "layer_norm") != "layer_norm") throw Bad($"layer_norm_type '{Str("layer_norm_type", "layer_norm")}' is not layer_norm");
         if (Bool("logn_attention_scale", false)) throw Bad("logn_attention_scale is true: the length-dependent query scale is not run by FastAttn");
@@ -458,13 +466,15 @@ public sealed record BertConfig
         }
         int hidden = Int("hidden_size", 768), heads = Int("num_attention_heads", 12), types = Int("type_vocab_size", 1);
         if (types is < 0 or > 1 << 16) throw Bad($"type_vocab_size {types} is out of range");
+        if (heads > 0 && r.TryGetProperty("rotary_emb_dim", out var rd) && rd.ValueKind != JsonValueKind.Null && !(rd.TryGetInt32(out int rdim) && rdim * heads == hidden))
+            throw Bad("rotary_emb_dim is not the head width: partial rotary embeddings are not run by FastAttn");
         var c = new BertConfig
         {
-            ModelType = "new", HiddenSize = hidden, NumAttentionHeads = heads, NumHiddenLayers = Int("num_hidden_layers", 12),
+            ModelType = modelType, HiddenSize = hidden, NumAttentionHeads = heads, NumHiddenLayers = Int("num_hidden_layers", 12),
             IntermediateSize = Int("intermediate_size", 3072), VocabSize = Int("vocab_size", 30528), MaxPositionEmbeddings = Int("max_position_embeddings", 2048),
-            TypeVocabSize = Math.Max(types, 1), LayerNormEps = (float)JsonNumber(r, "layer_norm_eps", 1e-12, source),
+            TypeVocabSize = Math.Max(types, 1), LayerNormEps = (float)Num("layer_norm_eps", 1e-12),
             HiddenAct = ParseActivation(Str("hidden_act", "gelu"), source),
-            Gte = new GteSettings(JsonNumber(r, "rope_theta", 10000, source), ntk, Bool("pack_qkv", true), types > 0),
+            Gte = new GteSettings(Num("rope_theta", 10000), ntk, Bool("pack_qkv", true), types > 0),
         };
         c.Validate(source);
         return c;

@@ -195,6 +195,35 @@ public class GteTests
     }
 
     [Fact]
+    public void ModelTypeGte_IsTheSameModel_WithEveryFieldRequired()
+    {
+        // snowflake-arctic-embed-m-v2.0's config names the architecture "gte" (its copy of the code); the same fields
+        string json = ConfigJson(V15).Replace("\"model_type\": \"new\"", "\"model_type\": \"gte\"");
+        using var dir = new TempDir();
+        BertModelTests.Write(dir, Checkpoint(V15), config: false);
+        File.WriteAllText(dir.File("config.json"), ConfigJson(V15));
+        using var asNew = BertModel.Load(dir.Path);
+        File.WriteAllText(dir.File("config.json"), json);
+        using var asGte = BertModel.Load(dir.Path);
+        Assert.Equal("gte", asGte.Config.ModelType);
+        int[] ids = [.. Sequences.SelectMany(s => s)], lengths = [.. Sequences.Select(s => s.Length)];
+        using var a = new EmbeddingSession(asNew, null, new SentenceEmbedderOptions { MaxBatchTokens = 128 });
+        using var b = new EmbeddingSession(asGte, null, new SentenceEmbedderOptions { MaxBatchTokens = 128 });
+        float[] ya = new float[ids.Length * H], yb = new float[ids.Length * H];
+        a.HiddenStates(ids, lengths, ya);
+        b.HiddenStates(ids, lengths, yb);
+        Assert.Equal(ya, yb);
+        // "new" falls back to NewConfig's defaults; "gte" assumes none
+        foreach (var field in new[] { "\"rope_theta\": 10000, ", "\"type_vocab_size\": 0,", "\"hidden_act\": \"gelu\",", "\"layer_norm_eps\": 1e-12, ", "\"max_position_embeddings\": 8192," })
+        {
+            Assert.Contains(field, json);
+            Assert.Throws<InvalidDataException>(() => BertConfig.FromJson(json.Replace(field, "")));
+            BertConfig.FromJson(ConfigJson(V15).Replace(field, ""));
+        }
+        Assert.Throws<InvalidDataException>(() => BertConfig.FromJson(json.Replace("\"hidden_size\": 24,", "\"hidden_size\": 24, \"rotary_emb_dim\": 4,")));
+    }
+
+    [Fact]
     public void Config_RefusesWhatIsNotRun_AndTensorsMustAgree()
     {
         var ok = BertConfig.FromJson(ConfigJson(V15));
