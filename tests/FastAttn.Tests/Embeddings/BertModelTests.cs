@@ -147,6 +147,39 @@ public class BertModelTests(Xunit.Abstractions.ITestOutputHelper output)
             AssertClose(reference(sequences[k]), packed.AsSpan(k * classes, classes), $"logits, sequence of {sequences[k].Length}");
     }
 
+    /// <summary>
+    /// A sentence-transformers folder around <paramref name="checkpoint"/>: model.safetensors, <paramref name="configJson"/>,
+    /// the first <paramref name="vocab"/> pieces of <see cref="TokenizerRulesTests.Vocab"/> as vocab.txt, modules.json with
+    /// Pooling and Normalize, and a Pooling config of CLS or mean; then <paramref name="text"/> through
+    /// <see cref="SentenceEmbedder.Load"/> is held against <paramref name="states"/> (the reference's states of the
+    /// tokenizer's ids) pooled as the folder says and normalised.
+    /// </summary>
+    internal static void AssertFolderEmbeds(TempDir dir, Dictionary<string, (float[] Data, long[] Shape)> checkpoint, string configJson, int vocab, bool cls,
+        string text, Func<int[], double[]> states, int width)
+    {
+        Write(dir, checkpoint, config: false);
+        File.WriteAllText(dir.File("config.json"), configJson);
+        File.WriteAllText(dir.File("vocab.txt"), string.Join('\n', TokenizerRulesTests.Vocab[..vocab]) + "\n");
+        File.WriteAllText(dir.File("modules.json"), """
+            [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+             {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+             {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+            """);
+        Directory.CreateDirectory(dir.File("1_Pooling"));
+        File.WriteAllText(Path.Combine(dir.Path, "1_Pooling", "config.json"),
+            $$"""{"word_embedding_dimension": {{width}}, "pooling_mode_cls_token": {{(cls ? "true" : "false")}}, "pooling_mode_mean_tokens": {{(cls ? "false" : "true")}}, "pooling_mode_max_tokens": false}""");
+        using var embedder = SentenceEmbedder.Load(dir.Path);
+        var ids = TokenizerRulesTests.Tokenizer(max: 512).Encode(text);
+        Assert.Equal(2, ids[0]);                                    // [CLS] … [SEP], as BERT's tokenizer frames a text
+        Assert.Equal(3, ids[^1]);
+        var x = states(ids);
+        var pooled = new double[width];
+        for (int c = 0; c < width; c++)
+            pooled[c] = cls ? x[c] : Enumerable.Range(0, ids.Length).Sum(i => x[i * width + c]) / ids.Length;
+        double norm = Math.Sqrt(pooled.Sum(v => v * v));
+        AssertClose([.. pooled.Select(v => v / norm)], embedder.Encode(text), $"'{text}' through the folder ({(cls ? "CLS" : "mean")})");
+    }
+
     internal static void AssertClose(double[] expect, ReadOnlySpan<float> got, string what)
     {
         double max = expect.Max(Math.Abs), worst = 0;

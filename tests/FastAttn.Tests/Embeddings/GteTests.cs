@@ -224,6 +224,15 @@ public class GteTests
     }
 
     [Fact]
+    public void SentenceTransformersFolder_EmbedsTextEndToEnd()
+    {
+        // the tokenizer's framing, the folder's pooling and normalisation around this architecture
+        using var dir = new TempDir();
+        var w = Checkpoint(V15);
+        BertModelTests.AssertFolderEmbeds(dir, w, ConfigJson(V15), Vocab, cls: true, "the cafe owner paid for books hello world here new xy a don t", ids => RefStates(w, V15, ids), H);
+    }
+
+    [Fact]
     public void Config_RefusesWhatIsNotRun_AndTensorsMustAgree()
     {
         var ok = BertConfig.FromJson(ConfigJson(V15));

@@ -212,6 +212,15 @@ public class JinaBertTests
     }
 
     [Fact]
+    public void SentenceTransformersFolder_EmbedsTextEndToEnd()
+    {
+        // the tokenizer's framing, the folder's pooling and normalisation around this architecture
+        using var dir = new TempDir();
+        var w = Checkpoint(V2);
+        BertModelTests.AssertFolderEmbeds(dir, w, ConfigJson(V2), Vocab, cls: false, "the cafe owner paid for books hello world here new xy a don t", ids => RefStates(w, V2, ids), H);
+    }
+
+    [Fact]
     public void Config_RefusesWhatIsNotRun_AndTensorsMustAgree()
     {
         var ok = BertConfig.FromJson(ConfigJson(V2));
