@@ -242,7 +242,7 @@ public static class Targets
     }
 
     /// <summary>
-    /// A model's config.json (every family: BERT, DistilBERT, MPNet, ELECTRA, RoBERTa, DeBERTa-v2, ModernBERT, NomicBERT, JinaBERT, GTE): read; an
+    /// A model's config.json (every family: BERT, DistilBERT, MPNet, ELECTRA, RoBERTa, DeBERTa-v2, ModernBERT, NomicBERT, JinaBERT, GTE, jina-embeddings-v3): read; an
     /// accepted config must pass its own validation, DeBERTa's relative rows must stay inside the table for any distance,
     /// ModernBERT's and GTE's RoPE must rotate finitely and JinaBERT's ALiBi slopes be finite and positive.
     /// </summary>
@@ -271,6 +271,17 @@ public static class Targets
             Array.Fill(x, 1f);
             rope.Apply(x, last, d, 0, 1);
             Check(Array.TrueForAll(x, float.IsFinite) && c.TypeVocabSize >= 1, "GTE's RoPE rotation or token types");
+        }
+        if (c.JinaV3 is { } j3)
+        {
+            // jina-embeddings-v3: distinct adapter names, a usable rank, instructions only for listed adapters, a RoPE that rotates finitely
+            Check(j3.Adaptations.Distinct().Count() == j3.Adaptations.Length && j3.Rank >= 1 && double.IsFinite(j3.Scaling) && c.Adapters.Count == j3.Adaptations.Length
+                && j3.Instructions.Keys.All(k => j3.Adaptations.Contains(k)), "jina-embeddings-v3's adapters");
+            var rope = new FastAttn.Layers.Rope(c.HiddenSize / c.NumAttentionHeads, Math.Min(c.MaxPositionEmbeddings, 4096), j3.Theta, true);
+            var x = new float[rope.MaxPositions * rope.HeadDim];
+            Array.Fill(x, 1f);
+            rope.Apply(x, rope.MaxPositions, rope.HeadDim, 0, 1);
+            Check(Array.TrueForAll(x, float.IsFinite), "jina-embeddings-v3's RoPE rotation");
         }
         if (c.Jina != null)
         {

@@ -75,13 +75,14 @@ internal static class Commands
         var eText = new Argument<string[]>("text") { Description = "Text to embed (quotes optional).", Arity = ArgumentArity.ZeroOrMore };
         var eFile = new Option<string?>("--file") { Description = "Embed each line of a UTF-8 file instead; '-' reads standard input." };
         var eOutput = new Option<string?>("--output") { Description = "Write the vectors as float32 .npy [texts, dim] instead of printing them." };
+        var eAdapter = new Option<string?>("--adapter") { Description = "A LoRA adapter of the model to merge in (jina-embeddings-v3: retrieval.query, retrieval.passage, separation, classification, text-matching); its task instruction is put before every text, as the model's encode(task=...) does." };
         var embed = new Command("embed", "Sentence embeddings with a BERT-family model (e.g. all-MiniLM-L6-v2): one vector per text, in input order.")
-            { eModel, eVocab, ePooling, eHeads, eThreads, eMax, eNormalize, eText, eFile, eOutput, precision };
+            { eModel, eVocab, ePooling, eHeads, eThreads, eMax, eNormalize, eText, eFile, eOutput, precision, eAdapter };
         EmbedCommands.ModelOptions ModelOf(ParseResult r) => new(r.GetValue(eModel)!, r.GetValue(eVocab), r.GetValue(ePooling)!, r.GetValue(eHeads), r.GetValue(eThreads), r.GetValue(eMax), r.GetValue(precision));
         embed.SetAction(r => CliApp.Guard("embed", error, () =>
         {
             var words = r.GetValue(eText) ?? [];
-            return EmbedCommands.Embed(ModelOf(r), words.Length == 0 ? null : string.Join(' ', words), r.GetValue(eFile), r.GetValue(eNormalize), r.GetValue(eOutput), output, stdin);
+            return EmbedCommands.Embed(ModelOf(r) with { Adapter = r.GetValue(eAdapter) }, words.Length == 0 ? null : string.Join(' ', words), r.GetValue(eFile), r.GetValue(eNormalize), r.GetValue(eOutput), output, stdin);
         }));
         root.Subcommands.Add(embed);
 

@@ -10,7 +10,8 @@ namespace FastAttn.Cli;
 public static class EmbedCommands
 {
     /// <summary>Options shared by embed and search.</summary>
-    public sealed record ModelOptions(string Model, string? Vocab = null, string Pooling = "auto", int? Heads = null, int Threads = 1, int MaxTokens = 0, string? Precision = null);
+    public sealed record ModelOptions(string Model, string? Vocab = null, string Pooling = "auto", int? Heads = null, int Threads = 1, int MaxTokens = 0, string? Precision = null,
+        string? Adapter = null);
 
     private static SentenceEmbedder Load(ModelOptions o, bool normalize)
     {
@@ -33,7 +34,7 @@ public static class EmbedCommands
         if (o.Threads < 1 || o.Threads > Environment.ProcessorCount) throw new CliInputException($"--threads must be between 1 and {Environment.ProcessorCount}; it is {o.Threads}.");
         if (o.MaxTokens != 0 && o.MaxTokens < 3) throw new CliInputException($"--max-tokens must be at least 3; it is {o.MaxTokens}.");
         if (o.Heads is int h && h < 1) throw new CliInputException($"--heads must be at least 1; it is {h}.");
-        return new BertLoadOptions { Heads = o.Heads, Precision = CliInputException.ParsePrecision(o.Precision) };
+        return new BertLoadOptions { Heads = o.Heads, Precision = CliInputException.ParsePrecision(o.Precision), Adapter = o.Adapter };
     }
 
     /// <summary>The texts of a UTF-8 file, one per line (<c>-</c> = standard input); every line is a text, empty ones too.</summary>
@@ -51,6 +52,9 @@ public static class EmbedCommands
         var texts = text != null ? [text] : ReadLines(file!, stdin);
         if (texts.Count == 0) throw new CliInputException($"'{file}' holds no lines to embed.");
         using var embedder = Load(o, normalize);
+        // an adapter's task instruction goes before every text, as the model's own encode(task=...) puts it
+        if (o.Adapter != null && embedder.Model.Config.AdapterInstruction(o.Adapter) is { Length: > 0 } instruction)
+            texts = [.. texts.Select(t => instruction + t)];
         var vectors = new float[texts.Count * embedder.Dimension];
         embedder.Encode(texts, vectors);
         if (output != null)

@@ -80,6 +80,19 @@ public sealed record BertConfig
     /// <summary>GTE's settings (<c>model_type</c> "new", or "gte" as snowflake-arctic-embed-m-v2.0's copy of the code names it), else null.</summary>
     internal GteSettings? Gte { get; init; }
 
+    /// <summary>jina-embeddings-v3's settings (<c>model_type</c> "xlm-roberta" with rotary positions and LoRA adapters), else null.</summary>
+    internal JinaV3Settings? JinaV3 { get; init; }
+
+    /// <summary>
+    /// The LoRA adapters the checkpoint carries, in index order (jina-embeddings-v3: retrieval.query, retrieval.passage,
+    /// separation, classification, text-matching); empty for every other model. Choose one with
+    /// <see cref="BertLoadOptions.Adapter"/>.
+    /// </summary>
+    public IReadOnlyList<string> Adapters => JinaV3?.Adaptations ?? [];
+
+    /// <summary>The instruction the model's own <c>encode</c> puts before every text of adapter <paramref name="adapter"/> (jina-embeddings-v3's <c>task_instructions</c>), or null.</summary>
+    public string? AdapterInstruction(string adapter) => JinaV3 != null && JinaV3.Instructions.TryGetValue(adapter, out var i) ? i : null;
+
     /// <summary>Whether absolute positions come from a table (not for DeBERTa-v3's unbiased input nor JinaBERT's ALiBi).</summary>
     internal bool HasPositionTable => PositionBiasedInput && Jina == null;
 
@@ -133,6 +146,12 @@ public sealed record BertConfig
             Need(HiddenSize / NumAttentionHeads % 2 == 0, $"the head width {HiddenSize / NumAttentionHeads} is odd (RoPE rotates pairs)");
         }
         Need(Jina == null || ModelType == "bert", "JinaBERT's settings (ALiBi) belong to model_type bert only");
+        Need(JinaV3 == null || ModelType == "xlm-roberta", "jina-embeddings-v3's settings (rotary, LoRA) belong to model_type xlm-roberta only");
+        if (JinaV3 is { } j3)
+        {
+            Need(j3.Theta is >= 1 and <= float.MaxValue, $"rotary_emb_base {j3.Theta} is below 1 or not finite in float32");
+            Need(HiddenSize / NumAttentionHeads % 2 == 0, $"the head width {HiddenSize / NumAttentionHeads} is odd (RoPE rotates pairs)");
+        }
         Need((ModelType == "deberta-v2") == (Deberta != null), "DeBERTa-v2's relative attention settings belong to model_type deberta-v2 only");
         if (Deberta is { } rel)
             Need(rel.Span is > 0 and <= 1 << 16 && rel.MaxRelativePositions is > 1 and <= 1 << 20 && (rel.Buckets <= 0 || (rel.Buckets >= 2 && rel.MaxRelativePositions > rel.Buckets / 2 + 1)),
@@ -204,8 +223,9 @@ public sealed record BertConfig
             string posType = r.TryGetProperty("position_embedding_type", out var pet) && pet.ValueKind != JsonValueKind.Null
                 ? pet.ValueKind == JsonValueKind.String ? pet.GetString()! : throw new InvalidDataException($"{source}: 'position_embedding_type' is not a string.")
                 : "absolute";
+            if (posType == "rotary" && modelType == "xlm-roberta") return ReadJinaV3(r, Int, source);
             if (posType != "absolute" && !(posType == "alibi" && modelType == "bert"))
-                throw new InvalidDataException($"{source}: position_embedding_type '{posType}' is not supported (absolute; alibi for JinaBERT's model_type bert).");
+                throw new InvalidDataException($"{source}: position_embedding_type '{posType}' is not supported (absolute; alibi for JinaBERT's model_type bert; rotary for jina-embeddings-v3's xlm-roberta).");
             JinaSettings? jina = posType == "alibi" ? ReadJina(r, source) : null;
             if (r.TryGetProperty("is_decoder", out var dec) && dec.ValueKind == JsonValueKind.True)
                 throw new InvalidDataException($"{source}: is_decoder is true; FastAttn runs BERT as an encoder (bidirectional attention) only.");
@@ -475,6 +495,53 @@ public sealed record BertConfig
             TypeVocabSize = Math.Max(types, 1), LayerNormEps = (float)Num("layer_norm_eps", 1e-12),
             HiddenAct = ParseActivation(Str("hidden_act", "gelu"), source),
             Gte = new GteSettings(Num("rope_theta", 10000), ntk, Bool("pack_qkv", true), types > 0),
+        };
+        c.Validate(source);
+        return c;
+    }
+
+    /// <summary>
+    /// jina-embeddings-v3 (jinaai/xlm-roberta-flash-implementation's <c>XLMRobertaFlashConfig</c>): XLM-RoBERTa's fields
+    /// with <c>position_embedding_type</c> "rotary" and <c>rotary_emb_base</c>, and the LoRA adapters (<c>lora_adaptations</c>,
+    /// <c>lora_rank</c>, <c>lora_alpha</c>, <c>task_instructions</c>); the MLP's GELU from <c>hidden_act</c>. Refused: partial,
+    /// interleaved or xPos-scaled rotary embeddings, a name listed twice.
+    /// </summary>
+    private static BertConfig ReadJinaV3(JsonElement r, Func<string, int?, int> Int, string source)
+    {
+        InvalidDataException Bad(string what) => new($"{source}: {what}.");
+        bool Set(string name) => r.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null;
+        int hidden = Int("hidden_size", null), heads = Int("num_attention_heads", null);
+        if (JsonBool(r, "rotary_emb_interleaved", false, source)) throw Bad("rotary_emb_interleaved is true: interleaved rotary embeddings are not run by FastAttn");
+        if (Set("rotary_emb_scale_base")) throw Bad("rotary_emb_scale_base is set: scaled rotary embeddings (xPos) are not run by FastAttn");
+        if (heads > 0 && r.TryGetProperty("rotary_emb_dim", out var rd) && rd.ValueKind != JsonValueKind.Null && !(rd.TryGetDouble(out double rdim) && rdim * heads == hidden))
+            throw Bad("rotary_emb_dim is not the head width: partial rotary embeddings are not run by FastAttn");
+        var names = new List<string>();
+        if (r.TryGetProperty("lora_adaptations", out var la) && la.ValueKind != JsonValueKind.Null)
+        {
+            if (la.ValueKind != JsonValueKind.Array) throw Bad("lora_adaptations is not a list");
+            foreach (var e in la.EnumerateArray())
+            {
+                if (e.ValueKind != JsonValueKind.String || string.IsNullOrEmpty(e.GetString())) throw Bad("lora_adaptations holds something other than a name");
+                if (names.Contains(e.GetString()!)) throw Bad($"lora_adaptations names '{e.GetString()}' twice");
+                names.Add(e.GetString()!);
+            }
+            if (names.Count > 64) throw Bad($"lora_adaptations has {names.Count} adapters (at most 64)");
+        }
+        var instructions = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (r.TryGetProperty("task_instructions", out var ti) && ti.ValueKind == JsonValueKind.Object)
+            foreach (var p in ti.EnumerateObject())
+                if (p.Value.ValueKind == JsonValueKind.String && names.Contains(p.Name)) instructions[p.Name] = p.Value.GetString()!;
+        int rank = names.Count > 0 ? Int("lora_rank", null) : Int("lora_rank", 4);
+        double alpha = JsonNumber(r, "lora_alpha", 1, source);
+        if (rank is < 1 or > 4096 || !double.IsFinite(alpha)) throw Bad($"lora_rank {rank} or lora_alpha {alpha} is out of range");
+        float eps = r.TryGetProperty("layer_norm_eps", out var e2) && e2.ValueKind == JsonValueKind.Number ? (float)e2.GetDouble() : 1e-5f;
+        var c = new BertConfig
+        {
+            ModelType = "xlm-roberta", HiddenSize = hidden, NumAttentionHeads = heads, NumHiddenLayers = Int("num_hidden_layers", null),
+            IntermediateSize = Int("intermediate_size", null), VocabSize = Int("vocab_size", null), MaxPositionEmbeddings = Int("max_position_embeddings", 8194),
+            TypeVocabSize = Math.Max(Int("type_vocab_size", 1), 1), LayerNormEps = eps, PaddingIdx = Int("pad_token_id", 1),
+            HiddenAct = r.TryGetProperty("hidden_act", out var a) && a.ValueKind == JsonValueKind.String ? ParseActivation(a.GetString()!, source) : Activation.Gelu,
+            JinaV3 = new JinaV3Settings(JsonNumber(r, "rotary_emb_base", 10000, source), [.. names], rank, alpha, instructions),
         };
         c.Validate(source);
         return c;

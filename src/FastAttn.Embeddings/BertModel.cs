@@ -33,6 +33,13 @@ public sealed record BertLoadOptions
     /// tables, LayerNorms and attention stay FP32.
     /// </summary>
     public PrecisionPlan? Precision { get; init; }
+    /// <summary>
+    /// The LoRA adapter to merge into the weights at load, by name (jina-embeddings-v3: "retrieval.query",
+    /// "retrieval.passage", "separation", "classification", "text-matching"; see <see cref="BertConfig.Adapters"/>), as
+    /// the model's own <c>encode(task=…)</c> applies it; null = the base weights (its <c>encode</c> without a task). The
+    /// task's instruction prefix (<see cref="BertConfig.AdapterInstruction"/>) is part of the text the caller passes.
+    /// </summary>
+    public string? Adapter { get; init; }
 }
 
 /// <summary>
@@ -106,11 +113,12 @@ public sealed class BertModel : IDisposable
         if (options.ConfigPath != null && config == null) throw new FileNotFoundException($"config '{options.ConfigPath}' not found.", options.ConfigPath);
         if (file.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
         {
+            if (options.Adapter != null) throw new ArgumentException($"Adapter '{options.Adapter}': LoRA adapters are read from a PyTorch checkpoint (model.safetensors), not from an ONNX export.", nameof(options));
             return LoadOnnx(OnnxModelFile.Open(file), config, configPath, options.Heads, file, options.Precision);
         }
         using var safetensors = SafeTensorsFile.Open(file);
         var (c, s) = Resolve(safetensors, config, configPath, null, options.Heads, file);
-        return Load(safetensors, c, s, options.Precision);
+        return Load(safetensors, c, s, options.Precision, options.Adapter);
     }
 
     /// <summary>
@@ -144,6 +152,8 @@ public sealed class BertModel : IDisposable
             throw new InvalidDataException($"'{file}' is a ModernBERT checkpoint: its attention settings (local_attention, layer_types, RoPE bases) are only in its config.json; put it beside the model.");
         if (config == null && IsNomic(src))
             throw new InvalidDataException($"'{file}' is a NomicBERT checkpoint: its rotary base and feed-forward kind are only in its config.json; put it beside the model.");
+        if (config == null && IsJinaV3(src))
+            throw new InvalidDataException($"'{file}' is a jina-embeddings-v3 checkpoint (mixer.Wqkv): its rotary base and LoRA adapters are only in its config.json; put it beside the model.");
         if (config == null && IsGte(src))
             throw new InvalidDataException($"'{file}' is a GTE checkpoint (the \"new\" architecture: mlp.up_gate_proj): its RoPE base and scaling are only in its config.json; put it beside the model.");
         if (config == null && IsJina(src))
@@ -215,11 +225,25 @@ public sealed class BertModel : IDisposable
     /// <summary>As above, with each linear layer in the precision <paramref name="precision"/> gives it (see <see cref="BertLoadOptions.Precision"/>).</summary>
     /// <exception cref="InvalidDataException">Tensors are missing, unexpected or mis-shaped (all listed in one message).</exception>
     public static BertModel Load(ITensorSource source, BertConfig config, string? description, PrecisionPlan? precision)
+        => Load(source, config, description, precision, null);
+
+    /// <summary>As above, with a LoRA adapter merged into the weights (see <see cref="BertLoadOptions.Adapter"/>).</summary>
+    internal static BertModel Load(ITensorSource source, BertConfig config, string? description, PrecisionPlan? precision, string? adapter)
     {
         var plan = precision ?? PrecisionPlan.F32;
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(config);
         config.Validate(source.Name);
+        if (adapter != null && !config.Adapters.Contains(adapter))
+            throw new ArgumentException(config.Adapters.Count == 0 ? $"Adapter '{adapter}': this model has no LoRA adapters."
+                : $"Adapter '{adapter}' is not one of the model's: {string.Join(", ", config.Adapters)}.", nameof(adapter));
+        if (config.JinaV3 != null)
+        {
+            if (source is OnnxModelFile) throw new InvalidDataException($"'{source.Name}': jina-embeddings-v3 is loaded from its PyTorch checkpoint (model.safetensors), not from an ONNX export.");
+            return LoadJinaV3(source, config, config.JinaV3, adapter, description, plan);
+        }
+        if (IsJinaV3(source))
+            throw new InvalidDataException($"'{source.Name}': the tensors are jina-embeddings-v3's (mixer.Wqkv) but the config says model_type '{config.ModelType}' without rotary positions.");
         if (config.Deberta != null && source is OnnxModelFile)
             throw new InvalidDataException($"'{source.Name}': DeBERTa is loaded from its PyTorch checkpoint (model.safetensors), not from an ONNX export.");
         if (config.ModernBert != null)
@@ -527,6 +551,97 @@ public sealed class BertModel : IDisposable
             return new BertModel(config, new Stack([.. blocks]), pooler, classifier, head, description ?? source.Name);
         });
     }
+
+    /// <summary>
+    /// jina-embeddings-v3 (jinaai/xlm-roberta-flash-implementation's names, optionally under <c>roberta.</c>):
+    /// <c>embeddings.word_embeddings</c>, <c>embeddings.token_type_embeddings</c>, <c>emb_ln</c>; per layer
+    /// <c>encoder.layers.N.mixer.Wqkv</c> (rotary q and k), <c>mixer.out_proj</c>, <c>norm1</c>, <c>mlp.fc1</c>, <c>mlp.fc2</c>,
+    /// <c>norm2</c> — post-norm; an optional tanh <c>pooler.dense</c>. Each embedding and linear weight is stored as
+    /// <c>….parametrizations.weight.original</c> with its adapters' <c>….0.lora_A</c>/<c>lora_B</c> (one slice per adapter),
+    /// or plainly as <c>….weight</c>; with an adapter chosen, W + (alpha/rank)·B·A (an embedding: A·B) is merged in once.
+    /// </summary>
+    private static BertModel LoadJinaV3(ITensorSource source, BertConfig config, JinaV3Settings j3, string? adapter, string? description, PrecisionPlan plan)
+    {
+        bool wrapped = source.TryGetShape("roberta.emb_ln.weight", out _);
+        int task = adapter == null ? -1 : Array.IndexOf(j3.Adaptations, adapter);
+        return TensorReader.Load(source, "", "a jina-embeddings-v3 model", vb =>
+        {
+            foreach (var n in source.TensorNames)
+                if (n.StartsWith("lm_head.", StringComparison.Ordinal)) vb.Ignore(n);
+            var m = wrapped ? vb.Pp("roberta") : vb;
+            int h = config.HiddenSize, ff = config.IntermediateSize, heads = config.NumAttentionHeads, d = h / heads;
+            float[] W(TensorReader r, long rows, long cols, bool embedding) => LoraWeight(r, rows, cols, embedding, j3, task);
+            var emb = m.Pp("embeddings");
+            var word = W(emb.Pp("word_embeddings"), config.VocabSize, h, true);
+            var type = W(emb.Pp("token_type_embeddings"), config.TypeVocabSize, h, true);
+            var embNorm = Norm(m.Pp("emb_ln"), h, config.LayerNormEps);
+            var parts = new List<(float[] Qkv, float[] QkvB, float[] O, float[] OB, float[] F1, float[] F1B, float[] F2, float[] F2B, LayerNorm? N1, LayerNorm? N2)>();
+            for (int i = 0; i < config.NumHiddenLayers; i++)
+            {
+                var l = m.Pp($"encoder.layers.{i}");
+                var mx = l.Pp("mixer");
+                var mlp = l.Pp("mlp");
+                parts.Add((W(mx.Pp("Wqkv"), 3L * h, h, false), mx.Pp("Wqkv").Get("bias", 3L * h), W(mx.Pp("out_proj"), h, h, false), mx.Pp("out_proj").Get("bias", h),
+                    W(mlp.Pp("fc1"), ff, h, false), mlp.Pp("fc1").Get("bias", ff), W(mlp.Pp("fc2"), h, ff, false), mlp.Pp("fc2").Get("bias", h),
+                    Norm(l.Pp("norm1"), h, config.LayerNormEps), Norm(l.Pp("norm2"), h, config.LayerNormEps)));
+            }
+            var poolerVb = m.Pp("pooler").Pp("dense");
+            bool hasPooler = poolerVb.Has("weight") || poolerVb.Has("parametrizations.weight.original");
+            float[]? pw = hasPooler ? W(poolerVb, h, h, false) : null, pb = hasPooler ? poolerVb.Maybe("bias", h) : null;
+            if (vb.Checking) return null;
+
+            var rope = new Rope(d, config.MaxPositionEmbeddings, j3.Theta, float32Angles: true);
+            var blocks = new List<IBlock> { new BertEmbeddings(word, default, type, embNorm!, plan.For("embeddings.word_embeddings"), -1, config.MaxPositionEmbeddings) };
+            for (int i = 0; i < parts.Count; i++)
+            {
+                var p = parts[i];
+                string name = $"encoder.layer.{i}.";
+                var attn = new MultiHeadAttention(h, heads, p.Qkv, p.QkvB, p.O, p.OB, new AttentionSettings(), rope, plan.For(name + "attention.self"), plan.For(name + "attention.output.dense"));
+                var ffn = new FeedForward(h, ff, p.F1, p.F1B, p.F2, p.F2B, config.HiddenAct, plan.For(name + "intermediate.dense"), plan.For(name + "output.dense"));
+                blocks.Add(new EncoderBlock(attn, ffn, p.N1!, p.N2!, normFirst: false));
+            }
+            var (pooler, _, _) = PoolerAndHead(blocks, pw, pb, Activation.Tanh, null, null, h, plan);
+            return new BertModel(config, new Stack([.. blocks]), pooler, null, BertHead.None, description ?? source.Name + (adapter != null ? $" (adapter {adapter})" : ""));
+        });
+    }
+
+    /// <summary>
+    /// A weight <c>[rows, cols]</c> stored plainly (<c>weight</c>) or as LoRA's parametrization: <c>parametrizations.weight.original</c>,
+    /// <c>…0.lora_A</c> and <c>…0.lora_B</c> with one slice per adapter — a linear layer's A <c>[n, rank, cols]</c> and B
+    /// <c>[n, rows, rank]</c> give W + s·B·A, an embedding's A <c>[n, rows, rank]</c> and B <c>[n, rank, cols]</c> give
+    /// W + s·A·B (its code swaps the factors so the table's layout is kept). The product is formed in double precision,
+    /// rounded to float32, scaled and added in float32 as libtorch's <c>lora_forward</c> does. Adapter −1: the original weight.
+    /// </summary>
+    private static float[] LoraWeight(TensorReader r, long rows, long cols, bool embedding, JinaV3Settings j3, int task)
+    {
+        if (r.Has("weight") || !r.Has("parametrizations.weight.original"))
+        {
+            if (task >= 0 && r.Has("weight")) r.Problem("an adapter was asked for, but the checkpoint's weights are plain (no LoRA parametrizations)");
+            return r.Get("weight", rows, cols);
+        }
+        var p = r.Pp("parametrizations").Pp("weight");
+        var w = p.Get("original", rows, cols);
+        int n = j3.Adaptations.Length, k = j3.Rank;
+        var a = embedding ? p.Pp("0").Get("lora_A", n, rows, k) : p.Pp("0").Get("lora_A", n, k, cols);
+        var b = embedding ? p.Pp("0").Get("lora_B", n, k, cols) : p.Pp("0").Get("lora_B", n, rows, k);
+        if (r.Checking || task < 0) return w;
+        float s = (float)j3.Scaling;
+        var merged = new float[w.Length];
+        for (long i = 0; i < rows; i++)
+            for (long j = 0; j < cols; j++)
+            {
+                double acc = 0;
+                for (int q = 0; q < k; q++)
+                    acc += embedding
+                        ? (double)a[(task * rows + i) * k + q] * b[((long)task * k + q) * cols + j]
+                        : (double)b[(task * rows + i) * k + q] * a[((long)task * k + q) * cols + j];
+                merged[i * cols + j] = w[i * cols + j] + (float)acc * s;
+            }
+        return merged;
+    }
+
+    /// <summary>jina-embeddings-v3's names: <c>emb_ln</c> beside <c>encoder.layers.0.mixer.Wqkv</c>, optionally under <c>roberta.</c>.</summary>
+    private static bool IsJinaV3(ITensorSource s) => s.TensorNames.Any(n => n.Contains("encoder.layers.0.mixer.Wqkv", StringComparison.Ordinal));
 
     /// <summary>GTE's "new" names: <c>encoder.layer.0.mlp.up_gate_proj</c>, optionally under <c>new.</c>.</summary>
     private static bool IsGte(ITensorSource s) => s.TryGetShape("encoder.layer.0.mlp.up_gate_proj.weight", out _) || s.TryGetShape("new.encoder.layer.0.mlp.up_gate_proj.weight", out _);

@@ -32,7 +32,8 @@ internal static class TorchModelComparison
     /// <paramref name="lengths"/> random ids packed and alone, and asserts each within 2·10⁻⁵ of its largest value of
     /// <paramref name="torch"/>'s states ([tokens, width]); every sequence's figures are written to the test output.
     /// </summary>
-    public static void StatesMatch(Weights w, string configJson, int width, int vocab, int seed, int[] lengths, Func<int[], float[]> torch, Xunit.Abstractions.ITestOutputHelper output)
+    public static void StatesMatch(Weights w, string configJson, int width, int vocab, int seed, int[] lengths, Func<int[], float[]> torch, Xunit.Abstractions.ITestOutputHelper output,
+        BertLoadOptions? load = null)
     {
         string dir = Path.Combine(Path.GetTempPath(), $"fastattn-torch-parity-{Environment.ProcessId}-{Guid.NewGuid():N}");
         Directory.CreateDirectory(dir);
@@ -40,7 +41,7 @@ internal static class TorchModelComparison
         {
             SafeTensorsWriter.Write(Path.Combine(dir, "model.safetensors"), w.All.Select(kv => new SafeTensorsWriter.Entry(kv.Key, kv.Value.Data, kv.Value.Shape)));
             File.WriteAllText(Path.Combine(dir, "config.json"), configJson);
-            using var model = BertModel.Load(dir);
+            using var model = BertModel.Load(dir, load);
             int max = lengths.Max();
             using var session = new EmbeddingSession(model, null, new SentenceEmbedderOptions { MaxBatchTokens = Math.Max(max, 1024), MaxTokensPerText = max });
             var rnd = new Random(seed);
