@@ -258,7 +258,8 @@ public static class Targets
                 Check(rel.Row(d) >= 0 && rel.Row(d) < 2 * rel.Span, "a relative row outside the table");
         if (c.Nomic is { } nb)
         {
-            Check(c.IntermediateSize % 256 == 0 && c.MaxPositionEmbeddings > 0, "NomicBERT's rounded width or positions");
+            Check((!nb.Gated || c.IntermediateSize % 256 == 0) && c.MaxPositionEmbeddings > 0, "NomicBERT's rounded width or positions");
+            Check(nb.MoeEveryN == 0 || (!nb.Gated && nb.TopK >= 1 && nb.TopK <= nb.Experts), "NomicBERT's experts");
             var rope = new FastAttn.Layers.Rope(c.HiddenSize / c.NumAttentionHeads, Math.Min(c.MaxPositionEmbeddings, 4096), nb.Theta);
             Check(rope.MaxPositions > 0, "a RoPE table");
         }

@@ -122,7 +122,7 @@ public sealed record BertConfig
         Need(MaxPositionEmbeddings is > 0 and <= 1 << 20, $"max_position_embeddings {MaxPositionEmbeddings} is out of range");
         Need(TypeVocabSize is > 0 and <= 1 << 16, $"type_vocab_size {TypeVocabSize} is out of range");
         Need(VocabSize is > 0 and < 1 << 24, $"vocab_size {VocabSize} is out of range (ids travel as floats, exact below 2^24)");
-        Need(HiddenAct is Activation.Gelu or Activation.GeluTanh or Activation.Relu or Activation.Silu || (Nomic != null && HiddenAct == Activation.Sigmoid), $"hidden_act {HiddenAct} is not supported");
+        Need(HiddenAct is Activation.Gelu or Activation.GeluTanh or Activation.Relu or Activation.Silu || (Nomic is { Gated: true } && HiddenAct == Activation.Sigmoid), $"hidden_act {HiddenAct} is not supported");
         Need(ModelType is "bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" or "nomic_bert" or "new" or "gte" || IsRoberta, $"model_type '{ModelType}' is not bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert, nomic_bert, new or gte");
         Need((ModelType is "new" or "gte") == (Gte != null), "GTE's settings belong to model_type new or gte only");
         if (Gte is { } gte)
@@ -382,14 +382,16 @@ public sealed record BertConfig
     }
 
     /// <summary>
-    /// NomicBERT (nomic-embed-text-v1/v1.5, its <c>NomicBertConfig</c>, GPT-2's field names): <c>n_embd</c>, <c>n_head</c>,
-    /// <c>n_layer</c>, <c>n_inner</c> (rounded up to a multiple of 256 as its gated MLP does; default 8/3 of the width),
-    /// <c>vocab_size</c> (rounded up to <c>pad_vocab_size_multiple</c>), <c>type_vocab_size</c>, <c>layer_norm_epsilon</c>,
-    /// <c>activation_function</c> (swiglu, geglu, glu: the gated feed-forward), <c>rotary_emb_base</c>, the biases
-    /// (<c>qkv_proj_bias</c>, <c>mlp_fc1_bias</c>, <c>mlp_fc2_bias</c>), <c>n_positions</c>. With
-    /// <c>rotary_scaling_factor</c> set, sequences are limited to <c>max_trained_positions</c> (beyond them the model
-    /// changes its RoPE base with the batch's length, dynamic NTK, which FastAttn does not run). Refused by name: prenorm,
-    /// causal, parallel blocks, RMS norms, partial, interleaved or scaled rotary embeddings, the ungated MLP.
+    /// NomicBERT (nomic-embed-text-v1/v1.5/v2-moe, its <c>NomicBertConfig</c>, GPT-2's field names): <c>n_embd</c>, <c>n_head</c>,
+    /// <c>n_layer</c>, <c>n_inner</c> (gated: rounded up to a multiple of 256 as its gated MLP does, default 8/3 of the width;
+    /// plain: as given, default 4×), <c>vocab_size</c> (rounded up to <c>pad_vocab_size_multiple</c>), <c>type_vocab_size</c>,
+    /// <c>layer_norm_epsilon</c>, <c>activation_function</c> (swiglu, geglu, glu: the gated feed-forward; gelu and its tanh
+    /// forms: the plain one), <c>rotary_emb_base</c>, the biases (<c>qkv_proj_bias</c>, <c>mlp_fc1_bias</c>,
+    /// <c>mlp_fc2_bias</c>), <c>n_positions</c>; the mixture of experts (<c>moe_every_n_layers</c>, <c>num_experts</c>,
+    /// <c>moe_top_k</c>, <c>moe_normalize_expert_weights</c>). With <c>rotary_scaling_factor</c> set, sequences are limited
+    /// to <c>max_trained_positions</c> (beyond them the model changes its RoPE base with the batch's length, dynamic NTK,
+    /// which FastAttn does not run). Refused by name: prenorm, causal, parallel blocks, RMS norms, partial, interleaved or
+    /// scaled rotary embeddings, expert-choice routing, experts with a gated MLP.
     /// </summary>
     private static BertConfig ReadNomic(JsonElement r, Func<string, int?, int> Int, string source)
     {
@@ -403,16 +405,31 @@ public sealed record BertConfig
         if (Set("rotary_emb_scale_base")) throw Bad("rotary_emb_scale_base is set: scaled rotary embeddings (xPos) are not run by FastAttn");
         if (Num("rotary_emb_fraction", 0) != 1.0) throw Bad("rotary_emb_fraction is not 1: FastAttn runs NomicBERT with rotary embeddings over the whole head");
         string act = r.TryGetProperty("activation_function", out var af) && af.ValueKind == JsonValueKind.String ? af.GetString()! : "gelu_new";
+        // swiglu/geglu/glu: the gated MLP (v1, v1.5); gelu and its tanh forms: the plain fc1 → act → fc2 (v2)
+        bool gated = act is "swiglu" or "geglu" or "glu";
         var gate = act switch
         {
             "swiglu" => Activation.Silu, "geglu" => Activation.Gelu, "glu" => Activation.Sigmoid,
-            _ => throw Bad($"activation_function '{act}' is not swiglu, geglu or glu (the ungated MLP is not run by FastAttn)"),
+            "gelu" => Activation.Gelu, "gelu_new" or "gelu_fast" or "gelu_pytorch_tanh" => Activation.GeluTanh,
+            _ => throw Bad($"activation_function '{act}' is not swiglu, geglu, glu, gelu, gelu_new, gelu_fast or gelu_pytorch_tanh"),
         };
+        int everyN = Int("moe_every_n_layers", 0), experts = 0, topK = 0;
+        if (everyN < 0) throw Bad($"moe_every_n_layers {everyN} is negative");
+        if (everyN > 0)
+        {
+            if (gated) throw Bad("a mixture of experts with a gated MLP is not run by FastAttn");
+            if (Bool("expert_choice_router", false)) throw Bad("expert_choice_router is true: expert-choice routing is not run by FastAttn");
+            if (Int("num_shared_experts", 0) != 0) throw Bad("num_shared_experts is set: shared experts are not run by FastAttn");
+            if (Int("ffn_div", 1) != 1) throw Bad("ffn_div is not 1: divided expert widths are not run by FastAttn");
+            experts = Int("num_experts", null);
+            topK = Int("moe_top_k", null);
+            if (experts is < 1 or > 1024 || topK < 1 || topK > experts) throw Bad($"num_experts {experts} or moe_top_k {topK} is out of range");
+        }
         int hidden = Int("n_embd", 768), heads = Int("n_head", 12), layers = Int("n_layer", 12);
         if (hidden is < 1 or > 1 << 16) throw Bad($"n_embd {hidden} is out of range");
-        int inner = Int("n_inner", (int)(8L * hidden / 3));
+        int inner = Int("n_inner", gated ? (int)(8L * hidden / 3) : (int)Math.Min(4L * hidden, 1 << 21));
         if (inner is < 1 or > 1 << 20) throw Bad($"n_inner {inner} is out of range");
-        inner = (inner + 255) / 256 * 256;
+        if (gated) inner = (inner + 255) / 256 * 256;
         int vocab = Int("vocab_size", 50257), multiple = Int("pad_vocab_size_multiple", 1);
         if (multiple is < 1 or > 1 << 16 || vocab is < 1 or > 1 << 24) throw Bad($"vocab_size {vocab} or pad_vocab_size_multiple {multiple} is out of range");
         if (vocab % multiple != 0) vocab += multiple - vocab % multiple;
@@ -425,7 +442,7 @@ public sealed record BertConfig
             VocabSize = vocab, MaxPositionEmbeddings = positions, TypeVocabSize = Math.Max(Int("type_vocab_size", 2), 1),
             LayerNormEps = (float)Num("layer_norm_epsilon", 1e-5), HiddenAct = gate,
             Nomic = new NomicSettings(Num("rotary_emb_base", 10000), Bool("qkv_proj_bias", true), Bool("mlp_fc1_bias", true), Bool("mlp_fc2_bias", true),
-                Int("type_vocab_size", 2) > 0, ntk),
+                Int("type_vocab_size", 2) > 0, ntk, gated, everyN, experts, topK, everyN > 0 && Bool("moe_normalize_expert_weights", false)),
         };
         c.Validate(source);
         return c;

@@ -68,7 +68,7 @@ public sealed class BertModel : IDisposable
     public BertEmbeddings Embeddings => (BertEmbeddings)Encoder.Blocks[0];
     /// <summary>Bytes of every weight as stored (embedding tables, packed linear layers, norms, pooler and classifier).</summary>
     public long WeightBytes => Embeddings.WeightBytes + Encoder.Blocks.OfType<EncoderBlock>().Sum(b => b.WeightBytes) + Encoder.Blocks.OfType<DebertaLayer>().Sum(b => b.WeightBytes)
-        + Encoder.Blocks.OfType<GluEncoderLayer>().Sum(b => b.WeightBytes) + Encoder.Blocks.OfType<NormBlock>().Sum(b => 8L * b.InputWidth)
+        + Encoder.Blocks.OfType<GluEncoderLayer>().Sum(b => b.WeightBytes) + Encoder.Blocks.OfType<MoeEncoderLayer>().Sum(b => b.WeightBytes) + Encoder.Blocks.OfType<NormBlock>().Sum(b => 8L * b.InputWidth)
         + Encoder.Blocks.OfType<LinearBlock>().Sum(b => b.Linear.WeightBytes) + (Pooler?.WeightBytes ?? 0) + (Classifier?.WeightBytes ?? 0);
     /// <summary>Width of the encoder's output (the hidden size, or the classes of a token head).</summary>
     public int OutputWidth => Encoder.OutputWidth;
@@ -435,9 +435,10 @@ public sealed class BertModel : IDisposable
     /// <summary>
     /// NomicBERT (nomic-embed-text; the names of its remote code's <c>NomicBertModel</c>, optionally under <c>bert.</c>):
     /// <c>embeddings.word_embeddings</c>, <c>embeddings.token_type_embeddings</c>, <c>emb_ln</c>; per layer
-    /// <c>encoder.layers.N.attn.Wqkv</c>, <c>attn.out_proj</c>, <c>mlp.fc11</c> (multiplied in), <c>mlp.fc12</c> (through the
-    /// gate's activation), <c>mlp.fc2</c>, <c>norm1</c>, <c>norm2</c> (post-norm); an optional tanh <c>pooler.dense</c>.
-    /// Pretraining heads (<c>cls.*</c>) are ignored.
+    /// <c>encoder.layers.N.attn.Wqkv</c>, <c>attn.out_proj</c>, then <c>mlp.fc11</c> (multiplied in), <c>mlp.fc12</c> (through the
+    /// gate's activation) and <c>mlp.fc2</c> (gated), or <c>mlp.fc1</c> and <c>mlp.fc2</c> (plain), or on a mixture-of-experts
+    /// layer <c>mlp.router.layer</c>, <c>mlp.experts.mlp.w1</c>/<c>w2</c> (<c>[experts·ff, h]</c> each) and <c>mlp.experts.bias</c>;
+    /// <c>norm1</c>, <c>norm2</c> (post-norm); an optional tanh <c>pooler.dense</c>. Pretraining heads (<c>cls.*</c>) are ignored.
     /// </summary>
     private static BertModel LoadNomic(ITensorSource source, BertConfig config, NomicSettings nb, string? description, PrecisionPlan plan)
     {
@@ -451,18 +452,35 @@ public sealed class BertModel : IDisposable
             var word = m.Pp("embeddings").Pp("word_embeddings").Get("weight", config.VocabSize, h);
             var type = nb.TokenTypes ? m.Pp("embeddings").Pp("token_type_embeddings").Get("weight", config.TypeVocabSize, h) : new float[h];
             var embNorm = Norm(m.Pp("emb_ln"), h, config.LayerNormEps);
-            var parts = new List<(float[] Qkv, float[]? QkvB, float[] O, float[]? OB, float[] Fc11, float[]? B11, float[] Fc12, float[]? B12, float[] Fc2, float[]? B2, LayerNorm? N1, LayerNorm? N2)>();
+            // per layer: the attention, the norms and the feed-forward's tensors — gated (fc11, fc12, fc2), plain (fc1, fc2)
+            // or, on nomic-embed-text-v2-moe's odd layers, the experts (router.layer, experts.mlp.w1/w2, experts.bias)
+            var parts = new List<(float[] Qkv, float[]? QkvB, float[] O, float[]? OB, float[][] Ff, float[]?[] Bias, LayerNorm? N1, LayerNorm? N2, bool Moe)>();
             for (int i = 0; i < config.NumHiddenLayers; i++)
             {
                 var l = m.Pp($"encoder.layers.{i}");
                 var at = l.Pp("attn");
                 var mlp = l.Pp("mlp");
+                bool moe = nb.IsMoeLayer(i);
+                float[][] w; float[]?[] bias;
+                if (moe)
+                {
+                    var ex = mlp.Pp("experts");
+                    w = [mlp.Pp("router").Pp("layer").Get("weight", nb.Experts, h), ex.Pp("mlp").Get("w1", (long)nb.Experts * ff, h), ex.Pp("mlp").Get("w2", (long)nb.Experts * ff, h)];
+                    bias = [ex.Get("bias", h)];
+                }
+                else if (nb.Gated)
+                {
+                    w = [mlp.Pp("fc11").Get("weight", ff, h), mlp.Pp("fc12").Get("weight", ff, h), mlp.Pp("fc2").Get("weight", h, ff)];
+                    bias = [nb.Fc1Bias ? mlp.Pp("fc11").Get("bias", ff) : null, nb.Fc1Bias ? mlp.Pp("fc12").Get("bias", ff) : null, nb.Fc2Bias ? mlp.Pp("fc2").Get("bias", h) : null];
+                }
+                else
+                {
+                    w = [mlp.Pp("fc1").Get("weight", ff, h), mlp.Pp("fc2").Get("weight", h, ff)];
+                    bias = [nb.Fc1Bias ? mlp.Pp("fc1").Get("bias", ff) : null, nb.Fc2Bias ? mlp.Pp("fc2").Get("bias", h) : null];
+                }
                 parts.Add((at.Pp("Wqkv").Get("weight", 3L * h, h), nb.QkvBias ? at.Pp("Wqkv").Get("bias", 3L * h) : null,
                     at.Pp("out_proj").Get("weight", h, h), nb.QkvBias ? at.Pp("out_proj").Get("bias", h) : null,
-                    mlp.Pp("fc11").Get("weight", ff, h), nb.Fc1Bias ? mlp.Pp("fc11").Get("bias", ff) : null,
-                    mlp.Pp("fc12").Get("weight", ff, h), nb.Fc1Bias ? mlp.Pp("fc12").Get("bias", ff) : null,
-                    mlp.Pp("fc2").Get("weight", h, ff), nb.Fc2Bias ? mlp.Pp("fc2").Get("bias", h) : null,
-                    Norm(l.Pp("norm1"), h, config.LayerNormEps), Norm(l.Pp("norm2"), h, config.LayerNormEps)));
+                    w, bias, Norm(l.Pp("norm1"), h, config.LayerNormEps), Norm(l.Pp("norm2"), h, config.LayerNormEps), moe));
             }
             var poolerVb = m.Pp("pooler").Pp("dense");
             bool hasPooler = poolerVb.Has("weight");
@@ -477,11 +495,34 @@ public sealed class BertModel : IDisposable
                 string name = $"encoder.layer.{i}.";
                 var attn = new MultiHeadAttention(h, heads, p.Qkv, p.QkvB ?? default, p.O, p.OB ?? default, new AttentionSettings(), rope,
                     plan.For(name + "attention.self"), plan.For(name + "attention.output.dense"));
-                // fc11(x) ⊙ act(fc12(x)): fc12 is the activated half
-                var activated = new Linear(p.Fc12, ff, h, p.B12 ?? default, config.HiddenAct, plan.For(name + "intermediate.dense"));
-                var multiplied = new Linear(p.Fc11, ff, h, p.B11 ?? default, Activation.None, plan.For(name + "intermediate.dense"));
-                var fc2 = new Linear(p.Fc2, h, ff, p.B2 ?? default, Activation.None, plan.For(name + "output.dense"));
-                blocks.Add(new GluEncoderLayer(p.N1!, attn, p.N2!, activated, multiplied, fc2, postNorm: true));
+                if (p.Moe)
+                {
+                    // expert e owns rows e·ff … (e+1)·ff of w1 and w2, both [ff, h]: w1 applied transposed (a Linear as stored), w2 not (transposed here)
+                    var up = new Linear[nb.Experts];
+                    var down = new Linear[nb.Experts];
+                    var w2t = new float[(long)h * ff];
+                    for (int x = 0; x < nb.Experts; x++)
+                    {
+                        up[x] = new Linear(p.Ff[1].AsSpan(x * ff * h, ff * h), ff, h, default, config.HiddenAct, plan.For(name + "intermediate.dense"));
+                        for (int f = 0; f < ff; f++) for (int c = 0; c < h; c++) w2t[(long)c * ff + f] = p.Ff[2][((long)x * ff + f) * h + c];
+                        down[x] = new Linear(w2t, h, ff, default, Activation.None, plan.For(name + "output.dense"));
+                    }
+                    var router = new Linear(p.Ff[0], nb.Experts, h, default, Activation.None, Kernels.Precision.F32);
+                    blocks.Add(new MoeEncoderLayer(attn, p.N1!, p.N2!, router, up, down, p.Bias[0]!, nb.TopK, nb.NormalizeExpertWeights));
+                }
+                else if (nb.Gated)
+                {
+                    // fc11(x) ⊙ act(fc12(x)): fc12 is the activated half
+                    var activated = new Linear(p.Ff[1], ff, h, p.Bias[1] ?? default, config.HiddenAct, plan.For(name + "intermediate.dense"));
+                    var multiplied = new Linear(p.Ff[0], ff, h, p.Bias[0] ?? default, Activation.None, plan.For(name + "intermediate.dense"));
+                    var fc2 = new Linear(p.Ff[2], h, ff, p.Bias[2] ?? default, Activation.None, plan.For(name + "output.dense"));
+                    blocks.Add(new GluEncoderLayer(p.N1!, attn, p.N2!, activated, multiplied, fc2, postNorm: true));
+                }
+                else
+                {
+                    var ffn = new FeedForward(h, ff, p.Ff[0], p.Bias[0] ?? default, p.Ff[1], p.Bias[1] ?? default, config.HiddenAct, plan.For(name + "intermediate.dense"), plan.For(name + "output.dense"));
+                    blocks.Add(new EncoderBlock(attn, ffn, p.N1!, p.N2!, normFirst: false));
+                }
             }
             Linear? pooler = hasPooler ? new Linear(pw, h, h, pb, Activation.Tanh, plan.For("pooler.dense")) : null;
             return new BertModel(config, new Stack([.. blocks]), pooler, null, BertHead.None, description ?? source.Name);

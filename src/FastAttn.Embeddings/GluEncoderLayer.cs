@@ -143,6 +143,14 @@ internal sealed unsafe class GluEncoderLayer : Block, IDisposable, IRowLocalTail
 
 /// <summary>
 /// NomicBERT's settings beyond BERT's fields: the RoPE base, which products carry a bias, whether the checkpoint has token
-/// types, and whether the positions were capped at the trained length (dynamic NTK scaling beyond it is not run).
+/// types, whether the positions were capped at the trained length (dynamic NTK scaling beyond it is not run), whether the
+/// feed-forward is gated (v1/v1.5) or plain (v2), and the mixture of experts of nomic-embed-text-v2-moe: every
+/// <see cref="MoeEveryN"/>-th layer from the second (0 = none) routes each token to <see cref="TopK"/> of
+/// <see cref="Experts"/> expert MLPs.
 /// </summary>
-internal sealed record NomicSettings(double Theta, bool QkvBias, bool Fc1Bias, bool Fc2Bias, bool TokenTypes, bool CappedAtTrained);
+internal sealed record NomicSettings(double Theta, bool QkvBias, bool Fc1Bias, bool Fc2Bias, bool TokenTypes, bool CappedAtTrained,
+    bool Gated = true, int MoeEveryN = 0, int Experts = 0, int TopK = 0, bool NormalizeExpertWeights = false)
+{
+    /// <summary>Whether layer <paramref name="i"/> is a mixture-of-experts layer (its code: i mod every_n == 1).</summary>
+    public bool IsMoeLayer(int i) => MoeEveryN > 0 && i % MoeEveryN == 1;
+}

@@ -163,7 +163,7 @@ public class NomicBertTests
             ("\"rotary_emb_scale_base\": null", "\"rotary_emb_scale_base\": 512"),
             ("\"rotary_emb_fraction\": 1.0", "\"rotary_emb_fraction\": 0.5"),
             ("\"rotary_emb_fraction\": 1.0", "\"rotary_emb_fraction\": 0"),
-            ("\"activation_function\": \"swiglu\"", "\"activation_function\": \"gelu\""),
+            ("\"activation_function\": \"swiglu\"", "\"activation_function\": \"mish\""),
             ("\"rotary_emb_base\": 1000", "\"rotary_emb_base\": 0.001"),
             ("\"n_head\": 3", "\"n_head\": 8"),
         })
