@@ -668,7 +668,9 @@ public sealed class BertModel : IDisposable
         if (r.Checking || task < 0) return w;
         float s = (float)j3.Scaling;
         var merged = new float[w.Length];
-        for (long i = 0; i < rows; i++)
+        // rows are independent (each element its own sum): split over the cores — a 250,002-row table at rank 4 is 10⁹ products
+        Parallel.For(0L, rows, i =>
+        {
             for (long j = 0; j < cols; j++)
             {
                 double acc = 0;
@@ -678,6 +680,7 @@ public sealed class BertModel : IDisposable
                         : (double)b[(task * rows + i) * k + q] * a[((long)task * k + q) * cols + j];
                 merged[i * cols + j] = w[i * cols + j] + (float)acc * s;
             }
+        });
         return merged;
     }
 
