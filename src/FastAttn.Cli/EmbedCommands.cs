@@ -11,7 +11,11 @@ public static class EmbedCommands
 {
     /// <summary>Options shared by embed and search.</summary>
     public sealed record ModelOptions(string Model, string? Vocab = null, string Pooling = "auto", int? Heads = null, int Threads = 1, int MaxTokens = 0, string? Precision = null,
-        string? Adapter = null);
+        string? Adapter = null)
+    {
+        /// <summary>Keep the first N values of every vector (0 = all).</summary>
+        public int Dimensions { get; init; }
+    }
 
     private static SentenceEmbedder Load(ModelOptions o, bool normalize)
     {
@@ -24,7 +28,7 @@ public static class EmbedCommands
             _ => throw new CliInputException($"--pooling must be auto, mean, cls or pooler; it is '{o.Pooling}'."),
         };
         return SentenceEmbedder.Load(o.Model, o.Vocab,
-            new SentenceEmbedderOptions { Pooling = pooling, Normalize = normalize ? true : null, Threads = o.Threads, MaxTokensPerText = o.MaxTokens, MaxSessions = 1 },
+            new SentenceEmbedderOptions { Pooling = pooling, Normalize = normalize ? true : null, Threads = o.Threads, MaxTokensPerText = o.MaxTokens, MaxSessions = 1, Dimensions = o.Dimensions },
             LoadOptions(o));
     }
 
@@ -34,6 +38,7 @@ public static class EmbedCommands
         if (o.Threads < 1 || o.Threads > Environment.ProcessorCount) throw new CliInputException($"--threads must be between 1 and {Environment.ProcessorCount}; it is {o.Threads}.");
         if (o.MaxTokens != 0 && o.MaxTokens < 3) throw new CliInputException($"--max-tokens must be at least 3; it is {o.MaxTokens}.");
         if (o.Heads is int h && h < 1) throw new CliInputException($"--heads must be at least 1; it is {h}.");
+        if (o.Dimensions < 0) throw new CliInputException($"--dimensions must be 0 (all) or a positive width; it is {o.Dimensions}.");
         return new BertLoadOptions { Heads = o.Heads, Precision = CliInputException.ParsePrecision(o.Precision), Adapter = o.Adapter };
     }
 

@@ -24,6 +24,10 @@ public sealed class EmbeddingSession : IDisposable
     private readonly DenseModule[] _dense;
     private readonly float[] _denseA, _denseB, _denseScratch;   // DenseChunk vectors at a time
     private readonly int _pooledWidth;
+    /// <summary>The vector's width before <see cref="SentenceEmbedderOptions.Dimensions"/> cuts it.</summary>
+    private readonly int _fullDimension;
+    /// <summary>One pooled vector at full width, when the output keeps fewer values (else empty).</summary>
+    private readonly float[] _one;
     private const int DenseChunk = 64;
 
     /// <summary>The settings, open ones resolved (pooling mean and no normalisation where they were null).</summary>
@@ -63,7 +67,11 @@ public sealed class EmbeddingSession : IDisposable
         for (int i = 0, w = _pooledWidth; i < _dense.Length; w = _dense[i].OutFeatures, i++)
             if (_dense[i] is null || _dense[i].InFeatures != w)
                 throw new ArgumentException($"Dense module {i} takes {(_dense[i] is null ? "nothing (null)" : _dense[i].InFeatures.ToString())} features; the vector before it has {w}.", nameof(options));
-        Dimension = _dense.Length > 0 ? _dense[^1].OutFeatures : _pooledWidth;
+        _fullDimension = _dense.Length > 0 ? _dense[^1].OutFeatures : _pooledWidth;
+        if (options.Dimensions < 0 || options.Dimensions > _fullDimension)
+            throw new ArgumentOutOfRangeException(nameof(options), options.Dimensions, $"Dimensions must be 0 (all) or 1..{_fullDimension} (the vector's width).");
+        Dimension = options.Dimensions == 0 ? _fullDimension : options.Dimensions;
+        _one = Dimension < _fullDimension ? new float[_pooledWidth] : [];
         int widest = _dense.Length == 0 ? 0 : Math.Max(_pooledWidth, _dense.Max(m => m.OutFeatures));
         _denseA = new float[_dense.Length == 0 ? 0 : DenseChunk * widest];
         _denseB = new float[_denseA.Length];
@@ -306,7 +314,8 @@ public sealed class EmbeddingSession : IDisposable
 
     private void Pool(ReadOnlySpan<int> lengths, Span<float> output)
     {
-        int h = HiddenWidth, d = _pooledWidth, t0 = 0;
+        int h = HiddenWidth, d = _pooledWidth, t0 = 0, dim = Dimension;
+        bool cut = dim < _fullDimension;
         // with Dense modules the pooled vectors are the modules' input: pooled into output's place first only when they
         // are as wide, else chunk by chunk through the modules below
         bool dense = _dense.Length > 0;
@@ -316,9 +325,10 @@ public sealed class EmbeddingSession : IDisposable
             var first = _hidden.AsSpan(t0 * h, h);
             if (_pooling != Pooling.Pooler)
             {
-                Span<float> dst = dense ? _denseA.AsSpan((s % DenseChunk) * d, d) : output.Slice(s * d, d);
+                Span<float> dst = dense ? _denseA.AsSpan((s % DenseChunk) * d, d) : cut ? _one : output.Slice(s * d, d);
                 if (_pooling == Pooling.Mean) MeanState(t0, len, dst);
                 else first.CopyTo(dst);
+                if (!dense && cut) _one.AsSpan(0, dim).CopyTo(output.Slice(s * dim, dim));
                 if (dense && (s % DenseChunk == DenseChunk - 1 || s == lengths.Length - 1)) ApplyDense(s - s % DenseChunk, s % DenseChunk + 1, output);
             }
             t0 += len;
@@ -326,7 +336,8 @@ public sealed class EmbeddingSession : IDisposable
         if (_pooling == Pooling.Pooler)
         {
             PoolerOutput(lengths);
-            if (!dense) _pooled.AsSpan(0, lengths.Length * d).CopyTo(output);
+            if (!dense)
+                for (int s = 0; s < lengths.Length; s++) _pooled.AsSpan(s * d, dim).CopyTo(output.Slice(s * dim, dim));
             else
                 for (int s0 = 0; s0 < lengths.Length; s0 += DenseChunk)
                 {
@@ -335,7 +346,6 @@ public sealed class EmbeddingSession : IDisposable
                     ApplyDense(s0, n, output);
                 }
         }
-        int dim = Dimension;
         if (_normalize)
             for (int s = 0; s < lengths.Length; s++) Vectors.Normalize(output.Slice(s * dim, dim));
     }
@@ -351,7 +361,8 @@ public sealed class EmbeddingSession : IDisposable
             (src, dst) = (dst, src);
             width = m.OutFeatures;
         }
-        src.AsSpan(0, n * width).CopyTo(output.Slice(s0 * width, n * width));
+        int dim = Dimension;
+        for (int i = 0; i < n; i++) src.AsSpan(i * width, dim).CopyTo(output.Slice((s0 + i) * dim, dim));
     }
 
     private void Enter()

@@ -34,4 +34,12 @@ public sealed record SentenceEmbedderOptions
     /// <summary>Dense modules applied in order to the pooled vector, before normalisation; null (the default): those of the
     /// model folder's sentence-transformers pipeline when <see cref="SentenceEmbedder.Load"/> finds one, else none.</summary>
     public IReadOnlyList<DenseModule>? Dense { get; init; }
+    /// <summary>
+    /// Keep only the first this many values of every vector (Matryoshka truncation, sentence-transformers'
+    /// <c>truncate_dim</c>: nomic-embed-text-v1.5, jina-embeddings-v3, mxbai-embed-large, arctic-embed-v1.5/v2, …); 0 (the
+    /// default) keeps them all. Applied after pooling and the Dense modules; with <see cref="Normalize"/> on, the truncated
+    /// vector is scaled to unit length (sentence-transformers cuts after its Normalize module, leaving a shorter vector —
+    /// the cosine similarity is the same either way).
+    /// </summary>
+    public int Dimensions { get; init; }
 }

@@ -391,3 +391,47 @@ public class BertModelTests(Xunit.Abstractions.ITestOutputHelper output)
         }
     }
 }
+
+/// <summary>
+/// <see cref="SentenceEmbedderOptions.Dimensions"/> (Matryoshka truncation): the first N values of the full vector, for
+/// mean, CLS and pooler pooling and after Dense modules; normalised after the cut when normalisation is on; 0 B steady.
+/// </summary>
+public class MatryoshkaDimensionsTests
+{
+    private static readonly int[][] Sequences = [[2, 7, 11, 3], [2, 3], [2, 45, 1, 9, 9, 30, 12, 13, 14, 3], [2]];
+
+    [Theory]
+    [InlineData(Pooling.Mean, false, 0)]
+    [InlineData(Pooling.Cls, true, 0)]
+    [InlineData(Pooling.Pooler, true, 0)]
+    [InlineData(Pooling.Mean, true, 1)]
+    [InlineData(Pooling.Cls, false, 2)]
+    public void FirstValues_OfTheFullVector_NormalisedAfterTheCut(Pooling pooling, bool normalize, int denseModules)
+    {
+        using var dir = new TempDir();
+        BertModelTests.Write(dir, BertModelTests.Checkpoint());
+        using var model = BertModel.Load(dir.Path);
+        // Dense modules 24 → 20 (tanh) → 16 (identity)
+        DenseModule[] dense = [new(FastAttn.Tests.Reference.Random(20 * BertModelTests.H, 7, 0.3f), 20, BertModelTests.H, FastAttn.Tests.Reference.Random(20, 8, 0.1f), Activation.Tanh),
+            new(FastAttn.Tests.Reference.Random(16 * 20, 9, 0.3f), 16, 20, default, Activation.None)];
+        var options = new SentenceEmbedderOptions { Pooling = pooling, Normalize = false, MaxBatchTokens = 64, Dense = dense[..denseModules] };
+        int[] ids = [.. Sequences.SelectMany(s => s)], lengths = [.. Sequences.Select(s => s.Length)];
+        using var full = new EmbeddingSession(model, null, options);
+        int d = full.Dimension, keep = d - 5;
+        var all = new float[Sequences.Length * d];
+        full.EncodeIds(ids, lengths, all);
+        using var cut = new EmbeddingSession(model, null, options with { Dimensions = keep, Normalize = normalize });
+        Assert.Equal(keep, cut.Dimension);
+        var got = new float[Sequences.Length * keep];
+        cut.EncodeIds(ids, lengths, got);
+        for (int s = 0; s < Sequences.Length; s++)
+        {
+            var expect = all.AsSpan(s * d, keep).ToArray();
+            if (normalize) { double n = Math.Sqrt(expect.Sum(v => (double)v * v)); expect = [.. expect.Select(v => (float)(v / n))]; }
+            for (int i = 0; i < keep; i++) Assert.True(Math.Abs(expect[i] - got[s * keep + i]) <= 1e-6f, $"sequence {s}, value {i}: {expect[i]} vs {got[s * keep + i]}");
+        }
+        Assert.Equal(0, FastAttn.Tests.Reference.SteadyStateAllocations(() => cut.EncodeIds(ids, lengths, got)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new EmbeddingSession(model, null, options with { Dimensions = d + 1 }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new EmbeddingSession(model, null, options with { Dimensions = -1 }));
+    }
+}

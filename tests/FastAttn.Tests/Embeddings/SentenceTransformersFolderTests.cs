@@ -209,6 +209,24 @@ public class SentenceTransformersFolderTests
     }
 
     [Fact]
+    public void EmbedCommand_Dimensions_CutsThenNormalises_AndRefusesTooMany()
+    {
+        using var dir = new TempDir();
+        WriteFolder(dir, pooling: PoolingJson(cls: false, mean: true));
+        var r = Run("embed", "--model", dir.Path, "--dimensions", "10", Text);
+        Assert.True(r.Code == 0, r.Err);
+        var v = Parse(r.Out.Trim());
+        Assert.Equal(10, v.Length);
+        // the folder normalises: the full vector's first 10 values, scaled to unit length
+        var full = Explicit(dir.Path, Pooling.Mean, false, 6)[..10];
+        double n = Math.Sqrt(full.Sum(x => (double)x * x));
+        for (int i = 0; i < 10; i++) Close((float)(full[i] / n), v[i]);
+        var bad = Run("embed", "--model", dir.Path, "--dimensions", "1000", Text);
+        Assert.Equal(2, bad.Code);
+        Assert.Single(bad.Err.Trim().Split('\n'));
+    }
+
+    [Fact]
     public void EmbedCommand_FileToNpy_StdinAndSearch()
     {
         using var dir = new TempDir();
