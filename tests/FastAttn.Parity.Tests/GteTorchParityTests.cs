@@ -51,15 +51,14 @@ public class GteTorchParityTests(Xunit.Abstractions.ITestOutputHelper output)
         var emb = torch.cat([freqs, freqs], -1);
         var cos = emb.cos().narrow(0, 0, t);
         var sin = emb.sin().narrow(0, 0, t);
-        Tensor RotateHalf(Tensor v) => torch.cat([-v.narrow(-1, D / 2, D / 2), v.narrow(-1, 0, D / 2)], -1);
         for (int l = 0; l < Layers; l++)
         {
             string p = $"encoder.layer.{l}.";
             var qkv = torch.nn.functional.linear(x, w.T(p + "attention.qkv_proj.weight"), w.T(p + "attention.qkv_proj.bias")).split(H, -1);
             Tensor Heads4(Tensor v) => v.view(1, t, Heads, D).transpose(1, 2);
             var q = Heads4(qkv[0]); var k = Heads4(qkv[1]); var v = Heads4(qkv[2]);
-            q = q * cos + RotateHalf(q) * sin;
-            k = k * cos + RotateHalf(k) * sin;
+            q = TorchModelComparison.Rotate(q, cos, sin);
+            k = TorchModelComparison.Rotate(k, cos, sin);
             var o = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).contiguous().view(t, H);
             x = Ln(x + torch.nn.functional.linear(o, w.T(p + "attention.o_proj.weight"), w.T(p + "attention.o_proj.bias")), p + "attn_ln");
             var ug = torch.nn.functional.linear(x, w.T(p + "mlp.up_gate_proj.weight"));

@@ -63,11 +63,7 @@ public class JinaV3TorchParityTests(Xunit.Abstractions.ITestOutputHelper output)
         var x = Merged(w, "roberta.embeddings.word_embeddings", true).index_select(0, torch.tensor(ids.Select(i => (long)i).ToArray()))
             + Merged(w, "roberta.embeddings.token_type_embeddings", true)[0];
         x = Ln(x, "roberta.emb_ln");
-        var inv = 1.0 / torch.pow(torch.tensor(Theta, dtype: ScalarType.Float32), torch.arange(0, D, 2, dtype: ScalarType.Int64).to(ScalarType.Float32) / D);
-        var freqs = torch.outer(torch.arange(t, dtype: ScalarType.Float32), inv);
-        var cos = torch.cat([freqs.cos(), freqs.cos()], -1);
-        var sin = torch.cat([freqs.sin(), freqs.sin()], -1);
-        Tensor RotateHalf(Tensor v) => torch.cat([-v.narrow(-1, D / 2, D / 2), v.narrow(-1, 0, D / 2)], -1);
+        var (cos, sin) = TorchModelComparison.RopeTables(t, D, Theta);
         for (int l = 0; l < Layers; l++)
         {
             string p = $"roberta.encoder.layers.{l}.";
@@ -75,8 +71,8 @@ public class JinaV3TorchParityTests(Xunit.Abstractions.ITestOutputHelper output)
             var q = qkv.select(2, 0).transpose(1, 2);
             var k = qkv.select(2, 1).transpose(1, 2);
             var v = qkv.select(2, 2).transpose(1, 2);
-            q = q * cos + RotateHalf(q) * sin;
-            k = k * cos + RotateHalf(k) * sin;
+            q = TorchModelComparison.Rotate(q, cos, sin);
+            k = TorchModelComparison.Rotate(k, cos, sin);
             var o = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).contiguous().view(t, H);
             x = Ln(x + Lin(o, p + "mixer.out_proj"), p + "norm1");
             x = Ln(x + Lin(torch.nn.functional.gelu(Lin(x, p + "mlp.fc1")), p + "mlp.fc2"), p + "norm2");

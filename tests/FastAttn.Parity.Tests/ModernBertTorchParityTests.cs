@@ -46,14 +46,7 @@ public class ModernBertTorchParityTests(Xunit.Abstractions.ITestOutputHelper out
         Tensor Ln(Tensor x, string name) => torch.nn.functional.layer_norm(x, [H], w.T(name + ".weight"), null, 1e-5);
         var x = w.T("model.embeddings.tok_embeddings.weight").index_select(0, torch.tensor(ids.Select(i => (long)i).ToArray()));
         x = Ln(x, "model.embeddings.norm");
-        (Tensor Cos, Tensor Sin) Rope(double theta)
-        {
-            var inv = 1.0 / torch.pow(torch.tensor(theta, dtype: ScalarType.Float32), torch.arange(0, D, 2, dtype: ScalarType.Int64).to(ScalarType.Float32) / D);
-            var freqs = torch.outer(torch.arange(t, dtype: ScalarType.Float32), inv);
-            var emb = torch.cat([freqs, freqs], -1);                       // [t, D]
-            return (emb.cos(), emb.sin());
-        }
-        Tensor RotateHalf(Tensor v) => torch.cat([-v.narrow(-1, D / 2, D / 2), v.narrow(-1, 0, D / 2)], -1);
+        (Tensor Cos, Tensor Sin) Rope(double theta) => TorchModelComparison.RopeTables(t, D, theta);
         var distance = (torch.arange(t).unsqueeze(0) - torch.arange(t).unsqueeze(1)).abs();
         var band = distance <= Local / 2;                                    // [t, t], true = may attend
         for (int l = 0; l < Global.Length; l++)
@@ -65,8 +58,8 @@ public class ModernBertTorchParityTests(Xunit.Abstractions.ITestOutputHelper out
             var k = qkv.select(2, 1).transpose(1, 2);
             var v = qkv.select(2, 2).transpose(1, 2);
             var (cos, sin) = Rope(Global[l] ? GlobalTheta : LocalTheta);
-            q = q * cos + RotateHalf(q) * sin;
-            k = k * cos + RotateHalf(k) * sin;
+            q = TorchModelComparison.Rotate(q, cos, sin);
+            k = TorchModelComparison.Rotate(k, cos, sin);
             var o = Global[l] ? torch.nn.functional.scaled_dot_product_attention(q, k, v)
                 : torch.nn.functional.scaled_dot_product_attention(q, k, v, band);
             o = o.transpose(1, 2).contiguous().view(t, H);

@@ -45,11 +45,7 @@ public class NomicBertTorchParityTests(Xunit.Abstractions.ITestOutputHelper outp
         var x = w.T("embeddings.word_embeddings.weight").index_select(0, torch.tensor(ids.Select(i => (long)i).ToArray()))
             + w.T("embeddings.token_type_embeddings.weight")[0];
         x = Ln(x, "emb_ln");
-        var inv = 1.0 / torch.pow(torch.tensor(Theta, dtype: ScalarType.Float32), torch.arange(0, D, 2, dtype: ScalarType.Int64).to(ScalarType.Float32) / D);
-        var freqs = torch.outer(torch.arange(t, dtype: ScalarType.Float32), inv);
-        var cos = torch.cat([freqs.cos(), freqs.cos()], -1);
-        var sin = torch.cat([freqs.sin(), freqs.sin()], -1);
-        Tensor RotateHalf(Tensor v) => torch.cat([-v.narrow(-1, D / 2, D / 2), v.narrow(-1, 0, D / 2)], -1);
+        var (cos, sin) = TorchModelComparison.RopeTables(t, D, Theta);
         for (int l = 0; l < Layers; l++)
         {
             string p = $"encoder.layers.{l}.";
@@ -57,8 +53,8 @@ public class NomicBertTorchParityTests(Xunit.Abstractions.ITestOutputHelper outp
             var q = qkv.select(2, 0).transpose(1, 2);
             var k = qkv.select(2, 1).transpose(1, 2);
             var v = qkv.select(2, 2).transpose(1, 2);
-            q = q * cos + RotateHalf(q) * sin;
-            k = k * cos + RotateHalf(k) * sin;
+            q = TorchModelComparison.Rotate(q, cos, sin);
+            k = TorchModelComparison.Rotate(k, cos, sin);
             var o = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).contiguous().view(t, H);
             x = Ln(x + torch.nn.functional.linear(o, w.T(p + "attn.out_proj.weight")), p + "norm1");
             var y = torch.nn.functional.linear(x, w.T(p + "mlp.fc11.weight")) * torch.nn.functional.silu(torch.nn.functional.linear(x, w.T(p + "mlp.fc12.weight")));

@@ -28,6 +28,26 @@ internal static class TorchModelComparison
     }
 
     /// <summary>
+    /// Rotary tables for positions 0 … <paramref name="t"/> − 1 and head width <paramref name="d"/> as the rotary models'
+    /// Python code builds them in float32: inv_freq = 1 / base^(arange(0, d, 2) / d), the outer product with the positions,
+    /// cat(freqs, freqs), cos and sin — each <c>[t, d]</c>, in the caller's dispose scope.
+    /// </summary>
+    public static (Tensor Cos, Tensor Sin) RopeTables(int t, int d, double theta)
+    {
+        var inv = 1.0 / torch.pow(torch.tensor(theta, dtype: ScalarType.Float32), torch.arange(0, d, 2, dtype: ScalarType.Int64).to(ScalarType.Float32) / d);
+        var freqs = torch.outer(torch.arange(t, dtype: ScalarType.Float32), inv);
+        var emb = torch.cat([freqs, freqs], -1);
+        return (emb.cos(), emb.sin());
+    }
+
+    /// <summary>Rotate-half RoPE (GPT-NeoX pairing i ↔ i + d/2) of <paramref name="x"/> <c>[…, t, d]</c>: x·cos + rotate_half(x)·sin.</summary>
+    public static Tensor Rotate(Tensor x, Tensor cos, Tensor sin)
+    {
+        long half = x.shape[^1] / 2;
+        return x * cos + torch.cat([-x.narrow(-1, half, half), x.narrow(-1, 0, half)], -1) * sin;
+    }
+
+    /// <summary>
     /// Writes <paramref name="w"/> and <paramref name="configJson"/> as a model folder, loads it, runs sequences of
     /// <paramref name="lengths"/> random ids packed and alone, and asserts each within 2·10⁻⁵ of its largest value of
     /// <paramref name="torch"/>'s states ([tokens, width]); every sequence's figures are written to the test output.
