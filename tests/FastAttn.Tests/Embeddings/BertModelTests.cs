@@ -180,6 +180,16 @@ public class BertModelTests(Xunit.Abstractions.ITestOutputHelper output)
         AssertClose([.. pooled.Select(v => v / norm)], embedder.Encode(text), $"'{text}' through the folder ({(cls ? "CLS" : "mean")})");
     }
 
+    /// <summary>Each edit of <paramref name="json"/> (its text must hold <c>From</c>) makes <see cref="BertConfig.FromJson"/> refuse it with <see cref="InvalidDataException"/>.</summary>
+    internal static void AssertEditsRefused(string json, params (string From, string To)[] edits)
+    {
+        foreach (var (from, to) in edits)
+        {
+            Assert.Contains(from, json);
+            Assert.Throws<InvalidDataException>(() => BertConfig.FromJson(json.Replace(from, to)));
+        }
+    }
+
     internal static void AssertClose(double[] expect, ReadOnlySpan<float> got, string what)
     {
         double max = expect.Max(Math.Abs), worst = 0;

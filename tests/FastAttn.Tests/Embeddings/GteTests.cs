@@ -240,8 +240,7 @@ public class GteTests
         // NewConfig's defaults where a field is absent
         var bare = BertConfig.FromJson("""{"model_type": "new"}""");
         Assert.Equal((768, 12, 12, 3072, 30528, 2048, 1e-12f), (bare.HiddenSize, bare.NumAttentionHeads, bare.NumHiddenLayers, bare.IntermediateSize, bare.VocabSize, bare.MaxPositionEmbeddings, bare.LayerNormEps));
-        foreach (var (from, to) in new[]
-        {
+        BertModelTests.AssertEditsRefused(ConfigJson(V15),
             ("\"position_embedding_type\": \"rope\"", "\"position_embedding_type\": \"absolute\""),
             ("\"layer_norm_type\": \"layer_norm\"", "\"layer_norm_type\": \"rms_norm\""),
             ("\"logn_attention_scale\": false", "\"logn_attention_scale\": true"),
@@ -249,13 +248,7 @@ public class GteTests
             ("\"type\": \"ntk\"", "\"type\": \"ntk\", \"mixed_b\": 0.5"),
             ("\"factor\": 2", "\"factor\": 0.5"),
             ("\"rope_theta\": 10000", "\"rope_theta\": 0.5"),
-            ("\"hidden_act\": \"gelu\"", "\"hidden_act\": \"mish\""),
-        })
-        {
-            string json = ConfigJson(V15);
-            Assert.Contains(from, json);
-            Assert.Throws<InvalidDataException>(() => BertConfig.FromJson(json.Replace(from, to)));
-        }
+            ("\"hidden_act\": \"gelu\"", "\"hidden_act\": \"mish\""));
         using var dir = new TempDir();
         BertModelTests.Write(dir, Checkpoint(V15), config: false);
         Assert.Contains("config.json", Assert.Throws<InvalidDataException>(() => BertModel.Load(dir.Path)).Message);

@@ -225,18 +225,11 @@ public class JinaBertTests
     {
         var ok = BertConfig.FromJson(ConfigJson(V2));
         Assert.Equal(("bert", 8192, Activation.Gelu), (ok.ModelType, ok.MaxPositionEmbeddings, ok.HiddenAct));
-        foreach (var (from, to) in new[]
-        {
+        BertModelTests.AssertEditsRefused(ConfigJson(V2),
             ("\"feed_forward_type\": \"geglu\"", "\"feed_forward_type\": \"swiglu\""),
             ("\"feed_forward_type\": \"geglu\"", "\"feed_forward_type\": 3"),
             ("\"position_embedding_type\": \"alibi\"", "\"position_embedding_type\": \"relative_key\""),
-            ("\"model_type\": \"bert\"", "\"model_type\": \"roberta\""),
-        })
-        {
-            string json = ConfigJson(V2);
-            Assert.Contains(from, json);
-            Assert.Throws<InvalidDataException>(() => BertConfig.FromJson(json.Replace(from, to)));
-        }
+            ("\"model_type\": \"bert\"", "\"model_type\": \"roberta\""));
         // no config.json: the ALiBi is not in the tensors
         using var dir = new TempDir();
         BertModelTests.Write(dir, Checkpoint(V2), config: false);

@@ -203,21 +203,14 @@ public class JinaV3Tests
     {
         var ok = BertConfig.FromJson(ConfigJson());
         Assert.Equal(("xlm-roberta", 8194, 1e-5f), (ok.ModelType, ok.MaxPositionEmbeddings, ok.LayerNormEps));
-        foreach (var (from, to) in new[]
-        {
+        BertModelTests.AssertEditsRefused(ConfigJson(),
             ("\"use_flash_attn\": true", "\"use_flash_attn\": true, \"rotary_emb_interleaved\": true"),
             ("\"use_flash_attn\": true", "\"use_flash_attn\": true, \"rotary_emb_scale_base\": 512"),
             ("\"use_flash_attn\": true", "\"use_flash_attn\": true, \"rotary_emb_dim\": 4"),
             ("\"rotary_emb_base\": 20000", "\"rotary_emb_base\": 0.5"),
             ("\"lora_rank\": 2", "\"lora_rank\": 0"),
             ("\"lora_adaptations\": [\"retrieval.query\"", "\"lora_adaptations\": [\"retrieval.passage\""),
-            ("\"model_type\": \"xlm-roberta\"", "\"model_type\": \"bert\""),
-        })
-        {
-            string json = ConfigJson();
-            Assert.Contains(from, json);
-            Assert.Throws<InvalidDataException>(() => BertConfig.FromJson(json.Replace(from, to)));
-        }
+            ("\"model_type\": \"xlm-roberta\"", "\"model_type\": \"bert\""));
         using var dir = new TempDir();
         BertModelTests.Write(dir, Checkpoint(""), config: false);
         Assert.Contains("config.json", Assert.Throws<InvalidDataException>(() => BertModel.Load(dir.Path)).Message);

@@ -269,8 +269,7 @@ public class ModernBertTests
         // defaults of the config class (ModernBERT-base's): 22 layers, a global one every third, window 128, bases 160,000 / 10,000
         var d = BertConfig.FromJson("""{"model_type": "modernbert"}""");
         Assert.Equal((768, 12, 22, 1152, 8192, 50368), (d.HiddenSize, d.NumAttentionHeads, d.NumHiddenLayers, d.IntermediateSize, d.MaxPositionEmbeddings, d.VocabSize));
-        foreach (var (from, to) in new[]
-        {
+        BertModelTests.AssertEditsRefused(ConfigJson(Base),
             ("\"norm_eps\": 1e-5", "\"norm_eps\": 1e-5, \"rope_scaling\": {\"type\": \"linear\", \"factor\": 2}"),
             ("\"classifier_pooling\": \"cls\"", "\"classifier_pooling\": \"max\""),
             ("\"local_attention\": 8", "\"local_attention\": 1"),
@@ -281,13 +280,7 @@ public class ModernBertTests
             ("\"hidden_activation\": \"gelu\"", "\"hidden_activation\": \"mish\""),
             ("\"num_attention_heads\": 3", "\"num_attention_heads\": 8"),     // head width 3: odd
             ("\"global_rope_theta\": 160000", "\"global_rope_theta\": 1e-300"), // would give NaN angles
-            ("\"local_attention\": 8", "\"local_attention\": \"8\""),
-        })
-        {
-            string json = ConfigJson(Base);
-            Assert.Contains(from, json);
-            Assert.Throws<InvalidDataException>(() => BertConfig.FromJson(json.Replace(from, to)));
-        }
+            ("\"local_attention\": 8", "\"local_attention\": \"8\""));
         // the checkpoint without its config.json: the window and the layer types are not in the tensors
         using var dir = new TempDir();
         BertModelTests.Write(dir, Checkpoint(Base), config: false);

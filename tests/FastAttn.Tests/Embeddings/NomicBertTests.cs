@@ -153,8 +153,7 @@ public class NomicBertTests
         Assert.Equal(("nomic_bert", 256, 2, 1e-12f, Activation.Silu), (ok.ModelType, ok.IntermediateSize, ok.TypeVocabSize, ok.LayerNormEps, ok.HiddenAct));
         var padded = BertConfig.FromJson(ConfigJson(Geglu));
         Assert.Equal((56, 256, 40), (padded.VocabSize, padded.IntermediateSize, padded.MaxPositionEmbeddings));
-        foreach (var (from, to) in new[]
-        {
+        BertModelTests.AssertEditsRefused(ConfigJson(V15),
             ("\"prenorm\": false", "\"prenorm\": true"),
             ("\"causal\": false", "\"causal\": true"),
             ("\"use_rms_norm\": false", "\"use_rms_norm\": true"),
@@ -165,13 +164,7 @@ public class NomicBertTests
             ("\"rotary_emb_fraction\": 1.0", "\"rotary_emb_fraction\": 0"),
             ("\"activation_function\": \"swiglu\"", "\"activation_function\": \"mish\""),
             ("\"rotary_emb_base\": 1000", "\"rotary_emb_base\": 0.001"),
-            ("\"n_head\": 3", "\"n_head\": 8"),
-        })
-        {
-            string json = ConfigJson(V15);
-            Assert.Contains(from, json);
-            Assert.Throws<InvalidDataException>(() => BertConfig.FromJson(json.Replace(from, to)));
-        }
+            ("\"n_head\": 3", "\"n_head\": 8"));
         using var dir = new TempDir();
         BertModelTests.Write(dir, Checkpoint(V15), config: false);
         var ex = Assert.Throws<InvalidDataException>(() => BertModel.Load(dir.Path));

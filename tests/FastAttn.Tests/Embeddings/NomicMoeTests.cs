@@ -168,8 +168,7 @@ public class NomicMoeTests
     {
         var ok = BertConfig.FromJson(ConfigJson(V2Moe));
         Assert.Equal((Ff, Activation.Gelu), (ok.IntermediateSize, ok.HiddenAct));
-        foreach (var (from, to) in new[]
-        {
+        BertModelTests.AssertEditsRefused(ConfigJson(V2Moe),
             ("\"expert_choice_router\": false", "\"expert_choice_router\": true"),
             ("\"moe_top_k\": 2", "\"moe_top_k\": 5"),
             ("\"moe_top_k\": 2", "\"moe_top_k\": 0"),
@@ -177,13 +176,7 @@ public class NomicMoeTests
             ("\"activation_function\": \"gelu\"", "\"activation_function\": \"mish\""),
             ("\"moe_every_n_layers\": 2", "\"moe_every_n_layers\": -1"),
             ("\"moe_impl\": \"megablocks\"", "\"moe_impl\": \"megablocks\", \"num_shared_experts\": 1"),
-            ("\"moe_impl\": \"megablocks\"", "\"moe_impl\": \"megablocks\", \"ffn_div\": 2"),
-        })
-        {
-            string json = ConfigJson(V2Moe);
-            Assert.Contains(from, json);
-            Assert.Throws<InvalidDataException>(() => BertConfig.FromJson(json.Replace(from, to)));
-        }
+            ("\"moe_impl\": \"megablocks\"", "\"moe_impl\": \"megablocks\", \"ffn_div\": 2"));
         // the checkpoint must have the experts where the config puts them
         using var dir = new TempDir();
         BertModelTests.Write(dir, Checkpoint(Plain), config: false);
