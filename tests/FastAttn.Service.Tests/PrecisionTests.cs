@@ -85,3 +85,33 @@ public sealed class ModelFolderTests
         finally { try { Directory.Delete(dir, true); } catch (IOException) { } }
     }
 }
+
+/// <summary><c>--Dimensions N</c>: /embed returns the first N values of each vector, scaled to unit length.</summary>
+public sealed class DimensionsTests
+{
+    [Fact]
+    public async Task Embed_cuts_to_the_first_values_then_normalises()
+    {
+        await using var factory = new WebApplicationFactory<Program>().WithWebHostBuilder(b => b.UseSetting("FastAttn:Dimensions", "128"));
+        using var client = factory.CreateClient();
+        using var full = SentenceEmbedder.Load(MiniLmPackage.Folder, options: new SentenceEmbedderOptions { Normalize = false });
+        string[] texts = ["I saw a saw.", "The city committee approved the new budget on Monday."];
+        var got = await Http.Embed(client, texts);
+        var want = full.Encode(texts);
+        for (int i = 0; i < texts.Length; i++)
+        {
+            Assert.Equal(128, got[i].Length);
+            double n = Math.Sqrt(want[i].Take(128).Sum(v => (double)v * v));
+            for (int c = 0; c < 128; c++) Assert.True(Math.Abs(got[i][c] - want[i][c] / n) <= 1e-6, $"text {i}, value {c}: {got[i][c]} vs {want[i][c] / n}");
+        }
+    }
+
+    [Fact]
+    public void Options_refuse_a_negative_width_and_the_ort_backend_with_dimensions()
+    {
+        Assert.NotNull(new ServiceOptions { Dimensions = -1 }.Validate());
+        Assert.NotNull(new ServiceOptions { Backend = "ort", Dimensions = 64 }.Validate());
+        Assert.NotNull(new ServiceOptions { Backend = "ort", Adapter = "retrieval.query" }.Validate());
+        Assert.Null(new ServiceOptions { Dimensions = 64 }.Validate());
+    }
+}
