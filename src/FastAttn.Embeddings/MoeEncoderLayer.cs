@@ -116,15 +116,14 @@ internal sealed class MoeEncoderLayer : Block, IDisposable
         for (int i = 0; i < logits.Length; i++) { logits[i] = MathF.Exp(logits[i] - max); sum += logits[i]; }
         for (int i = 0; i < logits.Length; i++) logits[i] /= sum;
         float total = 0;
+        // experts ≤ 1,024 (the config's bound): a mask of the chosen ones keeps the selection at k passes over the experts
+        Span<bool> taken = stackalloc bool[logits.Length];
         for (int j = 0; j < choice.Length; j++)
         {
             int best = -1;
             for (int i = 0; i < logits.Length; i++)
-            {
-                bool taken = false;
-                for (int q = 0; q < j; q++) taken |= choice[q] == i;
-                if (!taken && (best < 0 || logits[i] > logits[best])) best = i;
-            }
+                if (!taken[i] && (best < 0 || logits[i] > logits[best])) best = i;
+            taken[best] = true;
             choice[j] = best;
             weight[j] = logits[best];
             total += logits[best];
