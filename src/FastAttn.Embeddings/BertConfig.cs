@@ -550,7 +550,7 @@ public sealed record BertConfig
                 if (p.Value.ValueKind == JsonValueKind.String && names.Contains(p.Name)) instructions[p.Name] = p.Value.GetString()!;
         int rank = names.Count > 0 ? Int("lora_rank", null) : Int("lora_rank", 4);
         double alpha = JsonNumber(r, "lora_alpha", 1, source);
-        if (rank is < 1 or > 4096 || !double.IsFinite(alpha)) throw Bad($"lora_rank {rank} or lora_alpha {alpha} is out of range");
+        if (rank is < 1 or > 256 || !double.IsFinite(alpha)) throw Bad($"lora_rank {rank} or lora_alpha {alpha} is out of range (rank 1 to 256: the merge costs rank products per weight)");
         float eps = r.TryGetProperty("layer_norm_eps", out var e2) && e2.ValueKind == JsonValueKind.Number ? (float)e2.GetDouble() : 1e-5f;
         var c = new BertConfig
         {

@@ -209,6 +209,7 @@ public class JinaV3Tests
             ("\"use_flash_attn\": true", "\"use_flash_attn\": true, \"rotary_emb_dim\": 4"),
             ("\"rotary_emb_base\": 20000", "\"rotary_emb_base\": 0.5"),
             ("\"lora_rank\": 2", "\"lora_rank\": 0"),
+            ("\"lora_rank\": 2", "\"lora_rank\": 257"),
             ("\"lora_adaptations\": [\"retrieval.query\"", "\"lora_adaptations\": [\"retrieval.passage\""),
             ("\"model_type\": \"xlm-roberta\"", "\"model_type\": \"bert\""));
         using var dir = new TempDir();
