@@ -22,6 +22,42 @@ public static class Vectors
     }
 
     /// <summary>
+    /// Binary quantisation of an embedding: bit j is set when <paramref name="v"/>[j] &gt; 0, packed eight to a byte with
+    /// the first value in the high bit — the bytes sentence-transformers' <c>quantize_embeddings(…, "ubinary")</c> gives
+    /// (numpy's <c>packbits</c>; its "binary" is each byte − 128 as int8). A 1,024-value vector becomes 128 bytes; compare
+    /// such codes with <see cref="HammingDistance"/>.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="bits"/> is not ⌈length / 8⌉ bytes, or the vector is empty.</exception>
+    public static void ToBinary(ReadOnlySpan<float> v, Span<byte> bits)
+    {
+        if (v.IsEmpty || bits.Length != (v.Length + 7) / 8)
+            throw new ArgumentException($"'bits' has {bits.Length} bytes; a vector of {v.Length} values packs into {(v.Length + 7) / 8}.", nameof(bits));
+        for (int b = 0; b < bits.Length; b++)
+        {
+            int code = 0, j0 = 8 * b;
+            for (int j = 0; j < 8; j++) code = (code << 1) | (j0 + j < v.Length && v[j0 + j] > 0 ? 1 : 0);
+            bits[b] = (byte)code;
+        }
+    }
+
+    /// <summary>The binary code of <paramref name="v"/> (see <see cref="ToBinary(ReadOnlySpan{float}, Span{byte})"/>).</summary>
+    /// <exception cref="ArgumentException">The vector is empty.</exception>
+    public static byte[] ToBinary(ReadOnlySpan<float> v)
+    {
+        var bits = new byte[(v.Length + 7) / 8];
+        ToBinary(v, bits);
+        return bits;
+    }
+
+    /// <summary>The number of bits in which two binary codes of the same length differ (smaller is more similar).</summary>
+    /// <exception cref="ArgumentException">The lengths differ.</exception>
+    public static long HammingDistance(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b)
+    {
+        if (a.Length != b.Length) throw new ArgumentException($"the codes have {a.Length} and {b.Length} bytes; they must have the same length.");
+        return TensorPrimitives.HammingBitDistance(a, b);
+    }
+
+    /// <summary>
     /// The <paramref name="k"/> rows of <paramref name="matrix"/> (<c>[rows, dimension]</c>) most similar to
     /// <paramref name="query"/> by cosine, best first (ties by row).
     /// </summary>
