@@ -67,7 +67,7 @@ internal static class Commands
 
         var eModel = new Option<string>("--model") { Description = "A BERT-family model: .safetensors (config.json beside it), a folder, or .onnx.", Required = true };
         var eVocab = new Option<string?>("--vocab") { Description = "The WordPiece vocabulary (default: vocab.txt beside the model)." };
-        var ePooling = new Option<string>("--pooling") { Description = "auto (what a sentence-transformers model folder states, else mean), mean, cls or pooler.", DefaultValueFactory = _ => "auto" };
+        var ePooling = new Option<string>("--pooling") { Description = "auto (what a sentence-transformers model folder states, else mean), mean, cls, pooler, max, mean-sqrt-len, weighted-mean or last.", DefaultValueFactory = _ => "auto" };
         var eHeads = new Option<int?>("--heads") { Description = "Attention heads, when neither config.json nor the ONNX graph states them." };
         var eThreads = new Option<int>("--threads") { Description = "Threads (1 to the processor count).", DefaultValueFactory = _ => 1 };
         var eMax = new Option<int>("--max-tokens") { Description = "Longest text in word pieces (default: the folder's max_seq_length, else the model's positions, 512); longer texts are truncated." };

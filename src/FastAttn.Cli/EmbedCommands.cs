@@ -25,7 +25,11 @@ public static class EmbedCommands
             "mean" => Embeddings.Pooling.Mean,
             "cls" => Embeddings.Pooling.Cls,
             "pooler" => Embeddings.Pooling.Pooler,
-            _ => throw new CliInputException($"--pooling must be auto, mean, cls or pooler; it is '{o.Pooling}'."),
+            "max" => Embeddings.Pooling.Max,
+            "mean-sqrt-len" => Embeddings.Pooling.MeanSqrtLength,
+            "weighted-mean" => Embeddings.Pooling.WeightedMean,
+            "last" => Embeddings.Pooling.LastToken,
+            _ => throw new CliInputException($"--pooling must be auto, mean, cls, pooler, max, mean-sqrt-len, weighted-mean or last; it is '{o.Pooling}'."),
         };
         return SentenceEmbedder.Load(o.Model, o.Vocab,
             new SentenceEmbedderOptions { Pooling = pooling, Normalize = normalize ? true : null, Threads = o.Threads, MaxTokensPerText = o.MaxTokens, MaxSessions = 1, Dimensions = o.Dimensions },

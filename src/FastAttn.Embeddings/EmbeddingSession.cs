@@ -49,7 +49,7 @@ public sealed class EmbeddingSession : IDisposable
         // open settings: mean pooling, no normalisation (SentenceEmbedder.Load fills them from a model folder first)
         options = options with { Pooling = _pooling = options.Pooling ?? Pooling.Mean, Normalize = _normalize = options.Normalize ?? false };
         if (_pooling == Pooling.Pooler && model.Pooler == null) throw new ArgumentException("pooler pooling needs a checkpoint with pooler.dense weights; this model has none.", nameof(options));
-        if ((uint)_pooling > (uint)Pooling.Pooler) throw new ArgumentOutOfRangeException(nameof(options), _pooling, "Unknown pooling.");
+        if ((uint)_pooling > (uint)Pooling.LastToken) throw new ArgumentOutOfRangeException(nameof(options), _pooling, "Unknown pooling.");
         int maxPos = model.Embeddings.MaxPositions;
         // open: the model's positions, or one pass's tokens when fewer (a long-context model — ModernBERT's 8,192 positions
         // and up — would otherwise refuse the default pass size); a pass too small for any text is refused below
@@ -288,6 +288,32 @@ public sealed class EmbeddingSession : IDisposable
     }
 
     /// <summary>The mean of the last pass's hidden states of tokens [t0, t0 + len) into <paramref name="dst"/>.</summary>
+    /// <summary>One sequence's tokens [t0, t0 + len) pooled into <paramref name="dst"/> as <see cref="_pooling"/> says (not the pooler).</summary>
+    private void PoolTokens(int t0, int len, Span<float> dst)
+    {
+        int h = HiddenWidth;
+        switch (_pooling)
+        {
+            case Pooling.Mean: MeanState(t0, len, dst); break;
+            case Pooling.Cls: _hidden.AsSpan(t0 * h, h).CopyTo(dst); break;
+            case Pooling.LastToken: _hidden.AsSpan((t0 + len - 1) * h, h).CopyTo(dst); break;
+            case Pooling.Max:
+                _hidden.AsSpan(t0 * h, h).CopyTo(dst);
+                for (int t = 1; t < len; t++) TensorPrimitives.Max(dst, _hidden.AsSpan((t0 + t) * h, h), dst);
+                break;
+            case Pooling.MeanSqrtLength:
+                _hidden.AsSpan(t0 * h, h).CopyTo(dst);
+                for (int t = 1; t < len; t++) TensorPrimitives.Add(dst, _hidden.AsSpan((t0 + t) * h, h), dst);
+                TensorPrimitives.Divide(dst, MathF.Sqrt(len), dst);
+                break;
+            default: // WeightedMean: Σ i·state_i / Σ i, i = 1 … len
+                TensorPrimitives.Multiply(_hidden.AsSpan(t0 * h, h), 1f, dst);
+                for (int t = 1; t < len; t++) TensorPrimitives.MultiplyAdd(_hidden.AsSpan((t0 + t) * h, h), t + 1f, dst, dst);
+                TensorPrimitives.Divide(dst, len * (len + 1f) / 2f, dst);
+                break;
+        }
+    }
+
     private void MeanState(int t0, int len, Span<float> dst)
     {
         int h = HiddenWidth;
@@ -326,8 +352,7 @@ public sealed class EmbeddingSession : IDisposable
             if (_pooling != Pooling.Pooler)
             {
                 Span<float> dst = dense ? _denseA.AsSpan((s % DenseChunk) * d, d) : cut ? _one : output.Slice(s * d, d);
-                if (_pooling == Pooling.Mean) MeanState(t0, len, dst);
-                else first.CopyTo(dst);
+                PoolTokens(t0, len, dst);
                 if (!dense && cut) _one.AsSpan(0, dim).CopyTo(output.Slice(s * dim, dim));
                 if (dense && (s % DenseChunk == DenseChunk - 1 || s == lengths.Length - 1)) ApplyDense(s - s % DenseChunk, s % DenseChunk + 1, output);
             }

@@ -9,6 +9,14 @@ public enum Pooling
     Cls = 1,
     /// <summary>The model's pooler: tanh(W·[CLS] + b) (BERT's <c>pooler_output</c>; needs a checkpoint with <c>pooler.dense</c>).</summary>
     Pooler = 2,
+    /// <summary>The largest value of each feature over the sequence's tokens (sentence-transformers' <c>pooling_mode_max_tokens</c>).</summary>
+    Max = 3,
+    /// <summary>The sum over the sequence's tokens divided by √tokens (<c>pooling_mode_mean_sqrt_len_tokens</c>).</summary>
+    MeanSqrtLength = 4,
+    /// <summary>The mean with token i (from 1) weighted by i, later tokens counting more (<c>pooling_mode_weightedmean_tokens</c>).</summary>
+    WeightedMean = 5,
+    /// <summary>The last token's state (<c>pooling_mode_lasttoken</c>).</summary>
+    LastToken = 6,
 }
 
 /// <summary>Settings of a <see cref="SentenceEmbedder"/> (and of the sessions it leases).</summary>

@@ -229,8 +229,15 @@ public sealed record SentenceTransformersConfig
             {
                 ["cls_token"] => Pooling.Cls,
                 ["mean_tokens"] => Pooling.Mean,
-                _ => throw new InvalidDataException($"{path}: pooling {(on.Count == 0 ? "none" : string.Join(" + ", on))} is not supported (cls_token or mean_tokens alone)."),
+                ["max_tokens"] => Pooling.Max,
+                ["mean_sqrt_len_tokens"] => Pooling.MeanSqrtLength,
+                ["weightedmean_tokens"] => Pooling.WeightedMean,
+                ["lasttoken"] => Pooling.LastToken,
+                _ => throw new InvalidDataException($"{path}: pooling {(on.Count == 0 ? "none" : string.Join(" + ", on))} is not supported (one mode alone: cls_token, mean_tokens, max_tokens, mean_sqrt_len_tokens, weightedmean_tokens or lasttoken; several concatenated are not run)."),
             };
+            // a prompt left out of the pooling (instruction models) is not run: FastAttn pools every token of the text
+            if (root.TryGetProperty("include_prompt", out var ip) && ip.ValueKind == JsonValueKind.False)
+                throw new InvalidDataException($"{path}: include_prompt is false (the prompt's tokens left out of the pooling), which FastAttn does not run.");
             int? dim = null;
             if (root.TryGetProperty("word_embedding_dimension", out var d))
                 dim = d.ValueKind == JsonValueKind.Number && d.TryGetInt32(out int x) && x > 0 ? x

@@ -445,3 +445,66 @@ public class MatryoshkaDimensionsTests
         Assert.Throws<ArgumentOutOfRangeException>(() => new EmbeddingSession(model, null, options with { Dimensions = -1 }));
     }
 }
+
+/// <summary>
+/// sentence-transformers' other pooling modes — max, mean_sqrt_len, weightedmean, lasttoken — against the formulas applied
+/// in double to the session's own token states, packed sequences of awkward lengths; read from a Pooling config.
+/// </summary>
+public class PoolingModesTests
+{
+    private static readonly int[][] Sequences = [[2, 7, 11, 3], [2, 3], [2, 45, 1, 9, 9, 30, 12, 13, 14, 3], [2], [2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 3]];
+
+    [Theory]
+    [InlineData(Pooling.Max)]
+    [InlineData(Pooling.MeanSqrtLength)]
+    [InlineData(Pooling.WeightedMean)]
+    [InlineData(Pooling.LastToken)]
+    public void Modes_MatchTheFormulaOnTheTokenStates(Pooling pooling)
+    {
+        using var dir = new TempDir();
+        BertModelTests.Write(dir, BertModelTests.Checkpoint());
+        using var model = BertModel.Load(dir.Path);
+        int h = BertModelTests.H;
+        int[] ids = [.. Sequences.SelectMany(s => s)], lengths = [.. Sequences.Select(s => s.Length)];
+        using var session = new EmbeddingSession(model, null, new SentenceEmbedderOptions { Pooling = pooling, MaxBatchTokens = 64 });
+        var states = new float[ids.Length * h];
+        session.HiddenStates(ids, lengths, states);
+        var got = new float[Sequences.Length * h];
+        session.EncodeIds(ids, lengths, got);
+        for (int s = 0, t0 = 0; s < Sequences.Length; t0 += lengths[s], s++)
+        {
+            int n = lengths[s];
+            for (int c = 0; c < h; c++)
+            {
+                double x(int t) => states[(t0 + t) * h + c];
+                double expect = pooling switch
+                {
+                    Pooling.Max => Enumerable.Range(0, n).Max(x),
+                    Pooling.MeanSqrtLength => Enumerable.Range(0, n).Sum(x) / Math.Sqrt(n),
+                    Pooling.WeightedMean => Enumerable.Range(0, n).Sum(t => (t + 1) * x(t)) / Enumerable.Range(1, n).Sum(),
+                    _ => x(n - 1),
+                };
+                Assert.True(Math.Abs(expect - got[s * h + c]) <= 1e-5 * Math.Max(1, Math.Abs(expect)), $"{pooling}, sequence {s}, value {c}: {expect} vs {got[s * h + c]}");
+            }
+        }
+        Assert.Equal(0, FastAttn.Tests.Reference.SteadyStateAllocations(() => session.EncodeIds(ids, lengths, got)));
+    }
+
+    [Theory]
+    [InlineData("max_tokens", Pooling.Max)]
+    [InlineData("mean_sqrt_len_tokens", Pooling.MeanSqrtLength)]
+    [InlineData("weightedmean_tokens", Pooling.WeightedMean)]
+    [InlineData("lasttoken", Pooling.LastToken)]
+    public void PoolingConfig_NamesTheMode(string mode, Pooling expected)
+    {
+        using var dir = new TempDir();
+        BertModelTests.Write(dir, BertModelTests.Checkpoint());
+        File.WriteAllText(dir.File("modules.json"), """
+            [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+             {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+            """);
+        Directory.CreateDirectory(dir.File("1_Pooling"));
+        File.WriteAllText(Path.Combine(dir.Path, "1_Pooling", "config.json"), $$"""{"word_embedding_dimension": {{BertModelTests.H}}, "pooling_mode_{{mode}}": true}""");
+        Assert.Equal(expected, SentenceTransformersConfig.Read(dir.Path)!.Pooling);
+    }
+}

@@ -124,7 +124,8 @@ public class SentenceTransformersFolderTests
         { "no pooling module", """[{"path": "", "type": "sentence_transformers.models.Transformer"}]""", null, "no Pooling module" },
         { "pooling before the transformer", """[{"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]""", null, "not supported" },
         { "pooling config missing", Modules, "<none>", "config.json is missing" },
-        { "max pooling", Modules, PoolingJson(false, false, extra: ", \"pooling_mode_max_tokens\": true").Replace("\"pooling_mode_max_tokens\": false,", ""), "max_tokens" },
+        { "max and mean pooling", Modules, PoolingJson(false, true, extra: ", \"pooling_mode_max_tokens\": true").Replace("\"pooling_mode_max_tokens\": false,", ""), "mean_tokens + max_tokens" },
+        { "prompt left out", Modules, PoolingJson(false, true, extra: ", \"include_prompt\": false"), "include_prompt" },
         { "cls and mean", Modules, PoolingJson(true, true), "cls_token + mean_tokens" },
         { "no pooling mode", Modules, PoolingJson(false, false), "pooling none" },
         { "mode not a boolean", Modules, PoolingJson(true, false).Replace("\"pooling_mode_mean_tokens\": false", "\"pooling_mode_mean_tokens\": 1"), "not true or false" },
@@ -248,7 +249,7 @@ public class SentenceTransformersFolderTests
     }
 
     [Theory]
-    [InlineData("--pooling", "max")]
+    [InlineData("--pooling", "median")]
     [InlineData("--max-tokens", "2")]
     [InlineData("--threads", "0")]
     [InlineData("--model", "/nonexistent/folder")]
