@@ -156,9 +156,11 @@ namespace FastAttn.Service
     {
         public abstract int Dimension { get; }
         protected TextTokenizer Tokenizer { get; init; } = null!;
+        /// <summary>Put before every text: the model folder's default sentence-transformers prompt, if it names one.</summary>
+        public string Prompt { get; init; } = "";
         /// <summary>The texts and their word-piece ids (from <see cref="Tokenize"/>); a backend uses whichever it takes.</summary>
         public abstract Task<float[]> EmbedAsync(string[] texts, int[][] ids, CancellationToken ct);
-        public int[][] Tokenize(string[] texts) => Array.ConvertAll(texts, t => Tokenizer.Encode(t));
+        public int[][] Tokenize(string[] texts) => Array.ConvertAll(texts, t => Tokenizer.Encode(Prompt.Length == 0 ? t : Prompt + t));
         public abstract ValueTask DisposeAsync();
 
         public static EmbedBackend Create(ServiceOptions o, ServiceMetrics metrics)
@@ -180,13 +182,13 @@ namespace FastAttn.Service
             if (o.Model != null && SentenceTransformersConfig.Read(Directory.Exists(model) ? model : Path.GetDirectoryName(Path.GetFullPath(model))!) is { } st)
                 embedOptions = st.ApplyTo(embedOptions, bert);
             embedOptions = embedOptions with { Dimensions = o.Dimensions };
-            if (!o.Batching) return new PlainBackend(bert, tokenizer, embedOptions);
+            if (!o.Batching) return new PlainBackend(bert, tokenizer, embedOptions) { Prompt = embedOptions.Prompt ?? "" };
             var batcher = new EmbeddingBatcher(bert, tokenizer, embedOptions, new BatchingOptions { MaxWait = TimeSpan.FromMilliseconds(o.MaxWaitMs), MaxBatchTokens = o.MaxBatchTokens, ParallelFromTokens = o.ParallelFromTokens, RunLoneRequestsInline = o.RunLoneRequestsInline })
             {
                 OnBatch = b => { metrics.BatchTexts.Record(b.Texts); metrics.BatchRequests.Record(b.Requests); },
             };
             metrics.QueueLength = () => batcher.QueuedTexts;
-            return new BatchedBackend(bert, tokenizer, batcher);
+            return new BatchedBackend(bert, tokenizer, batcher) { Prompt = embedOptions.Prompt ?? "" };
         }
     }
 

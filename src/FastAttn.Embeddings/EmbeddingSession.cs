@@ -24,6 +24,8 @@ public sealed class EmbeddingSession : IDisposable
     private readonly DenseModule[] _dense;
     private readonly float[] _denseA, _denseB, _denseScratch;   // DenseChunk vectors at a time
     private readonly int _pooledWidth;
+    /// <summary>Put before every text of the text paths ("" = nothing).</summary>
+    private readonly string _prompt;
     /// <summary>The vector's width before <see cref="SentenceEmbedderOptions.Dimensions"/> cuts it.</summary>
     private readonly int _fullDimension;
     /// <summary>One pooled vector at full width, when the output keeps fewer values (else empty).</summary>
@@ -47,7 +49,7 @@ public sealed class EmbeddingSession : IDisposable
         _tokenizer = tokenizer;
         options ??= new SentenceEmbedderOptions();
         // open settings: mean pooling, no normalisation (SentenceEmbedder.Load fills them from a model folder first)
-        options = options with { Pooling = _pooling = options.Pooling ?? Pooling.Mean, Normalize = _normalize = options.Normalize ?? false };
+        options = options with { Pooling = _pooling = options.Pooling ?? Pooling.Mean, Normalize = _normalize = options.Normalize ?? false, Prompt = _prompt = options.Prompt ?? "" };
         if (_pooling == Pooling.Pooler && model.Pooler == null) throw new ArgumentException("pooler pooling needs a checkpoint with pooler.dense weights; this model has none.", nameof(options));
         if ((uint)_pooling > (uint)Pooling.LastToken) throw new ArgumentOutOfRangeException(nameof(options), _pooling, "Unknown pooling.");
         int maxPos = model.Embeddings.MaxPositions;
@@ -109,7 +111,7 @@ public sealed class EmbeddingSession : IDisposable
         for (int i = 0; i < texts.Count; i++)
         {
             if (texts[i] is null) throw new ArgumentException($"text {i} is null.", nameof(texts));
-            lists[i] = _tokenizer.Encode(texts[i]);
+            lists[i] = _tokenizer.Encode(_prompt.Length == 0 ? texts[i] : _prompt + texts[i]);
         }
         EncodeLists(lists, output);
     }

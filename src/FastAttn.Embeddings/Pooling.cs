@@ -50,4 +50,12 @@ public sealed record SentenceEmbedderOptions
     /// the cosine similarity is the same either way).
     /// </summary>
     public int Dimensions { get; init; }
+    /// <summary>
+    /// Text put before every text the text paths take (<c>Encode</c> of strings), as sentence-transformers puts a prompt
+    /// ("search_query: ", "query: ", an instruction); its tokens are part of the text, counted and pooled with it. Null (the
+    /// default): the model folder's default prompt when <see cref="SentenceEmbedder.Load"/> finds one
+    /// (<c>config_sentence_transformers.json</c>'s <c>default_prompt_name</c>), else none; "" = none. The id paths take
+    /// their ids as given.
+    /// </summary>
+    public string? Prompt { get; init; }
 }

@@ -22,6 +22,11 @@ public sealed class SentenceEmbedder : IDisposable
     public SentenceEmbedderOptions Options { get; }
     /// <summary>Length of one embedding.</summary>
     public int Dimension { get; }
+    /// <summary>
+    /// The prompts of the model folder's <c>config_sentence_transformers.json</c> (e.g. "query" → "search_query: "), empty
+    /// when it has none: pass one as <see cref="SentenceEmbedderOptions.Prompt"/>, or put it before a text yourself.
+    /// </summary>
+    public IReadOnlyDictionary<string, string> Prompts { get; private init; } = System.Collections.ObjectModel.ReadOnlyDictionary<string, string>.Empty;
 
     /// <summary>An embedder over a loaded model and tokenizer (which the embedder does not dispose).</summary>
     /// <exception cref="ArgumentException">The options do not fit the model.</exception>
@@ -66,13 +71,14 @@ public sealed class SentenceEmbedder : IDisposable
     {
         ArgumentNullException.ThrowIfNull(modelPath);
         SentenceEmbedderOptions? resolved = null;
+        IReadOnlyDictionary<string, string>? prompts = null;
         var (model, tokenizer) = LoadParts(modelPath, vocabPath, loadOptions, (m, st) =>
         {
             resolved = options ?? new SentenceEmbedderOptions();
-            if (st != null) resolved = st.ApplyTo(resolved, m);
+            if (st != null) { resolved = st.ApplyTo(resolved, m); prompts = st.Prompts; }
             return resolved.MaxTokensPerText;
         });
-        try { return new SentenceEmbedder(model, tokenizer, resolved, ownsModel: true); }
+        try { return new SentenceEmbedder(model, tokenizer, resolved, ownsModel: true) { Prompts = prompts ?? System.Collections.ObjectModel.ReadOnlyDictionary<string, string>.Empty }; }
         catch
         {
             model.Dispose();

@@ -11,7 +11,7 @@ namespace FastAttn.Embeddings;
 /// </summary>
 public sealed record SentenceTransformersConfig
 {
-    /// <summary>The pooling the Pooling module names (mean or CLS; any other mode is refused when read).</summary>
+    /// <summary>The pooling the Pooling module names (one mode; several concatenated are refused when read).</summary>
     public Pooling Pooling { get; init; } = Pooling.Mean;
     /// <summary>True when the pipeline ends in a Normalize module (unit-length vectors).</summary>
     public bool Normalize { get; init; }
@@ -23,6 +23,10 @@ public sealed record SentenceTransformersConfig
     public string TransformerPath { get; init; } = "";
     /// <summary>The Dense modules after pooling, in order (none for most models; LaBSE and distiluse have one).</summary>
     public IReadOnlyList<DenseModule> Dense { get; init; } = [];
+    /// <summary>The prompts <c>config_sentence_transformers.json</c> names (e.g. "query" → "search_query: "); empty when none.</summary>
+    public IReadOnlyDictionary<string, string> Prompts { get; init; } = System.Collections.ObjectModel.ReadOnlyDictionary<string, string>.Empty;
+    /// <summary>The prompt sentence-transformers puts before every text unless told otherwise (<c>default_prompt_name</c>), or null.</summary>
+    public string? DefaultPromptName { get; init; }
 
     /// <summary>Configuration files larger than this are refused (they are a few hundred bytes).</summary>
     private const long MaxFileBytes = 1 << 20;
@@ -61,8 +65,9 @@ public sealed record SentenceTransformersConfig
 
     private static SentenceTransformersConfig? ReadFilesUnchecked(Func<string, byte[]?> file, string folder)
     {
-        byte[]? modules = file("modules.json"), lonePooling = modules == null ? file("1_Pooling/config.json") : null, sbert = file("sentence_bert_config.json");
-        if (modules == null && lonePooling == null && sbert == null) return null;
+        byte[]? modules = file("modules.json"), lonePooling = modules == null ? file("1_Pooling/config.json") : null, sbert = file("sentence_bert_config.json"),
+            prompts = file("config_sentence_transformers.json");
+        if (modules == null && lonePooling == null && sbert == null && prompts == null) return null;
         var c = new SentenceTransformersConfig();
         if (modules != null) c = ReadModules(file, folder, modules);
         else if (lonePooling != null) c = ReadPooling(Path.Combine(folder, "1_Pooling/config.json"), lonePooling, c);
@@ -70,6 +75,7 @@ public sealed record SentenceTransformersConfig
         string sbertAt = "sentence_bert_config.json";
         if (sbert == null && c.TransformerPath.Length > 0) sbert = file(sbertAt = c.TransformerPath.TrimEnd('/', '\\') + "/sentence_bert_config.json");
         if (sbert != null) c = ReadSentenceBert(Path.Combine(folder, sbertAt), sbert, c);
+        if (prompts != null) c = ReadPrompts(Path.Combine(folder, "config_sentence_transformers.json"), prompts, c);
         return c;
     }
 
@@ -93,7 +99,32 @@ public sealed record SentenceTransformersConfig
             Normalize = options.Normalize ?? Normalize,
             Dense = options.Dense ?? Dense,
             MaxTokensPerText = options.MaxTokensPerText == 0 && MaxSeqLength is int m ? Math.Min(m, model.Embeddings.MaxPositions) : options.MaxTokensPerText,
+            Prompt = options.Prompt ?? (DefaultPromptName is string n ? Prompts[n] : null),
         };
+    }
+
+    /// <summary><c>config_sentence_transformers.json</c>: its <c>prompts</c> (name → text) and <c>default_prompt_name</c>, which must name one of them.</summary>
+    private static SentenceTransformersConfig ReadPrompts(string path, byte[] bytes, SentenceTransformersConfig c)
+    {
+        var root = Parse(path, bytes, out var doc);
+        using (doc)
+        {
+            if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: not a JSON object.");
+            var prompts = new Dictionary<string, string>(StringComparer.Ordinal);
+            if (root.TryGetProperty("prompts", out var p) && p.ValueKind != JsonValueKind.Null)
+            {
+                if (p.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: prompts is not an object of names and texts.");
+                foreach (var e in p.EnumerateObject())
+                    prompts[e.Name] = e.Value.ValueKind == JsonValueKind.String ? e.Value.GetString()! : throw new InvalidDataException($"{path}: prompt '{e.Name}' is not a string.");
+            }
+            string? def = null;
+            if (root.TryGetProperty("default_prompt_name", out var d) && d.ValueKind != JsonValueKind.Null)
+            {
+                def = d.ValueKind == JsonValueKind.String ? d.GetString()! : throw new InvalidDataException($"{path}: default_prompt_name is not a string.");
+                if (!prompts.ContainsKey(def)) throw new InvalidDataException($"{path}: default_prompt_name '{def}' is not one of the prompts ({string.Join(", ", prompts.Keys)}).");
+            }
+            return c with { Prompts = prompts, DefaultPromptName = def };
+        }
     }
 
     private static JsonElement Parse(string path, byte[] bytes, out JsonDocument doc)

@@ -64,6 +64,30 @@ public sealed class ModelFolderTests
     }
 
     [Fact]
+    public async Task A_folders_default_prompt_is_put_before_every_text()
+    {
+        // config_sentence_transformers.json naming a default prompt: sentence-transformers puts it before every text, so does the service
+        string dir = Directory.CreateTempSubdirectory("fastattn-service-prompt-").FullName;
+        try
+        {
+            File.Copy(MiniLmPackage.Files.Model, Path.Combine(dir, "model.onnx"));
+            File.Copy(MiniLmPackage.Files.Vocab, Path.Combine(dir, "vocab.txt"));
+            File.WriteAllText(Path.Combine(dir, "config_sentence_transformers.json"), """{"prompts": {"query": "query: "}, "default_prompt_name": "query"}""");
+            await using var factory = new WebApplicationFactory<Program>().WithWebHostBuilder(b => b.UseSetting("FastAttn:Model", dir));
+            using var client = factory.CreateClient();
+            string[] texts = ["I saw a saw.", "The city committee approved the new budget on Monday."];
+            var got = await Http.Embed(client, texts);
+            using var plain = SentenceEmbedder.Load(MiniLmPackage.Folder, options: new SentenceEmbedderOptions { Normalize = true, Prompt = "" });
+            for (int i = 0; i < texts.Length; i++)
+            {
+                Assert.Equal(plain.Encode("query: " + texts[i]), got[i]);
+                Assert.NotEqual(plain.Encode(texts[i]), got[i]);
+            }
+        }
+        finally { try { Directory.Delete(dir, true); } catch (IOException) { } }
+    }
+
+    [Fact]
     public async Task A_folder_with_only_tokenizer_json_is_served_with_it()
     {
         // an XLM-R or RoBERTa folder carries tokenizer.json and no vocab.txt: the service used to insist on vocab.txt

@@ -228,6 +228,37 @@ public class SentenceTransformersFolderTests
     }
 
     [Fact]
+    public async Task Prompts_TheDefaultIsPutBeforeEveryText_AGivenOneWins()
+    {
+        using var dir = new TempDir();
+        WriteFolder(dir, pooling: PoolingJson(cls: false, mean: true));
+        File.WriteAllText(dir.File("config_sentence_transformers.json"), """
+            {"__version__": {"sentence_transformers": "3.0.1"}, "prompts": {"query": "hello world ", "document": ""}, "default_prompt_name": "query", "similarity_fn_name": "cosine"}
+            """);
+        const string text = "the cafe owner";
+        using var byDefault = SentenceEmbedder.Load(dir.Path);
+        Assert.Equal("hello world ", byDefault.Prompts["query"]);
+        Assert.Equal("hello world ", byDefault.Options.Prompt);
+        using var none = SentenceEmbedder.Load(dir.Path, options: new SentenceEmbedderOptions { Prompt = "" });
+        var expect = none.Encode("hello world " + text);
+        Assert.Equal(expect, byDefault.Encode(text));
+        Assert.NotEqual(expect, none.Encode(text));
+        // the batcher's text path too
+        using (var batcher = new EmbeddingBatcher(byDefault.Model, byDefault.Tokenizer, byDefault.Options))
+            Assert.Equal(expect, await batcher.EncodeAsync(text));
+        // a default that names no prompt, or prompts that are not texts: refused by name
+        File.WriteAllText(dir.File("config_sentence_transformers.json"), """{"prompts": {"query": "q: "}, "default_prompt_name": "passage"}""");
+        Assert.Contains("default_prompt_name", Assert.Throws<InvalidDataException>(() => SentenceTransformersConfig.Read(dir.Path)).Message);
+        File.WriteAllText(dir.File("config_sentence_transformers.json"), """{"prompts": {"query": 3}}""");
+        Assert.Contains("query", Assert.Throws<InvalidDataException>(() => SentenceTransformersConfig.Read(dir.Path)).Message);
+        // prompts without a default: none is put, the names are listed
+        File.WriteAllText(dir.File("config_sentence_transformers.json"), """{"prompts": {"query": "q: "}, "default_prompt_name": null}""");
+        using var listed = SentenceEmbedder.Load(dir.Path);
+        Assert.Equal("", listed.Options.Prompt);
+        Assert.Equal("q: ", listed.Prompts["query"]);
+    }
+
+    [Fact]
     public void EmbedCommand_FileToNpy_StdinAndSearch()
     {
         using var dir = new TempDir();
