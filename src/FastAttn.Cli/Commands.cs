@@ -76,11 +76,13 @@ internal static class Commands
         var eFile = new Option<string?>("--file") { Description = "Embed each line of a UTF-8 file instead; '-' reads standard input." };
         var eOutput = new Option<string?>("--output") { Description = "Write the vectors as float32 .npy [texts, dim] instead of printing them." };
         var eDims = new Option<int>("--dimensions") { Description = "Keep the first N values of every vector (Matryoshka truncation; 0 = all); with normalisation the cut vector is scaled to unit length." };
+        var ePrompt = new Option<string?>("--prompt") { Description = "A prompt of the model folder (config_sentence_transformers.json), by name, before every text — for search, before the query. Without --prompt and --document-prompt the folder's default prompt (if any) is used; with either, a side not named gets none." };
+        var sDocPrompt = new Option<string?>("--document-prompt") { Description = "search: a prompt of the model folder, by name, before every corpus line (see --prompt)." };
         var eAdapter = new Option<string?>("--adapter") { Description = "A LoRA adapter of the model to merge in (jina-embeddings-v3: retrieval.query, retrieval.passage, separation, classification, text-matching); its task instruction is put before every text, as the model's encode(task=...) does." };
         var embed = new Command("embed", "Sentence embeddings with a BERT-family model (e.g. all-MiniLM-L6-v2): one vector per text, in input order.")
-            { eModel, eVocab, ePooling, eHeads, eThreads, eMax, eNormalize, eText, eFile, eOutput, precision, eAdapter, eDims };
+            { eModel, eVocab, ePooling, eHeads, eThreads, eMax, eNormalize, eText, eFile, eOutput, precision, eAdapter, eDims, ePrompt };
         EmbedCommands.ModelOptions ModelOf(ParseResult r) => new(r.GetValue(eModel)!, r.GetValue(eVocab), r.GetValue(ePooling)!, r.GetValue(eHeads), r.GetValue(eThreads), r.GetValue(eMax), r.GetValue(precision))
-            { Dimensions = r.GetValue(eDims) };
+            { Dimensions = r.GetValue(eDims), Prompt = r.GetValue(ePrompt) };
         embed.SetAction(r => CliApp.Guard("embed", error, () =>
         {
             var words = r.GetValue(eText) ?? [];
@@ -92,9 +94,9 @@ internal static class Commands
         var sCorpus = new Option<string>("--corpus") { Description = "A UTF-8 file, one document per line ('-' = standard input).", Required = true };
         var sTop = new Option<int>("--top") { Description = "How many lines to show.", DefaultValueFactory = _ => 5 };
         var search = new Command("search", "Semantic search: the lines of a corpus most similar to a query, with cosine scores.")
-            { eModel, eVocab, ePooling, eHeads, eThreads, eMax, sCorpus, sTop, sQuery, precision, eDims };
+            { eModel, eVocab, ePooling, eHeads, eThreads, eMax, sCorpus, sTop, sQuery, precision, eDims, ePrompt, sDocPrompt };
         search.SetAction(r => CliApp.Guard("search", error, () =>
-            EmbedCommands.Search(ModelOf(r), string.Join(' ', r.GetValue(sQuery)!), r.GetValue(sCorpus)!, r.GetValue(sTop), output, stdin)));
+            EmbedCommands.Search(ModelOf(r) with { DocumentPrompt = r.GetValue(sDocPrompt) }, string.Join(' ', r.GetValue(sQuery)!), r.GetValue(sCorpus)!, r.GetValue(sTop), output, stdin)));
         root.Subcommands.Add(search);
 
         var rank = new Command("rank", "Rerank with a cross-encoder (a BERT sequence classifier): the corpus lines by the model's score for (query, line), highest first.")

@@ -15,7 +15,21 @@ public static class EmbedCommands
     {
         /// <summary>Keep the first N values of every vector (0 = all).</summary>
         public int Dimensions { get; init; }
+        /// <summary>A prompt of the model folder, by name, before every text (embed) or before the query (search); null = the folder's default.</summary>
+        public string? Prompt { get; init; }
+        /// <summary>search: a prompt of the model folder, by name, before every corpus line; null = the folder's default.</summary>
+        public string? DocumentPrompt { get; init; }
     }
+
+    /// <summary>
+    /// The text of prompt <paramref name="name"/> of the loaded folder to put before a text here; "" for null (then the
+    /// embedder puts its own: the folder's default without prompt flags, nothing with them).
+    /// </summary>
+    private static string PromptText(SentenceEmbedder e, string? name, string flag) =>
+        name == null ? ""
+        : e.Prompts.TryGetValue(name, out var text) ? text
+        : throw new CliInputException(e.Prompts.Count == 0 ? $"{flag} '{name}': the model folder names no prompts (config_sentence_transformers.json)."
+            : $"{flag} '{name}' is not one of the folder's prompts: {string.Join(", ", e.Prompts.Keys)}.");
 
     private static SentenceEmbedder Load(ModelOptions o, bool normalize)
     {
@@ -32,7 +46,9 @@ public static class EmbedCommands
             _ => throw new CliInputException($"--pooling must be auto, mean, cls, pooler, max, mean-sqrt-len, weighted-mean or last; it is '{o.Pooling}'."),
         };
         return SentenceEmbedder.Load(o.Model, o.Vocab,
-            new SentenceEmbedderOptions { Pooling = pooling, Normalize = normalize ? true : null, Threads = o.Threads, MaxTokensPerText = o.MaxTokens, MaxSessions = 1, Dimensions = o.Dimensions },
+            // named prompts are put before the texts here, so the embedder itself puts none
+            new SentenceEmbedderOptions { Pooling = pooling, Normalize = normalize ? true : null, Threads = o.Threads, MaxTokensPerText = o.MaxTokens, MaxSessions = 1, Dimensions = o.Dimensions,
+                Prompt = o.Prompt != null || o.DocumentPrompt != null ? "" : null },
             LoadOptions(o));
     }
 
@@ -61,9 +77,11 @@ public static class EmbedCommands
         var texts = text != null ? [text] : ReadLines(file!, stdin);
         if (texts.Count == 0) throw new CliInputException($"'{file}' holds no lines to embed.");
         using var embedder = Load(o, normalize);
-        // an adapter's task instruction goes before every text, as the model's own encode(task=...) puts it
+        // an adapter's task instruction goes before every text, as the model's own encode(task=...) puts it; a named prompt likewise
         if (o.Adapter != null && embedder.Model.Config.AdapterInstruction(o.Adapter) is { Length: > 0 } instruction)
             texts = [.. texts.Select(t => instruction + t)];
+        if (o.Prompt != null && PromptText(embedder, o.Prompt, "--prompt") is { Length: > 0 } prompt)
+            texts = [.. texts.Select(t => prompt + t)];
         var vectors = new float[texts.Count * embedder.Dimension];
         embedder.Encode(texts, vectors);
         if (output != null)
@@ -104,11 +122,14 @@ public static class EmbedCommands
         var lines = ReadLines(corpus, stdin).Select(l => l.Trim()).Where(l => l.Length > 0).ToList();
         if (lines.Count == 0) throw new CliInputException($"'{corpus}' holds no non-empty lines to search.");
         using var embedder = Load(o, normalize: true);
+        // asymmetric models (nomic, e5, arctic-embed) want a query prompt and a document prompt: each by name (a side not named gets
+        // none), or without either flag the folder's default prompt for both
+        string queryPrompt = PromptText(embedder, o.Prompt, "--prompt"), documentPrompt = PromptText(embedder, o.DocumentPrompt, "--document-prompt");
         var sw = System.Diagnostics.Stopwatch.StartNew();
         var matrix = new float[lines.Count * embedder.Dimension];
-        embedder.Encode(lines, matrix);
+        embedder.Encode(documentPrompt.Length == 0 ? lines : [.. lines.Select(l => documentPrompt + l)], matrix);
         double corpusMs = sw.Elapsed.TotalMilliseconds;
-        var q = embedder.Encode(query);
+        var q = embedder.Encode(queryPrompt + query);
         foreach (var (row, score) in Vectors.TopK(q, matrix, top))
             outw.WriteLine($"{score.ToString("F4", CultureInfo.InvariantCulture)}  {lines[row]}");
         outw.WriteLine($"# {lines.Count} lines embedded in {corpusMs / 1000:F1} s ({lines.Count / (corpusMs / 1000):F0} lines/s, {o.Threads} thread{(o.Threads > 1 ? "s" : "")}); {embedder.Model.Source}");

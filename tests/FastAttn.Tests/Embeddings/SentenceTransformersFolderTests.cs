@@ -259,6 +259,33 @@ public class SentenceTransformersFolderTests
     }
 
     [Fact]
+    public void PromptFlags_PutTheNamedPrompt_SearchOnBothSides_UnknownNameRefused()
+    {
+        using var dir = new TempDir();
+        WriteFolder(dir, pooling: PoolingJson(cls: false, mean: true));
+        File.WriteAllText(dir.File("config_sentence_transformers.json"), """{"prompts": {"query": "hello ", "document": "world "}, "default_prompt_name": "query"}""");
+        using var none = SentenceEmbedder.Load(dir.Path, options: new SentenceEmbedderOptions { Prompt = "" });
+        // embed: the folder's default without a flag; the named one with it
+        var byDefault = Parse(Run("embed", "--model", dir.Path, "the cafe").Out.Trim());
+        var named = Parse(Run("embed", "--model", dir.Path, "--prompt", "document", "the cafe").Out.Trim());
+        var wantDefault = none.Encode("hello the cafe");
+        var wantNamed = none.Encode("world the cafe");
+        for (int i = 0; i < byDefault.Length; i++) { Close(wantDefault[i], byDefault[i]); Close(wantNamed[i], named[i]); }
+        // search: the query with its prompt, the lines with theirs — the line equal to "prompted query" ranks first at cosine 1
+        string corpus = dir.File("corpus.txt");
+        File.WriteAllText(corpus, "books here\nnew xy\n");
+        var s = Run("search", "--model", dir.Path, "--corpus", corpus, "--top", "1", "--prompt", "document", "--document-prompt", "query", "books", "here");
+        Assert.True(s.Code == 0, s.Err);
+        var q = none.Encode("world books here");
+        var d = none.Encode("hello books here");
+        Assert.StartsWith(Vectors.Cosine(q, d).ToString("F4", System.Globalization.CultureInfo.InvariantCulture) + "  books here", s.Out);
+        var bad = Run("embed", "--model", dir.Path, "--prompt", "passage", "the cafe");
+        Assert.Equal(2, bad.Code);
+        Assert.Contains("query, document", bad.Err);
+        Assert.Single(bad.Err.Trim().Split('\n'));
+    }
+
+    [Fact]
     public void EmbedCommand_FileToNpy_StdinAndSearch()
     {
         using var dir = new TempDir();
