@@ -613,6 +613,8 @@ public sealed class BertModel : IDisposable
             int h = config.HiddenSize, ff = config.IntermediateSize, heads = config.NumAttentionHeads, d = h / heads;
             float[] W(TensorReader r, long rows, long cols, bool embedding) => LoraWeight(r, rows, cols, embedding, j3, task);
             var emb = m.Pp("embeddings");
+            emb.Ignore("position_ids");
+            emb.Ignore("token_type_ids");
             var word = W(emb.Pp("word_embeddings"), config.VocabSize, h, true);
             var type = W(emb.Pp("token_type_embeddings"), config.TypeVocabSize, h, true);
             var embNorm = Norm(m.Pp("emb_ln"), h, config.LayerNormEps);

@@ -34,6 +34,7 @@ public class JinaV3Tests
         Weight(prefix + "embeddings.word_embeddings", Vocab, H, 0.5f, true);
         Weight(prefix + "embeddings.token_type_embeddings", Types, H, 0.5f, true);
         Add(prefix + "emb_ln.weight", 0.2f, H); Add(prefix + "emb_ln.bias", 0.1f, H);
+        if (!lora) Add(prefix + "embeddings.position_ids", 1f, 1, 8194);          // a buffer some exports carry: ignored
         for (int l = 0; l < Layers; l++)
         {
             string q = $"{prefix}encoder.layers.{l}.";
