@@ -309,7 +309,7 @@ public sealed class EmbeddingSession : IDisposable
                 TensorPrimitives.Divide(dst, MathF.Sqrt(len), dst);
                 break;
             default: // WeightedMean: Σ i·state_i / Σ i, i = 1 … len
-                TensorPrimitives.Multiply(_hidden.AsSpan(t0 * h, h), 1f, dst);
+                _hidden.AsSpan(t0 * h, h).CopyTo(dst);
                 for (int t = 1; t < len; t++) TensorPrimitives.MultiplyAdd(_hidden.AsSpan((t0 + t) * h, h), t + 1f, dst, dst);
                 TensorPrimitives.Divide(dst, len * (len + 1f) / 2f, dst);
                 break;

@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using FastAttn.Composition;
 using FastAttn.Layers;
@@ -89,20 +90,20 @@ internal sealed class MoeEncoderLayer : Block, IDisposable
             for (int r = 0; r < n; r++) x1.Slice(rows[r] / k * h, h).CopyTo(gathered.Slice(r * h, h));
             _up[x].ForwardCore(gathered.Slice(0, n * h), n, hidden.Slice(0, n * ff), rest, default, pool);
             _down[x].ForwardCore(hidden.Slice(0, n * ff), n, expertOut.Slice(0, n * h), rest, default, pool);
+            // weighted, then added to the token's sum: a product and a sum, each rounded, as its code scales then index_adds
             for (int r = 0; r < n; r++)
             {
-                int token = rows[r] / k;
-                float w = weight[rows[r]];
-                var o = output.Slice(token * h, h);
+                var o = output.Slice(rows[r] / k * h, h);
                 var y = expertOut.Slice(r * h, h);
-                for (int c = 0; c < h; c++) o[c] += y[c] * w;
+                TensorPrimitives.Multiply(y, weight[rows[r]], y);
+                TensorPrimitives.Add(o, y, o);
             }
         }
         for (int i = 0; i < t; i++)
         {
             var o = output.Slice(i * h, h);
-            var res = x1.Slice(i * h, h);
-            for (int c = 0; c < h; c++) o[c] = o[c] + _bias[c] + res[c];
+            TensorPrimitives.Add(o, _bias, o);
+            TensorPrimitives.Add(o, x1.Slice(i * h, h), o);
         }
         _norm2.ForwardCore(output.Slice(0, t * h), t, output.Slice(0, t * h), pool);
     }
