@@ -122,6 +122,17 @@ public class BertModelTests(Xunit.Abstractions.ITestOutputHelper output)
     }
 
     /// <summary>
+    /// A session with <paramref name="options"/> over <paramref name="model"/>: <see cref="AssertPackedAndAlone"/>, then no
+    /// allocation in the packed call's steady state.
+    /// </summary>
+    internal static void AssertStatesWithoutAllocation(BertModel model, SentenceEmbedderOptions options, int[][] sequences, IReadOnlyList<double[]> expected, int width, string what)
+    {
+        using var session = new EmbeddingSession(model, null, options);
+        var (ids, lengths, packed) = AssertPackedAndAlone(session, sequences, expected, width, what);
+        Assert.Equal(0, FastAttn.Tests.Reference.SteadyStateAllocations(() => session.HiddenStates(ids, lengths, packed)));
+    }
+
+    /// <summary>
     /// Runs <paramref name="sequences"/> packed on 1 and on 2 threads and asserts the same bits, and no allocation in the
     /// 2-thread steady state.
     /// </summary>
