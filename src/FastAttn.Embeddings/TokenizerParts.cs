@@ -483,8 +483,19 @@ internal static class TokenizerParts
                     }
                 case "ByteLevel":
                     return new ByteLevel(Flag(p, "add_prefix_space", true, bad), Flag(p, "use_regex", true, bad));
+                case "Split":
+                    {
+                        // the patterns of the byte-level BPE tokenizers of today's decoder models, each written out as a scanner
+                        string? pattern = Member(p, "pattern") is { ValueKind: JsonValueKind.Object } pj ? Str(pj, "Regex") : null;
+                        int digits = pattern == SplitPattern.Qwen2 ? 1 : pattern == SplitPattern.Llama3 ? 3
+                            : throw bad($"pre_tokenizer Split's pattern '{Shorten(pattern ?? "(not a regex)")}' is not one FastAttn applies (Qwen2's or Llama 3's / cl100k's)");
+                        if (Str(p, "behavior") is { } behavior && !behavior.Equals("Isolated", StringComparison.OrdinalIgnoreCase))
+                            throw bad($"pre_tokenizer Split's behavior '{Shorten(behavior)}' is not Isolated");
+                        if (Flag(p, "invert", false, bad)) throw bad("pre_tokenizer Split is inverted");
+                        return new SplitPattern(digits);
+                    }
                 default:
-                    throw bad($"pre_tokenizer '{type ?? p.ValueKind.ToString()}' is not one FastAttn applies (ByteLevel, Metaspace, WhitespaceSplit, Sequence)");
+                    throw bad($"pre_tokenizer '{type ?? p.ValueKind.ToString()}' is not one FastAttn applies (ByteLevel, Metaspace, WhitespaceSplit, Split, Sequence)");
             }
         }
     }
@@ -515,6 +526,92 @@ internal static class TokenizerParts
             }
             if (start >= 0) r.Add(piece[start..]);
             return r;
+        }
+    }
+
+    /// <summary>
+    /// The <c>Split</c> pre-tokeniser (behaviour Isolated) with the pattern of Qwen2/Qwen3's tokenizer,
+    /// <c>(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+</c>,
+    /// or Llama 3's (cl100k's), the same with <c>\p{N}{1,3}</c>: each match is a word. Written out as a scanner over code
+    /// points (linear, no backtracking): at each position the first alternative that matches there, as the regex engine
+    /// takes it.
+    /// </summary>
+    internal sealed class SplitPattern(int digits) : PreTokenizer
+    {
+        public const string Qwen2 = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+        public const string Llama3 = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+        public override List<string> Split(string piece)
+        {
+            var r = new List<string>();
+            for (int i = 0; i < piece.Length;)
+            {
+                int end = Next(piece, i, digits);
+                r.Add(piece[i..end]);
+                i = end;
+            }
+            return r;
+        }
+
+        private enum Kind { Letter, Number, Space, Other }
+
+        private static Kind KindAt(string s, int i, out int len)
+        {
+            Rune.DecodeFromUtf16(s.AsSpan(i), out var r, out len);
+            if (Rune.IsWhiteSpace(r)) return Kind.Space;
+            if (Rune.IsLetter(r)) return Kind.Letter;
+            return Rune.IsNumber(r) ? Kind.Number : Kind.Other;
+        }
+
+        /// <summary>The lower-case letter a character matches case-insensitively in the contractions (ſ, U+017F, folds to s).</summary>
+        private static char Fold(char c) => c == '\u017F' ? 's' : c is >= 'A' and <= 'Z' ? (char)(c + 32) : c;
+
+        private static bool IsNewline(char c) => c is '\r' or '\n';
+
+        private static int RunOf(string s, int j, Kind kind)
+        {
+            while (j < s.Length && KindAt(s, j, out int l) == kind) j += l;
+            return j;
+        }
+
+        /// <summary>The end of the pattern's match at <paramref name="i"/> (the first alternative that matches there).</summary>
+        internal static int Next(string s, int i, int digits)
+        {
+            int n = s.Length;
+            // (?i:'s|'t|'re|'ve|'m|'ll|'d)
+            if (s[i] == '\'' && i + 1 < n)
+            {
+                char c = Fold(s[i + 1]);
+                if (c is 's' or 't' or 'm' or 'd') return i + 2;
+                if (i + 2 < n && Fold(s[i + 2]) is var c2 && ((c == 'r' && c2 == 'e') || (c == 'v' && c2 == 'e') || (c == 'l' && c2 == 'l'))) return i + 3;
+            }
+            var k0 = KindAt(s, i, out int len0);
+            // [^\r\n\p{L}\p{N}]?\p{L}+
+            if (k0 == Kind.Letter) return RunOf(s, i + len0, Kind.Letter);
+            if (k0 != Kind.Number && !IsNewline(s[i]) && i + len0 < n && KindAt(s, i + len0, out int len1) == Kind.Letter) return RunOf(s, i + len0 + len1, Kind.Letter);
+            // \p{N} (Qwen2) or \p{N}{1,3} (Llama 3)
+            if (k0 == Kind.Number)
+            {
+                int j = i + len0;
+                for (int count = 1; count < digits && j < n && KindAt(s, j, out int l) == Kind.Number; count++) j += l;
+                return j;
+            }
+            // ' ?[^\s\p{L}\p{N}]+[\r\n]*'
+            int st = s[i] == ' ' && i + 1 < n ? i + 1 : i;
+            if (KindAt(s, st, out int lenSt) == Kind.Other)
+            {
+                int j = RunOf(s, st + lenSt, Kind.Other);
+                while (j < n && IsNewline(s[j])) j++;
+                return j;
+            }
+            // here s[i] is white space: \s*[\r\n]+ takes the run up to its last line break
+            int e = i, lastBreak = -1;
+            while (e < n && KindAt(s, e, out int l) == Kind.Space) { if (IsNewline(s[e])) lastBreak = e; e += l; }
+            if (lastBreak >= 0) return lastBreak + 1;
+            // \s+(?!\S): all of a run that ends the piece; else all but its last character (which goes with what follows); \s+ a single one
+            if (e == n) return e;
+            int lastStart = char.IsLowSurrogate(s[e - 1]) && e - 2 >= i ? e - 2 : e - 1;
+            return lastStart > i ? lastStart : e;
         }
     }
 

@@ -16,7 +16,7 @@ namespace FastAttn.Parity.Tests;
 /// </summary>
 public class BpeParityTests
 {
-    public enum Setting { Roberta, Gpt2, SentencePiece, SuffixUnk, PrefixNoUnk }
+    public enum Setting { Roberta, Gpt2, SentencePiece, SuffixUnk, PrefixNoUnk, Qwen2, Llama3 }
 
     private static readonly string[] Extra = ["Hello", "World", "İstanbul", "Straße", "München", "naïve", "Ελλάδα", "Москва", "東京", "日本語", "한국어", "don't", "'s", "1/2", "2024"];
 
@@ -62,6 +62,19 @@ public class BpeParityTests
                     return (m, s == Setting.Roberta
                         ? new() { PreTokenizer = BpeFiles.ByteLevelPre(addPrefixSpace: false), PostProcessor = "roberta" }
                         : new() { PreTokenizer = BpeFiles.ByteLevelPre(addPrefixSpace: true), PostProcessor = "bytelevel", TupleMerges = true, IgnoreMerges = true });
+                }
+            case Setting.Qwen2:
+            case Setting.Llama3:
+                {
+                    // Qwen2/Qwen3's and Llama 3's layout: NFC, Split by the pattern, the byte alphabet, the end-of-text token after the text
+                    var list = words.Take(12_000).SelectMany(w => new[] { BpeFiles.ByteLevel(" " + w), BpeFiles.ByteLevel(w) })
+                        .Concat(pieces.Select(BpeFiles.ByteLevel)).Concat(new[] { "123", "12", " (", "!!", "'s", " \n", "\n\n", "  ", "Tis", "Sup", "ſup", "Ll" }.Select(BpeFiles.ByteLevel));
+                    var m = BpeFiles.Build(BpeFiles.ByteChars.Select(c => c.ToString()), list);
+                    return (m, new()
+                    {
+                        Normalizer = Obj(("type", "NFC")), PreTokenizer = BpeFiles.DecoderPre(s == Setting.Qwen2 ? BpeFiles.Qwen2Regex : BpeFiles.Llama3Regex),
+                        PostProcessor = "eos", TupleMerges = true,
+                    });
                 }
             case Setting.SentencePiece:
                 {
@@ -118,7 +131,7 @@ public class BpeParityTests
     [
         "don't", "I'm", "we'll", "they're", "you've", "he'd", "it's", "'s", "''s", "!'s", "DON'T", "'S", "x 's", "a  b", "a   b", "a\t b", "a \tb", "a\n\nb",
         "  leading", "trailing  ", " ", "   ", "\n", " \n", "\n ", "a\u00A0b", "a \u00A0b", "a\u3000b", "12,345.67", " 123abc", "abc123", "  !!", " !!x", "x!!", "<s>", "</s>",
-        "<mask>", "a <mask> b", "a   <mask>", "<s>hello</s>", "hello<pad>world", "qqzx", "a qqzx b", "aqqzx", "a bar   b", "hello world", "say hello world!",
+        "'Tis so", "'SUP", "'Sup", "'ſup", "WE'Ll", "x'Re", "<mask>", "a <mask> b", "a   <mask>", "<s>hello</s>", "hello<pad>world", "qqzx", "a qqzx b", "aqqzx", "a bar   b", "hello world", "say hello world!",
         "e\u0301", "\u0301\u0301x", "x\u200Dy", "\u200B", "👩\u200D👩\u200D👧", "🇩🇪", "\U0001F600", "\uFFFD", "\u0000", "a\u0001b", "\u007F", "\u0085x",
         "东京 日本語", "한국어", "Ελλάδα", "Москва", "ⅷ ½ ²", "𝐇𝐞𝐥𝐥𝐨", "İstanbul", "ǅ", new string('x', 300), string.Concat(Enumerable.Repeat("ab ", 150)),
     ];
@@ -129,6 +142,8 @@ public class BpeParityTests
     [InlineData(Setting.SentencePiece)]
     [InlineData(Setting.SuffixUnk)]
     [InlineData(Setting.PrefixNoUnk)]
+    [InlineData(Setting.Qwen2)]
+    [InlineData(Setting.Llama3)]
     public void IdsEqualHuggingFaceTokenizers(Setting setting)
     {
         using var p = new Pair(setting);
@@ -157,6 +172,20 @@ public class BpeParityTests
                 Assert.Contains(p.Fa.UnknownId, all);
                 Assert.Contains(p.Fa.Encode("a qqzx b"), i => p.Fa.Token(i) == "qqzx");
                 break;
+            case Setting.Qwen2:
+            case Setting.Llama3:
+                {
+                    // the pattern's words: digits one at a time (Qwen2) or by threes (Llama 3), a punctuation mark with the word after it,
+                    // case-insensitive contractions, a line break's run; the end-of-text token last
+                    var q = p.Fa.Encode("12345 (hello DON'T\n\n  x");
+                    Assert.Equal(2, q[^1]);
+                    var words = q[..^1].Select(p.Fa.Token).ToList();
+                    if (setting == Setting.Qwen2) Assert.Equal(["1", "2", "3", "4", "5"], words.Take(5));
+                    else Assert.Equal(["12", "3", "45"], words.Take(3));                // "123" and "45" are words, their pieces from the merges
+                    Assert.Contains("Ġ(", words);
+                    Assert.Contains("ĊĊ", words);
+                    break;
+                }
             case Setting.Roberta:
                 var ids = p.Fa.Encode(" the cat's   dog");
                 Assert.Equal((0, 2), (ids[0], ids[^1]));

@@ -72,7 +72,7 @@ internal static class BpeFiles
     {
         public Action<Utf8JsonWriter>? Normalizer { get; init; }
         public Action<Utf8JsonWriter>? PreTokenizer { get; init; }
-        /// <summary>"roberta" (RobertaProcessing), "template" (&lt;s&gt; A), "bytelevel", or null.</summary>
+        /// <summary>"roberta" (RobertaProcessing), "template" (&lt;s&gt; A), "eos" (A &lt;/s&gt;), "bytelevel", or null.</summary>
         public string? PostProcessor { get; init; } = "roberta";
         public string? UnkToken { get; init; }
         public bool FuseUnk { get; init; }
@@ -88,6 +88,32 @@ internal static class BpeFiles
     {
         w.WriteStartObject();
         w.WriteString("type", "ByteLevel"); w.WriteBoolean("add_prefix_space", addPrefixSpace); w.WriteBoolean("trim_offsets", true); w.WriteBoolean("use_regex", useRegex);
+        w.WriteEndObject();
+    };
+
+    /// <summary>A <c>Split</c> pre-tokeniser with a regex pattern, behaviour Isolated (as Qwen2's and Llama 3's files have it).</summary>
+    public static Action<Utf8JsonWriter> SplitPre(string regex) => w =>
+    {
+        w.WriteStartObject();
+        w.WriteString("type", "Split");
+        w.WriteStartObject("pattern"); w.WriteString("Regex", regex); w.WriteEndObject();
+        w.WriteString("behavior", "Isolated"); w.WriteBoolean("invert", false);
+        w.WriteEndObject();
+    };
+
+    /// <summary>Qwen2's (Qwen3's) and Llama 3's pre-tokeniser regexes, as their tokenizer.json files carry them.</summary>
+    public const string Qwen2Regex = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    public const string Llama3Regex = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+    /// <summary>Qwen2/Qwen3's pre-tokeniser: Split by the pattern, then the byte alphabet without the prefix space or GPT-2's regex.</summary>
+    public static Action<Utf8JsonWriter> DecoderPre(string regex) => w =>
+    {
+        w.WriteStartObject();
+        w.WriteString("type", "Sequence");
+        w.WriteStartArray("pretokenizers");
+        SplitPre(regex)(w);
+        ByteLevelPre(addPrefixSpace: false, useRegex: false)(w);
+        w.WriteEndArray();
         w.WriteEndObject();
     };
 
@@ -144,6 +170,26 @@ internal static class BpeFiles
                 w.WriteStartObject("special_tokens");
                 w.WriteStartObject("<s>"); w.WriteString("id", "<s>"); w.WriteStartArray("ids"); w.WriteNumberValue(0); w.WriteEndArray();
                 w.WriteStartArray("tokens"); w.WriteStringValue("<s>"); w.WriteEndArray(); w.WriteEndObject();
+                w.WriteEndObject();
+                w.WriteEndObject();
+                break;
+            case "eos":
+                // Qwen3-Embedding's: the end-of-text token after each text ("</s>" stands for <|endoftext|>)
+                w.WriteStartObject("post_processor");
+                w.WriteString("type", "TemplateProcessing");
+                w.WriteStartArray("single");
+                w.WriteStartObject(); w.WriteStartObject("Sequence"); w.WriteString("id", "A"); w.WriteNumber("type_id", 0); w.WriteEndObject(); w.WriteEndObject();
+                w.WriteStartObject(); w.WriteStartObject("SpecialToken"); w.WriteString("id", "</s>"); w.WriteNumber("type_id", 0); w.WriteEndObject(); w.WriteEndObject();
+                w.WriteEndArray();
+                w.WriteStartArray("pair");
+                w.WriteStartObject(); w.WriteStartObject("Sequence"); w.WriteString("id", "A"); w.WriteNumber("type_id", 0); w.WriteEndObject(); w.WriteEndObject();
+                w.WriteStartObject(); w.WriteStartObject("SpecialToken"); w.WriteString("id", "</s>"); w.WriteNumber("type_id", 0); w.WriteEndObject(); w.WriteEndObject();
+                w.WriteStartObject(); w.WriteStartObject("Sequence"); w.WriteString("id", "B"); w.WriteNumber("type_id", 1); w.WriteEndObject(); w.WriteEndObject();
+                w.WriteStartObject(); w.WriteStartObject("SpecialToken"); w.WriteString("id", "</s>"); w.WriteNumber("type_id", 1); w.WriteEndObject(); w.WriteEndObject();
+                w.WriteEndArray();
+                w.WriteStartObject("special_tokens");
+                w.WriteStartObject("</s>"); w.WriteString("id", "</s>"); w.WriteStartArray("ids"); w.WriteNumberValue(2); w.WriteEndArray();
+                w.WriteStartArray("tokens"); w.WriteStringValue("</s>"); w.WriteEndArray(); w.WriteEndObject();
                 w.WriteEndObject();
                 w.WriteEndObject();
                 break;
