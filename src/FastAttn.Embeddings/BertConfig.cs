@@ -83,6 +83,12 @@ public sealed record BertConfig
     /// <summary>jina-embeddings-v3's settings (<c>model_type</c> "xlm-roberta" with rotary positions and LoRA adapters), else null.</summary>
     internal JinaV3Settings? JinaV3 { get; init; }
 
+    /// <summary>Qwen3's settings (<c>model_type</c> "qwen3", the decoder of Qwen3-Embedding), else null.</summary>
+    internal Qwen3Settings? Qwen3 { get; init; }
+
+    /// <summary>A decoder-only model (causal attention; its sentence vector is the last token's state).</summary>
+    internal bool IsDecoder => Qwen3 != null;
+
     /// <summary>
     /// The LoRA adapters the checkpoint carries, in index order (jina-embeddings-v3: retrieval.query, retrieval.passage,
     /// separation, classification, text-matching); empty for every other model. Choose one with
@@ -115,7 +121,7 @@ public sealed record BertConfig
         void Need(bool ok, string what) { if (!ok) throw new InvalidDataException($"{source}: {what}."); }
         Need(HiddenSize is > 0 and <= 1 << 16, $"hidden_size {HiddenSize} is out of range");
         Need(NumAttentionHeads is > 0 and <= 1024, $"num_attention_heads {NumAttentionHeads} is out of range");
-        Need(HiddenSize % NumAttentionHeads == 0, $"num_attention_heads {NumAttentionHeads} does not divide hidden_size {HiddenSize}");
+        Need(HiddenSize % NumAttentionHeads == 0 || Qwen3 != null, $"num_attention_heads {NumAttentionHeads} does not divide hidden_size {HiddenSize}");
         Need(NumHiddenLayers is > 0 and <= 1024, $"num_hidden_layers {NumHiddenLayers} is out of range");
         Need(IntermediateSize is > 0 and <= 1 << 20, $"intermediate_size {IntermediateSize} is out of range");
         Need(float.IsFinite(LayerNormEps) && LayerNormEps >= 0, $"layer_norm_eps {LayerNormEps} is not finite and ≥ 0");
@@ -123,7 +129,15 @@ public sealed record BertConfig
         Need(TypeVocabSize is > 0 and <= 1 << 16, $"type_vocab_size {TypeVocabSize} is out of range");
         Need(VocabSize is > 0 and < 1 << 24, $"vocab_size {VocabSize} is out of range (ids travel as floats, exact below 2^24)");
         Need(HiddenAct is Activation.Gelu or Activation.GeluTanh or Activation.Relu or Activation.Silu || (Nomic is { Gated: true } && HiddenAct == Activation.Sigmoid), $"hidden_act {HiddenAct} is not supported");
-        Need(ModelType is "bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" or "nomic_bert" or "new" or "gte" || IsRoberta, $"model_type '{ModelType}' is not bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert, nomic_bert, new or gte");
+        Need(ModelType is "bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" or "nomic_bert" or "new" or "gte" or "qwen3" || IsRoberta, $"model_type '{ModelType}' is not bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert, nomic_bert, new, gte or qwen3");
+        Need((ModelType == "qwen3") == (Qwen3 != null), "Qwen3's settings belong to model_type qwen3 only");
+        if (Qwen3 is { } q3)
+        {
+            Need(q3.HeadDim is >= 2 and <= 1024 && q3.HeadDim % 2 == 0, $"head_dim {q3.HeadDim} is not an even width from 2 to 1024 (RoPE rotates pairs)");
+            Need(q3.KvHeads is >= 1 and <= 1024 && NumAttentionHeads % q3.KvHeads == 0, $"num_key_value_heads {q3.KvHeads} does not divide num_attention_heads {NumAttentionHeads}");
+            Need((long)NumAttentionHeads * q3.HeadDim <= 1 << 16, $"num_attention_heads × head_dim = {(long)NumAttentionHeads * q3.HeadDim} is out of range");
+            Need(q3.Theta is >= 1 and <= float.MaxValue, $"rope_theta {q3.Theta} is below 1 or not finite in float32");
+        }
         Need((ModelType is "new" or "gte") == (Gte != null), "GTE's settings belong to model_type new or gte only");
         if (Gte is { } gte)
         {
@@ -197,8 +211,9 @@ public sealed record BertConfig
             string modelType = r.TryGetProperty("model_type", out var mt) && mt.ValueKind == JsonValueKind.String ? mt.GetString()!
                 : !r.TryGetProperty("hidden_size", out _) && r.TryGetProperty("dim", out _) && r.TryGetProperty("n_heads", out _) ? "distilbert" : "bert";
             bool roberta = modelType is "roberta" or "xlm-roberta" or "camembert";
-            if (modelType is not ("bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" or "nomic_bert" or "new" or "gte") && !roberta)
-                throw new InvalidDataException($"{source}: model_type '{modelType}' is not a BERT-family encoder FastAttn loads (bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert, nomic_bert, new, gte).");
+            if (modelType is not ("bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" or "nomic_bert" or "new" or "gte" or "qwen3") && !roberta)
+                throw new InvalidDataException($"{source}: model_type '{modelType}' is not a model FastAttn loads (bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert, nomic_bert, new, gte; qwen3 for Qwen3-Embedding).");
+            if (modelType == "qwen3") return ReadQwen3(r, Int, source);
             if (modelType == "nomic_bert") return ReadNomic(r, Int, source);
             if (modelType is "new" or "gte") return ReadGte(r, Int, source, modelType);
             if (modelType == "deberta-v2") return ReadDeberta(r, Int, source);
@@ -512,6 +527,46 @@ public sealed record BertConfig
             TypeVocabSize = Math.Max(types, 1), LayerNormEps = (float)Num("layer_norm_eps", 1e-12),
             HiddenAct = ParseActivation(Str("hidden_act", "gelu"), source),
             Gte = new GteSettings(Num("rope_theta", 10000), ntk, Bool("pack_qkv", true), types > 0),
+        };
+        c.Validate(source);
+        return c;
+    }
+
+    /// <summary>
+    /// Qwen3 (transformers' <c>Qwen3Config</c>, the decoder of Qwen3-Embedding-0.6B/4B/8B), its defaults where a field is
+    /// absent: grouped key/value heads (<c>num_key_value_heads</c>), a head width of its own (<c>head_dim</c>), RMS norms
+    /// (<c>rms_norm_eps</c>), RoPE (<c>rope_theta</c>, or <c>rope_parameters</c> of type default), optional q/k/v/o biases
+    /// (<c>attention_bias</c>). Refused: scaled RoPE (<c>rope_scaling</c> of any type but default), sliding-window layers.
+    /// </summary>
+    private static BertConfig ReadQwen3(JsonElement r, Func<string, int?, int> Int, string source)
+    {
+        InvalidDataException Bad(string what) => new($"{source}: {what}.");
+        bool Set(JsonElement o, string name, out JsonElement v) => o.TryGetProperty(name, out v) && v.ValueKind != JsonValueKind.Null;
+        double theta = JsonNumber(r, "rope_theta", 10000, source);
+        foreach (var key in new[] { "rope_scaling", "rope_parameters" })
+            if (Set(r, key, out var rs))
+            {
+                if (rs.ValueKind != JsonValueKind.Object) throw Bad($"{key} is not an object");
+                string type = Set(rs, "rope_type", out var t) || Set(rs, "type", out t) ? t.ValueKind == JsonValueKind.String ? t.GetString()! : throw Bad($"{key}'s type is not a string") : "default";
+                if (type != "default") throw Bad($"{key} type '{type}' is not default: scaled RoPE is not run by FastAttn");
+                if (Set(rs, "rope_theta", out _)) theta = JsonNumber(rs, "rope_theta", theta, source);
+            }
+        if (JsonBool(r, "use_sliding_window", false, source)) throw Bad("use_sliding_window is true: Qwen3's sliding-window layers are not run by FastAttn");
+        if (Set(r, "layer_types", out var lt))
+        {
+            if (lt.ValueKind != JsonValueKind.Array) throw Bad("layer_types is not an array");
+            foreach (var l in lt.EnumerateArray())
+                if (l.ValueKind != JsonValueKind.String || l.GetString() != "full_attention")
+                    throw Bad($"layer_types holds '{(l.ValueKind == JsonValueKind.String ? l.GetString() : l.ValueKind.ToString())}': only full_attention layers are run by FastAttn");
+        }
+        int heads = Int("num_attention_heads", 32);
+        var c = new BertConfig
+        {
+            ModelType = "qwen3", HiddenSize = Int("hidden_size", 4096), NumAttentionHeads = heads, NumHiddenLayers = Int("num_hidden_layers", 32),
+            IntermediateSize = Int("intermediate_size", 22016), VocabSize = Int("vocab_size", 151936), MaxPositionEmbeddings = Int("max_position_embeddings", 32768),
+            TypeVocabSize = 1, LayerNormEps = (float)JsonNumber(r, "rms_norm_eps", 1e-6, source),
+            HiddenAct = ParseActivation(r.TryGetProperty("hidden_act", out var a) && a.ValueKind == JsonValueKind.String ? a.GetString()! : "silu", source),
+            Qwen3 = new Qwen3Settings(Int("head_dim", 128), Int("num_key_value_heads", heads), theta, JsonBool(r, "attention_bias", false, source)),
         };
         c.Validate(source);
         return c;

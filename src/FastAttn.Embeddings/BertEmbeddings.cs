@@ -17,7 +17,7 @@ public sealed class BertEmbeddings : Block
     private readonly sbyte[]? _wordInt8;     // Precision.Int8: per-row symmetric int8 rows
     private readonly float[]? _wordScale;    //   and their scales
     private readonly ushort[]? _wordBf16;    // Precision.BF16Weights: bfloat16 rows
-    private readonly LayerNorm _norm;
+    private readonly LayerNorm? _norm;
     private readonly int _width, _positionOffset, _paddingId;
 
     /// <summary>Vocabulary size.</summary>
@@ -35,8 +35,8 @@ public sealed class BertEmbeddings : Block
     /// <summary>Bytes of the three tables and the norm.</summary>
     public long WeightBytes => (_wordInt8 != null ? _wordInt8.Length + 4L * _wordScale!.Length : _wordBf16 != null ? 2L * _wordBf16.Length : 4L * _word.Length)
         + 4L * (_position.Length + _type.Length + 2 * _width);
-    /// <summary>The LayerNorm applied to the sum.</summary>
-    public LayerNorm Norm => _norm;
+    /// <summary>The LayerNorm applied to the sum; null for a decoder model's embeddings (Qwen3), which enter its first layer unnormalised.</summary>
+    public LayerNorm? Norm => _norm;
     /// <inheritdoc/>
     public override int InputWidth => 2;
     /// <inheritdoc/>
@@ -73,13 +73,15 @@ public sealed class BertEmbeddings : Block
     /// As above; with <paramref name="positionsWithoutTable"/> &gt; 0 there is no position table (<paramref name="position"/>
     /// empty: the positions enter later, as RoPE in ModernBERT's attention) and sequences may be that long.
     /// </summary>
-    internal BertEmbeddings(ReadOnlySpan<float> word, ReadOnlySpan<float> position, ReadOnlySpan<float> tokenType, LayerNorm norm, Kernels.Precision wordPrecision, int paddingId,
+    internal BertEmbeddings(ReadOnlySpan<float> word, ReadOnlySpan<float> position, ReadOnlySpan<float> tokenType, LayerNorm? norm, Kernels.Precision wordPrecision, int paddingId,
         int positionsWithoutTable)
     {
         if ((uint)wordPrecision > (uint)Kernels.Precision.BF16Weights) throw new ArgumentOutOfRangeException(nameof(wordPrecision), wordPrecision, "Unknown precision.");
         WordPrecision = wordPrecision;
-        _norm = norm ?? throw new ArgumentNullException(nameof(norm));
-        _width = norm.Width;
+        // no norm: a decoder's (Qwen3's) embeddings enter the first layer as they are; the width is the token-type row's
+        if (norm == null && positionsWithoutTable <= 0) throw new ArgumentNullException(nameof(norm));
+        _norm = norm;
+        _width = norm?.Width ?? tokenType.Length;
         int Rows(ReadOnlySpan<float> t, string name)
         {
             if (t.Length == 0 || t.Length % _width != 0) ThrowHelper.Argument(name, $"'{name}' has {t.Length} elements, not a positive multiple of the width {_width}.");
@@ -181,6 +183,6 @@ public sealed class BertEmbeddings : Block
             }
             t0 += len;
         }
-        _norm.ForwardCore(output, tokens, output, batch.Pool);
+        _norm?.ForwardCore(output, tokens, output, batch.Pool);
     }
 }

@@ -68,7 +68,7 @@ public sealed class BertModel : IDisposable
     public BertEmbeddings Embeddings => (BertEmbeddings)Encoder.Blocks[0];
     /// <summary>Bytes of every weight as stored (embedding tables, packed linear layers, norms, pooler and classifier).</summary>
     public long WeightBytes => Embeddings.WeightBytes + Encoder.Blocks.OfType<EncoderBlock>().Sum(b => b.WeightBytes) + Encoder.Blocks.OfType<DebertaLayer>().Sum(b => b.WeightBytes)
-        + Encoder.Blocks.OfType<GluEncoderLayer>().Sum(b => b.WeightBytes) + Encoder.Blocks.OfType<MoeEncoderLayer>().Sum(b => b.WeightBytes) + Encoder.Blocks.OfType<NormBlock>().Sum(b => 8L * b.InputWidth)
+        + Encoder.Blocks.OfType<GluEncoderLayer>().Sum(b => b.WeightBytes) + Encoder.Blocks.OfType<DecoderLayer>().Sum(b => b.WeightBytes) + Encoder.Blocks.OfType<MoeEncoderLayer>().Sum(b => b.WeightBytes) + Encoder.Blocks.OfType<NormBlock>().Sum(b => 8L * b.InputWidth)
         + Encoder.Blocks.OfType<LinearBlock>().Sum(b => b.Linear.WeightBytes) + (Pooler?.WeightBytes ?? 0) + (Classifier?.WeightBytes ?? 0);
     /// <summary>Width of the encoder's output (the hidden size, or the classes of a token head).</summary>
     public int OutputWidth => Encoder.OutputWidth;
@@ -148,6 +148,8 @@ public sealed class BertModel : IDisposable
     private static (BertConfig, string) Resolve(ITensorSource src, BertConfig? config, string configPath, BertOnnxArchitecture? graph, int? heads, string file)
     {
         string name = System.IO.Path.GetFileName(file);
+        if (config == null && IsQwen3(src))
+            throw new InvalidDataException($"'{file}' is a Qwen3 checkpoint: its head width, key/value heads and RoPE base are only in its config.json; put it beside the model.");
         if (config == null && IsModernBert(src))
             throw new InvalidDataException($"'{file}' is a ModernBERT checkpoint: its attention settings (local_attention, layer_types, RoPE bases) are only in its config.json; put it beside the model.");
         if (config == null && IsNomic(src))
@@ -237,6 +239,13 @@ public sealed class BertModel : IDisposable
         if (adapter != null && !config.Adapters.Contains(adapter))
             throw new ArgumentException(config.Adapters.Count == 0 ? $"Adapter '{adapter}': this model has no LoRA adapters."
                 : $"Adapter '{adapter}' is not one of the model's: {string.Join(", ", config.Adapters)}.", nameof(adapter));
+        if (config.Qwen3 != null)
+        {
+            if (source is OnnxModelFile) throw new InvalidDataException($"'{source.Name}': Qwen3 is loaded from its PyTorch checkpoint (model.safetensors), not from an ONNX export.");
+            return LoadQwen3(source, config, config.Qwen3, description, plan);
+        }
+        if (IsQwen3(source))
+            throw new InvalidDataException($"'{source.Name}': the tensors are a Qwen3 decoder's (layers.0.self_attn.q_norm) but the config says model_type '{config.ModelType}'.");
         if (config.JinaV3 != null)
         {
             if (source is OnnxModelFile) throw new InvalidDataException($"'{source.Name}': jina-embeddings-v3 is loaded from its PyTorch checkpoint (model.safetensors), not from an ONNX export.");
@@ -688,6 +697,65 @@ public sealed class BertModel : IDisposable
 
     /// <summary>jina-embeddings-v3's names: <c>emb_ln</c> beside <c>encoder.layers.0.mixer.Wqkv</c>, optionally under <c>roberta.</c>.</summary>
     private static bool IsJinaV3(ITensorSource s) => s.TensorNames.Any(n => n.Contains("encoder.layers.0.mixer.Wqkv", StringComparison.Ordinal));
+
+    /// <summary>
+    /// Qwen3 (transformers' <c>Qwen3Model</c> names, optionally under <c>model.</c> as a <c>Qwen3ForCausalLM</c> checkpoint has
+    /// them): <c>embed_tokens</c>; per layer <c>layers.N.input_layernorm</c>, <c>self_attn.q_proj/k_proj/v_proj/o_proj</c>
+    /// (biases when the config says <c>attention_bias</c>), <c>self_attn.q_norm/k_norm</c>, <c>post_attention_layernorm</c>,
+    /// <c>mlp.gate_proj/up_proj/down_proj</c>; <c>norm</c>. A language-model head (<c>lm_head</c>) is ignored. Weights of any
+    /// stored float type (Qwen3-Embedding's are bfloat16) are widened to float32 unless the precision plan says otherwise.
+    /// </summary>
+    private static BertModel LoadQwen3(ITensorSource source, BertConfig config, Qwen3Settings q3, string? description, PrecisionPlan plan)
+    {
+        bool wrapped = source.TryGetShape("model.embed_tokens.weight", out _);
+        return TensorReader.Load(source, "", "a Qwen3 model", vb =>
+        {
+            foreach (var n in source.TensorNames)
+                if (n.StartsWith("lm_head.", StringComparison.Ordinal)) vb.Ignore(n);
+            var m = wrapped ? vb.Pp("model") : vb;
+            int h = config.HiddenSize, ff = config.IntermediateSize, heads = config.NumAttentionHeads, kv = q3.KvHeads, hd = q3.HeadDim;
+            long qRows = (long)heads * hd, kRows = (long)kv * hd;
+            float eps = config.LayerNormEps;
+            var word = m.Pp("embed_tokens").Get("weight", config.VocabSize, h);
+            var parts = new List<(float[] N1, float[] Qkv, float[]? QkvB, float[] Qn, float[] Kn, float[] O, float[]? OB, float[] N2, float[] Gate, float[] Up, float[] Down)>();
+            for (int i = 0; i < config.NumHiddenLayers; i++)
+            {
+                var l = m.Pp($"layers.{i}");
+                var at = l.Pp("self_attn");
+                float[] Lin(string name, long rows, long cols) => at.Pp(name).Get("weight", rows, cols);
+                float[]? Bias(string name, long rows) => q3.AttentionBias ? at.Pp(name).Get("bias", rows) : null;
+                float[] q = Lin("q_proj", qRows, h), k = Lin("k_proj", kRows, h), v = Lin("v_proj", kRows, h);
+                float[]? qb = Bias("q_proj", qRows), kb = Bias("k_proj", kRows), vb2 = Bias("v_proj", kRows);
+                var mlp = l.Pp("mlp");
+                parts.Add((l.Pp("input_layernorm").Get("weight", h), [.. q, .. k, .. v], q3.AttentionBias ? [.. qb!, .. kb!, .. vb2!] : null,
+                    at.Pp("q_norm").Get("weight", hd), at.Pp("k_norm").Get("weight", hd), Lin("o_proj", h, qRows), Bias("o_proj", h),
+                    l.Pp("post_attention_layernorm").Get("weight", h),
+                    mlp.Pp("gate_proj").Get("weight", ff, h), mlp.Pp("up_proj").Get("weight", ff, h), mlp.Pp("down_proj").Get("weight", h, ff)));
+            }
+            var final = m.Pp("norm").Get("weight", h);
+            if (vb.Checking) return null;
+
+            var rope = new Rope(hd, config.MaxPositionEmbeddings, q3.Theta, float32Angles: true);
+            var blocks = new List<IBlock> { new BertEmbeddings(word, default, new float[h], null, plan.For("embeddings.word_embeddings"), -1, config.MaxPositionEmbeddings) };
+            for (int i = 0; i < parts.Count; i++)
+            {
+                var p = parts[i];
+                string name = $"encoder.layer.{i}.";
+                var qkv = new Linear(p.Qkv, (int)(qRows + 2 * kRows), h, p.QkvB ?? default, Activation.None, [(int)qRows, (int)kRows, (int)kRows], plan.For(name + "attention.self"));
+                var o = new Linear(p.O, h, (int)qRows, p.OB ?? default, Activation.None, plan.For(name + "attention.output.dense"));
+                var gate = new Linear(p.Gate, ff, h, default, config.HiddenAct, plan.For(name + "intermediate.dense"));
+                var up = new Linear(p.Up, ff, h, default, Activation.None, plan.For(name + "intermediate.dense"));
+                var down = new Linear(p.Down, h, ff, default, Activation.None, plan.For(name + "output.dense"));
+                blocks.Add(new DecoderLayer(new RmsNorm(h, p.N1, eps), qkv, new RmsNorm(hd, p.Qn, eps), new RmsNorm(hd, p.Kn, eps), rope, o, heads, kv,
+                    new RmsNorm(h, p.N2, eps), gate, up, down));
+            }
+            blocks.Add(new NormBlock(new RmsNorm(h, final, eps)));
+            return new BertModel(config, new Stack([.. blocks]), null, null, BertHead.None, description ?? source.Name);
+        });
+    }
+
+    /// <summary>Qwen3's names: <c>layers.0.self_attn.q_norm</c>, optionally under <c>model.</c>.</summary>
+    private static bool IsQwen3(ITensorSource s) => s.TryGetShape("layers.0.self_attn.q_norm.weight", out _) || s.TryGetShape("model.layers.0.self_attn.q_norm.weight", out _);
 
     /// <summary>GTE's "new" names: <c>encoder.layer.0.mlp.up_gate_proj</c>, optionally under <c>new.</c>.</summary>
     private static bool IsGte(ITensorSource s) => s.TryGetShape("encoder.layer.0.mlp.up_gate_proj.weight", out _) || s.TryGetShape("new.encoder.layer.0.mlp.up_gate_proj.weight", out _);

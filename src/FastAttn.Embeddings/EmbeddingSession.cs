@@ -48,8 +48,9 @@ public sealed class EmbeddingSession : IDisposable
         _model = model ?? throw new ArgumentNullException(nameof(model));
         _tokenizer = tokenizer;
         options ??= new SentenceEmbedderOptions();
-        // open settings: mean pooling, no normalisation (SentenceEmbedder.Load fills them from a model folder first)
-        options = options with { Pooling = _pooling = options.Pooling ?? Pooling.Mean, Normalize = _normalize = options.Normalize ?? false, Prompt = _prompt = options.Prompt ?? "" };
+        // open settings: mean pooling (a decoder's: the last token's state, what its causal attention sums up), no normalisation
+        // (SentenceEmbedder.Load fills them from a model folder first)
+        options = options with { Pooling = _pooling = options.Pooling ?? (model.Config.IsDecoder ? Pooling.LastToken : Pooling.Mean), Normalize = _normalize = options.Normalize ?? false, Prompt = _prompt = options.Prompt ?? "" };
         if (_pooling == Pooling.Pooler && model.Pooler == null) throw new ArgumentException("pooler pooling needs a checkpoint with pooler.dense weights; this model has none.", nameof(options));
         if ((uint)_pooling > (uint)Pooling.LastToken) throw new ArgumentOutOfRangeException(nameof(options), _pooling, "Unknown pooling.");
         int maxPos = model.Embeddings.MaxPositions;

@@ -488,10 +488,10 @@ internal static class TokenizerParts
                         // the patterns of the byte-level BPE tokenizers of today's decoder models, each written out as a scanner
                         string? pattern = Member(p, "pattern") is { ValueKind: JsonValueKind.Object } pj ? Str(pj, "Regex") : null;
                         int digits = pattern == SplitPattern.Qwen2 ? 1 : pattern == SplitPattern.Llama3 ? 3
-                            : throw bad($"pre_tokenizer Split's pattern '{Shorten(pattern ?? "(not a regex)")}' is not one FastAttn applies (Qwen2's or Llama 3's / cl100k's)");
+                            : throw bad($"pre_tokenizer 'Split' with the pattern '{Shorten(pattern ?? "(not a regex)")}' is not one FastAttn applies (Qwen2's, or Llama 3's and cl100k's)");
                         if (Str(p, "behavior") is { } behavior && !behavior.Equals("Isolated", StringComparison.OrdinalIgnoreCase))
-                            throw bad($"pre_tokenizer Split's behavior '{Shorten(behavior)}' is not Isolated");
-                        if (Flag(p, "invert", false, bad)) throw bad("pre_tokenizer Split is inverted");
+                            throw bad($"pre_tokenizer 'Split' with the behavior '{Shorten(behavior)}' is not Isolated");
+                        if (Flag(p, "invert", false, bad)) throw bad("pre_tokenizer 'Split' is inverted");
                         return new SplitPattern(digits);
                     }
                 default:

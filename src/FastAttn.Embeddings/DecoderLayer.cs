@@ -1,0 +1,113 @@
+using System.Numerics.Tensors;
+using FastAttn.Composition;
+using FastAttn.Kernels;
+using FastAttn.Layers;
+
+namespace FastAttn.Embeddings;
+
+/// <summary>
+/// Qwen3's settings beyond BERT's fields: the head width (its own, not hidden / heads), the key/value heads (grouped-query
+/// attention), the RoPE base, and whether q/k/v/o carry biases.
+/// </summary>
+internal sealed record Qwen3Settings(int HeadDim, int KvHeads, double Theta, bool AttentionBias);
+
+/// <summary>
+/// A decoder layer as Qwen3 has it (transformers' <c>Qwen3DecoderLayer</c>), run over a packed batch:
+/// x₁ = x + Wo·attention(q, k, v) with n = rms₁(x), q = rope(rms_q(Wq·n)) per head, k = rope(rms_k(Wk·n)) per key/value head,
+/// v = Wv·n, causal within each sequence, each group of query heads sharing one key/value head; then
+/// y = x₁ + W_down(silu(W_gate·n₂) ⊙ (W_up·n₂)) with n₂ = rms₂(x₁). q, k and v come from one packed product; the gate's
+/// activation is fused into its product's epilogue.
+/// </summary>
+internal sealed unsafe class DecoderLayer : Block, IDisposable
+{
+    private readonly RmsNorm _norm1, _norm2, _qNorm, _kNorm;
+    private readonly Linear _qkv, _o, _gate, _up, _down;
+    private readonly Rope _rope;
+    private readonly int _h, _heads, _kvHeads, _hd, _ff;
+    private readonly IsaPath _isa = Isa.Current;
+
+    /// <param name="norm1">The RMS norm before the attention (<c>input_layernorm</c>).</param>
+    /// <param name="qkv">q|k|v packed in three segments: heads·headDim, kvHeads·headDim, kvHeads·headDim rows.</param>
+    /// <param name="qNorm">The RMS norm over each query head (<c>q_norm</c>, headDim wide).</param>
+    /// <param name="kNorm">The RMS norm over each key head (<c>k_norm</c>).</param>
+    /// <param name="rope">The rotation of queries and keys.</param>
+    /// <param name="o">The output projection (heads·headDim → hidden).</param>
+    /// <param name="heads">Query heads.</param>
+    /// <param name="kvHeads">Key/value heads (dividing the query heads).</param>
+    /// <param name="norm2">The RMS norm before the feed-forward (<c>post_attention_layernorm</c>).</param>
+    /// <param name="gate">The activated half (SiLU in its epilogue).</param>
+    /// <param name="up">The half multiplied in.</param>
+    /// <param name="down">The feed-forward's output projection.</param>
+    public DecoderLayer(RmsNorm norm1, Linear qkv, RmsNorm qNorm, RmsNorm kNorm, Rope rope, Linear o, int heads, int kvHeads, RmsNorm norm2,
+        Linear gate, Linear up, Linear down)
+    {
+        _norm1 = norm1; _qkv = qkv; _qNorm = qNorm; _kNorm = kNorm; _rope = rope; _o = o; _norm2 = norm2; _gate = gate; _up = up; _down = down;
+        _h = norm1.Width; _heads = heads; _kvHeads = kvHeads; _hd = qNorm.Width; _ff = gate.OutFeatures;
+        if (heads % kvHeads != 0 || rope.HeadDim != _hd || kNorm.Width != _hd || qkv.Weight.SegmentRows(0) != heads * _hd || qkv.Weight.SegmentRows(1) != kvHeads * _hd
+            || o.InFeatures != heads * _hd || o.OutFeatures != _h || down.OutFeatures != _h || up.OutFeatures != _ff || down.InFeatures != _ff)
+            throw new ArgumentException("the decoder layer's parts do not fit together.");
+    }
+
+    public long WeightBytes => _qkv.WeightBytes + _o.WeightBytes + _gate.WeightBytes + _up.WeightBytes + _down.WeightBytes + 4L * (2 * _h + 2 * _hd);
+    public override int InputWidth => _h;
+    public override int OutputWidth => _h;
+
+    private int QkvWidth => _qkv.Weight.PackedOutFeatures;
+    private long AttnScratch(int maxKeys) => Attention.ScratchSize(_isa, _hd, _hd, maxKeys);
+
+    // n [T, h] | x1 [T, h] | then either q|k|v [T, p], the heads' output [T, heads·hd] and the attention's or products' scratch,
+    // or gate [T, ff] | up [T, ff] | the products' scratch
+    public override long ScratchSize(int maxTokens)
+    {
+        long attn = (long)maxTokens * (QkvWidth + _heads * _hd) + Math.Max(AttnScratch(maxTokens), Math.Max(_qkv.ScratchSize(maxTokens), _o.ScratchSize(maxTokens)));
+        long glu = 2L * maxTokens * _ff + Math.Max(Math.Max(_gate.ScratchSize(maxTokens), _up.ScratchSize(maxTokens)), _down.ScratchSize(maxTokens));
+        return 2L * maxTokens * _h + Math.Max(attn, glu);
+    }
+
+    public override long WorkerScratchSize(int maxTokens) =>
+        Math.Max(Math.Max(AttnScratch(maxTokens), Math.Max(_qkv.WorkerScratchSize(maxTokens), _o.WorkerScratchSize(maxTokens))),
+            Math.Max(Math.Max(_gate.WorkerScratchSize(maxTokens), _up.WorkerScratchSize(maxTokens)), _down.WorkerScratchSize(maxTokens)));
+
+    public override void Validate(Batch batch) => _rope.CheckPositions(batch.LongestSequence);
+
+    protected internal override void ForwardCore(ReadOnlySpan<float> input, Span<float> output, Batch batch, Span<float> scratch)
+    {
+        int t = batch.Tokens, h = _h, p = QkvWidth, aw = _heads * _hd, kw = _kvHeads * _hd;
+        var pool = batch.Pool;
+        Span<float> n = scratch.Slice(0, t * h), x1 = scratch.Slice(t * h, t * h), work = scratch.Slice(2 * t * h);
+        Span<float> qkv = work.Slice(0, t * p), attn = work.Slice(t * p, t * aw), rest = work.Slice(t * (p + aw));
+        _norm1.ForwardCore(input, t, n, pool);
+        _qkv.ForwardCore(n, t, qkv, rest, default, pool);
+        int kCol = _qkv.Weight.SegmentColumn(1), vCol = _qkv.Weight.SegmentColumn(2);
+        // q_norm and k_norm: an RMS norm over each head's width, before the rotation
+        for (int i = 0; i < t; i++)
+        {
+            var q = qkv.Slice(i * p, aw);
+            _qNorm.ForwardCore(q, _heads, q, null);
+            var k = qkv.Slice(i * p + kCol, kw);
+            _kNorm.ForwardCore(k, _kvHeads, k, null);
+        }
+        _rope.ApplyCore(qkv, t, p, 0, _heads, batch.SequenceLengths);
+        _rope.ApplyCore(qkv, t, p, kCol, _kvHeads, batch.SequenceLengths);
+        var call = new AttentionCall
+        {
+            Heads = _heads, KvHeads = _kvHeads, HeadDim = _hd, Causal = CausalMode.TopLeft,
+            SequenceLengths = batch.SequenceLengths.Length > 1 ? batch.SequenceLengths : default, KeyValidLengths = batch.KeyValidLengths,
+            QStride = p, KStride = p, VStride = p,
+        };
+        Attention.ForwardCore(_isa, qkv, t, qkv.Slice(kCol), qkv.Slice(vCol), t, attn, rest, call, pool);
+        _o.ForwardCore(attn, t, x1, rest, input, pool);                     // x1 = x + Wo·attention
+        _norm2.ForwardCore(x1, t, n, pool);
+        int ff = _ff;
+        Span<float> g = work.Slice(0, t * ff), u = work.Slice(t * ff, t * ff), rest2 = work.Slice(2 * t * ff);
+        _gate.ForwardCore(n, t, g, rest2, default, pool);
+        _up.ForwardCore(n, t, u, rest2, default, pool);
+        TensorPrimitives.Multiply(g, u, g);
+        _down.ForwardCore(g, t, output, rest2, x1, pool);                   // y = x1 + W_down(silu(gate) ⊙ up)
+    }
+
+    public void Dispose()
+    {
+        _qkv.Dispose(); _o.Dispose(); _gate.Dispose(); _up.Dispose(); _down.Dispose();
+    }
+}
