@@ -249,15 +249,16 @@ public class Qwen3Tests
         });
     }
 
-    [Fact]
-    public void SentenceTransformersFolder_EmbedsTextEndToEnd_WithTheEndOfTextTokenAndPrompts()
+    /// <summary>
+    /// A Qwen3-Embedding-style sentence-transformers folder: a byte-level BPE tokenizer.json laid out as its is (NFC, Split by
+    /// Qwen2's pattern, the byte alphabet, the end-of-text token appended by the template), last-token pooling,
+    /// normalisation, its two prompts. Returns the checkpoint written.
+    /// </summary>
+    private static Dictionary<string, (float[] Data, long[] Shape)> WriteFolder(TempDir dir)
     {
-        // a byte-level BPE tokenizer.json laid out as Qwen3-Embedding's (NFC, Split by Qwen2's pattern, the byte alphabet,
-        // the end-of-text token appended by the template), the folder's last-token pooling, normalisation and prompts
         var words = "the cafe owner paid for books hello world here new a query what is capital of china Instruct Given web search retrieve passages".Split(' ');
         var bpe = BpeFiles.Build(BpeFiles.ByteChars.Select(c => c.ToString()), words.SelectMany(x => new[] { BpeFiles.ByteLevel(" " + x), BpeFiles.ByteLevel(x) }));
         int vocab = bpe.Vocab.Count + 1;                                        // + <mask>, added by the writer
-        using var dir = new TempDir();
         var w = Checkpoint(Gqa, vocab);
         BertModelTests.Write(dir, w, config: false);
         File.WriteAllText(dir.File("config.json"), ConfigJson(Gqa, vocab));
@@ -280,6 +281,14 @@ public class Qwen3Tests
             {"prompts": {"query": "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:", "document": ""},
              "default_prompt_name": null, "similarity_fn_name": "cosine"}
             """);
+        return w;
+    }
+
+    [Fact]
+    public void SentenceTransformersFolder_EmbedsTextEndToEnd_WithTheEndOfTextTokenAndPrompts()
+    {
+        using var dir = new TempDir();
+        var w = WriteFolder(dir);
         using var embedder = SentenceEmbedder.Load(dir.Path);
         var tokenizer = TextTokenizer.FromTokenizerJson(dir.File("tokenizer.json"));
         foreach (var (text, prompt) in new[] { ("what is the capital of china", (string?)null), ("what is the capital of china", "query"), ("hello world here", "document") })
@@ -297,6 +306,35 @@ public class Qwen3Tests
         }
         using var query = SentenceEmbedder.Load(dir.Path, options: new SentenceEmbedderOptions { Prompt = embedder.Prompts["query"] });
         Assert.NotEqual(embedder.Encode("what is the capital of china"), query.Encode("what is the capital of china"));
+    }
+
+    [Fact]
+    public void EmbedCommand_TakesTheFoldersQueryPrompt()
+    {
+        using var dir = new TempDir();
+        WriteFolder(dir);
+        const string text = "what is the capital of china";
+        (int Code, string Out, string Err) Run(params string[] args)
+        {
+            var o = new StringWriter();
+            var e = new StringWriter();
+            int code = FastAttn.Cli.CliApp.Run(args, o, e, () => new MemoryStream());
+            return (code, o.ToString(), e.ToString());
+        }
+        float[] Parse(string s) => [.. s.Trim().Split(' ').Select(x => float.Parse(x, System.Globalization.CultureInfo.InvariantCulture))];
+        using var embedder = SentenceEmbedder.Load(dir.Path);
+        foreach (var prompt in new[] { "query", "document" })
+        {
+            var r = Run("embed", "--model", dir.Path, "--prompt", prompt, text);
+            Assert.True(r.Code == 0, r.Err);
+            var got = Parse(r.Out);
+            var expect = embedder.Encode(embedder.Prompts[prompt] + text);
+            Assert.Equal(H, got.Length);
+            for (int i = 0; i < got.Length; i++) Assert.True(Math.Abs(expect[i] - got[i]) <= 1e-6 * Math.Max(1, Math.Abs(expect[i])), $"{prompt} {i}: {expect[i]} vs {got[i]}");
+        }
+        var bad = Run("embed", "--model", dir.Path, "--prompt", "passage", text);
+        Assert.Equal(2, bad.Code);
+        Assert.Single(bad.Err.Trim().Split('\n'));
     }
 
     [Fact]
