@@ -90,6 +90,12 @@ public static class Seeds
         {
             PreTokenizer = FastAttn.TestSupport.UnigramFiles.Metaspace(), PostProcessor = "template", UnkToken = "<unk>", FuseUnk = true, ByteFallback = true, TupleMerges = true,
         });
+        // Qwen2/Qwen3's layout: NFC, Split by its pattern, the byte alphabet, the end-of-text token appended
+        FastAttn.TestSupport.BpeFiles.TokenizerJson(Path.Combine(bpe, "qwen.json"), byteLevel, new FastAttn.TestSupport.BpeFiles.Settings
+        {
+            Normalizer = w => { w.WriteStartObject(); w.WriteString("type", "NFC"); w.WriteEndObject(); },
+            PreTokenizer = FastAttn.TestSupport.BpeFiles.DecoderPre(FastAttn.TestSupport.BpeFiles.Qwen2Regex), PostProcessor = "eos", TupleMerges = true,
+        });
         var suffixed = FastAttn.TestSupport.BpeFiles.Build([], words, prefix: "##", suffix: "</w>");
         FastAttn.TestSupport.BpeFiles.TokenizerJson(Path.Combine(bpe, "prefix-suffix.json"), suffixed, new FastAttn.TestSupport.BpeFiles.Settings { PostProcessor = "bytelevel", UnkToken = "<unk>" });
 

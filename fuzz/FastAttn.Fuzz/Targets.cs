@@ -242,7 +242,7 @@ public static class Targets
     }
 
     /// <summary>
-    /// A model's config.json (every family: BERT, DistilBERT, MPNet, ELECTRA, RoBERTa, DeBERTa-v2, ModernBERT, NomicBERT, JinaBERT, GTE, jina-embeddings-v3): read; an
+    /// A model's config.json (every family: BERT, DistilBERT, MPNet, ELECTRA, RoBERTa, DeBERTa-v2, ModernBERT, NomicBERT, JinaBERT, GTE, jina-embeddings-v3, Qwen3): read; an
     /// accepted config must pass its own validation, DeBERTa's relative rows must stay inside the table for any distance,
     /// ModernBERT's and GTE's RoPE must rotate finitely and JinaBERT's ALiBi slopes be finite and positive.
     /// </summary>
@@ -272,6 +272,16 @@ public static class Targets
             Array.Fill(x, 1f);
             rope.Apply(x, last, d, 0, 1);
             Check(Array.TrueForAll(x, float.IsFinite) && c.TypeVocabSize >= 1, "GTE's RoPE rotation or token types");
+        }
+        if (c.Qwen3 is { } q3)
+        {
+            // Qwen3: whole groups of query heads per key/value head, and a RoPE over its own head width that rotates finitely
+            Check(c.NumAttentionHeads % q3.KvHeads == 0 && q3.HeadDim % 2 == 0 && c.TypeVocabSize == 1 && c.IsDecoder, "Qwen3's heads or head width");
+            var rope = new FastAttn.Layers.Rope(q3.HeadDim, Math.Min(c.MaxPositionEmbeddings, 4096), q3.Theta, true);
+            var x = new float[rope.MaxPositions * rope.HeadDim];
+            Array.Fill(x, 1f);
+            rope.Apply(x, rope.MaxPositions, rope.HeadDim, 0, 1);
+            Check(Array.TrueForAll(x, float.IsFinite), "Qwen3's RoPE rotation");
         }
         if (c.JinaV3 is { } j3)
         {

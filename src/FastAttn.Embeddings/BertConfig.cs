@@ -552,6 +552,8 @@ public sealed record BertConfig
                 if (Set(rs, "rope_theta", out _)) theta = JsonNumber(rs, "rope_theta", theta, source);
             }
         if (JsonBool(r, "use_sliding_window", false, source)) throw Bad("use_sliding_window is true: Qwen3's sliding-window layers are not run by FastAttn");
+        // bidirectional Qwen3 embedders (is_causal false) come with remote code of their own: refused, never run causally
+        if (!JsonBool(r, "is_causal", true, source)) throw Bad("is_causal is false: a bidirectional Qwen3 (its own remote code) is not run by FastAttn");
         if (Set(r, "layer_types", out var lt))
         {
             if (lt.ValueKind != JsonValueKind.Array) throw Bad("layer_types is not an array");

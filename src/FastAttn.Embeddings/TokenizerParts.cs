@@ -483,6 +483,19 @@ internal static class TokenizerParts
                     }
                 case "ByteLevel":
                     return new ByteLevel(Flag(p, "add_prefix_space", true, bad), Flag(p, "use_regex", true, bad));
+                case "Split" when Member(p, "pattern") is { ValueKind: JsonValueKind.Object } sp && Str(sp, "String") is { } literal:
+                    {
+                        // a literal delimiter (Gemma's tokenizers split on " "), with any of the library's delimiter behaviours
+                        if (literal.Length == 0) throw bad("pre_tokenizer 'Split' has an empty string pattern");
+                        CheckText(literal, "pre_tokenizer Split's pattern", bad);
+                        if (Flag(p, "invert", false, bad)) throw bad("pre_tokenizer 'Split' is inverted");
+                        string behavior = Str(p, "behavior") ?? throw bad("pre_tokenizer 'Split' has no behavior");
+                        return behavior switch
+                        {
+                            "Removed" or "Isolated" or "MergedWithPrevious" or "MergedWithNext" or "Contiguous" => new SplitString(literal, behavior),
+                            _ => throw bad($"pre_tokenizer 'Split' with the behavior '{Shorten(behavior)}' is not Removed, Isolated, MergedWithPrevious, MergedWithNext or Contiguous"),
+                        };
+                    }
                 case "Split":
                     {
                         // the patterns of the byte-level BPE tokenizers of today's decoder models, each written out as a scanner
@@ -612,6 +625,70 @@ internal static class TokenizerParts
             if (e == n) return e;
             int lastStart = char.IsLowSurrogate(s[e - 1]) && e - 2 >= i ? e - 2 : e - 1;
             return lastStart > i ? lastStart : e;
+        }
+    }
+
+    /// <summary>
+    /// The <c>Split</c> pre-tokeniser with a literal pattern: the piece cut at each occurrence (left to right, not
+    /// overlapping), the delimiters dropped (Removed), kept as words of their own (Isolated), joined to the word before or
+    /// after (MergedWithPrevious / MergedWithNext — a delimiter right after another stays alone, as the library folds
+    /// them), or runs of them kept as one word (Contiguous); empty words dropped.
+    /// </summary>
+    internal sealed class SplitString(string delimiter, string behavior) : PreTokenizer
+    {
+        public override List<string> Split(string piece)
+        {
+            // the piece as alternating segments: (start, end, is a delimiter)
+            var segs = new List<(int Start, int End, bool Match)>();
+            int at = 0;
+            for (int i = piece.IndexOf(delimiter, StringComparison.Ordinal); i >= 0; i = piece.IndexOf(delimiter, at, StringComparison.Ordinal))
+            {
+                if (i > at) segs.Add((at, i, false));
+                segs.Add((i, i + delimiter.Length, true));
+                at = i + delimiter.Length;
+            }
+            if (at < piece.Length) segs.Add((at, piece.Length, false));
+            var words = new List<(int Start, int End)>();
+            bool previous = false;
+            switch (behavior)
+            {
+                case "Removed":
+                    foreach (var g in segs) if (!g.Match) words.Add((g.Start, g.End));
+                    break;
+                case "Isolated":
+                    foreach (var g in segs) words.Add((g.Start, g.End));
+                    break;
+                case "MergedWithPrevious":
+                    foreach (var g in segs)
+                    {
+                        if (g.Match && !previous && words.Count > 0) words[^1] = (words[^1].Start, g.End);
+                        else words.Add((g.Start, g.End));
+                        previous = g.Match;
+                    }
+                    break;
+                case "MergedWithNext":
+                    for (int k = segs.Count - 1; k >= 0; k--)
+                    {
+                        var g = segs[k];
+                        if (g.Match && !previous && words.Count > 0) words[^1] = (g.Start, words[^1].End);
+                        else words.Add((g.Start, g.End));
+                        previous = g.Match;
+                    }
+                    words.Reverse();
+                    break;
+                default: // Contiguous
+                    for (int k = 0; k < segs.Count; k++)
+                    {
+                        var g = segs[k];
+                        if (k > 0 && g.Match == previous) words[^1] = (words[^1].Start, g.End);
+                        else words.Add((g.Start, g.End));
+                        previous = g.Match;
+                    }
+                    break;
+            }
+            var r = new List<string>(words.Count);
+            foreach (var (a, b) in words) if (b > a) r.Add(piece[a..b]);
+            return r;
         }
     }
 

@@ -16,7 +16,7 @@ namespace FastAttn.Parity.Tests;
 /// </summary>
 public class BpeParityTests
 {
-    public enum Setting { Roberta, Gpt2, SentencePiece, SuffixUnk, PrefixNoUnk, Qwen2, Llama3 }
+    public enum Setting { Roberta, Gpt2, SentencePiece, SuffixUnk, PrefixNoUnk, Qwen2, Llama3, SplitPrevious, SplitContiguous, SplitNext, SplitIsolated, SplitRemoved, Gemma }
 
     private static readonly string[] Extra = ["Hello", "World", "İstanbul", "Straße", "München", "naïve", "Ελλάδα", "Москва", "東京", "日本語", "한국어", "don't", "'s", "1/2", "2024"];
 
@@ -74,6 +74,39 @@ public class BpeParityTests
                     {
                         Normalizer = Obj(("type", "NFC")), PreTokenizer = BpeFiles.DecoderPre(s == Setting.Qwen2 ? BpeFiles.Qwen2Regex : BpeFiles.Llama3Regex),
                         PostProcessor = "eos", TupleMerges = true,
+                    });
+                }
+            case Setting.SplitPrevious:
+            case Setting.SplitContiguous:
+            case Setting.SplitNext:
+            case Setting.SplitIsolated:
+            case Setting.SplitRemoved:
+                {
+                    // a literal Split on " " with each delimiter behaviour: words carry their space before or after, or spaces stand alone or go
+                    var list = words.Take(6_000).SelectMany(w => new[] { w + " ", " " + w, w }).Concat(pieces).Concat(["  ", "   "]);
+                    var chars = list.SelectMany(w => w.EnumerateRunes()).Select(r => r.ToString()).Distinct();
+                    var m = BpeFiles.Build(chars, list);
+                    return (m, new()
+                    {
+                        PreTokenizer = BpeFiles.SplitStringPre(" ", s switch
+                        {
+                            Setting.SplitPrevious => "MergedWithPrevious", Setting.SplitNext => "MergedWithNext", Setting.SplitIsolated => "Isolated",
+                            Setting.SplitRemoved => "Removed", _ => "Contiguous",
+                        }),
+                        PostProcessor = "roberta", UnkToken = "<unk>", FuseUnk = true, TupleMerges = true,       // tokens hold spaces: merges as pairs
+                    });
+                }
+            case Setting.Gemma:
+                {
+                    // Gemma's layout: spaces replaced by ▁, a Split on " " (nothing left to split), byte fallback, <s> A
+                    var list = words.Take(12_000).Select(w => "\u2581" + w).Concat(words.Take(2_000)).Concat(pieces);
+                    var chars = list.SelectMany(w => w.EnumerateRunes()).Select(r => r.ToString()).Distinct();
+                    var m = BpeFiles.Build(Enumerable.Range(0, 256).Select(b => $"<0x{b:X2}>").Concat(chars), list);
+                    return (m, new()
+                    {
+                        Normalizer = Obj(("type", "Replace"), ("pattern", Obj(("String", " "))), ("content", "\u2581")),
+                        PreTokenizer = BpeFiles.SplitStringPre(" ", "MergedWithPrevious"),
+                        PostProcessor = "template", UnkToken = "<unk>", FuseUnk = true, ByteFallback = true, TupleMerges = true,
                     });
                 }
             case Setting.SentencePiece:
@@ -144,6 +177,12 @@ public class BpeParityTests
     [InlineData(Setting.PrefixNoUnk)]
     [InlineData(Setting.Qwen2)]
     [InlineData(Setting.Llama3)]
+    [InlineData(Setting.SplitPrevious)]
+    [InlineData(Setting.SplitContiguous)]
+    [InlineData(Setting.SplitNext)]
+    [InlineData(Setting.SplitIsolated)]
+    [InlineData(Setting.SplitRemoved)]
+    [InlineData(Setting.Gemma)]
     public void IdsEqualHuggingFaceTokenizers(Setting setting)
     {
         using var p = new Pair(setting);
@@ -184,6 +223,17 @@ public class BpeParityTests
                     else Assert.Equal(["12", "3", "45"], words.Take(3));                // "123" and "45" are words, their pieces from the merges
                     Assert.Contains("Ġ(", words);
                     Assert.Contains("ĊĊ", words);
+                    break;
+                }
+            case Setting.SplitPrevious:
+            case Setting.SplitContiguous:
+                {
+                    // the words the ids came from: a space after a space stays alone (MergedWithPrevious); a run is one word (Contiguous)
+                    var split = new TokenizerParts.SplitString(" ", setting == Setting.SplitPrevious ? "MergedWithPrevious" : "Contiguous").Split(" the cat   dog ");
+                    Assert.Equal(setting == Setting.SplitPrevious ? [" ", "the ", "cat ", " ", " ", "dog "] : [" ", "the", " ", "cat", "   ", "dog", " "], split);
+                    foreach (var (behavior, expect) in new[] { ("Removed", new[] { "the", "cat", "dog" }), ("Isolated", [" ", "the", " ", "cat", " ", " ", " ", "dog", " "]),
+                        ("MergedWithNext", [" the", " cat", " ", " ", " dog", " "]) })
+                        Assert.Equal(expect, new TokenizerParts.SplitString(" ", behavior).Split(" the cat   dog "));
                     break;
                 }
             case Setting.Roberta:

@@ -101,6 +101,16 @@ internal static class BpeFiles
         w.WriteEndObject();
     };
 
+    /// <summary>A <c>Split</c> pre-tokeniser with a literal pattern and a delimiter behaviour.</summary>
+    public static Action<Utf8JsonWriter> SplitStringPre(string literal, string behavior) => w =>
+    {
+        w.WriteStartObject();
+        w.WriteString("type", "Split");
+        w.WriteStartObject("pattern"); w.WriteString("String", literal); w.WriteEndObject();
+        w.WriteString("behavior", behavior); w.WriteBoolean("invert", false);
+        w.WriteEndObject();
+    };
+
     /// <summary>Qwen2's (Qwen3's) and Llama 3's pre-tokeniser regexes, as their tokenizer.json files carry them.</summary>
     public const string Qwen2Regex = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     public const string Llama3Regex = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";

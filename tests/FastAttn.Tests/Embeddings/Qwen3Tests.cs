@@ -352,6 +352,7 @@ public class Qwen3Tests
             ("\"rope_scaling\": null", "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0}"),
             ("\"rope_scaling\": null", "\"rope_parameters\": {\"rope_type\": \"linear\", \"factor\": 2.0}"),
             ("\"use_sliding_window\": false", "\"use_sliding_window\": true"),
+            ("\"use_sliding_window\": false", "\"use_sliding_window\": false, \"is_causal\": false"),
             ("\"rope_scaling\": null", "\"layer_types\": [\"full_attention\", \"sliding_attention\"]"),
             ("\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3"),
             ("\"head_dim\": 8", "\"head_dim\": 7"),
