@@ -86,8 +86,11 @@ public sealed record BertConfig
     /// <summary>Qwen3's settings (<c>model_type</c> "qwen3", the decoder of Qwen3-Embedding), else null.</summary>
     internal Qwen3Settings? Qwen3 { get; init; }
 
-    /// <summary>A decoder-only model (causal attention; its sentence vector is the last token's state).</summary>
-    internal bool IsDecoder => Qwen3 != null;
+    /// <summary>Gemma 3's settings (<c>model_type</c> "gemma3_text", the text model of EmbeddingGemma), else null.</summary>
+    internal Gemma3Settings? Gemma3 { get; init; }
+
+    /// <summary>A decoder-only model with causal attention (its sentence vector is the last token's state).</summary>
+    internal bool IsDecoder => Qwen3 != null || Gemma3 is { Bidirectional: false };
 
     /// <summary>
     /// The LoRA adapters the checkpoint carries, in index order (jina-embeddings-v3: retrieval.query, retrieval.passage,
@@ -121,7 +124,7 @@ public sealed record BertConfig
         void Need(bool ok, string what) { if (!ok) throw new InvalidDataException($"{source}: {what}."); }
         Need(HiddenSize is > 0 and <= 1 << 16, $"hidden_size {HiddenSize} is out of range");
         Need(NumAttentionHeads is > 0 and <= 1024, $"num_attention_heads {NumAttentionHeads} is out of range");
-        Need(HiddenSize % NumAttentionHeads == 0 || Qwen3 != null, $"num_attention_heads {NumAttentionHeads} does not divide hidden_size {HiddenSize}");
+        Need(HiddenSize % NumAttentionHeads == 0 || Qwen3 != null || Gemma3 != null, $"num_attention_heads {NumAttentionHeads} does not divide hidden_size {HiddenSize}");
         Need(NumHiddenLayers is > 0 and <= 1024, $"num_hidden_layers {NumHiddenLayers} is out of range");
         Need(IntermediateSize is > 0 and <= 1 << 20, $"intermediate_size {IntermediateSize} is out of range");
         Need(float.IsFinite(LayerNormEps) && LayerNormEps >= 0, $"layer_norm_eps {LayerNormEps} is not finite and ≥ 0");
@@ -129,8 +132,20 @@ public sealed record BertConfig
         Need(TypeVocabSize is > 0 and <= 1 << 16, $"type_vocab_size {TypeVocabSize} is out of range");
         Need(VocabSize is > 0 and < 1 << 24, $"vocab_size {VocabSize} is out of range (ids travel as floats, exact below 2^24)");
         Need(HiddenAct is Activation.Gelu or Activation.GeluTanh or Activation.Relu or Activation.Silu || (Nomic is { Gated: true } && HiddenAct == Activation.Sigmoid), $"hidden_act {HiddenAct} is not supported");
-        Need(ModelType is "bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" or "nomic_bert" or "new" or "gte" or "qwen3" || IsRoberta, $"model_type '{ModelType}' is not bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert, nomic_bert, new, gte or qwen3");
+        Need(ModelType is "bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" or "nomic_bert" or "new" or "gte" or "qwen3" or "gemma3_text" || IsRoberta, $"model_type '{ModelType}' is not bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert, nomic_bert, new, gte, qwen3 or gemma3_text");
         Need((ModelType == "qwen3") == (Qwen3 != null), "Qwen3's settings belong to model_type qwen3 only");
+        Need((ModelType == "gemma3_text") == (Gemma3 != null), "Gemma 3's settings belong to model_type gemma3_text only");
+        if (Gemma3 is { } g3)
+        {
+            Need(g3.HeadDim is >= 2 and <= 1024 && g3.HeadDim % 2 == 0, $"head_dim {g3.HeadDim} is not an even width from 2 to 1024 (RoPE rotates pairs)");
+            Need(g3.KvHeads is >= 1 and <= 1024 && NumAttentionHeads % g3.KvHeads == 0, $"num_key_value_heads {g3.KvHeads} does not divide num_attention_heads {NumAttentionHeads}");
+            Need((long)NumAttentionHeads * g3.HeadDim <= 1 << 16, $"num_attention_heads × head_dim = {(long)NumAttentionHeads * g3.HeadDim} is out of range");
+            Need(g3.GlobalTheta is >= 1 and <= float.MaxValue && g3.LocalTheta is >= 1 and <= float.MaxValue, $"a RoPE base ({g3.GlobalTheta}, {g3.LocalTheta}) is below 1 or not finite in float32");
+            Need(g3.SlidingLayers.Length == NumHiddenLayers, $"layer_types has {g3.SlidingLayers.Length} entries for {NumHiddenLayers} layers");
+            Need(g3.Window is >= 0 and <= 1 << 20, $"sliding_window gives a window of {g3.Window}, out of range");
+            Need(g3.QueryPreAttnScalar is > 0 and <= float.MaxValue, $"query_pre_attn_scalar {g3.QueryPreAttnScalar} is not positive and finite");
+            Need(g3.SoftCap is >= 0 and <= float.MaxValue, $"attn_logit_softcapping {g3.SoftCap} is negative or not finite");
+        }
         if (Qwen3 is { } q3)
         {
             Need(q3.HeadDim is >= 2 and <= 1024 && q3.HeadDim % 2 == 0, $"head_dim {q3.HeadDim} is not an even width from 2 to 1024 (RoPE rotates pairs)");
@@ -211,9 +226,10 @@ public sealed record BertConfig
             string modelType = r.TryGetProperty("model_type", out var mt) && mt.ValueKind == JsonValueKind.String ? mt.GetString()!
                 : !r.TryGetProperty("hidden_size", out _) && r.TryGetProperty("dim", out _) && r.TryGetProperty("n_heads", out _) ? "distilbert" : "bert";
             bool roberta = modelType is "roberta" or "xlm-roberta" or "camembert";
-            if (modelType is not ("bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" or "nomic_bert" or "new" or "gte" or "qwen3") && !roberta)
-                throw new InvalidDataException($"{source}: model_type '{modelType}' is not a model FastAttn loads (bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert, nomic_bert, new, gte; qwen3 for Qwen3-Embedding).");
+            if (modelType is not ("bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" or "nomic_bert" or "new" or "gte" or "qwen3" or "gemma3_text") && !roberta)
+                throw new InvalidDataException($"{source}: model_type '{modelType}' is not a model FastAttn loads (bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert, nomic_bert, new, gte; qwen3 for Qwen3-Embedding, gemma3_text for EmbeddingGemma).");
             if (modelType == "qwen3") return ReadQwen3(r, Int, source);
+            if (modelType == "gemma3_text") return ReadGemma3(r, Int, source);
             if (modelType == "nomic_bert") return ReadNomic(r, Int, source);
             if (modelType is "new" or "gte") return ReadGte(r, Int, source, modelType);
             if (modelType == "deberta-v2") return ReadDeberta(r, Int, source);
@@ -569,6 +585,81 @@ public sealed record BertConfig
             TypeVocabSize = 1, LayerNormEps = (float)JsonNumber(r, "rms_norm_eps", 1e-6, source),
             HiddenAct = ParseActivation(r.TryGetProperty("hidden_act", out var a) && a.ValueKind == JsonValueKind.String ? a.GetString()! : "silu", source),
             Qwen3 = new Qwen3Settings(Int("head_dim", 128), Int("num_key_value_heads", heads), theta, JsonBool(r, "attention_bias", false, source)),
+        };
+        c.Validate(source);
+        return c;
+    }
+
+    /// <summary>
+    /// Gemma 3's text model (transformers' <c>Gemma3TextConfig</c>; EmbeddingGemma with <c>use_bidirectional_attention</c>),
+    /// its defaults where a field is absent: <c>head_dim</c>, <c>num_key_value_heads</c>, <c>hidden_activation</c>,
+    /// <c>rms_norm_eps</c>, <c>query_pre_attn_scalar</c>, <c>attn_logit_softcapping</c>, <c>sliding_window</c> and the
+    /// layers that use it (<c>layer_types</c>, else every <c>sliding_window_pattern</c>-th layer global), the RoPE bases
+    /// (<c>rope_theta</c> and <c>rope_local_base_freq</c>, or <c>rope_parameters</c> per layer type). Refused: scaled RoPE.
+    /// </summary>
+    private static BertConfig ReadGemma3(JsonElement r, Func<string, int?, int> Int, string source)
+    {
+        InvalidDataException Bad(string what) => new($"{source}: {what}.");
+        bool Set(JsonElement o, string name, out JsonElement v) => o.TryGetProperty(name, out v) && v.ValueKind != JsonValueKind.Null;
+        double global = JsonNumber(r, "rope_theta", 1_000_000, source), local = JsonNumber(r, "rope_local_base_freq", 10_000, source);
+        string RopeType(JsonElement o, string key) => Set(o, "rope_type", out var t) || Set(o, "type", out t)
+            ? t.ValueKind == JsonValueKind.String ? t.GetString()! : throw Bad($"{key}'s type is not a string") : "default";
+        if (Set(r, "rope_scaling", out var rs))
+        {
+            if (rs.ValueKind != JsonValueKind.Object) throw Bad("rope_scaling is not an object");
+            if (RopeType(rs, "rope_scaling") != "default") throw Bad($"rope_scaling type '{RopeType(rs, "rope_scaling")}' is not default: scaled RoPE is not run by FastAttn");
+        }
+        if (Set(r, "rope_parameters", out var rp))
+        {
+            if (rp.ValueKind != JsonValueKind.Object) throw Bad("rope_parameters is not an object");
+            foreach (var (key, isGlobal) in new[] { ("full_attention", true), ("sliding_attention", false) })
+                if (Set(rp, key, out var part))
+                {
+                    if (part.ValueKind != JsonValueKind.Object) throw Bad($"rope_parameters.{key} is not an object");
+                    if (RopeType(part, key) != "default") throw Bad($"rope_parameters.{key} type '{RopeType(part, key)}' is not default: scaled RoPE is not run by FastAttn");
+                    double theta = JsonNumber(part, "rope_theta", isGlobal ? global : local, source);
+                    if (isGlobal) global = theta; else local = theta;
+                }
+        }
+        int layers = Int("num_hidden_layers", 26), heads = Int("num_attention_heads", 8);
+        var sliding = new bool[Math.Clamp(layers, 0, 1 << 16)];
+        if (Set(r, "layer_types", out var lt))
+        {
+            if (lt.ValueKind != JsonValueKind.Array) throw Bad("layer_types is not an array");
+            if (lt.GetArrayLength() != sliding.Length) throw Bad($"layer_types has {lt.GetArrayLength()} entries for {layers} layers");
+            int i = 0;
+            foreach (var l in lt.EnumerateArray())
+                sliding[i++] = (l.ValueKind == JsonValueKind.String ? l.GetString() : null) switch
+                {
+                    "sliding_attention" => true, "full_attention" => false,
+                    var other => throw Bad($"layer_types holds '{other ?? l.ValueKind.ToString()}', not sliding_attention or full_attention"),
+                };
+        }
+        else
+        {
+            int pattern = Int("sliding_window_pattern", 6);
+            if (pattern < 1) throw Bad($"sliding_window_pattern {pattern} is below 1");
+            for (int i = 0; i < sliding.Length; i++) sliding[i] = (i + 1) % pattern != 0;
+        }
+        bool bidirectional = JsonBool(r, "use_bidirectional_attention", false, source);
+        // transformers keeps the window as sliding_window (causal: a key less than that far back) or, bidirectional, halves it:
+        // |i - j| < sliding_window / 2 + 1; the kernel's window is the largest distance seen
+        int window = 0;
+        if (sliding.Any(x => x))
+        {
+            int w = Int("sliding_window", 4096);
+            if (w < 1) throw Bad($"sliding_window {w} is below 1");
+            window = bidirectional ? w / 2 : w - 1;
+        }
+        string act = r.TryGetProperty("hidden_activation", out var ha) && ha.ValueKind == JsonValueKind.String ? ha.GetString()!
+            : r.TryGetProperty("hidden_act", out var a) && a.ValueKind == JsonValueKind.String ? a.GetString()! : "gelu_pytorch_tanh";
+        var c = new BertConfig
+        {
+            ModelType = "gemma3_text", HiddenSize = Int("hidden_size", 2304), NumAttentionHeads = heads, NumHiddenLayers = layers,
+            IntermediateSize = Int("intermediate_size", 9216), VocabSize = Int("vocab_size", 262208), MaxPositionEmbeddings = Int("max_position_embeddings", 131072),
+            TypeVocabSize = 1, LayerNormEps = (float)JsonNumber(r, "rms_norm_eps", 1e-6, source), HiddenAct = ParseActivation(act, source),
+            Gemma3 = new Gemma3Settings(Int("head_dim", 256), Int("num_key_value_heads", 4), global, local, sliding, window, bidirectional,
+                JsonNumber(r, "query_pre_attn_scalar", 256, source), JsonNumber(r, "attn_logit_softcapping", 0, source), JsonBool(r, "attention_bias", false, source)),
         };
         c.Validate(source);
         return c;

@@ -149,7 +149,7 @@ public sealed class BertModel : IDisposable
     {
         string name = System.IO.Path.GetFileName(file);
         if (config == null && IsQwen3(src))
-            throw new InvalidDataException($"'{file}' is a Qwen3 checkpoint: its head width, key/value heads and RoPE base are only in its config.json; put it beside the model.");
+            throw new InvalidDataException($"'{file}' is a decoder checkpoint (Qwen3, Gemma 3): its head width, key/value heads and RoPE bases are only in its config.json; put it beside the model.");
         if (config == null && IsModernBert(src))
             throw new InvalidDataException($"'{file}' is a ModernBERT checkpoint: its attention settings (local_attention, layer_types, RoPE bases) are only in its config.json; put it beside the model.");
         if (config == null && IsNomic(src))
@@ -244,8 +244,13 @@ public sealed class BertModel : IDisposable
             if (source is OnnxModelFile) throw new InvalidDataException($"'{source.Name}': Qwen3 is loaded from its PyTorch checkpoint (model.safetensors), not from an ONNX export.");
             return LoadQwen3(source, config, config.Qwen3, description, plan);
         }
+        if (config.Gemma3 != null)
+        {
+            if (source is OnnxModelFile) throw new InvalidDataException($"'{source.Name}': Gemma 3 is loaded from its PyTorch checkpoint (model.safetensors), not from an ONNX export.");
+            return LoadGemma3(source, config, config.Gemma3, description, plan);
+        }
         if (IsQwen3(source))
-            throw new InvalidDataException($"'{source.Name}': the tensors are a Qwen3 decoder's (layers.0.self_attn.q_norm) but the config says model_type '{config.ModelType}'.");
+            throw new InvalidDataException($"'{source.Name}': the tensors are a decoder's (layers.0.self_attn.q_norm) but the config says model_type '{config.ModelType}'.");
         if (config.JinaV3 != null)
         {
             if (source is OnnxModelFile) throw new InvalidDataException($"'{source.Name}': jina-embeddings-v3 is loaded from its PyTorch checkpoint (model.safetensors), not from an ONNX export.");
@@ -747,7 +752,78 @@ public sealed class BertModel : IDisposable
                 var up = new Linear(p.Up, ff, h, default, Activation.None, plan.For(name + "intermediate.dense"));
                 var down = new Linear(p.Down, h, ff, default, Activation.None, plan.For(name + "output.dense"));
                 blocks.Add(new DecoderLayer(new RmsNorm(h, p.N1, eps), qkv, new RmsNorm(hd, p.Qn, eps), new RmsNorm(hd, p.Kn, eps), rope, o, heads, kv,
-                    new RmsNorm(h, p.N2, eps), gate, up, down));
+                    new RmsNorm(h, p.N2, eps), gate, up, down, new DecoderAttention(Causal: true)));
+            }
+            blocks.Add(new NormBlock(new RmsNorm(h, final, eps)));
+            return new BertModel(config, new Stack([.. blocks]), null, null, BertHead.None, description ?? source.Name);
+        });
+    }
+
+    /// <summary>
+    /// Gemma 3's text model (transformers' <c>Gemma3TextModel</c> names, optionally under <c>model.</c>; EmbeddingGemma's
+    /// checkpoint): <c>embed_tokens</c>, scaled by √hidden (in float32) as <c>Gemma3TextScaledWordEmbedding</c> scales it;
+    /// per layer <c>input_layernorm</c>, <c>self_attn.q_proj/k_proj/v_proj/o_proj</c>, <c>self_attn.q_norm/k_norm</c>,
+    /// <c>post_attention_layernorm</c> (on the attention's output), <c>pre_feedforward_layernorm</c>,
+    /// <c>mlp.gate_proj/up_proj/down_proj</c>, <c>post_feedforward_layernorm</c>; <c>norm</c>. Every RMS norm multiplies by
+    /// 1 + weight (Gemma's), taken into the gain once at load. Sliding layers rotate with the local base, global ones with
+    /// the global base.
+    /// </summary>
+    private static BertModel LoadGemma3(ITensorSource source, BertConfig config, Gemma3Settings g3, string? description, PrecisionPlan plan)
+    {
+        bool wrapped = source.TryGetShape("model.embed_tokens.weight", out _);
+        return TensorReader.Load(source, "", "a Gemma 3 model", vb =>
+        {
+            foreach (var n in source.TensorNames)
+                if (n.StartsWith("lm_head.", StringComparison.Ordinal)) vb.Ignore(n);
+            var m = wrapped ? vb.Pp("model") : vb;
+            int h = config.HiddenSize, ff = config.IntermediateSize, heads = config.NumAttentionHeads, kv = g3.KvHeads, hd = g3.HeadDim;
+            long qRows = (long)heads * hd, kRows = (long)kv * hd;
+            float eps = config.LayerNormEps;
+            float[] Gain(TensorReader r, long width)
+            {
+                var w = r.Get("weight", width);
+                for (int i = 0; i < w.Length; i++) w[i] = 1f + w[i];
+                return w;
+            }
+            var word = m.Pp("embed_tokens").Get("weight", config.VocabSize, h);
+            var parts = new List<(float[] N1, float[] Qkv, float[]? QkvB, float[] Qn, float[] Kn, float[] O, float[]? OB, float[] PostAttn, float[] N2, float[] Gate, float[] Up, float[] Down, float[] PostFfn)>();
+            for (int i = 0; i < config.NumHiddenLayers; i++)
+            {
+                var l = m.Pp($"layers.{i}");
+                var at = l.Pp("self_attn");
+                float[] Lin(string name, long rows, long cols) => at.Pp(name).Get("weight", rows, cols);
+                float[]? Bias(string name, long rows) => g3.AttentionBias ? at.Pp(name).Get("bias", rows) : null;
+                float[] q = Lin("q_proj", qRows, h), k = Lin("k_proj", kRows, h), v = Lin("v_proj", kRows, h);
+                float[]? qb = Bias("q_proj", qRows), kb = Bias("k_proj", kRows), vb2 = Bias("v_proj", kRows);
+                var mlp = l.Pp("mlp");
+                parts.Add((Gain(l.Pp("input_layernorm"), h), [.. q, .. k, .. v], g3.AttentionBias ? [.. qb!, .. kb!, .. vb2!] : null,
+                    Gain(at.Pp("q_norm"), hd), Gain(at.Pp("k_norm"), hd), Lin("o_proj", h, qRows), Bias("o_proj", h), Gain(l.Pp("post_attention_layernorm"), h),
+                    Gain(l.Pp("pre_feedforward_layernorm"), h), mlp.Pp("gate_proj").Get("weight", ff, h), mlp.Pp("up_proj").Get("weight", ff, h),
+                    mlp.Pp("down_proj").Get("weight", h, ff), Gain(l.Pp("post_feedforward_layernorm"), h)));
+            }
+            var final = Gain(m.Pp("norm"), h);
+            if (vb.Checking) return null;
+
+            // the word table scaled once: the same float32 products as the embedding's output times √hidden
+            float scale = (float)Math.Sqrt(h);
+            System.Numerics.Tensors.TensorPrimitives.Multiply(word, scale, word);
+            var globalRope = new Rope(hd, config.MaxPositionEmbeddings, g3.GlobalTheta, float32Angles: true);
+            var localRope = new Rope(hd, config.MaxPositionEmbeddings, g3.LocalTheta, float32Angles: true);
+            float attnScale = (float)(1 / Math.Sqrt(g3.QueryPreAttnScalar));
+            var blocks = new List<IBlock> { new BertEmbeddings(word, default, new float[h], null, plan.For("embeddings.word_embeddings"), -1, config.MaxPositionEmbeddings) };
+            for (int i = 0; i < parts.Count; i++)
+            {
+                var p = parts[i];
+                string name = $"encoder.layer.{i}.";
+                bool slides = g3.SlidingLayers[i];
+                var qkv = new Linear(p.Qkv, (int)(qRows + 2 * kRows), h, p.QkvB ?? default, Activation.None, [(int)qRows, (int)kRows, (int)kRows], plan.For(name + "attention.self"));
+                var o = new Linear(p.O, h, (int)qRows, p.OB ?? default, Activation.None, plan.For(name + "attention.output.dense"));
+                var gate = new Linear(p.Gate, ff, h, default, config.HiddenAct, plan.For(name + "intermediate.dense"));
+                var up = new Linear(p.Up, ff, h, default, Activation.None, plan.For(name + "intermediate.dense"));
+                var down = new Linear(p.Down, h, ff, default, Activation.None, plan.For(name + "output.dense"));
+                var shape = new DecoderAttention(!g3.Bidirectional, slides ? g3.Window : 0, attnScale, (float)g3.SoftCap);
+                blocks.Add(new DecoderLayer(new RmsNorm(h, p.N1, eps), qkv, new RmsNorm(hd, p.Qn, eps), new RmsNorm(hd, p.Kn, eps), slides ? localRope : globalRope, o, heads, kv,
+                    new RmsNorm(h, p.N2, eps), gate, up, down, shape, new RmsNorm(h, p.PostAttn, eps), new RmsNorm(h, p.PostFfn, eps)));
             }
             blocks.Add(new NormBlock(new RmsNorm(h, final, eps)));
             return new BertModel(config, new Stack([.. blocks]), null, null, BertHead.None, description ?? source.Name);
