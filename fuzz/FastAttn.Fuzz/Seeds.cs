@@ -96,6 +96,12 @@ public static class Seeds
             Normalizer = w => { w.WriteStartObject(); w.WriteString("type", "NFC"); w.WriteEndObject(); },
             PreTokenizer = FastAttn.TestSupport.BpeFiles.DecoderPre(FastAttn.TestSupport.BpeFiles.Qwen2Regex), PostProcessor = "eos", TupleMerges = true,
         });
+        // Gemma's layout: spaces as ▁, a Split on " ", byte fallback, <s> A
+        FastAttn.TestSupport.BpeFiles.TokenizerJson(Path.Combine(bpe, "gemma.json"), sp, new FastAttn.TestSupport.BpeFiles.Settings
+        {
+            Normalizer = w => { w.WriteStartObject(); w.WriteString("type", "Replace"); w.WriteStartObject("pattern"); w.WriteString("String", " "); w.WriteEndObject(); w.WriteString("content", "\u2581"); w.WriteEndObject(); },
+            PreTokenizer = FastAttn.TestSupport.BpeFiles.SplitStringPre(" ", "MergedWithPrevious"), PostProcessor = "template", UnkToken = "<unk>", FuseUnk = true, ByteFallback = true, TupleMerges = true,
+        });
         var suffixed = FastAttn.TestSupport.BpeFiles.Build([], words, prefix: "##", suffix: "</w>");
         FastAttn.TestSupport.BpeFiles.TokenizerJson(Path.Combine(bpe, "prefix-suffix.json"), suffixed, new FastAttn.TestSupport.BpeFiles.Settings { PostProcessor = "bytelevel", UnkToken = "<unk>" });
 

@@ -242,7 +242,7 @@ public static class Targets
     }
 
     /// <summary>
-    /// A model's config.json (every family: BERT, DistilBERT, MPNet, ELECTRA, RoBERTa, DeBERTa-v2, ModernBERT, NomicBERT, JinaBERT, GTE, jina-embeddings-v3, Qwen3): read; an
+    /// A model's config.json (every family: BERT, DistilBERT, MPNet, ELECTRA, RoBERTa, DeBERTa-v2, ModernBERT, NomicBERT, JinaBERT, GTE, jina-embeddings-v3, Qwen3, Gemma 3): read; an
     /// accepted config must pass its own validation, DeBERTa's relative rows must stay inside the table for any distance,
     /// ModernBERT's and GTE's RoPE must rotate finitely and JinaBERT's ALiBi slopes be finite and positive.
     /// </summary>
@@ -282,6 +282,20 @@ public static class Targets
             Array.Fill(x, 1f);
             rope.Apply(x, rope.MaxPositions, rope.HeadDim, 0, 1);
             Check(Array.TrueForAll(x, float.IsFinite), "Qwen3's RoPE rotation");
+        }
+        if (c.Gemma3 is { } g3)
+        {
+            // Gemma 3: whole groups of query heads, one layer type per layer, a window inside the positions, both RoPE bases rotating finitely
+            Check(c.NumAttentionHeads % g3.KvHeads == 0 && g3.HeadDim % 2 == 0 && g3.SlidingLayers.Length == c.NumHiddenLayers && g3.Window >= 0
+                && c.IsDecoder == !g3.Bidirectional, "Gemma 3's heads, layer types or window");
+            foreach (double theta in new[] { g3.GlobalTheta, g3.LocalTheta })
+            {
+                var rope = new FastAttn.Layers.Rope(g3.HeadDim, Math.Min(c.MaxPositionEmbeddings, 4096), theta, true);
+                var x = new float[rope.MaxPositions * rope.HeadDim];
+                Array.Fill(x, 1f);
+                rope.Apply(x, rope.MaxPositions, rope.HeadDim, 0, 1);
+                Check(Array.TrueForAll(x, float.IsFinite), "Gemma 3's RoPE rotation");
+            }
         }
         if (c.JinaV3 is { } j3)
         {

@@ -13,13 +13,14 @@ namespace FastAttn.Benchmarks;
 /// ALiBi — a distance bias per head on every score tile — and a GEGLU feed-forward of the same work) and GTE's "new"
 /// architecture (post-norm, NTK-scaled RoPE, the same GLU), and Qwen3 (Qwen3-Embedding's decoder layer: pre-RMS-norm,
 /// per-head q/k norms, RoPE, 3 key/value heads for the 6 query heads, causal attention, SwiGLU of intermediate 1024 — 8 %
-/// less nominal work than BERT's layer from the smaller k/v projections, and half the attention scores), random weights,
-/// one sequence of 16, 128 or 512 tokens, last_hidden_state. No pretrained model of the last six is served here, so
-/// there is no peer to run them against; the ratio to BERT is the figure.
+/// less nominal work than BERT's layer from the smaller k/v projections, and half the attention scores), and Gemma 3 as
+/// EmbeddingGemma runs it (the same products with four RMS norms per layer, bidirectional attention, five of six layers
+/// within ±256 tokens), random weights, one sequence of 16, 128 or 512 tokens, last_hidden_state. No pretrained model of
+/// the last seven is served here, so there is no peer to run them against; the ratio to BERT is the figure.
 /// </summary>
 public class ArchitectureBenchmarks
 {
-    [Params("bert", "roberta", "deberta-v3", "modernbert", "jina", "gte", "qwen3")]
+    [Params("bert", "roberta", "deberta-v3", "modernbert", "jina", "gte", "qwen3", "gemma3")]
     public string Arch = "bert";
 
     [Params(16, 128, 512)]
@@ -68,12 +69,13 @@ public class ArchitectureBenchmarks
             }
             Add("model.final_norm.weight", H);
         }
-        else if (Arch == "qwen3")
+        else if (Arch == "qwen3" || Arch == "gemma3")
         {
             Add("embed_tokens.weight", Vocab, H);
             for (int l = 0; l < Layers; l++)
             {
                 string q = $"layers.{l}.";
+                if (Arch == "gemma3") { Add(q + "pre_feedforward_layernorm.weight", H); Add(q + "post_feedforward_layernorm.weight", H); }
                 Add(q + "input_layernorm.weight", H);
                 Add(q + "self_attn.q_proj.weight", H, H); Add(q + "self_attn.k_proj.weight", H / 2, H); Add(q + "self_attn.v_proj.weight", H / 2, H);
                 Add(q + "self_attn.o_proj.weight", H, H); Add(q + "self_attn.q_norm.weight", H / Heads); Add(q + "self_attn.k_norm.weight", H / Heads);
@@ -134,6 +136,7 @@ public class ArchitectureBenchmarks
             "modernbert" => $$"""{"model_type": "modernbert", "hidden_size": {{H}}, "num_attention_heads": {{Heads}}, "num_hidden_layers": {{Layers}}, "intermediate_size": 1024, "hidden_activation": "gelu", "vocab_size": {{Vocab}}, "max_position_embeddings": 8192, "local_attention": 128, "global_attn_every_n_layers": 3}""",
             "jina" => $$"""{"model_type": "bert", "hidden_size": {{H}}, "num_attention_heads": {{Heads}}, "num_hidden_layers": {{Layers}}, "intermediate_size": 1024, "hidden_act": "gelu", "vocab_size": {{Vocab}}, "max_position_embeddings": 8192, "type_vocab_size": 2, "position_embedding_type": "alibi", "feed_forward_type": "geglu"}""",
             "gte" => $$"""{"model_type": "new", "hidden_size": {{H}}, "num_attention_heads": {{Heads}}, "num_hidden_layers": {{Layers}}, "intermediate_size": 1024, "hidden_act": "gelu", "vocab_size": {{Vocab}}, "max_position_embeddings": 8192, "type_vocab_size": 2, "rope_theta": 500000, "rope_scaling": {"type": "ntk", "factor": 2.0}, "pack_qkv": true}""",
+            "gemma3" => $$"""{"model_type": "gemma3_text", "hidden_size": {{H}}, "num_attention_heads": {{Heads}}, "num_key_value_heads": {{Heads / 2}}, "head_dim": {{H / Heads}}, "num_hidden_layers": {{Layers}}, "intermediate_size": 1024, "hidden_activation": "gelu_pytorch_tanh", "vocab_size": {{Vocab}}, "max_position_embeddings": 2048, "rope_theta": 1000000, "rope_local_base_freq": 10000, "query_pre_attn_scalar": 64, "sliding_window": 512, "use_bidirectional_attention": true, "rms_norm_eps": 1e-6}""",
             "qwen3" => $$"""{"model_type": "qwen3", "hidden_size": {{H}}, "num_attention_heads": {{Heads}}, "num_key_value_heads": {{Heads / 2}}, "head_dim": {{H / Heads}}, "num_hidden_layers": {{Layers}}, "intermediate_size": 1024, "hidden_act": "silu", "vocab_size": {{Vocab}}, "max_position_embeddings": 32768, "rope_theta": 1000000, "rms_norm_eps": 1e-6}""",
             _ => $$"""{"model_type": "bert", {{common}}, "max_position_embeddings": {{MaxPos}}, "type_vocab_size": 2, "layer_norm_eps": 1e-12}""",
         });
