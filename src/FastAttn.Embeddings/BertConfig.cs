@@ -132,8 +132,8 @@ public sealed record BertConfig
         Need(TypeVocabSize is > 0 and <= 1 << 16, $"type_vocab_size {TypeVocabSize} is out of range");
         Need(VocabSize is > 0 and < 1 << 24, $"vocab_size {VocabSize} is out of range (ids travel as floats, exact below 2^24)");
         Need(HiddenAct is Activation.Gelu or Activation.GeluTanh or Activation.Relu or Activation.Silu || (Nomic is { Gated: true } && HiddenAct == Activation.Sigmoid), $"hidden_act {HiddenAct} is not supported");
-        Need(ModelType is "bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" or "nomic_bert" or "new" or "gte" or "qwen3" or "gemma3_text" || IsRoberta, $"model_type '{ModelType}' is not bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert, nomic_bert, new, gte, qwen3 or gemma3_text");
-        Need((ModelType == "qwen3") == (Qwen3 != null), "Qwen3's settings belong to model_type qwen3 only");
+        Need(ModelType is "bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" or "nomic_bert" or "new" or "gte" or "qwen3" or "qwen2" or "gemma3_text" || IsRoberta, $"model_type '{ModelType}' is not bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert, nomic_bert, new, gte, qwen3, qwen2 or gemma3_text");
+        Need((ModelType is "qwen3" or "qwen2") == (Qwen3 != null), "Qwen3's settings belong to model_type qwen3 or qwen2 only");
         Need((ModelType == "gemma3_text") == (Gemma3 != null), "Gemma 3's settings belong to model_type gemma3_text only");
         if (Gemma3 is { } g3)
         {
@@ -226,9 +226,9 @@ public sealed record BertConfig
             string modelType = r.TryGetProperty("model_type", out var mt) && mt.ValueKind == JsonValueKind.String ? mt.GetString()!
                 : !r.TryGetProperty("hidden_size", out _) && r.TryGetProperty("dim", out _) && r.TryGetProperty("n_heads", out _) ? "distilbert" : "bert";
             bool roberta = modelType is "roberta" or "xlm-roberta" or "camembert";
-            if (modelType is not ("bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" or "nomic_bert" or "new" or "gte" or "qwen3" or "gemma3_text") && !roberta)
-                throw new InvalidDataException($"{source}: model_type '{modelType}' is not a model FastAttn loads (bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert, nomic_bert, new, gte; qwen3 for Qwen3-Embedding, gemma3_text for EmbeddingGemma).");
-            if (modelType == "qwen3") return ReadQwen3(r, Int, source);
+            if (modelType is not ("bert" or "distilbert" or "mpnet" or "electra" or "deberta-v2" or "modernbert" or "nomic_bert" or "new" or "gte" or "qwen3" or "qwen2" or "gemma3_text") && !roberta)
+                throw new InvalidDataException($"{source}: model_type '{modelType}' is not a model FastAttn loads (bert, distilbert, mpnet, electra, roberta, xlm-roberta, camembert, deberta-v2, modernbert, nomic_bert, new, gte; qwen3 for Qwen3-Embedding, qwen2, gemma3_text for EmbeddingGemma).");
+            if (modelType is "qwen3" or "qwen2") return ReadQwen3(r, Int, source, modelType == "qwen2");
             if (modelType == "gemma3_text") return ReadGemma3(r, Int, source);
             if (modelType == "nomic_bert") return ReadNomic(r, Int, source);
             if (modelType is "new" or "gte") return ReadGte(r, Int, source, modelType);
@@ -549,12 +549,14 @@ public sealed record BertConfig
     }
 
     /// <summary>
-    /// Qwen3 (transformers' <c>Qwen3Config</c>, the decoder of Qwen3-Embedding-0.6B/4B/8B), its defaults where a field is
+    /// Qwen3 (transformers' <c>Qwen3Config</c>, the decoder of Qwen3-Embedding-0.6B/4B/8B) or Qwen2 (<c>Qwen2Config</c>: the
+    /// same layer with q/k/v biases, an unbiased o, no per-head norms — the decoder of Qwen2-based embedders run as
+    /// transformers runs them, causally), its defaults where a field is
     /// absent: grouped key/value heads (<c>num_key_value_heads</c>), a head width of its own (<c>head_dim</c>), RMS norms
     /// (<c>rms_norm_eps</c>), RoPE (<c>rope_theta</c>, or <c>rope_parameters</c> of type default), optional q/k/v/o biases
     /// (<c>attention_bias</c>). Refused: scaled RoPE (<c>rope_scaling</c> of any type but default), sliding-window layers.
     /// </summary>
-    private static BertConfig ReadQwen3(JsonElement r, Func<string, int?, int> Int, string source)
+    private static BertConfig ReadQwen3(JsonElement r, Func<string, int?, int> Int, string source, bool qwen2)
     {
         InvalidDataException Bad(string what) => new($"{source}: {what}.");
         bool Set(JsonElement o, string name, out JsonElement v) => o.TryGetProperty(name, out v) && v.ValueKind != JsonValueKind.Null;
@@ -568,8 +570,8 @@ public sealed record BertConfig
                 if (Set(rs, "rope_theta", out _)) theta = JsonNumber(rs, "rope_theta", theta, source);
             }
         if (JsonBool(r, "use_sliding_window", false, source)) throw Bad("use_sliding_window is true: Qwen3's sliding-window layers are not run by FastAttn");
-        // bidirectional Qwen3 embedders (is_causal false) come with remote code of their own: refused, never run causally
-        if (!JsonBool(r, "is_causal", true, source)) throw Bad("is_causal is false: a bidirectional Qwen3 (its own remote code) is not run by FastAttn");
+        // bidirectional Qwen embedders (is_causal false) come with remote code of their own: refused, never run causally
+        if (!JsonBool(r, "is_causal", true, source)) throw Bad("is_causal is false: a bidirectional Qwen model (its own remote code) is not run by FastAttn");
         if (Set(r, "layer_types", out var lt))
         {
             if (lt.ValueKind != JsonValueKind.Array) throw Bad("layer_types is not an array");
@@ -577,14 +579,18 @@ public sealed record BertConfig
                 if (l.ValueKind != JsonValueKind.String || l.GetString() != "full_attention")
                     throw Bad($"layer_types holds '{(l.ValueKind == JsonValueKind.String ? l.GetString() : l.ValueKind.ToString())}': only full_attention layers are run by FastAttn");
         }
-        int heads = Int("num_attention_heads", 32);
+        int heads = Int("num_attention_heads", 32), hidden = Int("hidden_size", 4096);
+        // Qwen2: q/k/v always biased, o never, no per-head norms, the head width hidden / heads unless stated
+        var settings = qwen2
+            ? new Qwen3Settings(Int("head_dim", heads > 0 && hidden % heads == 0 ? hidden / heads : 0), Int("num_key_value_heads", heads), theta, AttentionBias: false, QkNorm: false, Qwen2: true)
+            : new Qwen3Settings(Int("head_dim", 128), Int("num_key_value_heads", heads), theta, JsonBool(r, "attention_bias", false, source));
         var c = new BertConfig
         {
-            ModelType = "qwen3", HiddenSize = Int("hidden_size", 4096), NumAttentionHeads = heads, NumHiddenLayers = Int("num_hidden_layers", 32),
+            ModelType = qwen2 ? "qwen2" : "qwen3", HiddenSize = hidden, NumAttentionHeads = heads, NumHiddenLayers = Int("num_hidden_layers", 32),
             IntermediateSize = Int("intermediate_size", 22016), VocabSize = Int("vocab_size", 151936), MaxPositionEmbeddings = Int("max_position_embeddings", 32768),
             TypeVocabSize = 1, LayerNormEps = (float)JsonNumber(r, "rms_norm_eps", 1e-6, source),
             HiddenAct = ParseActivation(r.TryGetProperty("hidden_act", out var a) && a.ValueKind == JsonValueKind.String ? a.GetString()! : "silu", source),
-            Qwen3 = new Qwen3Settings(Int("head_dim", 128), Int("num_key_value_heads", heads), theta, JsonBool(r, "attention_bias", false, source)),
+            Qwen3 = settings,
         };
         c.Validate(source);
         return c;

@@ -149,7 +149,7 @@ public sealed class BertModel : IDisposable
     {
         string name = System.IO.Path.GetFileName(file);
         if (config == null && IsQwen3(src))
-            throw new InvalidDataException($"'{file}' is a decoder checkpoint (Qwen3, Gemma 3): its head width, key/value heads and RoPE bases are only in its config.json; put it beside the model.");
+            throw new InvalidDataException($"'{file}' is a decoder checkpoint (Qwen2, Qwen3, Gemma 3): its head width, key/value heads and RoPE bases are only in its config.json; put it beside the model.");
         if (config == null && IsModernBert(src))
             throw new InvalidDataException($"'{file}' is a ModernBERT checkpoint: its attention settings (local_attention, layer_types, RoPE bases) are only in its config.json; put it beside the model.");
         if (config == null && IsNomic(src))
@@ -241,7 +241,7 @@ public sealed class BertModel : IDisposable
                 : $"Adapter '{adapter}' is not one of the model's: {string.Join(", ", config.Adapters)}.", nameof(adapter));
         if (config.Qwen3 != null)
         {
-            if (source is OnnxModelFile) throw new InvalidDataException($"'{source.Name}': Qwen3 is loaded from its PyTorch checkpoint (model.safetensors), not from an ONNX export.");
+            if (source is OnnxModelFile) throw new InvalidDataException($"'{source.Name}': {(config.Qwen3.Qwen2 ? "Qwen2" : "Qwen3")} is loaded from its PyTorch checkpoint (model.safetensors), not from an ONNX export.");
             return LoadQwen3(source, config, config.Qwen3, description, plan);
         }
         if (config.Gemma3 != null)
@@ -250,7 +250,7 @@ public sealed class BertModel : IDisposable
             return LoadGemma3(source, config, config.Gemma3, description, plan);
         }
         if (IsQwen3(source))
-            throw new InvalidDataException($"'{source.Name}': the tensors are a decoder's (layers.0.self_attn.q_norm) but the config says model_type '{config.ModelType}'.");
+            throw new InvalidDataException($"'{source.Name}': the tensors are a decoder's (layers.0.self_attn.q_proj) but the config says model_type '{config.ModelType}'.");
         if (config.JinaV3 != null)
         {
             if (source is OnnxModelFile) throw new InvalidDataException($"'{source.Name}': jina-embeddings-v3 is loaded from its PyTorch checkpoint (model.safetensors), not from an ONNX export.");
@@ -713,7 +713,7 @@ public sealed class BertModel : IDisposable
     private static BertModel LoadQwen3(ITensorSource source, BertConfig config, Qwen3Settings q3, string? description, PrecisionPlan plan)
     {
         bool wrapped = source.TryGetShape("model.embed_tokens.weight", out _);
-        return TensorReader.Load(source, "", "a Qwen3 model", vb =>
+        return TensorReader.Load(source, "", q3.Qwen2 ? "a Qwen2 model" : "a Qwen3 model", vb =>
         {
             foreach (var n in source.TensorNames)
                 if (n.StartsWith("lm_head.", StringComparison.Ordinal)) vb.Ignore(n);
@@ -722,18 +722,18 @@ public sealed class BertModel : IDisposable
             long qRows = (long)heads * hd, kRows = (long)kv * hd;
             float eps = config.LayerNormEps;
             var word = m.Pp("embed_tokens").Get("weight", config.VocabSize, h);
-            var parts = new List<(float[] N1, float[] Qkv, float[]? QkvB, float[] Qn, float[] Kn, float[] O, float[]? OB, float[] N2, float[] Gate, float[] Up, float[] Down)>();
+            var parts = new List<(float[] N1, float[] Qkv, float[]? QkvB, float[]? Qn, float[]? Kn, float[] O, float[]? OB, float[] N2, float[] Gate, float[] Up, float[] Down)>();
             for (int i = 0; i < config.NumHiddenLayers; i++)
             {
                 var l = m.Pp($"layers.{i}");
                 var at = l.Pp("self_attn");
                 float[] Lin(string name, long rows, long cols) => at.Pp(name).Get("weight", rows, cols);
-                float[]? Bias(string name, long rows) => q3.AttentionBias ? at.Pp(name).Get("bias", rows) : null;
+                float[]? Bias(string name, long rows) => q3.AttentionBias || (q3.Qwen2 && name != "o_proj") ? at.Pp(name).Get("bias", rows) : null;
                 float[] q = Lin("q_proj", qRows, h), k = Lin("k_proj", kRows, h), v = Lin("v_proj", kRows, h);
                 float[]? qb = Bias("q_proj", qRows), kb = Bias("k_proj", kRows), vb2 = Bias("v_proj", kRows);
                 var mlp = l.Pp("mlp");
-                parts.Add((l.Pp("input_layernorm").Get("weight", h), [.. q, .. k, .. v], q3.AttentionBias ? [.. qb!, .. kb!, .. vb2!] : null,
-                    at.Pp("q_norm").Get("weight", hd), at.Pp("k_norm").Get("weight", hd), Lin("o_proj", h, qRows), Bias("o_proj", h),
+                parts.Add((l.Pp("input_layernorm").Get("weight", h), [.. q, .. k, .. v], qb != null ? [.. qb!, .. kb!, .. vb2!] : null,
+                    q3.QkNorm ? at.Pp("q_norm").Get("weight", hd) : null, q3.QkNorm ? at.Pp("k_norm").Get("weight", hd) : null, Lin("o_proj", h, qRows), Bias("o_proj", h),
                     l.Pp("post_attention_layernorm").Get("weight", h),
                     mlp.Pp("gate_proj").Get("weight", ff, h), mlp.Pp("up_proj").Get("weight", ff, h), mlp.Pp("down_proj").Get("weight", h, ff)));
             }
@@ -751,8 +751,8 @@ public sealed class BertModel : IDisposable
                 var gate = new Linear(p.Gate, ff, h, default, config.HiddenAct, plan.For(name + "intermediate.dense"));
                 var up = new Linear(p.Up, ff, h, default, Activation.None, plan.For(name + "intermediate.dense"));
                 var down = new Linear(p.Down, h, ff, default, Activation.None, plan.For(name + "output.dense"));
-                blocks.Add(new DecoderLayer(new RmsNorm(h, p.N1, eps), qkv, new RmsNorm(hd, p.Qn, eps), new RmsNorm(hd, p.Kn, eps), rope, o, heads, kv,
-                    new RmsNorm(h, p.N2, eps), gate, up, down, new DecoderAttention(Causal: true)));
+                blocks.Add(new DecoderLayer(new RmsNorm(h, p.N1, eps), qkv, p.Qn is null ? null : new RmsNorm(hd, p.Qn, eps), p.Kn is null ? null : new RmsNorm(hd, p.Kn, eps),
+                    rope, o, heads, kv, new RmsNorm(h, p.N2, eps), gate, up, down, new DecoderAttention(Causal: true)));
             }
             blocks.Add(new NormBlock(new RmsNorm(h, final, eps)));
             return new BertModel(config, new Stack([.. blocks]), null, null, BertHead.None, description ?? source.Name);
@@ -830,8 +830,8 @@ public sealed class BertModel : IDisposable
         });
     }
 
-    /// <summary>Qwen3's names: <c>layers.0.self_attn.q_norm</c>, optionally under <c>model.</c>.</summary>
-    private static bool IsQwen3(ITensorSource s) => s.TryGetShape("layers.0.self_attn.q_norm.weight", out _) || s.TryGetShape("model.layers.0.self_attn.q_norm.weight", out _);
+    /// <summary>A decoder's names (Qwen2, Qwen3, Gemma 3): <c>layers.0.self_attn.q_proj</c>, optionally under <c>model.</c>.</summary>
+    private static bool IsQwen3(ITensorSource s) => s.TryGetShape("layers.0.self_attn.q_proj.weight", out _) || s.TryGetShape("model.layers.0.self_attn.q_proj.weight", out _);
 
     /// <summary>GTE's "new" names: <c>encoder.layer.0.mlp.up_gate_proj</c>, optionally under <c>new.</c>.</summary>
     private static bool IsGte(ITensorSource s) => s.TryGetShape("encoder.layer.0.mlp.up_gate_proj.weight", out _) || s.TryGetShape("new.encoder.layer.0.mlp.up_gate_proj.weight", out _);

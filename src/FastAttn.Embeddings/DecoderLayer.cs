@@ -6,10 +6,11 @@ using FastAttn.Layers;
 namespace FastAttn.Embeddings;
 
 /// <summary>
-/// Qwen3's settings beyond BERT's fields: the head width (its own, not hidden / heads), the key/value heads (grouped-query
-/// attention), the RoPE base, and whether q/k/v/o carry biases.
+/// Qwen3's (and Qwen2's) settings beyond BERT's fields: the head width (Qwen3's its own, Qwen2's hidden / heads), the
+/// key/value heads (grouped-query attention), the RoPE base, whether q/k/v/o carry biases (Qwen2: q/k/v always, o never),
+/// and whether queries and keys are RMS-normed per head (Qwen3) or not (Qwen2).
 /// </summary>
-internal sealed record Qwen3Settings(int HeadDim, int KvHeads, double Theta, bool AttentionBias);
+internal sealed record Qwen3Settings(int HeadDim, int KvHeads, double Theta, bool AttentionBias, bool QkNorm = true, bool Qwen2 = false);
 
 /// <summary>
 /// Gemma 3's settings beyond BERT's fields (the text model of EmbeddingGemma): the head width and key/value heads, the
@@ -36,7 +37,8 @@ internal readonly record struct DecoderAttention(bool Causal, int Window = 0, fl
 /// </summary>
 internal sealed unsafe class DecoderLayer : Block, IDisposable
 {
-    private readonly RmsNorm _norm1, _norm2, _qNorm, _kNorm;
+    private readonly RmsNorm _norm1, _norm2;
+    private readonly RmsNorm? _qNorm, _kNorm;
     private readonly RmsNorm? _postAttnNorm, _postFfnNorm;
     private readonly DecoderAttention _shape;
     private readonly Linear _qkv, _o, _gate, _up, _down;
@@ -46,8 +48,8 @@ internal sealed unsafe class DecoderLayer : Block, IDisposable
 
     /// <param name="norm1">The RMS norm before the attention (<c>input_layernorm</c>).</param>
     /// <param name="qkv">q|k|v packed in three segments: heads·headDim, kvHeads·headDim, kvHeads·headDim rows.</param>
-    /// <param name="qNorm">The RMS norm over each query head (<c>q_norm</c>, headDim wide).</param>
-    /// <param name="kNorm">The RMS norm over each key head (<c>k_norm</c>).</param>
+    /// <param name="qNorm">The RMS norm over each query head (<c>q_norm</c>, headDim wide); null: none (Qwen2).</param>
+    /// <param name="kNorm">The RMS norm over each key head (<c>k_norm</c>); null with <paramref name="qNorm"/>.</param>
     /// <param name="rope">The rotation of queries and keys.</param>
     /// <param name="o">The output projection (heads·headDim → hidden).</param>
     /// <param name="heads">Query heads.</param>
@@ -59,13 +61,13 @@ internal sealed unsafe class DecoderLayer : Block, IDisposable
     /// <param name="shape">Causal or bidirectional, window, scale, soft cap.</param>
     /// <param name="postAttnNorm">Gemma's sandwich: an RMS norm of the attention's output before its residual sum (null: none, Qwen3).</param>
     /// <param name="postFfnNorm">The same for the feed-forward's output.</param>
-    public DecoderLayer(RmsNorm norm1, Linear qkv, RmsNorm qNorm, RmsNorm kNorm, Rope rope, Linear o, int heads, int kvHeads, RmsNorm norm2,
+    public DecoderLayer(RmsNorm norm1, Linear qkv, RmsNorm? qNorm, RmsNorm? kNorm, Rope rope, Linear o, int heads, int kvHeads, RmsNorm norm2,
         Linear gate, Linear up, Linear down, DecoderAttention shape, RmsNorm? postAttnNorm = null, RmsNorm? postFfnNorm = null)
     {
         _norm1 = norm1; _qkv = qkv; _qNorm = qNorm; _kNorm = kNorm; _rope = rope; _o = o; _norm2 = norm2; _gate = gate; _up = up; _down = down;
         _shape = shape; _postAttnNorm = postAttnNorm; _postFfnNorm = postFfnNorm;
-        _h = norm1.Width; _heads = heads; _kvHeads = kvHeads; _hd = qNorm.Width; _ff = gate.OutFeatures;
-        if (heads % kvHeads != 0 || rope.HeadDim != _hd || kNorm.Width != _hd || qkv.Weight.SegmentRows(0) != heads * _hd || qkv.Weight.SegmentRows(1) != kvHeads * _hd
+        _h = norm1.Width; _heads = heads; _kvHeads = kvHeads; _hd = rope.HeadDim; _ff = gate.OutFeatures;
+        if (heads % kvHeads != 0 || (qNorm == null) != (kNorm == null) || (qNorm != null && (qNorm.Width != _hd || kNorm!.Width != _hd)) || qkv.Weight.SegmentRows(0) != heads * _hd || qkv.Weight.SegmentRows(1) != kvHeads * _hd
             || o.InFeatures != heads * _hd || o.OutFeatures != _h || down.OutFeatures != _h || up.OutFeatures != _ff || down.InFeatures != _ff)
             throw new ArgumentException("the decoder layer's parts do not fit together.");
     }
@@ -105,12 +107,12 @@ internal sealed unsafe class DecoderLayer : Block, IDisposable
         _qkv.ForwardCore(n, t, qkv, rest, default, pool);
         int kCol = _qkv.Weight.SegmentColumn(1), vCol = _qkv.Weight.SegmentColumn(2);
         // q_norm and k_norm: an RMS norm over each head's width, before the rotation
-        for (int i = 0; i < t; i++)
+        for (int i = 0; i < t && _qNorm != null; i++)
         {
             var q = qkv.Slice(i * p, aw);
             _qNorm.ForwardCore(q, _heads, q, null);
             var k = qkv.Slice(i * p + kCol, kw);
-            _kNorm.ForwardCore(k, _kvHeads, k, null);
+            _kNorm!.ForwardCore(k, _kvHeads, k, null);
         }
         _rope.ApplyCore(qkv, t, p, 0, _heads, batch.SequenceLengths);
         _rope.ApplyCore(qkv, t, p, kCol, _kvHeads, batch.SequenceLengths);

@@ -20,7 +20,7 @@ public class Qwen3Tests
     private const int H = 24, Layers = 2, Ff = 40, Vocab = 50;
     private const double Eps = 1e-6;
 
-    public sealed record Setting(string Name, string Prefix, int Heads, int KvHeads, int HeadDim, bool Bias, double Theta)
+    public sealed record Setting(string Name, string Prefix, int Heads, int KvHeads, int HeadDim, bool Bias, double Theta, bool Qwen2 = false)
     {
         public override string ToString() => Name;
     }
@@ -32,7 +32,10 @@ public class Qwen3Tests
     // every head its own keys, head_dim × heads = hidden
     public static readonly Setting Mha = new("mha", "", Heads: 3, KvHeads: 3, HeadDim: 8, Bias: false, Theta: 10000);
 
-    public static TheoryData<Setting> Settings => [Gqa, Mqa, Mha];
+    // Qwen2 (model_type qwen2): q/k/v biased, o not, no per-head norms, the head width hidden / heads
+    public static readonly Setting Qwen2 = new("qwen2", "model.", Heads: 4, KvHeads: 2, HeadDim: 6, Bias: true, Theta: 1_000_000, Qwen2: true);
+
+    public static TheoryData<Setting> Settings => [Gqa, Mqa, Mha, Qwen2];
 
     private static Dictionary<string, (float[] Data, long[] Shape)> Checkpoint(Setting st, int vocab = Vocab)
     {
@@ -52,9 +55,9 @@ public class Qwen3Tests
             if (st.Bias)
             {
                 Add(a + "self_attn.q_proj.bias", 0.1f, q); Add(a + "self_attn.k_proj.bias", 0.1f, kv); Add(a + "self_attn.v_proj.bias", 0.1f, kv);
-                Add(a + "self_attn.o_proj.bias", 0.1f, H);
+                if (!st.Qwen2) Add(a + "self_attn.o_proj.bias", 0.1f, H);
             }
-            Gain(a + "self_attn.q_norm.weight", st.HeadDim); Gain(a + "self_attn.k_norm.weight", st.HeadDim);
+            if (!st.Qwen2) { Gain(a + "self_attn.q_norm.weight", st.HeadDim); Gain(a + "self_attn.k_norm.weight", st.HeadDim); }
             Gain(a + "post_attention_layernorm.weight", H);
             Add(a + "mlp.gate_proj.weight", 0.3f, Ff, H); Add(a + "mlp.up_proj.weight", 0.3f, Ff, H); Add(a + "mlp.down_proj.weight", 0.2f, H, Ff);
         }
@@ -63,7 +66,13 @@ public class Qwen3Tests
         return t;
     }
 
-    private static string ConfigJson(Setting st, int vocab = Vocab) => $$"""
+    private static string ConfigJson(Setting st, int vocab = Vocab) => st.Qwen2 ? $$"""
+        {"architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 2, "eos_token_id": 2, "hidden_act": "silu", "hidden_size": {{H}},
+         "initializer_range": 0.02, "intermediate_size": {{Ff}}, "max_position_embeddings": 32768, "max_window_layers": 21, "model_type": "qwen2",
+         "num_attention_heads": {{st.Heads}}, "num_hidden_layers": {{Layers}}, "num_key_value_heads": {{st.KvHeads}}, "rms_norm_eps": 1e-06,
+         "rope_theta": {{st.Theta}}, "sliding_window": 131072, "tie_word_embeddings": false, "torch_dtype": "float32", "use_cache": true,
+         "use_sliding_window": false, "vocab_size": {{vocab}}}
+        """ : $$"""
         {"architectures": ["Qwen3ForCausalLM"], "attention_bias": {{(st.Bias ? "true" : "false")}}, "attention_dropout": 0.0, "bos_token_id": 2, "eos_token_id": 2,
          "head_dim": {{st.HeadDim}}, "hidden_act": "silu", "hidden_size": {{H}}, "initializer_range": 0.02, "intermediate_size": {{Ff}},
          "max_position_embeddings": 32768, "max_window_layers": 28, "model_type": "qwen3", "num_attention_heads": {{st.Heads}},
@@ -104,7 +113,7 @@ public class Qwen3Tests
     internal static double[] RefStates(Dictionary<string, (float[] Data, long[] Shape)> w, Setting st, int[] ids)
     {
         float[] W(string n) => w[st.Prefix + n].Data;
-        float[] B(string n, int rows) => st.Bias ? W(n) : new float[rows];
+        float[] B(string n, int rows) => st.Bias && !(st.Qwen2 && n.Contains("o_proj")) ? W(n) : new float[rows];
         int t = ids.Length, d = st.HeadDim, q = st.Heads * d, kv = st.KvHeads * d, group = st.Heads / st.KvHeads;
         var x = new double[t * H];
         for (int i = 0; i < t; i++) for (int c = 0; c < H; c++) x[i * H + c] = W("embed_tokens.weight")[ids[i] * H + c];
@@ -115,8 +124,11 @@ public class Qwen3Tests
             var qs = Lin(n, t, W(p + "self_attn.q_proj.weight"), B(p + "self_attn.q_proj.bias", q), q, H);
             var ks = Lin(n, t, W(p + "self_attn.k_proj.weight"), B(p + "self_attn.k_proj.bias", kv), kv, H);
             var vs = Lin(n, t, W(p + "self_attn.v_proj.weight"), B(p + "self_attn.v_proj.bias", kv), kv, H);
-            qs = Rms(qs, t * st.Heads, d, W(p + "self_attn.q_norm.weight"));
-            ks = Rms(ks, t * st.KvHeads, d, W(p + "self_attn.k_norm.weight"));
+            if (!st.Qwen2)
+            {
+                qs = Rms(qs, t * st.Heads, d, W(p + "self_attn.q_norm.weight"));
+                ks = Rms(ks, t * st.KvHeads, d, W(p + "self_attn.k_norm.weight"));
+            }
             Rope(qs, t, st.Heads, d, st.Theta);
             Rope(ks, t, st.KvHeads, d, st.Theta);
             var ctx = new double[t * q];
@@ -172,7 +184,7 @@ public class Qwen3Tests
         {
             using var dir = new TempDir();
             using var model = LoadModel(dir, st);
-            Assert.Equal("qwen3", model.Config.ModelType);
+            Assert.Equal(st.Qwen2 ? "qwen2" : "qwen3", model.Config.ModelType);
             Assert.Equal(32768, model.Embeddings.MaxPositions);
             Assert.Null(model.Embeddings.Norm);
             BertModelTests.AssertStatesWithoutAllocation(model, new SentenceEmbedderOptions { MaxBatchTokens = 128, MaxTokensPerText = 40 }, Sequences, expected, H, st.ToString());
@@ -362,7 +374,12 @@ public class Qwen3Tests
         BertModelTests.Write(dir, Checkpoint(Gqa), config: false);
         Assert.Contains("config.json", Assert.Throws<InvalidDataException>(() => BertModel.Load(dir.Path)).Message);
         File.WriteAllText(dir.File("config.json"), BertModelTests.ConfigJson());
-        Assert.Contains("q_norm", Assert.Throws<InvalidDataException>(() => BertModel.Load(dir.Path)).Message);
+        Assert.Contains("q_proj", Assert.Throws<InvalidDataException>(() => BertModel.Load(dir.Path)).Message);
+        // Qwen2's config over Qwen3's tensors (and back): the per-head norms and the biases are named
+        File.WriteAllText(dir.File("config.json"), ConfigJson(Qwen2 with { Heads = Gqa.Heads, KvHeads = Gqa.KvHeads }).Replace("\"num_attention_heads\": 4,", "\"num_attention_heads\": 4, \"head_dim\": 8,"));
+        var qwen2Over3 = Assert.Throws<InvalidDataException>(() => BertModel.Load(dir.Path)).Message;
+        Assert.Contains("q_proj.bias", qwen2Over3);
+        Assert.Contains("q_norm", qwen2Over3);
         // the config's key/value heads disagree with the tensors: the mis-shaped k_proj named
         File.WriteAllText(dir.File("config.json"), ConfigJson(Gqa).Replace("\"num_key_value_heads\": 2", "\"num_key_value_heads\": 4"));
         Assert.Contains("k_proj", Assert.Throws<InvalidDataException>(() => BertModel.Load(dir.Path)).Message);
