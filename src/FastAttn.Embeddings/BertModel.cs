@@ -722,20 +722,12 @@ public sealed class BertModel : IDisposable
             long qRows = (long)heads * hd, kRows = (long)kv * hd;
             float eps = config.LayerNormEps;
             var word = m.Pp("embed_tokens").Get("weight", config.VocabSize, h);
-            var parts = new List<(float[] N1, float[] Qkv, float[]? QkvB, float[]? Qn, float[]? Kn, float[] O, float[]? OB, float[] N2, float[] Gate, float[] Up, float[] Down)>();
+            var parts = new List<(float[] N1, DecoderTensors T, float[] N2)>();
             for (int i = 0; i < config.NumHiddenLayers; i++)
             {
                 var l = m.Pp($"layers.{i}");
-                var at = l.Pp("self_attn");
-                float[] Lin(string name, long rows, long cols) => at.Pp(name).Get("weight", rows, cols);
-                float[]? Bias(string name, long rows) => q3.AttentionBias || (q3.Qwen2 && name != "o_proj") ? at.Pp(name).Get("bias", rows) : null;
-                float[] q = Lin("q_proj", qRows, h), k = Lin("k_proj", kRows, h), v = Lin("v_proj", kRows, h);
-                float[]? qb = Bias("q_proj", qRows), kb = Bias("k_proj", kRows), vb2 = Bias("v_proj", kRows);
-                var mlp = l.Pp("mlp");
-                parts.Add((l.Pp("input_layernorm").Get("weight", h), [.. q, .. k, .. v], qb != null ? [.. qb!, .. kb!, .. vb2!] : null,
-                    q3.QkNorm ? at.Pp("q_norm").Get("weight", hd) : null, q3.QkNorm ? at.Pp("k_norm").Get("weight", hd) : null, Lin("o_proj", h, qRows), Bias("o_proj", h),
-                    l.Pp("post_attention_layernorm").Get("weight", h),
-                    mlp.Pp("gate_proj").Get("weight", ff, h), mlp.Pp("up_proj").Get("weight", ff, h), mlp.Pp("down_proj").Get("weight", h, ff)));
+                var t = DecoderTensors.Read(l, h, ff, qRows, kRows, hd, qkvBias: q3.AttentionBias || q3.Qwen2, oBias: q3.AttentionBias, q3.QkNorm, (r, w) => r.Get("weight", w));
+                parts.Add((l.Pp("input_layernorm").Get("weight", h), t, l.Pp("post_attention_layernorm").Get("weight", h)));
             }
             var final = m.Pp("norm").Get("weight", h);
             if (vb.Checking) return null;
@@ -744,15 +736,10 @@ public sealed class BertModel : IDisposable
             var blocks = new List<IBlock> { new BertEmbeddings(word, default, new float[h], null, plan.For("embeddings.word_embeddings"), -1, config.MaxPositionEmbeddings) };
             for (int i = 0; i < parts.Count; i++)
             {
-                var p = parts[i];
-                string name = $"encoder.layer.{i}.";
-                var qkv = new Linear(p.Qkv, (int)(qRows + 2 * kRows), h, p.QkvB ?? default, Activation.None, [(int)qRows, (int)kRows, (int)kRows], plan.For(name + "attention.self"));
-                var o = new Linear(p.O, h, (int)qRows, p.OB ?? default, Activation.None, plan.For(name + "attention.output.dense"));
-                var gate = new Linear(p.Gate, ff, h, default, config.HiddenAct, plan.For(name + "intermediate.dense"));
-                var up = new Linear(p.Up, ff, h, default, Activation.None, plan.For(name + "intermediate.dense"));
-                var down = new Linear(p.Down, h, ff, default, Activation.None, plan.For(name + "output.dense"));
-                blocks.Add(new DecoderLayer(new RmsNorm(h, p.N1, eps), qkv, p.Qn is null ? null : new RmsNorm(hd, p.Qn, eps), p.Kn is null ? null : new RmsNorm(hd, p.Kn, eps),
-                    rope, o, heads, kv, new RmsNorm(h, p.N2, eps), gate, up, down, new DecoderAttention(Causal: true)));
+                var (n1, t, n2) = parts[i];
+                var (qkv, o, gate, up, down) = t.Products(h, ff, qRows, kRows, config.HiddenAct, plan, $"encoder.layer.{i}.");
+                blocks.Add(new DecoderLayer(new RmsNorm(h, n1, eps), qkv, t.QNorm is null ? null : new RmsNorm(hd, t.QNorm, eps), t.KNorm is null ? null : new RmsNorm(hd, t.KNorm, eps),
+                    rope, o, heads, kv, new RmsNorm(h, n2, eps), gate, up, down, new DecoderAttention(Causal: true)));
             }
             blocks.Add(new NormBlock(new RmsNorm(h, final, eps)));
             return new BertModel(config, new Stack([.. blocks]), null, null, BertHead.None, description ?? source.Name);
@@ -786,20 +773,13 @@ public sealed class BertModel : IDisposable
                 return w;
             }
             var word = m.Pp("embed_tokens").Get("weight", config.VocabSize, h);
-            var parts = new List<(float[] N1, float[] Qkv, float[]? QkvB, float[] Qn, float[] Kn, float[] O, float[]? OB, float[] PostAttn, float[] N2, float[] Gate, float[] Up, float[] Down, float[] PostFfn)>();
+            var parts = new List<(float[] N1, DecoderTensors T, float[] PostAttn, float[] N2, float[] PostFfn)>();
             for (int i = 0; i < config.NumHiddenLayers; i++)
             {
                 var l = m.Pp($"layers.{i}");
-                var at = l.Pp("self_attn");
-                float[] Lin(string name, long rows, long cols) => at.Pp(name).Get("weight", rows, cols);
-                float[]? Bias(string name, long rows) => g3.AttentionBias ? at.Pp(name).Get("bias", rows) : null;
-                float[] q = Lin("q_proj", qRows, h), k = Lin("k_proj", kRows, h), v = Lin("v_proj", kRows, h);
-                float[]? qb = Bias("q_proj", qRows), kb = Bias("k_proj", kRows), vb2 = Bias("v_proj", kRows);
-                var mlp = l.Pp("mlp");
-                parts.Add((Gain(l.Pp("input_layernorm"), h), [.. q, .. k, .. v], g3.AttentionBias ? [.. qb!, .. kb!, .. vb2!] : null,
-                    Gain(at.Pp("q_norm"), hd), Gain(at.Pp("k_norm"), hd), Lin("o_proj", h, qRows), Bias("o_proj", h), Gain(l.Pp("post_attention_layernorm"), h),
-                    Gain(l.Pp("pre_feedforward_layernorm"), h), mlp.Pp("gate_proj").Get("weight", ff, h), mlp.Pp("up_proj").Get("weight", ff, h),
-                    mlp.Pp("down_proj").Get("weight", h, ff), Gain(l.Pp("post_feedforward_layernorm"), h)));
+                var t = DecoderTensors.Read(l, h, ff, qRows, kRows, hd, qkvBias: g3.AttentionBias, oBias: g3.AttentionBias, qkNorm: true, Gain);
+                parts.Add((Gain(l.Pp("input_layernorm"), h), t, Gain(l.Pp("post_attention_layernorm"), h), Gain(l.Pp("pre_feedforward_layernorm"), h),
+                    Gain(l.Pp("post_feedforward_layernorm"), h)));
             }
             var final = Gain(m.Pp("norm"), h);
             if (vb.Checking) return null;
@@ -813,21 +793,46 @@ public sealed class BertModel : IDisposable
             var blocks = new List<IBlock> { new BertEmbeddings(word, default, new float[h], null, plan.For("embeddings.word_embeddings"), -1, config.MaxPositionEmbeddings) };
             for (int i = 0; i < parts.Count; i++)
             {
-                var p = parts[i];
-                string name = $"encoder.layer.{i}.";
+                var (n1, t, postAttn, n2, postFfn) = parts[i];
                 bool slides = g3.SlidingLayers[i];
-                var qkv = new Linear(p.Qkv, (int)(qRows + 2 * kRows), h, p.QkvB ?? default, Activation.None, [(int)qRows, (int)kRows, (int)kRows], plan.For(name + "attention.self"));
-                var o = new Linear(p.O, h, (int)qRows, p.OB ?? default, Activation.None, plan.For(name + "attention.output.dense"));
-                var gate = new Linear(p.Gate, ff, h, default, config.HiddenAct, plan.For(name + "intermediate.dense"));
-                var up = new Linear(p.Up, ff, h, default, Activation.None, plan.For(name + "intermediate.dense"));
-                var down = new Linear(p.Down, h, ff, default, Activation.None, plan.For(name + "output.dense"));
+                var (qkv, o, gate, up, down) = t.Products(h, ff, qRows, kRows, config.HiddenAct, plan, $"encoder.layer.{i}.");
                 var shape = new DecoderAttention(!g3.Bidirectional, slides ? g3.Window : 0, attnScale, (float)g3.SoftCap);
-                blocks.Add(new DecoderLayer(new RmsNorm(h, p.N1, eps), qkv, new RmsNorm(hd, p.Qn, eps), new RmsNorm(hd, p.Kn, eps), slides ? localRope : globalRope, o, heads, kv,
-                    new RmsNorm(h, p.N2, eps), gate, up, down, shape, new RmsNorm(h, p.PostAttn, eps), new RmsNorm(h, p.PostFfn, eps)));
+                blocks.Add(new DecoderLayer(new RmsNorm(h, n1, eps), qkv, new RmsNorm(hd, t.QNorm!, eps), new RmsNorm(hd, t.KNorm!, eps), slides ? localRope : globalRope, o, heads, kv,
+                    new RmsNorm(h, n2, eps), gate, up, down, shape, new RmsNorm(h, postAttn, eps), new RmsNorm(h, postFfn, eps)));
             }
             blocks.Add(new NormBlock(new RmsNorm(h, final, eps)));
             return new BertModel(config, new Stack([.. blocks]), null, null, BertHead.None, description ?? source.Name);
         });
+    }
+
+    /// <summary>
+    /// One decoder layer's attention and feed-forward tensors (Qwen2, Qwen3, Gemma 3; relative to <c>layers.N</c>):
+    /// <c>self_attn.q_proj/k_proj/v_proj</c> (packed here as q|k|v), <c>o_proj</c>, the optional biases and per-head
+    /// <c>q_norm/k_norm</c>, <c>mlp.gate_proj/up_proj/down_proj</c>.
+    /// </summary>
+    private sealed record DecoderTensors(float[] Qkv, float[]? QkvBias, float[] O, float[]? OBias, float[]? QNorm, float[]? KNorm, float[] Gate, float[] Up, float[] Down)
+    {
+        /// <summary>Reads them from <paramref name="l"/>; <paramref name="norm"/> reads a norm's weight of the given width (Gemma: as its 1 + weight gain).</summary>
+        public static DecoderTensors Read(TensorReader l, int h, int ff, long qRows, long kRows, int hd, bool qkvBias, bool oBias, bool qkNorm, Func<TensorReader, long, float[]> norm)
+        {
+            var at = l.Pp("self_attn");
+            float[] Lin(string name, long rows, long cols) => at.Pp(name).Get("weight", rows, cols);
+            float[]? Bias(string name, long rows, bool has) => has ? at.Pp(name).Get("bias", rows) : null;
+            float[] q = Lin("q_proj", qRows, h), k = Lin("k_proj", kRows, h), v = Lin("v_proj", kRows, h);
+            float[]? qb = Bias("q_proj", qRows, qkvBias), kb = Bias("k_proj", kRows, qkvBias), vb = Bias("v_proj", kRows, qkvBias);
+            var mlp = l.Pp("mlp");
+            return new([.. q, .. k, .. v], qkvBias ? [.. qb!, .. kb!, .. vb!] : null, Lin("o_proj", h, qRows), Bias("o_proj", h, oBias),
+                qkNorm ? norm(at.Pp("q_norm"), hd) : null, qkNorm ? norm(at.Pp("k_norm"), hd) : null,
+                mlp.Pp("gate_proj").Get("weight", ff, h), mlp.Pp("up_proj").Get("weight", ff, h), mlp.Pp("down_proj").Get("weight", h, ff));
+        }
+
+        /// <summary>The five products, under the precision plan's BERT names (<paramref name="name"/> = <c>encoder.layer.N.</c>); the gate's activation in its epilogue.</summary>
+        public (Linear Qkv, Linear O, Linear Gate, Linear Up, Linear Down) Products(int h, int ff, long qRows, long kRows, Activation act, PrecisionPlan plan, string name) =>
+            (new Linear(Qkv, (int)(qRows + 2 * kRows), h, QkvBias ?? default, Activation.None, [(int)qRows, (int)kRows, (int)kRows], plan.For(name + "attention.self")),
+             new Linear(O, h, (int)qRows, OBias ?? default, Activation.None, plan.For(name + "attention.output.dense")),
+             new Linear(Gate, ff, h, default, act, plan.For(name + "intermediate.dense")),
+             new Linear(Up, ff, h, default, Activation.None, plan.For(name + "intermediate.dense")),
+             new Linear(Down, h, ff, default, Activation.None, plan.For(name + "output.dense")));
     }
 
     /// <summary>A decoder's names (Qwen2, Qwen3, Gemma 3): <c>layers.0.self_attn.q_proj</c>, optionally under <c>model.</c>.</summary>

@@ -450,6 +450,18 @@ internal static class TokenizerParts
 
     // ---------------------------------------------------------------- pre-tokenisers
 
+    /// <summary>What the byte-level patterns tell apart: \p{L}, \p{N}, \s and the rest.</summary>
+    internal enum Kind { Letter, Number, Space, Other }
+
+    /// <summary>The kind of the code point at <paramref name="i"/> and its UTF-16 length.</summary>
+    internal static Kind KindAt(string s, int i, out int len)
+    {
+        Rune.DecodeFromUtf16(s.AsSpan(i), out var r, out len);
+        if (Rune.IsWhiteSpace(r)) return Kind.Space;
+        if (Rune.IsLetter(r)) return Kind.Letter;
+        return Rune.IsNumber(r) ? Kind.Number : Kind.Other;
+    }
+
     internal abstract class PreTokenizer
     {
         /// <summary>The words of a normalised piece.</summary>
@@ -564,16 +576,6 @@ internal static class TokenizerParts
                 i = end;
             }
             return r;
-        }
-
-        private enum Kind { Letter, Number, Space, Other }
-
-        private static Kind KindAt(string s, int i, out int len)
-        {
-            Rune.DecodeFromUtf16(s.AsSpan(i), out var r, out len);
-            if (Rune.IsWhiteSpace(r)) return Kind.Space;
-            if (Rune.IsLetter(r)) return Kind.Letter;
-            return Rune.IsNumber(r) ? Kind.Number : Kind.Other;
         }
 
         /// <summary>The lower-case letter a character matches case-insensitively in the contractions (ſ, U+017F, folds to s).</summary>
@@ -748,15 +750,6 @@ internal static class TokenizerParts
             return r;
         }
 
-        private enum Kind { Letter, Number, Space, Other }
-
-        private static Kind KindAt(string s, int i, out int len)
-        {
-            Rune.DecodeFromUtf16(s.AsSpan(i), out var r, out len);
-            if (Rune.IsWhiteSpace(r)) return Kind.Space;
-            if (Rune.IsLetter(r)) return Kind.Letter;
-            return Rune.IsNumber(r) ? Kind.Number : Kind.Other;
-        }
 
         /// <summary>The end of the pattern's match at <paramref name="i"/> (the first alternative that matches there).</summary>
         private static int Next(string s, int i)

@@ -1,6 +1,7 @@
 using FastAttn.Embeddings;
 using FastAttn.IO;
 using FastAttn.Kernels;
+using FastAttn.Layers;
 using FastAttn.Tests.IO;
 using static FastAttn.Tests.Layers.LayerTests;
 
@@ -130,6 +131,29 @@ public class BertModelTests(Xunit.Abstractions.ITestOutputHelper output)
         using var session = new EmbeddingSession(model, null, options);
         var (ids, lengths, packed) = AssertPackedAndAlone(session, sequences, expected, width, what);
         Assert.Equal(0, FastAttn.Tests.Reference.SteadyStateAllocations(() => session.HiddenStates(ids, lengths, packed)));
+    }
+
+    /// <summary>
+    /// Loads the model in <paramref name="dir"/> in FP32 and in <paramref name="precision"/>: the reduced one must store fewer
+    /// bytes, differ from FP32 (the plan applied) by less than <paramref name="bound"/> of the largest state (int8's share
+    /// for two O(1)-output layers is a few hundredths, bf16's far less), and allocate nothing on 2 threads.
+    /// </summary>
+    internal static void AssertReducedPrecision(string dir, Precision precision, int[][] sequences, int width, double int8Bound = 0.06)
+    {
+        using var f32 = BertModel.Load(dir);
+        using var low = BertModel.Load(dir, new BertLoadOptions { Precision = new PrecisionPlan(precision) });
+        Assert.True(low.WeightBytes < f32.WeightBytes, $"{low.WeightBytes} vs {f32.WeightBytes} bytes");
+        int[] ids = [.. sequences.SelectMany(s => s)], lengths = [.. sequences.Select(s => s.Length)];
+        using var a = new EmbeddingSession(f32, null, new SentenceEmbedderOptions { MaxBatchTokens = 128 });
+        using var b = new EmbeddingSession(low, null, new SentenceEmbedderOptions { MaxBatchTokens = 128, Threads = 2 });
+        float[] ya = new float[ids.Length * width], yb = new float[ids.Length * width];
+        a.HiddenStates(ids, lengths, ya);
+        b.HiddenStates(ids, lengths, yb);
+        double worst = 0, scale = ya.Max(Math.Abs);
+        for (int i = 0; i < ya.Length; i++) worst = Math.Max(worst, Math.Abs(yb[i] - ya[i]));
+        Assert.True(worst / scale < (precision == Precision.Int8 ? int8Bound : 0.01), $"{precision}: max |Δ| / max |y| = {worst / scale}");
+        Assert.True(worst > 0, "the reduced-precision model gave the FP32 bits: the plan was not applied");
+        Assert.Equal(0, FastAttn.Tests.Reference.SteadyStateAllocations(() => b.HiddenStates(ids, lengths, yb)));
     }
 
     /// <summary>

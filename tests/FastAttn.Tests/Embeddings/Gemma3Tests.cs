@@ -201,20 +201,8 @@ public class Gemma3Tests
     public void ReducedPrecision_CloseToFp32_SmallerWeights(Precision precision)
     {
         using var dir = new TempDir();
-        using var f32 = LoadModel(dir, Embedding);
-        using var low = BertModel.Load(dir.Path, new BertLoadOptions { Precision = new PrecisionPlan(precision) });
-        Assert.True(low.WeightBytes < f32.WeightBytes, $"{low.WeightBytes} vs {f32.WeightBytes} bytes");
-        int[] ids = [.. Sequences.SelectMany(s => s)], lengths = [.. Sequences.Select(s => s.Length)];
-        using var a = new EmbeddingSession(f32, null, new SentenceEmbedderOptions { MaxBatchTokens = 128 });
-        using var b = new EmbeddingSession(low, null, new SentenceEmbedderOptions { MaxBatchTokens = 128, Threads = 2 });
-        float[] ya = new float[ids.Length * H], yb = new float[ids.Length * H];
-        a.HiddenStates(ids, lengths, ya);
-        b.HiddenStates(ids, lengths, yb);
-        double worst = 0, scale = ya.Max(Math.Abs);
-        for (int i = 0; i < ya.Length; i++) worst = Math.Max(worst, Math.Abs(yb[i] - ya[i]));
-        Assert.True(worst / scale < (precision == Precision.Int8 ? 0.06 : 0.01), $"{precision}: max |Δ| / max |y| = {worst / scale}");
-        Assert.True(worst > 0, "the reduced-precision model gave the FP32 bits: the plan was not applied");
-        Assert.Equal(0, FastAttn.Tests.Reference.SteadyStateAllocations(() => b.HiddenStates(ids, lengths, yb)));
+        LoadModel(dir, Embedding).Dispose();
+        BertModelTests.AssertReducedPrecision(dir.Path, precision, Sequences, H);
     }
 
     [Fact]

@@ -168,27 +168,14 @@ public class GteTests
     [InlineData(Precision.BF16Weights)]
     public void ReducedPrecision_CloseToFp32_SmallerWeights_NoAllocations(Precision precision)
     {
-        // the GLU layer's three products, the attention's two and the word table in int8 or bf16, the norms and RoPE in FP32
+        // the GLU layer's three products, the attention's two and the word table in int8 or bf16, the norms and RoPE in FP32;
+        // two post-norm layers with O(1) outputs (as the encoder's precision test)
         IsaPaths.ForEach(() =>
         {
             using var dir = new TempDir();
             BertModelTests.Write(dir, Checkpoint(V15), config: false);
             File.WriteAllText(dir.File("config.json"), ConfigJson(V15));
-            using var f32 = BertModel.Load(dir.Path);
-            using var low = BertModel.Load(dir.Path, new BertLoadOptions { Precision = new PrecisionPlan(precision) });
-            Assert.True(low.WeightBytes < f32.WeightBytes, $"{low.WeightBytes} vs {f32.WeightBytes} bytes");
-            int[] ids = [.. Sequences.SelectMany(s => s)], lengths = [.. Sequences.Select(s => s.Length)];
-            using var a = new EmbeddingSession(f32, null, new SentenceEmbedderOptions { MaxBatchTokens = 128 });
-            using var b = new EmbeddingSession(low, null, new SentenceEmbedderOptions { MaxBatchTokens = 128, Threads = 2 });
-            float[] ya = new float[ids.Length * H], yb = new float[ids.Length * H];
-            a.HiddenStates(ids, lengths, ya);
-            b.HiddenStates(ids, lengths, yb);
-            double worst = 0, scale = ya.Max(Math.Abs);
-            for (int i = 0; i < ya.Length; i++) worst = Math.Max(worst, Math.Abs(yb[i] - ya[i]));
-            // two post-norm layers with O(1) outputs (as the encoder's precision test): int8 moves them by a few hundredths, bf16 by far less
-            Assert.True(worst / scale < (precision == Precision.Int8 ? 0.06 : 0.01), $"{precision}: max |Δ| / max |y| = {worst / scale}");
-            Assert.True(worst > 0, "the reduced-precision model gave the FP32 bits: the plan was not applied");
-            Assert.Equal(0, FastAttn.Tests.Reference.SteadyStateAllocations(() => b.HiddenStates(ids, lengths, yb)));
+            BertModelTests.AssertReducedPrecision(dir.Path, precision, Sequences, H);
         });
     }
 
