@@ -62,7 +62,12 @@ app.MapPost("/embed", async (HttpContext ctx, CancellationToken ct) =>
     if (req!.Texts is not { Length: > 0 } texts || texts.Any(t => t is null))
         return Reject(400, "'texts' must be a non-empty array of strings.");
     if (texts.Length > options.MaxTexts) return Reject(413, $"{texts.Length} texts; at most {options.MaxTexts} per request.");
-    var ids = backend.Tokenize(texts); // once: for the size check, and (FastAttn backends) for the network
+    // a prompt by name (the folder's config_sentence_transformers.json), else the folder's default one
+    string prompt = backend.Prompt;
+    if (req.Prompt is { } name && !backend.Prompts.TryGetValue(name, out prompt!))
+        return Reject(400, backend.Prompts.Count == 0 ? $"prompt '{name}': the model names no prompts."
+            : $"prompt '{name}' is not one of the model's: {string.Join(", ", backend.Prompts.Keys)}.");
+    var ids = backend.Tokenize(texts, prompt); // once: for the size check, and (FastAttn backends) for the network
     int tokens = ids.Sum(t => t.Length);
     if (tokens > options.MaxTokensPerRequest) return Reject(413, $"{tokens} word pieces; at most {options.MaxTokensPerRequest} per request.");
     float[] flat;
@@ -158,9 +163,11 @@ namespace FastAttn.Service
         protected TextTokenizer Tokenizer { get; init; } = null!;
         /// <summary>Put before every text: the model folder's default sentence-transformers prompt, if it names one.</summary>
         public string Prompt { get; init; } = "";
+        /// <summary>The folder's prompts by name (config_sentence_transformers.json), which a request may name.</summary>
+        public IReadOnlyDictionary<string, string> Prompts { get; init; } = System.Collections.ObjectModel.ReadOnlyDictionary<string, string>.Empty;
         /// <summary>The texts and their word-piece ids (from <see cref="Tokenize"/>); a backend uses whichever it takes.</summary>
         public abstract Task<float[]> EmbedAsync(string[] texts, int[][] ids, CancellationToken ct);
-        public int[][] Tokenize(string[] texts) => Array.ConvertAll(texts, t => Tokenizer.Encode(Prompt.Length == 0 ? t : Prompt + t));
+        public int[][] Tokenize(string[] texts, string prompt) => Array.ConvertAll(texts, t => Tokenizer.Encode(prompt.Length == 0 ? t : prompt + t));
         public abstract ValueTask DisposeAsync();
 
         public static EmbedBackend Create(ServiceOptions o, ServiceMetrics metrics)
@@ -179,16 +186,20 @@ namespace FastAttn.Service
             int threads = o.Threads > 0 ? o.Threads : o.Batching ? Environment.ProcessorCount : 1;
             var embedOptions = new SentenceEmbedderOptions { Normalize = true, Threads = threads, MaxBatchTokens = o.MaxBatchTokens };
             // a sentence-transformers folder states its pooling (CLS for bge or arctic-embed) and length; vectors are always unit length here
+            IReadOnlyDictionary<string, string> prompts = System.Collections.ObjectModel.ReadOnlyDictionary<string, string>.Empty;
             if (o.Model != null && SentenceTransformersConfig.Read(Directory.Exists(model) ? model : Path.GetDirectoryName(Path.GetFullPath(model))!) is { } st)
+            {
                 embedOptions = st.ApplyTo(embedOptions, bert);
+                prompts = st.Prompts;
+            }
             embedOptions = embedOptions with { Dimensions = o.Dimensions };
-            if (!o.Batching) return new PlainBackend(bert, tokenizer, embedOptions) { Prompt = embedOptions.Prompt ?? "" };
+            if (!o.Batching) return new PlainBackend(bert, tokenizer, embedOptions) { Prompt = embedOptions.Prompt ?? "", Prompts = prompts };
             var batcher = new EmbeddingBatcher(bert, tokenizer, embedOptions, new BatchingOptions { MaxWait = TimeSpan.FromMilliseconds(o.MaxWaitMs), MaxBatchTokens = o.MaxBatchTokens, ParallelFromTokens = o.ParallelFromTokens, RunLoneRequestsInline = o.RunLoneRequestsInline })
             {
                 OnBatch = b => { metrics.BatchTexts.Record(b.Texts); metrics.BatchRequests.Record(b.Requests); },
             };
             metrics.QueueLength = () => batcher.QueuedTexts;
-            return new BatchedBackend(bert, tokenizer, batcher) { Prompt = embedOptions.Prompt ?? "" };
+            return new BatchedBackend(bert, tokenizer, batcher) { Prompt = embedOptions.Prompt ?? "", Prompts = prompts };
         }
     }
 
@@ -238,7 +249,7 @@ namespace FastAttn.Service
         public override ValueTask DisposeAsync() { _encoder.Dispose(); return ValueTask.CompletedTask; }
     }
 
-    public sealed record EmbedRequest(string[]? Texts);
+    public sealed record EmbedRequest(string[]? Texts, string? Prompt = null);
     public sealed record EmbedResponse(float[][] Vectors);
     public sealed record TagRequest(string? Text);
     public sealed record TagToken(string Word, string Tag, int Start, int End);

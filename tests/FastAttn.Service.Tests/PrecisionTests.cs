@@ -1,3 +1,4 @@
+using System.Net.Http.Json;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Mvc.Testing;
 using FastAttn.Embeddings;
@@ -83,6 +84,46 @@ public sealed class ModelFolderTests
                 Assert.Equal(plain.Encode("query: " + texts[i]), got[i]);
                 Assert.NotEqual(plain.Encode(texts[i]), got[i]);
             }
+        }
+        finally { try { Directory.Delete(dir, true); } catch (IOException) { } }
+    }
+
+    [Fact]
+    public async Task A_request_names_one_of_the_folders_prompts()
+    {
+        // {"texts": [...], "prompt": "query"}: the named prompt before every text (instruction-tuned embedders — e5, Qwen3-Embedding,
+        // EmbeddingGemma — take one for queries and another or none for documents); a name the folder lacks is a 400
+        string dir = Directory.CreateTempSubdirectory("fastattn-service-named-prompt-").FullName;
+        try
+        {
+            File.Copy(MiniLmPackage.Files.Model, Path.Combine(dir, "model.onnx"));
+            File.Copy(MiniLmPackage.Files.Vocab, Path.Combine(dir, "vocab.txt"));
+            File.WriteAllText(Path.Combine(dir, "config_sentence_transformers.json"), """{"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": null}""");
+            foreach (bool batching in new[] { true, false })
+            {
+                await using var factory = new WebApplicationFactory<Program>().WithWebHostBuilder(b => b.UseSetting("FastAttn:Model", dir).UseSetting("FastAttn:Batching", batching.ToString()));
+                using var client = factory.CreateClient();
+                string[] texts = ["I saw a saw.", "The city committee approved the new budget on Monday."];
+                using var plain = SentenceEmbedder.Load(MiniLmPackage.Folder, options: new SentenceEmbedderOptions { Normalize = true, Prompt = "" });
+                foreach (var (name, prefix) in new[] { ("query", "query: "), ("passage", "passage: ") })
+                {
+                    using var r = await client.PostAsJsonAsync("/embed", new { texts, prompt = name });
+                    Assert.Equal(System.Net.HttpStatusCode.OK, r.StatusCode);
+                    using var doc = System.Text.Json.JsonDocument.Parse(await r.Content.ReadAsStringAsync());
+                    var got = doc.RootElement.GetProperty("vectors").EnumerateArray().Select(v => v.EnumerateArray().Select(x => x.GetSingle()).ToArray()).ToArray();
+                    for (int i = 0; i < texts.Length; i++) Assert.Equal(plain.Encode(prefix + texts[i]), got[i]);
+                }
+                var none = await Http.Embed(client, texts);                                       // no default: the texts as they are
+                for (int i = 0; i < texts.Length; i++) Assert.Equal(plain.Encode(texts[i]), none[i]);
+                using var bad = await client.PostAsJsonAsync("/embed", new { texts, prompt = "document" });
+                Assert.Equal(System.Net.HttpStatusCode.BadRequest, bad.StatusCode);
+                Assert.Contains("query", await bad.Content.ReadAsStringAsync());
+            }
+            // the package's model names no prompts
+            await using var package = new WebApplicationFactory<Program>();
+            using var c2 = package.CreateClient();
+            using var r2 = await c2.PostAsJsonAsync("/embed", new { texts = new[] { "a" }, prompt = "query" });
+            Assert.Equal(System.Net.HttpStatusCode.BadRequest, r2.StatusCode);
         }
         finally { try { Directory.Delete(dir, true); } catch (IOException) { } }
     }
