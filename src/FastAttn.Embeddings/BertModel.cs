@@ -721,26 +721,25 @@ public sealed class BertModel : IDisposable
             int h = config.HiddenSize, ff = config.IntermediateSize, heads = config.NumAttentionHeads, kv = q3.KvHeads, hd = q3.HeadDim;
             long qRows = (long)heads * hd, kRows = (long)kv * hd;
             float eps = config.LayerNormEps;
+            // layer by layer: each layer's float32 copies are dropped once its products are packed, so a large model (Qwen3-Embedding-4B/8B
+            // with a bf16 or int8 plan) needs its packed weights and one layer's floats, not every float at once
+            var blocks = new List<IBlock>();
+            var rope = vb.Checking ? null : new Rope(hd, config.MaxPositionEmbeddings, q3.Theta, float32Angles: true);
             var word = m.Pp("embed_tokens").Get("weight", config.VocabSize, h);
-            var parts = new List<(float[] N1, DecoderTensors T, float[] N2)>();
+            if (!vb.Checking) blocks.Add(new BertEmbeddings(word, default, new float[h], null, plan.For("embeddings.word_embeddings"), -1, config.MaxPositionEmbeddings));
+            word = null;
             for (int i = 0; i < config.NumHiddenLayers; i++)
             {
                 var l = m.Pp($"layers.{i}");
                 var t = DecoderTensors.Read(l, h, ff, qRows, kRows, hd, qkvBias: q3.AttentionBias || q3.Qwen2, oBias: q3.AttentionBias, q3.QkNorm, (r, w) => r.Get("weight", w));
-                parts.Add((l.Pp("input_layernorm").Get("weight", h), t, l.Pp("post_attention_layernorm").Get("weight", h)));
+                float[] n1 = l.Pp("input_layernorm").Get("weight", h), n2 = l.Pp("post_attention_layernorm").Get("weight", h);
+                if (vb.Checking) continue;
+                var (qkv, o, gate, up, down) = t.Products(h, ff, qRows, kRows, config.HiddenAct, plan, $"encoder.layer.{i}.");
+                blocks.Add(new DecoderLayer(new RmsNorm(h, n1, eps), qkv, t.QNorm is null ? null : new RmsNorm(hd, t.QNorm, eps), t.KNorm is null ? null : new RmsNorm(hd, t.KNorm, eps),
+                    rope!, o, heads, kv, new RmsNorm(h, n2, eps), gate, up, down, new DecoderAttention(Causal: true)));
             }
             var final = m.Pp("norm").Get("weight", h);
             if (vb.Checking) return null;
-
-            var rope = new Rope(hd, config.MaxPositionEmbeddings, q3.Theta, float32Angles: true);
-            var blocks = new List<IBlock> { new BertEmbeddings(word, default, new float[h], null, plan.For("embeddings.word_embeddings"), -1, config.MaxPositionEmbeddings) };
-            for (int i = 0; i < parts.Count; i++)
-            {
-                var (n1, t, n2) = parts[i];
-                var (qkv, o, gate, up, down) = t.Products(h, ff, qRows, kRows, config.HiddenAct, plan, $"encoder.layer.{i}.");
-                blocks.Add(new DecoderLayer(new RmsNorm(h, n1, eps), qkv, t.QNorm is null ? null : new RmsNorm(hd, t.QNorm, eps), t.KNorm is null ? null : new RmsNorm(hd, t.KNorm, eps),
-                    rope, o, heads, kv, new RmsNorm(h, n2, eps), gate, up, down, new DecoderAttention(Causal: true)));
-            }
             blocks.Add(new NormBlock(new RmsNorm(h, final, eps)));
             return new BertModel(config, new Stack([.. blocks]), null, null, BertHead.None, description ?? source.Name);
         });
@@ -772,34 +771,38 @@ public sealed class BertModel : IDisposable
                 for (int i = 0; i < w.Length; i++) w[i] = 1f + w[i];
                 return w;
             }
+            // layer by layer, as Qwen3's loader: one layer's float32 copies at a time
+            var blocks = new List<IBlock>();
+            Rope? globalRope = null, localRope = null;
+            if (!vb.Checking)
+            {
+                globalRope = new Rope(hd, config.MaxPositionEmbeddings, g3.GlobalTheta, float32Angles: true);
+                localRope = new Rope(hd, config.MaxPositionEmbeddings, g3.LocalTheta, float32Angles: true);
+            }
+            float attnScale = (float)(1 / Math.Sqrt(g3.QueryPreAttnScalar));
             var word = m.Pp("embed_tokens").Get("weight", config.VocabSize, h);
-            var parts = new List<(float[] N1, DecoderTensors T, float[] PostAttn, float[] N2, float[] PostFfn)>();
+            if (!vb.Checking)
+            {
+                // the word table scaled once: the same float32 products as the embedding's output times √hidden
+                System.Numerics.Tensors.TensorPrimitives.Multiply(word, (float)Math.Sqrt(h), word);
+                blocks.Add(new BertEmbeddings(word, default, new float[h], null, plan.For("embeddings.word_embeddings"), -1, config.MaxPositionEmbeddings));
+            }
+            word = null;
             for (int i = 0; i < config.NumHiddenLayers; i++)
             {
                 var l = m.Pp($"layers.{i}");
                 var t = DecoderTensors.Read(l, h, ff, qRows, kRows, hd, qkvBias: g3.AttentionBias, oBias: g3.AttentionBias, qkNorm: true, Gain);
-                parts.Add((Gain(l.Pp("input_layernorm"), h), t, Gain(l.Pp("post_attention_layernorm"), h), Gain(l.Pp("pre_feedforward_layernorm"), h),
-                    Gain(l.Pp("post_feedforward_layernorm"), h)));
-            }
-            var final = Gain(m.Pp("norm"), h);
-            if (vb.Checking) return null;
-
-            // the word table scaled once: the same float32 products as the embedding's output times √hidden
-            float scale = (float)Math.Sqrt(h);
-            System.Numerics.Tensors.TensorPrimitives.Multiply(word, scale, word);
-            var globalRope = new Rope(hd, config.MaxPositionEmbeddings, g3.GlobalTheta, float32Angles: true);
-            var localRope = new Rope(hd, config.MaxPositionEmbeddings, g3.LocalTheta, float32Angles: true);
-            float attnScale = (float)(1 / Math.Sqrt(g3.QueryPreAttnScalar));
-            var blocks = new List<IBlock> { new BertEmbeddings(word, default, new float[h], null, plan.For("embeddings.word_embeddings"), -1, config.MaxPositionEmbeddings) };
-            for (int i = 0; i < parts.Count; i++)
-            {
-                var (n1, t, postAttn, n2, postFfn) = parts[i];
+                float[] n1 = Gain(l.Pp("input_layernorm"), h), postAttn = Gain(l.Pp("post_attention_layernorm"), h);
+                float[] n2 = Gain(l.Pp("pre_feedforward_layernorm"), h), postFfn = Gain(l.Pp("post_feedforward_layernorm"), h);
+                if (vb.Checking) continue;
                 bool slides = g3.SlidingLayers[i];
                 var (qkv, o, gate, up, down) = t.Products(h, ff, qRows, kRows, config.HiddenAct, plan, $"encoder.layer.{i}.");
                 var shape = new DecoderAttention(!g3.Bidirectional, slides ? g3.Window : 0, attnScale, (float)g3.SoftCap);
-                blocks.Add(new DecoderLayer(new RmsNorm(h, n1, eps), qkv, new RmsNorm(hd, t.QNorm!, eps), new RmsNorm(hd, t.KNorm!, eps), slides ? localRope : globalRope, o, heads, kv,
+                blocks.Add(new DecoderLayer(new RmsNorm(h, n1, eps), qkv, new RmsNorm(hd, t.QNorm!, eps), new RmsNorm(hd, t.KNorm!, eps), slides ? localRope! : globalRope!, o, heads, kv,
                     new RmsNorm(h, n2, eps), gate, up, down, shape, new RmsNorm(h, postAttn, eps), new RmsNorm(h, postFfn, eps)));
             }
+            var final = Gain(m.Pp("norm"), h);
+            if (vb.Checking) return null;
             blocks.Add(new NormBlock(new RmsNorm(h, final, eps)));
             return new BertModel(config, new Stack([.. blocks]), null, null, BertHead.None, description ?? source.Name);
         });
