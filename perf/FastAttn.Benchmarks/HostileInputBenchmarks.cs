@@ -8,12 +8,12 @@ namespace FastAttn.Benchmarks;
 
 /// <summary>
 /// Linear time on hostile input (issue 13): 1 MB of ordinary text against 1 MB of the audit's adversarial patterns, for
-/// the English tokenizer, the BERT WordPiece, SentencePiece Unigram and byte-level BPE tokenizers and the CoNLL-U reader, and a safetensors header of many tiny entries. Compare the medians of
+/// the English tokenizer, the BERT WordPiece, SentencePiece Unigram and byte-level BPE tokenizers (GPT-2's and Qwen2's pre-tokenisation) and the CoNLL-U reader, and a safetensors header of many tiny entries. Compare the medians of
 /// one method across inputs: a quadratic path would take minutes on 1 MB instead of milliseconds.
 /// </summary>
 public class HostileInputBenchmarks
 {
-    [Params("ordinary", "quote-pairs", "apostrophes", "lt-url", "random-marks", "one-chunk")]
+    [Params("ordinary", "quote-pairs", "apostrophes", "lt-url", "random-marks", "one-chunk", "space-runs", "digits")]
     public string Input = "ordinary";
 
     private string _text = "", _conllu = "";
@@ -25,6 +25,8 @@ public class HostileInputBenchmarks
     private FastAttn.Embeddings.UnigramTokenizer? _unigram;
     // a byte-level BPE tokenizer.json as RoBERTa's is laid out, its merges built from the same word pieces (as BpeParityTests builds them)
     private FastAttn.Embeddings.BpeTokenizer? _bpe;
+    // the same merges laid out as Qwen2/Qwen3's tokenizer.json is (NFC, Split by Qwen2's pattern, the byte alphabet, end-of-text template)
+    private FastAttn.Embeddings.BpeTokenizer? _qwen;
 
     private static string Mb(string unit) => new StringBuilder(1 << 20).Insert(0, unit, (1 << 20) / unit.Length).ToString();
 
@@ -40,6 +42,9 @@ public class HostileInputBenchmarks
             "apostrophes" => Mb("'’"),
             "lt-url" => Mb("<") + "a@b.c",
             "random-marks" => new string(Enumerable.Range(0, 1 << 20).Select(_ => marks[rnd.Next(marks.Length)]).ToArray()),
+            // white space with line breaks scattered in it (the Split patterns' \s*[\r\n]+ and \s+(?!\S) alternatives), and one run of digits
+            "space-runs" => Mb("   \t  \n \r\n\u3000  \u00A0 \n      x"),
+            "digits" => Mb("1234567890"),
             _ => Mb("x"),
         };
         _conllu = Input == "ordinary"
@@ -67,11 +72,20 @@ public class HostileInputBenchmarks
         var bpeModel = FastAttn.TestSupport.BpeFiles.Build(FastAttn.TestSupport.BpeFiles.ByteChars.Select(c => c.ToString()), words);
         FastAttn.TestSupport.BpeFiles.TokenizerJson(json, bpeModel, new FastAttn.TestSupport.BpeFiles.Settings { PreTokenizer = FastAttn.TestSupport.BpeFiles.ByteLevelPre() });
         _bpe = FastAttn.Embeddings.BpeTokenizer.FromTokenizerJson(json, int.MaxValue);
+        FastAttn.TestSupport.BpeFiles.TokenizerJson(json, bpeModel, new FastAttn.TestSupport.BpeFiles.Settings
+        {
+            Normalizer = w => { w.WriteStartObject(); w.WriteString("type", "NFC"); w.WriteEndObject(); },
+            PreTokenizer = FastAttn.TestSupport.BpeFiles.DecoderPre(FastAttn.TestSupport.BpeFiles.Qwen2Regex), PostProcessor = "eos", TupleMerges = true,
+        });
+        _qwen = FastAttn.Embeddings.BpeTokenizer.FromTokenizerJson(json, int.MaxValue);
         File.Delete(json);
     }
 
     [Benchmark(Description = "BpeTokenizer.Encode (byte-level), 1 MB")]
     public int Bpe() => _bpe!.Encode(_text).Length;
+
+    [Benchmark(Description = "BpeTokenizer.Encode (Qwen2's Split), 1 MB")]
+    public int Qwen() => _qwen!.Encode(_text).Length;
 
     [Benchmark(Description = "UnigramTokenizer.Encode, 1 MB")]
     public int Unigram() => _unigram!.Encode(_text).Length;
