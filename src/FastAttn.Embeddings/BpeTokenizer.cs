@@ -66,7 +66,7 @@ public sealed class BpeTokenizer : TextTokenizer, IWordModel
     public static new BpeTokenizer FromTokenizerJson(string path, int maxTokens = 512)
     {
         ArgumentNullException.ThrowIfNull(path);
-        return FromTokenizerJson(TokenizerJson.ReadFile(path), maxTokens, path);
+        return FromTokenizerJson(TokenizerJson.ReadFile(path), maxTokens, path, SpecialFraming.Beside(path));
     }
 
     /// <summary>The token of id <paramref name="id"/> (byte-level tokens as their printable characters, e.g. "Ġthe").</summary>
@@ -245,7 +245,7 @@ public sealed class BpeTokenizer : TextTokenizer, IWordModel
 
     // ---------------------------------------------------------------- loading
 
-    internal static BpeTokenizer FromTokenizerJson(byte[] json, int maxTokens, string name) =>
+    internal static BpeTokenizer FromTokenizerJson(byte[] json, int maxTokens, string name, SpecialFraming? framing = null) =>
         ReadTokenizerJson(json, name, "BPE", (root, model, bad) =>
         {
             if (Member(model, "dropout") is { } d && !(d.ValueKind == JsonValueKind.Number && d.TryGetDouble(out double p) && p == 0))
@@ -270,7 +270,7 @@ public sealed class BpeTokenizer : TextTokenizer, IWordModel
             if (Str(model, "unk_token") is { } ut)
                 unk = ids.TryGetValue(ut, out int u) ? u : throw bad($"model.unk_token '{Shorten(ut)}' is not in the vocabulary");
             bool Bool(string key) => Flag(model, key, false, bad);
-            var pipeline = ReadPipeline(root, ids, size, bad);
+            var pipeline = ReadPipeline(root, ids, size, bad, framing);
             return new BpeTokenizer(ids, merges, unk, Bool("fuse_unk"), Bool("byte_fallback"), Bool("ignore_merges"), prefix, suffix, pipeline, maxTokens);
         });
 

@@ -140,7 +140,8 @@ public abstract class TextTokenizer
         return TokenizerJson.ModelType(json, path) switch
         {
             "Unigram" => UnigramTokenizer.FromTokenizerJson(json, maxTokens, path),
-            "BPE" => BpeTokenizer.FromTokenizerJson(json, maxTokens, path),
+            // Llama's and Gemma's tokenizers frame by their tokenizer_config.json's add_bos_token/add_eos_token, as transformers loads them
+            "BPE" => BpeTokenizer.FromTokenizerJson(json, maxTokens, path, TokenizerParts.SpecialFraming.Beside(path)),
             _ => BertWordPieceTokenizer.FromTokenizerJson(json, new BertTokenizerOptions { MaxTokens = maxTokens }, path),
         };
     }

@@ -97,7 +97,8 @@ internal static class TokenizerParts
     /// them, else the file's) and post-processor of a tokenizer.json whose model knows <paramref name="ids"/> and has
     /// <paramref name="modelSize"/> ids.
     /// </summary>
-    internal static Pipeline ReadPipeline(JsonElement root, IReadOnlyDictionary<string, int> ids, int modelSize, Func<string, InvalidDataException> bad)
+    internal static Pipeline ReadPipeline(JsonElement root, IReadOnlyDictionary<string, int> ids, int modelSize, Func<string, InvalidDataException> bad,
+        SpecialFraming? framing = null)
     {
         var normalizer = Member(root, "normalizer") is { } nj ? Normalizer.Read(nj, bad) : null;
         var pre = Member(root, "pre_tokenizer") is { } pj ? PreTokenizer.Read(pj, bad) : null;
@@ -126,9 +127,74 @@ internal static class TokenizerParts
         int Special(string content) => ids.TryGetValue(content, out int i) ? i
             : raw.Concat(normalized).FirstOrDefault(a => a.Content == content) is { } a ? a.Id
             : throw bad($"the post-processor's '{Shorten(content)}' is neither in the vocabulary nor an added token");
-        var templates = Member(root, "post_processor") is { } pp ? ReadTemplates(pp, Special, bad) : ([new(-1, 0)], [new(-1, 0), new(-2, 1)]);
+        int ConfigSpecial(string content) => ids.TryGetValue(content, out int i) ? i
+            : raw.Concat(normalized).FirstOrDefault(a => a.Content == content) is { } a ? a.Id
+            : throw bad($"tokenizer_config.json's bos/eos token '{Shorten(content)}' is neither in the vocabulary nor an added token");
+        var templates = framing is { } f ? f.Templates(ConfigSpecial)
+            : Member(root, "post_processor") is { } pp ? ReadTemplates(pp, Special, bad) : ([new(-1, 0)], [new(-1, 0), new(-2, 1)]);
         foreach (var p in templates.Item1.Concat(templates.Item2)) if (p.Id >= 0) size = Math.Max(size, p.Id + 1);
         return new Pipeline(normalizer, pre, new AddedTokens(raw), new AddedTokens(normalized), templates, size);
+    }
+
+    /// <summary>
+    /// The framing transformers' Llama and Gemma fast tokenizers build for themselves when loaded (their
+    /// <c>update_post_processor</c>), from <c>tokenizer_config.json</c>'s <c>add_bos_token</c> (default true) and
+    /// <c>add_eos_token</c> (default false) — it replaces whatever template the tokenizer.json carries:
+    /// <c>[bos] A [eos]</c>, pairs <c>[bos] A [eos] [bos] B [eos]</c> with type 1 on the second part.
+    /// </summary>
+    internal sealed record SpecialFraming(bool AddBos, bool AddEos, string Bos, string Eos)
+    {
+        public (TemplatePiece[], TemplatePiece[]) Templates(Func<string, int> special)
+        {
+            var single = new List<TemplatePiece>();
+            if (AddBos) single.Add(new(special(Bos), 0));
+            single.Add(new(-1, 0));
+            if (AddEos) single.Add(new(special(Eos), 0));
+            var pair = new List<TemplatePiece>(single);
+            if (AddBos) pair.Add(new(special(Bos), 1));
+            pair.Add(new(-2, 1));
+            if (AddEos) pair.Add(new(special(Eos), 1));
+            return ([.. single], [.. pair]);
+        }
+
+        /// <summary>The tokenizer classes whose fast form rebuilds its framing from these flags.</summary>
+        private static readonly HashSet<string> Classes = new(StringComparer.Ordinal)
+            { "LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer", "CodeLlamaTokenizerFast", "GemmaTokenizer", "GemmaTokenizerFast" };
+
+        /// <summary>
+        /// The framing a <c>tokenizer_config.json</c> beside <paramref name="tokenizerJson"/> asks for, or null when there is
+        /// none or its class keeps the tokenizer.json's post-processor.
+        /// </summary>
+        /// <exception cref="InvalidDataException">The file is not valid JSON or a field is of the wrong kind.</exception>
+        public static SpecialFraming? Beside(string tokenizerJson)
+        {
+            string dir = Path.GetDirectoryName(Path.GetFullPath(tokenizerJson)) ?? ".";
+            string path = Path.Combine(dir, "tokenizer_config.json");
+            if (!File.Exists(path)) return null;
+            var info = new FileInfo(path);
+            if (info.Length > 16 << 20) throw new InvalidDataException($"'{path}': {info.Length} bytes; a tokenizer_config.json is read up to 16 MiB.");
+            byte[] bytes = File.ReadAllBytes(path);
+            InvalidDataException Bad(string what) => new($"'{path}': {what}.");
+            if (!System.Text.Unicode.Utf8.IsValid(bytes)) throw Bad("not valid UTF-8");
+            try
+            {
+                using var doc = JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = 64, AllowTrailingCommas = true });
+                var r = doc.RootElement;
+                if (r.ValueKind != JsonValueKind.Object) throw Bad("not a JSON object");
+                if (Str(r, "tokenizer_class") is not { } cls || !Classes.Contains(cls)) return null;
+                bool gemma = cls.StartsWith("Gemma", StringComparison.Ordinal);
+                string Token(string key, string fallback) => Member(r, key) switch
+                {
+                    null => fallback,
+                    { ValueKind: JsonValueKind.String } v => v.GetString()!,
+                    { ValueKind: JsonValueKind.Object } o when Str(o, "content") is { } c => c,
+                    _ => throw Bad($"'{key}' is neither a string nor a token with content"),
+                };
+                return new SpecialFraming(Flag(r, "add_bos_token", true, Bad), Flag(r, "add_eos_token", false, Bad),
+                    Token("bos_token", gemma ? "<bos>" : "<s>"), Token("eos_token", gemma ? "<eos>" : "</s>"));
+            }
+            catch (JsonException e) { throw new InvalidDataException($"'{path}': not valid JSON: {e.Message}", e); }
+        }
     }
 
     internal static (TemplatePiece[], TemplatePiece[]) ReadTemplates(JsonElement pp, Func<string, int> special, Func<string, InvalidDataException> bad)

@@ -22,6 +22,39 @@ public class BpeTokenizerTests
         return BpeTokenizer.FromTokenizerJson(dir.File("tokenizer.json"));
     }
 
+    /// <summary>
+    /// Llama's and Gemma's fast tokenizers frame by tokenizer_config.json's add_bos_token / add_eos_token (transformers
+    /// rebuilds their post-processor on load), whatever template tokenizer.json carries; other classes keep the file's.
+    /// </summary>
+    [Theory]
+    [InlineData("GemmaTokenizer", "\"add_bos_token\": true, \"add_eos_token\": true,", "0 5 6 2", "0 5 6 2 0 7 2", "0 0 0 0 1 1 1")]
+    [InlineData("GemmaTokenizerFast", "\"add_eos_token\": true, \"add_bos_token\": false,", "5 6 2", "5 6 2 7 2", "0 0 0 1 1")]
+    [InlineData("LlamaTokenizerFast", "", "0 5 6", "0 5 6 0 7", "0 0 0 1 1")]
+    [InlineData("PreTrainedTokenizerFast", "\"add_eos_token\": true,", "3 5 6", "3 5 6 7", "0 0 0 1")]
+    public void LlamaAndGemmaClasses_FrameByTheirConfigFlags(string cls, string flags, string single, string pair, string types)
+    {
+        using var dir = new TempDir();
+        File.WriteAllText(dir.File("tokenizer.json"), Json(""" "<s>": 0, "<pad>": 1, "</s>": 2, "<x>": 3, "▁": 4, "a": 5, "b": 6, "c": 7 """, "",
+            rest: """
+                "added_tokens": [{"id": 0, "content": "<s>", "special": true}, {"id": 2, "content": "</s>", "special": true}, {"id": 3, "content": "<x>", "special": true}],
+                "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<x>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                  "pair": [{"SpecialToken": {"id": "<x>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                  "special_tokens": {"<x>": {"id": "<x>", "ids": [3], "tokens": ["<x>"]}}},
+                """));
+        File.WriteAllText(dir.File("tokenizer_config.json"), $$$"""{"tokenizer_class": "{{{cls}}}", {{{flags}}} "bos_token": "<s>", "eos_token": {"content": "</s>", "special": true}}""");
+        foreach (var t in new TextTokenizer[] { BpeTokenizer.FromTokenizerJson(dir.File("tokenizer.json")), TextTokenizer.FromTokenizerJson(dir.File("tokenizer.json")) })
+        {
+            Assert.Equal(single, string.Join(' ', t.Encode("ab")));
+            Assert.Equal(pair, string.Join(' ', t.EncodePair("ab", "c", out var typeIds)));
+            Assert.Equal(types, string.Join(' ', typeIds));
+        }
+        // a bos or eos the vocabulary lacks is refused by name
+        File.WriteAllText(dir.File("tokenizer_config.json"), """{"tokenizer_class": "GemmaTokenizer", "add_eos_token": true, "bos_token": "<s>", "eos_token": "<eos>"}""");
+        Assert.Contains("<eos>", Assert.Throws<InvalidDataException>(() => BpeTokenizer.FromTokenizerJson(dir.File("tokenizer.json"))).Message);
+        File.WriteAllText(dir.File("tokenizer_config.json"), """{"tokenizer_class": "GemmaTokenizer", "add_eos_token": "yes"}""");
+        Assert.Throws<InvalidDataException>(() => BpeTokenizer.FromTokenizerJson(dir.File("tokenizer.json")));
+    }
+
     /// <summary>The Rust library's own model example: "unrelated" merged all the way, whatever order the pairs come in.</summary>
     [Fact]
     public void Merges_LowestRankFirst_TheLibrarysExample()
