@@ -194,6 +194,8 @@ internal static class TokenizerParts
                     Token("bos_token", gemma ? "<bos>" : "<s>"), Token("eos_token", gemma ? "<eos>" : "</s>"));
             }
             catch (JsonException e) { throw new InvalidDataException($"'{path}': not valid JSON: {e.Message}", e); }
+            // System.Text.Json refuses to read a string whose escapes leave a lone surrogate
+            catch (InvalidOperationException e) { throw new InvalidDataException($"'{path}': a string holds a lone surrogate ({e.Message})", e); }
         }
     }
 

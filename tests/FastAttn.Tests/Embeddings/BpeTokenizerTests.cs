@@ -51,8 +51,15 @@ public class BpeTokenizerTests
         // a bos or eos the vocabulary lacks is refused by name
         File.WriteAllText(dir.File("tokenizer_config.json"), """{"tokenizer_class": "GemmaTokenizer", "add_eos_token": true, "bos_token": "<s>", "eos_token": "<eos>"}""");
         Assert.Contains("<eos>", Assert.Throws<InvalidDataException>(() => BpeTokenizer.FromTokenizerJson(dir.File("tokenizer.json"))).Message);
-        File.WriteAllText(dir.File("tokenizer_config.json"), """{"tokenizer_class": "GemmaTokenizer", "add_eos_token": "yes"}""");
-        Assert.Throws<InvalidDataException>(() => BpeTokenizer.FromTokenizerJson(dir.File("tokenizer.json")));
+        // a config that is not what it claims: a wrong kind, a lone surrogate, not JSON, not UTF-8 — InvalidDataException each
+        foreach (var bad in new[] { """{"tokenizer_class": "GemmaTokenizer", "add_eos_token": "yes"}""", """{"tokenizer_class": "\ud800"}""",
+            """{"tokenizer_class": "GemmaTokenizer", "bos_token": "\udc00"}""", """{"tokenizer_class": """, """{"tokenizer_class": "GemmaTokenizer", "eos_token": 5}""" })
+        {
+            File.WriteAllText(dir.File("tokenizer_config.json"), bad);
+            Assert.Throws<InvalidDataException>(() => BpeTokenizer.FromTokenizerJson(dir.File("tokenizer.json")));
+        }
+        File.WriteAllBytes(dir.File("tokenizer_config.json"), [0x7B, 0xFF, 0x7D]);
+        Assert.Throws<InvalidDataException>(() => TextTokenizer.FromTokenizerJson(dir.File("tokenizer.json")));
     }
 
     /// <summary>The Rust library's own model example: "unrelated" merged all the way, whatever order the pairs come in.</summary>
