@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzz one FastAttn parser with AFL++ through SharpFuzz for a bounded time.
-#   fuzz/run.sh TARGET SECONDS        TARGET: safetensors | npy | conllu | tokenizer | onnx | wordpiece | stconfig | tokjson | vocab | charsmap | unigram | bpe | config
+#   fuzz/run.sh TARGET SECONDS        TARGET: safetensors | npy | conllu | tokenizer | onnx | wordpiece | stconfig | tokjson | vocab | charsmap | unigram | bpe | config | tokconfig
 # Needs afl-fuzz (Debian: apt-get install afl++); installs the SharpFuzz instrumenter (SharpFuzz.CommandLine 2.3.0)
 # into fuzz/.tools. Output (queue, crashes, hangs) goes to fuzz/out/TARGET (not committed); a summary line is printed.
 # A finding is reproduced with the plain (not instrumented) build, which runs outside AFL++:

@@ -12,7 +12,7 @@ namespace FastAttn.Fuzz;
 /// </summary>
 public static class Targets
 {
-    public static readonly string[] Names = ["safetensors", "npy", "conllu", "tokenizer", "onnx", "wordpiece", "stconfig", "tokjson", "vocab", "charsmap", "unigram", "bpe", "config"];
+    public static readonly string[] Names = ["safetensors", "npy", "conllu", "tokenizer", "onnx", "wordpiece", "stconfig", "tokjson", "vocab", "charsmap", "unigram", "bpe", "config", "tokconfig"];
 
     public static void Run(string target, ReadOnlySpan<byte> input)
     {
@@ -31,6 +31,7 @@ public static class Targets
             case "unigram": Unigram(input); break;
             case "bpe": Bpe(input); break;
             case "config": Config(input); break;
+            case "tokconfig": TokenizerConfig(input); break;
             default: throw new ArgumentException($"unknown fuzz target '{target}'; targets: {string.Join(", ", Names)}.");
         }
     }
@@ -166,7 +167,8 @@ public static class Targets
         catch (InvalidDataException) { return; }
         foreach (var p in asked) Check(!p.Split('/', '\\').Contains("..") && !Path.IsPathRooted(p), "a file outside the model folder was asked for");
         if (c == null) { Check(Part(0) == null && Part(2) == null, "files present but no configuration"); return; }
-        Check(c.Pooling is FastAttn.Embeddings.Pooling.Mean or FastAttn.Embeddings.Pooling.Cls, "a pooling other than mean or CLS");
+        // every single sentence-transformers pooling mode is read (mean, CLS, max, mean over √length, weighted mean, last token); never BERT's pooler
+        Check(Enum.IsDefined(c.Pooling) && c.Pooling != FastAttn.Embeddings.Pooling.Pooler, "a pooling sentence-transformers does not have");
         Check(c.MaxSeqLength is null or >= 3, "max_seq_length below 3");
         Check(c.Dimension is null or > 0, "a dimension below 1");
         for (int i = 0; i < c.Dense.Count; i++)
@@ -239,6 +241,23 @@ public static class Targets
         var pair = t.EncodePair("héllo <mask> wörld", "it's ▁text", out var types);
         Check(pair.Length <= 64 && types.Length == pair.Length, "pair within MaxTokens, one type per id");
         foreach (int id in pair) Check((uint)id < (uint)t.VocabularySize, "an id outside the vocabulary (pair)");
+    }
+
+    /// <summary>
+    /// A tokenizer_config.json as the Llama/Gemma framing reads it: only <see cref="InvalidDataException"/>; a framing it
+    /// returns must hold the text once (a pair each text once) and ask only for its bos/eos tokens.
+    /// </summary>
+    public static void TokenizerConfig(ReadOnlySpan<byte> input)
+    {
+        FastAttn.Embeddings.TokenizerParts.SpecialFraming? f;
+        try { f = FastAttn.Embeddings.TokenizerParts.SpecialFraming.Parse(input.ToArray(), "fuzz"); }
+        catch (InvalidDataException) { return; }
+        if (f == null) return;
+        var asked = new List<string>();
+        var (single, pair) = f.Templates(t => { asked.Add(t); return asked.Count; });
+        Check(single.Count(p => p.Id == -1) == 1 && pair.Count(p => p.Id == -1) == 1 && pair.Count(p => p.Id == -2) == 1 && !single.Any(p => p.Id == -2),
+            "a framing without the text once");
+        Check(asked.All(t => t == f.Bos || t == f.Eos) && single.Length == 1 + (f.AddBos ? 1 : 0) + (f.AddEos ? 1 : 0), "a framing with other tokens");
     }
 
     /// <summary>

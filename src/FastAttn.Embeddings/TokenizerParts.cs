@@ -173,7 +173,13 @@ internal static class TokenizerParts
             if (!File.Exists(path)) return null;
             var info = new FileInfo(path);
             if (info.Length > 16 << 20) throw new InvalidDataException($"'{path}': {info.Length} bytes; a tokenizer_config.json is read up to 16 MiB.");
-            byte[] bytes = File.ReadAllBytes(path);
+            return Parse(File.ReadAllBytes(path), path);
+        }
+
+        /// <summary>The framing a <c>tokenizer_config.json</c>'s bytes ask for (see <see cref="Beside"/>).</summary>
+        /// <exception cref="InvalidDataException">Not valid UTF-8 JSON, or a field is of the wrong kind.</exception>
+        public static SpecialFraming? Parse(byte[] bytes, string path)
+        {
             InvalidDataException Bad(string what) => new($"'{path}': {what}.");
             if (!System.Text.Unicode.Utf8.IsValid(bytes)) throw Bad("not valid UTF-8");
             try
