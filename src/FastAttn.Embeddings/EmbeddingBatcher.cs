@@ -101,7 +101,9 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
         if (Batching.MaxWait < TimeSpan.Zero || Batching.MaxWait > TimeSpan.FromSeconds(1)) throw new ArgumentOutOfRangeException(nameof(batching), Batching.MaxWait, "MaxWait must be 0..1 s.");
         if (Batching.MaxQueuedTexts < 1) throw new ArgumentOutOfRangeException(nameof(batching), Batching.MaxQueuedTexts, "MaxQueuedTexts must be at least 1.");
         options ??= new SentenceEmbedderOptions();
-        int maxText = options.MaxTokensPerText == 0 ? model.Embeddings.MaxPositions : options.MaxTokensPerText;
+        // open: the model's positions, or one batch's tokens when fewer (as EmbeddingSession reads it: a long-context model —
+        // Qwen3's 32,768 positions, ModernBERT's 8,192 — must not refuse the default batch size)
+        int maxText = options.MaxTokensPerText == 0 ? Math.Min(model.Embeddings.MaxPositions, Batching.MaxBatchTokens) : options.MaxTokensPerText;
         if (Batching.MaxBatchTokens < maxText) throw new ArgumentOutOfRangeException(nameof(batching), Batching.MaxBatchTokens, $"MaxBatchTokens must hold the longest text ({maxText} tokens).");
         if (Batching.ParallelFromTokens < 0) throw new ArgumentOutOfRangeException(nameof(batching), Batching.ParallelFromTokens, "ParallelFromTokens must not be negative.");
         _session = new EmbeddingSession(model, tokenizer, options with { MaxBatchTokens = Batching.MaxBatchTokens });
