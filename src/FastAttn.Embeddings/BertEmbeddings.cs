@@ -34,7 +34,7 @@ public sealed class BertEmbeddings : Block
     public Kernels.Precision WordPrecision { get; }
     /// <summary>Bytes of the three tables and the norm.</summary>
     public long WeightBytes => (_wordInt8 != null ? _wordInt8.Length + 4L * _wordScale!.Length : _wordBf16 != null ? 2L * _wordBf16.Length : 4L * _word.Length)
-        + 4L * (_position.Length + _type.Length + 2 * _width);
+        + 4L * (_position.Length + _type.Length + (_norm != null ? 2 * _width : 0));
     /// <summary>The LayerNorm applied to the sum; null for a decoder model's embeddings (Qwen3), which enter its first layer unnormalised.</summary>
     public LayerNorm? Norm => _norm;
     /// <inheritdoc/>

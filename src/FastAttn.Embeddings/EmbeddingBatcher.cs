@@ -143,7 +143,7 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
         for (int i = 0; i < texts.Count; i++)
         {
             if (texts[i] is null) throw new ArgumentException($"text {i} is null.", nameof(texts));
-            encoded[i] = _session.FitToLimit(_tokenizer.Encode(_session.Options.Prompt is { Length: > 0 } prompt ? prompt + texts[i] : texts[i]));
+            encoded[i] = _session.FitToLimit(_tokenizer.Encode(_session.Prompted(texts[i])));
         }
         return Submit(encoded, cancellation);
     }

@@ -26,6 +26,9 @@ public sealed class EmbeddingSession : IDisposable
     private readonly int _pooledWidth;
     /// <summary>Put before every text of the text paths ("" = nothing).</summary>
     private readonly string _prompt;
+
+    /// <summary>The text as the model sees it: the prompt in force (the options' or the folder's default), if any, put before it.</summary>
+    internal string Prompted(string text) => _prompt.Length == 0 ? text : _prompt + text;
     /// <summary>The vector's width before <see cref="SentenceEmbedderOptions.Dimensions"/> cuts it.</summary>
     private readonly int _fullDimension;
     /// <summary>One pooled vector at full width, when the output keeps fewer values (else empty).</summary>
@@ -112,7 +115,7 @@ public sealed class EmbeddingSession : IDisposable
         for (int i = 0; i < texts.Count; i++)
         {
             if (texts[i] is null) throw new ArgumentException($"text {i} is null.", nameof(texts));
-            lists[i] = _tokenizer.Encode(_prompt.Length == 0 ? texts[i] : _prompt + texts[i]);
+            lists[i] = _tokenizer.Encode(Prompted(texts[i]));
         }
         EncodeLists(lists, output);
     }
