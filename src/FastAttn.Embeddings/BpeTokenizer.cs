@@ -231,7 +231,15 @@ public sealed class BpeTokenizer : TextTokenizer, IWordModel
         if (queue.Count == 0 && symbols.Length <= KeptSymbols) queue.TrimExcess();
     }
 
-    private static long Key(int a, int b) => ((long)a << 32) | (uint)b;
+    /// <summary>
+    /// The merge table's key of the pair (a, b): a in the high half, b mixed with a multiple of a in the low half (still one
+    /// key per pair). A long's hash is its halves XORed, and with (a, b) as the halves every pair with the same a ^ b —
+    /// thousands in a 50,000-token vocabulary — fell into one bucket chain: 75 % of a megabyte of digits' 4.4 s went to
+    /// those lookups. The multiplier is drawn per process, so no tokenizer file can line its merges up on one hash.
+    /// </summary>
+    private static long Key(int a, int b) => ((long)a << 32) | (uint)(b ^ (int)((uint)a * s_keyMix));
+
+    private static readonly uint s_keyMix = (uint)Random.Shared.Next() << 1 | 0x8000_0001u;
 
     /// <summary>The byte tokens of <paramref name="s"/>'s UTF-8 bytes appended, if every one is in the vocabulary.</summary>
     private bool ByteTokens(string s, Symbol[] syms, ref int n)
