@@ -113,9 +113,10 @@ public sealed class BpeTokenizer : TextTokenizer, IWordModel
     /// <summary>The library's merge: the word's characters as tokens, then the lowest-ranked mergeable pair merged (leftmost first) until none is left.</summary>
     private int[] Merge(string w)
     {
-        // at most 4 byte tokens per character, and one pending unknown
-        int cap = 4 * w.Length + 1;
-        var syms = cap <= KeptSymbols ? (t_symbols is { } kept && kept.Length >= cap ? kept : t_symbols = new Symbol[KeptSymbols]) : new Symbol[cap];
+        // one token per character and a pending unknown, grown when byte fallback spells a character in up to 4 bytes (sizing
+        // for 4 per character up front zeroed 64 MB for a megabyte-long word); a word's array is written before it is read
+        int cap = w.Length + 1;
+        var syms = cap <= KeptSymbols ? (t_symbols ??= new Symbol[KeptSymbols]) : GC.AllocateUninitializedArray<Symbol>(cap);
         int n = 0;
         int pendingUnk = -1;
         for (int i = 0; i < w.Length;)
@@ -134,19 +135,19 @@ public sealed class BpeTokenizer : TextTokenizer, IWordModel
             }
             if (id >= 0)
             {
-                if (pendingUnk >= 0) { Add(syms, ref n, pendingUnk); pendingUnk = -1; }
-                Add(syms, ref n, id);
+                if (pendingUnk >= 0) { Add(ref syms, ref n, pendingUnk); pendingUnk = -1; }
+                Add(ref syms, ref n, id);
             }
-            else if (_byteFallback && ByteTokens(s ?? w.Substring(i, len), syms, ref n)) { }   // as the library: a byte run does not flush a pending unknown token
+            else if (_byteFallback && ByteTokens(s ?? w.Substring(i, len), ref syms, ref n)) { }   // as the library: a byte run does not flush a pending unknown token
             else if (_unkId is int unk)
             {
-                if (pendingUnk >= 0 && !_fuseUnk) Add(syms, ref n, pendingUnk);
+                if (pendingUnk >= 0 && !_fuseUnk) Add(ref syms, ref n, pendingUnk);
                 pendingUnk = unk;
             }
             // neither byte fallback nor an unknown token: the character is dropped, as in the library
             i += len;
         }
-        if (pendingUnk >= 0) Add(syms, ref n, pendingUnk);
+        if (pendingUnk >= 0) Add(ref syms, ref n, pendingUnk);
         var symbols = syms.AsSpan(0, n);
         if (n >= 2)
         {
@@ -160,8 +161,9 @@ public sealed class BpeTokenizer : TextTokenizer, IWordModel
         return ids;
     }
 
-    private static void Add(Symbol[] syms, ref int n, int id)
+    private static void Add(ref Symbol[] syms, ref int n, int id)
     {
+        if (n == syms.Length) Array.Resize(ref syms, 2 * n); // a copy: the thread's kept array stays as it is
         if (n > 0) syms[n - 1].Next = n;
         syms[n] = new Symbol { Id = id, Prev = n - 1, Next = -1 };
         n++;
@@ -242,12 +244,12 @@ public sealed class BpeTokenizer : TextTokenizer, IWordModel
     private static readonly uint s_keyMix = (uint)Random.Shared.Next() << 1 | 0x8000_0001u;
 
     /// <summary>The byte tokens of <paramref name="s"/>'s UTF-8 bytes appended, if every one is in the vocabulary.</summary>
-    private bool ByteTokens(string s, Symbol[] syms, ref int n)
+    private bool ByteTokens(string s, ref Symbol[] syms, ref int n)
     {
         Span<byte> bytes = stackalloc byte[Encoding.UTF8.GetMaxByteCount(s.Length)];
         int count = Encoding.UTF8.GetBytes(s, bytes);
         for (int i = 0; i < count; i++) if (_byteIds[bytes[i]] < 0) return false;
-        for (int i = 0; i < count; i++) Add(syms, ref n, _byteIds[bytes[i]]);
+        for (int i = 0; i < count; i++) Add(ref syms, ref n, _byteIds[bytes[i]]);
         return true;
     }
 

@@ -142,6 +142,28 @@ public class BpeTokenizerTests
         Assert.Equal(2, t.UnknownId);
     }
 
+    /// <summary>
+    /// A word starts with room for one token per character and grows when byte fallback spells a character in two or more:
+    /// words around the thread's kept buffer (4,096 tokens) and past it, with merges across the grown part.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2047)]
+    [InlineData(2048)]
+    [InlineData(4095)]
+    [InlineData(5000)]
+    public void LongWords_SpelledInBytes_KeepEveryToken(int accents)
+    {
+        using var dir = new TempDir();
+        File.WriteAllText(dir.File("tokenizer.json"), Json(""" "a": 0, "b": 1, "<unk>": 2, "<0xC3>": 3, "<0xA9>": 4, "ab": 5 """, """ "a b" """,
+            """ "unk_token": "<unk>", "byte_fallback": true, """, """ "pre_tokenizer": {"type": "WhitespaceSplit"}, """));
+        var t = BpeTokenizer.FromTokenizerJson(dir.File("tokenizer.json"), maxTokens: int.MaxValue);
+        string word = "ab" + new string('é', accents) + "ab" + new string('x', 3) + "a";
+        // "ab" merged on both sides of the bytes, each x an unknown of its own (not fused)
+        int[] expected = [5, .. Enumerable.Range(0, accents).SelectMany(_ => new[] { 3, 4 }), 5, 2, 2, 2, 0];
+        Assert.Equal(expected, t.Encode(word));
+    }
+
     [Fact]
     public void UnknownCharacters_WithoutAnUnknownToken_AreDropped_AsTheLibraryDoes()
     {
