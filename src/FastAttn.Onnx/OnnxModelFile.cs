@@ -53,8 +53,11 @@ public sealed class OnnxNode
 /// <item>integer tensors (shape constants, <c>position_ids</c>) are graph plumbing and not listed; float weights that could
 /// not be matched to a layer are listed in <see cref="Unmatched"/>.</item>
 /// </list>
-/// Malformed files raise <see cref="InvalidDataException"/>; external-data files (weights beside the .onnx) are rejected
-/// with a clear message.
+/// Malformed files raise <see cref="InvalidDataException"/>. Weights stored as ONNX external data (what exporters write for
+/// models over protobuf's 2 GB, e.g. <c>model.onnx</c> + <c>model.onnx_data</c>) are read from their files beside the model
+/// when it is opened from its path: each location must stay inside the model's folder and each tensor's bytes inside its
+/// file (checked when the model is opened); a tensor is read straight from its file when asked for, so no copy of the
+/// whole data file is held.
 /// </summary>
 public sealed class OnnxModelFile : ITensorSource
 {
@@ -64,6 +67,10 @@ public sealed class OnnxModelFile : ITensorSource
     private readonly Dictionary<string, (OnnxTensor Tensor, bool Transpose, string Source, int Part, int Parts)> _params = new(StringComparer.Ordinal);
     private readonly Dictionary<string, OnnxNode> _producer = new(StringComparer.Ordinal);
     private readonly Dictionary<string, List<OnnxNode>> _consumers = new(StringComparer.Ordinal);
+    // tensors whose bytes are in an external data file: where (full path), from which offset, how many bytes
+    private readonly Dictionary<OnnxTensor, (string Path, long Offset, long Length)> _external = new(ReferenceEqualityComparer.Instance);
+    // the folder external data is looked up in (the model file's), null when the model was parsed from a stream or memory
+    private readonly string? _directory;
 
     /// <summary>How messages name the file.</summary>
     public string Name { get; }
@@ -80,16 +87,18 @@ public sealed class OnnxModelFile : ITensorSource
     /// <summary>Float weights (2-D or more) that could not be given a parameter name.</summary>
     public IReadOnlyList<string> Unmatched { get; }
 
-    private OnnxModelFile(string name, OnnxModel model)
+    private OnnxModelFile(string name, OnnxModel model, string? directory = null)
     {
         Name = name;
+        _directory = directory;
+        var dataFiles = new Dictionary<string, long>(StringComparer.Ordinal);
         var g = model.Graph ?? throw Bad(name, "the file has no graph");
         Producer = $"{model.ProducerName} {model.ProducerVersion}".Trim();
         Opset = model.OpsetImport.Where(o => string.IsNullOrEmpty(o.Domain) || o.Domain == "ai.onnx").Select(o => o.Version).DefaultIfEmpty(0).Max();
         foreach (var t in g.Initializer)
         {
             if (string.IsNullOrEmpty(t.Name)) throw Bad(name, "an initializer has no name");
-            Check(name, t);
+            Check(t, dataFiles);
             if (!_values.TryAdd(t.Name, t)) throw Bad(name, $"initializer '{t.Name}' appears twice");
         }
         var nodes = new List<OnnxNode>(g.Node.Count);
@@ -107,7 +116,7 @@ public sealed class OnnxModelFile : ITensorSource
             }
             if (n.OpType == "Constant" && n.Outputs.Count == 1 && p.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { } ct)
             {
-                Check(name, ct);
+                Check(ct, dataFiles);
                 _values.TryAdd(n.Outputs[0], ct);
             }
         }
@@ -127,18 +136,20 @@ public sealed class OnnxModelFile : ITensorSource
         ArgumentNullException.ThrowIfNull(path);
         if (Directory.Exists(path)) throw new IOException($"'{path}' is a directory, not an ONNX file.");
         using var fs = File.OpenRead(path);
-        return Load(fs, path);
+        return Load(fs, path, Path.GetDirectoryName(Path.GetFullPath(path)));
     }
 
     /// <summary>Parses an ONNX model from a stream (read to its end).</summary>
     /// <exception cref="InvalidDataException">Not a valid ONNX model.</exception>
-    public static OnnxModelFile Load(Stream stream, string name = "<stream>")
+    public static OnnxModelFile Load(Stream stream, string name = "<stream>") => Load(stream, name, null);
+
+    private static OnnxModelFile Load(Stream stream, string name, string? directory)
     {
         ArgumentNullException.ThrowIfNull(stream);
         try
         {
             var input = new CodedInputStream(stream);
-            return new OnnxModelFile(name, OnnxModel.Parser.ParseFrom(input));
+            return new OnnxModelFile(name, OnnxModel.Parser.ParseFrom(input), directory);
         }
         catch (InvalidProtocolBufferException e) { throw Bad(name, $"not a valid ONNX (protobuf) file: {e.Message}"); }
         catch (InvalidDataException) { throw; }
@@ -170,18 +181,21 @@ public sealed class OnnxModelFile : ITensorSource
     private static bool IsFloat(int dataType) => dataType is 1 or 10 or 11 or 16;
 
     /// <summary>Validates a tensor's shape against its data before anything trusts it.</summary>
-    private static void Check(string file, OnnxTensor t)
+    private void Check(OnnxTensor t, Dictionary<string, long> dataFiles)
     {
-        if (t.DataLocation == 1 || t.ExternalData.Count > 0)
-            throw Bad(file, $"tensor '{t.Name}' is stored outside the file (external data); re-export the model with its weights inside");
         long n = 1;
         foreach (long d in t.Dims)
         {
-            if (d < 0) throw Bad(file, $"tensor '{t.Name}' has a negative dimension");
-            if (d != 0 && n > int.MaxValue / d) throw Bad(file, $"tensor '{t.Name}' has more elements than FastAttn reads");
+            if (d < 0) throw Bad(Name, $"tensor '{t.Name}' has a negative dimension");
+            if (d != 0 && n > int.MaxValue / d) throw Bad(Name, $"tensor '{t.Name}' has more elements than FastAttn reads");
             n *= d;
         }
         int size = ElementSize(t.DataType);
+        if (t.DataLocation == 1 || t.ExternalData.Count > 0)
+        {
+            if (size != 0) CheckExternal(t, n * size, dataFiles); // other types are never read
+            return;
+        }
         if (size == 0) return; // other types are never read
         long have = t.HasRawData ? t.RawData.Length / size : t.DataType switch
         {
@@ -191,7 +205,85 @@ public sealed class OnnxModelFile : ITensorSource
             _ => t.Int32Data.Count, // INT32, FLOAT16 and BFLOAT16 (bits), UINT8, INT8, BOOL are carried in int32_data
         };
         if ((t.HasRawData && t.RawData.Length != n * size) || (!t.HasRawData && have != n))
-            throw Bad(file, $"tensor '{t.Name}' has shape [{string.Join(", ", t.Dims)}] but {(t.HasRawData ? $"{t.RawData.Length} bytes" : $"{have} values")} of data");
+            throw Bad(Name, $"tensor '{t.Name}' has shape [{string.Join(", ", t.Dims)}] but {(t.HasRawData ? $"{t.RawData.Length} bytes" : $"{have} values")} of data");
+    }
+
+    /// <summary>
+    /// An external tensor (ONNX's <c>data_location</c> EXTERNAL with <c>location</c>, <c>offset</c>, <c>length</c> entries):
+    /// its file must lie inside the model's folder and hold the tensor's <paramref name="bytes"/> from the offset.
+    /// <paramref name="dataFiles"/> caches each file's length.
+    /// </summary>
+    private void CheckExternal(OnnxTensor t, long bytes, Dictionary<string, long> dataFiles)
+    {
+        string what = $"tensor '{t.Name}' (external data)";
+        if (_directory == null)
+            throw Bad(Name, $"{what} is stored in a file beside the model; open the model from its path (OnnxModelFile.Open) so that file can be read");
+        if (t.DataLocation != 1) throw Bad(Name, $"{what} has external_data entries but data_location {t.DataLocation}, not EXTERNAL (1)");
+        if (t.HasRawData || t.FloatData.Count + t.Int32Data.Count + t.Int64Data.Count + t.DoubleData.Count > 0)
+            throw Bad(Name, $"{what} also carries data inside the file");
+        string? location = null;
+        long offset = 0, length = -1;
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var e in t.ExternalData)
+        {
+            string key = e.Key ?? "", value = e.Value ?? "";
+            if (!seen.Add(key)) throw Bad(Name, $"{what} names '{key}' twice");
+            switch (key)
+            {
+                case "location": location = value; break;
+                case "offset": offset = Number(value, key); break;
+                case "length": length = Number(value, key); break;
+                // "checksum" (a SHA-1 of the bytes) and any other key are not needed to read the tensor
+            }
+        }
+        long Number(string value, string key) =>
+            long.TryParse(value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long v)
+                ? v : throw Bad(Name, $"{what} has {key} '{Shorten(value)}', not a byte count");
+        if (string.IsNullOrEmpty(location)) throw Bad(Name, $"{what} has no location");
+        if (location.Contains('\0') || Path.IsPathRooted(location)) throw Bad(Name, $"{what} has location '{Shorten(location)}', not a path relative to the model's folder");
+        string folder = Path.TrimEndingDirectorySeparator(Path.GetFullPath(_directory)) + Path.DirectorySeparatorChar;
+        string file = Path.GetFullPath(Path.Combine(folder, location));
+        if (!file.StartsWith(folder, StringComparison.Ordinal))
+            throw Bad(Name, $"{what} has location '{Shorten(location)}', which leaves the model's folder");
+        if (length >= 0 && length != bytes)
+            throw Bad(Name, $"{what} has shape [{string.Join(", ", t.Dims)}] ({bytes} bytes) but length {length}");
+        if (!dataFiles.TryGetValue(file, out long fileLength))
+        {
+            var info = new FileInfo(file);
+            if (!info.Exists) throw Bad(Name, $"{what} is in '{Shorten(location)}', which does not exist beside the model");
+            dataFiles[file] = fileLength = info.Length;
+        }
+        if (offset > fileLength || bytes > fileLength - offset)
+            throw Bad(Name, $"{what} needs bytes {offset}..{offset + bytes} of '{Shorten(location)}', which has {fileLength}");
+        _external[t] = (file, offset, bytes);
+    }
+
+    private static string Shorten(string s) => s.Length <= 80 ? s : s[..80] + "…";
+
+    /// <summary>True when the tensor's bytes are raw (in the file's raw_data, or in an external data file).</summary>
+    private bool HasRaw(OnnxTensor t) => t.HasRawData || _external.ContainsKey(t);
+
+    /// <summary>The tensor's raw bytes (read from its external data file when it has one; small tensors only).</summary>
+    private ReadOnlySpan<byte> Raw(OnnxTensor t)
+    {
+        if (!_external.TryGetValue(t, out var e)) return t.HasRawData ? t.RawData.Span : default;
+        var bytes = new byte[e.Length];
+        ReadExternal(t, bytes);
+        return bytes;
+    }
+
+    /// <summary>Reads an external tensor's bytes into <paramref name="into"/> (its byte count), one positioned read at a time.</summary>
+    private void ReadExternal(OnnxTensor t, Span<byte> into)
+    {
+        var (path, offset, _) = _external[t];
+        using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        while (!into.IsEmpty)
+        {
+            int got = RandomAccess.Read(handle, into, offset);
+            if (got == 0) throw Bad(Name, $"tensor '{t.Name}': its external data file '{path}' ended early (it changed after the model was opened)");
+            into = into[got..];
+            offset += got;
+        }
     }
 
     /// <summary>A constant's values as integers (initializer or Constant node), or null.</summary>
@@ -203,9 +295,11 @@ public sealed class OnnxModelFile : ITensorSource
             long n = t.Dims.Aggregate(1L, (a, b) => a * b);
             if (n > 1 << 20) return null;
             var r = new long[n];
+            bool hasRaw = HasRaw(t);
+            var raw = hasRaw ? Raw(t) : default;
             for (int i = 0; i < n; i++)
-                r[i] = t.HasRawData
-                    ? (t.DataType == 7 ? BinaryPrimitives.ReadInt64LittleEndian(t.RawData.Span[(8 * i)..]) : BinaryPrimitives.ReadInt32LittleEndian(t.RawData.Span[(4 * i)..]))
+                r[i] = hasRaw
+                    ? (t.DataType == 7 ? BinaryPrimitives.ReadInt64LittleEndian(raw[(8 * i)..]) : BinaryPrimitives.ReadInt32LittleEndian(raw[(4 * i)..]))
                     : (t.DataType == 7 ? t.Int64Data[i] : t.Int32Data[i]);
             return r;
         }
@@ -293,13 +387,14 @@ public sealed class OnnxModelFile : ITensorSource
             string? bias = ConsumersOf(mul.Outputs[0]).FirstOrDefault(c => c.OpType == "Add" && c.Inputs.Count == 2) is { } add
                 ? (add.Inputs[0] == mul.Outputs[0] ? add.Inputs[1] : add.Inputs[0]) : null;
             if (bias == null || !bias.EndsWith(".bias", StringComparison.Ordinal) || !_values.ContainsKey(bias)) continue;
-            var raw = q.HasRawData ? q.RawData.Span : default;
+            bool hasRaw = HasRaw(q);
+            var raw = hasRaw ? Raw(q) : default;
             var w = new float[rows * cols];
             for (int r = 0; r < rows; r++)
                 for (int c = 0; c < cols; c++)
                 {
                     int i = r * cols + c;
-                    int v = q.HasRawData ? (q.DataType == 3 ? (sbyte)raw[i] : raw[i]) : q.Int32Data[i];
+                    int v = hasRaw ? (q.DataType == 3 ? (sbyte)raw[i] : raw[i]) : q.Int32Data[i];
                     w[i] = (v - zero[zero.Length == 1 ? 0 : c]) * scale[scale.Length == 1 ? 0 : c];
                 }
             var t = new OnnxTensor { Name = n.Inputs[1], DataType = 1, RawData = Google.Protobuf.ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.AsSpan())) };
@@ -328,7 +423,9 @@ public sealed class OnnxModelFile : ITensorSource
         long n = t.Dims.Aggregate(1L, (a, b) => a * b);
         if (n < 1 || n > 1 << 20) return null;
         var v = new int[n];
-        for (int i = 0; i < n; i++) v[i] = t.HasRawData ? (dataType == 3 ? (sbyte)t.RawData.Span[i] : t.RawData.Span[i]) : t.Int32Data[i];
+        bool hasRaw = HasRaw(t);
+        var raw = hasRaw ? Raw(t) : default;
+        for (int i = 0; i < n; i++) v[i] = hasRaw ? (dataType == 3 ? (sbyte)raw[i] : raw[i]) : t.Int32Data[i];
         return v;
     }
 
@@ -446,32 +543,54 @@ public sealed class OnnxModelFile : ITensorSource
                 for (int k = 0; k < c; k++) destination[k * rows + r] = piece[r * c + k];
     }
 
-    private static void Read(OnnxTensor t, bool transpose, Span<float> dst)
+    private void Read(OnnxTensor t, bool transpose, Span<float> dst)
     {
         int n = dst.Length;
         Span<float> flat = transpose ? new float[n] : dst;
-        var raw = t.HasRawData ? t.RawData.Span : default;
-        switch (t.DataType)
+        if (t.DataType == 1 && HasRaw(t))
         {
-            case 1:
-                if (t.HasRawData) for (int i = 0; i < n; i++) flat[i] = BinaryPrimitives.ReadSingleLittleEndian(raw[(4 * i)..]);
-                else for (int i = 0; i < n; i++) flat[i] = t.FloatData[i];
-                break;
-            case 10:
-                for (int i = 0; i < n; i++) flat[i] = (float)BitConverter.UInt16BitsToHalf(t.HasRawData ? BinaryPrimitives.ReadUInt16LittleEndian(raw[(2 * i)..]) : (ushort)t.Int32Data[i]);
-                break;
-            case 16:
-                for (int i = 0; i < n; i++) flat[i] = BitConverter.Int32BitsToSingle((t.HasRawData ? BinaryPrimitives.ReadUInt16LittleEndian(raw[(2 * i)..]) : (ushort)t.Int32Data[i]) << 16);
-                break;
-            case 11:
-                for (int i = 0; i < n; i++) flat[i] = (float)(t.HasRawData ? BinaryPrimitives.ReadDoubleLittleEndian(raw[(8 * i)..]) : t.DoubleData[i]);
-                break;
-            default:
-                throw new InvalidDataException($"tensor '{t.Name}' has data type {t.DataType}, not a float type.");
+            // FP32 bytes as they are (little-endian): straight from the external file, or one copy from raw_data
+            var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(flat);
+            if (_external.ContainsKey(t)) ReadExternal(t, bytes);
+            else t.RawData.Span.CopyTo(bytes);
+            if (!BitConverter.IsLittleEndian)
+            {
+                var words = System.Runtime.InteropServices.MemoryMarshal.Cast<float, int>(flat);
+                BinaryPrimitives.ReverseEndianness(words, words);
+            }
+        }
+        else
+        {
+            bool hasRaw = HasRaw(t);
+            var raw = hasRaw ? Raw(t) : default;
+            switch (t.DataType)
+            {
+                case 1:
+                    for (int i = 0; i < n; i++) flat[i] = t.FloatData[i];
+                    break;
+                case 10:
+                    for (int i = 0; i < n; i++) flat[i] = (float)BitConverter.UInt16BitsToHalf(hasRaw ? BinaryPrimitives.ReadUInt16LittleEndian(raw[(2 * i)..]) : (ushort)t.Int32Data[i]);
+                    break;
+                case 16:
+                    for (int i = 0; i < n; i++) flat[i] = BitConverter.Int32BitsToSingle((hasRaw ? BinaryPrimitives.ReadUInt16LittleEndian(raw[(2 * i)..]) : (ushort)t.Int32Data[i]) << 16);
+                    break;
+                case 11:
+                    for (int i = 0; i < n; i++) flat[i] = (float)(hasRaw ? BinaryPrimitives.ReadDoubleLittleEndian(raw[(8 * i)..]) : t.DoubleData[i]);
+                    break;
+                default:
+                    throw new InvalidDataException($"tensor '{t.Name}' has data type {t.DataType}, not a float type.");
+            }
         }
         if (!transpose) return;
         int rows = (int)t.Dims[0], cols = (int)t.Dims[1];
-        for (int r = 0; r < rows; r++)
-            for (int c = 0; c < cols; c++) dst[c * rows + r] = flat[r * cols + c];
+        // in 32 × 32 blocks, so that neither side strides through memory a row at a time
+        const int B = 32;
+        for (int r0 = 0; r0 < rows; r0 += B)
+            for (int c0 = 0; c0 < cols; c0 += B)
+            {
+                int r1 = Math.Min(r0 + B, rows), c1 = Math.Min(c0 + B, cols);
+                for (int c = c0; c < c1; c++)
+                    for (int r = r0; r < r1; r++) dst[c * rows + r] = flat[r * cols + c];
+            }
     }
 }

@@ -216,6 +216,138 @@ public class OnnxImportTests
         Assert.Equal(h2.AsSpan(0, H).ToArray(), embedder.Encode("the cafe owner"));
     }
 
+    /// <summary>
+    /// Moves every initializer of at least <paramref name="threshold"/> bytes out of <paramref name="model"/> into external
+    /// data files as ONNX's external-data writer does (data_location EXTERNAL; location, offset, length as strings):
+    /// <paramref name="fileOf"/> names each tensor's file (relative to the model's folder).
+    /// </summary>
+    internal static void ToExternalData(OnnxModel model, string folder, Func<string, string> fileOf, int threshold = 1024)
+    {
+        var streams = new Dictionary<string, FileStream>();
+        try
+        {
+            foreach (var t in model.Graph.Initializer.Where(t => t.HasRawData && t.RawData.Length >= threshold))
+            {
+                string location = fileOf(t.Name);
+                if (!streams.TryGetValue(location, out var fs))
+                {
+                    string path = Path.Combine(folder, location);
+                    Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+                    streams[location] = fs = File.Create(path);
+                }
+                fs.Position = (fs.Length + 4095) / 4096 * 4096; // page-aligned offsets, as the writer aligns large tensors
+                long offset = fs.Position;
+                fs.Write(t.RawData.Span);
+                t.ClearRawData();
+                t.DataLocation = 1;
+                t.ExternalData.Add(new OnnxStringEntry { Key = "location", Value = location });
+                t.ExternalData.Add(new OnnxStringEntry { Key = "offset", Value = offset.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+                t.ExternalData.Add(new OnnxStringEntry { Key = "length", Value = (fs.Position - offset).ToString(System.Globalization.CultureInfo.InvariantCulture) });
+            }
+        }
+        finally { foreach (var fs in streams.Values) fs.Dispose(); }
+    }
+
+    [Theory]
+    [InlineData("one file")]
+    [InlineData("a file per tensor")]
+    [InlineData("in a subfolder")]
+    public void ExternalData_LoadsAsTheInlineFile_BitForBit(string layout)
+    {
+        using var dir = new TempDir();
+        var w = Checkpoint(seed: 5);
+        var bytes = Export(w, "plain");
+        Directory.CreateDirectory(dir.File("inline"));
+        File.WriteAllBytes(dir.File("inline/model.onnx"), bytes);
+        var m = OnnxModel.Parser.ParseFrom(bytes);
+        string folder = dir.File("external");
+        Directory.CreateDirectory(folder);
+        ToExternalData(m, folder, layout switch
+        {
+            "one file" => _ => "model.onnx_data",
+            "a file per tensor" => name => name.Replace(':', '_'),
+            _ => _ => "data/weights.bin",
+        });
+        Assert.Contains(m.Graph.Initializer, t => t.DataLocation == 1);
+        File.WriteAllBytes(Path.Combine(folder, "model.onnx"), m.ToByteArray());
+        Assert.True(new FileInfo(Path.Combine(folder, "model.onnx")).Length < bytes.Length / 4);
+        using var inline = BertModel.Load(dir.File("inline/model.onnx"));
+        using var external = BertModel.Load(Path.Combine(folder, "model.onnx"));
+        int[] ids = [2, 7, 11, 3, 40, 9];
+        float[] Hidden(BertModel model)
+        {
+            using var session = new EmbeddingSession(model, null);
+            var hs = new float[ids.Length * H];
+            session.HiddenStates(ids, [ids.Length], hs);
+            return hs;
+        }
+        var a = Hidden(inline);
+        Assert.Equal(a, Hidden(external));
+        AssertClose(RefBert(w, "", ids), a, layout);
+        // every parameter reads the same values, transposed or not
+        var fi = OnnxModelFile.Open(dir.File("inline/model.onnx"));
+        var fe = OnnxModelFile.Open(Path.Combine(folder, "model.onnx"));
+        Assert.Equal(fi.TensorNames.Order(), fe.TensorNames.Order());
+        foreach (var name in fi.TensorNames)
+        {
+            Assert.True(fi.TryGetShape(name, out var shape));
+            int n = (int)shape.Aggregate(1L, (x, y) => x * y);
+            float[] x1 = new float[n], x2 = new float[n];
+            fi.ReadFloat32(name, x1);
+            fe.ReadFloat32(name, x2);
+            Assert.Equal(x1, x2);
+        }
+    }
+
+    [Fact]
+    public void ExternalData_Malformed_IsInvalidData_AndNeverReadsOutsideTheFolder()
+    {
+        using var dir = new TempDir();
+        var w = Checkpoint(seed: 5);
+        var bytes = Export(w, "plain");
+        string folder = dir.File("m");
+        Directory.CreateDirectory(folder);
+        File.WriteAllBytes(dir.File("outside.bin"), new byte[1 << 20]);
+        string Write(Action<OnnxTensor>? change, string file = "model.onnx")
+        {
+            var m = OnnxModel.Parser.ParseFrom(bytes);
+            ToExternalData(m, folder, _ => "model.onnx_data");
+            var t = m.Graph.Initializer.First(t => t.DataLocation == 1);
+            change?.Invoke(t);
+            string path = Path.Combine(folder, file);
+            File.WriteAllBytes(path, m.ToByteArray());
+            return path;
+        }
+        void Set(OnnxTensor t, string key, string value)
+        {
+            if (t.ExternalData.FirstOrDefault(e => e.Key == key) is { } e) e.Value = value;
+            else t.ExternalData.Add(new OnnxStringEntry { Key = key, Value = value });
+        }
+        string Fails(Action<OnnxTensor> change) => Assert.Throws<InvalidDataException>(() => OnnxModelFile.Open(Write(change))).Message;
+        Assert.Contains("leaves the model's folder", Fails(t => Set(t, "location", "../outside.bin")));
+        Assert.Contains("leaves the model's folder", Fails(t => Set(t, "location", "data/../../outside.bin")));
+        Assert.Contains("not a path relative", Fails(t => Set(t, "location", dir.File("outside.bin"))));
+        Assert.Contains("does not exist", Fails(t => Set(t, "location", "missing.bin")));
+        Assert.Contains("has no location", Fails(t => t.ExternalData.Remove(t.ExternalData.First(e => e.Key == "location"))));
+        Assert.Contains("but length", Fails(t => Set(t, "length", "4")));
+        Assert.Contains("not a byte count", Fails(t => Set(t, "offset", "-8")));
+        Assert.Contains("not a byte count", Fails(t => Set(t, "offset", "0x10")));
+        Assert.Contains("which has", Fails(t => Set(t, "offset", "999999999999")));
+        Assert.Contains("twice", Fails(t => t.ExternalData.Add(new OnnxStringEntry { Key = "offset", Value = "0" })));
+        Assert.Contains("not EXTERNAL", Fails(t => t.DataLocation = 0));
+        Assert.Contains("also carries data", Fails(t => t.RawData = ByteString.CopyFrom(new byte[4])));
+        // parsed from a stream or from memory there is no folder to read the data file from
+        string good = Write(null);
+        using (var fs = File.OpenRead(good))
+            Assert.Contains("open the model from its path", Assert.Throws<InvalidDataException>(() => OnnxModelFile.Load(fs)).Message);
+        Assert.Contains("open the model from its path", Assert.Throws<InvalidDataException>(() => OnnxModelFile.Load(File.ReadAllBytes(good))).Message);
+        // the data file cut short after the model was opened: the read says so
+        var opened = OnnxModelFile.Open(good);
+        using (var fs = new FileStream(Path.Combine(folder, "model.onnx_data"), FileMode.Open)) fs.SetLength(0);
+        Assert.True(opened.TryGetShape("embeddings.word_embeddings.weight", out var shape));
+        Assert.Contains("ended early", Assert.Throws<InvalidDataException>(() => opened.ReadFloat32("embeddings.word_embeddings.weight", new float[shape[0] * shape[1]])).Message);
+    }
+
     [Fact]
     public void Malformed_OrUnmatchable_FilesAreInvalidData()
     {
@@ -236,7 +368,7 @@ public class OnnxImportTests
         t.Dims.Add(4);
         ext.Initializer.Add(t);
         File.WriteAllBytes(path, new OnnxModel { Graph = ext }.ToByteArray());
-        Assert.Contains("external data", Assert.Throws<InvalidDataException>(() => OnnxModelFile.Open(path)).Message);
+        Assert.Contains("has no location", Assert.Throws<InvalidDataException>(() => OnnxModelFile.Open(path)).Message);
         // a BERT export whose heads cannot be found and that has no config.json
         var w = Checkpoint(seed: 3);
         var bytes = Export(w, "scale-only");
