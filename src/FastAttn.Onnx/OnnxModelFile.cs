@@ -357,6 +357,7 @@ public sealed class OnnxModelFile : ITensorSource
         }
         MapFusedNodes(named);
         MapQuantizedProducts(named);
+        MapBlockQuantizedProducts(named);
         return _values.Where(kv => IsFloat(kv.Value.DataType) && kv.Value.Dims.Count >= 2 && !named.Contains(kv.Key)).Select(kv => kv.Key).ToList();
     }
 
@@ -382,7 +383,7 @@ public sealed class OnnxModelFile : ITensorSource
             if (mul == null) continue;
             string factor = mul.Inputs[0] == cast!.Outputs[0] ? mul.Inputs[1] : mul.Inputs[0];
             float[]? scale = FloatValues(factor)
-                ?? (ProducerOf(factor) is { OpType: "Mul", Inputs.Count: 2 } sm ? sm.Inputs.Select(FloatValues).FirstOrDefault(v => v != null) : null);
+                ?? (ProducerOf(factor) is { OpType: "Mul", Inputs.Count: 2 } sm ? sm.Inputs.Select(i => FloatValues(i)).FirstOrDefault(v => v != null) : null);
             if (scale == null || (scale.Length != 1 && scale.Length != cols)) continue;
             string? bias = ConsumersOf(mul.Outputs[0]).FirstOrDefault(c => c.OpType == "Add" && c.Inputs.Count == 2) is { } add
                 ? (add.Inputs[0] == mul.Outputs[0] ? add.Inputs[1] : add.Inputs[0]) : null;
@@ -405,12 +406,79 @@ public sealed class OnnxModelFile : ITensorSource
         }
     }
 
-    /// <summary>A float constant's values (at most 2²⁰), or null.</summary>
-    private float[]? FloatValues(string name)
+    /// <summary>
+    /// ONNX Runtime's block-quantised products (com.microsoft <c>MatMulNBits</c>: what its 4-bit weight quantiser writes, e.g.
+    /// the <c>model_q4.onnx</c> files of Hugging Face repositories made for transformers.js): B is [N, blocks, block bytes] of
+    /// <c>bits</c>-bit codes packed low bits first along K, one scale per (column, block) and an optional zero point per
+    /// (column, block) — packed codes of the same width, or values of the scales' type; 2^(bits−1) when absent. Each
+    /// weight is read dequantised, (code − zero point)·scale, already in PyTorch's [out, in] layout, and named after the
+    /// node's bias input or the bias added after it, like a MatMul's weight. FastAttn then runs the layer with those weights.
+    /// </summary>
+    private void MapBlockQuantizedProducts(HashSet<string> named)
     {
-        if (!_values.TryGetValue(name, out var t) || t.DataType != 1) return null;
+        foreach (var n in Nodes)
+        {
+            if (n.OpType != "MatMulNBits" || n.Domain != "com.microsoft" || n.Inputs.Count < 3 || n.Outputs.Count == 0 || n.Outputs[0].Length == 0) continue;
+            long k = n.IntAttribute("K") ?? 0, cols = n.IntAttribute("N") ?? 0, bits = n.IntAttribute("bits") ?? 4, block = n.IntAttribute("block_size") ?? 0;
+            if (k < 1 || cols < 1 || bits is not (2 or 4 or 8) || block < 16 || (block & (block - 1)) != 0 || k * cols > int.MaxValue) continue;
+            int blocks = (int)((k + block - 1) / block), blobBytes = (int)(block * bits / 8);
+            if (!_values.TryGetValue(n.Inputs[1], out var q) || q.DataType != 2 || q.Dims.Count != 3 || q.Dims[0] != cols || q.Dims[1] != blocks || q.Dims[2] != blobBytes) continue;
+            float[]? scale = FloatValues(n.Inputs[2], 1L << 26);
+            if (scale == null || scale.Length != cols * blocks) continue;
+            // zero points: packed codes (uint8) or values of the scales' type, per (column, block)
+            float[]? zeroValues = null;
+            byte[]? zeroCodes = null;
+            int zeroBytesPerColumn = (int)((blocks * bits + 7) / 8);
+            if (n.Inputs.Count >= 4 && n.Inputs[3].Length > 0)
+            {
+                if (!_values.TryGetValue(n.Inputs[3], out var z)) continue;
+                if (z.DataType == 2)
+                {
+                    long count = z.Dims.Aggregate(1L, (a, b) => a * b);
+                    if (count != cols * zeroBytesPerColumn) continue;
+                    zeroCodes = Raw(z).ToArray();
+                    if (zeroCodes.Length != count) continue;
+                }
+                else if ((zeroValues = FloatValues(n.Inputs[3], 1L << 26)) == null || zeroValues.Length != cols * blocks) continue;
+            }
+            if (n.Inputs.Count >= 5 && n.Inputs[4].Length > 0) continue; // g_idx (a column order of its own): not read
+            // the name: the node's own bias input (sixth), else the Add after it
+            string? bias = n.Inputs.Count >= 6 && n.Inputs[5].Length > 0 ? n.Inputs[5] : null;
+            string? name = bias != null
+                ? (bias.EndsWith(".bias", StringComparison.Ordinal) && _values.ContainsKey(bias) ? bias[..^".bias".Length] + ".weight" : null)
+                : BiasName(n, gemm: false);
+            if (name == null) continue;
+            var codes = Raw(q);
+            if (codes.Length != cols * blocks * blobBytes) continue;
+            int mask = (1 << (int)bits) - 1, perByte = 8 / (int)bits;
+            float defaultZero = 1 << (int)(bits - 1);
+            var w = new float[cols * k];
+            for (int c = 0; c < cols; c++)
+                for (int b = 0; b < blocks; b++)
+                {
+                    int cb = c * blocks + b;
+                    float zero = zeroValues != null ? zeroValues[cb]
+                        : zeroCodes != null ? (zeroCodes[c * zeroBytesPerColumn + b / perByte] >> (int)(b % perByte * bits)) & mask
+                        : defaultZero;
+                    float s = scale[cb];
+                    var blob = codes.Slice(cb * blobBytes, blobBytes);
+                    for (int j = 0, kk = b * (int)block; j < block && kk < k; j++, kk++)
+                        w[c * k + kk] = (((blob[j / perByte] >> (j % perByte * (int)bits)) & mask) - zero) * s;
+                }
+            var t = new OnnxTensor { Name = n.Inputs[1], DataType = 1, RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.AsSpan())) };
+            t.Dims.Add(cols);
+            t.Dims.Add(k);
+            _params[name] = (t, false, n.Inputs[1], 0, 1);
+            named.Add(n.Inputs[1]);
+        }
+    }
+
+    /// <summary>A float constant's values (at most 2²⁰), or null.</summary>
+    private float[]? FloatValues(string name, long limit = 1 << 20)
+    {
+        if (!_values.TryGetValue(name, out var t) || !IsFloat(t.DataType)) return null;
         long n = t.Dims.Aggregate(1L, (a, b) => a * b);
-        if (n < 1 || n > 1 << 20) return null;
+        if (n < 1 || n > limit) return null;
         var v = new float[n];
         Read(t, false, v);
         return v;

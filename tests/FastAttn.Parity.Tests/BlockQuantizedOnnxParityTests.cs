@@ -1,0 +1,173 @@
+using System.Runtime.InteropServices;
+using FastAttn.Embeddings;
+using FastAttn.Onnx.Proto;
+using FastAttn.TestSupport;
+using Google.Protobuf;
+using Microsoft.ML.OnnxRuntime;
+using OnnxNode = FastAttn.Onnx.Proto.OnnxNode;
+
+namespace FastAttn.Parity.Tests;
+
+/// <summary>
+/// A BERT whose weight products are ONNX Runtime's block-quantised com.microsoft <c>MatMulNBits</c> (what its 4-bit
+/// weight quantiser writes: the <c>model_q4.onnx</c> files of repositories made for transformers.js). No such file is
+/// served here, so the test writes one from all-MiniLM-L6-v2 by the operator's schema — codes packed low bits first
+/// along K, a scale per (column, block), zero points packed the same way or left to the default 2^(bits−1) — and
+/// ONNX Runtime runs it. FastAttn reads the weights dequantised and must match ONNX Runtime on that file, and on an
+/// FP32 twin holding the same dequantised weights.
+/// </summary>
+public class BlockQuantizedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
+{
+    private static int Write(string quantised, string dequantised, int bits, int block, bool zeroPoints)
+    {
+        var bytes = File.ReadAllBytes(MiniLmPackage.Files.Model);
+        var q = OnnxModel.Parser.ParseFrom(bytes);
+        var d = OnnxModel.Parser.ParseFrom(bytes);
+        var inits = q.Graph.Initializer.ToDictionary(t => t.Name);
+        var dInits = d.Graph.Initializer.ToDictionary(t => t.Name);
+        var nodes = new List<OnnxNode>();
+        int count = 0, levels = (1 << bits) - 1, perByte = 8 / bits;
+        foreach (var n in q.Graph.Node)
+        {
+            if (n.OpType != "MatMul" || n.Input.Count != 2 || !inits.TryGetValue(n.Input[1], out var w) || w.DataType != 1 || w.Dims.Count != 2)
+            {
+                nodes.Add(n);
+                continue;
+            }
+            var f = MemoryMarshal.Cast<byte, float>(w.RawData.Span).ToArray();
+            int k = (int)w.Dims[0], cols = (int)w.Dims[1];                     // MatMul's B is [K, N]
+            int blocks = (k + block - 1) / block, blob = block * bits / 8, zeroBytes = (blocks * bits + 7) / 8;
+            var codes = new byte[cols * blocks * blob];
+            var scales = new float[cols * blocks];
+            var zeros = new byte[cols * zeroBytes];
+            var deq = new float[k * cols];
+            for (int c = 0; c < cols; c++)
+                for (int b = 0; b < blocks; b++)
+                {
+                    int k0 = b * block, k1 = Math.Min(k, k0 + block);
+                    float min = 0, max = 0, absMax = 0;
+                    for (int kk = k0; kk < k1; kk++) { float x = f[kk * cols + c]; min = Math.Min(min, x); max = Math.Max(max, x); absMax = Math.Max(absMax, MathF.Abs(x)); }
+                    // asymmetric with a zero point, or symmetric around the default zero point 2^(bits−1)
+                    int zero;
+                    float scale;
+                    if (zeroPoints) { scale = Math.Max(max - min, 1e-8f) / levels; zero = Math.Clamp((int)MathF.Round(-min / scale), 0, levels); }
+                    else { zero = 1 << (bits - 1); scale = Math.Max(absMax, 1e-8f) / (zero - 1); }
+                    scales[c * blocks + b] = scale;
+                    zeros[c * zeroBytes + b / perByte] |= (byte)(zero << (b % perByte * bits));
+                    for (int kk = k0; kk < k1; kk++)
+                    {
+                        int j = kk - k0, code = Math.Clamp((int)MathF.Round(f[kk * cols + c] / scale) + zero, 0, levels);
+                        codes[(c * blocks + b) * blob + j / perByte] |= (byte)(code << (j % perByte * bits));
+                        deq[kk * cols + c] = (code - zero) * scale;
+                    }
+                }
+            string wq = n.Input[1] + "_Q" + bits, ws = n.Input[1] + "_scales", wz = n.Input[1] + "_zero_points";
+            var tq = new OnnxTensor { Name = wq, DataType = 2, RawData = ByteString.CopyFrom(codes) };
+            tq.Dims.AddRange([cols, blocks, blob]);
+            var ts = new OnnxTensor { Name = ws, DataType = 1, RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(scales.AsSpan())) };
+            ts.Dims.Add(cols * blocks);
+            q.Graph.Initializer.Add(tq);
+            q.Graph.Initializer.Add(ts);
+            var m = new OnnxNode { OpType = "MatMulNBits", Domain = "com.microsoft", Name = "q_" + n.Output[0] };
+            m.Input.AddRange([n.Input[0], wq, ws]);
+            if (zeroPoints)
+            {
+                var tz = new OnnxTensor { Name = wz, DataType = 2, RawData = ByteString.CopyFrom(zeros) };
+                tz.Dims.Add(cols * zeroBytes);
+                q.Graph.Initializer.Add(tz);
+                m.Input.Add(wz);
+            }
+            m.Output.Add(n.Output[0]);
+            foreach (var (name, v) in new[] { ("K", k), ("N", cols), ("bits", bits), ("block_size", block) })
+                m.Attribute.Add(new OnnxAttribute { Name = name, I = v, Type = 2 });
+            nodes.Add(m);
+            dInits[n.Input[1]].RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(deq.AsSpan()));
+            count++;
+        }
+        var used = nodes.SelectMany(n => n.Input).ToHashSet();
+        var kept = q.Graph.Initializer.Where(t => used.Contains(t.Name)).ToList();
+        q.Graph.Initializer.Clear();
+        q.Graph.Initializer.AddRange(kept);
+        q.Graph.Node.Clear();
+        q.Graph.Node.AddRange(nodes);
+        if (!q.OpsetImport.Any(o => o.Domain == "com.microsoft")) q.OpsetImport.Add(new OnnxOpset { Domain = "com.microsoft", Version = 1 });
+        File.WriteAllBytes(quantised, q.ToByteArray());
+        File.WriteAllBytes(dequantised, d.ToByteArray());
+        return count;
+    }
+
+    [Theory]
+    [InlineData(4, 32, true)]     // the quantiser's usual setting: 4 bits, blocks of 32, zero points
+    [InlineData(4, 128, false)]   // symmetric: the default zero point 8
+    [InlineData(4, 256, true)]    // a block longer than half of K = 384: the last block padded
+    [InlineData(8, 64, true)]
+    public void ABlockQuantisedExport_MatchesOnnxRuntime(int bits, int block, bool zeroPoints)
+    {
+        string dir = Path.Combine(PackagedModel.CacheRoot, $"all-MiniLM-L6-v2-{MiniLmPackage.Version}-nbits{bits}-{block}-{zeroPoints}-{Environment.ProcessId}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            string quantised = Path.Combine(dir, "model.onnx"), dequantised = Path.Combine(dir, "fp32-dequantised.onnx");
+            Assert.Equal(36, Write(quantised, dequantised, bits, block, zeroPoints));   // 6 layers × (Q, K, V, output, two feed-forward)
+            File.Copy(MiniLmPackage.Files.Vocab, Path.Combine(dir, "vocab.txt"), overwrite: true);
+            using var embedder = SentenceEmbedder.Load(dir, options: new SentenceEmbedderOptions { MaxSessions = 1 });
+            Assert.Empty(FastAttn.Onnx.OnnxModelFile.Open(quantised).Unmatched);
+            using var session = new EmbeddingSession(embedder.Model, embedder.Tokenizer);
+            using var ortQ = new InferenceSession(quantised, new SessionOptions { IntraOpNumThreads = 1 });
+            using var ortFp32 = new InferenceSession(dequantised, new SessionOptions { IntraOpNumThreads = 1 });
+            using var ortOriginal = new InferenceSession(MiniLmPackage.Files.Model, new SessionOptions { IntraOpNumThreads = 1 });
+            int h = embedder.Model.Config.HiddenSize;
+            double worstQ = 0, worstFp32 = 0, toOriginal = 1;
+            foreach (var s in MiniLmParityTests.BuiltIn.Take(20))
+            {
+                var ids = embedder.Tokenizer.Encode(s);
+                var mine = new float[ids.Length * h];
+                session.HiddenStates(ids, [ids.Length], mine);
+                double Rel(float[] reference)
+                {
+                    double mr = reference.Max(MathF.Abs), md = 0;
+                    for (int i = 0; i < mine.Length; i++) md = Math.Max(md, Math.Abs(mine[i] - reference[i]));
+                    return md / mr;
+                }
+                worstQ = Math.Max(worstQ, Rel(MiniLmParityTests.Ort(ortQ, ids)));
+                worstFp32 = Math.Max(worstFp32, Rel(MiniLmParityTests.Ort(ortFp32, ids)));
+                var original = MiniLmParityTests.Ort(ortOriginal, ids);
+                toOriginal = Math.Min(toOriginal, Vectors.Cosine(Mean(mine, ids.Length, h), Mean(original, ids.Length, h)));
+            }
+            output.WriteLine($"{bits} bits, blocks of {block}, zero points {zeroPoints}: max|Δ|/max|ref| against ONNX Runtime on the quantised file {worstQ:E2}, "
+                + $"on the FP32 twin {worstFp32:E2}; mean-pooled cosine with the unquantised model ≥ {toOriginal:F5}");
+            Assert.True(worstFp32 <= 2e-6, $"against the FP32 twin: {worstFp32:E2}");
+            Assert.True(worstQ <= 1e-5, $"against ONNX Runtime on the quantised file: {worstQ:E2}");
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
+    [Fact]
+    public void AMalformedBlockQuantisedProduct_IsInvalidData()
+    {
+        string dir = Path.Combine(PackagedModel.CacheRoot, $"all-MiniLM-L6-v2-{MiniLmPackage.Version}-nbits-bad-{Environment.ProcessId}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            string path = Path.Combine(dir, "model.onnx");
+            Write(path, Path.Combine(dir, "fp32-dequantised.onnx"), 4, 32, true);
+            File.Copy(MiniLmPackage.Files.Vocab, Path.Combine(dir, "vocab.txt"), overwrite: true);
+            var m = OnnxModel.Parser.ParseFrom(File.ReadAllBytes(path));
+            // one product whose codes do not fit its K: its weight is not read, and the model says which one is missing
+            var node = m.Graph.Node.First(n => n.OpType == "MatMulNBits");
+            node.Attribute.First(a => a.Name == "K").I = 400;
+            File.WriteAllBytes(path, m.ToByteArray());
+            var e = Assert.Throws<InvalidDataException>(() => SentenceEmbedder.Load(dir, options: new SentenceEmbedderOptions { MaxSessions = 1 }));
+            output.WriteLine(e.Message);
+            Assert.Contains("weight", e.Message);
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
+    private static float[] Mean(float[] hidden, int tokens, int h)
+    {
+        var v = new float[h];
+        for (int t = 0; t < tokens; t++) for (int c = 0; c < h; c++) v[c] += hidden[t * h + c] / tokens;
+        return v;
+    }
+}
