@@ -101,6 +101,7 @@ public class BlockQuantizedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper 
     [InlineData(4, 128, false)]   // symmetric: the default zero point 8
     [InlineData(4, 256, true)]    // a block longer than half of K = 384: the last block padded
     [InlineData(8, 64, true)]
+    [InlineData(2, 32, true)]
     public void ABlockQuantisedExport_MatchesOnnxRuntime(int bits, int block, bool zeroPoints)
     {
         string dir = Path.Combine(PackagedModel.CacheRoot, $"all-MiniLM-L6-v2-{MiniLmPackage.Version}-nbits{bits}-{block}-{zeroPoints}-{Environment.ProcessId}");
