@@ -358,6 +358,7 @@ public sealed class OnnxModelFile : ITensorSource
         MapFusedNodes(named);
         MapQuantizedProducts(named);
         MapBlockQuantizedProducts(named);
+        MapQuantizedTables(named);
         return _values.Where(kv => IsFloat(kv.Value.DataType) && kv.Value.Dims.Count >= 2 && !named.Contains(kv.Key)).Select(kv => kv.Key).ToList();
     }
 
@@ -473,6 +474,53 @@ public sealed class OnnxModelFile : ITensorSource
         }
     }
 
+    /// <summary>
+    /// Embedding tables quantised the way ONNX Runtime's <c>quantize_dynamic</c> quantises a Gather's data (Gather is among
+    /// the operators it quantises by default): the table is an int8/uint8 initializer named <c>X_quantized</c>, the Gather
+    /// picks its rows, and a <c>DequantizeLinear</c> with the table's scale and zero point (per tensor, or per row along
+    /// axis 0) turns them back into floats. The table is read dequantised, (q − zero point)·scale, under the name X.
+    /// </summary>
+    private void MapQuantizedTables(HashSet<string> named)
+    {
+        const string suffix = "_quantized";
+        foreach (var dq in Nodes)
+        {
+            if (dq.OpType != "DequantizeLinear" || dq.Inputs.Count < 2 || ProducerOf(dq.Inputs[0]) is not { OpType: "Gather", Inputs.Count: 2 } gather) continue;
+            string table = gather.Inputs[0];
+            if ((gather.IntAttribute("axis") ?? 0) != 0 || !table.EndsWith(suffix, StringComparison.Ordinal)) continue;
+            string name = table[..^suffix.Length];
+            if (!LooksLikeParameter(name) || _params.ContainsKey(name)) continue;
+            if (!_values.TryGetValue(table, out var q) || q.DataType is not (2 or 3) || q.Dims.Count != 2 || q.Dims[0] < 1 || q.Dims[1] < 1) continue;
+            int rows = (int)q.Dims[0], cols = (int)q.Dims[1];
+            float[]? scale = FloatValues(dq.Inputs[1], 1L << 26);
+            int[]? zero = dq.Inputs.Count >= 3 && dq.Inputs[2].Length > 0 ? IntValues(dq.Inputs[2], q.DataType, 1L << 26) : [0];
+            long axis = dq.IntAttribute("axis") ?? 1;
+            bool perRow = scale is { Length: > 1 };
+            if (scale == null || zero == null || (perRow && (scale.Length != rows || axis != 0)) || (zero.Length != 1 && zero.Length != scale.Length)) continue;
+            var raw = Raw(q);
+            if (raw.Length != (long)rows * cols) continue;
+            var w = new float[rows * cols];
+            for (int r = 0; r < rows; r++)
+            {
+                float s = scale[perRow ? r : 0];
+                int z = zero[zero.Length == 1 ? 0 : r];
+                for (int c = 0; c < cols; c++)
+                {
+                    int i = r * cols + c;
+                    w[i] = ((q.DataType == 3 ? (sbyte)raw[i] : raw[i]) - z) * s;
+                }
+            }
+            var t = new OnnxTensor { Name = table, DataType = 1, RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.AsSpan())) };
+            t.Dims.Add(rows);
+            t.Dims.Add(cols);
+            _params[name] = (t, false, table, 0, 1);
+            named.Add(table);
+            // its scale (X_scale) is quantisation plumbing, not a parameter of the model
+            _params.Remove(dq.Inputs[1]);
+            named.Add(dq.Inputs[1]);
+        }
+    }
+
     /// <summary>A float constant's values (at most 2²⁰), or null.</summary>
     private float[]? FloatValues(string name, long limit = 1 << 20)
     {
@@ -485,11 +533,11 @@ public sealed class OnnxModelFile : ITensorSource
     }
 
     /// <summary>An int8/uint8 constant's values of type <paramref name="dataType"/> (at most 2²⁰), or null.</summary>
-    private int[]? IntValues(string name, int dataType)
+    private int[]? IntValues(string name, int dataType, long limit = 1 << 20)
     {
         if (!_values.TryGetValue(name, out var t) || t.DataType != dataType) return null;
         long n = t.Dims.Aggregate(1L, (a, b) => a * b);
-        if (n < 1 || n > 1 << 20) return null;
+        if (n < 1 || n > limit) return null;
         var v = new int[n];
         bool hasRaw = HasRaw(t);
         var raw = hasRaw ? Raw(t) : default;

@@ -29,7 +29,7 @@ public class QuantizedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper outpu
     }
 
     /// <summary>Writes the quantised model (<paramref name="quantised"/>) and the FP32 model with its dequantised weights (<paramref name="dequantised"/>).</summary>
-    private static int Write(string quantised, string dequantised, bool perColumn, bool unsigned)
+    private static int Write(string quantised, string dequantised, bool perColumn, bool unsigned, bool tables = false)
     {
         var bytes = File.ReadAllBytes(MiniLmPackage.Files.Model);
         var q = OnnxModel.Parser.ParseFrom(bytes);
@@ -40,6 +40,31 @@ public class QuantizedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper outpu
         int count = 0;
         foreach (var n in q.Graph.Node)
         {
+            // quantize_dynamic's Gather: the table quantised per tensor (X_quantized, X_scale, X_zero_point), the rows picked
+            // from it and dequantised by a DequantizeLinear into the Gather's old output
+            if (tables && n.OpType == "Gather" && inits.TryGetValue(n.Input[0], out var e) && e.DataType == 1 && e.Dims.Count == 2)
+            {
+                var ef = MemoryMarshal.Cast<byte, float>(e.RawData.Span).ToArray();
+                float lo = Math.Min(0, ef.Min()), hi = Math.Max(0, ef.Max());
+                float es = (hi - lo) / 255f;
+                int ez = unsigned ? Math.Clamp((int)MathF.Round(-lo / es), 0, 255) : 0;
+                if (!unsigned) es = Math.Max(-lo, hi) / 127f;
+                var eq = ef.Select(x => unsigned ? Math.Clamp((int)MathF.Round(x / es) + ez, 0, 255) : Math.Clamp((int)MathF.Round(x / es), -127, 127)).ToArray();
+                string eqName = n.Input[0] + "_quantized", esName = n.Input[0] + "_scale", ezName = n.Input[0] + "_zero_point", ey = n.Output[0];
+                int etype = unsigned ? 2 : 3;
+                var qt = new OnnxTensor { Name = eqName, DataType = etype, RawData = ByteString.CopyFrom(eq.Select(v => unchecked((byte)v)).ToArray()) };
+                qt.Dims.AddRange(e.Dims);
+                q.Graph.Initializer.Add(qt);
+                q.Graph.Initializer.Add(new OnnxTensor { Name = esName, DataType = 1, RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(new[] { es }.AsSpan())) });
+                q.Graph.Initializer.Add(new OnnxTensor { Name = ezName, DataType = etype, RawData = ByteString.CopyFrom([unchecked((byte)ez)]) });
+                n.Input[0] = eqName;
+                n.Output[0] = ey + "_quantized";
+                nodes.Add(n);
+                nodes.Add(Node("DequantizeLinear", [ey + "_quantized", esName, ezName], [ey]));
+                var edq = eq.Select(v => (v - ez) * es).ToArray();
+                dInits[e.Name].RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(edq.AsSpan()));
+                continue;
+            }
             if (n.OpType != "MatMul" || n.Input.Count != 2 || !inits.TryGetValue(n.Input[1], out var w) || w.DataType != 1 || w.Dims.Count != 2)
             {
                 nodes.Add(n);
@@ -87,16 +112,34 @@ public class QuantizedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper outpu
     }
 
     [Theory]
-    [InlineData(false, false)]   // quantize_dynamic's default: int8, one scale per weight
-    [InlineData(true, true)]     // per-channel scales, uint8 with a zero point
-    public void AQuantisedExport_LoadsWithItsWeightsDequantised(bool perColumn, bool unsigned)
+    [InlineData(false, false, false)]   // int8, one scale per weight
+    [InlineData(true, true, false)]     // per-channel scales, uint8 with a zero point
+    [InlineData(false, false, true)]    // quantize_dynamic's defaults: the embedding tables' Gathers quantised too
+    [InlineData(true, true, true)]
+    public void AQuantisedExport_LoadsWithItsWeightsDequantised(bool perColumn, bool unsigned, bool tables)
     {
-        string dir = Path.Combine(PackagedModel.CacheRoot, $"all-MiniLM-L6-v2-{MiniLmPackage.Version}-q{perColumn}{unsigned}-{Environment.ProcessId}");
+        string dir = Path.Combine(PackagedModel.CacheRoot, $"all-MiniLM-L6-v2-{MiniLmPackage.Version}-q{perColumn}{unsigned}{tables}-{Environment.ProcessId}");
         Directory.CreateDirectory(dir);
         try
         {
             string quantised = Path.Combine(dir, "model.onnx"), dequantised = Path.Combine(dir, "fp32-dequantised.onnx");
-            int products = Write(quantised, dequantised, perColumn, unsigned);
+            int products = Write(quantised, dequantised, perColumn, unsigned, tables);
+            if (tables)
+            {
+                Assert.Equal(3, OnnxModel.Parser.ParseFrom(File.ReadAllBytes(quantised)).Graph.Node.Count(n => n.OpType == "DequantizeLinear"));
+                // the tables as read equal the FP32 twin's exactly (a zero point left out would shift every entry of a table
+                // by one constant, which the embeddings' LayerNorm hides from the outputs)
+                var fq = FastAttn.Onnx.OnnxModelFile.Open(quantised);
+                var fd = FastAttn.Onnx.OnnxModelFile.Open(dequantised);
+                foreach (var table in new[] { "word", "position", "token_type" }.Select(t => $"embeddings.{t}_embeddings.weight"))
+                {
+                    Assert.True(fq.TryGetShape(table, out var shape));
+                    float[] a = new float[shape[0] * shape[1]], b = new float[a.Length];
+                    fq.ReadFloat32(table, a);
+                    fd.ReadFloat32(table, b);
+                    Assert.Equal(b, a);
+                }
+            }
             Assert.Equal(36, products);                                  // 6 layers × (Q, K, V, output, two feed-forward)
             File.Copy(MiniLmPackage.Files.Vocab, Path.Combine(dir, "vocab.txt"), overwrite: true);
             using var embedder = SentenceEmbedder.Load(dir, options: new SentenceEmbedderOptions { MaxSessions = 1 });
