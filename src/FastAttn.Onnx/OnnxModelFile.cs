@@ -404,6 +404,8 @@ public sealed class OnnxModelFile : ITensorSource
             t.Dims.Add(cols);
             _params[bias[..^".bias".Length] + ".weight"] = (t, true, n.Inputs[1], 0, 1);
             named.Add(n.Inputs[1]);
+            // the weight's scale (and a product of it with the input's) is quantisation plumbing, whatever it is named
+            foreach (string plumbing in ProducerOf(factor) is { OpType: "Mul" } fm ? fm.Inputs.Append(factor) : [factor]) { _params.Remove(plumbing); named.Add(plumbing); }
         }
     }
 
@@ -471,6 +473,8 @@ public sealed class OnnxModelFile : ITensorSource
             t.Dims.Add(k);
             _params[name] = (t, false, n.Inputs[1], 0, 1);
             named.Add(n.Inputs[1]);
+            // the scales and zero points are quantisation plumbing, whatever they are named
+            foreach (string plumbing in n.Inputs.Skip(2).Take(2).Where(i => i.Length > 0)) { _params.Remove(plumbing); named.Add(plumbing); }
         }
     }
 

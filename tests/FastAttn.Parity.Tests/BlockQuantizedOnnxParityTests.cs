@@ -61,7 +61,11 @@ public class BlockQuantizedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper 
                         deq[kk * cols + c] = (code - zero) * scale;
                     }
                 }
-            string wq = n.Input[1] + "_Q" + bits, ws = n.Input[1] + "_scales", wz = n.Input[1] + "_zero_points";
+            // named after the layer, as a quantiser working from named weights writes them (X.weight_Q4, X.weight_scales):
+            // the scales then look like parameters, and must not be taken for them
+            string? bias = q.Graph.Node.FirstOrDefault(a => a.OpType == "Add" && a.Input.Contains(n.Output[0]))?.Input.FirstOrDefault(i => i.EndsWith(".bias", StringComparison.Ordinal));
+            string stem = bias != null ? bias[..^".bias".Length] + ".weight" : n.Input[1];
+            string wq = stem + "_Q" + bits, ws = stem + "_scales", wz = stem + "_zero_points";
             var tq = new OnnxTensor { Name = wq, DataType = 2, RawData = ByteString.CopyFrom(codes) };
             tq.Dims.AddRange([cols, blocks, blob]);
             var ts = new OnnxTensor { Name = ws, DataType = 1, RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(scales.AsSpan())) };

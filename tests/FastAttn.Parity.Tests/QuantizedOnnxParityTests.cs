@@ -80,7 +80,11 @@ public class QuantizedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper outpu
             float Scale(int i) => scales[perColumn ? i % cols : 0];
             var qv = f.Select((x, i) => (int)Math.Clamp(MathF.Round(x / Scale(i)), -127, 127) + zero).ToArray();
             var qb = qv.Select(v => unchecked((byte)v)).ToArray();
-            string wq = n.Input[1] + "_quantized", ws = n.Input[1] + "_scale", wz = n.Input[1] + "_zero_point", x = n.Input[0], y = n.Output[0];
+            // named after the layer when a table is quantised too (X.weight_quantized, X.weight_scale, as quantize_dynamic names
+            // a named weight's): the scale then looks like a parameter, and must not be taken for one
+            string? bias = tables ? q.Graph.Node.FirstOrDefault(a => a.OpType == "Add" && a.Input.Contains(n.Output[0]))?.Input.FirstOrDefault(i => i.EndsWith(".bias", StringComparison.Ordinal)) : null;
+            string stem = bias != null ? bias[..^".bias".Length] + ".weight" : n.Input[1];
+            string wq = stem + "_quantized", ws = stem + "_scale", wz = stem + "_zero_point", x = n.Input[0], y = n.Output[0];
             int type = unsigned ? 2 : 3;
             var tq = new OnnxTensor { Name = wq, DataType = type, RawData = ByteString.CopyFrom(qb) };
             tq.Dims.AddRange(w.Dims);
