@@ -156,6 +156,42 @@ public class OnnxImportTests
         AssertClose(RefBert(w, "", ids), hs, variant);
     }
 
+    /// <summary>
+    /// A float16 export (what optimum's <c>--fp16</c> and onnxconverter-common's float16 conversion write, the
+    /// <c>model_fp16.onnx</c> files): every float initializer and Constant stored as FLOAT16. The weights are read widened
+    /// exactly; ε = 1e-12 is 0 in float16 (the file's own value, used as read). Checked against the double reference on
+    /// the weights rounded to float16.
+    /// </summary>
+    [Fact]
+    public void Float16Export_LoadsWithItsWeightsWidened()
+    {
+        using var dir = new TempDir();
+        var w = Checkpoint(seed: 7).ToDictionary(kv => kv.Key, kv => (kv.Value.Data.Select(x => (float)(Half)x).ToArray(), kv.Value.Shape));
+        var m = OnnxModel.Parser.ParseFrom(Export(w, "constant-node"));
+        void ToHalf(OnnxTensor t)
+        {
+            if (t.DataType != 1) return;
+            var f = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(t.RawData.Span).ToArray();
+            var h = f.Select(x => BitConverter.HalfToUInt16Bits((Half)x)).ToArray();
+            t.DataType = 10;
+            t.RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(h.AsSpan()));
+        }
+        foreach (var t in m.Graph.Initializer) ToHalf(t);
+        foreach (var n in m.Graph.Node) foreach (var a in n.Attribute) if (a.T != null) ToHalf(a.T);
+        Assert.DoesNotContain(m.Graph.Initializer, t => t.DataType == 1);
+        string path = dir.File("model_fp16.onnx");
+        File.WriteAllBytes(path, m.ToByteArray());
+        Assert.Empty(OnnxModelFile.Open(path).Unmatched);
+        using var model = BertModel.Load(path);
+        Assert.Equal(Heads, model.Config.NumAttentionHeads);
+        Assert.Equal(0f, model.Config.LayerNormEps);                 // 1e-12 does not survive float16
+        using var session = new EmbeddingSession(model, null);
+        int[] ids = [2, 7, 11, 3, 40];
+        var hs = new float[ids.Length * H];
+        session.HiddenStates(ids, [ids.Length], hs);
+        AssertClose(RefBert(w, "", ids), hs, "float16 export");
+    }
+
     [Fact]
     public void DistilBertExport_NamesMapped_TokenTypesZero_HeadsFromTheGraph()
     {
