@@ -70,6 +70,36 @@ public static class Seeds
         var bm = new OnnxModel { IrVersion = 7, ProducerName = "seed", Graph = b };
         bm.OpsetImport.Add(new OnnxOpset { Domain = "", Version = 13 });
         File.WriteAllBytes(Path.Combine(dir, "bert.onnx"), bm.ToByteArray());
+        // quantised forms: a block-quantised product (MatMulNBits, 4 bits, K 20 in blocks of 16, zero points) with a named
+        // bias after it, and quantize_dynamic's embedding table (Gather of X_quantized, then DequantizeLinear)
+        var qg = new OnnxGraph();
+        Tensor(qg, "nb_Q4", 2, Enumerable.Range(0, 2 * 2 * 8).Select(i => (byte)(i * 37)).ToArray(), 2, 2, 8);
+        qg.Initializer.Add(Floats("nb_scales", 4, 4));
+        Tensor(qg, "nb_zero_points", 2, [0x38, 0x71], 2);
+        qg.Initializer.Add(Floats("nb.bias", 3, 3));
+        var mm = new Onnx.Proto.OnnxNode { OpType = "MatMulNBits", Domain = "com.microsoft" };
+        mm.Input.AddRange(["x", "nb_Q4", "nb_scales", "nb_zero_points"]);
+        mm.Output.Add("nb_out");
+        foreach (var (an, av) in new[] { ("K", 20L), ("N", 2L), ("bits", 4L), ("block_size", 16L) }) mm.Attribute.Add(new OnnxAttribute { Name = an, I = av, Type = 2 });
+        qg.Node.Add(mm);
+        qg.Node.Add(Node("Add", ["nb_out", "nb.bias"], "y"));
+        Tensor(qg, "t.weight_quantized", 2, Enumerable.Range(0, 10 * 4).Select(i => (byte)(i * 11)).ToArray(), 10, 4);
+        qg.Initializer.Add(Floats("t.weight_scale", 1));
+        Tensor(qg, "t.weight_zero_point", 2, [128]);
+        qg.Node.Add(Node("Gather", ["t.weight_quantized", "ids"], "rows_q"));
+        qg.Node.Add(Node("DequantizeLinear", ["rows_q", "t.weight_scale", "t.weight_zero_point"], "rows"));
+        qg.Input.Add(new OnnxValueInfo { Name = "x" });
+        qg.Output.Add(new OnnxValueInfo { Name = "y" });
+        var qm = new OnnxModel { IrVersion = 7, ProducerName = "seed", Graph = qg };
+        qm.OpsetImport.Add(new OnnxOpset { Domain = "", Version = 13 });
+        File.WriteAllBytes(Path.Combine(dir, "quantized.onnx"), qm.ToByteArray());
+    }
+
+    private static void Tensor(OnnxGraph g, string name, int type, byte[] data, params long[] dims)
+    {
+        var t = new OnnxTensor { Name = name, DataType = type, RawData = ByteString.CopyFrom(data) };
+        t.Dims.AddRange(dims);
+        g.Initializer.Add(t);
     }
 
     /// <summary>

@@ -423,7 +423,9 @@ public sealed class OnnxModelFile : ITensorSource
         {
             if (n.OpType != "MatMulNBits" || n.Domain != "com.microsoft" || n.Inputs.Count < 3 || n.Outputs.Count == 0 || n.Outputs[0].Length == 0) continue;
             long k = n.IntAttribute("K") ?? 0, cols = n.IntAttribute("N") ?? 0, bits = n.IntAttribute("bits") ?? 4, block = n.IntAttribute("block_size") ?? 0;
-            if (k < 1 || cols < 1 || bits is not (2 or 4 or 8) || block < 16 || (block & (block - 1)) != 0 || k * cols > int.MaxValue) continue;
+            // a block of 16 to 2^16 codes (a power of two, as the schema asks); K and N of int range, K·N too
+            if (k < 1 || cols < 1 || k > int.MaxValue || cols > int.MaxValue || k * cols > int.MaxValue
+                || bits is not (2 or 4 or 8) || block < 16 || block > 1 << 16 || (block & (block - 1)) != 0) continue;
             int blocks = (int)((k + block - 1) / block), blobBytes = (int)(block * bits / 8);
             if (!_values.TryGetValue(n.Inputs[1], out var q) || q.DataType != 2 || q.Dims.Count != 3 || q.Dims[0] != cols || q.Dims[1] != blocks || q.Dims[2] != blobBytes) continue;
             float[]? scale = FloatValues(n.Inputs[2], 1L << 26);
@@ -634,7 +636,7 @@ public sealed class OnnxModelFile : ITensorSource
     {
         if (!_params.TryGetValue(name, out var p)) { shape = []; return false; }
         shape = [.. p.Tensor.Dims];
-        shape[^1] /= p.Parts;
+        if (shape.Length > 0) shape[^1] /= p.Parts;     // a scalar (a parameter-like name on a 0-d constant) has no last axis
         if (p.Transpose && shape.Length == 2) shape = [shape[1], shape[0]];
         return true;
     }

@@ -398,6 +398,18 @@ public class OnnxImportTests
         g.Initializer.Add(GraphBuilder.Tensor("a.weight", new float[5], 2, 3));
         File.WriteAllBytes(path, new OnnxModel { Graph = g }.ToByteArray());
         Assert.Contains("shape", Assert.Throws<InvalidDataException>(() => OnnxModelFile.Open(path)).Message);
+        // a parameter-like name on a scalar (0-d) float constant: listed with an empty shape, readable; it used to throw
+        // IndexOutOfRangeException from TryGetShape (found by the fuzzer) — and a BERT load names it as unexpected
+        var scalar = new OnnxGraph();
+        scalar.Initializer.Add(GraphBuilder.Tensor("a.scale", [0.5f]));
+        File.WriteAllBytes(path, new OnnxModel { Graph = scalar }.ToByteArray());
+        var sf = OnnxModelFile.Open(path);
+        Assert.True(sf.TryGetShape("a.scale", out var scalarShape));
+        Assert.Empty(scalarShape);
+        var one = new float[1];
+        sf.ReadFloat32("a.scale", one);
+        Assert.Equal(0.5f, one[0]);
+        Assert.Throws<InvalidDataException>(() => BertModel.Load(path));
         // external data
         var ext = new OnnxGraph();
         var t = new OnnxTensor { Name = "w", DataType = 1, DataLocation = 1 };
