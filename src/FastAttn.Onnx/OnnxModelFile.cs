@@ -359,6 +359,7 @@ public sealed class OnnxModelFile : ITensorSource
         MapQuantizedProducts(named);
         MapBlockQuantizedProducts(named);
         MapQuantizedTables(named);
+        MapBnb4Products(named);
         return _values.Where(kv => IsFloat(kv.Value.DataType) && kv.Value.Dims.Count >= 2 && !named.Contains(kv.Key)).Select(kv => kv.Key).ToList();
     }
 
@@ -477,6 +478,53 @@ public sealed class OnnxModelFile : ITensorSource
             named.Add(n.Inputs[1]);
             // the scales and zero points are quantisation plumbing, whatever they are named
             foreach (string plumbing in n.Inputs.Skip(2).Take(2).Where(i => i.Length > 0)) { _params.Remove(plumbing); named.Add(plumbing); }
+        }
+    }
+
+    /// <summary>The 16 values of bitsandbytes' 4-bit codes: FP4 (quant_type 0) and NormalFloat4 (quant_type 1), as ONNX Runtime's MatMulBnb4 reads them.</summary>
+    private static readonly float[][] Bnb4Values =
+    [
+        [0f, 5.208333333e-03f, 0.66666667f, 1f, 0.33333333f, 0.5f, 0.16666667f, 0.25f,
+         -0f, -5.208333333e-03f, -0.66666667f, -1f, -0.33333333f, -0.5f, -0.16666667f, -0.25f],
+        [-1f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f, -0.18477343022823334f,
+         -0.09105003625154495f, 0f, 0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
+         0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1f],
+    ];
+
+    /// <summary>
+    /// bitsandbytes-style 4-bit products (com.microsoft <c>MatMulBnb4</c>, the <c>model_bnb4.onnx</c> files of repositories made
+    /// for transformers.js): B holds N·K codes two per byte, the first in the high half, in blocks of block_size along the
+    /// flattened weight, each block scaled by its absmax; a code stands for one of 16 FP4 or NF4 values. The weight is
+    /// [N, K] (transB, the default) or [K, N], read dequantised and named like a MatMul's weight.
+    /// </summary>
+    private void MapBnb4Products(HashSet<string> named)
+    {
+        foreach (var n in Nodes)
+        {
+            if (n.OpType != "MatMulBnb4" || n.Domain != "com.microsoft" || n.Inputs.Count < 3 || n.Outputs.Count == 0 || n.Outputs[0].Length == 0) continue;
+            long k = n.IntAttribute("K") ?? 0, cols = n.IntAttribute("N") ?? 0, block = n.IntAttribute("block_size") ?? 0, type = n.IntAttribute("quant_type") ?? -1;
+            bool transB = (n.IntAttribute("transB") ?? 1) != 0;
+            if (k < 1 || cols < 1 || k > int.MaxValue || cols > int.MaxValue || k * cols > int.MaxValue
+                || block < 16 || block > 1 << 16 || (block & (block - 1)) != 0 || type is not (0 or 1)) continue;
+            long count = k * cols, blocks = (count + block - 1) / block;
+            if (!_values.TryGetValue(n.Inputs[1], out var q) || q.DataType != 2 || q.Dims.Aggregate(1L, (a, b) => a * b) != (count + 1) / 2) continue;
+            float[]? absMax = FloatValues(n.Inputs[2], 1L << 26);
+            if (absMax == null || absMax.Length != blocks) continue;
+            string? name = BiasName(n, gemm: false);
+            if (name == null) continue;
+            var codes = Raw(q);
+            if (codes.Length != (count + 1) / 2) continue;
+            var values = Bnb4Values[type];
+            var w = new float[count];
+            for (int i = 0; i < count; i++)
+                w[i] = values[(codes[i / 2] >> (i % 2 == 0 ? 4 : 0)) & 0xF] * absMax[i / block];
+            var t = new OnnxTensor { Name = n.Inputs[1], DataType = 1, RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.AsSpan())) };
+            t.Dims.Add(transB ? cols : k);
+            t.Dims.Add(transB ? k : cols);
+            _params[name] = (t, !transB, n.Inputs[1], 0, 1);
+            named.Add(n.Inputs[1]);
+            _params.Remove(n.Inputs[2]);
+            named.Add(n.Inputs[2]);
         }
     }
 

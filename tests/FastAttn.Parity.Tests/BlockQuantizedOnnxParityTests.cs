@@ -147,6 +147,121 @@ public class BlockQuantizedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper 
         finally { Directory.Delete(dir, recursive: true); }
     }
 
+    // bitsandbytes' FP4 and NF4 code values, as ONNX Runtime's MatMulBnb4 kernel holds them (see OnnxModelFile)
+    private static readonly float[][] Bnb4 =
+    [
+        [0f, 5.208333333e-03f, 0.66666667f, 1f, 0.33333333f, 0.5f, 0.16666667f, 0.25f, -0f, -5.208333333e-03f, -0.66666667f, -1f, -0.33333333f, -0.5f, -0.16666667f, -0.25f],
+        [-1f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0f,
+         0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1f],
+    ];
+
+    /// <summary>The MatMulBnb4 form: each weight transposed to [N, K], flattened, cut in blocks scaled by their absmax, each value the nearest code.</summary>
+    private static int WriteBnb4(string quantised, string dequantised, int quantType, int block)
+    {
+        var bytes = File.ReadAllBytes(MiniLmPackage.Files.Model);
+        var q = OnnxModel.Parser.ParseFrom(bytes);
+        var d = OnnxModel.Parser.ParseFrom(bytes);
+        var inits = q.Graph.Initializer.ToDictionary(t => t.Name);
+        var dInits = d.Graph.Initializer.ToDictionary(t => t.Name);
+        var nodes = new List<OnnxNode>();
+        int count = 0;
+        var table = Bnb4[quantType];
+        foreach (var n in q.Graph.Node)
+        {
+            if (n.OpType != "MatMul" || n.Input.Count != 2 || !inits.TryGetValue(n.Input[1], out var w) || w.DataType != 1 || w.Dims.Count != 2)
+            {
+                nodes.Add(n);
+                continue;
+            }
+            var f = MemoryMarshal.Cast<byte, float>(w.RawData.Span).ToArray();
+            int k = (int)w.Dims[0], cols = (int)w.Dims[1], total = k * cols, blocks = (total + block - 1) / block;
+            var flat = new float[total];                                   // [N, K]
+            for (int kk = 0; kk < k; kk++) for (int c = 0; c < cols; c++) flat[c * k + kk] = f[kk * cols + c];
+            var codes = new byte[(total + 1) / 2];
+            var absMax = new float[blocks];
+            var deq = new float[total];
+            for (int b = 0; b < blocks; b++)
+            {
+                int i0 = b * block, i1 = Math.Min(total, i0 + block);
+                for (int i = i0; i < i1; i++) absMax[b] = Math.Max(absMax[b], MathF.Abs(flat[i]));
+                for (int i = i0; i < i1; i++)
+                {
+                    float x = absMax[b] > 0 ? flat[i] / absMax[b] : 0;
+                    int best = 0;
+                    for (int c = 1; c < 16; c++) if (MathF.Abs(table[c] - x) < MathF.Abs(table[best] - x)) best = c;
+                    codes[i / 2] |= (byte)(best << (i % 2 == 0 ? 4 : 0));
+                    deq[i] = table[best] * absMax[b];
+                }
+            }
+            string wq = n.Input[1] + "_bnb4", wa = n.Input[1] + "_absmax";
+            var tq = new OnnxTensor { Name = wq, DataType = 2, RawData = ByteString.CopyFrom(codes) };
+            tq.Dims.Add(codes.Length);
+            var ta = new OnnxTensor { Name = wa, DataType = 1, RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(absMax.AsSpan())) };
+            ta.Dims.Add(blocks);
+            q.Graph.Initializer.Add(tq);
+            q.Graph.Initializer.Add(ta);
+            var m = new OnnxNode { OpType = "MatMulBnb4", Domain = "com.microsoft", Name = "bnb4_" + n.Output[0] };
+            m.Input.AddRange([n.Input[0], wq, wa]);
+            m.Output.Add(n.Output[0]);
+            foreach (var (name, v) in new[] { ("K", k), ("N", cols), ("block_size", block), ("quant_type", quantType) })
+                m.Attribute.Add(new OnnxAttribute { Name = name, I = v, Type = 2 });
+            nodes.Add(m);
+            var back = new float[total];                                    // the twin in MatMul's [K, N]
+            for (int kk = 0; kk < k; kk++) for (int c = 0; c < cols; c++) back[kk * cols + c] = deq[c * k + kk];
+            dInits[n.Input[1]].RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(back.AsSpan()));
+            count++;
+        }
+        var used = nodes.SelectMany(n => n.Input).ToHashSet();
+        var kept = q.Graph.Initializer.Where(t => used.Contains(t.Name)).ToList();
+        q.Graph.Initializer.Clear();
+        q.Graph.Initializer.AddRange(kept);
+        q.Graph.Node.Clear();
+        q.Graph.Node.AddRange(nodes);
+        if (!q.OpsetImport.Any(o => o.Domain == "com.microsoft")) q.OpsetImport.Add(new OnnxOpset { Domain = "com.microsoft", Version = 1 });
+        File.WriteAllBytes(quantised, q.ToByteArray());
+        File.WriteAllBytes(dequantised, d.ToByteArray());
+        return count;
+    }
+
+    [Theory]
+    [InlineData(1, 64)]    // NF4, the usual
+    [InlineData(0, 32)]    // FP4
+    public void ABnb4Export_MatchesOnnxRuntime(int quantType, int block)
+    {
+        string dir = Path.Combine(PackagedModel.CacheRoot, $"all-MiniLM-L6-v2-{MiniLmPackage.Version}-bnb4-{quantType}-{block}-{Environment.ProcessId}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            string quantised = Path.Combine(dir, "model.onnx"), dequantised = Path.Combine(dir, "fp32-dequantised.onnx");
+            Assert.Equal(36, WriteBnb4(quantised, dequantised, quantType, block));
+            File.Copy(MiniLmPackage.Files.Vocab, Path.Combine(dir, "vocab.txt"), overwrite: true);
+            using var embedder = SentenceEmbedder.Load(dir, options: new SentenceEmbedderOptions { MaxSessions = 1 });
+            using var session = new EmbeddingSession(embedder.Model, embedder.Tokenizer);
+            using var ortQ = new InferenceSession(quantised, new SessionOptions { IntraOpNumThreads = 1 });
+            using var ortFp32 = new InferenceSession(dequantised, new SessionOptions { IntraOpNumThreads = 1 });
+            int h = embedder.Model.Config.HiddenSize;
+            double worstQ = 0, worstFp32 = 0;
+            foreach (var s in MiniLmParityTests.BuiltIn.Take(20))
+            {
+                var ids = embedder.Tokenizer.Encode(s);
+                var mine = new float[ids.Length * h];
+                session.HiddenStates(ids, [ids.Length], mine);
+                double Rel(float[] reference)
+                {
+                    double mr = reference.Max(MathF.Abs), md = 0;
+                    for (int i = 0; i < mine.Length; i++) md = Math.Max(md, Math.Abs(mine[i] - reference[i]));
+                    return md / mr;
+                }
+                worstQ = Math.Max(worstQ, Rel(MiniLmParityTests.Ort(ortQ, ids)));
+                worstFp32 = Math.Max(worstFp32, Rel(MiniLmParityTests.Ort(ortFp32, ids)));
+            }
+            output.WriteLine($"MatMulBnb4 {(quantType == 1 ? "NF4" : "FP4")}, blocks of {block}: max|Δ|/max|ref| against ONNX Runtime on the file {worstQ:E2}, on the FP32 twin {worstFp32:E2}");
+            Assert.True(worstFp32 <= 2e-6, $"against the FP32 twin: {worstFp32:E2}");
+            Assert.True(worstQ <= 1e-5, $"against ONNX Runtime on the quantised file: {worstQ:E2}");
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
     [Fact]
     public void AMalformedBlockQuantisedProduct_IsInvalidData()
     {
