@@ -88,6 +88,16 @@ public static class Seeds
         Tensor(qg, "t.weight_zero_point", 2, [128]);
         qg.Node.Add(Node("Gather", ["t.weight_quantized", "ids"], "rows_q"));
         qg.Node.Add(Node("DequantizeLinear", ["rows_q", "t.weight_scale", "t.weight_zero_point"], "rows"));
+        // a bitsandbytes-style product (MatMulBnb4, NF4, K 20 × N 2 in blocks of 16) with a named bias after it
+        Tensor(qg, "bb_bnb4", 2, Enumerable.Range(0, 20).Select(i => (byte)(i * 53)).ToArray(), 20);
+        qg.Initializer.Add(Floats("bb_absmax", 3, 3));
+        qg.Initializer.Add(Floats("bb.bias", 2, 2));
+        var bb = new Onnx.Proto.OnnxNode { OpType = "MatMulBnb4", Domain = "com.microsoft" };
+        bb.Input.AddRange(["x", "bb_bnb4", "bb_absmax"]);
+        bb.Output.Add("bb_out");
+        foreach (var (an, av) in new[] { ("K", 20L), ("N", 2L), ("block_size", 16L), ("quant_type", 1L) }) bb.Attribute.Add(new OnnxAttribute { Name = an, I = av, Type = 2 });
+        qg.Node.Add(bb);
+        qg.Node.Add(Node("Add", ["bb_out", "bb.bias"], "y2"));
         qg.Input.Add(new OnnxValueInfo { Name = "x" });
         qg.Output.Add(new OnnxValueInfo { Name = "y" });
         var qm = new OnnxModel { IrVersion = 7, ProducerName = "seed", Graph = qg };
