@@ -93,7 +93,10 @@ public sealed class TaggerNet : nn.Module<Tensor, Tensor?, Tensor>
             if (DistanceSlopes != null)
             {
                 // ALiBi-style distance bias per head: −slope·|i − j|, [B·heads, T, T] batch-major as MultiheadAttention expects
-                var idx = arange(t, dtype: float32);
+                // positions from an array, not arange(t): TorchSharp turns arange's bounds into Scalar objects that nothing keeps
+                // alive during the native call, and a collection on another thread can free one under it (a parity run failed
+                // in libtorch's Scalar::toFloat that way)
+                var idx = tensor(Enumerable.Range(0, (int)t).Select(i => (float)i).ToArray());
                 var dist = (idx.unsqueeze(1) - idx.unsqueeze(0)).abs();
                 var slopes = tensor(DistanceSlopes).reshape(-1, 1, 1);
                 long b = ids.shape[1], h = DistanceSlopes.Length;
