@@ -88,14 +88,7 @@ public class BlockQuantizedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper 
             dInits[n.Input[1]].RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(deq.AsSpan()));
             count++;
         }
-        var used = nodes.SelectMany(n => n.Input).ToHashSet();
-        var kept = q.Graph.Initializer.Where(t => used.Contains(t.Name)).ToList();
-        q.Graph.Initializer.Clear();
-        q.Graph.Initializer.AddRange(kept);
-        q.Graph.Node.Clear();
-        q.Graph.Node.AddRange(nodes);
-        if (!q.OpsetImport.Any(o => o.Domain == "com.microsoft")) q.OpsetImport.Add(new OnnxOpset { Domain = "com.microsoft", Version = 1 });
-        File.WriteAllBytes(quantised, q.ToByteArray());
+        OnnxRewrite.Save(q, nodes, quantised);
         File.WriteAllBytes(dequantised, d.ToByteArray());
         return count;
     }
@@ -114,35 +107,7 @@ public class BlockQuantizedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper 
         {
             string quantised = Path.Combine(dir, "model.onnx"), dequantised = Path.Combine(dir, "fp32-dequantised.onnx");
             Assert.Equal(36, Write(quantised, dequantised, bits, block, zeroPoints));   // 6 layers × (Q, K, V, output, two feed-forward)
-            File.Copy(MiniLmPackage.Files.Vocab, Path.Combine(dir, "vocab.txt"), overwrite: true);
-            using var embedder = SentenceEmbedder.Load(dir, options: new SentenceEmbedderOptions { MaxSessions = 1 });
-            Assert.Empty(FastAttn.Onnx.OnnxModelFile.Open(quantised).Unmatched);
-            using var session = new EmbeddingSession(embedder.Model, embedder.Tokenizer);
-            using var ortQ = new InferenceSession(quantised, new SessionOptions { IntraOpNumThreads = 1 });
-            using var ortFp32 = new InferenceSession(dequantised, new SessionOptions { IntraOpNumThreads = 1 });
-            using var ortOriginal = new InferenceSession(MiniLmPackage.Files.Model, new SessionOptions { IntraOpNumThreads = 1 });
-            int h = embedder.Model.Config.HiddenSize;
-            double worstQ = 0, worstFp32 = 0, toOriginal = 1;
-            foreach (var s in MiniLmParityTests.BuiltIn.Take(20))
-            {
-                var ids = embedder.Tokenizer.Encode(s);
-                var mine = new float[ids.Length * h];
-                session.HiddenStates(ids, [ids.Length], mine);
-                double Rel(float[] reference)
-                {
-                    double mr = reference.Max(MathF.Abs), md = 0;
-                    for (int i = 0; i < mine.Length; i++) md = Math.Max(md, Math.Abs(mine[i] - reference[i]));
-                    return md / mr;
-                }
-                worstQ = Math.Max(worstQ, Rel(MiniLmParityTests.Ort(ortQ, ids)));
-                worstFp32 = Math.Max(worstFp32, Rel(MiniLmParityTests.Ort(ortFp32, ids)));
-                var original = MiniLmParityTests.Ort(ortOriginal, ids);
-                toOriginal = Math.Min(toOriginal, Vectors.Cosine(Mean(mine, ids.Length, h), Mean(original, ids.Length, h)));
-            }
-            output.WriteLine($"{bits} bits, blocks of {block}, zero points {zeroPoints}: max|Δ|/max|ref| against ONNX Runtime on the quantised file {worstQ:E2}, "
-                + $"on the FP32 twin {worstFp32:E2}; mean-pooled cosine with the unquantised model ≥ {toOriginal:F5}");
-            Assert.True(worstFp32 <= 2e-6, $"against the FP32 twin: {worstFp32:E2}");
-            Assert.True(worstQ <= 1e-5, $"against ONNX Runtime on the quantised file: {worstQ:E2}");
+            Check(dir, quantised, dequantised, $"{bits} bits, blocks of {block}, zero points {zeroPoints}");
         }
         finally { Directory.Delete(dir, recursive: true); }
     }
@@ -211,14 +176,7 @@ public class BlockQuantizedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper 
             dInits[n.Input[1]].RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(back.AsSpan()));
             count++;
         }
-        var used = nodes.SelectMany(n => n.Input).ToHashSet();
-        var kept = q.Graph.Initializer.Where(t => used.Contains(t.Name)).ToList();
-        q.Graph.Initializer.Clear();
-        q.Graph.Initializer.AddRange(kept);
-        q.Graph.Node.Clear();
-        q.Graph.Node.AddRange(nodes);
-        if (!q.OpsetImport.Any(o => o.Domain == "com.microsoft")) q.OpsetImport.Add(new OnnxOpset { Domain = "com.microsoft", Version = 1 });
-        File.WriteAllBytes(quantised, q.ToByteArray());
+        OnnxRewrite.Save(q, nodes, quantised);
         File.WriteAllBytes(dequantised, d.ToByteArray());
         return count;
     }
@@ -234,32 +192,46 @@ public class BlockQuantizedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper 
         {
             string quantised = Path.Combine(dir, "model.onnx"), dequantised = Path.Combine(dir, "fp32-dequantised.onnx");
             Assert.Equal(36, WriteBnb4(quantised, dequantised, quantType, block));
-            File.Copy(MiniLmPackage.Files.Vocab, Path.Combine(dir, "vocab.txt"), overwrite: true);
-            using var embedder = SentenceEmbedder.Load(dir, options: new SentenceEmbedderOptions { MaxSessions = 1 });
-            using var session = new EmbeddingSession(embedder.Model, embedder.Tokenizer);
-            using var ortQ = new InferenceSession(quantised, new SessionOptions { IntraOpNumThreads = 1 });
-            using var ortFp32 = new InferenceSession(dequantised, new SessionOptions { IntraOpNumThreads = 1 });
-            int h = embedder.Model.Config.HiddenSize;
-            double worstQ = 0, worstFp32 = 0;
-            foreach (var s in MiniLmParityTests.BuiltIn.Take(20))
-            {
-                var ids = embedder.Tokenizer.Encode(s);
-                var mine = new float[ids.Length * h];
-                session.HiddenStates(ids, [ids.Length], mine);
-                double Rel(float[] reference)
-                {
-                    double mr = reference.Max(MathF.Abs), md = 0;
-                    for (int i = 0; i < mine.Length; i++) md = Math.Max(md, Math.Abs(mine[i] - reference[i]));
-                    return md / mr;
-                }
-                worstQ = Math.Max(worstQ, Rel(MiniLmParityTests.Ort(ortQ, ids)));
-                worstFp32 = Math.Max(worstFp32, Rel(MiniLmParityTests.Ort(ortFp32, ids)));
-            }
-            output.WriteLine($"MatMulBnb4 {(quantType == 1 ? "NF4" : "FP4")}, blocks of {block}: max|Δ|/max|ref| against ONNX Runtime on the file {worstQ:E2}, on the FP32 twin {worstFp32:E2}");
-            Assert.True(worstFp32 <= 2e-6, $"against the FP32 twin: {worstFp32:E2}");
-            Assert.True(worstQ <= 1e-5, $"against ONNX Runtime on the quantised file: {worstQ:E2}");
+            Check(dir, quantised, dequantised, $"MatMulBnb4 {(quantType == 1 ? "NF4" : "FP4")}, blocks of {block}");
         }
         finally { Directory.Delete(dir, recursive: true); }
+    }
+
+    /// <summary>
+    /// FastAttn on the quantised file in <paramref name="dir"/> against ONNX Runtime running that file and its FP32 twin
+    /// (20 texts, last_hidden_state), and the mean-pooled cosine with the unquantised model, reported.
+    /// </summary>
+    private void Check(string dir, string quantised, string dequantised, string what)
+    {
+        File.Copy(MiniLmPackage.Files.Vocab, Path.Combine(dir, "vocab.txt"), overwrite: true);
+        using var embedder = SentenceEmbedder.Load(dir, options: new SentenceEmbedderOptions { MaxSessions = 1 });
+        Assert.Empty(FastAttn.Onnx.OnnxModelFile.Open(quantised).Unmatched);
+        using var session = new EmbeddingSession(embedder.Model, embedder.Tokenizer);
+        using var ortQ = new InferenceSession(quantised, new SessionOptions { IntraOpNumThreads = 1 });
+        using var ortFp32 = new InferenceSession(dequantised, new SessionOptions { IntraOpNumThreads = 1 });
+        using var ortOriginal = new InferenceSession(MiniLmPackage.Files.Model, new SessionOptions { IntraOpNumThreads = 1 });
+        int h = embedder.Model.Config.HiddenSize;
+        double worstQ = 0, worstFp32 = 0, toOriginal = 1;
+        foreach (var s in MiniLmParityTests.BuiltIn.Take(20))
+        {
+            var ids = embedder.Tokenizer.Encode(s);
+            var mine = new float[ids.Length * h];
+            session.HiddenStates(ids, [ids.Length], mine);
+            double Rel(float[] reference)
+            {
+                double mr = reference.Max(MathF.Abs), md = 0;
+                for (int i = 0; i < mine.Length; i++) md = Math.Max(md, Math.Abs(mine[i] - reference[i]));
+                return md / mr;
+            }
+            worstQ = Math.Max(worstQ, Rel(MiniLmParityTests.Ort(ortQ, ids)));
+            worstFp32 = Math.Max(worstFp32, Rel(MiniLmParityTests.Ort(ortFp32, ids)));
+            var original = MiniLmParityTests.Ort(ortOriginal, ids);
+            toOriginal = Math.Min(toOriginal, Vectors.Cosine(OnnxRewrite.Mean(mine, ids.Length, h), OnnxRewrite.Mean(original, ids.Length, h)));
+        }
+        output.WriteLine($"{what}: max|Δ|/max|ref| against ONNX Runtime on the quantised file {worstQ:E2}, "
+            + $"on the FP32 twin {worstFp32:E2}; mean-pooled cosine with the unquantised model ≥ {toOriginal:F5}");
+        Assert.True(worstFp32 <= 2e-6, $"{what}, against the FP32 twin: {worstFp32:E2}");
+        Assert.True(worstQ <= 1e-5, $"{what}, against ONNX Runtime on the quantised file: {worstQ:E2}");
     }
 
     [Fact]
@@ -282,12 +254,5 @@ public class BlockQuantizedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper 
             Assert.Contains("weight", e.Message);
         }
         finally { Directory.Delete(dir, recursive: true); }
-    }
-
-    private static float[] Mean(float[] hidden, int tokens, int h)
-    {
-        var v = new float[h];
-        for (int t = 0; t < tokens; t++) for (int c = 0; c < h; c++) v[c] += hidden[t * h + c] / tokens;
-        return v;
     }
 }

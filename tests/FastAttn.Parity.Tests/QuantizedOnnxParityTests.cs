@@ -104,13 +104,7 @@ public class QuantizedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper outpu
             dInits[n.Input[1]].RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(deq.AsSpan()));
             count++;
         }
-        var used = nodes.SelectMany(n => n.Input).ToHashSet();
-        var kept = q.Graph.Initializer.Where(t => used.Contains(t.Name)).ToList();
-        q.Graph.Initializer.Clear();
-        q.Graph.Initializer.AddRange(kept);
-        q.Graph.Node.Clear();
-        q.Graph.Node.AddRange(nodes);
-        File.WriteAllBytes(quantised, q.ToByteArray());
+        OnnxRewrite.Save(q, nodes, quantised);
         File.WriteAllBytes(dequantised, d.ToByteArray());
         return count;
     }
@@ -163,10 +157,10 @@ public class QuantizedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper outpu
                 for (int i = 0; i < mine.Length; i++) md = Math.Max(md, Math.Abs(mine[i] - reference[i]));
                 worst = Math.Max(worst, md / mr);
                 var int8 = MiniLmParityTests.Ort(ortInt8, ids);
-                var original = Mean(MiniLmParityTests.Ort(ortOriginal, ids), ids.Length, h);
-                worstCosInt8 = Math.Min(worstCosInt8, Vectors.Cosine(Mean(mine, ids.Length, h), Mean(int8, ids.Length, h)));
-                mineToOriginal = Math.Min(mineToOriginal, Vectors.Cosine(Mean(mine, ids.Length, h), original));
-                int8ToOriginal = Math.Min(int8ToOriginal, Vectors.Cosine(Mean(int8, ids.Length, h), original));
+                var original = OnnxRewrite.Mean(MiniLmParityTests.Ort(ortOriginal, ids), ids.Length, h);
+                worstCosInt8 = Math.Min(worstCosInt8, Vectors.Cosine(OnnxRewrite.Mean(mine, ids.Length, h), OnnxRewrite.Mean(int8, ids.Length, h)));
+                mineToOriginal = Math.Min(mineToOriginal, Vectors.Cosine(OnnxRewrite.Mean(mine, ids.Length, h), original));
+                int8ToOriginal = Math.Min(int8ToOriginal, Vectors.Cosine(OnnxRewrite.Mean(int8, ids.Length, h), original));
             }
             output.WriteLine($"{products} quantised products; FastAttn vs ONNX Runtime on the dequantised FP32 graph: max|Δ|/max|ref| {worst:E2}; "
                 + $"mean-pooled cosine with ONNX Runtime's int8 execution of the quantised file ≥ {worstCosInt8:F5}; with the unquantised model: FastAttn ≥ {mineToOriginal:F5}, "
@@ -178,12 +172,5 @@ public class QuantizedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper outpu
             Assert.True(worstCosInt8 >= 0.95, $"cosine with ONNX Runtime's int8 execution {worstCosInt8:F5}");
         }
         finally { Directory.Delete(dir, recursive: true); }
-    }
-
-    private static float[] Mean(float[] hidden, int tokens, int h)
-    {
-        var v = new float[h];
-        for (int t = 0; t < tokens; t++) for (int c = 0; c < h; c++) v[c] += hidden[t * h + c] / tokens;
-        return v;
     }
 }
