@@ -243,19 +243,51 @@ public sealed class OnnxModelFile : ITensorSource
         if (location.Contains('\0') || Path.IsPathRooted(location)) throw Bad(Name, $"{what} has location '{Shorten(location)}', not a path relative to the model's folder");
         string folder = Path.TrimEndingDirectorySeparator(Path.GetFullPath(_directory)) + Path.DirectorySeparatorChar;
         string file = Path.GetFullPath(Path.Combine(folder, location));
-        if (!file.StartsWith(folder, StringComparison.Ordinal))
+        if (!file.StartsWith(folder, StringComparison.Ordinal) || LeavesThroughALink(folder, file))
             throw Bad(Name, $"{what} has location '{Shorten(location)}', which leaves the model's folder");
         if (length >= 0 && length != bytes)
             throw Bad(Name, $"{what} has shape [{string.Join(", ", t.Dims)}] ({bytes} bytes) but length {length}");
         if (!dataFiles.TryGetValue(file, out long fileLength))
         {
             var info = new FileInfo(file);
+            if (info.LinkTarget != null && info.ResolveLinkTarget(returnFinalTarget: true) is FileInfo target) info = target; // a link's own length is not its file's
             if (!info.Exists) throw Bad(Name, $"{what} is in '{Shorten(location)}', which does not exist beside the model");
             dataFiles[file] = fileLength = info.Length;
         }
         if (offset > fileLength || bytes > fileLength - offset)
             throw Bad(Name, $"{what} needs bytes {offset}..{offset + bytes} of '{Shorten(location)}', which has {fileLength}");
-        _external[t] = (file, offset, bytes);
+        _external[t] = (RealPath(file), offset, bytes); // read through the links as they were checked, not as they may be later
+    }
+
+    /// <summary>
+    /// True when a symbolic link on the way from <paramref name="folder"/> to <paramref name="file"/> (a directory under the
+    /// folder, or the file itself) points outside the folder — the lexical check alone would let such a link be read.
+    /// </summary>
+    private static bool LeavesThroughALink(string folder, string file)
+    {
+        string real = RealPath(folder.TrimEnd(Path.DirectorySeparatorChar)) + Path.DirectorySeparatorChar;
+        for (string? p = file; p != null && p.Length >= folder.Length; p = Path.GetDirectoryName(p))
+        {
+            FileSystemInfo info = Directory.Exists(p) ? new DirectoryInfo(p) : new FileInfo(p);
+            if (info.LinkTarget == null) continue;
+            string? target = info.ResolveLinkTarget(returnFinalTarget: true)?.FullName;
+            if (target == null || !RealPath(target).StartsWith(real, StringComparison.Ordinal)) return true;
+        }
+        return false;
+    }
+
+    /// <summary>A path with every symbolic link among its directories resolved (the folder itself may sit under one, e.g. /tmp).</summary>
+    private static string RealPath(string path)
+    {
+        string full = Path.GetFullPath(path), root = Path.GetPathRoot(full) ?? "";
+        string resolved = root;
+        foreach (var part in full[root.Length..].Split(Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries))
+        {
+            string next = Path.Combine(resolved, part);
+            FileSystemInfo info = Directory.Exists(next) ? new DirectoryInfo(next) : new FileInfo(next);
+            resolved = info.LinkTarget != null && info.ResolveLinkTarget(returnFinalTarget: true) is { } t ? Path.GetFullPath(t.FullName) : next;
+        }
+        return resolved;
     }
 
     private static string Shorten(string s) => s.Length <= 80 ? s : s[..80] + "…";

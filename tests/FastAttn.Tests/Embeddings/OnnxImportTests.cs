@@ -364,6 +364,16 @@ public class OnnxImportTests
         Assert.Contains("leaves the model's folder", Fails(t => Set(t, "location", "data/../../outside.bin")));
         Assert.Contains("not a path relative", Fails(t => Set(t, "location", dir.File("outside.bin"))));
         Assert.Contains("does not exist", Fails(t => Set(t, "location", "missing.bin")));
+        // symbolic links that lead out of the folder: the data file itself, or a directory on the way
+        File.CreateSymbolicLink(Path.Combine(folder, "link.bin"), dir.File("outside.bin"));
+        Assert.Contains("leaves the model's folder", Fails(t => Set(t, "location", "link.bin")));
+        Directory.CreateDirectory(dir.File("elsewhere"));
+        File.WriteAllBytes(dir.File("elsewhere/data.bin"), new byte[1 << 20]);
+        Directory.CreateSymbolicLink(Path.Combine(folder, "sub"), dir.File("elsewhere"));
+        Assert.Contains("leaves the model's folder", Fails(t => Set(t, "location", "sub/data.bin")));
+        // a link that stays inside is followed
+        File.CreateSymbolicLink(Path.Combine(folder, "inside.onnx_data"), Path.Combine(folder, "model.onnx_data"));
+        OnnxModelFile.Open(Write(t => { foreach (var e in t.ExternalData.Where(e => e.Key == "location")) e.Value = "inside.onnx_data"; }));
         Assert.Contains("has no location", Fails(t => t.ExternalData.Remove(t.ExternalData.First(e => e.Key == "location"))));
         Assert.Contains("but length", Fails(t => Set(t, "length", "4")));
         Assert.Contains("not a byte count", Fails(t => Set(t, "offset", "-8")));
