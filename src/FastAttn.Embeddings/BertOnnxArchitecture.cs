@@ -56,7 +56,7 @@ internal sealed class BertOnnxArchitecture
     /// <summary>ONNX Runtime's fused com.microsoft Attention nodes state the heads (<c>num_heads</c>).</summary>
     private static (int?, string) FromFusedAttention(OnnxModelFile onnx)
     {
-        var heads = onnx.Nodes.Where(n => n.OpType == "Attention" && n.Domain == "com.microsoft").Select(n => n.IntAttribute("num_heads")).Distinct().ToList();
+        var heads = onnx.Nodes.Where(n => n.OpType is "Attention" or "QAttention" && n.Domain == "com.microsoft").Select(n => n.IntAttribute("num_heads")).Distinct().ToList();
         return heads is [long h] && h is > 0 and <= 1 << 16 ? ((int)h, $"num_heads of the fused Attention nodes") : (null, "");
     }
 

@@ -640,7 +640,8 @@ public sealed class OnnxModelFile : ITensorSource
     /// </summary>
     private void MapFusedNodes(HashSet<string> named)
     {
-        var attention = Nodes.Where(n => n.OpType == "Attention" && n.Domain == "com.microsoft").ToList();
+        // Attention, or QAttention (the same node with an int8/uint8 weight, from quantising an optimised graph), in graph order
+        var attention = Nodes.Where(n => n.OpType is "Attention" or "QAttention" && n.Domain == "com.microsoft").ToList();
         var embed = Nodes.FirstOrDefault(n => n.OpType == "EmbedLayerNormalization" && n.Domain == "com.microsoft");
         if (attention.Count == 0 && embed == null) return;
         string prefix = _params.Keys.Select(k => k.IndexOf("encoder.layer.", StringComparison.Ordinal) is int i and >= 0 ? k[..i]
@@ -649,7 +650,9 @@ public sealed class OnnxModelFile : ITensorSource
         {
             var n = attention[layer];
             if (n.Inputs.Count < 3 || (n.IntAttribute("unidirectional") ?? 0) != 0 || n.IntsAttribute("qkv_hidden_sizes") is { } sizes && sizes.Distinct().Count() > 1) continue;
-            if (!_values.TryGetValue(n.Inputs[1], out var w) || !IsFloat(w.DataType) || w.Dims.Count != 2 || w.Dims[0] < 1 || w.Dims[1] < 3 || w.Dims[1] % 3 != 0) continue;
+            if (!_values.TryGetValue(n.Inputs[1], out var w) || w.Dims.Count != 2 || w.Dims[0] < 1 || w.Dims[1] < 3 || w.Dims[1] % 3 != 0) continue;
+            if (n.OpType == "QAttention" && (w = DequantizedQAttentionWeight(n, w)!) == null) continue;
+            if (!IsFloat(w.DataType)) continue;
             if (!_values.TryGetValue(n.Inputs[2], out var b) || !IsFloat(b.DataType) || b.Dims.Count != 1 || b.Dims[0] != w.Dims[1]) continue;
             string[] parts = ["query", "key", "value"];
             for (int k = 0; k < 3; k++)
@@ -671,6 +674,34 @@ public sealed class OnnxModelFile : ITensorSource
                 named.Add(input);
             }
         }
+    }
+
+    /// <summary>
+    /// A QAttention node's [in, 3·out] weight dequantised: (q − weight_zero_point)·weight_scale (its fifth and eighth
+    /// inputs; per tensor or per column), or null when they are not readable constants. Its scale and zero point are
+    /// quantisation plumbing, never parameters.
+    /// </summary>
+    private OnnxTensor? DequantizedQAttentionWeight(OnnxNode n, OnnxTensor q)
+    {
+        if (q.DataType is not (2 or 3) || n.Inputs.Count < 5) return null;
+        int rows = (int)q.Dims[0], cols = (int)q.Dims[1];
+        float[]? scale = FloatValues(n.Inputs[4], 1L << 26);
+        int[]? zero = n.Inputs.Count >= 8 && n.Inputs[7].Length > 0 ? IntValues(n.Inputs[7], q.DataType, 1L << 26) : [0];
+        if (scale == null || zero == null || (scale.Length != 1 && scale.Length != cols) || (zero.Length != 1 && zero.Length != cols)) return null;
+        var raw = Raw(q);
+        if (raw.Length != (long)rows * cols) return null;
+        var w = new float[rows * cols];
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++)
+            {
+                int i = r * cols + c;
+                w[i] = ((q.DataType == 3 ? (sbyte)raw[i] : raw[i]) - zero[zero.Length == 1 ? 0 : c]) * scale[scale.Length == 1 ? 0 : c];
+            }
+        foreach (string plumbing in new[] { n.Inputs[4], n.Inputs.Count >= 8 ? n.Inputs[7] : "" }.Where(i => i.Length > 0)) _params.Remove(plumbing);
+        var t = new OnnxTensor { Name = n.Inputs[1], DataType = 1, RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.AsSpan())) };
+        t.Dims.Add(rows);
+        t.Dims.Add(cols);
+        return t;
     }
 
     /// <summary>

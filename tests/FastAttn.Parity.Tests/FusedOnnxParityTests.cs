@@ -60,7 +60,7 @@ public class FusedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
     }
 
     /// <summary>all-MiniLM-L6-v2 rewritten with fused nodes, into <paramref name="dir"/> (with its vocab.txt).</summary>
-    internal static void WriteFused(string dir)
+    internal static void WriteFused(string dir, QkvForm form = QkvForm.Float)
     {
         var (modelPath, vocab) = MiniLmPackage.Files;
         var src = OnnxModelFile.Open(modelPath);
@@ -94,9 +94,27 @@ public class FusedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
                 wk.AsSpan(r * H, H).CopyTo(qkv.AsSpan(r * 3 * H + H, H));
                 wv.AsSpan(r * H, H).CopyTo(qkv.AsSpan(r * 3 * H + 2 * H, H));
             }
-            Init(Tensor($"Attention_{l}_qkv_weight", qkv, H, 3 * H));
             Init(Tensor($"Attention_{l}_qkv_bias", [.. Read(src, p + "attention.self.query.bias", H), .. Read(src, p + "attention.self.key.bias", H), .. Read(src, p + "attention.self.value.bias", H)], 3 * H));
-            nodes.Add(Node("Attention", "com.microsoft", [x, $"Attention_{l}_qkv_weight", $"Attention_{l}_qkv_bias", "mask32"], [$"att{l}"], ("num_heads", (long)Heads)));
+            // quantised as quantize_dynamic quantises an optimised graph's Attention: int8, one scale, zero point 0
+            float qs = qkv.Max(MathF.Abs) / 127f;
+            var q8 = qkv.Select(v => (sbyte)Math.Clamp((int)MathF.Round(v / qs), -127, 127)).ToArray();
+            if (form == QkvForm.Quantized)
+            {
+                string wq8 = $"Attention_{l}_qkv_weight_quantized";
+                var tq = new OnnxTensor { Name = wq8, DataType = 3, RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(q8.AsSpan())) };
+                tq.Dims.AddRange([H, 3 * H]);
+                Init(tq);
+                Init(Tensor(wq8 + "_scale", [qs]));
+                Init(new OnnxTensor { Name = wq8 + "_zero_point", DataType = 3, RawData = ByteString.CopyFrom([0]) });
+                nodes.Add(Node("DynamicQuantizeLinear", "", [x], [$"xq{l}", $"xs{l}", $"xz{l}"]));
+                nodes.Add(Node("QAttention", "com.microsoft", [$"xq{l}", wq8, $"Attention_{l}_qkv_bias", $"xs{l}", wq8 + "_scale", "mask32", $"xz{l}", wq8 + "_zero_point"],
+                    [$"att{l}"], ("num_heads", (long)Heads)));
+            }
+            else
+            {
+                Init(Tensor($"Attention_{l}_qkv_weight", form == QkvForm.Dequantized ? q8.Select(v => v * qs).ToArray() : qkv, H, 3 * H));
+                nodes.Add(Node("Attention", "com.microsoft", [x, $"Attention_{l}_qkv_weight", $"Attention_{l}_qkv_bias", "mask32"], [$"att{l}"], ("num_heads", (long)Heads)));
+            }
             Init(Tensor($"onnx::MatMul_{1000 + 3 * l}", InOut(src, p + "attention.output.dense.weight", H, H), H, H));
             nodes.Add(Node("MatMul", "", [$"att{l}", $"onnx::MatMul_{1000 + 3 * l}"], [$"ao{l}"]));
             nodes.Add(Node("SkipLayerNormalization", "com.microsoft",
@@ -140,6 +158,56 @@ public class FusedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
         Directory.CreateDirectory(dir);
         File.WriteAllBytes(Path.Combine(dir, "model.onnx"), model.ToByteArray());
         File.Copy(vocab, Path.Combine(dir, "vocab.txt"), overwrite: true);
+    }
+
+    /// <summary>How <see cref="WriteFused"/> holds each layer's query/key/value weight.</summary>
+    internal enum QkvForm { Float, Quantized, Dequantized }
+
+    /// <summary>
+    /// The fused graph with its Attention nodes quantised as ONNX Runtime's quantize_dynamic quantises an optimised graph —
+    /// DynamicQuantizeLinear → com.microsoft QAttention with an int8 weight — read with the weight dequantised (the
+    /// activations stay FP32): FastAttn against ONNX Runtime on the same graph with the dequantised weight in float
+    /// Attention nodes; ONNX Runtime's own int8 run of the QAttention file is held against that twin too, so the file is
+    /// what the operator's schema says.
+    /// </summary>
+    [Fact]
+    public void AQuantisedFusedExport_ReadsQAttentionWeights()
+    {
+        string dirQ = Path.Combine(PackagedModel.CacheRoot, $"all-MiniLM-L6-v2-{MiniLmPackage.Version}-qattention-{Environment.ProcessId}");
+        string dirT = dirQ + "-twin";
+        try
+        {
+            WriteFused(dirQ, QkvForm.Quantized);
+            WriteFused(dirT, QkvForm.Dequantized);
+            var onnx = OnnxModelFile.Open(Path.Combine(dirQ, "model.onnx"));
+            Assert.Equal(6, onnx.Nodes.Count(n => n.OpType == "QAttention"));
+            Assert.DoesNotContain(onnx.TensorNames, n => n.EndsWith("_scale", StringComparison.Ordinal));
+            using var embedder = SentenceEmbedder.Load(dirQ, options: new SentenceEmbedderOptions { MaxSessions = 1 });
+            using var session = new EmbeddingSession(embedder.Model, embedder.Tokenizer);
+            using var ortQ = new InferenceSession(Path.Combine(dirQ, "model.onnx"), new SessionOptions { IntraOpNumThreads = 1 });
+            using var ortT = new InferenceSession(Path.Combine(dirT, "model.onnx"), new SessionOptions { IntraOpNumThreads = 1 });
+            int h = embedder.Model.Config.HiddenSize;
+            double worst = 0, ortCos = 1;
+            foreach (var s in MiniLmParityTests.BuiltIn.Take(20))
+            {
+                var ids = embedder.Tokenizer.Encode(s);
+                var twin = MiniLmParityTests.Ort(ortT, ids);
+                var mine = new float[ids.Length * h];
+                session.HiddenStates(ids, [ids.Length], mine);
+                double mr = twin.Max(MathF.Abs), md = 0;
+                for (int i = 0; i < mine.Length; i++) md = Math.Max(md, Math.Abs(mine[i] - twin[i]));
+                worst = Math.Max(worst, md / mr);
+                var int8 = MiniLmParityTests.Ort(ortQ, ids);
+                ortCos = Math.Min(ortCos, Vectors.Cosine(OnnxRewrite.Mean(int8, ids.Length, h), OnnxRewrite.Mean(twin, ids.Length, h)));
+            }
+            output.WriteLine($"QAttention: FastAttn vs ONNX Runtime on the dequantised twin max|Δ|/max|ref| {worst:E2}; ONNX Runtime's int8 run vs the twin: mean-pooled cosine ≥ {ortCos:F5}");
+            Assert.True(worst <= 2e-6, $"FastAttn on the QAttention file vs the twin: {worst:E2}");
+            Assert.True(ortCos >= 0.99, $"ONNX Runtime's run of the written QAttention file is far from its twin ({ortCos:F5}): the file is not what it claims");
+        }
+        finally
+        {
+            foreach (var d in new[] { dirQ, dirT }) if (Directory.Exists(d)) Directory.Delete(d, recursive: true);
+        }
     }
 
     [Fact]
