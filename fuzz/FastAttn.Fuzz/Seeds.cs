@@ -98,6 +98,17 @@ public static class Seeds
         foreach (var (an, av) in new[] { ("K", 20L), ("N", 2L), ("block_size", 16L), ("quant_type", 1L) }) bb.Attribute.Add(new OnnxAttribute { Name = an, I = av, Type = 2 });
         qg.Node.Add(bb);
         qg.Node.Add(Node("Add", ["bb_out", "bb.bias"], "y2"));
+        // a QAttention node (an int8 q|k|v weight [4, 12], its scale and zero point) after DynamicQuantizeLinear
+        Tensor(qg, "qa_w", 3, Enumerable.Range(0, 4 * 12).Select(i => (byte)(i * 29)).ToArray(), 4, 12);
+        qg.Initializer.Add(Floats("qa_b", 12, 12));
+        qg.Initializer.Add(Floats("qa_scale", 1));
+        Tensor(qg, "qa_zp", 3, [0]);
+        qg.Node.Add(Node("DynamicQuantizeLinear", ["x"], "xq"));
+        var qa = new Onnx.Proto.OnnxNode { OpType = "QAttention", Domain = "com.microsoft" };
+        qa.Input.AddRange(["xq", "qa_w", "qa_b", "xs", "qa_scale", "", "xz", "qa_zp"]);
+        qa.Output.Add("att");
+        qa.Attribute.Add(new OnnxAttribute { Name = "num_heads", I = 2, Type = 2 });
+        qg.Node.Add(qa);
         qg.Input.Add(new OnnxValueInfo { Name = "x" });
         qg.Output.Add(new OnnxValueInfo { Name = "y" });
         var qm = new OnnxModel { IrVersion = 7, ProducerName = "seed", Graph = qg };
