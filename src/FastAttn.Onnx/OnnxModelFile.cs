@@ -50,6 +50,12 @@ public sealed class OnnxNode
 /// <c>Transpose</c>) whose result is added to a named bias <c>X.bias</c> becomes <c>X.weight</c>, transposed from ONNX's
 /// <c>[in, out]</c> to PyTorch's <c>[out, in]</c>; a <c>Gemm</c> with a named bias likewise (honouring <c>transB</c>);</item>
 /// <item>weights held by <c>Constant</c> nodes instead of initializers are treated the same way;</item>
+/// <item>ONNX Runtime's fused nodes (Attention, QAttention, EmbedLayerNormalization, SkipLayerNormalization, BiasGelu,
+/// FusedGemm, FusedMatMul) give their weights the names of the layers they replace;</item>
+/// <item>quantised weights are listed dequantised under the float weight's name: <c>MatMulInteger</c> products
+/// (<c>quantize_dynamic</c>), its quantised embedding tables (Gather + DequantizeLinear), QAttention's weight, and the
+/// block-quantised <c>MatMulNBits</c> (2/4/8 bits) and <c>MatMulBnb4</c> (FP4/NF4) products; their scales and zero points
+/// are not listed;</item>
 /// <item>integer tensors (shape constants, <c>position_ids</c>) are graph plumbing and not listed; float weights that could
 /// not be matched to a layer are listed in <see cref="Unmatched"/>.</item>
 /// </list>
