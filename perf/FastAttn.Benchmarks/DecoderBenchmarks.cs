@@ -1,3 +1,4 @@
+using FastAttn.TestSupport;
 using BenchmarkDotNet.Attributes;
 using FastAttn.Embeddings;
 using FastAttn.IO;
@@ -52,21 +53,10 @@ public class DecoderBenchmarks
             entries.Add(new SafeTensorsWriter.Entry(name, d, shape));
             _w[name] = torch.tensor(d, shape);
         }
-        Add("embed_tokens.weight", 1f, 0, Vocab, H);
-        for (int l = 0; l < Layers; l++)
+        Qwen3Layout.Tensors("", Layers, Vocab, H, Heads, KvHeads, D, Ff, (name, part, shape) => Add(name, part switch
         {
-            string p = $"layers.{l}.";
-            Add(p + "input_layernorm.weight", 0.1f, 1, H);
-            Add(p + "self_attn.q_proj.weight", 0.03f, 0, Heads * D, H);
-            Add(p + "self_attn.k_proj.weight", 0.03f, 0, KvHeads * D, H);
-            Add(p + "self_attn.v_proj.weight", 0.03f, 0, KvHeads * D, H);
-            Add(p + "self_attn.o_proj.weight", 0.03f, 0, H, Heads * D);
-            Add(p + "self_attn.q_norm.weight", 0.1f, 1, D); Add(p + "self_attn.k_norm.weight", 0.1f, 1, D);
-            Add(p + "post_attention_layernorm.weight", 0.1f, 1, H);
-            Add(p + "mlp.gate_proj.weight", 0.03f, 0, Ff, H); Add(p + "mlp.up_proj.weight", 0.03f, 0, Ff, H);
-            Add(p + "mlp.down_proj.weight", 0.02f, 0, H, Ff);
-        }
-        Add("norm.weight", 0.1f, 1, H);
+            Qwen3Layout.Part.Embedding => 1f, Qwen3Layout.Part.Norm => 0.1f, Qwen3Layout.Part.Down => 0.02f, _ => 0.03f,
+        }, part == Qwen3Layout.Part.Norm ? 1 : 0, shape));
         SafeTensorsWriter.Write(Path.Combine(_dir, "model.safetensors"), entries);
         File.WriteAllText(Path.Combine(_dir, "config.json"), $$"""
             {"model_type": "qwen3", "hidden_size": {{H}}, "num_attention_heads": {{Heads}}, "num_key_value_heads": {{KvHeads}}, "head_dim": {{D}},

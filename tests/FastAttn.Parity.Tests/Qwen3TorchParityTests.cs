@@ -1,3 +1,4 @@
+using FastAttn.TestSupport;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -22,21 +23,10 @@ public class Qwen3TorchParityTests(Xunit.Abstractions.ITestOutputHelper output)
     {
         var w = new TorchModelComparison.Weights(29);
         var Add = w.Add;
-        Add("model.embed_tokens.weight", 1f, 0, Vocab, H);
-        for (int l = 0; l < Layers; l++)
+        Qwen3Layout.Tensors("model.", Layers, Vocab, H, Heads, KvHeads, D, Ff, (name, part, shape) => Add(name, part switch
         {
-            string p = $"model.layers.{l}.";
-            Add(p + "input_layernorm.weight", 0.2f, 1, H);
-            Add(p + "self_attn.q_proj.weight", 0.2f, 0, Heads * D, H);
-            Add(p + "self_attn.k_proj.weight", 0.2f, 0, KvHeads * D, H);
-            Add(p + "self_attn.v_proj.weight", 0.2f, 0, KvHeads * D, H);
-            Add(p + "self_attn.o_proj.weight", 0.1f, 0, H, Heads * D);
-            Add(p + "self_attn.q_norm.weight", 0.2f, 1, D); Add(p + "self_attn.k_norm.weight", 0.2f, 1, D);
-            Add(p + "post_attention_layernorm.weight", 0.2f, 1, H);
-            Add(p + "mlp.gate_proj.weight", 0.2f, 0, Ff, H); Add(p + "mlp.up_proj.weight", 0.2f, 0, Ff, H);
-            Add(p + "mlp.down_proj.weight", 0.1f, 0, H, Ff);
-        }
-        Add("model.norm.weight", 0.2f, 1, H);
+            Qwen3Layout.Part.Embedding => 1f, Qwen3Layout.Part.Output or Qwen3Layout.Part.Down => 0.1f, _ => 0.2f,
+        }, part == Qwen3Layout.Part.Norm ? 1 : 0, shape));
         return w;
     }
 

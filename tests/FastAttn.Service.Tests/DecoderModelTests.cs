@@ -33,20 +33,10 @@ public class DecoderModelTests
             long n = shape.Aggregate(1L, (a, b) => a * b);
             entries.Add(new(name, [.. Enumerable.Range(0, (int)n).Select(_ => offset + (float)(rnd.NextDouble() * 2 - 1) * scale)], shape));
         }
-        Add("embed_tokens.weight", 0.5f, 0, vocab, H);
-        for (int l = 0; l < Layers; l++)
+        Qwen3Layout.Tensors("", Layers, vocab, H, Heads, KvHeads, HeadDim, Ff, (name, part, shape) => Add(name, part switch
         {
-            string p = $"layers.{l}.";
-            Add(p + "input_layernorm.weight", 0.2f, 1, H);
-            Add(p + "self_attn.q_proj.weight", 0.4f, 0, Heads * HeadDim, H);
-            Add(p + "self_attn.k_proj.weight", 0.4f, 0, KvHeads * HeadDim, H);
-            Add(p + "self_attn.v_proj.weight", 0.4f, 0, KvHeads * HeadDim, H);
-            Add(p + "self_attn.o_proj.weight", 0.3f, 0, H, Heads * HeadDim);
-            Add(p + "self_attn.q_norm.weight", 0.2f, 1, HeadDim); Add(p + "self_attn.k_norm.weight", 0.2f, 1, HeadDim);
-            Add(p + "post_attention_layernorm.weight", 0.2f, 1, H);
-            Add(p + "mlp.gate_proj.weight", 0.3f, 0, Ff, H); Add(p + "mlp.up_proj.weight", 0.3f, 0, Ff, H); Add(p + "mlp.down_proj.weight", 0.2f, 0, H, Ff);
-        }
-        Add("norm.weight", 0.2f, 1, H);
+            Qwen3Layout.Part.Embedding => 0.5f, Qwen3Layout.Part.Qkv => 0.4f, Qwen3Layout.Part.Output or Qwen3Layout.Part.GateUp => 0.3f, _ => 0.2f,
+        }, part == Qwen3Layout.Part.Norm ? 1 : 0, shape));
         SafeTensorsWriter.Write(Path.Combine(dir, "model.safetensors"), entries);
         File.WriteAllText(Path.Combine(dir, "config.json"), $$"""
             {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": {{H}}, "num_attention_heads": {{Heads}}, "num_key_value_heads": {{KvHeads}},

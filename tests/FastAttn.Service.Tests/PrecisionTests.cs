@@ -35,6 +35,13 @@ public sealed class PrecisionTests
 /// <summary><c>--Model DIR</c> of a sentence-transformers folder: the service pools as the folder says (here CLS).</summary>
 public sealed class ModelFolderTests
 {
+    /// <summary>all-MiniLM-L6-v2's model.onnx and vocab.txt into <paramref name="dir"/>, the start of every folder below.</summary>
+    private static void CopyMiniLm(string dir)
+    {
+        File.Copy(MiniLmPackage.Files.Model, Path.Combine(dir, "model.onnx"));
+        File.Copy(MiniLmPackage.Files.Vocab, Path.Combine(dir, "vocab.txt"));
+    }
+
     [Fact]
     public async Task A_sentence_transformers_folder_sets_the_pooling()
     {
@@ -42,8 +49,7 @@ public sealed class ModelFolderTests
         string dir = Directory.CreateTempSubdirectory("fastattn-service-st-").FullName;
         try
         {
-            File.Copy(MiniLmPackage.Files.Model, Path.Combine(dir, "model.onnx"));
-            File.Copy(MiniLmPackage.Files.Vocab, Path.Combine(dir, "vocab.txt"));
+            CopyMiniLm(dir);
             File.WriteAllText(Path.Combine(dir, "modules.json"), """
                 [{"path": "", "type": "sentence_transformers.models.Transformer"}, {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
                 """);
@@ -71,8 +77,7 @@ public sealed class ModelFolderTests
         string dir = Directory.CreateTempSubdirectory("fastattn-service-prompt-").FullName;
         try
         {
-            File.Copy(MiniLmPackage.Files.Model, Path.Combine(dir, "model.onnx"));
-            File.Copy(MiniLmPackage.Files.Vocab, Path.Combine(dir, "vocab.txt"));
+            CopyMiniLm(dir);
             File.WriteAllText(Path.Combine(dir, "config_sentence_transformers.json"), """{"prompts": {"query": "query: "}, "default_prompt_name": "query"}""");
             await using var factory = new WebApplicationFactory<Program>().WithWebHostBuilder(b => b.UseSetting("FastAttn:Model", dir));
             using var client = factory.CreateClient();
@@ -96,8 +101,7 @@ public sealed class ModelFolderTests
         string dir = Directory.CreateTempSubdirectory("fastattn-service-named-prompt-").FullName;
         try
         {
-            File.Copy(MiniLmPackage.Files.Model, Path.Combine(dir, "model.onnx"));
-            File.Copy(MiniLmPackage.Files.Vocab, Path.Combine(dir, "vocab.txt"));
+            CopyMiniLm(dir);
             File.WriteAllText(Path.Combine(dir, "config_sentence_transformers.json"), """{"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": null}""");
             foreach (bool batching in new[] { true, false })
             {
