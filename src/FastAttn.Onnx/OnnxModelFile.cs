@@ -428,19 +428,7 @@ public sealed class OnnxModelFile : ITensorSource
             string? bias = ConsumersOf(mul.Outputs[0]).FirstOrDefault(c => c.OpType == "Add" && c.Inputs.Count == 2) is { } add
                 ? (add.Inputs[0] == mul.Outputs[0] ? add.Inputs[1] : add.Inputs[0]) : null;
             if (bias == null || !bias.EndsWith(".bias", StringComparison.Ordinal) || !_values.ContainsKey(bias)) continue;
-            bool hasRaw = HasRaw(q);
-            var raw = hasRaw ? Raw(q) : default;
-            var w = new float[rows * cols];
-            for (int r = 0; r < rows; r++)
-                for (int c = 0; c < cols; c++)
-                {
-                    int i = r * cols + c;
-                    int v = hasRaw ? (q.DataType == 3 ? (sbyte)raw[i] : raw[i]) : q.Int32Data[i];
-                    w[i] = (v - zero[zero.Length == 1 ? 0 : c]) * scale[scale.Length == 1 ? 0 : c];
-                }
-            var t = new OnnxTensor { Name = n.Inputs[1], DataType = 1, RawData = Google.Protobuf.ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.AsSpan())) };
-            t.Dims.Add(rows);
-            t.Dims.Add(cols);
+            if (Dequantized8(q, n.Inputs[1], rows, cols, scale, zero, perRow: false) is not { } t) continue;
             _params[bias[..^".bias".Length] + ".weight"] = (t, true, n.Inputs[1], 0, 1);
             named.Add(n.Inputs[1]);
             // the weight's scale (and a product of it with the input's) is quantisation plumbing, whatever it is named
@@ -509,10 +497,7 @@ public sealed class OnnxModelFile : ITensorSource
                     for (int j = 0, kk = b * (int)block; j < block && kk < k; j++, kk++)
                         w[c * k + kk] = (((blob[j / perByte] >> (j % perByte * (int)bits)) & mask) - zero) * s;
                 }
-            var t = new OnnxTensor { Name = n.Inputs[1], DataType = 1, RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.AsSpan())) };
-            t.Dims.Add(cols);
-            t.Dims.Add(k);
-            _params[name] = (t, false, n.Inputs[1], 0, 1);
+            _params[name] = (FloatTensor(n.Inputs[1], w, cols, k), false, n.Inputs[1], 0, 1);
             named.Add(n.Inputs[1]);
             // the scales and zero points are quantisation plumbing, whatever they are named
             foreach (string plumbing in n.Inputs.Skip(2).Take(2).Where(i => i.Length > 0)) { _params.Remove(plumbing); named.Add(plumbing); }
@@ -556,10 +541,7 @@ public sealed class OnnxModelFile : ITensorSource
             var w = new float[count];
             for (int i = 0; i < count; i++)
                 w[i] = values[(codes[i / 2] >> (i % 2 == 0 ? 4 : 0)) & 0xF] * absMax[i / block];
-            var t = new OnnxTensor { Name = n.Inputs[1], DataType = 1, RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.AsSpan())) };
-            t.Dims.Add(transB ? cols : k);
-            t.Dims.Add(transB ? k : cols);
-            _params[name] = (t, !transB, n.Inputs[1], 0, 1);
+            _params[name] = (FloatTensor(n.Inputs[1], w, transB ? cols : k, transB ? k : cols), !transB, n.Inputs[1], 0, 1);
             named.Add(n.Inputs[1]);
             _params.Remove(n.Inputs[2]);
             named.Add(n.Inputs[2]);
@@ -589,22 +571,7 @@ public sealed class OnnxModelFile : ITensorSource
             long axis = dq.IntAttribute("axis") ?? 1;
             bool perRow = scale is { Length: > 1 };
             if (scale == null || zero == null || (perRow && (scale.Length != rows || axis != 0)) || (zero.Length != 1 && zero.Length != scale.Length)) continue;
-            var raw = Raw(q);
-            if (raw.Length != (long)rows * cols) continue;
-            var w = new float[rows * cols];
-            for (int r = 0; r < rows; r++)
-            {
-                float s = scale[perRow ? r : 0];
-                int z = zero[zero.Length == 1 ? 0 : r];
-                for (int c = 0; c < cols; c++)
-                {
-                    int i = r * cols + c;
-                    w[i] = ((q.DataType == 3 ? (sbyte)raw[i] : raw[i]) - z) * s;
-                }
-            }
-            var t = new OnnxTensor { Name = table, DataType = 1, RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.AsSpan())) };
-            t.Dims.Add(rows);
-            t.Dims.Add(cols);
+            if (Dequantized8(q, table, rows, cols, scale, zero, perRow: true) is not { } t) continue;
             _params[name] = (t, false, table, 0, 1);
             named.Add(table);
             // its scale (X_scale) is quantisation plumbing, not a parameter of the model
@@ -694,17 +661,36 @@ public sealed class OnnxModelFile : ITensorSource
         float[]? scale = FloatValues(n.Inputs[4], 1L << 26);
         int[]? zero = n.Inputs.Count >= 8 && n.Inputs[7].Length > 0 ? IntValues(n.Inputs[7], q.DataType, 1L << 26) : [0];
         if (scale == null || zero == null || (scale.Length != 1 && scale.Length != cols) || (zero.Length != 1 && zero.Length != cols)) return null;
-        var raw = Raw(q);
-        if (raw.Length != (long)rows * cols) return null;
+        if (Dequantized8(q, n.Inputs[1], rows, cols, scale, zero, perRow: false) is not { } t) return null;
+        foreach (string plumbing in new[] { n.Inputs[4], n.Inputs.Count >= 8 ? n.Inputs[7] : "" }.Where(i => i.Length > 0)) _params.Remove(plumbing);
+        return t;
+    }
+
+    /// <summary>
+    /// An int8/uint8 [rows, cols] constant dequantised, (q − zero point)·scale, as a float tensor named <paramref name="name"/>:
+    /// scale and zero point hold one value, or one per column (or per row when <paramref name="perRow"/>). Null when the
+    /// constant does not hold rows·cols codes.
+    /// </summary>
+    private OnnxTensor? Dequantized8(OnnxTensor q, string name, int rows, int cols, float[] scale, int[] zero, bool perRow)
+    {
+        bool hasRaw = HasRaw(q);
+        var raw = hasRaw ? Raw(q) : default;
+        if ((hasRaw ? raw.Length : q.Int32Data.Count) != (long)rows * cols) return null;
         var w = new float[rows * cols];
         for (int r = 0; r < rows; r++)
             for (int c = 0; c < cols; c++)
             {
-                int i = r * cols + c;
-                w[i] = ((q.DataType == 3 ? (sbyte)raw[i] : raw[i]) - zero[zero.Length == 1 ? 0 : c]) * scale[scale.Length == 1 ? 0 : c];
+                int i = r * cols + c, k = perRow ? r : c;
+                int v = hasRaw ? (q.DataType == 3 ? (sbyte)raw[i] : raw[i]) : q.Int32Data[i];
+                w[i] = (v - zero[zero.Length == 1 ? 0 : k]) * scale[scale.Length == 1 ? 0 : k];
             }
-        foreach (string plumbing in new[] { n.Inputs[4], n.Inputs.Count >= 8 ? n.Inputs[7] : "" }.Where(i => i.Length > 0)) _params.Remove(plumbing);
-        var t = new OnnxTensor { Name = n.Inputs[1], DataType = 1, RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.AsSpan())) };
+        return FloatTensor(name, w, rows, cols);
+    }
+
+    /// <summary>A float [rows, cols] tensor holding <paramref name="data"/> (a weight read dequantised).</summary>
+    private static OnnxTensor FloatTensor(string name, float[] data, long rows, long cols)
+    {
+        var t = new OnnxTensor { Name = name, DataType = 1, RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan())) };
         t.Dims.Add(rows);
         t.Dims.Add(cols);
         return t;
