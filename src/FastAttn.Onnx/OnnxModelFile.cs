@@ -56,6 +56,9 @@ public sealed class OnnxNode
 /// (<c>quantize_dynamic</c>), its quantised embedding tables (Gather + DequantizeLinear), QAttention's weight, and the
 /// block-quantised <c>MatMulNBits</c> (2/4/8 bits) and <c>MatMulBnb4</c> (FP4/NF4) products; their scales and zero points
 /// are not listed;</item>
+/// <item>the QDQ format (<c>quantize_static</c>'s default): a DequantizeLinear of a constant is read as the constant
+/// dequantised (4-, 8-, 16- or 32-bit codes, per tensor, per axis or per block) under the float's name, and
+/// QuantizeLinear → DequantizeLinear pairs on activations are passed through (FastAttn runs FP32);</item>
 /// <item>integer tensors (shape constants, <c>position_ids</c>) are graph plumbing and not listed; float weights that could
 /// not be matched to a layer are listed in <see cref="Unmatched"/>.</item>
 /// </list>
@@ -75,6 +78,8 @@ public sealed class OnnxModelFile : ITensorSource
     private readonly Dictionary<string, List<OnnxNode>> _consumers = new(StringComparer.Ordinal);
     // tensors whose bytes are in an external data file: where (full path), from which offset, how many bytes
     private readonly Dictionary<OnnxTensor, (string Path, long Offset, long Length)> _external = new(ReferenceEqualityComparer.Instance);
+    // scales and zero points of the QuantizeLinear/DequantizeLinear nodes folded away: quantisation plumbing, never parameters
+    private readonly HashSet<string> _qdqPlumbing = new(StringComparer.Ordinal);
     // the folder external data is looked up in (the model file's), null when the model was parsed from a stream or memory
     private readonly string? _directory;
 
@@ -107,8 +112,15 @@ public sealed class OnnxModelFile : ITensorSource
             Check(t, dataFiles);
             if (!_values.TryAdd(t.Name, t)) throw Bad(name, $"initializer '{t.Name}' appears twice");
         }
-        var nodes = new List<OnnxNode>(g.Node.Count);
         foreach (var p in g.Node)
+            if (p.OpType == "Constant" && p.Output.Count == 1 && p.Output[0].Length > 0 && p.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { } ct)
+            {
+                Check(ct, dataFiles);
+                _values.TryAdd(p.Output[0], ct);
+            }
+        var graphOutputs = g.Output.Select(v => v.Name).ToHashSet(StringComparer.Ordinal);
+        var nodes = new List<OnnxNode>(g.Node.Count);
+        foreach (var p in WithoutQdq(g.Node, graphOutputs))
         {
             var n = new OnnxNode(p);
             nodes.Add(n);
@@ -119,11 +131,6 @@ public sealed class OnnxModelFile : ITensorSource
                 if (i.Length == 0) continue;
                 if (!_consumers.TryGetValue(i, out var list)) _consumers[i] = list = [];
                 list.Add(n);
-            }
-            if (n.OpType == "Constant" && n.Outputs.Count == 1 && p.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { } ct)
-            {
-                Check(ct, dataFiles);
-                _values.TryAdd(n.Outputs[0], ct);
             }
         }
         Nodes = nodes;
@@ -181,8 +188,13 @@ public sealed class OnnxModelFile : ITensorSource
         11 => 8,  // DOUBLE
         16 => 2,  // BFLOAT16
         2 or 3 or 9 => 1, // UINT8, INT8, BOOL
+        4 or 5 => 2,      // UINT16, INT16 (QDQ's 16-bit codes)
+        21 or 22 => 1,    // UINT4, INT4: two codes a byte (see ByteCount)
         _ => 0,
     };
+
+    /// <summary>Bytes of <paramref name="n"/> elements of a readable type: 4-bit codes go two to a byte, the first in the low half.</summary>
+    private static long ByteCount(int dataType, long n) => dataType is 21 or 22 ? (n + 1) / 2 : n * ElementSize(dataType);
 
     private static bool IsFloat(int dataType) => dataType is 1 or 10 or 11 or 16;
 
@@ -199,16 +211,23 @@ public sealed class OnnxModelFile : ITensorSource
         int size = ElementSize(t.DataType);
         if (t.DataLocation == 1 || t.ExternalData.Count > 0)
         {
-            if (size != 0) CheckExternal(t, n * size, dataFiles); // other types are never read
+            if (size != 0) CheckExternal(t, ByteCount(t.DataType, n), dataFiles); // other types are never read
             return;
         }
         if (size == 0) return; // other types are never read
+        if (t.DataType is 21 or 22)
+        {
+            // 4-bit codes are read from raw bytes only
+            if (t.HasRawData && t.RawData.Length != ByteCount(t.DataType, n))
+                throw Bad(Name, $"tensor '{t.Name}' has shape [{string.Join(", ", t.Dims)}] but {t.RawData.Length} bytes of data");
+            return;
+        }
         long have = t.HasRawData ? t.RawData.Length / size : t.DataType switch
         {
             1 => t.FloatData.Count,
             11 => t.DoubleData.Count,
             7 => t.Int64Data.Count,
-            _ => t.Int32Data.Count, // INT32, FLOAT16 and BFLOAT16 (bits), UINT8, INT8, BOOL are carried in int32_data
+            _ => t.Int32Data.Count, // INT32, FLOAT16 and BFLOAT16 (bits), (U)INT8, (U)INT16, BOOL are carried in int32_data
         };
         if ((t.HasRawData && t.RawData.Length != n * size) || (!t.HasRawData && have != n))
             throw Bad(Name, $"tensor '{t.Name}' has shape [{string.Join(", ", t.Dims)}] but {(t.HasRawData ? $"{t.RawData.Length} bytes" : $"{have} values")} of data");
@@ -360,14 +379,179 @@ public sealed class OnnxModelFile : ITensorSource
     /// <summary>True when <paramref name="name"/> is an initializer or a Constant node's output.</summary>
     public bool IsConstant(string name) => _values.ContainsKey(name);
 
+    /// <summary>
+    /// The graph's nodes with the QDQ format's quantisation taken out (what ONNX Runtime's <c>quantize_static</c> writes by
+    /// default, and other quantisers that emit QuantizeLinear/DequantizeLinear): a <c>DequantizeLinear</c> of a constant
+    /// becomes that constant dequantised — (q − zero point)·scale, per tensor, per axis, or per block (opset 21's
+    /// <c>block_size</c>), from 4-, 8- or 16-bit codes or int32 — named like the float it replaces (<c>X</c> for an
+    /// initializer <c>X_quantized</c>, the node's output otherwise), and a <c>QuantizeLinear</c> → <c>DequantizeLinear</c>
+    /// pair on an activation (with the same scale and zero point) is passed through, so the graph reads like the float model
+    /// it was made from and every weight is named as in one. FastAttn runs in FP32 with those weights: the activations are
+    /// not quantised, unlike ONNX Runtime's int8 execution of such a file. A node it cannot fold (another type, a scale that
+    /// does not fit the codes) is kept as it is.
+    /// </summary>
+    private IEnumerable<Proto.OnnxNode> WithoutQdq(IList<Proto.OnnxNode> nodes, HashSet<string> graphOutputs)
+    {
+        if (!nodes.Any(n => n.OpType == "DequantizeLinear")) return nodes;
+        var producer = new Dictionary<string, Proto.OnnxNode>(StringComparer.Ordinal);
+        foreach (var n in nodes)
+            foreach (var o in n.Output)
+                if (o.Length > 0) producer.TryAdd(o, n);
+        var rename = new Dictionary<string, string>(StringComparer.Ordinal);
+        var dropped = new HashSet<Proto.OnnxNode>(ReferenceEqualityComparer.Instance);
+        foreach (var dq in nodes)
+        {
+            if (dq.OpType != "DequantizeLinear" || dq.Domain is not ("" or "ai.onnx" or "com.microsoft") || dq.Input.Count < 2
+                || dq.Output.Count != 1 || dq.Output[0].Length == 0 || graphOutputs.Contains(dq.Output[0]) || _values.ContainsKey(dq.Output[0])) continue;
+            string x = dq.Input[0];
+            if (_values.TryGetValue(x, out var q))
+            {
+                const string suffix = "_quantized";
+                string stem = x.EndsWith(suffix, StringComparison.Ordinal) ? x[..^suffix.Length] : "";
+                string name = stem.Length > 0 && !_values.ContainsKey(stem) && !producer.ContainsKey(stem) ? stem : dq.Output[0];
+                if (DequantizedConstant(dq, q, name) is not { } f) continue;
+                _values[name] = f;
+                if (name != dq.Output[0]) rename[dq.Output[0]] = name;
+                else producer.Remove(name);
+                dropped.Add(dq);
+            }
+            else if (producer.GetValueOrDefault(x) is { OpType: "QuantizeLinear", Input.Count: >= 2 } ql && ql.Domain == dq.Domain && SameQuantisation(ql, dq))
+            {
+                rename[dq.Output[0]] = ql.Input[0];
+                dropped.Add(dq);
+            }
+            else continue;
+            for (int i = 1; i < dq.Input.Count; i++) if (dq.Input[i].Length > 0) _qdqPlumbing.Add(dq.Input[i]);
+        }
+        if (dropped.Count == 0) return nodes;
+        // a QuantizeLinear nothing reads any more goes too
+        var read = nodes.Where(n => !dropped.Contains(n)).SelectMany(n => n.Input).ToHashSet(StringComparer.Ordinal);
+        foreach (var ql in nodes)
+            if (ql.OpType == "QuantizeLinear" && ql.Output.All(o => o.Length == 0 || (!read.Contains(o) && !graphOutputs.Contains(o))))
+            {
+                dropped.Add(ql);
+                for (int i = 1; i < ql.Input.Count; i++) if (ql.Input[i].Length > 0) _qdqPlumbing.Add(ql.Input[i]);
+            }
+        var kept = new List<Proto.OnnxNode>(nodes.Count - dropped.Count);
+        foreach (var n in nodes)
+        {
+            if (dropped.Contains(n)) continue;
+            var c = n.Clone();
+            for (int i = 0; i < c.Input.Count; i++)
+            {
+                // through chains (a pair after a pair), at most once around each renaming
+                string v = c.Input[i];
+                for (int hops = 0; hops <= rename.Count && rename.TryGetValue(v, out var to); hops++) v = to;
+                c.Input[i] = v;
+            }
+            kept.Add(c);
+        }
+        // a scale or zero point a kept node still reads (not only quantisation's) is not plumbing
+        foreach (var v in kept.SelectMany(n => n.OpType is "QuantizeLinear" or "DequantizeLinear" ? n.Input.Take(1) : n.Input)) _qdqPlumbing.Remove(v);
+        return kept;
+    }
+
+    /// <summary>True when a QuantizeLinear and the DequantizeLinear after it use the same scale, zero point, axis and block size.</summary>
+    private bool SameQuantisation(Proto.OnnxNode ql, Proto.OnnxNode dq)
+    {
+        static long? Int(Proto.OnnxNode n, string a) => n.Attribute.FirstOrDefault(x => x.Name == a) is { HasI: true } x ? x.I : null;
+        if ((Int(ql, "axis") ?? 1) != (Int(dq, "axis") ?? 1) || (Int(ql, "block_size") ?? 0) != (Int(dq, "block_size") ?? 0)) return false;
+        for (int i = 1; i < 3; i++)
+        {
+            string a = i < ql.Input.Count ? ql.Input[i] : "", b = i < dq.Input.Count ? dq.Input[i] : "";
+            if (a == b) continue;
+            if (a.Length == 0 || b.Length == 0 || !_values.TryGetValue(a, out var ta) || !_values.TryGetValue(b, out var tb) || ta.DataType != tb.DataType) return false;
+            // equal values under different names (a quantiser that writes each node's own copy)
+            if (i == 1 ? FloatValues(a) is not { } fa || FloatValues(b) is not { } fb || !fa.AsSpan().SequenceEqual(fb)
+                       : Codes(ta, 1 << 20) is not { } ca || Codes(tb, 1 << 20) is not { } cb || !ca.AsSpan().SequenceEqual(cb)) return false;
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// A DequantizeLinear's constant input dequantised as a float tensor named <paramref name="name"/> of its shape, or null
+    /// when the node's scale and zero point do not fit it (per tensor: one value; per axis: one per index along <c>axis</c>;
+    /// per block: the shape with <c>axis</c> cut into blocks of <c>block_size</c>).
+    /// </summary>
+    private OnnxTensor? DequantizedConstant(Proto.OnnxNode dq, OnnxTensor q, string name)
+    {
+        if (q.DataType is not (2 or 3 or 4 or 5 or 6 or 21 or 22) || !_values.TryGetValue(dq.Input[1], out var st)) return null;
+        var dims = q.Dims.ToArray();
+        long count = dims.Aggregate(1L, (a, b) => a * b);
+        if (count < 1 || count > int.MaxValue || Codes(q, count) is not { } codes) return null;
+        float[]? scale = FloatValues(dq.Input[1], count);
+        string zName = dq.Input.Count >= 3 ? dq.Input[2] : "";
+        int[]? zero = zName.Length == 0 ? [0] : _values.TryGetValue(zName, out var zt) && zt.DataType == q.DataType ? Codes(zt, count) : null;
+        if (scale == null || zero == null || (zero.Length != 1 && zero.Length != scale.Length)) return null;
+        long axis = dq.Attribute.FirstOrDefault(a => a.Name == "axis") is { HasI: true } ax ? ax.I : 1;
+        long block = dq.Attribute.FirstOrDefault(a => a.Name == "block_size") is { HasI: true } bs ? bs.I : 0;
+        int rank = dims.Length;
+        if (axis < 0) axis += rank;
+        // element i = (outer o, index j along the axis, inner r) → its scale's index
+        long len = 1, inner = 1;
+        bool perTensor = scale.Length == 1 && block == 0 && st.Dims.Aggregate(1L, (a, b) => a * b) == 1;
+        if (!perTensor)
+        {
+            if (axis < 0 || axis >= rank || block < 0) return null;
+            len = dims[axis];
+            for (long d = axis + 1; d < rank; d++) inner *= dims[d];
+            if (block == 0 && (st.Dims.Count != 1 || st.Dims[0] != len)) return null;
+            if (block > 0)
+            {
+                if (st.Dims.Count != rank) return null;
+                for (int d = 0; d < rank; d++)
+                    if (st.Dims[d] != (d == axis ? (dims[d] + block - 1) / block : dims[d])) return null;
+            }
+        }
+        long blocks = block > 0 ? (len + block - 1) / block : 0;
+        var w = new float[count];
+        for (long i = 0; i < count; i++)
+        {
+            long k = 0;
+            if (!perTensor)
+            {
+                long j = i / inner % len;
+                k = block == 0 ? j : (i / inner / len * blocks + j / block) * inner + i % inner;
+            }
+            w[i] = (float)((long)codes[i] - zero[zero.Length == 1 ? 0 : k]) * scale[k]; // as the operator computes it, in float
+        }
+        var t = new OnnxTensor { Name = name, DataType = 1, RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.AsSpan())) };
+        t.Dims.AddRange(dims);
+        return t;
+    }
+
+    /// <summary>An integer constant's codes (4-, 8-, 16- or 32-bit; at most <paramref name="limit"/>), or null.</summary>
+    private int[]? Codes(OnnxTensor t, long limit)
+    {
+        long n = t.Dims.Aggregate(1L, (a, b) => a * b);
+        if (n < 1 || n > limit || t.DataType is not (2 or 3 or 4 or 5 or 6 or 21 or 22)) return null;
+        bool hasRaw = HasRaw(t);
+        if (!hasRaw && (t.DataType is 21 or 22 || t.Int32Data.Count != n)) return null;
+        var raw = hasRaw ? Raw(t) : default;
+        var v = new int[n];
+        for (int i = 0; i < n; i++)
+            v[i] = !hasRaw ? (t.DataType switch { 2 => (byte)t.Int32Data[i], 3 => (sbyte)t.Int32Data[i], 4 => (ushort)t.Int32Data[i], 5 => (short)t.Int32Data[i], _ => t.Int32Data[i] })
+                : t.DataType switch
+                {
+                    2 => raw[i],
+                    3 => (sbyte)raw[i],
+                    4 => BinaryPrimitives.ReadUInt16LittleEndian(raw[(2 * i)..]),
+                    5 => BinaryPrimitives.ReadInt16LittleEndian(raw[(2 * i)..]),
+                    6 => BinaryPrimitives.ReadInt32LittleEndian(raw[(4 * i)..]),
+                    21 => (raw[i / 2] >> (4 * (i % 2))) & 0xF,
+                    _ => ((sbyte)(raw[i / 2] << (4 * (1 - i % 2)))) >> 4, // INT4: the half sign-extended
+                };
+        return v;
+    }
+
     private static bool LooksLikeParameter(string name) => name.Contains('.') && !name.StartsWith("onnx::", StringComparison.Ordinal) && !name.All(c => char.IsDigit(c));
 
     /// <summary>Names every float weight; returns those that could not be named.</summary>
     private List<string> MapParameters()
     {
-        var named = new HashSet<string>(StringComparer.Ordinal);
+        var named = new HashSet<string>(_qdqPlumbing, StringComparer.Ordinal);
         foreach (var (name, t) in _values)
-            if (IsFloat(t.DataType) && LooksLikeParameter(name) && _producer.GetValueOrDefault(name)?.OpType != "Constant")
+            if (IsFloat(t.DataType) && LooksLikeParameter(name) && _producer.GetValueOrDefault(name)?.OpType != "Constant" && !_qdqPlumbing.Contains(name))
             {
                 _params[name] = (t, false, name, 0, 1);
                 named.Add(name);

@@ -192,6 +192,230 @@ public class OnnxImportTests
         AssertClose(RefBert(w, "", ids), hs, "float16 export");
     }
 
+    /// <summary>
+    /// The QDQ format (ONNX Runtime's <c>quantize_static</c> default, and other quantisers emitting QuantizeLinear /
+    /// DequantizeLinear): every float initializer X replaced by codes <c>X_quantized</c> + <c>X_scale</c> (+ <c>X_zero_point</c>)
+    /// and a DequantizeLinear, and a QuantizeLinear → DequantizeLinear pair in front of every activation input of every
+    /// MatMul, Add and Mul (which breaks every chain the loader follows). The test dequantises each code itself (scalar
+    /// reference, float arithmetic as the operator's) into a twin file holding the float values under the original names and
+    /// no pairs: the QDQ file must list the same parameters with the same values, none of its scales or zero points, and
+    /// run bit for bit as the twin.
+    /// </summary>
+    [Theory]
+    [InlineData("int8-per-axis")]     // symmetric int8, one scale per column of each 2-D weight (axis 1), per tensor for 1-D
+    [InlineData("uint8-per-tensor")]  // asymmetric uint8 with a zero point, one scale per tensor
+    [InlineData("int4-blocked")]      // opset 21: INT4 codes two to a byte, blocks of 4 along axis 0; 1-D as int16
+    [InlineData("uint4-int32")]       // UINT4 per axis 0 with zero points; 1-D as int32 (how biases are quantised)
+    public void QdqExport_ReadsItsWeightsDequantised_AndRunsAsItsFloatTwin(string scheme)
+    {
+        using var dir = new TempDir();
+        var plain = Export(Checkpoint(seed: 9), "plain");
+        var m = OnnxModel.Parser.ParseFrom(plain);
+        var twin = OnnxModel.Parser.ParseFrom(plain);
+        var twinInits = twin.Graph.Initializer.ToDictionary(t => t.Name);
+        var rnd = new Random(17);
+        var nodes = new List<Onnx.Proto.OnnxNode>();
+        Onnx.Proto.OnnxNode Node(string op, string[] inputs, string output, params (string Name, long Value)[] attrs)
+        {
+            var n = new Onnx.Proto.OnnxNode { OpType = op, Name = output + "_node" };
+            n.Input.AddRange(inputs);
+            n.Output.Add(output);
+            foreach (var (name, v) in attrs) n.Attribute.Add(new OnnxAttribute { Name = name, I = v, Type = 2 });
+            return n;
+        }
+        OnnxTensor Codes(string name, int type, long[] dims, int[] codes)
+        {
+            byte[] raw = type switch
+            {
+                2 or 3 => codes.Select(c => unchecked((byte)c)).ToArray(),
+                5 => System.Runtime.InteropServices.MemoryMarshal.AsBytes(codes.Select(c => (short)c).ToArray().AsSpan()).ToArray(),
+                6 => System.Runtime.InteropServices.MemoryMarshal.AsBytes(codes.AsSpan()).ToArray(),
+                _ => Enumerable.Range(0, (codes.Length + 1) / 2).Select(i => (byte)((codes[2 * i] & 0xF) | (2 * i + 1 < codes.Length ? (codes[2 * i + 1] & 0xF) << 4 : 0))).ToArray(),
+            };
+            var t = new OnnxTensor { Name = name, DataType = type, RawData = ByteString.CopyFrom(raw) };
+            t.Dims.AddRange(dims);
+            return t;
+        }
+        var rename = new Dictionary<string, string>();
+        foreach (var t in m.Graph.Initializer.Where(t => t.DataType == 1 && t.Dims.Aggregate(1L, (a, b) => a * b) >= 2).ToList())
+        {
+            var f = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(t.RawData.Span).ToArray();
+            long[] dims = [.. t.Dims];
+            bool two = dims.Length == 2;
+            // the scheme: code type, range, which scale each element uses, the scale tensor's shape, axis and block size
+            var (type, lo, hi) = (scheme, two) switch
+            {
+                ("int8-per-axis", _) => (3, -127, 127),
+                ("uint8-per-tensor", _) => (2, 0, 255),
+                ("int4-blocked", true) => (22, -7, 7),
+                ("int4-blocked", false) => (5, -32767, 32767),
+                (_, true) => (21, 0, 15),
+                _ => (6, -(1 << 24), 1 << 24),
+            };
+            long rows = two ? dims[0] : 1, cols = two ? dims[1] : f.Length;
+            int axis = scheme switch { "int8-per-axis" => 1, _ => 0 }, block = scheme == "int4-blocked" && two ? 4 : 0;
+            bool perTensor = !two || scheme == "uint8-per-tensor";
+            Func<long, long> group = perTensor ? _ => 0 : block > 0 ? i => i / cols / block * cols + i % cols : axis == 1 ? i => i % cols : i => i / cols;
+            long groups = perTensor ? 1 : block > 0 ? (rows + block - 1) / block * cols : axis == 1 ? cols : rows;
+            long[] scaleDims = perTensor ? [] : block > 0 ? [(rows + block - 1) / block, cols] : [groups];
+            var scale = new float[groups];
+            var zero = new int[groups];
+            var min = new float[groups];
+            var max = new float[groups];
+            for (long i = 0; i < f.Length; i++) { min[group(i)] = Math.Min(min[group(i)], f[i]); max[group(i)] = Math.Max(max[group(i)], f[i]); }
+            for (long g = 0; g < groups; g++)
+            {
+                bool asymmetric = lo == 0;
+                scale[g] = asymmetric ? Math.Max(max[g] - min[g], 1e-6f) / hi : Math.Max(Math.Max(-min[g], max[g]), 1e-6f) / hi;
+                zero[g] = asymmetric ? Math.Clamp((int)MathF.Round(-min[g] / scale[g]), lo, hi) : 0;
+            }
+            var codes = f.Select((x, i) => Math.Clamp((int)MathF.Round(x / scale[group(i)]) + zero[group(i)], lo, hi)).ToArray();
+            // the reference: (q − zero point)·scale in float, as DequantizeLinear computes it
+            var deq = codes.Select((c, i) => (float)(c - zero[group(i)]) * scale[group(i)]).ToArray();
+            twinInits[t.Name].RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(deq.AsSpan()));
+            m.Graph.Initializer.Remove(t);
+            m.Graph.Initializer.Add(Codes(t.Name + "_quantized", type, dims, codes));
+            m.Graph.Initializer.Add(GraphBuilder.Tensor(t.Name + "_scale", scale, scaleDims));
+            var inputs = new List<string> { t.Name + "_quantized", t.Name + "_scale" };
+            if (lo == 0) { m.Graph.Initializer.Add(Codes(t.Name + "_zero_point", type, scaleDims, zero)); inputs.Add(t.Name + "_zero_point"); }
+            var attrs = new List<(string, long)> { ("axis", axis) };
+            if (block > 0) attrs.Add(("block_size", block));
+            nodes.Add(Node("DequantizeLinear", [.. inputs], t.Name + "_DequantizeLinear_Output", [.. attrs]));
+            rename[t.Name] = t.Name + "_DequantizeLinear_Output";
+        }
+        var constant = m.Graph.Initializer.Select(t => t.Name).Concat(m.Graph.Node.Where(n => n.OpType == "Constant").Select(n => n.Output[0])).ToHashSet();
+        int pairs = 0;
+        foreach (var n in m.Graph.Node)
+        {
+            for (int i = 0; i < n.Input.Count; i++)
+            {
+                if (rename.TryGetValue(n.Input[i], out var r)) { n.Input[i] = r; continue; }
+                if (n.OpType is not ("MatMul" or "Add" or "Mul") || constant.Contains(n.Input[i])) continue;
+                // an activation: quantised to uint8 and back with a scale and zero point of its own
+                string a = n.Input[i], id = $"{a}_{pairs++}";
+                m.Graph.Initializer.Add(GraphBuilder.Tensor(id + "_scale", [(float)(0.01 + rnd.NextDouble() * 0.05)]));
+                m.Graph.Initializer.Add(Codes(id + "_zero_point", 2, [], [128]));
+                nodes.Add(Node("QuantizeLinear", [a, id + "_scale", id + "_zero_point"], id + "_QuantizeLinear_Output"));
+                nodes.Add(Node("DequantizeLinear", [id + "_QuantizeLinear_Output", id + "_scale", id + "_zero_point"], id + "_DequantizeLinear_Output"));
+                n.Input[i] = id + "_DequantizeLinear_Output";
+            }
+            nodes.Add(n);
+        }
+        m.Graph.Node.Clear();
+        m.Graph.Node.AddRange(nodes);
+        if (scheme.Contains("int4")) m.OpsetImport[0].Version = 21;
+        string qdqPath = dir.File("model_qdq.onnx"), twinPath = dir.File("twin.onnx");
+        File.WriteAllBytes(qdqPath, m.ToByteArray());
+        File.WriteAllBytes(twinPath, twin.ToByteArray());
+
+        var q = OnnxModelFile.Open(qdqPath);
+        var t2 = OnnxModelFile.Open(twinPath);
+        Assert.Empty(q.Unmatched);
+        Assert.Equal(t2.TensorNames.Order(), q.TensorNames.Order());              // no scale or zero point among them
+        Assert.DoesNotContain(q.Nodes, n => n.OpType is "QuantizeLinear" or "DequantizeLinear");
+        foreach (var name in t2.TensorNames)
+        {
+            Assert.True(q.TryGetShape(name, out var shape));
+            Assert.True(t2.TryGetShape(name, out var twinShape));
+            Assert.Equal(twinShape, shape);
+            float[] a = new float[shape.Aggregate(1L, (x, y) => x * y)], b = new float[a.Length];
+            q.ReadFloat32(name, a);
+            t2.ReadFloat32(name, b);
+            Assert.Equal(b, a);
+        }
+        using var model = BertModel.Load(qdqPath);
+        using var twinModel = BertModel.Load(twinPath);
+        Assert.Equal(Heads, model.Config.NumAttentionHeads);
+        Assert.Contains("reshape constants", model.Source);
+        Assert.Equal(twinModel.Config.LayerNormEps, model.Config.LayerNormEps);
+        Assert.Equal(twinModel.Config.HiddenAct, model.Config.HiddenAct);
+        using var session = new EmbeddingSession(model, null);
+        using var twinSession = new EmbeddingSession(twinModel, null);
+        int[] ids = [2, 7, 11, 3, 40];
+        float[] hs = new float[ids.Length * H], ths = new float[hs.Length];
+        session.HiddenStates(ids, [ids.Length], hs);
+        twinSession.HiddenStates(ids, [ids.Length], ths);
+        Assert.Equal(ths, hs);
+    }
+
+    /// <summary>
+    /// QDQ nodes that do not fit: a scale per axis of the wrong length, a zero point of another type, a block size that
+    /// does not cut the axis into the scale's blocks, a pair whose Quantize and Dequantize scales differ. Each is kept as it
+    /// is (never a crash, never a silently wrong weight): the weight behind it is then not read, and a BERT load says which
+    /// parameters are missing.
+    /// </summary>
+    [Fact]
+    public void QdqNodes_ThatDoNotFit_AreKept_NotMisread()
+    {
+        using var dir = new TempDir();
+        string path = dir.File("bad_qdq.onnx");
+        OnnxModelFile Write(Action<GraphBuilder> build)
+        {
+            var g = new GraphBuilder();
+            build(g);
+            var model = new OnnxModel { IrVersion = 7, Graph = g.Graph };
+            model.OpsetImport.Add(new OnnxOpset { Domain = "", Version = 21 });
+            File.WriteAllBytes(path, model.ToByteArray());
+            return OnnxModelFile.Open(path);
+        }
+        string Int8(GraphBuilder g, string name, int type, long[] dims, params int[] codes)
+        {
+            var t = new OnnxTensor { Name = name, DataType = type, RawData = ByteString.CopyFrom(codes.Select(c => unchecked((byte)c)).ToArray()) };
+            t.Dims.AddRange(dims);
+            g.Graph.Initializer.Add(t);
+            return name;
+        }
+        // a good one first: per axis 1 of a [2, 3] weight
+        var ok = Write(g =>
+        {
+            string dq = g.Node("DequantizeLinear", [Int8(g, "a.weight_quantized", 3, [2, 3], 1, -2, 3, 4, 5, -6), g.Init("a.weight_scale", [0.5f, 0.25f, 2f], 3)], ("axis", 1));
+            g.Node("Add", ["x", dq]);                       // not a product's weight, so read as stored
+        });
+        Assert.True(ok.TryGetShape("a.weight", out var shape));
+        Assert.Equal(new long[] { 2, 3 }, shape);
+        var vals = new float[6];
+        ok.ReadFloat32("a.weight", vals);
+        Assert.Equal(new[] { 0.5f, -0.5f, 6f, 2f, 1.25f, -12f }, vals);
+        Assert.DoesNotContain("a.weight_scale", ok.TensorNames);
+        // blocks of 2 along axis 1 of a [2, 4] weight: a [2, 2] scale, element (r, c) scaled by scale[r, c / 2]
+        var blocked = Write(g =>
+        {
+            string dq = g.Node("DequantizeLinear", [Int8(g, "c.weight_quantized", 3, [2, 4], 1, 2, 3, 4, 5, 6, 7, 8), g.Init("c.weight_scale", [1f, 10f, 100f, 1000f], 2, 2)], ("axis", 1), ("block_size", 2));
+            g.Node("Add", ["x", dq]);
+        });
+        var bv = new float[8];
+        blocked.ReadFloat32("c.weight", bv);
+        Assert.Equal(new[] { 1f, 2f, 30f, 40f, 500f, 600f, 7000f, 8000f }, bv);
+        // the misfits
+        foreach (var (what, build) in new (string, Action<GraphBuilder>)[]
+        {
+            ("scale per axis of the wrong length", g => g.Node("DequantizeLinear", [Int8(g, "a.weight_quantized", 3, [2, 3], 1, 2, 3, 4, 5, 6), g.Init("a.weight_scale", [0.5f, 0.25f], 2)], ("axis", 1))),
+            ("zero point of another type", g => g.Node("DequantizeLinear", [Int8(g, "a.weight_quantized", 3, [2, 3], 1, 2, 3, 4, 5, 6), g.Init("a.weight_scale", [0.5f]), Int8(g, "zp", 2, [], 3)])),
+            ("axis out of range", g => g.Node("DequantizeLinear", [Int8(g, "a.weight_quantized", 3, [2, 3], 1, 2, 3, 4, 5, 6), g.Init("a.weight_scale", [0.5f, 0.25f, 2f], 3)], ("axis", 5))),
+            ("blocks that do not match the scale", g => g.Node("DequantizeLinear", [Int8(g, "a.weight_quantized", 3, [4, 3], 1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6), g.Init("a.weight_scale", [1f, 1f, 1f], 1, 3)], ("axis", 0), ("block_size", 2))),
+        })
+        {
+            var f = Write(build);
+            Assert.False(f.TryGetShape("a.weight", out _), what);
+            Assert.Contains(f.Nodes, n => n.OpType == "DequantizeLinear");
+        }
+        // a pair whose scales differ is not an identity: kept
+        var pair = Write(g =>
+        {
+            string q = g.Node("QuantizeLinear", ["x", g.Init("s1", [0.5f])]);
+            g.Node("MatMul", [g.Node("DequantizeLinear", [q, g.Init("s2", [0.25f])]), g.Init("b.weight", [1f, 2f], 1, 2)]);
+        });
+        Assert.Equal(2, pair.Nodes.Count(n => n.OpType is "QuantizeLinear" or "DequantizeLinear"));
+        // and one whose scales are equal under different names is passed through
+        var same = Write(g =>
+        {
+            string q = g.Node("QuantizeLinear", ["x", g.Init("s1", [0.5f])]);
+            g.Node("MatMul", [g.Node("DequantizeLinear", [q, g.Init("s2", [0.5f])]), g.Init("b.weight", [1f, 2f], 1, 2)]);
+        });
+        Assert.DoesNotContain(same.Nodes, n => n.OpType is "QuantizeLinear" or "DequantizeLinear");
+        Assert.Equal("x", same.Nodes.Single(n => n.OpType == "MatMul").Inputs[0]);
+    }
+
     [Fact]
     public void DistilBertExport_NamesMapped_TokenTypesZero_HeadsFromTheGraph()
     {
