@@ -398,6 +398,18 @@ public sealed class OnnxModelFile : ITensorSource
             foreach (var o in n.Output)
                 if (o.Length > 0) producer.TryAdd(o, n);
         var rename = new Dictionary<string, string>(StringComparer.Ordinal);
+        // where a value leads through the renamings so far (each path shortened as it is walked; no cycle is ever added)
+        string Resolve(string v)
+        {
+            string start = v;
+            while (rename.TryGetValue(v, out var to)) v = to;
+            while (start != v && rename.TryGetValue(start, out var next)) { rename[start] = v; start = next; }
+            return v;
+        }
+        // each constant is dequantised once: a second DequantizeLinear of it with the same scale, zero point and
+        // attributes reads the first one's result; with others it is kept (so no file makes the loader expand one
+        // constant over and over)
+        var folded = new Dictionary<string, (string Key, string Name)>(StringComparer.Ordinal);
         var dropped = new HashSet<Proto.OnnxNode>(ReferenceEqualityComparer.Instance);
         foreach (var dq in nodes)
         {
@@ -406,16 +418,26 @@ public sealed class OnnxModelFile : ITensorSource
             string x = dq.Input[0];
             if (_values.TryGetValue(x, out var q))
             {
+                string key = string.Join('\0', dq.Input.Skip(1).Concat(dq.Attribute.Where(a => a.Name is "axis" or "block_size").Select(a => $"{a.Name}={a.I}")));
+                if (folded.TryGetValue(x, out var done))
+                {
+                    if (done.Key != key) continue;
+                    rename[dq.Output[0]] = done.Name;
+                    dropped.Add(dq);
+                    continue;
+                }
                 const string suffix = "_quantized";
                 string stem = x.EndsWith(suffix, StringComparison.Ordinal) ? x[..^suffix.Length] : "";
                 string name = stem.Length > 0 && !_values.ContainsKey(stem) && !producer.ContainsKey(stem) ? stem : dq.Output[0];
                 if (DequantizedConstant(dq, q, name) is not { } f) continue;
+                folded[x] = (key, name);
                 _values[name] = f;
                 if (name != dq.Output[0]) rename[dq.Output[0]] = name;
                 else producer.Remove(name);
                 dropped.Add(dq);
             }
-            else if (producer.GetValueOrDefault(x) is { OpType: "QuantizeLinear", Input.Count: >= 2 } ql && ql.Domain == dq.Domain && SameQuantisation(ql, dq))
+            else if (producer.GetValueOrDefault(x) is { OpType: "QuantizeLinear", Input.Count: >= 2 } ql && ql.Domain == dq.Domain && SameQuantisation(ql, dq)
+                && Resolve(ql.Input[0]) != dq.Output[0])
             {
                 rename[dq.Output[0]] = ql.Input[0];
                 dropped.Add(dq);
@@ -437,13 +459,7 @@ public sealed class OnnxModelFile : ITensorSource
         {
             if (dropped.Contains(n)) continue;
             var c = n.Clone();
-            for (int i = 0; i < c.Input.Count; i++)
-            {
-                // through chains (a pair after a pair), at most once around each renaming
-                string v = c.Input[i];
-                for (int hops = 0; hops <= rename.Count && rename.TryGetValue(v, out var to); hops++) v = to;
-                c.Input[i] = v;
-            }
+            for (int i = 0; i < c.Input.Count; i++) c.Input[i] = Resolve(c.Input[i]); // through chains (a pair after a pair)
             kept.Add(c);
         }
         // a scale or zero point a kept node still reads (not only quantisation's) is not plumbing
@@ -461,9 +477,11 @@ public sealed class OnnxModelFile : ITensorSource
             string a = i < ql.Input.Count ? ql.Input[i] : "", b = i < dq.Input.Count ? dq.Input[i] : "";
             if (a == b) continue;
             if (a.Length == 0 || b.Length == 0 || !_values.TryGetValue(a, out var ta) || !_values.TryGetValue(b, out var tb) || ta.DataType != tb.DataType) return false;
-            // equal values under different names (a quantiser that writes each node's own copy)
-            if (i == 1 ? FloatValues(a) is not { } fa || FloatValues(b) is not { } fb || !fa.AsSpan().SequenceEqual(fb)
-                       : Codes(ta, 1 << 20) is not { } ca || Codes(tb, 1 << 20) is not { } cb || !ca.AsSpan().SequenceEqual(cb)) return false;
+            // equal values under different names (a quantiser that writes each node's own copy); small ones only, so that
+            // no file can make the loader compare big tensors pair after pair
+            const int small = 4096;
+            if (i == 1 ? FloatValues(a, small) is not { } fa || FloatValues(b, small) is not { } fb || !fa.AsSpan().SequenceEqual(fb)
+                       : Codes(ta, small) is not { } ca || Codes(tb, small) is not { } cb || !ca.AsSpan().SequenceEqual(cb)) return false;
         }
         return true;
     }

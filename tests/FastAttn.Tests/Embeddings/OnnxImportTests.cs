@@ -414,6 +414,35 @@ public class OnnxImportTests
         });
         Assert.DoesNotContain(same.Nodes, n => n.OpType is "QuantizeLinear" or "DequantizeLinear");
         Assert.Equal("x", same.Nodes.Single(n => n.OpType == "MatMul").Inputs[0]);
+        // pairs after pairs, each step also read by another node: every reader is led back to x
+        var chain = Write(g =>
+        {
+            string v = "x";
+            for (int i = 0; i < 5; i++)
+            {
+                v = g.Node("DequantizeLinear", [g.Node("QuantizeLinear", [v, "s"]), "s"]);
+                g.Node("Relu", [v]);
+            }
+            g.Init("s", [0.5f]);
+        });
+        Assert.All(chain.Nodes, n => Assert.Equal("x", n.Inputs[0]));
+        Assert.Equal(5, chain.Nodes.Count);
+        // one constant dequantised twice alike is one tensor; a third time with another scale stays a node (a constant is
+        // expanded once, whatever the file asks)
+        var twice = Write(g =>
+        {
+            string codes = Int8(g, "d.weight_quantized", 3, [2], 4, -4);
+            g.Init("d.weight_scale", [0.5f]);
+            g.Init("other_scale", [2f]);
+            g.Node("Add", ["x", g.Node("DequantizeLinear", [codes, "d.weight_scale"])]);
+            g.Node("Add", ["y", g.Node("DequantizeLinear", [codes, "d.weight_scale"])]);
+            g.Node("Add", ["z", g.Node("DequantizeLinear", [codes, "other_scale"])]);
+        });
+        Assert.Equal(new[] { "d.weight", "d.weight" }, twice.Nodes.Where(n => n.OpType == "Add").Take(2).Select(n => n.Inputs[1]));
+        Assert.Single(twice.Nodes, n => n.OpType == "DequantizeLinear");
+        var dv = new float[2];
+        twice.ReadFloat32("d.weight", dv);
+        Assert.Equal(new[] { 2f, -2f }, dv);
     }
 
     [Fact]
