@@ -114,6 +114,33 @@ public static class Seeds
         var qm = new OnnxModel { IrVersion = 7, ProducerName = "seed", Graph = qg };
         qm.OpsetImport.Add(new OnnxOpset { Domain = "", Version = 13 });
         File.WriteAllBytes(Path.Combine(dir, "quantized.onnx"), qm.ToByteArray());
+        // the QDQ format: weights as codes behind DequantizeLinear (int8 per axis 1, uint4 in blocks of 2 along axis 0 with
+        // zero points, an int32 bias) and a QuantizeLinear → DequantizeLinear pair on the activation, under opset 21
+        var dg = new OnnxGraph();
+        Tensor(dg, "w.weight_quantized", 3, Enumerable.Range(0, 4 * 3).Select(i => (byte)(i * 23)).ToArray(), 4, 3);
+        dg.Initializer.Add(Floats("w.weight_scale", 3, 3));
+        Tensor(dg, "u.weight_quantized", 21, [0x12, 0x34, 0x56, 0x78, 0x9A, 0xBC], 4, 3);
+        dg.Initializer.Add(Floats("u.weight_scale", 6, 2, 3));
+        Tensor(dg, "u.weight_zero_point", 21, [0x88, 0x88, 0x08], 2, 3);
+        Tensor(dg, "w.bias_quantized", 6, Enumerable.Range(0, 3).SelectMany(i => BitConverter.GetBytes(i * 1000 - 1000)).ToArray(), 3);
+        dg.Initializer.Add(Floats("w.bias_scale", 1));
+        dg.Initializer.Add(Floats("x_scale", 1));
+        Tensor(dg, "x_zero_point", 2, [128]);
+        OnnxAttribute Attr(string name, long v) => new() { Name = name, I = v, Type = 2 };
+        var dw = Node("DequantizeLinear", ["w.weight_quantized", "w.weight_scale"], "w_dq"); dw.Attribute.Add(Attr("axis", 1));
+        var du = Node("DequantizeLinear", ["u.weight_quantized", "u.weight_scale", "u.weight_zero_point"], "u_dq"); du.Attribute.Add(Attr("axis", 0)); du.Attribute.Add(Attr("block_size", 2));
+        dg.Node.Add(dw); dg.Node.Add(du);
+        dg.Node.Add(Node("DequantizeLinear", ["w.bias_quantized", "w.bias_scale"], "b_dq"));
+        dg.Node.Add(Node("QuantizeLinear", ["x", "x_scale", "x_zero_point"], "x_q"));
+        dg.Node.Add(Node("DequantizeLinear", ["x_q", "x_scale", "x_zero_point"], "x_dq"));
+        dg.Node.Add(Node("MatMul", ["x_dq", "w_dq"], "y"));
+        dg.Node.Add(Node("Add", ["y", "b_dq"], "z"));
+        dg.Node.Add(Node("MatMul", ["z", "u_dq"], "out"));
+        dg.Input.Add(new OnnxValueInfo { Name = "x" });
+        dg.Output.Add(new OnnxValueInfo { Name = "out" });
+        var dm = new OnnxModel { IrVersion = 10, ProducerName = "seed", Graph = dg };
+        dm.OpsetImport.Add(new OnnxOpset { Domain = "", Version = 21 });
+        File.WriteAllBytes(Path.Combine(dir, "qdq.onnx"), dm.ToByteArray());
     }
 
     private static void Tensor(OnnxGraph g, string name, int type, byte[] data, params long[] dims)
