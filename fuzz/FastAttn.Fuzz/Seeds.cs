@@ -136,10 +136,24 @@ public static class Seeds
         dg.Node.Add(Node("MatMul", ["x_dq", "w_dq"], "y"));
         dg.Node.Add(Node("Add", ["y", "b_dq"], "z"));
         dg.Node.Add(Node("MatMul", ["z", "u_dq"], "out"));
+        // and a QEmbedLayerNormalization (uint8 tables, gamma and beta, a scale and zero point each)
+        string[] parts = ["word", "position", "type", "gamma", "beta"];
+        foreach (var (part, i) in parts.Select((p, i) => (p, i)))
+        {
+            long[] shape = i < 3 ? [i == 2 ? 2 : 8, 4] : [4];
+            Tensor(dg, $"e.{part}_quantized", 2, Enumerable.Range(0, (int)shape.Aggregate(1L, (a, b) => a * b)).Select(k => (byte)(k * 19 + i)).ToArray(), shape);
+            dg.Initializer.Add(Floats($"e.{part}_scale", 1));
+            Tensor(dg, $"e.{part}_zero_point", 2, [(byte)(100 + i)]);
+        }
+        var qe = new Onnx.Proto.OnnxNode { OpType = "QEmbedLayerNormalization", Domain = "com.microsoft" };
+        qe.Input.AddRange(["ids", "types", .. parts.Select(p => $"e.{p}_quantized"), "", .. parts.Select(p => $"e.{p}_scale"), .. parts.Select(p => $"e.{p}_zero_point")]);
+        qe.Output.AddRange(["emb", "mask_index"]);
+        dg.Node.Add(qe);
         dg.Input.Add(new OnnxValueInfo { Name = "x" });
         dg.Output.Add(new OnnxValueInfo { Name = "out" });
         var dm = new OnnxModel { IrVersion = 10, ProducerName = "seed", Graph = dg };
         dm.OpsetImport.Add(new OnnxOpset { Domain = "", Version = 21 });
+        dm.OpsetImport.Add(new OnnxOpset { Domain = "com.microsoft", Version = 1 });
         File.WriteAllBytes(Path.Combine(dir, "qdq.onnx"), dm.ToByteArray());
     }
 

@@ -53,7 +53,8 @@ public sealed class OnnxNode
 /// <item>ONNX Runtime's fused nodes (Attention, QAttention, EmbedLayerNormalization, SkipLayerNormalization, BiasGelu,
 /// FusedGemm, FusedMatMul) give their weights the names of the layers they replace;</item>
 /// <item>quantised weights are listed dequantised under the float weight's name: <c>MatMulInteger</c> products
-/// (<c>quantize_dynamic</c>), its quantised embedding tables (Gather + DequantizeLinear), QAttention's weight, and the
+/// (<c>quantize_dynamic</c>), its quantised embedding tables (Gather + DequantizeLinear), QAttention's weight,
+/// QEmbedLayerNormalization's tables, gamma and beta, and the
 /// block-quantised <c>MatMulNBits</c> (2/4/8 bits) and <c>MatMulBnb4</c> (FP4/NF4) products; their scales and zero points
 /// are not listed;</item>
 /// <item>the QDQ format (<c>quantize_static</c>'s default): a DequantizeLinear of a constant is read as the constant
@@ -817,7 +818,9 @@ public sealed class OnnxModelFile : ITensorSource
     {
         // Attention, or QAttention (the same node with an int8/uint8 weight, from quantising an optimised graph), in graph order
         var attention = Nodes.Where(n => n.OpType is "Attention" or "QAttention" && n.Domain == "com.microsoft").ToList();
-        var embed = Nodes.FirstOrDefault(n => n.OpType == "EmbedLayerNormalization" && n.Domain == "com.microsoft");
+        // EmbedLayerNormalization, or QEmbedLayerNormalization (its tables, gamma and beta as uint8 codes with a scale and a
+        // zero point each, inputs 8–12 and 13–17: what quantize_dynamic makes of it)
+        var embed = Nodes.FirstOrDefault(n => n.OpType is "EmbedLayerNormalization" or "QEmbedLayerNormalization" && n.Domain == "com.microsoft");
         if (attention.Count == 0 && embed == null) return;
         string prefix = _params.Keys.Select(k => k.IndexOf("encoder.layer.", StringComparison.Ordinal) is int i and >= 0 ? k[..i]
             : k.IndexOf("embeddings.", StringComparison.Ordinal) is int j and >= 0 ? k[..j] : null).FirstOrDefault(k => k != null) ?? "";
@@ -844,7 +847,14 @@ public sealed class OnnxModelFile : ITensorSource
             for (int k = 2; k < Math.Min(embed.Inputs.Count, names.Length); k++)
             {
                 string input = embed.Inputs[k], name = prefix + "embeddings." + names[k];
-                if (input.Length == 0 || _params.ContainsKey(name) || !_values.TryGetValue(input, out var t) || !IsFloat(t.DataType)) continue;
+                if (input.Length == 0 || _params.ContainsKey(name) || !_values.TryGetValue(input, out var t)) continue;
+                if (embed.OpType == "QEmbedLayerNormalization")
+                {
+                    if (embed.Inputs.Count <= k + 11 || DequantizedPerTensor(t, input, embed.Inputs[k + 6], embed.Inputs[k + 11]) is not { } d) continue;
+                    t = d;
+                    foreach (string plumbing in new[] { embed.Inputs[k + 6], embed.Inputs[k + 11] }) { _params.Remove(plumbing); named.Add(plumbing); }
+                }
+                if (!IsFloat(t.DataType)) continue;
                 _params[name] = (t, false, input, 0, 1);
                 named.Add(input);
             }
@@ -866,6 +876,20 @@ public sealed class OnnxModelFile : ITensorSource
         if (Dequantized8(q, n.Inputs[1], rows, cols, scale, zero, perRow: false) is not { } t) return null;
         foreach (string plumbing in new[] { n.Inputs[4], n.Inputs.Count >= 8 ? n.Inputs[7] : "" }.Where(i => i.Length > 0)) _params.Remove(plumbing);
         return t;
+    }
+
+    /// <summary>
+    /// An int8/uint8 constant dequantised with one scale and one zero point (<paramref name="zeroPoint"/> may be empty: 0), as a
+    /// float tensor of its shape named <paramref name="name"/>; null when they do not fit.
+    /// </summary>
+    private OnnxTensor? DequantizedPerTensor(OnnxTensor q, string name, string scale, string zeroPoint)
+    {
+        if (q.DataType is not (2 or 3) || scale.Length == 0 || FloatValues(scale) is not [_]) return null;
+        var node = new Proto.OnnxNode();
+        node.Input.Add(name);
+        node.Input.Add(scale);
+        if (zeroPoint.Length > 0) node.Input.Add(zeroPoint);
+        return DequantizedConstant(node, q, name);
     }
 
     /// <summary>

@@ -60,7 +60,7 @@ public class FusedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
     }
 
     /// <summary>all-MiniLM-L6-v2 rewritten with fused nodes, into <paramref name="dir"/> (with its vocab.txt).</summary>
-    internal static void WriteFused(string dir, QkvForm form = QkvForm.Float)
+    internal static void WriteFused(string dir, QkvForm form = QkvForm.Float, bool quantisedEmbeddings = false)
     {
         var (modelPath, vocab) = MiniLmPackage.Files;
         var src = OnnxModelFile.Open(modelPath);
@@ -76,9 +76,39 @@ public class FusedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
         nodes.Add(Node("Cast", "", ["token_type_ids"], ["types32"], ("to", 6L)));
         nodes.Add(Node("Cast", "", ["attention_mask"], ["mask32"], ("to", 6L)));
         // the embedding tables and LayerNorm keep their names (as the optimiser leaves them)
-        nodes.Add(Node("EmbedLayerNormalization", "com.microsoft",
-            ["ids32", "types32", "embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight", "embeddings.token_type_embeddings.weight",
-             "embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias", "mask32"], ["emb", "mask_index"], ("epsilon", Eps)));
+        string[] embedInputs = ["embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight", "embeddings.token_type_embeddings.weight",
+             "embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias"];
+        var overrides = new Dictionary<string, OnnxTensor>();
+        if (quantisedEmbeddings)
+        {
+            // as quantize_dynamic quantises EmbedLayerNormalization: each of the five as uint8 with its own scale and zero
+            // point (from its range, which holds 0); the twin holds the same values dequantised under the original names
+            var codes = new List<string>();
+            var scales = new List<string>();
+            var zeros = new List<string>();
+            foreach (var name in embedInputs)
+            {
+                var t = g.Initializer.Single(i => i.Name == name);
+                var f = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(t.RawData.Span).ToArray();
+                float lo = Math.Min(0, f.Min()), hi = Math.Max(0, f.Max()), scale = (hi - lo) / 255f;
+                int zero = Math.Clamp((int)MathF.Round(-lo / scale), 0, 255);
+                var q = f.Select(v => (byte)Math.Clamp((int)MathF.Round(v / scale) + zero, 0, 255)).ToArray();
+                if (form == QkvForm.Quantized)
+                {
+                    var tq = new OnnxTensor { Name = name + "_quantized", DataType = 2, RawData = ByteString.CopyFrom(q) };
+                    tq.Dims.AddRange(t.Dims);
+                    Init(tq);
+                    Init(Tensor(name + "_scale", [scale]));
+                    Init(new OnnxTensor { Name = name + "_zero_point", DataType = 2, RawData = ByteString.CopyFrom([(byte)zero]) });
+                    codes.Add(name + "_quantized"); scales.Add(name + "_scale"); zeros.Add(name + "_zero_point");
+                }
+                else overrides[name] = Tensor(name, q.Select(c => (c - zero) * scale).ToArray(), [.. t.Dims]);
+            }
+            if (form == QkvForm.Quantized)
+                nodes.Add(Node("QEmbedLayerNormalization", "com.microsoft", ["ids32", "types32", .. codes, "mask32", .. scales, .. zeros], ["emb", "mask_index"], ("epsilon", Eps)));
+        }
+        if (!quantisedEmbeddings || form != QkvForm.Quantized)
+            nodes.Add(Node("EmbedLayerNormalization", "com.microsoft", ["ids32", "types32", .. embedInputs, "mask32"], ["emb", "mask_index"], ("epsilon", Eps)));
         string x = "emb";
         for (int l = 0; l < Layers; l++)
         {
@@ -149,7 +179,7 @@ public class FusedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
         var used = nodes.SelectMany(n => n.Input).ToHashSet();
         var graph = new OnnxGraph { Name = g.Name };
         graph.Node.AddRange(nodes);
-        graph.Initializer.AddRange(g.Initializer.Where(t => used.Contains(t.Name)));
+        graph.Initializer.AddRange(g.Initializer.Where(t => used.Contains(t.Name)).Select(t => overrides.GetValueOrDefault(t.Name, t)));
         graph.Initializer.AddRange(inits);
         graph.Input.AddRange(g.Input);
         graph.Output.AddRange(g.Output);
@@ -170,17 +200,36 @@ public class FusedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
     /// Attention nodes; ONNX Runtime's own int8 run of the QAttention file is held against that twin too, so the file is
     /// what the operator's schema says.
     /// </summary>
-    [Fact]
-    public void AQuantisedFusedExport_ReadsQAttentionWeights()
+    /// <remarks>
+    /// With <paramref name="embeddings"/> the embeddings are quantised too, as quantize_dynamic quantises the optimised
+    /// graph's EmbedLayerNormalization: com.microsoft QEmbedLayerNormalization with uint8 tables, gamma and beta, each with
+    /// its scale and zero point — so the file is the whole of what quantize_dynamic writes for an optimised BERT.
+    /// </remarks>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void AQuantisedFusedExport_ReadsQAttentionWeights(bool embeddings)
     {
-        string dirQ = Path.Combine(PackagedModel.CacheRoot, $"all-MiniLM-L6-v2-{MiniLmPackage.Version}-qattention-{Environment.ProcessId}");
+        string dirQ = Path.Combine(PackagedModel.CacheRoot, $"all-MiniLM-L6-v2-{MiniLmPackage.Version}-qattention{embeddings}-{Environment.ProcessId}");
         string dirT = dirQ + "-twin";
         try
         {
-            WriteFused(dirQ, QkvForm.Quantized);
-            WriteFused(dirT, QkvForm.Dequantized);
+            WriteFused(dirQ, QkvForm.Quantized, embeddings);
+            WriteFused(dirT, QkvForm.Dequantized, embeddings);
             var onnx = OnnxModelFile.Open(Path.Combine(dirQ, "model.onnx"));
             Assert.Equal(6, onnx.Nodes.Count(n => n.OpType == "QAttention"));
+            Assert.Equal(embeddings ? 1 : 0, onnx.Nodes.Count(n => n.OpType == "QEmbedLayerNormalization"));
+            if (embeddings)
+            {
+                // the tables, gamma and beta as read equal the twin's (the LayerNorm after them would hide a constant shift)
+                var twinFile = OnnxModelFile.Open(Path.Combine(dirT, "model.onnx"));
+                foreach (var name in new[] { "word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight", "LayerNorm.weight", "LayerNorm.bias" }.Select(n => "embeddings." + n))
+                {
+                    Assert.True(onnx.TryGetShape(name, out var shape), name);
+                    var n = (int)shape.Aggregate(1L, (a, b) => a * b);
+                    Assert.Equal(Read(twinFile, name, n), Read(onnx, name, n));
+                }
+            }
             Assert.DoesNotContain(onnx.TensorNames, n => n.EndsWith("_scale", StringComparison.Ordinal));
             using var embedder = SentenceEmbedder.Load(dirQ, options: new SentenceEmbedderOptions { MaxSessions = 1 });
             using var session = new EmbeddingSession(embedder.Model, embedder.Tokenizer);
@@ -200,7 +249,7 @@ public class FusedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
                 var int8 = MiniLmParityTests.Ort(ortQ, ids);
                 ortCos = Math.Min(ortCos, Vectors.Cosine(OnnxRewrite.Mean(int8, ids.Length, h), OnnxRewrite.Mean(twin, ids.Length, h)));
             }
-            output.WriteLine($"QAttention: FastAttn vs ONNX Runtime on the dequantised twin max|Δ|/max|ref| {worst:E2}; ONNX Runtime's int8 run vs the twin: mean-pooled cosine ≥ {ortCos:F5}");
+            output.WriteLine($"QAttention{(embeddings ? " + QEmbedLayerNormalization" : "")}: FastAttn vs ONNX Runtime on the dequantised twin max|Δ|/max|ref| {worst:E2}; ONNX Runtime's int8 run vs the twin: mean-pooled cosine ≥ {ortCos:F5}");
             Assert.True(worst <= 2e-6, $"FastAttn on the QAttention file vs the twin: {worst:E2}");
             Assert.True(ortCos >= 0.99, $"ONNX Runtime's run of the written QAttention file is far from its twin ({ortCos:F5}): the file is not what it claims");
         }
