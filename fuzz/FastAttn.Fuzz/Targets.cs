@@ -105,17 +105,38 @@ public static class Targets
         for (int i = prev; i < text.Length; i++) Check(char.IsWhiteSpace(text[i]), "a non-space character belongs to no token");
     }
 
+    // the same input as a file (in a folder of its own, so external data can only name the file itself)
+    private static readonly Lazy<string> OnnxPath = new(() =>
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"fastattn-fuzz-onnx-{Environment.ProcessId}");
+        Directory.CreateDirectory(dir);
+        return Path.Combine(dir, "fuzz.onnx");
+    });
+
     public static void Onnx(ReadOnlySpan<byte> input)
     {
         FastAttn.Onnx.OnnxModelFile f;
+        // opened from its path the tensors' bytes are read from the file at the offsets a wire scan finds (not copied by
+        // the parser): it must fail only with InvalidDataException, and read what the parse from memory reads
+        File.WriteAllBytes(OnnxPath.Value, input.ToArray());
+        FastAttn.Onnx.OnnxModelFile? opened;
+        try { opened = FastAttn.Onnx.OnnxModelFile.Open(OnnxPath.Value); }
+        catch (InvalidDataException) { opened = null; }
         try { f = FastAttn.Onnx.OnnxModelFile.Load(input, "fuzz"); }
         catch (InvalidDataException) { return; }
+        Check(opened != null, "a model parsed from memory failed to open from its file");
+        Check(f.TensorNames.Order().SequenceEqual(opened!.TensorNames.Order()), "opened from its file, a model lists other parameters");
         foreach (var name in f.TensorNames)
         {
             Check(f.TryGetShape(name, out var shape), "a listed parameter has no shape");
+            Check(opened.TryGetShape(name, out var openedShape) && shape.SequenceEqual(openedShape), "opened from its file, a parameter has another shape");
             long n = shape.Aggregate(1L, (a, b) => a * b);
             if (n > 1 << 20) continue;
-            f.ReadFloat32(name, new float[n]);
+            var x = new float[n];
+            var y = new float[n];
+            f.ReadFloat32(name, x);
+            opened.ReadFloat32(name, y);
+            Check(x.AsSpan().SequenceEqual(y), "opened from its file, a parameter reads other values"); // float.Equals: NaN equals NaN
         }
         // the BERT loader's view of the graph, and a load attempt (which may only fail with InvalidDataException)
         try { using var m = FastAttn.Embeddings.BertModel.Load(f, new FastAttn.Embeddings.BertConfig { HiddenSize = 4, NumAttentionHeads = 2, NumHiddenLayers = 1, IntermediateSize = 8, VocabSize = 10, MaxPositionEmbeddings = 8 }); }

@@ -128,6 +128,28 @@ public class OnnxImportTests
         return model.ToByteArray();
     }
 
+    /// <summary>
+    /// Opened from its path, a model's raw tensor bytes are read from the file at the offsets a wire scan found (not copied
+    /// by the parser); parsed from memory they are copied. Both must list the same parameters with the same values.
+    /// </summary>
+    internal static void AssertOpenEqualsLoad(string path)
+    {
+        var opened = OnnxModelFile.Open(path);
+        var loaded = OnnxModelFile.Load(File.ReadAllBytes(path));
+        Assert.Equal(loaded.TensorNames.Order(), opened.TensorNames.Order());
+        Assert.Equal(loaded.Unmatched, opened.Unmatched);
+        foreach (var name in loaded.TensorNames)
+        {
+            Assert.True(opened.TryGetShape(name, out var a));
+            Assert.True(loaded.TryGetShape(name, out var b));
+            Assert.Equal(b, a);
+            float[] x = new float[b.Aggregate(1L, (p, q) => p * q)], y = new float[x.Length];
+            opened.ReadFloat32(name, x);
+            loaded.ReadFloat32(name, y);
+            Assert.Equal(y, x);
+        }
+    }
+
     [Theory]
     [InlineData("plain")]
     [InlineData("constant-node")]
@@ -139,6 +161,7 @@ public class OnnxImportTests
         var w = Checkpoint(seed: 3);
         string path = dir.File("model.onnx");
         File.WriteAllBytes(path, Export(w, variant));
+        AssertOpenEqualsLoad(path);
         var onnx = OnnxModelFile.Open(path);
         Assert.Empty(onnx.Unmatched);
         Assert.True(onnx.TryGetShape("encoder.layer.1.intermediate.dense.weight", out var shape));
@@ -181,6 +204,7 @@ public class OnnxImportTests
         Assert.DoesNotContain(m.Graph.Initializer, t => t.DataType == 1);
         string path = dir.File("model_fp16.onnx");
         File.WriteAllBytes(path, m.ToByteArray());
+        AssertOpenEqualsLoad(path);
         Assert.Empty(OnnxModelFile.Open(path).Unmatched);
         using var model = BertModel.Load(path);
         Assert.Equal(Heads, model.Config.NumAttentionHeads);
@@ -307,6 +331,7 @@ public class OnnxImportTests
         string qdqPath = dir.File("model_qdq.onnx"), twinPath = dir.File("twin.onnx");
         File.WriteAllBytes(qdqPath, m.ToByteArray());
         File.WriteAllBytes(twinPath, twin.ToByteArray());
+        AssertOpenEqualsLoad(qdqPath);
 
         var q = OnnxModelFile.Open(qdqPath);
         var t2 = OnnxModelFile.Open(twinPath);
@@ -645,6 +670,51 @@ public class OnnxImportTests
         using (var fs = new FileStream(Path.Combine(folder, "model.onnx_data"), FileMode.Open)) fs.SetLength(0);
         Assert.True(opened.TryGetShape("embeddings.word_embeddings.weight", out var shape));
         Assert.Contains("ended early", Assert.Throws<InvalidDataException>(() => opened.ReadFloat32("embeddings.word_embeddings.weight", new float[shape[0] * shape[1]])).Message);
+    }
+
+    /// <summary>
+    /// A model opened from its path reads its tensors from the file when asked for: a file rewritten since (to another
+    /// length, or the same length with other bytes) is an InvalidDataException on the read, never other weights; a tensor
+    /// with raw_data that also says its data is external is refused at open, as before.
+    /// </summary>
+    [Fact]
+    public void InlineTensors_AreReadFromTheFile_AndAChangedFileIsNoticed()
+    {
+        using var dir = new TempDir();
+        string path = dir.File("model.onnx");
+        var bytes = Export(Checkpoint(seed: 4), "plain");
+        File.WriteAllBytes(path, bytes);
+        const string table = "embeddings.word_embeddings.weight";
+        var opened = OnnxModelFile.Open(path);
+        Assert.True(opened.TryGetShape(table, out var shape));
+        var before = new float[shape[0] * shape[1]];
+        opened.ReadFloat32(table, before);
+        // the same length, other bytes (the table's first floats negated in place), a moment later
+        var m = OnnxModel.Parser.ParseFrom(bytes);
+        var t = m.Graph.Initializer.First(i => i.Name == table);
+        var changed = t.RawData.ToByteArray();
+        for (int i = 3; i < 64; i += 4) changed[i] ^= 0x80;
+        t.RawData = ByteString.CopyFrom(changed);
+        var rewritten = m.ToByteArray();
+        Assert.Equal(bytes.Length, rewritten.Length);
+        File.WriteAllBytes(path, rewritten);
+        File.SetLastWriteTimeUtc(path, File.GetLastWriteTimeUtc(path).AddSeconds(1));
+        Assert.Contains("changed after the model was opened", Assert.Throws<InvalidDataException>(() => opened.ReadFloat32(table, new float[before.Length])).Message);
+        // opened again it reads the new bytes
+        var again = OnnxModelFile.Open(path);
+        var after = new float[before.Length];
+        again.ReadFloat32(table, after);
+        Assert.Equal(before.Skip(16).ToArray(), after.Skip(16).ToArray());
+        Assert.Equal(before.Take(16).Select(v => -v).ToArray(), after.Take(16).ToArray());
+        // cut short
+        File.WriteAllBytes(path, bytes.AsSpan(0, bytes.Length / 2).ToArray());
+        Assert.Throws<InvalidDataException>(() => again.ReadFloat32(table, after));
+        // raw_data and external at once
+        t.RawData = ByteString.CopyFrom(changed);
+        t.DataLocation = 1;
+        t.ExternalData.Add(new OnnxStringEntry { Key = "location", Value = "data.bin" });
+        File.WriteAllBytes(path, m.ToByteArray());
+        Assert.Contains("also carries data", Assert.Throws<InvalidDataException>(() => OnnxModelFile.Open(path)).Message);
     }
 
     [Fact]
