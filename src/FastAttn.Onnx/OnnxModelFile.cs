@@ -988,17 +988,8 @@ public sealed class OnnxModelFile : ITensorSource
     }
 
     /// <summary>An int8/uint8 constant's values of type <paramref name="dataType"/> (at most 2²⁰), or null.</summary>
-    private int[]? IntValues(string name, int dataType, long limit = 1 << 20)
-    {
-        if (!_values.TryGetValue(name, out var t) || t.DataType != dataType) return null;
-        long n = t.Dims.Aggregate(1L, (a, b) => a * b);
-        if (n < 1 || n > limit) return null;
-        var v = new int[n];
-        bool hasRaw = HasRaw(t);
-        var raw = hasRaw ? Raw(t) : default;
-        for (int i = 0; i < n; i++) v[i] = hasRaw ? (dataType == 3 ? (sbyte)raw[i] : raw[i]) : t.Int32Data[i];
-        return v;
-    }
+    private int[]? IntValues(string name, int dataType, long limit = 1 << 20) =>
+        _values.TryGetValue(name, out var t) && t.DataType == dataType ? Codes(t, limit) : null;
 
     /// <summary>
     /// The weights inside ONNX Runtime's fused transformer nodes (what its Python optimiser, and Hugging Face Optimum's O2–O4

@@ -145,23 +145,7 @@ public class QuantizedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper outpu
             using var ortFp32 = new InferenceSession(dequantised, new SessionOptions { IntraOpNumThreads = 1 });
             using var ortInt8 = new InferenceSession(quantised, new SessionOptions { IntraOpNumThreads = 1 });
             using var ortOriginal = new InferenceSession(MiniLmPackage.Files.Model, new SessionOptions { IntraOpNumThreads = 1 });
-            int h = embedder.Model.Config.HiddenSize;
-            double worst = 0, worstCosInt8 = 1, mineToOriginal = 1, int8ToOriginal = 1;
-            foreach (var s in MiniLmParityTests.BuiltIn.Take(20))
-            {
-                var ids = embedder.Tokenizer.Encode(s);
-                var mine = new float[ids.Length * h];
-                session.HiddenStates(ids, [ids.Length], mine);
-                var reference = MiniLmParityTests.Ort(ortFp32, ids);
-                double mr = reference.Max(MathF.Abs), md = 0;
-                for (int i = 0; i < mine.Length; i++) md = Math.Max(md, Math.Abs(mine[i] - reference[i]));
-                worst = Math.Max(worst, md / mr);
-                var int8 = MiniLmParityTests.Ort(ortInt8, ids);
-                var original = OnnxRewrite.Mean(MiniLmParityTests.Ort(ortOriginal, ids), ids.Length, h);
-                worstCosInt8 = Math.Min(worstCosInt8, Vectors.Cosine(OnnxRewrite.Mean(mine, ids.Length, h), OnnxRewrite.Mean(int8, ids.Length, h)));
-                mineToOriginal = Math.Min(mineToOriginal, Vectors.Cosine(OnnxRewrite.Mean(mine, ids.Length, h), original));
-                int8ToOriginal = Math.Min(int8ToOriginal, Vectors.Cosine(OnnxRewrite.Mean(int8, ids.Length, h), original));
-            }
+            var (worst, worstCosInt8, mineToOriginal, int8ToOriginal) = OnnxRewrite.CompareQuantised(embedder, session, ortFp32, ortInt8, ortOriginal, MiniLmParityTests.BuiltIn.Take(20));
             output.WriteLine($"{products} quantised products; FastAttn vs ONNX Runtime on the dequantised FP32 graph: max|Δ|/max|ref| {worst:E2}; "
                 + $"mean-pooled cosine with ONNX Runtime's int8 execution of the quantised file ≥ {worstCosInt8:F5}; with the unquantised model: FastAttn ≥ {mineToOriginal:F5}, "
                 + $"ONNX Runtime's int8 execution ≥ {int8ToOriginal:F5}");

@@ -136,16 +136,22 @@ public class OnnxImportTests
     {
         var opened = OnnxModelFile.Open(path);
         var loaded = OnnxModelFile.Load(File.ReadAllBytes(path));
-        Assert.Equal(loaded.TensorNames.Order(), opened.TensorNames.Order());
         Assert.Equal(loaded.Unmatched, opened.Unmatched);
-        foreach (var name in loaded.TensorNames)
+        AssertSameParameters(loaded, opened);
+    }
+
+    /// <summary><paramref name="actual"/> lists the parameters of <paramref name="expected"/>, each with its shape and values.</summary>
+    private static void AssertSameParameters(OnnxModelFile expected, OnnxModelFile actual)
+    {
+        Assert.Equal(expected.TensorNames.Order(), actual.TensorNames.Order());
+        foreach (var name in expected.TensorNames)
         {
-            Assert.True(opened.TryGetShape(name, out var a));
-            Assert.True(loaded.TryGetShape(name, out var b));
+            Assert.True(actual.TryGetShape(name, out var a));
+            Assert.True(expected.TryGetShape(name, out var b));
             Assert.Equal(b, a);
             float[] x = new float[b.Aggregate(1L, (p, q) => p * q)], y = new float[x.Length];
-            opened.ReadFloat32(name, x);
-            loaded.ReadFloat32(name, y);
+            actual.ReadFloat32(name, x);
+            expected.ReadFloat32(name, y);
             Assert.Equal(y, x);
         }
     }
@@ -336,18 +342,8 @@ public class OnnxImportTests
         var q = OnnxModelFile.Open(qdqPath);
         var t2 = OnnxModelFile.Open(twinPath);
         Assert.Empty(q.Unmatched);
-        Assert.Equal(t2.TensorNames.Order(), q.TensorNames.Order());              // no scale or zero point among them
         Assert.DoesNotContain(q.Nodes, n => n.OpType is "QuantizeLinear" or "DequantizeLinear");
-        foreach (var name in t2.TensorNames)
-        {
-            Assert.True(q.TryGetShape(name, out var shape));
-            Assert.True(t2.TryGetShape(name, out var twinShape));
-            Assert.Equal(twinShape, shape);
-            float[] a = new float[shape.Aggregate(1L, (x, y) => x * y)], b = new float[a.Length];
-            q.ReadFloat32(name, a);
-            t2.ReadFloat32(name, b);
-            Assert.Equal(b, a);
-        }
+        AssertSameParameters(t2, q);                                              // no scale or zero point among them
         using var model = BertModel.Load(qdqPath);
         using var twinModel = BertModel.Load(twinPath);
         Assert.Equal(Heads, model.Config.NumAttentionHeads);
