@@ -11,10 +11,11 @@ namespace FastAttn.Parity.Tests;
 
 /// <summary>
 /// A BERT in the QDQ format, as ONNX Runtime's <c>quantize_static</c> writes it by default: each weight product's weight
-/// held as int8 codes (<c>W_quantized</c>, <c>W_scale</c>, <c>W_zero_point</c>) behind a DequantizeLinear, its activation
-/// input quantised to uint8 and back by a QuantizeLinear → DequantizeLinear pair with a calibrated scale and zero point
-/// (one pair per activation, shared by the products that read it), and the word-embedding table quantised in front of its
-/// Gather. No such file is served here, so the test writes one from all-MiniLM-L6-v2 (calibrated on ONNX Runtime's FP32
+/// held as int8 codes (<c>W_quantized</c>, <c>W_scale</c>, <c>W_zero_point</c>) behind a DequantizeLinear, every
+/// activation its QDQ quantiser wraps (both inputs of every MatMul — the attention's two products included — and the data
+/// input of Reshape, Transpose and Softmax) quantised to uint8 and back by a QuantizeLinear → DequantizeLinear pair with a
+/// calibrated scale and zero point (one pair per activation, shared by the nodes that read it), and the word-embedding
+/// table quantised in front of its Gather. No such file is served here, so the test writes one from all-MiniLM-L6-v2 (calibrated on ONNX Runtime's FP32
 /// run of the first 20 built-in texts) and, beside it, the FP32 graph with the dequantised weights. FastAttn reads the
 /// QDQ file's weights dequantised and runs FP32: it must equal ONNX Runtime running that FP32 twin; ONNX Runtime's own
 /// int8 execution of the QDQ file (activations quantised too) is reported for comparison.
@@ -39,28 +40,35 @@ public class QdqOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
 
     private static OnnxTensor Floats(string name, float[] values, params long[] dims) => Tensor(name, 1, MemoryMarshal.AsBytes(values.AsSpan()).ToArray(), dims);
 
-    /// <summary>Each weight product's activation input, with its range over ONNX Runtime's FP32 run of <paramref name="texts"/>.</summary>
-    private static Dictionary<string, (float Min, float Max)> Calibrate(byte[] model, string[] inputs, IEnumerable<string> texts, TextTokenizer tokenizer)
+    /// <summary>The range of each of <paramref name="values"/> (activations) over ONNX Runtime's FP32 run of <paramref name="texts"/> (always holding 0).</summary>
+    private static Dictionary<string, (float Min, float Max)> Calibrate(byte[] model, string[] values, IEnumerable<string> texts, TextTokenizer tokenizer)
     {
         var m = OnnxModel.Parser.ParseFrom(model);
-        foreach (var name in inputs)
+        foreach (var name in values)
             m.Graph.Output.Add(new OnnxValueInfo { Name = name, Type = new OnnxType { TensorType = new OnnxType.Types.Tensor { ElemType = 1 } } });
         using var ort = new InferenceSession(m.ToByteArray(), new SessionOptions { IntraOpNumThreads = 1 });
-        var range = inputs.ToDictionary(i => i, _ => (Min: 0f, Max: 0f));
+        var range = values.ToDictionary(i => i, _ => (Min: 0f, Max: 0f));
         foreach (var s in texts)
         {
             var ids = tokenizer.Encode(s);
-            foreach (var name in inputs)
+            var inputs = new List<NamedOnnxValue>
             {
-                var v = MiniLmParityTests.Ort(ort, ids, name);
-                range[name] = (Math.Min(range[name].Min, v.Min()), Math.Max(range[name].Max, v.Max()));
+                NamedOnnxValue.CreateFromTensor("input_ids", new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<long>(ids.Select(i => (long)i).ToArray(), [1, ids.Length])),
+                NamedOnnxValue.CreateFromTensor("attention_mask", new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<long>(Enumerable.Repeat(1L, ids.Length).ToArray(), [1, ids.Length])),
+                NamedOnnxValue.CreateFromTensor("token_type_ids", new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<long>(new long[ids.Length], [1, ids.Length])),
+            };
+            using var r = ort.Run(inputs.Where(i => ort.InputMetadata.ContainsKey(i.Name)).ToList());
+            foreach (var v in r.Where(v => range.ContainsKey(v.Name)))
+            {
+                var x = v.AsEnumerable<float>().ToArray();
+                range[v.Name] = (Math.Min(range[v.Name].Min, x.Min()), Math.Max(range[v.Name].Max, x.Max()));
             }
         }
         return range;
     }
 
-    /// <summary>Writes the QDQ model (<paramref name="qdq"/>) and the FP32 model with its dequantised weights (<paramref name="twin"/>); returns the weight products quantised.</summary>
-    private static int Write(string qdq, string twin, bool perChannel, TextTokenizer tokenizer)
+    /// <summary>Writes the QDQ model (<paramref name="qdq"/>) and the FP32 model with its dequantised weights (<paramref name="twin"/>); returns the weight products quantised and the activation pairs written.</summary>
+    private static (int Products, int Pairs) Write(string qdq, string twin, bool perChannel, TextTokenizer tokenizer)
     {
         var bytes = File.ReadAllBytes(MiniLmPackage.Files.Model);
         var q = OnnxModel.Parser.ParseFrom(bytes);
@@ -69,7 +77,13 @@ public class QdqOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
         var dInits = d.Graph.Initializer.ToDictionary(t => t.Name);
         bool IsWeight(string name) => inits.TryGetValue(name, out var w) && w.DataType == 1 && w.Dims.Count == 2;
         var products = q.Graph.Node.Where(n => n.OpType == "MatMul" && n.Input.Count == 2 && IsWeight(n.Input[1])).ToList();
-        var range = Calibrate(bytes, products.Select(n => n.Input[0]).Distinct().ToArray(), MiniLmParityTests.BuiltIn.Take(20), tokenizer);
+        // the activations quantize_static's QDQ quantiser wraps in a BERT: every MatMul's inputs (the attention's two
+        // products have no constant side), and the data input of Reshape, Transpose and Softmax
+        bool IsConstant(string v) => inits.ContainsKey(v) || q.Graph.Node.Any(n => n.OpType == "Constant" && n.Output.Contains(v));
+        var wrapped = q.Graph.Node
+            .SelectMany(n => n.OpType == "MatMul" ? n.Input.AsEnumerable() : n.OpType is "Reshape" or "Transpose" or "Softmax" ? n.Input.Take(1) : [])
+            .Where(v => !IsConstant(v)).Distinct().ToArray();
+        var range = Calibrate(bytes, wrapped, MiniLmParityTests.BuiltIn.Take(20), tokenizer);
         var pairs = new Dictionary<string, string>();       // activation → its QuantizeLinear → DequantizeLinear output
         var nodes = new List<OnnxNode>();
         // int8 symmetric codes of a float initializer, per tensor or per column (axis 1); the twin gets them dequantised
@@ -95,9 +109,10 @@ public class QdqOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
         {
             // the word-embedding table quantised in front of its Gather (QDQ's Gather; the position and type tables stay FP32)
             if (n.OpType == "Gather" && n.Input[0] == "embeddings.word_embeddings.weight") n.Input[0] = Quantise(inits[n.Input[0]], columns: false);
-            if (products.Contains(n))
+            for (int i = 0; i < n.Input.Count; i++)
             {
-                string x = n.Input[0];
+                string x = n.Input[i];
+                if (!range.ContainsKey(x) || (n.OpType != "MatMul" && i > 0)) continue;
                 if (!pairs.TryGetValue(x, out var dq))
                 {
                     // uint8 with a zero point from the calibrated range (which always holds 0)
@@ -110,14 +125,14 @@ public class QdqOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
                     nodes.Add(Node("QuantizeLinear", [x, id + "_scale", id + "_zero_point"], id + "_QuantizeLinear_Output"));
                     nodes.Add(Node("DequantizeLinear", [id + "_QuantizeLinear_Output", id + "_scale", id + "_zero_point"], pairs[x] = dq = id + "_DequantizeLinear_Output"));
                 }
-                n.Input[0] = dq;
-                n.Input[1] = Quantise(inits[n.Input[1]], perChannel);
+                n.Input[i] = dq;
             }
+            if (products.Contains(n)) n.Input[1] = Quantise(inits[n.Input[1]], perChannel);
             nodes.Add(n);
         }
         OnnxRewrite.Save(q, nodes, qdq);
         File.WriteAllBytes(twin, d.ToByteArray());
-        return products.Count;
+        return (products.Count, pairs.Count);
     }
 
     [Theory]
@@ -131,9 +146,9 @@ public class QdqOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
         {
             string qdq = Path.Combine(dir, "model.onnx"), twin = Path.Combine(dir, "fp32-dequantised.onnx");
             File.Copy(MiniLmPackage.Files.Vocab, Path.Combine(dir, "vocab.txt"), overwrite: true);
-            int products;
+            int products, pairs;
             using (var original = SentenceEmbedder.Load(Path.GetDirectoryName(MiniLmPackage.Files.Model)!, options: new SentenceEmbedderOptions { MaxSessions = 1 }))
-                products = Write(qdq, twin, perChannel, original.Tokenizer);
+                (products, pairs) = Write(qdq, twin, perChannel, original.Tokenizer);
             Assert.Equal(36, products);                                  // 6 layers × (Q, K, V, output, two feed-forward)
             var file = OnnxModelFile.Open(qdq);
             Assert.Empty(file.Unmatched);
@@ -144,7 +159,7 @@ public class QdqOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
             using var ortInt8 = new InferenceSession(qdq, new SessionOptions { IntraOpNumThreads = 1 });
             using var ortOriginal = new InferenceSession(MiniLmPackage.Files.Model, new SessionOptions { IntraOpNumThreads = 1 });
             var (worst, worstCosInt8, mineToOriginal, int8ToOriginal) = OnnxRewrite.CompareQuantised(embedder, session, ortFp32, ortInt8, ortOriginal, MiniLmParityTests.BuiltIn.Skip(20).Take(20));   // texts the calibration did not see
-            output.WriteLine($"{products} QDQ products (per channel: {perChannel}); FastAttn vs ONNX Runtime on the dequantised FP32 graph: max|Δ|/max|ref| {worst:E2}; "
+            output.WriteLine($"{products} QDQ products, {pairs} activation pairs (per channel: {perChannel}); FastAttn vs ONNX Runtime on the dequantised FP32 graph: max|Δ|/max|ref| {worst:E2}; "
                 + $"mean-pooled cosine with ONNX Runtime's int8 execution of the QDQ file ≥ {worstCosInt8:F5}; with the unquantised model: FastAttn ≥ {mineToOriginal:F5}, "
                 + $"ONNX Runtime's int8 execution ≥ {int8ToOriginal:F5}");
             Assert.True(worst <= 2e-6, $"FastAttn vs the dequantised FP32 graph: {worst:E2}");
