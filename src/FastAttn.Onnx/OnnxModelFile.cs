@@ -125,9 +125,11 @@ public sealed class OnnxModelFile : ITensorSource
             if (string.IsNullOrEmpty(t.Name)) throw Bad(name, "an initializer has no name");
             if (inline is { } file && file.Raw[i] is { } raw)
             {
-                // raw_data inside the model file (opened from its path): read from the file at its offset when asked for
-                if (t.DataLocation == 1 || t.ExternalData.Count > 0) throw Bad(name, $"tensor '{t.Name}' (external data) also carries data inside the file");
-                _external[t] = (file.Path, raw.Offset, raw.Length);
+                // raw_data inside the model file (opened from its path): read from the file at its offset when asked for; a
+                // tensor of a type FastAttn never reads is not looked at, whatever it holds (as when parsed from memory)
+                bool external = t.DataLocation == 1 || t.ExternalData.Count > 0;
+                if (external && ElementSize(t.DataType) != 0) throw Bad(name, $"tensor '{t.Name}' (external data) also carries data inside the file");
+                if (!external) _external[t] = (file.Path, raw.Offset, raw.Length);
             }
             Check(t, dataFiles);
             if (!_values.TryAdd(t.Name, t)) throw Bad(name, $"initializer '{t.Name}' appears twice");
