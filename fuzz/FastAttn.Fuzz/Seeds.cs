@@ -149,6 +149,21 @@ public static class Seeds
         qe.Input.AddRange(["ids", "types", .. parts.Select(p => $"e.{p}_quantized"), "", .. parts.Select(p => $"e.{p}_scale"), .. parts.Select(p => $"e.{p}_zero_point")]);
         qe.Output.AddRange(["emb", "mask_index"]);
         dg.Node.Add(qe);
+        // and the QOperator form: QLinearMatMul with an int8 weight, QLinearAdd of a uint8 bias, an 8-bit Reshape, then DequantizeLinear
+        Tensor(dg, "o.weight_quantized", 3, Enumerable.Range(0, 3 * 2).Select(i => (byte)(i * 41)).ToArray(), 3, 2);
+        dg.Initializer.Add(Floats("o.weight_scale", 2, 2));
+        Tensor(dg, "o.weight_zero_point", 3, [0, 0], 2);
+        Tensor(dg, "o.bias_quantized", 2, [10, 200], 2);
+        dg.Initializer.Add(Floats("o.bias_scale", 1));
+        Tensor(dg, "o.bias_zero_point", 2, [128]);
+        var qmm = Node("QLinearMatMul", ["x_q", "x_scale", "x_zero_point", "o.weight_quantized", "o.weight_scale", "o.weight_zero_point", "x_scale", "x_zero_point"], "o_mm8");
+        var qad = Node("QLinearAdd", ["o_mm8", "x_scale", "x_zero_point", "o.bias_quantized", "o.bias_scale", "o.bias_zero_point", "x_scale", "x_zero_point"], "o_sum8");
+        qad.Domain = "com.microsoft";
+        var ints = new OnnxTensor { Name = "o_shape", DataType = 7, RawData = ByteString.CopyFrom(BitConverter.GetBytes(-1L)) }; ints.Dims.Add(1);
+        dg.Initializer.Add(ints);
+        dg.Node.Add(qmm); dg.Node.Add(qad);
+        dg.Node.Add(Node("Reshape", ["o_sum8", "o_shape"], "o_flat8"));
+        dg.Node.Add(Node("DequantizeLinear", ["o_flat8", "x_scale", "x_zero_point"], "o_flat"));
         dg.Input.Add(new OnnxValueInfo { Name = "x" });
         dg.Output.Add(new OnnxValueInfo { Name = "out" });
         var dm = new OnnxModel { IrVersion = 10, ProducerName = "seed", Graph = dg };

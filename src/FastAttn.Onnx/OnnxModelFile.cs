@@ -59,7 +59,8 @@ public sealed class OnnxNode
 /// are not listed;</item>
 /// <item>the QDQ format (<c>quantize_static</c>'s default): a DequantizeLinear of a constant is read as the constant
 /// dequantised (4-, 8-, 16- or 32-bit codes, per tensor, per axis or per block) under the float's name, and
-/// QuantizeLinear → DequantizeLinear pairs on activations are passed through (FastAttn runs FP32);</item>
+/// QuantizeLinear → DequantizeLinear pairs on activations are passed through (FastAttn runs FP32); the QOperator format
+/// (QLinearMatMul, QLinearAdd, QLinearMul, QLinearSoftmax) is lowered to QDQ first;</item>
 /// <item>integer tensors (shape constants, <c>position_ids</c>) are graph plumbing and not listed; float weights that could
 /// not be matched to a layer are listed in <see cref="Unmatched"/>.</item>
 /// </list>
@@ -588,6 +589,7 @@ public sealed class OnnxModelFile : ITensorSource
     /// </summary>
     private IEnumerable<Proto.OnnxNode> WithoutQdq(IList<Proto.OnnxNode> nodes, HashSet<string> graphOutputs)
     {
+        nodes = Lowered(nodes);
         if (!nodes.Any(n => n.OpType == "DequantizeLinear")) return nodes;
         var producer = new Dictionary<string, Proto.OnnxNode>(StringComparer.Ordinal);
         foreach (var n in nodes)
@@ -638,12 +640,21 @@ public sealed class OnnxModelFile : ITensorSource
                 rename[dq.Output[0]] = ql.Input[0];
                 dropped.Add(dq);
             }
+            else if (QuantizedThroughDataMovement(x, producer) is { } qm && SameQuantisation(qm, dq)
+                && Resolve(qm.Input[0]) != qm.Output[0] && Resolve(x) != dq.Output[0])
+            {
+                // Q → Reshape/Transpose/… → DQ (the QOperator form keeps moving 8-bit data between its operators): the data
+                // movement now carries the float the Q read
+                rename[qm.Output[0]] = qm.Input[0];
+                rename[dq.Output[0]] = x;
+                dropped.Add(dq);
+            }
             else continue;
             for (int i = 1; i < dq.Input.Count; i++) if (dq.Input[i].Length > 0) _qdqPlumbing.Add(dq.Input[i]);
         }
         if (dropped.Count == 0) return nodes;
         // a QuantizeLinear nothing reads any more goes too
-        var read = nodes.Where(n => !dropped.Contains(n)).SelectMany(n => n.Input).ToHashSet(StringComparer.Ordinal);
+        var read = nodes.Where(n => !dropped.Contains(n)).SelectMany(n => n.Input).Select(Resolve).ToHashSet(StringComparer.Ordinal);
         foreach (var ql in nodes)
             if (ql.OpType == "QuantizeLinear" && ql.Output.All(o => o.Length == 0 || (!read.Contains(o) && !graphOutputs.Contains(o))))
             {
@@ -661,6 +672,65 @@ public sealed class OnnxModelFile : ITensorSource
         // a scale or zero point a kept node still reads (not only quantisation's) is not plumbing
         foreach (var v in kept.SelectMany(n => n.OpType is "QuantizeLinear" or "DequantizeLinear" ? n.Input.Take(1) : n.Input)) _qdqPlumbing.Remove(v);
         return kept;
+    }
+
+    /// <summary>Operators that only move data: an 8-bit tensor goes through them with its scale and zero point unchanged.</summary>
+    private static bool MovesData(Proto.OnnxNode n) => n.OpType is "Reshape" or "Transpose" or "Squeeze" or "Unsqueeze" or "Flatten" && n.Domain is "" or "ai.onnx";
+
+    /// <summary>The QuantizeLinear that <paramref name="value"/> comes from through data movement only (at least one step), or null.</summary>
+    private static Proto.OnnxNode? QuantizedThroughDataMovement(string value, Dictionary<string, Proto.OnnxNode> producer)
+    {
+        var p = producer.GetValueOrDefault(value);
+        if (p == null || !MovesData(p)) return null;
+        for (int hops = 0; p != null && MovesData(p) && p.Input.Count > 0 && hops <= producer.Count; hops++) p = producer.GetValueOrDefault(p.Input[0]);
+        return p is { OpType: "QuantizeLinear", Input.Count: >= 2 } q && q.Output.Count == 1 ? q : null;
+    }
+
+    /// <summary>
+    /// ONNX Runtime's QOperator form (<c>quantize_static</c> with <c>quant_format=QOperator</c>) written as QDQ: each
+    /// QLinearMatMul, and com.microsoft QLinearAdd, QLinearMul and QLinearSoftmax, becomes a DequantizeLinear of each 8-bit
+    /// input (with its scale and zero point), the float operator, and a QuantizeLinear of the result with the output's
+    /// scale and zero point — which the QDQ folding then reads like any QDQ file.
+    /// </summary>
+    private static IList<Proto.OnnxNode> Lowered(IList<Proto.OnnxNode> nodes)
+    {
+        if (!nodes.Any(n => n.OpType is "QLinearMatMul" or "QLinearAdd" or "QLinearMul" or "QLinearSoftmax")) return nodes;
+        var result = new List<Proto.OnnxNode>(nodes.Count * 2);
+        foreach (var n in nodes)
+        {
+            bool matMul = n.OpType == "QLinearMatMul" && n.Domain is "" or "ai.onnx" && n.Input.Count == 8;
+            bool binary = n.OpType is "QLinearAdd" or "QLinearMul" && n.Domain == "com.microsoft" && n.Input.Count is 7 or 8;
+            bool softmax = n.OpType == "QLinearSoftmax" && n.Domain == "com.microsoft" && n.Input.Count is 4 or 5;
+            if ((!matMul && !binary && !softmax) || n.Output.Count != 1 || n.Output[0].Length == 0) { result.Add(n); continue; }
+            string y = n.Output[0], stem = y + "/lowered";
+            Proto.OnnxNode Make(string op, string output, params string[] inputs)
+            {
+                var m = new Proto.OnnxNode { OpType = op, Name = output };
+                m.Input.AddRange(inputs);
+                m.Output.Add(output);
+                return m;
+            }
+            string Dq(int at, string name)
+            {
+                // DequantizeLinear's default axis (1) is what a product's per-column b_scale means for B [K, N]
+                result.Add(Make("DequantizeLinear", name, n.Input[at], n.Input[at + 1], n.Input[at + 2]));
+                return name;
+            }
+            string f;
+            if (softmax)
+            {
+                var sm = Make("Softmax", stem + "_y", Dq(0, stem + "_x"));
+                sm.Attribute.AddRange(n.Attribute.Where(a => a.Name == "axis").Select(a => a.Clone()));
+                result.Add(sm);
+                f = stem + "_y";
+                result.Add(Make("QuantizeLinear", y, f, n.Input[3], n.Input.Count > 4 ? n.Input[4] : ""));
+                continue;
+            }
+            string a = Dq(0, stem + "_a"), b = Dq(3, stem + "_b");
+            result.Add(Make(matMul ? "MatMul" : n.OpType == "QLinearAdd" ? "Add" : "Mul", f = stem + "_y", a, b));
+            result.Add(Make("QuantizeLinear", y, f, n.Input[6], n.Input.Count > 7 ? n.Input[7] : ""));
+        }
+        return result;
     }
 
     /// <summary>True when a QuantizeLinear and the DequantizeLinear after it use the same scale, zero point, axis and block size.</summary>

