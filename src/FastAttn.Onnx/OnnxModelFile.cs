@@ -608,6 +608,7 @@ public sealed class OnnxModelFile : ITensorSource
         // attributes reads the first one's result; with others it is kept (so no file makes the loader expand one
         // constant over and over)
         var folded = new Dictionary<string, (string Key, string Name)>(StringComparer.Ordinal);
+        var movedFrom = new Dictionary<string, Proto.OnnxNode?>(StringComparer.Ordinal);
         var dropped = new HashSet<Proto.OnnxNode>(ReferenceEqualityComparer.Instance);
         foreach (var dq in nodes)
         {
@@ -640,7 +641,7 @@ public sealed class OnnxModelFile : ITensorSource
                 rename[dq.Output[0]] = ql.Input[0];
                 dropped.Add(dq);
             }
-            else if (QuantizedThroughDataMovement(x, producer) is { } qm && SameQuantisation(qm, dq)
+            else if (QuantizedThroughDataMovement(x, producer, movedFrom) is { } qm && SameQuantisation(qm, dq)
                 && Resolve(qm.Input[0]) != qm.Output[0] && Resolve(x) != dq.Output[0])
             {
                 // Q → Reshape/Transpose/… → DQ (the QOperator form keeps moving 8-bit data between its operators): the data
@@ -677,13 +678,31 @@ public sealed class OnnxModelFile : ITensorSource
     /// <summary>Operators that only move data: an 8-bit tensor goes through them with its scale and zero point unchanged.</summary>
     private static bool MovesData(Proto.OnnxNode n) => n.OpType is "Reshape" or "Transpose" or "Squeeze" or "Unsqueeze" or "Flatten" && n.Domain is "" or "ai.onnx";
 
-    /// <summary>The QuantizeLinear that <paramref name="value"/> comes from through data movement only (at least one step), or null.</summary>
-    private static Proto.OnnxNode? QuantizedThroughDataMovement(string value, Dictionary<string, Proto.OnnxNode> producer)
+    /// <summary>
+    /// The QuantizeLinear that <paramref name="value"/> comes from through data movement only (at least one step), or null.
+    /// Each value's answer is kept in <paramref name="memo"/>, so a file of long data-movement chains read at every step
+    /// costs linear time.
+    /// </summary>
+    private static Proto.OnnxNode? QuantizedThroughDataMovement(string value, Dictionary<string, Proto.OnnxNode> producer, Dictionary<string, Proto.OnnxNode?> memo)
     {
-        var p = producer.GetValueOrDefault(value);
-        if (p == null || !MovesData(p)) return null;
-        for (int hops = 0; p != null && MovesData(p) && p.Input.Count > 0 && hops <= producer.Count; hops++) p = producer.GetValueOrDefault(p.Input[0]);
-        return p is { OpType: "QuantizeLinear", Input.Count: >= 2 } q && q.Output.Count == 1 ? q : null;
+        var path = new List<string>();
+        Proto.OnnxNode? found = null;
+        for (string v = value; ;)
+        {
+            if (memo.TryGetValue(v, out found)) break;
+            var p = producer.GetValueOrDefault(v);
+            if (p == null || !MovesData(p) || p.Input.Count == 0 || path.Count > producer.Count)
+            {
+                found = null;
+                break;
+            }
+            path.Add(v);
+            var source = producer.GetValueOrDefault(p.Input[0]);
+            if (source is { OpType: "QuantizeLinear", Input.Count: >= 2 } q && q.Output.Count == 1) { found = q; break; }
+            v = p.Input[0];
+        }
+        foreach (var v in path) memo[v] = found;
+        return path.Count > 0 || memo.ContainsKey(value) ? found : null;
     }
 
     /// <summary>
