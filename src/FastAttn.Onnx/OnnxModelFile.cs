@@ -173,7 +173,7 @@ public sealed class OnnxModelFile : ITensorSource
         if (Directory.Exists(path)) throw new IOException($"'{path}' is a directory, not an ONNX file.");
         using var fs = File.OpenRead(path);
         string full = Path.GetFullPath(path), real = RealPath(full);
-        var stamp = (fs.Length, File.GetLastWriteTimeUtc(real));
+        (long Length, DateTime Written) stamp = (fs.Length, File.GetLastWriteTimeUtc(real));
         try
         {
             // the weights' raw bytes are not copied here (the parser skips them); each tensor is read from the file at
@@ -181,7 +181,7 @@ public sealed class OnnxModelFile : ITensorSource
             var lite = OnnxModelLite.Parser.WithDiscardUnknownFields(true).ParseFrom(fs);
             fs.Position = 0;
             var raw = InlineRawData(fs, path);
-            return new OnnxModelFile(path, FromLite(lite), Path.GetDirectoryName(full), (real, raw, stamp.Length, stamp.Item2));
+            return new OnnxModelFile(path, FromLite(lite), Path.GetDirectoryName(full), (real, raw, stamp.Length, stamp.Written));
         }
         catch (InvalidProtocolBufferException e) { throw Bad(path, $"not a valid ONNX (protobuf) file: {e.Message}"); }
     }
@@ -818,9 +818,7 @@ public sealed class OnnxModelFile : ITensorSource
             }
             w[i] = (float)((long)codes[i] - zero[zero.Length == 1 ? 0 : k]) * scale[k]; // as the operator computes it, in float
         }
-        var t = new OnnxTensor { Name = name, DataType = 1, RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.AsSpan())) };
-        t.Dims.AddRange(dims);
-        return t;
+        return FloatTensor(name, w, dims);
     }
 
     /// <summary>An integer constant's codes (4-, 8-, 16- or 32-bit; at most <paramref name="limit"/>), or null.</summary>
@@ -1188,12 +1186,11 @@ public sealed class OnnxModelFile : ITensorSource
         return FloatTensor(name, w, rows, cols);
     }
 
-    /// <summary>A float [rows, cols] tensor holding <paramref name="data"/> (a weight read dequantised).</summary>
-    private static OnnxTensor FloatTensor(string name, float[] data, long rows, long cols)
+    /// <summary>A float tensor of shape <paramref name="dims"/> holding <paramref name="data"/> (a weight read dequantised).</summary>
+    private static OnnxTensor FloatTensor(string name, float[] data, params long[] dims)
     {
         var t = new OnnxTensor { Name = name, DataType = 1, RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan())) };
-        t.Dims.Add(rows);
-        t.Dims.Add(cols);
+        t.Dims.AddRange(dims);
         return t;
     }
 

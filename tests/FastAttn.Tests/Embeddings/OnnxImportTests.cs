@@ -140,6 +140,18 @@ public class OnnxImportTests
         AssertSameParameters(loaded, opened);
     }
 
+    /// <summary><paramref name="actual"/> computes the hidden states of <paramref name="expected"/>, bit for bit, on one short sequence.</summary>
+    private static void AssertSameHiddenStates(BertModel expected, BertModel actual)
+    {
+        using var session = new EmbeddingSession(actual, null);
+        using var twinSession = new EmbeddingSession(expected, null);
+        int[] ids = [2, 7, 11, 3, 40];
+        float[] hs = new float[ids.Length * H], ths = new float[hs.Length];
+        session.HiddenStates(ids, [ids.Length], hs);
+        twinSession.HiddenStates(ids, [ids.Length], ths);
+        Assert.Equal(ths, hs);
+    }
+
     /// <summary><paramref name="actual"/> lists the parameters of <paramref name="expected"/>, each with its shape and values.</summary>
     private static void AssertSameParameters(OnnxModelFile expected, OnnxModelFile actual)
     {
@@ -350,13 +362,7 @@ public class OnnxImportTests
         Assert.Contains("reshape constants", model.Source);
         Assert.Equal(twinModel.Config.LayerNormEps, model.Config.LayerNormEps);
         Assert.Equal(twinModel.Config.HiddenAct, model.Config.HiddenAct);
-        using var session = new EmbeddingSession(model, null);
-        using var twinSession = new EmbeddingSession(twinModel, null);
-        int[] ids = [2, 7, 11, 3, 40];
-        float[] hs = new float[ids.Length * H], ths = new float[hs.Length];
-        session.HiddenStates(ids, [ids.Length], hs);
-        twinSession.HiddenStates(ids, [ids.Length], ths);
-        Assert.Equal(ths, hs);
+        AssertSameHiddenStates(twinModel, model);
     }
 
     /// <summary>
@@ -470,13 +476,7 @@ public class OnnxImportTests
         using var model = BertModel.Load(path);
         using var twinModel = BertModel.Load(twinPath);
         Assert.Equal(Heads, model.Config.NumAttentionHeads);
-        using var session = new EmbeddingSession(model, null);
-        using var twinSession = new EmbeddingSession(twinModel, null);
-        int[] ids = [2, 7, 11, 3, 40];
-        float[] hs = new float[ids.Length * H], ths = new float[hs.Length];
-        session.HiddenStates(ids, [ids.Length], hs);
-        twinSession.HiddenStates(ids, [ids.Length], ths);
-        Assert.Equal(ths, hs);
+        AssertSameHiddenStates(twinModel, model);
     }
 
     /// <summary>
