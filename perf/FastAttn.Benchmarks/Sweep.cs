@@ -200,7 +200,7 @@ public static class Sweep
     }
 
     /// <summary>
-    /// Median time per call (µs) over interleaved rounds: each round runs every implementation for ≥ 10 ms, timing every
+    /// Median time per call (µs) over interleaved rounds: each round runs every implementation for the same number of calls (≥ 10 ms for the fastest), timing every
     /// call. The median of single calls, not of round means: on this shared 2-CPU machine a call now and then loses a
     /// scheduler time slice (~4 ms) to another process's or another runtime's thread, and one such stall would move a
     /// round's mean by far more than the differences measured here.
@@ -220,6 +220,12 @@ public static class Sweep
             run();
             reps[name] = Math.Max(1, (int)(10e-3 / Math.Max(sw.Elapsed.TotalSeconds, 1e-7)));
         }
+        // every implementation gets batches of the same number of calls (as many as the fastest makes in 10 ms): the first
+        // calls after the pause run on cold caches and an idle core (on an Intel Xeon host, a 50 MB layer at one token: 2.3,
+        // 1.6, 1.4, 1.0 ms for calls 1-4 of a batch), so an implementation timed over more calls per batch had a lower median
+        // for it alone — the one measured faster at setup got the longer batches
+        int calls = reps.Values.Max();
+        foreach (var name in reps.Keys.ToList()) reps[name] = calls;
         var times = impls.ToDictionary(i => i.Name, _ => new List<double>());
         const int rounds = 7;
         for (int r = 0; r < rounds; r++)
@@ -229,7 +235,7 @@ public static class Sweep
                 // Runtime's pool spin for a while after a call, and whoever runs next on these two cores would pay for it
                 var (name, run) = impls[(j + r) % impls.Count];
                 GC.Collect(); // no collection of this process runs into the next batch (libtorch's wrappers allocate per call)
-                Thread.Sleep(PauseMs);
+                WaitQuiet();
                 run();
                 var list = times[name];
                 for (int i = 0; i < reps[name]; i++)
@@ -240,6 +246,23 @@ public static class Sweep
                 }
             }
         return times.ToDictionary(kv => kv.Key, kv => { var l = kv.Value.OrderBy(v => v).ToList(); return l[l.Count / 2]; });
+    }
+
+    /// <summary>
+    /// Sleeps <see cref="PauseMs"/>, then on until this process's threads have been idle for a 5 ms window (at most 1 s): a
+    /// peer's pool keeps spinning on a core after its call returns, for as long as its spin count lasts — ONNX Runtime's
+    /// 2-thread pool ~36–45 ms of CPU on an Intel Xeon (measured: process CPU while the caller slept 50/100/300 ms after a
+    /// call), longer than any fixed pause chosen on another host — and whatever runs next on the two cores pays for it.
+    /// </summary>
+    internal static void WaitQuiet()
+    {
+        Thread.Sleep(PauseMs);
+        for (int i = 0; i < 200; i++)
+        {
+            var c0 = Environment.CpuUsage.TotalTime;
+            Thread.Sleep(5);
+            if ((Environment.CpuUsage.TotalTime - c0).TotalMilliseconds < 0.5) return;
+        }
     }
 
     private static float[] T(float[] w, int rows, int cols)
@@ -383,7 +406,7 @@ public static class Sweep
         sb.AppendLine(string.Create(inv, $"Machine: {Environment.ProcessorCount} logical CPUs, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, .NET {Environment.Version}; {Isa.Describe()}"));
         sb.AppendLine(string.Create(inv, $"FMA peak of one core, measured in this run: {peak:F1} GFLOP/s. Command: `dotnet run -c Release --project perf/FastAttn.Benchmarks -- sweep`."));
         sb.AppendLine();
-        sb.AppendLine("One encoder layer per row (nn.TransformerEncoderLayer semantics, eval); time = median per call over 7 interleaved rounds (order rotating; before each batch a full GC and 20 ms idle; each batch ≥ 10 ms per implementation); ratio = FastAttn ÷ the faster peer (below 1: FastAttn is faster); % of peak = FastAttn's GFLOP/s over one core's peak (2-thread rows can reach 200 %). libtorch = the faster of nn.TransformerEncoderLayer (post-norm only) and the same layer from functional ops. Every peer's output was checked against FastAttn's (max |Δ| / max |y| < 1e-4) before timing.");
+        sb.AppendLine("One encoder layer per row (nn.TransformerEncoderLayer semantics, eval); time = median per call over 7 interleaved rounds (order rotating; before each batch a full GC, then idle until the process's threads have been quiet for 5 ms, at least 20 ms — peers' pools spin on after their calls; every implementation timed over the same number of calls per batch, as many as the fastest makes in 10 ms); ratio = FastAttn ÷ the faster peer (below 1: FastAttn is faster); % of peak = FastAttn's GFLOP/s over one core's peak (2-thread rows can reach 200 %). libtorch = the faster of nn.TransformerEncoderLayer (post-norm only) and the same layer from functional ops. Every peer's output was checked against FastAttn's (max |Δ| / max |y| < 1e-4) before timing.");
         sb.AppendLine();
         var all = rows.Concat(attention).ToList();
         var ratios = all.Select(r => r.Ratio).OrderBy(v => v).ToList();
