@@ -139,9 +139,11 @@ public class QdqOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
     /// The QOperator form of the same model (<c>quantize_static</c> with <c>quant_format=QOperator</c>, on the weight products):
     /// QuantizeLinear of the activation, QLinearMatMul with the int8 weight (one scale per column), com.microsoft QLinearAdd
     /// of the uint8 bias, then DequantizeLinear where float operators take over; scales calibrated as above. Written to
-    /// <paramref name="path"/>, the FP32 twin with the same weights and biases dequantised to <paramref name="twin"/>.
+    /// <paramref name="path"/>, the FP32 twin with the same weights and biases dequantised to <paramref name="twin"/>, and to
+    /// <paramref name="simulated"/> that twin with the file's activation quantisation simulated in float: a QuantizeLinear →
+    /// DequantizeLinear pair, with the file's scale and zero point, on each product's input, its output and the sum after it.
     /// </summary>
-    private static int WriteQOperator(string path, string twin, TextTokenizer tokenizer)
+    private static int WriteQOperator(string path, string twin, string simulated, TextTokenizer tokenizer)
     {
         var bytes = File.ReadAllBytes(MiniLmPackage.Files.Model);
         var q = OnnxModel.Parser.ParseFrom(bytes);
@@ -210,6 +212,39 @@ public class QdqOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
         }
         OnnxRewrite.Save(q, nodes, path);
         File.WriteAllBytes(twin, d.ToByteArray());
+        // the twin with each quantised activation passed through QuantizeLinear → DequantizeLinear (once per value)
+        var sim = OnnxModel.Parser.ParseFrom(d.ToByteArray());
+        var simNodes = new List<OnnxNode>();
+        var passed = new HashSet<string>();
+        string RoundTrip(string v, string scaleOf)
+        {
+            var (scale, zero) = Activation(scaleOf);
+            string o = v.Replace('/', '_') + "_simulated";
+            if (passed.Add(o))
+            {
+                simNodes.Add(Node("QuantizeLinear", [v, scale, zero], o + "8"));
+                simNodes.Add(Node("DequantizeLinear", [o + "8", scale, zero], o));
+            }
+            return o;
+        }
+        var productOutputs = products.Select(p => p.Output[0]).ToHashSet();
+        var sumOutputs = adds.Values.Select(a => a.Output[0]).ToHashSet();
+        foreach (var n in sim.Graph.Node)
+        {
+            bool product = n.OpType == "MatMul" && productOutputs.Contains(n.Output[0]), sum = n.OpType == "Add" && sumOutputs.Contains(n.Output[0]);
+            if (!product && !sum) { simNodes.Add(n); continue; }
+            var c = n.Clone();
+            if (product) c.Input[0] = RoundTrip(n.Input[0], n.Input[0]);
+            c.Output[0] = n.Output[0] + "_float";
+            simNodes.Add(c);
+            simNodes.Add(Node("Identity", [RoundTrip(c.Output[0], n.Output[0])], n.Output[0]));
+        }
+        var simInits = sim.Graph.Initializer.Select(t => t.Name).ToHashSet();
+        foreach (var t in q.Graph.Initializer.Where(t => t.DataType != 3 && (t.Name.EndsWith("_scale", StringComparison.Ordinal) || t.Name.EndsWith("_zero_point", StringComparison.Ordinal))))
+            if (simInits.Add(t.Name)) sim.Graph.Initializer.Add(t.Clone());
+        sim.Graph.Node.Clear();
+        sim.Graph.Node.AddRange(simNodes);
+        File.WriteAllBytes(simulated, sim.ToByteArray());
         return products.Count;
     }
 
@@ -221,11 +256,11 @@ public class QdqOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
         Directory.CreateDirectory(dir);
         try
         {
-            string path = Path.Combine(dir, "model.onnx"), twin = Path.Combine(dir, "fp32-dequantised.onnx");
+            string path = Path.Combine(dir, "model.onnx"), twin = Path.Combine(dir, "fp32-dequantised.onnx"), simulated = Path.Combine(dir, "fp32-simulated.onnx");
             File.Copy(MiniLmPackage.Files.Vocab, Path.Combine(dir, "vocab.txt"), overwrite: true);
             int products;
             using (var original = SentenceEmbedder.Load(Path.GetDirectoryName(MiniLmPackage.Files.Model)!, options: new SentenceEmbedderOptions { MaxSessions = 1 }))
-                products = WriteQOperator(path, twin, original.Tokenizer);
+                products = WriteQOperator(path, twin, simulated, original.Tokenizer);
             Assert.Equal(36, products);
             var file = OnnxModelFile.Open(path);
             Assert.Empty(file.Unmatched);
@@ -234,14 +269,26 @@ public class QdqOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
             using var ortFp32 = new InferenceSession(twin, new SessionOptions { IntraOpNumThreads = 1 });
             using var ortInt8 = new InferenceSession(path, new SessionOptions { IntraOpNumThreads = 1 });
             using var ortOriginal = new InferenceSession(MiniLmPackage.Files.Model, new SessionOptions { IntraOpNumThreads = 1 });
-            var (worst, worstCosInt8, mineToOriginal, int8ToOriginal) = OnnxRewrite.CompareQuantised(embedder, session, ortFp32, ortInt8, ortOriginal, MiniLmParityTests.BuiltIn.Skip(20).Take(20));
+            var texts = MiniLmParityTests.BuiltIn.Skip(20).Take(20).ToArray();
+            var (worst, worstCosInt8, mineToOriginal, int8ToOriginal) = OnnxRewrite.CompareQuantised(embedder, session, ortFp32, ortInt8, ortOriginal, texts);
+            // run literally, in float: with graph optimisations ONNX Runtime would fuse the pairs into its int8 operators
+            using var ortSimulated = new InferenceSession(simulated, new SessionOptions { IntraOpNumThreads = 1, GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL });
+            double simulatedToOriginal = OnnxRewrite.CompareQuantised(embedder, session, ortFp32, ortSimulated, ortOriginal, texts).Int8ToOriginal;
+            double int8ToSimulated = OnnxRewrite.CompareQuantised(embedder, session, ortFp32, ortSimulated, ortInt8, texts).Int8ToOriginal;
             output.WriteLine($"{products} QLinearMatMul + QLinearAdd products; FastAttn vs ONNX Runtime on the dequantised FP32 graph: max|Δ|/max|ref| {worst:E2}; "
                 + $"mean-pooled cosine with ONNX Runtime's run of the QOperator file ≥ {worstCosInt8:F5}; with the unquantised model: FastAttn ≥ {mineToOriginal:F5}, "
-                + $"ONNX Runtime's int8 execution ≥ {int8ToOriginal:F5}");
+                + $"ONNX Runtime's int8 execution ≥ {int8ToOriginal:F5}, the FP32 twin with the file's activation quantisation simulated ≥ {simulatedToOriginal:F5} "
+                + $"(against ONNX Runtime's int8 execution ≥ {int8ToSimulated:F5})");
             Assert.True(worst <= 2e-6, $"FastAttn vs the dequantised FP32 graph: {worst:E2}");
+            // the written file is what the operators' schemas say: ONNX Runtime's int8 run of it follows the float simulation
+            // of its quantisation (measured ≥ 0.98; integer rounding of the requantised outputs accounts for the rest)
+            Assert.True(int8ToSimulated >= 0.95, $"ONNX Runtime's run of the QOperator file against its simulation in float: cosine {int8ToSimulated:F5}");
             // ONNX Runtime's own run of this file (which quantises every product's output and every bias sum too, unlike the
-            // QDQ file above) measured at cosine 0.84 of the unquantised model — why so far was not looked into — so it is
-            // only reported, and FastAttn must stay at least as close to the unquantised model
+            // QDQ file above) is at cosine 0.840 of the unquantised model, and so is the FP32 twin with the same activation
+            // quantisation simulated in float (Q → DQ pairs with the file's scales; 0.840 on the same worst text, ≥ 0.98 with
+            // ONNX Runtime's run on every text): the loss is the file's — uint8 per tensor on each product's output and bias
+            // sum — not ONNX Runtime's kernels. So it is only reported, and FastAttn (which reads the weights dequantised and
+            // runs the activations in FP32) must stay at least as close to the unquantised model
             Assert.True(mineToOriginal >= int8ToOriginal, $"cosine with the unquantised model: FastAttn {mineToOriginal:F5}, ONNX Runtime int8 {int8ToOriginal:F5}");
         }
         finally { Directory.Delete(dir, recursive: true); }
