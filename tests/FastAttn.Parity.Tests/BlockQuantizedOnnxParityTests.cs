@@ -20,11 +20,7 @@ public class BlockQuantizedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper 
 {
     private static int Write(string quantised, string dequantised, int bits, int block, bool zeroPoints, bool halfScales = false)
     {
-        var bytes = File.ReadAllBytes(MiniLmPackage.Files.Model);
-        var q = OnnxModel.Parser.ParseFrom(bytes);
-        var d = OnnxModel.Parser.ParseFrom(bytes);
-        var inits = q.Graph.Initializer.ToDictionary(t => t.Name);
-        var dInits = d.Graph.Initializer.ToDictionary(t => t.Name);
+        var (_, q, d, inits, dInits) = OnnxRewrite.MiniLmTwins();
         var nodes = new List<OnnxNode>();
         int count = 0, levels = (1 << bits) - 1, perByte = 8 / bits;
         foreach (var n in q.Graph.Node)
@@ -128,11 +124,7 @@ public class BlockQuantizedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper 
     /// <summary>The MatMulBnb4 form: each weight transposed to [N, K], flattened, cut in blocks scaled by their absmax, each value the nearest code.</summary>
     private static int WriteBnb4(string quantised, string dequantised, int quantType, int block)
     {
-        var bytes = File.ReadAllBytes(MiniLmPackage.Files.Model);
-        var q = OnnxModel.Parser.ParseFrom(bytes);
-        var d = OnnxModel.Parser.ParseFrom(bytes);
-        var inits = q.Graph.Initializer.ToDictionary(t => t.Name);
-        var dInits = d.Graph.Initializer.ToDictionary(t => t.Name);
+        var (_, q, d, inits, dInits) = OnnxRewrite.MiniLmTwins();
         var nodes = new List<OnnxNode>();
         int count = 0;
         var table = Bnb4[quantType];

@@ -11,6 +11,18 @@ namespace FastAttn.Parity.Tests;
 internal static class OnnxRewrite
 {
     /// <summary>
+    /// all-MiniLM-L6-v2's file, parsed twice — the graph a quantised form is written into and its FP32 twin, whose weights
+    /// become the dequantised values — with each one's initializers by name.
+    /// </summary>
+    public static (byte[] Bytes, OnnxModel Quantised, OnnxModel Twin, Dictionary<string, OnnxTensor> Inits, Dictionary<string, OnnxTensor> TwinInits) MiniLmTwins()
+    {
+        var bytes = File.ReadAllBytes(MiniLmPackage.Files.Model);
+        var q = OnnxModel.Parser.ParseFrom(bytes);
+        var d = OnnxModel.Parser.ParseFrom(bytes);
+        return (bytes, q, d, q.Graph.Initializer.ToDictionary(t => t.Name), d.Graph.Initializer.ToDictionary(t => t.Name));
+    }
+
+    /// <summary>
     /// Replaces <paramref name="model"/>'s nodes by <paramref name="nodes"/>, keeps only the initializers they read, declares
     /// the com.microsoft domain when a node uses it, and writes the model to <paramref name="path"/>.
     /// </summary>

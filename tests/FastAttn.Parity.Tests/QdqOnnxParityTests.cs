@@ -70,11 +70,7 @@ public class QdqOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
     /// <summary>Writes the QDQ model (<paramref name="qdq"/>) and the FP32 model with its dequantised weights (<paramref name="twin"/>); returns the weight products quantised and the activation pairs written.</summary>
     private static (int Products, int Pairs) Write(string qdq, string twin, bool perChannel, TextTokenizer tokenizer)
     {
-        var bytes = File.ReadAllBytes(MiniLmPackage.Files.Model);
-        var q = OnnxModel.Parser.ParseFrom(bytes);
-        var d = OnnxModel.Parser.ParseFrom(bytes);
-        var inits = q.Graph.Initializer.ToDictionary(t => t.Name);
-        var dInits = d.Graph.Initializer.ToDictionary(t => t.Name);
+        var (bytes, q, d, inits, dInits) = OnnxRewrite.MiniLmTwins();
         bool IsWeight(string name) => inits.TryGetValue(name, out var w) && w.DataType == 1 && w.Dims.Count == 2;
         var products = q.Graph.Node.Where(n => n.OpType == "MatMul" && n.Input.Count == 2 && IsWeight(n.Input[1])).ToList();
         // the activations quantize_static's QDQ quantiser wraps in a BERT: every MatMul's inputs (the attention's two
@@ -145,11 +141,7 @@ public class QdqOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
     /// </summary>
     private static int WriteQOperator(string path, string twin, string simulated, TextTokenizer tokenizer)
     {
-        var bytes = File.ReadAllBytes(MiniLmPackage.Files.Model);
-        var q = OnnxModel.Parser.ParseFrom(bytes);
-        var d = OnnxModel.Parser.ParseFrom(bytes);
-        var inits = q.Graph.Initializer.ToDictionary(t => t.Name);
-        var dInits = d.Graph.Initializer.ToDictionary(t => t.Name);
+        var (bytes, q, d, inits, dInits) = OnnxRewrite.MiniLmTwins();
         var products = q.Graph.Node.Where(n => n.OpType == "MatMul" && n.Input.Count == 2 && inits.TryGetValue(n.Input[1], out var w) && w.DataType == 1 && w.Dims.Count == 2).ToList();
         var adds = products.ToDictionary(p => p, p => q.Graph.Node.Single(a => a.OpType == "Add" && a.Input.Contains(p.Output[0])));
         var range = Calibrate(bytes, [.. products.SelectMany(p => new[] { p.Input[0], p.Output[0] }).Concat(adds.Values.Select(a => a.Output[0])).Distinct()], MiniLmParityTests.BuiltIn.Take(20), tokenizer);
@@ -239,12 +231,11 @@ public class QdqOnnxParityTests(Xunit.Abstractions.ITestOutputHelper output)
             simNodes.Add(c);
             simNodes.Add(Node("Identity", [RoundTrip(c.Output[0], n.Output[0])], n.Output[0]));
         }
+        // the activations' scales and zero points (Save keeps only the initializers the nodes read)
         var simInits = sim.Graph.Initializer.Select(t => t.Name).ToHashSet();
-        foreach (var t in q.Graph.Initializer.Where(t => t.DataType != 3 && (t.Name.EndsWith("_scale", StringComparison.Ordinal) || t.Name.EndsWith("_zero_point", StringComparison.Ordinal))))
+        foreach (var t in q.Graph.Initializer.Where(t => t.Name.EndsWith("_scale", StringComparison.Ordinal) || t.Name.EndsWith("_zero_point", StringComparison.Ordinal)))
             if (simInits.Add(t.Name)) sim.Graph.Initializer.Add(t.Clone());
-        sim.Graph.Node.Clear();
-        sim.Graph.Node.AddRange(simNodes);
-        File.WriteAllBytes(simulated, sim.ToByteArray());
+        OnnxRewrite.Save(sim, simNodes, simulated);
         return products.Count;
     }
 

@@ -31,11 +31,7 @@ public class QuantizedOnnxParityTests(Xunit.Abstractions.ITestOutputHelper outpu
     /// <summary>Writes the quantised model (<paramref name="quantised"/>) and the FP32 model with its dequantised weights (<paramref name="dequantised"/>).</summary>
     private static int Write(string quantised, string dequantised, bool perColumn, bool unsigned, bool tables = false)
     {
-        var bytes = File.ReadAllBytes(MiniLmPackage.Files.Model);
-        var q = OnnxModel.Parser.ParseFrom(bytes);
-        var d = OnnxModel.Parser.ParseFrom(bytes);
-        var inits = q.Graph.Initializer.ToDictionary(t => t.Name);
-        var dInits = d.Graph.Initializer.ToDictionary(t => t.Name);
+        var (_, q, d, inits, dInits) = OnnxRewrite.MiniLmTwins();
         var nodes = new List<OnnxNode>();
         int count = 0;
         foreach (var n in q.Graph.Node)
