@@ -61,6 +61,10 @@ public class LayerTests
     private sealed record Weights(float[] Win, float[] Bin, float[] Wout, float[] Bout, float[] W1, float[] B1, float[] W2, float[] B2,
         float[] G1, float[] Be1, float[] G2, float[] Be2);
 
+    internal static object RandomWeightsFor(int d, int ff, int seed) => RandomWeights(d, ff, seed);
+    internal static EncoderBlock BuildFor(object w, int d, int heads, int ff, bool normFirst, Activation act) => Build((Weights)w, d, heads, ff, normFirst, act);
+    internal static double[] RefBlockFor(double[] x, int t, int d, int heads, int ff, object w, bool normFirst, Activation act) => RefBlock(x, t, d, heads, ff, (Weights)w, normFirst, act);
+
     private static Weights RandomWeights(int d, int ff, int seed) => new(
         Reference.Random(3 * d * d, seed, 0.3f), Reference.Random(3 * d, seed + 1, 0.1f), Reference.Random(d * d, seed + 2, 0.3f), Reference.Random(d, seed + 3, 0.1f),
         Reference.Random(ff * d, seed + 4, 0.3f), Reference.Random(ff, seed + 5, 0.1f), Reference.Random(d * ff, seed + 6, 0.3f), Reference.Random(d, seed + 7, 0.1f),
