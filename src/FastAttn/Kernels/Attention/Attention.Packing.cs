@@ -22,16 +22,19 @@ public static unsafe partial class Attention
         {
             int lk = Math.Max(maxKeys, 1), nr = nq;
             long lkPad = GemmCore.RoundUp(lk, mr);
+            // each region starts on a 64-byte line of the (aligned) scratch, whatever d and the key count
             Kp = 0;
-            Vp = Kp + lkPad * d + 16; // + slack for PackK's overlapping row stores
-            Qt = Vp + (long)GemmCore.RoundUp(dv, nr) * lk;
-            St = Qt + (long)d * nq;
-            Ot = St + Math.Max(TileKeys(mr), lkPad) * nq;
-            Stats = Ot + (long)nq * GemmCore.RoundUp(dv, nr);
+            Vp = Line(Kp + lkPad * d + 16); // + slack for PackK's overlapping row stores
+            Qt = Line(Vp + (long)GemmCore.RoundUp(dv, nr) * lk);
+            St = Line(Qt + (long)d * nq);
+            Ot = Line(St + Math.Max(TileKeys(mr), lkPad) * nq);
+            Stats = Line(Ot + (long)nq * GemmCore.RoundUp(dv, nr));
             Bad = Stats + 4L * nq + d;
-            Header = Bad + lk;
+            Header = Line(Bad + lk);
             Total = Header + GemmCore.ScratchHeader;
         }
+
+        private static long Line(long floats) => (floats + 15) & ~15L;
     }
 
     private static float MaxAbs(float* x, nint ld, int rows, int cols)

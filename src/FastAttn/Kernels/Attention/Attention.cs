@@ -23,7 +23,7 @@ public static unsafe partial class Attention
     internal static long ScratchSize(IsaPath isa, int headDim, int valueHeadDim, int maxKeyTokens)
     {
         int d = Math.Max(headDim, 1), dv = valueHeadDim <= 0 ? d : valueHeadDim;
-        return new Layout(d, dv, maxKeyTokens, GemmCore.TileRows(isa), GemmCore.PanelWidth(isa)).Total + 64;
+        return new Layout(d, dv, maxKeyTokens, GemmCore.TileRows(isa), GemmCore.PanelWidth(isa)).Total + 64; // ≥ 15 of it: GemmCore.AlignToLine
     }
 
     /// <summary>Scratch floats for this call's options and lengths (the largest sequence decides).</summary>
@@ -86,10 +86,15 @@ public static unsafe partial class Attention
         int nSeq = o.SequenceLengths.IsEmpty ? 1 : o.SequenceLengths.Length;
         ReadOnlySpan<int> keyLens = !o.KeySequenceLengths.IsEmpty ? o.KeySequenceLengths : o.SequenceLengths;
         if (!o.WeightsOut.IsEmpty) o.WeightsOut.Clear();
-        fixed (float* pq = q, pk = k, pv = v, po = output, ps = scratch, paw = o.AdditiveWeights, pfm = o.FloatMask, pw = o.WeightsOut)
+        fixed (float* pq = q, pk = k, pv = v, po = output, psGiven = scratch, paw = o.AdditiveWeights, pfm = o.FloatMask, pw = o.WeightsOut)
         fixed (bool* pbm = o.BoolMask)
         fixed (float* pslope = o.DistanceSlopes, prel = o.RelativeBias)
         {
+            // the packed operands and tiles start on a cache line (ScratchSize leaves room for this): a managed array starts
+            // 8 or 16 bytes past one, wherever the collector puts it, and every 64-byte load or store of the packed Qᵀ, the
+            // V panels and the score tile then spans two lines — measured at 1 thread, a scratch 8, 16 or 32 bytes off a line
+            // against one on it: 9 × 512 × 80 0.911–0.917×, 6 × 512 × 128 0.937–0.953×, 12 × 128 × 64 0.906–0.934×
+            float* ps = GemmCore.AlignToLine(psGiven);
             var a = new Args
             {
                 Isa = isa, Q = pq, K = pk, V = pv, Out = po, Ldq = ldq, Ldk = ldk, Ldv = ldv, Ldo = ldo,

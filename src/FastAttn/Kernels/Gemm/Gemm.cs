@@ -22,7 +22,7 @@ public static unsafe class Gemm
 
     /// <summary>Scratch floats <see cref="MatMul"/> needs for an M×K by K×N product.</summary>
     public static long MatMulScratchSize(int m, int n, int k) =>
-        GemmCore.PackedBSize(Isa.Current, Math.Max(k, 1), Math.Max(n, 1)) + GemmCore.APackSize(Isa.Current, m, k);
+        GemmCore.PackedBSize(Isa.Current, Math.Max(k, 1), Math.Max(n, 1)) + 16 + GemmCore.APackSize(Isa.Current, m, k); // + 16: B's panels start on a line
 
     /// <summary>
     /// y = epilogue(x · Wᵀ) for x <c>[rows, W.InFeatures]</c> and y <c>[rows, W.PackedOutFeatures]</c> (= OutFeatures for a
@@ -173,7 +173,7 @@ public static unsafe class Gemm
         var isa = Isa.Current;
         fixed (float* pa = a, pbm = b, pc = c, ps = scratch, pb = bias, pr = residual)
         {
-            float* packed = ps;
+            float* packed = GemmCore.AlignToLine(ps);
             if (transposeB) GemmCore.PackB(isa, pbm, 1, ldb, k, n, packed);
             else GemmCore.PackB(isa, pbm, ldb, 1, k, n, packed);
             var g = new GemmArgs
@@ -182,7 +182,7 @@ public static unsafe class Gemm
                 C = pc, Ldc = ldc, Alpha = epilogue.Alpha, Accumulate = epilogue.Accumulate, Bias = bias.IsEmpty ? null : pb,
                 Act = epilogue.Activation, Residual = residual.IsEmpty ? null : pr, Ldr = ldr,
             };
-            GemmCore.Run(g, ps + GemmCore.PackedBSize(isa, k, n), pool);
+            GemmCore.Run(g, packed + GemmCore.PackedBSize(isa, k, n), pool);
         }
     }
 

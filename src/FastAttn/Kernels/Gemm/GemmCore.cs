@@ -112,8 +112,16 @@ internal static unsafe partial class GemmCore
     {
         int tile = TileRows(isa);
         int mr = Math.Min(RoundUp(Math.Max(m, 1), tile), tile * MCTiles);
-        return mr * BlockDepth(m, k, tile) + ScratchHeader + 16; // + accumulator tile and edge temporaries, + slack for PackA's row stores
+        // + accumulator tile and edge temporaries, + slack for PackA's row stores, + up to 15 floats to the first line (AlignToLine)
+        return mr * BlockDepth(m, k, tile) + ScratchHeader + 16 + 16;
     }
+
+    /// <summary>
+    /// The first 64-byte boundary at or after <paramref name="p"/> (at most 15 floats on: p is float-aligned). Kernels start
+    /// their scratch there: a managed array starts 8 or 16 bytes past a line, wherever the collector puts it, and a 64-byte
+    /// load or store of a packed operand or tile then spans two lines.
+    /// </summary>
+    internal static float* AlignToLine(float* p) => (float*)(((nint)p + 63) & ~(nint)63);
 
     /// <summary>Floats at the start of the scratch reserved for the tile and edge temporaries.</summary>
     public const int ScratchHeader = 3 * 64 + 14 * 64;
@@ -197,6 +205,7 @@ internal static unsafe partial class GemmCore
     /// <summary>The whole product: on <paramref name="pool"/>'s threads when it is worth splitting, else on the caller.</summary>
     public static void Run(in GemmArgs g, float* scratch, Threading.WorkerPool? pool)
     {
+        scratch = AlignToLine(scratch);
         if (pool == null || !TryMultithread(g, scratch, pool))
             Run(g, 0, g.M, 0, (g.N + PanelWidth(g.Isa) - 1) / PanelWidth(g.Isa), scratch);
     }

@@ -154,7 +154,7 @@ internal static unsafe class Int8Gemm
     {
         long rowsPadded = (Math.Max(m, 1) + MaxMR - 1) / MaxMR * (long)MaxMR; // fits the 6- and the 12-row layouts
         long qaBytes = rowsPadded * Groups(Math.Max(k, 1)) * 4;
-        return TileFloats + 2L * Math.Max(m, 1) + (qaBytes + 3) / 4 + 16;
+        return TileFloats + 2L * Math.Max(m, 1) + (qaBytes + 3) / 4 + 16 + 16; // + 16: the tile starts on a line (GemmCore.AlignToLine)
     }
 
     /// <summary>Floats each worker thread needs (its tile; A is quantized once by the caller).</summary>
@@ -318,6 +318,7 @@ internal static unsafe class Int8Gemm
     public static void Run(ref Int8Args q, float* a, nint lda, int k, float* scratch, WorkerPool? pool)
     {
         int m = q.M;
+        scratch = GemmCore.AlignToLine(scratch);
         float* tile = scratch;
         q.RowScale = scratch + TileFloats;
         q.RowZero = (int*)(scratch + TileFloats + m);
