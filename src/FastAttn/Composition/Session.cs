@@ -16,7 +16,7 @@ namespace FastAttn.Composition;
 public sealed class Session : IDisposable
 {
     private readonly Stack _stack;
-    private readonly float[] _a, _b, _scratch;
+    private readonly LineAligned _a, _b, _scratch;
     private readonly WorkerPool? _pool;
     private int _busy;       // 1 while a call (or Dispose) holds the session
     private int _disposed;
@@ -47,9 +47,9 @@ public sealed class Session : IDisposable
         if (act > Array.MaxLength || need > Array.MaxLength || need < 0 || worker > Array.MaxLength)
             ThrowHelper.OutOfRange(nameof(maxTokens), maxTokens,
                 $"'maxTokens' = {maxTokens} needs buffers of {Math.Max(act, Math.Max(need, worker))} floats, more than one array can hold ({Array.MaxLength}); use a smaller maxTokens.");
-        _a = new float[act];
-        _b = new float[act];
-        _scratch = new float[need];
+        _a = new LineAligned(act);
+        _b = new LineAligned(act);
+        _scratch = new LineAligned(need);
         if (threads > 1)
         {
             _pool = new WorkerPool(threads);
@@ -101,9 +101,9 @@ public sealed class Session : IDisposable
             for (int i = 0; i < blocks.Count; i++)
             {
                 var blk = blocks[i];
-                Span<float> dst = i == blocks.Count - 1 ? output : (i % 2 == 0 ? _a : _b).AsSpan(0, tokens * blk.OutputWidth);
-                if (blk is Block b) b.ForwardCore(cur, dst, batch, _scratch);
-                else blk.Forward(cur, dst, batch, _scratch);
+                Span<float> dst = i == blocks.Count - 1 ? output : (i % 2 == 0 ? _a : _b).Span.Slice(0, tokens * blk.OutputWidth);
+                if (blk is Block b) b.ForwardCore(cur, dst, batch, _scratch.Span);
+                else blk.Forward(cur, dst, batch, _scratch.Span);
                 cur = dst;
             }
         }
