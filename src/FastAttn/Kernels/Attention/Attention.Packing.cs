@@ -93,25 +93,41 @@ public static unsafe partial class Attention
         where TOps : ISimd<TVec> where TVec : struct
     {
         int w = TOps.Width;
-        TVec all = TOps.Zero;
+        // two accumulators of x·0 (one per vector of a full panel row): one chain of dependent multiply-adds, a latency
+        // each, was the pass's bound
+        TVec all0 = TOps.Zero, all1 = TOps.Zero;
         float tail = 0f;
         for (int col0 = 0; col0 < dv; col0 += nr)
         {
             int cols = Math.Min(nr, dv - col0);
             int pw = VPanelWidth(dv, col0 / nr, nr, w);
             float* panel = dst + (long)col0 * keys; // panel col0/nr starts at (col0/nr)·keys·nr
+            if (cols == 2 * w)
+            {
+                for (int j = 0; j < keys; j++)
+                {
+                    float* s = v + j * ldv + col0;
+                    float* d = panel + (long)j * pw;
+                    TVec x0 = TOps.Load(s), x1 = TOps.Load(s + w);
+                    all0 = TOps.Fma(x0, TOps.Zero, all0);
+                    all1 = TOps.Fma(x1, TOps.Zero, all1);
+                    TOps.Store(x0, d);
+                    TOps.Store(x1, d + w);
+                }
+                continue;
+            }
             for (int j = 0; j < keys; j++)
             {
                 float* s = v + j * ldv + col0;
                 float* d = panel + (long)j * pw;
                 int c = 0;
-                for (; c + w <= cols; c += w) { TVec x = TOps.Load(s + c); all = TOps.Fma(x, TOps.Zero, all); TOps.Store(x, d + c); }
+                for (; c + w <= cols; c += w) { TVec x = TOps.Load(s + c); all0 = TOps.Fma(x, TOps.Zero, all0); TOps.Store(x, d + c); }
                 for (; c < cols; c++) { d[c] = s[c]; tail += s[c] * 0f; }
                 for (; c < pw && c % w != 0; c++) d[c] = 0f;
                 for (; c < pw; c += w) TOps.Store(TOps.Zero, d + c);
             }
         }
-        return TOps.Sum(all) + tail != 0f;
+        return TOps.Sum(TOps.Add(all0, all1)) + tail != 0f;
     }
 
     /// <summary>x ← e^{2x} in place.</summary>
