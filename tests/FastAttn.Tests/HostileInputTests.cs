@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Diagnostics;
 using System.Text;
 using FastAttn.Composition;
 using FastAttn.IO;

@@ -58,25 +58,21 @@ public class LayerTests
         return o;
     }
 
-    private sealed record Weights(float[] Win, float[] Bin, float[] Wout, float[] Bout, float[] W1, float[] B1, float[] W2, float[] B2,
+    internal sealed record Weights(float[] Win, float[] Bin, float[] Wout, float[] Bout, float[] W1, float[] B1, float[] W2, float[] B2,
         float[] G1, float[] Be1, float[] G2, float[] Be2);
 
-    internal static object RandomWeightsFor(int d, int ff, int seed) => RandomWeights(d, ff, seed);
-    internal static EncoderBlock BuildFor(object w, int d, int heads, int ff, bool normFirst, Activation act) => Build((Weights)w, d, heads, ff, normFirst, act);
-    internal static double[] RefBlockFor(double[] x, int t, int d, int heads, int ff, object w, bool normFirst, Activation act) => RefBlock(x, t, d, heads, ff, (Weights)w, normFirst, act);
-
-    private static Weights RandomWeights(int d, int ff, int seed) => new(
+    internal static Weights RandomWeights(int d, int ff, int seed) => new(
         Reference.Random(3 * d * d, seed, 0.3f), Reference.Random(3 * d, seed + 1, 0.1f), Reference.Random(d * d, seed + 2, 0.3f), Reference.Random(d, seed + 3, 0.1f),
         Reference.Random(ff * d, seed + 4, 0.3f), Reference.Random(ff, seed + 5, 0.1f), Reference.Random(d * ff, seed + 6, 0.3f), Reference.Random(d, seed + 7, 0.1f),
         Reference.Random(d, seed + 8, 0.2f).Select(x => 1 + x).ToArray(), Reference.Random(d, seed + 9, 0.1f),
         Reference.Random(d, seed + 10, 0.2f).Select(x => 1 + x).ToArray(), Reference.Random(d, seed + 11, 0.1f));
 
-    private static EncoderBlock Build(Weights w, int d, int heads, int ff, bool normFirst, Activation act) => new(
+    internal static EncoderBlock Build(Weights w, int d, int heads, int ff, bool normFirst, Activation act) => new(
         new MultiHeadAttention(d, heads, w.Win, w.Bin, w.Wout, w.Bout),
         new FeedForward(d, ff, w.W1, w.B1, w.W2, w.B2, act),
         new LayerNorm(d, w.G1, w.Be1), new LayerNorm(d, w.G2, w.Be2), normFirst);
 
-    private static double[] RefBlock(double[] x, int t, int d, int heads, int ff, Weights w, bool normFirst, Activation act)
+    internal static double[] RefBlock(double[] x, int t, int d, int heads, int ff, Weights w, bool normFirst, Activation act)
     {
         double[] Add(double[] a, double[] b) => a.Zip(b, (p, q) => p + q).ToArray();
         double[] Ff(double[] h) => Lin(Lin(h, t, w.W1, w.B1, ff, d).Select(v => Reference.Act(v, act)).ToArray(), t, w.W2, w.B2, d, ff);

@@ -26,20 +26,20 @@ public class RandomShapeTests(ITestOutputHelper output)
             int[] lens = Enumerable.Range(0, rnd.Next(1, 4)).Select(_ => rnd.Next(4) == 0 ? rnd.Next(1, 4) : rnd.Next(1, 160)).ToArray();
             int total = lens.Sum();
             int seed = rnd.Next();
-            var w = LayerTests.RandomWeightsFor(d, ff, seed);
+            var w = LayerTests.RandomWeights(d, ff, seed);
             float[] x = Reference.Random(total * d, seed + 99);
             var expect = new double[total * d];
             int t0 = 0;
             foreach (int l in lens)
             {
-                var r = LayerTests.RefBlockFor(x.Skip(t0 * d).Take(l * d).Select(v => (double)v).ToArray(), l, d, heads, ff, w, normFirst, act);
+                var r = LayerTests.RefBlock(x.Skip(t0 * d).Take(l * d).Select(v => (double)v).ToArray(), l, d, heads, ff, w, normFirst, act);
                 r.CopyTo(expect, t0 * d);
                 t0 += l;
             }
             string what = $"d{d} h{heads}x{hd} ff{ff} {(normFirst ? "pre" : "post")} {act} threads {threads} lens [{string.Join(",", lens)}]";
             IsaPaths.ForEach(p =>
             {
-                using var stack = new Stack(LayerTests.BuildFor(w, d, heads, ff, normFirst, act));
+                using var stack = new Stack(LayerTests.Build(w, d, heads, ff, normFirst, act));
                 using var s = stack.CreateSession(total, threads);
                 float[] y = new float[total * d];
                 s.Run(x, y, lens);
