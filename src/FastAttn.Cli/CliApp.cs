@@ -28,8 +28,38 @@ public static class CliApp
             error.WriteLine($"fastattn: {OneLine(parsed.Errors[0].Message)} (see 'fastattn {(cmd == root.Name ? "" : cmd + " ")}--help')");
             return BadInput;
         }
+        if (OptionLikeText(parsed) is { } word)
+        {
+            string cmd = parsed.CommandResult.Command.Name;
+            error.WriteLine($"fastattn: unrecognized option '{OneLine(word)}'; text that starts with '-' goes after '--' (see 'fastattn {cmd} --help')");
+            return BadInput;
+        }
         return parsed.Invoke(new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false });
     }
+
+    /// <summary>
+    /// A word given to a free-text argument (the text of <c>tag</c>, <c>embed</c>, the query of <c>search</c>, <c>rank</c>) that
+    /// looks like an option — <c>--</c> and a letter, or <c>-</c> and one letter — and comes before a <c>--</c>: the parser hands a
+    /// mistyped option (<c>--modle fc</c>) to the text, which would then be tagged or embedded as if it were input. Null when
+    /// there is none. Text that starts with a dash is passed after <c>--</c> (<c>fastattn tag -- -x marks the spot</c>).
+    /// </summary>
+    internal static string? OptionLikeText(ParseResult parsed)
+    {
+        var beforeDashes = new HashSet<System.CommandLine.Parsing.Token>(ReferenceEqualityComparer.Instance);
+        foreach (var t in parsed.Tokens)
+        {
+            if (t.Type == System.CommandLine.Parsing.TokenType.DoubleDash) break;
+            beforeDashes.Add(t);
+        }
+        foreach (var child in parsed.CommandResult.Children)
+            if (child is System.CommandLine.Parsing.ArgumentResult ar)
+                foreach (var t in ar.Tokens)
+                    if (beforeDashes.Contains(t) && LooksLikeOption(t.Value)) return t.Value;
+        return null;
+    }
+
+    private static bool LooksLikeOption(string w) =>
+        w.Length >= 3 && w[0] == '-' && w[1] == '-' && char.IsAsciiLetter(w[2]) || w.Length == 2 && w[0] == '-' && char.IsAsciiLetter(w[1]);
 
     /// <summary>
     /// Runs a command body: bad-input exceptions become one line and exit code 2, anything else one line and exit code 1

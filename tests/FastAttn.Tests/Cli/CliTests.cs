@@ -81,6 +81,23 @@ public class CliTests
     }
 
     [Fact]
+    public void AMistypedOptionIsAnError_NotText_AndDashedTextGoesAfterDoubleDash()
+    {
+        // the free-text arguments take any word, so without the check a typo such as --modle was tagged or embedded as input
+        Assert.Contains("'--modle'", AssertBadInput(Run("tag", "--modle", "fc", "I", "saw", "--models", Models)));
+        Assert.Contains("'-x'", AssertBadInput(Run("tag", "I", "saw", "-x", "--models", Models)));
+        Assert.Contains("'--normalise'", AssertBadInput(Run("embed", "--model", "/nonexistent", "--normalise", "hello")));
+        Assert.Contains("'--topp'", AssertBadInput(Run("search", "--model", "/nonexistent", "--corpus", "c.txt", "--topp", "3", "q")));
+        // after --, every word is text; words that only start with a dash (a number, a lone dash) are text anyway
+        var r = Run("tag", "--models", Models, "--", "--modle", "-x");
+        Assert.Equal(0, r.Code);
+        Assert.StartsWith("--/PUNCT modle/", r.Out);
+        Assert.Equal(0, Run("tag", "-5", "degrees", "-", "cold", "--models", Models).Code);
+        // an option's value is not text
+        Assert.Equal(0, Run("tag", "I", "saw", "--model", "fc", "--models", Models).Code);
+    }
+
+    [Fact]
     public void EvalPrintsBothAccuracies_AndRejectsAnEmptyFile()
     {
         using var dir = new TempDir();
