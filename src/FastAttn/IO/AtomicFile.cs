@@ -8,10 +8,15 @@ internal static class AtomicFile
         string full = System.IO.Path.GetFullPath(path);
         if (Directory.Exists(full)) throw new IOException($"'{path}' is a directory.");
         string dir = System.IO.Path.GetDirectoryName(full) ?? ".";
+        // said for the path given, not for the temporary file's name the FileStream would report
+        if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"'{path}': the folder '{dir}' does not exist.");
         string tmp = System.IO.Path.Combine(dir, $".{System.IO.Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
         try
         {
-            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+            FileStream created;
+            try { created = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None); }
+            catch (UnauthorizedAccessException e) { throw new UnauthorizedAccessException($"'{path}': no permission to write in '{dir}'.", e); }
+            using (var fs = created)
             {
                 body(fs);
                 fs.Flush(flushToDisk: true);

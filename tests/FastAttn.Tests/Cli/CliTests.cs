@@ -227,7 +227,9 @@ public class CliTests
     {
         using var dir = new TempDir();
         string sub = Path.Combine(dir.Path, "missing-folder", "y.npy");
-        Assert.ThrowsAny<IOException>(() => Npy.Write(sub, new float[4], 2, 2));
+        var e = Assert.ThrowsAny<IOException>(() => Npy.Write(sub, new float[4], 2, 2));
+        Assert.Contains("y.npy'", e.Message);           // the path given, not the temporary file's name
+        Assert.DoesNotContain(".tmp", e.Message);
         Assert.False(File.Exists(sub));
         // a write that fails half-way (here: a shape that does not match is caught before; a failing stream is
         // simulated by AtomicFile's own test) leaves the old file intact
