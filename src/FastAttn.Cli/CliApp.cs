@@ -75,12 +75,26 @@ public static class CliApp
     {
         if (IsBadInput(e))
         {
-            error.WriteLine($"fastattn {command}: {OneLine(e.Message)}");
+            error.WriteLine($"fastattn {command}: {OneLine(UserMessage(e))}");
             return BadInput;
         }
         error.WriteLine($"fastattn {command}: internal error ({e.GetType().Name}): {OneLine(e.Message)}");
         if (Environment.GetEnvironmentVariable("FASTATTN_DEBUG") is { Length: > 0 }) error.WriteLine(e);
         return Internal;
+    }
+
+    /// <summary>
+    /// An exception's message without what .NET appends for programmers: an argument exception's " (Parameter 'options')"
+    /// and an out-of-range exception's "Actual value was 9999." (the library's messages already name the value and the range).
+    /// </summary>
+    internal static string UserMessage(Exception e)
+    {
+        string m = e.Message;
+        if (e is ArgumentOutOfRangeException { ActualValue: { } v } && m.EndsWith($"Actual value was {v}.", StringComparison.Ordinal))
+            m = m[..^$"Actual value was {v}.".Length].TrimEnd();
+        if (e is ArgumentException { ParamName: { Length: > 0 } p } && m.EndsWith($" (Parameter '{p}')", StringComparison.Ordinal))
+            m = m[..^$" (Parameter '{p}')".Length];
+        return m;
     }
 
     /// <summary>Exceptions that mean the user's input (arguments, files, text) is wrong or unreadable.</summary>
