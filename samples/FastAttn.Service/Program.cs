@@ -255,7 +255,8 @@ namespace FastAttn.Service
     public sealed record TagToken(string Word, string Tag, int Start, int End);
     public sealed record TagResponse(TagToken[] Tokens);
 
-    [System.Text.Json.Serialization.JsonSourceGenerationOptions(PropertyNamingPolicy = System.Text.Json.Serialization.JsonKnownNamingPolicy.CamelCase)]
+    // a member given twice ({"texts":["a"],"texts":["b"]}) is refused (400), not read as its last value: the body is ambiguous
+    [System.Text.Json.Serialization.JsonSourceGenerationOptions(PropertyNamingPolicy = System.Text.Json.Serialization.JsonKnownNamingPolicy.CamelCase, AllowDuplicateProperties = false)]
     [System.Text.Json.Serialization.JsonSerializable(typeof(EmbedRequest))]
     [System.Text.Json.Serialization.JsonSerializable(typeof(EmbedResponse))]
     [System.Text.Json.Serialization.JsonSerializable(typeof(TagRequest))]

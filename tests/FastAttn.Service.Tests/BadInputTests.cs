@@ -35,6 +35,7 @@ public sealed class BadInputTests(SmallLimitsService service) : IClassFixture<Sm
     [InlineData("{\"texts\":[1]}", "not JSON")]
     [InlineData("{\"texts\":[\"a\"]} trailing", "not JSON")]
     [InlineData("{\"texts\":[\"\\ud800\"]}", "not JSON")] // a lone surrogate escape is not a string .NET accepts
+    [InlineData("{\"texts\":[\"a\"],\"texts\":[\"b\"]}", "Duplicate property 'texts'")] // ambiguous: not read as its last value
     public async Task Embed_rejects_a_bad_body_with_400(string body, string detail)
     {
         using var r = await _client.PostAsync("/embed", Http.Json(body));
@@ -104,6 +105,7 @@ public sealed class BadInputTests(SmallLimitsService service) : IClassFixture<Sm
     [InlineData("{\"text\":[\"a\"]}")]
     [InlineData("{\"text\":")]
     [InlineData("null")]
+    [InlineData("{\"text\":\"a\",\"text\":\"b\"}")]
     public async Task Tag_rejects_a_bad_body_with_400(string body)
     {
         using var r = await _client.PostAsync("/tag", Http.Json(body));
