@@ -33,6 +33,8 @@ public sealed unsafe class PackedWeight : IDisposable
     public int InFeatures { get; }
     /// <summary>Bytes of packed storage.</summary>
     public long SizeInBytes { get; }
+    /// <summary>Bytes of the storage (from its start) advised as transparent huge pages: 0 off Linux, below 1.5 MB, or when switched off (see the README's memory notes).</summary>
+    internal long HugePageBytes { get; }
     /// <summary>The kernel path the panels are laid out for (products with this weight run on it).</summary>
     public IsaPath Isa { get; }
     /// <summary>Output columns a product over the whole weight writes: <see cref="OutFeatures"/>, plus padding between segments.</summary>
@@ -115,8 +117,9 @@ public sealed unsafe class PackedWeight : IDisposable
         _colScaleOffset = (nint)((panelBytes + 63) / 64 * 64);
         _colSumOffset = _colScaleOffset + (nint)paddedCols * sizeof(float);
         SizeInBytes = precision == Precision.Int8 ? _colSumOffset + paddedCols * sizeof(int) : panelBytes;
-        _data = (byte*)NativeMemory.AlignedAlloc((nuint)SizeInBytes, 64);
-        GC.AddMemoryPressure(SizeInBytes);
+        _data = WeightMemory.Allocate(SizeInBytes, out long advised);
+        HugePageBytes = advised;
+        GC.AddMemoryPressure(Math.Max(SizeInBytes, advised));
         try
         {
             fixed (float* w = weight)
@@ -231,8 +234,8 @@ public sealed unsafe class PackedWeight : IDisposable
         byte* p = _data;
         if (p == null) return;
         _data = null;
-        NativeMemory.AlignedFree(p);
-        GC.RemoveMemoryPressure(SizeInBytes);
+        WeightMemory.Free(p);
+        GC.RemoveMemoryPressure(Math.Max(SizeInBytes, HugePageBytes));
     }
 
     /// <summary>

@@ -301,6 +301,65 @@ public class GemmTests
         Assert.Throws<ObjectDisposedException>(() => Gemm.Linear(new float[3], 1, pw, new float[2], new float[Gemm.LinearScratchSize(1, 3)]));
     }
 
+    /// <summary>
+    /// Weights of 1.5 MB and more sit on 2 MB boundaries with their whole 2 MB chunks advised as transparent huge pages
+    /// (Linux): the advice's arithmetic, the placement, that the kernel took the advice when THP is on, and that the product
+    /// is the same as on ordinary pages (on every ISA path, the product's panels then start at a huge page).
+    /// </summary>
+    [Fact]
+    public unsafe void LargeWeights_OnHugePages_GiveTheSameProduct()
+    {
+        const int MB = 1 << 20;
+        Assert.Equal(0, WeightMemory.HugeBytes(MB));
+        Assert.Equal(0, WeightMemory.HugeBytes(3 * MB / 2 - 1));
+        Assert.Equal(2 * MB, WeightMemory.HugeBytes(3 * MB / 2));       // rounded up: at most 0.5 MB unused
+        Assert.Equal(2 * MB, WeightMemory.HugeBytes(3 * MB));           // 2 MB advised, the 1 MB tail on ordinary pages
+        Assert.Equal(4 * MB, WeightMemory.HugeBytes(7 * MB / 2));
+        IsaPaths.ForEach(() =>
+        {
+            const int n = 770, k = 1030, m = 5;                         // 770 × 1030 floats: 3.0–3.2 MB packed
+            float[] w = Reference.Random(n * k, 31), x = Reference.Random(m * k, 32);
+            using var pw = new PackedWeight(w, n, k);
+            byte* data = pw.Acquire();
+            try
+            {
+                string thp = File.Exists("/sys/kernel/mm/transparent_hugepage/enabled") ? File.ReadAllText("/sys/kernel/mm/transparent_hugepage/enabled") : "";
+                if (WeightMemory.Enabled && (thp.Contains("[madvise]") || thp.Contains("[always]")))
+                {
+                    Assert.Equal(WeightMemory.HugeBytes(pw.SizeInBytes), pw.HugePageBytes);
+                    Assert.Equal(0, (long)data % WeightMemory.HugePage);
+                    // the mapping holding the weight is one the kernel may back with huge pages
+                    Assert.Equal("1", SmapsField((nint)data, "THPeligible"));
+                }
+                else Assert.Equal(0, pw.HugePageBytes);
+            }
+            finally { pw.Release(); }
+            float[] y = Filled(m * n, float.NaN);
+            Gemm.Linear(x, m, pw, y, new float[pw.ScratchSize(m)]);
+            var (c, sum) = Reference.Gemm(m, n, k, x, k, w, 1, k);
+            AssertClose(c, sum, k, y, n, m, n, "Linear on huge pages");
+        });
+    }
+
+    /// <summary>A field of the /proc/self/smaps entry of the mapping that holds <paramref name="address"/>.</summary>
+    private static string? SmapsField(nint address, string field)
+    {
+        bool inside = false;
+        foreach (var line in File.ReadLines("/proc/self/smaps"))
+        {
+            int dash = line.IndexOf('-');
+            int space = line.IndexOf(' ');
+            if (dash > 0 && space > dash && long.TryParse(line.AsSpan(0, dash), System.Globalization.NumberStyles.HexNumber, null, out long lo)
+                && long.TryParse(line.AsSpan(dash + 1, space - dash - 1), System.Globalization.NumberStyles.HexNumber, null, out long hi))
+            {
+                inside = lo <= address && address < hi;
+                continue;
+            }
+            if (inside && line.StartsWith(field + ":", StringComparison.Ordinal)) return line[(field.Length + 1)..].Trim();
+        }
+        return null;
+    }
+
     internal static float[] Filled(int n, float v)
     {
         var a = new float[n];
