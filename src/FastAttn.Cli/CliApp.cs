@@ -84,16 +84,21 @@ public static class CliApp
     }
 
     /// <summary>
-    /// An exception's message without what .NET appends for programmers: an argument exception's " (Parameter 'options')"
-    /// and an out-of-range exception's "Actual value was 9999." (the library's messages already name the value and the range).
+    /// An exception's message without what .NET appends for programmers: an argument exception's " (Parameter 'options')",
+    /// and an out-of-range exception's "Actual value was 9999." — kept as "; it is 9999" when the message does not name the
+    /// value already.
     /// </summary>
     internal static string UserMessage(Exception e)
     {
-        string m = e.Message;
+        string m = e.Message, value = "";
         if (e is ArgumentOutOfRangeException { ActualValue: { } v } && m.EndsWith($"Actual value was {v}.", StringComparison.Ordinal))
+        {
             m = m[..^$"Actual value was {v}.".Length].TrimEnd();
+            value = $"{v}";
+        }
         if (e is ArgumentException { ParamName: { Length: > 0 } p } && m.EndsWith($" (Parameter '{p}')", StringComparison.Ordinal))
             m = m[..^$" (Parameter '{p}')".Length];
+        if (value.Length > 0 && !m.Contains(value, StringComparison.Ordinal)) m = $"{m.TrimEnd('.')}; it is {value}.";
         return m;
     }
 

@@ -227,6 +227,7 @@ public class SentenceTransformersFolderTests
         Assert.Single(bad.Err.Trim().Split('\n'));
         // the library's message, without what .NET appends for programmers
         Assert.Contains("1..", bad.Err);
+        Assert.Contains("1000", bad.Err);                              // the value given, which the message did not name
         Assert.DoesNotContain("(Parameter '", bad.Err);
         Assert.DoesNotContain("Actual value was", bad.Err);
     }
