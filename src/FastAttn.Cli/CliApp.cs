@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.CommandLine.Parsing;
 using System.Text;
 
 namespace FastAttn.Cli;
@@ -45,14 +46,14 @@ public static class CliApp
     /// </summary>
     internal static string? OptionLikeText(ParseResult parsed)
     {
-        var beforeDashes = new HashSet<System.CommandLine.Parsing.Token>(ReferenceEqualityComparer.Instance);
+        var beforeDashes = new HashSet<Token>(ReferenceEqualityComparer.Instance);
         foreach (var t in parsed.Tokens)
         {
-            if (t.Type == System.CommandLine.Parsing.TokenType.DoubleDash) break;
+            if (t.Type == TokenType.DoubleDash) break;
             beforeDashes.Add(t);
         }
         foreach (var child in parsed.CommandResult.Children)
-            if (child is System.CommandLine.Parsing.ArgumentResult ar)
+            if (child is ArgumentResult ar)
                 foreach (var t in ar.Tokens)
                     if (beforeDashes.Contains(t) && LooksLikeOption(t.Value)) return t.Value;
         return null;

@@ -33,7 +33,7 @@ public sealed unsafe class PackedWeight : IDisposable
     public int InFeatures { get; }
     /// <summary>Bytes of packed storage.</summary>
     public long SizeInBytes { get; }
-    /// <summary>Bytes of the storage (from its start) advised as transparent huge pages: 0 off Linux, below 1.5 MB, or when switched off (see the README's memory notes).</summary>
+    /// <summary>Bytes of the storage (from its start) advised as transparent huge pages: 0 off Linux, below 1.5 MB, or when switched off (see <see cref="WeightMemory"/>).</summary>
     internal long HugePageBytes { get; }
     /// <summary>The kernel path the panels are laid out for (products with this weight run on it).</summary>
     public IsaPath Isa { get; }

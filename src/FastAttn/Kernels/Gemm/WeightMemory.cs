@@ -8,7 +8,7 @@ namespace FastAttn.Kernels;
 /// mode needs): the products stream the weights, and on 4 KB pages every 4 KB of them costs a TLB miss — in a virtual
 /// machine a two-level page walk. A last partial chunk of at least 1.5 MB is rounded up to a whole huge page (at most
 /// 0.5 MB unused); a shorter tail stays on ordinary pages. Measured on the Intel Xeon host, two copies of one encoder
-/// layer in one process (4 KB pages against huge pages), alternated, 3–5 runs each: (1024, 4096) at 1 token 1.10–1.26×
+/// layer in one process (4 KB pages against huge pages), alternated, 2–10 runs per shape: (1024, 4096) at 1 token 1.10–1.26×
 /// (1 and 2 threads), at 4 tokens 1.04–1.40×; (768, 3072) at 8 tokens 0.93–1.17× (median 1.04×), at 20 tokens
 /// 1.04–1.06×; (512, 2048) at 50 tokens on 2 threads 0.98–1.05×; (768, 3072) at 128 tokens 1.00–1.03×; six
 /// (384, 1536) layers at 12 tokens (MiniLM's shapes: only its 2.4 MB feed-forward weights qualify) 0.98–1.08×. The gain
