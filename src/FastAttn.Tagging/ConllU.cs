@@ -55,12 +55,16 @@ public static class TokenizerAgreement
     /// Sentences compared (those whose gold words can be found in order in their text), sentences tokenized exactly
     /// like the treebank, and token precision/recall (a token counts when its character span matches a gold one).
     /// </summary>
+    /// <exception cref="ArgumentNullException"><paramref name="sentences"/> is null.</exception>
+    /// <exception cref="ArgumentException">A sentence is null.</exception>
     public static (int Sentences, int Exact, double Precision, double Recall) Measure(IEnumerable<TaggedSentence> sentences)
     {
         int n = 0, exact = 0;
         long tp = 0, predicted = 0, gold = 0;
+        ArgumentNullException.ThrowIfNull(sentences);
         foreach (var s in sentences)
         {
+            if (s is null) throw new ArgumentException("a sentence is null.", nameof(sentences));
             if (s.Text is null) continue;
             var goldSpans = new HashSet<(int, int)>();
             int pos = 0;

@@ -28,7 +28,10 @@ public sealed class FeatureVocabulary
     public IReadOnlyList<IReadOnlyList<string>> Lists => _lists;
 
     /// <summary>Rows of table <paramref name="feature"/>.</summary>
-    public int Size(int feature) => feature == Count - 1 ? ShapeCount : _lists[feature].Length;
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="feature"/> is not in [0, <see cref="Count"/>).</exception>
+    public int Size(int feature) => (uint)feature >= Count
+        ? throw new ArgumentOutOfRangeException(nameof(feature), feature, $"features are 0..{Count - 1}.")
+        : feature == Count - 1 ? ShapeCount : _lists[feature].Length;
 
     /// <summary>Builds the lookups from entry lists (one per feature except shape, each starting with <see cref="Unknown"/>).</summary>
     /// <exception cref="InvalidDataException">Wrong number of lists, a list not starting with the unknown entry, or a duplicate.</exception>
@@ -71,12 +74,16 @@ public sealed class FeatureVocabulary
     /// Counts words, affixes over a training corpus; keeps words seen at least <paramref name="minWordCount"/> times
     /// and affixes seen at least <paramref name="minAffixCount"/> times, most frequent first (ties in ordinal order).
     /// </summary>
+    /// <exception cref="ArgumentNullException"><paramref name="words"/> is null.</exception>
+    /// <exception cref="ArgumentException">A word is null.</exception>
     public static FeatureVocabulary Build(IEnumerable<string> words, int minWordCount = 2, int minAffixCount = 3)
     {
+        ArgumentNullException.ThrowIfNull(words);
         var counts = Enumerable.Range(0, Count - 1).Select(_ => new Dictionary<string, int>(StringComparer.Ordinal)).ToArray();
         Span<char> buf = stackalloc char[MaxWordLength];
         foreach (var w in words)
         {
+            if (w is null) throw new ArgumentException("a word is null.", nameof(words));
             int n = Normalize(w, buf);
             var norm = buf[..n];
             var keys = new string?[Count - 1];

@@ -135,6 +135,52 @@ public class HostileInputTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.ThrowsAny<ArgumentException>(() => TransformerEncoder.Create(1, 10, 3, 64));   // heads do not divide
     }
 
+    // 6b. found by calling every public method with hostile arguments one at a time (an ad-hoc reflection probe, 10,649
+    // calls over the five libraries, MiniLM and the bundled tagger as instances): each threw an undocumented exception
+    [Fact]
+    public void IndexAccessorsAndSizes_ThrowArgumentErrors_NotIndexOrNullReferenceErrors()
+    {
+        using var weight = new PackedWeight(new float[64 * 32], 64, 32);
+        foreach (int bad in new[] { -1, 1, int.MaxValue })
+        {
+            Assert.Equal("segment", Assert.Throws<ArgumentOutOfRangeException>(() => weight.SegmentRows(bad)).ParamName);
+            Assert.Equal("segment", Assert.Throws<ArgumentOutOfRangeException>(() => weight.SegmentColumn(bad)).ParamName);
+        }
+        Assert.Equal(64, weight.SegmentRows(0));
+        var sum = new EmbeddingSum([new float[8], new float[12]], 4);
+        Assert.Equal(3, sum.Rows(1));
+        Assert.Equal(12, sum.Table(1).Length);
+        Assert.Equal("table", Assert.Throws<ArgumentOutOfRangeException>(() => sum.Rows(2)).ParamName);
+        Assert.Equal("table", Assert.Throws<ArgumentOutOfRangeException>(() => sum.Table(-1)).ParamName);
+        var vocabulary = FeatureVocabulary.Build(["a", "b", "a"]);
+        Assert.Equal("feature", Assert.Throws<ArgumentOutOfRangeException>(() => vocabulary.Size(-1)).ParamName);
+        Assert.Equal("feature", Assert.Throws<ArgumentOutOfRangeException>(() => vocabulary.Size(FeatureVocabulary.Count)).ParamName);
+        Assert.Equal("words", Assert.Throws<ArgumentNullException>(() => FeatureVocabulary.Build(null!)).ParamName);
+        Assert.Equal("words", Assert.Throws<ArgumentException>(() => FeatureVocabulary.Build(["a", null!])).ParamName);
+        Assert.Equal("sentences", Assert.Throws<ArgumentNullException>(() => TokenizerAgreement.Measure(null!)).ParamName);
+        Assert.Equal("sentences", Assert.Throws<ArgumentException>(() => TokenizerAgreement.Measure([null!])).ParamName);
+        Assert.Equal("layers", Assert.Throws<ArgumentOutOfRangeException>(() => TransformerEncoder.Create(int.MaxValue, 4, 1, 4)).ParamName);
+    }
+
+    // a worker scratch of 2^62 floats is 2^64 bytes: the size wrapped to 0 bytes, which were then taken as 2^62 floats
+    [Fact]
+    public void WorkerScratchBeyondTheAddressSpace_IsRefused_AndThePoolStaysUsable()
+    {
+        using var pool = new FastAttn.Threading.WorkerPool(2);
+        foreach (long floats in new[] { 1L << 62, (1L << 62) + 1, long.MaxValue })
+            Assert.Equal("floats", Assert.Throws<ArgumentOutOfRangeException>(() => pool.EnsureWorkerScratch(floats)).ParamName);
+        pool.EnsureWorkerScratch(1000);
+        Assert.Equal(1000, pool.WorkerScratchFloats);
+        // the pool still runs products that use the scratch
+        var x = new float[40 * 96]; var w = new float[80 * 96]; var y = new float[40 * 80];
+        for (int i = 0; i < x.Length; i++) x[i] = (i % 13) * 0.1f - 0.6f;
+        for (int i = 0; i < w.Length; i++) w[i] = (i % 7) * 0.1f - 0.3f;
+        using var pw = new PackedWeight(w, 80, 96);
+        Gemm.Linear(x, 40, pw, y, new float[Gemm.LinearScratchSize(40, 96)], pool: pool);
+        double expect = 0; for (int k = 0; k < 96; k++) expect += x[39 * 96 + k] * w[79 * 96 + k];
+        Assert.Equal(expect, y[39 * 80 + 79], 1e-4);
+    }
+
     [Fact]
     public void TensorOfMoreElementsThanAnArray_IsInvalidData_OnRead()
     {

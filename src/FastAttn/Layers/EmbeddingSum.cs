@@ -20,7 +20,11 @@ public sealed class EmbeddingSum : Block
     /// <inheritdoc/>
     public override int OutputWidth => _width;
     /// <summary>Rows of table <paramref name="table"/>.</summary>
-    public int Rows(int table) => _rows[table];
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="table"/> is not in [0, <see cref="Block.InputWidth"/>).</exception>
+    public int Rows(int table) => _rows[CheckTable(table)];
+
+    private int CheckTable(int table) => (uint)table < (uint)_tables.Length ? table
+        : throw new ArgumentOutOfRangeException(nameof(table), table, $"tables are 0..{_tables.Length - 1}.");
 
     /// <summary>Builds the block from tables <c>[rows_i, width]</c> (row-major).</summary>
     /// <exception cref="ArgumentException">No tables, or a table whose length is not a positive multiple of width.</exception>
@@ -47,7 +51,8 @@ public sealed class EmbeddingSum : Block
         => ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_tables[f]), (int)input[t * _tables.Length + f] * _width + j);
 
     /// <summary>Table <paramref name="table"/>, <c>[rows, width]</c>.</summary>
-    public ReadOnlySpan<float> Table(int table) => _tables[table];
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="table"/> is not in [0, <see cref="Block.InputWidth"/>).</exception>
+    public ReadOnlySpan<float> Table(int table) => _tables[CheckTable(table)];
 
     /// <inheritdoc/>
     public override long ScratchSize(int maxTokens) => 0;

@@ -54,6 +54,7 @@ public static class TransformerEncoder
         bool normFirst = false, float eps = 1e-5f, int seed = 0, AttentionSettings? attention = null, PrecisionPlan? precision = null)
     {
         ThrowHelper.Positive(layers, nameof(layers));
+        if (layers > Array.MaxLength) ThrowHelper.OutOfRange(nameof(layers), layers, $"at most {Array.MaxLength} layers.");
         ThrowHelper.Positive(dModel, nameof(dModel));
         ThrowHelper.Positive(heads, nameof(heads));
         ThrowHelper.Positive(ffDim, nameof(ffDim));

@@ -43,13 +43,20 @@ public sealed unsafe class WorkerPool : IDisposable
     /// <summary>Grows every worker's scratch to at least <paramref name="floats"/> (allocates only when it grows). Not during a run.</summary>
     /// <exception cref="ObjectDisposedException">The pool was disposed.</exception>
     /// <exception cref="InvalidOperationException">A run is in progress.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="floats"/> is more than <see cref="MaxScratchFloats"/>.</exception>
     public void EnsureWorkerScratch(long floats)
     {
         if (floats <= _core.ScratchFloats) return;
+        // its byte count must fit a native size: 2^62 floats would have asked for 0 bytes and then been written as 2^62
+        if (floats > MaxScratchFloats)
+            throw new ArgumentOutOfRangeException(nameof(floats), floats, $"a worker's scratch holds at most {MaxScratchFloats} floats.");
         Enter();
         try { _core.GrowScratch(floats); }
         finally { Exit(); }
     }
+
+    /// <summary>The most floats <see cref="EnsureWorkerScratch"/> accepts (bytes up to <see cref="nint.MaxValue"/>).</summary>
+    public static long MaxScratchFloats => nint.MaxValue / sizeof(float);
 
     /// <summary>The scratch of worker <paramref name="worker"/> (1..Threads−1), <see cref="WorkerScratchFloats"/> floats.</summary>
     internal float* WorkerScratch(int worker) => _core.Scratch[worker];
@@ -126,8 +133,11 @@ public sealed unsafe class WorkerPool : IDisposable
         GC.SuppressFinalize(this);
     }
 
-    /// <summary>An unreachable pool cannot be running (a run keeps it alive): stop its threads and free the scratch.</summary>
-    ~WorkerPool() => _core.Stop(join: false);
+    /// <summary>
+    /// An unreachable pool cannot be running (a run keeps it alive): stop its threads and free the scratch. A pool whose
+    /// constructor threw (threads out of range) is finalized too, without a core: an exception here would end the process.
+    /// </summary>
+    ~WorkerPool() => _core?.Stop(join: false);
 
     /// <summary>The state the worker threads share; it holds no reference to the pool object, so a dropped pool can be collected.</summary>
     private sealed class Core

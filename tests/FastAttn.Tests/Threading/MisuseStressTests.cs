@@ -85,6 +85,26 @@ public class MisuseStressTests(Xunit.Abstractions.ITestOutputHelper output)
         }
     }
 
+    // a pool whose constructor threw is still finalized; its finalizer read the core the constructor never made, and an
+    // exception on the finalizer thread ends the process (found by the reflection probe: the test host died)
+    [Fact]
+    public void WorkerPool_WhoseConstructorThrew_IsFinalizedWithoutEndingTheProcess()
+    {
+        static void Construct(int threads)
+        {
+            try { using var pool = new WorkerPool(threads); }
+            catch (ArgumentOutOfRangeException) { }
+        }
+        for (int rep = 0; rep < Repetitions; rep++) { Construct(0); Construct(-1); Construct(257); }
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        using var alive = new WorkerPool(2);
+        var work = new Counting();
+        alive.Run(work, 10);
+        Assert.Equal(10, work.Done);
+    }
+
     [Fact]
     public void WorkerPool_TwoCallers_TheSecondIsRefused()
     {

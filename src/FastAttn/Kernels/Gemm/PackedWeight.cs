@@ -196,9 +196,14 @@ public sealed unsafe class PackedWeight : IDisposable
         : GemmCore.WorkerScratchSize(Isa, rows, InFeatures);
 
     /// <summary>Rows of segment <paramref name="segment"/>.</summary>
-    public int SegmentRows(int segment) => _segmentRows[segment];
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="segment"/> is not in [0, <see cref="Segments"/>).</exception>
+    public int SegmentRows(int segment) => _segmentRows[CheckSegment(segment)];
     /// <summary>The output column (a multiple of <see cref="PanelWidth"/>) where segment <paramref name="segment"/> starts.</summary>
-    public int SegmentColumn(int segment) => _segmentColumn[segment];
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="segment"/> is not in [0, <see cref="Segments"/>).</exception>
+    public int SegmentColumn(int segment) => _segmentColumn[CheckSegment(segment)];
+
+    private int CheckSegment(int segment) => (uint)segment < (uint)_segmentRows.Length ? segment
+        : throw new ArgumentOutOfRangeException(nameof(segment), segment, $"segments are 0..{_segmentRows.Length - 1}.");
 
     /// <summary>
     /// Takes a reference for a product and returns the panels; pair with <see cref="Release"/> (in a finally).
