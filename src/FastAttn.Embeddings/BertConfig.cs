@@ -201,8 +201,11 @@ public sealed record BertConfig
     public static BertConfig FromJsonFile(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
-        return FromJson(File.ReadAllText(path), path);
+        return FromJson(FastAttn.IO.BoundedFile.ReadAllText(path, MaxJsonBytes, "a config.json"), path);
     }
+
+    /// <summary>Largest config.json (or tokenizer configuration file) read: 16 MiB.</summary>
+    internal const int MaxJsonBytes = 16 << 20;
 
     /// <summary>Reads the text of a Hugging Face <c>config.json</c>; <paramref name="source"/> names it in messages.</summary>
     /// <exception cref="InvalidDataException">Not valid JSON, a field missing or out of range, or an unsupported activation or model type.</exception>

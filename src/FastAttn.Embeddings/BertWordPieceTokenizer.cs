@@ -139,7 +139,7 @@ public sealed class BertWordPieceTokenizer : TextTokenizer
             if (!File.Exists(file)) continue;
             try
             {
-                using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(file), new System.Text.Json.JsonDocumentOptions { MaxDepth = 16 });
+                using var doc = System.Text.Json.JsonDocument.Parse(FastAttn.IO.BoundedFile.ReadAllText(file, BertConfig.MaxJsonBytes, "a tokenizer configuration file"), new System.Text.Json.JsonDocumentOptions { MaxDepth = 16 });
                 specialSources.Add(doc.RootElement.Clone());
             }
             catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"'{file}' is not valid JSON: {e.Message}", e); }
@@ -148,7 +148,7 @@ public sealed class BertWordPieceTokenizer : TextTokenizer
         {
             try
             {
-                using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(cfg));
+                using var doc = System.Text.Json.JsonDocument.Parse(FastAttn.IO.BoundedFile.ReadAllText(cfg, BertConfig.MaxJsonBytes, "a tokenizer_config.json"));
                 var r = doc.RootElement;
                 bool? Flag(string name) => r.ValueKind == System.Text.Json.JsonValueKind.Object && r.TryGetProperty(name, out var v)
                     && v.ValueKind is System.Text.Json.JsonValueKind.True or System.Text.Json.JsonValueKind.False ? v.GetBoolean() : null;
@@ -161,7 +161,7 @@ public sealed class BertWordPieceTokenizer : TextTokenizer
             }
             catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"'{cfg}' is not valid JSON: {e.Message}", e); }
         }
-        using var fs = File.OpenRead(path);
+        using var fs = new MemoryStream(FastAttn.IO.BoundedFile.ReadAllBytes(path, TokenizerJson.MaxBytes, "a vocabulary"));
         try { return FromVocab(fs, options, path, specialSources); }
         catch (InvalidOperationException e) { throw new InvalidDataException($"'{dir}': a tokenizer configuration string holds a lone surrogate ({e.Message})", e); }
     }

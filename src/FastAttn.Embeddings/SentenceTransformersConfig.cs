@@ -46,9 +46,7 @@ public sealed record SentenceTransformersConfig
         {
             string path = Path.Combine(folder, relative);
             if (!File.Exists(path)) return null;
-            long length = new FileInfo(path).Length;
-            if (length > MaxFileBytes) throw new InvalidDataException($"{path}: {length} bytes; a sentence-transformers configuration file is at most {MaxFileBytes} bytes.");
-            return File.ReadAllBytes(path);
+            return FastAttn.IO.BoundedFile.ReadAllBytes(path, MaxFileBytes, "a sentence-transformers configuration file");
         }, folder);
     }
 

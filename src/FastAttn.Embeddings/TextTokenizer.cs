@@ -156,9 +156,7 @@ internal static class TokenizerJson
     public static byte[] ReadFile(string path)
     {
         if (Directory.Exists(path)) throw new IOException($"'{path}' is a directory, not a tokenizer.json.");
-        long length = new FileInfo(path).Length;
-        if (length > MaxBytes) throw new InvalidDataException($"'{path}': {length} bytes; a tokenizer.json is read up to {MaxBytes} bytes.");
-        return File.ReadAllBytes(path);
+        return FastAttn.IO.BoundedFile.ReadAllBytes(path, MaxBytes, "a tokenizer.json");
     }
 
     /// <summary>The <c>model.type</c> of a tokenizer.json (null when absent or unreadable: the loader then says why).</summary>

@@ -171,9 +171,7 @@ internal static class TokenizerParts
             string dir = Path.GetDirectoryName(Path.GetFullPath(tokenizerJson)) ?? ".";
             string path = Path.Combine(dir, "tokenizer_config.json");
             if (!File.Exists(path)) return null;
-            var info = new FileInfo(path);
-            if (info.Length > 16 << 20) throw new InvalidDataException($"'{path}': {info.Length} bytes; a tokenizer_config.json is read up to 16 MiB.");
-            return Parse(File.ReadAllBytes(path), path);
+            return Parse(FastAttn.IO.BoundedFile.ReadAllBytes(path, 16 << 20, "a tokenizer_config.json"), path);
         }
 
         /// <summary>The framing a <c>tokenizer_config.json</c>'s bytes ask for (see <see cref="Beside"/>).</summary>

@@ -19,6 +19,9 @@ public static class Utf8Text
         return new string(chars, 0, written);
     }
 
+    /// <summary>Largest text file read (512 MiB; a device or a pipe that never ends stops there).</summary>
+    public const int MaxFileBytes = 512 << 20;
+
     /// <summary>Reads a whole file as strict UTF-8.</summary>
     /// <exception cref="InvalidDataException">The file is not valid UTF-8.</exception>
     /// <exception cref="IOException">The path is a directory or cannot be read.</exception>
@@ -26,7 +29,7 @@ public static class Utf8Text
     {
         ArgumentNullException.ThrowIfNull(path);
         if (Directory.Exists(path)) throw new IOException($"'{path}' is a directory, not a text file.");
-        return Decode(File.ReadAllBytes(path), path);
+        return Decode(FastAttn.IO.BoundedFile.ReadAllBytes(path, MaxFileBytes, "a text file"), path);
     }
 
     /// <summary>Reads a stream to its end as strict UTF-8.</summary>

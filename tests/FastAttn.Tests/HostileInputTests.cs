@@ -297,6 +297,62 @@ public class HostileInputTests(Xunit.Abstractions.ITestOutputHelper output)
     }
 
     // 10. a header of many tiny entries: linear work, bounded allocation per header byte
+    // the reflection probe passed "/dev/urandom" and "/dev/zero" as output paths: as root, the temporary file beside
+    // them in /dev and the rename replaced both devices with 16-byte regular files (the machine's builds then spun
+    // reading a 16-byte /dev/urandom). A device, a pipe or a socket is now written in place, never renamed over.
+    [Fact]
+    public async Task OutputToADeviceOrAPipe_IsWrittenInPlace_NotReplaced()
+    {
+        if (!OperatingSystem.IsLinux()) return;   // statx; elsewhere the rename path is unchanged
+        using var dir = new TempDir();
+        string regular = dir.File("a.npy");
+        Npy.Write(regular, [1f, 2f, 3f], 3);
+        Assert.False(AtomicFile.IsSpecialFile(regular));
+        Assert.False(AtomicFile.IsSpecialFile(dir.File("missing.npy")));
+        Assert.False(AtomicFile.IsSpecialFile(dir.Path));
+        Assert.True(AtomicFile.IsSpecialFile("/dev/null"));
+        Npy.Write("/dev/null", [1f, 2f, 3f], 3);
+        Assert.True(AtomicFile.IsSpecialFile("/dev/null"));   // still the device
+        Assert.Empty(Directory.GetFiles("/dev", ".null.*"));
+        // a named pipe with a reader: the reader gets exactly the bytes of the regular file, and the pipe stays a pipe
+        string fifo = dir.File("pipe");
+        using (var mk = System.Diagnostics.Process.Start("mkfifo", fifo)) mk.WaitForExit();
+        Assert.True(AtomicFile.IsSpecialFile(fifo));
+        var reader = Task.Run(() => File.ReadAllBytes(fifo));
+        Npy.Write(fifo, [1f, 2f, 3f], 3);
+        Assert.Equal(File.ReadAllBytes(regular), await reader.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.True(AtomicFile.IsSpecialFile(fifo));
+        Assert.Equal(2, Directory.GetFileSystemEntries(dir.Path).Length);   // a.npy and the pipe: no temporary file
+    }
+
+    // files that report 0 bytes and never end (/dev/zero, /dev/urandom) were read until the process ran out of memory
+    // (config.json, vocab.txt, tokenizer.json, .npy, CLI text files): reads now stop past each format's limit
+    [Fact]
+    public void EndlessDevices_AreRefusedAsInvalidData_WithinTheFormatsLimit()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        foreach (var device in new[] { "/dev/zero", "/dev/urandom" })
+        {
+            var e = Assert.Throws<InvalidDataException>(() => BoundedFile.ReadAllBytes(device, 1 << 20, "a test file"));
+            Assert.Contains("more than 1048576 bytes", e.Message);
+            Assert.Throws<InvalidDataException>(() => Npy.Read(device));   // stops after the first bytes: not a .npy file
+            Assert.Throws<InvalidDataException>(() => FastAttn.Embeddings.BertConfig.FromJsonFile(device));
+            Assert.Throws<InvalidDataException>(() => FastAttn.Embeddings.TextTokenizer.FromTokenizerJson(device));
+            Assert.Throws<InvalidDataException>(() => FastAttn.Embeddings.BertWordPieceTokenizer.FromVocabFile(device));
+        }
+        // a file read whole: the same bytes as File.ReadAllBytes, at and around the buffer's first size
+        using var dir = new TempDir();
+        foreach (int n in new[] { 0, 1, 15, 16, 4095, 4096, 4097, 100_000 })
+        {
+            string p = dir.File($"f{n}");
+            var bytes = new byte[n];
+            new Random(n).NextBytes(bytes);
+            File.WriteAllBytes(p, bytes);
+            Assert.Equal(bytes, BoundedFile.ReadAllBytes(p, 100_000, "a test file"));
+        }
+        Assert.Throws<InvalidDataException>(() => BoundedFile.ReadAllBytes(dir.File("f100000"), 99_999, "a test file"));
+    }
+
     [Fact]
     public void LargeHeader_CostsAFewBytesPerHeaderByte()
     {

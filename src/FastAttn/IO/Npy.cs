@@ -21,7 +21,8 @@ public static partial class Npy
     {
         ArgumentNullException.ThrowIfNull(path);
         if (Directory.Exists(path)) throw new IOException($"'{path}' is a directory, not a .npy file.");
-        return Read(File.ReadAllBytes(path), path);
+        // a file that does not start like a .npy file is not read on (a device of zeros would be read to the limit)
+        return Read(BoundedFile.ReadAllBytes(path, Array.MaxLength, "a .npy file", prefix => prefix.AsSpan().StartsWith(Magic)), path);
     }
 
     /// <summary>Reads an array held in memory; <paramref name="name"/> names it in messages.</summary>
