@@ -328,7 +328,7 @@ public class HostileInputTests(Xunit.Abstractions.ITestOutputHelper output)
     // files that report 0 bytes and never end (/dev/zero, /dev/urandom) were read until the process ran out of memory
     // (config.json, vocab.txt, tokenizer.json, .npy, CLI text files): reads now stop past each format's limit
     [Fact]
-    public void EndlessDevices_AreRefusedAsInvalidData_WithinTheFormatsLimit()
+    public async Task EndlessDevices_AreRefusedAsInvalidData_WithinTheFormatsLimit()
     {
         if (!OperatingSystem.IsLinux()) return;
         foreach (var device in new[] { "/dev/zero", "/dev/urandom" })
@@ -351,6 +351,13 @@ public class HostileInputTests(Xunit.Abstractions.ITestOutputHelper output)
             Assert.Equal(bytes, BoundedFile.ReadAllBytes(p, 100_000, "a test file"));
         }
         Assert.Throws<InvalidDataException>(() => BoundedFile.ReadAllBytes(dir.File("f100000"), 99_999, "a test file"));
+        // a pipe (what `--file <(…)` and /dev/stdin are) reports no length either and is read to its end
+        string fifo = dir.File("pipe");
+        using (var mk = System.Diagnostics.Process.Start("mkfifo", fifo)) mk.WaitForExit();
+        var text = Encoding.UTF8.GetBytes(string.Concat(Enumerable.Repeat("I saw a saw.\n", 10_000)));
+        var writer = Task.Run(() => File.WriteAllBytes(fifo, text));
+        Assert.Equal(text, BoundedFile.ReadAllBytes(fifo, 1 << 20, "a test file"));
+        await writer.WaitAsync(TimeSpan.FromSeconds(30));
     }
 
     [Fact]
