@@ -32,14 +32,12 @@ public static class Utf8Text
         return Decode(FastAttn.IO.BoundedFile.ReadAllBytes(path, MaxFileBytes, "a text file"), path);
     }
 
-    /// <summary>Reads a stream to its end as strict UTF-8.</summary>
-    /// <exception cref="InvalidDataException">The bytes are not valid UTF-8.</exception>
+    /// <summary>Reads a stream to its end as strict UTF-8 (at most <see cref="MaxFileBytes"/>, as a file).</summary>
+    /// <exception cref="InvalidDataException">The bytes are not valid UTF-8, or more than <see cref="MaxFileBytes"/> of them.</exception>
     public static string ReadStream(Stream stream, string source)
     {
         ArgumentNullException.ThrowIfNull(stream);
-        var ms = new MemoryStream();
-        stream.CopyTo(ms);
-        return Decode(ms.GetBuffer().AsSpan(0, (int)ms.Length), source);
+        return Decode(FastAttn.IO.BoundedFile.ReadAllBytes(stream, source, MaxFileBytes, "a text"), source);
     }
 
     /// <summary>The lines of <paramref name="text"/> (\n, \r\n or \r), without their terminators; a final terminator ends the last line.</summary>

@@ -16,11 +16,17 @@ internal static class BoundedFile
     /// </summary>
     public static byte[] ReadAllBytes(string path, long maxBytes, string what, Func<byte[], bool>? prefixOk = null)
     {
-        maxBytes = Math.Min(maxBytes, Array.MaxLength - 1);
         using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
+        return ReadAllBytes(fs, path, maxBytes, what, prefixOk);
+    }
+
+    /// <summary>As above, from a stream (standard input, a pipe) to its end; <paramref name="name"/> names it in the message.</summary>
+    public static byte[] ReadAllBytes(Stream stream, string name, long maxBytes, string what, Func<byte[], bool>? prefixOk = null)
+    {
+        maxBytes = Math.Min(maxBytes, Array.MaxLength - 1);
         long hint = 0;
-        try { if (fs.CanSeek) hint = fs.Length; } catch (IOException) { }
-        if (hint > maxBytes) throw TooLong(path, maxBytes, what);
+        try { if (stream.CanSeek) hint = stream.Length - stream.Position; } catch (IOException) { } catch (NotSupportedException) { }
+        if (hint > maxBytes) throw TooLong(name, maxBytes, what);
         // one byte more than the reported length, so the read that finds the end needs no second buffer
         var buf = new byte[(int)Math.Min(Math.Max(hint + 1, 4096), maxBytes + 1)];
         int n = 0;
@@ -29,10 +35,10 @@ internal static class BoundedFile
         {
             if (n == buf.Length)
             {
-                if (n > maxBytes) throw TooLong(path, maxBytes, what);
+                if (n > maxBytes) throw TooLong(name, maxBytes, what);
                 Array.Resize(ref buf, (int)Math.Min(2L * buf.Length, maxBytes + 1));
             }
-            int r = fs.Read(buf, n, buf.Length - n);
+            int r = stream.Read(buf, n, buf.Length - n);
             if (r == 0) break;
             n += r;
             if (!prefixSeen && n >= 16)
@@ -41,7 +47,7 @@ internal static class BoundedFile
                 if (!prefixOk!(buf[..16])) return buf[..n];
             }
         }
-        if (n > maxBytes) throw TooLong(path, maxBytes, what);
+        if (n > maxBytes) throw TooLong(name, maxBytes, what);
         if (n != buf.Length) Array.Resize(ref buf, n);
         return buf;
     }
@@ -53,6 +59,6 @@ internal static class BoundedFile
         return reader.ReadToEnd();
     }
 
-    private static InvalidDataException TooLong(string path, long maxBytes, string what) =>
-        new($"'{path}': more than {maxBytes} bytes; {what} is read up to {maxBytes} bytes.");
+    private static InvalidDataException TooLong(string name, long maxBytes, string what) =>
+        new($"'{name}': more than {maxBytes} bytes; {what} is read up to {maxBytes} bytes.");
 }
