@@ -161,7 +161,7 @@ public sealed class BertWordPieceTokenizer : TextTokenizer
             }
             catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"'{cfg}' is not valid JSON: {e.Message}", e); }
         }
-        using var fs = new MemoryStream(FastAttn.IO.BoundedFile.ReadAllBytes(path, TokenizerJson.MaxBytes, "a vocabulary"));
+        using var fs = File.OpenRead(path);
         try { return FromVocab(fs, options, path, specialSources); }
         catch (InvalidOperationException e) { throw new InvalidDataException($"'{dir}': a tokenizer configuration string holds a lone surrogate ({e.Message})", e); }
     }
@@ -269,8 +269,8 @@ public sealed class BertWordPieceTokenizer : TextTokenizer
 
     private static string Shorten(string s) => s.Length <= 40 ? s : s[..40] + "…";
 
-    /// <summary>Loads a vocabulary from a stream (read to its end).</summary>
-    /// <exception cref="InvalidDataException">The vocabulary is empty, not UTF-8, or lacks [CLS], [SEP], [UNK], [PAD] or [MASK].</exception>
+    /// <summary>Loads a vocabulary from a stream (read to its end, at most 64 MiB).</summary>
+    /// <exception cref="InvalidDataException">The vocabulary is empty, longer than 64 MiB, not UTF-8, or lacks [CLS], [SEP], [UNK], [PAD] or [MASK].</exception>
     /// <exception cref="ArgumentOutOfRangeException">MaxTokens is below 3.</exception>
     public static BertWordPieceTokenizer FromVocab(Stream vocab, BertTokenizerOptions? options = null, string name = "<stream>")
         => FromVocab(vocab, options, name, []);
@@ -280,10 +280,10 @@ public sealed class BertWordPieceTokenizer : TextTokenizer
         ArgumentNullException.ThrowIfNull(vocab);
         options ??= new BertTokenizerOptions();
         if (options.MaxTokens < 3) throw new ArgumentOutOfRangeException(nameof(options), options.MaxTokens, "MaxTokens must be at least 3 ([CLS], one piece, [SEP]).");
-        var ms = new MemoryStream();
-        vocab.CopyTo(ms);
+        // a stream or file that never ends (a device, a pipe) stops at the limit
+        var bytes = FastAttn.IO.BoundedFile.ReadAllBytes(vocab, name, TokenizerJson.MaxBytes, "a vocabulary");
         string text;
-        try { text = new UTF8Encoding(false, true).GetString(ms.GetBuffer(), 0, (int)ms.Length); }
+        try { text = new UTF8Encoding(false, true).GetString(bytes); }
         catch (DecoderFallbackException) { throw new InvalidDataException($"vocabulary '{name}' is not valid UTF-8."); }
         if (text.StartsWith('\uFEFF')) text = text[1..];                      // a byte-order mark some editors write
         var lines = text.Split('\n').Select(l => l.TrimEnd('\r')).ToList();
