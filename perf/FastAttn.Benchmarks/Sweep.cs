@@ -35,6 +35,8 @@ public static class Sweep
         public int Heads => D / HeadDim;
         public int Ff => D * FfRatio;
         public double Flops => 2.0 * Tokens * (4.0 * D * D + 2.0 * D * Ff) + (Causal ? 2.0 : 4.0) * Tokens * Tokens * D;
+        /// <summary>The layer's FP32 parameters in bytes (projections, feed-forward, biases, both norms): read once per call at least.</summary>
+        public long WeightBytes => 4L * (4L * D * D + 4L * D + 2L * D * Ff + Ff + D + 4L * D);
         public override string ToString() =>
             $"d{D} h{Heads}×{HeadDim} ff{Ff} t{Tokens} {(NormFirst ? "pre" : "post")} {(Act == Activation.Gelu ? "GELU" : "ReLU")}{(Causal ? " causal" : "")}";
     }
@@ -63,6 +65,9 @@ public static class Sweep
         string? only = args.FirstOrDefault(a => a.StartsWith("--only=", StringComparison.Ordinal))?[7..];
         double peak = PeakProbe.MeasureGflops();
         console.WriteLine($"FMA peak (one core): {peak:F1} GFLOP/s");
+        // the read speeds of the grid's weight sizes, before any peer has started a thread that could share a core with them
+        foreach (long b in Grid().Select(p => p.WeightBytes).Distinct().Order())
+            console.WriteLine($"read speed of {b / 1e6:F2} MB: {ReadBandwidth.GBps(b, 1):F1} GB/s on 1 thread, {ReadBandwidth.GBps(b, 2):F1} GB/s on 2");
         // shapes off the grid: measured and printed, nothing written
         var extra = args.Where(a => a.StartsWith("--point=", StringComparison.Ordinal) || a.StartsWith("--attention=", StringComparison.Ordinal)).ToList();
         if (extra.Count > 0)
@@ -120,13 +125,28 @@ public static class Sweep
         return new Point(n[0], n[1], n[2], n[3], flags.Contains("pre"), flags.Contains("gelu") ? Activation.Gelu : Activation.Relu, flags.Contains("causal"));
     }
 
-    public sealed record Row(string What, Point? P, int Threads, double FastAttnUs, double OrtUs, double TorchUs, string TorchVariant, double Flops, double Peak, double MaxDiff)
+    /// <param name="BoundUs">
+    /// The least time any implementation can take on this machine in this run: the flops at the measured FMA peak of
+    /// <paramref name="Threads"/> cores, or the layer's FP32 weights read once at the best read speed measured for a
+    /// buffer of their size (<see cref="ReadBandwidth"/>), whichever is longer.
+    /// </param>
+    public sealed record Row(string What, Point? P, int Threads, double FastAttnUs, double OrtUs, double TorchUs, string TorchVariant, double Flops, double Peak, double MaxDiff, double BoundUs)
     {
         public double Best => Math.Min(OrtUs, TorchUs);
         public double Ratio => FastAttnUs / Best;
         public double PercentOfPeak => 100 * Flops / (FastAttnUs * 1e3) / Peak;
-        public string Line(IFormatProvider f) => string.Format(f, "{0,-58} {1}T  FastAttn {2,9:F1} µs  ORT {3,9:F1}  torch {4,9:F1} ({5})  ratio {6:F2}  {7:F0}% of peak",
-            What, Threads, FastAttnUs, OrtUs, TorchUs, TorchVariant, Ratio, PercentOfPeak);
+        /// <summary>FastAttn's time as a share of the bound: 100 % would be the machine's limit.</summary>
+        public double PercentOfBound => 100 * BoundUs / FastAttnUs;
+        /// <summary>The lowest ratio this point allows: the bound over the faster peer's time.</summary>
+        public double LowestRatio => BoundUs / Best;
+        /// <summary>True when even an implementation at the bound would take more than 0.9 of the faster peer's time.</summary>
+        public bool TargetOutOfReach => LowestRatio > 0.9 && PercentOfBound <= 100;
+        public string Line(IFormatProvider f) => string.Format(f, "{0,-58} {1}T  FastAttn {2,9:F1} µs  ORT {3,9:F1}  torch {4,9:F1} ({5})  ratio {6:F2}  {7:F0}% of peak  bound {8:F1} µs ({9:F0}% of it; lowest ratio {10:F2})",
+            What, Threads, FastAttnUs, OrtUs, TorchUs, TorchVariant, Ratio, PercentOfPeak, BoundUs, PercentOfBound, LowestRatio);
+
+        /// <summary>The bound of a product of <paramref name="flops"/> reading <paramref name="bytes"/> bytes on <paramref name="threads"/> cores of FMA peak <paramref name="peak"/> GFLOP/s each.</summary>
+        public static double Bound(double flops, long bytes, int threads, double peak) =>
+            Math.Max(flops / (peak * threads) / 1e3, bytes == 0 ? 0 : bytes / ReadBandwidth.GBps(bytes, threads) / 1e3);
     }
 
     // ------------------------------------------------------------------ layers
@@ -134,6 +154,7 @@ public static class Sweep
     private static Row MeasureLayer(Point p, int threads, double peak)
     {
         int d = p.D, t = p.Tokens, ff = p.Ff;
+        double bound = Row.Bound(p.Flops, p.WeightBytes, threads, peak); // before this point's peers exist (measured now unless known)
         var w = EncoderWeights.Random(1, d, p.Heads, ff, 11 + d + t).Layers[0];
         var rnd = new Random(t * 31 + d);
         var x = Enumerable.Range(0, t * d).Select(_ => (float)(rnd.NextDouble() * 2 - 1)).ToArray();
@@ -188,7 +209,7 @@ public static class Sweep
         module?.Dispose(); tx3?.Dispose();
         foreach (var tt in tw) tt.Dispose();
         bool moduleFaster = med.ContainsKey("torch-m") && med["torch-m"] < med.GetValueOrDefault("torch-f", double.MaxValue);
-        return new Row(p.ToString(), p, threads, med["fa"], med.GetValueOrDefault("ort", double.NaN), moduleFaster ? med["torch-m"] : med.GetValueOrDefault("torch-f", double.NaN), moduleFaster ? "module" : "functional", p.Flops, peak, diff);
+        return new Row(p.ToString(), p, threads, med["fa"], med.GetValueOrDefault("ort", double.NaN), moduleFaster ? med["torch-m"] : med.GetValueOrDefault("torch-f", double.NaN), moduleFaster ? "module" : "functional", p.Flops, peak, diff, bound);
     }
 
     private static double MaxRelDiff(float[] a, float[] b, string who, Point p)
@@ -392,7 +413,7 @@ public static class Sweep
         using (var rt = r.permute(1, 0, 2).contiguous())
             diff = Math.Max(diff, MaxRelDiff(y, rt.data<float>().ToArray(), "scaled_dot_product_attention", p));
         var med = Interleave([("fa", fa), ("ort", ort.Run), ("torch", () => { using var m = torch.inference_mode(); using var r = sdpa(); })], 4.0 * t * t * d);
-        return new Row($"attention {heads}×{t}×{hd}", null, 1, med["fa"], med["ort"], med["torch"], "SDPA", 4.0 * t * t * d, peak, diff);
+        return new Row($"attention {heads}×{t}×{hd}", null, 1, med["fa"], med["ort"], med["torch"], "SDPA", 4.0 * t * t * d, peak, diff, Row.Bound(4.0 * t * t * d, 0, 1, peak));
     }
 
     // ------------------------------------------------------------------ output
@@ -415,13 +436,30 @@ public static class Sweep
         var twoThread = rows.Where(r => r.Threads == 2 && r.P!.Tokens >= 64).Select(r => (r, one: rows.First(o => o.P == r.P && o.Threads == 1))).ToList();
         if (twoThread.Count > 0)
             sb.AppendLine(string.Create(inv, $"2 threads ÷ 1 thread (FastAttn, ≥ 64 tokens): min {twoThread.Min(x => x.one.FastAttnUs / x.r.FastAttnUs):F2}×, median {twoThread.Select(x => x.one.FastAttnUs / x.r.FastAttnUs).OrderBy(v => v).ElementAt(twoThread.Count / 2):F2}×."));
+        var ofBound = all.Select(r => r.PercentOfBound).OrderBy(v => v).ToList();
+        var outOfReach = all.Where(r => r.TargetOutOfReach).ToList();
+        string reach = outOfReach.Count == 0
+            ? "at no point would an implementation at the bound take more than 0.9 of the faster peer's time, so the machine rules out a ratio ≤ 0.9 nowhere"
+            : $"on {outOfReach.Count} point{(outOfReach.Count == 1 ? "" : "s")} even an implementation at the bound would take more than 0.9 of the faster peer's time (†), so a ratio ≤ 0.9 is out of reach there at FP32: "
+              + string.Join("; ", outOfReach.Select(r => string.Create(inv, $"{r.What}, {r.Threads}T: bound {r.BoundUs:F0} µs ÷ {r.Best:F0} µs = {r.LowestRatio:F2}")));
+        sb.AppendLine(string.Create(inv, $"Bound (the least time this machine allows, measured in this run — see below): FastAttn at a median {ofBound[ofBound.Count / 2]:F0} % of it (lowest {ofBound[0]:F0} %); {reach}."));
+        var belowBound = all.Where(r => r.PercentOfBound > 100).ToList();
+        if (belowBound.Count > 0)
+            sb.AppendLine(string.Create(inv, $"Measured faster than the bound, so the read speed was measured low there (noise; the bound does not hold for these rows): {string.Join("; ", belowBound.Select(r => $"{r.What}, {r.Threads}T ({r.PercentOfBound:F0} %)"))}."));
+        sb.AppendLine();
+        sb.AppendLine("Bound = the larger of the point's flops at the FMA peak (× 2 on 2 threads) and its FP32 weights read once at the best speed measured for a buffer of their size, read hot over and over (plain and with a 16 KB software prefetch; 2 threads each reading half) — the most favourable case, as if nothing else had run between two calls. Read speeds measured in this run:");
+        sb.AppendLine();
+        sb.AppendLine("| bytes | 1 thread GB/s | 2 threads GB/s |");
+        sb.AppendLine("|---:|---:|---:|");
+        foreach (long b in rows.Where(r => r.P != null).Select(r => r.P!.WeightBytes).Distinct().OrderBy(b => b))
+            sb.AppendLine(string.Create(inv, $"| {b / 1e6:F2} MB | {ReadBandwidth.GBps(b, 1):F1} | {ReadBandwidth.GBps(b, 2):F1} |"));
         sb.AppendLine();
         sb.AppendLine("![FastAttn ÷ best peer per point](sweep.png)");
         sb.AppendLine();
-        sb.AppendLine("| point | threads | FastAttn µs | ONNX Runtime µs | libtorch µs | libtorch variant | ratio | FastAttn % of peak | max rel Δ |");
-        sb.AppendLine("|---|---:|---:|---:|---:|---|---:|---:|---:|");
+        sb.AppendLine("| point | threads | FastAttn µs | ONNX Runtime µs | libtorch µs | libtorch variant | ratio | FastAttn % of peak | bound µs | FastAttn % of bound | lowest ratio | max rel Δ |");
+        sb.AppendLine("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|");
         foreach (var r in all)
-            sb.AppendLine(string.Create(inv, $"| {r.What} | {r.Threads} | {r.FastAttnUs:F1} | {r.OrtUs:F1} | {r.TorchUs:F1} | {r.TorchVariant} | {(r.Ratio > 0.9 ? "**" : "")}{r.Ratio:F2}{(r.Ratio > 0.9 ? "**" : "")} | {r.PercentOfPeak:F0}% | {r.MaxDiff:E1} |"));
+            sb.AppendLine(string.Create(inv, $"| {r.What} | {r.Threads} | {r.FastAttnUs:F1} | {r.OrtUs:F1} | {r.TorchUs:F1} | {r.TorchVariant} | {(r.Ratio > 0.9 ? "**" : "")}{r.Ratio:F2}{(r.Ratio > 0.9 ? "**" : "")} | {r.PercentOfPeak:F0}% | {r.BoundUs:F1} | {r.PercentOfBound:F0}% | {r.LowestRatio:F2}{(r.TargetOutOfReach ? " †" : "")} | {r.MaxDiff:E1} |"));
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         File.WriteAllText(path, sb.ToString());
     }
