@@ -4,7 +4,8 @@ namespace FastAttn.Composition;
 /// A bounded pool of single-caller objects (sessions, encoders) that any number of threads may share: a caller leases
 /// one for a call and returns it by disposing the lease. Objects are created on demand up to <see cref="Capacity"/> and
 /// reused; when all are leased, callers wait (synchronously or asynchronously, cancellable) for one to come back.
-/// Thread-safe. <see cref="Dispose"/> waits for leased objects to come back (up to a timeout) before disposing them.
+/// Thread-safe. <see cref="Dispose"/> disposes idle objects at once and leased ones as their leases end (it does not
+/// wait for them); callers then waiting for an object, and later ones, get <see cref="ObjectDisposedException"/>.
 /// </summary>
 /// <typeparam name="T">The pooled type; disposed with the pool.</typeparam>
 public sealed class LeasePool<T> : IDisposable where T : class, IDisposable
@@ -93,7 +94,9 @@ public sealed class LeasePool<T> : IDisposable where T : class, IDisposable
             if (!dispose) _idle.Push(item);
         }
         if (dispose) item.Dispose();
-        else _slots.Release();
+        // the slot is freed either way: a caller waiting for it when the pool was disposed wakes, finds the pool disposed
+        // and passes the slot on (see Take), so every waiter ends in ObjectDisposedException instead of waiting for ever
+        _slots.Release();
     }
 
     /// <summary>Disposes every pooled object: idle ones now, leased ones as their leases end.</summary>

@@ -317,6 +317,82 @@ public sealed class ConcurrencyTests : IDisposable
         await Assert.ThrowsAsync<ObjectDisposedException>(() => embedder.EncodeIdsAsync([_tokenizer.Encode("x")]));
     }
 
+    /// <summary>
+    /// A server disposing its embedder at shutdown while requests are in flight (sessions on 2 threads, so worker pools and
+    /// their native scratch are in use): each call gives the right vector or <see cref="ObjectDisposedException"/>, none
+    /// hangs, and later calls are refused; the model it did not own still works.
+    /// </summary>
+    [Fact]
+    public async Task SentenceEmbedder_DisposedWhileCallsRun_TheyFinishOrThrowObjectDisposed()
+    {
+        var texts = Texts(6, 31);
+        float[][] want;
+        using (var e0 = new SentenceEmbedder(_model, _tokenizer)) want = texts.Select(e0.Encode).ToArray();
+        for (int rep = 0; rep < MisuseStressTests.Repetitions; rep++)
+        {
+            var embedder = new SentenceEmbedder(_model, _tokenizer, new SentenceEmbedderOptions { Threads = 2, MaxSessions = 2 });
+            using var start = new Barrier(4);
+            var callers = Enumerable.Range(0, 3).Select(c => Task.Run(async () =>
+            {
+                start.SignalAndWait();
+                for (int i = 0; i < texts.Length; i++)
+                {
+                    int k = (i + c) % texts.Length;
+                    try { Assert.Equal(want[k], c == 2 ? await embedder.EncodeAsync(texts[k]) : embedder.Encode(texts[k])); }
+                    catch (ObjectDisposedException) { }
+                }
+            })).ToArray();
+            start.SignalAndWait();
+            if (rep % 2 == 1) Thread.SpinWait(rep * 200);
+            embedder.Dispose();
+            await Task.WhenAll(callers).WaitAsync(TimeSpan.FromSeconds(30));   // a hang fails with a TimeoutException
+            Assert.Throws<ObjectDisposedException>(() => embedder.Encode("x"));
+        }
+        using var again = new SentenceEmbedder(_model, _tokenizer);
+        Assert.Equal(want[0], again.Encode(texts[0]));
+    }
+
+    /// <summary>
+    /// The model itself disposed while embedders that share it run on 2 threads (its packed weights are native memory
+    /// the kernels read): every call gives the right vector or <see cref="ObjectDisposedException"/>, none hangs or
+    /// reads freed memory, and a call after the dispose is refused.
+    /// </summary>
+    [Fact]
+    public async Task BertModel_DisposedWhileEmbeddersUseIt_CallsFinishOrThrowObjectDisposed()
+    {
+        var texts = Texts(6, 37);
+        float[][] want;
+        using (var e0 = new SentenceEmbedder(_model, _tokenizer)) want = texts.Select(e0.Encode).ToArray();
+        for (int rep = 0; rep < MisuseStressTests.Repetitions; rep++)
+        {
+            var model = BertModel.Load(_dir.Path);
+            using var embedder = new SentenceEmbedder(model, _tokenizer, new SentenceEmbedderOptions { Threads = 2, MaxSessions = 2 });
+            using var session = new EmbeddingSession(model, _tokenizer, new SentenceEmbedderOptions { Threads = 2 });
+            using var start = new Barrier(4);
+            var callers = Enumerable.Range(0, 3).Select(c => Task.Run(() =>
+            {
+                start.SignalAndWait();
+                var v = new float[session.Dimension];
+                for (int i = 0; i < texts.Length; i++)
+                {
+                    int k = (i + c) % texts.Length;
+                    try
+                    {
+                        if (c == 2) { session.Encode([texts[k]], v); Assert.Equal(want[k], v); }
+                        else Assert.Equal(want[k], embedder.Encode(texts[k]));
+                    }
+                    catch (ObjectDisposedException) { }
+                }
+            })).ToArray();
+            start.SignalAndWait();
+            if (rep % 2 == 1) Thread.SpinWait(rep * 200);
+            model.Dispose();
+            await Task.WhenAll(callers).WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.Throws<ObjectDisposedException>(() => embedder.Encode(texts[0]));
+            Assert.Throws<ObjectDisposedException>(() => session.Encode([texts[0]], new float[session.Dimension]));
+        }
+    }
+
     private sealed class Item : IDisposable
     {
         public int Disposed;
@@ -346,6 +422,35 @@ public sealed class ConcurrencyTests : IDisposable
         new LeasePool<Item>(() => new Item(), 3, unused).Dispose();
         Assert.Equal(1, unused.Disposed);
         Assert.Throws<ArgumentNullException>(() => new LeasePool<Item>(() => new Item(), 1, null!));
+    }
+
+    /// <summary>
+    /// Callers waiting for an object (synchronously and asynchronously) when the pool is disposed: the returned lease frees
+    /// its slot, so each waiter wakes and ends in <see cref="ObjectDisposedException"/> — the pool did not release a
+    /// returned object's slot once disposed, and every waiter then waited for ever (a server disposing its embedder at
+    /// shutdown with more requests than sessions hung).
+    /// </summary>
+    [Fact]
+    public async Task LeasePool_CallersWaitingWhenItIsDisposed_AreRefused_WhenTheLeaseComesBack()
+    {
+        for (int rep = 0; rep < MisuseStressTests.Repetitions; rep++)
+        {
+            var pool = new LeasePool<Item>(() => new Item(), 1);
+            var lease = pool.Rent();
+            var held = lease.Value;
+            int started = 0;
+            var sync = Enumerable.Range(0, 3).Select(_ => Task.Run(() => { Interlocked.Increment(ref started); using var l = pool.Rent(); })).ToArray();
+            var async = Enumerable.Range(0, 3).Select(_ => Task.Run(async () => { Interlocked.Increment(ref started); using var l = await pool.RentAsync(); })).ToArray();
+            while (Volatile.Read(ref started) < 6) Thread.Yield();
+            if (rep % 2 == 1) Thread.Sleep(1);   // the waiters inside the wait, or still on their way to it
+            pool.Dispose();
+            Assert.Equal(0, held.Disposed);     // leased: disposed when it comes back
+            lease.Dispose();
+            foreach (var t in sync.Concat(async))
+                await Assert.ThrowsAsync<ObjectDisposedException>(() => t.WaitAsync(TimeSpan.FromSeconds(30)));
+            Assert.Equal(1, held.Disposed);
+            Assert.Equal(1, pool.Created);
+        }
     }
 
     [Fact]
