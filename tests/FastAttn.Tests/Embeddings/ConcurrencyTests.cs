@@ -231,6 +231,41 @@ public sealed class ConcurrencyTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// The model disposed under a batcher with requests queued and arriving: each request gets its vector or
+    /// <see cref="ObjectDisposedException"/> (none is left unanswered by the batching loop), and later requests too.
+    /// </summary>
+    [Fact]
+    public async Task Batcher_ItsModelDisposedWhileRequestsRun_EachIsServedOrRefused_NoneHangs()
+    {
+        var texts = Texts(20, 17);
+        float[][] want;
+        using (var alone = new EmbeddingSession(_model, _tokenizer)) want = texts.Select(t => Alone(alone, t)).ToArray();
+        for (int rep = 0; rep < MisuseStressTests.Repetitions / 2; rep++)
+        {
+            var model = BertModel.Load(_dir.Path);
+            await using var batcher = new EmbeddingBatcher(model, _tokenizer, null, new BatchingOptions { MaxBatchTokens = 48, RunLoneRequestsInline = rep % 2 == 0 });
+            var accepted = new List<(int Index, Task<float[]> Task)>();
+            MisuseStressTests.Race(() =>
+            {
+                for (int i = 0; i < texts.Length; i++)
+                {
+                    try { accepted.Add((i, batcher.EncodeAsync(texts[i]))); }
+                    catch (ObjectDisposedException) { }
+                }
+            }, () => model.Dispose());
+            foreach (var (i, task) in accepted)
+            {
+                Assert.True(await Task.WhenAny(task, Task.Delay(TimeSpan.FromSeconds(30))) == task, "an accepted request was never answered");
+                try { Assert.Equal(want[i], await task); }
+                catch (ObjectDisposedException) { }
+            }
+            var late = batcher.EncodeAsync(texts[0]);
+            Assert.True(await Task.WhenAny(late, Task.Delay(TimeSpan.FromSeconds(30))) == late, "a request after the model's disposal was never answered");
+            await Assert.ThrowsAsync<ObjectDisposedException>(() => late);
+        }
+    }
+
     [Fact]
     public async Task Batcher_Cancellation_AndAFullQueue_EndInTheirExceptions()
     {
