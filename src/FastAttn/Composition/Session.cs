@@ -94,6 +94,7 @@ public sealed class Session : IDisposable
         var blocks = _stack.Blocks;
         for (int i = 0; i < blocks.Count; i++) blocks[i].Validate(batch);
         Enter();
+        _runner = Environment.CurrentManagedThreadId;
         var hot = _pool?.Hot() ?? default;
         try
         {
@@ -107,8 +108,19 @@ public sealed class Session : IDisposable
                 cur = dst;
             }
         }
-        finally { hot.Dispose(); Volatile.Write(ref _busy, 0); }
+        finally
+        {
+            hot.Dispose();
+            _runner = 0;
+            // disposed by a block of this very call: done now that the call is over (this thread still holds the session)
+            if (Volatile.Read(ref _disposeAfterRun) != 0) _pool?.Dispose();
+            Volatile.Write(ref _busy, 0);
+        }
     }
+
+    /// <summary>The managed id of the thread inside <see cref="Run(ReadOnlySpan{float}, Span{float}, ReadOnlySpan{int}, ReadOnlySpan{int})"/> (0 when none).</summary>
+    private volatile int _runner;
+    private int _disposeAfterRun;
 
     private void Enter()
     {
@@ -128,6 +140,13 @@ public sealed class Session : IDisposable
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        // called by a block inside this session's own call (on its thread, or on a pool thread running the block's work):
+        // waiting for the call would wait for ever; the call disposes the pool as it ends
+        if (_runner == Environment.CurrentManagedThreadId || (_pool?.OnWorkerThread ?? false))
+        {
+            Volatile.Write(ref _disposeAfterRun, 1);
+            return;
+        }
         var spin = new SpinWait();
         while (Interlocked.CompareExchange(ref _busy, 1, 0) != 0) spin.SpinOnce();
         _pool?.Dispose();

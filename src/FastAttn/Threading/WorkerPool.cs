@@ -17,7 +17,7 @@ namespace FastAttn.Threading;
 /// <para>
 /// <b>Threads.</b> One run at a time: a second thread calling <see cref="Run"/> while a run is in progress gets
 /// <see cref="InvalidOperationException"/>. <see cref="Dispose"/> may be called from any thread, also during a run (it
-/// waits for the run to finish). A pool that is dropped without being disposed stops its threads when it is collected.
+/// waits for the run to finish; called by an item of that run, it is done when the run returns). A pool that is dropped without being disposed stops its threads when it is collected.
 /// </para>
 /// </summary>
 public sealed unsafe class WorkerPool : IDisposable
@@ -87,6 +87,9 @@ public sealed unsafe class WorkerPool : IDisposable
         public void Dispose() => _core?.ExitHot();
     }
 
+    /// <summary>True on one of this pool's worker threads (1..Threads−1).</summary>
+    internal bool OnWorkerThread => _core.OnWorkerThread();
+
     /// <summary>True while any worker thread is alive (for tests).</summary>
     internal bool AnyThreadAlive => _core.AnyThreadAlive;
 
@@ -97,10 +100,21 @@ public sealed unsafe class WorkerPool : IDisposable
     {
         ArgumentNullException.ThrowIfNull(work);
         Enter();
+        _runner = Environment.CurrentManagedThreadId;
         try { _core.Run(work, items); }
-        finally { Exit(); }
+        finally
+        {
+            _runner = 0;
+            Exit();
+            // Dispose called by an item (on this thread or a worker) could not wait for the run it was part of: done now
+            if (Volatile.Read(ref _disposeAfterRun) != 0) Dispose();
+        }
         GC.KeepAlive(this);
     }
+
+    /// <summary>The managed id of the thread inside <see cref="Run"/> (0 when none).</summary>
+    private volatile int _runner;
+    private int _disposeAfterRun;
 
     private void Enter()
     {
@@ -118,9 +132,17 @@ public sealed unsafe class WorkerPool : IDisposable
 
     private void Exit() => Volatile.Write(ref _running, 0);
 
-    /// <summary>Stops and joins the worker threads and frees their scratch; waits for a run in progress to finish first.</summary>
+    /// <summary>
+    /// Stops and joins the worker threads and frees their scratch; waits for a run in progress to finish first. Called by
+    /// an item of a run (on the running thread or a worker), which cannot wait for its own run, it is done when the run returns.
+    /// </summary>
     public void Dispose()
     {
+        if (Volatile.Read(ref _running) != 0 && (_runner == Environment.CurrentManagedThreadId || _core.OnWorkerThread()))
+        {
+            Volatile.Write(ref _disposeAfterRun, 1);
+            return;
+        }
         // take the run flag so no run can start or be in flight while the scratch is freed
         var spin = new SpinWait();
         while (Interlocked.CompareExchange(ref _running, 1, 0) != 0)
@@ -248,6 +270,14 @@ public sealed unsafe class WorkerPool : IDisposable
                 _threads[w] = new Thread(() => WorkerLoop(id)) { IsBackground = true, Name = $"FastAttn wk {w}" };
                 _threads[w]!.Start();
             }
+        }
+
+        /// <summary>True on one of this core's worker threads.</summary>
+        public bool OnWorkerThread()
+        {
+            var t = Thread.CurrentThread;
+            for (int w = 1; w < Threads; w++) if (ReferenceEquals(_threads[w], t)) return true;
+            return false;
         }
 
         public bool AnyThreadAlive

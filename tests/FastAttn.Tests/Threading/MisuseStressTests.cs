@@ -120,6 +120,99 @@ public class MisuseStressTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.Equal(100, work.Done);
     }
 
+    /// <summary>
+    /// An item that disposes its own pool — on the calling thread (worker 0) or on a pool thread: Dispose cannot wait for
+    /// the run it is part of (it spun for ever), so the run finishes every item, returns, and the pool is disposed then.
+    /// </summary>
+    [Fact]
+    public async Task WorkerPool_DisposedByAnItemOfItsOwnRun_TheRunFinishes_ThenThePoolIsDisposed()
+    {
+        for (int rep = 0; rep < Repetitions; rep++)
+        {
+            var pool = new WorkerPool(2);
+            var work = new DisposingItem(pool, disposeOnWorker: rep % 3);
+            await Task.Run(() => pool.Run(work, 64)).WaitAsync(TimeSpan.FromSeconds(30));   // a hang fails with a TimeoutException
+            Assert.Equal(64, work.Done);
+            Assert.True(work.Disposed);
+            Assert.Throws<ObjectDisposedException>(() => pool.Run(new Counting(), 4));
+            Assert.False(pool.AnyThreadAlive);
+            pool.Dispose(); // again: nothing left to do
+        }
+    }
+
+    private sealed class DisposingItem(WorkerPool pool, int disposeOnWorker) : IParallelWork
+    {
+        public int Done;
+        public volatile bool Disposed;
+        public void Execute(int item, int worker)
+        {
+            // 0: the first item on the caller's thread; 1: the first on the pool thread; 2: whichever thread runs item 10
+            bool mine = disposeOnWorker == 2 ? item == 10 : worker == disposeOnWorker;
+            if (mine && !Disposed) { Disposed = true; pool.Dispose(); }
+            // the pool thread's case needs an item on the pool thread: the caller's items hold back until it has one
+            if (disposeOnWorker == 1 && worker == 0)
+                for (long t0 = Environment.TickCount64; !Disposed && Environment.TickCount64 - t0 < 10_000;) Thread.Yield();
+            Interlocked.Increment(ref Done);
+            Thread.SpinWait(200);
+        }
+    }
+
+    /// <summary>
+    /// A block of the caller's own that disposes the session running it — on the session's thread, or from an item it runs
+    /// on the session's pool thread: Session.Dispose waited for the call in progress, which was its own (it spun for ever).
+    /// The call now runs to its end with the right output, the session is disposed as it returns, and its threads end.
+    /// </summary>
+    [Fact]
+    public async Task Session_DisposedByABlockOfItsOwnCall_TheCallFinishes_ThenTheSessionIsDisposed()
+    {
+        for (int rep = 0; rep < Repetitions; rep++)
+        {
+            var block = new SessionDisposingBlock(onWorker: rep % 2 == 1);
+            using var stack = new Stack(block, new SessionDisposingBlock(onWorker: false) { Inert = true });
+            var session = stack.CreateSession(8, threads: 2);
+            block.Session = session;
+            var x = Enumerable.Range(0, 24).Select(i => (float)i).ToArray();
+            var y = new float[24];
+            await Task.Run(() => session.Run(x, y)).WaitAsync(TimeSpan.FromSeconds(30));   // a hang fails with a TimeoutException
+            Assert.Equal(x.Select(v => v + 2f), y);                                         // both blocks ran, after the dispose too
+            Assert.True(block.Disposed);
+            Assert.Throws<ObjectDisposedException>(() => session.Run(x, y));
+            Assert.False(session.WorkersAlive);
+            session.Dispose();
+        }
+    }
+
+    private sealed class SessionDisposingBlock(bool onWorker) : Block
+    {
+        public Session? Session;
+        public bool Inert;
+        public volatile bool Disposed;
+        public override int InputWidth => 3;
+        public override int OutputWidth => 3;
+        public override long ScratchSize(int maxTokens) => 0;
+
+        protected internal override void ForwardCore(ReadOnlySpan<float> input, Span<float> output, Batch batch, Span<float> scratch)
+        {
+            if (!Inert)
+            {
+                if (onWorker) batch.Pool!.Run(new DisposeOnWorker(this), 64);
+                else { Session!.Dispose(); Disposed = true; }
+            }
+            for (int i = 0; i < input.Length; i++) output[i] = input[i] + 1f;
+        }
+
+        private sealed class DisposeOnWorker(SessionDisposingBlock b) : IParallelWork
+        {
+            public void Execute(int item, int worker)
+            {
+                if (worker == 1 && !b.Disposed) { b.Session!.Dispose(); b.Disposed = true; }
+                // hold the caller's items back until the pool thread has had one
+                if (worker == 0)
+                    for (long t0 = Environment.TickCount64; !b.Disposed && Environment.TickCount64 - t0 < 10_000;) Thread.Yield();
+            }
+        }
+    }
+
     private sealed class Counting : IParallelWork
     {
         public int Done;
