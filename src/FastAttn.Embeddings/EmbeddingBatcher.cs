@@ -86,7 +86,7 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
     public int Dimension => _session.Dimension;
     /// <summary>Texts waiting for a batch right now.</summary>
     public int QueuedTexts => Volatile.Read(ref _queuedTexts);
-    /// <summary>Called on the dispatcher thread after every batch (metrics); must not throw or block.</summary>
+    /// <summary>Called on the dispatcher thread after every batch (metrics); must not throw or block (a <see cref="Dispose"/> there returns at once and disposes the batcher after the pass).</summary>
     public Action<BatchInfo>? OnBatch { get; set; }
 
     /// <summary>A batcher running <paramref name="model"/> with its own session (the embedder settings apply: pooling, normalisation, threads).</summary>
@@ -237,8 +237,14 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
     /// <summary>Calls <see cref="OnBatch"/>; metrics must not fail a request or stop the batcher.</summary>
     private void Report(BatchInfo info)
     {
+        var outer = _reporting;
+        _reporting = this;
         try { OnBatch?.Invoke(info); } catch { /* ignored */ }
+        finally { _reporting = outer; }
     }
+
+    /// <summary>The batcher whose <see cref="OnBatch"/> this thread is running (null when none).</summary>
+    [ThreadStatic] private static EmbeddingBatcher? _reporting;
 
     private readonly List<Request> _batch = [];
 
@@ -346,6 +352,13 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
             lock (_running) { _session.Dispose(); _single?.Dispose(); } // after an inline pass in flight
     }
 
-    /// <summary>As <see cref="DisposeAsync"/>, blocking.</summary>
-    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
+    /// <summary>
+    /// As <see cref="DisposeAsync"/>, blocking. Called from this batcher's <see cref="OnBatch"/>, whose pass the disposal
+    /// waits for, it starts the disposal and returns (blocking there waited for ever).
+    /// </summary>
+    public void Dispose()
+    {
+        if (ReferenceEquals(_reporting, this)) { _ = Task.Run(() => DisposeAsync().AsTask()); return; }
+        DisposeAsync().AsTask().GetAwaiter().GetResult();
+    }
 }

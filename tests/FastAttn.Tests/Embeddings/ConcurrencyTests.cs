@@ -266,6 +266,34 @@ public sealed class ConcurrencyTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// OnBatch disposing its own batcher (a metrics hook deciding to shut down), on the dispatcher thread and on an inline
+    /// caller's: the disposal waited for the pass that was running the hook (for ever); now the pass's requests get their
+    /// vectors, the batcher is disposed right after, and later requests are refused.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Batcher_DisposedByItsOwnOnBatch_ThePassFinishes_ThenItIsDisposed(bool inline)
+    {
+        using var alone = new EmbeddingSession(_model, _tokenizer);
+        var want = Alone(alone, "the owner paid");
+        for (int rep = 0; rep < 20; rep++)
+        {
+            var batcher = new EmbeddingBatcher(_model, _tokenizer, null, new BatchingOptions { RunLoneRequestsInline = inline });
+            batcher.OnBatch = _ => batcher.Dispose();
+            Assert.Equal(want, await batcher.EncodeAsync("the owner paid").WaitAsync(TimeSpan.FromSeconds(30)));
+            for (long t0 = Environment.TickCount64; Environment.TickCount64 - t0 < 30_000;)
+            {
+                try { _ = batcher.EncodeAsync("late"); }
+                catch (ObjectDisposedException) { break; }
+                await Task.Delay(1);
+            }
+            Assert.Throws<ObjectDisposedException>(() => { _ = batcher.EncodeAsync("late"); });
+            await batcher.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        }
+    }
+
     [Fact]
     public async Task Batcher_Cancellation_AndAFullQueue_EndInTheirExceptions()
     {
