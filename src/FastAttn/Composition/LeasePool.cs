@@ -51,9 +51,11 @@ public sealed class LeasePool<T> : IDisposable where T : class, IDisposable
     /// <summary>Leases an object, waiting while all are in use.</summary>
     /// <exception cref="ObjectDisposedException">The pool was disposed.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellation"/> was cancelled while waiting.</exception>
+    /// <exception cref="InvalidOperationException">Called by this pool's own factory (it would wait for itself).</exception>
     public Lease<T> Rent(CancellationToken cancellation = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        ThrowIfInFactory();
         _slots.Wait(cancellation);
         return Take();
     }
@@ -61,9 +63,11 @@ public sealed class LeasePool<T> : IDisposable where T : class, IDisposable
     /// <summary>Leases an object, waiting asynchronously while all are in use.</summary>
     /// <exception cref="ObjectDisposedException">The pool was disposed.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellation"/> was cancelled while waiting.</exception>
+    /// <exception cref="InvalidOperationException">Called by this pool's own factory (it would wait for itself).</exception>
     public async ValueTask<Lease<T>> RentAsync(CancellationToken cancellation = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        ThrowIfInFactory(); // before the first await: still on the calling thread
         await _slots.WaitAsync(cancellation).ConfigureAwait(false);
         return Take();
     }
@@ -78,11 +82,23 @@ public sealed class LeasePool<T> : IDisposable where T : class, IDisposable
         }
         if (item == null)
         {
+            var outer = _creating;
+            _creating = this;
             try { item = _create(); }
             catch { _slots.Release(); throw; }
+            finally { _creating = outer; }
             lock (_gate) _all.Add(item);
         }
         return new Lease<T>(this, item);
+    }
+
+    /// <summary>The pool whose factory this thread is running (null when none).</summary>
+    [ThreadStatic] private static LeasePool<T>? _creating;
+
+    private void ThrowIfInFactory()
+    {
+        if (ReferenceEquals(_creating, this))
+            throw new InvalidOperationException("A LeasePool's factory cannot lease from the same pool: the object it is creating holds a slot, so it would wait for itself.");
     }
 
     internal void Return(T item)

@@ -516,6 +516,28 @@ public sealed class ConcurrencyTests : IDisposable
         }
     }
 
+    /// <summary>A factory that leases from its own pool: refused with a clear exception (with one slot it waited for itself), and the pool still works.</summary>
+    [Fact]
+    public async Task LeasePool_AFactoryLeasingFromItsOwnPool_IsRefused_NotLeftWaitingForItself()
+    {
+        LeasePool<Item>? pool = null;
+        int calls = 0;
+        pool = new LeasePool<Item>(() =>
+        {
+            if (Interlocked.Increment(ref calls) == 1) { using var inner = pool!.Rent(); }
+            else if (calls == 2) { using var inner = pool!.RentAsync().AsTask().GetAwaiter().GetResult(); }
+            return new Item();
+        }, 1);
+        var e1 = await Task.Run(() => Assert.Throws<InvalidOperationException>(() => pool.Rent())).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Contains("factory", e1.Message);
+        var e2 = await Task.Run(() => Assert.Throws<InvalidOperationException>(() => pool.Rent())).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Contains("factory", e2.Message);
+        using (var l = pool.Rent()) Assert.NotNull(l.Value);   // the slots the failed creations took are free again
+        using (var l = await pool.RentAsync()) Assert.NotNull(l.Value);
+        Assert.Equal(1, pool.Created);
+        pool.Dispose();
+    }
+
     [Fact]
     public void SentenceEmbedder_CrossEncoder_SessionPool_TheFirstCallersAtOnce_EachGetTheirOwnSession()
     {
