@@ -277,6 +277,39 @@ public class MisuseStressTests(Xunit.Abstractions.ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// More callers than the model's pool has taggers (processor count), sync and async, and Dispose of the model: the
+    /// callers waiting for a tagger waited for ever (the returned taggers' slots were not released after Dispose); each now
+    /// tags right or gets <see cref="ObjectDisposedException"/>.
+    /// </summary>
+    [Fact]
+    public async Task PosTagModel_DisposedWithCallersWaitingForATagger_EachTagsOrIsRefused()
+    {
+        const string text = "Time flies like an arrow; fruit flies like a banana, and the old man the boat.";
+        TaggedToken[] want;
+        using (var m0 = PosTagModel.LoadBundled("attention")) want = m0.Tag(text);
+        int callers = Environment.ProcessorCount + 3;
+        for (int rep = 0; rep < Repetitions / 2; rep++)
+        {
+            var model = PosTagModel.LoadBundled("attention");
+            using var start = new Barrier(callers + 1);
+            var tasks = Enumerable.Range(0, callers).Select(c => Task.Run(async () =>
+            {
+                start.SignalAndWait();
+                for (int i = 0; i < 3; i++)
+                {
+                    try { Assert.Equal(want, c % 2 == 0 ? model.Tag(text) : await model.TagAsync(text)); }
+                    catch (ObjectDisposedException) { }
+                }
+            })).ToArray();
+            start.SignalAndWait();
+            if (rep % 2 == 1) Thread.SpinWait(rep * 500);
+            model.Dispose();
+            await Task.WhenAll(tasks).WaitAsync(TimeSpan.FromSeconds(30));   // a hang fails with a TimeoutException
+            Assert.Throws<ObjectDisposedException>(() => model.Tag(text));
+        }
+    }
+
     [Fact]
     public void SafeTensorsFile_DisposedWhileReading_FinishesOrThrowsObjectDisposed()
     {
