@@ -214,21 +214,28 @@ public sealed class ConcurrencyTests : IDisposable
         for (int rep = 0; rep < MisuseStressTests.Repetitions; rep++)
         {
             var batcher = new EmbeddingBatcher(_model, _tokenizer);
-            var accepted = new List<(int Index, Task<float[]> Task)>();
-            MisuseStressTests.Race(() =>
-            {
-                for (int i = 0; i < texts.Length; i++)
-                {
-                    try { accepted.Add((i, batcher.EncodeAsync(texts[i]))); }
-                    catch (ObjectDisposedException) { }
-                }
-            }, () => batcher.Dispose());
+            var accepted = SubmitWhile(batcher, texts, () => batcher.Dispose());
             foreach (var (i, task) in accepted)
             {
                 Assert.True(await Task.WhenAny(task, Task.Delay(TimeSpan.FromSeconds(30))) == task, "an accepted request was never answered");
                 Assert.Equal(want[i], await task);
             }
         }
+    }
+
+    /// <summary>Submits every text to <paramref name="batcher"/> on one thread while <paramref name="other"/> runs on another; the requests it accepted.</summary>
+    private static List<(int Index, Task<float[]> Task)> SubmitWhile(EmbeddingBatcher batcher, string[] texts, Action other)
+    {
+        var accepted = new List<(int Index, Task<float[]> Task)>();
+        MisuseStressTests.Race(() =>
+        {
+            for (int i = 0; i < texts.Length; i++)
+            {
+                try { accepted.Add((i, batcher.EncodeAsync(texts[i]))); }
+                catch (ObjectDisposedException) { }
+            }
+        }, other);
+        return accepted;
     }
 
     /// <summary>
@@ -245,15 +252,7 @@ public sealed class ConcurrencyTests : IDisposable
         {
             var model = BertModel.Load(_dir.Path);
             await using var batcher = new EmbeddingBatcher(model, _tokenizer, null, new BatchingOptions { MaxBatchTokens = 48, RunLoneRequestsInline = rep % 2 == 0 });
-            var accepted = new List<(int Index, Task<float[]> Task)>();
-            MisuseStressTests.Race(() =>
-            {
-                for (int i = 0; i < texts.Length; i++)
-                {
-                    try { accepted.Add((i, batcher.EncodeAsync(texts[i]))); }
-                    catch (ObjectDisposedException) { }
-                }
-            }, () => model.Dispose());
+            var accepted = SubmitWhile(batcher, texts, () => model.Dispose());
             foreach (var (i, task) in accepted)
             {
                 Assert.True(await Task.WhenAny(task, Task.Delay(TimeSpan.FromSeconds(30))) == task, "an accepted request was never answered");
@@ -380,6 +379,13 @@ public sealed class ConcurrencyTests : IDisposable
         await Assert.ThrowsAsync<ObjectDisposedException>(() => embedder.EncodeIdsAsync([_tokenizer.Encode("x")]));
     }
 
+    /// <summary>Each text's vector from an embedder of the shared model, one call per text.</summary>
+    private float[][] EmbeddedOneByOne(string[] texts)
+    {
+        using var e0 = new SentenceEmbedder(_model, _tokenizer);
+        return texts.Select(e0.Encode).ToArray();
+    }
+
     /// <summary>
     /// A server disposing its embedder at shutdown while requests are in flight (sessions on 2 threads, so worker pools and
     /// their native scratch are in use): each call gives the right vector or <see cref="ObjectDisposedException"/>, none
@@ -389,26 +395,19 @@ public sealed class ConcurrencyTests : IDisposable
     public async Task SentenceEmbedder_DisposedWhileCallsRun_TheyFinishOrThrowObjectDisposed()
     {
         var texts = Texts(6, 31);
-        float[][] want;
-        using (var e0 = new SentenceEmbedder(_model, _tokenizer)) want = texts.Select(e0.Encode).ToArray();
+        var want = EmbeddedOneByOne(texts);
         for (int rep = 0; rep < MisuseStressTests.Repetitions; rep++)
         {
             var embedder = new SentenceEmbedder(_model, _tokenizer, new SentenceEmbedderOptions { Threads = 2, MaxSessions = 2 });
-            using var start = new Barrier(4);
-            var callers = Enumerable.Range(0, 3).Select(c => Task.Run(async () =>
+            await MisuseStressTests.CallersThenDispose(3, rep, async c =>
             {
-                start.SignalAndWait();
                 for (int i = 0; i < texts.Length; i++)
                 {
                     int k = (i + c) % texts.Length;
                     try { Assert.Equal(want[k], c == 2 ? await embedder.EncodeAsync(texts[k]) : embedder.Encode(texts[k])); }
                     catch (ObjectDisposedException) { }
                 }
-            })).ToArray();
-            start.SignalAndWait();
-            if (rep % 2 == 1) Thread.SpinWait(rep * 200);
-            embedder.Dispose();
-            await Task.WhenAll(callers).WaitAsync(TimeSpan.FromSeconds(30));   // a hang fails with a TimeoutException
+            }, embedder.Dispose);
             Assert.Throws<ObjectDisposedException>(() => embedder.Encode("x"));
         }
         using var again = new SentenceEmbedder(_model, _tokenizer);
@@ -424,17 +423,14 @@ public sealed class ConcurrencyTests : IDisposable
     public async Task BertModel_DisposedWhileEmbeddersUseIt_CallsFinishOrThrowObjectDisposed()
     {
         var texts = Texts(6, 37);
-        float[][] want;
-        using (var e0 = new SentenceEmbedder(_model, _tokenizer)) want = texts.Select(e0.Encode).ToArray();
+        var want = EmbeddedOneByOne(texts);
         for (int rep = 0; rep < MisuseStressTests.Repetitions; rep++)
         {
             var model = BertModel.Load(_dir.Path);
             using var embedder = new SentenceEmbedder(model, _tokenizer, new SentenceEmbedderOptions { Threads = 2, MaxSessions = 2 });
             using var session = new EmbeddingSession(model, _tokenizer, new SentenceEmbedderOptions { Threads = 2 });
-            using var start = new Barrier(4);
-            var callers = Enumerable.Range(0, 3).Select(c => Task.Run(() =>
+            await MisuseStressTests.CallersThenDispose(3, rep, c =>
             {
-                start.SignalAndWait();
                 var v = new float[session.Dimension];
                 for (int i = 0; i < texts.Length; i++)
                 {
@@ -446,11 +442,8 @@ public sealed class ConcurrencyTests : IDisposable
                     }
                     catch (ObjectDisposedException) { }
                 }
-            })).ToArray();
-            start.SignalAndWait();
-            if (rep % 2 == 1) Thread.SpinWait(rep * 200);
-            model.Dispose();
-            await Task.WhenAll(callers).WaitAsync(TimeSpan.FromSeconds(30));
+                return Task.CompletedTask;
+            }, model.Dispose);
             Assert.Throws<ObjectDisposedException>(() => embedder.Encode(texts[0]));
             Assert.Throws<ObjectDisposedException>(() => session.Encode([texts[0]], new float[session.Dimension]));
         }

@@ -30,6 +30,21 @@ public class MisuseStressTests(Xunit.Abstractions.ITestOutputHelper output)
         return (ea, eb);
     }
 
+    /// <summary>
+    /// Starts <paramref name="callers"/> callers together (caller c runs <paramref name="caller"/>(c) on the thread pool),
+    /// runs <paramref name="dispose"/> at once or after a spin that grows with <paramref name="rep"/>, and waits for the
+    /// callers: one still running after 30 s fails the test with a <see cref="TimeoutException"/>.
+    /// </summary>
+    internal static async Task CallersThenDispose(int callers, int rep, Func<int, Task> caller, Action dispose)
+    {
+        using var start = new Barrier(callers + 1);
+        var tasks = Enumerable.Range(0, callers).Select(c => Task.Run(async () => { start.SignalAndWait(); await caller(c); })).ToArray();
+        start.SignalAndWait();
+        if (rep % 2 == 1) Thread.SpinWait(rep * 300);
+        dispose();
+        await Task.WhenAll(tasks).WaitAsync(TimeSpan.FromSeconds(30));
+    }
+
     private static void AssertOneCallerAtATime(Exception? e)
     {
         if (e == null) return;
@@ -292,20 +307,14 @@ public class MisuseStressTests(Xunit.Abstractions.ITestOutputHelper output)
         for (int rep = 0; rep < Repetitions / 2; rep++)
         {
             var model = PosTagModel.LoadBundled("attention");
-            using var start = new Barrier(callers + 1);
-            var tasks = Enumerable.Range(0, callers).Select(c => Task.Run(async () =>
+            await CallersThenDispose(callers, rep, async c =>
             {
-                start.SignalAndWait();
                 for (int i = 0; i < 3; i++)
                 {
                     try { Assert.Equal(want, c % 2 == 0 ? model.Tag(text) : await model.TagAsync(text)); }
                     catch (ObjectDisposedException) { }
                 }
-            })).ToArray();
-            start.SignalAndWait();
-            if (rep % 2 == 1) Thread.SpinWait(rep * 500);
-            model.Dispose();
-            await Task.WhenAll(tasks).WaitAsync(TimeSpan.FromSeconds(30));   // a hang fails with a TimeoutException
+            }, model.Dispose);
             Assert.Throws<ObjectDisposedException>(() => model.Tag(text));
         }
     }
