@@ -35,6 +35,7 @@ public class HostileInputTests(Xunit.Abstractions.ITestOutputHelper output)
         // the same bytes from memory and from a stream
         Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Load(File.ReadAllBytes(path)));
         using (var fs = File.OpenRead(path)) Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Load(fs));
+        Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Load(new Unseekable(File.ReadAllBytes(path))));
         return e;
     }
 
@@ -362,6 +363,66 @@ public class HostileInputTests(Xunit.Abstractions.ITestOutputHelper output)
         var writer = Task.Run(() => File.WriteAllBytes(fifo, text));
         Assert.Equal(text, BoundedFile.ReadAllBytes(fifo, 1 << 20, "a test file"));
         await writer.WaitAsync(TimeSpan.FromSeconds(30));
+    }
+
+    /// <summary>
+    /// A safetensors file from a stream that cannot tell its length (a pipe, a network stream) is read as far as its header
+    /// says: it was copied to its end, so endless zeros after a valid file, or alone, were read until "Stream was too long"
+    /// after 2 GB (an <see cref="IOException"/>). Now: a valid file loads as from its path; bytes past the end its header
+    /// gives are refused after one byte; a header giving the file more than <see cref="SafeTensorsFile.MaxStreamBytes"/> is
+    /// refused before its data is read; a stream that ends early is refused — all <see cref="InvalidDataException"/>.
+    /// </summary>
+    [Fact]
+    public void SafeTensors_FromAStreamWithoutALength_IsReadAsFarAsItsHeaderSays()
+    {
+        using var dir = new TempDir();
+        string path = dir.File("ok.safetensors");
+        float[] a = [1, 2, 3, 4, 5, 6], b = [-1, 0.5f, 7, 8];
+        SafeTensorsWriter.Write(path, [new SafeTensorsWriter.Entry("a", a, [2, 3]), new SafeTensorsWriter.Entry("b", b, [4])], new Dictionary<string, string> { ["k"] = "v" });
+        var bytes = File.ReadAllBytes(path);
+        var whole = new Unseekable(bytes);
+        using (var f = SafeTensorsFile.Load(whole, "pipe"))
+        {
+            Assert.Equal(a, f.ReadFloat32("a"));
+            Assert.Equal(b, f.ReadFloat32("b"));
+            Assert.Equal("v", f.Metadata["k"]);
+        }
+        Assert.Equal(bytes.Length, whole.Consumed);
+
+        var endless = new Unseekable(bytes, thenZeros: true);
+        Assert.Contains("goes on past", Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Load(endless)).Message);
+        Assert.True(endless.Consumed <= bytes.Length + 4096, $"read {endless.Consumed} bytes of a {bytes.Length}-byte file");
+
+        Assert.Contains("the header is not valid JSON", Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Load(new EndlessZeros())).Message);
+
+        var huge = new Unseekable(SafeTensorsBytes("{\"a\":{\"dtype\":\"F32\",\"shape\":[1073741824],\"data_offsets\":[0,4294967296]}}", 0), thenZeros: true);
+        Assert.Contains("more than the 2147483647", Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Load(huge)).Message);
+        Assert.True(huge.Consumed < 200, $"read {huge.Consumed} bytes before refusing");
+
+        foreach (int cut in new[] { 0, 5, 8, 20, bytes.Length - 1 })
+            Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Load(new Unseekable(bytes[..cut])));
+    }
+
+    /// <summary>A stream over bytes that can tell neither its length nor seek; endless zeros after them when asked.</summary>
+    private sealed class Unseekable(byte[] bytes, bool thenZeros = false) : Stream
+    {
+        public long Consumed { get; private set; }
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override int Read(byte[] buffer, int offset, int count)
+        {
+            int n = Consumed < bytes.Length ? (int)Math.Min(count, bytes.Length - Consumed) : thenZeros ? count : 0;
+            if (Consumed < bytes.Length) Array.Copy(bytes, Consumed, buffer, offset, n); else Array.Clear(buffer, offset, n);
+            Consumed += n;
+            return n;
+        }
+        public override void Flush() { }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 
     private sealed class EndlessZeros : Stream

@@ -114,7 +114,10 @@ public sealed unsafe class SafeTensorsFile : ITensorSource, IDisposable
     }
 
     /// <summary>Reads a safetensors file from <paramref name="stream"/> (to its end) into memory and validates it.</summary>
-    /// <param name="stream">The bytes; read from its current position to the end, not disposed.</param>
+    /// <param name="stream">
+    /// The bytes; read from its current position to the end, not disposed. A stream without a length (a pipe, a network
+    /// stream) is read as far as its header says the file goes, at most <see cref="MaxStreamBytes"/>, and must end there.
+    /// </param>
     /// <param name="name">How messages name the source.</param>
     /// <exception cref="InvalidDataException">The bytes are not a valid safetensors file.</exception>
     public static SafeTensorsFile Load(Stream stream, string name = "<stream>")
@@ -127,9 +130,67 @@ public sealed unsafe class SafeTensorsFile : ITensorSource, IDisposable
             byte* p = ReadAll(stream, length, name);
             return new SafeTensorsFile(name, p, length, () => NativeMemory.Free(p), mapped: false);
         }
-        var ms = new MemoryStream();
-        stream.CopyTo(ms);
-        return Load(new ReadOnlySpan<byte>(ms.GetBuffer(), 0, (int)ms.Length), name);
+        return LoadUnsized(stream, name);
+    }
+
+    /// <summary>
+    /// The most bytes <see cref="Load(Stream, string)"/> reads from a stream without a length (2 GiB − 1, what it could hold
+    /// before): larger files are opened from their path (<see cref="Open"/>, memory-mapped).
+    /// </summary>
+    public const long MaxStreamBytes = int.MaxValue;
+
+    /// <summary>
+    /// A stream that cannot tell its length: its header first (length, JSON), which gives the file's size; then exactly that
+    /// many bytes. It was copied to its end before, so an endless one (a device, a pipe that never closes) was read until
+    /// "Stream was too long" after 2 GB — and a header's size is checked before the data is asked for.
+    /// </summary>
+    private static SafeTensorsFile LoadUnsized(Stream stream, string name)
+    {
+        Span<byte> head = stackalloc byte[8];
+        int got = ReadUpTo(stream, head);
+        if (got < 8) throw Bad(name, null, $"the file has {got} bytes; a safetensors file starts with an 8-byte header length");
+        ulong n = BinaryPrimitives.ReadUInt64LittleEndian(head);
+        if (n > (ulong)MaxHeaderBytes) throw Bad(name, null, $"the header length {n} exceeds the {MaxHeaderBytes}-byte limit");
+        var header = new byte[n];
+        if ((got = ReadUpTo(stream, header)) < header.Length) throw Bad(name, null, $"the file ended {got} bytes into its {n}-byte header");
+        long data = SafeTensorsHeader.DataBytes(name, header);
+        long total = 8 + (long)n + data;
+        if (total > MaxStreamBytes)
+            throw Bad(name, null, $"its header gives it {total} bytes, more than the {MaxStreamBytes} read from a stream without a length; open it from its path");
+        byte* p = (byte*)NativeMemory.Alloc((nuint)Math.Max(total, 1));
+        try
+        {
+            head.CopyTo(new Span<byte>(p, 8));
+            header.CopyTo(new Span<byte>(p + 8, header.Length));
+            long done = 8 + (long)n;
+            while (done < total)
+            {
+                int r = stream.Read(new Span<byte>(p + done, (int)Math.Min(total - done, 1 << 20)));
+                if (r == 0) throw Bad(name, null, $"the file ended after {done} of the {total} bytes its header gives it");
+                done += r;
+            }
+            Span<byte> one = stackalloc byte[1];
+            if (stream.Read(one) != 0) throw Bad(name, null, $"the stream goes on past the {total} bytes its header gives the file");
+        }
+        catch
+        {
+            NativeMemory.Free(p);
+            throw;
+        }
+        return new SafeTensorsFile(name, p, total, () => NativeMemory.Free(p), mapped: false);
+    }
+
+    /// <summary>Reads until <paramref name="buffer"/> is full or the stream ends; the bytes read.</summary>
+    private static int ReadUpTo(Stream s, Span<byte> buffer)
+    {
+        int done = 0;
+        while (done < buffer.Length)
+        {
+            int r = s.Read(buffer[done..]);
+            if (r == 0) break;
+            done += r;
+        }
+        return done;
     }
 
     /// <summary>Copies a safetensors file held in memory and validates it; later changes to <paramref name="bytes"/> change nothing.</summary>

@@ -17,6 +17,23 @@ internal static class SafeTensorsHeader
     /// one pass, no document tree, containers sized once from the header length (an entry takes at least 48 bytes of JSON).
     /// </summary>
     public static (List<SafeTensorInfo>, Dictionary<string, string>, Dictionary<string, SafeTensorInfo>) Parse(string path, ReadOnlySpan<byte> header, long dataLength)
+        => Parse(path, header, dataLength, out _);
+
+    /// <summary>
+    /// The bytes of the data section <paramref name="header"/> describes (its tensors side by side from 0), the header checked
+    /// as <see cref="Parse(string, ReadOnlySpan{byte}, long)"/> checks it except against a data length, which is not known yet.
+    /// </summary>
+    public static long DataBytes(string path, ReadOnlySpan<byte> header)
+    {
+        Parse(path, header, -1, out long covered);
+        return covered;
+    }
+
+    /// <param name="path">How messages name the file.</param>
+    /// <param name="header">The header's JSON.</param>
+    /// <param name="dataLength">The data section's length, or −1 when not known (nothing is checked against it).</param>
+    /// <param name="covered">The bytes the tensors cover.</param>
+    private static (List<SafeTensorInfo>, Dictionary<string, string>, Dictionary<string, SafeTensorInfo>) Parse(string path, ReadOnlySpan<byte> header, long dataLength, out long covered)
     {
         if (!System.Text.Unicode.Utf8.IsValid(header)) throw Bad(path, null, "the header is not valid UTF-8");
         int estimate = header.Length / 48 + 1;
@@ -55,7 +72,7 @@ internal static class SafeTensorsHeader
                     current = null;
                     continue;
                 }
-                var info = Entry(ref r, path, name, dataLength);
+                var info = Entry(ref r, path, name, dataLength < 0 ? long.MaxValue : dataLength);
                 list.Add(info);
                 byName.Add(name, info);
                 current = null;
@@ -73,7 +90,8 @@ internal static class SafeTensorsHeader
             if (t.Begin > pos) throw Bad(path, t.Name, $"bytes [{pos}, {t.Begin}) before it belong to no tensor");
             pos = t.End;
         }
-        if (pos != dataLength) throw Bad(path, null, $"the tensors cover {pos} bytes of the {dataLength}-byte data section");
+        if (dataLength >= 0 && pos != dataLength) throw Bad(path, null, $"the tensors cover {pos} bytes of the {dataLength}-byte data section");
+        covered = pos;
         return (list, meta, byName);
     }
 
