@@ -38,9 +38,18 @@ public static class Targets
 
     public static void SafeTensors(ReadOnlySpan<byte> input)
     {
-        SafeTensorsFile f;
+        SafeTensorsFile? f = null, g = null;
         try { f = SafeTensorsFile.Load(input, "fuzz"); }
-        catch (InvalidDataException) { return; }
+        catch (InvalidDataException) { }
+        // the same bytes from a stream that cannot tell its length (read as far as the header says): the same verdict and tensors
+        try { g = SafeTensorsFile.Load(new UnsizedStream(input.ToArray()), "fuzz"); }
+        catch (InvalidDataException) { }
+        using (g)
+        {
+            Check((f == null) == (g == null), "a stream without a length and memory disagree");
+            if (f != null) Check(f.Tensors.SequenceEqual(g!.Tensors, SameTensor.Instance), "a stream without a length gives other tensors");
+        }
+        if (f == null) return;
         using (f)
         {
             long total = 0;
@@ -54,6 +63,36 @@ public static class Targets
             }
             foreach (var kv in f.Metadata) Check(kv.Key != null && kv.Value != null, "null metadata");
         }
+    }
+
+    private sealed class SameTensor : IEqualityComparer<SafeTensorInfo>
+    {
+        public static readonly SameTensor Instance = new();
+        public bool Equals(SafeTensorInfo? a, SafeTensorInfo? b) =>
+            a!.Name == b!.Name && a.DType == b.DType && a.Begin == b.Begin && a.End == b.End && a.Shape.SequenceEqual(b.Shape);
+        public int GetHashCode(SafeTensorInfo t) => t.Name.GetHashCode();
+    }
+
+    /// <summary>A stream over bytes that can tell neither its length nor seek (a pipe).</summary>
+    private sealed class UnsizedStream(byte[] bytes) : Stream
+    {
+        private int _pos;
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override int Read(byte[] buffer, int offset, int count)
+        {
+            int n = Math.Min(count, bytes.Length - _pos);
+            Array.Copy(bytes, _pos, buffer, offset, n);
+            _pos += n;
+            return n;
+        }
+        public override void Flush() { }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 
     public static void NpyFile(ReadOnlySpan<byte> input)
