@@ -347,9 +347,8 @@ public sealed class OnnxModelFile : ITensorSource
         ArgumentNullException.ThrowIfNull(stream);
         try
         {
-            // fields the subset does not declare are dropped as they are read (kept, a stream of them held up to 2 GB)
             var input = new CodedInputStream(stream);
-            return new OnnxModelFile(name, OnnxModel.Parser.WithDiscardUnknownFields(true).ParseFrom(input), directory);
+            return new OnnxModelFile(name, OnnxModel.Parser.ParseFrom(input), directory);
         }
         catch (InvalidProtocolBufferException e) { throw Bad(name, $"not a valid ONNX (protobuf) file: {e.Message}"); }
         catch (InvalidDataException) { throw; }
@@ -359,7 +358,7 @@ public sealed class OnnxModelFile : ITensorSource
     /// <exception cref="InvalidDataException">Not a valid ONNX model.</exception>
     public static OnnxModelFile Load(ReadOnlySpan<byte> bytes, string name = "<memory>")
     {
-        try { return new OnnxModelFile(name, OnnxModel.Parser.WithDiscardUnknownFields(true).ParseFrom(bytes)); }
+        try { return new OnnxModelFile(name, OnnxModel.Parser.ParseFrom(bytes)); }
         catch (InvalidProtocolBufferException e) { throw Bad(name, $"not a valid ONNX (protobuf) file: {e.Message}"); }
     }
 
