@@ -73,28 +73,6 @@ public static class Targets
         public int GetHashCode(SafeTensorInfo t) => t.Name.GetHashCode();
     }
 
-    /// <summary>A stream over bytes that can tell neither its length nor seek (a pipe).</summary>
-    private sealed class UnsizedStream(byte[] bytes) : Stream
-    {
-        private int _pos;
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override int Read(byte[] buffer, int offset, int count)
-        {
-            int n = Math.Min(count, bytes.Length - _pos);
-            Array.Copy(bytes, _pos, buffer, offset, n);
-            _pos += n;
-            return n;
-        }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-    }
-
     public static void NpyFile(ReadOnlySpan<byte> input)
     {
         try
@@ -419,3 +397,29 @@ public static class Targets
 
 /// <summary>A target's own check failed: a silently wrong answer.</summary>
 public sealed class FuzzFindingException(string message) : Exception(message);
+
+/// <summary>
+/// A stream over bytes that can tell neither its length nor seek (a pipe, a network stream); endless zeros after the bytes
+/// when asked. Also the tests' stand-in for such streams (this file is compiled into them).
+/// </summary>
+internal sealed class UnsizedStream(byte[] bytes, bool thenZeros = false) : Stream
+{
+    /// <summary>Bytes handed out so far.</summary>
+    public long Consumed { get; private set; }
+    public override bool CanRead => true;
+    public override bool CanSeek => false;
+    public override bool CanWrite => false;
+    public override long Length => throw new NotSupportedException();
+    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+    public override int Read(byte[] buffer, int offset, int count)
+    {
+        int n = Consumed < bytes.Length ? (int)Math.Min(count, bytes.Length - Consumed) : thenZeros ? count : 0;
+        if (Consumed < bytes.Length) Array.Copy(bytes, Consumed, buffer, offset, n); else Array.Clear(buffer, offset, n);
+        Consumed += n;
+        return n;
+    }
+    public override void Flush() { }
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+    public override void SetLength(long value) => throw new NotSupportedException();
+    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+}

@@ -35,7 +35,7 @@ public class HostileInputTests(Xunit.Abstractions.ITestOutputHelper output)
         // the same bytes from memory and from a stream
         Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Load(File.ReadAllBytes(path)));
         using (var fs = File.OpenRead(path)) Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Load(fs));
-        Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Load(new Unseekable(File.ReadAllBytes(path))));
+        Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Load(new FastAttn.Fuzz.UnsizedStream(File.ReadAllBytes(path))));
         return e;
     }
 
@@ -333,7 +333,7 @@ public class HostileInputTests(Xunit.Abstractions.ITestOutputHelper output)
     {
         // standard input that never ends (`fastattn tag --file - < /dev/zero` grew a MemoryStream to 2 GB: 13.7 s, 4.2 GB,
         // "Stream was too long.")
-        var endless = Assert.Throws<InvalidDataException>(() => Utf8Text.ReadStream(new EndlessZeros(), "standard input"));
+        var endless = Assert.Throws<InvalidDataException>(() => Utf8Text.ReadStream(new FastAttn.Fuzz.UnsizedStream([], thenZeros: true), "standard input"));
         Assert.Contains($"more than {Utf8Text.MaxFileBytes} bytes", endless.Message);
         if (!OperatingSystem.IsLinux()) return;
         foreach (var device in new[] { "/dev/zero", "/dev/urandom" })
@@ -380,7 +380,7 @@ public class HostileInputTests(Xunit.Abstractions.ITestOutputHelper output)
         float[] a = [1, 2, 3, 4, 5, 6], b = [-1, 0.5f, 7, 8];
         SafeTensorsWriter.Write(path, [new SafeTensorsWriter.Entry("a", a, [2, 3]), new SafeTensorsWriter.Entry("b", b, [4])], new Dictionary<string, string> { ["k"] = "v" });
         var bytes = File.ReadAllBytes(path);
-        var whole = new Unseekable(bytes);
+        var whole = new FastAttn.Fuzz.UnsizedStream(bytes);
         using (var f = SafeTensorsFile.Load(whole, "pipe"))
         {
             Assert.Equal(a, f.ReadFloat32("a"));
@@ -389,54 +389,18 @@ public class HostileInputTests(Xunit.Abstractions.ITestOutputHelper output)
         }
         Assert.Equal(bytes.Length, whole.Consumed);
 
-        var endless = new Unseekable(bytes, thenZeros: true);
+        var endless = new FastAttn.Fuzz.UnsizedStream(bytes, thenZeros: true);
         Assert.Contains("goes on past", Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Load(endless)).Message);
         Assert.True(endless.Consumed <= bytes.Length + 4096, $"read {endless.Consumed} bytes of a {bytes.Length}-byte file");
 
-        Assert.Contains("the header is not valid JSON", Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Load(new EndlessZeros())).Message);
+        Assert.Contains("the header is not valid JSON", Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Load(new FastAttn.Fuzz.UnsizedStream([], thenZeros: true))).Message);
 
-        var huge = new Unseekable(SafeTensorsBytes("{\"a\":{\"dtype\":\"F32\",\"shape\":[1073741824],\"data_offsets\":[0,4294967296]}}", 0), thenZeros: true);
+        var huge = new FastAttn.Fuzz.UnsizedStream(SafeTensorsBytes("{\"a\":{\"dtype\":\"F32\",\"shape\":[1073741824],\"data_offsets\":[0,4294967296]}}", 0), thenZeros: true);
         Assert.Contains("more than the 2147483647", Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Load(huge)).Message);
         Assert.True(huge.Consumed < 200, $"read {huge.Consumed} bytes before refusing");
 
         foreach (int cut in new[] { 0, 5, 8, 20, bytes.Length - 1 })
-            Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Load(new Unseekable(bytes[..cut])));
-    }
-
-    /// <summary>A stream over bytes that can tell neither its length nor seek; endless zeros after them when asked.</summary>
-    private sealed class Unseekable(byte[] bytes, bool thenZeros = false) : Stream
-    {
-        public long Consumed { get; private set; }
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override int Read(byte[] buffer, int offset, int count)
-        {
-            int n = Consumed < bytes.Length ? (int)Math.Min(count, bytes.Length - Consumed) : thenZeros ? count : 0;
-            if (Consumed < bytes.Length) Array.Copy(bytes, Consumed, buffer, offset, n); else Array.Clear(buffer, offset, n);
-            Consumed += n;
-            return n;
-        }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-    }
-
-    private sealed class EndlessZeros : Stream
-    {
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override int Read(byte[] buffer, int offset, int count) { Array.Clear(buffer, offset, count); return count; }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+            Assert.Throws<InvalidDataException>(() => SafeTensorsFile.Load(new FastAttn.Fuzz.UnsizedStream(bytes[..cut])));
     }
 
     [Fact]
