@@ -86,7 +86,12 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
     public int Dimension => _session.Dimension;
     /// <summary>Texts waiting for a batch right now.</summary>
     public int QueuedTexts => Volatile.Read(ref _queuedTexts);
-    /// <summary>Called on the dispatcher thread after every batch (metrics); must not throw or block (a <see cref="Dispose"/> there returns at once and disposes the batcher after the pass).</summary>
+    /// <summary>
+    /// Called after every batch (metrics), on the dispatcher thread or on the caller's thread of a request run inline; it
+    /// should be quick, as the next batch waits for it, and what it throws is ignored. A <see cref="Dispose"/> there returns
+    /// at once and disposes the batcher after the pass; a request it makes (<see cref="EncodeAsync(string, CancellationToken)"/>
+    /// and the like) runs at once on its thread and returns completed — it is not reported to the hook.
+    /// </summary>
     public Action<BatchInfo>? OnBatch { get; set; }
 
     /// <summary>A batcher running <paramref name="model"/> with its own session (the embedder settings apply: pooling, normalisation, threads).</summary>
@@ -179,6 +184,10 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
 
     private Task<float[]> Submit(int[][] encoded, CancellationToken cancellation)
     {
+        // a request made by OnBatch (this thread is reporting a pass of this batcher and holds _running): queued, it would
+        // be run by the dispatcher after the hook returns — and a hook waiting for its answer (task.Result) would never
+        // return. It runs here and now instead (the pass is over, its session free); such a run is not reported to OnBatch.
+        if (ReferenceEquals(_reporting, this)) return RunInline(encoded, report: false);
         if (Batching.RunLoneRequestsInline && Volatile.Read(ref _lastBatchRequests) == 1 && _queue.IsEmpty && Monitor.TryEnter(_running))
         {
             try { return RunInline(encoded); }
@@ -211,7 +220,7 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
         return r.Done.Task;
     }
 
-    private Task<float[]> RunInline(int[][] encoded)
+    private Task<float[]> RunInline(int[][] encoded, bool report = true)
     {
         // DisposeAsync sets _closing before the dispatcher's last pass and before it frees the sessions under _running
         if (_closing) throw new ObjectDisposedException(nameof(EmbeddingBatcher));
@@ -227,7 +236,7 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
         }
         catch (Exception e) { return Task.FromException<float[]>(e); }
         var ran = System.Diagnostics.Stopwatch.GetElapsedTime(began);
-        Report(new BatchInfo(1, encoded.Length, n, TimeSpan.Zero, ran));
+        if (report) Report(new BatchInfo(1, encoded.Length, n, TimeSpan.Zero, ran));
         return Task.FromResult(output);
     }
 

@@ -72,6 +72,18 @@ public sealed class LeasePool<T> : IDisposable where T : class, IDisposable
         return Take();
     }
 
+    /// <summary>Leases an object if one is free now (idle or not yet created); false, and no lease, when all are in use.</summary>
+    /// <exception cref="ObjectDisposedException">The pool was disposed.</exception>
+    internal bool TryRent(out Lease<T> lease)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ThrowIfInFactory();
+        lease = default;
+        if (!_slots.Wait(0)) return false;
+        lease = Take();
+        return true;
+    }
+
     private Lease<T> Take()
     {
         T? item = null;

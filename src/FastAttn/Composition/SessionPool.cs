@@ -44,21 +44,52 @@ public sealed class SessionPool : IDisposable
     /// <summary>Runs a (packed) batch on a leased session; see <see cref="Session.Run(ReadOnlySpan{float}, Span{float}, ReadOnlySpan{int}, ReadOnlySpan{int})"/>.</summary>
     /// <exception cref="ArgumentException">Shapes, token count or lengths do not add up, or output overlaps input.</exception>
     /// <exception cref="ObjectDisposedException">The pool or the stack was disposed.</exception>
+    /// <exception cref="InvalidOperationException">Called from a block running in one of this pool's sessions while every session is leased (it would wait for its own).</exception>
     public void Run(ReadOnlySpan<float> input, Span<float> output, ReadOnlySpan<int> sequenceLengths = default, ReadOnlySpan<int> keyValidLengths = default)
     {
-        using var lease = _pool.Rent();
-        lease.Value.Run(input, output, sequenceLengths, keyValidLengths);
+        using var lease = Running() ? RentNested() : _pool.Rent();
+        RunOn(lease.Value, input, output, sequenceLengths, keyValidLengths);
     }
 
     /// <summary>As <see cref="Run"/>, waiting asynchronously (cancellable) while every session is busy.</summary>
     /// <exception cref="ArgumentException">Shapes, token count or lengths do not add up, or output overlaps input.</exception>
     /// <exception cref="OperationCanceledException">Cancelled while waiting for a session.</exception>
     /// <exception cref="ObjectDisposedException">The pool or the stack was disposed.</exception>
+    /// <exception cref="InvalidOperationException">Called from a block running in one of this pool's sessions while every session is leased (it would wait for its own).</exception>
     public async Task RunAsync(ReadOnlyMemory<float> input, Memory<float> output, ReadOnlyMemory<int> sequenceLengths = default,
         ReadOnlyMemory<int> keyValidLengths = default, CancellationToken cancellation = default)
     {
-        using var lease = await _pool.RentAsync(cancellation).ConfigureAwait(false);
-        lease.Value.Run(input.Span, output.Span, sequenceLengths.Span, keyValidLengths.Span);
+        using var lease = Running() ? RentNested() : await _pool.RentAsync(cancellation).ConfigureAwait(false);
+        RunOn(lease.Value, input.Span, output.Span, sequenceLengths.Span, keyValidLengths.Span);
+    }
+
+    /// <summary>The pools whose sessions this thread is running, innermost last (a block may run another pool's stack).</summary>
+    [ThreadStatic] private static SessionPool?[]? _running;
+    [ThreadStatic] private static int _depth;
+
+    private bool Running()
+    {
+        var r = _running;
+        for (int i = 0; i < _depth; i++) if (ReferenceEquals(r![i], this)) return true;
+        return false;
+    }
+
+    /// <summary>
+    /// A lease for a call made by a block running in one of this pool's sessions: a free session or none — waiting could
+    /// be waiting for the session this very thread holds (with one session, for ever).
+    /// </summary>
+    private Lease<Session> RentNested()
+    {
+        if (_pool.TryRent(out var lease)) return lease;
+        throw new InvalidOperationException("A block running in a session of this SessionPool ran the pool again while all its sessions were leased: it would wait for its own session. Give the pool a larger capacity, or run the inner stack on a session of its own.");
+    }
+
+    private void RunOn(Session session, ReadOnlySpan<float> input, Span<float> output, ReadOnlySpan<int> sequenceLengths, ReadOnlySpan<int> keyValidLengths)
+    {
+        if (_running == null || _running.Length == _depth) Array.Resize(ref _running, Math.Max(4, 2 * _depth));
+        _running[_depth++] = this;
+        try { session.Run(input, output, sequenceLengths, keyValidLengths); }
+        finally { _running[--_depth] = null; }
     }
 
     /// <summary>Disposes the sessions (leased ones as they come back). The stack is not disposed.</summary>

@@ -293,6 +293,41 @@ public sealed class ConcurrencyTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// OnBatch making a request of its own batcher and waiting for it (a hook computing a probe vector, say): queued, the
+    /// request waited for the dispatcher, which was the thread running the hook — for ever. Now it runs at once on the
+    /// hook's thread (dispatcher or inline caller), its answer equals the text's alone, and the batcher goes on serving.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Batcher_OnBatchWaitingForItsOwnRequest_GetsItsAnswer(bool inline)
+    {
+        using var alone = new EmbeddingSession(_model, _tokenizer);
+        var probe = Alone(alone, "hello world");
+        var texts = Texts(20, 11);
+        await using var batcher = new EmbeddingBatcher(_model, _tokenizer, null, new BatchingOptions { RunLoneRequestsInline = inline });
+        var seen = new List<float[]>();
+        int reported = 0;
+        batcher.OnBatch = _ =>
+        {
+            Interlocked.Increment(ref reported);
+#pragma warning disable xUnit1031 // the blocking wait inside the hook is the misuse under test
+            var t = batcher.EncodeAsync("hello world");
+            bool done = t.Wait(TimeSpan.FromSeconds(30));
+#pragma warning restore xUnit1031
+            lock (seen) seen.Add(done ? t.Result : []);
+        };
+        var answers = await Task.WhenAll(texts.Select(t => Task.Run(() => batcher.EncodeAsync(t)))).WaitAsync(TimeSpan.FromSeconds(60));
+        for (int i = 0; i < texts.Length; i++) Assert.Equal(Alone(alone, texts[i]), answers[i]);
+        lock (seen)
+        {
+            Assert.Equal(Volatile.Read(ref reported), seen.Count); // the hook's own requests were not reported to it
+            Assert.InRange(seen.Count, 1, texts.Length);
+            Assert.All(seen, v => Assert.Equal(probe, v));
+        }
+    }
+
     [Fact]
     public async Task Batcher_Cancellation_AndAFullQueue_EndInTheirExceptions()
     {

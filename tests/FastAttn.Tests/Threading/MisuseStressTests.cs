@@ -197,6 +197,92 @@ public class MisuseStressTests(Xunit.Abstractions.ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// A block running its own SessionPool again from inside a leased session (sync or async): with every session leased it
+    /// waited for its own session — for ever with capacity 1. Now such a call gets InvalidOperationException at once and
+    /// the outer call fails with it; with a session free the inner call runs on it and both give the right output; a
+    /// block running another pool is not held back; the pool serves on afterwards.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task SessionPool_RunAgainByABlockOfItsOwnSession_IsRefusedWhenNoSessionIsFree_NotLeftWaiting(bool async)
+    {
+        var x = Enumerable.Range(0, 24).Select(i => (float)i).ToArray();
+        for (int rep = 0; rep < 20; rep++)
+        {
+            // capacity 1: the only session is the caller's own
+            var block = new PoolRunningBlock { Async = async };
+            using (var stack = new Stack(block))
+            using (var pool = new SessionPool(stack, 8, capacity: 1, warmUp: false))
+            {
+                block.Pool = pool;
+                var y = new float[24];
+                var e = await Assert.ThrowsAsync<InvalidOperationException>(() => Task.Run(() => pool.Run(x, y)).WaitAsync(TimeSpan.FromSeconds(30)));
+                Assert.Contains("would wait for its own session", e.Message);
+                block.Pool = null; // the pool is usable afterwards: its session came back
+                pool.Run(x, y);
+                Assert.Equal(x.Select(v => v + 1f), y);
+            }
+            // capacity 2, one caller: the inner call takes the free session (the inner block runs once more, inert)
+            var outer = new PoolRunningBlock { Async = async, Depth = 1 };
+            using (var stack = new Stack(outer))
+            using (var pool = new SessionPool(stack, 8, capacity: 2, warmUp: false))
+            {
+                outer.Pool = pool;
+                var y = new float[24];
+                await Task.Run(() => pool.Run(x, y)).WaitAsync(TimeSpan.FromSeconds(30));
+                Assert.Equal(x.Select(v => v + 1f), y);
+                Assert.Equal(x.Select(v => v + 1f), outer.Inner);
+            }
+            // a block running another pool (capacity 1 each) is not a nested call
+            var inner = new PoolRunningBlock();
+            using var innerStack = new Stack(inner);
+            using var innerPool = new SessionPool(innerStack, 8, capacity: 1, warmUp: false);
+            var other = new PoolRunningBlock { Async = async, Pool = innerPool };
+            using (var stack = new Stack(other))
+            using (var pool = new SessionPool(stack, 8, capacity: 1, warmUp: false))
+            {
+                var y = new float[24];
+                await Task.Run(() => pool.Run(x, y)).WaitAsync(TimeSpan.FromSeconds(30));
+                Assert.Equal(x.Select(v => v + 1f), y);
+                Assert.Equal(x.Select(v => v + 1f), other.Inner);
+            }
+        }
+    }
+
+    private sealed class PoolRunningBlock : Block
+    {
+        public SessionPool? Pool;
+        public bool Async;
+        public int Depth = int.MaxValue; // calls into Pool from nested runs of this block, at most
+        public float[]? Inner;
+        private int _level;
+        public override int InputWidth => 3;
+        public override int OutputWidth => 3;
+        public override long ScratchSize(int maxTokens) => 0;
+
+        protected internal override void ForwardCore(ReadOnlySpan<float> input, Span<float> output, Batch batch, Span<float> scratch)
+        {
+            if (Pool != null && _level < Depth)
+            {
+                _level++;
+                try
+                {
+                    var inner = new float[output.Length];
+#pragma warning disable xUnit1031 // a block is synchronous: it waits for the pool's task as a block of a user's would
+                    if (Async) Pool.RunAsync(input.ToArray(), inner).Wait(TimeSpan.FromSeconds(30));
+#pragma warning restore xUnit1031
+                    else Pool.Run(input, inner);
+                    Inner = inner;
+                }
+                catch (AggregateException e) when (e.InnerException is InvalidOperationException ie) { throw ie; }
+                finally { _level--; }
+            }
+            for (int i = 0; i < input.Length; i++) output[i] = input[i] + 1f;
+        }
+    }
+
     private sealed class SessionDisposingBlock(bool onWorker) : Block
     {
         public Session? Session;
