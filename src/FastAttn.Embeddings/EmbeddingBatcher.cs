@@ -346,8 +346,18 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
         Report(new BatchInfo(live, texts, n, waited, ran));
     }
 
-    /// <summary>Stops accepting requests, finishes every queued one, then stops the dispatcher and its session.</summary>
-    public async ValueTask DisposeAsync()
+    /// <summary>
+    /// Stops accepting requests, finishes every queued one, then stops the dispatcher and its session. Called from this
+    /// batcher's <see cref="OnBatch"/>, whose pass the disposal waits for, it starts the disposal and returns completed (a
+    /// hook blocking on the task waited for ever).
+    /// </summary>
+    public ValueTask DisposeAsync()
+    {
+        if (ReferenceEquals(_reporting, this)) { _ = Task.Run(() => DisposeCoreAsync().AsTask()); return default; }
+        return DisposeCoreAsync();
+    }
+
+    private async ValueTask DisposeCoreAsync()
     {
         bool first;
         lock (_gate)
@@ -365,9 +375,5 @@ public sealed class EmbeddingBatcher : IAsyncDisposable, IDisposable
     /// As <see cref="DisposeAsync"/>, blocking. Called from this batcher's <see cref="OnBatch"/>, whose pass the disposal
     /// waits for, it starts the disposal and returns (blocking there waited for ever).
     /// </summary>
-    public void Dispose()
-    {
-        if (ReferenceEquals(_reporting, this)) { _ = Task.Run(() => DisposeAsync().AsTask()); return; }
-        DisposeAsync().AsTask().GetAwaiter().GetResult();
-    }
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
 }

@@ -267,20 +267,26 @@ public sealed class ConcurrencyTests : IDisposable
 
     /// <summary>
     /// OnBatch disposing its own batcher (a metrics hook deciding to shut down), on the dispatcher thread and on an inline
-    /// caller's: the disposal waited for the pass that was running the hook (for ever); now the pass's requests get their
-    /// vectors, the batcher is disposed right after, and later requests are refused.
+    /// caller's, with Dispose or blocking on DisposeAsync's task: the disposal waited for the pass that was running the hook
+    /// (for ever); now the pass's requests get their vectors, the batcher is disposed right after, and later requests are
+    /// refused.
     /// </summary>
     [Theory]
-    [InlineData(true)]
-    [InlineData(false)]
-    public async Task Batcher_DisposedByItsOwnOnBatch_ThePassFinishes_ThenItIsDisposed(bool inline)
+    [InlineData(true, false)]
+    [InlineData(false, false)]
+    [InlineData(true, true)]
+    [InlineData(false, true)]
+    public async Task Batcher_DisposedByItsOwnOnBatch_ThePassFinishes_ThenItIsDisposed(bool inline, bool waitingForDisposeAsync)
     {
         using var alone = new EmbeddingSession(_model, _tokenizer);
         var want = Alone(alone, "the owner paid");
         for (int rep = 0; rep < 20; rep++)
         {
             var batcher = new EmbeddingBatcher(_model, _tokenizer, null, new BatchingOptions { RunLoneRequestsInline = inline });
-            batcher.OnBatch = _ => batcher.Dispose();
+#pragma warning disable xUnit1031 // a hook blocking on DisposeAsync's task is the misuse under test
+            if (waitingForDisposeAsync) batcher.OnBatch = _ => batcher.DisposeAsync().AsTask().Wait();
+#pragma warning restore xUnit1031
+            else batcher.OnBatch = _ => batcher.Dispose();
             Assert.Equal(want, await batcher.EncodeAsync("the owner paid").WaitAsync(TimeSpan.FromSeconds(30)));
             for (long t0 = Environment.TickCount64; Environment.TickCount64 - t0 < 30_000;)
             {
