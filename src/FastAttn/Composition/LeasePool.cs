@@ -51,7 +51,7 @@ public sealed class LeasePool<T> : IDisposable where T : class, IDisposable
     /// <summary>Leases an object, waiting while all are in use.</summary>
     /// <exception cref="ObjectDisposedException">The pool was disposed.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellation"/> was cancelled while waiting.</exception>
-    /// <exception cref="InvalidOperationException">Called by this pool's own factory (it would wait for itself).</exception>
+    /// <exception cref="InvalidOperationException">Called by this pool's own factory (it would wait for itself), or the factory returned null.</exception>
     public Lease<T> Rent(CancellationToken cancellation = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -63,7 +63,7 @@ public sealed class LeasePool<T> : IDisposable where T : class, IDisposable
     /// <summary>Leases an object, waiting asynchronously while all are in use.</summary>
     /// <exception cref="ObjectDisposedException">The pool was disposed.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellation"/> was cancelled while waiting.</exception>
-    /// <exception cref="InvalidOperationException">Called by this pool's own factory (it would wait for itself).</exception>
+    /// <exception cref="InvalidOperationException">Called by this pool's own factory (it would wait for itself), or the factory returned null.</exception>
     public async ValueTask<Lease<T>> RentAsync(CancellationToken cancellation = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -96,7 +96,7 @@ public sealed class LeasePool<T> : IDisposable where T : class, IDisposable
         {
             var outer = _creating;
             _creating = this;
-            try { item = _create(); }
+            try { item = _create() ?? throw new InvalidOperationException("The LeasePool's factory returned null."); }
             catch { _slots.Release(); throw; }
             finally { _creating = outer; }
             lock (_gate) _all.Add(item);

@@ -572,6 +572,27 @@ public sealed class ConcurrencyTests : IDisposable
         pool.Dispose();
     }
 
+    /// <summary>
+    /// A factory returning null: the caller got a lease of null (a NullReferenceException later, in its own code), the null
+    /// went back idle, and the pool's Dispose then threw NullReferenceException. Now the rent is refused with
+    /// InvalidOperationException, the slot is free again, and the pool serves and disposes normally.
+    /// </summary>
+    [Fact]
+    public async Task LeasePool_AFactoryReturningNull_IsRefused_AndThePoolStaysUsable()
+    {
+        int calls = 0;
+        var pool = new LeasePool<Item>(() => Interlocked.Increment(ref calls) <= 2 ? null! : new Item(), 1);
+        Assert.Contains("returned null", Assert.Throws<InvalidOperationException>(() => pool.Rent()).Message);
+        Assert.Contains("returned null", (await Assert.ThrowsAsync<InvalidOperationException>(() => pool.RentAsync().AsTask())).Message);
+        Assert.Equal(1, pool.Available);
+        Item item;
+        using (var l = pool.Rent()) item = l.Value;
+        Assert.NotNull(item);
+        Assert.Equal(1, pool.Created);
+        pool.Dispose();
+        Assert.Equal(1, item.Disposed);
+    }
+
     [Fact]
     public void SentenceEmbedder_CrossEncoder_SessionPool_TheFirstCallersAtOnce_EachGetTheirOwnSession()
     {
