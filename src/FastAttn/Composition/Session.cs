@@ -40,11 +40,19 @@ public sealed class Session : IDisposable
         Threads = threads;
         _stack = stack;
         MaxTokens = maxTokens;
-        int widest = stack.Blocks.Max(b => Math.Max(b.InputWidth, b.OutputWidth));
+        int widest = 0;
+        long need = 0, worker = 0;
+        for (int i = 0; i < stack.Blocks.Count; i++)
+        {
+            widest = Math.Max(widest, Math.Max(stack.InputWidthOf(i), stack.OutputWidthOf(i)));
+            long s = stack.Blocks[i].ScratchSize(maxTokens), w = threads > 1 ? stack.Blocks[i].WorkerScratchSize(maxTokens) : 0;
+            if (s < 0 || w < 0)
+                ThrowHelper.Argument(nameof(stack), $"block {i} ({stack.Blocks[i].GetType().Name}) states a negative scratch size ({(s < 0 ? s : w)} floats) for {maxTokens} tokens.");
+            need = Math.Max(need, s);
+            worker = Math.Max(worker, w);
+        }
         long act = (long)maxTokens * widest;
-        long need = stack.Blocks.Max(b => b.ScratchSize(maxTokens));
-        long worker = threads > 1 ? stack.Blocks.Max(b => b.WorkerScratchSize(maxTokens)) : 0;
-        if (act > Array.MaxLength || need > Array.MaxLength || need < 0 || worker > Array.MaxLength)
+        if (act > Array.MaxLength || need > Array.MaxLength || worker > Array.MaxLength)
             ThrowHelper.OutOfRange(nameof(maxTokens), maxTokens,
                 $"'maxTokens' = {maxTokens} needs buffers of {Math.Max(act, Math.Max(need, worker))} floats, more than one array can hold ({Array.MaxLength}); use a smaller maxTokens.");
         _a = new LineAligned(act);
@@ -102,7 +110,7 @@ public sealed class Session : IDisposable
             for (int i = 0; i < blocks.Count; i++)
             {
                 var blk = blocks[i];
-                Span<float> dst = i == blocks.Count - 1 ? output : (i % 2 == 0 ? _a : _b).Span.Slice(0, tokens * blk.OutputWidth);
+                Span<float> dst = i == blocks.Count - 1 ? output : (i % 2 == 0 ? _a : _b).Span.Slice(0, tokens * _stack.OutputWidthOf(i));
                 if (blk is Block b) b.ForwardCore(cur, dst, batch, _scratch.Span);
                 else blk.Forward(cur, dst, batch, _scratch.Span);
                 cur = dst;

@@ -251,6 +251,55 @@ public class MisuseStressTests(Xunit.Abstractions.ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// A block of the caller's own (an <see cref="IBlock"/>) whose width properties change after it was stacked: a session
+    /// sliced its activations by the new width, so the library block after it got a span of another width than it reads
+    /// (unchecked, through pointers: a NullReferenceException on an empty span, past the span's end on a short one). The
+    /// stack now keeps the widths it was built with. Widths below 1 and negative scratch sizes are refused when stacking
+    /// and when sizing a session (a width of 0 divided by zero in Run).
+    /// </summary>
+    [Fact]
+    public void ABlockWhoseWidthsChangeAfterStacking_DoesNotChangeWhatTheSessionHandsOn()
+    {
+        var x = Enumerable.Range(0, 5 * 3).Select(i => 0.25f * i - 1f).ToArray();
+        using var honest = new Stack(new ShiftyBlock(), new NormBlock(new LayerNorm(3)));
+        var want = new float[x.Length];
+        using (var s = honest.CreateSession(8)) s.Run(x, want);
+        foreach (int later in new[] { 1, 0, -4, 2, 1 << 20 })
+        {
+            var shifty = new ShiftyBlock();
+            using var stack = new Stack(shifty, new NormBlock(new LayerNorm(3)));
+            using var session = stack.CreateSessionUnchecked(8, threads: 1 + (later & 1));
+            shifty.Width = later;
+            var y = new float[x.Length];
+            session.Run(x, y);
+            Assert.Equal(want, y);
+            Assert.Equal(3, stack.InputWidth);
+        }
+        Assert.Contains("at least 1", Assert.Throws<ArgumentException>(() => new Stack(new ShiftyBlock { Width = 0 })).Message);
+        Assert.Contains("at least 1", Assert.Throws<ArgumentException>(() => new Stack(new ShiftyBlock { Width = -3 }, new NormBlock(new LayerNorm(3)))).Message);
+        using var negative = new Stack(new ShiftyBlock { Scratch = -1 });
+        Assert.Contains("negative scratch", Assert.Throws<ArgumentException>(() => negative.CreateSession(8)).Message);
+        using var negativeWorker = new Stack(new ShiftyBlock { WorkerScratch = -1L << 40 });
+        Assert.Contains("negative scratch", Assert.Throws<ArgumentException>(() => negativeWorker.CreateSessionUnchecked(8, 2)).Message);
+    }
+
+    /// <summary>Copies its input; widths and scratch sizes as set (3 and 0 unless changed).</summary>
+    private sealed class ShiftyBlock : IBlock
+    {
+        public int Width = 3;
+        public long Scratch, WorkerScratch;
+        public int InputWidth => Width;
+        public int OutputWidth => Width;
+        public long ScratchSize(int maxTokens) => Scratch;
+        public long WorkerScratchSize(int maxTokens) => WorkerScratch;
+        public void Validate(Batch batch) { }
+        public void Forward(ReadOnlySpan<float> input, Span<float> output, Batch batch, Span<float> scratch)
+        {
+            for (int i = 0; i < output.Length; i++) output[i] = i < input.Length ? input[i] : 0f;
+        }
+    }
+
     private sealed class PoolRunningBlock : Block
     {
         public SessionPool? Pool;
