@@ -39,12 +39,13 @@ public sealed class SessionPool : IDisposable
         // the warmed session is the pool's first (a flag in the factory handed it to two callers creating at once)
         _pool = new LeasePool<Session>(() => stack.CreateSession(maxTokens, threadsPerSession),
             capacity > 0 ? capacity : Math.Max(1, Environment.ProcessorCount / threadsPerSession), first);
+        _inCall.Capacity = Math.Min(_pool.Capacity, 64); // no allocation per call
     }
 
     /// <summary>Runs a (packed) batch on a leased session; see <see cref="Session.Run(ReadOnlySpan{float}, Span{float}, ReadOnlySpan{int}, ReadOnlySpan{int})"/>.</summary>
     /// <exception cref="ArgumentException">Shapes, token count or lengths do not add up, or output overlaps input.</exception>
     /// <exception cref="ObjectDisposedException">The pool or the stack was disposed.</exception>
-    /// <exception cref="InvalidOperationException">Called from a block running in one of this pool's sessions while every session is leased (it would wait for its own).</exception>
+    /// <exception cref="InvalidOperationException">Called from a block running in one of this pool's sessions (or from work it runs on the session's threads) while every session is leased (it would wait for its own).</exception>
     public void Run(ReadOnlySpan<float> input, Span<float> output, ReadOnlySpan<int> sequenceLengths = default, ReadOnlySpan<int> keyValidLengths = default)
     {
         using var lease = Running() ? RentNested() : _pool.Rent();
@@ -55,7 +56,7 @@ public sealed class SessionPool : IDisposable
     /// <exception cref="ArgumentException">Shapes, token count or lengths do not add up, or output overlaps input.</exception>
     /// <exception cref="OperationCanceledException">Cancelled while waiting for a session.</exception>
     /// <exception cref="ObjectDisposedException">The pool or the stack was disposed.</exception>
-    /// <exception cref="InvalidOperationException">Called from a block running in one of this pool's sessions while every session is leased (it would wait for its own).</exception>
+    /// <exception cref="InvalidOperationException">Called from a block running in one of this pool's sessions (or from work it runs on the session's threads) while every session is leased (it would wait for its own).</exception>
     public async Task RunAsync(ReadOnlyMemory<float> input, Memory<float> output, ReadOnlyMemory<int> sequenceLengths = default,
         ReadOnlyMemory<int> keyValidLengths = default, CancellationToken cancellation = default)
     {
@@ -67,10 +68,17 @@ public sealed class SessionPool : IDisposable
     [ThreadStatic] private static SessionPool?[]? _running;
     [ThreadStatic] private static int _depth;
 
+    /// <summary>Sessions of this pool running a call now (their worker threads run blocks' work too).</summary>
+    private readonly List<Session> _inCall = [];
+
+    /// <summary>True on a thread that is running a call on one of this pool's sessions: the caller's, or a worker thread of the session.</summary>
     private bool Running()
     {
         var r = _running;
         for (int i = 0; i < _depth; i++) if (ReferenceEquals(r![i], this)) return true;
+        lock (_inCall)
+            foreach (var s in _inCall)
+                if (s.Pool?.OnWorkerThread == true) return true;
         return false;
     }
 
@@ -88,8 +96,13 @@ public sealed class SessionPool : IDisposable
     {
         if (_running == null || _running.Length == _depth) Array.Resize(ref _running, Math.Max(4, 2 * _depth));
         _running[_depth++] = this;
+        if (session.Threads > 1) lock (_inCall) _inCall.Add(session);
         try { session.Run(input, output, sequenceLengths, keyValidLengths); }
-        finally { _running[--_depth] = null; }
+        finally
+        {
+            if (session.Threads > 1) lock (_inCall) _inCall.Remove(session);
+            _running[--_depth] = null;
+        }
     }
 
     /// <summary>Disposes the sessions (leased ones as they come back). The stack is not disposed.</summary>

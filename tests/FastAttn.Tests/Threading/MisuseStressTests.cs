@@ -235,6 +235,17 @@ public class MisuseStressTests(Xunit.Abstractions.ITestOutputHelper output)
                 Assert.Equal(x.Select(v => v + 1f), y);
                 Assert.Equal(x.Select(v => v + 1f), outer.Inner);
             }
+            // the same from work the block runs on its session's pool thread (2 threads per session): the caller's thread
+            // waits for the item, the item for the session the caller holds
+            var onWorker = new PoolRunningBlock { Async = async, OnWorker = true };
+            using (var stack = new Stack(onWorker))
+            using (var pool = new SessionPool(stack, 8, threadsPerSession: 2, capacity: 1, warmUp: false))
+            {
+                onWorker.Pool = pool;
+                var y = new float[24];
+                var e = await Assert.ThrowsAsync<InvalidOperationException>(() => Task.Run(() => pool.Run(x, y)).WaitAsync(TimeSpan.FromSeconds(30)));
+                Assert.Contains("would wait for its own session", e.Message);
+            }
             // a block running another pool (capacity 1 each) is not a nested call
             var inner = new PoolRunningBlock();
             using var innerStack = new Stack(inner);
@@ -300,10 +311,34 @@ public class MisuseStressTests(Xunit.Abstractions.ITestOutputHelper output)
         }
     }
 
+    private sealed class OnWorkerCall(PoolRunningBlock b, float[] input) : IParallelWork
+    {
+        public Exception? Error;
+        private volatile bool _done;
+        public void Execute(int item, int worker)
+        {
+            if (worker == 0)
+            {
+                for (long t0 = Environment.TickCount64; !_done && Environment.TickCount64 - t0 < 10_000;) Thread.Yield();
+                return;
+            }
+            try
+            {
+#pragma warning disable xUnit1031 // work on a pool thread is synchronous
+                if (b.Async) b.Pool!.RunAsync(input, new float[input.Length]).Wait(TimeSpan.FromSeconds(30));
+#pragma warning restore xUnit1031
+                else b.Pool!.Run(input, new float[input.Length]);
+            }
+            catch (AggregateException e) when (e.InnerException is InvalidOperationException ie) { Error = ie; }
+            catch (InvalidOperationException e) { Error = e; }
+            finally { _done = true; }
+        }
+    }
+
     private sealed class PoolRunningBlock : Block
     {
         public SessionPool? Pool;
-        public bool Async;
+        public bool Async, OnWorker;
         public int Depth = int.MaxValue; // calls into Pool from nested runs of this block, at most
         public float[]? Inner;
         private int _level;
@@ -313,7 +348,14 @@ public class MisuseStressTests(Xunit.Abstractions.ITestOutputHelper output)
 
         protected internal override void ForwardCore(ReadOnlySpan<float> input, Span<float> output, Batch batch, Span<float> scratch)
         {
-            if (Pool != null && _level < Depth)
+            if (Pool != null && OnWorker)
+            {
+                // on the session's pool thread: item 1 of two, with the caller's item held back until it has run
+                var work = new OnWorkerCall(this, input.ToArray());
+                batch.Pool!.Run(work, 2);
+                if (work.Error != null) throw work.Error;
+            }
+            else if (Pool != null && _level < Depth)
             {
                 _level++;
                 try
