@@ -130,6 +130,9 @@ public sealed class Session : IDisposable
     private volatile int _runner;
     private int _disposeAfterRun;
 
+    /// <summary>True on the thread inside this session's call, or on one of its worker threads.</summary>
+    internal bool OnCallThread => _runner == Environment.CurrentManagedThreadId || (_pool?.OnWorkerThread ?? false);
+
     private void Enter()
     {
         if (Interlocked.CompareExchange(ref _busy, 1, 0) != 0)
@@ -150,7 +153,7 @@ public sealed class Session : IDisposable
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         // called by a block inside this session's own call (on its thread, or on a pool thread running the block's work):
         // waiting for the call would wait for ever; the call disposes the pool as it ends
-        if (_runner == Environment.CurrentManagedThreadId || (_pool?.OnWorkerThread ?? false))
+        if (OnCallThread)
         {
             Volatile.Write(ref _disposeAfterRun, 1);
             return;

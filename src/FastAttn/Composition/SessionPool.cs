@@ -64,21 +64,15 @@ public sealed class SessionPool : IDisposable
         RunOn(lease.Value, input.Span, output.Span, sequenceLengths.Span, keyValidLengths.Span);
     }
 
-    /// <summary>The pools whose sessions this thread is running, innermost last (a block may run another pool's stack).</summary>
-    [ThreadStatic] private static SessionPool?[]? _running;
-    [ThreadStatic] private static int _depth;
-
-    /// <summary>Sessions of this pool running a call now (their worker threads run blocks' work too).</summary>
+    /// <summary>Sessions of this pool running a call now.</summary>
     private readonly List<Session> _inCall = [];
 
-    /// <summary>True on a thread that is running a call on one of this pool's sessions: the caller's, or a worker thread of the session.</summary>
+    /// <summary>True on a thread taking part in a call on one of this pool's sessions: its caller's, or a worker thread of the session.</summary>
     private bool Running()
     {
-        var r = _running;
-        for (int i = 0; i < _depth; i++) if (ReferenceEquals(r![i], this)) return true;
         lock (_inCall)
             foreach (var s in _inCall)
-                if (s.Pool?.OnWorkerThread == true) return true;
+                if (s.OnCallThread) return true;
         return false;
     }
 
@@ -94,15 +88,9 @@ public sealed class SessionPool : IDisposable
 
     private void RunOn(Session session, ReadOnlySpan<float> input, Span<float> output, ReadOnlySpan<int> sequenceLengths, ReadOnlySpan<int> keyValidLengths)
     {
-        if (_running == null || _running.Length == _depth) Array.Resize(ref _running, Math.Max(4, 2 * _depth));
-        _running[_depth++] = this;
-        if (session.Threads > 1) lock (_inCall) _inCall.Add(session);
+        lock (_inCall) _inCall.Add(session);
         try { session.Run(input, output, sequenceLengths, keyValidLengths); }
-        finally
-        {
-            if (session.Threads > 1) lock (_inCall) _inCall.Remove(session);
-            _running[--_depth] = null;
-        }
+        finally { lock (_inCall) _inCall.Remove(session); }
     }
 
     /// <summary>Disposes the sessions (leased ones as they come back). The stack is not disposed.</summary>

@@ -147,28 +147,20 @@ public sealed unsafe class SafeTensorsFile : ITensorSource, IDisposable
     private static SafeTensorsFile LoadUnsized(Stream stream, string name)
     {
         Span<byte> head = stackalloc byte[8];
-        int got = ReadUpTo(stream, head);
+        int got = stream.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
         if (got < 8) throw Bad(name, null, $"the file has {got} bytes; a safetensors file starts with an 8-byte header length");
         ulong n = BinaryPrimitives.ReadUInt64LittleEndian(head);
         if (n > (ulong)MaxHeaderBytes) throw Bad(name, null, $"the header length {n} exceeds the {MaxHeaderBytes}-byte limit");
-        var header = new byte[n];
-        if ((got = ReadUpTo(stream, header)) < header.Length) throw Bad(name, null, $"the file ended {got} bytes into its {n}-byte header");
-        long data = SafeTensorsHeader.DataBytes(name, header);
-        long total = 8 + (long)n + data;
+        var header = new byte[8 + n];
+        head.CopyTo(header);
+        if ((got = stream.ReadAtLeast(header.AsSpan(8), (int)n, throwOnEndOfStream: false)) < (int)n)
+            throw Bad(name, null, $"the file ended {got} bytes into its {n}-byte header");
+        long total = header.Length + SafeTensorsHeader.DataBytes(name, header.AsSpan(8));
         if (total > MaxStreamBytes)
             throw Bad(name, null, $"its header gives it {total} bytes, more than the {MaxStreamBytes} read from a stream without a length; open it from its path");
-        byte* p = (byte*)NativeMemory.Alloc((nuint)Math.Max(total, 1));
+        byte* p = ReadAll(stream, total, name, header);
         try
         {
-            head.CopyTo(new Span<byte>(p, 8));
-            header.CopyTo(new Span<byte>(p + 8, header.Length));
-            long done = 8 + (long)n;
-            while (done < total)
-            {
-                int r = stream.Read(new Span<byte>(p + done, (int)Math.Min(total - done, 1 << 20)));
-                if (r == 0) throw Bad(name, null, $"the file ended after {done} of the {total} bytes its header gives it");
-                done += r;
-            }
             Span<byte> one = stackalloc byte[1];
             if (stream.Read(one) != 0) throw Bad(name, null, $"the stream goes on past the {total} bytes its header gives the file");
         }
@@ -178,19 +170,6 @@ public sealed unsafe class SafeTensorsFile : ITensorSource, IDisposable
             throw;
         }
         return new SafeTensorsFile(name, p, total, () => NativeMemory.Free(p), mapped: false);
-    }
-
-    /// <summary>Reads until <paramref name="buffer"/> is full or the stream ends; the bytes read.</summary>
-    private static int ReadUpTo(Stream s, Span<byte> buffer)
-    {
-        int done = 0;
-        while (done < buffer.Length)
-        {
-            int r = s.Read(buffer[done..]);
-            if (r == 0) break;
-            done += r;
-        }
-        return done;
     }
 
     /// <summary>Copies a safetensors file held in memory and validates it; later changes to <paramref name="bytes"/> change nothing.</summary>
@@ -203,17 +182,24 @@ public sealed unsafe class SafeTensorsFile : ITensorSource, IDisposable
         return new SafeTensorsFile(name, p, bytes.Length, () => NativeMemory.Free(p), mapped: false);
     }
 
-    private static byte* ReadAll(Stream s, long length, string path)
+    /// <summary>
+    /// <paramref name="length"/> bytes in native memory: <paramref name="prefix"/> (already read from the stream), then the
+    /// rest read from <paramref name="s"/>; an early end is <see cref="InvalidDataException"/>.
+    /// </summary>
+    private static byte* ReadAll(Stream s, long length, string path, ReadOnlySpan<byte> prefix = default)
     {
         byte* p = (byte*)NativeMemory.Alloc((nuint)Math.Max(length, 1));
         try
         {
-            long done = 0;
+            prefix.CopyTo(new Span<byte>(p, prefix.Length));
+            long done = prefix.Length;
             while (done < length)
             {
                 int want = (int)Math.Min(length - done, 1 << 30);
                 int got = s.Read(new Span<byte>(p + done, want));
-                if (got == 0) throw Bad(path, null, $"the file ended after {done} of its {length} bytes while being read (it changed)");
+                if (got == 0) throw Bad(path, null, prefix.IsEmpty
+                    ? $"the file ended after {done} of its {length} bytes while being read (it changed)"
+                    : $"the file ended after {done} of the {length} bytes its header gives it");
                 done += got;
             }
             return p;
