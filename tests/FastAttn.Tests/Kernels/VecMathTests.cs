@@ -27,12 +27,15 @@ public class VecMathTests(Xunit.Abstractions.ITestOutputHelper output)
     /// fused) → 7.5·10⁻⁷; sigmoid — 1/(1+e) with e's error → 3·u absolute;
     /// GELU(x) = ½x(1+erf(x/√2)) — x times erf's bound; the reciprocal estimate refined by one Newton step → 2⁻²² relative;
     /// softmax's exp for x ≤ 0 — its degree-5 polynomial's 9.2·10⁻⁸ (1.5 u) in exact arithmetic plus the same roundings
-    /// as exp → 6 ulp relative (float32 emulation of both the fused and the unfused path: 2.7 u and 3.1 u).
+    /// as exp → 6 ulp relative (float32 emulation of both the fused and the unfused path: 2.7 u and 3.1 u); its base-2 form
+    /// for x ≤ 0 — the same polynomial in f = x − round(x) (exact, |f| ≤ ½; coefficients scaled by powers of ln2 and
+    /// rounded to float) times an exact power of two, so only the polynomial's error and its Horner roundings → 6 ulp.
     /// </summary>
     private static (double Abs, double Rel) Bound(IsaPath isa, Op op, double x) => op switch
     {
         Op.Exp => (0, 4 * U),
         Op.ExpNonPositive => (0, 6 * U),
+        Op.Exp2NonPositive => (0, 6 * U),
         Op.Tanh => (4 * U, 0),
         Op.Erf => (7.5e-7, 0),
         Op.Sigmoid => (3 * U, 0),
@@ -45,6 +48,7 @@ public class VecMathTests(Xunit.Abstractions.ITestOutputHelper output)
     private static double Ref(Op op, double x) => op switch
     {
         Op.Exp or Op.ExpNonPositive => Math.Exp(x),
+        Op.Exp2NonPositive => Math.Pow(2, x),
         Op.Tanh => Math.Tanh(x),
         Op.Erf => Reference.Erf(x),
         Op.Sigmoid => 1 / (1 + Math.Exp(-x)),
@@ -65,6 +69,8 @@ public class VecMathTests(Xunit.Abstractions.ITestOutputHelper output)
         {
             Op.Exp => [.. Grid(-87, 88, 20011), 0f, -0f, 1e-30f, -1e-30f],
             Op.ExpNonPositive => [.. Grid(-87.29, 0, 40011), .. Grid(-1, 0, 20011), -0f, -1e-30f],
+            // down to the cut-off (2^−126, the least normal float) and the few ulp above 0 a rounded shift can leave
+            Op.Exp2NonPositive => [.. Grid(-126, 0, 40011), .. Grid(-1, 0, 20011), .. Grid(-126, -125, 1001), -0f, -1e-30f, 1e-7f, 4e-6f],
             Op.Reciprocal => [.. Grid(0.001, 1000, 20011), .. Grid(-1000, -0.001, 1001), 1e-30f, 3e30f],
             _ => [.. Grid(-12, 12, 20011), 0f, -0f, 1e-6f, -1e-6f, 0.0039f, 0.0041f, 19.9f, 20.1f, -25f, 40f],
         };
@@ -101,6 +107,12 @@ public class VecMathTests(Xunit.Abstractions.ITestOutputHelper output)
             var en = Run(Op.ExpNonPositive, -88f, -1000f, float.NegativeInfinity, 0f, -0f, float.NaN);
             Assert.Equal([0f, 0f, 0f, 1f, 1f], en[..5]);
             Assert.True(float.IsNaN(en[5]), $"ExpNonPositive(NaN) = {en[5]}");
+            // its base-2 form: the same, and the cut-off 2^−126 itself the least normal float, not a denormal
+            var e2 = Run(Op.Exp2NonPositive, -126.01f, -1000f, float.NegativeInfinity, 0f, -0f, float.NaN, -126f, -125.99f);
+            Assert.Equal([0f, 0f, 0f, 1f, 1f], e2[..5]);
+            Assert.True(float.IsNaN(e2[5]), $"Exp2NonPositive(NaN) = {e2[5]}");
+            Assert.Equal(float.Pow(2, -126), e2[6]);
+            Assert.True(float.IsNormal(e2[7]), $"Exp2NonPositive(-125.99) = {e2[7]:R}");
             // GELU: the identity far right (also at +∞ and the largest floats), exactly 0 at 0
             Assert.Equal([float.PositiveInfinity, 3e38f, 1e20f, 40f, 0f], Run(Op.Gelu, float.PositiveInfinity, 3e38f, 1e20f, 40f, 0f));
             // tanh and sigmoid saturate cleanly, keep the sign, and are odd/complementary

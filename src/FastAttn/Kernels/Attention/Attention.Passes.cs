@@ -26,17 +26,24 @@ public static unsafe partial class Attention
         TVec n0 = TOps.Max(m0, x0), n1 = TOps.Max(m1, x1);
         // a column with nothing visible yet keeps m = −∞; subtract 0 there so exp gives 0, not NaN
         TVec z0 = TOps.SelectLess(n0, lowest, TOps.Zero, n0), z1 = TOps.SelectLess(n1, lowest, TOps.Zero, n1);
-        TVec c0 = VecMath.ExpNonPositive<TOps, TVec>(TOps.Sub(m0, z0)), c1 = two ? VecMath.ExpNonPositive<TOps, TVec>(TOps.Sub(m1, z1)) : TOps.Zero;
+        // in base 2: p = 2^(s·log₂e − round(z·log₂e)). The rounded shift is the same for a whole column of the tile and is
+        // made from the kept maximum the same way on every tile, so its rounding cancels in the normalisation and in the
+        // rescale c = 2^(round(m·log₂e) − round(z·log₂e)); each p has one rounding, of the multiply-add, as e^(s − z) had
+        TVec log2e = TOps.Broadcast(1.44269504088896341f);
+        TVec zl0 = TOps.Mul(z0, log2e), zl1 = TOps.Mul(z1, log2e);
+        TVec c0 = VecMath.Exp2NonPositive<TOps, TVec>(TOps.Sub(TOps.Mul(m0, log2e), zl0));
+        TVec c1 = two ? VecMath.Exp2NonPositive<TOps, TVec>(TOps.Sub(TOps.Mul(m1, log2e), zl1)) : TOps.Zero;
+        TVec nz0 = TOps.Sub(TOps.Zero, zl0), nz1 = TOps.Sub(TOps.Zero, zl1);
         TVec s0 = TOps.Zero, s1 = TOps.Zero;
         for (int j = 0; j < cols; j++)
         {
             float* sr = st + j * nq;
-            TVec p0 = VecMath.ExpNonPositive<TOps, TVec>(TOps.Sub(TOps.Load(sr), z0));
+            TVec p0 = VecMath.Exp2NonPositive<TOps, TVec>(TOps.Fma(TOps.Load(sr), log2e, nz0));
             TOps.Store(p0, sr);
             s0 = TOps.Add(s0, p0);
             if (two)
             {
-                TVec p1 = VecMath.ExpNonPositive<TOps, TVec>(TOps.Sub(TOps.Load(sr + w), z1));
+                TVec p1 = VecMath.Exp2NonPositive<TOps, TVec>(TOps.Fma(TOps.Load(sr + w), log2e, nz1));
                 TOps.Store(p1, sr + w);
                 s1 = TOps.Add(s1, p1);
             }

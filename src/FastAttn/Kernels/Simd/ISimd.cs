@@ -38,6 +38,11 @@ internal unsafe interface ISimd<TVec> where TVec : struct
     static abstract TVec Exp(TVec a);
     /// <summary>The float whose bits are (bits(t) &lt;&lt; 23) + bits(1f): 2^n when t = n + 1.5·2^23 (see <see cref="VecMath.Exp{TOps, TVec}"/>).</summary>
     static abstract TVec Pow2FromMagic(TVec t);
+    /// <summary>
+    /// The float whose bits are bits(p) + (bits(t) &lt;&lt; 23): p·2^n when t = n + 1.5·2^23, for p and the result normal
+    /// (see <see cref="VecMath.Exp2NonPositive{TOps, TVec}"/>); one integer shift and add instead of building 2^n and multiplying.
+    /// </summary>
+    static abstract TVec ScaleByMagic(TVec p, TVec t);
     static abstract TVec Abs(TVec a);
     /// <summary>Lanes where a &lt; b take x, the others y.</summary>
     static abstract TVec SelectLess(TVec a, TVec b, TVec x, TVec y);

@@ -34,6 +34,7 @@ internal unsafe struct Simd128 : ISimd<Vector128<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Min(Vector128<float> a, Vector128<float> b) => Vector128.MinNative(a, b);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Exp(Vector128<float> a) => VecMath.Exp<Simd128, Vector128<float>>(a);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Pow2FromMagic(Vector128<float> t) => (Vector128.ShiftLeft(t.AsInt32(), 23) + Vector128.Create(0x3F800000)).AsSingle();
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> ScaleByMagic(Vector128<float> p, Vector128<float> t) => (p.AsInt32() + Vector128.ShiftLeft(t.AsInt32(), 23)).AsSingle();
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Abs(Vector128<float> a) => Vector128.Abs(a);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> SelectLess(Vector128<float> a, Vector128<float> b, Vector128<float> x, Vector128<float> y) => Vector128.ConditionalSelect(Vector128.LessThan(a, b), x, y);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Reverse(Vector128<float> a) => Vector128.Shuffle(a, Vector128.Create(3, 2, 1, 0));

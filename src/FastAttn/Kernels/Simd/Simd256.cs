@@ -34,6 +34,7 @@ internal unsafe struct Simd256 : ISimd<Vector256<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Min(Vector256<float> a, Vector256<float> b) => Vector256.MinNative(a, b);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Exp(Vector256<float> a) => VecMath.Exp<Simd256, Vector256<float>>(a);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Pow2FromMagic(Vector256<float> t) => (Vector256.ShiftLeft(t.AsInt32(), 23) + Vector256.Create(0x3F800000)).AsSingle();
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> ScaleByMagic(Vector256<float> p, Vector256<float> t) => (p.AsInt32() + Vector256.ShiftLeft(t.AsInt32(), 23)).AsSingle();
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Abs(Vector256<float> a) => Vector256.Abs(a);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> SelectLess(Vector256<float> a, Vector256<float> b, Vector256<float> x, Vector256<float> y) => Vector256.ConditionalSelect(Vector256.LessThan(a, b), x, y);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Reverse(Vector256<float> a) => Vector256.Shuffle(a, Vector256.Create(7, 6, 5, 4, 3, 2, 1, 0));

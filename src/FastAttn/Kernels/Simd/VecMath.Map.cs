@@ -5,7 +5,7 @@ namespace FastAttn.Kernels;
 /// <summary>The vector math functions applied element-wise to a span on a chosen path (for tests and scalar-free loops).</summary>
 internal static unsafe class VecMathMap
 {
-    public enum Op { Exp, ExpNonPositive, Tanh, Erf, Sigmoid, Relu, Gelu, GeluTanh, Reciprocal }
+    public enum Op { Exp, ExpNonPositive, Exp2NonPositive, Tanh, Erf, Sigmoid, Relu, Gelu, GeluTanh, Reciprocal }
 
     public static void Apply(IsaPath isa, Op op, ReadOnlySpan<float> x, Span<float> y)
     {
@@ -33,6 +33,7 @@ internal static unsafe class VecMathMap
     {
         Op.Exp => TOps.Exp(v),
         Op.ExpNonPositive => VecMath.ExpNonPositive<TOps, TVec>(v),
+        Op.Exp2NonPositive => VecMath.Exp2NonPositive<TOps, TVec>(v),
         Op.Tanh => VecMath.Tanh<TOps, TVec>(v),
         Op.Erf => VecMath.Erf<TOps, TVec>(v),
         Op.Sigmoid => VecMath.Sigmoid<TOps, TVec>(v),

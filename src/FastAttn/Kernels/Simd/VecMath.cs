@@ -60,6 +60,32 @@ internal static class VecMath
         return TOps.SelectLess(x, lowest, TOps.Zero, TOps.Mul(p, TOps.Pow2FromMagic(t)));
     }
 
+    /// <summary>
+    /// 2^x for softmax's shifted scores in base 2 (x ≤ 0, or a rounding error above it): 13 vector operations against
+    /// <see cref="ExpNonPositive{TOps, TVec}"/>'s 15 counted the same way (the caller's shift by the maximum becomes one
+    /// multiply-add by log₂e, as the subtraction it replaces). n = round(x) by the 1.5·2²³ trick, f = x − n exactly in [−½, ½], 2^f by
+    /// <see cref="ExpNonPositive{TOps, TVec}"/>'s polynomial with r = f·ln2 substituted (coefficient k times ln2^k: the same
+    /// least maximum relative error, 9.2e-8 in exact arithmetic), and the exponent n added to the polynomial's bits. x is
+    /// clamped at −126 first, so n ≥ −126, and where n = −126, f ≥ 0 and the polynomial ≥ 1: the result is always a normal
+    /// float (no denormal reaches P·V). Below −126 (e^−87.3, as ExpNonPositive's cut-off) and at −∞: exactly 0; NaN stays NaN.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TVec Exp2NonPositive<TOps, TVec>(TVec x) where TOps : ISimd<TVec> where TVec : struct
+    {
+        TVec lowest = TOps.Broadcast(-126f);
+        TVec xc = TOps.Max(lowest, x); // x second: the native max returns it when it is NaN
+        TVec magic = TOps.Broadcast(12582912f); // 1.5·2²³
+        TVec t = TOps.Add(xc, magic);
+        TVec f = TOps.Sub(xc, TOps.Sub(t, magic));
+        TVec p = TOps.Broadcast(0.0013264651643112302f);
+        p = TOps.Fma(p, f, TOps.Broadcast(0.009671518579125404f));
+        p = TOps.Fma(p, f, TOps.Broadcast(0.05550733953714371f));
+        p = TOps.Fma(p, f, TOps.Broadcast(0.24022242426872253f));
+        p = TOps.Fma(p, f, TOps.Broadcast(0.6931470036506653f));
+        p = TOps.Fma(p, f, TOps.Broadcast(1f));
+        return TOps.SelectLess(x, lowest, TOps.Zero, TOps.ScaleByMagic(p, t));
+    }
+
     /// <summary>tanh(x) = sign(x)·(1 − 2/(e^{2|x|}+1)); accurate to a few ulp, saturates cleanly.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static TVec Tanh<TOps, TVec>(TVec x) where TOps : ISimd<TVec> where TVec : struct
