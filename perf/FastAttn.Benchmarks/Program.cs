@@ -20,6 +20,7 @@ var all = new (string Name, Type Type)[]
     ("latency", typeof(LatencyBenchmarks)),
     ("tagger", typeof(TaggerBenchmarks)),
     ("hostile", typeof(HostileInputBenchmarks)),
+    ("denormal", typeof(DenormalBenchmarks)),
     ("embeddings", typeof(EmbeddingsBenchmarks)),
     ("architectures", typeof(ArchitectureBenchmarks)),
     ("decoders", typeof(DecoderBenchmarks)),
@@ -28,7 +29,7 @@ var all = new (string Name, Type Type)[]
     ("precision", typeof(PrecisionModelBenchmarks)),
 };
 // suites run only when named (they take a while, or measure something other than the engine)
-string[] onDemand = ["hostile", "embeddings", "precision", "architectures", "decoders", "load"];
+string[] onDemand = ["hostile", "denormal", "embeddings", "precision", "architectures", "decoders", "load"];
 var types = all.Where(t => (only.Length == 0 && !onDemand.Contains(t.Name)) || only.Contains(t.Name) || t.Name == "peak").Select(t => t.Type).ToArray();
 var summaries = BenchmarkRunner.Run(types, BenchConfig.Create(quick));
 Report.Write(summaries, Path.Combine(Report.RepoRoot(), "perf", "results", "latest.md"), Console.Out);

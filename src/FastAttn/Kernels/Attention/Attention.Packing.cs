@@ -50,6 +50,8 @@ public static unsafe partial class Attention
 
     /// <summary>
     /// Packs keys in blocks of mr, d-major inside a block ([d][mr]); zero rows pad the last block. Optionally e^{2k}.
+    /// Here and in <see cref="PackQ{TOps, TVec}"/> and <see cref="PackV{TOps, TVec}"/> denormals are packed as 0, as the
+    /// GEMM's packing does (a multiply-add on a denormal operand takes a microcode assist).
     /// On AVX-512 whole 16-column chunks go through an in-register transpose whose 16-float row stores run 4 floats
     /// past each 12-float row (ascending order overwrites them; the layout leaves slack after the last block).
     /// </summary>
@@ -70,7 +72,7 @@ public static unsafe partial class Attention
             {
                 float* src = kb + i * ldk;
                 float* dd = db + i;
-                for (int c = dFast; c < d; c++) dd[c * mr] = src[c];
+                for (int c = dFast; c < d; c++) dd[c * mr] = SimdScalar.ZeroDenormals(src[c]);
             }
             for (int i = kr; i < mr; i++)
                 for (int c = dFast; c < d; c++) db[c * mr + i] = 0f;
@@ -108,7 +110,7 @@ public static unsafe partial class Attention
                 {
                     float* s = v + j * ldv + col0;
                     float* d = panel + (long)j * pw;
-                    TVec x0 = TOps.Load(s), x1 = TOps.Load(s + w);
+                    TVec x0 = TOps.ZeroDenormals(TOps.Load(s)), x1 = TOps.ZeroDenormals(TOps.Load(s + w));
                     all0 = TOps.Fma(x0, TOps.Zero, all0);
                     all1 = TOps.Fma(x1, TOps.Zero, all1);
                     TOps.Store(x0, d);
@@ -121,8 +123,8 @@ public static unsafe partial class Attention
                 float* s = v + j * ldv + col0;
                 float* d = panel + (long)j * pw;
                 int c = 0;
-                for (; c + w <= cols; c += w) { TVec x = TOps.Load(s + c); all0 = TOps.Fma(x, TOps.Zero, all0); TOps.Store(x, d + c); }
-                for (; c < cols; c++) { d[c] = s[c]; tail += s[c] * 0f; }
+                for (; c + w <= cols; c += w) { TVec x = TOps.ZeroDenormals(TOps.Load(s + c)); all0 = TOps.Fma(x, TOps.Zero, all0); TOps.Store(x, d + c); }
+                for (; c < cols; c++) { float x = SimdScalar.ZeroDenormals(s[c]); d[c] = x; tail += x * 0f; }
                 for (; c < pw && c % w != 0; c++) d[c] = 0f;
                 for (; c < pw; c += w) TOps.Store(TOps.Zero, d + c);
             }
@@ -153,7 +155,7 @@ public static unsafe partial class Attention
         {
             float* src = q + r * ldq;
             float* dd = dst + r;
-            for (int c = dFast; c < d; c++) dd[c * nq] = src[c] * scale;
+            for (int c = dFast; c < d; c++) dd[c * nq] = SimdScalar.ZeroDenormals(src[c] * scale);
         }
         if (rows < nq)
             for (int c = dFast; c < d; c++)

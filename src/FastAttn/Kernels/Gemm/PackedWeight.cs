@@ -155,7 +155,10 @@ public sealed unsafe class PackedWeight : IDisposable
         }
     }
 
-    /// <summary>Packs like the FP32 panels, then rounds each weight to bfloat16 (nearest even; NaN stays NaN).</summary>
+    /// <summary>
+    /// Packs like the FP32 panels (denormals as 0), then rounds each weight to bfloat16 (nearest even; NaN stays NaN): a
+    /// normal float never rounds to a denormal bfloat16 (the least normal float is one).
+    /// </summary>
     private static void PackBf16(IsaPath isa, float* src, int inFeatures, int rows, ushort* dst)
     {
         long n = GemmCore.PackedBSize(isa, inFeatures, rows);

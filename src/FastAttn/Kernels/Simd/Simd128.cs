@@ -37,6 +37,7 @@ internal unsafe struct Simd128 : ISimd<Vector128<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> ScaleByMagic(Vector128<float> p, Vector128<float> t) => (p.AsInt32() + Vector128.ShiftLeft(t.AsInt32(), 23)).AsSingle();
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Abs(Vector128<float> a) => Vector128.Abs(a);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> SelectLess(Vector128<float> a, Vector128<float> b, Vector128<float> x, Vector128<float> y) => Vector128.ConditionalSelect(Vector128.LessThan(a, b), x, y);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> ZeroDenormals(Vector128<float> v) => Vector128.ConditionalSelect(Vector128.Equals(v.AsInt32() & Vector128.Create(0x7F800000), Vector128<int>.Zero).AsSingle(), Vector128<float>.Zero, v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Reverse(Vector128<float> a) => Vector128.Shuffle(a, Vector128.Create(3, 2, 1, 0));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Sum(Vector128<float> a)

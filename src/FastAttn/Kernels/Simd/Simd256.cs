@@ -37,6 +37,7 @@ internal unsafe struct Simd256 : ISimd<Vector256<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> ScaleByMagic(Vector256<float> p, Vector256<float> t) => (p.AsInt32() + Vector256.ShiftLeft(t.AsInt32(), 23)).AsSingle();
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Abs(Vector256<float> a) => Vector256.Abs(a);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> SelectLess(Vector256<float> a, Vector256<float> b, Vector256<float> x, Vector256<float> y) => Vector256.ConditionalSelect(Vector256.LessThan(a, b), x, y);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> ZeroDenormals(Vector256<float> v) => Vector256.ConditionalSelect(Vector256.Equals(v.AsInt32() & Vector256.Create(0x7F800000), Vector256<int>.Zero).AsSingle(), Vector256<float>.Zero, v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Reverse(Vector256<float> a) => Vector256.Shuffle(a, Vector256.Create(7, 6, 5, 4, 3, 2, 1, 0));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector256<float> a) => Simd128.Sum(a.GetLower() + a.GetUpper());
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float MaxAcross(Vector256<float> a) => Simd128.MaxAcross(Vector128.Max(a.GetLower(), a.GetUpper()));

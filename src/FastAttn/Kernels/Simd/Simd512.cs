@@ -34,6 +34,7 @@ internal unsafe struct Simd512 : ISimd<Vector512<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> ScaleByMagic(Vector512<float> p, Vector512<float> t) => (p.AsInt32() + Vector512.ShiftLeft(t.AsInt32(), 23)).AsSingle();
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Abs(Vector512<float> a) => Vector512.Abs(a);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> SelectLess(Vector512<float> a, Vector512<float> b, Vector512<float> x, Vector512<float> y) => Vector512.ConditionalSelect(Vector512.LessThan(a, b), x, y);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> ZeroDenormals(Vector512<float> v) => Vector512.ConditionalSelect(Vector512.Equals(v.AsInt32() & Vector512.Create(0x7F800000), Vector512<int>.Zero).AsSingle(), Vector512<float>.Zero, v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Reverse(Vector512<float> a) => Vector512.Shuffle(a, Vector512.Create(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector512<float> a) => Simd256.Sum(a.GetLower() + a.GetUpper());
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float MaxAcross(Vector512<float> a) => Simd256.MaxAcross(Vector256.Max(a.GetLower(), a.GetUpper()));

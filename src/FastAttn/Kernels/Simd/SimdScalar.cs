@@ -31,6 +31,7 @@ internal unsafe struct SimdScalar : ISimd<float>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float ScaleByMagic(float p, float t) => BitConverter.Int32BitsToSingle(BitConverter.SingleToInt32Bits(p) + (BitConverter.SingleToInt32Bits(t) << 23));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Abs(float a) => MathF.Abs(a);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float SelectLess(float a, float b, float x, float y) => a < b ? x : y;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float ZeroDenormals(float v) => (BitConverter.SingleToInt32Bits(v) & 0x7F800000) == 0 ? 0f : v;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(float a) => a;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float MaxAcross(float a) => a;
 }
