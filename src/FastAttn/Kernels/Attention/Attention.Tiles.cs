@@ -38,7 +38,7 @@ public static unsafe partial class Attention
         for (int i = 0; i < nq; i++) iota[i] = i;
 
         bool materialise = a.Weights != null;
-        int bcTile = TileKeys(mr);
+        int bcTile = KeyTile(mr, nq, d, dv);
         int bc = materialise ? lkPad : bcTile;
         int keyEnd = Math.Min(lk, valid);
         bool additive = a.Score == ScoreKind.Additive;
