@@ -12,12 +12,12 @@ internal static unsafe class Transpose
 
     /// <summary>
     /// dst[c·ldd + r] = scale·src[r·lds + c] for r &lt; 16, c &lt; 16, rows r ≥ <paramref name="rows"/> read as zero.
-    /// Each destination row is written as a full 16-float store. Denormal results are written as 0
-    /// (<see cref="ISimd{TVec}.ZeroDenormals"/>, after the scale): what this packs feeds multiply-adds. (A denormal source
+    /// Each destination row is written as a full 16-float store. With <paramref name="zeroDenormals"/>, denormal results are
+    /// written as 0 (<see cref="ISimd{TVec}.ZeroDenormals"/>, after the scale): what this packs feeds multiply-adds. (A denormal source
     /// then costs one assist in the scale's multiply, once per element, instead of one in every multiply-add that reads it.)
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Block16(float* src, nint lds, int rows, float* dst, nint ldd, float scale)
+    public static void Block16(float* src, nint lds, int rows, float* dst, nint ldd, float scale, bool zeroDenormals)
     {
         Vector512<float> z = Vector512<float>.Zero;
         if (rows <= 8)
@@ -43,8 +43,11 @@ internal static unsafe class Transpose
                 e0 *= sc; e1 *= sc; e2 *= sc; e3 *= sc; e4 *= sc; e5 *= sc; e6 *= sc; e7 *= sc;
                 e8 *= sc; e9 *= sc; eA *= sc; eB *= sc; eC *= sc; eD *= sc; eE *= sc; eF *= sc;
             }
-            e0 = Z(e0); e1 = Z(e1); e2 = Z(e2); e3 = Z(e3); e4 = Z(e4); e5 = Z(e5); e6 = Z(e6); e7 = Z(e7);
-            e8 = Z(e8); e9 = Z(e9); eA = Z(eA); eB = Z(eB); eC = Z(eC); eD = Z(eD); eE = Z(eE); eF = Z(eF);
+            if (zeroDenormals)
+            {
+                e0 = Z(e0); e1 = Z(e1); e2 = Z(e2); e3 = Z(e3); e4 = Z(e4); e5 = Z(e5); e6 = Z(e6); e7 = Z(e7);
+                e8 = Z(e8); e9 = Z(e9); eA = Z(eA); eB = Z(eB); eC = Z(eC); eD = Z(eD); eE = Z(eE); eF = Z(eF);
+            }
             e0.Store(dst); e1.Store(dst + ldd); e2.Store(dst + 2 * ldd); e3.Store(dst + 3 * ldd);
             e4.Store(dst + 4 * ldd); e5.Store(dst + 5 * ldd); e6.Store(dst + 6 * ldd); e7.Store(dst + 7 * ldd);
             e8.Store(dst + 8 * ldd); e9.Store(dst + 9 * ldd); eA.Store(dst + 10 * ldd); eB.Store(dst + 11 * ldd);
@@ -84,8 +87,11 @@ internal static unsafe class Transpose
             o0 *= s; o1 *= s; o2 *= s; o3 *= s; o4 *= s; o5 *= s; o6 *= s; o7 *= s;
             o8 *= s; o9 *= s; oA *= s; oB *= s; oC *= s; oD *= s; oE *= s; oF *= s;
         }
-        o0 = Z(o0); o1 = Z(o1); o2 = Z(o2); o3 = Z(o3); o4 = Z(o4); o5 = Z(o5); o6 = Z(o6); o7 = Z(o7);
-        o8 = Z(o8); o9 = Z(o9); oA = Z(oA); oB = Z(oB); oC = Z(oC); oD = Z(oD); oE = Z(oE); oF = Z(oF);
+        if (zeroDenormals)
+        {
+            o0 = Z(o0); o1 = Z(o1); o2 = Z(o2); o3 = Z(o3); o4 = Z(o4); o5 = Z(o5); o6 = Z(o6); o7 = Z(o7);
+            o8 = Z(o8); o9 = Z(o9); oA = Z(oA); oB = Z(oB); oC = Z(oC); oD = Z(oD); oE = Z(oE); oF = Z(oF);
+        }
         o0.Store(dst); o1.Store(dst + ldd); o2.Store(dst + 2 * ldd); o3.Store(dst + 3 * ldd);
         o4.Store(dst + 4 * ldd); o5.Store(dst + 5 * ldd); o6.Store(dst + 6 * ldd); o7.Store(dst + 7 * ldd);
         o8.Store(dst + 8 * ldd); o9.Store(dst + 9 * ldd); oA.Store(dst + 10 * ldd); oB.Store(dst + 11 * ldd);

@@ -1,4 +1,5 @@
 using FastAttn.Kernels;
+using FastAttn.Layers;
 
 namespace FastAttn.Tests.Kernels;
 
@@ -116,6 +117,34 @@ public class DenormalTests
             Attention.Forward(q, lq, k, v, lk, y, scratch, options);
             Attention.Forward(qz, lq, Zeroed(k), Zeroed(v), lk, yz, scratch, options);
             AssertBits(yz, y, $"{isa} attention {lq}x{lk}x{hd}");
+        });
+    }
+
+    /// <summary>
+    /// An encoder layer (pre- and post-norm) whose projection weights and input hold denormals gives the bits it gives with
+    /// them 0: the GEMM packs them as zeros, and its attention is then fed nothing denormal (the layers do not ask it to
+    /// check). The input row 0 is all denormal.
+    /// </summary>
+    [Theory]
+    [InlineData(1, false)]
+    [InlineData(13, true)]
+    [InlineData(40, false)]
+    public void EncoderLayer_ReadsDenormalsAsZero(int tokens, bool normFirst)
+    {
+        IsaPaths.ForEach(isa =>
+        {
+            const int d = 48, heads = 3, ff = 80;
+            EncoderLayerWeights Weights(Func<float[], float[]> f) => new(
+                f(WithDenormals(3 * d * d, 1, 0.15f)), Reference.Random(3 * d, 2, 0.1f), f(WithDenormals(d * d, 3, 0.15f)), Reference.Random(d, 4, 0.1f),
+                f(WithDenormals(ff * d, 5, 0.15f)), Reference.Random(ff, 6, 0.1f), f(WithDenormals(d * ff, 7, 0.1f)), Reference.Random(d, 8, 0.1f),
+                Reference.Random(d, 9), Reference.Random(d, 10, 0.1f), Reference.Random(d, 11), Reference.Random(d, 12, 0.1f));
+            using var withDenormals = FastAttn.Layers.TransformerEncoder.FromWeights(d, heads, ff, [Weights(w => w)], Activation.Gelu, normFirst);
+            using var zeroed = FastAttn.Layers.TransformerEncoder.FromWeights(d, heads, ff, [Weights(Zeroed)], Activation.Gelu, normFirst);
+            float[] x = DenormalRun(WithDenormals(tokens * d, 13 + tokens), 0, d, 1);
+            float[] y = new float[tokens * d], yz = new float[tokens * d];
+            using (var s = withDenormals.CreateSession(tokens)) s.Run(x, y);
+            using (var s = zeroed.CreateSession(tokens)) s.Run(Zeroed(x), yz);
+            AssertBits(yz, y, $"{isa} encoder layer, {tokens} tokens, normFirst={normFirst}");
         });
     }
 }

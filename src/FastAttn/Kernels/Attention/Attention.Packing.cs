@@ -61,13 +61,14 @@ public static unsafe partial class Attention
 
     /// <summary>
     /// Packs keys in blocks of mr, d-major inside a block ([d][mr]); zero rows pad the last block. Optionally e^{2k}.
-    /// Here and in <see cref="PackQ{TOps, TVec}"/> and <see cref="PackV{TOps, TVec}"/> denormals are packed as 0, as the
-    /// GEMM's packing does (a multiply-add on a denormal operand takes a microcode assist).
+    /// Here and in <see cref="PackQ{TOps, TVec}"/> and <see cref="PackV{TOps, TVec}"/>, with <c>zero</c>, denormals are packed
+    /// as 0, as the GEMM's packing does (a multiply-add on a denormal operand takes a microcode assist; see
+    /// <see cref="AttentionCall.ZeroDenormals"/> for when).
     /// On AVX-512 whole 16-column chunks go through an in-register transpose whose 16-float row stores run 4 floats
     /// past each 12-float row (ascending order overwrites them; the layout leaves slack after the last block).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void PackK<TOps, TVec>(IsaPath isa, float* k, nint ldk, int keys, int d, int mr, float* dst, bool exp2)
+    private static void PackK<TOps, TVec>(IsaPath isa, float* k, nint ldk, int keys, int d, int mr, float* dst, bool exp2, bool zero)
         where TOps : ISimd<TVec> where TVec : struct
     {
         int blocks = (keys + mr - 1) / mr;
@@ -78,12 +79,12 @@ public static unsafe partial class Attention
             float* db = dst + (long)b * mr * d;
             int kr = Math.Min(mr, keys - b * mr);
             float* kb = k + b * mr * ldk;
-            for (int c0 = 0; c0 < dFast; c0 += 16) Transpose.Block16(kb + c0, ldk, kr, db + c0 * mr, mr, 1f);
+            for (int c0 = 0; c0 < dFast; c0 += 16) Transpose.Block16(kb + c0, ldk, kr, db + c0 * mr, mr, 1f, zero);
             for (int i = 0; i < kr; i++)
             {
                 float* src = kb + i * ldk;
                 float* dd = db + i;
-                for (int c = dFast; c < d; c++) dd[c * mr] = SimdScalar.ZeroDenormals(src[c]);
+                for (int c = dFast; c < d; c++) dd[c * mr] = zero ? SimdScalar.ZeroDenormals(src[c]) : src[c];
             }
             for (int i = kr; i < mr; i++)
                 for (int c = dFast; c < d; c++) db[c * mr + i] = 0f;
@@ -102,7 +103,7 @@ public static unsafe partial class Attention
     /// layout P·V's microkernel reads — and says whether any value is NaN or ±∞ (x·0 is 0 for every finite x), in the same pass.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static bool PackV<TOps, TVec>(float* v, nint ldv, int keys, int dv, int nr, float* dst)
+    private static bool PackV<TOps, TVec>(float* v, nint ldv, int keys, int dv, int nr, float* dst, bool zero)
         where TOps : ISimd<TVec> where TVec : struct
     {
         int w = TOps.Width;
@@ -121,7 +122,8 @@ public static unsafe partial class Attention
                 {
                     float* s = v + j * ldv + col0;
                     float* d = panel + (long)j * pw;
-                    TVec x0 = TOps.ZeroDenormals(TOps.Load(s)), x1 = TOps.ZeroDenormals(TOps.Load(s + w));
+                    TVec x0 = TOps.Load(s), x1 = TOps.Load(s + w);
+                    if (zero) { x0 = TOps.ZeroDenormals(x0); x1 = TOps.ZeroDenormals(x1); }
                     all0 = TOps.Fma(x0, TOps.Zero, all0);
                     all1 = TOps.Fma(x1, TOps.Zero, all1);
                     TOps.Store(x0, d);
@@ -134,8 +136,8 @@ public static unsafe partial class Attention
                 float* s = v + j * ldv + col0;
                 float* d = panel + (long)j * pw;
                 int c = 0;
-                for (; c + w <= cols; c += w) { TVec x = TOps.ZeroDenormals(TOps.Load(s + c)); all0 = TOps.Fma(x, TOps.Zero, all0); TOps.Store(x, d + c); }
-                for (; c < cols; c++) { float x = SimdScalar.ZeroDenormals(s[c]); d[c] = x; tail += x * 0f; }
+                for (; c + w <= cols; c += w) { TVec x = TOps.Load(s + c); if (zero) x = TOps.ZeroDenormals(x); all0 = TOps.Fma(x, TOps.Zero, all0); TOps.Store(x, d + c); }
+                for (; c < cols; c++) { float x = zero ? SimdScalar.ZeroDenormals(s[c]) : s[c]; d[c] = x; tail += x * 0f; }
                 for (; c < pw && c % w != 0; c++) d[c] = 0f;
                 for (; c < pw; c += w) TOps.Store(TOps.Zero, d + c);
             }
@@ -153,20 +155,20 @@ public static unsafe partial class Attention
 
     /// <summary>Qᵀ of one query tile: [d][nq], scaled; queries beyond <paramref name="rows"/> are zero. Optionally e^{2q}.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void PackQ<TOps, TVec>(IsaPath isa, float* q, nint ldq, int rows, int d, int nq, float* dst, float scale, bool exp2)
+    private static void PackQ<TOps, TVec>(IsaPath isa, float* q, nint ldq, int rows, int d, int nq, float* dst, float scale, bool exp2, bool zero)
         where TOps : ISimd<TVec> where TVec : struct
     {
         int dFast = Transpose.Available(isa) && nq % 16 == 0 ? d / 16 * 16 : 0;
         for (int r0 = 0; r0 < nq && dFast > 0; r0 += 16)
         {
             int rr = Math.Clamp(rows - r0, 0, 16);
-            for (int c0 = 0; c0 < dFast; c0 += 16) Transpose.Block16(q + r0 * ldq + c0, ldq, rr, dst + c0 * nq + r0, nq, scale);
+            for (int c0 = 0; c0 < dFast; c0 += 16) Transpose.Block16(q + r0 * ldq + c0, ldq, rr, dst + c0 * nq + r0, nq, scale, zero);
         }
         for (int r = 0; r < rows; r++)
         {
             float* src = q + r * ldq;
             float* dd = dst + r;
-            for (int c = dFast; c < d; c++) dd[c * nq] = SimdScalar.ZeroDenormals(src[c] * scale);
+            for (int c = dFast; c < d; c++) dd[c * nq] = zero ? SimdScalar.ZeroDenormals(src[c] * scale) : src[c] * scale;
         }
         if (rows < nq)
             for (int c = dFast; c < d; c++)

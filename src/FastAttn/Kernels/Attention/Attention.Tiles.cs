@@ -57,8 +57,8 @@ public static unsafe partial class Attention
         int nBad = 0;
         if (keyEnd > 0)
         {
-            PackK<TOps, TVec>(a.Isa, a.K + k0 * a.Ldk + kvHead * d, a.Ldk, keyEnd, d, mr, kp, fastAdd);
-            if (PackV<TOps, TVec>(a.V + k0 * a.Ldv + kvHead * dv, a.Ldv, keyEnd, dv, nr, vp))
+            PackK<TOps, TVec>(a.Isa, a.K + k0 * a.Ldk + kvHead * d, a.Ldk, keyEnd, d, mr, kp, fastAdd, a.ZeroDenormals);
+            if (PackV<TOps, TVec>(a.V + k0 * a.Ldv + kvHead * dv, a.Ldv, keyEnd, dv, nr, vp, a.ZeroDenormals))
                 nBad = NonFiniteRows<TOps, TVec>(a.V + k0 * a.Ldv + kvHead * dv, a.Ldv, keyEnd, dv, bad);
             // a value row holding NaN or ±∞ is zeroed in the packed copy and added separately, only to the queries that
             // give it a nonzero weight: a masked key (weight exactly 0) must not turn an output into 0·∞ = NaN, and which
@@ -107,7 +107,7 @@ public static unsafe partial class Attention
                 // Measured against full tiles, alternated in one process, 1 thread: 12 heads × 12 tokens × 64 1.28×, 8 × 16 × 96
                 // 1.25×, 12 × 40 × 64 1.12×, 12 × 100 × 64 1.055×, 12 × 200 × 64 1.03×, 9 × 512 × 80 1.003×.
                 bool half = rows <= w && !additive;
-                PackQ<TOps, TVec>(a.Isa, a.Q + (q0 + r0) * a.Ldq + h * d, a.Ldq, rows, d, half ? w : nq, qt, additive ? 1f : a.Scale, fastAdd);
+                PackQ<TOps, TVec>(a.Isa, a.Q + (q0 + r0) * a.Ldq + h * d, a.Ldq, rows, d, half ? w : nq, qt, additive ? 1f : a.Scale, fastAdd, a.ZeroDenormals);
                 TOps.Store(ninf, mv); TOps.Store(ninf, mv + w);
                 TOps.Store(TOps.Zero, lv); TOps.Store(TOps.Zero, lv + w);
                 bool first = true;

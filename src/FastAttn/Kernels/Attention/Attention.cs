@@ -71,7 +71,9 @@ public static unsafe partial class Attention
         ThrowHelper.NoOverlap(wR, v, "options.WeightsOut", nameof(v));
         ThrowHelper.NoOverlap(wR, outR, "options.WeightsOut", nameof(output));
         ThrowHelper.NoOverlap(wR, sR, "options.WeightsOut", nameof(scratch));
-        ForwardCore(isa, q, queryTokens, k, v, keyTokens, output, scratch, o, pool);
+        var call = o;
+        call.ZeroDenormals = true;
+        ForwardCore(isa, q, queryTokens, k, v, keyTokens, output, scratch, call, pool);
     }
 
     /// <summary>The unchecked core: the caller has validated every argument (asserted in debug builds).</summary>
@@ -105,7 +107,7 @@ public static unsafe partial class Attention
                 BoolMask = o.BoolMask.IsEmpty ? null : pbm, FloatMask = o.FloatMask.IsEmpty ? null : pfm,
                 Weights = o.WeightsOut.IsEmpty ? null : pw, Slopes = o.DistanceSlopes.IsEmpty ? null : pslope,
                 TotalQ = queryTokens, TotalK = keyTokens,
-                RelBias = o.RelativeBias.IsEmpty ? null : prel, RelSpan = o.RelativeBiasSpan,
+                RelBias = o.RelativeBias.IsEmpty ? null : prel, RelSpan = o.RelativeBiasSpan, ZeroDenormals = o.ZeroDenormals,
             };
             if (pool != null && TryMultithread(a, o.SequenceLengths, keyLens, o.KeyValidLengths, nSeq, ps, ScratchSize(isa, o, keyTokens), pool)) return;
             int q0 = 0, k0 = 0;
@@ -252,6 +254,7 @@ public static unsafe partial class Attention
         public int RelSpan;
         public float* Weights;
         public int TotalQ, TotalK;
+        public bool ZeroDenormals;
     }
 
 }

@@ -89,6 +89,12 @@ internal ref struct AttentionCall
     public int RelativeBiasSpan;
     public Span<float> WeightsOut;
     public int QStride, KStride, VStride, OutStride;
+    /// <summary>
+    /// Pack denormal queries, keys and values as zeros (<see cref="ISimd{TVec}.ZeroDenormals"/>): set by the checked entry,
+    /// for a caller's own data. The library's layers leave it off: their Q, K and V are products of operands the GEMM has
+    /// already packed so (one can only be denormal when tiny operands make it so, and that product took the assists).
+    /// </summary>
+    public bool ZeroDenormals;
 
     /// <summary>The span view of public options (the memory fields' spans).</summary>
     public static AttentionCall From(in AttentionOptions o) => new()

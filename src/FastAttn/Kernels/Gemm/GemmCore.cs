@@ -322,7 +322,7 @@ internal static unsafe partial class GemmCore
                 CopyZeroingDenormals(a + g0 * lda, d, kc);
                 continue;
             }
-            for (int k0 = 0; k0 < kFast; k0 += 16) Transpose.Block16(a + g0 * lda + k0, lda, rows, d + k0 * rows, rows, 1f);
+            for (int k0 = 0; k0 < kFast; k0 += 16) Transpose.Block16(a + g0 * lda + k0, lda, rows, d + k0 * rows, rows, 1f, true);
             for (int i = 0; i < rows; i++)
             {
                 float* s = a + (g0 + i) * lda;
