@@ -157,7 +157,7 @@ internal static unsafe partial class GemmCore
                 {
                     float* s = src + kk * ks + col0;
                     float* dd = d + (long)kk * nr;
-                    CopyZeroingDenormals(s, dd, cols);
+                    CopyZeroingDenormals(isa, s, dd, cols);
                     int j = cols;
                     for (; j < nr && j % vc != 0; j++) dd[j] = 0f;
                     for (; j + vc <= nr; j += vc) System.Numerics.Vector.Store(System.Numerics.Vector<float>.Zero, dd + j);
@@ -286,16 +286,23 @@ internal static unsafe partial class GemmCore
         else GemmMicrokernel.Dispatch<TOps, TVec, ViaEpilogue, TW>(rows, a, aStep, b, kc, c, ldc, cols, ref e);
     }
 
-    /// <summary>dst[i] = src[i] for i &lt; n, denormals (and −0) written as +0.</summary>
-    internal static void CopyZeroingDenormals(float* src, float* dst, long n)
+    /// <summary>dst[i] = src[i] for i &lt; n, denormals (and −0) written as +0, in vectors of path <paramref name="isa"/>.</summary>
+    internal static void CopyZeroingDenormals(IsaPath isa, float* src, float* dst, long n)
     {
+        switch (isa)
+        {
+            case IsaPath.Vector512: CopyZeroingDenormals<Simd512, Vector512<float>>(src, dst, n); break;
+            case IsaPath.Vector256: CopyZeroingDenormals<Simd256, Vector256<float>>(src, dst, n); break;
+            case IsaPath.Vector128: CopyZeroingDenormals<Simd128, Vector128<float>>(src, dst, n); break;
+            default: CopyZeroingDenormals<SimdScalar, float>(src, dst, n); break;
+        }
+    }
+
+    private static void CopyZeroingDenormals<TOps, TVec>(float* src, float* dst, long n) where TOps : ISimd<TVec> where TVec : struct
+    {
+        int w = TOps.Width;
         long i = 0;
-        if (Vector512.IsHardwareAccelerated)
-            for (; i + 16 <= n; i += 16) Simd512.ZeroDenormals(Vector512.Load(src + i)).Store(dst + i);
-        else if (Vector256.IsHardwareAccelerated)
-            for (; i + 8 <= n; i += 8) Simd256.ZeroDenormals(Vector256.Load(src + i)).Store(dst + i);
-        else if (Vector128.IsHardwareAccelerated)
-            for (; i + 4 <= n; i += 4) Simd128.ZeroDenormals(Vector128.Load(src + i)).Store(dst + i);
+        for (; i + w <= n; i += w) TOps.Store(TOps.ZeroDenormals(TOps.Load(src + i)), dst + i);
         for (; i < n; i++) dst[i] = SimdScalar.ZeroDenormals(src[i]);
     }
 
@@ -319,7 +326,7 @@ internal static unsafe partial class GemmCore
             float* d = dst + g0 * kc;
             if (rows == 1)
             {
-                CopyZeroingDenormals(a + g0 * lda, d, kc);
+                CopyZeroingDenormals(isa, a + g0 * lda, d, kc);
                 continue;
             }
             for (int k0 = 0; k0 < kFast; k0 += 16) Transpose.Block16(a + g0 * lda + k0, lda, rows, d + k0 * rows, rows, 1f, true);
