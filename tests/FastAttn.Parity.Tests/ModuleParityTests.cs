@@ -7,13 +7,24 @@ using static TorchSharp.torch;
 namespace FastAttn.Parity.Tests;
 
 /// <summary>Bare nn.MultiheadAttention, nn.Linear and nn.LayerNorm modules, saved with a prefix, loaded by name.</summary>
-public class ModuleParityTests(Xunit.Abstractions.ITestOutputHelper output)
+public sealed class ModuleParityTests(Xunit.Abstractions.ITestOutputHelper output) : IDisposable
 {
     static ModuleParityTests() { torch.set_num_threads(1); torch.set_grad_enabled(false); }
 
-    private static string Save(torch.nn.Module m, string prefix)
+    private readonly List<string> _dirs = [];
+
+    /// <summary>Removes the test's files (xUnit disposes each test's instance after the test; open files are disposed by then).</summary>
+    public void Dispose()
     {
-        string path = Path.Combine(Directory.CreateTempSubdirectory("fastattn-mod-").FullName, "m.safetensors");
+        foreach (string d in _dirs)
+            try { Directory.Delete(d, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+
+    private string Save(torch.nn.Module m, string prefix)
+    {
+        string dir = Directory.CreateTempSubdirectory("fastattn-mod-").FullName;
+        _dirs.Add(dir);
+        string path = Path.Combine(dir, "m.safetensors");
         SafeTensorsWriter.Write(path, m.state_dict().Select(kv =>
             new SafeTensorsWriter.Entry(prefix + kv.Key, kv.Value.contiguous().data<float>().ToArray(), kv.Value.shape)));
         return path;
