@@ -29,6 +29,13 @@ public static class Sweep
     public static readonly int[] TokenCounts = [1, 4, 12, 20, 50, 128, 200, 512];
     /// <summary>Idle time before each timed batch (see <see cref="Interleave"/>); <c>--pause MS</c> changes it.</summary>
     private static int PauseMs = 20;
+    /// <summary>
+    /// Interleaved rounds per point (<c>--rounds N</c>). 21: the same build's ratio at a point moved between two runs by a
+    /// standard deviation (of its logarithm) of 0.128 with 7 rounds and 0.074 with 21 (one pair of whole sweeps each, on an
+    /// Intel Xeon host, 2026-12-04 — the √3 of independent samples: the noise is from call to call, not from slow phases
+    /// a round would share); a whole sweep takes ~7 minutes instead of ~3.
+    /// </summary>
+    private static int Rounds = 21;
 
     public sealed record Point(int D, int HeadDim, int FfRatio, int Tokens, bool NormFirst, Activation Act, bool Causal)
     {
@@ -61,7 +68,11 @@ public static class Sweep
     {
         var clock = Stopwatch.StartNew();
         var inv = CultureInfo.InvariantCulture;
-        for (int i = 0; i + 1 < args.Length; i++) if (args[i] == "--pause") PauseMs = int.Parse(args[i + 1], inv);
+        for (int i = 0; i + 1 < args.Length; i++)
+        {
+            if (args[i] == "--pause") PauseMs = int.Parse(args[i + 1], inv);
+            if (args[i] == "--rounds") Rounds = Math.Max(1, int.Parse(args[i + 1], inv));
+        }
         string? only = args.FirstOrDefault(a => a.StartsWith("--only=", StringComparison.Ordinal))?[7..];
         double peak = PeakProbe.MeasureGflops();
         console.WriteLine($"FMA peak (one core): {peak:F1} GFLOP/s");
@@ -248,8 +259,7 @@ public static class Sweep
         int calls = reps.Values.Max();
         foreach (var name in reps.Keys.ToList()) reps[name] = calls;
         var times = impls.ToDictionary(i => i.Name, _ => new List<double>());
-        const int rounds = 7;
-        for (int r = 0; r < rounds; r++)
+        for (int r = 0; r < Rounds; r++)
             for (int j = 0; j < impls.Count; j++)
             {
                 // the order rotates every round, and each batch starts after a pause: libtorch's OpenMP threads and ONNX
@@ -427,7 +437,7 @@ public static class Sweep
         sb.AppendLine(string.Create(inv, $"Machine: {Environment.ProcessorCount} logical CPUs, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, .NET {Environment.Version}; {Isa.Describe()}"));
         sb.AppendLine(string.Create(inv, $"FMA peak of one core, measured in this run: {peak:F1} GFLOP/s. Command: `dotnet run -c Release --project perf/FastAttn.Benchmarks -- sweep`."));
         sb.AppendLine();
-        sb.AppendLine("One encoder layer per row (nn.TransformerEncoderLayer semantics, eval); time = median per call over 7 interleaved rounds (order rotating; before each batch a full GC, then idle until the process's threads have been quiet for 5 ms, at least 20 ms — peers' pools spin on after their calls; every implementation timed over the same number of calls per batch, as many as the fastest makes in 10 ms); ratio = FastAttn ÷ the faster peer (below 1: FastAttn is faster); % of peak = FastAttn's GFLOP/s over one core's peak (2-thread rows can reach 200 %). libtorch = the faster of nn.TransformerEncoderLayer (post-norm only) and the same layer from functional ops. Every peer's output was checked against FastAttn's (max |Δ| / max |y| < 1e-4) before timing.");
+        sb.AppendLine($"One encoder layer per row (nn.TransformerEncoderLayer semantics, eval); time = median per call over {Rounds} interleaved rounds (order rotating; before each batch a full GC, then idle until the process's threads have been quiet for 5 ms, at least 20 ms — peers' pools spin on after their calls; every implementation timed over the same number of calls per batch, as many as the fastest makes in 10 ms); ratio = FastAttn ÷ the faster peer (below 1: FastAttn is faster); % of peak = FastAttn's GFLOP/s over one core's peak (2-thread rows can reach 200 %). libtorch = the faster of nn.TransformerEncoderLayer (post-norm only) and the same layer from functional ops. Every peer's output was checked against FastAttn's (max |Δ| / max |y| < 1e-4) before timing.");
         sb.AppendLine();
         var all = rows.Concat(attention).ToList();
         var ratios = all.Select(r => r.Ratio).OrderBy(v => v).ToList();
