@@ -99,11 +99,34 @@ public static unsafe partial class Attention
     private static int VPanelWidth(int dv, int p, int nr, int w) => dv - p * nr <= w ? w : nr;
 
     /// <summary>
-    /// Packs values in panels ([panel][key][width], width from <see cref="VPanelWidth"/>, zero-padded past dv) — the
+    /// Value panels as P·V runs them: when the value width ends in a half panel after at least one full one, the last
+    /// full panel and the half one are one panel three vectors wide (<paramref name="triple"/>; run by
+    /// <see cref="GemmMicrokernel.DispatchTriple{TOps, TVec, TM}"/>). Panel p starts at column p·nr and at p·keys·nr in
+    /// the packed copy either way (every panel before the last is a full one).
+    /// </summary>
+    private static int VPanels(int dv, int nr, int w, bool allowTriple, out bool triple)
+    {
+        int p = (Math.Max(dv, 1) + nr - 1) / nr;
+        triple = allowTriple && p >= 2 && dv - (p - 1) * nr <= w;
+        return triple ? p - 1 : p;
+    }
+
+    /// <summary>
+    /// Tests set this on their own thread to run P·V without the three-vector panel (<see cref="VPanels"/>) and compare
+    /// bits; read once per group of heads, on the thread that runs it.
+    /// </summary>
+    [ThreadStatic] internal static bool NoTripleV;
+
+    /// <summary>Width of panel <paramref name="p"/> of <paramref name="panels"/> (<see cref="VPanels"/>).</summary>
+    private static int VPanelWidth(int dv, int p, int nr, int w, bool triple, int panels) =>
+        triple && p == panels - 1 ? 3 * w : VPanelWidth(dv, p, nr, w);
+
+    /// <summary>
+    /// Packs values in panels ([panel][key][width], width from <see cref="VPanelWidth(int, int, int, int, bool, int)"/>, zero-padded past dv) — the
     /// layout P·V's microkernel reads — and says whether any value is NaN or ±∞ (x·0 is 0 for every finite x), in the same pass.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static bool PackV<TOps, TVec>(float* v, nint ldv, int keys, int dv, int nr, float* dst, bool zero)
+    private static bool PackV<TOps, TVec>(float* v, nint ldv, int keys, int dv, int nr, float* dst, bool zero, bool allowTriple)
         where TOps : ISimd<TVec> where TVec : struct
     {
         int w = TOps.Width;
@@ -111,12 +134,14 @@ public static unsafe partial class Attention
         // each, was the pass's bound
         TVec all0 = TOps.Zero, all1 = TOps.Zero;
         float tail = 0f;
-        for (int col0 = 0; col0 < dv; col0 += nr)
+        int panels = VPanels(dv, nr, w, allowTriple, out bool triple);
+        for (int p = 0; p < panels; p++)
         {
-            int cols = Math.Min(nr, dv - col0);
-            int pw = VPanelWidth(dv, col0 / nr, nr, w);
-            float* panel = dst + (long)col0 * keys; // panel col0/nr starts at (col0/nr)·keys·nr
-            if (cols == 2 * w)
+            int col0 = p * nr;
+            int pw = VPanelWidth(dv, p, nr, w, triple, panels);
+            int cols = Math.Min(pw, dv - col0);
+            float* panel = dst + (long)col0 * keys; // panel p starts at p·keys·nr
+            if (cols == 2 * w && pw == 2 * w)
             {
                 for (int j = 0; j < keys; j++)
                 {

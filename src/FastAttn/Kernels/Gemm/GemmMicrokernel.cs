@@ -121,6 +121,72 @@ internal static unsafe class GemmMicrokernel
     }
 
     /// <summary>
+    /// Three vectors of columns (B advances 3w floats per k), up to 8 rows: C = acc or C += acc (<see cref="StoreDirect"/>,
+    /// <see cref="AddDirect"/>). For attention's P·V when the value width ends in a half panel (48, 80, 112 on AVX-512):
+    /// the last full panel and the half one run as one tile, whose broadcasts of P serve three vectors instead of one or two.
+    /// Each element is the same chain of multiply-adds in the same order as in the other tiles (same bits).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void DispatchTriple<TOps, TVec, TM>(int rows, float* a, nint aStep, float* b, int kc, float* c, nint ldc)
+        where TOps : ISimd<TVec> where TVec : struct where TM : IStoreMode
+    {
+        Debug.Assert(TM.Mode is 1 or 2 && rows is >= 1 and <= 8);
+        switch (rows)
+        {
+            case 8: Tile3<TOps, TVec, Rows8, TM>(a, aStep, b, kc, c, ldc); break;
+            case 7: Tile3<TOps, TVec, Rows7, TM>(a, aStep, b, kc, c, ldc); break;
+            case 6: Tile3<TOps, TVec, Rows6, TM>(a, aStep, b, kc, c, ldc); break;
+            case 5: Tile3<TOps, TVec, Rows5, TM>(a, aStep, b, kc, c, ldc); break;
+            case 4: Tile3<TOps, TVec, Rows4, TM>(a, aStep, b, kc, c, ldc); break;
+            case 3: Tile3<TOps, TVec, Rows3, TM>(a, aStep, b, kc, c, ldc); break;
+            case 2: Tile3<TOps, TVec, Rows2, TM>(a, aStep, b, kc, c, ldc); break;
+            default: Tile3<TOps, TVec, Rows1, TM>(a, aStep, b, kc, c, ldc); break;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Tile3<TOps, TVec, TR, TM>(float* a, nint aStep, float* b, int kc, float* c, nint ldc)
+        where TOps : ISimd<TVec> where TVec : struct where TR : IRowCount where TM : IStoreMode
+    {
+        int w = TOps.Width;
+        TVec c00 = TOps.Zero, c01 = TOps.Zero, c02 = TOps.Zero, c10 = TOps.Zero, c11 = TOps.Zero, c12 = TOps.Zero;
+        TVec c20 = TOps.Zero, c21 = TOps.Zero, c22 = TOps.Zero, c30 = TOps.Zero, c31 = TOps.Zero, c32 = TOps.Zero;
+        TVec c40 = TOps.Zero, c41 = TOps.Zero, c42 = TOps.Zero, c50 = TOps.Zero, c51 = TOps.Zero, c52 = TOps.Zero;
+        TVec c60 = TOps.Zero, c61 = TOps.Zero, c62 = TOps.Zero, c70 = TOps.Zero, c71 = TOps.Zero, c72 = TOps.Zero;
+        for (int k = 0; k < kc; k++)
+        {
+            TVec b0 = TOps.Load(b), b1 = TOps.Load(b + w), b2 = TOps.Load(b + 2 * w);
+            TVec x = TOps.BroadcastFrom(a);
+            c00 = TOps.Fma(x, b0, c00); c01 = TOps.Fma(x, b1, c01); c02 = TOps.Fma(x, b2, c02);
+            if (TR.N > 1) { x = TOps.BroadcastFrom(a + 1); c10 = TOps.Fma(x, b0, c10); c11 = TOps.Fma(x, b1, c11); c12 = TOps.Fma(x, b2, c12); }
+            if (TR.N > 2) { x = TOps.BroadcastFrom(a + 2); c20 = TOps.Fma(x, b0, c20); c21 = TOps.Fma(x, b1, c21); c22 = TOps.Fma(x, b2, c22); }
+            if (TR.N > 3) { x = TOps.BroadcastFrom(a + 3); c30 = TOps.Fma(x, b0, c30); c31 = TOps.Fma(x, b1, c31); c32 = TOps.Fma(x, b2, c32); }
+            if (TR.N > 4) { x = TOps.BroadcastFrom(a + 4); c40 = TOps.Fma(x, b0, c40); c41 = TOps.Fma(x, b1, c41); c42 = TOps.Fma(x, b2, c42); }
+            if (TR.N > 5) { x = TOps.BroadcastFrom(a + 5); c50 = TOps.Fma(x, b0, c50); c51 = TOps.Fma(x, b1, c51); c52 = TOps.Fma(x, b2, c52); }
+            if (TR.N > 6) { x = TOps.BroadcastFrom(a + 6); c60 = TOps.Fma(x, b0, c60); c61 = TOps.Fma(x, b1, c61); c62 = TOps.Fma(x, b2, c62); }
+            if (TR.N > 7) { x = TOps.BroadcastFrom(a + 7); c70 = TOps.Fma(x, b0, c70); c71 = TOps.Fma(x, b1, c71); c72 = TOps.Fma(x, b2, c72); }
+            a += aStep;
+            b += 3 * w;
+        }
+        Put3<TOps, TVec, TM>(c00, c01, c02, c, w);
+        if (TR.N > 1) Put3<TOps, TVec, TM>(c10, c11, c12, c + ldc, w);
+        if (TR.N > 2) Put3<TOps, TVec, TM>(c20, c21, c22, c + 2 * ldc, w);
+        if (TR.N > 3) Put3<TOps, TVec, TM>(c30, c31, c32, c + 3 * ldc, w);
+        if (TR.N > 4) Put3<TOps, TVec, TM>(c40, c41, c42, c + 4 * ldc, w);
+        if (TR.N > 5) Put3<TOps, TVec, TM>(c50, c51, c52, c + 5 * ldc, w);
+        if (TR.N > 6) Put3<TOps, TVec, TM>(c60, c61, c62, c + 6 * ldc, w);
+        if (TR.N > 7) Put3<TOps, TVec, TM>(c70, c71, c72, c + 7 * ldc, w);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Put3<TOps, TVec, TM>(TVec v0, TVec v1, TVec v2, float* p, int w) where TOps : ISimd<TVec> where TVec : struct where TM : IStoreMode
+    {
+        Put<TOps, TVec, TM>(v0, p);
+        Put<TOps, TVec, TM>(v1, p + w);
+        Put<TOps, TVec, TM>(v2, p + 2 * w);
+    }
+
+    /// <summary>
     /// The register-blocked microkernel: TR rows (≤ MR) × 2 vectors of columns, broadcast-FMA over kc.
     /// One body serves every width and every row count; the JIT folds the row tests away.
     /// </summary>
