@@ -4,7 +4,7 @@ namespace FastAttn.Tests.Kernels;
 
 /// <summary>
 /// P·V runs the last full value panel and a half one as one panel three vectors wide when the value width ends in a half
-/// panel (48, 80 or 112 on AVX-512; 33, 41, 65 on every path). Each output is the same chain of multiply-adds either way,
+/// panel (48, 80 or 112 on AVX-512; 33 and 65 on every path, 41 on all but Vector256). Each output is the same chain of multiply-adds either way,
 /// so the bits must equal those of the separate panels (with non-finite values too: their rows are cleared in the packed
 /// copy by panel width).
 /// </summary>
@@ -46,6 +46,31 @@ public class AttentionValuePanelTests
                             Assert.True(BitConverter.SingleToInt32Bits(wide[i]) == BitConverter.SingleToInt32Bits(separate[i]),
                                 $"dv {dv}, {t} tokens, {causal}, non-finite {nonFinite}: out[{i}] = {wide[i]:R} against {separate[i]:R}");
                     }
+        });
+    }
+
+    /// <summary>
+    /// Keys over several key tiles (1,700: more than one tile on every path), so the wide panel's tile also adds into the
+    /// output tile (after the running maximum moved: larger logits) instead of only storing into it.
+    /// </summary>
+    [Theory]
+    [InlineData(33)]
+    [InlineData(48)]
+    public void ThreeVectorPanel_ManyKeyTiles(int dv)
+    {
+        IsaPaths.ForEach(() =>
+        {
+            var a = new AttentionCase { Heads = 2, KvHeads = 2, D = 16, Dv = dv, QLens = [19], KLens = [1700] };
+            a.Fill(31, 2f);
+            float[] wide = a.Run();
+            AttentionTests.AssertMatches(a, wide, $"dv {dv}, 19 queries × 1700 keys");
+            float[] separate;
+            Attention.NoTripleV = true;
+            try { separate = a.Run(); }
+            finally { Attention.NoTripleV = false; }
+            for (int i = 0; i < wide.Length; i++)
+                Assert.True(BitConverter.SingleToInt32Bits(wide[i]) == BitConverter.SingleToInt32Bits(separate[i]),
+                    $"dv {dv}: out[{i}] = {wide[i]:R} against {separate[i]:R}");
         });
     }
 
