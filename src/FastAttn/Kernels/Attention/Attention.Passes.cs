@@ -31,19 +31,19 @@ public static unsafe partial class Attention
         // rescale c = 2^(round(m·log₂e) − round(z·log₂e)); each p has one rounding, of the multiply-add, as e^(s − z) had
         TVec log2e = TOps.Broadcast(1.44269504088896341f);
         TVec zl0 = TOps.Mul(z0, log2e), zl1 = TOps.Mul(z1, log2e);
-        TVec c0 = VecMath.Exp2NonPositive<TOps, TVec>(TOps.Sub(TOps.Mul(m0, log2e), zl0));
-        TVec c1 = two ? VecMath.Exp2NonPositive<TOps, TVec>(TOps.Sub(TOps.Mul(m1, log2e), zl1)) : TOps.Zero;
+        TVec c0 = TOps.Exp2NonPositive(TOps.Sub(TOps.Mul(m0, log2e), zl0));
+        TVec c1 = two ? TOps.Exp2NonPositive(TOps.Sub(TOps.Mul(m1, log2e), zl1)) : TOps.Zero;
         TVec nz0 = TOps.Sub(TOps.Zero, zl0), nz1 = TOps.Sub(TOps.Zero, zl1);
         TVec s0 = TOps.Zero, s1 = TOps.Zero;
         for (int j = 0; j < cols; j++)
         {
             float* sr = st + j * nq;
-            TVec p0 = VecMath.Exp2NonPositive<TOps, TVec>(TOps.Fma(TOps.Load(sr), log2e, nz0));
+            TVec p0 = TOps.Exp2NonPositive(TOps.Fma(TOps.Load(sr), log2e, nz0));
             TOps.Store(p0, sr);
             s0 = TOps.Add(s0, p0);
             if (two)
             {
-                TVec p1 = VecMath.Exp2NonPositive<TOps, TVec>(TOps.Fma(TOps.Load(sr + w), log2e, nz1));
+                TVec p1 = TOps.Exp2NonPositive(TOps.Fma(TOps.Load(sr + w), log2e, nz1));
                 TOps.Store(p1, sr + w);
                 s1 = TOps.Add(s1, p1);
             }

@@ -36,6 +36,11 @@ internal unsafe interface ISimd<TVec> where TVec : struct
     static abstract TVec Max(TVec a, TVec b);
     static abstract TVec Min(TVec a, TVec b);
     static abstract TVec Exp(TVec a);
+    /// <summary>
+    /// 2^x for softmax's shifted scores: <see cref="VecMath.Exp2NonPositive{TOps, TVec}"/>, bit for bit; the 512-bit path
+    /// computes it with fewer instructions (see <see cref="Simd512.Exp2NonPositive"/>).
+    /// </summary>
+    static abstract TVec Exp2NonPositive(TVec x);
     /// <summary>The float whose bits are (bits(t) &lt;&lt; 23) + bits(1f): 2^n when t = n + 1.5·2^23 (see <see cref="VecMath.Exp{TOps, TVec}"/>).</summary>
     static abstract TVec Pow2FromMagic(TVec t);
     /// <summary>

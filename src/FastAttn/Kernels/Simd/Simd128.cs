@@ -33,6 +33,7 @@ internal unsafe struct Simd128 : ISimd<Vector128<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Max(Vector128<float> a, Vector128<float> b) => Vector128.MaxNative(a, b);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Min(Vector128<float> a, Vector128<float> b) => Vector128.MinNative(a, b);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Exp(Vector128<float> a) => VecMath.Exp<Simd128, Vector128<float>>(a);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Exp2NonPositive(Vector128<float> x) => VecMath.Exp2NonPositive<Simd128, Vector128<float>>(x);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Pow2FromMagic(Vector128<float> t) => (Vector128.ShiftLeft(t.AsInt32(), 23) + Vector128.Create(0x3F800000)).AsSingle();
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> ScaleByMagic(Vector128<float> p, Vector128<float> t) => (p.AsInt32() + Vector128.ShiftLeft(t.AsInt32(), 23)).AsSingle();
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Abs(Vector128<float> a) => Vector128.Abs(a);

@@ -33,6 +33,7 @@ internal unsafe struct Simd256 : ISimd<Vector256<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Max(Vector256<float> a, Vector256<float> b) => Vector256.MaxNative(a, b);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Min(Vector256<float> a, Vector256<float> b) => Vector256.MinNative(a, b);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Exp(Vector256<float> a) => VecMath.Exp<Simd256, Vector256<float>>(a);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Exp2NonPositive(Vector256<float> x) => VecMath.Exp2NonPositive<Simd256, Vector256<float>>(x);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Pow2FromMagic(Vector256<float> t) => (Vector256.ShiftLeft(t.AsInt32(), 23) + Vector256.Create(0x3F800000)).AsSingle();
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> ScaleByMagic(Vector256<float> p, Vector256<float> t) => (p.AsInt32() + Vector256.ShiftLeft(t.AsInt32(), 23)).AsSingle();
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Abs(Vector256<float> a) => Vector256.Abs(a);

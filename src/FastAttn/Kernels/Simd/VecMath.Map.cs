@@ -33,7 +33,7 @@ internal static unsafe class VecMathMap
     {
         Op.Exp => TOps.Exp(v),
         Op.ExpNonPositive => VecMath.ExpNonPositive<TOps, TVec>(v),
-        Op.Exp2NonPositive => VecMath.Exp2NonPositive<TOps, TVec>(v),
+        Op.Exp2NonPositive => TOps.Exp2NonPositive(v),
         Op.Tanh => VecMath.Tanh<TOps, TVec>(v),
         Op.Erf => VecMath.Erf<TOps, TVec>(v),
         Op.Sigmoid => VecMath.Sigmoid<TOps, TVec>(v),
