@@ -15,7 +15,7 @@ namespace FastAttn.Threading;
 /// after every item in flight has finished; the pool stays usable.
 /// </para>
 /// <para>
-/// <b>Threads.</b> One run at a time: a second thread calling <see cref="Run"/> while a run is in progress gets
+/// <b>Threads.</b> One run at a time: a second thread calling <see cref="Run(IParallelWork, int)"/> while a run is in progress gets
 /// <see cref="InvalidOperationException"/>. <see cref="Dispose"/> may be called from any thread, also during a run (it
 /// waits for the run to finish; called by an item of that run, it is done when the run returns). A pool that is dropped without being disposed stops its threads when it is collected.
 /// </para>
@@ -96,12 +96,20 @@ public sealed unsafe class WorkerPool : IDisposable
     /// <summary>Runs items 0..items−1 of <paramref name="work"/> across the pool and returns when all are done.</summary>
     /// <exception cref="ObjectDisposedException">The pool was disposed.</exception>
     /// <exception cref="InvalidOperationException">Another thread is running work on this pool.</exception>
-    public void Run(IParallelWork work, int items)
+    public void Run(IParallelWork work, int items) => Run(work, items, affine: false);
+
+    /// <summary>
+    /// Runs items 0..items−1; with <paramref name="affine"/> the items are cut into <see cref="Threads"/> contiguous blocks
+    /// and thread w runs block w first, then helps with what is left of the others (from their fronts), so two regions cut
+    /// alike give the same thread the same block: a self-attention layer's q|k|v product split by heads and the attention
+    /// over those heads (see <c>MultiHeadAttention</c>).
+    /// </summary>
+    internal void Run(IParallelWork work, int items, bool affine)
     {
         ArgumentNullException.ThrowIfNull(work);
         Enter();
         _runner = Environment.CurrentManagedThreadId;
-        try { _core.Run(work, items); }
+        try { _core.Run(work, items, affine); }
         finally
         {
             _runner = 0;
@@ -112,7 +120,7 @@ public sealed unsafe class WorkerPool : IDisposable
         GC.KeepAlive(this);
     }
 
-    /// <summary>The managed id of the thread inside <see cref="Run"/> (0 when none).</summary>
+    /// <summary>The managed id of the thread inside <see cref="Run(IParallelWork, int)"/> (0 when none).</summary>
     private volatile int _runner;
     private int _disposeAfterRun;
 
@@ -172,6 +180,9 @@ public sealed unsafe class WorkerPool : IDisposable
         public readonly int Threads;
         private long _generation;
         private int _pending, _next, _items;
+        private bool _affine;
+        /// <summary>Affine runs: the next item of thread w's block at [w·16] and the block's end at [w·16 + 1] (a cache line each).</summary>
+        private readonly int[] _claim;
         private IParallelWork? _work;
         private Exception? _error;
         private volatile bool _stopping;
@@ -260,6 +271,7 @@ public sealed unsafe class WorkerPool : IDisposable
             Threads = threads;
             Scratch = new float*[threads];
             _cpu = new int[threads * 16];
+            _claim = new int[threads * 16];
             for (int w = 0; w < threads; w++) _cpu[w * 16] = -1 - w; // unknown: never equal
             _go = new ManualResetEventSlim?[threads];
             _threads = new Thread?[threads];
@@ -301,7 +313,7 @@ public sealed unsafe class WorkerPool : IDisposable
             ScratchFloats = floats;
         }
 
-        public void Run(IParallelWork work, int items)
+        public void Run(IParallelWork work, int items, bool affine)
         {
             if (items <= 0) return;
             if (Threads == 1 || items == 1)
@@ -313,6 +325,13 @@ public sealed unsafe class WorkerPool : IDisposable
             _work = work;
             _items = items;
             _next = 0;
+            _affine = affine;
+            if (affine)
+                for (int w = 0; w < Threads; w++)
+                {
+                    _claim[w * 16] = (int)((long)w * items / Threads);
+                    _claim[w * 16 + 1] = (int)((long)(w + 1) * items / Threads);
+                }
             _error = null;
             Volatile.Write(ref _pending, Threads - 1);
             Interlocked.Increment(ref _generation);
@@ -335,9 +354,37 @@ public sealed unsafe class WorkerPool : IDisposable
             }
         }
 
+        /// <summary>
+        /// Claims and runs items until none is left. Plain runs take the next item of the whole run (whichever thread comes
+        /// first: the OS wakes them in no fixed order); affine runs take thread <paramref name="worker"/>'s own block first,
+        /// then the others' leftovers, so two regions cut alike put the same block on the same thread (a product that
+        /// computes the heads a thread then attends to; see <c>MultiHeadAttention</c>) while a thread the OS holds back still
+        /// has its items taken over.
+        /// </summary>
         private void Drain(int worker)
         {
             var work = _work!;
+            if (_affine)
+            {
+                for (int k = 0; k < Threads; k++)
+                {
+                    int v = worker + k < Threads ? worker + k : worker + k - Threads;
+                    int end = _claim[v * 16 + 1];
+                    while (true)
+                    {
+                        int i = Interlocked.Increment(ref _claim[v * 16]) - 1;
+                        if (i >= end) break;
+                        try { work.Execute(i, worker); }
+                        catch (Exception e)
+                        {
+                            Interlocked.CompareExchange(ref _error, e, null);
+                            for (int u = 0; u < Threads; u++) Volatile.Write(ref _claim[u * 16], _claim[u * 16 + 1]);
+                            return;
+                        }
+                    }
+                }
+                return;
+            }
             while (true)
             {
                 int i = Interlocked.Increment(ref _next) - 1;

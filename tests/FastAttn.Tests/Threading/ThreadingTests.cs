@@ -161,6 +161,57 @@ public class ThreadingTests
     }
 
     /// <summary>
+    /// Where the attention splits by heads alone, the layer's q|k|v product is split the same way (thread w projects the
+    /// heads it attends to; the pool's affine hand-out keeps them together): the bits must be those of one thread, for
+    /// every thread count, causal or not, with key padding, and where the thread boundaries miss a panel boundary (6 heads
+    /// of 16 on 2 threads: the plain split; on 3, 2 heads a thread, they fall on one), or the heads do not share out evenly
+    /// (10 heads on 3 or 4 threads) — and the head split must have run where it applies and nowhere else.
+    /// </summary>
+    [Theory]
+    [InlineData(256, 8, false)]
+    [InlineData(320, 10, true)]
+    [InlineData(96, 6, false)]
+    public void SelfAttention_QkvSplitByHeads_SameBitsAsOneThread(int d, int heads, bool causal)
+    {
+        int nr = GemmCore.PanelWidth(Isa.Current);
+        bool Aligned(int threads)
+        {
+            if (heads % threads != 0) return false;
+            for (int w = 1; w < threads; w++) if (w * heads / threads * (d / heads) % nr != 0) return false;
+            return true;
+        }
+        var settings = new AttentionSettings { Causal = causal ? CausalMode.TopLeft : CausalMode.None };
+        using var enc = TransformerEncoder.Create(layers: 1, dModel: d, heads: heads, ffDim: 2 * d, normFirst: true, seed: 31, attention: settings);
+        var block = Assert.IsType<EncoderBlock>(enc.Blocks[0]);
+        const int maxT = 200;
+        float[] x = Reference.Random(maxT * d, 32);
+        using var one = enc.CreateSessionUnchecked(maxT, 1);
+        int ran = 0;
+        foreach (int t in new[] { 33, 100, 200 })
+        {
+            var xs = x.AsSpan(0, t * d);
+            int[] valid = [t - 5];
+            float[] want = new float[t * d], wantPadded = new float[t * d];
+            one.Run(xs, want);
+            one.Run(xs, wantPadded, [t], valid);
+            foreach (int threads in new[] { 2, 3, 4 })
+            {
+                using var pool = new WorkerPool(threads);
+                float[] y = new float[t * d], yp = new float[t * d], scratch = new float[block.ScratchSize(t)];
+                int before = MultiHeadAttention.HeadSplitRuns;
+                block.Forward(xs, y, new Batch(t, pool: pool), scratch);
+                block.Forward(xs, yp, new Batch(t, [t], valid, pool: pool), scratch);
+                int runs = MultiHeadAttention.HeadSplitRuns - before;
+                if (!Aligned(threads)) Assert.Equal(0, runs);
+                ran += runs;
+                Assert.True(want.AsSpan().SequenceEqual(y), $"{t} tokens, {threads} threads");
+                Assert.True(wantPadded.AsSpan().SequenceEqual(yp), $"{t} tokens, {t - 5} valid keys, {threads} threads");
+            }
+        }
+        Assert.True(ran > 0, "the q|k|v product never split by heads");
+    }
+
+    /// <summary>
     /// On several threads a small layer runs everything after the attention row-local (each thread its rows through the
     /// output projection, the norms and the feed-forward): the bits must be those of one thread on both sides of the
     /// token count where it starts, with shares of more than one block of rows, for packed sequences too, and through <see cref="Block.Forward"/> with exactly

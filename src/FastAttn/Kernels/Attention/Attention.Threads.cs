@@ -14,7 +14,7 @@ public static unsafe partial class Attention
     /// False (nothing done) when the call is too small to pay for the hand-off.
     /// </summary>
     private static bool TryMultithread(in Args a, ReadOnlySpan<int> seqLens, ReadOnlySpan<int> keyLens, ReadOnlySpan<int> validLens, int nSeq,
-        float* callerScratch, long scratchFloats, WorkerPool pool)
+        float* callerScratch, long scratchFloats, WorkerPool pool, bool affineGroups = false)
     {
         int threads = pool.Threads;
         if (threads == 1) return false;
@@ -44,9 +44,28 @@ public static unsafe partial class Attention
             job.SetSequence(s, sq, lq, sk, lk, validLens.IsEmpty ? lk : validLens[s]);
             sq += lq; sk += lk;
         }
-        pool.Run(job, groups * chunks);
+        pool.Run(job, groups * chunks, affine: affineGroups && chunks == 1);
         job.Clear();
         return true;
+    }
+
+    /// <summary>
+    /// True when a self-attention call of one sequence of <paramref name="tokens"/> tokens (no packed batch) on
+    /// <paramref name="threads"/> threads would split by key/value head groups alone (one query chunk per group), as
+    /// <see cref="TryMultithread"/> decides: then thread w runs groups [w·G/threads, (w+1)·G/threads) under
+    /// <see cref="AttentionCall.AffineGroups"/>.
+    /// </summary>
+    internal static bool SplitsByGroups(IsaPath isa, int heads, int kvHeads, int headDim, int valueHeadDim, int tokens, int validKeys, int window, CausalMode causal, int threads)
+    {
+        if (threads < 2 || tokens < 1) return false;
+        int kv = kvHeads == 0 ? heads : kvHeads, d = headDim, dv = valueHeadDim == 0 ? d : valueHeadDim;
+        double flops = 2.0 * tokens * Math.Min(Math.Min(tokens, validKeys), window > 0 ? 2L * window + 1 : long.MaxValue) * (d + dv) * heads;
+        if (flops < ParallelFlops || kv < 2) return false;
+        int nq = GemmCore.PanelWidth(isa);
+        Span<int> valid = stackalloc int[1];
+        valid[0] = validKeys;
+        return ChooseChunks(threads, kv, nq, tokens, causal != CausalMode.None, default, default,
+            validKeys < tokens ? valid : default, 1, tokens, tokens, causal == CausalMode.BottomRight) == 1;
     }
 
     /// <summary>Query rows per chunk when a group's longest sequence is cut into <paramref name="chunks"/> (whole query tiles).</summary>

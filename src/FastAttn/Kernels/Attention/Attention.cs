@@ -109,7 +109,7 @@ public static unsafe partial class Attention
                 TotalQ = queryTokens, TotalK = keyTokens,
                 RelBias = o.RelativeBias.IsEmpty ? null : prel, RelSpan = o.RelativeBiasSpan, ZeroDenormals = o.ZeroDenormals,
             };
-            if (pool != null && TryMultithread(a, o.SequenceLengths, keyLens, o.KeyValidLengths, nSeq, ps, ScratchSize(isa, o, keyTokens), pool)) return;
+            if (pool != null && TryMultithread(a, o.SequenceLengths, keyLens, o.KeyValidLengths, nSeq, ps, ScratchSize(isa, o, keyTokens), pool, o.AffineGroups)) return;
             int q0 = 0, k0 = 0;
             for (int s = 0; s < nSeq; s++)
             {

@@ -95,6 +95,12 @@ internal ref struct AttentionCall
     /// already packed so (one can only be denormal when tiny operands make it so, and that product took the assists).
     /// </summary>
     public bool ZeroDenormals;
+    /// <summary>
+    /// Hand the (key/value head) groups out in the pool's affine blocks when the call splits by groups alone: thread w
+    /// takes the heads whose q, k and v it projected (<see cref="Attention.SplitsByGroups"/>; set by the self-attention
+    /// layer when it split its q|k|v product the same way). Work is the same either way; only which thread runs a head.
+    /// </summary>
+    public bool AffineGroups;
 
     /// <summary>The span view of public options (the memory fields' spans).</summary>
     public static AttentionCall From(in AttentionOptions o) => new()

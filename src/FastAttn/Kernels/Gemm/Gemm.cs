@@ -95,6 +95,33 @@ public static unsafe class Gemm
     }
 
     /// <summary>
+    /// <see cref="LinearCore"/> for a weight of three equal segments (FP32 or bf16) split over the pool by heads: thread w
+    /// computes, in each segment, the panels [edges[w], edges[w + 1]) (see <see cref="GemmCore.RunHeadShares"/>). Same bits.
+    /// </summary>
+    internal static void LinearHeadSharesCore(ReadOnlySpan<float> x, int rows, PackedWeight weight, Span<float> y, Span<float> scratch,
+        ReadOnlySpan<float> bias, WorkerPool pool, ReadOnlySpan<int> edges)
+    {
+        int k = weight.InFeatures, n = weight.PackedOutFeatures, nr = weight.PanelWidth;
+        Debug.Assert(weight.Precision != Precision.Int8 && weight.Segments == 3 && weight.SegmentColumn(1) % nr == 0);
+        Debug.Assert(rows >= 1 && x.Length >= (long)rows * k && y.Length >= (long)rows * n && scratch.Length >= weight.ScratchSize(rows));
+        byte* data = weight.Acquire();
+        try
+        {
+            fixed (float* px = x, py = y, ps = scratch, pb = bias)
+            {
+                bool bf16 = weight.Precision == Precision.BF16Weights;
+                var g = new GemmArgs
+                {
+                    Isa = weight.Isa, A = px, Lda = k, M = rows, N = n, K = k, PackedB = (float*)data, Bf16 = bf16,
+                    PanelStride = (nint)k * nr / (bf16 ? 2 : 1), C = py, Ldc = n, Alpha = 1f, Bias = bias.IsEmpty ? null : pb, Ldr = n,
+                };
+                GemmCore.RunHeadShares(g, GemmCore.AlignToLine(ps), pool, weight.SegmentColumn(1) / nr, edges);
+            }
+        }
+        finally { weight.Release(); }
+    }
+
+    /// <summary>
     /// y = x · W[segment]ᵀ + bias[segment] for one segment of a segmented weight (y is <c>[rows, segment rows]</c>, bias
     /// indexed by the packed column). Unchecked: the caller guarantees the shapes.
     /// </summary>

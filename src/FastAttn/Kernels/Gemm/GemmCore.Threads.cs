@@ -53,6 +53,54 @@ internal static unsafe partial class GemmCore
     }
 
     /// <summary>
+    /// Runs a product over a weight of three equal segments (an attention's q|k|v) on the pool with thread w taking, in each
+    /// segment, the panels [<paramref name="edges"/>[w], <paramref name="edges"/>[w + 1]) counted from the segment's first
+    /// panel <paramref name="segmentPanels"/>·s — the panels of the heads that thread then attends to (the pool's affine
+    /// hand-out keeps block w on thread w unless it is late, and the attention's hand-out is cut the same way), so the
+    /// attention reads q, k and v its own core wrote. Items are (thread share, A block), as in <see cref="TryMultithread"/>.
+    /// Every output element is computed as on one thread (same bits).
+    /// </summary>
+    public static void RunHeadShares(in GemmArgs g, float* callerScratch, WorkerPool pool, int segmentPanels, ReadOnlySpan<int> edges)
+    {
+        int mr = TileRows(g.Isa), rowTiles = (g.M + mr - 1) / mr, rowBlocks = (rowTiles + MCTiles - 1) / MCTiles;
+        pool.EnsureWorkerScratch(WorkerScratchSize(g.Isa, g.M, g.K));
+        var job = pool.Job<HeadShareJob>();
+        job.Set(pool, g, callerScratch, segmentPanels, edges, rowBlocks);
+        pool.Run(job, pool.Threads * rowBlocks, affine: true);
+        job.Clear();
+    }
+
+    /// <summary>One head-aligned q|k|v product; reused by its pool (its edge table grows, never shrinks).</summary>
+    internal sealed class HeadShareJob : IParallelWork
+    {
+        private WorkerPool? _pool;
+        private GemmArgs _g;
+        private float* _callerScratch;
+        private int _segmentPanels, _rowBlocks;
+        private int[] _edges = new int[9];
+
+        public void Set(WorkerPool pool, in GemmArgs g, float* callerScratch, int segmentPanels, ReadOnlySpan<int> edges, int rowBlocks)
+        {
+            _pool = pool; _g = g; _callerScratch = callerScratch; _segmentPanels = segmentPanels; _rowBlocks = rowBlocks;
+            if (_edges.Length < edges.Length) _edges = new int[Math.Max(edges.Length, 2 * _edges.Length)];
+            edges.CopyTo(_edges);
+        }
+
+        public void Clear() { _pool = null; _g = default; _callerScratch = null; }
+
+        public void Execute(int item, int worker)
+        {
+            int share = item / _rowBlocks, rb = item % _rowBlocks;
+            int p0 = _edges[share], p1 = _edges[share + 1];
+            if (p0 >= p1) return;
+            int rows = TileRows(_g.Isa) * MCTiles, r0 = rb * rows;
+            int s = _segmentPanels;
+            Run(_g, r0, Math.Min(r0 + rows, _g.M), new PanelSet(p0, p1, s + p0, s + p1, 2 * s + p0, 2 * s + p1),
+                worker == 0 ? _callerScratch : _pool!.WorkerScratch(worker));
+        }
+    }
+
+    /// <summary>
     /// The split policy every packed product shares (FP32, bf16 and int8): split when the product has enough flops or
     /// streams enough weight bytes; by weight panels, so each thread streams only its share of the weights, or by row
     /// tiles when there are too few panels to share out. False when the caller should run it alone.

@@ -33,6 +33,22 @@ internal unsafe struct GemmArgs
     public nint Ldr;
 }
 
+/// <summary>Up to three ranges of weight panels a product runs over (one per segment of a q|k|v weight, or one range).</summary>
+internal readonly struct PanelSet
+{
+    private readonly int _s0, _e0, _s1, _e1, _s2, _e2;
+    public readonly int Count;
+    public PanelSet(int start, int end) { _s0 = start; _e0 = end; Count = 1; }
+    public PanelSet(int s0, int e0, int s1, int e1, int s2, int e2) { _s0 = s0; _e0 = e0; _s1 = s1; _e1 = e1; _s2 = s2; _e2 = e2; Count = 3; }
+    public int Start(int i) => i == 0 ? _s0 : i == 1 ? _s1 : _s2;
+    public int End(int i) => i == 0 ? _e0 : i == 1 ? _e1 : _e2;
+    public bool Valid(int panels)
+    {
+        for (int i = 0; i < Count; i++) if (Start(i) < 0 || End(i) > panels || Start(i) > End(i)) return false;
+        return true;
+    }
+}
+
 /// <summary>
 /// The packed SGEMM engine: C = alpha·A·B (+C) (+bias, activation, +residual), with B pre-packed into
 /// panels of NR = 2 vectors of columns and A packed per (MC×KC) block into caller scratch.
@@ -186,20 +202,24 @@ internal static unsafe partial class GemmCore
 
     /// <summary>Runs rows [rowStart, rowEnd) × panels [panelStart, panelEnd) of the product on the calling thread.</summary>
     public static void Run(in GemmArgs g, int rowStart, int rowEnd, int panelStart, int panelEnd, float* scratch)
+        => Run(g, rowStart, rowEnd, new PanelSet(panelStart, panelEnd), scratch);
+
+    /// <summary>Runs rows [rowStart, rowEnd) × the panels of <paramref name="panels"/> on the calling thread (A packed once for all of them).</summary>
+    public static void Run(in GemmArgs g, int rowStart, int rowEnd, in PanelSet panels, float* scratch)
     {
-        Debug.Assert(rowStart >= 0 && rowEnd <= g.M && panelStart >= 0 && panelEnd * PanelWidth(g.Isa) < g.N + PanelWidth(g.Isa));
-        if (g.Bf16) Run<Bf16Weights>(g, rowStart, rowEnd, panelStart, panelEnd, scratch);
-        else Run<F32Weights>(g, rowStart, rowEnd, panelStart, panelEnd, scratch);
+        Debug.Assert(rowStart >= 0 && rowEnd <= g.M && panels.Valid((g.N + PanelWidth(g.Isa) - 1) / PanelWidth(g.Isa)));
+        if (g.Bf16) Run<Bf16Weights>(g, rowStart, rowEnd, panels, scratch);
+        else Run<F32Weights>(g, rowStart, rowEnd, panels, scratch);
     }
 
-    private static void Run<TW>(in GemmArgs g, int rowStart, int rowEnd, int panelStart, int panelEnd, float* scratch) where TW : IWeightFormat
+    private static void Run<TW>(in GemmArgs g, int rowStart, int rowEnd, in PanelSet panels, float* scratch) where TW : IWeightFormat
     {
         switch (g.Isa)
         {
-            case IsaPath.Vector512: Run<Simd512, Vector512<float>, TW>(g, rowStart, rowEnd, panelStart, panelEnd, scratch); break;
-            case IsaPath.Vector256: Run<Simd256, Vector256<float>, TW>(g, rowStart, rowEnd, panelStart, panelEnd, scratch); break;
-            case IsaPath.Vector128: Run<Simd128, Vector128<float>, TW>(g, rowStart, rowEnd, panelStart, panelEnd, scratch); break;
-            default: Run<SimdScalar, float, TW>(g, rowStart, rowEnd, panelStart, panelEnd, scratch); break;
+            case IsaPath.Vector512: Run<Simd512, Vector512<float>, TW>(g, rowStart, rowEnd, panels, scratch); break;
+            case IsaPath.Vector256: Run<Simd256, Vector256<float>, TW>(g, rowStart, rowEnd, panels, scratch); break;
+            case IsaPath.Vector128: Run<Simd128, Vector128<float>, TW>(g, rowStart, rowEnd, panels, scratch); break;
+            default: Run<SimdScalar, float, TW>(g, rowStart, rowEnd, panels, scratch); break;
         }
     }
 
@@ -212,7 +232,7 @@ internal static unsafe partial class GemmCore
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Run<TOps, TVec, TW>(in GemmArgs g, int rowStart, int rowEnd, int panelStart, int panelEnd, float* scratch)
+    private static void Run<TOps, TVec, TW>(in GemmArgs g, int rowStart, int rowEnd, in PanelSet panels, float* scratch)
         where TOps : ISimd<TVec> where TVec : struct where TW : IWeightFormat
     {
         int nr = 2 * TOps.Width;
@@ -229,7 +249,8 @@ internal static unsafe partial class GemmCore
             // below, so the result is bit for bit the same as for this row inside a bigger product (batching relies on it).
             int rows = rowEnd - rowStart;
             PackA(g.Isa, g.A + rowStart * g.Lda, g.Lda, rows, K, aPack, mr);
-            for (int jp = panelStart; jp < panelEnd; jp++)
+            for (int ri = 0; ri < panels.Count; ri++)
+            for (int jp = panels.Start(ri), panelEnd = panels.End(ri); jp < panelEnd; jp++)
             {
                 int col = jp * nr;
                 int cols = Math.Min(nr, g.N - col);
@@ -257,7 +278,8 @@ internal static unsafe partial class GemmCore
             {
                 int mc = Math.Min(mcStep, rowEnd - ic);
                 PackA(g.Isa, g.A + ic * g.Lda + pc, g.Lda, mc, kc, aPack, mr);
-                for (int jp = panelStart; jp < panelEnd; jp++)
+                for (int ri = 0; ri < panels.Count; ri++)
+                for (int jp = panels.Start(ri), panelEnd = panels.End(ri); jp < panelEnd; jp++)
                 {
                     int col = jp * nr;
                     int cols = Math.Min(nr, g.N - col);
