@@ -332,6 +332,41 @@ public class ThreadingTests
         Assert.Throws<ObjectDisposedException>(() => pool.Run(work, 8));
     }
 
+    private sealed class Counting : IParallelWork
+    {
+        public int[] Runs = new int[64];
+        public void Execute(int item, int worker) => Interlocked.Increment(ref Runs[item]);
+    }
+
+    /// <summary>
+    /// The affine hand-out (each thread its own block first, then the others' leftovers) runs every item exactly once for
+    /// any item and thread count, fewer items than threads too; an item's exception surfaces on the caller and the pool
+    /// stays usable for both kinds of run.
+    /// </summary>
+    [Fact]
+    public void AffineRun_EveryItemOnce_ExceptionSurfaces()
+    {
+        foreach (int threads in new[] { 2, 3, 4 })
+        {
+            using var pool = new WorkerPool(threads);
+            for (int items = 1; items <= 40; items++)
+            {
+                var work = new Counting();
+                pool.Run(work, items, affine: true);
+                for (int i = 0; i < 64; i++) Assert.Equal(i < items ? 1 : 0, work.Runs[i]);
+            }
+            var failing = new Throwing { ThrowAt = 5 };
+            var ex = Assert.Throws<InvalidOperationException>(() => pool.Run(failing, 24, affine: true));
+            Assert.Equal("item 5 failed", ex.Message);
+            failing.ThrowAt = -1; failing.Done = 0;
+            pool.Run(failing, 24, affine: true);
+            Assert.Equal(24, failing.Done);
+            failing.Done = 0;
+            pool.Run(failing, 24);
+            Assert.Equal(24, failing.Done);
+        }
+    }
+
     [Fact]
     public void Session_Dispose_WhileIdle_StopsItsThreads()
     {
