@@ -92,9 +92,9 @@ public sealed class Linear : IDisposable
     internal void ForwardCore(ReadOnlySpan<float> x, int rows, Span<float> y, Span<float> scratch, ReadOnlySpan<float> residual, WorkerPool? pool)
         => Gemm.LinearCore(x, rows, Weight, y, scratch, _bias, Activation, residual, 0, pool: pool);
 
-    /// <summary>The q|k|v product split by heads (<see cref="Gemm.LinearHeadSharesCore"/>); no activation, no residual. Unchecked.</summary>
+    /// <summary>The q|k|v product split by heads (<see cref="Gemm.LinearHeadSharesCore"/>); no residual. Unchecked.</summary>
     internal void ForwardHeadSharesCore(ReadOnlySpan<float> x, int rows, Span<float> y, Span<float> scratch, WorkerPool pool, ReadOnlySpan<int> edges)
-        => Gemm.LinearHeadSharesCore(x, rows, Weight, y, scratch, _bias, pool, edges);
+        => Gemm.LinearHeadSharesCore(x, rows, Weight, y, scratch, _bias, Activation, pool, edges);
 
     /// <summary>y = x·W[segment]ᵀ + b[segment] (no activation): one segment of a segmented layer, y <c>[rows, segment rows]</c>. Unchecked.</summary>
     internal void ForwardSegmentCore(ReadOnlySpan<float> x, int rows, int segment, Span<float> y, Span<float> scratch, WorkerPool? pool)

@@ -255,6 +255,9 @@ public sealed class MultiHeadAttention : Block, IDisposable
         Attention.ForwardCore(_isa, qkv, tokens, qkv.Slice(kCol), qkv.Slice(vCol), tokens, attn, work, call, pool);
     }
 
+    /// <summary>Calls on this thread that split their q|k|v product by heads (tests check the path ran).</summary>
+    [ThreadStatic] internal static int HeadSplitRuns;
+
     /// <summary>
     /// Whether this call's q|k|v product goes over the pool by heads — thread w projecting the q, k and v columns of the heads
     /// it then attends to, so the attention reads rows its own core wrote — and if so thread w's panels in each segment,
@@ -265,9 +268,6 @@ public sealed class MultiHeadAttention : Block, IDisposable
     /// attention at 128 tokens ran 1.42× faster on two threads than on one, against 1.74× on inputs no thread had written.
     /// Same bits either way (every output element is computed as on one thread).
     /// </summary>
-    /// <summary>Calls on this thread that split their q|k|v product by heads (tests check the path ran).</summary>
-    [ThreadStatic] internal static int HeadSplitRuns;
-
     private bool SplitByHeads(Batch batch, int tokens, Span<int> edges)
     {
         var pool = batch.Pool;

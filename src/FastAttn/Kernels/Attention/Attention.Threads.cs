@@ -25,7 +25,7 @@ public static unsafe partial class Attention
             int lq = seqLens.IsEmpty ? a.TotalQ : seqLens[s];
             int lk = keyLens.IsEmpty ? a.TotalK : keyLens[s];
             int valid = validLens.IsEmpty ? lk : validLens[s];
-            flops += 2.0 * lq * Math.Min(Math.Min(lk, valid), a.Window > 0 ? 2L * a.Window + 1 : long.MaxValue) * (a.D + a.Dv) * a.Heads;
+            flops += SequenceFlops(lq, lk, valid, a.Window, a.D, a.Dv, a.Heads);
             maxLq = Math.Max(maxLq, lq);
         }
         if (flops < ParallelFlops) return false;
@@ -59,14 +59,17 @@ public static unsafe partial class Attention
     {
         if (threads < 2 || tokens < 1) return false;
         int kv = kvHeads == 0 ? heads : kvHeads, d = headDim, dv = valueHeadDim == 0 ? d : valueHeadDim;
-        double flops = 2.0 * tokens * Math.Min(Math.Min(tokens, validKeys), window > 0 ? 2L * window + 1 : long.MaxValue) * (d + dv) * heads;
-        if (flops < ParallelFlops || kv < 2) return false;
+        if (SequenceFlops(tokens, tokens, validKeys, window, d, dv, heads) < ParallelFlops || kv < 2) return false;
         int nq = GemmCore.PanelWidth(isa);
         Span<int> valid = stackalloc int[1];
         valid[0] = validKeys;
         return ChooseChunks(threads, kv, nq, tokens, causal != CausalMode.None, default, default,
             validKeys < tokens ? valid : default, 1, tokens, tokens, causal == CausalMode.BottomRight) == 1;
     }
+
+    /// <summary>Multiply-add flops of one sequence's Q·Kᵀ and P·V over the keys its queries see (valid ones, within the window).</summary>
+    private static double SequenceFlops(int lq, int lk, int valid, int window, int d, int dv, int heads) =>
+        2.0 * lq * Math.Min(Math.Min(lk, valid), window > 0 ? 2L * window + 1 : long.MaxValue) * (d + dv) * heads;
 
     /// <summary>Query rows per chunk when a group's longest sequence is cut into <paramref name="chunks"/> (whole query tiles).</summary>
     private static int ChunkRows(int maxLq, int chunks, int nq) => ((maxLq + chunks - 1) / chunks + nq - 1) / nq * nq;

@@ -80,14 +80,7 @@ public static unsafe class Gemm
                     Int8Gemm.Run(ref q, px, k, k, ps, pool);
                     return;
                 }
-                bool bf16 = weight.Precision == Precision.BF16Weights;
-                var g = new GemmArgs
-                {
-                    Isa = weight.Isa, A = px, Lda = k, M = rows, N = n, K = k, PackedB = (float*)data, Bf16 = bf16,
-                    PanelStride = (nint)k * weight.PanelWidth / (bf16 ? 2 : 1),
-                    C = py, Ldc = n, Alpha = alpha, Accumulate = accumulate, Bias = bias.IsEmpty ? null : pb, Act = act,
-                    Residual = residual.IsEmpty ? null : pr, Ldr = ldr == 0 ? n : ldr,
-                };
+                var g = Args(weight, data, px, rows, py, bias.IsEmpty ? null : pb, act, residual.IsEmpty ? null : pr, ldr, alpha, accumulate);
                 GemmCore.Run(g, ps, pool);
             }
         }
@@ -99,7 +92,7 @@ public static unsafe class Gemm
     /// computes, in each segment, the panels [edges[w], edges[w + 1]) (see <see cref="GemmCore.RunHeadShares"/>). Same bits.
     /// </summary>
     internal static void LinearHeadSharesCore(ReadOnlySpan<float> x, int rows, PackedWeight weight, Span<float> y, Span<float> scratch,
-        ReadOnlySpan<float> bias, WorkerPool pool, ReadOnlySpan<int> edges)
+        ReadOnlySpan<float> bias, Activation act, WorkerPool pool, ReadOnlySpan<int> edges)
     {
         int k = weight.InFeatures, n = weight.PackedOutFeatures, nr = weight.PanelWidth;
         Debug.Assert(weight.Precision != Precision.Int8 && weight.Segments == 3 && weight.SegmentColumn(1) % nr == 0);
@@ -108,17 +101,24 @@ public static unsafe class Gemm
         try
         {
             fixed (float* px = x, py = y, ps = scratch, pb = bias)
-            {
-                bool bf16 = weight.Precision == Precision.BF16Weights;
-                var g = new GemmArgs
-                {
-                    Isa = weight.Isa, A = px, Lda = k, M = rows, N = n, K = k, PackedB = (float*)data, Bf16 = bf16,
-                    PanelStride = (nint)k * nr / (bf16 ? 2 : 1), C = py, Ldc = n, Alpha = 1f, Bias = bias.IsEmpty ? null : pb, Ldr = n,
-                };
-                GemmCore.RunHeadShares(g, GemmCore.AlignToLine(ps), pool, weight.SegmentColumn(1) / nr, edges);
-            }
+                GemmCore.RunHeadShares(Args(weight, data, px, rows, py, bias.IsEmpty ? null : pb, act, null, 0, 1f, false), ps, pool, weight.SegmentColumn(1) / nr, edges);
         }
         finally { weight.Release(); }
+    }
+
+    /// <summary>The FP32/bf16 product of <paramref name="rows"/> rows of x with the whole of <paramref name="weight"/> (its packed columns).</summary>
+    private static GemmArgs Args(PackedWeight weight, byte* data, float* x, int rows, float* y, float* bias, Activation act, float* residual, int ldr,
+        float alpha, bool accumulate)
+    {
+        int k = weight.InFeatures, n = weight.PackedOutFeatures;
+        bool bf16 = weight.Precision == Precision.BF16Weights;
+        return new GemmArgs
+        {
+            Isa = weight.Isa, A = x, Lda = k, M = rows, N = n, K = k, PackedB = (float*)data, Bf16 = bf16,
+            PanelStride = (nint)k * weight.PanelWidth / (bf16 ? 2 : 1),
+            C = y, Ldc = n, Alpha = alpha, Accumulate = accumulate, Bias = bias, Act = act,
+            Residual = residual, Ldr = ldr == 0 ? n : ldr,
+        };
     }
 
     /// <summary>

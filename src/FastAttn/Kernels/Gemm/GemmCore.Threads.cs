@@ -62,6 +62,7 @@ internal static unsafe partial class GemmCore
     /// </summary>
     public static void RunHeadShares(in GemmArgs g, float* callerScratch, WorkerPool pool, int segmentPanels, ReadOnlySpan<int> edges)
     {
+        callerScratch = AlignToLine(callerScratch);
         int mr = TileRows(g.Isa), rowTiles = (g.M + mr - 1) / mr, rowBlocks = (rowTiles + MCTiles - 1) / MCTiles;
         pool.EnsureWorkerScratch(WorkerScratchSize(g.Isa, g.M, g.K));
         var job = pool.Job<HeadShareJob>();

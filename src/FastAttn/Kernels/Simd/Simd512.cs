@@ -44,13 +44,7 @@ internal unsafe struct Simd512 : ISimd<Vector512<float>>
     public static Vector512<float> Exp2NonPositive(Vector512<float> x)
     {
         Vector512<float> n = Avx512F.RoundScale(x, 0x08); // round to nearest even, no precision exception
-        Vector512<float> f = x - n;
-        Vector512<float> p = Vector512.Create(0.0013264651643112302f);
-        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(0.009671518579125404f));
-        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(0.05550733953714371f));
-        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(0.24022242426872253f));
-        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(0.6931470036506653f));
-        p = Vector512.FusedMultiplyAdd(p, f, Vector512<float>.One);
+        Vector512<float> p = VecMath.Exp2Polynomial<Simd512, Vector512<float>>(x - n);
         return Vector512.ConditionalSelect(Vector512.LessThan(x, Vector512.Create(-126f)), Vector512<float>.Zero, Avx512F.Scale(p, n));
     }
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Pow2FromMagic(Vector512<float> t) => (Vector512.ShiftLeft(t.AsInt32(), 23) + Vector512.Create(0x3F800000)).AsSingle();

@@ -77,13 +77,19 @@ internal static class VecMath
         TVec magic = TOps.Broadcast(12582912f); // 1.5·2²³
         TVec t = TOps.Add(xc, magic);
         TVec f = TOps.Sub(xc, TOps.Sub(t, magic));
+        return TOps.SelectLess(x, lowest, TOps.Zero, TOps.ScaleByMagic(Exp2Polynomial<TOps, TVec>(f), t));
+    }
+
+    /// <summary>2^f for f in [−½, ½]: <see cref="Exp2NonPositive{TOps, TVec}"/>'s degree-5 polynomial (shared with <see cref="Simd512.Exp2NonPositive"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TVec Exp2Polynomial<TOps, TVec>(TVec f) where TOps : ISimd<TVec> where TVec : struct
+    {
         TVec p = TOps.Broadcast(0.0013264651643112302f);
         p = TOps.Fma(p, f, TOps.Broadcast(0.009671518579125404f));
         p = TOps.Fma(p, f, TOps.Broadcast(0.05550733953714371f));
         p = TOps.Fma(p, f, TOps.Broadcast(0.24022242426872253f));
         p = TOps.Fma(p, f, TOps.Broadcast(0.6931470036506653f));
-        p = TOps.Fma(p, f, TOps.Broadcast(1f));
-        return TOps.SelectLess(x, lowest, TOps.Zero, TOps.ScaleByMagic(p, t));
+        return TOps.Fma(p, f, TOps.Broadcast(1f));
     }
 
     /// <summary>tanh(x) = sign(x)·(1 − 2/(e^{2|x|}+1)); accurate to a few ulp, saturates cleanly.</summary>
