@@ -108,6 +108,12 @@ internal static unsafe partial class GemmCore
         _ => 2 * SimdScalar.Width,
     };
 
+    /// <summary>
+    /// The tallest register tile a product may use on path <paramref name="p"/>: 14 rows on AVX-512 (28 accumulators, two
+    /// vectors of the panel and a broadcast: 31 of the 32 registers), else <see cref="TileRows"/> (16 registers hold no more).
+    /// </summary>
+    public static int MaxTileRows(IsaPath p) => p == IsaPath.Vector512 ? 14 : TileRows(p);
+
     public static int TileRows(IsaPath p) => p switch
     {
         IsaPath.Vector512 => Simd512.GemmRows,
@@ -248,7 +254,7 @@ internal static unsafe partial class GemmCore
             // is read as one sequential stream. The blocks, their sums and the order they are added in are the same as
             // below, so the result is bit for bit the same as for this row inside a bigger product (batching relies on it).
             int rows = rowEnd - rowStart;
-            PackA(g.Isa, g.A + rowStart * g.Lda, g.Lda, rows, K, aPack, mr);
+            PackA(g.Isa, g.A + rowStart * g.Lda, g.Lda, K, aPack, new RowTiles(rows, mr, mr));
             for (int ri = 0; ri < panels.Count; ri++)
             for (int jp = panels.Start(ri), panelEnd = panels.End(ri); jp < panelEnd; jp++)
             {
@@ -277,7 +283,8 @@ internal static unsafe partial class GemmCore
             for (int ic = rowStart; ic < rowEnd; ic += mcStep)
             {
                 int mc = Math.Min(mcStep, rowEnd - ic);
-                PackA(g.Isa, g.A + ic * g.Lda + pc, g.Lda, mc, kc, aPack, mr);
+                var tiles = new RowTiles(mc, mr, MaxTileRows(g.Isa));
+                PackA(g.Isa, g.A + ic * g.Lda + pc, g.Lda, kc, aPack, tiles);
                 for (int ri = 0; ri < panels.Count; ri++)
                 for (int jp = panels.Start(ri), panelEnd = panels.End(ri); jp < panelEnd; jp++)
                 {
@@ -285,9 +292,9 @@ internal static unsafe partial class GemmCore
                     int cols = Math.Min(nr, g.N - col);
                     float* bPanel = g.PackedB + jp * g.PanelStride + (TW.Bf16 ? (long)pc * nr / 2 : (long)pc * nr);
                     epi.Bias = g.Bias == null ? null : g.Bias + col;
-                    for (int ir = 0; ir < mc; ir += mr)
+                    for (int ti = 0; ti < tiles.Count; ti++)
                     {
-                        int rows = Math.Min(mr, mc - ir);
+                        int ir = tiles.Start(ti), rows = tiles.Rows(ti);
                         int row = ic + ir;
                         float* c = g.C + row * g.Ldc + col;
                         float* a = aPack + ir * kc;
@@ -329,22 +336,22 @@ internal static unsafe partial class GemmCore
     }
 
     /// <summary>
-    /// Packs mc rows × kc columns of A into groups of mr rows, k-major inside a group; the last group, when it has fewer
-    /// rows, is packed at its own row count (group g starts at g·mr·kc; A advances by the group's rows per k). A product of
+    /// Packs the rows of <paramref name="tiles"/> × kc columns of A into one group per tile, k-major inside a group at the
+    /// tile's own row count (a group starts at its first row · kc; A advances by the group's rows per k). A product of
     /// one or a few rows then reads only the floats it uses (a 12-float stride for one row made A's pack 12× its size and
     /// cost a fifth of the weight-streaming speed at one token). Denormals are packed as 0 (|x| &lt; 2⁻¹²⁶, so each product
     /// changes by less than 2⁻¹²⁶·|b|): a multiply-add with a denormal operand takes a microcode assist, ~200× its time on
     /// the Intel Xeon measured — an encoder layer on an input of denormals ran 43× slower than on an ordinary one.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void PackA(IsaPath isa, float* a, nint lda, int mc, int kc, float* dst, int mr)
+    private static void PackA(IsaPath isa, float* a, nint lda, int kc, float* dst, in RowTiles tiles)
     {
         // AVX-512: 16-column chunks through an in-register transpose (its 16-float row stores run past each row of the
         // group; ascending order overwrites them, and the scratch has slack after the last group)
-        int kFast = Transpose.Available(isa) && mr <= 16 ? kc / 16 * 16 : 0;
-        for (int g0 = 0; g0 < mc; g0 += mr)
+        int kFast = Transpose.Available(isa) && tiles.MaxRows <= 16 ? kc / 16 * 16 : 0;
+        for (int ti = 0; ti < tiles.Count; ti++)
         {
-            int rows = Math.Min(mr, mc - g0);
+            int g0 = tiles.Start(ti), rows = tiles.Rows(ti);
             float* d = dst + g0 * kc;
             if (rows == 1)
             {
@@ -368,5 +375,47 @@ internal static unsafe partial class GemmCore
             }
         }
     }
+}
 
+/// <summary>
+/// How a block of rows is cut into register tiles: tiles of the path's tile height and a shorter last one, unless that
+/// one would have fewer than <see cref="MinRows"/> rows. A tile of r rows keeps 2·r chains of multiply-adds in flight,
+/// and two FMA units of 4 cycles' latency need 8 to stay busy: a 2-row tile runs at half their speed (50 rows as
+/// 12 + 12 + 12 + 12 + 2 took 4 % longer per flop than 48). Such a block is cut into tiles of nearly equal height instead —
+/// one tile fewer where the tallest tile allows it (50 = 13 + 13 + 12 + 12), else as many (15 = 8 + 7 on AVX-512). Each
+/// element is the same chain of multiply-adds whatever tile it is in (same bits).
+/// </summary>
+internal readonly struct RowTiles
+{
+    /// <summary>Rows below which a tile leaves the FMA units idle (2 vectors × 4 rows = 8 independent chains).</summary>
+    public const int MinRows = 4;
+
+    /// <summary>Tiles in the block, and the tallest of them.</summary>
+    public readonly int Count, MaxRows;
+    // tiles 0.._taller-1 have _height + 1 rows, the others _height, the last one _last
+    private readonly int _height, _taller, _last;
+
+    /// <param name="rows">Rows of the block (≥ 1).</param>
+    /// <param name="tileRows">The path's tile height.</param>
+    /// <param name="maxRows">The tallest tile allowed (≥ <paramref name="tileRows"/>).</param>
+    public RowTiles(int rows, int tileRows, int maxRows)
+    {
+        int count = (rows + tileRows - 1) / tileRows;
+        int last = rows - (count - 1) * tileRows;
+        if (count == 1 || last >= MinRows)
+        {
+            Count = count; _height = tileRows; _taller = 0; _last = last;
+            MaxRows = count == 1 ? rows : tileRows;
+            return;
+        }
+        if (rows <= (count - 1) * maxRows) count--;
+        Count = count; _height = rows / count; _taller = rows % count; _last = _height;
+        MaxRows = _height + (_taller > 0 ? 1 : 0);
+    }
+
+    /// <summary>First row of tile <paramref name="i"/> within the block.</summary>
+    public int Start(int i) => i * _height + Math.Min(i, _taller);
+
+    /// <summary>Rows of tile <paramref name="i"/>.</summary>
+    public int Rows(int i) => i == Count - 1 ? _last : _height + (i < _taller ? 1 : 0);
 }

@@ -5,7 +5,8 @@ namespace FastAttn.Tests.Kernels;
 public class GemmTests
 {
     public static readonly int[] Sizes = [1, 3, 7, 15, 16, 17, 31, 33, 63, 65, 127, 130, 257];
-    public static TheoryData<int> MSizes => new(Sizes);
+    // 27 and 50 rows: a last register tile of 3 and 2 rows, recut on AVX-512 as 14 + 13 and 13 + 13 + 12 + 12
+    public static TheoryData<int> MSizes => new([.. Sizes, 27, 50]);
     private const double U = 1.0 / (1 << 24); // unit roundoff of float32
 
     /// <summary>
@@ -26,6 +27,40 @@ public class GemmTests
                 if (!(Math.Abs(a - e) <= tol))
                     Assert.Fail($"{what}: C[{i},{j}] = {a}, expected {e} (tol {tol:E2})");
             }
+    }
+
+    /// <summary>
+    /// The cut of a row block into register tiles: contiguous, every row once, no tile taller than allowed, and no tile
+    /// shorter than <see cref="RowTiles.MinRows"/> rows where the block has rows enough; never more tiles than whole tiles
+    /// of the path's height would need.
+    /// </summary>
+    [Fact]
+    public void RowTiles_CoverTheBlock_WithoutShortTiles()
+    {
+        foreach (var (tileRows, maxRows) in new[] { (12, 14), (12, 12), (6, 6), (4, 4) })
+            for (int rows = 1; rows <= 400; rows++)
+            {
+                var t = new RowTiles(rows, tileRows, maxRows);
+                Assert.InRange(t.Count, 1, (rows + tileRows - 1) / tileRows);
+                int next = 0, tallest = 0;
+                for (int i = 0; i < t.Count; i++)
+                {
+                    Assert.Equal(next, t.Start(i));
+                    // as tall as the count allows when a block has too few rows for MinRows in every tile (7 rows on AVX2: 4 + 3)
+                    Assert.InRange(t.Rows(i), Math.Min(RowTiles.MinRows, rows / t.Count), maxRows);
+                    tallest = Math.Max(tallest, t.Rows(i));
+                    next += t.Rows(i);
+                }
+                Assert.Equal(rows, next);
+                Assert.Equal(tallest, t.MaxRows);
+            }
+        // the cuts the comments quote
+        var fifty = new RowTiles(50, 12, 14);
+        Assert.Equal([13, 13, 12, 12], Enumerable.Range(0, fifty.Count).Select(fifty.Rows));
+        var fifteen = new RowTiles(15, 12, 14);
+        Assert.Equal([8, 7], Enumerable.Range(0, fifteen.Count).Select(fifteen.Rows));
+        var plain = new RowTiles(128, 12, 14);
+        Assert.Equal([.. Enumerable.Repeat(12, 10), 8], Enumerable.Range(0, plain.Count).Select(plain.Rows));
     }
 
     [Theory]
