@@ -75,15 +75,16 @@ public static unsafe partial class Attention
     private static int ChunkRows(int maxLq, int chunks, int nq) => ((maxLq + chunks - 1) / chunks + nq - 1) / nq * nq;
 
     /// <summary>
-    /// Query chunks per (sequence, key/value head) group. Cutting a group lets the threads share work that does not divide
-    /// evenly (5 heads on 2 threads took 3 heads' time; one head could not be shared at all), but each chunk packs its
-    /// group's K and V again, about 0.8 of a query tile's work (measured at 512 tokens, head width 128), and chunks are
-    /// whole query tiles, so 300 queries in 4 chunks are 96 + 96 + 96 + 12 rows (on 2 threads one took 192 rows: 1.41×
-    /// instead of ~1.9×). So the count is chosen by playing the pool's hand-out (each item goes to the thread free first,
-    /// in item order) for 1 to 8 chunks (up to 2 per thread, at most 32, on more threads; at most 2,048 items played in
-    /// all) with each chunk's real cost — its tiles × the keys they see (fewer under a causal mask) plus the packing — and
-    /// keeping the fewest chunks within 1 % of the earliest finish. Under a causal mask the chunks of a group are handed
-    /// out last rows first (they see the most keys), which the pool's greedy hand-out balances best.
+    /// Query chunks per (sequence, key/value head) group. Cutting a group lets the threads share work that does not
+    /// divide evenly (5 heads on 2 threads took 3 heads' time; one head could not be shared at all), but each chunk
+    /// packs its group's K and V again (under a causal mask only the keys its rows see), about 0.8 of a query tile's
+    /// work (measured at 512 tokens, head width 128), and chunks are whole query tiles, so 300 queries in 4 chunks are
+    /// 96 + 96 + 96 + 12 rows (on 2 threads one took 192 rows: 1.41× instead of ~1.9×). So the count is chosen by
+    /// playing the pool's hand-out (each item goes to the thread free first, in item order) for 1 to 8 chunks (up to 2
+    /// per thread, at most 32, on more threads; at most 2,048 items played in all) with each chunk's real cost — its
+    /// tiles × the keys they see (fewer under a causal mask) plus the packing — and keeping the fewest chunks
+    /// within 1 % of the earliest finish. Under a causal mask the chunks of a group are handed out last rows first (they see the
+    /// most keys), which the pool's greedy hand-out balances best.
     /// </summary>
     internal static int ChooseChunks(int threads, int kvHeads, int nq, int maxLq, bool causal, ReadOnlySpan<int> seqLens, ReadOnlySpan<int> keyLens,
         ReadOnlySpan<int> validLens, int nSeq, int totalQ, int totalK, bool bottomRight)
@@ -109,7 +110,7 @@ public static unsafe partial class Attention
                     {
                         int ci = causal ? c - 1 - i : i, r0 = ci * rows, r1 = Math.Min(lq, r0 + rows);
                         if (r0 >= r1) continue;
-                        double cost = 0.8 * keyEnd; // packing K and V
+                        double cost = 0.8 * (causal ? Math.Clamp(r1 + shift, 0, keyEnd) : keyEnd); // packing K and V (a causal chunk: the keys it sees)
                         for (int t0 = r0; t0 < r1; t0 += nq)
                             cost += causal ? Math.Clamp(Math.Min(r1, t0 + nq) + shift, 0, keyEnd) : keyEnd;
                         AddToLeast(loads, cost);

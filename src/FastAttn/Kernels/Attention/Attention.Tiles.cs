@@ -58,6 +58,10 @@ public static unsafe partial class Attention
                 mx = MathF.Max(mx, MaxAbs(a.Q + (q0 + rowStart) * a.Ldq + (kvHead * group + hh) * d, a.Ldq, rowEnd - rowStart, d));
             fastAdd = mx <= 20f;
         }
+        // a causal chunk's queries see no key past its last row (+ the bottom-right shift): only those keys are packed (the
+        // tiles never read past them either way; the additive form's choice above looked at every key, as one chunk does)
+        if (a.Causal != CausalMode.None && !materialise)
+            keyEnd = Math.Min(keyEnd, Math.Max(0, rowEnd + (a.Causal == CausalMode.BottomRight ? lk - lq : 0)));
         int* bad = (int*)(scratch + lay.Bad);
         int nBad = 0;
         if (keyEnd > 0)
