@@ -83,8 +83,8 @@ public static unsafe partial class Attention
     /// playing the pool's hand-out (each item goes to the thread free first, in item order) for 1 to 8 chunks (up to 2
     /// per thread, at most 32, on more threads; at most 2,048 items played in all) with each chunk's real cost — its
     /// tiles × the keys they see (fewer under a causal mask) plus the packing — and keeping the fewest chunks
-    /// within 1 % of the earliest finish. Under a causal mask the chunks of a group are handed out last rows first (they see the
-    /// most keys), which the pool's greedy hand-out balances best.
+    /// within 1 % of the earliest finish. Under a causal mask the chunks of a group are handed out last rows first
+    /// (they see the most keys), which the pool's greedy hand-out balances best.
     /// </summary>
     internal static int ChooseChunks(int threads, int kvHeads, int nq, int maxLq, bool causal, ReadOnlySpan<int> seqLens, ReadOnlySpan<int> keyLens,
         ReadOnlySpan<int> validLens, int nSeq, int totalQ, int totalK, bool bottomRight)
