@@ -242,7 +242,8 @@ public static class Sweep
     /// Median time per call (µs) over interleaved rounds: each round runs every implementation for the same number of calls (≥ 10 ms for the fastest), timing every
     /// call. The median of single calls, not of round means: on this shared 2-CPU machine a call now and then loses a
     /// scheduler time slice (~4 ms) to another process's or another runtime's thread, and one such stall would move a
-    /// round's mean by far more than the differences measured here.
+    /// round's mean by far more than the differences measured here. Measured again, up to <see cref="MaxRetries"/> times,
+    /// when the machine reads slow before or after (<see cref="Steady"/>); one measurement is <see cref="InterleaveOnce"/>.
     /// </summary>
     private static Dictionary<string, double> Interleave(List<(string Name, Action Run)> impls, int threads, double peak, out int attempts, out bool steady)
     {
