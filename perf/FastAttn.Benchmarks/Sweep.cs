@@ -144,8 +144,10 @@ public static class Sweep
     /// <param name="Attempts">Times the point was measured: again when a probe of the machine's speed before or after it read slow (<see cref="Interleave"/>).</param>
     /// <param name="Steady">The probes before and after the kept measurement read the machine at its speed.</param>
     public sealed record Row(string What, Point? P, int Threads, double FastAttnUs, double OrtUs, double TorchUs, string TorchVariant, double Flops, double Peak, double MaxDiff, double BoundUs,
-        int Attempts = 1, bool Steady = true)
+        int Attempts = 1, bool Steady = true, double RoundTripNs = double.NaN)
     {
+        /// <summary>2-thread rows: the two CPUs read as on different dies before or after the kept measurement (<see cref="CrossCoreProbe"/>).</summary>
+        public bool Far => RoundTripNs > CrossCoreProbe.FarNs;
         public double Best => Math.Min(OrtUs, TorchUs);
         public double Ratio => FastAttnUs / Best;
         public double PercentOfPeak => 100 * Flops / (FastAttnUs * 1e3) / Peak;
@@ -157,7 +159,7 @@ public static class Sweep
         public bool TargetOutOfReach => LowestRatio > 0.9 && PercentOfBound <= 100;
         public string Line(IFormatProvider f) => string.Format(f, "{0,-58} {1}T  FastAttn {2,9:F1} µs  ORT {3,9:F1}  torch {4,9:F1} ({5})  ratio {6:F2}  {7:F0}% of peak  bound {8:F1} µs ({9:F0}% of it; lowest ratio {10:F2}){11}",
             What, Threads, FastAttnUs, OrtUs, TorchUs, TorchVariant, Ratio, PercentOfPeak, BoundUs, PercentOfBound, LowestRatio,
-            (Attempts > 1 ? $"  measured {Attempts} times" : "") + (Steady ? "" : " (machine slow)"));
+            (Attempts > 1 ? $"  measured {Attempts} times" : "") + (Steady ? "" : " (machine slow)") + (double.IsNaN(RoundTripNs) ? "" : $"  CPU round trip {RoundTripNs:F0} ns"));
 
         /// <summary>The point's name in the table: ‡ measured again after a slow probe, ‡‡ slow still after the retries.</summary>
         public string Marked => What + (Steady ? (Attempts > 1 ? " ‡" : "") : " ‡‡");
@@ -223,11 +225,13 @@ public static class Sweep
         }
         var impls = new List<(string Name, Action Run)> { ("fa", fa), ("ort", ox), ("torch-f", () => { using var m = torch.inference_mode(); using var r = functional(); }) };
         if (moduleForward != null) impls.Add(("torch-m", () => { using var m = torch.inference_mode(); using var r = moduleForward(); }));
+        double tripBefore = threads > 1 ? CrossCoreProbe.RoundTripNs() : double.NaN;
         var med = Interleave(impls, threads, peak, out int attempts, out bool steady);
+        double trip = threads > 1 ? Math.Max(tripBefore, CrossCoreProbe.RoundTripNs()) : double.NaN;
         module?.Dispose(); tx3?.Dispose();
         foreach (var tt in tw) tt.Dispose();
         bool moduleFaster = med.ContainsKey("torch-m") && med["torch-m"] < med.GetValueOrDefault("torch-f", double.MaxValue);
-        return new Row(p.ToString(), p, threads, med["fa"], med.GetValueOrDefault("ort", double.NaN), moduleFaster ? med["torch-m"] : med.GetValueOrDefault("torch-f", double.NaN), moduleFaster ? "module" : "functional", p.Flops, peak, diff, bound, attempts, steady);
+        return new Row(p.ToString(), p, threads, med["fa"], med.GetValueOrDefault("ort", double.NaN), moduleFaster ? med["torch-m"] : med.GetValueOrDefault("torch-f", double.NaN), moduleFaster ? "module" : "functional", p.Flops, peak, diff, bound, attempts, steady, trip);
     }
 
     private static double MaxRelDiff(float[] a, float[] b, string who, Point p)
@@ -515,7 +519,17 @@ public static class Sweep
         sb.AppendLine(string.Create(inv, $"**Summary**: {all.Count} points; median ratio {ratios[ratios.Count / 2]:F2}; worst {worst.Ratio:F2} ({worst.What}, {worst.Threads} thread{(worst.Threads > 1 ? "s" : "")}); {all.Count(r => r.Ratio <= 0.9)} of {all.Count} at ≤ 0.9."));
         var twoThread = rows.Where(r => r.Threads == 2 && r.P!.Tokens >= 64).Select(r => (r, one: rows.First(o => o.P == r.P && o.Threads == 1))).ToList();
         if (twoThread.Count > 0)
+        {
+            string Scaling(IEnumerable<(Row r, Row one)> set)
+            {
+                var v = set.Select(x => x.one.FastAttnUs / x.r.FastAttnUs).OrderBy(q => q).ToList();
+                return v.Count == 0 ? "none" : string.Create(inv, $"{v.Count} point{(v.Count == 1 ? "" : "s")}, min {v[0]:F2}×, median {v[v.Count / 2]:F2}×");
+            }
             sb.AppendLine(string.Create(inv, $"2 threads ÷ 1 thread (FastAttn, ≥ 64 tokens): min {twoThread.Min(x => x.one.FastAttnUs / x.r.FastAttnUs):F2}×, median {twoThread.Select(x => x.one.FastAttnUs / x.r.FastAttnUs).OrderBy(v => v).ElementAt(twoThread.Count / 2):F2}×."));
+            var trips = rows.Where(r => r.Threads == 2 && !double.IsNaN(r.RoundTripNs)).Select(r => r.RoundTripNs).OrderBy(v => v).ToList();
+            if (trips.Count > 0)
+                sb.AppendLine(string.Create(inv, $"Where the host put the two CPUs (a cache line's round trip between them, measured before and after each 2-thread point, the larger kept; {trips[0]:F0}–{trips[^1]:F0} ns in this run; above {CrossCoreProbe.FarNs:F0} ns read as different dies, where every line one thread reads from the other's cache costs that much more): 2 ÷ 1 thread with the CPUs near: {Scaling(twoThread.Where(x => !double.IsNaN(x.r.RoundTripNs) && !x.r.Far))}; far: {Scaling(twoThread.Where(x => x.r.Far))}."));
+        }
         var ofBound = all.Select(r => r.PercentOfBound).OrderBy(v => v).ToList();
         var outOfReach = all.Where(r => r.TargetOutOfReach).ToList();
         string reach = outOfReach.Count == 0
@@ -538,10 +552,10 @@ public static class Sweep
         sb.AppendLine();
         sb.AppendLine("![FastAttn ÷ best peer per point](sweep.png)");
         sb.AppendLine();
-        sb.AppendLine("| point | threads | FastAttn µs | ONNX Runtime µs | libtorch µs | libtorch variant | ratio | FastAttn % of peak | bound µs | FastAttn % of bound | lowest ratio | max rel Δ |");
-        sb.AppendLine("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|");
+        sb.AppendLine("| point | threads | FastAttn µs | ONNX Runtime µs | libtorch µs | libtorch variant | ratio | FastAttn % of peak | bound µs | FastAttn % of bound | lowest ratio | max rel Δ | CPU round trip ns |");
+        sb.AppendLine("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in all)
-            sb.AppendLine(string.Create(inv, $"| {r.Marked} | {r.Threads} | {r.FastAttnUs:F1} | {r.OrtUs:F1} | {r.TorchUs:F1} | {r.TorchVariant} | {(r.Ratio > 0.9 ? "**" : "")}{r.Ratio:F2}{(r.Ratio > 0.9 ? "**" : "")} | {r.PercentOfPeak:F0}% | {r.BoundUs:F1} | {r.PercentOfBound:F0}% | {r.LowestRatio:F2}{(r.TargetOutOfReach ? " †" : "")} | {r.MaxDiff:E1} |"));
+            sb.AppendLine(string.Create(inv, $"| {r.Marked} | {r.Threads} | {r.FastAttnUs:F1} | {r.OrtUs:F1} | {r.TorchUs:F1} | {r.TorchVariant} | {(r.Ratio > 0.9 ? "**" : "")}{r.Ratio:F2}{(r.Ratio > 0.9 ? "**" : "")} | {r.PercentOfPeak:F0}% | {r.BoundUs:F1} | {r.PercentOfBound:F0}% | {r.LowestRatio:F2}{(r.TargetOutOfReach ? " †" : "")} | {r.MaxDiff:E1} | {(double.IsNaN(r.RoundTripNs) ? "" : r.RoundTripNs.ToString("F0", inv))} |"));
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         File.WriteAllText(path, sb.ToString());
     }
