@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using FastAttn.Threading;
 
 namespace FastAttn.Benchmarks;
 
@@ -11,21 +12,13 @@ namespace FastAttn.Benchmarks;
 /// on every line it reads from the other core — (96, 3 × 32, 192) at 128 tokens: 80–93 µs on 2 threads in the near phases,
 /// 100–140 µs in the far ones, against ~138 µs on one thread in both.
 /// </summary>
-internal static unsafe partial class CrossCoreProbe
+internal static class CrossCoreProbe
 {
     /// <summary>Round trips per measurement.</summary>
     private const int Trips = 20_000;
 
     /// <summary>A round trip above this is read as CPUs on different dies (the two phases above lie on either side of it).</summary>
     public const double FarNs = 300;
-
-    [LibraryImport("libc", EntryPoint = "sched_getaffinity", SetLastError = true)]
-    private static partial int GetAffinity(int pid, nuint size, ulong* mask);
-
-    [LibraryImport("libc", EntryPoint = "sched_setaffinity", SetLastError = true)]
-    private static partial int SetAffinity(int pid, nuint size, ulong* mask);
-
-    private const int Words = 16;
 
     [StructLayout(LayoutKind.Explicit, Size = 128)]
     private struct Line { [FieldOffset(64)] public int Value; }
@@ -34,52 +27,47 @@ internal static unsafe partial class CrossCoreProbe
 
     /// <summary>
     /// The median of three measurements of the round trip (ns), once this process's threads are quiet; NaN when two CPUs
-    /// cannot be told apart here.
+    /// cannot be told apart here (fewer than two allowed, not Linux, or the library's CPU placement switched off — the
+    /// probe sets masks through it).
     /// </summary>
     public static double RoundTripNs()
     {
-        if (!OperatingSystem.IsLinux()) return double.NaN;
         Sweep.WaitQuiet(); // no peer's pool spinning on one of the two CPUs
-        var saved = new ulong[Words];
-        try
-        {
-            fixed (ulong* s = saved)
-                if (GetAffinity(0, Words * sizeof(ulong), s) != 0) return double.NaN;
-        }
-        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { return double.NaN; }
+        ulong[]? saved = CpuPlacement.AllowedOfThisThread();
+        if (saved == null) return double.NaN;
         var cpus = new List<int>();
-        for (int i = 0; i < Words * 64 && cpus.Count < 2; i++)
+        for (int i = 0; i < saved.Length * 64 && cpus.Count < 2; i++)
             if ((saved[i / 64] >> (i % 64) & 1) != 0) cpus.Add(i);
         if (cpus.Count < 2) return double.NaN;
         try
         {
-            if (!Pin(cpus[0])) return double.NaN;
+            if (!Pin(cpus[0], saved.Length)) return double.NaN;
             var runs = new double[3];
-            for (int r = 0; r < runs.Length; r++) runs[r] = Measure(cpus[1]);
+            for (int r = 0; r < runs.Length; r++) runs[r] = Measure(cpus[1], saved.Length);
             Array.Sort(runs);
             return runs[1];
         }
         finally
         {
-            fixed (ulong* s = saved) SetAffinity(0, Words * sizeof(ulong), s);
+            CpuPlacement.SetOnThisThread(saved);
         }
     }
 
-    private static bool Pin(int cpu)
+    private static bool Pin(int cpu, int words)
     {
-        var m = new ulong[Words];
+        var m = new ulong[words];
         m[cpu / 64] = 1UL << (cpu % 64);
-        fixed (ulong* p = m) return SetAffinity(0, Words * sizeof(ulong), p) == 0;
+        return CpuPlacement.SetOnThisThread(m);
     }
 
     /// <summary>One measurement: this thread writes odd values, a thread on <paramref name="otherCpu"/> answers with the next even one.</summary>
-    private static double Measure(int otherCpu)
+    private static double Measure(int otherCpu, int words)
     {
         Volatile.Write(ref _line.Value, 0);
         bool pinned = false;
         var partner = new Thread(() =>
         {
-            pinned = Pin(otherCpu);
+            pinned = Pin(otherCpu, words);
             Volatile.Write(ref _line.Value, -1); // ready
             var limit = Stopwatch.StartNew();
             for (int i = 0; i < Trips; i++)
