@@ -8,9 +8,9 @@ namespace FastAttn.Benchmarks;
 /// How far apart the machine's first two CPUs are now: the round trip of one cache line between two threads, each held on
 /// one of the two CPUs for the probe (Linux; elsewhere NaN). A virtual machine's CPUs are the host's to place, and the
 /// host here moves them: within one process the round trip read ~100–190 ns for minutes (most likely two cores sharing a
-/// cache) and ~400–600 ns for minutes (most likely cores on different dies), and a 2-thread call whose threads hand rows to each other pays that
-/// on every line it reads from the other core — (96, 3 × 32, 192) at 128 tokens: 80–93 µs on 2 threads in the near phases,
-/// 100–140 µs in the far ones, against ~138 µs on one thread in both.
+/// cache) and ~400–600 ns for minutes (most likely cores on different dies), and a 2-thread call whose threads hand rows
+/// to each other pays for the lines it reads from the other core — (96, 3 × 32, 192) at 128 tokens: 80–93 µs on 2 threads
+/// in the near phases, 100–140 µs in the far ones, against ~138 µs on one thread in both.
 /// </summary>
 internal static class CrossCoreProbe
 {
