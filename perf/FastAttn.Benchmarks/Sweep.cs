@@ -520,12 +520,14 @@ public static class Sweep
         var twoThread = rows.Where(r => r.Threads == 2 && r.P!.Tokens >= 64).Select(r => (r, one: rows.First(o => o.P == r.P && o.Threads == 1))).ToList();
         if (twoThread.Count > 0)
         {
+            static List<double> Speedups(IEnumerable<(Row r, Row one)> set) => set.Select(x => x.one.FastAttnUs / x.r.FastAttnUs).OrderBy(q => q).ToList();
             string Scaling(IEnumerable<(Row r, Row one)> set)
             {
-                var v = set.Select(x => x.one.FastAttnUs / x.r.FastAttnUs).OrderBy(q => q).ToList();
+                var v = Speedups(set);
                 return v.Count == 0 ? "none" : string.Create(inv, $"{v.Count} point{(v.Count == 1 ? "" : "s")}, min {v[0]:F2}×, median {v[v.Count / 2]:F2}×");
             }
-            sb.AppendLine(string.Create(inv, $"2 threads ÷ 1 thread (FastAttn, ≥ 64 tokens): min {twoThread.Min(x => x.one.FastAttnUs / x.r.FastAttnUs):F2}×, median {twoThread.Select(x => x.one.FastAttnUs / x.r.FastAttnUs).OrderBy(v => v).ElementAt(twoThread.Count / 2):F2}×."));
+            var all2 = Speedups(twoThread);
+            sb.AppendLine(string.Create(inv, $"2 threads ÷ 1 thread (FastAttn, ≥ 64 tokens): min {all2[0]:F2}×, median {all2[all2.Count / 2]:F2}×."));
             var trips = rows.Where(r => r.Threads == 2 && !double.IsNaN(r.RoundTripNs)).Select(r => r.RoundTripNs).OrderBy(v => v).ToList();
             if (trips.Count > 0)
                 sb.AppendLine(string.Create(inv, $"Where the host put the two CPUs (a cache line's round trip between them, measured before and after each 2-thread point, the larger kept; {trips[0]:F0}–{trips[^1]:F0} ns in this run; above {CrossCoreProbe.FarNs:F0} ns read as different dies, where every line one thread reads from the other's cache costs that much more): 2 ÷ 1 thread with the CPUs near: {Scaling(twoThread.Where(x => !double.IsNaN(x.r.RoundTripNs) && !x.r.Far))}; far: {Scaling(twoThread.Where(x => x.r.Far))}."));
