@@ -42,6 +42,12 @@ internal struct F32Weights : IWeightFormat { public static bool Bf16 => false; }
 /// <summary>bfloat16 panels (same layout, 2 bytes per element), widened to FP32 as they are loaded.</summary>
 internal struct Bf16Weights : IWeightFormat { public static bool Bf16 => true; }
 internal struct Rows1 : IRowCount { public static int N => 1; }
+/// <summary>How the microkernel reads A: packed (row i of step k at a + k·aStep + i) or in place (at a + i·lda + k).</summary>
+internal interface IALayout { static abstract bool InPlace { get; } }
+/// <summary>A packed per tile, k-major (what <c>GemmCore.PackA</c> writes): aStep = the tile's rows.</summary>
+internal struct PackedA : IALayout { public static bool InPlace => false; }
+/// <summary>A read where it is, row-major with row stride lda (passed as aStep): no packing pass.</summary>
+internal struct InPlaceA : IALayout { public static bool InPlace => true; }
 /// <summary>Vectors of columns a tile computes: two (a whole panel) or one (a half panel: the last columns of attention's V).</summary>
 internal interface IVecCount { static abstract int N { get; } }
 internal struct Vec1 : IVecCount { public static int N => 1; }
@@ -100,23 +106,37 @@ internal static unsafe class GemmMicrokernel
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Dispatch<TOps, TVec, TM, TW, TC>(int rows, float* a, nint aStep, float* b, int kc, float* c, nint ldc, int cols, ref TileEpilogue e)
         where TOps : ISimd<TVec> where TVec : struct where TM : IStoreMode where TW : IWeightFormat where TC : IVecCount
+        => Dispatch<TOps, TVec, TM, TW, TC, PackedA>(rows, a, aStep, b, kc, c, ldc, cols, ref e);
+
+    /// <summary>
+    /// As <see cref="Dispatch{TOps, TVec, TM, TW}"/> with A read in place: row i's k-th element at a + i·<paramref name="lda"/> + k
+    /// (no packed copy). Each element is the same chain of multiply-adds in the same order as through a packed A.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void DispatchInPlace<TOps, TVec, TM, TW>(int rows, float* a, nint lda, float* b, int kc, float* c, nint ldc, int cols, ref TileEpilogue e)
+        where TOps : ISimd<TVec> where TVec : struct where TM : IStoreMode where TW : IWeightFormat
+        => Dispatch<TOps, TVec, TM, TW, Vec2, InPlaceA>(rows, a, lda, b, kc, c, ldc, cols, ref e);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Dispatch<TOps, TVec, TM, TW, TC, TA>(int rows, float* a, nint aStep, float* b, int kc, float* c, nint ldc, int cols, ref TileEpilogue e)
+        where TOps : ISimd<TVec> where TVec : struct where TM : IStoreMode where TW : IWeightFormat where TC : IVecCount where TA : IALayout
     {
         switch (rows)
         {
-            case 14: Tile<TOps, TVec, Rows14, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 13: Tile<TOps, TVec, Rows13, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 12: Tile<TOps, TVec, Rows12, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 11: Tile<TOps, TVec, Rows11, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 10: Tile<TOps, TVec, Rows10, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 9: Tile<TOps, TVec, Rows9, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 8: Tile<TOps, TVec, Rows8, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 7: Tile<TOps, TVec, Rows7, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 6: Tile<TOps, TVec, Rows6, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 5: Tile<TOps, TVec, Rows5, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 4: Tile<TOps, TVec, Rows4, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 3: Tile<TOps, TVec, Rows3, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            case 2: Tile<TOps, TVec, Rows2, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
-            default: Tile<TOps, TVec, Rows1, TM, TW, TC>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 14: Tile<TOps, TVec, Rows14, TM, TW, TC, TA>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 13: Tile<TOps, TVec, Rows13, TM, TW, TC, TA>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 12: Tile<TOps, TVec, Rows12, TM, TW, TC, TA>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 11: Tile<TOps, TVec, Rows11, TM, TW, TC, TA>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 10: Tile<TOps, TVec, Rows10, TM, TW, TC, TA>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 9: Tile<TOps, TVec, Rows9, TM, TW, TC, TA>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 8: Tile<TOps, TVec, Rows8, TM, TW, TC, TA>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 7: Tile<TOps, TVec, Rows7, TM, TW, TC, TA>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 6: Tile<TOps, TVec, Rows6, TM, TW, TC, TA>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 5: Tile<TOps, TVec, Rows5, TM, TW, TC, TA>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 4: Tile<TOps, TVec, Rows4, TM, TW, TC, TA>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 3: Tile<TOps, TVec, Rows3, TM, TW, TC, TA>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            case 2: Tile<TOps, TVec, Rows2, TM, TW, TC, TA>(a, aStep, b, kc, c, ldc, cols, ref e); break;
+            default: Tile<TOps, TVec, Rows1, TM, TW, TC, TA>(a, aStep, b, kc, c, ldc, cols, ref e); break;
         }
     }
 
@@ -191,9 +211,13 @@ internal static unsafe class GemmMicrokernel
     /// One body serves every width and every row count; the JIT folds the row tests away.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile<TOps, TVec, TR, TM, TW, TC>(float* a, nint aStep, float* b, int kc, float* c, nint ldc, int cols, ref TileEpilogue e)
-        where TOps : ISimd<TVec> where TVec : struct where TR : IRowCount where TM : IStoreMode where TW : IWeightFormat where TC : IVecCount
+    private static void Tile<TOps, TVec, TR, TM, TW, TC, TA>(float* a, nint aStep, float* b, int kc, float* c, nint ldc, int cols, ref TileEpilogue e)
+        where TOps : ISimd<TVec> where TVec : struct where TR : IRowCount where TM : IStoreMode where TW : IWeightFormat where TC : IVecCount where TA : IALayout
     {
+        // A in place: rows 0–3, 4–7, 8–11, 12–13 from four bases, + {0, 1, 2, 3}·lda held once (aStep is lda); each base
+        // advances one float per k. Packed: row i at a + i, a advancing aStep.
+        float* p0 = a, p4 = a + 4 * aStep, p8 = a + 8 * aStep, p12 = a + 12 * aStep;
+        nint l1 = aStep, l2 = 2 * aStep, l3 = 3 * aStep;
         int w = TOps.Width;
         TVec c00 = TOps.Zero, c01 = TOps.Zero, c10 = TOps.Zero, c11 = TOps.Zero;
         TVec c20 = TOps.Zero, c21 = TOps.Zero, c30 = TOps.Zero, c31 = TOps.Zero;
@@ -212,22 +236,22 @@ internal static unsafe class GemmMicrokernel
             }
             TVec b0 = TW.Bf16 ? TOps.LoadBf16((ushort*)b) : TOps.Load(b);
             TVec b1 = TC.N == 1 ? TOps.Zero : TW.Bf16 ? TOps.LoadBf16((ushort*)b + w) : TOps.Load(b + w);
-            TVec x = TOps.BroadcastFrom(a);
+            TVec x = TOps.BroadcastFrom(TA.InPlace ? p0 : a);
             c00 = TOps.Fma(x, b0, c00); if (TC.N > 1) c01 = TOps.Fma(x, b1, c01);
-            if (TR.N > 1) { x = TOps.BroadcastFrom(a + 1); c10 = TOps.Fma(x, b0, c10); if (TC.N > 1) c11 = TOps.Fma(x, b1, c11); }
-            if (TR.N > 2) { x = TOps.BroadcastFrom(a + 2); c20 = TOps.Fma(x, b0, c20); if (TC.N > 1) c21 = TOps.Fma(x, b1, c21); }
-            if (TR.N > 3) { x = TOps.BroadcastFrom(a + 3); c30 = TOps.Fma(x, b0, c30); if (TC.N > 1) c31 = TOps.Fma(x, b1, c31); }
-            if (TR.N > 4) { x = TOps.BroadcastFrom(a + 4); c40 = TOps.Fma(x, b0, c40); if (TC.N > 1) c41 = TOps.Fma(x, b1, c41); }
-            if (TR.N > 5) { x = TOps.BroadcastFrom(a + 5); c50 = TOps.Fma(x, b0, c50); if (TC.N > 1) c51 = TOps.Fma(x, b1, c51); }
-            if (TR.N > 6) { x = TOps.BroadcastFrom(a + 6); c60 = TOps.Fma(x, b0, c60); if (TC.N > 1) c61 = TOps.Fma(x, b1, c61); }
-            if (TR.N > 7) { x = TOps.BroadcastFrom(a + 7); c70 = TOps.Fma(x, b0, c70); if (TC.N > 1) c71 = TOps.Fma(x, b1, c71); }
-            if (TR.N > 8) { x = TOps.BroadcastFrom(a + 8); c80 = TOps.Fma(x, b0, c80); if (TC.N > 1) c81 = TOps.Fma(x, b1, c81); }
-            if (TR.N > 9) { x = TOps.BroadcastFrom(a + 9); c90 = TOps.Fma(x, b0, c90); if (TC.N > 1) c91 = TOps.Fma(x, b1, c91); }
-            if (TR.N > 10) { x = TOps.BroadcastFrom(a + 10); cA0 = TOps.Fma(x, b0, cA0); if (TC.N > 1) cA1 = TOps.Fma(x, b1, cA1); }
-            if (TR.N > 11) { x = TOps.BroadcastFrom(a + 11); cB0 = TOps.Fma(x, b0, cB0); if (TC.N > 1) cB1 = TOps.Fma(x, b1, cB1); }
-            if (TR.N > 12) { x = TOps.BroadcastFrom(a + 12); cC0 = TOps.Fma(x, b0, cC0); if (TC.N > 1) cC1 = TOps.Fma(x, b1, cC1); }
-            if (TR.N > 13) { x = TOps.BroadcastFrom(a + 13); cD0 = TOps.Fma(x, b0, cD0); if (TC.N > 1) cD1 = TOps.Fma(x, b1, cD1); }
-            a += aStep;
+            if (TR.N > 1) { x = TOps.BroadcastFrom(TA.InPlace ? p0 + l1 : a + 1); c10 = TOps.Fma(x, b0, c10); if (TC.N > 1) c11 = TOps.Fma(x, b1, c11); }
+            if (TR.N > 2) { x = TOps.BroadcastFrom(TA.InPlace ? p0 + l2 : a + 2); c20 = TOps.Fma(x, b0, c20); if (TC.N > 1) c21 = TOps.Fma(x, b1, c21); }
+            if (TR.N > 3) { x = TOps.BroadcastFrom(TA.InPlace ? p0 + l3 : a + 3); c30 = TOps.Fma(x, b0, c30); if (TC.N > 1) c31 = TOps.Fma(x, b1, c31); }
+            if (TR.N > 4) { x = TOps.BroadcastFrom(TA.InPlace ? p4 : a + 4); c40 = TOps.Fma(x, b0, c40); if (TC.N > 1) c41 = TOps.Fma(x, b1, c41); }
+            if (TR.N > 5) { x = TOps.BroadcastFrom(TA.InPlace ? p4 + l1 : a + 5); c50 = TOps.Fma(x, b0, c50); if (TC.N > 1) c51 = TOps.Fma(x, b1, c51); }
+            if (TR.N > 6) { x = TOps.BroadcastFrom(TA.InPlace ? p4 + l2 : a + 6); c60 = TOps.Fma(x, b0, c60); if (TC.N > 1) c61 = TOps.Fma(x, b1, c61); }
+            if (TR.N > 7) { x = TOps.BroadcastFrom(TA.InPlace ? p4 + l3 : a + 7); c70 = TOps.Fma(x, b0, c70); if (TC.N > 1) c71 = TOps.Fma(x, b1, c71); }
+            if (TR.N > 8) { x = TOps.BroadcastFrom(TA.InPlace ? p8 : a + 8); c80 = TOps.Fma(x, b0, c80); if (TC.N > 1) c81 = TOps.Fma(x, b1, c81); }
+            if (TR.N > 9) { x = TOps.BroadcastFrom(TA.InPlace ? p8 + l1 : a + 9); c90 = TOps.Fma(x, b0, c90); if (TC.N > 1) c91 = TOps.Fma(x, b1, c91); }
+            if (TR.N > 10) { x = TOps.BroadcastFrom(TA.InPlace ? p8 + l2 : a + 10); cA0 = TOps.Fma(x, b0, cA0); if (TC.N > 1) cA1 = TOps.Fma(x, b1, cA1); }
+            if (TR.N > 11) { x = TOps.BroadcastFrom(TA.InPlace ? p8 + l3 : a + 11); cB0 = TOps.Fma(x, b0, cB0); if (TC.N > 1) cB1 = TOps.Fma(x, b1, cB1); }
+            if (TR.N > 12) { x = TOps.BroadcastFrom(TA.InPlace ? p12 : a + 12); cC0 = TOps.Fma(x, b0, cC0); if (TC.N > 1) cC1 = TOps.Fma(x, b1, cC1); }
+            if (TR.N > 13) { x = TOps.BroadcastFrom(TA.InPlace ? p12 + l1 : a + 13); cD0 = TOps.Fma(x, b0, cD0); if (TC.N > 1) cD1 = TOps.Fma(x, b1, cD1); }
+            if (TA.InPlace) { p0++; p4++; p8++; p12++; } else a += aStep;
             b += TW.Bf16 ? TC.N * w / 2 : TC.N * w; // one panel row: 2w elements (2w bf16 = w floats of bytes); w for a half panel
         }
         Debug.Assert(TC.N == 2 || TM.Mode is 1 or 2, "a half panel stores straight into C only");
