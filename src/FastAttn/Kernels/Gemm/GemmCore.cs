@@ -51,7 +51,8 @@ internal readonly struct PanelSet
 
 /// <summary>
 /// The packed SGEMM engine: C = alpha·A·B (+C) (+bias, activation, +residual), with B pre-packed into
-/// panels of NR = 2 vectors of columns and A packed per (MC×KC) block into caller scratch.
+/// panels of NR = 2 vectors of columns and A packed per (MC×KC) block into caller scratch (or, for products of few
+/// panels, read where it is: <see cref="InPlaceAPanels"/>).
 /// Loop order (Goto/BLIS): K blocks → M blocks (pack A) → B panels (L1-resident) → MR-row micro-tiles.
 /// Every output element is computed by one sequence of FMAs over k in ascending order, so results do
 /// not depend on how rows or panels are split between calls or threads.
