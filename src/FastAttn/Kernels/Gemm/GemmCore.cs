@@ -343,9 +343,10 @@ internal static unsafe partial class GemmCore
     [ThreadStatic] internal static bool NoInPlaceA;
 
     /// <summary>
-    /// Whether product <paramref name="g"/> may read A in place: few panels (<see cref="InPlaceAPanels"/>), a row stride
-    /// that is not a multiple of 2 KB (such rows share a handful of L1 sets: up to 14 rows of a tile would evict each
-    /// other), FP32 A not overlapping C (its packed copy was taken before C was written).
+    /// Whether product <paramref name="g"/> may read A in place: few panels (<see cref="InPlaceAPanels"/>), at least two
+    /// rows (one row's packing is a plain copy), a row stride that is not a multiple of 2 KB (such rows share a handful of
+    /// L1 sets: up to 14 rows of a tile would evict each other), and A not overlapping C (a packed copy of A was taken
+    /// before C was written; read in place, A must not change under the tiles).
     /// </summary>
     private static bool ReadsAInPlace(in GemmArgs g, int nr)
     {
@@ -374,6 +375,12 @@ internal static unsafe partial class GemmCore
                 TVec m0 = TOps.Abs(TOps.Load(row + c)), m1 = TOps.Abs(TOps.Load(row + c + w));
                 acc0 = TOps.Max(acc0, TOps.SelectLess(m0, least, m0, TOps.Zero)); // NaN compares false: 0
                 acc1 = TOps.Max(acc1, TOps.SelectLess(m1, least, m1, TOps.Zero));
+            }
+            if (c + w <= cols)
+            {
+                TVec m0 = TOps.Abs(TOps.Load(row + c));
+                acc0 = TOps.Max(acc0, TOps.SelectLess(m0, least, m0, TOps.Zero));
+                c += w;
             }
             for (; c < cols; c++) { float m = MathF.Abs(row[c]); if (m < minNormal) tail = MathF.Max(tail, m); }
         }
