@@ -59,6 +59,14 @@ public class GemmTests
         Assert.Equal([13, 13, 12, 12], Enumerable.Range(0, fifty.Count).Select(fifty.Rows));
         var fifteen = new RowTiles(15, 12, 14);
         Assert.Equal([8, 7], Enumerable.Range(0, fifteen.Count).Select(fifteen.Rows));
+        var sixteen = new RowTiles(16, 12, 14);
+        Assert.Equal([8, 8], Enumerable.Range(0, sixteen.Count).Select(sixteen.Rows));
+        var sixtyFour = new RowTiles(64, 12, 14);
+        Assert.Equal([13, 13, 13, 13, 12], Enumerable.Range(0, sixtyFour.Count).Select(sixtyFour.Rows));
+        var twentyEight = new RowTiles(28, 12, 14);
+        Assert.Equal([14, 14], Enumerable.Range(0, twentyEight.Count).Select(twentyEight.Rows));
+        var sixteenAvx2 = new RowTiles(16, 6, 6);
+        Assert.Equal([6, 5, 5], Enumerable.Range(0, sixteenAvx2.Count).Select(sixteenAvx2.Rows));
         var plain = new RowTiles(128, 12, 14);
         Assert.Equal([.. Enumerable.Repeat(12, 10), 8], Enumerable.Range(0, plain.Count).Select(plain.Rows));
     }
