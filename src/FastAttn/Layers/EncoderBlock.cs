@@ -71,7 +71,7 @@ public sealed unsafe class EncoderBlock : Block, IDisposable, IRowLocalTail
     public override long ScratchSize(int maxTokens)
     {
         long work = Math.Max(Attention.ScratchSize(maxTokens), FeedForward.ScratchSize(maxTokens));
-        if (_rowLocalTail) work = Math.Max(work, (long)maxTokens * (Attention.QkvWidth + InputWidth) + TailScratch(maxTokens));
+        if (_rowLocalTail) work = Math.Max(work, (long)maxTokens * (Attention.QkvWidth + InputWidth) + RowLocalLayerScratch(maxTokens));
         return (long)maxTokens * InputWidth + work;
     }
 
@@ -79,8 +79,17 @@ public sealed unsafe class EncoderBlock : Block, IDisposable, IRowLocalTail
     public override long WorkerScratchSize(int maxTokens)
     {
         long m = Math.Max(Attention.WorkerScratchSize(maxTokens), FeedForward.WorkerScratchSize(maxTokens));
-        return _rowLocalTail ? Math.Max(m, TailScratch(maxTokens)) : m;
+        return _rowLocalTail ? Math.Max(m, RowLocalLayerScratch(maxTokens)) : m;
     }
+
+    /// <summary>Scratch floats one thread needs to take rows of a call of <paramref name="tokens"/> through the whole layer (<see cref="RowLocalLayerJob"/>) or its tail.</summary>
+    private long RowLocalLayerScratch(int tokens) => Math.Max(TailScratch(tokens), Attention.CanAttendRows(1) ? Attention.RowsScratchSize(tokens, tokens) : 0);
+
+    /// <summary>Tests and measurements set this on the calling thread to keep the attention off the row split (to compare both paths).</summary>
+    [ThreadStatic] internal static bool NoRowLocalLayer;
+
+    /// <summary>Calls on this thread that ran the whole layer by rows (<see cref="RowLocalLayerJob"/>; tests check the path ran).</summary>
+    [ThreadStatic] internal static int RowLocalLayerRuns;
 
     /// <summary>
     /// True when this call runs the part after the attention row-local: small weights, several threads, and at least
@@ -99,6 +108,16 @@ public sealed unsafe class EncoderBlock : Block, IDisposable, IRowLocalTail
         Span<float> h = scratch.Slice(0, n);
         Span<float> work = scratch.Slice(n);
         var pool = batch.Pool;
+        if (UseRowLocalTail(tokens, pool) && !NoRowLocalLayer && Attention.CanAttendRows(batch.Count))
+        {
+            // one sequence and a small q|k|v weight: the whole layer by rows (each thread its rows through the projection,
+            // the attention over every head and the tail; only k and v cross between cores; same bits as one thread)
+            RowLocalLayerRuns++;
+            int p = Attention.QkvWidth, d = InputWidth;
+            RowLocalLayerJob.Run(this, pool!, input, output, h, work.Slice(0, tokens * p), work.Slice(tokens * p, tokens * d),
+                work.Slice(tokens * (p + d)), RowLocalLayerScratch(tokens), tokens, batch.KeyValidLengths.IsEmpty ? -1 : batch.KeyValidLengths[0]);
+            return;
+        }
         if (UseRowLocalTail(tokens, pool))
         {
             // the attention as usual, then one parallel region: each thread takes its rows through the output projection,

@@ -55,3 +55,68 @@ internal sealed unsafe class RowLocalTailJob : IParallelWork
             l.Tail(_x, _y, _h, _attn, q0, Math.Min(r1, q0 + EncoderBlock.TailBlockRows), new Span<float>(scratch, (int)_scratchFloats));
     }
 }
+
+/// <summary>
+/// A whole encoder layer by rows over a pool (one sequence): thread i takes its share of the rows through the first norm (pre-norm) and
+/// the q|k|v product, then — every row's k and v done — through the attention for its rows over every head and the
+/// row-local tail. Only the other threads' k and v rows cross between cores; the queries, the heads' outputs and the tail's
+/// rows stay with the thread that wrote them. Reused by its pool.
+/// </summary>
+internal sealed unsafe class RowLocalLayerJob : IParallelWork
+{
+    private EncoderBlock? _layer;
+    private WorkerPool? _pool;
+    private float* _x, _y, _h, _qkv, _attn, _callerScratch;
+    private long _scratchFloats, _callerFloats;
+    private int _tokens, _valid, _phase;
+
+    /// <summary>
+    /// Every row of a call: the caller's share on <paramref name="callerScratch"/>, the workers' on their own scratch (at
+    /// least <paramref name="scratchFloats"/> each, ensured here).
+    /// </summary>
+    public static void Run(EncoderBlock layer, WorkerPool pool, ReadOnlySpan<float> x, Span<float> y, Span<float> h, Span<float> qkv, Span<float> attn,
+        Span<float> callerScratch, long scratchFloats, int tokens, int valid)
+    {
+        pool.EnsureWorkerScratch(scratchFloats);
+        fixed (float* px = x, py = y, ph = h, pq = qkv, pa = attn, ps = callerScratch)
+        {
+            var job = pool.Job<RowLocalLayerJob>();
+            job._layer = layer; job._pool = pool; job._x = px; job._y = py; job._h = ph; job._qkv = pq; job._attn = pa; job._callerScratch = ps;
+            job._scratchFloats = scratchFloats; job._callerFloats = callerScratch.Length; job._tokens = tokens; job._valid = valid;
+            try
+            {
+                // affine: thread i runs share i in both regions, so its attention reads the queries it projected
+                job._phase = 0;
+                pool.Run(job, pool.Threads, affine: true);
+                job._phase = 1;
+                pool.Run(job, pool.Threads, affine: true);
+            }
+            finally { job._layer = null; job._pool = null; job._x = job._y = job._h = job._qkv = job._attn = job._callerScratch = null; }
+        }
+    }
+
+    public void Execute(int item, int worker)
+    {
+        var l = _layer!;
+        IRowLocalTail tail = l;
+        var (r0, r1) = GemmCore.RowShare(item, _pool!.Threads, _tokens, GemmCore.TileRows(tail.TailIsa));
+        if (r0 >= r1) return;
+        var scratch = worker == 0 ? new Span<float>(_callerScratch, (int)_callerFloats) : new Span<float>(_pool.WorkerScratch(worker), (int)_scratchFloats);
+        int d = l.InputWidth, p = l.Attention.QkvWidth, t = _tokens;
+        if (_phase == 0)
+        {
+            ReadOnlySpan<float> attnIn = new(_x, t * d);
+            if (l.NormFirst)
+            {
+                // the first norm's rows into the output's rows (the output is written last, by the tail of the same rows)
+                l.Norm1.ForwardCore(new ReadOnlySpan<float>(_x + (long)r0 * d, (r1 - r0) * d), r1 - r0, new Span<float>(_y + (long)r0 * d, (r1 - r0) * d), null);
+                attnIn = new ReadOnlySpan<float>(_y, t * d);
+            }
+            l.Attention.ProjectRowsCore(attnIn, r0, r1, new Span<float>(_qkv, t * p), scratch);
+            return;
+        }
+        l.Attention.AttendRowsCore(new ReadOnlySpan<float>(_qkv, t * p), t, _valid, new Span<float>(_attn, t * d), scratch, r0, r1);
+        for (int q0 = r0; q0 < r1; q0 += EncoderBlock.TailBlockRows)
+            tail.Tail(_x, _y, _h, _attn, q0, Math.Min(r1, q0 + EncoderBlock.TailBlockRows), scratch);
+    }
+}

@@ -169,13 +169,21 @@ public class ThreadingTests
     /// heads it attends to; the pool's affine hand-out keeps them together): the bits must be those of one thread, for
     /// every thread count, causal or not, with key padding, and where the thread boundaries miss a panel boundary (6 heads
     /// of 16 on 2 threads: the plain split; on 3, 2 heads a thread, they fall on one), or the heads do not share out evenly
-    /// (10 heads on 3 or 4 threads) — and the head split must have run where it applies and nowhere else.
+    /// (10 heads on 3 or 4 threads) — and the head split must have run where it applies and nowhere else. (These layers
+    /// are small enough to run by rows on several threads, <see cref="RowLocalLayerJob"/>; that is switched off here.)
     /// </summary>
     [Theory]
     [InlineData(256, 8, false)]
     [InlineData(320, 10, true)]
     [InlineData(96, 6, false)]
     public void SelfAttention_QkvSplitByHeads_SameBitsAsOneThread(int d, int heads, bool causal)
+    {
+        EncoderBlock.NoRowLocalLayer = true;
+        try { QkvSplitByHeads(d, heads, causal); }
+        finally { EncoderBlock.NoRowLocalLayer = false; }
+    }
+
+    private static void QkvSplitByHeads(int d, int heads, bool causal)
     {
         int nr = GemmCore.PanelWidth(Isa.Current);
         bool Aligned(int threads)
@@ -245,12 +253,63 @@ public class ThreadingTests
             {
                 using var pool = new WorkerPool(threads);
                 float[] y = new float[t * d], yp = new float[t * d], scratch = new float[block.ScratchSize(t)];
+                int before = EncoderBlock.RowLocalLayerRuns;
                 block.Forward(xs, y, new Batch(t, pool: pool), scratch);
+                // one sequence from 2 tiles of rows per thread: the whole layer by rows (the q|k|v weight is 0.3 MB)
+                Assert.Equal(t >= 2 * GemmCore.TileRows(block.Attention.OutProj.Weight.Isa) * threads ? 1 : 0, EncoderBlock.RowLocalLayerRuns - before);
                 block.Forward(xs, yp, new Batch(t, lens, pool: pool), scratch);
+                Assert.Equal(t >= 2 * GemmCore.TileRows(block.Attention.OutProj.Weight.Isa) * threads ? 1 : 0, EncoderBlock.RowLocalLayerRuns - before); // two sequences: not by rows
                 Assert.True(want.AsSpan().SequenceEqual(y), $"{t} tokens, {threads} threads");
                 Assert.True(wantPacked.AsSpan().SequenceEqual(yp), $"{t} tokens in two sequences, {threads} threads");
             }
         }
+    }
+
+    /// <summary>
+    /// The whole layer by rows (<see cref="RowLocalLayerJob"/>: each thread projects its rows' q, k and v, then attends for
+    /// its rows over every head from a copy of every row's k and v, then runs its rows' tail) gives the bits of one thread
+    /// and of the split path, with causal masks (both corners), fewer valid keys, odd widths and token counts, and head
+    /// counts that do not share out over the threads.
+    /// </summary>
+    [Theory]
+    [InlineData(96, 3, 192, false, CausalMode.None)]
+    [InlineData(96, 6, 384, true, CausalMode.TopLeft)]
+    [InlineData(130, 5, 260, false, CausalMode.BottomRight)]
+    [InlineData(64, 1, 256, true, CausalMode.None)]
+    [InlineData(320, 10, 640, true, CausalMode.TopLeft)]
+    public void EncoderBlock_ByRows_SameBitsAsOneThread(int d, int heads, int ff, bool normFirst, CausalMode causal)
+    {
+        const int maxT = 300;
+        var settings = new AttentionSettings { Causal = causal };
+        using var enc = TransformerEncoder.Create(layers: 1, dModel: d, heads: heads, ffDim: ff, normFirst: normFirst, seed: 41 + d, attention: settings);
+        var block = Assert.IsType<EncoderBlock>(enc.Blocks[0]);
+        float[] x = Reference.Random(maxT * d, 42);
+        using var one = enc.CreateSessionUnchecked(maxT, 1);
+        int ran = 0;
+        foreach (int t in new[] { 49, 64, 97, 130, 200, 300 })
+        {
+            var xs = x.AsSpan(0, t * d);
+            int[] valid = [t - 7];
+            float[] want = new float[t * d], wantValid = new float[t * d];
+            one.Run(xs, want);
+            one.Run(xs, wantValid, [t], valid);
+            foreach (int threads in new[] { 2, 3 })
+            {
+                using var pool = new WorkerPool(threads);
+                float[] y = new float[t * d], yv = new float[t * d], ySplit = new float[t * d], scratch = new float[block.ScratchSize(t)];
+                int before = EncoderBlock.RowLocalLayerRuns;
+                block.Forward(xs, y, new Batch(t, pool: pool), scratch);
+                block.Forward(xs, yv, new Batch(t, [t], valid, pool: pool), scratch);
+                ran += EncoderBlock.RowLocalLayerRuns - before;
+                EncoderBlock.NoRowLocalLayer = true;
+                try { block.Forward(xs, ySplit, new Batch(t, pool: pool), scratch); }
+                finally { EncoderBlock.NoRowLocalLayer = false; }
+                Assert.True(want.AsSpan().SequenceEqual(y), $"{t} tokens, {threads} threads");
+                Assert.True(wantValid.AsSpan().SequenceEqual(yv), $"{t} tokens, {t - 7} valid keys, {threads} threads");
+                Assert.True(want.AsSpan().SequenceEqual(ySplit), $"{t} tokens, {threads} threads, split path");
+            }
+        }
+        Assert.True(ran > 0, "the layer never ran by rows");
     }
 
     [Fact]

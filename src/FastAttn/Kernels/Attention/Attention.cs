@@ -79,6 +79,22 @@ public static unsafe partial class Attention
     /// <summary>The unchecked core: the caller has validated every argument (asserted in debug builds).</summary>
     internal static void ForwardCore(IsaPath isa, ReadOnlySpan<float> q, int queryTokens, ReadOnlySpan<float> k, ReadOnlySpan<float> v, int keyTokens,
         Span<float> output, Span<float> scratch, scoped in AttentionCall o, Threading.WorkerPool? pool)
+        => ForwardCore(isa, q, queryTokens, k, v, keyTokens, output, scratch, o, pool, 0, -1);
+
+    /// <summary>
+    /// Only query rows [<paramref name="rowStart"/>, <paramref name="rowEnd"/>) of a single sequence, every head, on the
+    /// calling thread (a layer running its rows on each thread: every row's output is computed as in the whole call).
+    /// </summary>
+    internal static void ForwardRowsCore(IsaPath isa, ReadOnlySpan<float> q, int tokens, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
+        Span<float> output, Span<float> scratch, scoped in AttentionCall o, int rowStart, int rowEnd)
+    {
+        System.Diagnostics.Debug.Assert(o.SequenceLengths.Length <= 1 && o.KeySequenceLengths.IsEmpty && o.WeightsOut.IsEmpty);
+        System.Diagnostics.Debug.Assert(0 <= rowStart && rowStart <= rowEnd && rowEnd <= tokens);
+        ForwardCore(isa, q, tokens, k, v, tokens, output, scratch, o, null, rowStart, rowEnd);
+    }
+
+    private static void ForwardCore(IsaPath isa, ReadOnlySpan<float> q, int queryTokens, ReadOnlySpan<float> k, ReadOnlySpan<float> v, int keyTokens,
+        Span<float> output, Span<float> scratch, scoped in AttentionCall o, Threading.WorkerPool? pool, int rowStart, int rowEnd)
     {
         System.Diagnostics.Debug.Assert(scratch.Length >= ScratchSize(isa, o, keyTokens));
         int kvHeads = o.KvHeads == 0 ? o.Heads : o.KvHeads;
@@ -87,7 +103,7 @@ public static unsafe partial class Attention
         int ldv = o.VStride == 0 ? kvHeads * dv : o.VStride, ldo = o.OutStride == 0 ? o.Heads * dv : o.OutStride;
         int nSeq = o.SequenceLengths.IsEmpty ? 1 : o.SequenceLengths.Length;
         ReadOnlySpan<int> keyLens = !o.KeySequenceLengths.IsEmpty ? o.KeySequenceLengths : o.SequenceLengths;
-        if (!o.WeightsOut.IsEmpty) o.WeightsOut.Clear();
+        if (!o.WeightsOut.IsEmpty && rowEnd < 0) o.WeightsOut.Clear();
         fixed (float* pq = q, pk = k, pv = v, po = output, psGiven = scratch, paw = o.AdditiveWeights, pfm = o.FloatMask, pw = o.WeightsOut)
         fixed (bool* pbm = o.BoolMask)
         fixed (float* pslope = o.DistanceSlopes, prel = o.RelativeBias)
@@ -109,6 +125,14 @@ public static unsafe partial class Attention
                 TotalQ = queryTokens, TotalK = keyTokens,
                 RelBias = o.RelativeBias.IsEmpty ? null : prel, RelSpan = o.RelativeBiasSpan, ZeroDenormals = o.ZeroDenormals,
             };
+            if (rowEnd >= 0)
+            {
+                // one sequence's rows [rowStart, rowEnd) on this thread
+                int valid1 = o.KeyValidLengths.IsEmpty ? keyTokens : o.KeyValidLengths[0];
+                for (int g = 0; g < kvHeads; g++)
+                    if (rowEnd > rowStart) RunGroup(a, 0, queryTokens, 0, keyTokens, valid1, g, rowStart, rowEnd, ps);
+                return;
+            }
             if (pool != null && TryMultithread(a, o.SequenceLengths, keyLens, o.KeyValidLengths, nSeq, ps, ScratchSize(isa, o, keyTokens), pool, o.AffineGroups)) return;
             int q0 = 0, k0 = 0;
             for (int s = 0; s < nSeq; s++)
