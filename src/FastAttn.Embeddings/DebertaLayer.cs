@@ -110,10 +110,11 @@ internal sealed class DebertaLayer : Block, IDisposable
     {
         fixed (float* pq = qkv, pc = ctx, pw = work)
         {
+            using var lease = pool.Acquire();
             var job = pool.Job<HeadsJob>();
             job.Layer = this; job.Pool = pool; job.Qkv = pq; job.Ctx = pc; job.Work0 = pw; job.Len = len;
             job.Products = (int)Products(len);
-            pool.Run(job, _heads);
+            pool.RunHeld(job, _heads);
             job.Layer = null; job.Pool = null;
         }
     }

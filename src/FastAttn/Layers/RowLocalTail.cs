@@ -37,10 +37,11 @@ internal sealed unsafe class RowLocalTailJob : IParallelWork
         pool.EnsureWorkerScratch(scratchFloats);
         fixed (float* px = x, py = y, ph = h, pa = attn, ps = callerScratch)
         {
+            using var lease = pool.Acquire();
             var job = pool.Job<RowLocalTailJob>();
             job._layer = layer; job._pool = pool; job._x = px; job._y = py; job._h = ph; job._attn = pa; job._callerScratch = ps;
             job._scratchFloats = scratchFloats; job._tokens = tokens;
-            try { pool.Run(job, pool.Threads); }
+            try { pool.RunHeld(job, pool.Threads); }
             finally { job._layer = null; job._pool = null; job._x = job._y = job._h = job._attn = job._callerScratch = null; }
         }
     }
@@ -80,6 +81,7 @@ internal sealed unsafe class RowLocalLayerJob : IParallelWork
         pool.EnsureWorkerScratch(scratchFloats);
         fixed (float* px = x, py = y, ph = h, pq = qkv, pa = attn, ps = callerScratch)
         {
+            using var lease = pool.Acquire();
             var job = pool.Job<RowLocalLayerJob>();
             job._layer = layer; job._pool = pool; job._x = px; job._y = py; job._h = ph; job._qkv = pq; job._attn = pa; job._callerScratch = ps;
             job._scratchFloats = scratchFloats; job._callerFloats = callerScratch.Length; job._tokens = tokens; job._valid = valid;
@@ -87,9 +89,9 @@ internal sealed unsafe class RowLocalLayerJob : IParallelWork
             {
                 // affine: thread i runs share i in both regions, so its attention reads the queries it projected
                 job._phase = 0;
-                pool.Run(job, pool.Threads, affine: true);
+                pool.RunHeld(job, pool.Threads, affine: true);
                 job._phase = 1;
-                pool.Run(job, pool.Threads, affine: true);
+                pool.RunHeld(job, pool.Threads, affine: true);
             }
             finally { job._layer = null; job._pool = null; job._x = job._y = job._h = job._qkv = job._attn = job._callerScratch = null; }
         }

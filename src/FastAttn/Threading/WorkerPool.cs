@@ -61,9 +61,14 @@ public sealed unsafe class WorkerPool : IDisposable
     /// <summary>The scratch of worker <paramref name="worker"/> (1..Threads−1), <see cref="WorkerScratchFloats"/> floats.</summary>
     internal float* WorkerScratch(int worker) => _core.Scratch[worker];
 
-    /// <summary>The pool's instance of a kernel's job object (created on first use, then reused: a run allocates nothing).</summary>
+    /// <summary>
+    /// The pool's instance of a kernel's job object (created on first use, then reused: a run allocates nothing). Only
+    /// while this thread holds the pool (<see cref="Acquire"/>): the object is shared by every caller of the pool, and a
+    /// second caller filling it in while the first one's run reads it gave that run the other call's pointers and sizes.
+    /// </summary>
     internal T Job<T>() where T : class, new()
     {
+        System.Diagnostics.Debug.Assert(_runner == Environment.CurrentManagedThreadId, "Job<T>() outside Acquire()");
         int i = JobSlot<T>.Index;
         if (i >= _jobs.Length) Array.Resize(ref _jobs, Math.Max(i + 1, 2 * _jobs.Length));
         return (T)(_jobs[i] ??= new T());
@@ -118,6 +123,47 @@ public sealed unsafe class WorkerPool : IDisposable
             if (Volatile.Read(ref _disposeAfterRun) != 0) Dispose();
         }
         GC.KeepAlive(this);
+    }
+
+    /// <summary>
+    /// Holds the pool for this caller until the returned lease is disposed: a kernel takes it before it fills in its job
+    /// object (<see cref="Job{T}"/>) and runs it with <see cref="RunHeld"/>, once or several times. A second caller sharing
+    /// the pool is refused here (<see cref="InvalidOperationException"/>, one caller at a time) before it can touch the
+    /// job the first caller's run reads — two threads calling a layer with one pool crashed the process before (a run read
+    /// the other call's pointers).
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The pool was disposed.</exception>
+    /// <exception cref="InvalidOperationException">Another thread is running work on this pool.</exception>
+    internal Lease Acquire()
+    {
+        Enter();
+        _runner = Environment.CurrentManagedThreadId;
+        return new Lease(this);
+    }
+
+    /// <summary>A hold on the pool (<see cref="Acquire"/>); disposing it lets the next caller in.</summary>
+    internal readonly struct Lease : IDisposable
+    {
+        private readonly WorkerPool? _pool;
+        internal Lease(WorkerPool pool) => _pool = pool;
+        public void Dispose() => _pool?.Release();
+    }
+
+    private void Release()
+    {
+        _runner = 0;
+        Exit();
+        // Dispose called by an item (on this thread or a worker) could not wait for the run it was part of: done now
+        if (Volatile.Read(ref _disposeAfterRun) != 0) Dispose();
+        GC.KeepAlive(this);
+    }
+
+    /// <summary>Runs items 0..items−1 of <paramref name="work"/> (see <see cref="Run(IParallelWork, int, bool)"/>) on the pool this thread holds.</summary>
+    internal void RunHeld(IParallelWork work, int items, bool affine = false)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        if (_runner != Environment.CurrentManagedThreadId) throw new InvalidOperationException("RunHeld needs the pool held by this thread (Acquire).");
+        _core.Run(work, items, affine);
     }
 
     /// <summary>The managed id of the thread inside <see cref="Run(IParallelWork, int)"/> (0 when none).</summary>

@@ -120,6 +120,56 @@ public class MisuseStressTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.Equal(10, work.Done);
     }
 
+    /// <summary>
+    /// Two threads calling one layer with one shared pool (a misuse: a pool takes one caller at a time): the kernels' job
+    /// objects belong to the pool, and a second caller filled one in while the first one's run read it — the run then used
+    /// the other call's pointers and sizes and the process died of an access violation. Now a kernel holds the pool before
+    /// it fills in its job: every call either gives the right answer or is refused with the one-caller exception — on the
+    /// layer-by-rows path, the split path and with calls of different sizes.
+    /// </summary>
+    [Fact]
+    public void EncoderBlock_TwoCallersSharingOnePool_RightAnswerOrOneCallerAtATime()
+    {
+        using var enc = TransformerEncoder.Create(layers: 1, dModel: 96, heads: 3, ffDim: 192, seed: 5);
+        var block = Assert.IsType<EncoderBlock>(enc.Blocks[0]);
+        const int ta = 128, tb = 200, d = 96;
+        float[] xa = Reference.Random(ta * d, 6), xb = Reference.Random(tb * d, 7);
+        using var pool = new WorkerPool(2);
+        foreach (bool byRows in new[] { true, false })
+        {
+            float[] wantA = new float[ta * d], wantB = new float[tb * d];
+            EncoderBlock.NoRowLocalLayer = !byRows;
+            try
+            {
+                block.Forward(xa, wantA, new Batch(ta, pool: pool), new float[block.ScratchSize(ta)]);
+                block.Forward(xb, wantB, new Batch(tb, pool: pool), new float[block.ScratchSize(tb)]);
+            }
+            finally { EncoderBlock.NoRowLocalLayer = false; }
+            int refused = 0;
+            for (int rep = 0; rep < 4 * Repetitions; rep++)
+            {
+                float[] ya = new float[ta * d], yb = new float[tb * d], sa = new float[block.ScratchSize(ta)], sb = new float[block.ScratchSize(tb)];
+                void Call(float[] x, float[] y, int t, float[] scratch)
+                {
+                    EncoderBlock.NoRowLocalLayer = !byRows;
+                    try { block.Forward(x, y, new Batch(t, pool: pool), scratch); }
+                    finally { EncoderBlock.NoRowLocalLayer = false; }
+                }
+                var (ea, eb) = Race(() => Call(xa, ya, ta, sa), () => Call(xb, yb, tb, sb));
+                AssertOneCallerAtATime(ea);
+                AssertOneCallerAtATime(eb);
+                if (ea == null) Assert.Equal(wantA, ya);
+                if (eb == null) Assert.Equal(wantB, yb);
+                refused += (ea != null ? 1 : 0) + (eb != null ? 1 : 0);
+            }
+            output.WriteLine($"by rows {byRows}: {refused} of {4 * Repetitions} races refused one caller");
+            // still right afterwards
+            var y2 = new float[ta * d];
+            block.Forward(xa, y2, new Batch(ta, pool: pool), new float[block.ScratchSize(ta)]);
+            Assert.Equal(wantA, y2);
+        }
+    }
+
     [Fact]
     public void WorkerPool_TwoCallers_TheSecondIsRefused()
     {

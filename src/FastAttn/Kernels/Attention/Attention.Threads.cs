@@ -35,6 +35,7 @@ public static unsafe partial class Attention
         int chunks = ChooseChunks(threads, a.KvHeads, nq, maxLq, causal, seqLens, keyLens, validLens, nSeq, a.TotalQ, a.TotalK, a.Causal == CausalMode.BottomRight);
         if (groups * chunks < 2) return false;
         pool.EnsureWorkerScratch(scratchFloats);
+        using var lease = pool.Acquire();
         var job = pool.Job<AttentionJob>();
         job.Set(pool, a, callerScratch, nSeq, chunks, ChunkRows(maxLq, chunks, nq), causal);
         for (int s = 0, sq = 0, sk = 0; s < nSeq; s++)
@@ -44,7 +45,7 @@ public static unsafe partial class Attention
             job.SetSequence(s, sq, lq, sk, lk, validLens.IsEmpty ? lk : validLens[s]);
             sq += lq; sk += lk;
         }
-        pool.Run(job, groups * chunks, affine: affineGroups && chunks == 1);
+        pool.RunHeld(job, groups * chunks, affine: affineGroups && chunks == 1);
         job.Clear();
         return true;
     }

@@ -45,9 +45,10 @@ internal static unsafe partial class GemmCore
         int rowBlocks = (rowTiles + MCTiles - 1) / MCTiles;
         if (byRows) chunks = Math.Min(rowTiles, chunks * rowBlocks);
         pool.EnsureWorkerScratch(WorkerScratchSize(g.Isa, g.M, g.K));
+        using var lease = pool.Acquire();
         var job = pool.Job<GemmJob>();
         job.Set(pool, g, callerScratch, byRows, chunks, panels);
-        pool.Run(job, byRows ? chunks : chunks * rowBlocks);
+        pool.RunHeld(job, byRows ? chunks : chunks * rowBlocks);
         job.Clear();
         return true;
     }
@@ -65,9 +66,10 @@ internal static unsafe partial class GemmCore
         callerScratch = AlignToLine(callerScratch);
         int mr = TileRows(g.Isa), rowTiles = (g.M + mr - 1) / mr, rowBlocks = (rowTiles + MCTiles - 1) / MCTiles;
         pool.EnsureWorkerScratch(WorkerScratchSize(g.Isa, g.M, g.K));
+        using var lease = pool.Acquire();
         var job = pool.Job<HeadShareJob>();
         job.Set(pool, g, callerScratch, segmentPanels, edges, rowBlocks);
-        pool.Run(job, pool.Threads * rowBlocks, affine: true);
+        pool.RunHeld(job, pool.Threads * rowBlocks, affine: true);
         job.Clear();
     }
 

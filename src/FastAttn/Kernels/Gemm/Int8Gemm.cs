@@ -675,9 +675,10 @@ internal static unsafe class Int8Gemm
         double flops = 2.0 * q.M * q.N * q.K4 * 4;
         if (!GemmCore.PlanSplit(pool.Threads, flops / 2, (long)q.N * q.K4 * 4, panels, rowTiles, out bool byRows, out int chunks)) return false;
         pool.EnsureWorkerScratch(WorkerScratchFloats());
+        using var lease = pool.Acquire();
         var job = pool.Job<Int8Job>();
         job.Set(pool, q, callerTile, byRows, chunks, panels);
-        pool.Run(job, chunks);
+        pool.RunHeld(job, chunks);
         job.Clear();
         return true;
     }

@@ -13,9 +13,10 @@ internal static unsafe partial class Norms
     {
         if (pool != null && pool.Threads > 1 && 8.0 * rows * width >= ParallelWork && rows >= 2)
         {
+            using var lease = pool.Acquire();
             var job = pool.Job<NormJob>();
             job.Set(isa, x, y, rows, width, gamma, beta, eps, rms, Math.Min(pool.Threads, rows));
-            pool.Run(job, job.Chunks);
+            pool.RunHeld(job, job.Chunks);
             return;
         }
         if (rms) RmsNorm(isa, x, y, rows, width, gamma, eps);
