@@ -266,8 +266,8 @@ public sealed class MultiHeadAttention : Block, IDisposable
     /// The largest q|k|v weight (as stored) a layer runs by rows on several threads: each thread then reads all of it
     /// instead of its share of the panels. Measured on 2 threads of an AMD EPYC (Zen 5), rows against the split product and
     /// attention, alternated in one process: (96, 3 × 32, 192) at 128 tokens 92.5–105 against 98–115 µs, (96, 6 × 16, 384)
-    /// at 64 tokens 71–84 against 88–92, (96, 1 × 96, 192) at 512 1.02–1.03×, (320, 10 × 32, 1280) at 128 1.03–1.04×,
-    /// (320, 5 × 64, 640) causal at 200 1.02×, (384, 12 × 32, 1536) at 128 1.01× (1.7 MB), (96, 2 × 48, 384) at 200 1.00×;
+    /// at 64 tokens 71–84 against 88–92, (96, 1 × 96, 192) at 512 1.02–1.03×, (320, 10 × 32, 1280) at 128 1.04–1.05×,
+    /// (320, 5 × 64, 640) causal at 200 1.02×, (384, 12 × 32, 1536) at 128 1.01× (1.7 MB), (96, 2 × 48, 384) at 200 0.99–1.00×;
     /// (512, 16 × 32, 1024) causal at 128 (3 MB) 0.98×.
     /// </summary>
     internal const long RowsProjectionBytes = 2 << 20;

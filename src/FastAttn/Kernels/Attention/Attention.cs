@@ -129,8 +129,8 @@ public static unsafe partial class Attention
             {
                 // one sequence's rows [rowStart, rowEnd) on this thread
                 int valid1 = o.KeyValidLengths.IsEmpty ? keyTokens : o.KeyValidLengths[0];
-                for (int g = 0; g < kvHeads; g++)
-                    if (rowEnd > rowStart) RunGroup(a, 0, queryTokens, 0, keyTokens, valid1, g, rowStart, rowEnd, ps);
+                if (rowEnd > rowStart)
+                    for (int g = 0; g < kvHeads; g++) RunGroup(a, 0, queryTokens, 0, keyTokens, valid1, g, rowStart, rowEnd, ps);
                 return;
             }
             if (pool != null && TryMultithread(a, o.SequenceLengths, keyLens, o.KeyValidLengths, nSeq, ps, ScratchSize(isa, o, keyTokens), pool, o.AffineGroups)) return;
