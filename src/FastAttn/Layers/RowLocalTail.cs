@@ -46,14 +46,28 @@ internal sealed unsafe class RowLocalTailJob : IParallelWork
         }
     }
 
+    /// <summary>
+    /// End of the tail block that starts at row <paramref name="q0"/> of a share ending at <paramref name="r1"/>: the rest
+    /// cut into as few blocks of at most <see cref="EncoderBlock.TailBlockRows"/> rows as it takes, of even size (a multiple
+    /// of 4 rows), so a share of 100 rows goes as 52 + 48, not 96 + 4 (a block of a few rows reads every weight of the
+    /// tail for them). Every row is computed alike in any block, so the cut does not change a bit.
+    /// </summary>
+    internal static int BlockEnd(int q0, int r1)
+    {
+        int rest = r1 - q0, max = EncoderBlock.TailBlockRows;
+        int blocks = (rest + max - 1) / max;
+        int size = Math.Min(max, ((rest + blocks - 1) / blocks + 3) / 4 * 4);
+        return Math.Min(r1, q0 + size);
+    }
+
     public void Execute(int item, int worker)
     {
         var l = _layer!;
         var (r0, r1) = GemmCore.RowShare(item, _pool!.Threads, _tokens, GemmCore.TileRows(l.TailIsa));
         if (r0 >= r1) return;
         float* scratch = worker == 0 ? _callerScratch : _pool.WorkerScratch(worker);
-        for (int q0 = r0; q0 < r1; q0 += EncoderBlock.TailBlockRows)
-            l.Tail(_x, _y, _h, _attn, q0, Math.Min(r1, q0 + EncoderBlock.TailBlockRows), new Span<float>(scratch, (int)_scratchFloats));
+        for (int q0 = r0, q1; q0 < r1; q0 = q1)
+            l.Tail(_x, _y, _h, _attn, q0, q1 = BlockEnd(q0, r1), new Span<float>(scratch, (int)_scratchFloats));
     }
 }
 
@@ -118,7 +132,7 @@ internal sealed unsafe class RowLocalLayerJob : IParallelWork
             return;
         }
         l.Attention.AttendRowsCore(new ReadOnlySpan<float>(_qkv, t * p), t, _valid, new Span<float>(_attn, t * d), scratch, r0, r1);
-        for (int q0 = r0; q0 < r1; q0 += EncoderBlock.TailBlockRows)
-            tail.Tail(_x, _y, _h, _attn, q0, Math.Min(r1, q0 + EncoderBlock.TailBlockRows), scratch);
+        for (int q0 = r0, q1; q0 < r1; q0 = q1)
+            tail.Tail(_x, _y, _h, _attn, q0, q1 = RowLocalTailJob.BlockEnd(q0, r1), scratch);
     }
 }

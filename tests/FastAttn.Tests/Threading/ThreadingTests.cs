@@ -266,6 +266,40 @@ public class ThreadingTests
     }
 
     /// <summary>
+    /// The tail's blocks cover a share once, in order, each at most <see cref="EncoderBlock.TailBlockRows"/> rows, as few
+    /// as that allows, and of even size (100 rows as 52 + 48, not 96 + 4).
+    /// </summary>
+    [Fact]
+    public void RowLocalTail_Blocks_CoverTheShareInFewEvenBlocks()
+    {
+        int max = EncoderBlock.TailBlockRows;
+        foreach (int r0 in new[] { 0, 13 })
+            for (int n = 1; n <= 5 * max + 7; n++)
+            {
+                var sizes = new List<int>();
+                for (int q0 = r0, q1; q0 < r0 + n; q0 = q1)
+                {
+                    q1 = RowLocalTailJob.BlockEnd(q0, r0 + n);
+                    Assert.InRange(q1 - q0, 1, max);
+                    sizes.Add(q1 - q0);
+                }
+                Assert.Equal(n, sizes.Sum());
+                Assert.Equal((n + max - 1) / max, sizes.Count);
+                Assert.True(sizes.Max() - sizes.Min() <= 4 * sizes.Count, $"{n} rows: {string.Join(" + ", sizes)}");
+            }
+        Assert.Equal([52, 48], Blocks(100));
+        Assert.Equal([88, 84, 84], Blocks(256));
+        Assert.Equal([96], Blocks(96));
+
+        static int[] Blocks(int n)
+        {
+            var b = new List<int>();
+            for (int q0 = 0, q1; q0 < n; q0 = q1) b.Add((q1 = RowLocalTailJob.BlockEnd(q0, n)) - q0);
+            return b.ToArray();
+        }
+    }
+
+    /// <summary>
     /// The whole layer by rows (<see cref="RowLocalLayerJob"/>: each thread projects its rows' q, k and v, then attends for
     /// its rows over every head from a copy of every row's k and v, then runs its rows' tail) gives the bits of one thread
     /// and of the split path, with causal masks (both corners), fewer valid keys, odd widths and token counts, and head
