@@ -3,7 +3,7 @@
 # A B, B A, … over 11 rounds (perf/ab/AbHost loads each build, with perf/ab/AbShim compiled against it, into its own
 # AssemblyLoadContext). On a shared, noisy host this compares builds far more steadily than runs in separate processes.
 #   perf/ab.sh COMMIT SPEC...
-#   SPEC: d,heads,ff,tokens,pre|post,gelu|relu,threads (one encoder layer) | heads,tokens,headWidth (attention alone,
+#   SPEC: d,heads,ff,tokens,pre|post,gelu|relu,threads[,causal] (one encoder layer) | heads,tokens,headWidth (attention alone,
 #         1 thread) | gM,K,N (y = x·Wᵀ, 1 thread)
 #   e.g. perf/ab.sh 919321f 1024,16,4096,200,pre,relu,1 384,12,1536,13,post,gelu,2 9,512,80 g200,4096,1024
 set -euo pipefail

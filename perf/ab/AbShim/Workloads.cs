@@ -10,7 +10,7 @@ namespace FastAttn.Ab;
 public static class Workloads
 {
     /// <summary>
-    /// "d,heads,ff,tokens,pre|post,gelu|relu,threads": one encoder layer (session call); "heads,tokens,headWidth":
+    /// "d,heads,ff,tokens,pre|post,gelu|relu,threads[,causal]": one encoder layer (session call); "heads,tokens,headWidth":
     /// attention alone on one thread; "gM,K,N": y = x·Wᵀ on one thread. Returns the call and its nominal flops.
     /// </summary>
     public static (Action Run, double Flops) Make(string spec)
@@ -33,7 +33,8 @@ public static class Workloads
             var scratch = new float[Attention.ScratchSize(options, t)];
             return (() => Attention.Forward(q, t, k, v, t, o, scratch, options), 4.0 * t * t * dm);
         }
-        if (f.Length != 7) throw new ArgumentException($"'{spec}': expected d,heads,ff,tokens,pre|post,gelu|relu,threads or heads,tokens,headWidth or gM,K,N.");
+        if (f.Length is not (7 or 8) || (f.Length == 8 && f[7] != "causal"))
+            throw new ArgumentException($"'{spec}': expected d,heads,ff,tokens,pre|post,gelu|relu,threads[,causal] or heads,tokens,headWidth or gM,K,N.");
         int d = int.Parse(f[0]), h = int.Parse(f[1]), ff = int.Parse(f[2]), tokens = int.Parse(f[3]), threads = int.Parse(f[6]);
         bool pre = f[4] == "pre";
         var act = f[5] == "gelu" ? Activation.Gelu : Activation.Relu;
@@ -41,7 +42,8 @@ public static class Workloads
         float[] Gain() => R(d, 0.2).Select(g => 1 + g).ToArray();
         var layer = new EncoderLayerWeights(R(3 * d * d, sd), R(3 * d, 0.1), R(d * d, sd), R(d, 0.1), R(ff * d, sd), R(ff, 0.1),
             R(d * ff, sf), R(d, 0.1), Gain(), R(d, 0.1), Gain(), R(d, 0.1));
-        var stack = TransformerEncoder.FromWeights(d, h, ff, [layer], act, pre);
+        var settings = new AttentionSettings { Causal = f.Length == 8 ? CausalMode.TopLeft : CausalMode.None };
+        var stack = TransformerEncoder.FromWeights(d, h, ff, [layer], act, pre, 1e-5f, settings);
         var input = R(tokens * d, 1); var output = new float[tokens * d];
         var session = stack.CreateSession(tokens, threads);
         return (() => session.Run(input, output), 2.0 * tokens * d * (4 * d + 2 * ff) + 4.0 * tokens * tokens * d);

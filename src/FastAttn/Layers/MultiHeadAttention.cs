@@ -298,7 +298,12 @@ public sealed class MultiHeadAttention : Block, IDisposable
         // stream instead of the packing's strided reads from another core's cache
         int kvw = p - kCol;
         Span<float> kvCopy = scratch.Slice(0, tokens * kvw);
-        for (int r = 0; r < tokens; r++) qkv.Slice(r * p + kCol, kvw).CopyTo(kvCopy.Slice(r * kvw, kvw));
+        // only the rows the attention reads: the valid keys and, under a causal mask with dot-product scores, none past
+        // these queries' last row (a layer's keys are its queries: no corner shift); additive scores choose their tanh form
+        // from every valid key first, so they get them all
+        int copied = valid < 0 ? tokens : Math.Min(valid, tokens);
+        if (_settings.Causal != CausalMode.None && _settings.Score != ScoreKind.Additive) copied = Math.Min(copied, r1);
+        for (int r = 0; r < copied; r++) qkv.Slice(r * p + kCol, kvw).CopyTo(kvCopy.Slice(r * kvw, kvw));
         call.QStride = p; call.KStride = kvw; call.VStride = kvw;
         Attention.ForwardRowsCore(_isa, qkv, tokens, kvCopy, kvCopy.Slice(vCol - kCol), attn, scratch.Slice(tokens * kvw), call, r0, r1);
     }

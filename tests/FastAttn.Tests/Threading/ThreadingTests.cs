@@ -300,6 +300,38 @@ public class ThreadingTests
     }
 
     /// <summary>
+    /// Under a causal mask the attention-and-tail shares of the layer by rows follow the rows' cost: they cover the rows
+    /// once, in order, on multiples of 4 rows, the later share shorter, and each share's cost within 6 rows' cost of an even
+    /// share of the total (each of its two edges, rounded to 4 rows, moves by up to 2 rows and may pass its target by 1).
+    /// </summary>
+    [Fact]
+    public void LayerByRows_CausalShares_FollowTheRowsCost()
+    {
+        foreach (int threads in new[] { 2, 3 })
+            foreach (int tokens in new[] { 48, 49, 64, 130, 200, 511 })
+                foreach (int valid in new[] { tokens, tokens / 3 })
+                {
+                    const int tail = 320 + 2 * 640;
+                    double Row(int r) => 2.0 * tail + 5.0 * Math.Min(r + 1, valid);
+                    var costs = new List<double>();
+                    int prev = 0;
+                    for (int i = 0; i < threads; i++)
+                    {
+                        var (a, b) = RowLocalLayerJob.CausalShare(i, threads, tokens, valid, tail);
+                        Assert.Equal(prev, a);
+                        Assert.True(b >= a && (b % 4 == 0 || b == tokens), $"{tokens} tokens: share {i} is [{a}, {b})");
+                        costs.Add(Enumerable.Range(a, b - a).Sum(Row));
+                        prev = b;
+                    }
+                    Assert.Equal(tokens, prev);
+                    Assert.True(costs.All(c => Math.Abs(c - costs.Average()) <= 6 * Row(tokens - 1) + 1e-9), $"{tokens} tokens, {valid} valid, {threads} threads: {string.Join(", ", costs)}");
+                    if (valid == tokens && tokens >= 200)
+                        Assert.True(RowLocalLayerJob.CausalShare(threads - 1, threads, tokens, valid, tail) is var (s, e) && e - s < (tokens + threads - 1) / threads, "the last share is the shorter one");
+                }
+        Assert.Equal((0, 108), RowLocalLayerJob.CausalShare(0, 2, 200, 200, 320 + 2 * 640));
+    }
+
+    /// <summary>
     /// The whole layer by rows (<see cref="RowLocalLayerJob"/>: each thread projects its rows' q, k and v, then attends for
     /// its rows over every head from a copy of every row's k and v, then runs its rows' tail) gives the bits of one thread
     /// and of the split path, with causal masks (both corners), fewer valid keys, odd widths and token counts, and head
