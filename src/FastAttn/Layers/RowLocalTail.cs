@@ -118,7 +118,9 @@ internal sealed unsafe class RowLocalLayerJob : IParallelWork
     /// feed-forward products, <paramref name="tailWeight"/> = d + 2·ff, per unit d) and about 5 per key it sees (the
     /// scores' and P·V's 4 multiply-adds per key, at the attention's lower share of the peak); the edges fall where the
     /// running cost reaches i/threads of the total, on multiples of 4 rows. Every row is computed alike in any share (same
-    /// bits). On 2 threads, 200 rows of a (320, 640) layer go as 108 + 92 instead of 100 + 100.
+    /// bits). On 2 threads, 200 rows of a (320, 640) layer go as 108 + 92 instead of 100 + 100. The weight per key, tried
+    /// against 5 (perf/ab.sh, 2 threads, causal (320, 5 × 64, 640) at 200 tokens, (96, 3 × 32, 192) at 128, (320, 10 × 32,
+    /// 1280) at 512, (96, 2 × 48, 384) at 200): 9 0.960–1.008×, 3 0.995–1.005×.
     /// </summary>
     internal static (int Start, int End) CausalShare(int item, int threads, int tokens, int valid, int tailWeight)
     {
