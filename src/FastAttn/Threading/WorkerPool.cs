@@ -112,17 +112,8 @@ public sealed unsafe class WorkerPool : IDisposable
     internal void Run(IParallelWork work, int items, bool affine)
     {
         ArgumentNullException.ThrowIfNull(work);
-        Enter();
-        _runner = Environment.CurrentManagedThreadId;
-        try { _core.Run(work, items, affine); }
-        finally
-        {
-            _runner = 0;
-            Exit();
-            // Dispose called by an item (on this thread or a worker) could not wait for the run it was part of: done now
-            if (Volatile.Read(ref _disposeAfterRun) != 0) Dispose();
-        }
-        GC.KeepAlive(this);
+        using var lease = Acquire();
+        _core.Run(work, items, affine);
     }
 
     /// <summary>
