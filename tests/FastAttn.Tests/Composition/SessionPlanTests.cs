@@ -23,4 +23,30 @@ public class SessionPlanTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.True(worker < blockScratch, $"worker scratch {worker} is not below the block's {blockScratch}");
         output.WriteLine($"d={d} ff={ff} tokens={tokens}: 1 thread {one.PlannedFloats:N0} floats, 2 threads {two.PlannedFloats:N0} ({(double)two.PlannedFloats / one.PlannedFloats:F2}×)");
     }
+
+    /// <summary>
+    /// A session sized for 36 tokens over a 64 × 8192 weight runs fewer tokens correctly: 12 rows pack the weight's whole
+    /// depth (8192 floats a row) where 36 rows pack one K block (768), and the scratch was once sized for 36 rows only
+    /// (an access violation at 12 tokens). Checked against a plain reference, on one and two threads.
+    /// </summary>
+    [Fact]
+    public void ASessionRunsFewerTokensThanItWasSizedFor_OverADeepWeight()
+    {
+        const int k = 8192, n = 64;
+        float[] w = Reference.Random(n * k, 31, 0.02f), b = Reference.Random(n, 32);
+        using var lin = new Linear(w, n, k, b);
+        using var stack = new FastAttn.Composition.Stack(new LinearBlock(lin));
+        foreach (int threads in new[] { 1, 2 })
+        {
+            using var session = stack.CreateSession(36, threads);
+            foreach (int t in new[] { 36, 12, 5, 1, 13 })
+            {
+                float[] x = Reference.Random(t * k, 33 + t), y = new float[t * n];
+                session.Run(x, y);
+                var (c, sum) = Reference.Gemm(t, n, k, x, k, w, 1, k, bias: b);
+                for (int i = 0; i < t * n; i++)
+                    Assert.True(Math.Abs(y[i] - c[i]) <= 2.4 * (k + 2) / (1 << 24) * sum[i] + 1e-6, $"{threads} threads, {t} tokens: y[{i}] = {y[i]}, expected {c[i]}");
+            }
+        }
+    }
 }

@@ -131,12 +131,26 @@ internal static unsafe partial class GemmCore
     }
 
     /// <summary>Floats of A-packing scratch one caller (thread) needs for M×K on path <paramref name="isa"/>.</summary>
+    /// <remarks>
+    /// The most any product of up to <paramref name="m"/> rows packs, not only one of exactly m rows: callers size scratch
+    /// for the most rows they will run (a session for its token count) and then run fewer, and fewer rows may pack more —
+    /// a whole depth instead of one K block (<see cref="BlockDepth"/>: rows that fit one register tile). Sized for m alone,
+    /// a session for 36 tokens over a 64 × 8192 weight packed 12 tokens' 98,304 floats into a 28,768-float scratch (an
+    /// access violation).
+    /// </remarks>
     public static int APackSize(IsaPath isa, int m, int k)
     {
         int tile = TileRows(isa);
-        int mr = Math.Min(RoundUp(Math.Max(m, 1), tile), tile * MCTiles);
+        m = Math.Max(m, 1);
+        // what a product packs only changes where the rows pass a multiple of the tile, and not past MCTiles tiles
+        long most = 0;
+        for (int j = 1, steps = Math.Min((m + tile - 1) / tile, MCTiles + 1); j <= steps; j++)
+        {
+            int rows = Math.Min(m, j * tile);
+            most = Math.Max(most, (long)Math.Min(RoundUp(rows, tile), tile * MCTiles) * BlockDepth(rows, k, tile));
+        }
         // + accumulator tile and edge temporaries, + slack for PackA's row stores, + up to 15 floats to the first line (AlignToLine)
-        return mr * BlockDepth(m, k, tile) + ScratchHeader + 16 + 16;
+        return checked((int)most + ScratchHeader + 16 + 16);
     }
 
     /// <summary>

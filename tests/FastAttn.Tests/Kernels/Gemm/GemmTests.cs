@@ -165,6 +165,32 @@ public class GemmTests
         });
     }
 
+    /// <summary>
+    /// Scratch sized for m rows serves every product of up to m rows, on every path: callers size for the most rows they
+    /// will run (a session for its token count) and run fewer, and fewer rows may pack more (a whole depth where m rows
+    /// pack one K block). Each size is also at least what a product of exactly those rows packs.
+    /// </summary>
+    [Fact]
+    public void ScratchForTheMostRows_ServesEveryFewerRows()
+    {
+        foreach (var isa in new[] { IsaPath.Vector512, IsaPath.Vector256, IsaPath.Vector128, IsaPath.Scalar })
+        {
+            int tile = GemmCore.TileRows(isa);
+            foreach (int k in new[] { 1, 7, 768, 1024, 1025, 1100, 2048, 3072, 8192, 8193, 65536 })
+            {
+                long last = 0;
+                for (int m = 1; m <= 400; m++)
+                {
+                    long size = GemmCore.APackSize(isa, m, k);
+                    long packs = (long)Math.Min(GemmCore.RoundUp(m, tile), tile * GemmCore.MCTiles) * GemmCore.BlockDepth(m, k, tile);
+                    Assert.True(size >= last, $"{isa} k={k}: {m} rows get {size} floats, {m - 1} rows {last}");
+                    Assert.True(size >= packs + GemmCore.ScratchHeader, $"{isa} k={k} m={m}: {size} floats for a pack of {packs}");
+                    last = size;
+                }
+            }
+        }
+    }
+
     [Theory]
     [MemberData(nameof(MSizes))]
     public void MatMul_BothLayouts_WithStrides_MatchReference(int m)
