@@ -107,6 +107,10 @@ public class GemmTests
     [InlineData(65, 800)]
     [InlineData(200, 800)]
     [InlineData(389, 130)]
+    [InlineData(16, 8193)] // two tiles of 8 rows, panels outer over 11 K blocks (the last of 513)
+    [InlineData(25, 2049)]
+    [InlineData(130, 1100)] // eleven tiles, still panels outer (132 × 1100 floats packed: just within one A block's)
+    [InlineData(131, 1130)] // 132 × 1130 is past it: K blocks outer
     public void Linear_DeeperThanOneBlock_MatchesReference(int m, int k)
     {
         IsaPaths.ForEach(() =>
@@ -140,6 +144,7 @@ public class GemmTests
     [InlineData(1600)]
     [InlineData(300, 200)] // 200 rows: two equal A blocks (rows alone: one)
     [InlineData(1025, 389)]
+    [InlineData(2049, 100)] // 100 rows: K blocks outer; up to 71 rows: panels outer
     public void Linear_RowsAloneAndInsideABiggerProduct_AreBitIdentical(int k, int m = 37)
     {
         IsaPaths.ForEach(() =>
