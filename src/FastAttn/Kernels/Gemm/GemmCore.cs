@@ -73,8 +73,9 @@ internal static unsafe partial class GemmCore
     public static int BlockDepth(int m, int k, int tileRows) => PanelsOuter(m, k, tileRows) ? Math.Max(k, 1) : KBlock(k);
 
     /// <summary>
-    /// Whether a thread's <paramref name="rows"/> of a product of depth <paramref name="k"/> run panel by panel with the K
-    /// blocks inside (A packed once for the whole depth): a depth in several K blocks, and rows that fit one register tile or
+    /// Whether a product of <paramref name="rows"/> rows and depth <paramref name="k"/> runs panel by panel with the K
+    /// blocks inside (A packed once for the whole depth; each thread's share of the rows then too): a depth in several K
+    /// blocks, and rows that fit one register tile or
     /// whose whole-depth packing takes no more scratch than one A block of the usual order (<see cref="MCTiles"/> tiles ×
     /// <see cref="KC"/>). In the usual order (K blocks outside) a K block of every panel is a piece of K·NR floats apart
     /// from the next panel's, so a weight streaming from memory restarts the hardware's and the tile's prefetching at
