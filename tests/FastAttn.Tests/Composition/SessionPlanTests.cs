@@ -49,4 +49,32 @@ public class SessionPlanTests(Xunit.Abstractions.ITestOutputHelper output)
             }
         }
     }
+
+    /// <summary>
+    /// Every block's scratch and worker-scratch sizes are non-decreasing in the token count, so what a session reserves
+    /// for its most tokens serves every call with fewer (the property whose absence crashed the session above): encoder
+    /// layers with feed-forward widths past one K block (1030, 4100, 8192) and a model width past it (1536), int8 and
+    /// bf16 weights too, 1–300 tokens.
+    /// </summary>
+    [Theory]
+    [InlineData(64, 2, 8192, 0)]
+    [InlineData(48, 1, 4100, 0)]
+    [InlineData(128, 2, 1030, 1)]
+    [InlineData(1536, 12, 256, 0)]
+    [InlineData(96, 3, 2048, 2)]
+    public void BlockScratchSizes_NeverShrinkWithMoreTokens(int d, int heads, int ff, int precision)
+    {
+        using var enc = TransformerEncoder.Create(1, d, heads, ff, seed: 3, precision: (FastAttn.Kernels.Precision)precision);
+        foreach (var block in enc.Blocks)
+        {
+            long scratch = 0, worker = 0;
+            for (int t = 1; t <= 300; t++)
+            {
+                long s = block.ScratchSize(t), w = block.WorkerScratchSize(t);
+                Assert.True(s >= scratch, $"{block.GetType().Name}: scratch for {t} tokens {s} < {scratch} for {t - 1}");
+                Assert.True(w >= worker, $"{block.GetType().Name}: worker scratch for {t} tokens {w} < {worker} for {t - 1}");
+                scratch = s; worker = w;
+            }
+        }
+    }
 }
