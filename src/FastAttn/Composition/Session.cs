@@ -17,6 +17,8 @@ public sealed class Session : IDisposable
 {
     private readonly Stack _stack;
     private readonly LineAligned _a, _b, _scratch;
+    /// <summary>Token counts whose scratch sizes have been checked against what the session reserved (one bit each).</summary>
+    private readonly ulong[] _checked;
     private readonly WorkerPool? _pool;
     private int _busy;       // 1 while a call (or Dispose) holds the session
     private int _disposed;
@@ -58,6 +60,7 @@ public sealed class Session : IDisposable
         _a = new LineAligned(act);
         _b = new LineAligned(act);
         _scratch = new LineAligned(need);
+        _checked = new ulong[maxTokens / 64 + 1];
         if (threads > 1)
         {
             _pool = new WorkerPool(threads);
@@ -101,6 +104,7 @@ public sealed class Session : IDisposable
         batch.Check();
         var blocks = _stack.Blocks;
         for (int i = 0; i < blocks.Count; i++) blocks[i].Validate(batch);
+        if ((Volatile.Read(ref _checked[tokens >> 6]) & (1UL << (tokens & 63))) == 0) CheckScratch(tokens);
         Enter();
         _runner = Environment.CurrentManagedThreadId;
         var hot = _pool?.Hot() ?? default;
@@ -124,6 +128,27 @@ public sealed class Session : IDisposable
             if (Volatile.Read(ref _disposeAfterRun) != 0) _pool?.Dispose();
             Volatile.Write(ref _busy, 0);
         }
+    }
+
+    /// <summary>
+    /// The first call with <paramref name="tokens"/> tokens: every block's scratch for that many tokens must fit what the
+    /// session reserved for <see cref="MaxTokens"/> — blocks run unchecked here and write their scratch through pointers.
+    /// A block whose size shrank as tokens grew (the GEMM's packing once did: an access violation) is refused instead.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">A block needs more scratch for fewer tokens than it stated for the session's size.</exception>
+    private void CheckScratch(int tokens)
+    {
+        var blocks = _stack.Blocks;
+        long workerFloats = _pool?.WorkerScratchFloats ?? 0;
+        for (int i = 0; i < blocks.Count; i++)
+        {
+            long s = blocks[i].ScratchSize(tokens), w = _pool != null ? blocks[i].WorkerScratchSize(tokens) : 0;
+            if (s > _scratch.Length || w > Math.Max(workerFloats, 1))
+                throw new InvalidOperationException($"block {i} ({blocks[i].GetType().Name}) needs {(s > _scratch.Length ? s : w)} floats of " +
+                    $"{(s > _scratch.Length ? "scratch" : "worker scratch")} for {tokens} tokens, more than it stated for the session's {MaxTokens} " +
+                    $"({(s > _scratch.Length ? _scratch.Length : workerFloats)}); a block's scratch size must not shrink as tokens grow.");
+        }
+        Interlocked.Or(ref _checked[tokens >> 6], 1UL << (tokens & 63));
     }
 
     /// <summary>The managed id of the thread inside <see cref="Run(ReadOnlySpan{float}, Span{float}, ReadOnlySpan{int}, ReadOnlySpan{int})"/> (0 when none).</summary>

@@ -77,4 +77,40 @@ public class SessionPlanTests(Xunit.Abstractions.ITestOutputHelper output)
             }
         }
     }
+
+    /// <summary>
+    /// Blocks run unchecked inside a session and write their scratch through pointers, so a block that needs more scratch
+    /// for fewer tokens than it stated for the session's size is refused at the first call with that many tokens —
+    /// before anything is written — and the session stays usable.
+    /// </summary>
+    [Fact]
+    public void ABlockNeedingMoreScratchForFewerTokens_IsRefused_BeforeAnythingIsWritten()
+    {
+        using var stack = new FastAttn.Composition.Stack(new ShrinkingScratchBlock());
+        using var session = stack.CreateSession(8);
+        var x8 = Enumerable.Range(0, 8 * 4).Select(i => 0.5f * i).ToArray();
+        var y8 = new float[x8.Length];
+        session.Run(x8, y8);
+        Assert.Equal(x8, y8);
+        var y3 = Enumerable.Repeat(7f, 3 * 4).ToArray();
+        var e = Assert.Throws<InvalidOperationException>(() => session.Run(x8.AsSpan(0, 3 * 4), y3));
+        Assert.Contains("must not shrink", e.Message);
+        Assert.All(y3, v => Assert.Equal(7f, v));
+        Array.Clear(y8);
+        session.Run(x8, y8);
+        Assert.Equal(x8, y8);
+    }
+
+    /// <summary>Copies its input; states 16 floats of scratch for 8 or more tokens and 4096 for fewer, and clears what it states.</summary>
+    private sealed class ShrinkingScratchBlock : FastAttn.Composition.Block
+    {
+        public override int InputWidth => 4;
+        public override int OutputWidth => 4;
+        public override long ScratchSize(int maxTokens) => maxTokens >= 8 ? 16 : 4096;
+        protected internal override void ForwardCore(ReadOnlySpan<float> input, Span<float> output, FastAttn.Composition.Batch batch, Span<float> scratch)
+        {
+            scratch[..(int)ScratchSize(batch.Tokens)].Clear();
+            input.CopyTo(output);
+        }
+    }
 }
