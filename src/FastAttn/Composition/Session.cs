@@ -104,12 +104,13 @@ public sealed class Session : IDisposable
         batch.Check();
         var blocks = _stack.Blocks;
         for (int i = 0; i < blocks.Count; i++) blocks[i].Validate(batch);
-        if ((Volatile.Read(ref _checked[tokens >> 6]) & (1UL << (tokens & 63))) == 0) CheckScratch(tokens);
         Enter();
         _runner = Environment.CurrentManagedThreadId;
         var hot = _pool?.Hot() ?? default;
         try
         {
+            // (held: a disposed or busy session is refused by Enter first)
+            if ((_checked[tokens >> 6] & (1UL << (tokens & 63))) == 0) CheckScratch(tokens);
             ReadOnlySpan<float> cur = input;
             for (int i = 0; i < blocks.Count; i++)
             {
@@ -148,7 +149,7 @@ public sealed class Session : IDisposable
                     $"{(s > _scratch.Length ? "scratch" : "worker scratch")} for {tokens} tokens, more than it stated for the session's {MaxTokens} " +
                     $"({(s > _scratch.Length ? _scratch.Length : workerFloats)}); a block's scratch size must not shrink as tokens grow.");
         }
-        Interlocked.Or(ref _checked[tokens >> 6], 1UL << (tokens & 63));
+        _checked[tokens >> 6] |= 1UL << (tokens & 63);
     }
 
     /// <summary>The managed id of the thread inside <see cref="Run(ReadOnlySpan{float}, Span{float}, ReadOnlySpan{int}, ReadOnlySpan{int})"/> (0 when none).</summary>

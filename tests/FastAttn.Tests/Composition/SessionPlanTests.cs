@@ -99,6 +99,9 @@ public class SessionPlanTests(Xunit.Abstractions.ITestOutputHelper output)
         Array.Clear(y8);
         session.Run(x8, y8);
         Assert.Equal(x8, y8);
+        // a disposed session is refused as such, also at a token count it has not checked yet
+        session.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => session.Run(x8.AsSpan(0, 5 * 4), new float[5 * 4]));
     }
 
     /// <summary>Copies its input; states 16 floats of scratch for 8 or more tokens and 4096 for fewer, and clears what it states.</summary>
