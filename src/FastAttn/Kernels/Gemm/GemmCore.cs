@@ -64,26 +64,24 @@ internal static unsafe partial class GemmCore
 
     /// <summary>
     /// Columns of A packed at once for a product of <paramref name="m"/> rows: a K block (<see cref="KBlock"/>), or the whole
-    /// depth when every row fits one register tile. Such a product reads no weight panel twice, so it runs panel by panel
-    /// with the K blocks inside (the weight becomes one sequential stream; with K blocks outside, every block of every panel
-    /// started a new stream K·NR floats from the last). Same blocks, same sums, bit-identical results. Measured A/B in one
-    /// process on one encoder layer (1024, 16 heads, 4096), 1 thread: 1 token 1,579/1,422 → 1,151/1,235 µs, 4 tokens
-    /// 1,877/1,584 → 1,222/1,312 µs (two runs each); (512, 2048) and (768, 3072) unchanged.
+    /// depth when the product runs panel by panel with the K blocks inside (<see cref="PanelsOuter"/>), the weight one
+    /// sequential stream. First done for rows that fit one register tile, measured A/B in one process on one encoder layer
+    /// (1024, 16 heads, 4096), 1 thread: 1 token 1,579/1,422 → 1,151/1,235 µs, 4 tokens 1,877/1,584 → 1,222/1,312 µs (two
+    /// runs each); (512, 2048) and (768, 3072) unchanged. Same blocks, same sums, bit-identical results.
     /// </summary>
     public static int BlockDepth(int m, int k, int tileRows) => PanelsOuter(m, k, tileRows) ? Math.Max(k, 1) : KBlock(k);
 
     /// <summary>
     /// Whether a product of <paramref name="rows"/> rows and depth <paramref name="k"/> runs panel by panel with the K
     /// blocks inside (A packed once for the whole depth; each thread's share of the rows then too): a depth in several K
-    /// blocks, and rows that fit one register tile or
-    /// whose whole-depth packing takes no more scratch than one A block of the usual order (<see cref="MCTiles"/> tiles ×
-    /// <see cref="KC"/>). In the usual order (K blocks outside) a K block of every panel is a piece of K·NR floats apart
+    /// blocks, and rows that fit one register tile or whose whole-depth packing takes no more scratch than one A block of
+    /// the usual order (<see cref="MCTiles"/> tiles × <see cref="KC"/>). In the usual order (K blocks outside) a K block of every panel is a piece of K·NR floats apart
     /// from the next panel's, so a weight streaming from memory restarts the hardware's and the tile's prefetching at
     /// every piece; panel by panel it is one sequential stream. The K blocks, their sums and the order they are added
     /// in are the same either way (bit-identical). Measured with perf/ab.sh (alternated in one process, AMD EPYC Zen 5)
     /// against K blocks outer for more than one tile of rows: weights from memory 16 × 2048 → 8192 1.198×, 24 × 2048 →
     /// 8192 1.173×, encoder layers (1024, 16 heads, 4096) at 16 tokens 1.118×, (2048, 16, 8192) at 16 tokens 1.096× (2
-    /// threads 1.118×); weights in L3 16 × 4096 → 1024 1.047×, (1024, 4096) at 28 tokens 1.033×, (768, 3072) at 20 tokens
+    /// threads 1.118×); weights in the shared cache 16 × 4096 → 1024 1.047×, (1024, 4096) at 28 tokens 1.033×, (768, 3072) at 20 tokens
     /// on 2 threads 1.030×, 36–130 rows 1.000–1.016×, nothing slower (0.993–0.998× within the noise).
     /// </summary>
     public static bool PanelsOuter(int rows, int k, int tileRows) =>
