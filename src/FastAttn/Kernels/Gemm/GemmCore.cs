@@ -346,12 +346,14 @@ internal static unsafe partial class GemmCore
         }
     }
 
-    // full-width tiles with a short epilogue finish in registers; the rest go through the general epilogue (same bits)
+    // full-width tiles with a short epilogue finish in registers; the rest go through the general epilogue (same bits); a
+    // last panel of at most one vector of valid columns multiplies only its first vector (the same chains for those columns)
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Tile<TOps, TVec, TW>(int rows, float* a, nint aStep, float* b, int kc, float* c, nint ldc, int cols, int nr, ref TileEpilogue e)
         where TOps : ISimd<TVec> where TVec : struct where TW : IWeightFormat
     {
         if (GemmMicrokernel.CanFinishDirect(cols, nr, e)) GemmMicrokernel.Dispatch<TOps, TVec, FinishDirect, TW>(rows, a, aStep, b, kc, c, ldc, cols, ref e);
+        else if (cols <= TOps.Width && !NoEdgeTiles) GemmMicrokernel.DispatchEdge<TOps, TVec, TW, PackedA>(rows, a, aStep, b, kc, c, ldc, cols, ref e);
         else GemmMicrokernel.Dispatch<TOps, TVec, ViaEpilogue, TW>(rows, a, aStep, b, kc, c, ldc, cols, ref e);
     }
 
@@ -360,8 +362,12 @@ internal static unsafe partial class GemmCore
         where TOps : ISimd<TVec> where TVec : struct where TW : IWeightFormat
     {
         if (GemmMicrokernel.CanFinishDirect(cols, nr, e)) GemmMicrokernel.DispatchInPlace<TOps, TVec, FinishDirect, TW>(rows, a, lda, b, kc, c, ldc, cols, ref e);
+        else if (cols <= TOps.Width && !NoEdgeTiles) GemmMicrokernel.DispatchEdge<TOps, TVec, TW, InPlaceA>(rows, a, lda, b, kc, c, ldc, cols, ref e);
         else GemmMicrokernel.DispatchInPlace<TOps, TVec, ViaEpilogue, TW>(rows, a, lda, b, kc, c, ldc, cols, ref e);
     }
+
+    /// <summary>Tests set this on their own thread to run a last panel of one vector of columns as a whole panel (to compare the two paths' bits).</summary>
+    [ThreadStatic] internal static bool NoEdgeTiles;
 
     /// <summary>
     /// Products of at most this many weight panels read A where it is instead of packing it per block. Packing A costs

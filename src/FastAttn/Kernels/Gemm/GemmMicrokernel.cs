@@ -48,10 +48,15 @@ internal interface IALayout { static abstract bool InPlace { get; } }
 internal struct PackedA : IALayout { public static bool InPlace => false; }
 /// <summary>A read where it is, row-major with row stride lda (passed as aStep): no packing pass.</summary>
 internal struct InPlaceA : IALayout { public static bool InPlace => true; }
-/// <summary>Vectors of columns a tile computes: two (a whole panel) or one (a half panel: the last columns of attention's V).</summary>
-internal interface IVecCount { static abstract int N { get; } }
-internal struct Vec1 : IVecCount { public static int N => 1; }
-internal struct Vec2 : IVecCount { public static int N => 2; }
+/// <summary>
+/// Vectors of columns a tile computes (<see cref="N"/>) and vectors B advances per k (<see cref="Stride"/>): a whole panel,
+/// a half panel packed one vector wide (the last columns of attention's V), or the first vector of a whole panel (a
+/// product's last panel when it holds at most one vector of valid columns).
+/// </summary>
+internal interface IVecCount { static abstract int N { get; } static abstract int Stride { get; } }
+internal struct Vec1 : IVecCount { public static int N => 1; public static int Stride => 1; }
+internal struct Vec2 : IVecCount { public static int N => 2; public static int Stride => 2; }
+internal struct Vec1Of2 : IVecCount { public static int N => 1; public static int Stride => 2; }
 internal struct Rows2 : IRowCount { public static int N => 2; }
 internal struct Rows3 : IRowCount { public static int N => 3; }
 internal struct Rows4 : IRowCount { public static int N => 4; }
@@ -101,6 +106,19 @@ internal static unsafe class GemmMicrokernel
     {
         Debug.Assert(TM.Mode is 1 or 2);
         Dispatch<TOps, TVec, TM, F32Weights, Vec1>(rows, a, aStep, b, kc, c, ldc, TOps.Width, ref e);
+    }
+
+    /// <summary>
+    /// The last panel of a product whose valid columns fit one vector (<paramref name="cols"/> ≤ w): only the panel's first
+    /// vector is multiplied (B still advances a whole panel per k), through the general epilogue. Each valid element is the
+    /// same chain of multiply-adds as in a whole-panel tile (same bits), with half the multiply-adds and B's loads.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void DispatchEdge<TOps, TVec, TW, TA>(int rows, float* a, nint aStep, float* b, int kc, float* c, nint ldc, int cols, ref TileEpilogue e)
+        where TOps : ISimd<TVec> where TVec : struct where TW : IWeightFormat where TA : IALayout
+    {
+        Debug.Assert(cols <= TOps.Width);
+        Dispatch<TOps, TVec, ViaEpilogue, TW, Vec1Of2, TA>(rows, a, aStep, b, kc, c, ldc, cols, ref e);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -232,7 +250,7 @@ internal static unsafe class GemmMicrokernel
             if (pf != 0 && System.Runtime.Intrinsics.X86.Sse.IsSupported)
             {
                 System.Runtime.Intrinsics.X86.Sse.Prefetch0(b + pf);
-                System.Runtime.Intrinsics.X86.Sse.Prefetch0(b + pf + 16);
+                if (TC.N > 1) System.Runtime.Intrinsics.X86.Sse.Prefetch0(b + pf + 16);
             }
             TVec b0 = TW.Bf16 ? TOps.LoadBf16((ushort*)b) : TOps.Load(b);
             TVec b1 = TC.N == 1 ? TOps.Zero : TW.Bf16 ? TOps.LoadBf16((ushort*)b + w) : TOps.Load(b + w);
@@ -252,9 +270,9 @@ internal static unsafe class GemmMicrokernel
             if (TR.N > 12) { x = TOps.BroadcastFrom(TA.InPlace ? p12 : a + 12); cC0 = TOps.Fma(x, b0, cC0); if (TC.N > 1) cC1 = TOps.Fma(x, b1, cC1); }
             if (TR.N > 13) { x = TOps.BroadcastFrom(TA.InPlace ? p12 + l1 : a + 13); cD0 = TOps.Fma(x, b0, cD0); if (TC.N > 1) cD1 = TOps.Fma(x, b1, cD1); }
             if (TA.InPlace) { p0++; p4++; p8++; p12++; } else a += aStep;
-            b += TW.Bf16 ? TC.N * w / 2 : TC.N * w; // one panel row: 2w elements (2w bf16 = w floats of bytes); w for a half panel
+            b += TW.Bf16 ? TC.Stride * w / 2 : TC.Stride * w; // one panel row: 2w elements (2w bf16 = w floats of bytes); w for a half panel
         }
-        Debug.Assert(TC.N == 2 || TM.Mode is 1 or 2, "a half panel stores straight into C only");
+        Debug.Assert(TC.N == 2 || TM.Mode != 3, "FinishDirect finishes whole panels only");
         if (TM.Mode == 3)
         {
             bool last = e.Last, loadC = e.LoadC;
@@ -301,20 +319,21 @@ internal static unsafe class GemmMicrokernel
         // (activations are long) out of this body lets every accumulator stay in a register in the loop.
         float* t = e.Tile;
         int nr = 2 * w;
-        TOps.Store(c00, t); TOps.Store(c01, t + w);
-        if (TR.N > 1) { TOps.Store(c10, t + nr); TOps.Store(c11, t + nr + w); }
-        if (TR.N > 2) { TOps.Store(c20, t + 2 * nr); TOps.Store(c21, t + 2 * nr + w); }
-        if (TR.N > 3) { TOps.Store(c30, t + 3 * nr); TOps.Store(c31, t + 3 * nr + w); }
-        if (TR.N > 4) { TOps.Store(c40, t + 4 * nr); TOps.Store(c41, t + 4 * nr + w); }
-        if (TR.N > 5) { TOps.Store(c50, t + 5 * nr); TOps.Store(c51, t + 5 * nr + w); }
-        if (TR.N > 6) { TOps.Store(c60, t + 6 * nr); TOps.Store(c61, t + 6 * nr + w); }
-        if (TR.N > 7) { TOps.Store(c70, t + 7 * nr); TOps.Store(c71, t + 7 * nr + w); }
-        if (TR.N > 8) { TOps.Store(c80, t + 8 * nr); TOps.Store(c81, t + 8 * nr + w); }
-        if (TR.N > 9) { TOps.Store(c90, t + 9 * nr); TOps.Store(c91, t + 9 * nr + w); }
-        if (TR.N > 10) { TOps.Store(cA0, t + 10 * nr); TOps.Store(cA1, t + 10 * nr + w); }
-        if (TR.N > 11) { TOps.Store(cB0, t + 11 * nr); TOps.Store(cB1, t + 11 * nr + w); }
-        if (TR.N > 12) { TOps.Store(cC0, t + 12 * nr); TOps.Store(cC1, t + 12 * nr + w); }
-        if (TR.N > 13) { TOps.Store(cD0, t + 13 * nr); TOps.Store(cD1, t + 13 * nr + w); }
+        // (one vector of columns: the second half of each tile row is not written; the epilogue reads only valid columns)
+        TOps.Store(c00, t); if (TC.N > 1) TOps.Store(c01, t + w);
+        if (TR.N > 1) { TOps.Store(c10, t + nr); if (TC.N > 1) TOps.Store(c11, t + nr + w); }
+        if (TR.N > 2) { TOps.Store(c20, t + 2 * nr); if (TC.N > 1) TOps.Store(c21, t + 2 * nr + w); }
+        if (TR.N > 3) { TOps.Store(c30, t + 3 * nr); if (TC.N > 1) TOps.Store(c31, t + 3 * nr + w); }
+        if (TR.N > 4) { TOps.Store(c40, t + 4 * nr); if (TC.N > 1) TOps.Store(c41, t + 4 * nr + w); }
+        if (TR.N > 5) { TOps.Store(c50, t + 5 * nr); if (TC.N > 1) TOps.Store(c51, t + 5 * nr + w); }
+        if (TR.N > 6) { TOps.Store(c60, t + 6 * nr); if (TC.N > 1) TOps.Store(c61, t + 6 * nr + w); }
+        if (TR.N > 7) { TOps.Store(c70, t + 7 * nr); if (TC.N > 1) TOps.Store(c71, t + 7 * nr + w); }
+        if (TR.N > 8) { TOps.Store(c80, t + 8 * nr); if (TC.N > 1) TOps.Store(c81, t + 8 * nr + w); }
+        if (TR.N > 9) { TOps.Store(c90, t + 9 * nr); if (TC.N > 1) TOps.Store(c91, t + 9 * nr + w); }
+        if (TR.N > 10) { TOps.Store(cA0, t + 10 * nr); if (TC.N > 1) TOps.Store(cA1, t + 10 * nr + w); }
+        if (TR.N > 11) { TOps.Store(cB0, t + 11 * nr); if (TC.N > 1) TOps.Store(cB1, t + 11 * nr + w); }
+        if (TR.N > 12) { TOps.Store(cC0, t + 12 * nr); if (TC.N > 1) TOps.Store(cC1, t + 12 * nr + w); }
+        if (TR.N > 13) { TOps.Store(cD0, t + 13 * nr); if (TC.N > 1) TOps.Store(cD1, t + 13 * nr + w); }
         Epilogue<TOps, TVec>(TR.N, c, ldc, cols, ref e);
     }
 
