@@ -39,13 +39,6 @@ public class DenormalTests
 
     private static float[] Zeroed(float[] x) => [.. x.Select(v => float.IsNormal(v) ? v : 0f)];
 
-    private static void AssertBits(float[] expect, float[] actual, string what)
-    {
-        for (int i = 0; i < expect.Length; i++)
-            if (BitConverter.SingleToInt32Bits(expect[i]) != BitConverter.SingleToInt32Bits(actual[i]))
-                Assert.Fail($"{what}: element {i} is {actual[i]:R} with denormal operands, {expect[i]:R} with them zero");
-    }
-
     public static TheoryData<int, int, int> Shapes => new() { { 1, 33, 7 }, { 7, 65, 63 }, { 13, 17, 130 }, { 65, 7, 257 }, { 30, 70, 1025 } };
 
     [Theory]
@@ -63,7 +56,7 @@ public class DenormalTests
                 float[] y = new float[m * n], yz = new float[m * n];
                 Gemm.Linear(x, m, pw, y, new float[pw.ScratchSize(m)]);
                 Gemm.Linear(Zeroed(x), m, pz, yz, new float[pz.ScratchSize(m)]);
-                AssertBits(yz, y, $"{isa} {precision} Linear {m}x{k}->{n}");
+                Bits.AssertSame(yz, y, $"{isa} {precision} Linear {m}x{k}->{n}: denormal operands against zeroed");
                 if (precision != Precision.F32) continue;
                 var (c, s) = Reference.Gemm(m, n, k, x, k, w, 1, k);
                 for (int i = 0; i < c.Length; i++)
@@ -88,7 +81,7 @@ public class DenormalTests
                 var scratch = new float[Gemm.MatMulScratchSize(m, n, k)];
                 Gemm.MatMul(m, n, k, a, k, b, ldb, transposeB, c, n, scratch);
                 Gemm.MatMul(m, n, k, Zeroed(a), k, Zeroed(b), ldb, transposeB, cz, n, scratch);
-                AssertBits(cz, c, $"{isa} MatMul {m}x{k}x{n} transposeB={transposeB}");
+                Bits.AssertSame(cz, c, $"{isa} MatMul {m}x{k}x{n} transposeB={transposeB}: denormal operands against zeroed");
             }
         });
     }
@@ -116,7 +109,7 @@ public class DenormalTests
             float[] y = new float[lq * d], yz = new float[lq * d];
             Attention.Forward(q, lq, k, v, lk, y, scratch, options);
             Attention.Forward(qz, lq, Zeroed(k), Zeroed(v), lk, yz, scratch, options);
-            AssertBits(yz, y, $"{isa} attention {lq}x{lk}x{hd}");
+            Bits.AssertSame(yz, y, $"{isa} attention {lq}x{lk}x{hd}: denormal operands against zeroed");
         });
     }
 
@@ -144,7 +137,7 @@ public class DenormalTests
             float[] y = new float[tokens * d], yz = new float[tokens * d];
             using (var s = withDenormals.CreateSession(tokens)) s.Run(x, y);
             using (var s = zeroed.CreateSession(tokens)) s.Run(Zeroed(x), yz);
-            AssertBits(yz, y, $"{isa} encoder layer, {tokens} tokens, normFirst={normFirst}");
+            Bits.AssertSame(yz, y, $"{isa} encoder layer, {tokens} tokens, normFirst={normFirst}: denormal operands against zeroed");
         });
     }
 }

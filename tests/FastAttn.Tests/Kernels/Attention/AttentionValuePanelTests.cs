@@ -42,9 +42,7 @@ public class AttentionValuePanelTests
                         Attention.NoTripleV = true;
                         try { Attention.Forward(q, t, k, v, t, separate, scratch, o); }
                         finally { Attention.NoTripleV = false; }
-                        for (int i = 0; i < wide.Length; i++)
-                            Assert.True(BitConverter.SingleToInt32Bits(wide[i]) == BitConverter.SingleToInt32Bits(separate[i]),
-                                $"dv {dv}, {t} tokens, {causal}, non-finite {nonFinite}: out[{i}] = {wide[i]:R} against {separate[i]:R}");
+                        Bits.AssertSame(separate, wide, $"dv {dv}, {t} tokens, {causal}, non-finite {nonFinite}");
                     }
         });
     }
@@ -68,9 +66,7 @@ public class AttentionValuePanelTests
             Attention.NoTripleV = true;
             try { separate = a.Run(); }
             finally { Attention.NoTripleV = false; }
-            for (int i = 0; i < wide.Length; i++)
-                Assert.True(BitConverter.SingleToInt32Bits(wide[i]) == BitConverter.SingleToInt32Bits(separate[i]),
-                    $"dv {dv}: out[{i}] = {wide[i]:R} against {separate[i]:R}");
+            Bits.AssertSame(separate, wide, $"dv {dv}");
         });
     }
 

@@ -20,13 +20,6 @@ public class GemmEdgeTileTests
         return y;
     }
 
-    private static void AssertSameBits(float[] expect, float[] actual, string what)
-    {
-        for (int i = 0; i < expect.Length; i++)
-            Assert.True(BitConverter.SingleToInt32Bits(expect[i]) == BitConverter.SingleToInt32Bits(actual[i]),
-                $"{what}: y[{i}] = {actual[i]:R}, the whole panel gave {expect[i]:R}");
-    }
-
     // last panels of 1, 7, 8, 15 and 16 columns on AVX-512 (panel 32), of 1, 4, 7 and 8 on AVX2 (16), 1–4 on Vector128 (8),
     // 1 on the scalar path (2); and of more than one vector (17, 31) as a control
     public static TheoryData<int> Columns => new() { 1, 7, 33, 40, 47, 48, 100, 300, 17, 31, 271 };
@@ -54,7 +47,7 @@ public class GemmEdgeTileTests
                         {
                             float[] whole = Run(x, m, pw, c0, e, k, null, wholePanel: true);
                             float[] edge = Run(x, m, pw, c0, e, k, null, wholePanel: false);
-                            AssertSameBits(whole, edge, $"m={m} n={n} k={k} {precision} act={e.Activation}");
+                            Bits.AssertSame(whole, edge, $"m={m} n={n} k={k} {precision} act={e.Activation}");
                         }
                         if (precision != Precision.F32) continue;
                         // and against the plain reference (bound as in the GEMM's own tests: k + 2 roundings of the sum of |terms|)
@@ -79,7 +72,7 @@ public class GemmEdgeTileTests
                 using var pw = new PackedWeight(w, n, k);
                 using var pool = new FastAttn.Threading.WorkerPool(2);
                 var e = new GemmEpilogue { Bias = bias, Activation = Activation.Gelu };
-                AssertSameBits(Run(x, m, pw, new float[m * n], e, k, null, wholePanel: true), Run(x, m, pw, new float[m * n], e, k, pool, wholePanel: false), $"{m}×{k}→{n}, 2 threads");
+                Bits.AssertSame(Run(x, m, pw, new float[m * n], e, k, null, wholePanel: true), Run(x, m, pw, new float[m * n], e, k, pool, wholePanel: false), $"{m}×{k}→{n}, 2 threads");
             }
         });
     }

@@ -19,13 +19,6 @@ public class GemmInPlaceATests
         return y;
     }
 
-    private static void AssertSameBits(float[] expect, float[] actual, string what)
-    {
-        for (int i = 0; i < expect.Length; i++)
-            Assert.True(BitConverter.SingleToInt32Bits(expect[i]) == BitConverter.SingleToInt32Bits(actual[i]),
-                $"{what}: y[{i}] = {actual[i]:R}, packed A gave {expect[i]:R}");
-    }
-
     [Theory]
     [InlineData(1)]
     [InlineData(7)]
@@ -54,7 +47,7 @@ public class GemmInPlaceATests
                     {
                         float[] packed = Run(x, m, pw, c0, e, k, null, packed: true);
                         float[] inPlace = Run(x, m, pw, c0, e, k, null, packed: false);
-                        AssertSameBits(packed, inPlace, $"m={m} n={n} k={k} act={e.Activation}");
+                        Bits.AssertSame(packed, inPlace, $"m={m} n={n} k={k} act={e.Activation}");
                     }
                     // and against the plain reference (the packed path's own tests bound its error)
                     var ep = new GemmEpilogue { Bias = bias, Activation = Activation.Relu, Residual = res };
@@ -77,7 +70,7 @@ public class GemmInPlaceATests
             using var pw = new PackedWeight(w, n, k);
             using var pool = new FastAttn.Threading.WorkerPool(2);
             var e = new GemmEpilogue { Bias = bias, Activation = Activation.Gelu };
-            AssertSameBits(Run(x, m, pw, new float[m * n], e, k, null, packed: true), Run(x, m, pw, new float[m * n], e, k, pool, packed: false), "2 threads");
+            Bits.AssertSame(Run(x, m, pw, new float[m * n], e, k, null, packed: true), Run(x, m, pw, new float[m * n], e, k, pool, packed: false), "2 threads");
         });
     }
 
@@ -93,7 +86,7 @@ public class GemmInPlaceATests
             float[] zeroed = (float[])x.Clone();
             x[13 * k + 64] = 1e-40f; // in the scalar tail of a row
             zeroed[13 * k + 64] = 0f;
-            AssertSameBits(Run(zeroed, m, pw, new float[m * n], default, k, null, packed: true), Run(x, m, pw, new float[m * n], default, k, null, packed: false), "denormal in A");
+            Bits.AssertSame(Run(zeroed, m, pw, new float[m * n], default, k, null, packed: true), Run(x, m, pw, new float[m * n], default, k, null, packed: false), "denormal in A");
         });
     }
 

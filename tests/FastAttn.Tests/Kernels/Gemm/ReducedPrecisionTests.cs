@@ -116,9 +116,7 @@ public class ReducedPrecisionTests
                         float[] y = Filled(m * n, float.NaN);
                         Gemm.Linear(x, m, pw, y, new float[pw.ScratchSize(m)]);
                         float[] expect = IntegerReference(x, w, m, n, k, Int8Gemm.ActivationMax(kernel));
-                        for (int i = 0; i < y.Length; i++)
-                            if (BitConverter.SingleToInt32Bits(y[i]) != BitConverter.SingleToInt32Bits(expect[i]))
-                                Assert.Fail($"m={m} n={n} k={k}: y[{i / n},{i % n}] = {y[i]:R}, integer reference {expect[i]:R}");
+                        Bits.AssertSame(expect, y, $"m={m} n={n} k={k} against the integer reference");
                     }
         });
     }
