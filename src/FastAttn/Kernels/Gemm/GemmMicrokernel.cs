@@ -270,7 +270,7 @@ internal static unsafe class GemmMicrokernel
             if (TR.N > 12) { x = TOps.BroadcastFrom(TA.InPlace ? p12 : a + 12); cC0 = TOps.Fma(x, b0, cC0); if (TC.N > 1) cC1 = TOps.Fma(x, b1, cC1); }
             if (TR.N > 13) { x = TOps.BroadcastFrom(TA.InPlace ? p12 + l1 : a + 13); cD0 = TOps.Fma(x, b0, cD0); if (TC.N > 1) cD1 = TOps.Fma(x, b1, cD1); }
             if (TA.InPlace) { p0++; p4++; p8++; p12++; } else a += aStep;
-            b += TW.Bf16 ? TC.Stride * w / 2 : TC.Stride * w; // one panel row: 2w elements (2w bf16 = w floats of bytes); w for a half panel
+            b += TW.Bf16 ? TC.Stride * w / 2 : TC.Stride * w; // one panel row: 2w elements (2w bf16 = w floats of bytes), also when only its first vector is used; w for a half panel packed one vector wide
         }
         Debug.Assert(TC.N == 2 || TM.Mode != 3, "FinishDirect finishes whole panels only");
         if (TM.Mode == 3)
