@@ -10,7 +10,7 @@ public static unsafe partial class Attention
     /// place, the output tile rescaled when the max moved. TC = Vec1 for a tile of at most one vector of queries.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static void SoftmaxPass<TOps, TVec, TC>(float* st, int cols, float* mv, float* lv, float* cv, bool first, float* ot, int rows, int dvPad)
+    private static void SoftmaxPass<TOps, TVec, TC>(float* st, int cols, float* mv, float* lv, float* cv, bool first, float* ot, int rows, int dvPad, int dvT)
         where TOps : ISimd<TVec> where TVec : struct where TC : IVecCount
     {
         int w = TOps.Width, nq = 2 * w;
@@ -59,6 +59,17 @@ public static unsafe partial class Attention
         {
             TOps.Store(c0, cv);
             if (two) TOps.Store(c1, cv + w);
+            if (dvT > 0)
+            {
+                // the output tile transposed ([dv][nq], see TransposedPV): each value row scaled by the queries' factors
+                for (int c = 0; c < dvT; c++)
+                {
+                    float* o = ot + c * nq;
+                    TOps.Store(TOps.Mul(TOps.Load(o), c0), o);
+                    if (two) TOps.Store(TOps.Mul(TOps.Load(o + w), c1), o + w);
+                }
+            }
+            else
             for (int r = 0; r < rows; r++)
                 if (cv[r] != 1f) ScaleRow<TOps, TVec>(ot + r * dvPad, dvPad, cv[r]);
         }

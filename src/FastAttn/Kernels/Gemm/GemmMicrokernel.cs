@@ -121,6 +121,18 @@ internal static unsafe class GemmMicrokernel
         Dispatch<TOps, TVec, ViaEpilogue, TW, Vec1Of2, TA>(rows, a, aStep, b, kc, c, ldc, cols, ref e);
     }
 
+    /// <summary>
+    /// C = acc or C += acc (<see cref="StoreDirect"/>, <see cref="AddDirect"/>) for the first vector of each B row only, B
+    /// advancing a whole panel (two vectors) per k: attention's Oᵀ over a query tile of at most one vector.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void DispatchFirstVector<TOps, TVec, TM>(int rows, float* a, nint aStep, float* b, int kc, float* c, nint ldc, ref TileEpilogue e)
+        where TOps : ISimd<TVec> where TVec : struct where TM : IStoreMode
+    {
+        Debug.Assert(TM.Mode is 1 or 2);
+        Dispatch<TOps, TVec, TM, F32Weights, Vec1Of2, PackedA>(rows, a, aStep, b, kc, c, ldc, TOps.Width, ref e);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Dispatch<TOps, TVec, TM, TW, TC>(int rows, float* a, nint aStep, float* b, int kc, float* c, nint ldc, int cols, ref TileEpilogue e)
         where TOps : ISimd<TVec> where TVec : struct where TM : IStoreMode where TW : IWeightFormat where TC : IVecCount
