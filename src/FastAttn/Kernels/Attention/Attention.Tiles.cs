@@ -23,8 +23,9 @@ public static unsafe partial class Attention
     /// per query tile (pre-scaled) as the vector operand, so the running max, the exponentials and the row
     /// sums are all vertical (no horizontal reductions), and the tile is already in the layout P·V
     /// broadcasts from. O = P·V then runs on the same microkernel with V packed once in panels — or, for values one vector
-    /// wide, transposed: Oᵀ = Vᵀ·P, the values broadcast and Sᵀ's rows the vector operand (two vector loads and dv
-    /// broadcasts per key for 2·dv multiply-adds, where the row layout loads a broadcast per multiply-add), written out
+    /// wide, transposed: Oᵀ = Vᵀ·P, the values broadcast and Sᵀ's rows the vector operand (per key two vector loads
+    /// a tile of value rows and one broadcast a value row — 20 loads for 32 multiply-adds at dv = 16 —, where the row
+    /// layout loads a broadcast per multiply-add: 35), written out
     /// through <see cref="WriteTransposed{TOps, TVec}"/>. Measured with perf/ab.sh against the row layout (same bits), 1
     /// thread, AVX-512 (Zen 5): 48 × 128 × 16 1.040×, 48 × 512 × 16 1.107×, 12 × 512 × 16 1.097×, 48 × 2048 × 16 1.101×,
     /// 96 × 128 × 8 1.123×, 96 × 512 × 8 1.321×; written out element by element instead, 48 × 128 × 16 ran 0.940×.
@@ -167,8 +168,8 @@ public static unsafe partial class Attention
                     if (pvT)
                     {
                         // Oᵀ[c][q] += Σ_j V[j][c]·P[j][q]: the packed values (one vector a key) broadcast, Pᵀ's rows (Sᵀ, nq
-                        // queries a key) the vector operand — per key 2 vector loads and dv broadcasts for 2·dv multiply-adds,
-                        // where query rows × one value vector load one broadcast per multiply-add. Each element is the same
+                        // queries a key) the vector operand — per key two vector loads a tile and a broadcast a value row
+                        // for 2·dv multiply-adds, where query rows × one value vector load one broadcast per multiply-add. Each element is the same
                         // chain of multiply-adds in the same order as the row layout's (same bits).
                         float* vb = vp + (long)j0 * w;
                         for (int ti = 0; ti < vTiles.Count; ti++)
