@@ -61,7 +61,7 @@ public static unsafe partial class Attention
             if (two) TOps.Store(c1, cv + w);
             if (dvT > 0)
             {
-                // the output tile transposed ([dv][nq], see TransposedPV): each value row scaled by the queries' factors
+                // the output tile transposed ([dv][nq], see RunGroup): each value row scaled by the queries' factors
                 for (int c = 0; c < dvT; c++)
                 {
                     float* o = ot + c * nq;

@@ -25,8 +25,7 @@ public static unsafe partial class Attention
     /// broadcasts from. O = P·V then runs on the same microkernel with V packed once in panels — or, for values one vector
     /// wide, transposed: Oᵀ = Vᵀ·P, the values broadcast and Sᵀ's rows the vector operand (per key two vector loads
     /// a tile of value rows and one broadcast a value row — 20 loads for 32 multiply-adds at dv = 16 —, where the row
-    /// layout loads a broadcast per multiply-add: 35), written out
-    /// through <see cref="WriteTransposed{TOps, TVec}"/>. Measured with perf/ab.sh against the row layout (same bits), 1
+    /// layout loads a broadcast per multiply-add: 35), written out through <see cref="WriteTransposed{TOps, TVec}"/>. Measured with perf/ab.sh against the row layout (same bits), 1
     /// thread, AVX-512 (Zen 5): 48 × 128 × 16 1.040×, 48 × 512 × 16 1.107×, 12 × 512 × 16 1.097×, 48 × 2048 × 16 1.101×,
     /// 96 × 128 × 8 1.123×, 96 × 512 × 8 1.321×; written out element by element instead, 48 × 128 × 16 ran 0.940×.
     /// </summary>
@@ -42,7 +41,7 @@ public static unsafe partial class Attention
         // up to mr3 query rows (3·mr3 accumulators: 24 of AVX-512's 32 registers, 12 of AVX2's 16)
         bool allowTriple = !NoTripleV;
         int vPanels = VPanels(dv, nr, w, allowTriple, out bool tripleV), mr3 = w >= 16 ? 8 : 4;
-        // values one vector wide: P·V as Oᵀ = Vᵀ·P (see TransposedPV), the output tile [dv][nq]
+        // values one vector wide: P·V as Oᵀ = Vᵀ·P (see the summary), the output tile [dv][nq]
         bool pvT = dv <= w && !NoTransposedPV;
         var vTiles = new RowTiles(Math.Max(dv, 1), mr, GemmCore.MaxTileRows(a.Isa));
         var lay = new Layout(d, dv, lk, mr, nq);
@@ -168,9 +167,9 @@ public static unsafe partial class Attention
                     if (pvT)
                     {
                         // Oᵀ[c][q] += Σ_j V[j][c]·P[j][q]: the packed values (one vector a key) broadcast, Pᵀ's rows (Sᵀ, nq
-                        // queries a key) the vector operand — per key two vector loads a tile and a broadcast a value row
-                        // for 2·dv multiply-adds, where query rows × one value vector load one broadcast per multiply-add. Each element is the same
-                        // chain of multiply-adds in the same order as the row layout's (same bits).
+                        // queries a key) the vector operand — per key two vector loads a tile and a broadcast a value row for
+                        // 2·dv multiply-adds, where query rows × one value vector load one broadcast per multiply-add. Each
+                        // element is the same chain of multiply-adds in the same order as the row layout's (same bits).
                         float* vb = vp + (long)j0 * w;
                         for (int ti = 0; ti < vTiles.Count; ti++)
                         {
@@ -178,8 +177,8 @@ public static unsafe partial class Attention
                             float* oc = ot + c0 * nq;
                             if (half)
                             {
-                                if (first) GemmMicrokernel.DispatchFirstVector<TOps, TVec, StoreDirect>(cr, vb + c0, w, st, cols, oc, nq, ref epi);
-                                else GemmMicrokernel.DispatchFirstVector<TOps, TVec, AddDirect>(cr, vb + c0, w, st, cols, oc, nq, ref epi);
+                                if (first) GemmMicrokernel.DispatchFirstVector<TOps, TVec, StoreDirect, F32Weights, PackedA>(cr, vb + c0, w, st, cols, oc, nq, w, ref epi);
+                                else GemmMicrokernel.DispatchFirstVector<TOps, TVec, AddDirect, F32Weights, PackedA>(cr, vb + c0, w, st, cols, oc, nq, w, ref epi);
                             }
                             else if (first) GemmMicrokernel.Dispatch<TOps, TVec, StoreDirect>(cr, vb + c0, w, st, cols, oc, nq, nq, ref epi);
                             else GemmMicrokernel.Dispatch<TOps, TVec, AddDirect>(cr, vb + c0, w, st, cols, oc, nq, nq, ref epi);

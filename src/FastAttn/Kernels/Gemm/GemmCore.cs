@@ -353,7 +353,7 @@ internal static unsafe partial class GemmCore
         where TOps : ISimd<TVec> where TVec : struct where TW : IWeightFormat
     {
         if (GemmMicrokernel.CanFinishDirect(cols, nr, e)) GemmMicrokernel.Dispatch<TOps, TVec, FinishDirect, TW>(rows, a, aStep, b, kc, c, ldc, cols, ref e);
-        else if (cols <= TOps.Width && !NoEdgeTiles) GemmMicrokernel.DispatchEdge<TOps, TVec, TW, PackedA>(rows, a, aStep, b, kc, c, ldc, cols, ref e);
+        else if (cols <= TOps.Width && !NoEdgeTiles) GemmMicrokernel.DispatchFirstVector<TOps, TVec, ViaEpilogue, TW, PackedA>(rows, a, aStep, b, kc, c, ldc, cols, ref e);
         else GemmMicrokernel.Dispatch<TOps, TVec, ViaEpilogue, TW>(rows, a, aStep, b, kc, c, ldc, cols, ref e);
     }
 
@@ -362,7 +362,7 @@ internal static unsafe partial class GemmCore
         where TOps : ISimd<TVec> where TVec : struct where TW : IWeightFormat
     {
         if (GemmMicrokernel.CanFinishDirect(cols, nr, e)) GemmMicrokernel.DispatchInPlace<TOps, TVec, FinishDirect, TW>(rows, a, lda, b, kc, c, ldc, cols, ref e);
-        else if (cols <= TOps.Width && !NoEdgeTiles) GemmMicrokernel.DispatchEdge<TOps, TVec, TW, InPlaceA>(rows, a, lda, b, kc, c, ldc, cols, ref e);
+        else if (cols <= TOps.Width && !NoEdgeTiles) GemmMicrokernel.DispatchFirstVector<TOps, TVec, ViaEpilogue, TW, InPlaceA>(rows, a, lda, b, kc, c, ldc, cols, ref e);
         else GemmMicrokernel.DispatchInPlace<TOps, TVec, ViaEpilogue, TW>(rows, a, lda, b, kc, c, ldc, cols, ref e);
     }
 

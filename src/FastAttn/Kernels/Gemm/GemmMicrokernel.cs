@@ -109,28 +109,17 @@ internal static unsafe class GemmMicrokernel
     }
 
     /// <summary>
-    /// The last panel of a product whose valid columns fit one vector (<paramref name="cols"/> ≤ w): only the panel's first
-    /// vector is multiplied (B still advances a whole panel per k), through the general epilogue. Each valid element is the
-    /// same chain of multiply-adds as in a whole-panel tile (same bits), with half the multiply-adds and B's loads.
+    /// Only the first vector of each B row is multiplied, B still advancing a whole panel (two vectors) per k: a product's
+    /// last panel whose valid columns fit one vector (<paramref name="cols"/> ≤ w; through the general epilogue, half the
+    /// multiply-adds and B's loads), and attention's Oᵀ over a query tile of at most one vector (<see cref="StoreDirect"/>,
+    /// <see cref="AddDirect"/>). Each valid element is the same chain of multiply-adds as in a whole-panel tile (same bits).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void DispatchEdge<TOps, TVec, TW, TA>(int rows, float* a, nint aStep, float* b, int kc, float* c, nint ldc, int cols, ref TileEpilogue e)
-        where TOps : ISimd<TVec> where TVec : struct where TW : IWeightFormat where TA : IALayout
+    internal static void DispatchFirstVector<TOps, TVec, TM, TW, TA>(int rows, float* a, nint aStep, float* b, int kc, float* c, nint ldc, int cols, ref TileEpilogue e)
+        where TOps : ISimd<TVec> where TVec : struct where TM : IStoreMode where TW : IWeightFormat where TA : IALayout
     {
-        Debug.Assert(cols <= TOps.Width);
-        Dispatch<TOps, TVec, ViaEpilogue, TW, Vec1Of2, TA>(rows, a, aStep, b, kc, c, ldc, cols, ref e);
-    }
-
-    /// <summary>
-    /// C = acc or C += acc (<see cref="StoreDirect"/>, <see cref="AddDirect"/>) for the first vector of each B row only, B
-    /// advancing a whole panel (two vectors) per k: attention's Oᵀ over a query tile of at most one vector.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void DispatchFirstVector<TOps, TVec, TM>(int rows, float* a, nint aStep, float* b, int kc, float* c, nint ldc, ref TileEpilogue e)
-        where TOps : ISimd<TVec> where TVec : struct where TM : IStoreMode
-    {
-        Debug.Assert(TM.Mode is 1 or 2);
-        Dispatch<TOps, TVec, TM, F32Weights, Vec1Of2, PackedA>(rows, a, aStep, b, kc, c, ldc, TOps.Width, ref e);
+        Debug.Assert(cols <= TOps.Width && TM.Mode != 3);
+        Dispatch<TOps, TVec, TM, TW, Vec1Of2, TA>(rows, a, aStep, b, kc, c, ldc, cols, ref e);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -4,7 +4,7 @@ namespace FastAttn.Tests.Kernels;
 
 /// <summary>
 /// A product's last weight panel holding at most one vector of valid columns multiplies only that vector
-/// (<c>GemmMicrokernel.DispatchEdge</c>). Each valid element is the same chain of multiply-adds as in a whole-panel tile, so
+/// (<c>GemmMicrokernel.DispatchFirstVector</c>). Each valid element is the same chain of multiply-adds as in a whole-panel tile, so
 /// the bits must equal those of the whole-panel path (forced with <see cref="GemmCore.NoEdgeTiles"/>) — on every path,
 /// with packed and in-place A, one K block and several, a whole-depth pack (panels outer), bf16 panels, every epilogue
 /// and two threads — and the values must match the plain reference.
