@@ -496,6 +496,73 @@ public class ThreadingTests
         }
     }
 
+    /// <summary>A job whose items take uneven time (a sixteenth of them ~100× longer), so threads take over each other's items.</summary>
+    private sealed class Uneven : IParallelWork
+    {
+        public readonly int[] Runs = new int[80];
+        private int _seed;
+
+        public void Reset(int seed) { Array.Clear(Runs); _seed = seed; }
+
+        public void Execute(int item, int worker)
+        {
+            Interlocked.Increment(ref Runs[item]);
+            Thread.SpinWait(((item * 7919 + _seed) & 15) == 0 ? 2000 : 20);
+        }
+    }
+
+    /// <summary>
+    /// The pool's hand-out under load: every item of every run exactly once — plain and affine runs, 2, 3 and 5 threads
+    /// (more threads than this machine's CPUs too), 1–70 items of uneven length (so sequences are taken over), more job
+    /// objects than the pool names by index (its last slot changes hands), and runs numbered across the numbers' wrap
+    /// (where the claim words are cleared) and across int.MaxValue.
+    /// </summary>
+    [Fact]
+    public void Runs_EveryItemOnce_UnevenItems_ManyJobs_AcrossTheNumbersWrap()
+    {
+        var rnd = new Random(7);
+        foreach (int threads in new[] { 2, 3, 5 })
+        {
+            using var pool = new WorkerPool(threads);
+            var jobs = Enumerable.Range(0, 20).Select(_ => new Uneven()).ToArray();
+            for (int r = 0; r < 2400; r++)
+            {
+                if (r == 800) pool.SetLastRunNumber(-3);                // runs −2, −1, then 1 (0 skipped, words cleared), 2, …
+                if (r == 1600) pool.SetLastRunNumber(int.MaxValue - 2); // int.MaxValue − 1, int.MaxValue, int.MinValue, …
+                var job = jobs[rnd.Next(jobs.Length)];
+                int items = rnd.Next(1, 71);
+                bool affine = rnd.Next(2) == 0;
+                job.Reset(rnd.Next());
+                pool.Run(job, items, affine);
+                int wrong = Array.FindIndex(job.Runs, 0, items, n => n != 1);
+                Assert.True(wrong < 0, $"{threads} threads, run {r} ({items} items, affine {affine}): item {wrong} ran {(wrong < 0 ? 0 : job.Runs[wrong])} times");
+                Assert.True(job.Runs.Skip(items).All(n => n == 0));
+            }
+        }
+    }
+
+    /// <summary>
+    /// A claim word carries its run's number; one left untouched since run 1 (its thread had no items since) must not count
+    /// for the run numbered 1 after the numbers wrap: every item of that run runs once.
+    /// </summary>
+    [Fact]
+    public void Runs_AfterTheNumbersWrap_OldClaimWordsDoNotCount()
+    {
+        foreach (bool affine in new[] { false, true })
+        {
+            using var pool = new WorkerPool(3);
+            var job = new Uneven();
+            job.Reset(0);
+            pool.Run(job, 3, affine);                            // run 1: every thread's word stamped 1, its item claimed
+            for (int r = 0; r < 5; r++) { job.Reset(r); pool.Run(job, 2, affine); } // runs 2–6: one thread has none
+            pool.SetLastRunNumber(-3);
+            for (int r = 0; r < 2; r++) { job.Reset(r); pool.Run(job, 2, affine); } // runs −2, −1
+            job.Reset(1);
+            pool.Run(job, 3, affine);                            // run 1 again
+            Assert.Equal([1, 1, 1], job.Runs.Take(3));
+        }
+    }
+
     [Fact]
     public void Session_Dispose_WhileIdle_StopsItsThreads()
     {
