@@ -117,7 +117,7 @@ public sealed unsafe class WorkerPool : IDisposable
     {
         ArgumentNullException.ThrowIfNull(work);
         using var lease = Acquire();
-        _core.Run(work, items, affine);
+        _core.Run(work, items, affine, transient: true);
     }
 
     /// <summary>
@@ -267,7 +267,11 @@ public sealed unsafe class WorkerPool : IDisposable
         /// <summary>Claim words, thread v's at _claimBase + 8·v: (run number &lt;&lt; 32) | the next index into v's sequence.</summary>
         private readonly long[] _claims;
         private readonly int _claimBase;
-        /// <summary>Jobs run so far (a run names its job by index: the line the workers read then does not change); the last slot takes any job once the others are full.</summary>
+        /// <summary>
+        /// The pool's jobs run so far (a run names its job by index, so the line the workers read does not change for a job
+        /// they know); the last slot takes any job once the others are full. A caller's own job (<see cref="WorkerPool.Run(IParallelWork, int)"/>) is
+        /// taken out again after its run.
+        /// </summary>
         private readonly IParallelWork?[] _works = new IParallelWork?[16];
         private Exception? _error;
         /// <summary>The number of the last run (the caller's own count; the workers see a run's number on the job line).</summary>
@@ -440,15 +444,15 @@ public sealed unsafe class WorkerPool : IDisposable
         /// <summary>Index of <paramref name="work"/> in <see cref="_works"/> (added if new; the last slot takes any job once the others are full).</summary>
         private int JobIndex(IParallelWork work)
         {
-            int last = _works.Length - 1;
+            int last = _works.Length - 1, free = last;
             for (int i = 0; i < last; i++)
             {
                 var known = _works[i];
                 if (ReferenceEquals(known, work)) return i;
-                if (known == null) { _works[i] = work; return i; }
+                if (known == null && free == last) free = i;
             }
-            _works[last] = work;
-            return last;
+            _works[free] = work;
+            return free;
         }
 
         /// <summary>
@@ -457,10 +461,11 @@ public sealed unsafe class WorkerPool : IDisposable
         /// of 4 items 0.53–0.69 µs more than two (1.27–1.28 before); encoder layers on 2 threads (perf/ab.sh) at 1 token
         /// (320, 20 × 16, 640) 1.031–1.040× faster, at 4 tokens (320, 10 × 32, 1280) 1.052×, at 12 (384, 12 × 32, 1536)
         /// 1.018×; the hot loops are compiled optimized from the first call (in a fresh process the tier-0 pool code took a
-        /// (96, 3 × 32, 192) layer's 2-thread call from 4.5 to 6.9 µs).
+        /// (96, 3 × 32, 192) layer's 2-thread call from 4.5 to 6.9 µs). The job's table slot is cleared after the run when
+        /// it is <c>transient</c>, a caller's own job (not one of the pool's reused ones), so the pool does not keep it alive.
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public void Run(IParallelWork work, int items, bool affine)
+        public void Run(IParallelWork work, int items, bool affine, bool transient = false)
         {
             if (items <= 0) return;
             if (Threads == 1 || items == 1)
@@ -480,7 +485,8 @@ public sealed unsafe class WorkerPool : IDisposable
             _error = null;
             _sync[_base + ItemsWord] = items;
             _sync[_base + AffineWord] = affine ? 1 : 0;
-            _sync[_base + JobWord] = JobIndex(work);
+            int job = JobIndex(work);
+            _sync[_base + JobWord] = job;
             Volatile.Write(ref _sync[_base + RunWord], run);
             // wake the workers that sleep; one about to sleep is woken after the fence below (see WorkerLoop)
             for (int w = 1; w < Threads; w++) if (Volatile.Read(ref _sync[ThreadWord(w, AsleepWord)]) != 0) _go[w]!.Set();
@@ -503,6 +509,8 @@ public sealed unsafe class WorkerPool : IDisposable
                 }
                 Volatile.Write(ref _sync[_base + BlockingWord], 0);
             }
+            // every worker is done with the run (it read the job before it said so)
+            if (transient) _works[job] = null;
             var error = _error;
             if (error != null)
             {

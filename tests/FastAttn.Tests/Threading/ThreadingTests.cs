@@ -563,6 +563,30 @@ public class ThreadingTests
         }
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static WeakReference RunOwnJob(WorkerPool pool)
+    {
+        var job = new Counting();
+        pool.Run(job, 8);
+        Assert.All(job.Runs.Take(8), n => Assert.Equal(1, n));
+        return new WeakReference(job);
+    }
+
+    /// <summary>A run names its job by an index into the pool's table of jobs; a caller's own job leaves the table after its run (the pool does not keep it alive).</summary>
+    [Fact]
+    public void Run_DoesNotKeepTheCallersJobAlive()
+    {
+        using var pool = new WorkerPool(2);
+        var weak = RunOwnJob(pool);
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        Assert.False(weak.IsAlive, "the pool kept the caller's job alive");
+        var again = new Counting();
+        pool.Run(again, 8);
+        Assert.All(again.Runs.Take(8), n => Assert.Equal(1, n));
+    }
+
     [Fact]
     public void Session_Dispose_WhileIdle_StopsItsThreads()
     {
