@@ -281,7 +281,7 @@ public sealed unsafe class WorkerPool : IDisposable
         internal void SetLastRunNumber(int last) => _lastRun = last;
 
         /// <summary>
-        /// The CPU each thread last ran on (thread w at [w·16], one cache line each), published while it waits or starts work.
+        /// The CPU each thread last ran on (on thread w's own line: <see cref="ThreadWord"/>), published while it waits or starts work.
         /// When the OS puts two of the pool's threads on one CPU (e.g. while the runtime's tiered-compilation thread holds
         /// the other CPU of a 2-CPU machine), a thread that spin-waits for the other only takes its CPU time: a 2-thread
         /// layer call went from 100 µs to 550 µs for whole 10 ms stretches. A waiter that sees the thread it waits for on
