@@ -460,8 +460,8 @@ public sealed unsafe class WorkerPool : IDisposable
         /// 3 µs items in a loop on 2 threads: a run of 2 items took 0.32–0.36 µs more than one item (1.14–1.22 µs before),
         /// of 4 items 0.53–0.69 µs more than two (1.27–1.28 before); encoder layers on 2 threads (perf/ab.sh) at 1 token
         /// (320, 20 × 16, 640) 1.031–1.040× faster, at 4 tokens (320, 10 × 32, 1280) 1.052×, at 12 (384, 12 × 32, 1536)
-        /// 1.018×; the hot loops are compiled optimized from the first call (in a fresh process the tier-0 pool code took a
-        /// (96, 3 × 32, 192) layer's 2-thread call from 4.5 to 6.9 µs). The job's table slot is cleared after the run when
+        /// 1.018×; the hot loops are compiled optimized from the first call (while still tier-0, the pool code took a
+        /// (96, 3 × 32, 192) layer's 2-thread call 6.9–7.3 µs against 4.5–5.1 once compiled). The job's table slot is cleared after the run when
         /// it is <c>transient</c>, a caller's own job (not one of the pool's reused ones), so the pool does not keep it alive.
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
