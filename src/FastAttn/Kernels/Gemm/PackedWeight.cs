@@ -22,6 +22,7 @@ namespace FastAttn.Kernels;
 public sealed unsafe class PackedWeight : IDisposable
 {
     private byte* _data;
+    private readonly long _mapped; // the storage's own mapping's length (0: from the C allocator)
     private nint _colScaleOffset, _colSumOffset; // int8: per packed column scale and quantized sum, after the panels
     private int _refs = 1;      // 1 for the owner, +1 per product in flight
     private int _disposed;
@@ -117,7 +118,7 @@ public sealed unsafe class PackedWeight : IDisposable
         _colScaleOffset = (nint)((panelBytes + 63) / 64 * 64);
         _colSumOffset = _colScaleOffset + (nint)paddedCols * sizeof(float);
         SizeInBytes = precision == Precision.Int8 ? _colSumOffset + paddedCols * sizeof(int) : panelBytes;
-        _data = WeightMemory.Allocate(SizeInBytes, out long advised);
+        _data = WeightMemory.Allocate(SizeInBytes, out long advised, out _mapped);
         HugePageBytes = advised;
         GC.AddMemoryPressure(Math.Max(SizeInBytes, advised));
         try
@@ -242,7 +243,7 @@ public sealed unsafe class PackedWeight : IDisposable
         byte* p = _data;
         if (p == null) return;
         _data = null;
-        WeightMemory.Free(p);
+        WeightMemory.Free(p, _mapped);
         GC.RemoveMemoryPressure(Math.Max(SizeInBytes, HugePageBytes));
     }
 

@@ -1,4 +1,5 @@
 using FastAttn.Kernels;
+using System.Runtime.InteropServices;
 
 namespace FastAttn.Tests.Kernels;
 
@@ -413,6 +414,59 @@ public class GemmTests
             var (c, sum) = Reference.Gemm(m, n, k, x, k, w, 1, k);
             AssertClose(c, sum, k, y, n, m, n, "Linear on huge pages");
         });
+    }
+
+    /// <summary>
+    /// A weight advised as huge pages gets them also after the C allocator has recycled memory: glibc serves large blocks
+    /// from its heap once a larger one was freed, and a heap block touched before keeps its 4 KB pages (the weight then
+    /// got AnonHugePages 0 kB — the layer it belonged to ran 1.3× slower). The sequence below puts such a block where
+    /// the allocator would serve the weight from; the weight must sit in a mapping of its own, on huge pages (asserted
+    /// where THP is on for advised memory and the kernel compacts for it: <c>defrag</c> not <c>[never]</c>/<c>[defer]</c>).
+    /// </summary>
+    [Fact]
+    public unsafe void LargeWeights_GetHugePages_AfterTheAllocatorRecycledMemory()
+    {
+        const int n = 770, k = 1030;                                     // 3.0–3.2 MB packed
+        string thp = File.Exists("/sys/kernel/mm/transparent_hugepage/enabled") ? File.ReadAllText("/sys/kernel/mm/transparent_hugepage/enabled") : "";
+        string defrag = File.Exists("/sys/kernel/mm/transparent_hugepage/defrag") ? File.ReadAllText("/sys/kernel/mm/transparent_hugepage/defrag") : "";
+        if (!OperatingSystem.IsLinux() || !WeightMemory.Enabled || !(thp.Contains("[madvise]") || thp.Contains("[always]")))
+        {
+            using var plain = new PackedWeight(Reference.Random(n * k, 33), n, k);
+            Assert.Equal(0, plain.HugePageBytes);
+            return;
+        }
+        // raise glibc's mmap threshold (a freed 24 MB block), then leave a touched 8 MB block free in its heap
+        void* big = NativeMemory.AlignedAlloc(24 << 20, 64);
+        new Span<byte>(big, 24 << 20).Fill(1);
+        NativeMemory.AlignedFree(big);
+        void* used = NativeMemory.AlignedAlloc(8 << 20, 64);
+        void* after = NativeMemory.Alloc(1024);                          // keeps the freed block from being trimmed away
+        new Span<byte>(used, 8 << 20).Fill(1);
+        NativeMemory.AlignedFree(used);
+        try
+        {
+            float[] w = Reference.Random(n * k, 33), x = Reference.Random(3 * k, 34);
+            using var pw = new PackedWeight(w, n, k);
+            byte* data = pw.Acquire();
+            try
+            {
+                Assert.Equal(WeightMemory.HugeBytes(pw.SizeInBytes), pw.HugePageBytes);
+                Assert.Equal(0, (long)data % WeightMemory.HugePage);
+                Assert.Equal("1", SmapsField((nint)data, "THPeligible"));
+                if (!defrag.Contains("[never]") && !defrag.Contains("[defer]"))
+                {
+                    string? huge = SmapsField((nint)data, "AnonHugePages");
+                    Assert.NotNull(huge);
+                    Assert.True(long.Parse(huge!.Split(' ')[0]) >= 2048, $"the weight's mapping has AnonHugePages {huge}");
+                }
+            }
+            finally { pw.Release(); }
+            float[] y = Filled(3 * n, float.NaN);
+            Gemm.Linear(x, 3, pw, y, new float[pw.ScratchSize(3)]);
+            var (c, sum) = Reference.Gemm(3, n, k, x, k, w, 1, k);
+            AssertClose(c, sum, k, y, n, 3, n, "Linear on its own mapping");
+        }
+        finally { NativeMemory.Free(after); }
     }
 
     /// <summary>A field of the /proc/self/smaps entry of the mapping that holds <paramref name="address"/>.</summary>
