@@ -16,7 +16,7 @@ internal unsafe struct TileEpilogue
     public nint Ldr;
     public float* Temp; // 3·64 floats for edge tiles
     public float* Tile; // MR·NR floats: the accumulators of one tile
-    public int Prefetch; // floats ahead of B to prefetch (0 = none)
+    public nint Prefetch; // floats ahead of B to prefetch (0 = none)
 }
 
 internal interface IRowCount { static abstract int N { get; } }
@@ -245,7 +245,7 @@ internal static unsafe class GemmMicrokernel
         TVec c80 = TOps.Zero, c81 = TOps.Zero, c90 = TOps.Zero, c91 = TOps.Zero;
         TVec cA0 = TOps.Zero, cA1 = TOps.Zero, cB0 = TOps.Zero, cB1 = TOps.Zero;
         TVec cC0 = TOps.Zero, cC1 = TOps.Zero, cD0 = TOps.Zero, cD1 = TOps.Zero;
-        int pf = e.Prefetch;
+        nint pf = e.Prefetch;
         for (int k = 0; k < kc; k++)
         {
             if (pf != 0 && System.Runtime.Intrinsics.X86.Sse.IsSupported)
