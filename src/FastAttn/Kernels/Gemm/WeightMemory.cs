@@ -17,9 +17,10 @@ namespace FastAttn.Kernels;
 /// blocks from its heap once a larger block was freed (its mmap threshold rises with every free, up to 32 MB), and a
 /// heap block that held something before keeps the 4 KB pages it was first touched with — the advice then changes
 /// nothing. Found timing a (320, 10 × 32, 1280) layer at 4 tokens in one process (ad hoc harness, 1 thread, AMD EPYC
-/// Zen 5): 72–79 µs as the process's first layer, 102 µs once a (1024, 16 × 64, 4096) layer had been built before it
-/// (102–105 µs with huge pages switched off; 71 µs with glibc's threshold pinned), its 3.3 MB of weights on 4 KB pages
-/// (/proc/self/smaps: AnonHugePages 0 kB).
+/// Zen 5): 72–79 µs built first or after a (1024, 32 × 32, 2048) layer, 102 µs built after a (1024, 16 × 64, 4096)
+/// one (102–105 µs with huge pages switched off; 71 µs with glibc's threshold pinned by MALLOC_MMAP_THRESHOLD_; 72–73 µs
+/// with this mapping). A 3 MB weight allocated right after a freed 24 MB block and a freed, touched 8 MB one had
+/// AnonHugePages 0 kB in /proc/self/smaps with the C allocator's memory, 2 MB with its own mapping (the unit test).
 /// Advice only: where the kernel has no huge page to give, or THP is off, or the platform is not Linux, the memory is
 /// ordinary and nothing else changes. The switch <c>FastAttn.DisableHugePages</c> (AppContext, e.g.
 /// <c>&lt;RuntimeHostConfigurationOption&gt;</c>) turns it off.
