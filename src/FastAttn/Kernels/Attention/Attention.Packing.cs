@@ -120,6 +120,9 @@ public static unsafe partial class Attention
     /// <summary>Tests set this on their own thread to run P·V in the row layout for values one vector wide (to compare the two layouts' bits).</summary>
     [ThreadStatic] internal static bool NoTransposedPV;
 
+    /// <summary>Tests set this on their own thread to pack K always (to compare the two paths' bits).</summary>
+    [ThreadStatic] internal static bool NoInPlaceK;
+
     /// <summary>Width of panel <paramref name="p"/> of <paramref name="panels"/> (<see cref="VPanels"/>).</summary>
     private static int VPanelWidth(int dv, int p, int nr, int w, bool triple, int panels) =>
         triple && p == panels - 1 ? 3 * w : VPanelWidth(dv, p, nr, w);
