@@ -309,7 +309,7 @@ internal static unsafe partial class GemmCore
                         int row = rowStart + ir;
                         float* c = g.C + row * g.Ldc + col;
                         epi.Residual = g.Residual == null ? null : g.Residual + row * g.Ldr + col;
-                        SetPrefetch(ref epi, ti, nextBlock);
+                        SetPrefetch(ref epi, ti, tiles.Count, nextBlock);
                         Tile<TOps, TVec, TW>(tr, aPack + (long)ir * K + (long)pc * tr, tr, bPanel, kc, c, g.Ldc, cols, nr, ref epi);
                     }
                 }
@@ -345,7 +345,7 @@ internal static unsafe partial class GemmCore
                         int row = ic + ir;
                         float* c = g.C + row * g.Ldc + col;
                         epi.Residual = g.Residual == null ? null : g.Residual + row * g.Ldr + col;
-                        SetPrefetch(ref epi, ti, nextPanel);
+                        SetPrefetch(ref epi, ti, tiles.Count, nextPanel);
                         if (inPlace) TileInPlace<TOps, TVec, TW>(rows, g.A + row * g.Lda + pc, g.Lda, bPanel, kc, c, g.Ldc, cols, nr, ref epi);
                         else Tile<TOps, TVec, TW>(rows, aPack + ir * kc, rows, bPanel, kc, c, g.Ldc, cols, nr, ref epi);
                     }
@@ -355,23 +355,29 @@ internal static unsafe partial class GemmCore
     }
 
     /// <summary>
-    /// The weight prefetch of row tile <paramref name="ti"/> of a block: the block's first tile prefetches
-    /// <see cref="PrefetchFloats"/> ahead as it streams the block (from wherever it is); the second prefetches, at the
-    /// same pace, the block the product reads next (<paramref name="next"/> floats on: the next panel, or this panel's
-    /// next K block), so that block's first tile finds it in this core's caches instead of the shared cache or memory;
-    /// later tiles read the block from L2 and prefetch nothing. Only products of several row tiles per block change.
-    /// Measured with perf/ab.sh against a 16 KB prefetch in every tile (1 thread, AMD EPYC Zen 5): encoder layers (1024,
-    /// 32 × 32, 2048) at 128 tokens 1.044×, (768, 6 × 128, 3072) at 128 1.030×, (512, 8 × 64, 2048) at 200 1.025×, d96
-    /// layers 0.999–1.008×, 4- and 12-token layers 0.993–1.013×, 2 threads (512, 8 × 64, 2048) at 200 0.997×; products
-    /// 128 × 2048 → 1024 1.036×, 200 × 1024 → 4096 1.026×. The same split with the next block fetched by a second
-    /// prefetch instruction in the loop (<c>prefetcht1</c>, into L2): layers from 128 tokens 1.004–1.037×, but a (320,
-    /// 10 × 32, 1280) layer at 4 tokens, whose products have one tile per block, 0.94× in two runs of three.
+    /// The weight prefetch of row tile <paramref name="ti"/> of a block of <paramref name="tiles"/> row tiles. With at
+    /// least <see cref="NextBlockTiles"/>, the block's first tile prefetches <see cref="PrefetchFloats"/> ahead as it
+    /// streams the block (from wherever it is); the second prefetches, at the same pace, the block the product reads next
+    /// (<paramref name="next"/> floats on: the next panel, or this panel's next K block), so that block's first tile finds
+    /// it in this core's caches instead of the shared cache or memory; later tiles read the block from L2 and prefetch
+    /// nothing. With fewer, every tile prefetches 16 KB ahead. Measured with perf/ab.sh against a 16 KB prefetch in every
+    /// tile (1 thread, AMD EPYC Zen 5), in a slow phase of the host: encoder layers (1024, 32 × 32, 2048) at 128 tokens
+    /// 1.044×, (768, 6 × 128, 3072) at 128 1.030×, (512, 8 × 64, 2048) at 200 1.025×, products 128 × 2048 → 1024
+    /// 1.036×, 200 × 1024 → 4096 1.026×; in fast phases layers at 128–512 tokens 0.982–1.028× (two runs), products
+    /// 1.000–1.011×. From two tiles on, products of 16 and 20 rows (a tile of 8 rows) lost 0.939× and layers at 16–20
+    /// tokens 0.931–0.967× (the 2026-12-04 attempt found the same); from three, 16–40-row products and 16–40-token layers
+    /// measure 0.979–1.045× (noise: those of two tiles run the old prefetch). The next block fetched by a second prefetch instruction in the loop instead (<c>prefetcht1</c>,
+    /// into L2): a (320, 10 × 32, 1280) layer at 4 tokens, whose products have one tile per block, 0.94× in two runs of
+    /// three — the extra test and branch in every step.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void SetPrefetch(ref TileEpilogue e, int ti, nint next)
+    private static void SetPrefetch(ref TileEpilogue e, int ti, int tiles, nint next)
     {
-        e.Prefetch = ti == 0 ? PrefetchFloats : ti == 1 ? next : 0;
+        e.Prefetch = tiles < NextBlockTiles || ti == 0 ? PrefetchFloats : ti == 1 ? next : 0;
     }
+
+    /// <summary>Row tiles a block needs before its second tile fetches the next block (see <see cref="SetPrefetch"/>).</summary>
+    internal const int NextBlockTiles = 3;
 
     // full-width tiles with a short epilogue finish in registers; the rest go through the general epilogue (same bits); a
     // last panel of at most one vector of valid columns multiplies only its first vector (the same chains for those columns)
