@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
@@ -72,17 +73,15 @@ public static unsafe partial class Attention
             keyEnd = Math.Min(keyEnd, Math.Max(0, rowEnd + (a.Causal == CausalMode.BottomRight ? lk - lq : 0)));
         int* bad = (int*)(scratch + lay.Bad);
         int nBad = 0;
-        // dot-product scores read K where it is (see KInPlace) unless a tile of at most one vector of queries needs it packed
+        // dot-product scores read K where it is (see KInPlace) when few query tiles share it and none of them is one vector
+        // of queries or less (those tiles run a kernel that reads K packed)
         float* kRows = a.K + k0 * a.Ldk + kvHead * d;
-        bool kInPlace = !additive && keyEnd > 0 && KInPlace<TOps, TVec>(a, kRows, keyEnd, d);
-        bool kPacked = false;
+        int lastRows = (rowEnd - rowStart) % nq;
+        bool kInPlace = !additive && keyEnd > 0 && (lastRows == 0 || lastRows > w)
+            && ((rowEnd - rowStart + nq - 1) / nq) * group <= KInPlaceMaxTiles && KInPlace<TOps, TVec>(a, kRows, keyEnd, d);
         if (keyEnd > 0)
         {
-            if (!kInPlace)
-            {
-                PackK<TOps, TVec>(a.Isa, kRows, a.Ldk, keyEnd, d, mr, kp, fastAdd, a.ZeroDenormals);
-                kPacked = true;
-            }
+            if (!kInPlace) PackK<TOps, TVec>(a.Isa, kRows, a.Ldk, keyEnd, d, mr, kp, fastAdd, a.ZeroDenormals);
             if (PackV<TOps, TVec>(a.V + k0 * a.Ldv + kvHead * dv, a.Ldv, keyEnd, dv, nr, vp, a.ZeroDenormals, allowTriple))
                 nBad = NonFiniteRows<TOps, TVec>(a.V + k0 * a.Ldv + kvHead * dv, a.Ldv, keyEnd, dv, bad);
             // a value row holding NaN or ±∞ is zeroed in the packed copy and added separately, only to the queries that
@@ -132,11 +131,7 @@ public static unsafe partial class Attention
                 // Measured against full tiles, alternated in one process, 1 thread: 12 heads × 12 tokens × 64 1.28×, 8 × 16 × 96
                 // 1.25×, 12 × 40 × 64 1.12×, 12 × 100 × 64 1.055×, 12 × 200 × 64 1.03×, 9 × 512 × 80 1.003×.
                 bool half = rows <= w && !additive;
-                if (half && !kPacked)
-                {
-                    PackK<TOps, TVec>(a.Isa, kRows, a.Ldk, keyEnd, d, mr, kp, false, a.ZeroDenormals);
-                    kPacked = true;
-                }
+                Debug.Assert(!(half && kInPlace));
                 PackQ<TOps, TVec>(a.Isa, a.Q + (q0 + r0) * a.Ldq + h * d, a.Ldq, rows, d, half ? w : nq, qt, additive ? 1f : a.Scale, fastAdd, a.ZeroDenormals);
                 TOps.Store(ninf, mv); TOps.Store(ninf, mv + w);
                 TOps.Store(TOps.Zero, lv); TOps.Store(TOps.Zero, lv + w);
@@ -253,13 +248,23 @@ public static unsafe partial class Attention
     /// stride) instead of a packed copy: not when tests ask for packing, not for a stride of a multiple of 2 KB (the
     /// tile's rows would share a handful of L1 sets, as for the GEMM's A), and, where the call zeroes denormals, only when
     /// the keys hold none (the packing writes those as 0). Same products in the same order either way (same bits).
-    /// Packing K transposed each head's keys once (16 × 16 in-register transposes), ~3–4 % of a 128-token head's time;
-    /// the tiles read 12 key rows as 12 short streams instead. Measured with perf/ab.sh against packing (1 thread, AMD
-    /// EPYC Zen 5, the checked entry, so with the denormal scan): attention at 128 tokens, head widths 32–128, 1.018–1.034×
-    /// (two runs); at 512 tokens, where each packed head serves 16 query tiles, 0.992–1.007×; encoder layers 1.001–1.011×.
+    /// Used where a head's query tiles are few (<see cref="KInPlaceMaxTiles"/>) and none is one vector of queries or less.
+    /// Packing K transposes each head's keys once (16 × 16 in-register transposes); the tiles read 12 key rows as 12
+    /// short streams instead, every tile. Measured with perf/ab.sh against packing (1 thread, AMD EPYC Zen 5, the checked
+    /// entry, so with the denormal scan): attention at 128 tokens (4 tiles a head), head widths 32–128, 1.018–1.058× in
+    /// three runs (48 × 128 × 16 0.994–0.995×), 4 × 64 × 64 1.044×; in place for every tile count, 6 × 512 × 128 ran
+    /// 0.952–0.954× (the 2026-12-04 attempt found the same loss at 512 keys), 8 × 512 × 96 0.981×, and 16 × 40 × 64 0.966×
+    /// when a last one-vector tile packed K as well.
     /// </summary>
     private static bool KInPlace<TOps, TVec>(in Args a, float* kRows, int keys, int d) where TOps : ISimd<TVec> where TVec : struct
         => !NoInPlaceK && (a.Ldk & 511) != 0 && (!a.ZeroDenormals || !GemmCore.AnyDenormal<TOps, TVec>(kRows, a.Ldk, keys, d));
+
+    /// <summary>
+    /// Query tiles (counted over the group's heads) up to which the score tiles read K in place: past that, one packing
+    /// serves enough tiles to be cheaper than reading twelve key rows a step in each (measured: 6 × 512 × 128, 16 tiles,
+    /// 0.952–0.954× in place; 8 × 512 × 96 0.981×; 4 × 2048 × 64 0.985×).
+    /// </summary>
+    internal const int KInPlaceMaxTiles = 4;
 
     /// <summary>
     /// Writes a query tile's transposed output (Oᵀ, [dv][nq]) to the output rows of head <paramref name="h"/>: each query's

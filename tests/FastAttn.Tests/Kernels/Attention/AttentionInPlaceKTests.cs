@@ -4,8 +4,8 @@ namespace FastAttn.Tests.Kernels;
 
 /// <summary>
 /// Dot-product scores read the keys where they are (the score tile's broadcast operand in place, at the key stride)
-/// instead of a packed copy, except for tiles of at most one vector of queries, additive scores, key strides of a multiple
-/// of 2 KB, and calls that zero denormals when the keys hold one. Each score is the same chain of multiply-adds in the
+/// instead of a packed copy when a head's query tiles are few and none is one vector of queries or less — not for
+/// additive scores, key strides of a multiple of 2 KB, or calls that zero denormals when the keys hold one. Each score is the same chain of multiply-adds in the
 /// same order either way, so the bits must equal the packed path's (forced with <see cref="Attention.NoInPlaceK"/>) —
 /// on partial key blocks, one-vector query tiles after full ones, several key tiles, causal, windowed and padded masks,
 /// grouped heads, packed sequences — and match the reference; a denormal key must count as 0 (as packed) on the checked entry.
@@ -31,13 +31,17 @@ public class AttentionInPlaceKTests
     {
         IsaPaths.ForEach(() =>
         {
-            foreach (int t in new[] { 1, 13, 65, 130, 700 }) // 130: a last tile of 2 queries (one vector) after full ones; 700: several key tiles
+            // in place where a head's query tiles are few (≤ 4, all heads of a group counted) and none is one vector or less
+            // (two vectors of queries a tile: 32 on AVX-512, 16 on AVX2, 8 on Vector128, 2 scalar): 6, 8, 24, 32, 56, 64,
+            // 120 and 128 queries on some paths; 13, 130 (a last tile of 2) and 700 (several key tiles too) packed
+            foreach (int t in new[] { 6, 8, 13, 24, 32, 56, 64, 120, 128, 130, 700 })
                 foreach (var (causal, window, kvHeads, packedSeq) in new[]
                 {
                     (CausalMode.None, 0, 3, false),
-                    (CausalMode.TopLeft, 0, 1, false),
+                    (CausalMode.TopLeft, 0, 3, false),
                     (CausalMode.BottomRight, 0, 3, true),
-                    (CausalMode.None, 9, 1, false),
+                    (CausalMode.None, 9, 3, false),
+                    (CausalMode.None, 0, 1, false),
                 })
                 {
                     var a = new AttentionCase
@@ -75,7 +79,7 @@ public class AttentionInPlaceKTests
         // gain ~1e38·1e-38 = 1 (times the scale) — the checked entry packs denormals as 0, so the keys must be packed here
         IsaPaths.ForEach(() =>
         {
-            const int t = 40, d = 16;
+            const int t = 32, d = 16;                                       // one tile of 32 queries: in place on AVX-512
             var a = new AttentionCase { Heads = 1, KvHeads = 1, D = d, Dv = 16, QLens = [t], KLens = [t] };
             a.Fill(17);
             for (int i = 0; i < t; i++) { a.Q[i * d + 5] = 1e38f; a.K[i * d + 5] = 0f; }
