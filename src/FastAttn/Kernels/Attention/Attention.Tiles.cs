@@ -246,7 +246,7 @@ public static unsafe partial class Attention
     /// <summary>
     /// Whether the score tiles read K where it is (rows <paramref name="keys"/> × <paramref name="d"/> at the call's key
     /// stride) instead of a packed copy: not when tests ask for packing, not for a stride of a multiple of 2 KB (the
-    /// tile's rows would share a handful of L1 sets, as for the GEMM's A), and, where the call zeroes denormals, only when
+    /// tile's rows would share a handful of L1 sets, as for the GEMM's A — carried over, not measured here), and, where the call zeroes denormals, only when
     /// the keys hold none (the packing writes those as 0). Same products in the same order either way (same bits).
     /// Used where a head's query tiles are few (<see cref="KInPlaceMaxTiles"/>) and none is one vector of queries or less.
     /// Packing K transposes each head's keys once (16 × 16 in-register transposes); the tiles read 12 key rows as 12

@@ -366,9 +366,9 @@ internal static unsafe partial class GemmCore
     /// 1.036×, 200 × 1024 → 4096 1.026×; in fast phases layers at 128–512 tokens 0.982–1.028× (two runs), products
     /// 1.000–1.011×. From two tiles on, products of 16 and 20 rows (a tile of 8 rows) lost 0.939× and layers at 16–20
     /// tokens 0.931–0.967× (the 2026-12-04 attempt found the same); from three, 16–40-row products and 16–40-token layers
-    /// measure 0.979–1.045× (noise: those of two tiles run the old prefetch). The next block fetched by a second prefetch instruction in the loop instead (<c>prefetcht1</c>,
-    /// into L2): a (320, 10 × 32, 1280) layer at 4 tokens, whose products have one tile per block, 0.94× in two runs of
-    /// three — the extra test and branch in every step.
+    /// measure 0.979–1.045× (noise: those of two tiles run the old prefetch). The next block fetched by a second
+    /// prefetch instruction in the loop instead (<c>prefetcht1</c>, into L2): a (320, 10 × 32, 1280) layer at 4 tokens,
+    /// whose products have one tile per block, 0.94× in two runs of three — the extra test and branch in every step.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void SetPrefetch(ref TileEpilogue e, int ti, int tiles, nint next)
