@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using FastAttn.Kernels;
 using FastAttn.Threading;
 
@@ -27,6 +28,11 @@ internal sealed unsafe class RowLocalTailJob : IParallelWork
     private float* _x, _y, _h, _attn, _callerScratch;
     private long _scratchFloats;
     private int _tokens;
+    /// <summary>The threads' shares weighted by their measured speeds (see <see cref="ShareBalance"/>).</summary>
+    private readonly ShareBalance _balance = new();
+
+    /// <summary>The shares' balance (tests).</summary>
+    internal ShareBalance Balance => _balance;
 
     /// <summary>
     /// Every row of a call: the caller's share on <paramref name="callerScratch"/>, the workers' on their own scratch (at
@@ -41,7 +47,8 @@ internal sealed unsafe class RowLocalTailJob : IParallelWork
             var job = pool.Job<RowLocalTailJob>();
             job._layer = layer; job._pool = pool; job._x = px; job._y = py; job._h = ph; job._attn = pa; job._callerScratch = ps;
             job._scratchFloats = scratchFloats; job._tokens = tokens;
-            try { pool.RunHeld(job, pool.Threads); }
+            job._balance.Prepare(pool.Threads);
+            try { pool.RunHeld(job, pool.Threads); job._balance.Update(); }
             finally { job._layer = null; job._pool = null; job._x = job._y = job._h = job._attn = job._callerScratch = null; }
         }
     }
@@ -63,11 +70,13 @@ internal sealed unsafe class RowLocalTailJob : IParallelWork
     public void Execute(int item, int worker)
     {
         var l = _layer!;
-        var (r0, r1) = GemmCore.RowShare(item, _pool!.Threads, _tokens, GemmCore.TileRows(l.TailIsa));
+        var (r0, r1) = GemmCore.RowShare(item, _pool!.Threads, _tokens, GemmCore.TileRows(l.TailIsa), _balance);
         if (r0 >= r1) return;
+        long t0 = Stopwatch.GetTimestamp();
         float* scratch = worker == 0 ? _callerScratch : _pool.WorkerScratch(worker);
         for (int q0 = r0, q1; q0 < r1; q0 = q1)
             l.Tail(_x, _y, _h, _attn, q0, q1 = BlockEnd(q0, r1), new Span<float>(scratch, (int)_scratchFloats));
+        _balance.Record(item, worker, Stopwatch.GetTimestamp() - t0);
     }
 }
 
@@ -84,6 +93,11 @@ internal sealed unsafe class RowLocalLayerJob : IParallelWork
     private float* _x, _y, _h, _qkv, _attn, _callerScratch;
     private long _scratchFloats, _callerFloats;
     private int _tokens, _valid, _phase;
+    /// <summary>Each region's shares weighted by the threads' measured speeds (see <see cref="ShareBalance"/>).</summary>
+    private readonly ShareBalance _balance0 = new(), _balance1 = new();
+
+    /// <summary>The balance of region <paramref name="phase"/> (0: the projection, 1: the attention and tail; tests).</summary>
+    internal ShareBalance Balance(int phase) => phase == 0 ? _balance0 : _balance1;
 
     /// <summary>
     /// Every row of a call: the caller's share on <paramref name="callerScratch"/>, the workers' on their own scratch (at
@@ -103,9 +117,13 @@ internal sealed unsafe class RowLocalLayerJob : IParallelWork
             {
                 // affine: thread i runs share i in both regions, so its attention reads the queries it projected
                 job._phase = 0;
+                job._balance0.Prepare(pool.Threads);
                 pool.RunHeld(job, pool.Threads, affine: true);
+                job._balance0.Update();
                 job._phase = 1;
+                job._balance1.Prepare(pool.Threads);
                 pool.RunHeld(job, pool.Threads, affine: true);
+                job._balance1.Update();
             }
             finally { job._layer = null; job._pool = null; job._x = job._y = job._h = job._qkv = job._attn = job._callerScratch = null; }
         }
@@ -122,25 +140,28 @@ internal sealed unsafe class RowLocalLayerJob : IParallelWork
     /// against 5 (perf/ab.sh, 2 threads, causal (320, 5 × 64, 640) at 200 tokens, (96, 3 × 32, 192) at 128, (320, 10 × 32,
     /// 1280) at 512, (96, 2 × 48, 384) at 200): 9 0.960–1.008×, 3 0.995–1.005×.
     /// </summary>
-    internal static (int Start, int End) CausalShare(int item, int threads, int tokens, int valid, int tailWeight)
+    internal static (int Start, int End) CausalShare(int item, int threads, int tokens, int valid, int tailWeight, ShareBalance? balance = null)
     {
-        double Cost(int rows)
-        {
-            // Σ_{r < rows} (2·tailWeight + 5·min(r + 1, valid))
-            long full = Math.Min(rows, valid), capped = rows - full;
-            return 2.0 * tailWeight * rows + 5.0 * (full * (full + 1) / 2.0 + (double)capped * valid);
-        }
+        // weighted by the threads' measured speeds (ShareBalance) from GemmCore.BalancedRows rows a share, in steps of 2 rows
+        bool weighted = balance != null && !balance.Even && tokens >= GemmCore.BalancedRows * threads;
         int Edge(int i)
         {
             if (i <= 0) return 0;
             if (i >= threads) return tokens;
-            double target = Cost(tokens) * i / threads;
+            double target = CausalCost(tokens, valid, tailWeight) * (weighted ? balance!.Before(i) : (double)i / threads);
             int lo = 0, hi = tokens; // least row count whose cost reaches the target
-            while (lo < hi) { int mid = (lo + hi) / 2; if (Cost(mid) >= target) hi = mid; else lo = mid + 1; }
-            return Math.Min(tokens, (lo + 2) / 4 * 4);
+            while (lo < hi) { int mid = (lo + hi) / 2; if (CausalCost(mid, valid, tailWeight) >= target) hi = mid; else lo = mid + 1; }
+            return weighted ? Math.Min(tokens, (lo + 1) / 2 * 2) : Math.Min(tokens, (lo + 2) / 4 * 4);
         }
         int a = Edge(item), b = Edge(item + 1);
         return (a, Math.Max(a, b));
+    }
+
+    /// <summary><see cref="CausalShare"/>'s cost of a causal layer's first <paramref name="rows"/> rows: Σ_{r &lt; rows} (2·tailWeight + 5·min(r + 1, valid)).</summary>
+    internal static double CausalCost(int rows, int valid, int tailWeight)
+    {
+        long full = Math.Min(rows, valid), capped = rows - full;
+        return 2.0 * tailWeight * rows + 5.0 * (full * (full + 1) / 2.0 + (double)capped * valid);
     }
 
     public void Execute(int item, int worker)
@@ -150,10 +171,14 @@ internal sealed unsafe class RowLocalLayerJob : IParallelWork
         int d = l.InputWidth, p = l.Attention.QkvWidth, t = _tokens;
         // the q|k|v product costs the same for every row; under a causal mask the attention's and tail's rows do not, so
         // the second region's shares come from their cost (see CausalShare)
-        var (r0, r1) = _phase == 1 && l.Attention.Settings.Causal != CausalMode.None
-            ? CausalShare(item, _pool!.Threads, t, _valid < 0 ? t : Math.Min(_valid, t), d + 2 * l.FeedForward.HiddenWidth)
-            : GemmCore.RowShare(item, _pool!.Threads, t, GemmCore.TileRows(tail.TailIsa));
+        bool causal = _phase == 1 && l.Attention.Settings.Causal != CausalMode.None;
+        int valid = _valid < 0 ? t : Math.Min(_valid, t), tailWeight = d + 2 * l.FeedForward.HiddenWidth;
+        var balance = _phase == 0 ? _balance0 : _balance1;
+        var (r0, r1) = causal
+            ? CausalShare(item, _pool!.Threads, t, valid, tailWeight, balance)
+            : GemmCore.RowShare(item, _pool!.Threads, t, GemmCore.TileRows(tail.TailIsa), balance);
         if (r0 >= r1) return;
+        long t0 = Stopwatch.GetTimestamp();
         var scratch = worker == 0 ? new Span<float>(_callerScratch, (int)_callerFloats) : new Span<float>(_pool.WorkerScratch(worker), (int)_scratchFloats);
         if (_phase == 0)
         {
@@ -165,10 +190,12 @@ internal sealed unsafe class RowLocalLayerJob : IParallelWork
                 attnIn = new ReadOnlySpan<float>(_y, t * d);
             }
             l.Attention.ProjectRowsCore(attnIn, r0, r1, new Span<float>(_qkv, t * p), scratch);
+            balance.Record(item, worker, Stopwatch.GetTimestamp() - t0);
             return;
         }
         l.Attention.AttendRowsCore(new ReadOnlySpan<float>(_qkv, t * p), t, _valid, new Span<float>(_attn, t * d), scratch, r0, r1);
         for (int q0 = r0, q1; q0 < r1; q0 = q1)
             tail.Tail(_x, _y, _h, _attn, q0, q1 = RowLocalTailJob.BlockEnd(q0, r1), scratch);
+        balance.Record(item, worker, Stopwatch.GetTimestamp() - t0);
     }
 }

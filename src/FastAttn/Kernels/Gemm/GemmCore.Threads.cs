@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using FastAttn.Threading;
 
 namespace FastAttn.Kernels;
@@ -48,8 +49,15 @@ internal static unsafe partial class GemmCore
         using var lease = pool.Acquire();
         var job = pool.Job<GemmJob>();
         job.Set(pool, g, callerScratch, byRows, chunks, panels);
-        pool.RunHeld(job, byRows ? chunks : chunks * rowBlocks);
-        job.Clear();
+        int items = byRows ? chunks : chunks * rowBlocks;
+        // one share a thread: cut by the threads' measured speeds on products of this shape (see ShareBalance)
+        var balance = items == pool.Threads ? job.BalanceFor(g.N, g.K, byRows, items) : null;
+        try
+        {
+            pool.RunHeld(job, items);
+            balance?.Update();
+        }
+        finally { job.Clear(); }
         return true;
     }
 
@@ -148,6 +156,35 @@ internal static unsafe partial class GemmCore
         return (Math.Min(t0 * mr, m), Math.Min(t1 * mr, m));
     }
 
+    /// <summary>
+    /// <see cref="RowShare(int, int, int, int)"/> weighted by the threads' measured speeds (<see cref="ShareBalance"/>): the
+    /// edges fall where the running weight reaches each share's part, in steps of 2 rows (the tiles of a share of any
+    /// height are cut evenly). The equal cut while the weights are equal (or balancing is off), and below
+    /// <see cref="BalancedRows"/> rows a share, where one step is too large a part of it.
+    /// </summary>
+    internal static (int Start, int End) RowShare(int item, int chunks, int m, int mr, ShareBalance? balance)
+    {
+        if (balance == null || balance.Even || m < BalancedRows * chunks) return RowShare(item, chunks, m, mr);
+        return (WeightedEdge(item, chunks, m, balance, 2), WeightedEdge(item + 1, chunks, m, balance, 2));
+    }
+
+    /// <summary>Rows (or panels, for <see cref="Share(int, int, int, ShareBalance?)"/>: <see cref="BalancedPanels"/>) a share must average before its cut is weighted.</summary>
+    internal const int BalancedRows = 32, BalancedPanels = 16;
+
+    /// <summary>Edge <paramref name="i"/> of a weighted cut of <paramref name="total"/> units, in steps of <paramref name="step"/>.</summary>
+    internal static int WeightedEdge(int i, int chunks, int total, ShareBalance b, int step) =>
+        i <= 0 ? 0 : i >= chunks ? total : (int)Math.Min(total, Math.Round(b.Before(i) * total / step) * step);
+
+    /// <summary>
+    /// <see cref="Share(int, int, int)"/> weighted by the threads' measured speeds (<see cref="ShareBalance"/>): edges where the running
+    /// weight reaches each share's part, rounded to whole units.
+    /// </summary>
+    internal static (int Start, int End) Share(int item, int chunks, int total, ShareBalance? balance)
+    {
+        if (balance == null || balance.Even || total < BalancedPanels * chunks) return Share(item, chunks, total);
+        return (WeightedEdge(item, chunks, total, balance, 1), WeightedEdge(item + 1, chunks, total, balance, 1));
+    }
+
     private static int RowEdge(int i, int chunks, int m) => i == chunks ? m : (int)Math.Min(m, ((long)i * m / chunks + 2) / 4 * 4);
 
     /// <summary>One split product; reused by its pool, so a run allocates nothing.</summary>
@@ -158,29 +195,64 @@ internal static unsafe partial class GemmCore
         private float* _callerScratch;
         private int _chunks, _panels;
         private bool _byRows;
+        /// <summary>This run's balance (one share a thread), null when the items are claimed more finely.</summary>
+        private ShareBalance? _balance;
+        /// <summary>
+        /// Balances kept per product shape (N, K, by rows or by panels): the threads' relative speed differs between
+        /// products (measured: equal on a layer's q|k|v product, one thread 7–15 % slower on its feed-forward products).
+        /// Round-robin over <see cref="Shapes"/> slots; a model with more shapes than that shares them unbalanced.
+        /// </summary>
+        private readonly ShareBalance?[] _balances = new ShareBalance?[Shapes];
+        private readonly long[] _shapeKeys = new long[Shapes];
+        private int _nextShape;
+        private const int Shapes = 16;
 
         public void Set(WorkerPool pool, in GemmArgs g, float* callerScratch, bool byRows, int chunks, int panels)
         {
-            _pool = pool; _g = g; _callerScratch = callerScratch; _byRows = byRows; _chunks = chunks; _panels = panels;
+            _pool = pool; _g = g; _callerScratch = callerScratch; _byRows = byRows; _chunks = chunks; _panels = panels; _balance = null;
         }
 
-        public void Clear() { _pool = null; _g = default; _callerScratch = null; }
+        /// <summary>The balance of products of this shape, prepared for a run of <paramref name="shares"/> shares (allocated once per slot).</summary>
+        public ShareBalance BalanceFor(int n, int k, bool byRows, int shares)
+        {
+            long key = ((long)n << 32) | ((long)k << 1) | (byRows ? 1L : 0L);
+            int slot = -1;
+            for (int i = 0; i < Shapes; i++) if (_balances[i] != null && _shapeKeys[i] == key) { slot = i; break; }
+            if (slot < 0)
+            {
+                slot = _nextShape;
+                _nextShape = (_nextShape + 1) % Shapes;
+                _shapeKeys[slot] = key;
+                _balances[slot] ??= new ShareBalance();
+                _balances[slot]!.Reset();
+            }
+            var b = _balances[slot]!;
+            b.Prepare(shares);
+            return _balance = b;
+        }
+
+        public void Clear() { _pool = null; _g = default; _callerScratch = null; _balance = null; }
 
         public void Execute(int item, int worker)
         {
             float* scratch = worker == 0 ? _callerScratch : _pool!.WorkerScratch(worker);
+            var balance = _balance;
+            long t0 = balance == null ? 0 : Stopwatch.GetTimestamp();
             if (_byRows)
             {
-                var (r0, r1) = RowShare(item, _chunks, _g.M, TileRows(_g.Isa));
+                var (r0, r1) = RowShare(item, _chunks, _g.M, TileRows(_g.Isa), balance);
+                if (r0 >= r1) return;
                 Run(_g, r0, r1, 0, _panels, scratch);
             }
             else
             {
                 // item = A block · chunks + share of the panels
                 int rows = TileRows(_g.Isa) * MCTiles, r0 = item / _chunks * rows;
-                var (p0, p1) = Share(item % _chunks, _chunks, _panels);
+                var (p0, p1) = Share(item % _chunks, _chunks, _panels, balance);
+                if (p0 >= p1) return;
                 Run(_g, r0, Math.Min(r0 + rows, _g.M), p0, p1, scratch);
             }
+            balance?.Record(item, worker, Stopwatch.GetTimestamp() - t0);
         }
     }
 }
