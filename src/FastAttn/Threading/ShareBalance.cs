@@ -42,6 +42,8 @@ internal sealed class ShareBalance
     private long[] _sum = [];
     private int[] _worker = [];
     private int _count, _runs;
+    /// <summary>Whether this run's cut is weighted: fixed by <see cref="Prepare"/> (and <see cref="SetWeights"/>), so every item of a run sees the same cut.</summary>
+    private bool _weighted;
 
     /// <summary>Sets up <paramref name="shares"/> shares for the next run (equal weights when the count changed); allocates only when it grows.</summary>
     public void Prepare(int shares)
@@ -60,24 +62,18 @@ internal sealed class ShareBalance
             Cumulate();
         }
         for (int i = 0; i < shares; i++) { _ticks[i] = 0; _worker[i] = -1; }
+        _weighted = false;
+        if (!Disabled) for (int i = 0; i < shares; i++) if (_weight[i] != 1.0) _weighted = true;
     }
 
     /// <summary>Back to equal weights (a slot taken over by products of another shape).</summary>
     public void Reset() => _count = 0;
 
-    /// <summary>True when every weight is 1 (or balancing is off): the equal cut applies as it is.</summary>
-    public bool Even
-    {
-        get
-        {
-            if (Disabled) return true;
-            for (int i = 0; i < _count; i++) if (_weight[i] != 1.0) return false;
-            return true;
-        }
-    }
+    /// <summary>True when this run's cut is the equal one (every weight 1, or balancing off when the run was prepared).</summary>
+    public bool Even => !_weighted;
 
-    /// <summary>The part of the total before share <paramref name="share"/> (0 for the first, 1 past the last).</summary>
-    public double Before(int share) => Disabled ? (double)share / _count : _cumulative[share];
+    /// <summary>The part of the total before share <paramref name="share"/> (0 for the first, 1 past the last) in this run's cut.</summary>
+    public double Before(int share) => _weighted ? _cumulative[share] : (double)share / _count;
 
     /// <summary>Records share <paramref name="share"/>'s run on thread <paramref name="worker"/>: <paramref name="ticks"/> Stopwatch ticks.</summary>
     public void Record(int share, int worker, long ticks)
@@ -143,5 +139,6 @@ internal sealed class ShareBalance
         foreach (double w in weights) total += w;
         for (int i = 0; i < _count; i++) _weight[i] = weights[i] * _count / total;
         Cumulate();
+        _weighted = true;
     }
 }

@@ -76,6 +76,7 @@ public class ShareBalanceTests
             e.Record(1, 1, 100_000 + rnd.Next(-300, 300));
             e.Update();
         }
+        e.Prepare(2);
         Assert.True(e.Even);
         Assert.Equal(GemmCore.RowShare(0, 2, 128, 12), GemmCore.RowShare(0, 2, 128, 12, e));
     }
@@ -93,26 +94,23 @@ public class ShareBalanceTests
             else b.Record(1, 0, 150_000);
             b.Update();
         }
-        Assert.True(b.Even);
+        Assert.True(b.Weight(0) == 1.0 && b.Weight(1) == 1.0, $"weights {b.Weight(0)} {b.Weight(1)}");
         // a share that did not run (no rows): nothing learnt either
         b.Prepare(2);
         b.Record(0, 0, 100_000);
         for (int r = 0; r < 2 * ShareBalance.Window; r++) b.Update();
+        Assert.True(b.Weight(0) == 1.0 && b.Weight(1) == 1.0, $"weights {b.Weight(0)} {b.Weight(1)}");
+        b.Prepare(2);
         Assert.True(b.Even);
-        // off: equal cuts and nothing learnt
+        // Reset: back to equal weights at the next run
         var d = new ShareBalance();
         d.SetWeights([1.2, 0.8]);
-        ShareBalance.Disabled = true;
-        try
-        {
-            Assert.True(d.Even);
-            Assert.Equal(0.5, d.Before(1));
-        }
-        finally { ShareBalance.Disabled = false; }
         Assert.False(d.Even);
+        Assert.Equal(0.6, d.Before(1), 12);
         d.Reset();
         d.Prepare(2);
         Assert.True(d.Even);
+        Assert.Equal(0.5, d.Before(1));
     }
 
     [Fact]
