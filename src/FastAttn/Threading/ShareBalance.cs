@@ -12,7 +12,7 @@ namespace FastAttn.Threading;
 /// with the same cut (a run in which one thread ran two shares — it took over a late thread's item —, or one share took
 /// over twice as long as another — a thread the OS held back —, is left out); then each weight moves half of the way
 /// towards the weight that would have made the summed times equal (weight × mean time ÷ its time, for a time that grows
-/// with the share), unless every move is under <see cref="DeadBand"/>, and stays within [1/<see cref="MaxSkew"/>,
+/// with the share), unless every share's summed time is within <see cref="DeadBand"/> of the mean, and stays within [1/<see cref="MaxSkew"/>,
 /// <see cref="MaxSkew"/>]. The next runs' edges fall where the running weight reaches each share's part. Every row and
 /// panel is computed alike in any share, so the cut changes no bit.
 /// </para>

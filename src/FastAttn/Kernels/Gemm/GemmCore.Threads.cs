@@ -199,7 +199,7 @@ internal static unsafe partial class GemmCore
         private ShareBalance? _balance;
         /// <summary>
         /// Balances kept per product shape (N, K, by rows or by panels): the threads' relative speed differs between
-        /// products (measured: equal on a layer's q|k|v product, one thread 7–15 % slower on its feed-forward products).
+        /// products (measured: equal on a layer's q|k|v product, one thread 2–15 % slower on its feed-forward products).
         /// Round-robin over <see cref="Shapes"/> slots; a model with more shapes than that shares them unbalanced.
         /// </summary>
         private readonly ShareBalance?[] _balances = new ShareBalance?[Shapes];
