@@ -41,9 +41,15 @@ public static class Sweep
     {
         public int Heads => D / HeadDim;
         public int Ff => D * FfRatio;
-        public double Flops => 2.0 * Tokens * (4.0 * D * D + 2.0 * D * Ff) + (Causal ? 2.0 : 4.0) * Tokens * Tokens * D;
-        /// <summary>The layer's FP32 parameters in bytes (projections, feed-forward, biases, both norms): read once per call at least.</summary>
-        public long WeightBytes => 4L * (4L * D * D + 4L * D + 2L * D * Ff + Ff + D + 4L * D);
+        /// <summary>
+        /// Input projections the layer needs: q, k and v, but at one token only v — the one key's softmax weight is 1 whatever
+        /// its (finite) score, so its heads' output is v (FastAttn skips q and k there; the peers compute them).
+        /// </summary>
+        public int InputProjections => Tokens == 1 ? 1 : 3;
+        /// <summary>The flops the layer needs (the projections it needs, the feed-forward, scores and weighted sums from two tokens).</summary>
+        public double Flops => 2.0 * Tokens * ((InputProjections + 1.0) * D * D + 2.0 * D * Ff) + (Tokens == 1 ? 0 : (Causal ? 2.0 : 4.0) * Tokens * Tokens * D);
+        /// <summary>The FP32 parameters the layer needs in bytes (projections, feed-forward, biases, both norms): read once per call at least.</summary>
+        public long WeightBytes => 4L * ((InputProjections + 1L) * (D * D + D) + 2L * D * Ff + Ff + D + 4L * D);
         public override string ToString() =>
             $"d{D} h{Heads}×{HeadDim} ff{Ff} t{Tokens} {(NormFirst ? "pre" : "post")} {(Act == Activation.Gelu ? "GELU" : "ReLU")}{(Causal ? " causal" : "")}";
     }
@@ -545,7 +551,7 @@ public static class Sweep
         if (belowBound.Count > 0)
             sb.AppendLine(string.Create(inv, $"Measured faster than the bound, so the read speed was measured low there (noise; the bound does not hold for these rows): {string.Join("; ", belowBound.Select(r => $"{r.What}, {r.Threads}T ({r.PercentOfBound:F0} %)"))}."));
         sb.AppendLine();
-        sb.AppendLine("Bound = the larger of the point's flops at the FMA peak (× 2 on 2 threads) and its FP32 weights read once at the best speed measured for a buffer of their size, read hot over and over (plain and with a 16 KB software prefetch; 2 threads each reading half) — the most favourable case, as if nothing else had run between two calls. Read speeds measured in this run:");
+        sb.AppendLine("Bound = the larger of the point's flops at the FMA peak (× 2 on 2 threads) and its FP32 weights read once (at one token without q and k: the one key's softmax weight is 1, so the heads' output is v — FastAttn skips q and k there, the peers compute them; their flops are left out of % of peak too) at the best speed measured for a buffer of their size, read hot over and over (plain and with a 16 KB software prefetch; 2 threads each reading half) — the most favourable case, as if nothing else had run between two calls. Read speeds measured in this run:");
         sb.AppendLine();
         sb.AppendLine("| bytes | 1 thread GB/s | 2 threads GB/s |");
         sb.AppendLine("|---:|---:|---:|");

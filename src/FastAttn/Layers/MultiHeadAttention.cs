@@ -21,6 +21,10 @@ public sealed class MultiHeadAttention : Block, IDisposable
     private readonly AttentionSettings _settings;
     private readonly Rope? _rope;
     private readonly IsaPath _isa = Isa.Current;
+    // one-key sequences (OneKeySettings): ‖W_q‖_F·‖x‖ + ‖b_q‖ bounds ‖q‖ for input row x (likewise k), so a row whose
+    // bound keeps |scale·q_h·k_h| far from overflow has a finite score in every head
+    private readonly bool _oneKey;
+    private readonly double _qWeightNorm, _qBiasNorm, _kWeightNorm, _kBiasNorm, _scoreScale;
 
     /// <summary>Model width (embed_dim).</summary>
     public int DModel { get; }
@@ -67,6 +71,8 @@ public sealed class MultiHeadAttention : Block, IDisposable
         ThrowHelper.ExactLength(outProjWeight.Length, (long)dModel * dModel, nameof(outProjWeight), $"[dModel, dModel] = [{dModel}, {dModel}]");
         if (!outProjBias.IsEmpty) ThrowHelper.ExactLength(outProjBias.Length, dModel, nameof(outProjBias), "dModel");
         _inProj = new Linear(inProjWeight, 3 * dModel, dModel, inProjBias, Activation.None, [dModel, dModel, dModel], inProj);
+        int dd = dModel * dModel;
+        (_oneKey, _qWeightNorm, _qBiasNorm, _kWeightNorm, _kBiasNorm, _scoreScale) = OneKeyBounds(inProjWeight[..dd], inProjWeight.Slice(dd, dd), inProjBias, dModel, heads, _settings);
         try { _outProj = new Linear(outProjWeight, dModel, dModel, outProjBias, Activation.None, outProj); }
         catch { _inProj.Dispose(); throw; }
     }
@@ -113,6 +119,7 @@ public sealed class MultiHeadAttention : Block, IDisposable
             kProjWeight.CopyTo(packed.AsSpan(dModel * dModel));
             vProjWeight.CopyTo(packed.AsSpan(2 * dModel * dModel));
             _inProj = new Linear(packed, 3 * dModel, dModel, inProjBias, Activation.None, [dModel, dModel, dModel], inProj);
+            (_oneKey, _qWeightNorm, _qBiasNorm, _kWeightNorm, _kBiasNorm, _scoreScale) = OneKeyBounds(qProjWeight, kProjWeight, inProjBias, dModel, heads, _settings);
         }
         else
         {
@@ -123,6 +130,54 @@ public sealed class MultiHeadAttention : Block, IDisposable
         }
         _outProj = new Linear(outProjWeight, dModel, dModel, outProjBias, Activation.None, outProj);
     }
+
+    /// <summary>
+    /// Whether the settings let a one-token sequence skip its scores (softmax over dot-product scores with no distance or
+    /// relative bias: the one key's weight is exactly 1 whenever its score is finite), and the norms that bound the score.
+    /// </summary>
+    private static (bool, double, double, double, double, double) OneKeyBounds(ReadOnlySpan<float> qWeight, ReadOnlySpan<float> kWeight,
+        ReadOnlySpan<float> bias, int dModel, int heads, AttentionSettings s)
+    {
+        bool on = s.Score == ScoreKind.Dot && s.Normalizer == Normalizer.Softmax && s.DistanceSlopes == null && s.RelativeBias == null;
+        double qb = bias.IsEmpty ? 0 : Norm(bias[..dModel]), kb = bias.IsEmpty ? 0 : Norm(bias.Slice(dModel, dModel));
+        return (on, Norm(qWeight), qb, Norm(kWeight), kb, Math.Abs(s.Scale ?? 1.0 / Math.Sqrt(dModel / heads)));
+
+        static double Norm(ReadOnlySpan<float> x)
+        {
+            double sum = 0;
+            foreach (float v in x) sum += (double)v * v;
+            return Math.Sqrt(sum);      // NaN or ∞ when a value is: no row then passes OneKeyScoreFinite
+        }
+    }
+
+    /// <summary>
+    /// The largest |score| (and |q|, |k| element) the one-key rule accepts from the bounds: far below float's 3.4·10³⁸ (and
+    /// the softmax's base-2 form, s·log₂e), so rounding in the projections, the scale and a soft cap cannot reach overflow.
+    /// </summary>
+    private const double OneKeyScoreLimit = 1e30;
+
+    /// <summary>
+    /// True when every head's score of input row <paramref name="x"/> with itself is finite for sure: by Cauchy–Schwarz
+    /// |q_h·k_h| ≤ ‖q‖·‖k‖ ≤ (‖W_q‖_F‖x‖ + ‖b_q‖)(‖W_k‖_F‖x‖ + ‖b_k‖). False for a non-finite row (NaN compares false).
+    /// </summary>
+    private bool OneKeyScoreFinite(ReadOnlySpan<float> x)
+    {
+        double n = Math.Sqrt(System.Numerics.Tensors.TensorPrimitives.SumOfSquares(x)); // float overflow gives ∞: rejected
+        double bq = _qWeightNorm * n + _qBiasNorm, bk = _kWeightNorm * n + _kBiasNorm;
+        return bq * Math.Max(1, _scoreScale) <= OneKeyScoreLimit && bk <= OneKeyScoreLimit && bq * bk * _scoreScale <= OneKeyScoreLimit;
+    }
+
+    /// <summary>
+    /// Whether this call's sequences that have one token may take their heads' output straight from v: the layer's
+    /// settings allow it (<see cref="OneKeyBounds"/>) and no explicit mask could hide the key.
+    /// </summary>
+    private bool OneKeyCall(ReadOnlySpan<bool> boolMask, ReadOnlySpan<float> floatMask) => _oneKey && boolMask.IsEmpty && floatMask.IsEmpty;
+
+    /// <summary>Whether sequence <paramref name="s"/>'s one key is visible (not cut by the key padding lengths).</summary>
+    private static bool KeyVisible(Batch batch, int s) => batch.KeyValidLengths.IsEmpty || batch.KeyValidLengths[s] >= 1;
+
+    /// <summary>Calls on this thread whose sequences all had one token and skipped q, k and the scores (tests check the path ran).</summary>
+    [ThreadStatic] internal static int OneKeyRuns;
 
     private static void Check(int dModel, int heads, AttentionSettings? settings, Rope? rope)
     {
@@ -239,6 +294,15 @@ public sealed class MultiHeadAttention : Block, IDisposable
         Span<float> attn = scratch.Slice(tokens * p, tokens * d);
         Span<float> work = scratch.Slice(tokens * (p + d));
         var pool = batch.Pool;
+        bool oneKey = OneKeyCall(boolMask, floatMask);
+        if (oneKey && tokens == batch.Count && OneTokenRowsFinite(input, batch))
+        {
+            // every sequence is one token: softmax over one finite score is exactly 1, so each head's output is its v
+            // (exactly what the kernel's output is replaced by below in a batch mixing lengths); q and k are not needed
+            OneKeyRuns++;
+            _inProj!.ForwardSegmentCore(input, tokens, 2, attn, work, pool);
+            return;
+        }
         Span<int> edges = stackalloc int[pool == null ? 1 : pool.Threads + 1];
         bool byHeads = SplitByHeads(batch, tokens, edges);
         if (byHeads) { _inProj!.ForwardHeadSharesCore(input, tokens, qkv, work, pool!, edges); HeadSplitRuns++; }
@@ -253,6 +317,22 @@ public sealed class MultiHeadAttention : Block, IDisposable
         call.QStride = p; call.KStride = p; call.VStride = p;
         call.AffineGroups = byHeads;
         Attention.ForwardCore(_isa, qkv, tokens, qkv.Slice(kCol), qkv.Slice(vCol), tokens, attn, work, call, pool);
+        if (oneKey && batch.Count > 1)
+        {
+            // one-token sequences among longer ones get exactly v, as they would alone (packing keeps a request's bits)
+            for (int s = 0, r = 0; s < batch.Count; r += batch.Length(s), s++)
+                if (batch.Length(s) == 1 && KeyVisible(batch, s) && OneKeyScoreFinite(input.Slice(r * d, d)))
+                    qkv.Slice(r * p + vCol, d).CopyTo(attn.Slice(r * d, d));
+        }
+    }
+
+    /// <summary>Whether every row (each a one-token sequence) has its key visible and a finite score for sure.</summary>
+    private bool OneTokenRowsFinite(ReadOnlySpan<float> input, Batch batch)
+    {
+        int d = DModel;
+        for (int r = 0; r < batch.Tokens; r++)
+            if (!KeyVisible(batch, r) || !OneKeyScoreFinite(input.Slice(r * d, d))) return false;
+        return true;
     }
 
     /// <summary>

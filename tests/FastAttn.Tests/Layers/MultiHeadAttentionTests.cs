@@ -1,6 +1,7 @@
 using FastAttn.Composition;
 using FastAttn.Kernels;
 using FastAttn.Layers;
+using FastAttn.Threading;
 
 namespace FastAttn.Tests.Layers;
 
@@ -152,6 +153,106 @@ public class MultiHeadAttentionTests
         Assert.Equal("keyValidLengths", Assert.Throws<ArgumentException>(() => s.Run(x, sentinel, lens, new[] { 31, 50 })).ParamName);
         Assert.Equal("keyValidLengths", Assert.Throws<ArgumentException>(() => s.Run(x, sentinel, lens, new[] { 3 })).ParamName);
         Assert.All(sentinel, v => Assert.Equal(5f, v));
+    }
+
+    /// <summary>Runs a self-attention layer over <paramref name="x"/> and returns its output.</summary>
+    private static float[] Self(MultiHeadAttention mha, float[] x, int[]? lens, int[]? valid, WorkerPool? pool, bool[]? boolMask = null)
+    {
+        int t = x.Length / mha.DModel;
+        float[] y = new float[x.Length], s = new float[mha.ScratchSize(t)];
+        mha.Forward(x, y, new Batch(t, lens, valid, pool), s, default, boolMask);
+        return y;
+    }
+
+    // a one-token sequence's only key has softmax weight exactly 1: the layer skips q, k and the scores when every sequence
+    // has one token, and replaces the kernel's output by v for one-token sequences packed among longer ones, so a request
+    // keeps its bits alone and packed, on any thread count and in every precision of the input projection
+    [Theory]
+    [InlineData(64, 4, Precision.F32, 1)]
+    [InlineData(64, 4, Precision.F32, 2)]
+    [InlineData(36, 3, Precision.F32, 2)]      // panel padding between the q, k and v segments
+    [InlineData(130, 5, Precision.F32, 1)]
+    [InlineData(64, 4, Precision.Int8, 2)]
+    [InlineData(64, 2, Precision.BF16Weights, 1)]
+    public void OneTokenSequences_TakeV_MatchReference_AndKeepTheirBitsPacked(int e, int heads, Precision precision, int threads)
+    {
+        float[] wq = Reference.Random(e * e, 21, 0.3f), wk = Reference.Random(e * e, 22, 0.3f), wv = Reference.Random(e * e, 23, 0.3f);
+        float[] bin = Reference.Random(3 * e, 24, 0.1f), wo = Reference.Random(e * e, 25, 0.3f), bo = Reference.Random(e, 26, 0.1f);
+        using var mha = new MultiHeadAttention(e, heads, wq.Concat(wk).Concat(wv).ToArray(), bin, wo, bo, null, null, precision, Precision.F32);
+        using var pool = threads > 1 ? new WorkerPool(threads) : null;
+        float[] x = Reference.Random(8 * e, 27);
+        float[] Row(int r) => x.AsSpan(r * e, e).ToArray();
+        float[] Rows(int r, int n) => x.AsSpan(r * e, n * e).ToArray();
+
+        int runs = MultiHeadAttention.OneKeyRuns;
+        float[] alone0 = Self(mha, Row(0), null, null, pool), alone7 = Self(mha, Row(7), null, null, pool);
+        Assert.Equal(runs + 2, MultiHeadAttention.OneKeyRuns);
+        // against PyTorch's formula in double (one key: softmax weight 1): FP32 projections of width ≤ 130
+        if (precision == Precision.F32)
+        {
+            AssertClose(RefMha(Row(0), 1, Row(0), Row(0), 1, e, e, e, heads, wq, wk, wv, bin, wo, bo, 1), alone0, 2e-5, "one token");
+            AssertClose(RefMha(Row(7), 1, Row(7), Row(7), 1, e, e, e, heads, wq, wk, wv, bin, wo, bo, 1), alone7, 2e-5, "one token");
+        }
+        // the same token as a query over two keys (itself counted once more) is a different answer: the path is not a no-op
+        Assert.NotEqual(alone0, Self(mha, Rows(0, 2), null, null, pool).AsSpan(0, e).ToArray());
+
+        // three one-token sequences: the shortcut again, each row its lone bits
+        float[] three = Self(mha, Rows(5, 3), [1, 1, 1], null, pool);
+        Assert.Equal(runs + 3, MultiHeadAttention.OneKeyRuns);
+        Assert.Equal(alone7, three.AsSpan(2 * e, e).ToArray());
+
+        // one-token sequences packed with a longer one go through the kernel, and still keep their lone bits
+        float[] mixed = Self(mha, x, [1, 6, 1], null, pool);
+        Assert.Equal(runs + 3, MultiHeadAttention.OneKeyRuns);
+        Assert.Equal(alone0, mixed.AsSpan(0, e).ToArray());
+        Assert.Equal(alone7, mixed.AsSpan(7 * e, e).ToArray());
+        Assert.Equal(Self(mha, Rows(1, 6), null, null, pool), mixed.AsSpan(e, 6 * e).ToArray());
+        // and a one-token sequence's output does not depend on the thread count
+        Assert.Equal(Self(mha, Row(0), null, null, null), alone0);
+        Assert.Equal(0, Reference.SteadyStateAllocations(() => Self0(mha, x, e, pool)));
+    }
+
+    private static float[]? _selfY, _selfS;
+
+    /// <summary>One-token call into preallocated buffers (for the allocation count).</summary>
+    private static void Self0(MultiHeadAttention mha, float[] x, int e, WorkerPool? pool)
+    {
+        _selfY ??= new float[4096]; _selfS ??= new float[mha.ScratchSize(1) + 4096];
+        mha.Forward(x.AsSpan(0, e), _selfY.AsSpan(0, e), new Batch(1, default, default, pool), _selfS.AsSpan(0, (int)mha.ScratchSize(1)), default);
+    }
+
+    // the shortcut holds only where the kernel's answer is v: not for a score that may overflow (the kernel gives NaN, as
+    // PyTorch does), a key hidden by padding or a mask (zeros), or another normaliser
+    [Fact]
+    public void OneTokenSequences_KeepTheKernelsAnswer_WhereTheKeysWeightIsNotOne()
+    {
+        int e = 64, heads = 4;
+        float[] w = Enumerable.Repeat(0.3f, 3 * e * e).ToArray(), bin = new float[3 * e], wo = Reference.Random(e * e, 31, 0.3f), bo = Reference.Random(e, 32, 0.1f);
+        using var mha = new MultiHeadAttention(e, heads, w, bin, wo, bo);
+        int runs = MultiHeadAttention.OneKeyRuns;
+        // q = k = 0.3·64·10¹⁹ in every element: q·k over 16 elements overflows to +∞ and the softmax gives NaN
+        float[] huge = Enumerable.Repeat(1e19f, e).ToArray();
+        Assert.All(Self(mha, huge, null, null, null), v => Assert.True(float.IsNaN(v)));
+        float[] packed = Self(mha, huge.Concat(Reference.Random(3 * e, 33)).ToArray(), [1, 3], null, null);
+        Assert.All(packed.AsSpan(0, e).ToArray(), v => Assert.True(float.IsNaN(v)));
+        // a non-finite input is left to the kernel too
+        float[] nan = Reference.Random(e, 34); nan[5] = float.NaN;
+        Assert.All(Self(mha, nan, null, null, null), v => Assert.True(float.IsNaN(v)));
+        Assert.Equal(runs, MultiHeadAttention.OneKeyRuns);
+
+        // the one key hidden (padding length 0, or a false mask entry): zeros out of the heads, so the output projection's bias
+        float[] x = Reference.Random(e, 35);
+        Assert.Equal(bo, Self(mha, x, null, [0], null));
+        Assert.Equal(bo, Self(mha, x, null, null, null, [false]));
+        float[] two = Self(mha, x.Concat(x).ToArray(), [1, 1], [1, 0], null);
+        Assert.Equal(bo, two.AsSpan(e, e).ToArray());
+        Assert.Equal(Self(mha, x, null, null, null), two.AsSpan(0, e).ToArray());
+        Assert.Equal(runs + 1, MultiHeadAttention.OneKeyRuns);    // only the call with both keys visible, and finite scores
+
+        // ReLU normaliser: α = relu(s)/L is not 1, so the kernel runs
+        using var relu = new MultiHeadAttention(e, heads, Reference.Random(3 * e * e, 36, 0.3f), bin, wo, bo, new AttentionSettings { Normalizer = Normalizer.Relu });
+        Self(relu, x, null, null, null);
+        Assert.Equal(runs + 1, MultiHeadAttention.OneKeyRuns);
     }
 
     [Fact]
