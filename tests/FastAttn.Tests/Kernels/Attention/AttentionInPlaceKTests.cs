@@ -58,6 +58,31 @@ public class AttentionInPlaceKTests
         });
     }
 
+    // rows spanning ≥ 1 MB prefetch the next query tile and, in a group's last tile, the next key/value head: a cache hint
+    // only — the bits must be those without it, for grouped heads (next head in the group, next group) and packed sequences
+    [Fact]
+    public void Prefetch_ChangesNoBits()
+    {
+        IsaPaths.ForEach(() =>
+        {
+            foreach (bool packedSeq in new[] { false, true })
+            {
+                var a = new AttentionCase
+                {
+                    Heads = 6, KvHeads = 3, D = 64, Dv = 48, Packed = packedSeq,
+                    QLens = packedSeq ? [700, 37] : [700], KLens = packedSeq ? [700, 37] : [700], Causal = packedSeq ? CausalMode.TopLeft : CausalMode.None,
+                };
+                a.Fill(5, 2f);
+                float[] on = a.Run();
+                Attention.NoQPrefetch = true;
+                float[] off;
+                try { off = a.Run(); }
+                finally { Attention.NoQPrefetch = false; }
+                Bits.AssertSame(off, on, $"prefetch, packed {packedSeq}");
+            }
+        });
+    }
+
     [Fact]
     public void InPlaceK_KeyStrideOf2KB_StillMatches()
     {
