@@ -10,7 +10,10 @@ namespace FastAttn.Layers;
 /// widths <c>kdim</c>/<c>vdim</c>), optional biases, the fused attention kernel, and the output projection. Self-attention
 /// runs as a block (one GEMM for all three projections); cross-attention (queries from one sequence, keys and values from
 /// another) through <see cref="ForwardCross"/>, which projects each from its own segment of the same packed weight (no
-/// second copy). Immutable; the output projection can fuse a residual add.
+/// second copy). Immutable; the output projection can fuse a residual add. A self-attention sequence of one token under
+/// softmax over dot-product scores (no distance or relative bias, no explicit mask) outputs exactly out_proj(v) when its
+/// score is finite for sure — the one key's weight is 1 — and skips q, k and the score when every sequence of the call
+/// has one token; alone or packed with others, the bits are the same.
 /// </summary>
 public sealed class MultiHeadAttention : Block, IDisposable
 {
