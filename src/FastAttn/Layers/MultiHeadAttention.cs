@@ -24,7 +24,7 @@ public sealed class MultiHeadAttention : Block, IDisposable
     private readonly AttentionSettings _settings;
     private readonly Rope? _rope;
     private readonly IsaPath _isa = Isa.Current;
-    // one-key sequences (OneKeySettings): ‖W_q‖_F·‖x‖ + ‖b_q‖ bounds ‖q‖ for input row x (likewise k), so a row whose
+    // one-key sequences (OneKeyBounds): ‖W_q‖_F·‖x‖ + ‖b_q‖ bounds ‖q‖ for input row x (likewise k), so a row whose
     // bound keeps |scale·q_h·k_h| far from overflow has a finite score in every head
     private readonly bool _oneKey;
     private readonly double _qWeightNorm, _qBiasNorm, _kWeightNorm, _kBiasNorm, _scoreScale;
