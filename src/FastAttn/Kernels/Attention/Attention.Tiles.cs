@@ -10,8 +10,8 @@ public static unsafe partial class Attention
     /// Tests and measurements set this to leave out the prefetches of the next query tile and the next key/value head
     /// (<see cref="PrefetchRows"/>). Found in a profile of attention 24 × 512 × 32 (1 thread, Zen 5) in a slow minute of
     /// the host: Qᵀ's packing took 4.9 % and K's 2.2 % of the samples, reading a head's 128 bytes of each row at a 3 KB
-    /// stride from the shared cache. Measured alternated in one process: at 512 tokens (head widths 16–128) 1.002–1.027×
-    /// over three runs; at 128 tokens, where the rows stay in L2, 0.978–0.985× before the span rule
+    /// stride from the shared cache. Measured alternated in one process, at 512 tokens (head widths 16–128): the query
+    /// prefetch alone 1.002–1.027× (two runs), with the next head 1.001–1.023×, this form 1.003–1.008× (a faster minute); at 128 tokens, where the rows stay in L2, 0.978–0.985× before the span rule
     /// (<see cref="PrefetchSpanBytes"/>) and 0.997–1.001× with it; perf/ab.sh at 512 tokens 0.991–1.019×, layers at 128–512
     /// tokens 1.000–1.003×.
     /// </summary>
