@@ -277,6 +277,7 @@ internal static unsafe partial class GemmCore
         float* aPack = scratch + ScratchHeader;
         var epi = new TileEpilogue { Alpha = g.Alpha, Act = g.Act, Ldr = g.Ldr, Temp = scratch, Tile = scratch + 3 * 64, Prefetch = PrefetchFloats };
         int kcMax = KBlock(K);
+        bool halves = !NoHalvedNextBlock && (long)K * g.N * (TW.Bf16 ? 2 : 4) >= HalvedNextBlockBytes;
         // (the whole product's rows decide, as they did for its scratch: APackSize; then a thread's share qualifies too)
         if (PanelsOuter(g.M, K, mr))
         {
@@ -309,7 +310,7 @@ internal static unsafe partial class GemmCore
                         int row = rowStart + ir;
                         float* c = g.C + row * g.Ldc + col;
                         epi.Residual = g.Residual == null ? null : g.Residual + row * g.Ldr + col;
-                        SetPrefetch(ref epi, ti, tiles.Count, nextBlock);
+                        SetPrefetch(ref epi, ti, tiles.Count, nextBlock, kc, TW.Bf16 ? nr / 2 : nr, halves);
                         Tile<TOps, TVec, TW>(tr, aPack + (long)ir * K + (long)pc * tr, tr, bPanel, kc, c, g.Ldc, cols, nr, ref epi);
                     }
                 }
@@ -345,7 +346,7 @@ internal static unsafe partial class GemmCore
                         int row = ic + ir;
                         float* c = g.C + row * g.Ldc + col;
                         epi.Residual = g.Residual == null ? null : g.Residual + row * g.Ldr + col;
-                        SetPrefetch(ref epi, ti, tiles.Count, nextPanel);
+                        SetPrefetch(ref epi, ti, tiles.Count, nextPanel, kc, TW.Bf16 ? nr / 2 : nr, halves);
                         if (inPlace) TileInPlace<TOps, TVec, TW>(rows, g.A + row * g.Lda + pc, g.Lda, bPanel, kc, c, g.Ldc, cols, nr, ref epi);
                         else Tile<TOps, TVec, TW>(rows, aPack + ir * kc, rows, bPanel, kc, c, g.Ldc, cols, nr, ref epi);
                     }
@@ -369,12 +370,42 @@ internal static unsafe partial class GemmCore
     /// measure 0.979–1.045× (noise: those of two tiles run the old prefetch). The next block fetched by a second
     /// prefetch instruction in the loop instead (<c>prefetcht1</c>, into L2): a (320, 10 × 32, 1280) layer at 4 tokens,
     /// whose products have one tile per block, 0.94× in two runs of three — the extra test and branch in every step.
+    /// <para>
+    /// A weight of at least <see cref="HalvedNextBlockBytes"/> (one that a layer's cycle of products brings from memory on
+    /// every call) has the next block fetched in halves: the second tile the first half and the third the second, each
+    /// one line a step (half its own pace; <see cref="TileEpilogue.PrefetchStep"/>). One tile asking for a whole block from
+    /// memory in the time it streams its own from L2 (98 KB in ~2.5 µs at 128 rows and depth 768, ~39 GB/s) outran what
+    /// one core's misses bring in, so the next block's first tile still waited on part of it. Found alternating four
+    /// distinct weights in one process (1 thread, AMD EPYC Zen 5): 128 × 768 → 3072 ran at 87.0 % of the peak against 92.2 %
+    /// for one weight looped, 128 × 2048 → 1024 at 85.2 against 90.0; the halves 1.031–1.047× there (two runs), 1.039–1.056× at
+    /// 200 × 1024 → 4096, 1.023–1.072× at 64 × 1024 → 2048 and 1.018–1.025× at 512 rows; quarters from four tiles 1.018–1.042×. perf/ab.sh against the single-tile
+    /// fetch: layers (768, 6 × 128, 3072) at 128 tokens 1.029–1.040×, (1024, 32 × 32, 2048) at 128 1.041–1.042×, (1024, 64 ×
+    /// 16, 4096) causal at 50 1.047× (2 threads 1.046×), (1024, 16 × 64, 4096) at 64 1.013–1.028× and causal at 200 1.012–1.025× (2
+    /// threads 1.025×), (1024, 8 × 128, 2048) at 512 1.009–1.045×, (768, 24 × 32, 3072) causal at 512 1.016×. Weights that
+    /// stay in the caches lost a little with it (every product: (96, 3 × 32, 192) at 128 tokens 0.986× twice, (384, 12 × 32,
+    /// 1536) at 128 0.993×, 128 × 512 → 1536 looped 0.993×), hence the size rule; with it those run 0.992–0.999× (noise:
+    /// they take the old path).
+    /// </para>
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void SetPrefetch(ref TileEpilogue e, int ti, int tiles, nint next)
+    private static void SetPrefetch(ref TileEpilogue e, int ti, int tiles, nint next, int kc, int step, bool halves)
     {
+        if (halves && tiles >= NextBlockTiles && next != 0)
+        {
+            // the second and third tiles fetch half the next block each, at half the pace they stream their own
+            e.PrefetchStep = ti == 1 || ti == 2 ? step / 2 : 0;
+            e.Prefetch = ti == 0 ? PrefetchFloats : ti == 1 ? next : ti == 2 ? next + (nint)kc * (step / 2) : 0;
+            return;
+        }
+        e.PrefetchStep = 0;
         e.Prefetch = tiles < NextBlockTiles || ti == 0 ? PrefetchFloats : ti == 1 ? next : 0;
     }
+
+    /// <summary>Tests and measurements set this to fetch the next block in the second tile alone, at the full pace (the form before the halves).</summary>
+    internal static bool NoHalvedNextBlock;
+
+    /// <summary>Weight bytes from which a product's next block is fetched in halves (see <see cref="SetPrefetch"/>).</summary>
+    internal const long HalvedNextBlockBytes = 4L << 20;
 
     /// <summary>Row tiles a block needs before its second tile fetches the next block (see <see cref="SetPrefetch"/>).</summary>
     internal const int NextBlockTiles = 3;

@@ -17,6 +17,7 @@ internal unsafe struct TileEpilogue
     public float* Temp; // 3·64 floats for edge tiles
     public float* Tile; // MR·NR floats: the accumulators of one tile
     public nint Prefetch; // floats ahead of B to prefetch (0 = none)
+    public nint PrefetchStep; // floats the prefetch address advances a step (0 = as B does; half of it fetches a next block in halves: GemmCore.SetPrefetch)
 }
 
 internal interface IRowCount { static abstract int N { get; } }
@@ -246,12 +247,15 @@ internal static unsafe class GemmMicrokernel
         TVec cA0 = TOps.Zero, cA1 = TOps.Zero, cB0 = TOps.Zero, cB1 = TOps.Zero;
         TVec cC0 = TOps.Zero, cC1 = TOps.Zero, cD0 = TOps.Zero, cD1 = TOps.Zero;
         nint pf = e.Prefetch;
+        float* q = b + pf;
+        nint qs = e.PrefetchStep != 0 ? e.PrefetchStep : TW.Bf16 ? TC.Stride * w / 2 : TC.Stride * w;
         for (int k = 0; k < kc; k++)
         {
             if (pf != 0 && System.Runtime.Intrinsics.X86.Sse.IsSupported)
             {
-                System.Runtime.Intrinsics.X86.Sse.Prefetch0(b + pf);
-                if (TC.N > 1) System.Runtime.Intrinsics.X86.Sse.Prefetch0(b + pf + 16);
+                System.Runtime.Intrinsics.X86.Sse.Prefetch0(q);
+                if (TC.N > 1) System.Runtime.Intrinsics.X86.Sse.Prefetch0(q + 16);
+                q += qs;
             }
             TVec b0 = TW.Bf16 ? TOps.LoadBf16((ushort*)b) : TOps.Load(b);
             TVec b1 = TC.N == 1 ? TOps.Zero : TW.Bf16 ? TOps.LoadBf16((ushort*)b + w) : TOps.Load(b + w);
