@@ -378,7 +378,8 @@ internal static unsafe partial class GemmCore
     /// one core's misses bring in, so the next block's first tile still waited on part of it. Found alternating four
     /// distinct weights in one process (1 thread, AMD EPYC Zen 5): 128 × 768 → 3072 ran at 87.0 % of the peak against 92.2 %
     /// for one weight looped, 128 × 2048 → 1024 at 85.2 against 90.0; the halves 1.031–1.047× there (two runs), 1.039–1.056× at
-    /// 200 × 1024 → 4096, 1.023–1.072× at 64 × 1024 → 2048 and 1.018–1.025× at 512 rows; quarters from four tiles 1.018–1.042×. perf/ab.sh against the single-tile
+    /// 200 × 1024 → 4096, 1.023–1.072× at 64 × 1024 → 2048 and 1.018–1.025× at 512 rows (a third run, in a minute the host ran at 70 % of its
+    /// peak, 0.989–1.018×); quarters from four tiles 1.018–1.042×. perf/ab.sh against the single-tile
     /// fetch: layers (768, 6 × 128, 3072) at 128 tokens 1.029–1.040×, (1024, 32 × 32, 2048) at 128 1.041–1.042×, (1024, 64 ×
     /// 16, 4096) causal at 50 1.047× (2 threads 1.046×), (1024, 16 × 64, 4096) at 64 1.013–1.028× and causal at 200 1.012–1.025× (2
     /// threads 1.025×), (1024, 8 × 128, 2048) at 512 1.009–1.045×, (768, 24 × 32, 3072) causal at 512 1.016×. Weights that
