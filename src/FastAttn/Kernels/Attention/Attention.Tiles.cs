@@ -17,6 +17,23 @@ public static unsafe partial class Attention
     /// </summary>
     internal static bool NoQPrefetch;
 
+    /// <summary>
+    /// Tests and measurements set this to keep values wider than a vector in the row layout even when their width ends in
+    /// part of a vector (P·V transposed only for values one vector wide, the form before). Otherwise such values (20, 24,
+    /// 40, 56, 72 on AVX-512) run transposed from <see cref="WideTransposedPVKeys"/> keys: the row layout pads them to
+    /// whole vectors (72 as 32 + a panel of 48, 40 as one of 48), the transposed form tiles the value columns exactly
+    /// (each element the same chain of multiply-adds: same bits). Measured alternated in one process, 1 thread, AVX-512
+    /// (Zen 5), against the row layout: attention 9 × 512 × 20 1.188–1.192×, 24 × 512 × 24 1.099–1.102×, 16 × 512 × 40
+    /// 1.051–1.067×, 3 × 300 × 40 1.053–1.057×, 8 × 96 × 24 1.038–1.046×, 8 × 256 × 56 1.037×, 24 × 128 × 24 1.027×,
+    /// 7 × 256 × 72 1.016–1.027×, 12 × 128 × 72 1.010–1.012×, 16 × 128 × 40 1.010×, 7 × 257 × 72 0.997×. With fewer keys
+    /// the transposed write-out of each tile outweighed the short P·V: 5 × 33 × 40 0.852–0.876×, 16 × 20 × 40 0.854×,
+    /// 8 × 50 × 72 0.908×, 5 × 64 × 40 0.992× (hence the key rule; those run as before, 0.998–1.000×).
+    /// </summary>
+    [ThreadStatic] internal static bool NoWideTransposedPV;
+
+    /// <summary>Keys from which values wider than a vector, ending in part of one, run P·V transposed (see <see cref="NoWideTransposedPV"/>).</summary>
+    internal const int WideTransposedPVKeys = 96;
+
     /// <summary>Bytes of rows (keys × their stride) from which a group prefetches its next query tile and next head.</summary>
     internal const long PrefetchSpanBytes = 1 << 20;
 
@@ -66,9 +83,11 @@ public static unsafe partial class Attention
         // value widths 24–112 that end in a half panel, alternated in one process; 1.00–1.015× at 128 keys), in blocks of
         // up to mr3 query rows (3·mr3 accumulators: 24 of AVX-512's 32 registers, 12 of AVX2's 16)
         bool allowTriple = !NoTripleV;
-        int vPanels = VPanels(dv, nr, w, allowTriple, out bool tripleV), mr3 = w >= 16 ? 8 : 4;
-        // values one vector wide: P·V as Oᵀ = Vᵀ·P (see the summary), the output tile [dv][nq]
-        bool pvT = dv <= w && !NoTransposedPV;
+        // values one vector wide, or ending in part of a vector: P·V as Oᵀ = Vᵀ·P (see the summary), the output tile
+        // [dv][nq], the values packed as one panel [keys][pvW] (pvW: dv rounded up to a vector)
+        bool pvT = (dv <= w || (dv % w != 0 && lk >= WideTransposedPVKeys && !NoWideTransposedPV)) && !NoTransposedPV;
+        int pvW = GemmCore.RoundUp(Math.Max(dv, 1), w), nrV = pvT ? pvW : nr;
+        int vPanels = VPanels(dv, nrV, w, allowTriple && !pvT, out bool tripleV), mr3 = w >= 16 ? 8 : 4;
         var vTiles = new RowTiles(Math.Max(dv, 1), mr, GemmCore.MaxTileRows(a.Isa));
         var lay = new Layout(d, dv, lk, mr, nq);
         float* kp = scratch + lay.Kp, vp = scratch + lay.Vp, qt = scratch + lay.Qt, st = scratch + lay.St, ot = scratch + lay.Ot;
@@ -107,7 +126,7 @@ public static unsafe partial class Attention
         if (keyEnd > 0)
         {
             if (!kInPlace) PackK<TOps, TVec>(a.Isa, kRows, a.Ldk, keyEnd, d, mr, kp, fastAdd, a.ZeroDenormals);
-            if (PackV<TOps, TVec>(a.V + k0 * a.Ldv + kvHead * dv, a.Ldv, keyEnd, dv, nr, vp, a.ZeroDenormals, allowTriple))
+            if (PackV<TOps, TVec>(a.V + k0 * a.Ldv + kvHead * dv, a.Ldv, keyEnd, dv, nrV, vp, a.ZeroDenormals, allowTriple && !pvT))
                 nBad = NonFiniteRows<TOps, TVec>(a.V + k0 * a.Ldv + kvHead * dv, a.Ldv, keyEnd, dv, bad);
             // a value row holding NaN or ±∞ is zeroed in the packed copy and added separately, only to the queries that
             // give it a nonzero weight: a masked key (weight exactly 0) must not turn an output into 0·∞ = NaN, and which
@@ -115,8 +134,8 @@ public static unsafe partial class Attention
             for (int b = 0; b < nBad; b++)
                 for (int p = 0; p < vPanels; p++)
                 {
-                    int pw = VPanelWidth(dv, p, nr, w, tripleV, vPanels);
-                    new Span<float>(vp + (long)p * keyEnd * nr + (long)bad[b] * pw, pw).Clear();
+                    int pw = VPanelWidth(dv, p, nrV, w, tripleV, vPanels);
+                    new Span<float>(vp + (long)p * keyEnd * nrV + (long)bad[b] * pw, pw).Clear();
                 }
         }
         float invL = valid > 0 ? 1f / valid : 0f;
@@ -225,18 +244,18 @@ public static unsafe partial class Attention
                         // queries a key) the vector operand — per key two vector loads a tile and a broadcast a value row for
                         // 2·dv multiply-adds, where query rows × one value vector load one broadcast per multiply-add. Each
                         // element is the same chain of multiply-adds in the same order as the row layout's (same bits).
-                        float* vb = vp + (long)j0 * w;
+                        float* vb = vp + (long)j0 * pvW;
                         for (int ti = 0; ti < vTiles.Count; ti++)
                         {
                             int c0 = vTiles.Start(ti), cr = vTiles.Rows(ti);
                             float* oc = ot + c0 * nq;
                             if (half)
                             {
-                                if (first) GemmMicrokernel.DispatchFirstVector<TOps, TVec, StoreDirect, F32Weights, PackedA>(cr, vb + c0, w, st, cols, oc, nq, w, ref epi);
-                                else GemmMicrokernel.DispatchFirstVector<TOps, TVec, AddDirect, F32Weights, PackedA>(cr, vb + c0, w, st, cols, oc, nq, w, ref epi);
+                                if (first) GemmMicrokernel.DispatchFirstVector<TOps, TVec, StoreDirect, F32Weights, PackedA>(cr, vb + c0, pvW, st, cols, oc, nq, w, ref epi);
+                                else GemmMicrokernel.DispatchFirstVector<TOps, TVec, AddDirect, F32Weights, PackedA>(cr, vb + c0, pvW, st, cols, oc, nq, w, ref epi);
                             }
-                            else if (first) GemmMicrokernel.Dispatch<TOps, TVec, StoreDirect>(cr, vb + c0, w, st, cols, oc, nq, nq, ref epi);
-                            else GemmMicrokernel.Dispatch<TOps, TVec, AddDirect>(cr, vb + c0, w, st, cols, oc, nq, nq, ref epi);
+                            else if (first) GemmMicrokernel.Dispatch<TOps, TVec, StoreDirect>(cr, vb + c0, pvW, st, cols, oc, nq, nq, ref epi);
+                            else GemmMicrokernel.Dispatch<TOps, TVec, AddDirect>(cr, vb + c0, pvW, st, cols, oc, nq, nq, ref epi);
                         }
                     }
                     else
@@ -336,15 +355,17 @@ public static unsafe partial class Attention
         if (Transpose.Available(a.Isa) && w == 16)
         {
             for (int hb = 0; hb < rows; hb += 16)
-            {
-                Transpose.Block16(ot + hb, nq, dv, tmp, 16, 1f, false); // tmp[q·16 + c] = Oᵀ[c][hb + q]
-                for (int q = 0, n = Math.Min(16, rows - hb); q < n; q++)
+                for (int c0 = 0; c0 < dv; c0 += 16)
                 {
-                    float* dst = a.Out + (qRow + hb + q) * a.Ldo + h * dv;
-                    if (dv == 16) TOps.Store(TOps.Load(tmp + q * 16), dst);
-                    else for (int c = 0; c < dv; c++) dst[c] = tmp[q * 16 + c];
+                    int cn = Math.Min(16, dv - c0);
+                    Transpose.Block16(ot + c0 * nq + hb, nq, cn, tmp, 16, 1f, false); // tmp[q·16 + c] = Oᵀ[c0 + c][hb + q]
+                    for (int q = 0, n = Math.Min(16, rows - hb); q < n; q++)
+                    {
+                        float* dst = a.Out + (qRow + hb + q) * a.Ldo + h * dv + c0;
+                        if (cn == 16) TOps.Store(TOps.Load(tmp + q * 16), dst);
+                        else for (int c = 0; c < cn; c++) dst[c] = tmp[q * 16 + c];
+                    }
                 }
-            }
             return;
         }
         for (int r = 0; r < rows; r++)

@@ -8,7 +8,9 @@ namespace FastAttn.Tests.Kernels;
 /// the same chain of multiply-adds in the same order as in the row layout, so the bits must equal the row layout's
 /// (forced with <see cref="Attention.NoTransposedPV"/>) — over several key tiles (the running maximum rescaling the
 /// transposed output), one-vector query tiles, causal and windowed masks, grouped heads, ReLU and sigmoid normalisers,
-/// non-finite values, packed sequences — and match the reference.
+/// non-finite values, packed sequences — and match the reference. Values wider than a vector whose width ends in part of
+/// one (17, 24, 40, 72 on AVX-512) run transposed too from <see cref="Attention.WideTransposedPVKeys"/> keys: the same
+/// bits again (130 and 700 tokens here; <see cref="Attention.NoWideTransposedPV"/> keeps them in the row layout).
 /// </summary>
 public class AttentionTransposedPVTests
 {
@@ -30,7 +32,11 @@ public class AttentionTransposedPVTests
     [InlineData(13)]
     [InlineData(15)]
     [InlineData(16)]
-    [InlineData(17)] // more than one vector on every path: the row layout either way (a control)
+    [InlineData(17)] // more than one vector on every path, ending in part of one: transposed from 96 keys
+    [InlineData(24)]
+    [InlineData(32)] // whole vectors on every path: the row layout either way (a control)
+    [InlineData(40)]
+    [InlineData(72)]
     public void TransposedPV_GivesTheRowLayoutBits(int dv)
     {
         IsaPaths.ForEach(() =>
@@ -56,6 +62,7 @@ public class AttentionTransposedPVTests
     [Theory]
     [InlineData(8)]
     [InlineData(16)]
+    [InlineData(40)]
     public void TransposedPV_WithNonFiniteValues_GivesTheRowLayoutBits(int dv)
     {
         IsaPaths.ForEach(() =>
@@ -77,6 +84,8 @@ public class AttentionTransposedPVTests
     [InlineData(1)]
     [InlineData(7)]
     [InlineData(16)]
+    [InlineData(40)]
+    [InlineData(72)]
     public void TransposedPV_MatchesTheReference(int dv)
     {
         IsaPaths.ForEach(() =>
