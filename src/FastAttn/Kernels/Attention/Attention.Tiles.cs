@@ -178,6 +178,9 @@ public static unsafe partial class Attention
                 // Measured against full tiles, alternated in one process, 1 thread: 12 heads × 12 tokens × 64 1.28×, 8 × 16 × 96
                 // 1.25×, 12 × 40 × 64 1.12×, 12 × 100 × 64 1.055×, 12 × 200 × 64 1.03×, 9 × 512 × 80 1.003×.
                 bool half = rows <= w && !additive;
+                // the last 1–4 queries past the tile's whole vectors: their scores over keys (TailScores), the whole vectors'
+                // (none, or one) by the microkernel
+                int tail = kInPlace ? 0 : TailLanes(rows, tileKeyEnd - tileKeyStart, w, mr, additive), tailLane = rows - tail;
                 Debug.Assert(!(half && kInPlace));
                 PackQ<TOps, TVec>(a.Isa, a.Q + (q0 + r0) * a.Ldq + h * d, a.Ldq, rows, d, half ? w : nq, qt, additive ? 1f : a.Scale, fastAdd, a.ZeroDenormals);
                 // the rows the next PackQ reads (this head's next tile, else the group's next head's first), one line or two a
@@ -210,12 +213,17 @@ public static unsafe partial class Attention
                     {
                         int kr = Math.Min(mr, cols - jb);
                         float* kb = kp + (long)(j0 + jb) * d;
-                        if (half) GemmMicrokernel.DispatchHalf<TOps, TVec, StoreDirect>(kr, kb, mr, qt, d, st + jb * nq, nq, ref epi);
+                        if (tail > 0)
+                        {
+                            if (tailLane > 0) GemmMicrokernel.DispatchFirstVector<TOps, TVec, StoreDirect, F32Weights, PackedA>(kr, kb, mr, qt, d, st + jb * nq, nq, w, ref epi);
+                        }
+                        else if (half) GemmMicrokernel.DispatchHalf<TOps, TVec, StoreDirect>(kr, kb, mr, qt, d, st + jb * nq, nq, ref epi);
                         else if (kInPlace) GemmMicrokernel.DispatchInPlace<TOps, TVec, StoreDirect, F32Weights>(kr, kRows + (long)(j0 + jb) * a.Ldk, a.Ldk, qt, d, st + jb * nq, nq, nq, ref epi);
                         else if (!additive) GemmMicrokernel.Dispatch<TOps, TVec, StoreDirect>(kr, kb, mr, qt, d, st + jb * nq, nq, nq, ref epi);
                         else if (fastAdd) AdditiveBlock<TOps, TVec, FastTanhSum>(kb, mr, kr, qt, nq, d, wv, wsum, st + jb * nq);
                         else AdditiveBlock<TOps, TVec, DirectTanhSum>(kb, mr, kr, qt, nq, d, wv, wsum, st + jb * nq);
                     }
+                    if (tail > 0) TailScores<TOps, TVec>(kp + (long)j0 * d, mr, d, cols, qt + tailLane, half ? w : nq, tail, st + tailLane, nq, epi.Temp);
                     // soft cap, masks
                     if (a.SoftCap > 0f) SoftCapPass<TOps, TVec>(st, cols * 2, a.SoftCap);
                     if (a.Causal != CausalMode.None && j0 + cols - 1 > r0 + causalShift)
