@@ -177,6 +177,7 @@ public static unsafe partial class Attention
     }
 
     /// <summary>x ← e^{2x} in place.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Exp2x<TOps, TVec>(float* x, int n) where TOps : ISimd<TVec> where TVec : struct
     {
         int w = TOps.Width, j = 0;

@@ -135,6 +135,7 @@ public static unsafe partial class Attention
 
 
     /// <summary>Sliding window on an Sᵀ tile: key j0 + c (row c) is masked for query lane i0 + l when |(i0 + l) − (j0 + c)| &gt; window.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void WindowPass<TOps, TVec>(float* st, int cols, int j0, int i0, float* iota, int window) where TOps : ISimd<TVec> where TVec : struct
     {
         int w = TOps.Width, nq = 2 * w;
@@ -196,6 +197,7 @@ public static unsafe partial class Attention
     /// table[top − l] with top = j − i0 + span − 1, i.e. a vector loaded below top and reversed. Lanes past the sequence's
     /// queries (nothing reads them) would read below the table near its end; such rows go lane by lane, clamped.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void RelativeBiasPass<TOps, TVec>(float* st, int cols, int j0, int i0, float* table, int span) where TOps : ISimd<TVec> where TVec : struct
     {
         int w = TOps.Width, nq = 2 * w;

@@ -61,6 +61,7 @@ public static unsafe partial class Attention
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void TailRun<TOps, TVec, TR>(float* kp, int mr, int d, int keys, float* q, nint qs, float* st, int nq, float* tmp)
         where TOps : ISimd<TVec> where TVec : struct where TR : IRowCount
     {

@@ -345,6 +345,7 @@ public static unsafe partial class Attention
     /// done per value row along the queries — then, on AVX-512, 16 × 16 in-register transposes into <paramref name="tmp"/>
     /// (the score tile, free by now) and one row of dv floats per query out; on the other paths element by element.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void WriteTransposed<TOps, TVec>(in Args a, float* ot, float* tmp, float* fv, float* lv, int qRow, int rows, int h, bool half)
         where TOps : ISimd<TVec> where TVec : struct
     {
@@ -384,6 +385,7 @@ public static unsafe partial class Attention
     }
 
     /// <summary>Indices of the rows (of <paramref name="keys"/> × <paramref name="dv"/>, stride ld) holding a NaN or an infinity.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static int NonFiniteRows<TOps, TVec>(float* v, nint ld, int keys, int dv, int* bad) where TOps : ISimd<TVec> where TVec : struct
     {
         int w = TOps.Width, n = 0;

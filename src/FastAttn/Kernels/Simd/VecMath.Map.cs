@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace FastAttn.Kernels;
@@ -21,6 +22,7 @@ internal static unsafe class VecMathMap
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Apply<TOps, TVec>(Op op, float* x, float* y, int n) where TOps : ISimd<TVec> where TVec : struct
     {
         int w = TOps.Width, i = 0;
