@@ -12,12 +12,15 @@ public static unsafe partial class Attention
 
     /// <summary>
     /// Query lanes past a tile's whole vectors (a sequence's last tile) up to which their scores are computed over keys
-    /// (<see cref="TailScores{TOps, TVec}"/>) instead of as one more vector of queries; at most half a packed key block (6
-    /// on AVX-512, 3 on AVX2: r queries over a block of mr keys take r/mr of the multiply-adds a vector of queries takes,
-    /// plus the lanes' way out). Alternated in one process, 1 thread, AVX-512 (Zen 5): 5–6 queries 1.079–1.085× over 500
-    /// keys, 1.025× over 30; 7–8 queries 0.958–1.072× (losing over 30 keys and at head width 32), so not those.
+    /// (<see cref="TailScores{TOps, TVec}"/>) instead of as one more vector of queries, on AVX-512 (3 on AVX2, half its key
+    /// block); and at most one per 8 of the head width (<see cref="TailLanes"/>). r queries over a block of mr keys take r/mr
+    /// of the multiply-adds a vector of queries takes, but each score also goes out to the tile on its own, which narrow
+    /// heads do not pay back. Alternated in one process, 1 thread, AVX-512 (Zen 5), against a vector of queries: head width
+    /// 64, 5–8 queries 1.084–1.161× over 500 keys, 1.008–1.082× over 30; width 48, 1 / 4 / 6 queries 1.084 / 1.019 /
+    /// 1.052×, 7–8 0.987–1.024×; width 32, 1–4 queries 1.026–1.063×, 5–8 0.972–1.017×; width 16, 1 query 1.018×, 2 0.996×,
+    /// 4 0.980–1.009×, 6–8 0.896–0.981×.
     /// </summary>
-    internal const int TailScoreRows = 6;
+    internal const int TailScoreRows = 8;
 
     /// <summary>
     /// Keys from which a tile's tail lanes take <see cref="TailScores{TOps, TVec}"/>: over fewer the hand-out costs more than
@@ -26,14 +29,16 @@ public static unsafe partial class Attention
     internal const int TailScoreKeys = 24;
 
     /// <summary>
-    /// The lanes of a tile of <paramref name="rows"/> queries over <paramref name="keys"/> keys whose scores
-    /// <see cref="TailScores{TOps, TVec}"/> computes: the queries past the tile's whole vectors when they are 1 to
-    /// <see cref="TailScoreRows"/> (and half of mr) and the packed key block fits one vector (AVX-512 and AVX2), else 0.
+    /// The lanes of a tile of <paramref name="rows"/> queries over <paramref name="keys"/> keys, head width
+    /// <paramref name="d"/>, whose scores <see cref="TailScores{TOps, TVec}"/> computes: the queries past the tile's whole
+    /// vectors when they are 1 to <see cref="TailScoreRows"/> (AVX-512; half of mr on AVX2) and at most d/8, and the packed
+    /// key block fits one vector (AVX-512 and AVX2), else 0.
     /// </summary>
-    private static int TailLanes(int rows, int keys, int w, int mr, bool additive)
+    private static int TailLanes(int rows, int keys, int d, int w, int mr, bool additive)
     {
         int r = rows % w;
-        return !additive && !NoTailScores && w >= mr && keys >= TailScoreKeys && rows < 2 * w && r <= Math.Min(TailScoreRows, mr / 2) ? r : 0;
+        return !additive && !NoTailScores && w >= mr && keys >= TailScoreKeys && rows < 2 * w
+            && r <= Math.Min(w >= 16 ? TailScoreRows : mr / 2, d / 8) ? r : 0;
     }
 
     /// <summary>
@@ -57,7 +62,9 @@ public static unsafe partial class Attention
             case 3: TailRun<TOps, TVec, Rows3>(kp, mr, d, keys, q, qs, st, nq, tmp); break;
             case 4: TailRun<TOps, TVec, Rows4>(kp, mr, d, keys, q, qs, st, nq, tmp); break;
             case 5: TailRun<TOps, TVec, Rows5>(kp, mr, d, keys, q, qs, st, nq, tmp); break;
-            default: TailRun<TOps, TVec, Rows6>(kp, mr, d, keys, q, qs, st, nq, tmp); break;
+            case 6: TailRun<TOps, TVec, Rows6>(kp, mr, d, keys, q, qs, st, nq, tmp); break;
+            case 7: TailRun<TOps, TVec, Rows7>(kp, mr, d, keys, q, qs, st, nq, tmp); break;
+            default: TailRun<TOps, TVec, Rows8>(kp, mr, d, keys, q, qs, st, nq, tmp); break;
         }
     }
 
@@ -69,13 +76,13 @@ public static unsafe partial class Attention
         long bs = (long)mr * d;
         if (TR.N <= 2)
             for (; b + 4 <= blocks; b += 4) TailBlocks<TOps, TVec, TR, Rows4>(kp + b * bs, bs, mr, d, q, qs, st + (long)b * mr * nq, nq, keys - b * mr, tmp);
-        if (TR.N <= 4)
-            for (; b + 2 <= blocks; b += 2) TailBlocks<TOps, TVec, TR, Rows2>(kp + b * bs, bs, mr, d, q, qs, st + (long)b * mr * nq, nq, keys - b * mr, tmp);
+        for (; b + 2 <= blocks; b += 2) TailBlocks<TOps, TVec, TR, Rows2>(kp + b * bs, bs, mr, d, q, qs, st + (long)b * mr * nq, nq, keys - b * mr, tmp);
         for (; b < blocks; b++) TailBlocks<TOps, TVec, TR, Rows1>(kp + b * bs, bs, mr, d, q, qs, st + (long)b * mr * nq, nq, keys - b * mr, tmp);
     }
 
     /// <summary>
-    /// TB packed key blocks × TR queries: TB·TR accumulators (at most 8; TB 4 for up to 2 queries, 2 for up to 4, else 1),
+    /// TB packed key blocks × TR queries: TB·TR accumulators (TB 4 for up to 2 queries, else 2 — 16 accumulators for 8
+    /// queries on AVX-512, whose 32 registers hold them; on AVX2, at most 3 queries, up to 8 —; a last odd block alone),
     /// each a vector of mr keys.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -85,7 +92,7 @@ public static unsafe partial class Attention
         TVec a00 = TOps.Zero, a01 = TOps.Zero, a02 = TOps.Zero, a03 = TOps.Zero;
         TVec a10 = TOps.Zero, a11 = TOps.Zero, a12 = TOps.Zero, a13 = TOps.Zero;
         TVec a20 = TOps.Zero, a21 = TOps.Zero, a30 = TOps.Zero, a31 = TOps.Zero;
-        TVec a40 = TOps.Zero, a50 = TOps.Zero;
+        TVec a40 = TOps.Zero, a41 = TOps.Zero, a50 = TOps.Zero, a51 = TOps.Zero, a60 = TOps.Zero, a61 = TOps.Zero, a70 = TOps.Zero, a71 = TOps.Zero;
         float* k0 = kb, k1 = kb + bs, k2 = kb + 2 * bs, k3 = kb + 3 * bs;
         for (int c = 0; c < d; c++, q += qs)
         {
@@ -109,14 +116,16 @@ public static unsafe partial class Attention
             }
             if (TR.N > 2) { x = TOps.BroadcastFrom(q + 2); a20 = TOps.Fma(x, v0, a20); if (TB.N > 1) a21 = TOps.Fma(x, v1, a21); }
             if (TR.N > 3) { x = TOps.BroadcastFrom(q + 3); a30 = TOps.Fma(x, v0, a30); if (TB.N > 1) a31 = TOps.Fma(x, v1, a31); }
-            if (TR.N > 4) a40 = TOps.Fma(TOps.BroadcastFrom(q + 4), v0, a40);
-            if (TR.N > 5) a50 = TOps.Fma(TOps.BroadcastFrom(q + 5), v0, a50);
+            if (TR.N > 4) { x = TOps.BroadcastFrom(q + 4); a40 = TOps.Fma(x, v0, a40); if (TB.N > 1) a41 = TOps.Fma(x, v1, a41); }
+            if (TR.N > 5) { x = TOps.BroadcastFrom(q + 5); a50 = TOps.Fma(x, v0, a50); if (TB.N > 1) a51 = TOps.Fma(x, v1, a51); }
+            if (TR.N > 6) { x = TOps.BroadcastFrom(q + 6); a60 = TOps.Fma(x, v0, a60); if (TB.N > 1) a61 = TOps.Fma(x, v1, a61); }
+            if (TR.N > 7) { x = TOps.BroadcastFrom(q + 7); a70 = TOps.Fma(x, v0, a70); if (TB.N > 1) a71 = TOps.Fma(x, v1, a71); }
         }
         // lanes out, block by block (the accumulators of block j hold its keys for each query)
-        OutBlock<TOps, TVec, TR>(st, nq, Math.Min(mr, keys), a00, a10, a20, a30, a40, a50, tmp);
-        if (TB.N > 1 && keys > mr) OutBlock<TOps, TVec, TR>(st + (long)mr * nq, nq, Math.Min(mr, keys - mr), a01, a11, a21, a31, a40, a40, tmp);
-        if (TB.N > 2 && keys > 2 * mr) OutBlock<TOps, TVec, TR>(st + 2L * mr * nq, nq, Math.Min(mr, keys - 2 * mr), a02, a12, a20, a20, a40, a40, tmp);
-        if (TB.N > 3 && keys > 3 * mr) OutBlock<TOps, TVec, TR>(st + 3L * mr * nq, nq, Math.Min(mr, keys - 3 * mr), a03, a13, a20, a20, a40, a40, tmp);
+        OutBlock<TOps, TVec, TR>(st, nq, Math.Min(mr, keys), a00, a10, a20, a30, a40, a50, a60, a70, tmp);
+        if (TB.N > 1 && keys > mr) OutBlock<TOps, TVec, TR>(st + (long)mr * nq, nq, Math.Min(mr, keys - mr), a01, a11, a21, a31, a41, a51, a61, a71, tmp);
+        if (TB.N > 2 && keys > 2 * mr) OutBlock<TOps, TVec, TR>(st + 2L * mr * nq, nq, Math.Min(mr, keys - 2 * mr), a02, a12, a20, a20, a40, a40, a40, a40, tmp);
+        if (TB.N > 3 && keys > 3 * mr) OutBlock<TOps, TVec, TR>(st + 3L * mr * nq, nq, Math.Min(mr, keys - 3 * mr), a03, a13, a20, a20, a40, a40, a40, a40, tmp);
     }
 
     /// <summary>
@@ -124,7 +133,7 @@ public static unsafe partial class Attention
     /// 0..<paramref name="kr"/>−1 of the tile (stride nq), each row first cleared to the vector's end.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void OutBlock<TOps, TVec, TR>(float* row, int nq, int kr, TVec x0, TVec x1, TVec x2, TVec x3, TVec x4, TVec x5, float* tmp)
+    private static void OutBlock<TOps, TVec, TR>(float* row, int nq, int kr, TVec x0, TVec x1, TVec x2, TVec x3, TVec x4, TVec x5, TVec x6, TVec x7, float* tmp)
         where TOps : ISimd<TVec> where TVec : struct where TR : IRowCount
     {
         int w = TOps.Width;
@@ -134,6 +143,8 @@ public static unsafe partial class Attention
         if (TR.N > 3) TOps.Store(x3, tmp + 3 * w);
         if (TR.N > 4) TOps.Store(x4, tmp + 4 * w);
         if (TR.N > 5) TOps.Store(x5, tmp + 5 * w);
+        if (TR.N > 6) TOps.Store(x6, tmp + 6 * w);
+        if (TR.N > 7) TOps.Store(x7, tmp + 7 * w);
         for (int i = 0; i < kr; i++, row += nq)
         {
             TOps.Store(TOps.Zero, row);
@@ -143,6 +154,8 @@ public static unsafe partial class Attention
             if (TR.N > 3) row[3] = tmp[3 * w + i];
             if (TR.N > 4) row[4] = tmp[4 * w + i];
             if (TR.N > 5) row[5] = tmp[5 * w + i];
+            if (TR.N > 6) row[6] = tmp[6 * w + i];
+            if (TR.N > 7) row[7] = tmp[7 * w + i];
         }
     }
 }

@@ -178,9 +178,9 @@ public static unsafe partial class Attention
                 // Measured against full tiles, alternated in one process, 1 thread: 12 heads × 12 tokens × 64 1.28×, 8 × 16 × 96
                 // 1.25×, 12 × 40 × 64 1.12×, 12 × 100 × 64 1.055×, 12 × 200 × 64 1.03×, 9 × 512 × 80 1.003×.
                 bool half = rows <= w && !additive;
-                // the last 1–6 queries past the tile's whole vectors (TailLanes): their scores over keys (TailScores), the
+                // the last 1–8 queries past the tile's whole vectors (TailLanes): their scores over keys (TailScores), the
                 // whole vectors' (none, or one) by the microkernel; the tail needs K packed
-                int tail = kInPlace ? 0 : TailLanes(rows, tileKeyEnd - tileKeyStart, w, mr, additive), tailLane = rows - tail;
+                int tail = kInPlace ? 0 : TailLanes(rows, tileKeyEnd - tileKeyStart, d, w, mr, additive), tailLane = rows - tail;
                 Debug.Assert(!(half && kInPlace));
                 PackQ<TOps, TVec>(a.Isa, a.Q + (q0 + r0) * a.Ldq + h * d, a.Ldq, rows, d, half ? w : nq, qt, additive ? 1f : a.Scale, fastAdd, a.ZeroDenormals);
                 // the rows the next PackQ reads (this head's next tile, else the group's next head's first), one line or two a

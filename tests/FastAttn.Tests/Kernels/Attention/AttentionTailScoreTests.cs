@@ -4,11 +4,11 @@ using FastAttn.Threading;
 namespace FastAttn.Tests.Kernels;
 
 /// <summary>
-/// A sequence's last query tile computes the scores of its last 1–6 queries past whole vectors (1–3 on AVX2; none on
-/// Vector128 and the scalar path, whose key blocks are wider than a vector) over keys: packed K's blocks as the vector
-/// operand, each query broadcast (<see cref="Attention.NoTailScores"/> turns it off). Each score is the same chain of
-/// multiply-adds in the same order as the microkernel's, so every output, and the materialised weights, must carry the
-/// bits of the vector-of-queries form — with 1 to 6 (and 7–9, past the rule) tail queries after none or one whole vector,
+/// A sequence's last query tile computes the scores of its last 1–8 queries past whole vectors (1–3 on AVX2; none on
+/// Vector128 and the scalar path, whose key blocks are wider than a vector; at most one per 8 of the head width) over keys:
+/// packed K's blocks as the vector operand, each query broadcast (<see cref="Attention.NoTailScores"/> turns it off). Each
+/// score is the same chain of multiply-adds in the same order as the microkernel's, so every output, and the materialised
+/// weights, must carry the bits of the vector-of-queries form — with 1 to 8 (and 9, past the rule) tail queries after none or one whole vector,
 /// over partial key blocks, several key tiles and the block pairs and quads, under every mask and normaliser, grouped
 /// heads, packed and cross sequences, key padding, on one thread and two — and match the reference.
 /// </summary>
