@@ -50,6 +50,31 @@ internal static unsafe class ReadBandwidth
         return best;
     }
 
+    /// <summary>
+    /// The read speed of a buffer of <paramref name="bytes"/> now (GB/s): the buffer <see cref="GBps"/> measured, read hot
+    /// (once unmeasured, then three times plain and three with the prefetch, ~100 MB each, the best kept), plain on 1 thread, both threads reading a
+    /// half each on 2 — the sweep's probe for another tenant taking the memory system (<see cref="Sweep.Steady(int, double, long)"/>).
+    /// </summary>
+    public static double Probe(long bytes, int threads)
+    {
+        _ = GBps(bytes, threads); // the buffer exists, and the speed to compare with is measured
+        bytes = Math.Max(bytes, 64L * 1024);
+        long part = bytes / 4 / threads / 64 * 64;
+        int reps = (int)Math.Max(1, 100e6 / (part * 4.0 * threads));
+        float* buf = _buffer;
+        double best = 0;
+        // once unmeasured (the buffer into the caches), then three times each plain and with the prefetch, as GBps reads
+        for (int r = 0; r < 7; r++)
+        {
+            int n = r == 0 ? 1 : reps, prefetch = r % 2 == 0 ? 4096 : 0;
+            long t0 = Stopwatch.GetTimestamp();
+            if (threads == 1) for (int j = 0; j < n; j++) Read(buf, part, prefetch);
+            else Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t => { for (int j = 0; j < n; j++) Read(buf + t * part, part, prefetch); });
+            if (r > 0) best = Math.Max(best, n * part * 4.0 * threads / Stopwatch.GetElapsedTime(t0).TotalSeconds / 1e9);
+        }
+        return best;
+    }
+
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static float Read(float* p, long n, int prefetch)
     {

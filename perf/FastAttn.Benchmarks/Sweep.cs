@@ -152,6 +152,9 @@ public static class Sweep
     public sealed record Row(string What, Point? P, int Threads, double FastAttnUs, double OrtUs, double TorchUs, string TorchVariant, double Flops, double Peak, double MaxDiff, double BoundUs,
         int Attempts = 1, bool Steady = true, double RoundTripNs = double.NaN)
     {
+        /// <summary>Measured again: the ratio of the first measurement, and which probe read slow ("FMA", "memory").</summary>
+        public double FirstRatio { get; init; } = double.NaN;
+        public string Slow { get; init; } = "";
         /// <summary>2-thread rows: the two CPUs read as on different dies before or after the kept measurement (<see cref="CrossCoreProbe"/>).</summary>
         public bool Far => RoundTripNs > CrossCoreProbe.FarNs;
         public double Best => Math.Min(OrtUs, TorchUs);
@@ -165,7 +168,7 @@ public static class Sweep
         public bool TargetOutOfReach => LowestRatio > 0.9 && PercentOfBound <= 100;
         public string Line(IFormatProvider f) => string.Format(f, "{0,-58} {1}T  FastAttn {2,9:F1} µs  ORT {3,9:F1}  torch {4,9:F1} ({5})  ratio {6:F2}  {7:F0}% of peak  bound {8:F1} µs ({9:F0}% of it; lowest ratio {10:F2}){11}",
             What, Threads, FastAttnUs, OrtUs, TorchUs, TorchVariant, Ratio, PercentOfPeak, BoundUs, PercentOfBound, LowestRatio,
-            (Attempts > 1 ? $"  measured {Attempts} times" : "") + (Steady ? "" : " (machine slow)") + (double.IsNaN(RoundTripNs) ? "" : $"  CPU round trip {RoundTripNs:F0} ns"));
+            (Attempts > 1 ? string.Create(f, $"  measured {Attempts} times ({Slow} slow; first ratio {FirstRatio:F2})") : "") + (Steady ? "" : " (machine slow)") + (double.IsNaN(RoundTripNs) ? "" : $"  CPU round trip {RoundTripNs:F0} ns"));
 
         /// <summary>The point's name in the table: ‡ measured again after a slow probe, ‡‡ slow still after the retries.</summary>
         public string Marked => What + (Steady ? (Attempts > 1 ? " ‡" : "") : " ‡‡");
@@ -232,12 +235,15 @@ public static class Sweep
         var impls = new List<(string Name, Action Run)> { ("fa", fa), ("ort", ox), ("torch-f", () => { using var m = torch.inference_mode(); using var r = functional(); }) };
         if (moduleForward != null) impls.Add(("torch-m", () => { using var m = torch.inference_mode(); using var r = moduleForward(); }));
         double tripBefore = threads > 1 ? CrossCoreProbe.RoundTripNs() : double.NaN;
-        var med = Interleave(impls, threads, peak, out int attempts, out bool steady);
+        // a point whose bound is its weights' read is also probed for the read speed (see Steady)
+        long readBytes = p.WeightBytes / ReadBandwidth.GBps(p.WeightBytes, threads) >= p.Flops / (peak * threads) ? p.WeightBytes : 0;
+        var med = Interleave(impls, threads, peak, readBytes, out int attempts, out bool steady, out var first, out string slow);
         double trip = threads > 1 ? Math.Max(tripBefore, CrossCoreProbe.RoundTripNs()) : double.NaN;
         module?.Dispose(); tx3?.Dispose();
         foreach (var tt in tw) tt.Dispose();
         bool moduleFaster = med.ContainsKey("torch-m") && med["torch-m"] < med.GetValueOrDefault("torch-f", double.MaxValue);
-        return new Row(p.ToString(), p, threads, med["fa"], med.GetValueOrDefault("ort", double.NaN), moduleFaster ? med["torch-m"] : med.GetValueOrDefault("torch-f", double.NaN), moduleFaster ? "module" : "functional", p.Flops, peak, diff, bound, attempts, steady, trip);
+        return new Row(p.ToString(), p, threads, med["fa"], med.GetValueOrDefault("ort", double.NaN), moduleFaster ? med["torch-m"] : med.GetValueOrDefault("torch-f", double.NaN), moduleFaster ? "module" : "functional", p.Flops, peak, diff, bound, attempts, steady, trip)
+            { FirstRatio = FirstRatio(first), Slow = slow };
     }
 
     private static double MaxRelDiff(float[] a, float[] b, string who, Point p)
@@ -255,19 +261,31 @@ public static class Sweep
     /// round's mean by far more than the differences measured here. Measured again, up to <see cref="MaxRetries"/> times,
     /// when the machine reads slow before or after (<see cref="Steady"/>); one measurement is <see cref="InterleaveOnce"/>.
     /// </summary>
-    private static Dictionary<string, double> Interleave(List<(string Name, Action Run)> impls, int threads, double peak, out int attempts, out bool steady)
+    private static Dictionary<string, double> Interleave(List<(string Name, Action Run)> impls, int threads, double peak, long readBytes,
+        out int attempts, out bool steady, out Dictionary<string, double>? first, out string slow)
     {
+        first = null;
+        var reasons = new SortedSet<string>();
         for (attempts = 1; ; attempts++)
         {
-            bool before = Steady(threads, peak);
+            string? why = Steady(threads, peak, readBytes);
             var med = InterleaveOnce(impls);
-            steady = before && Steady(threads, peak);
+            why ??= Steady(threads, peak, readBytes);
+            steady = why == null;
+            if (!steady) reasons.Add(why!);
+            slow = string.Join(" and ", reasons);
             if (steady || attempts > MaxRetries) return med;
-            // the host gave this process less than its cores for a while (a phase of seconds to minutes, seen on every host
-            // here: a whole point's 2-thread rows at its 1-thread times, ONNX Runtime's too): wait it out, measure again
-            for (int i = 0; i < 40 && !Steady(threads, peak); i++) Thread.Sleep(250);
+            first ??= med;
+            // the host gave this process less than its cores (or its memory bandwidth) for a while (a phase of seconds to
+            // minutes, seen on every host here: a whole point's 2-thread rows at its 1-thread times, ONNX Runtime's too):
+            // wait it out, measure again
+            for (int i = 0; i < 40 && Steady(threads, peak, readBytes) != null; i++) Thread.Sleep(250);
         }
     }
+
+    /// <summary>The ratio of a point's first measurement, when it was measured again (NaN otherwise).</summary>
+    private static double FirstRatio(Dictionary<string, double>? first) =>
+        first == null ? double.NaN : first["fa"] / first.Where(kv => kv.Key != "fa").Min(kv => kv.Value);
 
     /// <summary>Measurements of a point again after a slow probe (<see cref="Interleave"/>); then it is kept and marked.</summary>
     private const int MaxRetries = 2;
@@ -276,13 +294,37 @@ public static class Sweep
     private const double SteadyShare = 0.85;
 
     /// <summary>
+    /// A read probe below this share of the speed measured at the start of the run marks the memory system taken: 80 %, not
+    /// 85 %, since the start's figure is the best of 14 reads and a probe's of 6 (a 50 MB buffer read from memory at 1 token
+    /// varied by more than 15 % in quiet minutes).
+    /// </summary>
+    private const double SteadyReadShare = 0.80;
+
+    /// <summary>
     /// True when the machine runs at its speed now: after <see cref="WaitQuiet"/> (a peer's pool spinning on is not the
     /// machine), <paramref name="threads"/> threads of a FastAttn pool (placed as its kernels' threads are) each run the FMA
     /// peak loop for ~2 ms at once, best of three, and together reach <see cref="SteadyShare"/> of <paramref name="threads"/>
     /// × the run's peak (wall time from the first start to the last end: a thread that waits for a CPU counts, and one the
     /// pool's affine hand-out gives to the caller when its worker is late reads as half speed).
     /// </summary>
-    internal static bool Steady(int threads, double peak)
+    internal static bool Steady(int threads, double peak) => Steady(threads, peak, 0) == null;
+
+    /// <summary>
+    /// Null when the machine runs at its speed now, else what read slow: "FMA" (below), or — for a point whose bound is
+    /// its weights' read (<paramref name="readBytes"/> &gt; 0) — "memory" when a buffer of that size, read hot over and over on
+    /// <paramref name="threads"/> threads (best of six × ~1–2 ms, <see cref="ReadBandwidth.Probe"/>), reads below
+    /// <see cref="SteadyReadShare"/> of the speed measured for it at the start of the run. The FMA loop does not see another
+    /// tenant taking the memory system (seen here: the same 8 MB layer at 4 tokens 101–163 µs in runs minutes apart, a plain
+    /// read of its size 78–96 GB/s across processes in the same minutes).
+    /// </summary>
+    internal static string? Steady(int threads, double peak, long readBytes)
+    {
+        if (!SteadyFma(threads, peak)) return "FMA";
+        if (readBytes > 0 && ReadBandwidth.Probe(readBytes, threads) < SteadyReadShare * ReadBandwidth.GBps(readBytes, threads)) return "memory";
+        return null;
+    }
+
+    private static bool SteadyFma(int threads, double peak)
     {
         WaitQuiet();
         var work = new ProbeWork(threads);
@@ -502,8 +544,9 @@ public static class Sweep
         using (var r = sdpa())
         using (var rt = r.permute(1, 0, 2).contiguous())
             diff = Math.Max(diff, MaxRelDiff(y, rt.data<float>().ToArray(), "scaled_dot_product_attention", p));
-        var med = Interleave([("fa", fa), ("ort", ort.Run), ("torch", () => { using var m = torch.inference_mode(); using var r = sdpa(); })], 1, peak, out int attempts, out bool steady);
-        return new Row($"attention {heads}×{t}×{hd}", null, 1, med["fa"], med["ort"], med["torch"], "SDPA", 4.0 * t * t * d, peak, diff, Row.Bound(4.0 * t * t * d, 0, 1, peak), attempts, steady);
+        var med = Interleave([("fa", fa), ("ort", ort.Run), ("torch", () => { using var m = torch.inference_mode(); using var r = sdpa(); })], 1, peak, 0, out int attempts, out bool steady, out var first, out string slow);
+        return new Row($"attention {heads}×{t}×{hd}", null, 1, med["fa"], med["ort"], med["torch"], "SDPA", 4.0 * t * t * d, peak, diff, Row.Bound(4.0 * t * t * d, 0, 1, peak), attempts, steady)
+            { FirstRatio = FirstRatio(first), Slow = slow };
     }
 
     // ------------------------------------------------------------------ output
@@ -546,7 +589,7 @@ public static class Sweep
               + string.Join("; ", outOfReach.Select(r => string.Create(inv, $"{r.What}, {r.Threads}T: bound {r.BoundUs:F0} µs ÷ {r.Best:F0} µs = {r.LowestRatio:F2}")));
         sb.AppendLine(string.Create(inv, $"Bound (the least time this machine allows, measured in this run — see below): FastAttn at a median {ofBound[ofBound.Count / 2]:F0} % of it (lowest {ofBound[0]:F0} %); {reach}."));
         var again = all.Where(r => r.Attempts > 1).ToList();
-        sb.AppendLine(string.Create(inv, $"Host slowdowns: before and after each point a probe ran the FMA peak loop on the point's threads (best of three × ~2 ms); below {SteadyShare * 100:F0} % of threads × the run's peak the point was measured again once the probe read normal (up to {MaxRetries} times), peers included: {(again.Count == 0 ? "no point needed it" : string.Join("; ", again.Select(r => $"{r.What}, {r.Threads}T ({r.Attempts} times{(r.Steady ? "" : ", still slow: ‡‡")})")))}."));
+        sb.AppendLine(string.Create(inv, $"Host slowdowns: before and after each point a probe ran the FMA peak loop on the point's threads (best of three × ~2 ms), and at points whose bound is the weights' read a read of a buffer of their size, hot, on the point's threads (best of six × ~1–2 ms); below {SteadyShare * 100:F0} % of threads × the run's peak, or {SteadyReadShare * 100:F0} % of the read speed measured for that size at the start of the run, the point was measured again once the probes read normal (up to {MaxRetries} times), peers included: {(again.Count == 0 ? "no point needed it" : string.Join("; ", again.Select(r => string.Create(inv, $"{r.What}, {r.Threads}T ({r.Attempts} times, {r.Slow} slow; first measurement's ratio {r.FirstRatio:F2}{(r.Steady ? "" : ", still slow: ‡‡")})"))))}."));
         var belowBound = all.Where(r => r.PercentOfBound > 100).ToList();
         if (belowBound.Count > 0)
             sb.AppendLine(string.Create(inv, $"Measured faster than the bound, so the read speed was measured low there (noise; the bound does not hold for these rows): {string.Join("; ", belowBound.Select(r => $"{r.What}, {r.Threads}T ({r.PercentOfBound:F0} %)"))}."));
