@@ -65,6 +65,9 @@ public sealed class Session : IDisposable
         {
             _pool = new WorkerPool(threads);
             _pool.EnsureWorkerScratch(Math.Max(worker, 1));
+            // the threads' row shares move with their speeds, and each new share size meets tile variants not compiled
+            // yet: compiled now, once per process, not while the other thread waits (see KernelWarmup)
+            Kernels.KernelWarmup.Precompile(Kernels.Isa.Current);
         }
     }
 

@@ -1,0 +1,94 @@
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace FastAttn.Kernels;
+
+/// <summary>
+/// Compiles the microkernel's tile variants of one instruction-set path ahead of use: every row count a register tile can
+/// have (1 to <see cref="GemmCore.MaxTileRows"/>) for each store mode, A layout and column form the products and the
+/// attention call (FP32 weights). Each variant is a method of its own, compiled optimized on its first call (several
+/// milliseconds each); a session on several threads otherwise met new ones mid-run: its threads' shares of a layer's rows
+/// move with their measured speeds (<c>ShareBalance</c>), each new share size cuts into tiles of heights not seen
+/// before, and the thread compiling one held the other at the next barrier. A fresh process ran the 2-thread (96, 3 × 32,
+/// 192) layer at 128 tokens at 650–890 µs a call on average over calls 2–100 — a few calls of 10–53 ms, at calls 17,
+/// 26, 35 (the balancing's window of 8 runs) —, against ~105 µs with the balancing off. Now the first multi-thread
+/// session of a process compiles them as it is created, spread over the CPUs: 0.9 s there (1.6 s on one thread), the first
+/// call 54–90 ms instead of 175–208, calls 2–100 154–226 µs on average with no call above 10 ms (2 CPUs, AMD EPYC, Zen 5).
+/// Once per process and path; the bfloat16 and int8 weight forms are left to their first use. The AppContext switch
+/// <c>FastAttn.DisableKernelPrecompile</c> = true leaves everything to first use, as before.
+/// </summary>
+internal static unsafe class KernelWarmup
+{
+    private static int _done; // one bit per IsaPath
+    private static readonly object Gate = new();
+
+    /// <summary>Tests and measurements set this to leave every variant to its first use (the form before).</summary>
+    internal static bool Disabled;
+
+    /// <summary>Whether <paramref name="isa"/>'s variants were compiled here.</summary>
+    internal static bool Done(IsaPath isa) => (Volatile.Read(ref _done) & (1 << (int)isa)) != 0;
+
+    /// <summary>Compiles <paramref name="isa"/>'s tile variants, once per process (later calls return at once).</summary>
+    public static void Precompile(IsaPath isa)
+    {
+        if (Disabled || Done(isa) || !Isa.IsSupported(isa) || (AppContext.TryGetSwitch("FastAttn.DisableKernelPrecompile", out bool off) && off)) return;
+        lock (Gate)
+        {
+            if (Done(isa)) return;
+            switch (isa)
+            {
+                case IsaPath.Vector512: Run<Simd512, Vector512<float>>(isa); break;
+                case IsaPath.Vector256: Run<Simd256, Vector256<float>>(isa); break;
+                case IsaPath.Vector128: Run<Simd128, Vector128<float>>(isa); break;
+                default: Run<SimdScalar, float>(isa); break;
+            }
+            Volatile.Write(ref _done, _done | 1 << (int)isa);
+        }
+    }
+
+    private static void Run<TOps, TVec>(IsaPath isa) where TOps : ISimd<TVec> where TVec : struct
+    {
+        int maxRows = GemmCore.MaxTileRows(isa);
+        // the row counts spread over the machine's CPUs (the compiler runs on each calling thread)
+        Parallel.For(1, maxRows + 1, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, rows => Rows<TOps, TVec>(rows));
+    }
+
+    private static void Rows<TOps, TVec>(int rows) where TOps : ISimd<TVec> where TVec : struct
+    {
+        int w = TOps.Width, nr = 2 * w;
+        const int lda = 16, ldc = 64;
+        // one depth step over zeros: every variant runs its whole body once (its loop once, its stores), on small buffers
+        nuint floats = 16 * lda + 4 * 64 + 16 * ldc + 16 * 64 + 3 * 64;
+        float* buf = (float*)NativeMemory.AlignedAlloc(floats * sizeof(float), 64);
+        try
+        {
+            NativeMemory.Clear(buf, floats * sizeof(float));
+            float* a = buf, b = a + 16 * lda, c = b + 4 * 64, tile = c + 16 * ldc, temp = tile + 16 * 64;
+            var e = new TileEpilogue { Alpha = 1f, Last = true, Temp = temp, Tile = tile };
+            {
+                // the products: whole panels finished in registers or through the epilogue, a last panel's first vector; A packed or in place
+                GemmMicrokernel.Dispatch<TOps, TVec, FinishDirect, F32Weights>(rows, a, rows, b, 1, c, ldc, nr, ref e);
+                GemmMicrokernel.Dispatch<TOps, TVec, ViaEpilogue, F32Weights>(rows, a, rows, b, 1, c, ldc, nr, ref e);
+                GemmMicrokernel.DispatchFirstVector<TOps, TVec, ViaEpilogue, F32Weights, PackedA>(rows, a, rows, b, 1, c, ldc, w, ref e);
+                GemmMicrokernel.DispatchInPlace<TOps, TVec, FinishDirect, F32Weights>(rows, a, lda, b, 1, c, ldc, nr, ref e);
+                GemmMicrokernel.DispatchInPlace<TOps, TVec, ViaEpilogue, F32Weights>(rows, a, lda, b, 1, c, ldc, nr, ref e);
+                GemmMicrokernel.DispatchFirstVector<TOps, TVec, ViaEpilogue, F32Weights, InPlaceA>(rows, a, lda, b, 1, c, ldc, w, ref e);
+                // attention: scores (packed K, K in place, one vector of queries, a tail's whole vector) and P·V (C = or C +=)
+                GemmMicrokernel.Dispatch<TOps, TVec, StoreDirect>(rows, a, rows, b, 1, c, ldc, nr, ref e);
+                GemmMicrokernel.Dispatch<TOps, TVec, AddDirect>(rows, a, rows, b, 1, c, ldc, nr, ref e);
+                GemmMicrokernel.DispatchInPlace<TOps, TVec, StoreDirect, F32Weights>(rows, a, lda, b, 1, c, ldc, nr, ref e);
+                GemmMicrokernel.DispatchHalf<TOps, TVec, StoreDirect>(rows, a, rows, b, 1, c, ldc, ref e);
+                GemmMicrokernel.DispatchHalf<TOps, TVec, AddDirect>(rows, a, rows, b, 1, c, ldc, ref e);
+                GemmMicrokernel.DispatchFirstVector<TOps, TVec, StoreDirect, F32Weights, PackedA>(rows, a, rows, b, 1, c, ldc, w, ref e);
+                GemmMicrokernel.DispatchFirstVector<TOps, TVec, AddDirect, F32Weights, PackedA>(rows, a, rows, b, 1, c, ldc, w, ref e);
+                if (rows <= 8)
+                {
+                    // P·V's three-vector panel (up to 8 query rows)
+                    GemmMicrokernel.DispatchTriple<TOps, TVec, StoreDirect>(rows, a, rows, b, 1, c, ldc);
+                    GemmMicrokernel.DispatchTriple<TOps, TVec, AddDirect>(rows, a, rows, b, 1, c, ldc);
+                }
+            }
+        }
+        finally { NativeMemory.AlignedFree(buf); }
+    }
+}
