@@ -52,8 +52,8 @@ internal static unsafe class ReadBandwidth
 
     /// <summary>
     /// The read speed of a buffer of <paramref name="bytes"/> now (GB/s): the buffer <see cref="GBps"/> measured, read hot
-    /// (once unmeasured, then three times plain and three with the prefetch, ~100 MB each, the best kept), plain on 1 thread, both threads reading a
-    /// half each on 2 — the sweep's probe for another tenant taking the memory system (<see cref="Sweep.Steady(int, double, long)"/>).
+    /// (once unmeasured, then three times plain and three with the prefetch, ~100 MB each, the best kept), by 1 thread or
+    /// by 2 reading a half each — the sweep's probe for another tenant taking the memory system (<see cref="Sweep.Steady(int, double, long)"/>).
     /// </summary>
     public static double Probe(long bytes, int threads)
     {

@@ -315,7 +315,7 @@ public static class Sweep
     /// <paramref name="threads"/> threads (best of six × ~1–2 ms, <see cref="ReadBandwidth.Probe"/>), reads below
     /// <see cref="SteadyReadShare"/> of the speed measured for it at the start of the run. The FMA loop does not see another
     /// tenant taking the memory system (seen here: the same 8 MB layer at 4 tokens 101–163 µs in runs minutes apart, a plain
-    /// read of its size 78–96 GB/s across processes in the same minutes).
+    /// read of its size 79–93 GB/s across processes started seconds apart).
     /// </summary>
     internal static string? Steady(int threads, double peak, long readBytes)
     {

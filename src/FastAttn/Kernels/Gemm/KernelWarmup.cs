@@ -10,10 +10,12 @@ namespace FastAttn.Kernels;
 /// milliseconds each); a session on several threads otherwise met new ones mid-run: its threads' shares of a layer's rows
 /// move with their measured speeds (<c>ShareBalance</c>), each new share size cuts into tiles of heights not seen
 /// before, and the thread compiling one held the other at the next barrier. A fresh process ran the 2-thread (96, 3 × 32,
-/// 192) layer at 128 tokens at 650–890 µs a call on average over calls 2–100 — a few calls of 10–53 ms, at calls 17,
-/// 26, 35 (the balancing's window of 8 runs) —, against ~105 µs with the balancing off. Now the first multi-thread
-/// session of a process compiles them as it is created, spread over the CPUs: 0.9 s there (1.6 s on one thread), the first
-/// call 54–90 ms instead of 175–208, calls 2–100 154–226 µs on average with no call above 10 ms (2 CPUs, AMD EPYC, Zen 5).
+/// 192) layer at 128 tokens at 656–920 µs a call on average over calls 2–100 — a few calls of 10–53 ms, at calls 17,
+/// 26, 35 (the balancing's window of 8 runs) —, against 107–124 µs with the balancing off. Now the first multi-thread
+/// session of a process compiles them as it is created, spread over the CPUs (2 CPUs, AMD EPYC, Zen 5, three fresh
+/// processes each, the same minutes): creating the session 12–14 → 986–1,009 ms (1.5–1.7 s compiling on one thread), the
+/// first call 191–195 → 56–60 ms, calls 2–100 890–920 → 238–274 µs on average, stalls above 1 ms in the first 300 calls
+/// 77–81 → 12–17 ms (the runtime's tiered recompiles of ordinary methods).
 /// Once per process and path; the bfloat16 and int8 weight forms are left to their first use. The AppContext switch
 /// <c>FastAttn.DisableKernelPrecompile</c> = true leaves everything to first use, as before.
 /// </summary>
