@@ -382,6 +382,30 @@ internal static unsafe class Int8Gemm
             => Avx2.Add(acc, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(a, b), Vector256.Create((short)1)));
     }
 
+    /// <summary>
+    /// Runs every tile height of <paramref name="kernel"/>'s generic tiles once on zeros (one group of 4), so each is
+    /// compiled before a product needs it (<see cref="KernelWarmup"/>); the 128-bit and scalar kernels take the height at
+    /// run time and have nothing to compile ahead.
+    /// </summary>
+    internal static void PrecompileTiles(Int8Kernel kernel)
+    {
+        if (kernel is not (Int8Kernel.Vnni or Int8Kernel.MaddUbs)) return;
+        byte* buf = (byte*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc(1024, 64);
+        try
+        {
+            System.Runtime.InteropServices.NativeMemory.Clear(buf, 1024);
+            byte* a = buf;
+            sbyte* b = (sbyte*)(buf + 64);
+            int* acc = (int*)(buf + 256); // 12 rows × 16 sums
+            for (int rows = 1; rows <= 12; rows++)
+            {
+                if (kernel == Int8Kernel.Vnni) DispatchVector<VnniDot>(rows, a, rows * 4, b, 1, acc);
+                else DispatchVector<MaddUbsDot>(rows, a, rows * 4, b, 1, acc);
+            }
+        }
+        finally { System.Runtime.InteropServices.NativeMemory.AlignedFree(buf); }
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void DispatchVector<TD>(int rows, byte* a, int aStep, sbyte* b, int k4, int* acc) where TD : IDot
     {

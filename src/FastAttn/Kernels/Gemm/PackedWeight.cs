@@ -154,6 +154,7 @@ public sealed unsafe class PackedWeight : IDisposable
             GC.SuppressFinalize(this);
             throw;
         }
+        KernelWarmup.Note(precision); // multi-thread sessions created from now on compile this form's tile variants ahead
     }
 
     /// <summary>

@@ -6,9 +6,10 @@ namespace FastAttn.Tests.Kernels;
 
 /// <summary>
 /// <see cref="KernelWarmup"/> compiles the microkernel's tile variants of a path ahead of use (a multi-thread session does it
-/// as it is created). It runs every variant once on scratch buffers of its own; these check that it does so on every path,
-/// once, and that the products and layers computed afterwards are what they were: the plain reference, and a two-thread
-/// session's outputs the bits of a one-thread session's at every token count, as its row shares move.
+/// as it is created), for FP32 weights and every other weight form built so far. It runs every variant once on scratch
+/// buffers of its own; these check that it does so on every path and form, once, and that the products and layers computed
+/// afterwards are what they were: the plain reference, and a two-thread session's outputs (FP32, bfloat16 and int8
+/// weights) the bits of a one-thread session's at every token count, as its row shares move.
 /// </summary>
 public class KernelWarmupTests
 {
@@ -17,8 +18,11 @@ public class KernelWarmupTests
     {
         IsaPaths.ForEach(p =>
         {
+            // weights of every form exist (built here), so the precompile covers all three
+            using (new PackedWeight(Reference.Random(64, 70), 8, 8, Precision.BF16Weights))
+            using (new PackedWeight(Reference.Random(64, 70), 8, 8, Precision.Int8)) { }
             KernelWarmup.Precompile(p);
-            Assert.True(KernelWarmup.Done(p));
+            foreach (var form in new[] { Precision.F32, Precision.BF16Weights, Precision.Int8 }) Assert.True(KernelWarmup.Done(p, form), form.ToString());
             KernelWarmup.Precompile(p); // a second call returns at once
             Assert.True(KernelWarmup.Done(p));
             // row counts 1–14 (every tile height) and widths ending in part of a panel, after the warm-up
@@ -37,8 +41,11 @@ public class KernelWarmupTests
         });
     }
 
-    [Fact]
-    public void ATwoThreadSession_CompilesItsPathAhead_AndGivesTheOneThreadBits()
+    [Theory]
+    [InlineData(Precision.F32)]
+    [InlineData(Precision.BF16Weights)]
+    [InlineData(Precision.Int8)]
+    public void ATwoThreadSession_CompilesItsPathAhead_AndGivesTheOneThreadBits(Precision precision)
     {
         IsaPaths.ForEach(p =>
         {
@@ -48,10 +55,11 @@ public class KernelWarmupTests
             float[] Ones(int n) { var a = R(n, 0.1f); for (int i = 0; i < n; i++) a[i] += 1f; return a; }
             var w = new EncoderLayerWeights(R(3 * d * d, 0.1f), R(3 * d, 0.1f), R(d * d, 0.1f), R(d, 0.1f), R(ff * d, 0.1f), R(ff, 0.1f),
                 R(d * ff, 0.07f), R(d, 0.1f), Ones(d), R(d, 0.1f), Ones(d), R(d, 0.1f));
-            using var stack = TransformerEncoder.FromWeights(d, heads, ff, [w], Activation.Gelu, false, 1e-5f, new AttentionSettings());
+            using var stack = TransformerEncoder.FromWeights(d, heads, ff, [w], Activation.Gelu, false, 1e-5f, new AttentionSettings(), null, new PrecisionPlan(precision));
             using var one = stack.CreateSession(maxTokens, 1);
             using var two = stack.CreateSession(maxTokens, 2);
             Assert.True(KernelWarmup.Done(p));
+            Assert.True(KernelWarmup.Done(p, precision));
             // many calls at each length: the two threads' shares move with their timings, and every cut must give the same bits
             foreach (int t in new[] { 100, 64, 49, 13, 1 })
             {
