@@ -18,7 +18,9 @@ namespace FastAttn.Kernels;
 /// 77–81 → 12–17 ms (the runtime's tiered recompiles of ordinary methods).
 /// Once per process, path and weight form (FP32 always; bfloat16 and int8 once a weight of that form exists — a session is
 /// built over its weights, so its own forms are known when it is created). The AppContext switch
-/// <c>FastAttn.DisableKernelPrecompile</c> = true leaves everything to first use, as before.
+/// <c>FastAttn.DisableKernelPrecompile</c> = true leaves everything to first use, as before. The variants below are the
+/// ones the call sites in <c>GemmCore</c>, <c>Attention</c> and <c>Int8Gemm</c> use; one added there and not here is
+/// compiled at its first use, as every variant was before.
 /// </summary>
 internal static unsafe class KernelWarmup
 {
