@@ -67,6 +67,21 @@ public sealed unsafe class EncoderBlock : Block, IDisposable, IRowLocalTail
     /// </summary>
     internal const int TailBlockRows = 96;
 
+    /// <summary>
+    /// Register tiles of rows per thread from which a layer whose whole forward can go by rows (one sequence, q|k|v weight
+    /// of at most <see cref="MultiHeadAttention.RowsProjectionBytes"/>: <see cref="RowLocalLayerJob"/>) does so; the tail
+    /// alone after a split attention keeps two. Was two for both: from 24 to 47 tokens on 2 threads such layers ran their
+    /// products split by weight panels, each product's input crossing between the cores. perf/ab.sh, 2 threads, AMD EPYC
+    /// (Zen 5), one against two: (96, 3 × 32, 192) at 24 / 40 (pre-norm GELU) tokens 1.060 / 1.479×, (96, 1 × 96, 384) causal
+    /// at 36 1.438×, (128, 4 × 32, 512) pre-norm at 28 1.277×, (256, 8 × 32, 1024) at 40 1.224×, (256, 4 × 64, 512) causal at
+    /// 33 1.185×, (256, 4 × 64, 1024) at 44 1.225×, (320, 5 × 64, 1280) at 44 1.076×, (320, 20 × 16, 640) at 26 1.126×, (384,
+    /// 12 × 32, 1536) at 24 / 30 / 36 / 46 / 47 1.100–1.156 / 1.100–1.191 / 1.026 / 1.103–1.119 / 1.082×, at 40 0.987–1.043×
+    /// (0.90–0.94× before its 20-row shares were even: <see cref="GemmCore.RowShare(int, int, int, int)"/>), (384, 8 × 48, 768)
+    /// causal at 24 1.176×; (512, 8 × 64, 2048) at 40 (tail alone, unchanged) 1.014×. Fewer rows than a tile (6 a thread)
+    /// measured 0.43–1.21× (mostly slower), so one tile it is.
+    /// </summary>
+    internal const int RowLocalLayerTiles = 1;
+
     /// <summary>Scratch floats one thread needs for the row-local tail (one block of rows).</summary>
     private long TailScratch(int maxTokens)
     {
@@ -100,10 +115,11 @@ public sealed unsafe class EncoderBlock : Block, IDisposable, IRowLocalTail
 
     /// <summary>
     /// True when this call runs the part after the attention row-local: small weights, several threads, and at least
-    /// two register tiles of rows per thread (fewer rows go better split by weight panels).
+    /// <paramref name="tilesPerThread"/> register tiles of rows per thread (fewer rows go better split by weight panels;
+    /// two for the tail alone, <see cref="RowLocalLayerTiles"/> for the whole layer by rows).
     /// </summary>
-    private bool UseRowLocalTail(int tokens, WorkerPool? pool) =>
-        _rowLocalTail && pool != null && pool.Threads > 1 && tokens >= 2 * GemmCore.TileRows(Attention.OutProj.Weight.Isa) * pool.Threads;
+    private bool UseRowLocalTail(int tokens, WorkerPool? pool, int tilesPerThread = 2) =>
+        _rowLocalTail && pool != null && pool.Threads > 1 && tokens >= tilesPerThread * GemmCore.TileRows(Attention.OutProj.Weight.Isa) * pool.Threads;
 
     /// <inheritdoc/>
     public override void Validate(Batch batch) => Attention.Validate(batch);
@@ -115,7 +131,7 @@ public sealed unsafe class EncoderBlock : Block, IDisposable, IRowLocalTail
         Span<float> h = scratch.Slice(0, n);
         Span<float> work = scratch.Slice(n);
         var pool = batch.Pool;
-        if (UseRowLocalTail(tokens, pool) && !NoRowLocalLayer && Attention.CanAttendRows(batch.Count))
+        if (!NoRowLocalLayer && Attention.CanAttendRows(batch.Count) && UseRowLocalTail(tokens, pool, RowLocalLayerTiles))
         {
             // one sequence and a small q|k|v weight: the whole layer by rows (each thread its rows through the projection,
             // the attention over every head and the tail; only k and v cross between cores; same bits as one thread)

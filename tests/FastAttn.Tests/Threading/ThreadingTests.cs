@@ -58,14 +58,19 @@ public class ThreadingTests
                         next = r1;
                     }
                     Assert.Equal(m, next);
-                    // never longer than whole tiles would give, and within 4 rows of an even share when tiles do not share out
+                    // never longer than whole tiles would give, and within 4 rows of an even share when tiles do not share out or
+                    // the last one is short
                     int tiles = (m + mr - 1) / mr;
                     Assert.True(longest <= (tiles + chunks - 1) / chunks * mr, $"m={m} chunks={chunks} mr={mr}: {longest}");
-                    if (tiles % chunks != 0 && mr > 4 && m >= 4 * chunks) Assert.True(longest <= Math.Min((m + chunks - 1) / chunks + 4, (tiles + chunks - 1) / chunks * mr), $"m={m} chunks={chunks} mr={mr}: {longest}");
+                    if ((tiles % chunks != 0 || m % mr != 0) && mr > 4 && m >= 4 * chunks) Assert.True(longest <= Math.Min((m + chunks - 1) / chunks + 4, (tiles + chunks - 1) / chunks * mr), $"m={m} chunks={chunks} mr={mr}: {longest}");
                 }
         // 128 rows in tiles of 12 on 2 threads: 64 + 64, not 72 + 56
         Assert.Equal((0, 64), GemmCore.RowShare(0, 2, 128, 12));
         Assert.Equal((64, 128), GemmCore.RowShare(1, 2, 128, 12));
+        // 40 rows: 4 tiles share out 2 + 2, but the last holds 4 rows: 20 + 20, not 24 + 16; 48 rows (4 full tiles): 24 + 24
+        Assert.Equal((0, 20), GemmCore.RowShare(0, 2, 40, 12));
+        Assert.Equal((20, 40), GemmCore.RowShare(1, 2, 40, 12));
+        Assert.Equal((0, 24), GemmCore.RowShare(0, 2, 48, 12));
     }
 
     [Fact]
@@ -255,10 +260,11 @@ public class ThreadingTests
                 float[] y = new float[t * d], yp = new float[t * d], scratch = new float[block.ScratchSize(t)];
                 int before = EncoderBlock.RowLocalLayerRuns;
                 block.Forward(xs, y, new Batch(t, pool: pool), scratch);
-                // one sequence from 2 tiles of rows per thread: the whole layer by rows (the q|k|v weight is 0.3 MB)
-                Assert.Equal(t >= 2 * GemmCore.TileRows(block.Attention.OutProj.Weight.Isa) * threads ? 1 : 0, EncoderBlock.RowLocalLayerRuns - before);
+                // one sequence from one tile of rows per thread: the whole layer by rows (the q|k|v weight is 0.3 MB)
+                int byRows = t >= EncoderBlock.RowLocalLayerTiles * GemmCore.TileRows(block.Attention.OutProj.Weight.Isa) * threads ? 1 : 0;
+                Assert.Equal(byRows, EncoderBlock.RowLocalLayerRuns - before);
                 block.Forward(xs, yp, new Batch(t, lens, pool: pool), scratch);
-                Assert.Equal(t >= 2 * GemmCore.TileRows(block.Attention.OutProj.Weight.Isa) * threads ? 1 : 0, EncoderBlock.RowLocalLayerRuns - before); // two sequences: not by rows
+                Assert.Equal(byRows, EncoderBlock.RowLocalLayerRuns - before); // two sequences: not by rows
                 Assert.True(want.AsSpan().SequenceEqual(y), $"{t} tokens, {threads} threads");
                 Assert.True(wantPacked.AsSpan().SequenceEqual(yp), $"{t} tokens in two sequences, {threads} threads");
             }

@@ -137,15 +137,17 @@ internal static unsafe partial class GemmCore
 
     /// <summary>
     /// Item <paramref name="item"/>'s rows [start, end) of <paramref name="m"/> rows cut into <paramref name="chunks"/> pieces:
-    /// whole tiles when they share out evenly, else even shares in steps of 4 rows (a share then ends in one short tile) if
-    /// that makes the longest share shorter.
+    /// whole tiles when they share out evenly (all of them full), else even shares in steps of 4 rows (a share then ends in
+    /// one short tile) if that makes the longest share shorter.
     /// Whole tiles split 11 tiles of a 128-row product 6 : 5 (72 : 56 rows); 64 : 64 rows finish together. Every row is
     /// computed the same way in any tile, so the split does not change a bit.
     /// </summary>
     internal static (int Start, int End) RowShare(int item, int chunks, int m, int mr)
     {
         int tiles = (m + mr - 1) / mr;
-        if (tiles % chunks != 0 && mr > 4 && m >= 4 * chunks)
+        // whole tiles that share out evenly, but the last one short: the first share is the longest (40 rows in tiles of 12
+        // go 24 + 16)
+        if ((tiles % chunks != 0 || m % mr != 0) && mr > 4 && m >= 4 * chunks)
         {
             // even shares only when their longest is shorter than whole tiles' longest
             int longest = 0;
