@@ -75,7 +75,8 @@ public sealed unsafe class EncoderBlock : Block, IDisposable, IRowLocalTail
     /// (Zen 5), one against two: (96, 3 × 32, 192) at 24 / 40 (pre-norm GELU) tokens 1.060 / 1.479×, (96, 1 × 96, 384) causal
     /// at 36 1.438×, (128, 4 × 32, 512) pre-norm at 28 1.277×, (256, 8 × 32, 1024) at 40 1.224×, (256, 4 × 64, 512) causal at
     /// 33 1.185×, (256, 4 × 64, 1024) at 44 1.225×, (320, 5 × 64, 1280) at 44 1.076×, (320, 20 × 16, 640) at 26 1.126×, (384,
-    /// 12 × 32, 1536) at 24 / 30 / 36 / 46 / 47 1.100–1.156 / 1.100–1.191 / 1.026 / 1.103–1.119 / 1.082×, at 40 0.987–1.043×
+    /// 12 × 32, 1536) at 24 / 30 / 36 / 46 1.100–1.156 / 1.100–1.191 / 1.026 / 1.103–1.119×, (384, 16 × 24, 1536) at 32 / 47
+    /// 1.042 / 1.082×, (384, 12 × 32 or 6 × 64, 1536) at 40 0.987–1.043×
     /// (0.90–0.94× before its 20-row shares were even: <see cref="GemmCore.RowShare(int, int, int, int)"/>), (384, 8 × 48, 768)
     /// causal at 24 1.176×; (512, 8 × 64, 2048) at 40 (tail alone, unchanged) 1.014×. Fewer rows than a tile (6 a thread)
     /// measured 0.43–1.21× (mostly slower), so one tile it is.

@@ -142,7 +142,8 @@ internal static unsafe partial class GemmCore
     /// of 4 rows before (29 rows went 16 + 13): perf/ab.sh, 2 threads, layers by rows at 25–43 tokens, (384, 12 × 32, 1536) at
     /// 26 / 29 / 35 tokens 1.048 / 1.049 / 1.070×, (256, 8 × 32, 1024) at 43 1.044×, (96, 3 × 32, 192) pre-norm at 25 1.059×,
     /// at 50 tokens (25 + 25, not 24 + 26) (96, 6 × 16, 384) causal 1.122×, (320, 20 × 16, 640) 1.034×, (512, 32 × 16, 2048)
-    /// pre-norm 1.016×; where the cut is the same 0.980–1.007×.
+    /// pre-norm 1.016×; where the cut is the same 0.980–0.994× ((320, 5 × 64, 640) pre-norm at 41, 21 + 20 instead of 20 + 21:
+    /// 1.007×).
     /// Whole tiles split 11 tiles of a 128-row product 6 : 5 (72 : 56 rows); 64 : 64 rows finish together. Every row is
     /// computed the same way in any tile, so the split does not change a bit.
     /// </summary>
