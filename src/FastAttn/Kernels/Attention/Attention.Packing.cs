@@ -123,6 +123,12 @@ public static unsafe partial class Attention
     /// <summary>Tests set this on their own thread to pack K always (to compare the two paths' bits).</summary>
     [ThreadStatic] internal static bool NoInPlaceK;
 
+    /// <summary>
+    /// Tests and measurements set this on their own thread to take softmax's column maxima from a pass over the score tile
+    /// instead of from the score kernels' registers (<see cref="StoreColMax"/>), to compare the two.
+    /// </summary>
+    [ThreadStatic] internal static bool NoFusedMax;
+
     /// <summary>Width of panel <paramref name="p"/> of <paramref name="panels"/> (<see cref="VPanels"/>).</summary>
     private static int VPanelWidth(int dv, int p, int nr, int w, bool triple, int panels) =>
         triple && p == panels - 1 ? 3 * w : VPanelWidth(dv, p, nr, w);

@@ -146,6 +146,10 @@ public static unsafe partial class Attention
         // the next tile's queries and the next head's keys and values are asked for ahead (PrefetchRows) when the keys' rows
         // span more than an L2 (they then come from the shared cache); below it they stay near and the prefetches only cost
         bool prefetch = !NoQPrefetch && (long)lk * Math.Max(a.Ldk, a.Ldq) * sizeof(float) >= PrefetchSpanBytes;
+        // the score tiles hand softmax their column maxima (StoreColMax) unless a pass other than the per-tile causal,
+        // window and distance ones (decided per tile below) changes scores, or the scores are additive
+        bool fuseMax = !NoFusedMax && a.Norm == Normalizer.Softmax && !additive && a.SoftCap <= 0f
+            && a.FloatMask == null && a.BoolMask == null && a.RelBias == null;
         for (int hh = 0; hh < group; hh++)
         {
             int h = kvHead * group + hh;
@@ -207,13 +211,23 @@ public static unsafe partial class Attention
                             PrefetchRows(a.V + (k0 + j0) * a.Ldv + (kvHead + 1) * dv, a.Ldv, n, dv);
                         }
                     }
-                    // Sᵀ for keys [j0, j0+cols) × this tile's queries
+                    // Sᵀ for keys [j0, j0+cols) × this tile's queries; where no pass changes the scores before softmax, the
+                    // whole-tile kernels also fold each query's maximum into cv (StoreColMax) and softmax skips its own pass
+                    bool causalPass = a.Causal != CausalMode.None && j0 + cols - 1 > r0 + causalShift;
+                    bool windowPass = a.Window > 0 && ((long)j0 < (long)r0 + rows - 1 - a.Window || (long)j0 + cols - 1 > (long)r0 + a.Window);
+                    bool colMax = fuseMax && tail == 0 && !half && !causalPass && !windowPass && (a.Slopes == null || a.Slopes[h] == 0f);
+                    if (colMax) { TOps.Store(ninf, cv); TOps.Store(ninf, cv + w); epi.ColMax = cv; }
                     epi.LoadC = false;
                     for (int jb = 0; jb < cols; jb += mr)
                     {
                         int kr = Math.Min(mr, cols - jb);
                         float* kb = kp + (long)(j0 + jb) * d;
-                        if (tail > 0)
+                        if (colMax)
+                        {
+                            if (kInPlace) GemmMicrokernel.DispatchInPlace<TOps, TVec, StoreColMax, F32Weights>(kr, kRows + (long)(j0 + jb) * a.Ldk, a.Ldk, qt, d, st + jb * nq, nq, nq, ref epi);
+                            else GemmMicrokernel.Dispatch<TOps, TVec, StoreColMax>(kr, kb, mr, qt, d, st + jb * nq, nq, nq, ref epi);
+                        }
+                        else if (tail > 0)
                         {
                             if (tailLane > 0) GemmMicrokernel.DispatchFirstVector<TOps, TVec, StoreDirect, F32Weights, PackedA>(kr, kb, mr, qt, d, st + jb * nq, nq, w, ref epi);
                         }
@@ -226,10 +240,8 @@ public static unsafe partial class Attention
                     if (tail > 0) TailScores<TOps, TVec>(kp + (long)j0 * d, mr, d, cols, qt + tailLane, half ? w : nq, tail, st + tailLane, nq, epi.Temp);
                     // soft cap, masks
                     if (a.SoftCap > 0f) SoftCapPass<TOps, TVec>(st, cols * 2, a.SoftCap);
-                    if (a.Causal != CausalMode.None && j0 + cols - 1 > r0 + causalShift)
-                        CausalPass<TOps, TVec>(st, cols, j0, r0 + causalShift, iota);
-                    if (a.Window > 0 && ((long)j0 < (long)r0 + rows - 1 - a.Window || (long)j0 + cols - 1 > (long)r0 + a.Window))
-                        WindowPass<TOps, TVec>(st, cols, j0, r0, iota, a.Window);
+                    if (causalPass) CausalPass<TOps, TVec>(st, cols, j0, r0 + causalShift, iota);
+                    if (windowPass) WindowPass<TOps, TVec>(st, cols, j0, r0, iota, a.Window);
                     if (a.FloatMask != null || a.BoolMask != null) ApplyMasks(a, st, nq, q0 + r0, rows, k0 + j0, cols);
                     if (a.Slopes != null && a.Slopes[h] != 0f) DistancePass<TOps, TVec>(st, cols, j0, r0, iota, a.Slopes[h]);
                     if (a.RelBias != null) RelativeBiasPass<TOps, TVec>(st, cols, j0, r0, a.RelBias + (long)h * (2 * a.RelSpan - 1), a.RelSpan);
@@ -237,8 +249,8 @@ public static unsafe partial class Attention
                     // normalise
                     if (a.Norm == Normalizer.Softmax)
                     {
-                        if (half) SoftmaxPass<TOps, TVec, Vec1>(st, cols, mv, lv, cv, first, ot, rows, dvPad, pvT ? dv : 0);
-                        else SoftmaxPass<TOps, TVec, Vec2>(st, cols, mv, lv, cv, first, ot, rows, dvPad, pvT ? dv : 0);
+                        if (half) SoftmaxPass<TOps, TVec, Vec1>(st, cols, mv, lv, cv, first, ot, rows, dvPad, pvT ? dv : 0, false);
+                        else SoftmaxPass<TOps, TVec, Vec2>(st, cols, mv, lv, cv, first, ot, rows, dvPad, pvT ? dv : 0, colMax);
                     }
                     else if (a.Norm == Normalizer.Relu) ReluPass<TOps, TVec>(st, cols * 2, invL);
                     else SigmoidPass<TOps, TVec>(st, cols * 2, sigBias);

@@ -18,6 +18,7 @@ internal unsafe struct TileEpilogue
     public float* Tile; // MR·NR floats: the accumulators of one tile
     public nint Prefetch; // floats ahead of B to prefetch (0 = none)
     public nint PrefetchStep; // floats the prefetch address advances a step (0 = as B does; half of it fetches a next block in halves: GemmCore.SetPrefetch)
+    public float* ColMax; // StoreColMax: two vectors of running column maxima the tile's rows are folded into
 }
 
 internal interface IRowCount { static abstract int N { get; } }
@@ -36,6 +37,12 @@ internal struct AddDirect : IStoreMode { public static int Mode => 2; }
 /// operations in the same order as <see cref="ViaEpilogue"/>, so both give the same bits.
 /// </summary>
 internal struct FinishDirect : IStoreMode { public static int Mode => 3; }
+/// <summary>
+/// C = acc as <see cref="StoreDirect"/>, and each column's maximum over the tile's rows folded into
+/// <see cref="TileEpilogue.ColMax"/> (whole panels only): attention's score tiles Sᵀ, whose columns are queries, hand
+/// softmax its running maxima from the registers instead of a pass that reads the tile back.
+/// </summary>
+internal struct StoreColMax : IStoreMode { public static int Mode => 4; }
 /// <summary>How the packed weight panel stores its elements.</summary>
 internal interface IWeightFormat { static abstract bool Bf16 { get; } }
 /// <summary>FP32 panels.</summary>
@@ -318,6 +325,28 @@ internal static unsafe class GemmMicrokernel
             if (TR.N > 11) { Put<TOps, TVec, TM>(cB0, c + 11 * ldc); if (TC.N > 1) Put<TOps, TVec, TM>(cB1, c + 11 * ldc + w); }
             if (TR.N > 12) { Put<TOps, TVec, TM>(cC0, c + 12 * ldc); if (TC.N > 1) Put<TOps, TVec, TM>(cC1, c + 12 * ldc + w); }
             if (TR.N > 13) { Put<TOps, TVec, TM>(cD0, c + 13 * ldc); if (TC.N > 1) Put<TOps, TVec, TM>(cD1, c + 13 * ldc + w); }
+            if (TM.Mode == 4)
+            {
+                Debug.Assert(TC.N == 2, "StoreColMax folds whole panels only");
+                // two chains (even and odd rows) per vector, then the running maxima: max is exact, so the order changes
+                // no finite result (softmax makes a column with a NaN score NaN whichever maximum it is given)
+                TVec e0 = c00, e1 = c01, o0 = TOps.Load(e.ColMax), o1 = TOps.Load(e.ColMax + w);
+                if (TR.N > 1) { o0 = TOps.Max(o0, c10); o1 = TOps.Max(o1, c11); }
+                if (TR.N > 2) { e0 = TOps.Max(e0, c20); e1 = TOps.Max(e1, c21); }
+                if (TR.N > 3) { o0 = TOps.Max(o0, c30); o1 = TOps.Max(o1, c31); }
+                if (TR.N > 4) { e0 = TOps.Max(e0, c40); e1 = TOps.Max(e1, c41); }
+                if (TR.N > 5) { o0 = TOps.Max(o0, c50); o1 = TOps.Max(o1, c51); }
+                if (TR.N > 6) { e0 = TOps.Max(e0, c60); e1 = TOps.Max(e1, c61); }
+                if (TR.N > 7) { o0 = TOps.Max(o0, c70); o1 = TOps.Max(o1, c71); }
+                if (TR.N > 8) { e0 = TOps.Max(e0, c80); e1 = TOps.Max(e1, c81); }
+                if (TR.N > 9) { o0 = TOps.Max(o0, c90); o1 = TOps.Max(o1, c91); }
+                if (TR.N > 10) { e0 = TOps.Max(e0, cA0); e1 = TOps.Max(e1, cA1); }
+                if (TR.N > 11) { o0 = TOps.Max(o0, cB0); o1 = TOps.Max(o1, cB1); }
+                if (TR.N > 12) { e0 = TOps.Max(e0, cC0); e1 = TOps.Max(e1, cC1); }
+                if (TR.N > 13) { o0 = TOps.Max(o0, cD0); o1 = TOps.Max(o1, cD1); }
+                TOps.Store(TOps.Max(o0, e0), e.ColMax);
+                TOps.Store(TOps.Max(o1, e1), e.ColMax + w);
+            }
             return;
         }
         // Spill the accumulators to an L1-hot tile and finish in a separate method: keeping the epilogue

@@ -116,6 +116,9 @@ internal static unsafe class KernelWarmup
             GemmMicrokernel.Dispatch<TOps, TVec, StoreDirect>(rows, a, rows, b, 1, c, ldc, nr, ref e);
             GemmMicrokernel.Dispatch<TOps, TVec, AddDirect>(rows, a, rows, b, 1, c, ldc, nr, ref e);
             GemmMicrokernel.DispatchInPlace<TOps, TVec, StoreDirect, F32Weights>(rows, a, lda, b, 1, c, ldc, nr, ref e);
+            e.ColMax = temp; // scores that hand softmax their column maxima
+            GemmMicrokernel.Dispatch<TOps, TVec, StoreColMax>(rows, a, rows, b, 1, c, ldc, nr, ref e);
+            GemmMicrokernel.DispatchInPlace<TOps, TVec, StoreColMax, F32Weights>(rows, a, lda, b, 1, c, ldc, nr, ref e);
             GemmMicrokernel.DispatchHalf<TOps, TVec, StoreDirect>(rows, a, rows, b, 1, c, ldc, ref e);
             GemmMicrokernel.DispatchHalf<TOps, TVec, AddDirect>(rows, a, rows, b, 1, c, ldc, ref e);
             GemmMicrokernel.DispatchFirstVector<TOps, TVec, StoreDirect, F32Weights, PackedA>(rows, a, rows, b, 1, c, ldc, w, ref e);
