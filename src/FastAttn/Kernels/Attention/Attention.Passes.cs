@@ -8,13 +8,14 @@ public static unsafe partial class Attention
     /// <summary>
     /// Online softmax over an Sᵀ tile of <paramref name="cols"/> keys: running max and sums per query lane, exponentials in
     /// place, the output tile rescaled when the max moved. TC = Vec1 for a tile of at most one vector of queries.
-    /// <paramref name="maxInCv"/>: the score kernels already folded the tile's column maxima into <paramref name="cv"/>
-    /// (<see cref="StoreColMax"/>), so the pass that reads the tile for them is skipped. Measured with perf/ab.sh against
+    /// <paramref name="maxRows"/>: the score kernels already folded the column maxima of the tile's first that many keys into
+    /// <paramref name="cv"/> (<see cref="StoreColMax"/>; all of them, or under a causal mask the blocks every query sees), so
+    /// the pass that reads the tile for them starts after them (or is skipped). Measured with perf/ab.sh against
     /// that pass (1 thread, AMD EPYC Zen 5; same bits): attention 24 × 512 × 32 1.034×, 24 × 128 × 32 1.032×, 48 × 128 × 16
     /// 1.026×, 12 × 512 × 64 1.019×, 6 × 512 × 128 1.015×, 8 × 512 × 96 1.014×, 48 × 512 × 16 1.012×; layers 1.002–1.008×.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static void SoftmaxPass<TOps, TVec, TC>(float* st, int cols, float* mv, float* lv, float* cv, bool first, float* ot, int rows, int dvPad, int dvT, bool maxInCv)
+    private static void SoftmaxPass<TOps, TVec, TC>(float* st, int cols, float* mv, float* lv, float* cv, bool first, float* ot, int rows, int dvPad, int dvT, int maxRows)
         where TOps : ISimd<TVec> where TVec : struct where TC : IVecCount
     {
         int w = TOps.Width, nq = 2 * w;
@@ -25,11 +26,11 @@ public static unsafe partial class Attention
         // at 128
         TVec x0 = ninf, x1 = ninf, y0 = ninf, y1 = ninf;
         int j2 = 0;
-        if (maxInCv)
+        if (maxRows > 0)
         {
-            // the score kernels folded the tile's column maxima into cv (StoreColMax)
+            // the score kernels folded the maxima of the first maxRows keys into cv (StoreColMax)
             x0 = TOps.Load(cv); x1 = TOps.Load(cv + w);
-            j2 = cols;
+            j2 = maxRows;
         }
         for (; j2 + 1 < cols; j2 += 2)
         {

@@ -215,14 +215,17 @@ public static unsafe partial class Attention
                     // whole-tile kernels also fold each query's maximum into cv (StoreColMax) and softmax skips its own pass
                     bool causalPass = a.Causal != CausalMode.None && j0 + cols - 1 > r0 + causalShift;
                     bool windowPass = a.Window > 0 && ((long)j0 < (long)r0 + rows - 1 - a.Window || (long)j0 + cols - 1 > (long)r0 + a.Window);
-                    bool colMax = fuseMax && tail == 0 && !half && !causalPass && !windowPass && (a.Slopes == null || a.Slopes[h] == 0f);
-                    if (colMax) { TOps.Store(ninf, cv); TOps.Store(ninf, cv + w); epi.ColMax = cv; }
+                    // under a causal mask only the key blocks every query of the tile sees (keys up to its first query, + the
+                    // bottom-right shift) fold their maxima; the pass finds the rest's after the mask
+                    int maxRows = fuseMax && tail == 0 && !half && !windowPass && (a.Slopes == null || a.Slopes[h] == 0f)
+                        ? causalPass ? Math.Clamp(r0 + causalShift + 1 - j0, 0, cols) / mr * mr : cols : 0;
+                    if (maxRows > 0) { TOps.Store(ninf, cv); TOps.Store(ninf, cv + w); epi.ColMax = cv; }
                     epi.LoadC = false;
                     for (int jb = 0; jb < cols; jb += mr)
                     {
                         int kr = Math.Min(mr, cols - jb);
                         float* kb = kp + (long)(j0 + jb) * d;
-                        if (colMax)
+                        if (jb < maxRows)
                         {
                             if (kInPlace) GemmMicrokernel.DispatchInPlace<TOps, TVec, StoreColMax, F32Weights>(kr, kRows + (long)(j0 + jb) * a.Ldk, a.Ldk, qt, d, st + jb * nq, nq, nq, ref epi);
                             else GemmMicrokernel.Dispatch<TOps, TVec, StoreColMax>(kr, kb, mr, qt, d, st + jb * nq, nq, nq, ref epi);
@@ -249,8 +252,8 @@ public static unsafe partial class Attention
                     // normalise
                     if (a.Norm == Normalizer.Softmax)
                     {
-                        if (half) SoftmaxPass<TOps, TVec, Vec1>(st, cols, mv, lv, cv, first, ot, rows, dvPad, pvT ? dv : 0, false);
-                        else SoftmaxPass<TOps, TVec, Vec2>(st, cols, mv, lv, cv, first, ot, rows, dvPad, pvT ? dv : 0, colMax);
+                        if (half) SoftmaxPass<TOps, TVec, Vec1>(st, cols, mv, lv, cv, first, ot, rows, dvPad, pvT ? dv : 0, 0);
+                        else SoftmaxPass<TOps, TVec, Vec2>(st, cols, mv, lv, cv, first, ot, rows, dvPad, pvT ? dv : 0, maxRows);
                     }
                     else if (a.Norm == Normalizer.Relu) ReluPass<TOps, TVec>(st, cols * 2, invL);
                     else SigmoidPass<TOps, TVec>(st, cols * 2, sigBias);

@@ -5,7 +5,8 @@ namespace FastAttn.Tests.Kernels;
 /// <summary>
 /// Softmax's column maxima come from the score kernels' registers (<c>StoreColMax</c>) where no pass changes the scores
 /// of a key tile before softmax, and from a pass over the tile otherwise (masks, soft cap, relative bias, additive scores,
-/// the tiles a causal mask, a window or a distance bias touch, one-vector and tail query tiles). The maximum is exact, so
+/// the tiles a window or a distance bias touch, one-vector and tail query tiles); in a tile a causal mask touches, the key
+/// blocks every query sees fold theirs and the pass covers the rest after the mask. The maximum is exact, so
 /// both must give the same bits (forced with <see cref="Attention.NoFusedMax"/>) — on partial key blocks, several key
 /// tiles, keys in place and packed, grouped heads, packed sequences, scores large enough that the shift matters — and
 /// match the reference. A NaN score makes its query's output NaN either way.
@@ -34,7 +35,7 @@ public class AttentionFusedMaxTests
         IsaPaths.ForEach(() =>
         {
             // 1, 7, 63, 65, 130 queries and keys (tails, one-vector tiles, partial key blocks), 700 (several key tiles);
-            // plain, causal (its tiles off the diagonal fused), windowed, ALiBi on one head of two, grouped heads, packed
+            // plain, causal (the blocks below each tile's first query fused), windowed, ALiBi on one head of two, grouped heads, packed
             // sequences with a key valid length
             foreach (int t in new[] { 1, 7, 63, 65, 130, 700 })
                 foreach (var (causal, window, kvHeads, packedSeq, slopes) in new[]
