@@ -59,7 +59,11 @@ internal readonly struct PanelSet
 /// </summary>
 internal static unsafe partial class GemmCore
 {
-    /// <summary>Depth of a K block. Measured on Zen 5 (MR=12): 128→81%, 256→87%, 512→90%, 768→92% of peak at 128×768·768×768; deep blocks mean fewer C round trips.</summary>
+    /// <summary>
+    /// The depth of an A block that <see cref="PanelsOuter"/>'s scratch budget is counted in (the K block of every deep
+    /// product before <see cref="KBlock"/> cut depths evenly). Measured on Zen 5 (MR=12): 128→81%, 256→87%, 512→90%,
+    /// 768→92% of peak at 128×768·768×768; deep blocks mean fewer C round trips.
+    /// </summary>
     public const int KC = 768;
 
     /// <summary>
@@ -91,13 +95,23 @@ internal static unsafe partial class GemmCore
     public const int KWhole = 1024;
 
     /// <summary>
-    /// The K block of a product of depth <paramref name="k"/>: the whole depth up to <see cref="KWhole"/>, else <see cref="KC"/>.
-    /// A depth of 1024 in blocks of 768 + 256 wrote C after the first block and read it back after the second; for a wide
-    /// product C is megabytes and had left the caches by then (measured, 128 rows: 1024→4096 at 81–86 % of the peak in
-    /// blocks, 84–94 % as one; 1024→1024, whose C stays in L2, 93–97 % either way). Depends on K only, so a row's sums
+    /// The K block of a product of depth <paramref name="k"/>: the whole depth up to <see cref="KWhole"/>, else the depth cut
+    /// into as few blocks of at most <see cref="KWhole"/> as it needs, of equal size (rounded up to 16; the last one the
+    /// rest). A depth of 1024 in blocks of 768 + 256 wrote C after the first block and read it back after the second; for
+    /// a wide product C is megabytes and had left the caches by then (measured, 128 rows: 1024→4096 at 81–86 % of the peak
+    /// in blocks, 84–94 % as one; 1024→1024, whose C stays in L2, 93–97 % either way). Deeper products went in blocks of
+    /// <see cref="KC"/> (2048 = 768 + 768 + 512, three C round trips where two do); in blocks of at most 1024 (1024 + 1024,
+    /// 1280 = 640 + 640), measured alternated in one process (1 thread, AMD EPYC Zen 5): 512 × 2048 → 1024 1.036–1.046×
+    /// (1.009× in perf/ab.sh), 512 × 3072 → 768 1.022×, 512 × 1280 → 320 1.022×, 128–200 rows 0.997–1.007×; encoder layers
+    /// (perf/ab.sh) (1024, 32 × 32, 2048) at 128 tokens 1.012–1.033×, at 512 tokens 0.998–1.005×. Depends on K only, so a row's sums
     /// are the same alone and inside a bigger product.
     /// </summary>
-    public static int KBlock(int k) => k <= KWhole ? Math.Max(k, 1) : KC;
+    public static int KBlock(int k)
+    {
+        if (k <= KWhole) return Math.Max(k, 1);
+        int blocks = (k + KWhole - 1) / KWhole;
+        return RoundUp((k + blocks - 1) / blocks, 16);
+    }
 
     /// <summary>
     /// Rows per A block for a range of <paramref name="rows"/>: as few blocks as <see cref="MCTiles"/> tiles allow, of
