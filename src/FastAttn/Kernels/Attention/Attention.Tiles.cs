@@ -13,7 +13,13 @@ public static unsafe partial class Attention
     /// stride from the shared cache. Measured alternated in one process, at 512 tokens (head widths 16–128): the query
     /// prefetch alone 1.002–1.027× (two runs), with the next head 1.001–1.023×, this form 1.003–1.008× (a faster minute); at 128 tokens, where the rows stay in L2, 0.978–0.985× before the span rule
     /// (<see cref="PrefetchSpanBytes"/>) and 0.997–1.001× with it; perf/ab.sh at 512 tokens 0.991–1.019×, layers at 128–512
-    /// tokens 1.000–1.003×.
+    /// tokens 1.000–1.003×. The prefetches were first issued all at once (a query tile's rows before its scores, a key block's
+    /// keys and values before it): 256–9,216 lines in a burst stall the core once its outstanding misses are full (1.7 % of
+    /// the samples in a profile of 6 × 512 × 128, in <see cref="PrefetchRows"/>). Spread over the score blocks (a few query
+    /// rows, and a block's own keys' and values' rows of the next head, before each), alternated in one process against the
+    /// bursts (1 thread, Zen 5): 24 × 512 × 32 1.008–1.018× (three runs), 12 × 512 × 64 1.010–1.011×, 6 × 512 × 128
+    /// 0.999–1.009×, 9 × 512 × 80 1.002–1.003×, 4 × 2048 × 64 1.005×, causal 16 × 384 × 64 1.015×, causal 24 × 512 × 32 1.013×;
+    /// perf/ab.sh, in a slow and noisy phase of the host (150–175 GFLOP/s): attention 0.982–1.053×, layers at 512 tokens 0.989–1.006×.
     /// </summary>
     internal static bool NoQPrefetch;
 
@@ -188,29 +194,23 @@ public static unsafe partial class Attention
                 Debug.Assert(!(half && kInPlace));
                 PackQ<TOps, TVec>(a.Isa, a.Q + (q0 + r0) * a.Ldq + h * d, a.Ldq, rows, d, half ? w : nq, qt, additive ? 1f : a.Scale, fastAdd, a.ZeroDenormals);
                 // the rows the next PackQ reads (this head's next tile, else the group's next head's first), one line or two a
-                // row at the row stride, asked for now: they come from the shared cache while this tile computes
+                // row at the row stride, asked for a few rows before each of this tile's score blocks: they come from the
+                // shared cache while this tile computes
+                float* qNext = null;
+                int qNextRows = 0;
                 if (prefetch)
                 {
-                    if (r0 + nq < rowEnd) PrefetchRows(a.Q + (q0 + r0 + nq) * a.Ldq + h * d, a.Ldq, Math.Min(nq, rowEnd - r0 - nq), d);
-                    else if (hh + 1 < group) PrefetchRows(a.Q + (q0 + rowStart) * a.Ldq + (h + 1) * d, a.Ldq, Math.Min(nq, rowEnd - rowStart), d);
+                    if (r0 + nq < rowEnd) { qNext = a.Q + (q0 + r0 + nq) * a.Ldq + h * d; qNextRows = Math.Min(nq, rowEnd - r0 - nq); }
+                    else if (hh + 1 < group) { qNext = a.Q + (q0 + rowStart) * a.Ldq + (h + 1) * d; qNextRows = Math.Min(nq, rowEnd - rowStart); }
                 }
                 TOps.Store(ninf, mv); TOps.Store(ninf, mv + w);
                 TOps.Store(TOps.Zero, lv); TOps.Store(TOps.Zero, lv + w);
                 bool first = true;
-                // the group's last tile also asks for the next key/value head's keys and values, a key block at a time
+                // the group's last tile also asks for the next key/value head's keys and values, each score block's keys before it
                 bool kvAhead = prefetch && hh == group - 1 && r0 + nq >= rowEnd && kvHead + 1 < a.KvHeads;
                 for (int j0 = tileKeyStart; j0 < tileKeyEnd; j0 += bc)
                 {
                     int cols = Math.Min(bc, tileKeyEnd - j0);
-                    if (kvAhead)
-                    {
-                        int n = Math.Min(cols, keyEnd - j0);
-                        if (n > 0)
-                        {
-                            PrefetchRows(a.K + (k0 + j0) * a.Ldk + (kvHead + 1) * d, a.Ldk, n, d);
-                            PrefetchRows(a.V + (k0 + j0) * a.Ldv + (kvHead + 1) * dv, a.Ldv, n, dv);
-                        }
-                    }
                     // Sᵀ for keys [j0, j0+cols) × this tile's queries; where no pass changes the scores before softmax, the
                     // whole-tile kernels also fold each query's maximum into cv (StoreColMax) and softmax skips its own pass
                     bool causalPass = a.Causal != CausalMode.None && j0 + cols - 1 > r0 + causalShift;
@@ -221,10 +221,22 @@ public static unsafe partial class Attention
                         ? causalPass ? Math.Clamp(r0 + causalShift + 1 - j0, 0, cols) / mr * mr : cols : 0;
                     if (maxRows > 0) { TOps.Store(ninf, cv); TOps.Store(ninf, cv + w); epi.ColMax = cv; }
                     epi.LoadC = false;
+                    int span = tileKeyEnd - tileKeyStart, qPerBlock = qNext != null ? (qNextRows * mr + span - 1) / span : 0;
                     for (int jb = 0; jb < cols; jb += mr)
                     {
                         int kr = Math.Min(mr, cols - jb);
                         float* kb = kp + (long)(j0 + jb) * d;
+                        if (qPerBlock > 0)
+                        {
+                            int q1 = (j0 - tileKeyStart + jb) / mr * qPerBlock, qn = Math.Min(qPerBlock, qNextRows - q1);
+                            if (qn > 0) PrefetchRows(qNext + q1 * a.Ldq, a.Ldq, qn, d);
+                        }
+                        if (kvAhead && j0 + jb < keyEnd)
+                        {
+                            int n = Math.Min(kr, keyEnd - j0 - jb);
+                            PrefetchRows(a.K + (k0 + j0 + jb) * a.Ldk + (kvHead + 1) * d, a.Ldk, n, d);
+                            PrefetchRows(a.V + (k0 + j0 + jb) * a.Ldv + (kvHead + 1) * dv, a.Ldv, n, dv);
+                        }
                         if (jb < maxRows)
                         {
                             if (kInPlace) GemmMicrokernel.DispatchInPlace<TOps, TVec, StoreColMax, F32Weights>(kr, kRows + (long)(j0 + jb) * a.Ldk, a.Ldk, qt, d, st + jb * nq, nq, nq, ref epi);
