@@ -100,7 +100,7 @@ internal static unsafe partial class GemmCore
     /// rest). A depth of 1024 in blocks of 768 + 256 wrote C after the first block and read it back after the second; for
     /// a wide product C is megabytes and had left the caches by then (measured, 128 rows: 1024→4096 at 81–86 % of the peak
     /// in blocks, 84–94 % as one; 1024→1024, whose C stays in L2, 93–97 % either way). Deeper products went in blocks of
-    /// <see cref="KC"/> (2048 = 768 + 768 + 512, three C round trips where two do); in blocks of at most 1024 (1024 + 1024,
+    /// <see cref="KC"/> (2048 = 768 + 768 + 512: C written and read back twice where once does); in blocks of at most 1024 (1024 + 1024,
     /// 1280 = 640 + 640), measured alternated in one process (1 thread, AMD EPYC Zen 5): 512 × 2048 → 1024 1.036–1.046×
     /// (1.009× in perf/ab.sh), 512 × 3072 → 768 1.022×, 512 × 1280 → 320 1.022×, 128–200 rows 0.997–1.007×; encoder layers
     /// (perf/ab.sh) (1024, 32 × 32, 2048) at 128 tokens 1.012–1.033×, at 512 tokens 0.998–1.005×. Depends on K only, so a row's sums
