@@ -203,6 +203,8 @@ public static unsafe partial class Attention
                     if (r0 + nq < rowEnd) { qNext = a.Q + (q0 + r0 + nq) * a.Ldq + h * d; qNextRows = Math.Min(nq, rowEnd - r0 - nq); }
                     else if (hh + 1 < group) { qNext = a.Q + (q0 + rowStart) * a.Ldq + (h + 1) * d; qNextRows = Math.Min(nq, rowEnd - rowStart); }
                 }
+                // rows of it asked for before each score block of the tile's keys, so the last ones go before its last block
+                int qPerBlock = qNext != null ? (qNextRows * mr + tileKeyEnd - tileKeyStart - 1) / (tileKeyEnd - tileKeyStart) : 0;
                 TOps.Store(ninf, mv); TOps.Store(ninf, mv + w);
                 TOps.Store(TOps.Zero, lv); TOps.Store(TOps.Zero, lv + w);
                 bool first = true;
@@ -221,7 +223,6 @@ public static unsafe partial class Attention
                         ? causalPass ? Math.Clamp(r0 + causalShift + 1 - j0, 0, cols) / mr * mr : cols : 0;
                     if (maxRows > 0) { TOps.Store(ninf, cv); TOps.Store(ninf, cv + w); epi.ColMax = cv; }
                     epi.LoadC = false;
-                    int span = tileKeyEnd - tileKeyStart, qPerBlock = qNext != null ? (qNextRows * mr + span - 1) / span : 0;
                     for (int jb = 0; jb < cols; jb += mr)
                     {
                         int kr = Math.Min(mr, cols - jb);
