@@ -194,9 +194,25 @@ internal static unsafe partial class GemmCore
     /// <summary>
     /// How far ahead (in floats, 16 KB) the microkernel prefetches the packed weight panel it streams. Measured on
     /// the (768, 12, 3072) encoder layer at 8 tokens, whose 28 MB of weights come from memory on every call:
-    /// 0 → 900 µs, 1024 → 821, 2048 → 658, 4096 → 561, 8192 → 631; neutral when the weights are cache-resident.
+    /// 0 → 900 µs, 1024 → 821, 2048 → 658, 4096 → 561, 8192 → 631 (the first session's host); neutral when the weights
+    /// are cache-resident.
     /// </summary>
     public const int PrefetchFloats = 4096;
+
+    /// <summary>
+    /// How far ahead (in floats) the tiles of a block of fewer than <see cref="NextBlockTiles"/> row tiles (products of up
+    /// to ~24 rows, every tile streaming the weights from the shared cache or memory) prefetch: 16 KB as above, or 8 KB on
+    /// cores whose L1 data cache holds 32 KB or less, where lines fetched 16 KB ahead were partly gone again before the
+    /// tile reached them. Measured alternated in one process (AMD EPYC Zen 4, 32 KB L1d, 1 thread unless said), 8 KB
+    /// against 16 KB: encoder layers (768, 12 × 64, 3072) at 8 tokens 0.904×, (1024, 16 × 64, 4096) at 12 0.899–0.912×
+    /// (2 threads 0.873–0.930×), (1024, 8 × 128, 2048) at 20 0.946–0.954×, (512, 16 × 32, 1024) at 4 0.958–0.973×,
+    /// (320, 10 × 32, 1280) causal at 4 0.956–0.964×, (768, 16 × 48, 1536) causal at 12 0.799–0.984×, (1024, 64 × 16,
+    /// 4096) at 1 token 1.005× and 2 threads 0.969–1.036× (from memory; noisy), layers of 128 tokens and more 0.98–1.01×;
+    /// 12 KB against 8 KB 0.930–1.040×. The first tile of a larger block kept at 16 KB (every tile at 8 KB: layers of 128
+    /// tokens on 2 threads 1.014–1.049×). Cores with a larger L1 (Zen 5, recent Intel: 48 KB) keep 16 KB, the distance every
+    /// earlier measurement on them ran with (8 KB is not measured there); a core CPUID says nothing about keeps it too.
+    /// </summary>
+    internal static readonly int FewTilesPrefetchFloats = CacheInfo.L1DataBytes is > 0 and <= 32 << 10 ? 2048 : PrefetchFloats;
 
     public static int RoundUp(int x, int m) => (x + m - 1) / m * m;
 
@@ -413,7 +429,7 @@ internal static unsafe partial class GemmCore
             return;
         }
         e.PrefetchStep = 0;
-        e.Prefetch = tiles < NextBlockTiles || ti == 0 ? PrefetchFloats : ti == 1 ? next : 0;
+        e.Prefetch = tiles < NextBlockTiles ? FewTilesPrefetchFloats : ti == 0 ? PrefetchFloats : ti == 1 ? next : 0;
     }
 
     /// <summary>Tests and measurements set this to fetch the next block in the second tile alone, at the full pace (the form before the halves).</summary>
