@@ -49,12 +49,12 @@ public class ReducedPrecisionAccuracyTests(Xunit.Abstractions.ITestOutputHelper 
         var b = low.Encode(texts);
         var cos = texts.Select((_, i) => Cosine(a[i], b[i])).ToArray();
         double mean = cos.Average(), min = cos.Min();
-        // The bounds hold for 8-bit activations (VNNI and scalar kernels: 256 levels a row; measured 0.998 / 0.991). Where
-        // the int8 kernel is a pmaddubsw one (no AVX-VNNI, e.g. AMD Zen 4, whose AVX512-VNNI .NET 10 does not expose),
+        // The bounds hold for 8-bit activations (VNNI, 16-bit vpmaddwd and scalar kernels: 256 levels a row; measured
+        // 0.998 / 0.991). Where the int8 kernel is a pmaddubsw one (AVX2 without AVX-VNNI, or FASTATTN_INT8=maddubs),
         // activations get 128 levels so its int16 pair sums cannot saturate: the step doubles, the activations' rounding
         // error doubles, and 1 − cosine, quadratic in a small error, grows at most 4× (the weights' share not at all) —
         // so there 1 − 4·(1 − bound). Measured on Zen 4 (353 texts): pmaddubsw mean 0.994084, min 0.970819; the
-        // scalar kernel (FASTATTN_INT8=scalar, 8 bits) 0.998135 / 0.991125 — 3.2× and 3.3× less far from 1.
+        // 16-bit and scalar kernels (8 bits) 0.998135 / 0.991125 — 3.2× and 3.3× less far from 1.
         int levels = precision == Precision.Int8 ? Int8Gemm.ActivationMax(Int8Gemm.Current(Isa.Active)) : 255;
         double growth = levels >= 255 ? 1 : 4;
         output.WriteLine($"{precision}: {texts.Count} texts, cosine to FP32 mean {mean:F6}, min {min:F6} ('{texts[Array.IndexOf(cos, min)]}'); activation levels {levels + 1}");

@@ -4,7 +4,7 @@ using FastAttn.Threading;
 namespace FastAttn.Tests.Kernels;
 
 /// <summary>
-/// int8 and bf16 products against plain scalar references kept here: the int8 kernels (VNNI, vpmaddubsw, scalar) must
+/// int8 and bf16 products against plain scalar references kept here: the int8 kernels (VNNI, 16-bit vpmaddwd, vpmaddubsw, scalar) must
 /// reproduce an exact integer reference bit for bit on every kernel path; bf16 weights must match an FP32 reference run
 /// on the bf16-rounded weights within the FP32 GEMM bound.
 /// </summary>
@@ -40,6 +40,22 @@ public class ReducedPrecisionTests
         Assert.Equal(sse && !scalarOnly ? Int8Kernel.MaddUbs128 : Int8Kernel.Scalar, Int8Gemm.Current(IsaPath.Vector128));
         Assert.Equal(Int8Kernel.Scalar, Int8Gemm.Current(IsaPath.Scalar));
         Assert.Equal(127, Int8Gemm.ActivationMax(Int8Kernel.MaddUbs128));
+    }
+
+    [Fact]
+    public void Int8_WithoutVnni_AnAvx512CoreRunsThe16BitKernel_At8Bits()
+    {
+        // where .NET exposes no VNNI but the core has AVX-512BW (AMD Zen 4, Intel Ice Lake-SP), the 512-bit path takes the
+        // exact 8-bit vpmaddwd kernel and narrower paths the 7-bit pmaddubsw one
+        bool bw = System.Runtime.Intrinsics.X86.Avx512BW.IsSupported && System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated;
+        Assert.Equal(bw, Int8Gemm.Supported.Contains(Int8Kernel.Madd16));
+        Assert.Equal(255, Int8Gemm.ActivationMax(Int8Kernel.Madd16));
+        Assert.Equal(127, Int8Gemm.ActivationMax(Int8Kernel.MaddUbs));
+        string? forced = Environment.GetEnvironmentVariable("FASTATTN_INT8")?.Trim().ToLowerInvariant();
+        if (!bw || Int8Gemm.IsSupported(Int8Kernel.Vnni) || forced is "scalar" or "maddubs") return;
+        Assert.Equal(Int8Kernel.Madd16, Int8Gemm.Best);
+        Assert.Equal(Int8Kernel.Madd16, Int8Gemm.Current(IsaPath.Vector512));
+        Assert.Equal(Int8Kernel.MaddUbs, Int8Gemm.Current(IsaPath.Vector256));
     }
 
     // ------------------------------------------------------------ the integer reference
